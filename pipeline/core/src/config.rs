@@ -1,0 +1,254 @@
+//! `pipeline.toml`: the `[corpus]` settings shared by every stage, and one section per
+//! stage (`[filter]`, or `[[dedup]]` to run a stage more than once) holding its
+//! `input`, `output` and the stage's own config fields.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, IoContext, Result};
+use crate::writer::ShardLimits;
+
+/// `[corpus]`: where datasets live and how hard to run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CorpusConfig {
+    /// Folder that relative `input`/`output` paths of stage sections are resolved against. Default: the config file's folder.
+    pub root: Option<PathBuf>,
+    /// Worker threads; 0 means one per core. Default 0.
+    pub threads: usize,
+    /// A shard rolls over past this many MiB. Default 256.
+    pub shard_mb: u64,
+    /// Row groups are flushed at this many MiB of buffered data. Default 32.
+    pub row_group_mb: u64,
+    /// Rows per batch when reading. Default 4096.
+    pub batch_rows: usize,
+    /// zstd level of written shards. Default 3.
+    pub zstd_level: i32,
+}
+
+impl Default for CorpusConfig {
+    fn default() -> Self {
+        CorpusConfig { root: None, threads: 0, shard_mb: 256, row_group_mb: 32, batch_rows: crate::dataset::DEFAULT_BATCH_ROWS, zstd_level: 3 }
+    }
+}
+
+/// How one invocation of a stage runs.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub threads: usize,
+    pub task_index: usize,
+    pub task_count: usize,
+    pub limits: ShardLimits,
+    pub batch_rows: usize,
+    /// Show a progress bar (only honoured when stderr is a terminal).
+    pub progress: bool,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions::from_corpus(&CorpusConfig::default())
+    }
+}
+
+impl RunOptions {
+    pub fn from_corpus(c: &CorpusConfig) -> Self {
+        RunOptions {
+            threads: c.threads,
+            task_index: 0,
+            task_count: 1,
+            limits: ShardLimits { shard_bytes: c.shard_mb.max(1) << 20, row_group_bytes: (c.row_group_mb.max(1) << 20) as usize, zstd_level: c.zstd_level },
+            batch_rows: c.batch_rows.max(1),
+            progress: true,
+        }
+    }
+
+    pub fn effective_threads(&self) -> usize {
+        if self.threads == 0 {
+            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+        } else {
+            self.threads
+        }
+    }
+
+    pub fn check(&self) -> Result<()> {
+        if self.task_count == 0 || self.task_index >= self.task_count {
+            return Err(Error::Config(format!(
+                "--task-index {} must be below --task-count {} (and the count at least 1)",
+                self.task_index, self.task_count
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// One run of one stage as described in pipeline.toml.
+#[derive(Debug, Clone)]
+pub struct StageSection {
+    pub stage: String,
+    pub inputs: Vec<PathBuf>,
+    pub output: Option<PathBuf>,
+    /// The stage's own fields, everything but `input` and `output`.
+    pub settings: toml::Table,
+}
+
+#[derive(Debug, Clone)]
+pub struct PipelineConfig {
+    pub path: PathBuf,
+    pub corpus: CorpusConfig,
+    /// Stage sections in file order.
+    pub sections: Vec<StageSection>,
+}
+
+impl PipelineConfig {
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).at(path)?;
+        Self::parse(&text, path)
+    }
+
+    pub fn parse(text: &str, path: &Path) -> Result<Self> {
+        let err = |m: String| Error::Config(format!("{}: {m}", path.display()));
+        let table: toml::Table = text.parse().map_err(|e: toml::de::Error| err(e.to_string()))?;
+        let mut corpus = CorpusConfig::default();
+        let mut sections = vec![];
+        for (name, value) in table {
+            if name == "corpus" {
+                corpus = value.try_into().map_err(|e: toml::de::Error| err(format!("[corpus]: {e}")))?;
+                continue;
+            }
+            let tables = match value {
+                toml::Value::Table(t) => vec![t],
+                toml::Value::Array(a) => a
+                    .into_iter()
+                    .map(|v| match v {
+                        toml::Value::Table(t) => Ok(t),
+                        _ => Err(err(format!("[[{name}]] must be tables"))),
+                    })
+                    .collect::<Result<_>>()?,
+                _ => return Err(err(format!("`{name}` must be a [section]"))),
+            };
+            for mut t in tables {
+                let inputs = match t.remove("input") {
+                    None => vec![],
+                    Some(toml::Value::String(s)) => vec![PathBuf::from(s)],
+                    Some(toml::Value::Array(a)) => a
+                        .into_iter()
+                        .map(|v| v.as_str().map(PathBuf::from).ok_or_else(|| err(format!("[{name}] input must be a path or a list of paths"))))
+                        .collect::<Result<_>>()?,
+                    Some(_) => return Err(err(format!("[{name}] input must be a path or a list of paths"))),
+                };
+                let output = match t.remove("output") {
+                    None => None,
+                    Some(toml::Value::String(s)) => Some(PathBuf::from(s)),
+                    Some(_) => return Err(err(format!("[{name}] output must be a path"))),
+                };
+                sections.push(StageSection { stage: name.clone(), inputs, output, settings: t });
+            }
+        }
+        // toml::Table is sorted by key; keep the pipeline order instead.
+        sections.sort_by_key(|s| STAGE_ORDER.iter().position(|n| *n == s.stage).unwrap_or(usize::MAX));
+        if corpus.root.is_none() {
+            corpus.root = Some(path.parent().map(Path::to_path_buf).unwrap_or_default());
+        }
+        Ok(PipelineConfig { path: path.to_path_buf(), corpus, sections })
+    }
+
+    /// Resolves a path from a stage section against `[corpus] root`.
+    pub fn resolve(&self, p: &Path) -> PathBuf {
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.corpus.root.clone().unwrap_or_default().join(p)
+        }
+    }
+
+    pub fn sections_for(&self, stage: &str) -> Vec<&StageSection> {
+        self.sections.iter().filter(|s| s.stage == stage).collect()
+    }
+}
+
+/// The order `m6corpus run all` runs stages in.
+pub const STAGE_ORDER: &[&str] = &["ingest", "crawl", "extract", "dedup", "filter", "tokenize", "train"];
+
+/// Deserialises a stage's config from its section, with `--set key=value` overrides
+/// applied on top; unknown keys are an error that names the section.
+pub fn stage_config<C: DeserializeOwned>(stage: &str, settings: &toml::Table, overrides: &[String]) -> Result<C> {
+    let mut t = settings.clone();
+    for o in overrides {
+        let (k, v) = o
+            .split_once('=')
+            .ok_or_else(|| Error::Config(format!("--set `{o}`: expected KEY=VALUE")))?;
+        // A value that is not valid TOML (a bare word, a path) is taken as a string.
+        let value = format!("v = {v}")
+            .parse::<toml::Table>()
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+            .unwrap_or_else(|| toml::Value::String(v.to_string()));
+        set_path(&mut t, k.trim(), value);
+    }
+    toml::Value::Table(t).try_into().map_err(|e: toml::de::Error| Error::Config(format!("[{stage}]: {}", e.message())))
+}
+
+fn set_path(t: &mut toml::Table, key: &str, value: toml::Value) {
+    match key.split_once('.') {
+        Some((head, rest)) => {
+            let sub = t.entry(head.to_string()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            if !sub.is_table() {
+                *sub = toml::Value::Table(toml::Table::new());
+            }
+            set_path(sub.as_table_mut().unwrap(), rest, value)
+        }
+        None => {
+            t.insert(key.to_string(), value);
+        }
+    }
+}
+
+/// Parses a whole config section for tests and tools that want typed access.
+pub fn parse_table<C: DeserializeOwned>(stage: &str, t: BTreeMap<String, toml::Value>) -> Result<C> {
+    stage_config(stage, &t.into_iter().collect(), &[])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, Deserialize, PartialEq)]
+    #[serde(default, deny_unknown_fields)]
+    struct Demo {
+        min_chars: usize,
+        name: String,
+        nested: Nested,
+    }
+    #[derive(Debug, Deserialize, PartialEq, Default)]
+    #[serde(default, deny_unknown_fields)]
+    struct Nested {
+        on: bool,
+    }
+    impl Default for Demo {
+        fn default() -> Self {
+            Demo { min_chars: 5, name: "x".into(), nested: Nested::default() }
+        }
+    }
+
+    #[test]
+    fn sections_overrides_and_unknown_fields() {
+        let cfg = PipelineConfig::parse(
+            "[corpus]\nthreads = 2\n[filter]\ninput = 'a'\noutput = 'b'\nmin_chars = 9\n[[dedup]]\ninput = ['x', 'y']\n[[dedup]]\ninput = 'z'\n",
+            Path::new("/tmp/p.toml"),
+        )
+        .unwrap();
+        assert_eq!(cfg.corpus.threads, 2);
+        assert_eq!(cfg.sections.iter().map(|s| s.stage.as_str()).collect::<Vec<_>>(), ["dedup", "dedup", "filter"]);
+        assert_eq!(cfg.sections[0].inputs.len(), 2);
+        let f = cfg.sections_for("filter")[0];
+        let d: Demo = stage_config("filter", &f.settings, &["name=abc".into(), "nested.on=true".into()]).unwrap();
+        assert_eq!(d, Demo { min_chars: 9, name: "abc".into(), nested: Nested { on: true } });
+        let e = stage_config::<Demo>("filter", &f.settings, &["min_charz=3".into()]).unwrap_err().to_string();
+        assert!(e.contains("[filter]") && e.contains("min_charz"), "{e}");
+        let e = PipelineConfig::parse("[corpus]\nthredz = 1\n", Path::new("p.toml")).unwrap_err().to_string();
+        assert!(e.contains("thredz"), "{e}");
+    }
+}

@@ -1,0 +1,57 @@
+//! The pipeline's error type: every variant names the file, task or setting at fault.
+
+use std::path::PathBuf;
+
+use m6_schemas::SchemaError;
+
+/// What stages return: their own error types, boxed, so the runner can wrap them
+/// with the task they happened in.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{}: {source}", path.display())]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{}: {source}", path.display())]
+    Parquet { path: PathBuf, source: parquet::errors::ParquetError },
+    #[error("{}: {source}", path.display())]
+    Schema { path: PathBuf, source: SchemaError },
+    #[error("{}: {msg}", path.display())]
+    Manifest { path: PathBuf, msg: String },
+    #[error("{}: {msg}", path.display())]
+    Corrupt { path: PathBuf, msg: String },
+    #[error("config: {0}")]
+    Config(String),
+    #[error("task {task} ({input}): {source}")]
+    Task { task: String, input: String, source: BoxError },
+    #[error("stage {stage}: {source}")]
+    Stage { stage: String, source: BoxError },
+}
+
+impl Error {
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io { path: path.into(), source }
+    }
+    pub fn parquet(path: impl Into<PathBuf>, source: parquet::errors::ParquetError) -> Self {
+        Error::Parquet { path: path.into(), source }
+    }
+    pub fn schema(path: impl Into<PathBuf>, source: SchemaError) -> Self {
+        Error::Schema { path: path.into(), source }
+    }
+    pub fn manifest(path: impl Into<PathBuf>, msg: impl Into<String>) -> Self {
+        Error::Manifest { path: path.into(), msg: msg.into() }
+    }
+}
+
+/// Attaches a path to `std::io` results, the one conversion every file operation needs.
+pub trait IoContext<T> {
+    fn at(self, path: impl Into<PathBuf>) -> Result<T>;
+}
+
+impl<T> IoContext<T> for std::io::Result<T> {
+    fn at(self, path: impl Into<PathBuf>) -> Result<T> {
+        self.map_err(|e| Error::io(path, e))
+    }
+}

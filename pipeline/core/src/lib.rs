@@ -1,0 +1,25 @@
+//! Dataset and manifest I/O, the stage runner and the pipeline config.
+//!
+//! Stages never touch files: they read batches from a [`Task`] and write batches to a
+//! [`TaskOutput`]; this crate turns that into zstd Parquet shards committed atomically,
+//! manifests, resumable runs and `--task-index/--task-count` slicing.
+
+pub mod config;
+pub mod dataset;
+pub mod error;
+pub mod manifest;
+pub mod progress;
+pub mod runner;
+pub mod stage;
+pub mod verify;
+pub mod writer;
+
+pub use config::{PipelineConfig, RunOptions};
+pub use dataset::{read_parquet, Dataset, ShardReader};
+pub use error::{BoxError, Error, Result};
+pub use manifest::{CommitRecord, Manifest, RunSummary, ShardEntry};
+pub use runner::run_stage;
+pub use stage::{plan_shards, Counters, OutputSpec, RunContext, Stage, StageFactory, Task, TaskInput, TaskOutput};
+pub use verify::{verify, VerifyReport};
+
+pub use m6_schemas as schemas;

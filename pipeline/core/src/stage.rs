@@ -1,0 +1,249 @@
+//! The `Stage` trait: what a stage declares (outputs, tasks) and how it processes one
+//! task. Everything about files, commits and parallelism lives in the runner.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use arrow::array::RecordBatch;
+use m6_schemas::{Kind, Record};
+use serde::{Deserialize, Serialize};
+
+use crate::dataset::{read_parquet, Dataset, ShardReader};
+use crate::error::{BoxError, Error, Result};
+use crate::writer::{ShardLimits, ShardWriter, WrittenShard};
+
+/// The datasets a stage writes: a main one in the output folder, and side ones
+/// (rejects, duplicates, errors, pairs, ...) in sub-folders named after them.
+#[derive(Debug, Clone)]
+pub struct OutputSpec {
+    pub main: Kind,
+    pub sides: Vec<(String, Kind)>,
+}
+
+impl OutputSpec {
+    pub fn new(main: Kind) -> Self {
+        OutputSpec { main, sides: vec![] }
+    }
+    pub fn with_side(mut self, name: &str, kind: Kind) -> Self {
+        self.sides.push((name.to_string(), kind));
+        self
+    }
+}
+
+/// One input of a task: a shard of an input dataset, or a raw file (ingest, crawl seeds).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TaskInput {
+    pub path: PathBuf,
+    /// The dataset kind for shards; `None` for raw files.
+    pub kind: Option<Kind>,
+    /// How lineage names this input (shard file name, or the file's path relative to the input root).
+    pub label: String,
+}
+
+/// A unit of work: usually one input shard. Its id is stable across runs for the same
+/// input, which is what makes resume and `--task-index` slicing deterministic.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Task {
+    pub id: String,
+    pub inputs: Vec<TaskInput>,
+}
+
+impl Task {
+    /// The first 16 hex digits of the id, used in shard names.
+    pub fn short_id(&self) -> &str {
+        &self.id[..self.id.len().min(16)]
+    }
+
+    /// Streams the batches of every shard input, checking each shard's schema.
+    pub fn batches(&self, batch_rows: usize) -> impl Iterator<Item = Result<RecordBatch>> + '_ {
+        self.inputs.iter().flat_map(move |i| match i.kind {
+            Some(kind) => match read_parquet(&i.path, Some(kind), batch_rows) {
+                Ok(r) => Box::new(r) as Box<dyn Iterator<Item = Result<RecordBatch>>>,
+                Err(e) => Box::new(std::iter::once(Err(e))),
+            },
+            None => Box::new(std::iter::once(Err(Error::manifest(&i.path, "raw input file is not a Parquet shard")))),
+        })
+    }
+
+    /// Opens one shard input for streaming.
+    pub fn reader(&self, input: &TaskInput, batch_rows: usize) -> Result<ShardReader> {
+        read_parquet(&input.path, input.kind, batch_rows)
+    }
+
+    pub fn describe(&self) -> String {
+        self.inputs.iter().map(|i| i.label.as_str()).collect::<Vec<_>>().join(",")
+    }
+}
+
+/// The default plan: one task per shard of each input dataset, whose id is the blake3
+/// of the shard's own checksum and name (so a changed shard is a new task).
+pub fn plan_shards(inputs: &[PathBuf], accepted: &[Kind]) -> Result<Vec<Task>> {
+    let mut tasks = vec![];
+    for dir in inputs {
+        let ds = Dataset::open(dir)?;
+        if !accepted.is_empty() && !accepted.contains(&ds.kind()) {
+            return Err(Error::manifest(
+                dir.join(crate::manifest::MANIFEST),
+                format!("dataset is {}, this stage reads {}", ds.kind(), accepted.iter().map(|k| k.name()).collect::<Vec<_>>().join(" or ")),
+            ));
+        }
+        for s in ds.shards() {
+            tasks.push(Task {
+                id: m6_schemas::content_id(&[s.blake3.as_bytes(), s.file.as_bytes()]),
+                inputs: vec![TaskInput { path: ds.shard_path(s), kind: Some(ds.kind()), label: s.file.clone() }],
+            });
+        }
+    }
+    Ok(tasks)
+}
+
+/// Row and byte counts of one task (and, summed, of one run), plus named counts a
+/// stage keeps (`malformed`, `dropped.<rule>`, ...).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Counters {
+    pub rows_in: u64,
+    pub bytes_in: u64,
+    pub rows_out: u64,
+    pub bytes_out: u64,
+    #[serde(default)]
+    pub counts: BTreeMap<String, u64>,
+}
+
+impl Counters {
+    pub fn add(&mut self, other: &Counters) {
+        self.rows_in += other.rows_in;
+        self.bytes_in += other.bytes_in;
+        self.rows_out += other.rows_out;
+        self.bytes_out += other.bytes_out;
+        for (k, v) in &other.counts {
+            *self.counts.entry(k.clone()).or_default() += v;
+        }
+    }
+    pub fn bump(&mut self, name: &str, by: u64) {
+        *self.counts.entry(name.to_string()).or_default() += by;
+    }
+}
+
+/// Where a task writes. Batches are checked against the declared kind.
+pub struct TaskOutput {
+    pub(crate) main: ShardWriter,
+    pub(crate) sides: BTreeMap<String, ShardWriter>,
+    pub counters: Counters,
+}
+
+impl TaskOutput {
+    pub(crate) fn new(out_dir: &Path, spec: &OutputSpec, prefix: &str, limits: ShardLimits) -> Self {
+        TaskOutput {
+            main: ShardWriter::new(out_dir, spec.main, prefix, limits),
+            sides: spec.sides.iter().map(|(n, k)| (n.clone(), ShardWriter::new(&out_dir.join(n), *k, prefix, limits))).collect(),
+            counters: Counters::default(),
+        }
+    }
+
+    /// Writes to the main dataset and counts the rows as output.
+    pub fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        self.counters.rows_out += batch.num_rows() as u64;
+        self.main.write(batch)
+    }
+
+    pub fn write_rows<R: Record>(&mut self, rows: &[R]) -> Result<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let b = R::to_batch(rows).map_err(|e| Error::schema(format!("<{} batch>", R::KIND), e))?;
+        self.write(&b)
+    }
+
+    /// Writes to a side dataset declared in the stage's [`OutputSpec`].
+    pub fn write_side(&mut self, name: &str, batch: &RecordBatch) -> Result<()> {
+        let w = self
+            .sides
+            .get_mut(name)
+            .ok_or_else(|| Error::Config(format!("stage wrote to undeclared side output `{name}`")))?;
+        self.counters.bump(&format!("side.{name}"), batch.num_rows() as u64);
+        w.write(batch)
+    }
+
+    pub fn write_side_rows<R: Record>(&mut self, name: &str, rows: &[R]) -> Result<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let b = R::to_batch(rows).map_err(|e| Error::schema(format!("<{} batch>", R::KIND), e))?;
+        self.write_side(name, &b)
+    }
+
+    /// Counts input consumed.
+    pub fn count_in(&mut self, rows: u64, bytes: u64) {
+        self.counters.rows_in += rows;
+        self.counters.bytes_in += bytes;
+    }
+
+    pub(crate) fn finish(self) -> Result<(Vec<WrittenShard>, BTreeMap<String, Vec<WrittenShard>>, Counters)> {
+        let main = self.main.finish()?;
+        let mut sides = BTreeMap::new();
+        for (n, w) in self.sides {
+            sides.insert(n, w.finish()?);
+        }
+        Ok((main, sides, self.counters))
+    }
+
+    pub(crate) fn abort(self) {
+        self.main.abort();
+        for (_, w) in self.sides {
+            w.abort();
+        }
+    }
+}
+
+/// Facts the runner hands a stage before its tasks start.
+pub struct RunContext<'a> {
+    pub inputs: &'a [PathBuf],
+    pub output: &'a Path,
+    pub threads: usize,
+    pub task_index: usize,
+    pub task_count: usize,
+}
+
+/// A pipeline stage: a config struct turned into one of these, and one `process`
+/// call per task. Implementations must be deterministic for a given task and config
+/// (same rows, same order), so reruns and different thread counts give identical shards.
+pub trait Stage: Sync {
+    /// The stage's name as used on the command line and in pipeline.toml.
+    fn name(&self) -> &'static str;
+
+    /// The datasets this stage writes, given the kinds of its input datasets
+    /// (empty for raw-file inputs).
+    fn outputs(&self, input_kinds: &[Kind]) -> std::result::Result<OutputSpec, BoxError>;
+
+    /// Splits the inputs into tasks. The default is one task per input shard.
+    fn plan(&self, inputs: &[PathBuf]) -> Result<Vec<Task>> {
+        plan_shards(inputs, &[])
+    }
+
+    /// A global phase that must run before any task (e.g. dedup's clustering).
+    /// Runs in every process of a `--task-count` job, so it must be idempotent.
+    fn prepare(&self, _ctx: &RunContext) -> std::result::Result<(), BoxError> {
+        Ok(())
+    }
+
+    fn process(&self, task: &Task, out: &mut TaskOutput) -> std::result::Result<(), BoxError>;
+
+    /// Facts recorded in the output manifest's `properties`.
+    fn properties(&self) -> BTreeMap<String, serde_json::Value> {
+        BTreeMap::new()
+    }
+}
+
+/// How the command line and `m6corpus run` build a stage: the config struct (one
+/// `pipeline.toml` section, every field documented with its default), the few flags
+/// the stage accepts directly on its command line, and the stage itself.
+pub trait StageFactory {
+    /// The stage name: the subcommand and the pipeline.toml section.
+    const NAME: &'static str;
+    type Config: serde::de::DeserializeOwned + Serialize + Default + std::fmt::Debug;
+    type Flags: clap::Args + std::fmt::Debug;
+    /// Applies flags given on the command line on top of the config.
+    fn apply_flags(flags: &Self::Flags, cfg: &mut Self::Config) -> std::result::Result<(), BoxError>;
+    /// Validates the config (naming the bad field) and builds the stage.
+    fn build(cfg: Self::Config) -> std::result::Result<Box<dyn Stage>, BoxError>;
+}
