@@ -18,7 +18,8 @@ pub use config::{PipelineConfig, RunOptions};
 pub use dataset::{read_parquet, Dataset, ShardReader};
 pub use error::{BoxError, Error, Result};
 pub use manifest::{CommitRecord, Manifest, RunSummary, ShardEntry};
-pub use runner::run_stage;
+pub use runner::{commit, run_stage};
+pub use writer::ShardLimits;
 pub use stage::{plan_shards, Counters, OutputSpec, RunContext, Stage, StageFactory, Task, TaskInput, TaskOutput};
 pub use verify::{verify, VerifyReport};
 

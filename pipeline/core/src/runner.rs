@@ -10,7 +10,7 @@ use std::sync::Mutex;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use rayon::prelude::*;
-use tracing::{info, warn};
+use tracing::info;
 
 use crate::config::RunOptions;
 use crate::error::{Error, IoContext, Result};
@@ -34,9 +34,6 @@ pub fn run_stage(stage: &dyn Stage, inputs: &[PathBuf], output: &Path, opts: &Ru
     let mut tasks = stage.plan(inputs)?;
     tasks.sort_by(|a, b| a.id.cmp(&b.id));
     tasks.dedup_by(|a, b| a.id == b.id);
-    if opts.task_count == 1 {
-        warn_stale(output, &tasks);
-    }
     let mine: Vec<Task> = tasks
         .into_iter()
         .enumerate()
@@ -177,16 +174,23 @@ fn run_task(stage: &dyn Stage, task: &Task, output: &Path, spec: &OutputSpec, op
         out.abort();
         return Err(Error::Task { task: task.short_id().to_string(), input: task.describe(), source: e });
     }
+    let inputs: Vec<String> = task.inputs.iter().map(|i| i.label.clone()).collect();
+    commit(output, &task.id, inputs, out, t0)
+}
+
+/// Commits what `out` holds as task `task_id`: renames its shards into place and writes
+/// the commit record, the moment the task becomes done. Stages that commit in rounds
+/// of their own (the crawler) call this with ids derived from their task id, and
+/// shard prefixes (the `prefix` given to [`TaskOutput::new`]) that differ from it.
+pub fn commit(output: &Path, task_id: &str, inputs: Vec<String>, out: TaskOutput, started: Instant) -> Result<Counters> {
     let (main, sides, mut counters) = out.finish()?;
     counters.bytes_out = main.iter().map(|s| s.bytes).sum();
-    let inputs: Vec<String> = task.inputs.iter().map(|i| i.label.clone()).collect();
     let mut outputs = BTreeMap::new();
-    outputs.insert(String::new(), commit_shards(output, main, &inputs, &task.id)?);
+    outputs.insert(String::new(), commit_shards(output, main, &inputs, task_id)?);
     for (name, shards) in sides {
-        outputs.insert(name.clone(), commit_shards(&output.join(&name), shards, &inputs, &task.id)?);
+        outputs.insert(name.clone(), commit_shards(&output.join(&name), shards, &inputs, task_id)?);
     }
-    // The commit record is the moment the task becomes done.
-    CommitRecord { task: task.id.clone(), inputs, outputs, counters: counters.clone(), seconds: t0.elapsed().as_secs_f64() }.save(output)?;
+    CommitRecord { task: task_id.to_string(), inputs, outputs, counters: counters.clone(), seconds: started.elapsed().as_secs_f64() }.save(output)?;
     Ok(counters)
 }
 
@@ -223,14 +227,4 @@ fn now_rfc3339() -> String {
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
     format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
-}
-
-fn warn_stale(output: &Path, planned: &[Task]) {
-    if let Ok(commits) = CommitRecord::load_all(output) {
-        let ids: std::collections::HashSet<&str> = planned.iter().map(|t| t.id.as_str()).collect();
-        let stale = commits.iter().filter(|c| !ids.contains(c.task.as_str())).count();
-        if stale > 0 {
-            warn!(stale, "output holds committed tasks whose inputs are no longer planned");
-        }
-    }
 }

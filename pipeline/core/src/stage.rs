@@ -132,7 +132,8 @@ pub struct TaskOutput {
 }
 
 impl TaskOutput {
-    pub(crate) fn new(out_dir: &Path, spec: &OutputSpec, prefix: &str, limits: ShardLimits) -> Self {
+    /// Writers for every output of `spec`, naming shards `part-<prefix>-NNNNN.parquet`.
+    pub fn new(out_dir: &Path, spec: &OutputSpec, prefix: &str, limits: ShardLimits) -> Self {
         TaskOutput {
             main: ShardWriter::new(out_dir, spec.main, prefix, limits),
             sides: spec.sides.iter().map(|(n, k)| (n.clone(), ShardWriter::new(&out_dir.join(n), *k, prefix, limits))).collect(),
@@ -187,7 +188,8 @@ impl TaskOutput {
         Ok((main, sides, self.counters))
     }
 
-    pub(crate) fn abort(self) {
+    /// Deletes everything written so far.
+    pub fn abort(self) {
         self.main.abort();
         for (_, w) in self.sides {
             w.abort();
