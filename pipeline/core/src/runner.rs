@@ -49,7 +49,7 @@ pub fn run_stage(stage: &dyn Stage, inputs: &[PathBuf], output: &Path, opts: &Ru
     }
 
     let threads = opts.effective_threads();
-    let ctx = RunContext { inputs, output, threads, task_index: opts.task_index, task_count: opts.task_count };
+    let ctx = RunContext { inputs, output, threads, task_index: opts.task_index, task_count: opts.task_count, limits: opts.limits, batch_rows: opts.batch_rows };
     stage.prepare(&ctx).map_err(|e| Error::Stage { stage: stage.name().into(), source: e })?;
 
     let pool = rayon::ThreadPoolBuilder::new()

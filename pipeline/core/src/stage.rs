@@ -204,6 +204,8 @@ pub struct RunContext<'a> {
     pub threads: usize,
     pub task_index: usize,
     pub task_count: usize,
+    pub limits: ShardLimits,
+    pub batch_rows: usize,
 }
 
 /// A pipeline stage: a config struct turned into one of these, and one `process`
