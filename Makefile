@@ -45,3 +45,25 @@ $(VENV)/.bench: bench/requirements.txt $(VENV)/.ok
 clean:
 	cargo clean
 	rm -rf demo-out bench/out
+
+## ---- Trainer (m6-train: links libtorch, so it builds apart from the workspace) ----
+# torch==2.11.0 from PyPI into the venv; tch 0.24 builds against it
+# (LIBTORCH_USE_PYTORCH=1) and trainer/build.rs bakes torch's lib folder into the
+# binary's rpath, so nothing needs LD_LIBRARY_PATH.
+TORCH_OK := $(VENV)/.torch
+TRAINER_ENV := LIBTORCH_USE_PYTORCH=1 PATH="$(CURDIR)/$(VENV)/bin:$$PATH"
+
+.PHONY: torch trainer test-trainer
+
+torch: $(TORCH_OK)
+$(TORCH_OK): $(VENV)/.ok
+	$(VENV)/bin/pip install torch==2.11.0
+	touch $@
+
+trainer: torch
+	cd trainer && $(TRAINER_ENV) cargo build --release
+	mkdir -p target/release
+	ln -sf $(CURDIR)/trainer/target/release/m6-train target/release/m6-train
+
+test-trainer: trainer
+	cd trainer && $(TRAINER_ENV) M6_DATA_DIR="$(M6_DATA_DIR)" cargo test --release

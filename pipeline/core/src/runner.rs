@@ -28,10 +28,11 @@ pub fn run_stage(stage: &dyn Stage, inputs: &[PathBuf], output: &Path, opts: &Ru
     let started = Instant::now();
     let started_at = now_rfc3339();
     let input_kinds = inputs.iter().filter(|p| Dataset::is_dataset(p)).map(|p| Dataset::open(p).map(|d| d.kind())).collect::<Result<Vec<_>>>()?;
+    // Planning comes first: a stage reading raw files (ingest) learns its output kind
+    // from what it finds there.
+    let mut tasks = stage.plan(inputs)?;
     let spec = stage.outputs(&input_kinds).map_err(|e| Error::Stage { stage: stage.name().into(), source: e })?;
     prepare_output(output, &spec)?;
-
-    let mut tasks = stage.plan(inputs)?;
     tasks.sort_by(|a, b| a.id.cmp(&b.id));
     tasks.dedup_by(|a, b| a.id == b.id);
     let mine: Vec<Task> = tasks

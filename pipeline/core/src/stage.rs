@@ -216,7 +216,7 @@ pub trait Stage: Sync {
     fn name(&self) -> &'static str;
 
     /// The datasets this stage writes, given the kinds of its input datasets
-    /// (empty for raw-file inputs).
+    /// (empty for raw-file inputs). Called after [`Stage::plan`].
     fn outputs(&self, input_kinds: &[Kind]) -> std::result::Result<OutputSpec, BoxError>;
 
     /// Splits the inputs into tasks. The default is one task per input shard.

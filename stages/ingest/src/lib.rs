@@ -1,16 +1,153 @@
-//! The `ingest` stage (placeholder until its issue lands: building it fails with a clear error).
+//! The `ingest` stage: local inputs users already have — JSONL, plain text, image
+//! folders with captions, WARC files — into `document`, `pair` or `page` datasets.
+//!
+//! One task per input file (per chunk of images for image folders). A malformed line or
+//! record never stops the ingest and is never silently dropped: it is written to the
+//! `errors` side dataset with its file and line/offset, counted, and logged.
 
-use m6_pipeline::{BoxError, Stage, StageFactory};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use m6_pipeline::{BoxError, OutputSpec, Stage, StageFactory, Task, TaskInput, TaskOutput};
+use m6_schemas::{content_id, InputError, Kind};
 use serde::{Deserialize, Serialize};
 
-/// `[ingest]` in pipeline.toml.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct IngestConfig {}
+mod images;
+mod jsonl;
+mod text;
+pub mod warc;
 
-/// Flags `m6corpus ingest` takes beyond the common ones.
+/// The side dataset malformed records go to.
+pub const ERRORS: &str = "errors";
+
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error("{}: {source}", path.display())]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{}: no input files found (looked for {})", path.display(), .exts)]
+    NoInput { path: PathBuf, exts: String },
+    #[error("{}: holds {found} files; ingest one format at a time or pass --format", path.display())]
+    MixedFormats { path: PathBuf, found: String },
+    #[error("unknown format `{0}` (expected auto, jsonl, text, images or warc)")]
+    UnknownFormat(String),
+    #[error("config: {0}")]
+    Config(String),
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> IngestError + '_ {
+    move |source| IngestError::Io { path: path.to_path_buf(), source }
+}
+
+/// What kind of files an ingest reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    /// Decide from the files found: images if any, else WARC, else JSONL, else text.
+    #[default]
+    Auto,
+    /// One JSON object per line (`.jsonl`, `.jsonl.gz`, `.ndjson`) -> `document`.
+    Jsonl,
+    /// One document per `.txt` file -> `document`.
+    Text,
+    /// Image files with captions (sidecar `.txt`, or `captions.jsonl`/`captions.csv`) -> `pair`.
+    Images,
+    /// WARC files (`.warc`, `.warc.gz` with one gzip member per record) -> `page`.
+    Warc,
+}
+
+impl std::str::FromStr for Format {
+    type Err = IngestError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(match s {
+            "auto" => Format::Auto,
+            "jsonl" => Format::Jsonl,
+            "text" => Format::Text,
+            "images" => Format::Images,
+            "warc" => Format::Warc,
+            _ => return Err(IngestError::UnknownFormat(s.to_string())),
+        })
+    }
+}
+
+impl Format {
+    fn output(self) -> Kind {
+        match self {
+            Format::Jsonl | Format::Text | Format::Auto => Kind::Document,
+            Format::Images => Kind::Pair,
+            Format::Warc => Kind::Page,
+        }
+    }
+
+    fn of_file(path: &Path) -> Option<Format> {
+        let name = path.file_name()?.to_string_lossy().to_lowercase();
+        if name.starts_with('.') || name == images::CAPTIONS_JSONL || name == images::CAPTIONS_CSV {
+            return None;
+        }
+        if images::is_image_name(&name) {
+            Some(Format::Images)
+        } else if name.ends_with(".warc") || name.ends_with(".warc.gz") {
+            Some(Format::Warc)
+        } else if name.ends_with(".jsonl") || name.ends_with(".jsonl.gz") || name.ends_with(".ndjson") {
+            Some(Format::Jsonl)
+        } else if name.ends_with(".txt") {
+            Some(Format::Text)
+        } else {
+            None
+        }
+    }
+}
+
+/// `[ingest]` in pipeline.toml.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IngestConfig {
+    /// Input format: auto, jsonl, text, images or warc. Default `auto`.
+    pub format: Format,
+    /// The `source` column of every row. Default: the input file or folder name.
+    pub source: Option<String>,
+    /// JSONL: field holding the text (required in every line). Default `text`.
+    pub text_field: String,
+    /// JSONL: field kept as `source_id`. Default `id`.
+    pub id_field: String,
+    /// JSONL: field for the `url` column. Default `url`.
+    pub url_field: String,
+    /// JSONL: field for the `title` column. Default `title`.
+    pub title_field: String,
+    /// JSONL: field that, when present and a string, overrides `source` per line. Default `source`.
+    pub source_field: String,
+    /// Images: how many images one task holds. Default 1000.
+    pub images_per_task: usize,
+    /// Rows buffered before a batch is written. Default 2048.
+    pub batch_rows: usize,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        IngestConfig {
+            format: Format::Auto,
+            source: None,
+            text_field: "text".into(),
+            id_field: "id".into(),
+            url_field: "url".into(),
+            title_field: "title".into(),
+            source_field: "source".into(),
+            images_per_task: 1000,
+            batch_rows: 2048,
+        }
+    }
+}
+
+/// Flags of `m6corpus ingest`.
 #[derive(Debug, Clone, Default, clap::Args)]
-pub struct IngestFlags {}
+pub struct IngestFlags {
+    /// Input format (auto, jsonl, text, images, warc).
+    #[arg(long)]
+    pub format: Option<String>,
+    /// Value of the `source` column.
+    #[arg(long)]
+    pub source: Option<String>,
+}
 
 pub struct IngestFactory;
 
@@ -18,10 +155,258 @@ impl StageFactory for IngestFactory {
     const NAME: &'static str = "ingest";
     type Config = IngestConfig;
     type Flags = IngestFlags;
-    fn apply_flags(_flags: &Self::Flags, _cfg: &mut Self::Config) -> Result<(), BoxError> {
+
+    fn apply_flags(flags: &Self::Flags, cfg: &mut Self::Config) -> Result<(), BoxError> {
+        if let Some(f) = &flags.format {
+            cfg.format = f.parse()?;
+        }
+        if let Some(s) = &flags.source {
+            cfg.source = Some(s.clone());
+        }
         Ok(())
     }
-    fn build(_cfg: Self::Config) -> Result<Box<dyn Stage>, BoxError> {
-        Err("the ingest stage is not built yet".into())
+
+    fn build(cfg: Self::Config) -> Result<Box<dyn Stage>, BoxError> {
+        if cfg.images_per_task == 0 || cfg.batch_rows == 0 {
+            return Err(IngestError::Config("images_per_task and batch_rows must be at least 1".into()).into());
+        }
+        if cfg.text_field.is_empty() {
+            return Err(IngestError::Config("text_field must not be empty".into()).into());
+        }
+        Ok(Box::new(IngestStage { cfg, resolved: OnceLock::new() }))
+    }
+}
+
+pub struct IngestStage {
+    cfg: IngestConfig,
+    /// The format `plan` settled on (auto-detection needs the files).
+    resolved: OnceLock<Format>,
+}
+
+impl IngestStage {
+    pub fn new(cfg: IngestConfig) -> Self {
+        IngestStage { cfg, resolved: OnceLock::new() }
+    }
+
+    fn format(&self) -> Format {
+        *self.resolved.get().unwrap_or(&self.cfg.format)
+    }
+}
+
+/// Per-task context: the file being read and the source name.
+pub(crate) struct Ctx<'a> {
+    pub cfg: &'a IngestConfig,
+    pub path: &'a Path,
+    /// The file as lineage and error rows name it.
+    pub label: &'a str,
+    pub source: String,
+}
+
+impl Ctx<'_> {
+    pub fn error(&self, out: &mut TaskOutput, location: String, kind: &str, message: String) -> Result<(), BoxError> {
+        tracing::warn!(file = %self.path.display(), %location, kind, "{message}");
+        out.counters.bump("malformed", 1);
+        out.counters.bump(&format!("malformed.{kind}"), 1);
+        out.write_side_rows(ERRORS, &[InputError { file: self.path.display().to_string(), location, kind: kind.to_string(), message }])?;
+        Ok(())
+    }
+}
+
+impl Stage for IngestStage {
+    fn name(&self) -> &'static str {
+        "ingest"
+    }
+
+    fn outputs(&self, _input_kinds: &[Kind]) -> Result<OutputSpec, BoxError> {
+        Ok(OutputSpec::new(self.format().output()).with_side(ERRORS, Kind::Error))
+    }
+
+    fn plan(&self, inputs: &[PathBuf]) -> m6_pipeline::Result<Vec<Task>> {
+        let mut files: Vec<(PathBuf, PathBuf)> = vec![]; // (root, file)
+        for root in inputs {
+            if root.is_file() {
+                files.push((root.parent().unwrap_or(Path::new("")).to_path_buf(), root.clone()));
+            } else {
+                let listed = list_files(root).map_err(|e| m6_pipeline::Error::io(root, e))?;
+                files.extend(listed.into_iter().map(|f| (root.clone(), f)));
+            }
+        }
+        let format = match self.cfg.format {
+            Format::Auto => detect(inputs, &files).map_err(stage_err)?,
+            f => f,
+        };
+        let _ = self.resolved.set(format);
+        let wanted: Vec<(PathBuf, PathBuf)> = files
+            .into_iter()
+            .filter(|(_, f)| Format::of_file(f) == Some(format))
+            .collect();
+        if wanted.is_empty() {
+            let exts = match format {
+                Format::Jsonl => ".jsonl, .jsonl.gz, .ndjson",
+                Format::Text => ".txt",
+                Format::Images => ".png, .jpg, .jpeg, .gif, .webp, .bmp",
+                Format::Warc | Format::Auto => ".warc, .warc.gz",
+            };
+            let path = inputs.first().cloned().unwrap_or_default();
+            return Err(stage_err(IngestError::NoInput { path, exts: exts.into() }));
+        }
+        let task_of = |group: &[(PathBuf, PathBuf)]| -> m6_pipeline::Result<Task> {
+            let mut parts: Vec<Vec<u8>> = vec![];
+            let mut task_inputs = vec![];
+            for (root, f) in group {
+                let size = std::fs::metadata(f).map_err(|e| m6_pipeline::Error::io(f, e))?.len();
+                let label = f.strip_prefix(root).unwrap_or(f).display().to_string();
+                // Path and size identify an input well enough for resume without reading it twice.
+                parts.push(label.as_bytes().to_vec());
+                parts.push(size.to_le_bytes().to_vec());
+                task_inputs.push(TaskInput { path: f.clone(), kind: None, label });
+            }
+            let refs: Vec<&[u8]> = parts.iter().map(|p| p.as_slice()).collect();
+            Ok(Task { id: content_id(&refs), inputs: task_inputs })
+        };
+        match format {
+            Format::Images => wanted.chunks(self.cfg.images_per_task).map(task_of).collect(),
+            _ => wanted.chunks(1).map(task_of).collect(),
+        }
+    }
+
+    fn process(&self, task: &Task, out: &mut TaskOutput) -> Result<(), BoxError> {
+        let format = self.format();
+        if format == Format::Images {
+            return images::ingest(&self.cfg, self.source_for(&task.inputs[0].path), task, out);
+        }
+        for input in &task.inputs {
+            let ctx = Ctx { cfg: &self.cfg, path: &input.path, label: &input.label, source: self.source_for(&input.path) };
+            match format {
+                Format::Jsonl => jsonl::ingest(&ctx, out)?,
+                Format::Text => text::ingest(&ctx, out)?,
+                Format::Warc => warc::ingest(&ctx, out)?,
+                Format::Images | Format::Auto => unreachable!("resolved in plan"),
+            }
+        }
+        Ok(())
+    }
+
+    fn properties(&self) -> BTreeMap<String, serde_json::Value> {
+        BTreeMap::from([("ingest_format".to_string(), serde_json::json!(self.format()))])
+    }
+}
+
+impl IngestStage {
+    fn source_for(&self, path: &Path) -> String {
+        if let Some(s) = &self.cfg.source {
+            return s.clone();
+        }
+        // The file name without its extensions: "news.2024.jsonl.gz" -> "news.2024".
+        let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+        let mut stem = name.as_str();
+        for ext in [".gz", ".jsonl", ".ndjson", ".warc", ".txt"] {
+            stem = stem.strip_suffix(ext).unwrap_or(stem);
+        }
+        if Format::of_file(path) == Some(Format::Images) || Format::of_file(path) == Some(Format::Text) {
+            // Many files of one folder are one source: name it after the folder.
+            return path.parent().and_then(|p| p.file_name()).map(|n| n.to_string_lossy().to_string()).unwrap_or_else(|| stem.to_string());
+        }
+        stem.to_string()
+    }
+}
+
+fn stage_err(e: IngestError) -> m6_pipeline::Error {
+    m6_pipeline::Error::Stage { stage: "ingest".into(), source: Box::new(e) }
+}
+
+/// Every regular file below `root`, sorted, skipping hidden files and folders.
+fn list_files(root: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut out = vec![];
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir)? {
+            let e = e?;
+            if e.file_name().to_string_lossy().starts_with('.') {
+                continue;
+            }
+            let t = e.file_type()?;
+            if t.is_dir() {
+                stack.push(e.path());
+            } else if t.is_file() {
+                out.push(e.path());
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+fn detect(inputs: &[PathBuf], files: &[(PathBuf, PathBuf)]) -> Result<Format, IngestError> {
+    let mut seen: BTreeMap<&'static str, usize> = BTreeMap::new();
+    let has = |f: Format| files.iter().any(|(_, p)| Format::of_file(p) == Some(f));
+    let (images, warc, jsonl, text) = (has(Format::Images), has(Format::Warc), has(Format::Jsonl), has(Format::Text));
+    for (name, present) in [("image", images), ("WARC", warc), ("JSONL", jsonl)] {
+        if present {
+            seen.insert(name, 1);
+        }
+    }
+    let path = inputs.first().cloned().unwrap_or_default();
+    if seen.len() > 1 {
+        return Err(IngestError::MixedFormats { path, found: seen.keys().copied().collect::<Vec<_>>().join(" and ") });
+    }
+    // Text files beside images are caption sidecars, so images win.
+    Ok(if images {
+        Format::Images
+    } else if warc {
+        Format::Warc
+    } else if jsonl {
+        Format::Jsonl
+    } else if text {
+        Format::Text
+    } else {
+        return Err(IngestError::NoInput { path, exts: ".jsonl, .txt, .warc(.gz) or image files".into() });
+    })
+}
+
+/// Buffers rows and writes them in batches.
+pub(crate) struct Batcher<R: m6_schemas::Record> {
+    rows: Vec<R>,
+    limit: usize,
+    bytes: usize,
+}
+
+impl<R: m6_schemas::Record> Batcher<R> {
+    pub fn new(limit: usize) -> Self {
+        Batcher { rows: Vec::with_capacity(limit.min(4096)), limit, bytes: 0 }
+    }
+
+    /// Adds a row; `bytes` is its rough size so that huge rows flush early.
+    pub fn push(&mut self, row: R, bytes: usize, out: &mut TaskOutput) -> Result<(), BoxError> {
+        self.rows.push(row);
+        self.bytes += bytes;
+        if self.rows.len() >= self.limit || self.bytes >= 32 << 20 {
+            self.flush(out)?;
+        }
+        Ok(())
+    }
+
+    pub fn flush(&mut self, out: &mut TaskOutput) -> Result<(), BoxError> {
+        out.write_rows(&self.rows)?;
+        self.rows.clear();
+        self.bytes = 0;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn detects_formats_and_refuses_mixtures() {
+        let f = |names: &[&str]| -> Vec<(PathBuf, PathBuf)> { names.iter().map(|n| (PathBuf::from("r"), PathBuf::from(format!("r/{n}")))).collect() };
+        let inputs = [PathBuf::from("r")];
+        assert_eq!(detect(&inputs, &f(&["a.jsonl", "b.jsonl.gz"])).unwrap(), Format::Jsonl);
+        assert_eq!(detect(&inputs, &f(&["a.png", "a.txt"])).unwrap(), Format::Images);
+        assert_eq!(detect(&inputs, &f(&["a.warc.gz"])).unwrap(), Format::Warc);
+        assert_eq!(detect(&inputs, &f(&["a.txt"])).unwrap(), Format::Text);
+        assert!(matches!(detect(&inputs, &f(&["a.jsonl", "b.warc"])), Err(IngestError::MixedFormats { .. })));
+        assert!(matches!(detect(&inputs, &f(&["a.csv"])), Err(IngestError::NoInput { .. })));
     }
 }

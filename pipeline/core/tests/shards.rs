@@ -1,0 +1,130 @@
+//! Shard I/O through the runner: write/read round trips (property-tested), rollover
+//! at the size limit, schema refusal by file name, and determinism across threads.
+
+use std::path::PathBuf;
+
+use m6_pipeline::{read_parquet, Dataset, OutputSpec, RunOptions, ShardLimits, Stage, Task, TaskOutput};
+use m6_schemas::{content_id, Document, Kind, Record};
+use proptest::prelude::*;
+
+/// Writes `docs`, split into `tasks` tasks, through the real runner.
+struct Docs {
+    docs: Vec<Document>,
+    tasks: usize,
+}
+
+impl Stage for Docs {
+    fn name(&self) -> &'static str {
+        "docs"
+    }
+    fn outputs(&self, _: &[Kind]) -> Result<OutputSpec, m6_pipeline::BoxError> {
+        Ok(OutputSpec::new(Kind::Document))
+    }
+    fn plan(&self, _: &[PathBuf]) -> m6_pipeline::Result<Vec<Task>> {
+        Ok((0..self.tasks).map(|i| Task { id: content_id(&[&(i as u64).to_le_bytes()]), inputs: vec![] }).collect())
+    }
+    fn process(&self, task: &Task, out: &mut TaskOutput) -> Result<(), m6_pipeline::BoxError> {
+        let i = (0..self.tasks).position(|i| content_id(&[&(i as u64).to_le_bytes()]) == task.id).unwrap();
+        let mine: Vec<Document> = self.docs.iter().enumerate().filter(|(j, _)| j % self.tasks == i).map(|(_, d)| d.clone()).collect();
+        for chunk in mine.chunks(7) {
+            out.write_rows(chunk)?;
+        }
+        Ok(())
+    }
+}
+
+fn opts(threads: usize) -> RunOptions {
+    RunOptions { threads, progress: false, ..Default::default() }
+}
+
+fn doc_strategy() -> impl Strategy<Value = Document> {
+    ("[a-z]{1,8}", proptest::option::of("[0-9]{1,6}"), proptest::option::of("\\PC{0,20}"), "\\PC{0,200}", proptest::option::of("\\{\"k\": [0-9]{1,3}\\}"))
+        .prop_map(|(source, sid, title, text, meta)| Document::new(&source, sid, None, title, text, meta))
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+    #[test]
+    fn documents_round_trip_through_shards(docs in proptest::collection::vec(doc_strategy(), 0..60), tasks in 1usize..4) {
+        let t = tempfile::tempdir().unwrap();
+        m6_pipeline::run_stage(&Docs { docs: docs.clone(), tasks }, &[], t.path(), &opts(2)).unwrap();
+        let mut back: Vec<Document> = Dataset::open(t.path()).unwrap().read_all().unwrap();
+        let mut want = docs.clone();
+        back.sort_by(|a, b| a.id.cmp(&b.id));
+        want.sort_by(|a, b| a.id.cmp(&b.id));
+        prop_assert_eq!(back, want);
+    }
+}
+
+fn real_like_docs(n: usize) -> Vec<Document> {
+    // Varied, incompressible-enough text so that shard sizes are meaningful.
+    (0..n)
+        .map(|i| {
+            let text: String = (0..400).map(|j| char::from_u32(0x4e00 + ((i * 7919 + j * 104_729) % 20_000) as u32).unwrap()).collect();
+            Document::new("t", Some(i.to_string()), None, None, text, None)
+        })
+        .collect()
+}
+
+#[test]
+fn shards_roll_over_at_the_size_limit_and_stay_readable() {
+    let t = tempfile::tempdir().unwrap();
+    let mut o = opts(1);
+    o.limits = ShardLimits { shard_bytes: 64 << 10, row_group_bytes: 16 << 10, zstd_level: 3 };
+    m6_pipeline::run_stage(&Docs { docs: real_like_docs(2000), tasks: 1 }, &[], t.path(), &o).unwrap();
+    let ds = Dataset::open(t.path()).unwrap();
+    assert!(ds.shards().len() > 5, "{} shards", ds.shards().len());
+    assert_eq!(ds.rows(), 2000);
+    let r = m6_pipeline::verify(t.path()).unwrap();
+    assert!(r.ok(), "{:?}", r.problems);
+}
+
+#[test]
+fn output_is_byte_identical_whatever_the_thread_count() {
+    let docs = real_like_docs(500);
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    m6_pipeline::run_stage(&Docs { docs: docs.clone(), tasks: 5 }, &[], a.path(), &opts(1)).unwrap();
+    m6_pipeline::run_stage(&Docs { docs, tasks: 5 }, &[], b.path(), &opts(2)).unwrap();
+    let sa = Dataset::open(a.path()).unwrap().manifest().shards.clone();
+    let sb = Dataset::open(b.path()).unwrap().manifest().shards.clone();
+    assert_eq!(sa, sb);
+}
+
+#[test]
+fn a_shard_of_another_kind_is_refused_naming_the_file() {
+    let t = tempfile::tempdir().unwrap();
+    m6_pipeline::run_stage(&Docs { docs: real_like_docs(3), tasks: 1 }, &[], t.path(), &opts(1)).unwrap();
+    let ds = Dataset::open(t.path()).unwrap();
+    let path = ds.shard_path(&ds.shards()[0]);
+    let err = read_parquet(&path, Some(Kind::Page), 100).err().unwrap().to_string();
+    assert!(err.contains(&path.display().to_string()) && err.contains("page"), "{err}");
+    // Rows of the right kind read back with their record type.
+    let b = read_parquet(&path, Some(Kind::Document), 100).unwrap().next().unwrap().unwrap();
+    assert_eq!(Document::from_batch(&b).unwrap().len(), 3);
+}
+
+#[test]
+fn a_stage_writing_the_wrong_kind_fails_and_commits_nothing() {
+    struct Wrong;
+    impl Stage for Wrong {
+        fn name(&self) -> &'static str {
+            "wrong"
+        }
+        fn outputs(&self, _: &[Kind]) -> Result<OutputSpec, m6_pipeline::BoxError> {
+            Ok(OutputSpec::new(Kind::Page))
+        }
+        fn plan(&self, _: &[PathBuf]) -> m6_pipeline::Result<Vec<Task>> {
+            Ok(vec![Task { id: "0".repeat(64), inputs: vec![] }])
+        }
+        fn process(&self, _: &Task, out: &mut TaskOutput) -> Result<(), m6_pipeline::BoxError> {
+            out.write_rows(&real_like_docs(1))?;
+            Ok(())
+        }
+    }
+    let t = tempfile::tempdir().unwrap();
+    let err = m6_pipeline::run_stage(&Wrong, &[], t.path(), &opts(1)).unwrap_err().to_string();
+    assert!(err.contains("document") || err.contains("page"), "{err}");
+    assert_eq!(Dataset::open(t.path()).unwrap().shards().len(), 0);
+    let files: Vec<_> = std::fs::read_dir(t.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().to_string()).filter(|n| n.ends_with(".parquet")).collect();
+    assert!(files.is_empty(), "{files:?}");
+}

@@ -1,0 +1,142 @@
+//! Image folders with captions into `pair`: the caption comes from a sidecar `.txt`
+//! beside the image, else from one `captions.jsonl` (`{"file": …, "caption": …}`) or
+//! `captions.csv` (`file,caption` header) in the image's folder. Only the image header
+//! is decoded (for width and height), so a huge image costs no pixel memory here.
+
+use std::collections::HashMap;
+use std::io::{BufRead, Cursor};
+use std::path::{Path, PathBuf};
+
+use m6_pipeline::{BoxError, Task, TaskOutput};
+use m6_schemas::{Image, Pair};
+
+use crate::{io_err, Batcher, Ctx, IngestConfig};
+
+pub const CAPTIONS_JSONL: &str = "captions.jsonl";
+pub const CAPTIONS_CSV: &str = "captions.csv";
+const EXTS: [&str; 6] = [".png", ".jpg", ".jpeg", ".gif", ".webp", ".bmp"];
+
+pub(crate) fn is_image_name(lower_name: &str) -> bool {
+    EXTS.iter().any(|e| lower_name.ends_with(e))
+}
+
+/// Captions listed in a folder's captions file, by file name, and which file it was.
+struct FolderCaptions {
+    origin: &'static str,
+    by_name: HashMap<String, String>,
+}
+
+pub(crate) fn ingest(cfg: &IngestConfig, source: String, task: &Task, out: &mut TaskOutput) -> Result<(), BoxError> {
+    let mut folders: HashMap<PathBuf, FolderCaptions> = HashMap::new();
+    let mut batch = Batcher::<Pair>::new(cfg.batch_rows.min(256));
+    for input in &task.inputs {
+        let ctx = Ctx { cfg, path: &input.path, label: &input.label, source: source.clone() };
+        let dir = input.path.parent().unwrap_or(Path::new(".")).to_path_buf();
+        if !folders.contains_key(&dir) {
+            let caps = load_captions(&ctx, &dir, out)?;
+            folders.insert(dir.clone(), caps);
+        }
+        let bytes = std::fs::read(&input.path).map_err(io_err(&input.path))?;
+        out.count_in(1, bytes.len() as u64);
+        let sidecar = input.path.with_extension("txt");
+        let name = input.path.file_name().unwrap().to_string_lossy().to_string();
+        let (caption, origin) = if sidecar.is_file() {
+            let c = std::fs::read_to_string(&sidecar).map_err(io_err(&sidecar))?;
+            (Some(c.trim().to_string()), "sidecar")
+        } else {
+            let f = &folders[&dir];
+            (f.by_name.get(&name).cloned(), f.origin)
+        };
+        let Some(caption) = caption.filter(|c| !c.is_empty()) else {
+            ctx.error(out, "file".into(), "no_caption", format!("no caption: no {} and no entry in {CAPTIONS_JSONL}/{CAPTIONS_CSV}", sidecar.display()))?;
+            continue;
+        };
+        let reader = match image::ImageReader::new(Cursor::new(&bytes)).with_guessed_format() {
+            Ok(r) => r,
+            Err(e) => {
+                ctx.error(out, "file".into(), "image_decode", e.to_string())?;
+                continue;
+            }
+        };
+        let Some(format) = reader.format() else {
+            ctx.error(out, "file".into(), "image_decode", "not a recognised image format".into())?;
+            continue;
+        };
+        let (width, height) = match reader.into_dimensions() {
+            Ok(d) => d,
+            Err(e) => {
+                ctx.error(out, "file".into(), "image_decode", e.to_string())?;
+                continue;
+            }
+        };
+        let image_id = Image::make_id(&bytes);
+        let size = bytes.len();
+        let pair = Pair {
+            id: Pair::make_id(&image_id, &caption, None),
+            image_id,
+            image_bytes: bytes,
+            width,
+            height,
+            format: format.extensions_str().first().copied().unwrap_or("unknown").to_string(),
+            caption,
+            caption_origin: origin.to_string(),
+            url: None,
+            image_url: None,
+            source: source.clone(),
+            source_id: Some(input.label.clone()),
+        };
+        batch.push(pair, size, out)?;
+    }
+    batch.flush(out)
+}
+
+fn load_captions(ctx: &Ctx, dir: &Path, out: &mut TaskOutput) -> Result<FolderCaptions, BoxError> {
+    let mut by_name = HashMap::new();
+    let jsonl = dir.join(CAPTIONS_JSONL);
+    let csv_path = dir.join(CAPTIONS_CSV);
+    if jsonl.is_file() {
+        let f = std::io::BufReader::new(std::fs::File::open(&jsonl).map_err(io_err(&jsonl))?);
+        let jctx = Ctx { cfg: ctx.cfg, path: &jsonl, label: ctx.label, source: ctx.source.clone() };
+        for (i, line) in f.lines().enumerate() {
+            let line = line.map_err(io_err(&jsonl))?;
+            if line.trim().is_empty() {
+                continue;
+            }
+            let parsed: Result<serde_json::Value, _> = serde_json::from_str(&line);
+            let entry = parsed.ok().and_then(|v| {
+                let file = ["file", "filename", "image"].iter().find_map(|k| v.get(*k)?.as_str().map(str::to_string))?;
+                let cap = ["caption", "text"].iter().find_map(|k| v.get(*k)?.as_str().map(str::to_string))?;
+                Some((file, cap))
+            });
+            match entry {
+                Some((file, cap)) => {
+                    by_name.insert(file, cap);
+                }
+                None => jctx.error(out, format!("line {}", i + 1), "caption_entry", "expected {\"file\": …, \"caption\": …}".into())?,
+            }
+        }
+        return Ok(FolderCaptions { origin: "captions.jsonl", by_name });
+    }
+    if csv_path.is_file() {
+        let mut r = csv::ReaderBuilder::new().flexible(true).from_path(&csv_path).map_err(|e| crate::IngestError::Config(format!("{}: {e}", csv_path.display())))?;
+        let headers = r.headers().map_err(|e| crate::IngestError::Config(format!("{}: {e}", csv_path.display())))?.clone();
+        let col = |names: &[&str]| headers.iter().position(|h| names.contains(&h.trim()));
+        let (Some(fc), Some(cc)) = (col(&["file", "filename", "image"]), col(&["caption", "text"])) else {
+            return Err(crate::IngestError::Config(format!("{}: header must name a file column (file/filename/image) and a caption column (caption/text)", csv_path.display())).into());
+        };
+        let cctx = Ctx { cfg: ctx.cfg, path: &csv_path, label: ctx.label, source: ctx.source.clone() };
+        for (i, rec) in r.records().enumerate() {
+            match rec {
+                Ok(rec) => match (rec.get(fc), rec.get(cc)) {
+                    (Some(f), Some(c)) => {
+                        by_name.insert(f.to_string(), c.to_string());
+                    }
+                    _ => cctx.error(out, format!("line {}", i + 2), "caption_entry", "row lacks the file or caption column".into())?,
+                },
+                Err(e) => cctx.error(out, format!("line {}", i + 2), "csv", e.to_string())?,
+            }
+        }
+        return Ok(FolderCaptions { origin: "captions.csv", by_name });
+    }
+    Ok(FolderCaptions { origin: "sidecar", by_name })
+}
