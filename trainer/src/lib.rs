@@ -1,1 +1,22 @@
-//! m6-trainer
+//! m6-trainer: M6-style prefix-LM pretraining (text denoising + image captioning)
+//! on the `sample` shards the tokenize stage writes, with tch (libtorch).
+//!
+//! Kept out of the main workspace so the data pipeline builds without libtorch.
+
+pub mod config;
+pub mod data;
+pub mod model;
+pub mod optim;
+pub mod rng;
+pub mod train;
+
+pub use config::TrainConfig;
+pub use train::{train, TrainArgs};
+
+/// Peak resident set size of this process in bytes (Linux `VmHWM`), if known.
+pub fn peak_rss_bytes() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}

@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# Trainer benchmark (CPU; no GPU on the benchmark machine unless CUDA is present):
+#  1. the loader alone (model replaced by a no-op): samples/s, Parquet MB/s, peak RSS,
+#     against a pyarrow loader doing the same shuffle + padding (bench/train_peer.py);
+#  2. training tokens/s and samples/s of m6-train against the same model in PyTorch
+#     eager (same sizes, same data, same batch size, same thread count).
+# Writes bench/results/train.json.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+OUT=bench/out/train
+PY=.venv/bin/python
+N_POEMS=${N_POEMS:-30000}
+IMAGE_REPEATS=${IMAGE_REPEATS:-300}
+SHARDS=${SHARDS:-8}
+STEPS=${STEPS:-40}
+THREADS=${THREADS:-$(nproc)}
+MODEL=(--set model.d_model=256 --set model.n_layers=4 --set model.n_heads=4 --set model.d_ff=1024 --set model.max_len=128 --set batch_size=32)
+mkdir -p "$OUT" bench/results
+
+if [ ! -x trainer/target/release/m6-train ] || [ ! -x trainer/target/release/examples/bench_samples ]; then
+  make trainer
+  (cd trainer && LIBTORCH_USE_PYTORCH=1 PATH="$PWD/../.venv/bin:$PATH" cargo build --release --example bench_samples)
+fi
+BIN=trainer/target/release/m6-train
+
+rm -rf "$OUT/samples" "$OUT/run"
+trainer/target/release/examples/bench_samples "$OUT/samples" "$N_POEMS" "$IMAGE_REPEATS" "$SHARDS" >&2
+
+echo "loader: m6-train --loader-bench" >&2
+/usr/bin/time -f '%M' -o "$OUT/loader.rss" "$BIN" --input "$OUT/samples" --output "$OUT/run" --loader-bench --cpu "${MODEL[@]}" > "$OUT/loader.json"
+echo "loader: pyarrow peer" >&2
+"$PY" bench/train_peer.py --mode loader --input "$OUT/samples" > "$OUT/loader_peer.json"
+
+echo "train: m6-train $STEPS steps" >&2
+"$BIN" --input "$OUT/samples" --output "$OUT/run" --steps "$((STEPS + 3))" --cpu "${MODEL[@]}" \
+  --set torch_threads="$THREADS" --set log_every=1 --set eval_every=0 --set checkpoint_every=0 --set warmup_steps=3 > "$OUT/train.json"
+echo "train: PyTorch eager peer" >&2
+"$PY" bench/train_peer.py --mode train --input "$OUT/samples" --steps "$STEPS" --threads "$THREADS" > "$OUT/train_peer.json"
+
+"$PY" - "$OUT" "$STEPS" <<'PYEOF'
+import json, os, sys
+out, steps = sys.argv[1], int(sys.argv[2])
+j = lambda f: json.load(open(os.path.join(out, f)))
+loader, lpeer, train, tpeer = j("loader.json"), j("loader_peer.json"), j("train.json"), j("train_peer.json")
+# Training throughput over the steps after the first 3 (warm-up), from log.jsonl.
+log = [json.loads(l) for l in open(os.path.join(out, "run", "log.jsonl"))][3:]
+secs = sum(1 / max(l["samples_per_s"], 1e-9) * 32 for l in log)
+tok_s = sum(l["tokens_per_s"] / max(l["samples_per_s"], 1e-9) * 32 for l in log) / secs
+smp_s = 32 * len(log) / secs
+manifest = json.load(open(os.path.join(out, "samples", "manifest.json")))
+res = {
+    "area": "train",
+    "nproc": os.cpu_count(),
+    "device": train["device"],
+    "gpu": "none: this session had no GPU machine; tokens/s are CPU figures",
+    "input": {"samples": manifest and sum(s["rows"] for s in manifest["shards"]),
+              "shards": len(manifest["shards"]),
+              "parquet_bytes": sum(s["bytes"] for s in manifest["shards"]),
+              "image_size": manifest["properties"]["image_size"], "patch_size": manifest["properties"]["patch_size"]},
+    "loader": {
+        "samples_per_s": {"value": loader["samples_per_s"], "unit": "samples/s", "peer": lpeer["samples_per_s"], "ratio": loader["samples_per_s"] / lpeer["samples_per_s"]},
+        "parquet_mb_per_s": {"value": loader["parquet_mb_per_s"], "unit": "MB/s", "peer": lpeer["parquet_mb_per_s"], "ratio": loader["parquet_mb_per_s"] / lpeer["parquet_mb_per_s"]},
+        "peak_rss_mb": {"value": int(open(os.path.join(out, "loader.rss")).read().split()[-1]) / 1024, "unit": "MiB", "peer": lpeer["peak_rss_mb"]},
+        "peer": "pyarrow iter_batches + Python shuffle buffer + numpy padding (bench/train_peer.py)",
+    },
+    "train": {
+        "model": "d_model 256, 4 layers, 4 heads, d_ff 1024, max_len 128, batch 32",
+        "parameters": train["parameters"],
+        "steps_timed": len(log),
+        "tokens_per_s": {"value": tok_s, "unit": "tokens/s", "peer": tpeer["tokens_per_s"], "ratio": tok_s / tpeer["tokens_per_s"]},
+        "samples_per_s": {"value": smp_s, "unit": "samples/s", "peer": tpeer["samples_per_s"], "ratio": smp_s / tpeer["samples_per_s"]},
+        "peer": "same model in PyTorch %s eager, torch.optim.AdamW, same threads" % tpeer["torch"],
+    },
+    "loader_headroom": {"value": loader["samples_per_s"] / smp_s, "unit": "x", "note": "loader samples/s over what training consumes"},
+}
+json.dump(res, open("bench/results/train.json", "w"), indent=2)
+print(json.dumps(res, indent=2))
+PYEOF

@@ -1,0 +1,792 @@
+//! The streaming loader: `sample` shards are read straight from Parquet by background
+//! threads, sliced across data-parallel ranks, mixed through a bounded shuffle buffer
+//! and turned into padded prefix-LM batches. Order depends only on the seed, so a
+//! saved [`LoaderState`] replays to exactly the next batch.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{sync_channel, Receiver};
+use std::sync::Arc;
+
+use arrow::array::{Array, Int32Array, RecordBatch};
+use m6_pipeline::{read_parquet, Dataset};
+use m6_schemas::{column, sample, Bin, Kind, List, Str};
+use serde::{Deserialize, Serialize};
+use tch::Tensor;
+
+use crate::config::{TaskConfig, TrainConfig};
+use crate::rng::Rng;
+
+/// Label value the loss ignores (padding, prefix positions).
+pub const IGNORE: i64 = -100;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DataError {
+    #[error(transparent)]
+    Pipeline(#[from] m6_pipeline::Error),
+    #[error("{}: row {row}: {msg}", path.display())]
+    Row { path: PathBuf, row: u64, msg: String },
+    #[error("{}: {msg}", path.display())]
+    Dataset { path: PathBuf, msg: String },
+    #[error("{0}")]
+    Config(String),
+}
+
+/// What the tokenize stage recorded about ids and image geometry (manifest `properties`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DataMeta {
+    pub vocab_size: i64,
+    pub pad_id: i64,
+    pub cls_id: i64,
+    pub sep_id: i64,
+    pub mask_id: i64,
+    pub img_id: i64,
+    pub img_end_id: i64,
+    /// Image geometry; `None` when the dataset has no image properties (text only).
+    pub image: Option<ImageGeom>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ImageGeom {
+    pub image_size: i64,
+    pub patch_size: i64,
+    pub grid: i64,
+}
+
+impl ImageGeom {
+    pub fn n_patches(&self) -> i64 {
+        self.grid * self.grid
+    }
+    /// Bytes per patch: patch_size² RGB pixels.
+    pub fn patch_dim(&self) -> i64 {
+        self.patch_size * self.patch_size * 3
+    }
+}
+
+impl DataMeta {
+    /// Reads ids and geometry from a sample dataset's manifest properties. The special
+    /// ids default to the project's fixed layout ([PAD]=0 … [/IMG]=6).
+    pub fn from_dataset(ds: &Dataset) -> Result<Self, DataError> {
+        let props = &ds.manifest().properties;
+        let path = ds.dir().join("manifest.json");
+        let get = |k: &str| props.get(k).and_then(|v| v.as_i64().or_else(|| v.as_str().and_then(|s| s.parse().ok())));
+        let err = |msg: String| DataError::Dataset { path: path.clone(), msg };
+        if ds.kind() != Kind::Sample {
+            return Err(err(format!("dataset is `{}`, the trainer reads `sample` datasets (made by `m6corpus tokenize`)", ds.kind())));
+        }
+        let vocab_size = get("vocab_size").ok_or_else(|| err("properties.vocab_size is missing".into()))?;
+        let image = match (get("image_size"), get("patch_size"), get("grid")) {
+            (Some(image_size), Some(patch_size), grid) => {
+                let grid = grid.unwrap_or(image_size / patch_size.max(1));
+                if patch_size <= 0 || grid <= 0 || grid * patch_size != image_size {
+                    return Err(err(format!("image_size {image_size} is not grid {grid} × patch_size {patch_size}")));
+                }
+                if let Some(layout) = props.get("patch_layout").and_then(|v| v.as_str()) {
+                    // The model embeds each patch as one contiguous run of bytes; a
+                    // layout that interleaves patches would silently scramble images.
+                    let l = layout.to_lowercase();
+                    if !l.contains("patch") || l.contains("planar") || l.contains("channel-first") || l.contains("chw") {
+                        return Err(err(format!("patch_layout `{layout}` is not the contiguous-patch RGB layout this trainer reads")));
+                    }
+                }
+                Some(ImageGeom { image_size, patch_size, grid })
+            }
+            _ => None,
+        };
+        let meta = DataMeta {
+            vocab_size,
+            pad_id: get("pad_id").unwrap_or(0),
+            cls_id: get("cls_id").unwrap_or(2),
+            sep_id: get("sep_id").unwrap_or(3),
+            mask_id: get("mask_id").unwrap_or(4),
+            img_id: get("img_id").unwrap_or(5),
+            img_end_id: get("img_end_id").unwrap_or(6),
+            image,
+        };
+        for (name, id) in [("pad_id", meta.pad_id), ("sep_id", meta.sep_id), ("mask_id", meta.mask_id), ("img_id", meta.img_id), ("img_end_id", meta.img_end_id)] {
+            if id < 0 || id >= vocab_size {
+                return Err(err(format!("{name} {id} is outside the vocabulary (vocab_size {vocab_size})")));
+            }
+        }
+        Ok(meta)
+    }
+}
+
+/// One shard to read, with its row count from the manifest (used for rank slicing).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ShardRef {
+    pub path: PathBuf,
+    pub rows: u64,
+}
+
+/// The sample datasets to train on (and the held-out shards), all with the same meta.
+#[derive(Debug, Clone)]
+pub struct Corpus {
+    pub meta: DataMeta,
+    pub train: Vec<ShardRef>,
+    pub eval: Vec<ShardRef>,
+}
+
+impl Corpus {
+    pub fn open(inputs: &[PathBuf], eval_input: Option<&Path>, holdout_last_shard: bool) -> Result<Self, DataError> {
+        if inputs.is_empty() {
+            return Err(DataError::Config("no --input sample dataset given".into()));
+        }
+        let mut meta: Option<DataMeta> = None;
+        let mut train = vec![];
+        let mut check_meta = |ds: &Dataset| -> Result<(), DataError> {
+            let m = DataMeta::from_dataset(ds)?;
+            match &meta {
+                None => meta = Some(m),
+                Some(prev) if *prev != m => {
+                    return Err(DataError::Dataset {
+                        path: ds.dir().to_path_buf(),
+                        msg: format!("tokenizer properties differ from the first input's: {m:?} vs {prev:?}"),
+                    })
+                }
+                Some(_) => {}
+            }
+            Ok(())
+        };
+        for dir in inputs {
+            let ds = Dataset::open(dir)?;
+            check_meta(&ds)?;
+            train.extend(ds.shards().iter().map(|s| ShardRef { path: ds.shard_path(s), rows: s.rows }));
+        }
+        let mut eval = vec![];
+        if let Some(dir) = eval_input {
+            let ds = Dataset::open(dir)?;
+            check_meta(&ds)?;
+            eval.extend(ds.shards().iter().map(|s| ShardRef { path: ds.shard_path(s), rows: s.rows }));
+        } else if holdout_last_shard && train.len() >= 2 {
+            eval.push(train.pop().unwrap());
+        }
+        if train.iter().all(|s| s.rows == 0) {
+            return Err(DataError::Dataset { path: inputs[0].clone(), msg: "no training samples (every shard is empty)".into() });
+        }
+        Ok(Corpus { meta: meta.unwrap(), train, eval })
+    }
+}
+
+/// `task` of a sample.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TaskKind {
+    Text,
+    ImageText,
+}
+
+/// One sample row as the loader needs it.
+#[derive(Debug, Clone)]
+pub struct RawSample {
+    pub id: String,
+    pub task: TaskKind,
+    pub input_ids: Vec<i32>,
+    pub patches: Option<Arc<[u8]>>,
+}
+
+/// Where the loader is: the epoch and how many samples this rank took from it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoaderState {
+    pub epoch: u64,
+    pub consumed: u64,
+}
+
+/// Loader settings (a subset of [`TrainConfig`]).
+#[derive(Debug, Clone)]
+pub struct LoaderConfig {
+    pub seed: u64,
+    pub rank: u64,
+    pub world_size: u64,
+    pub shuffle: bool,
+    pub shuffle_buffer: usize,
+    pub reader_threads: usize,
+    pub read_batch_rows: usize,
+    pub denoise_weight: f64,
+    pub caption_weight: f64,
+}
+
+impl LoaderConfig {
+    pub fn from_train(c: &TrainConfig, rank: u64, world_size: u64) -> Self {
+        LoaderConfig {
+            seed: c.seed,
+            rank,
+            world_size,
+            shuffle: true,
+            shuffle_buffer: c.shuffle_buffer,
+            reader_threads: c.reader_threads.max(1),
+            read_batch_rows: c.read_batch_rows,
+            denoise_weight: c.tasks.denoise_weight,
+            caption_weight: c.tasks.caption_weight,
+        }
+    }
+}
+
+enum Msg {
+    Rows(Vec<RawSample>, u64),
+    EndShard,
+    Err(DataError),
+}
+
+/// Samples of one epoch in reading order (before the shuffle buffer). Shard `j` of the
+/// epoch's order is read by thread `j % n`; consuming the threads' channels in shard
+/// order keeps the stream deterministic however the threads are scheduled.
+struct EpochReader {
+    rxs: Vec<Receiver<Msg>>,
+    n_shards: usize,
+    shard: usize,
+    pending: std::vec::IntoIter<RawSample>,
+    bytes_read: u64,
+}
+
+impl EpochReader {
+    fn start(shards: Vec<ShardRef>, meta: &DataMeta, cfg: &LoaderConfig) -> Self {
+        let n = cfg.reader_threads.min(shards.len()).max(1);
+        // Global row offsets decide rank membership: row g goes to rank g % world.
+        let mut offsets = Vec::with_capacity(shards.len());
+        let mut acc = 0;
+        for s in &shards {
+            offsets.push(acc);
+            acc += s.rows;
+        }
+        let mut rxs = vec![];
+        for t in 0..n {
+            let (tx, rx) = sync_channel::<Msg>(4);
+            let mine: Vec<(ShardRef, u64)> =
+                shards.iter().cloned().zip(offsets.iter().copied()).enumerate().filter(|(j, _)| j % n == t).map(|(_, x)| x).collect();
+            let (meta, cfg) = (meta.clone(), cfg.clone());
+            std::thread::Builder::new()
+                .name(format!("m6-reader-{t}"))
+                .spawn(move || {
+                    for (shard, offset) in mine {
+                        // A corrupt file can make the Parquet decoder panic rather than
+                        // return an error; either way the error must name the file.
+                        let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                            read_shard(&shard, offset, &meta, &cfg, |rows, bytes| tx.send(Msg::Rows(rows, bytes)).is_ok())
+                        }))
+                        .unwrap_or_else(|p| {
+                            let msg = p.downcast_ref::<String>().cloned().or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_default();
+                            Err(DataError::Dataset { path: shard.path.clone(), msg: format!("corrupt shard: decoder failed: {msg}") })
+                        });
+                        if let Err(e) = res {
+                            let _ = tx.send(Msg::Err(e));
+                            return;
+                        }
+                        if tx.send(Msg::EndShard).is_err() {
+                            return; // the consumer is gone (epoch abandoned)
+                        }
+                    }
+                })
+                .expect("spawn reader thread");
+            rxs.push(rx);
+        }
+        EpochReader { rxs, n_shards: shards.len(), shard: 0, pending: Vec::new().into_iter(), bytes_read: 0 }
+    }
+
+    fn next(&mut self) -> Result<Option<RawSample>, DataError> {
+        loop {
+            if let Some(s) = self.pending.next() {
+                return Ok(Some(s));
+            }
+            if self.shard >= self.n_shards {
+                return Ok(None);
+            }
+            let rx = &self.rxs[self.shard % self.rxs.len()];
+            match rx.recv() {
+                Ok(Msg::Rows(rows, bytes)) => {
+                    self.bytes_read += bytes;
+                    self.pending = rows.into_iter();
+                }
+                Ok(Msg::EndShard) => self.shard += 1,
+                Ok(Msg::Err(e)) => return Err(e),
+                Err(_) => return Err(DataError::Config("a reader thread died".into())),
+            }
+        }
+    }
+}
+
+/// Reads one shard, keeping this rank's rows; `emit` returns false to stop early.
+fn read_shard(
+    shard: &ShardRef,
+    offset: u64,
+    meta: &DataMeta,
+    cfg: &LoaderConfig,
+    mut emit: impl FnMut(Vec<RawSample>, u64) -> bool,
+) -> Result<(), DataError> {
+    let path = &shard.path;
+    let reader = read_parquet(path, Some(Kind::Sample), cfg.read_batch_rows)?;
+    if reader.rows() != shard.rows {
+        return Err(DataError::Dataset {
+            path: path.clone(),
+            msg: format!("shard has {} rows but the manifest says {}", reader.rows(), shard.rows),
+        });
+    }
+    let mut row = 0u64;
+    for batch in reader {
+        let batch = batch?;
+        let n = batch.num_rows() as u64;
+        let bytes = batch.get_array_memory_size() as u64;
+        let rows = decode_batch(&batch, path, offset, row, meta, cfg)?;
+        row += n;
+        if !emit(rows, bytes) {
+            return Ok(());
+        }
+    }
+    Ok(())
+}
+
+fn decode_batch(b: &RecordBatch, path: &Path, offset: u64, first_row: u64, meta: &DataMeta, cfg: &LoaderConfig) -> Result<Vec<RawSample>, DataError> {
+    let schema_err = |e: m6_schemas::SchemaError| DataError::from(m6_pipeline::Error::schema(path, e));
+    let id: &Str = column(b, sample::ID).map_err(schema_err)?;
+    let task: &Str = column(b, sample::TASK).map_err(schema_err)?;
+    let ids: &List = column(b, sample::INPUT_IDS).map_err(schema_err)?;
+    let patches: &Bin = column(b, sample::IMAGE_PATCHES).map_err(schema_err)?;
+    let values = ids.values().as_any().downcast_ref::<Int32Array>().ok_or_else(|| DataError::Row {
+        path: path.to_path_buf(),
+        row: first_row,
+        msg: format!("input_ids is {}, expected list<int32>", ids.data_type()),
+    })?;
+    let offs = ids.value_offsets();
+    let mut out = vec![];
+    for i in 0..b.num_rows() {
+        let row = first_row + i as u64;
+        if (offset + row) % cfg.world_size != cfg.rank {
+            continue;
+        }
+        let bad = |msg: String| DataError::Row { path: path.to_path_buf(), row, msg };
+        let t = match task.value(i) {
+            sample::TASK_TEXT => TaskKind::Text,
+            sample::TASK_IMAGE_TEXT => TaskKind::ImageText,
+            other => return Err(bad(format!("unknown task `{other}` (expected `{}` or `{}`)", sample::TASK_TEXT, sample::TASK_IMAGE_TEXT))),
+        };
+        let input_ids = values.values()[offs[i] as usize..offs[i + 1] as usize].to_vec();
+        if let Some(&x) = input_ids.iter().find(|&&x| x < 0 || x as i64 >= meta.vocab_size) {
+            return Err(bad(format!("token id {x} is outside the vocabulary (vocab_size {})", meta.vocab_size)));
+        }
+        let p = if patches.is_valid(i) { Some(patches.value(i)) } else { None };
+        let patches = match (t, p) {
+            (TaskKind::ImageText, None) => return Err(bad("image_text sample without image_patches".into())),
+            (TaskKind::ImageText, Some(p)) => {
+                let geom = meta.image.as_ref().ok_or_else(|| bad("image sample, but the manifest has no image_size/patch_size properties".into()))?;
+                let want = (geom.n_patches() * geom.patch_dim()) as usize;
+                if p.len() != want {
+                    return Err(bad(format!("image_patches has {} bytes, expected {want} ({}×{} patches of {}×{}×3)", p.len(), geom.grid, geom.grid, geom.patch_size, geom.patch_size)));
+                }
+                Some(Arc::from(p))
+            }
+            (TaskKind::Text, _) => None,
+        };
+        out.push(RawSample { id: id.value(i).to_string(), task: t, input_ids, patches });
+    }
+    Ok(out)
+}
+
+/// The bounded shuffle buffer, split by task so the mix weights decide which task
+/// the next example comes from (among what the buffer holds: every sample is still
+/// used exactly once per epoch).
+struct Mixer {
+    text: Vec<RawSample>,
+    image: Vec<RawSample>,
+    rng: Rng,
+}
+
+impl Mixer {
+    fn len(&self) -> usize {
+        self.text.len() + self.image.len()
+    }
+    fn push(&mut self, s: RawSample) {
+        match s.task {
+            TaskKind::Text => self.text.push(s),
+            TaskKind::ImageText => self.image.push(s),
+        }
+    }
+    fn pick(&mut self, cfg: &LoaderConfig) -> Option<RawSample> {
+        let take_image = match (self.text.is_empty(), self.image.is_empty()) {
+            (true, true) => return None,
+            (true, false) => true,
+            (false, true) => false,
+            (false, false) => {
+                let w = cfg.denoise_weight + cfg.caption_weight;
+                self.rng.f64() * w >= cfg.denoise_weight
+            }
+        };
+        let v = if take_image { &mut self.image } else { &mut self.text };
+        if !cfg.shuffle {
+            return Some(v.remove(0));
+        }
+        let i = self.rng.below(v.len() as u64) as usize;
+        Some(v.swap_remove(i))
+    }
+}
+
+/// Endless (epoch after epoch) deterministic stream of this rank's samples.
+pub struct Loader {
+    shards: Vec<ShardRef>,
+    meta: DataMeta,
+    cfg: LoaderConfig,
+    state: LoaderState,
+    epoch: Option<(EpochReader, Mixer, bool)>,
+    /// Bytes of Arrow data decoded by previous epochs (for throughput figures).
+    bytes_done: u64,
+}
+
+impl Loader {
+    pub fn new(shards: Vec<ShardRef>, meta: DataMeta, cfg: LoaderConfig, state: LoaderState) -> Result<Self, DataError> {
+        if cfg.world_size == 0 || cfg.rank >= cfg.world_size {
+            return Err(DataError::Config(format!("--rank {} must be below --world-size {}", cfg.rank, cfg.world_size)));
+        }
+        Ok(Loader { shards, meta, cfg, state, epoch: None, bytes_done: 0 })
+    }
+
+    pub fn meta(&self) -> &DataMeta {
+        &self.meta
+    }
+
+    /// The position to save: resuming from it yields exactly the next sample.
+    pub fn state(&self) -> LoaderState {
+        self.state
+    }
+
+    /// Arrow bytes decoded so far.
+    pub fn bytes_read(&self) -> u64 {
+        self.bytes_done + self.epoch.as_ref().map_or(0, |e| e.0.bytes_read)
+    }
+
+    fn epoch_order(&self, epoch: u64) -> Vec<ShardRef> {
+        let mut order = self.shards.clone();
+        if self.cfg.shuffle {
+            let mut rng = Rng::from_parts(&[self.cfg.seed, epoch, 0x5348_4152_4453]);
+            for i in (1..order.len()).rev() {
+                let j = rng.below(i as u64 + 1) as usize;
+                order.swap(i, j);
+            }
+        }
+        order
+    }
+
+    fn start_epoch(&mut self) -> Result<(), DataError> {
+        let reader = EpochReader::start(self.epoch_order(self.state.epoch), &self.meta, &self.cfg);
+        // The buffer's rng depends on the rank too, so ranks do not mirror each other.
+        let rng = Rng::from_parts(&[self.cfg.seed, self.state.epoch, self.cfg.rank, 0x4d49_5845]);
+        let cap = if self.cfg.shuffle { self.cfg.shuffle_buffer } else { 1 };
+        self.epoch = Some((reader, Mixer { text: Vec::with_capacity(cap), image: vec![], rng }, false));
+        // Replay up to the saved position: same seed, same order, so the skipped samples
+        // are exactly those the interrupted run already trained on.
+        for _ in 0..self.state.consumed {
+            if self.pull()?.is_none() {
+                return Err(DataError::Config(format!(
+                    "loader state (epoch {}, {} samples) is past the end of the epoch: the input changed since the checkpoint",
+                    self.state.epoch, self.state.consumed
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Next sample of the current epoch, or `None` at its end; does not advance the state.
+    fn pull(&mut self) -> Result<Option<RawSample>, DataError> {
+        let cap = if self.cfg.shuffle { self.cfg.shuffle_buffer } else { 1 };
+        let (reader, mixer, done) = self.epoch.as_mut().expect("epoch started");
+        while !*done && mixer.len() < cap {
+            match reader.next()? {
+                Some(s) => mixer.push(s),
+                None => *done = true,
+            }
+        }
+        Ok(mixer.pick(&self.cfg))
+    }
+
+    /// The next sample and the epoch it belongs to; rolls over into the next epoch.
+    pub fn next_sample(&mut self) -> Result<(RawSample, u64), DataError> {
+        let mut empty_epochs = 0;
+        loop {
+            if self.epoch.is_none() {
+                self.start_epoch()?;
+            }
+            if let Some(s) = self.pull()? {
+                self.state.consumed += 1;
+                return Ok((s, self.state.epoch));
+            }
+            if self.state.consumed == 0 {
+                empty_epochs += 1;
+                if empty_epochs > 1 {
+                    return Err(DataError::Config(format!("rank {} of {} gets no samples", self.cfg.rank, self.cfg.world_size)));
+                }
+            }
+            let (reader, _, _) = self.epoch.take().unwrap();
+            self.bytes_done += reader.bytes_read;
+            self.state = LoaderState { epoch: self.state.epoch + 1, consumed: 0 };
+        }
+    }
+
+    /// Every sample of the current epoch that is left, then stops (for tests and eval).
+    pub fn rest_of_epoch(&mut self) -> Result<Vec<RawSample>, DataError> {
+        let epoch = self.state.epoch;
+        let mut out = vec![];
+        if self.epoch.is_none() {
+            self.start_epoch()?;
+        }
+        while let Some(s) = self.pull()? {
+            self.state.consumed += 1;
+            out.push(s);
+        }
+        self.epoch = None;
+        self.state = LoaderState { epoch: epoch + 1, consumed: 0 };
+        Ok(out)
+    }
+}
+
+/// One training example in prefix-LM form: positions `< prefix_len` see each other
+/// bidirectionally; later positions are causal. `labels[i]` is the token position
+/// `i` must predict (the next one), or [`IGNORE`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Example {
+    pub ids: Vec<i64>,
+    pub labels: Vec<i64>,
+    pub prefix_len: usize,
+    /// Patches for positions `1..=n_patches` (after [IMG]); those positions' ids are [IMG].
+    pub patches: Option<Arc<[u8]>>,
+    pub task: TaskKind,
+}
+
+/// Turns a sample into the example of its task: text → span denoising, image_text →
+/// captioning. Randomness (the spans) is seeded by (seed, epoch, sample id) only, so
+/// a resumed run masks a sample exactly as the uninterrupted run would.
+pub fn make_example(s: &RawSample, epoch: u64, seed: u64, meta: &DataMeta, tasks: &TaskConfig, max_len: usize) -> Option<Example> {
+    let special = [meta.pad_id, meta.img_id, meta.img_end_id];
+    match s.task {
+        TaskKind::Text => {
+            let mut toks: Vec<i64> = s.input_ids.iter().map(|&x| x as i64).filter(|x| *x != meta.pad_id).collect();
+            if toks.is_empty() {
+                return None;
+            }
+            let mut rng = Rng::from_parts(&[seed, epoch, hash_str(&s.id)]);
+            loop {
+                let (prefix, target) = denoise(&toks, &mut rng, tasks, meta);
+                let total = prefix.len() + target.len() - 1;
+                if total <= max_len {
+                    return Some(join(prefix, target, None, TaskKind::Text));
+                }
+                let runs = target.iter().filter(|&&t| t == meta.mask_id).count();
+                toks.truncate(max_len.saturating_sub(2 * runs + 1).max(1));
+            }
+        }
+        TaskKind::ImageText => {
+            let geom = meta.image.as_ref()?;
+            let p = geom.n_patches() as usize;
+            let mut prefix = Vec::with_capacity(p + 2);
+            prefix.push(meta.img_id);
+            prefix.extend(std::iter::repeat(meta.img_id).take(p));
+            prefix.push(meta.img_end_id);
+            let mut target: Vec<i64> = s.input_ids.iter().map(|&x| x as i64).filter(|x| !special.contains(x) && *x != meta.cls_id).collect();
+            if target.last() != Some(&meta.sep_id) {
+                target.push(meta.sep_id);
+            }
+            let room = (max_len + 1).checked_sub(prefix.len())?;
+            if room < 1 {
+                return None;
+            }
+            if target.len() > room {
+                target.truncate(room - 1);
+                target.push(meta.sep_id);
+            }
+            Some(join(prefix, target, s.patches.clone(), TaskKind::ImageText))
+        }
+    }
+}
+
+fn join(prefix: Vec<i64>, target: Vec<i64>, patches: Option<Arc<[u8]>>, task: TaskKind) -> Example {
+    let prefix_len = prefix.len();
+    let mut ids = prefix;
+    ids.extend_from_slice(&target[..target.len() - 1]);
+    let mut labels = vec![IGNORE; ids.len()];
+    for (j, &t) in target.iter().enumerate() {
+        labels[prefix_len - 1 + j] = t;
+    }
+    Example { ids, labels, prefix_len, patches, task }
+}
+
+/// M6/T5-style span corruption: each masked span becomes one [MASK] in the prefix;
+/// the target lists every span after a [MASK] and ends with [SEP].
+fn denoise(toks: &[i64], rng: &mut Rng, tasks: &TaskConfig, meta: &DataMeta) -> (Vec<i64>, Vec<i64>) {
+    let n = toks.len();
+    let want = ((n as f64 * tasks.mask_ratio).round() as usize).clamp(1, n);
+    let mut masked = vec![false; n];
+    let mut count = 0;
+    let mut tries = 0;
+    while count < want && tries < 64 + 8 * n {
+        tries += 1;
+        let len = 1 + rng.below((2 * tasks.mean_span - 1) as u64) as usize;
+        let start = rng.below(n as u64) as usize;
+        for m in masked.iter_mut().skip(start).take(len.min(want - count)) {
+            if !*m {
+                *m = true;
+                count += 1;
+            }
+        }
+    }
+    let mut prefix = vec![];
+    let mut target = vec![];
+    for i in 0..n {
+        if masked[i] {
+            if i == 0 || !masked[i - 1] {
+                prefix.push(meta.mask_id);
+                target.push(meta.mask_id);
+            }
+            target.push(toks[i]);
+        } else {
+            prefix.push(toks[i]);
+        }
+    }
+    target.push(meta.sep_id);
+    (prefix, target)
+}
+
+fn hash_str(s: &str) -> u64 {
+    let h = blake3::hash(s.as_bytes());
+    u64::from_le_bytes(h.as_bytes()[..8].try_into().unwrap())
+}
+
+/// A padded batch, on the CPU (the trainer moves it to the device).
+#[derive(Debug)]
+pub struct Batch {
+    /// (B, T) token ids; image slots hold [IMG].
+    pub ids: Tensor,
+    /// (B, T) next-token labels or [`IGNORE`].
+    pub labels: Tensor,
+    /// (B,) prefix lengths and (B,) real lengths.
+    pub prefix_len: Tensor,
+    pub lengths: Tensor,
+    /// (B, P, patch_dim) uint8 and (B,) bool, when any example has an image.
+    pub patches: Option<(Tensor, Tensor)>,
+    pub samples: usize,
+    /// Non-padding positions.
+    pub tokens: usize,
+    /// Positions with a label.
+    pub targets: usize,
+    pub counts: BTreeMap<&'static str, usize>,
+}
+
+pub fn collate(examples: &[Example], meta: &DataMeta) -> Batch {
+    let b = examples.len();
+    let t = examples.iter().map(|e| e.ids.len()).max().unwrap_or(1).max(1);
+    let mut ids = vec![meta.pad_id; b * t];
+    let mut labels = vec![IGNORE; b * t];
+    let mut prefix = Vec::with_capacity(b);
+    let mut lengths = Vec::with_capacity(b);
+    let mut counts = BTreeMap::new();
+    let mut targets = 0;
+    for (r, e) in examples.iter().enumerate() {
+        ids[r * t..r * t + e.ids.len()].copy_from_slice(&e.ids);
+        labels[r * t..r * t + e.labels.len()].copy_from_slice(&e.labels);
+        prefix.push(e.prefix_len as i64);
+        lengths.push(e.ids.len() as i64);
+        targets += e.labels.iter().filter(|&&l| l != IGNORE).count();
+        *counts.entry(match e.task {
+            TaskKind::Text => "denoise",
+            TaskKind::ImageText => "caption",
+        }).or_insert(0) += 1;
+    }
+    let patches = meta.image.as_ref().filter(|_| examples.iter().any(|e| e.patches.is_some())).map(|g| {
+        let (p, d) = (g.n_patches() as usize, g.patch_dim() as usize);
+        let mut buf = vec![0u8; b * p * d];
+        let mut has = vec![false; b];
+        for (r, e) in examples.iter().enumerate() {
+            if let Some(x) = &e.patches {
+                buf[r * p * d..(r + 1) * p * d].copy_from_slice(x);
+                has[r] = true;
+            }
+        }
+        (Tensor::from_slice(&buf).view([b as i64, p as i64, d as i64]), Tensor::from_slice(&has))
+    });
+    Batch {
+        ids: Tensor::from_slice(&ids).view([b as i64, t as i64]),
+        labels: Tensor::from_slice(&labels).view([b as i64, t as i64]),
+        prefix_len: Tensor::from_slice(&prefix),
+        lengths: Tensor::from_slice(&lengths),
+        patches,
+        samples: b,
+        tokens: lengths.iter().sum::<i64>() as usize,
+        targets,
+        counts,
+    }
+}
+
+/// Pulls `n` examples (skipping samples that yield none, e.g. empty) and pads them.
+pub fn next_batch(loader: &mut Loader, n: usize, seed: u64, tasks: &TaskConfig, max_len: usize) -> Result<Batch, DataError> {
+    let mut ex = Vec::with_capacity(n);
+    let mut skipped = 0;
+    while ex.len() < n {
+        let (s, epoch) = loader.next_sample()?;
+        match make_example(&s, epoch, seed, loader.meta(), tasks, max_len) {
+            Some(e) => ex.push(e),
+            None => {
+                skipped += 1;
+                if skipped > 10_000 && ex.is_empty() {
+                    return Err(DataError::Config("no sample yields a training example (all empty, or max_len too small for the image)".into()));
+                }
+            }
+        }
+    }
+    Ok(collate(&ex, loader.meta()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta() -> DataMeta {
+        DataMeta {
+            vocab_size: 200,
+            pad_id: 0,
+            cls_id: 2,
+            sep_id: 3,
+            mask_id: 4,
+            img_id: 5,
+            img_end_id: 6,
+            image: Some(ImageGeom { image_size: 16, patch_size: 8, grid: 2 }),
+        }
+    }
+
+    #[test]
+    fn denoising_hides_spans_and_target_restores_them() {
+        let m = meta();
+        let toks: Vec<i32> = (100..160).collect();
+        let s = RawSample { id: "a".into(), task: TaskKind::Text, input_ids: toks.clone(), patches: None };
+        let e = make_example(&s, 0, 7, &m, &TaskConfig::default(), 128).unwrap();
+        // Rebuild the original from the prefix and the labelled target.
+        let target: Vec<i64> = e.labels.iter().copied().filter(|&l| l != IGNORE).collect();
+        assert_eq!(*target.last().unwrap(), m.sep_id);
+        let mut spans = target[..target.len() - 1].split(|&t| t == m.mask_id).skip(1);
+        let mut rebuilt = vec![];
+        for &t in &e.ids[..e.prefix_len] {
+            if t == m.mask_id {
+                rebuilt.extend(spans.next().unwrap());
+            } else {
+                rebuilt.push(t);
+            }
+        }
+        assert_eq!(rebuilt, toks.iter().map(|&x| x as i64).collect::<Vec<_>>());
+        let hidden = toks.len() - e.ids[..e.prefix_len].iter().filter(|&&t| t != m.mask_id).count();
+        assert_eq!(hidden, 9, "15% of 60 tokens");
+        // Same seed/epoch/id, same spans; another epoch, other spans.
+        assert_eq!(make_example(&s, 0, 7, &m, &TaskConfig::default(), 128).unwrap(), e);
+        assert_ne!(make_example(&s, 1, 7, &m, &TaskConfig::default(), 128).unwrap(), e);
+        // Truncation keeps the sequence within max_len.
+        let short = make_example(&s, 0, 7, &m, &TaskConfig::default(), 20).unwrap();
+        assert!(short.ids.len() <= 20, "{}", short.ids.len());
+    }
+
+    #[test]
+    fn caption_example_has_image_prefix_and_caption_target() {
+        let m = meta();
+        let s = RawSample { id: "b".into(), task: TaskKind::ImageText, input_ids: vec![2, 120, 121, 3], patches: Some(Arc::from(vec![1u8; 4 * 192])) };
+        let e = make_example(&s, 0, 1, &m, &TaskConfig::default(), 32).unwrap();
+        assert_eq!(e.prefix_len, 6);
+        assert_eq!(e.ids, vec![5, 5, 5, 5, 5, 6, 120, 121]);
+        assert_eq!(e.labels, vec![IGNORE, IGNORE, IGNORE, IGNORE, IGNORE, 120, 121, 3]);
+        let b = collate(&[e.clone(), e], &m);
+        assert_eq!(b.ids.size(), vec![2, 8]);
+        assert_eq!(b.targets, 6);
+        assert_eq!(b.patches.unwrap().0.size(), vec![2, 4, 192]);
+    }
+}
