@@ -1,0 +1,91 @@
+//! Benchmark driver for `bench/dedup.sh`: turns the benchmark's JSONL / image lists into
+//! datasets (so the bench does not depend on other stages) and runs the dedup stage
+//! exactly as `m6corpus dedup` does (same `run_stage`, same config struct).
+//!
+//! m6-dedup-bench docs IN.jsonl OUT SHARDS        JSONL {id, source, text} -> document dataset
+//! m6-dedup-bench images LIST.tsv OUT SHARDS      lines `key<TAB>path` -> image dataset
+//! m6-dedup-bench dedup IN OUT THREADS [k=v ...]  run dedup (k=v are [dedup] config fields, TOML values)
+
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+
+use m6_pipeline::{run_stage, BoxError, OutputSpec, RunOptions, Stage, StageFactory, Task, TaskOutput};
+use m6_schemas::{Document, Image, Kind, Record};
+use m6_stage_dedup::{DedupConfig, DedupFactory};
+
+struct Writer<R> {
+    chunks: Vec<Vec<R>>,
+}
+
+impl<R: Record + Send + Sync> Stage for Writer<R> {
+    fn name(&self) -> &'static str {
+        "bench-writer"
+    }
+    fn outputs(&self, _k: &[Kind]) -> Result<OutputSpec, BoxError> {
+        Ok(OutputSpec::new(R::KIND))
+    }
+    fn plan(&self, _i: &[PathBuf]) -> m6_pipeline::Result<Vec<Task>> {
+        Ok((0..self.chunks.len()).map(|i| Task { id: format!("{i:016}"), inputs: vec![] }).collect())
+    }
+    fn process(&self, task: &Task, out: &mut TaskOutput) -> Result<(), BoxError> {
+        let i: usize = task.id.parse()?;
+        for c in self.chunks[i].chunks(4096) {
+            out.write_rows(c)?;
+        }
+        Ok(())
+    }
+}
+
+fn write<R: Record + Send + Sync>(rows: Vec<R>, out: &Path, shards: usize) -> Result<(), BoxError> {
+    let per = rows.len().div_ceil(shards.max(1)).max(1);
+    let mut chunks = vec![];
+    let mut it = rows.into_iter().peekable();
+    while it.peek().is_some() {
+        chunks.push(it.by_ref().take(per).collect::<Vec<_>>());
+    }
+    run_stage(&Writer { chunks }, &[], out, &RunOptions { progress: false, ..Default::default() })?;
+    Ok(())
+}
+
+fn main() -> Result<(), BoxError> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let usage = "usage: m6-dedup-bench docs IN.jsonl OUT SHARDS | images LIST.tsv OUT SHARDS | dedup IN OUT THREADS [key=value ...]";
+    match args.first().map(String::as_str) {
+        Some("docs") if args.len() == 4 => {
+            let mut rows = vec![];
+            for line in std::io::BufReader::new(std::fs::File::open(&args[1])?).lines() {
+                let v: serde_json::Value = serde_json::from_str(&line?)?;
+                let s = |k: &str| v[k].as_str().unwrap_or_default().to_string();
+                rows.push(Document::new(&s("source"), Some(s("id")), None, None, s("text"), None));
+            }
+            write(rows, Path::new(&args[2]), args[3].parse()?)
+        }
+        Some("images") if args.len() == 4 => {
+            let mut rows = vec![];
+            for line in std::io::BufReader::new(std::fs::File::open(&args[1])?).lines() {
+                let line = line?;
+                let (key, path) = line.split_once('\t').ok_or("image list lines are key<TAB>path")?;
+                let bytes = std::fs::read(path)?;
+                let (w, h) = image::ImageReader::new(std::io::Cursor::new(&bytes)).with_guessed_format()?.into_dimensions()?;
+                let format = Path::new(path).extension().and_then(|e| e.to_str()).unwrap_or("png").to_lowercase();
+                rows.push(Image { id: Image::make_id(&bytes), url: None, page_url: None, source: "bench".into(), source_id: Some(key.to_string()), bytes, width: w, height: h, format });
+            }
+            write(rows, Path::new(&args[2]), args[3].parse()?)
+        }
+        Some("dedup") if args.len() >= 4 => {
+            let mut table = toml::Table::new();
+            for kv in &args[4..] {
+                let (k, v) = kv.split_once('=').ok_or("overrides are key=value")?;
+                let val: toml::Value = toml::from_str::<toml::Table>(&format!("v = {v}")).map(|mut t| t.remove("v").unwrap()).unwrap_or(toml::Value::String(v.to_string()));
+                table.insert(k.to_string(), val);
+            }
+            let cfg: DedupConfig = toml::Value::Table(table).try_into()?;
+            let stage = DedupFactory::build(cfg)?;
+            let opts = RunOptions { threads: args[3].parse()?, progress: false, ..Default::default() };
+            let s = run_stage(stage.as_ref(), &[PathBuf::from(&args[1])], Path::new(&args[2]), &opts)?;
+            println!("{}", serde_json::to_string(&s)?);
+            Ok(())
+        }
+        _ => Err(usage.into()),
+    }
+}

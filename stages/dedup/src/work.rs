@@ -1,0 +1,736 @@
+//! The global phase of dedup, run by `prepare()`: sign every shard into Parquet work
+//! files, group band keys by an on-disk partition + sort, verify candidates, cluster with
+//! union-find, and persist one drop list per input shard. Everything is keyed by a
+//! fingerprint of config and inputs, so reruns and sibling processes reuse it.
+
+use std::collections::HashMap;
+use std::fs::{self, File};
+use std::io::{BufReader, BufWriter, Read, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+
+use arrow::array::{Array, BinaryArray, BinaryBuilder, RecordBatch, StringBuilder, UInt32Array, UInt32Builder, UInt64Array, UInt64Builder};
+use arrow::datatypes::{DataType, Field, Schema};
+use m6_pipeline::error::IoContext;
+use m6_pipeline::{plan_shards, BoxError, RunContext, Task};
+use m6_schemas::{column, Bin, Kind, Str, U32};
+use parquet::arrow::ArrowWriter;
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+use tracing::{info, warn};
+
+use crate::minhash::{band_key, fmix64, hash_str, jaccard, MinHasher};
+use crate::normalize::Normalizer;
+use crate::phash::{hamming, phash, pixel_key};
+use crate::{DedupConfig, DedupError, ImageExact, KeepRule, PairPolicy, Shingle};
+
+/// RAM per document during clustering: parent u32 + size u32 + id hash u64.
+pub const RAM_BYTES_PER_DOC: usize = 16;
+
+const WORK: &str = "_work";
+const SIG: &str = "sig";
+const PART: &str = "part";
+const DROP: &str = "drop";
+const DONE: &str = "done.json";
+const FINGERPRINT: &str = "fingerprint";
+
+// Columns of the signature work files (internal to dedup, not a dataset kind).
+const C_ID: &str = "id";
+const C_SIZE: &str = "size";
+const C_IDHASH: &str = "id_hash";
+const C_BANDS: &str = "bands";
+
+/// Band record flags: exact keys need no verification, near keys do.
+const EXACT: u64 = 1;
+const NEAR: u64 = 0;
+const TAG_EXACT: u64 = 0xe7ac_0000_0000_0001;
+const TAG_BLOCK: u64 = 0xb10c_0000_0000_0000;
+const TAG_CAPTION: u64 = 0xca97_0000_0000_0001;
+
+/// One row the drop list removes, with why and in favour of which row.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DropEntry {
+    pub row: u32,
+    pub kept_id: String,
+    pub similarity: f32,
+    pub reason: String,
+}
+
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+struct Done {
+    fingerprint: String,
+    documents: u64,
+    removed: u64,
+}
+
+fn werr(path: &Path, msg: impl Into<String>) -> BoxError {
+    Box::new(DedupError::Work { path: path.to_path_buf(), msg: msg.into() })
+}
+
+/// Reads the drop list `prepare` wrote for task `task_id` (sorted by row).
+pub fn load_drops(work: &Path, task_id: &str) -> Result<Vec<DropEntry>, BoxError> {
+    let path = work.join(DROP).join(format!("{task_id}.json"));
+    let bytes = fs::read(&path).at(&path)?;
+    Ok(serde_json::from_slice(&bytes).map_err(|e| werr(&path, format!("unreadable drop list: {e}")))?)
+}
+
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), BoxError> {
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    {
+        let mut f = File::create(&tmp).at(&tmp)?;
+        f.write_all(bytes).at(&tmp)?;
+        f.sync_all().at(&tmp)?;
+    }
+    fs::rename(&tmp, path).at(path)?;
+    Ok(())
+}
+
+/// The fixed-size per-row payload used to verify candidates and explain removals.
+/// Text: exact u64 + `num_perm` u32. Image: exact u64, pHash u64, decoded flag u64.
+/// Pair: those three + caption hash u64.
+fn payload_len(cfg: &DedupConfig, kind: Kind) -> usize {
+    match kind {
+        Kind::Document => 8 + 4 * cfg.num_perm,
+        Kind::Image => 24,
+        _ => 32,
+    }
+}
+
+/// Per-row signing output.
+struct Signed {
+    size: u32,
+    /// (key, order, flag) triples.
+    bands: Vec<[u64; 3]>,
+    payload: Vec<u8>,
+}
+
+/// Computes signatures of one kind of row; one per thread (holds scratch buffers).
+struct Signer<'a> {
+    cfg: &'a DedupConfig,
+    kind: Kind,
+    norm: Normalizer,
+    mh: MinHasher,
+    chars: Vec<char>,
+    sig: Vec<u32>,
+    words: Vec<u64>,
+}
+
+fn jieba() -> &'static jieba_rs::Jieba {
+    static J: OnceLock<jieba_rs::Jieba> = OnceLock::new();
+    J.get_or_init(jieba_rs::Jieba::new)
+}
+
+fn u64_of(bytes: &[u8]) -> u64 {
+    u64::from_le_bytes(bytes[..8].try_into().unwrap())
+}
+
+impl<'a> Signer<'a> {
+    fn new(cfg: &'a DedupConfig, kind: Kind) -> Self {
+        Signer {
+            cfg,
+            kind,
+            norm: Normalizer::new(cfg.fold_traditional),
+            mh: MinHasher::new(cfg.num_perm, cfg.seed),
+            chars: vec![],
+            sig: vec![],
+            words: vec![],
+        }
+    }
+
+    fn text(&mut self, text: &str, idhash: u64) -> Signed {
+        let cfg = self.cfg;
+        self.norm.normalize_into(text, &mut self.chars);
+        let mut h = blake3::Hasher::new();
+        let mut buf = [0u8; 4];
+        for c in &self.chars {
+            h.update(c.encode_utf8(&mut buf).as_bytes());
+        }
+        let exact = u64_of(h.finalize().as_bytes());
+        let has_sig = match cfg.shingle {
+            Shingle::Char => self.mh.char_ngrams(&self.chars, cfg.ngram, &mut self.sig),
+            Shingle::Word => {
+                let s: String = self.chars.iter().collect();
+                self.words.clear();
+                self.words.extend(jieba().cut(&s, false).into_iter().map(|w| hash_str(w, cfg.seed)));
+                self.mh.word_ngrams(&self.words, cfg.word_ngram, &mut self.sig)
+            }
+        };
+        let mut bands = vec![];
+        if cfg.exact {
+            bands.push([fmix64(TAG_EXACT ^ exact), idhash, EXACT]);
+        }
+        if cfg.near && has_sig {
+            for b in 0..cfg.bands {
+                bands.push([band_key(&self.sig, b, cfg.rows, cfg.seed), idhash, NEAR]);
+            }
+        }
+        let mut payload = Vec::with_capacity(8 + 4 * cfg.num_perm);
+        payload.extend_from_slice(&exact.to_le_bytes());
+        for v in &self.sig {
+            payload.extend_from_slice(&v.to_le_bytes());
+        }
+        Signed { size: self.chars.len() as u32, bands, payload }
+    }
+
+    /// Image (and pair) identity: exact key, pHash and whether it decoded.
+    fn image_keys(&self, bytes: &[u8]) -> (u64, u64, bool) {
+        let bytes_key = || u64_of(blake3::hash(bytes).as_bytes());
+        let need_decode = self.cfg.near || self.cfg.image_exact == ImageExact::Pixels;
+        if !need_decode {
+            return (bytes_key(), 0, false);
+        }
+        match image::load_from_memory(bytes) {
+            Ok(img) => {
+                let exact = match self.cfg.image_exact {
+                    ImageExact::Pixels => u64_of(&pixel_key(&img)),
+                    ImageExact::Bytes => bytes_key(),
+                };
+                let ph = if self.cfg.near { phash(&img) } else { 0 };
+                (exact, ph, self.cfg.near)
+            }
+            Err(e) => {
+                // Undecodable images can still be exact duplicates of each other by bytes.
+                tracing::debug!("image does not decode ({e}); exact bytes only");
+                (bytes_key(), 0, false)
+            }
+        }
+    }
+
+    fn block_bands(&self, ph: u64, salt: u64, idhash: u64, bands: &mut Vec<[u64; 3]>) {
+        let nb = self.cfg.hash_blocks;
+        let mut start = 0u32;
+        for b in 0..nb {
+            let width = (64 - start as usize) / (nb - b);
+            let val = if width == 0 { 0 } else { (ph << start) >> (64 - width) };
+            // Sorting a bucket by the hash rotated past this block puts close hashes together.
+            let order = ph.rotate_left(start + width as u32);
+            bands.push([fmix64(TAG_BLOCK ^ ((b as u64) << 40) ^ fmix64(val ^ salt)), order, NEAR]);
+            let _ = idhash;
+            start += width as u32;
+        }
+    }
+
+    fn image(&self, bytes: &[u8], size: u32, idhash: u64) -> Signed {
+        let (exact, ph, decoded) = self.image_keys(bytes);
+        let mut bands = vec![];
+        if self.cfg.exact {
+            bands.push([fmix64(TAG_EXACT ^ exact), idhash, EXACT]);
+        }
+        if self.cfg.near && decoded {
+            self.block_bands(ph, 0, idhash, &mut bands);
+        }
+        let mut payload = Vec::with_capacity(24);
+        for v in [exact, ph, decoded as u64] {
+            payload.extend_from_slice(&v.to_le_bytes());
+        }
+        Signed { size, bands, payload }
+    }
+
+    fn pair(&mut self, bytes: &[u8], caption: &str, size: u32, idhash: u64) -> Signed {
+        let (exact, ph, decoded) = self.image_keys(bytes);
+        let cap = u64_of(blake3::hash(self.norm.normalize(caption).as_bytes()).as_bytes());
+        let image_only = self.cfg.same_image_different_caption == PairPolicy::Drop;
+        let salt = if image_only { 0 } else { cap };
+        let mut bands = vec![];
+        if self.cfg.exact {
+            bands.push([fmix64(TAG_EXACT ^ fmix64(exact ^ salt)), idhash, EXACT]);
+        }
+        if self.cfg.near && decoded {
+            self.block_bands(ph, salt, idhash, &mut bands);
+        }
+        if self.cfg.same_caption_different_image == PairPolicy::Drop {
+            bands.push([fmix64(TAG_CAPTION ^ cap), idhash, EXACT]);
+        }
+        let mut payload = Vec::with_capacity(32);
+        for v in [exact, ph, decoded as u64, cap] {
+            payload.extend_from_slice(&v.to_le_bytes());
+        }
+        Signed { size, bands, payload }
+    }
+
+    fn sign_batch(&mut self, b: &RecordBatch) -> Result<(Vec<String>, Vec<u64>, Vec<Signed>), BoxError> {
+        use m6_schemas::{document as d, image as i, pair as p};
+        let n = b.num_rows();
+        let id_col = match self.kind {
+            Kind::Document => d::ID,
+            Kind::Image => i::ID,
+            _ => p::ID,
+        };
+        let ids = column::<Str>(b, id_col)?;
+        let idh: Vec<u64> = (0..n).map(|r| u64_of(blake3::hash(ids.value(r).as_bytes()).as_bytes())).collect();
+        let mut out = Vec::with_capacity(n);
+        match self.kind {
+            Kind::Document => {
+                let text = column::<Str>(b, d::TEXT)?;
+                for r in 0..n {
+                    out.push(self.text(text.value(r), idh[r]));
+                }
+            }
+            Kind::Image => {
+                let (bytes, w, h) = (column::<Bin>(b, i::BYTES)?, column::<U32>(b, i::WIDTH)?, column::<U32>(b, i::HEIGHT)?);
+                // Decoding dominates; rows of a batch are independent.
+                out = (0..n)
+                    .into_par_iter()
+                    .map(|r| self.image(bytes.value(r), w.value(r).saturating_mul(h.value(r)), idh[r]))
+                    .collect();
+            }
+            _ => {
+                let (bytes, w, h, cap) = (column::<Bin>(b, p::IMAGE_BYTES)?, column::<U32>(b, p::WIDTH)?, column::<U32>(b, p::HEIGHT)?, column::<Str>(b, p::CAPTION)?);
+                let cfg = self.cfg;
+                let kind = self.kind;
+                out = (0..n)
+                    .into_par_iter()
+                    .map(|r| Signer::new(cfg, kind).pair(bytes.value(r), cap.value(r), w.value(r).saturating_mul(h.value(r)), idh[r]))
+                    .collect();
+            }
+        }
+        Ok(((0..n).map(|r| ids.value(r).to_string()).collect(), idh, out))
+    }
+}
+
+fn sig_schema() -> Arc<Schema> {
+    Arc::new(Schema::new(vec![
+        Field::new(C_ID, DataType::Utf8, false),
+        Field::new(C_SIZE, DataType::UInt32, false),
+        Field::new(C_IDHASH, DataType::UInt64, false),
+        Field::new(C_BANDS, DataType::Binary, false),
+    ]))
+}
+
+fn sig_paths(work: &Path, ord: usize) -> (PathBuf, PathBuf) {
+    let d = work.join(SIG);
+    (d.join(format!("{ord:06}.parquet")), d.join(format!("{ord:06}.bin")))
+}
+
+/// Signs one input shard into `sig/NNNNNN.parquet` (id, size, id hash, band keys) and
+/// `sig/NNNNNN.bin` (fixed-size payloads, for random access while verifying). Reuses
+/// them when a previous run finished this shard. Returns the shard's row count.
+fn sign_shard(cfg: &DedupConfig, kind: Kind, task: &Task, ord: usize, work: &Path, batch_rows: usize) -> Result<u64, BoxError> {
+    let (pq, bin) = sig_paths(work, ord);
+    if pq.is_file() && bin.is_file() {
+        return Ok(m6_pipeline::read_parquet(&pq, None, 1)?.rows());
+    }
+    let pq_tmp = pq.with_extension("parquet.tmp");
+    let bin_tmp = bin.with_extension("bin.tmp");
+    let schema = sig_schema();
+    let mut pw = ArrowWriter::try_new(File::create(&pq_tmp).at(&pq_tmp)?, schema.clone(), None).map_err(|e| werr(&pq_tmp, e.to_string()))?;
+    let mut bw = BufWriter::with_capacity(1 << 20, File::create(&bin_tmp).at(&bin_tmp)?);
+    let mut signer = Signer::new(cfg, kind);
+    let mut rows = 0u64;
+    for batch in task.batches(batch_rows) {
+        let batch = batch?;
+        let (ids, idh, signed) = signer.sign_batch(&batch)?;
+        let mut idb = StringBuilder::new();
+        let mut sizeb = UInt32Builder::new();
+        let mut hb = UInt64Builder::new();
+        let mut bb = BinaryBuilder::new();
+        let mut tmp = Vec::new();
+        for ((id, h), s) in ids.iter().zip(&idh).zip(&signed) {
+            idb.append_value(id);
+            sizeb.append_value(s.size);
+            hb.append_value(*h);
+            tmp.clear();
+            for t in &s.bands {
+                for v in t {
+                    tmp.extend_from_slice(&v.to_le_bytes());
+                }
+            }
+            bb.append_value(&tmp);
+            bw.write_all(&s.payload).at(&bin_tmp)?;
+        }
+        rows += signed.len() as u64;
+        let rb = RecordBatch::try_new(schema.clone(), vec![Arc::new(idb.finish()), Arc::new(sizeb.finish()), Arc::new(hb.finish()), Arc::new(bb.finish())])?;
+        pw.write(&rb).map_err(|e| werr(&pq_tmp, e.to_string()))?;
+    }
+    pw.close().map_err(|e| werr(&pq_tmp, e.to_string()))?;
+    let f = bw.into_inner().map_err(|e| werr(&bin_tmp, e.to_string()))?;
+    f.sync_all().at(&bin_tmp)?;
+    // The payload file lands first: a shard counts as signed once its Parquet file exists.
+    fs::rename(&bin_tmp, &bin).at(&bin)?;
+    fs::rename(&pq_tmp, &pq).at(&pq)?;
+    Ok(rows)
+}
+
+/// Random access to payloads by global row number.
+struct Payloads {
+    files: Vec<File>,
+    offsets: Vec<u64>,
+    len: usize,
+}
+
+impl Payloads {
+    fn read(&self, g: u32, buf: &mut Vec<u8>) -> std::io::Result<()> {
+        let ord = self.offsets.partition_point(|&o| o <= g as u64) - 1;
+        let row = g as u64 - self.offsets[ord];
+        buf.resize(self.len, 0);
+        self.files[ord].read_exact_at(buf, row * self.len as u64)
+    }
+}
+
+/// Union-find whose root is always the row the keep rule prefers.
+struct Clusters {
+    parent: Vec<u32>,
+    size: Vec<u32>,
+    idhash: Vec<u64>,
+    rule: KeepRule,
+}
+
+impl Clusters {
+    fn find(&mut self, mut x: u32) -> u32 {
+        while self.parent[x as usize] != x {
+            let p = self.parent[x as usize];
+            self.parent[x as usize] = self.parent[p as usize];
+            x = p;
+        }
+        x
+    }
+
+    /// Whether `a` should represent a cluster rather than `b`.
+    fn better(&self, a: u32, b: u32) -> bool {
+        let (ai, bi) = (a as usize, b as usize);
+        let tie = (self.idhash[ai], a) < (self.idhash[bi], b);
+        match self.rule {
+            KeepRule::Longest => self.size[ai] > self.size[bi] || (self.size[ai] == self.size[bi] && tie),
+            KeepRule::Shortest => self.size[ai] < self.size[bi] || (self.size[ai] == self.size[bi] && tie),
+            KeepRule::First => a < b,
+        }
+    }
+
+    fn union(&mut self, a: u32, b: u32) {
+        let (ra, rb) = (self.find(a), self.find(b));
+        if ra == rb {
+            return;
+        }
+        if self.better(ra, rb) {
+            self.parent[rb as usize] = ra;
+        } else {
+            self.parent[ra as usize] = rb;
+        }
+    }
+}
+
+/// Whether two rows are duplicates according to their payloads (for near keys).
+fn verify(cfg: &DedupConfig, kind: Kind, a: &[u8], b: &[u8]) -> bool {
+    match kind {
+        Kind::Document => jaccard(&sig_of(a), &sig_of(b)) >= cfg.threshold,
+        Kind::Image => hamming(u64_of(&a[8..]), u64_of(&b[8..])) <= cfg.max_hamming,
+        _ => {
+            hamming(u64_of(&a[8..]), u64_of(&b[8..])) <= cfg.max_hamming
+                && (cfg.same_image_different_caption == PairPolicy::Drop || u64_of(&a[24..]) == u64_of(&b[24..]))
+        }
+    }
+}
+
+fn sig_of(p: &[u8]) -> Vec<u32> {
+    p[8..].chunks_exact(4).map(|c| u32::from_le_bytes(c.try_into().unwrap())).collect()
+}
+
+/// Why `a` was removed in favour of `kept`, and how similar they are.
+fn explain(cfg: &DedupConfig, kind: Kind, a: &[u8], kept: &[u8]) -> (f32, &'static str) {
+    let same_exact = u64_of(a) == u64_of(kept);
+    match kind {
+        Kind::Document => {
+            if same_exact {
+                (1.0, "exact_text")
+            } else {
+                (jaccard(&sig_of(a), &sig_of(kept)), "near_text")
+            }
+        }
+        Kind::Image => {
+            if same_exact {
+                (1.0, "exact_image")
+            } else {
+                (1.0 - hamming(u64_of(&a[8..]), u64_of(&kept[8..])) as f32 / 64.0, "near_image")
+            }
+        }
+        _ => {
+            let d = hamming(u64_of(&a[8..]), u64_of(&kept[8..]));
+            let both_decoded = u64_of(&a[16..]) == 1 && u64_of(&kept[16..]) == 1;
+            let image_same = same_exact || (both_decoded && d <= cfg.max_hamming);
+            let image_sim = if same_exact { 1.0 } else if both_decoded { 1.0 - d as f32 / 64.0 } else { 0.0 };
+            let caption_same = u64_of(&a[24..]) == u64_of(&kept[24..]);
+            let reason = match (image_same, caption_same) {
+                (true, true) if same_exact => "exact_pair",
+                (true, true) => "near_image_same_caption",
+                (true, false) => "same_image",
+                (false, true) => "same_caption",
+                // Linked to the kept pair only through a chain of other pairs.
+                (false, false) => "transitive",
+            };
+            (image_sim, reason)
+        }
+    }
+}
+
+fn fingerprint(cfg: &DedupConfig, kind: Kind, tasks: &[Task]) -> String {
+    let mut h = blake3::Hasher::new();
+    h.update(b"m6-dedup-v1");
+    h.update(serde_json::to_string(cfg).unwrap_or_default().as_bytes());
+    h.update(kind.name().as_bytes());
+    for t in tasks {
+        h.update(t.id.as_bytes());
+    }
+    h.finalize().to_hex().to_string()
+}
+
+/// One partition record: key, order, tie-break (id hash), global row, flag.
+const REC: usize = 36;
+
+fn put_rec(buf: &mut Vec<u8>, key: u64, order: u64, tie: u64, g: u32, flag: u64) {
+    buf.extend_from_slice(&key.to_le_bytes());
+    buf.extend_from_slice(&order.to_le_bytes());
+    buf.extend_from_slice(&tie.to_le_bytes());
+    buf.extend_from_slice(&g.to_le_bytes());
+    buf.extend_from_slice(&flag.to_le_bytes());
+}
+
+#[derive(Clone, Copy)]
+struct Rec {
+    key: u64,
+    order: u64,
+    tie: u64,
+    g: u32,
+    flag: u64,
+}
+
+fn get_rec(b: &[u8]) -> Rec {
+    Rec {
+        key: u64_of(&b[0..]),
+        order: u64_of(&b[8..]),
+        tie: u64_of(&b[16..]),
+        g: u32::from_le_bytes(b[24..28].try_into().unwrap()),
+        flag: u64_of(&b[28..]),
+    }
+}
+
+/// Runs (or reuses) the global phase and returns the work folder.
+pub fn prepare(cfg: &DedupConfig, kind: Kind, ctx: &RunContext) -> Result<PathBuf, BoxError> {
+    let work = ctx.output.join(WORK);
+    fs::create_dir_all(work.join(SIG)).at(&work)?;
+    // Every process of a --task-count job calls prepare: one does the work, the others
+    // wait here and then find it done.
+    let lock_path = work.join(".lock");
+    let lock = fs::OpenOptions::new().create(true).truncate(false).write(true).open(&lock_path).at(&lock_path)?;
+    fs4::fs_std::FileExt::lock_exclusive(&lock).at(&lock_path)?;
+
+    let tasks = plan_shards(ctx.inputs, &[])?;
+    let fp = fingerprint(cfg, kind, &tasks);
+    let fp_path = work.join(FINGERPRINT);
+    let done_path = work.join(DONE);
+    if let Ok(old) = fs::read_to_string(&fp_path) {
+        if old.trim() != fp {
+            let commits = ctx.output.join("_commits");
+            let any = fs::read_dir(&commits).map(|mut d| d.next().is_some()).unwrap_or(false);
+            if any {
+                return Err(werr(&fp_path, "this output was deduplicated with another config or other inputs; use a fresh --output"));
+            }
+            info!("dedup inputs or config changed; discarding old work files");
+            for d in [SIG, PART, DROP] {
+                let _ = fs::remove_dir_all(work.join(d));
+            }
+            let _ = fs::remove_file(&done_path);
+            fs::create_dir_all(work.join(SIG)).at(&work)?;
+        }
+    }
+    if let Ok(text) = fs::read(&done_path) {
+        if let Ok(d) = serde_json::from_slice::<Done>(&text) {
+            if d.fingerprint == fp {
+                info!(documents = d.documents, removed = d.removed, "dedup clustering already done; reusing it");
+                return Ok(work);
+            }
+        }
+    }
+    write_atomic(&fp_path, fp.as_bytes())?;
+
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(ctx.threads.max(1)).build()?;
+    let t0 = std::time::Instant::now();
+    // Signing: shards in parallel (image decoding is also parallel within a batch).
+    let rows: Vec<u64> = pool.install(|| {
+        tasks
+            .par_iter()
+            .enumerate()
+            .map(|(ord, t)| sign_shard(cfg, kind, t, ord, &work, ctx.batch_rows))
+            .collect::<Result<Vec<_>, _>>()
+    })?;
+    let mut offsets = Vec::with_capacity(rows.len() + 1);
+    let mut total = 0u64;
+    for r in &rows {
+        offsets.push(total);
+        total += r;
+    }
+    if total >= u32::MAX as u64 {
+        return Err(werr(&work, format!("{total} rows: one dedup run handles at most 2^32-1; split the input")));
+    }
+    info!(rows = total, shards = rows.len(), secs = format!("{:.2}", t0.elapsed().as_secs_f64()), "dedup: signed");
+    let n = total as usize;
+
+    // Partition band records on disk by key; load per-row keep-rule facts.
+    let t1 = std::time::Instant::now();
+    let bands_per_row = match kind {
+        Kind::Document => cfg.bands + 1,
+        _ => cfg.hash_blocks + 2,
+    };
+    let budget = (cfg.work_mb.max(16) << 20) / ctx.threads.max(1);
+    let parts = ((n as u64 * bands_per_row as u64 * REC as u64) / budget as u64 + 1).min(4096) as usize;
+    let part_dir = work.join(PART);
+    let _ = fs::remove_dir_all(&part_dir);
+    fs::create_dir_all(&part_dir).at(&part_dir)?;
+    let part_path = |p: usize| part_dir.join(format!("{p:05}.bin"));
+    let mut writers = (0..parts)
+        .map(|p| File::create(part_path(p)).map(|f| BufWriter::with_capacity(64 << 10, f)).at(part_path(p)))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut uf = Clusters { parent: (0..n as u32).collect(), size: vec![0; n], idhash: vec![0; n], rule: cfg.keep };
+    let mut rec = Vec::with_capacity(REC);
+    for (ord, &off) in offsets.iter().enumerate() {
+        let (pq, _) = sig_paths(&work, ord);
+        let mut g = off as u32;
+        for b in m6_pipeline::read_parquet(&pq, None, 8192)? {
+            let b = b?;
+            let size = b.column_by_name(C_SIZE).and_then(|c| c.as_any().downcast_ref::<UInt32Array>()).ok_or_else(|| werr(&pq, "bad size column"))?;
+            let idh = b.column_by_name(C_IDHASH).and_then(|c| c.as_any().downcast_ref::<UInt64Array>()).ok_or_else(|| werr(&pq, "bad id_hash column"))?;
+            let bands = b.column_by_name(C_BANDS).and_then(|c| c.as_any().downcast_ref::<BinaryArray>()).ok_or_else(|| werr(&pq, "bad bands column"))?;
+            for r in 0..b.num_rows() {
+                uf.size[g as usize] = size.value(r);
+                uf.idhash[g as usize] = idh.value(r);
+                for t in bands.value(r).chunks_exact(24) {
+                    let (key, order, flag) = (u64_of(t), u64_of(&t[8..]), u64_of(&t[16..]));
+                    rec.clear();
+                    put_rec(&mut rec, key, order, idh.value(r), g, flag);
+                    let p = (fmix64(key) % parts as u64) as usize;
+                    writers[p].write_all(&rec).at(part_path(p))?;
+                }
+                g += 1;
+            }
+        }
+    }
+    for (p, w) in writers.into_iter().enumerate() {
+        w.into_inner().map_err(|e| werr(&part_path(p), e.to_string()))?;
+    }
+    info!(partitions = parts, secs = format!("{:.2}", t1.elapsed().as_secs_f64()), "dedup: band keys partitioned");
+
+    // Group each partition by key (sort), verify candidates, collect edges.
+    let t2 = std::time::Instant::now();
+    let payloads = Payloads {
+        files: (0..rows.len()).map(|o| File::open(sig_paths(&work, o).1).at(sig_paths(&work, o).1)).collect::<Result<Vec<_>, _>>()?,
+        offsets: offsets.clone(),
+        len: payload_len(cfg, kind),
+    };
+    let edges: Vec<Vec<(u32, u32)>> = pool.install(|| {
+        (0..parts)
+            .into_par_iter()
+            .map(|p| -> Result<Vec<(u32, u32)>, BoxError> {
+                let path = part_path(p);
+                let mut bytes = vec![];
+                BufReader::new(File::open(&path).at(&path)?).read_to_end(&mut bytes).at(&path)?;
+                let mut recs: Vec<Rec> = bytes.chunks_exact(REC).map(get_rec).collect();
+                drop(bytes);
+                recs.sort_unstable_by_key(|r| (r.key, r.order, r.tie, r.g));
+                let mut edges = vec![];
+                let mut cache: Vec<Option<Vec<u8>>> = vec![];
+                let mut i = 0;
+                while i < recs.len() {
+                    let mut j = i + 1;
+                    while j < recs.len() && recs[j].key == recs[i].key {
+                        j += 1;
+                    }
+                    let bucket = &recs[i..j];
+                    if bucket.len() > 1 {
+                        if bucket[0].flag == EXACT {
+                            edges.extend(bucket[1..].iter().map(|r| (bucket[0].g, r.g)));
+                        } else {
+                            cache.clear();
+                            cache.resize(bucket.len(), None);
+                            let load = |k: usize, cache: &mut Vec<Option<Vec<u8>>>| -> Result<(), BoxError> {
+                                if cache[k].is_none() {
+                                    let mut buf = vec![];
+                                    payloads.read(bucket[k].g, &mut buf).map_err(|e| werr(&work, format!("reading payload: {e}")))?;
+                                    cache[k] = Some(buf);
+                                }
+                                Ok(())
+                            };
+                            for m in 1..bucket.len() {
+                                load(m, &mut cache)?;
+                                for prev in (m.saturating_sub(cfg.max_compare)..m).rev() {
+                                    load(prev, &mut cache)?;
+                                    if verify(cfg, kind, cache[m].as_ref().unwrap(), cache[prev].as_ref().unwrap()) {
+                                        edges.push((bucket[prev].g, bucket[m].g));
+                                        break;
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    i = j;
+                }
+                Ok(edges)
+            })
+            .collect::<Result<Vec<_>, _>>()
+    })?;
+    let n_edges: usize = edges.iter().map(|e| e.len()).sum();
+    for e in edges.into_iter().flatten() {
+        uf.union(e.0, e.1);
+    }
+    let _ = fs::remove_dir_all(&part_dir);
+    for g in 0..n as u32 {
+        let r = uf.find(g);
+        uf.parent[g as usize] = r;
+    }
+    info!(edges = n_edges, secs = format!("{:.2}", t2.elapsed().as_secs_f64()), "dedup: clustered");
+
+    // Ids of kept representatives, then one drop list per shard.
+    let mut is_rep = vec![false; n];
+    let mut removed = 0u64;
+    for g in 0..n {
+        let r = uf.parent[g] as usize;
+        if r != g {
+            is_rep[r] = true;
+            removed += 1;
+        }
+    }
+    let mut rep_ids: HashMap<u32, String> = HashMap::new();
+    for (ord, &off) in offsets.iter().enumerate() {
+        let (pq, _) = sig_paths(&work, ord);
+        let mut g = off as u32;
+        for b in m6_pipeline::read_parquet(&pq, None, 8192)? {
+            let b = b?;
+            let ids = b.column_by_name(C_ID).and_then(|c| c.as_any().downcast_ref::<arrow::array::StringArray>()).ok_or_else(|| werr(&pq, "bad id column"))?;
+            for r in 0..b.num_rows() {
+                if is_rep[g as usize] {
+                    rep_ids.insert(g, ids.value(r).to_string());
+                }
+                g += 1;
+            }
+        }
+    }
+    drop(is_rep);
+    let drop_dir = work.join(DROP);
+    fs::create_dir_all(&drop_dir).at(&drop_dir)?;
+    let parent = &uf.parent;
+    pool.install(|| {
+        tasks.par_iter().enumerate().try_for_each(|(ord, t)| -> Result<(), BoxError> {
+            let mut list = vec![];
+            let (mut a, mut k) = (vec![], vec![]);
+            for row in 0..rows[ord] {
+                let g = (offsets[ord] + row) as u32;
+                let r = parent[g as usize];
+                if r == g {
+                    continue;
+                }
+                payloads.read(g, &mut a).map_err(|e| werr(&work, format!("reading payload: {e}")))?;
+                payloads.read(r, &mut k).map_err(|e| werr(&work, format!("reading payload: {e}")))?;
+                let (similarity, reason) = explain(cfg, kind, &a, &k);
+                list.push(DropEntry { row: row as u32, kept_id: rep_ids[&r].clone(), similarity, reason: reason.to_string() });
+            }
+            let path = drop_dir.join(format!("{}.json", t.id));
+            write_atomic(&path, &serde_json::to_vec(&list)?)
+        })
+    })?;
+    let done = Done { fingerprint: fp, documents: total, removed };
+    write_atomic(&done_path, &serde_json::to_vec_pretty(&done)?)?;
+    if removed == 0 && total > 0 {
+        warn!("dedup found no duplicates");
+    }
+    info!(rows = total, removed, secs = format!("{:.2}", t0.elapsed().as_secs_f64()), "dedup: global phase done");
+    Ok(work)
+}

@@ -1,0 +1,332 @@
+//! Dedup on real data: exact and planted near duplicates across shards, invariance to
+//! sharding and threads, audit rows for every removal, images, pairs, and a rerun after
+//! the real binary is killed with SIGKILL mid-run.
+
+mod common;
+
+use std::collections::HashSet;
+use std::io::Cursor;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+use m6_schemas::{Document, Image, Pair};
+use m6_stage_dedup::normalize::fold_t2s;
+use m6_stage_dedup::{DedupConfig, PairPolicy};
+
+/// A tiny deterministic PRNG for planting edits.
+struct Lcg(u64);
+impl Lcg {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.0 >> 33
+    }
+}
+
+/// The planted near-duplicate kinds, each a function of an article (and a donor text).
+fn variants(text: &str, donor: &str, rng: &mut Lcg) -> Vec<(&'static str, String)> {
+    let chars: Vec<char> = text.chars().collect();
+    let mut edited = chars.clone();
+    for _ in 0..chars.len() / 40 {
+        let i = rng.next() as usize % edited.len();
+        edited[i] = char::from_u32(0x4e00 + (rng.next() % 2000) as u32).unwrap();
+    }
+    let lines: Vec<&str> = text.lines().collect();
+    let mut inserted = lines.clone();
+    inserted.insert(lines.len() / 2, donor.lines().next().unwrap());
+    let mut removed = lines.clone();
+    removed.remove(lines.len() / 3);
+    let truncated: String = chars[..chars.len() * 4 / 5].iter().collect();
+    let mut paras: Vec<&str> = text.split("\n\n").collect();
+    paras.reverse();
+    vec![
+        ("char_edits", edited.into_iter().collect()),
+        ("inserted_sentence", inserted.join("\n")),
+        ("removed_sentence", removed.join("\n")),
+        ("truncated", truncated),
+        ("reordered", paras.join("\n\n")),
+        ("boilerplate", format!("首页 > 古诗文 > 唐诗三百首 > 正文\n{text}\n本站内容来自网络，版权归原作者所有。联系我们 | 关于本站 | 网站地图")),
+        ("simplified", text.chars().map(fold_t2s).collect()),
+    ]
+}
+
+#[test]
+fn exact_duplicates_across_shards_are_removed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let texts = articles(120, 3);
+    let mut rows: Vec<Document> = texts.iter().enumerate().map(|(i, t)| doc("a", &format!("a{i}"), t)).collect();
+    // Copies land at the end, i.e. in other shards than their originals; punctuation
+    // and full-width changes must not hide them.
+    for (i, t) in texts.iter().take(30).enumerate() {
+        let copy = if i % 2 == 0 { t.clone() } else { t.replace('，', ", ").replace('。', ".  ") };
+        rows.push(doc("b", &format!("b{i}"), &copy));
+    }
+    let input = write_dataset(&tmp.path().join("in"), &rows, 5);
+    let out = tmp.path().join("out");
+    dedup(&input, &out, DedupConfig { near: false, ..Default::default() }, 2).unwrap();
+    let kept = kept_ids::<Document>(&out, |d| d.id.clone());
+    let dups = duplicates(&out);
+    let all: Vec<String> = rows.iter().map(|d| d.id.clone()).collect();
+    let removed = check_audit(&all, &kept, &dups);
+    assert_eq!(removed.len(), 30);
+    for (_, (_, reason)) in &removed {
+        assert_eq!(reason, "exact_text");
+    }
+    for d in &dups {
+        assert_eq!(d.similarity, 1.0);
+    }
+    // The pairs are split across shards: each removed row's kept row came from the other source.
+    let src: std::collections::HashMap<&str, &str> = rows.iter().map(|d| (d.id.as_str(), d.source.as_str())).collect();
+    for d in &dups {
+        assert_ne!(src[d.id.as_str()], src[d.kept_id.as_str()]);
+    }
+}
+
+fn planted_corpus() -> (Vec<Document>, Vec<(String, String, &'static str)>, Vec<String>) {
+    let texts = articles(260, 4);
+    let (planted_src, rest) = texts.split_at(60);
+    let mut rng = Lcg(7);
+    let mut rows = vec![];
+    let mut groups = vec![];
+    for (i, t) in planted_src.iter().enumerate() {
+        let orig = doc("orig", &format!("o{i}"), t);
+        let vs = variants(t, &rest[i], &mut rng);
+        let (kind, v) = &vs[i % vs.len()];
+        let dup = doc("copy", &format!("c{i}"), v);
+        groups.push((orig.id.clone(), dup.id.clone(), *kind));
+        rows.push(orig);
+        rows.push(dup);
+    }
+    let unrelated: Vec<Document> = rest[60..].iter().enumerate().map(|(i, t)| doc("other", &format!("u{i}"), t)).collect();
+    let unrelated_ids = unrelated.iter().map(|d| d.id.clone()).collect();
+    rows.extend(unrelated);
+    // Spread planted copies away from their originals.
+    let mut rng = Lcg(11);
+    for i in (1..rows.len()).rev() {
+        let j = rng.next() as usize % (i + 1);
+        rows.swap(i, j);
+    }
+    (rows, groups, unrelated_ids)
+}
+
+#[test]
+fn planted_near_duplicates_found_and_unrelated_kept() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (rows, groups, unrelated) = planted_corpus();
+    let input = write_dataset(&tmp.path().join("in"), &rows, 4);
+    let out = tmp.path().join("out");
+    dedup(&input, &out, DedupConfig::default(), 2).unwrap();
+    let kept: HashSet<String> = kept_ids::<Document>(&out, |d| d.id.clone()).into_iter().collect();
+    let all: Vec<String> = rows.iter().map(|d| d.id.clone()).collect();
+    let kv: Vec<String> = kept.iter().cloned().collect();
+    let removed = check_audit(&all, &kv, &duplicates(&out));
+    let mut missed = vec![];
+    for (o, c, kind) in &groups {
+        let n = kept.contains(o) as u32 + kept.contains(c) as u32;
+        if n != 1 {
+            missed.push(*kind);
+        }
+    }
+    assert!(missed.is_empty(), "planted near duplicates not found: {missed:?}");
+    for u in &unrelated {
+        assert!(kept.contains(u), "unrelated document {u} was removed as {:?}", removed.get(u));
+    }
+    assert_eq!(removed.len(), groups.len());
+    // The default keep rule keeps the longer of each pair.
+    let len: std::collections::HashMap<&str, u32> = rows.iter().map(|d| (d.id.as_str(), d.char_count)).collect();
+    for (id, (k, _)) in &removed {
+        assert!(len[k.as_str()] >= len[id.as_str()]);
+    }
+}
+
+#[test]
+fn same_output_whatever_shards_and_threads() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (rows, _, _) = planted_corpus();
+    let mut results = vec![];
+    for (shards, threads) in [(1, 1), (7, 2), (3, 3)] {
+        let input = write_dataset(&tmp.path().join(format!("in{shards}")), &rows, shards);
+        let out = tmp.path().join(format!("out{shards}-{threads}"));
+        dedup(&input, &out, DedupConfig::default(), threads).unwrap();
+        let kept = kept_ids::<Document>(&out, |d| format!("{}:{}", d.id, d.text));
+        let dups: Vec<String> = duplicates(&out).iter().map(|d| format!("{:?}", d)).collect();
+        results.push((kept, dups));
+    }
+    assert!(!results[0].1.is_empty());
+    assert_eq!(results[0], results[1]);
+    assert_eq!(results[0], results[2]);
+}
+
+#[test]
+fn rerun_reuses_global_phase_and_changed_config_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (rows, _, _) = planted_corpus();
+    let input = write_dataset(&tmp.path().join("in"), &rows, 3);
+    let out = tmp.path().join("out");
+    dedup(&input, &out, DedupConfig::default(), 2).unwrap();
+    let first = (kept_ids::<Document>(&out, |d| d.id.clone()), duplicates(&out).len());
+    dedup(&input, &out, DedupConfig::default(), 1).unwrap();
+    assert_eq!(first, (kept_ids::<Document>(&out, |d| d.id.clone()), duplicates(&out).len()));
+    let err = dedup(&input, &out, DedupConfig { threshold: 0.9, ..Default::default() }, 1).unwrap_err();
+    assert!(err.to_string().contains("another config"), "{err}");
+}
+
+#[test]
+fn word_shingles_find_planted_duplicates_too() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (rows, groups, unrelated) = planted_corpus();
+    let input = write_dataset(&tmp.path().join("in"), &rows, 2);
+    let out = tmp.path().join("out");
+    dedup(&input, &out, DedupConfig { shingle: m6_stage_dedup::Shingle::Word, ..Default::default() }, 2).unwrap();
+    let kept: HashSet<String> = kept_ids::<Document>(&out, |d| d.id.clone()).into_iter().collect();
+    let found = groups.iter().filter(|(o, c, _)| kept.contains(o) != kept.contains(c)).count();
+    assert!(found * 10 >= groups.len() * 9, "word shingles found only {found} of {}", groups.len());
+    assert!(unrelated.iter().all(|u| kept.contains(u)));
+}
+
+fn encode_png(img: &image::DynamicImage) -> Vec<u8> {
+    let mut buf = Cursor::new(vec![]);
+    img.write_to(&mut buf, image::ImageFormat::Png).unwrap();
+    buf.into_inner()
+}
+
+fn encode_jpeg(img: &image::DynamicImage, q: u8) -> Vec<u8> {
+    let mut buf = Cursor::new(vec![]);
+    let enc = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut buf, q);
+    img.to_rgb8().write_with_encoder(enc).unwrap();
+    buf.into_inner()
+}
+
+/// Near copies of one photo: resized, recompressed, cropped, watermarked.
+fn photo_variants(img: &image::DynamicImage) -> Vec<(&'static str, Vec<u8>)> {
+    let (w, h) = (img.width(), img.height());
+    let mut marked = img.to_rgb8();
+    for y in h * 85 / 100..h * 95 / 100 {
+        for x in w * 60 / 100..w * 95 / 100 {
+            marked.put_pixel(x, y, image::Rgb([255, 255, 255]));
+        }
+    }
+    vec![
+        ("resized", encode_png(&img.resize(w / 2, h / 2, image::imageops::FilterType::Triangle))),
+        ("recompressed", encode_jpeg(img, 40)),
+        ("cropped", encode_png(&img.crop_imm(w / 25, h / 25, w - w / 12, h - h / 12))),
+        ("watermarked", encode_png(&image::DynamicImage::ImageRgb8(marked))),
+    ]
+}
+
+const PHOTOS: [&str; 12] = [
+    "astronaut.png", "coffee.png", "chelsea.png", "rocket.jpg", "camera.png", "horse.png",
+    "moon.png", "motorcycle_left.png", "hubble_deep_field.jpg", "retina.jpg", "coins.png", "page.png",
+];
+
+#[test]
+fn near_duplicate_images_found_and_different_photos_kept() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut rows = vec![];
+    let mut originals = vec![];
+    let mut copies = vec![];
+    for (i, name) in PHOTOS.iter().enumerate() {
+        let bytes = std::fs::read(data_dir().join("photos").join(name)).unwrap();
+        let img = image::load_from_memory(&bytes).unwrap();
+        let orig = image_row("photos", name, encode_png(&img));
+        originals.push(orig.id.clone());
+        rows.push(orig);
+        // Half the photos get one variant each kind; all are checked.
+        for (kind, b) in photo_variants(&img).into_iter().skip(i % 2) {
+            let r = image_row("copies", &format!("{name}:{kind}"), b);
+            copies.push((r.id.clone(), format!("{name}:{kind}")));
+            rows.push(r);
+        }
+    }
+    let input = write_dataset(&tmp.path().join("in"), &rows, 3);
+    let out = tmp.path().join("out");
+    dedup(&input, &out, DedupConfig::default(), 2).unwrap();
+    let kept = kept_ids::<Image>(&out, |d| d.id.clone());
+    let all: Vec<String> = rows.iter().map(|r| r.id.clone()).collect();
+    let removed = check_audit(&all, &kept, &duplicates(&out));
+    // One image per photo survives: distinct photos are never merged.
+    assert_eq!(kept.len(), PHOTOS.len(), "kept {} images for {} photos", kept.len(), PHOTOS.len());
+    for (id, what) in &copies {
+        assert!(removed.contains_key(id) || kept.contains(id), "{what} lost");
+    }
+    for (_, (_, reason)) in &removed {
+        assert!(reason == "near_image" || reason == "exact_image", "{reason}");
+    }
+}
+
+#[test]
+fn pair_policies() {
+    let tmp = tempfile::tempdir().unwrap();
+    let a = std::fs::read(data_dir().join("photos/astronaut.png")).unwrap();
+    let c = std::fs::read(data_dir().join("photos/coffee.png")).unwrap();
+    let a_small = encode_png(&image::load_from_memory(&a).unwrap().resize(256, 256, image::imageops::FilterType::Triangle));
+    let rows = vec![
+        pair_row("p", a.clone(), "宇航员在太空中"),
+        pair_row("p", a_small.clone(), "宇航员在太空中。"), // near image, same caption
+        pair_row("p", a.clone(), "一位穿着宇航服的女性"),  // same image, other caption
+        pair_row("p", c.clone(), "宇航员在太空中"),          // same caption, other image
+        pair_row("p", c.clone(), "一杯咖啡"),
+    ];
+    let input = write_dataset(&tmp.path().join("in"), &rows, 2);
+    let count = |name: &str, cfg: DedupConfig| {
+        let out = tmp.path().join(name);
+        dedup(&input, &out, cfg, 1).unwrap();
+        kept_ids::<Pair>(&out, |p| p.id.clone()).len()
+    };
+    assert_eq!(count("keep", DedupConfig::default()), 4);
+    assert_eq!(count("img", DedupConfig { same_image_different_caption: PairPolicy::Drop, ..Default::default() }), 2);
+    assert_eq!(count("cap", DedupConfig { same_caption_different_image: PairPolicy::Drop, ..Default::default() }), 3);
+}
+
+fn m6corpus() -> std::path::PathBuf {
+    let p = std::env::var_os("M6CORPUS_BIN").map(Into::into).unwrap_or_else(|| repo().join("target/release/m6corpus"));
+    assert!(p.is_file(), "{} is missing: build it with `cargo build --release -p m6corpus`", p.display());
+    p
+}
+
+fn run_bin(input: &Path, out: &Path) -> Command {
+    let mut c = Command::new(m6corpus());
+    c.args(["dedup", "--quiet", "--threads", "2", "--shard-mb", "1", "--input"]).arg(input).arg("--output").arg(out).env("RUST_LOG", "warn");
+    c
+}
+
+#[test]
+fn rerun_after_kill_9_gives_the_same_output() {
+    let tmp = tempfile::tempdir().unwrap();
+    let texts = articles(4000, 3);
+    let mut rows: Vec<Document> = texts.iter().enumerate().map(|(i, t)| doc("a", &format!("a{i}"), t)).collect();
+    let mut rng = Lcg(3);
+    for (i, t) in texts.iter().take(600).enumerate() {
+        let vs = variants(t, &texts[texts.len() - 1 - i], &mut rng);
+        rows.push(doc("b", &format!("b{i}"), &vs[i % vs.len()].1));
+    }
+    let input = write_dataset(&tmp.path().join("in"), &rows, 24);
+    let clean = tmp.path().join("clean");
+    assert!(run_bin(&input, &clean).status().unwrap().success());
+
+    let killed = tmp.path().join("killed");
+    let mut kills = 0;
+    for delay_ms in [150, 400, 700, 1000, 1500] {
+        let mut child = run_bin(&input, &killed).spawn().unwrap();
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        if child.try_wait().unwrap().is_none() {
+            child.kill().unwrap(); // SIGKILL
+            kills += 1;
+        }
+        child.wait().unwrap();
+    }
+    assert!(kills > 0, "the run always finished before it could be killed");
+    assert!(run_bin(&input, &killed).status().unwrap().success());
+
+    let view = |out: &Path| {
+        let kept = kept_ids::<Document>(out, |d| format!("{}:{}", d.id, d.text));
+        let dups: Vec<String> = duplicates(out).iter().map(|d| format!("{d:?}")).collect();
+        (kept, dups)
+    };
+    let (a, b) = (view(&clean), view(&killed));
+    assert!(!a.1.is_empty());
+    assert_eq!(a, b);
+    let out = Command::new(m6corpus()).arg("verify").arg(&killed).output().unwrap();
+    assert!(out.status.success(), "verify: {}", String::from_utf8_lossy(&out.stdout));
+}
