@@ -12,7 +12,8 @@ PY=.venv/bin/python
 N_POEMS=${N_POEMS:-30000}
 IMAGE_REPEATS=${IMAGE_REPEATS:-300}
 SHARDS=${SHARDS:-8}
-STEPS=${STEPS:-40}
+STEPS=${STEPS:-10}
+ROUNDS=${ROUNDS:-2}
 THREADS=${THREADS:-$(nproc)}
 MODEL=(--set model.d_model=256 --set model.n_layers=4 --set model.n_heads=4 --set model.d_ff=1024 --set model.max_len=128 --set batch_size=32)
 mkdir -p "$OUT" bench/results
@@ -26,27 +27,48 @@ BIN=trainer/target/release/m6-train
 rm -rf "$OUT/samples" "$OUT/run"
 trainer/target/release/examples/bench_samples "$OUT/samples" "$N_POEMS" "$IMAGE_REPEATS" "$SHARDS" >&2
 
-echo "loader: m6-train --loader-bench" >&2
-/usr/bin/time -f '%M' -o "$OUT/loader.rss" "$BIN" --input "$OUT/samples" --output "$OUT/run" --loader-bench --cpu "${MODEL[@]}" > "$OUT/loader.json"
-echo "loader: pyarrow peer" >&2
-"$PY" bench/train_peer.py --mode loader --input "$OUT/samples" > "$OUT/loader_peer.json"
+# Loader runs are short and the machine is shared: alternate 3 times, keep the best.
+for r in 1 2 3; do
+  echo "loader round $r: m6-train --loader-bench, then the pyarrow peer" >&2
+  /usr/bin/time -f '%M' -o "$OUT/loader$r.rss" "$BIN" --input "$OUT/samples" --output "$OUT/run" --loader-bench --cpu "${MODEL[@]}" > "$OUT/loader$r.json"
+  "$PY" bench/train_peer.py --mode loader --input "$OUT/samples" > "$OUT/loader_peer$r.json"
+done
 
-echo "train: m6-train $STEPS steps" >&2
-"$BIN" --input "$OUT/samples" --output "$OUT/run" --steps "$((STEPS + 3))" --cpu "${MODEL[@]}" \
-  --set torch_threads="$THREADS" --set log_every=1 --set eval_every=0 --set checkpoint_every=0 --set warmup_steps=3 > "$OUT/train.json"
-echo "train: PyTorch eager peer" >&2
-"$PY" bench/train_peer.py --mode train --input "$OUT/samples" --steps "$STEPS" --threads "$THREADS" > "$OUT/train_peer.json"
+# The machine is shared, so the two trainers alternate for ROUNDS rounds and the best
+# round of each is reported.
+for r in $(seq 1 "$ROUNDS"); do
+  echo "train round $r: m6-train $STEPS steps" >&2
+  rm -rf "$OUT/run$r"
+  "$BIN" --input "$OUT/samples" --output "$OUT/run$r" --steps "$((STEPS + 3))" --cpu "${MODEL[@]}" \
+    --set torch_threads="$THREADS" --set log_every=1 --set eval_every=0 --set checkpoint_every=0 --set warmup_steps=3 > "$OUT/train$r.json"
+  echo "train round $r: PyTorch eager peer" >&2
+  "$PY" bench/train_peer.py --mode train --input "$OUT/samples" --steps "$STEPS" --threads "$THREADS" > "$OUT/train_peer$r.json"
+done
+BASE_RSS=$( { /usr/bin/time -f '%M' "$BIN" --version >/dev/null; } 2>&1 | tail -1)
+echo "$BASE_RSS" > "$OUT/base.rss"
 
-"$PY" - "$OUT" "$STEPS" <<'PYEOF'
+"$PY" - "$OUT" "$STEPS" "$ROUNDS" <<'PYEOF'
 import json, os, sys
-out, steps = sys.argv[1], int(sys.argv[2])
+out, steps, rounds = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 j = lambda f: json.load(open(os.path.join(out, f)))
-loader, lpeer, train, tpeer = j("loader.json"), j("loader_peer.json"), j("train.json"), j("train_peer.json")
-# Training throughput over the steps after the first 3 (warm-up), from log.jsonl.
-log = [json.loads(l) for l in open(os.path.join(out, "run", "log.jsonl"))][3:]
-secs = sum(1 / max(l["samples_per_s"], 1e-9) * 32 for l in log)
-tok_s = sum(l["tokens_per_s"] / max(l["samples_per_s"], 1e-9) * 32 for l in log) / secs
-smp_s = 32 * len(log) / secs
+loader = max((j("loader%d.json" % r) for r in (1, 2, 3)), key=lambda x: x["samples_per_s"])
+lpeer = max((j("loader_peer%d.json" % r) for r in (1, 2, 3)), key=lambda x: x["samples_per_s"])
+
+def m6_round(r):
+    # Throughput over the steps after the first 3 (warm-up), from log.jsonl (one line a step).
+    log = [json.loads(l) for l in open(os.path.join(out, "run%d" % r, "log.jsonl"))][3:]
+    secs = sum(32 / max(l["samples_per_s"], 1e-9) for l in log)
+    toks = sum(l["tokens_per_s"] * 32 / max(l["samples_per_s"], 1e-9) for l in log)
+    return {"tokens_per_s": toks / secs, "samples_per_s": 32 * len(log) / secs, "steps": len(log)}
+
+m6 = [m6_round(r) for r in range(1, rounds + 1)]
+peer = [j("train_peer%d.json" % r) for r in range(1, rounds + 1)]
+best = max(m6, key=lambda x: x["tokens_per_s"])
+bpeer = max(peer, key=lambda x: x["tokens_per_s"])
+train = j("train1.json")
+tok_s, smp_s = best["tokens_per_s"], best["samples_per_s"]
+base_rss_mb = int(open(os.path.join(out, "base.rss")).read().split()[-1]) / 1024
+loader_rss_mb = max(int(open(os.path.join(out, "loader%d.rss" % r)).read().split()[-1]) for r in (1, 2, 3)) / 1024
 manifest = json.load(open(os.path.join(out, "samples", "manifest.json")))
 res = {
     "area": "train",
@@ -60,16 +82,18 @@ res = {
     "loader": {
         "samples_per_s": {"value": loader["samples_per_s"], "unit": "samples/s", "peer": lpeer["samples_per_s"], "ratio": loader["samples_per_s"] / lpeer["samples_per_s"]},
         "parquet_mb_per_s": {"value": loader["parquet_mb_per_s"], "unit": "MB/s", "peer": lpeer["parquet_mb_per_s"], "ratio": loader["parquet_mb_per_s"] / lpeer["parquet_mb_per_s"]},
-        "peak_rss_mb": {"value": int(open(os.path.join(out, "loader.rss")).read().split()[-1]) / 1024, "unit": "MiB", "peer": lpeer["peak_rss_mb"]},
+        "peak_rss_mb": {"value": loader_rss_mb, "unit": "MiB", "peer": lpeer["peak_rss_mb"],
+                        "libtorch_baseline": base_rss_mb, "loader_over_baseline": loader_rss_mb - base_rss_mb,
+                        "note": "m6-train maps libtorch (CPU+CUDA) at start-up; `m6-train --version` alone peaks at libtorch_baseline"},
         "peer": "pyarrow iter_batches + Python shuffle buffer + numpy padding (bench/train_peer.py)",
     },
     "train": {
         "model": "d_model 256, 4 layers, 4 heads, d_ff 1024, max_len 128, batch 32",
         "parameters": train["parameters"],
-        "steps_timed": len(log),
-        "tokens_per_s": {"value": tok_s, "unit": "tokens/s", "peer": tpeer["tokens_per_s"], "ratio": tok_s / tpeer["tokens_per_s"]},
-        "samples_per_s": {"value": smp_s, "unit": "samples/s", "peer": tpeer["samples_per_s"], "ratio": smp_s / tpeer["samples_per_s"]},
-        "peer": "same model in PyTorch %s eager, torch.optim.AdamW, same threads" % tpeer["torch"],
+        "steps_timed_per_round": steps, "rounds": rounds, "all_rounds": {"m6": m6, "peer": [p["tokens_per_s"] for p in peer]},
+        "tokens_per_s": {"value": tok_s, "unit": "tokens/s", "peer": bpeer["tokens_per_s"], "ratio": tok_s / bpeer["tokens_per_s"]},
+        "samples_per_s": {"value": smp_s, "unit": "samples/s", "peer": bpeer["samples_per_s"], "ratio": smp_s / bpeer["samples_per_s"]},
+        "peer": "same model in PyTorch %s eager, torch.optim.AdamW, same threads" % bpeer["torch"],
     },
     "loader_headroom": {"value": loader["samples_per_s"] / smp_s, "unit": "x", "note": "loader samples/s over what training consumes"},
 }

@@ -193,7 +193,7 @@ def bench_train(a, files, props):
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         opt.zero_grad()
-        return int(lens.sum()), len(ids), float(loss)
+        return int(lens.sum()), len(ids), float(loss.detach())
 
     for _ in range(3):  # warm-up, as the Rust run's first steps include allocator warm-up too
         step()

@@ -161,6 +161,14 @@ impl Corpus {
         } else if holdout_last_shard && train.len() >= 2 {
             eval.push(train.pop().unwrap());
         }
+        // Fail fast on a bad footer, a foreign schema or a row count that disagrees
+        // with the manifest, rather than hours into training when the reader gets there.
+        for s in train.iter().chain(&eval) {
+            let r = read_parquet(&s.path, Some(Kind::Sample), 1)?;
+            if r.rows() != s.rows {
+                return Err(DataError::Dataset { path: s.path.clone(), msg: format!("shard has {} rows but the manifest says {}", r.rows(), s.rows) });
+            }
+        }
         if train.iter().all(|s| s.rows == 0) {
             return Err(DataError::Dataset { path: inputs[0].clone(), msg: "no training samples (every shard is empty)".into() });
         }

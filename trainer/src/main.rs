@@ -38,6 +38,9 @@ struct Cli {
     /// Number of data-parallel ranks (each reads a disjoint slice of every epoch).
     #[arg(long, default_value_t = 1)]
     world_size: u64,
+    /// host:port where rank 0 listens for the other ranks (gradients are averaged over TCP).
+    #[arg(long, default_value = "127.0.0.1:29500", env = "M6_DIST_ADDR")]
+    dist_addr: String,
     /// Stop after this step (with a checkpoint) while keeping the schedule of --steps.
     #[arg(long)]
     stop_at: Option<u64>,
@@ -80,7 +83,7 @@ fn args(cli: &Cli) -> Result<TrainArgs> {
     if inputs.is_empty() {
         bail!("--input SAMPLES_DIR is required (or `input` in the [train] section of --config)");
     }
-    Ok(TrainArgs { inputs, output, config, resume: cli.resume, rank: cli.rank, world_size: cli.world_size, stop_at: cli.stop_at })
+    Ok(TrainArgs { inputs, output, config, resume: cli.resume, rank: cli.rank, world_size: cli.world_size, stop_at: cli.stop_at, dist_addr: cli.dist_addr.clone() })
 }
 
 /// One epoch of this rank's slice through the full loader path (read, slice, shuffle,

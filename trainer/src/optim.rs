@@ -88,6 +88,49 @@ impl AdamW {
         }
     }
 
+    /// Gives every parameter a (zero) gradient tensor, so that gradients of parameters a
+    /// batch did not touch (the patch projection in a text-only batch) still exist and
+    /// every rank flattens the same layout.
+    pub fn prime_grads(&mut self) {
+        let total = self.params.iter().map(|(_, p, _, _)| p.sum(Kind::Float) * 0.0).fold(None, |acc: Option<Tensor>, t| Some(match acc {
+            Some(a) => a + t,
+            None => t,
+        }));
+        if let Some(t) = total {
+            t.backward();
+        }
+        self.zero_grad();
+    }
+
+    /// Every gradient, flattened in parameter-name order (for cross-rank averaging).
+    pub fn flat_grads(&self) -> Vec<f32> {
+        let mut out = vec![];
+        for (_, p, _, _) in &self.params {
+            let g = p.grad();
+            if g.defined() {
+                out.extend(Vec::<f32>::try_from(g.to_kind(Kind::Float).flatten(0, -1).to_device(tch::Device::Cpu)).expect("f32 gradient"));
+            } else {
+                out.extend(std::iter::repeat(0f32).take(p.numel()));
+            }
+        }
+        out
+    }
+
+    /// Writes back gradients produced by [`AdamW::flat_grads`] (after averaging).
+    pub fn set_flat_grads(&mut self, flat: &[f32]) {
+        let _guard = tch::no_grad_guard();
+        let mut o = 0;
+        for (_, p, _, _) in &self.params {
+            let n = p.numel();
+            let mut g = p.grad();
+            if g.defined() {
+                let src = Tensor::from_slice(&flat[o..o + n]).view(p.size().as_slice()).to_kind(g.kind()).to_device(g.device());
+                g.copy_(&src);
+            }
+            o += n;
+        }
+    }
+
     /// Moments as safetensors (`m.<name>`, `v.<name>`).
     pub fn save(&self, path: &Path) -> Result<(), tch::TchError> {
         let mut named: Vec<(String, &Tensor)> = vec![];

@@ -14,6 +14,7 @@ use tch::{nn, Device};
 use crate::config::{ModelConfig, TrainConfig};
 use crate::data::{collate, make_example, next_batch, Corpus, DataMeta, Loader, LoaderConfig, LoaderState, ShardRef};
 use crate::model::{DeviceBatch, M6Model};
+use crate::dist::Dist;
 use crate::optim::{lr_at, AdamW};
 
 pub const LOG: &str = "log.jsonl";
@@ -35,6 +36,8 @@ pub struct TrainArgs {
     /// Stop (with a checkpoint) after this step although the schedule runs to
     /// `config.steps`: an interrupted run, for resuming later.
     pub stop_at: Option<u64>,
+    /// Where rank 0 listens for the other ranks (`host:port`) when world_size > 1.
+    pub dist_addr: String,
 }
 
 /// Everything besides tensors that a checkpoint needs to continue exactly.
@@ -204,12 +207,15 @@ pub fn train(args: &TrainArgs) -> Result<Summary> {
     let device = pick_device(cfg);
     let Loaded { mut vs, model } = build_model(cfg, &corpus.meta, device)?;
     let mut opt = AdamW::new(&vs, cfg);
-    fs::create_dir_all(&args.output).with_context(|| args.output.display().to_string())?;
-    let log_path = args.output.join(LOG);
+    // Rank 0 writes into --output; every other rank keeps its own log and checkpoints
+    // (its loader position differs) in a sub-folder.
+    let run_dir = if args.rank == 0 { args.output.clone() } else { args.output.join(format!("rank-{}", args.rank)) };
+    fs::create_dir_all(&run_dir).with_context(|| run_dir.display().to_string())?;
+    let log_path = run_dir.join(LOG);
 
     let mut step = 0u64;
     let mut loader_state = LoaderState::default();
-    match latest_checkpoint(&args.output)? {
+    match latest_checkpoint(&run_dir)? {
         Some(ckpt) if args.resume => {
             let st = read_state(&ckpt)?;
             if st.model != cfg.model || st.data != corpus.meta || st.seed != cfg.seed || st.rank != args.rank || st.world_size != args.world_size {
@@ -229,13 +235,23 @@ pub fn train(args: &TrainArgs) -> Result<Summary> {
             truncate_log(&log_path, step)?;
             tracing::info!("resumed from {} at step {step}", ckpt.display());
         }
-        Some(ckpt) => bail!("{} already holds a checkpoint ({}); pass --resume to continue it, or choose another --output", args.output.display(), ckpt.display()),
+        Some(ckpt) => bail!("{} already holds a checkpoint ({}); pass --resume to continue it, or choose another --output", run_dir.display(), ckpt.display()),
         None => {
             let _ = fs::remove_file(&log_path);
         }
     }
     let total = cfg.steps;
     let start_step = step;
+    let mut dist = if args.world_size > 1 {
+        tracing::info!("rank {}/{}: connecting via {}", args.rank, args.world_size, args.dist_addr);
+        Dist::connect(&args.dist_addr, args.rank, args.world_size, std::time::Duration::from_secs(300))?
+    } else {
+        Dist::single()
+    };
+    dist.agree("the step to start from (resume every rank from its own checkpoint)", step)?;
+    let fingerprint = blake3::hash(serde_json::to_string(cfg)?.as_bytes());
+    dist.agree("the [train] config", u64::from_le_bytes(fingerprint.as_bytes()[..8].try_into().unwrap()))?;
+    opt.prime_grads();
     let lcfg = LoaderConfig::from_train(cfg, args.rank, args.world_size);
     let mut loader = Loader::new(corpus.train.clone(), corpus.meta.clone(), lcfg, loader_state)?;
     let mut log = fs::OpenOptions::new().create(true).append(true).open(&log_path).with_context(|| log_path.display().to_string())?;
@@ -266,6 +282,13 @@ pub fn train(args: &TrainArgs) -> Result<Summary> {
             win_tokens += b.tokens;
             win_samples += b.samples;
         }
+        if dist.world() > 1 {
+            let mut flat = opt.flat_grads();
+            flat.push(step_loss as f32);
+            dist.all_reduce_mean(&mut flat).context("averaging gradients across ranks")?;
+            step_loss = flat.pop().unwrap() as f64;
+            opt.set_flat_grads(&flat);
+        }
         if !step_loss.is_finite() {
             bail!("loss became {step_loss} at step {}; lower lr or check the data", step + 1);
         }
@@ -279,7 +302,7 @@ pub fn train(args: &TrainArgs) -> Result<Summary> {
         last_loss = step_loss;
         let at_end = step == stop;
         let mut eval_loss = None;
-        if cfg.eval_every > 0 && (step % cfg.eval_every == 0 || at_end) {
+        if args.rank == 0 && cfg.eval_every > 0 && (step % cfg.eval_every == 0 || at_end) {
             eval_loss = evaluate(&model, &corpus.eval, &corpus.meta, cfg, device)?;
             if eval_loss.is_some() {
                 last_eval = eval_loss;
@@ -331,7 +354,7 @@ pub fn train(args: &TrainArgs) -> Result<Summary> {
                 data: corpus.meta.clone(),
                 config: cfg.clone(),
             };
-            last_ckpt = Some(save_checkpoint(&args.output, &vs, &opt, &state, cfg.keep_checkpoints)?);
+            last_ckpt = Some(save_checkpoint(&run_dir, &vs, &opt, &state, cfg.keep_checkpoints)?);
         }
     }
     pb.finish_and_clear();
@@ -346,7 +369,7 @@ pub fn train(args: &TrainArgs) -> Result<Summary> {
         tokens_per_s: all_tokens as f64 / seconds.max(1e-9),
         samples_per_s: all_samples as f64 / seconds.max(1e-9),
         parameters,
-        checkpoint: last_ckpt.or(latest_checkpoint(&args.output)?),
+        checkpoint: last_ckpt.or(latest_checkpoint(&run_dir)?),
     })
 }
 

@@ -176,3 +176,43 @@ fn corrupt_or_mismatched_shards_give_a_clear_error() {
     let err = run_with("r4");
     assert!(err.contains("image_patches has 100 bytes") && err.contains("row"), "{err}");
 }
+
+#[test]
+fn two_ranks_average_gradients_and_stay_in_lockstep() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("samples");
+    fixture(&data, 120, 2, 2);
+    let run = tmp.path().join("run");
+    let spawn = |rank: &str| {
+        let a = args(&[
+            "--input", data.to_str().unwrap(),
+            "--output", run.to_str().unwrap(),
+            "--steps", "12",
+            "--rank", rank,
+            "--world-size", "2",
+            "--dist-addr", "127.0.0.1:29817",
+            "--set", "eval_every=6",
+            "--set", "checkpoint_every=6",
+            "--set", "log_every=3",
+        ]);
+        std::process::Command::new(bin()).args(a).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap()
+    };
+    let (r1, r0) = (spawn("1"), spawn("0"));
+    for (name, child) in [("rank 0", r0), ("rank 1", r1)] {
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "{name} failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    }
+    // Same averaged gradients on both ranks: identical weights, identical logged loss.
+    let w0 = tensors(&run.join("checkpoints/step-00000012/model.safetensors"));
+    let w1 = tensors(&run.join("rank-1/checkpoints/step-00000012/model.safetensors"));
+    assert_eq!(w0, w1);
+    let (l0, l1) = (log_lines(&run), log_lines(&run.join("rank-1")));
+    assert_eq!(l0.iter().map(|l| &l["loss"]).collect::<Vec<_>>(), l1.iter().map(|l| &l["loss"]).collect::<Vec<_>>());
+    // The two ranks read different halves of the data: their loader positions are
+    // their own, and only rank 0 evaluates.
+    assert!(l0.last().unwrap()["eval_loss"].is_number() && l1.last().unwrap().get("eval_loss").is_none());
+    // A single-rank run on the same data ends elsewhere (it saw other batches).
+    let single = tmp.path().join("single");
+    m6_train_ok(&args(&["--input", data.to_str().unwrap(), "--output", single.to_str().unwrap(), "--steps", "12", "--set", "checkpoint_every=6"]));
+    assert_ne!(tensors(&single.join("checkpoints/step-00000012/model.safetensors")), w0);
+}
