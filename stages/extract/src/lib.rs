@@ -1,16 +1,88 @@
-//! The `extract` stage (placeholder until its issue lands: building it fails with a clear error).
+//! The `extract` stage: `page` rows (from crawl or ingest) become `document` rows (title
+//! and main-content text, charset-correct UTF-8) and, as the `pairs` side output, image–
+//! caption pairs whose image bytes come from the image rows of the same task.
 
-use m6_pipeline::{BoxError, Stage, StageFactory};
+pub mod charset;
+pub mod html;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io::Cursor;
+
+use arrow::array::{Array, RecordBatch};
+use m6_pipeline::{plan_shards, BoxError, OutputSpec, Stage, StageFactory, Task, TaskOutput};
+use m6_schemas::{column, page, Bin, Document, Image, Kind, Map, Pair, Str, U16};
 use serde::{Deserialize, Serialize};
 
+pub use html::{links, Extracted, ImageRef, Params};
+
+/// The side output holding image–caption pairs.
+pub const PAIRS: &str = "pairs";
+
+/// Pairs are written in chunks of about this many image bytes, so memory stays bounded
+/// by the chunk, not by how many images a shard holds.
+const PAIR_CHUNK_BYTES: usize = 32 << 20;
+
 /// `[extract]` in pipeline.toml.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct ExtractConfig {}
+pub struct ExtractConfig {
+    /// Page rows read per batch (default 64). Pages carry whole bodies, so this bounds
+    /// memory per thread: about `batch_rows` × the largest body.
+    pub batch_rows: usize,
+    /// A text block with at least this many non-space characters and little link text
+    /// counts as content (default 20; Chinese characters each count one).
+    pub min_block_chars: usize,
+    /// A block or a list whose share of link text is above this is navigation (default 0.5).
+    pub max_link_density: f64,
+    /// Short blocks (list items, short lines) are kept when a content block is at most
+    /// this many blocks away (default 3).
+    pub neighbour_window: usize,
+    /// Documents with fewer non-space characters than this are not written (default 1:
+    /// only pages with no main text at all are dropped; the filter stage judges quality).
+    pub min_doc_chars: usize,
+    /// Write the `pairs` side output (default true).
+    pub pairs: bool,
+    /// Images smaller than this many pixels on either side, declared in `width`/`height`
+    /// or decoded, are tracking pixels and icons and make no pair (default 32).
+    pub min_image_side: u32,
+}
+
+impl Default for ExtractConfig {
+    fn default() -> Self {
+        let p = Params::default();
+        ExtractConfig {
+            batch_rows: 64,
+            min_block_chars: p.min_block_chars,
+            max_link_density: p.max_link_density,
+            neighbour_window: p.neighbour_window,
+            min_doc_chars: 1,
+            pairs: true,
+            min_image_side: p.min_image_side,
+        }
+    }
+}
 
 /// Flags `m6corpus extract` takes beyond the common ones.
 #[derive(Debug, Clone, Default, clap::Args)]
-pub struct ExtractFlags {}
+pub struct ExtractFlags {
+    /// Do not write the `pairs` side output.
+    #[arg(long)]
+    pub no_pairs: bool,
+    /// Smallest image side (pixels) that can make a pair.
+    #[arg(long)]
+    pub min_image_side: Option<u32>,
+    /// Smallest content block, in non-space characters.
+    #[arg(long)]
+    pub min_block_chars: Option<usize>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExtractError {
+    #[error("extract: `{field}` {problem}")]
+    Config { field: &'static str, problem: String },
+    #[error("extract reads page datasets, but an input is a {0} dataset")]
+    InputKind(Kind),
+}
 
 pub struct ExtractFactory;
 
@@ -18,10 +90,370 @@ impl StageFactory for ExtractFactory {
     const NAME: &'static str = "extract";
     type Config = ExtractConfig;
     type Flags = ExtractFlags;
-    fn apply_flags(_flags: &Self::Flags, _cfg: &mut Self::Config) -> Result<(), BoxError> {
+    fn apply_flags(flags: &Self::Flags, cfg: &mut Self::Config) -> Result<(), BoxError> {
+        if flags.no_pairs {
+            cfg.pairs = false;
+        }
+        if let Some(v) = flags.min_image_side {
+            cfg.min_image_side = v;
+        }
+        if let Some(v) = flags.min_block_chars {
+            cfg.min_block_chars = v;
+        }
         Ok(())
     }
-    fn build(_cfg: Self::Config) -> Result<Box<dyn Stage>, BoxError> {
-        Err("the extract stage is not built yet".into())
+    fn build(cfg: Self::Config) -> Result<Box<dyn Stage>, BoxError> {
+        let bad = |field, problem: &str| Err(Box::new(ExtractError::Config { field, problem: problem.to_string() }) as BoxError);
+        if cfg.batch_rows == 0 {
+            return bad("batch_rows", "must be at least 1");
+        }
+        if !(cfg.max_link_density > 0.0 && cfg.max_link_density <= 1.0) {
+            return bad("max_link_density", &format!("must be in (0, 1], got {}", cfg.max_link_density));
+        }
+        if cfg.min_block_chars == 0 {
+            return bad("min_block_chars", "must be at least 1");
+        }
+        Ok(Box::new(ExtractStage { cfg }))
+    }
+}
+
+pub struct ExtractStage {
+    cfg: ExtractConfig,
+}
+
+/// An image reference waiting for its bytes (pass 2 of a task).
+struct PendingPair {
+    caption: String,
+    origin: &'static str,
+    page_url: String,
+    source: String,
+    page_id: String,
+}
+
+/// Columns of a page batch, looked up once per batch.
+struct PageCols<'a> {
+    id: &'a Str,
+    url: &'a Str,
+    final_url: &'a Str,
+    status: &'a U16,
+    headers: &'a Map,
+    content_type: &'a Str,
+    body: &'a Bin,
+    source: &'a Str,
+    error_kind: &'a Str,
+}
+
+impl<'a> PageCols<'a> {
+    fn new(b: &'a RecordBatch) -> Result<Self, BoxError> {
+        Ok(PageCols {
+            id: column(b, page::ID)?,
+            url: column(b, page::URL)?,
+            final_url: column(b, page::FINAL_URL)?,
+            status: column(b, page::STATUS)?,
+            headers: column(b, page::HEADERS)?,
+            content_type: column(b, page::CONTENT_TYPE)?,
+            body: column(b, page::BODY)?,
+            source: column(b, page::SOURCE)?,
+            error_kind: column(b, page::ERROR_KIND)?,
+        })
+    }
+
+    fn opt<'s>(a: &'s Str, i: usize) -> Option<&'s str> {
+        a.is_valid(i).then(|| a.value(i))
+    }
+
+    /// The content type: the column, else the `Content-Type` header.
+    fn content_type(&self, i: usize) -> Option<String> {
+        if let Some(ct) = Self::opt(self.content_type, i).filter(|s| !s.trim().is_empty()) {
+            return Some(ct.to_string());
+        }
+        let keys = self.headers.keys().as_any().downcast_ref::<Str>()?;
+        let values = self.headers.values().as_any().downcast_ref::<Str>()?;
+        let offsets = self.headers.value_offsets();
+        (offsets[i] as usize..offsets[i + 1] as usize)
+            .find(|j| keys.value(*j).eq_ignore_ascii_case("content-type") && values.is_valid(*j))
+            .map(|j| values.value(j).to_string())
+    }
+
+    fn body(&self, i: usize) -> Option<&'a [u8]> {
+        (self.body.is_valid(i) && !self.body.value(i).is_empty()).then(|| self.body.value(i))
+    }
+
+    fn failed(&self, i: usize) -> bool {
+        self.error_kind.is_valid(i)
+    }
+}
+
+fn mime(ct: &str) -> String {
+    ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase()
+}
+
+fn is_image(ct: Option<&str>) -> bool {
+    ct.is_some_and(|c| mime(c).starts_with("image/"))
+}
+
+/// HTML by content type, or by sniffing when the server gave none (or a generic one).
+fn is_html(ct: Option<&str>, body: &[u8]) -> bool {
+    let m = ct.map(mime).unwrap_or_default();
+    match m.as_str() {
+        "text/html" | "application/xhtml+xml" => true,
+        "" | "application/octet-stream" | "unknown/unknown" | "application/unknown" => {
+            let head = &body[..body.len().min(1024)];
+            let lower = String::from_utf8_lossy(head).to_ascii_lowercase();
+            let t = lower.trim_start_matches('\u{feff}').trim_start();
+            t.starts_with("<!doctype html") || t.starts_with("<html") || t.starts_with("<head") || t.starts_with("<body") || (t.starts_with("<?xml") && lower.contains("<html"))
+        }
+        _ => false,
+    }
+}
+
+/// The host's last label (`cn`, `tw`), which steers charset detection like a locale would.
+fn tld(url: &str) -> Option<String> {
+    let host = url::Url::parse(url).ok()?.host_str()?.to_string();
+    let last = host.rsplit('.').next()?;
+    (last.chars().all(|c| c.is_ascii_alphabetic()) && !last.is_empty()).then(|| last.to_ascii_lowercase())
+}
+
+fn image_format(f: image::ImageFormat) -> String {
+    match f {
+        image::ImageFormat::Png => "png".into(),
+        image::ImageFormat::Jpeg => "jpeg".into(),
+        image::ImageFormat::Gif => "gif".into(),
+        image::ImageFormat::WebP => "webp".into(),
+        image::ImageFormat::Bmp => "bmp".into(),
+        other => format!("{other:?}").to_ascii_lowercase(),
+    }
+}
+
+/// Format and size from the image header, without decoding the pixels.
+fn probe_image(bytes: &[u8]) -> Option<(String, u32, u32)> {
+    let r = image::ImageReader::new(Cursor::new(bytes)).with_guessed_format().ok()?;
+    let format = r.format()?;
+    let (w, h) = r.into_dimensions().ok()?;
+    Some((image_format(format), w, h))
+}
+
+impl ExtractStage {
+    fn params(&self) -> Params {
+        Params {
+            min_block_chars: self.cfg.min_block_chars,
+            max_link_density: self.cfg.max_link_density,
+            min_image_side: self.cfg.min_image_side,
+            neighbour_window: self.cfg.neighbour_window,
+        }
+    }
+
+    /// Pass 1: every HTML row becomes a document; its content images are remembered by URL.
+    fn documents(&self, task: &Task, out: &mut TaskOutput, pending: &mut HashMap<String, Vec<usize>>, refs: &mut Vec<PendingPair>) -> Result<bool, BoxError> {
+        let params = self.params();
+        let mut saw_images = false;
+        for batch in task.batches(self.cfg.batch_rows) {
+            let batch = batch?;
+            let cols = PageCols::new(&batch)?;
+            let mut docs = Vec::new();
+            let mut bytes = 0u64;
+            for i in 0..batch.num_rows() {
+                let body = cols.body(i);
+                bytes += body.map_or(0, |b| b.len() as u64);
+                if cols.failed(i) {
+                    out.counters.bump("skipped.error", 1);
+                    continue;
+                }
+                let Some(body) = body else {
+                    out.counters.bump("skipped.empty", 1);
+                    continue;
+                };
+                let ct = cols.content_type(i);
+                if is_image(ct.as_deref()) {
+                    saw_images = true;
+                    out.counters.bump("skipped.image", 1);
+                    continue;
+                }
+                if !is_html(ct.as_deref(), body) {
+                    out.counters.bump("skipped.non_html", 1);
+                    continue;
+                }
+                let url = PageCols::opt(cols.final_url, i).unwrap_or(cols.url.value(i)).to_string();
+                let source = cols.source.value(i);
+                let page_id = cols.id.value(i);
+                let dec = charset::decode(body, ct.as_deref(), tld(&url).as_deref());
+                out.counters.bump(&format!("charset.{}", dec.charset.to_ascii_lowercase()), 1);
+                let ex = html::extract(&dec.text, Some(&url), &params);
+                for why in &ex.skipped_images {
+                    out.counters.bump(&format!("pair.skipped.{why}"), 1);
+                }
+                if self.cfg.pairs {
+                    let mut seen = HashSet::new();
+                    for img in &ex.images {
+                        if !seen.insert((img.url.as_str(), img.caption.as_str())) {
+                            continue;
+                        }
+                        pending.entry(img.url.clone()).or_default().push(refs.len());
+                        refs.push(PendingPair { caption: img.caption.clone(), origin: img.origin, page_url: url.clone(), source: source.to_string(), page_id: page_id.to_string() });
+                    }
+                }
+                if ex.text.chars().filter(|c| !c.is_whitespace()).count() < self.cfg.min_doc_chars {
+                    out.counters.bump("skipped.no_text", 1);
+                    continue;
+                }
+                let mut meta = serde_json::json!({
+                    "charset": dec.charset,
+                    "charset_source": dec.source,
+                    "decode_errors": dec.had_errors,
+                    "content_type": ct,
+                    "status": cols.status.is_valid(i).then(|| cols.status.value(i)),
+                    "lang": ex.lang,
+                    "blocks": ex.blocks_total,
+                    "blocks_kept": ex.blocks_kept,
+                    "images": ex.images.len(),
+                });
+                if !dec.rejected.is_empty() {
+                    meta["charset_rejected"] = serde_json::json!(dec.rejected);
+                }
+                docs.push(Document::new(source, Some(page_id.to_string()), Some(url), ex.title, ex.text, Some(meta.to_string())));
+            }
+            out.count_in(batch.num_rows() as u64, bytes);
+            out.write_rows(&docs)?;
+        }
+        Ok(saw_images)
+    }
+
+    /// Pass 2: image rows of the task whose URL a page referenced become pairs.
+    fn pairs(&self, task: &Task, out: &mut TaskOutput, pending: &mut HashMap<String, Vec<usize>>, refs: &[PendingPair]) -> Result<(), BoxError> {
+        let mut chunk: Vec<Pair> = vec![];
+        let mut chunk_bytes = 0;
+        for batch in task.batches(self.cfg.batch_rows) {
+            if pending.is_empty() {
+                break;
+            }
+            let batch = batch?;
+            let cols = PageCols::new(&batch)?;
+            for i in 0..batch.num_rows() {
+                let mut idx: Vec<usize> = vec![];
+                for u in [Some(cols.url.value(i)), PageCols::opt(cols.final_url, i)].into_iter().flatten() {
+                    if let Some(v) = pending.remove(u) {
+                        idx.extend(v);
+                    }
+                }
+                if idx.is_empty() {
+                    continue;
+                }
+                idx.sort_unstable();
+                let n = idx.len() as u64;
+                let body = cols.body(i);
+                let ct = cols.content_type(i);
+                let Some(body) = body.filter(|_| !cols.failed(i)) else {
+                    out.counters.bump("pair.image_failed", n);
+                    continue;
+                };
+                if !is_image(ct.as_deref()) && ct.is_some() {
+                    out.counters.bump("pair.not_image", n);
+                    continue;
+                }
+                let Some((format, w, h)) = probe_image(body) else {
+                    out.counters.bump("pair.image_undecodable", n);
+                    continue;
+                };
+                if w < self.cfg.min_image_side || h < self.cfg.min_image_side {
+                    out.counters.bump("pair.skipped.tiny_decoded", n);
+                    continue;
+                }
+                let image_id = Image::make_id(body);
+                let image_url = PageCols::opt(cols.final_url, i).unwrap_or(cols.url.value(i)).to_string();
+                for j in idx {
+                    let r = &refs[j];
+                    chunk_bytes += body.len();
+                    chunk.push(Pair {
+                        id: Pair::make_id(&image_id, &r.caption, Some(&r.page_url)),
+                        image_id: image_id.clone(),
+                        image_bytes: body.to_vec(),
+                        width: w,
+                        height: h,
+                        format: format.clone(),
+                        caption: r.caption.clone(),
+                        caption_origin: r.origin.to_string(),
+                        url: Some(r.page_url.clone()),
+                        image_url: Some(image_url.clone()),
+                        source: r.source.clone(),
+                        source_id: Some(r.page_id.clone()),
+                    });
+                    out.counters.bump(&format!("pair.origin.{}", r.origin), 1);
+                }
+                if chunk_bytes >= PAIR_CHUNK_BYTES {
+                    out.write_side_rows(PAIRS, &chunk)?;
+                    chunk.clear();
+                    chunk_bytes = 0;
+                }
+            }
+        }
+        out.write_side_rows(PAIRS, &chunk)?;
+        Ok(())
+    }
+}
+
+impl Stage for ExtractStage {
+    fn name(&self) -> &'static str {
+        ExtractFactory::NAME
+    }
+
+    fn outputs(&self, input_kinds: &[Kind]) -> Result<OutputSpec, BoxError> {
+        if let Some(k) = input_kinds.iter().find(|k| **k != Kind::Page) {
+            return Err(Box::new(ExtractError::InputKind(*k)));
+        }
+        let spec = OutputSpec::new(Kind::Document);
+        Ok(if self.cfg.pairs { spec.with_side(PAIRS, Kind::Pair) } else { spec })
+    }
+
+    fn plan(&self, inputs: &[std::path::PathBuf]) -> m6_pipeline::Result<Vec<Task>> {
+        plan_shards(inputs, &[Kind::Page])
+    }
+
+    fn process(&self, task: &Task, out: &mut TaskOutput) -> Result<(), BoxError> {
+        // Image URL -> indices into `refs`, in page order. Only captions and URLs are
+        // held across the task; image bytes are streamed in pass 2.
+        let mut pending: HashMap<String, Vec<usize>> = HashMap::new();
+        let mut refs: Vec<PendingPair> = vec![];
+        let saw_images = self.documents(task, out, &mut pending, &mut refs)?;
+        if saw_images && !pending.is_empty() {
+            self.pairs(task, out, &mut pending, &refs)?;
+        }
+        let missing: usize = pending.values().map(Vec::len).sum();
+        if missing > 0 {
+            out.counters.bump("pair.image_missing", missing as u64);
+        }
+        Ok(())
+    }
+
+    fn properties(&self) -> BTreeMap<String, serde_json::Value> {
+        BTreeMap::from([("extract".to_string(), serde_json::to_value(&self.cfg).unwrap_or_default())])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn html_sniffing() {
+        assert!(is_html(Some("text/html; charset=gbk"), b"x"));
+        assert!(is_html(Some("application/xhtml+xml"), b"x"));
+        assert!(is_html(None, b"  <!DOCTYPE html><html>"));
+        assert!(is_html(Some("application/octet-stream"), b"<?xml version=\"1.0\"?><!DOCTYPE html PUBLIC><html>"));
+        assert!(!is_html(Some("text/plain"), b"<html>"));
+        assert!(!is_html(None, b"%PDF-1.4"));
+        assert!(is_image(Some("image/PNG")));
+    }
+
+    #[test]
+    fn tld_of_url() {
+        assert_eq!(tld("https://www.example.com.cn/x").as_deref(), Some("cn"));
+        assert_eq!(tld("http://127.0.0.1:8080/").as_deref(), None);
+    }
+
+    #[test]
+    fn config_is_validated() {
+        let e = ExtractFactory::build(ExtractConfig { max_link_density: 2.0, ..Default::default() }).err().unwrap();
+        assert!(e.to_string().contains("max_link_density"), "{e}");
+        assert!(ExtractFactory::build(ExtractConfig::default()).is_ok());
     }
 }
