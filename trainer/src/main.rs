@@ -62,8 +62,12 @@ fn args(cli: &Cli) -> Result<TrainArgs> {
     let (mut settings, mut inputs, mut output) = (toml::Table::new(), vec![], None);
     if let Some(path) = &cli.config {
         let pc = PipelineConfig::load(path)?;
+        // `[corpus] threads` applies to the trainer's CPU threads unless [train] says otherwise.
+        if pc.corpus.threads > 0 {
+            settings.insert("torch_threads".into(), toml::Value::Integer(pc.corpus.threads as i64));
+        }
         if let Some(s) = pc.sections_for("train").first() {
-            settings = s.settings.clone();
+            settings.extend(s.settings.clone());
             inputs = s.inputs.iter().map(|p| pc.resolve(p)).collect();
             output = s.output.as_ref().map(|p| pc.resolve(p));
         }
