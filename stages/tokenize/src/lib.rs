@@ -1,16 +1,74 @@
-//! The `tokenize` stage (placeholder until its issue lands: building it fails with a clear error).
+//! The `tokenize` stage: `document` and `pair` datasets into a `sample` dataset the
+//! trainer reads directly. Documents are encoded in parallel and packed (in input
+//! order) into samples of at most `max_len` ids; pairs become one image–text sample
+//! each. The tokenizer is copied into the output as `tokenizer.json` and named, with
+//! every id and layout fact, in the manifest's properties.
+//!
+//! Sample layouts (`input_ids`):
+//! * `text`: `[CLS] doc_a... [SEP] doc_b... [SEP] ...` (≤ max_len; a document longer than
+//!   a sample continues in the next sample, its `[SEP]` after its last piece).
+//! * `image_text`: `[CLS] [IMG] [/IMG] caption... [SEP]`; the `grid×grid` patches in
+//!   `image_patches` belong between `[IMG]` and `[/IMG]`; the caption is cut at a token
+//!   boundary to fit max_len (patches are not counted in max_len).
 
-use m6_pipeline::{BoxError, Stage, StageFactory};
+pub mod pack;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+
+use arrow::array::{Array, BinaryArray, StringArray};
+use m6_pipeline::dataset::DEFAULT_BATCH_ROWS;
+use m6_pipeline::{BoxError, OutputSpec, RunContext, Stage, StageFactory, Task};
+use m6_pipeline::TaskOutput;
+use m6_schemas::{column, content_id, document, pair, sample, InputError, Kind, Sample};
+use m6_tokenizer::{ImageConfig, Tokenizer};
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use crate::pack::{Packed, Packer};
+
+/// The tokenizer's file name inside the output dataset folder.
+pub const TOKENIZER_FILE: &str = "tokenizer.json";
+/// Side dataset of rows that could not be turned into samples (undecodable images).
+pub const ERRORS: &str = "errors";
+/// Samples are written in groups of this many rows.
+const WRITE_ROWS: usize = 1024;
+
 /// `[tokenize]` in pipeline.toml.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct TokenizeConfig {}
+pub struct TokenizeConfig {
+    /// Tokenizer file: a `tokenizer.json` or BERT-style `vocab.txt` (from `m6corpus tokenizer train`). Required; relative paths are taken from the working directory.
+    pub tokenizer: Option<PathBuf>,
+    /// Most ids in one sample, special tokens included (image patches not counted). Default 512.
+    pub max_len: usize,
+    /// Start every sample with [CLS]. Default true.
+    pub add_cls: bool,
+    /// Pack several documents into one text sample, separated by [SEP]; false gives each document its own sample(s). Default true.
+    pub pack: bool,
+    /// Side of the square images are resized and centre-cropped to, in pixels. Default 224.
+    pub image_size: u32,
+    /// Side of a square image patch in pixels; must divide image_size. Default 16 (a 14×14 grid).
+    pub patch_size: u32,
+}
+
+impl Default for TokenizeConfig {
+    fn default() -> Self {
+        TokenizeConfig { tokenizer: None, max_len: 512, add_cls: true, pack: true, image_size: 224, patch_size: 16 }
+    }
+}
 
 /// Flags `m6corpus tokenize` takes beyond the common ones.
 #[derive(Debug, Clone, Default, clap::Args)]
-pub struct TokenizeFlags {}
+pub struct TokenizeFlags {
+    /// Tokenizer file (tokenizer.json or vocab.txt).
+    #[arg(long)]
+    pub tokenizer: Option<PathBuf>,
+    /// Most ids per sample (default 512).
+    #[arg(long)]
+    pub max_len: Option<usize>,
+}
 
 pub struct TokenizeFactory;
 
@@ -18,10 +76,287 @@ impl StageFactory for TokenizeFactory {
     const NAME: &'static str = "tokenize";
     type Config = TokenizeConfig;
     type Flags = TokenizeFlags;
-    fn apply_flags(_flags: &Self::Flags, _cfg: &mut Self::Config) -> Result<(), BoxError> {
+    fn apply_flags(flags: &Self::Flags, cfg: &mut Self::Config) -> Result<(), BoxError> {
+        if let Some(t) = &flags.tokenizer {
+            cfg.tokenizer = Some(t.clone());
+        }
+        if let Some(m) = flags.max_len {
+            cfg.max_len = m;
+        }
         Ok(())
     }
-    fn build(_cfg: Self::Config) -> Result<Box<dyn Stage>, BoxError> {
-        Err("the tokenize stage is not built yet".into())
+    fn build(cfg: Self::Config) -> Result<Box<dyn Stage>, BoxError> {
+        Ok(Box::new(TokenizeStage::new(cfg)?))
     }
+}
+
+pub struct TokenizeStage {
+    cfg: TokenizeConfig,
+    tok: Arc<Tokenizer>,
+    image: ImageConfig,
+    /// The tokenizer.json text copied into the output.
+    file_text: String,
+    batch_rows: OnceLock<usize>,
+}
+
+impl TokenizeStage {
+    pub fn new(cfg: TokenizeConfig) -> Result<Self, BoxError> {
+        let path = cfg.tokenizer.clone().ok_or("`tokenizer` is required (--tokenizer FILE, or `tokenizer = ...` in [tokenize])")?;
+        let min = 3 + usize::from(cfg.add_cls);
+        if cfg.max_len < min {
+            return Err(format!("max_len {} is too small (at least {min})", cfg.max_len).into());
+        }
+        if cfg.max_len > i32::MAX as usize {
+            return Err(format!("max_len {} is too large", cfg.max_len).into());
+        }
+        let image = ImageConfig { image_size: cfg.image_size, patch_size: cfg.patch_size };
+        image.check().map_err(|e| format!("image_size/patch_size: {e}"))?;
+        let tok = Tokenizer::load(&path)?;
+        if tok.vocab_size() > i32::MAX as usize {
+            return Err(format!("{}: vocabulary too large for int32 ids", path.display()).into());
+        }
+        let file_text = tok.to_json(Some(&image));
+        Ok(TokenizeStage { cfg, tok: Arc::new(tok), image, file_text, batch_rows: OnceLock::new() })
+    }
+
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.tok
+    }
+
+    fn batch_rows(&self) -> usize {
+        *self.batch_rows.get().unwrap_or(&DEFAULT_BATCH_ROWS)
+    }
+
+    fn sample_id(task: &Task, seq: u64) -> String {
+        content_id(&[b"sample", task.id.as_bytes(), &seq.to_le_bytes()])
+    }
+
+    fn process_documents(&self, task: &Task, out: &mut TaskOutput) -> Result<(), BoxError> {
+        let sp = self.tok.specials();
+        let mut packer = Packer::new(self.cfg.max_len, self.cfg.add_cls.then_some(sp.cls), sp.sep, self.cfg.pack);
+        // Source ids of documents not yet fully emitted, by push index.
+        let mut pending: std::collections::VecDeque<(usize, String)> = Default::default();
+        let mut packed: Vec<Packed> = vec![];
+        let mut rows: Vec<Sample> = vec![];
+        let mut seq = 0u64;
+        let (mut tokens, mut unk, mut docs, mut empty) = (0u64, 0u64, 0u64, 0u64);
+        let emit = |packed: &mut Vec<Packed>, pending: &mut std::collections::VecDeque<(usize, String)>, rows: &mut Vec<Sample>, seq: &mut u64| {
+            for p in packed.drain(..) {
+                let last = *p.docs.last().expect("a packed sample has a document");
+                let source_ids = p.docs.iter().map(|d| pending.iter().find(|(i, _)| i == d).map(|(_, s)| s.clone()).unwrap_or_default()).collect();
+                // Documents before the last one of this sample are complete.
+                while pending.front().is_some_and(|(i, _)| *i < last) {
+                    pending.pop_front();
+                }
+                rows.push(Sample {
+                    id: Self::sample_id(task, *seq),
+                    task: sample::TASK_TEXT.to_string(),
+                    length: p.ids.len() as u32,
+                    input_ids: p.ids.into_iter().map(|i| i as i32).collect(),
+                    image_patches: None,
+                    source_ids,
+                });
+                *seq += 1;
+            }
+        };
+        let mut pushed = 0usize;
+        for batch in task.batches(self.batch_rows()) {
+            let b = batch?;
+            let ids: &StringArray = column(&b, document::ID)?;
+            let text: &StringArray = column(&b, document::TEXT)?;
+            let texts: Vec<&str> = (0..b.num_rows()).map(|i| text.value(i)).collect();
+            out.count_in(b.num_rows() as u64, texts.iter().map(|t| t.len() as u64).sum());
+            let enc = self.tok.encode_batch(&texts, false);
+            for (i, e) in enc.iter().enumerate() {
+                docs += 1;
+                tokens += e.ids.len() as u64;
+                unk += e.unk as u64;
+                if e.ids.is_empty() {
+                    empty += 1;
+                } else {
+                    pending.push_back((pushed, ids.value(i).to_string()));
+                }
+                packer.push(&e.ids, &mut packed);
+                pushed += 1;
+                emit(&mut packed, &mut pending, &mut rows, &mut seq);
+                if rows.len() >= WRITE_ROWS {
+                    out.write_rows(&rows)?;
+                    rows.clear();
+                }
+            }
+        }
+        packer.finish(&mut packed);
+        emit(&mut packed, &mut pending, &mut rows, &mut seq);
+        out.write_rows(&rows)?;
+        let c = &mut out.counters;
+        c.bump("documents", docs);
+        c.bump("documents.empty", empty);
+        c.bump("documents.split", packer.split_docs);
+        c.bump("samples.text", seq);
+        c.bump("tokens.text", tokens);
+        c.bump("tokens.unk", unk);
+        Ok(())
+    }
+
+    fn process_pairs(&self, task: &Task, out: &mut TaskOutput) -> Result<(), BoxError> {
+        let sp = self.tok.specials();
+        let (img, img_end) = match (sp.img, sp.img_end) {
+            (Some(a), Some(b)) => (a, b),
+            _ => return Err("the tokenizer has no [IMG]/[/IMG] tokens, so it cannot make image–text samples".into()),
+        };
+        let mut prefix: Vec<u32> = vec![];
+        if self.cfg.add_cls {
+            prefix.push(sp.cls);
+        }
+        prefix.extend([img, img_end]);
+        let room = self.cfg.max_len - prefix.len() - 1;
+        let mut seq = 0u64;
+        let mut row0 = 0usize;
+        let (mut tokens, mut unk, mut truncated, mut bad) = (0u64, 0u64, 0u64, 0u64);
+        let file = task.inputs.first().map(|i| i.label.clone()).unwrap_or_default();
+        for batch in task.batches(self.batch_rows()) {
+            let b = batch?;
+            let ids: &StringArray = column(&b, pair::ID)?;
+            let caption: &StringArray = column(&b, pair::CAPTION)?;
+            let bytes: &BinaryArray = column(&b, pair::IMAGE_BYTES)?;
+            let url: &StringArray = column(&b, pair::IMAGE_URL)?;
+            out.count_in(b.num_rows() as u64, (0..b.num_rows()).map(|i| (bytes.value(i).len() + caption.value(i).len()) as u64).sum());
+            let done: Vec<_> = (0..b.num_rows())
+                .into_par_iter()
+                .map(|i| (self.image.preprocess(bytes.value(i)), self.tok.encode(caption.value(i), false)))
+                .collect();
+            let mut rows = vec![];
+            let mut errors = vec![];
+            for (i, (patches, enc)) in done.into_iter().enumerate() {
+                let patches = match patches {
+                    Ok(p) => p,
+                    Err(e) => {
+                        bad += 1;
+                        let at = if url.is_valid(i) { format!(" ({})", url.value(i)) } else { String::new() };
+                        tracing::warn!(file = %file, row = row0 + i, pair = ids.value(i), "image skipped: {e}");
+                        errors.push(InputError {
+                            file: file.clone(),
+                            location: format!("row {} (pair {}){at}", row0 + i, ids.value(i)),
+                            kind: "image".into(),
+                            message: e.to_string(),
+                        });
+                        continue;
+                    }
+                };
+                tokens += enc.ids.len() as u64;
+                unk += enc.unk as u64;
+                let mut ids_out = prefix.clone();
+                if enc.ids.len() > room {
+                    truncated += 1;
+                }
+                ids_out.extend_from_slice(&enc.ids[..enc.ids.len().min(room)]);
+                ids_out.push(sp.sep);
+                rows.push(Sample {
+                    id: Self::sample_id(task, seq),
+                    task: sample::TASK_IMAGE_TEXT.to_string(),
+                    length: ids_out.len() as u32,
+                    input_ids: ids_out.into_iter().map(|i| i as i32).collect(),
+                    image_patches: Some(patches),
+                    source_ids: vec![ids.value(i).to_string()],
+                });
+                seq += 1;
+            }
+            row0 += b.num_rows();
+            out.write_rows(&rows)?;
+            out.write_side_rows(ERRORS, &errors)?;
+        }
+        let c = &mut out.counters;
+        c.bump("pairs", row0 as u64);
+        c.bump("pairs.bad_image", bad);
+        c.bump("captions.truncated", truncated);
+        c.bump("samples.image_text", seq);
+        c.bump("tokens.caption", tokens);
+        c.bump("tokens.unk", unk);
+        Ok(())
+    }
+}
+
+impl Stage for TokenizeStage {
+    fn name(&self) -> &'static str {
+        TokenizeFactory::NAME
+    }
+
+    fn outputs(&self, input_kinds: &[Kind]) -> Result<OutputSpec, BoxError> {
+        if input_kinds.is_empty() {
+            return Err("tokenize reads document or pair datasets (folders with a manifest.json)".into());
+        }
+        if let Some(k) = input_kinds.iter().find(|k| !matches!(k, Kind::Document | Kind::Pair)) {
+            return Err(format!("tokenize reads document or pair datasets, not {k}").into());
+        }
+        if input_kinds.contains(&Kind::Pair) && self.tok.specials().img.is_none() {
+            return Err("a pair input needs a tokenizer with [IMG] and [/IMG] tokens".into());
+        }
+        Ok(OutputSpec::new(Kind::Sample).with_side(ERRORS, Kind::Error))
+    }
+
+    fn plan(&self, inputs: &[PathBuf]) -> m6_pipeline::Result<Vec<Task>> {
+        m6_pipeline::plan_shards(inputs, &[Kind::Document, Kind::Pair])
+    }
+
+    fn prepare(&self, ctx: &RunContext) -> Result<(), BoxError> {
+        let _ = self.batch_rows.set(ctx.batch_rows);
+        write_tokenizer(ctx.output, &self.file_text)
+    }
+
+    fn process(&self, task: &Task, out: &mut TaskOutput) -> Result<(), BoxError> {
+        match task.inputs.first().and_then(|i| i.kind) {
+            Some(Kind::Document) => self.process_documents(task, out),
+            Some(Kind::Pair) => self.process_pairs(task, out),
+            other => Err(format!("tokenize cannot read {other:?} input").into()),
+        }
+    }
+
+    fn properties(&self) -> BTreeMap<String, serde_json::Value> {
+        let sp = self.tok.specials();
+        let mut p = BTreeMap::new();
+        let mut put = |k: &str, v: serde_json::Value| {
+            p.insert(k.to_string(), v);
+        };
+        put("tokenizer", TOKENIZER_FILE.into());
+        put("tokenizer_blake3", blake3::hash(self.file_text.as_bytes()).to_hex().to_string().into());
+        put("vocab_size", self.tok.vocab_size().into());
+        put("pad_id", sp.pad.into());
+        put("unk_id", sp.unk.into());
+        put("cls_id", sp.cls.into());
+        put("sep_id", sp.sep.into());
+        put("mask_id", sp.mask.into());
+        put("img_id", sp.img.into());
+        put("img_end_id", sp.img_end.into());
+        put("max_len", self.cfg.max_len.into());
+        put("add_cls", self.cfg.add_cls.into());
+        put("pack", self.cfg.pack.into());
+        put("image_size", self.image.image_size.into());
+        put("patch_size", self.image.patch_size.into());
+        put("grid", self.image.grid().into());
+        put("patch_bytes", self.image.total_bytes().into());
+        put("patch_layout", m6_tokenizer::PATCH_LAYOUT.into());
+        put(
+            "text_layout",
+            "[CLS] doc... [SEP] doc... [SEP]; a document longer than a sample continues in the next one, its [SEP] after its last piece".into(),
+        );
+        put("image_text_layout", "[CLS] [IMG] [/IMG] caption... [SEP]; the grid*grid patches go between [IMG] and [/IMG] and are not counted in length/max_len".into());
+        p
+    }
+}
+
+/// Writes tokenizer.json into the output; a different one already there means the
+/// output holds samples made with other ids, which must not be mixed.
+fn write_tokenizer(output: &Path, text: &str) -> Result<(), BoxError> {
+    let path = output.join(TOKENIZER_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(old) if old == text => return Ok(()),
+        Ok(_) if m6_pipeline::Dataset::open(output).map(|d| d.rows() > 0).unwrap_or(false) => {
+            return Err(format!("{}: the output already holds samples made with a different tokenizer or image settings; use a new output folder", path.display()).into())
+        }
+        _ => {}
+    }
+    let tmp = output.join(format!(".{TOKENIZER_FILE}.tmp"));
+    std::fs::write(&tmp, text).map_err(|e| format!("{}: {e}", tmp.display()))?;
+    std::fs::rename(&tmp, &path).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(())
 }

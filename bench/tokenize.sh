@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Tokenizer benchmark: jieba-rs vs Python jieba, m6-tokenizer vs HuggingFace tokenizers
+# (same WordPiece vocab.txt), image preprocessing vs PIL+numpy; one run, same inputs.
+# Writes bench/results/tokenize.json. Needs `make data` and the bench venv.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DATA=${M6_DATA_DIR:-data}
+PY=${M6_VENV:-.venv}/bin/python
+OUT=bench/out/tokenize
+mkdir -p "$OUT" bench/results
+cargo build --release -p m6-tokenizer --bin m6-tokenizer-bench
+target/release/m6-tokenizer-bench --data "$DATA" --out "$OUT" --poem-files "${POEM_FILES:-15}" > "$OUT/rust.json"
+"$PY" bench/tokenize_peers.py "$OUT" "$DATA" bench/results/tokenize.json

@@ -1,0 +1,236 @@
+//! The tokenize stage on real data: Tang poems as documents, real photos as pairs,
+//! written by a fixture stage through the real runner, then tokenized and read back.
+
+use std::path::{Path, PathBuf};
+
+use m6_pipeline::{run_stage, BoxError, Dataset, OutputSpec, RunOptions, Stage, Task, TaskOutput};
+use m6_schemas::{Document, InputError, Kind, Pair, Sample};
+use m6_stage_tokenize::{TokenizeConfig, TokenizeStage};
+use m6_tokenizer::{ImageConfig, Tokenizer, TokenizerConfig, TrainerConfig, WordCounter};
+
+fn data() -> PathBuf {
+    let d = std::env::var_os("M6_DATA_DIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../data"));
+    assert!(d.join("chinese-poetry").is_dir(), "{} has no sample data: run `make data`", d.display());
+    d
+}
+
+fn poems(file: &str) -> Vec<Document> {
+    let p = data().join("chinese-poetry/dist/quantangshi").join(file);
+    let v: Vec<serde_json::Value> = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
+    v.iter()
+        .map(|p| {
+            let lines: Vec<&str> = p["paragraphs"].as_array().unwrap().iter().filter_map(|l| l.as_str()).collect();
+            let text = lines.join("\n");
+            Document {
+                id: m6_schemas::content_id(&[text.as_bytes()]),
+                source: "chinese-poetry".into(),
+                char_count: text.chars().count() as u32,
+                title: p["title"].as_str().map(String::from),
+                text,
+                ..Default::default()
+            }
+        })
+        .collect()
+}
+
+/// Writes fixed rows as a dataset, in tasks of `per_task` rows, through the runner.
+struct Fixture<R> {
+    rows: Vec<R>,
+    per_task: usize,
+}
+
+impl<R: m6_schemas::Record + Sync + Clone> Stage for Fixture<R> {
+    fn name(&self) -> &'static str {
+        "fixture"
+    }
+    fn outputs(&self, _: &[Kind]) -> Result<OutputSpec, BoxError> {
+        Ok(OutputSpec::new(R::KIND))
+    }
+    fn plan(&self, _: &[PathBuf]) -> m6_pipeline::Result<Vec<Task>> {
+        Ok((0..self.rows.len().div_ceil(self.per_task)).map(|i| Task { id: format!("{i:016}"), inputs: vec![] }).collect())
+    }
+    fn process(&self, task: &Task, out: &mut TaskOutput) -> Result<(), BoxError> {
+        let i: usize = task.id.parse()?;
+        let end = ((i + 1) * self.per_task).min(self.rows.len());
+        out.write_rows(&self.rows[i * self.per_task..end])?;
+        Ok(())
+    }
+}
+
+fn write_dataset<R: m6_schemas::Record + Sync + Clone>(dir: &Path, rows: Vec<R>, per_task: usize) {
+    let opts = RunOptions { progress: false, ..Default::default() };
+    run_stage(&Fixture { rows, per_task }, &[], dir, &opts).unwrap();
+}
+
+fn trained(docs: &[Document], dir: &Path, vocab_size: usize) -> PathBuf {
+    let counting = Tokenizer::new(TokenizerConfig::default(), m6_tokenizer::WordPiece::new(m6_tokenizer::trainer::reserved_tokens(), "[UNK]").unwrap()).unwrap();
+    let mut c = WordCounter::default();
+    c.add_texts(&counting, &docs.iter().map(|d| d.text.as_str()).collect::<Vec<_>>());
+    let tok = Tokenizer::new(TokenizerConfig::default(), c.train(&TrainerConfig { vocab_size, ..Default::default() }).unwrap()).unwrap();
+    let p = dir.join("vocab.txt");
+    tok.save(&p).unwrap();
+    p
+}
+
+fn tokenize(inputs: &[PathBuf], out: &Path, cfg: TokenizeConfig, threads: usize) -> m6_pipeline::RunSummary {
+    let stage = TokenizeStage::new(cfg).unwrap();
+    let opts = RunOptions { progress: false, threads, batch_rows: 50, ..Default::default() };
+    run_stage(&stage, inputs, out, &opts).unwrap()
+}
+
+#[test]
+fn documents_pack_losslessly_within_max_len() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut docs = poems("poet.tang.0.json");
+    docs.truncate(600);
+    // One long document (many poems joined) so that splitting happens.
+    let long: String = docs[..80].iter().map(|d| d.text.as_str()).collect::<Vec<_>>().join("\n");
+    docs.push(Document { id: "long".into(), source: "test".into(), char_count: long.chars().count() as u32, text: long, ..Default::default() });
+    docs.push(Document { id: "empty".into(), source: "test".into(), text: String::new(), ..Default::default() });
+    let vocab = trained(&docs, tmp.path(), 8000);
+    let input = tmp.path().join("docs");
+    write_dataset(&input, docs.clone(), 250);
+    let out = tmp.path().join("samples");
+    let max_len = 128;
+    let summary = tokenize(&[input.clone()], &out, TokenizeConfig { tokenizer: Some(vocab.clone()), max_len, ..Default::default() }, 2);
+    assert_eq!(summary.rows_in, docs.len() as u64);
+    assert!(summary.counts["documents.split"] >= 1);
+    assert_eq!(summary.counts["documents.empty"], 1);
+    assert_eq!(summary.counts["tokens.unk"], 0);
+
+    let ds = Dataset::open(&out).unwrap();
+    assert_eq!(ds.kind(), Kind::Sample);
+    let props = &ds.manifest().properties;
+    assert_eq!(props["tokenizer"], "tokenizer.json");
+    for (k, v) in [("pad_id", 0), ("unk_id", 1), ("cls_id", 2), ("sep_id", 3), ("mask_id", 4), ("img_id", 5), ("img_end_id", 6), ("vocab_size", 8000), ("max_len", 128), ("image_size", 224), ("patch_size", 16), ("grid", 14)] {
+        assert_eq!(props[k], v, "{k}");
+    }
+    assert!(props["patch_layout"].as_str().unwrap().contains("row-major"));
+    let tok = Tokenizer::load(&out.join("tokenizer.json")).unwrap();
+    assert_eq!(tok.model().tokens(), Tokenizer::load(&vocab).unwrap().model().tokens());
+
+    let samples: Vec<Sample> = ds.read_all().unwrap();
+    assert!(samples.iter().all(|s| s.task == "text" && s.image_patches.is_none()));
+    assert!(samples.iter().all(|s| s.input_ids.len() <= max_len && s.length as usize == s.input_ids.len() && s.input_ids[0] == 2));
+    // Shards are per input shard (task); within one, samples follow document order.
+    // Unpacking every task's samples gives back each document's encoding exactly.
+    let mut by_source: std::collections::BTreeMap<String, Vec<i32>> = Default::default();
+    let mut order = vec![];
+    for s in &samples {
+        let body = &s.input_ids[1..];
+        let mut parts = body.split(|&i| i == 3).peekable();
+        let mut k = 0;
+        while let Some(part) = parts.next() {
+            if parts.peek().is_none() && part.is_empty() {
+                break; // after the final [SEP]
+            }
+            let src = &s.source_ids[k];
+            by_source.entry(src.clone()).or_default().extend_from_slice(part);
+            if order.last() != Some(src) {
+                order.push(src.clone());
+            }
+            k += 1;
+        }
+        assert_eq!(k, s.source_ids.len());
+    }
+    for d in &docs {
+        let want: Vec<i32> = tok.encode(&d.text, false).ids.iter().map(|&i| i as i32).collect();
+        if want.is_empty() {
+            assert!(!by_source.contains_key(&d.id));
+            continue;
+        }
+        assert_eq!(by_source[&d.id], want, "document {}", d.id);
+        assert_eq!(tok.decode(&by_source[&d.id].iter().map(|&i| i as u32).collect::<Vec<_>>(), false), tok.normalize(&d.text));
+    }
+    assert_eq!(order.len(), docs.len() - 1, "each document's pieces are contiguous");
+
+    // Same input, one thread: byte-identical shards.
+    let out1 = tmp.path().join("samples1");
+    tokenize(&[input], &out1, TokenizeConfig { tokenizer: Some(vocab), max_len, ..Default::default() }, 1);
+    let a: Vec<_> = ds.shards().iter().map(|s| (s.file.clone(), s.blake3.clone())).collect();
+    let b: Vec<_> = Dataset::open(&out1).unwrap().shards().iter().map(|s| (s.file.clone(), s.blake3.clone())).collect();
+    assert_eq!(a, b);
+}
+
+#[test]
+fn pairs_and_documents_into_one_dataset() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut docs = poems("poet.tang.1000.json");
+    docs.truncate(100);
+    let vocab = trained(&docs, tmp.path(), 5000);
+    let mut pairs = vec![];
+    for (name, caption) in [("coffee.png", "一杯咖啡"), ("rocket.jpg", "火箭发射"), ("chelsea.png", "一只猫")] {
+        let bytes = std::fs::read(data().join("photos").join(name)).unwrap();
+        let (w, h) = image::load_from_memory(&bytes).unwrap().to_rgb8().dimensions();
+        pairs.push(Pair {
+            id: name.into(),
+            image_id: m6_schemas::content_id(&[&bytes]),
+            image_bytes: bytes,
+            width: w,
+            height: h,
+            format: name.rsplit('.').next().unwrap().into(),
+            caption: caption.into(),
+            caption_origin: "alt".into(),
+            image_url: Some(format!("http://127.0.0.1/{name}")),
+            source: "test".into(),
+            ..Default::default()
+        });
+    }
+    // A truncated image: reported in the errors side dataset, not fatal.
+    let mut bad = pairs[0].clone();
+    bad.id = "broken".into();
+    bad.image_bytes.truncate(100);
+    pairs.push(bad);
+    let pin = tmp.path().join("pairs");
+    write_dataset(&pin, pairs.clone(), 10);
+    let din = tmp.path().join("docs");
+    write_dataset(&din, docs, 100);
+    let out = tmp.path().join("samples");
+    let cfg = TokenizeConfig { tokenizer: Some(vocab), max_len: 8, image_size: 64, patch_size: 16, ..Default::default() };
+    let summary = tokenize(&[din, pin], &out, cfg, 2);
+    assert_eq!(summary.counts["pairs.bad_image"], 1);
+    assert_eq!(summary.counts["samples.image_text"], 3);
+    let ds = Dataset::open(&out).unwrap();
+    let samples: Vec<Sample> = ds.read_all().unwrap();
+    let tok = Tokenizer::load(&out.join("tokenizer.json")).unwrap();
+    let img: Vec<&Sample> = samples.iter().filter(|s| s.task == "image_text").collect();
+    assert_eq!(img.len(), 3);
+    assert!(samples.iter().any(|s| s.task == "text"));
+    for s in img {
+        let p = pairs.iter().find(|p| p.id == s.source_ids[0]).unwrap();
+        let want = ImageConfig { image_size: 64, patch_size: 16 }.preprocess(&p.image_bytes).unwrap();
+        assert_eq!(s.image_patches.as_deref(), Some(&want[..]));
+        assert_eq!(&s.input_ids[..3], &[2, 5, 6]);
+        assert_eq!(*s.input_ids.last().unwrap(), 3);
+        assert!(s.input_ids.len() <= 8);
+        let caption: Vec<u32> = s.input_ids[3..s.input_ids.len() - 1].iter().map(|&i| i as u32).collect();
+        let full = tok.encode(&p.caption, false).ids;
+        assert!(full.starts_with(&caption), "caption cut at a token boundary");
+    }
+    let errors: Vec<InputError> = ds.side("errors").unwrap().read_all().unwrap();
+    assert_eq!(errors.len(), 1);
+    assert!(errors[0].location.contains("broken") && errors[0].kind == "image", "{:?}", errors[0]);
+}
+
+#[test]
+fn bad_configs_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    assert!(TokenizeStage::new(TokenizeConfig::default()).is_err(), "no tokenizer");
+    let missing = TokenizeStage::new(TokenizeConfig { tokenizer: Some(tmp.path().join("nope.txt")), ..Default::default() }).err().unwrap().to_string();
+    assert!(missing.contains("nope.txt"), "{missing}");
+    let docs = poems("poet.tang.0.json")[..20].to_vec();
+    let vocab = trained(&docs, tmp.path(), 3000);
+    assert!(TokenizeStage::new(TokenizeConfig { tokenizer: Some(vocab.clone()), max_len: 3, ..Default::default() }).is_err());
+    assert!(TokenizeStage::new(TokenizeConfig { tokenizer: Some(vocab.clone()), patch_size: 15, ..Default::default() }).is_err());
+    // A second run into the same output with another tokenizer must not mix ids.
+    let input = tmp.path().join("docs");
+    write_dataset(&input, docs.clone(), 10);
+    let out = tmp.path().join("samples");
+    tokenize(&[input.clone()], &out, TokenizeConfig { tokenizer: Some(vocab), ..Default::default() }, 1);
+    let other = tmp.path().join("other");
+    std::fs::create_dir(&other).unwrap();
+    let vocab2 = trained(&docs, &other, 2000);
+    let stage = TokenizeStage::new(TokenizeConfig { tokenizer: Some(vocab2), ..Default::default() }).unwrap();
+    let e = run_stage(&stage, &[input], &out, &RunOptions { progress: false, ..Default::default() }).unwrap_err().to_string();
+    assert!(e.contains("different tokenizer"), "{e}");
+}

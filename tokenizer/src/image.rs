@@ -1,0 +1,159 @@
+//! Image preprocessing for image–text samples: decode, resize the shorter side to the
+//! training resolution (bilinear/triangle filter), centre-crop to a square, and cut into
+//! a grid of patches stored as uint8 in [`PATCH_LAYOUT`].
+
+use image::imageops::{self, FilterType};
+use serde::{Deserialize, Serialize};
+
+/// The byte layout of `sample.image_patches`.
+pub const PATCH_LAYOUT: &str = "row-major grid of patches (patch index = row * grid + col), each patch row-major pixels, RGB interleaved, uint8; length = grid*grid*patch_size*patch_size*3";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    #[error("cannot decode image: {0}")]
+    Decode(#[from] image::ImageError),
+    #[error("image is {width}x{height}; both sides must be at least 1 pixel")]
+    Empty { width: u32, height: u32 },
+    #[error("image_size {image_size} is not a positive multiple of patch_size {patch_size}")]
+    BadGeometry { image_size: u32, patch_size: u32 },
+}
+
+/// Training resolution and patch size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ImageConfig {
+    /// Side of the square the image is resized and cropped to, in pixels. Default 224.
+    pub image_size: u32,
+    /// Side of a square patch in pixels; must divide `image_size`. Default 16 (a 14×14 grid).
+    pub patch_size: u32,
+}
+
+impl Default for ImageConfig {
+    fn default() -> Self {
+        ImageConfig { image_size: 224, patch_size: 16 }
+    }
+}
+
+impl ImageConfig {
+    pub fn check(&self) -> Result<(), ImageError> {
+        if self.patch_size == 0 || self.image_size == 0 || self.image_size % self.patch_size != 0 {
+            return Err(ImageError::BadGeometry { image_size: self.image_size, patch_size: self.patch_size });
+        }
+        Ok(())
+    }
+
+    /// Patches per side.
+    pub fn grid(&self) -> u32 {
+        self.image_size / self.patch_size.max(1)
+    }
+
+    pub fn patch_bytes(&self) -> usize {
+        (self.patch_size * self.patch_size * 3) as usize
+    }
+
+    /// Bytes of one sample's patches.
+    pub fn total_bytes(&self) -> usize {
+        (self.image_size * self.image_size * 3) as usize
+    }
+
+    /// The resized size before the crop: shorter side = `image_size`, aspect kept
+    /// (longer side rounded to nearest, never below `image_size`).
+    pub fn resized_dims(&self, width: u32, height: u32) -> (u32, u32) {
+        let s = self.image_size as u64;
+        let (w, h) = (width as u64, height as u64);
+        if w <= h {
+            (s as u32, ((h * s + w / 2) / w).max(s) as u32)
+        } else {
+            (((w * s + h / 2) / h).max(s) as u32, s as u32)
+        }
+    }
+
+    /// Decodes an encoded image (PNG, JPEG, GIF, WebP, BMP) and returns its patches.
+    pub fn preprocess(&self, bytes: &[u8]) -> Result<Vec<u8>, ImageError> {
+        self.check()?;
+        let img = image::load_from_memory(bytes)?;
+        self.preprocess_rgb(&img.to_rgb8())
+    }
+
+    /// Patches of an already decoded RGB image.
+    pub fn preprocess_rgb(&self, img: &image::RgbImage) -> Result<Vec<u8>, ImageError> {
+        self.check()?;
+        let (w, h) = img.dimensions();
+        if w == 0 || h == 0 {
+            return Err(ImageError::Empty { width: w, height: h });
+        }
+        let (nw, nh) = self.resized_dims(w, h);
+        let resized;
+        let src = if (nw, nh) == (w, h) {
+            img
+        } else {
+            resized = imageops::resize(img, nw, nh, FilterType::Triangle);
+            &resized
+        };
+        let left = (nw - self.image_size) / 2;
+        let top = (nh - self.image_size) / 2;
+        Ok(self.patchify(src, left, top))
+    }
+
+    fn patchify(&self, img: &image::RgbImage, left: u32, top: u32) -> Vec<u8> {
+        let p = self.patch_size as usize;
+        let g = self.grid() as usize;
+        let stride = img.width() as usize * 3;
+        let raw = img.as_raw();
+        let mut out = Vec::with_capacity(self.total_bytes());
+        for gy in 0..g {
+            for gx in 0..g {
+                for y in 0..p {
+                    let row = top as usize + gy * p + y;
+                    let start = row * stride + (left as usize + gx * p) * 3;
+                    out.extend_from_slice(&raw[start..start + p * 3]);
+                }
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dims_and_geometry() {
+        let c = ImageConfig::default();
+        assert_eq!(c.resized_dims(512, 512), (224, 224));
+        assert_eq!(c.resized_dims(400, 300), (299, 224));
+        assert_eq!(c.resized_dims(300, 1000), (224, 747));
+        assert_eq!(c.grid(), 14);
+        assert!(ImageConfig { image_size: 224, patch_size: 15 }.check().is_err());
+        assert!(c.preprocess(b"not an image").is_err());
+    }
+
+    /// Layout check against a straightforward per-pixel computation on a real photo
+    /// whose shorter side already is the training size (so no resampling is involved).
+    #[test]
+    fn patch_layout_of_a_real_photo() {
+        let dir = std::env::var_os("M6_DATA_DIR").map(std::path::PathBuf::from).unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../data"));
+        let path = dir.join("photos/chelsea.png");
+        let img = image::open(&path).unwrap_or_else(|e| panic!("{}: {e} (run `make data`)", path.display())).to_rgb8();
+        let (w, h) = img.dimensions();
+        let side = w.min(h) / 10 * 10;
+        let cfg = ImageConfig { image_size: side, patch_size: side / 10 };
+        // Crop to exactly `side` on the short edge is only resize-free when it equals it.
+        let img = imageops::crop_imm(&img, 0, 0, if w < h { side } else { w }, if w < h { h } else { side }).to_image();
+        let patches = cfg.preprocess_rgb(&img).unwrap();
+        let (iw, ih) = img.dimensions();
+        let (left, top) = ((iw - side) / 2, (ih - side) / 2);
+        let p = cfg.patch_size;
+        assert_eq!(patches.len(), cfg.total_bytes());
+        for (i, chunk) in patches.chunks(3).enumerate() {
+            let i = i as u32;
+            let patch = i / (p * p);
+            let within = i % (p * p);
+            let (gy, gx) = (patch / cfg.grid(), patch % cfg.grid());
+            let (y, x) = (within / p, within % p);
+            let px = img.get_pixel(left + gx * p + x, top + gy * p + y);
+            assert_eq!(chunk, &px.0, "pixel {i}");
+        }
+    }
+}
