@@ -120,12 +120,15 @@ def rss_mb():
 
 def bench_loader(a, files, props):
     parquet_bytes = sum(os.path.getsize(f) for f in files)
+    epochs = 3  # as m6-train --loader-bench
     t0 = time.perf_counter()
     n = 0
-    for b in batches(files, props, a.batch_size, a.max_len, a.seed, a.buffer):
-        n += len(b[0])
+    for e in range(epochs):
+        for b in batches(files, props, a.batch_size, a.max_len, a.seed + e, a.buffer):
+            n += len(b[0])
     s = time.perf_counter() - t0
-    return {"samples": n, "seconds": s, "samples_per_s": n / s, "parquet_mb_per_s": parquet_bytes / 1e6 / s, "peak_rss_mb": rss_mb()}
+    return {"samples": n, "epochs": epochs, "seconds": s, "samples_per_s": n / s,
+            "parquet_mb_per_s": epochs * parquet_bytes / 1e6 / s, "peak_rss_mb": rss_mb()}
 
 
 def bench_train(a, files, props):

@@ -50,7 +50,7 @@ struct Cli {
     /// Load the run's latest checkpoint and print its held-out loss as JSON; no training.
     #[arg(long)]
     eval_only: bool,
-    /// Benchmark the loader alone for one epoch (model replaced by a no-op); prints JSON.
+    /// Benchmark the loader alone for three epochs (model replaced by a no-op); prints JSON.
     #[arg(long)]
     loader_bench: bool,
     /// Log level filter.
@@ -90,8 +90,8 @@ fn args(cli: &Cli) -> Result<TrainArgs> {
     Ok(TrainArgs { inputs, output, config, resume: cli.resume, rank: cli.rank, world_size: cli.world_size, stop_at: cli.stop_at, dist_addr: cli.dist_addr.clone() })
 }
 
-/// One epoch of this rank's slice through the full loader path (read, slice, shuffle,
-/// examples, padded batches), with nothing consuming the batches.
+/// Three epochs of this rank's slice through the full loader path (read, slice,
+/// shuffle, examples, padded batches), with nothing consuming the batches.
 fn loader_bench(a: &TrainArgs) -> Result<serde_json::Value> {
     let cfg = &a.config;
     let corpus = Corpus::open(&a.inputs, None, false)?;
@@ -100,7 +100,8 @@ fn loader_bench(a: &TrainArgs) -> Result<serde_json::Value> {
     let mut loader = Loader::new(corpus.train.clone(), corpus.meta.clone(), LoaderConfig::from_train(cfg, a.rank, a.world_size), LoaderState::default())?;
     let t0 = Instant::now();
     let (mut samples, mut tokens, mut batches) = (0usize, 0usize, 0usize);
-    while loader.state().epoch == 0 {
+    const EPOCHS: u64 = 3;
+    while loader.state().epoch < EPOCHS {
         let b = next_batch(&mut loader, cfg.batch_size, cfg.seed, &cfg.tasks, cfg.model.max_len as usize)?;
         samples += b.samples;
         tokens += b.tokens;
@@ -117,7 +118,8 @@ fn loader_bench(a: &TrainArgs) -> Result<serde_json::Value> {
         "seconds": secs,
         "samples_per_s": samples as f64 / secs,
         "tokens_per_s": tokens as f64 / secs,
-        "parquet_mb_per_s": parquet_bytes as f64 / 1e6 / secs,
+        "epochs": EPOCHS,
+        "parquet_mb_per_s": (EPOCHS * parquet_bytes) as f64 / 1e6 / secs,
         "peak_rss_bytes": m6_trainer::peak_rss_bytes(),
         "reader_threads": cfg.reader_threads,
         "batch_size": cfg.batch_size,

@@ -79,12 +79,15 @@ impl AdamW {
             if self.weight_decay > 0.0 && p.dim() >= 2 {
                 *p *= 1.0 - lr * self.weight_decay;
             }
-            *m *= b1;
-            *m += &g * (1.0 - b1);
+            // In place where libtorch allows it, as torch.optim.AdamW does: the moments
+            // and the update would otherwise allocate several parameter-sized temporaries.
+            let _ = m.lerp_(&g, 1.0 - b1);
             *v *= b2;
-            *v += (&g * &g) * (1.0 - b2);
-            let denom = (&*v / bc2).sqrt() + self.eps;
-            *p -= (&*m / bc1) / denom * lr;
+            let _ = v.addcmul_(&(&g * (1.0 - b2)), &g);
+            let mut denom = v.sqrt();
+            let _ = denom.g_div_scalar_(bc2.sqrt());
+            let _ = denom.g_add_scalar_(self.eps);
+            let _ = p.addcdiv_(&(&*m * (-lr / bc1)), &denom);
         }
     }
 
