@@ -1,16 +1,149 @@
-//! The `crawl` stage (placeholder until its issue lands: building it fails with a clear error).
+//! The `crawl` stage: seed lists (text, CSV or Parquet, optionally with captions)
+//! into a `page` dataset (every fetch attempt's final outcome, failures included)
+//! and an `images` side dataset, politely, safely and resumably.
+//!
+//! Page/image locality guarantee (what `extract` relies on): when an HTML page is
+//! fetched, the images its `<img src>` reference are fetched with it, and their page
+//! rows (content type `image/*`, or the failure) are written right after the page
+//! row, in the same Arrow batch, hence in the same shard. Each image row's `url` is
+//! the normalised absolute URL (`<img src>` joined to the page's `final_url` or its
+//! `<base href>`, fragment removed). An image already fetched earlier in the same
+//! task (shared icons, logos) is not fetched again and so is not repeated.
 
-use m6_pipeline::{BoxError, Stage, StageFactory};
+mod crawl;
+pub mod fetch;
+pub mod html;
+pub mod images;
+pub mod journal;
+pub mod net;
+pub mod robots;
+pub mod seeds;
+pub mod urls;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use m6_pipeline::{BoxError, OutputSpec, RunContext, ShardLimits, Stage, StageFactory, Task, TaskInput, TaskOutput};
+use m6_schemas::Kind;
 use serde::{Deserialize, Serialize};
 
+/// The side dataset holding decoded images.
+pub const IMAGES: &str = "images";
+/// The `source` value of every row the crawler writes.
+pub const SOURCE: &str = "crawl";
+
 /// `[crawl]` in pipeline.toml.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct CrawlConfig {}
+pub struct CrawlConfig {
+    /// The User-Agent header. Default "m6corpus-crawler/0.1 (+https://github.com/m6corpus/m6corpus)".
+    pub user_agent: String,
+    /// The product token matched against robots.txt `User-agent` lines and used for
+    /// `X-Robots-Tag: <token>: ...` and `<meta name="<token>">`. Default "m6corpus".
+    pub robots_token: String,
+    /// Requests in flight at once, over all hosts. Default 32.
+    pub concurrency: usize,
+    /// Requests in flight at once to one host (scheme, host and port). Default 2.
+    pub per_host_concurrency: usize,
+    /// Minimum time between the starts of two requests to one host, in ms. Default 250.
+    pub per_host_delay_ms: u64,
+    /// TCP/TLS connect timeout in ms. Default 10000.
+    pub connect_timeout_ms: u64,
+    /// Longest wait for any single read from the socket, in ms. Default 20000.
+    pub read_timeout_ms: u64,
+    /// Longest time one request may take from sending to the last body byte, in ms
+    /// (catches servers that drip bytes slower than any read timeout). Default 60000.
+    pub total_timeout_ms: u64,
+    /// Redirects followed per URL before recording `too_many_redirects`. Default 5.
+    pub max_redirects: u32,
+    /// Retries after 5xx, 429 and connection errors (so attempts = 1 + this). Default 3.
+    pub max_retries: u32,
+    /// First retry delay in ms, doubled per retry, plus jitter up to half of it. Default 500.
+    pub backoff_base_ms: u64,
+    /// Cap on the exponential delay, in ms. Default 30000.
+    pub backoff_max_ms: u64,
+    /// A Retry-After longer than this many seconds is not waited for: the failure is
+    /// recorded instead. Default 120.
+    pub max_retry_after_s: u64,
+    /// Bodies (after decompression) larger than this are aborted while streaming and
+    /// recorded as `too_large`. Default 16 MiB.
+    pub max_body_bytes: u64,
+    /// Links are followed from pages at depth below this (seeds are depth 0; 0 = fetch
+    /// only the seeds). Default 0.
+    pub max_depth: u16,
+    /// Domains links may be followed into (a domain includes its sub-domains); empty
+    /// means "the host of the page the link is on". Images embedded in a page are
+    /// fetched from any host. Default [].
+    pub allowed_domains: Vec<String>,
+    /// Allow private, loopback, link-local, multicast and unspecified addresses
+    /// (checked after DNS resolution). Default false.
+    pub allow_private: bool,
+    /// Fetch the images HTML pages embed (`<img src>`). Default true.
+    pub fetch_images: bool,
+    /// At most this many images are fetched per page. Default 64.
+    pub max_images_per_page: usize,
+    /// Downscale images whose longer side exceeds this (aspect kept) before storing
+    /// them in `images`; 0 keeps originals. Default 0.
+    pub resize_max_side: u32,
+    /// Sort query parameters when normalising URLs. Default false.
+    pub sort_query: bool,
+    /// Frontier items per round; each round is committed (and is the most a kill can
+    /// lose of work not yet journaled). Default 256.
+    pub round_size: usize,
+    /// Worker threads of the crawler's tokio runtime. Default 2.
+    pub io_threads: usize,
+}
+
+impl Default for CrawlConfig {
+    fn default() -> Self {
+        CrawlConfig {
+            user_agent: "m6corpus-crawler/0.1 (+https://github.com/m6corpus/m6corpus)".into(),
+            robots_token: "m6corpus".into(),
+            concurrency: 32,
+            per_host_concurrency: 2,
+            per_host_delay_ms: 250,
+            connect_timeout_ms: 10_000,
+            read_timeout_ms: 20_000,
+            total_timeout_ms: 60_000,
+            max_redirects: 5,
+            max_retries: 3,
+            backoff_base_ms: 500,
+            backoff_max_ms: 30_000,
+            max_retry_after_s: 120,
+            max_body_bytes: 16 << 20,
+            max_depth: 0,
+            allowed_domains: vec![],
+            allow_private: false,
+            fetch_images: true,
+            max_images_per_page: 64,
+            resize_max_side: 0,
+            sort_query: false,
+            round_size: 256,
+            io_threads: 2,
+        }
+    }
+}
 
 /// Flags `m6corpus crawl` takes beyond the common ones.
 #[derive(Debug, Clone, Default, clap::Args)]
-pub struct CrawlFlags {}
+pub struct CrawlFlags {
+    /// Allow private, loopback, link-local and multicast addresses (tests, intranets).
+    #[arg(long)]
+    pub allow_private: bool,
+    /// Follow links this many levels from the seeds (0 = seeds only).
+    #[arg(long)]
+    pub max_depth: Option<u16>,
+    /// A domain links may be followed into (repeatable; default: the page's own host).
+    #[arg(long = "allowed-domain", value_name = "DOMAIN")]
+    pub allowed_domains: Vec<String>,
+    /// The User-Agent header.
+    #[arg(long)]
+    pub user_agent: Option<String>,
+    /// Downscale stored images to fit this many pixels on the longer side.
+    #[arg(long)]
+    pub resize_max_side: Option<u32>,
+}
 
 pub struct CrawlFactory;
 
@@ -18,10 +151,157 @@ impl StageFactory for CrawlFactory {
     const NAME: &'static str = "crawl";
     type Config = CrawlConfig;
     type Flags = CrawlFlags;
-    fn apply_flags(_flags: &Self::Flags, _cfg: &mut Self::Config) -> Result<(), BoxError> {
+    fn apply_flags(flags: &Self::Flags, cfg: &mut Self::Config) -> Result<(), BoxError> {
+        if flags.allow_private {
+            cfg.allow_private = true;
+        }
+        if let Some(d) = flags.max_depth {
+            cfg.max_depth = d;
+        }
+        if !flags.allowed_domains.is_empty() {
+            cfg.allowed_domains = flags.allowed_domains.clone();
+        }
+        if let Some(u) = &flags.user_agent {
+            cfg.user_agent = u.clone();
+        }
+        if let Some(r) = flags.resize_max_side {
+            cfg.resize_max_side = r;
+        }
         Ok(())
     }
-    fn build(_cfg: Self::Config) -> Result<Box<dyn Stage>, BoxError> {
-        Err("the crawl stage is not built yet".into())
+    fn build(cfg: Self::Config) -> Result<Box<dyn Stage>, BoxError> {
+        Ok(Box::new(CrawlStage::new(cfg)?))
+    }
+}
+
+/// Where the runner told us to write, kept from `prepare` for the round commits.
+#[derive(Clone)]
+struct OutCtx {
+    output: PathBuf,
+    limits: ShardLimits,
+    batch_rows: usize,
+}
+
+pub struct CrawlStage {
+    cfg: CrawlConfig,
+    rt: tokio::runtime::Runtime,
+    fetcher: fetch::Fetcher,
+    ctx: Mutex<Option<OutCtx>>,
+}
+
+impl CrawlStage {
+    pub fn new(cfg: CrawlConfig) -> Result<Self, BoxError> {
+        let bad = |field: &str, why: &str| -> BoxError { format!("[crawl] {field}: {why}").into() };
+        if cfg.concurrency == 0 {
+            return Err(bad("concurrency", "must be at least 1"));
+        }
+        if cfg.per_host_concurrency == 0 {
+            return Err(bad("per_host_concurrency", "must be at least 1"));
+        }
+        if cfg.round_size == 0 {
+            return Err(bad("round_size", "must be at least 1"));
+        }
+        if cfg.total_timeout_ms == 0 || cfg.connect_timeout_ms == 0 || cfg.read_timeout_ms == 0 {
+            return Err(bad("*_timeout_ms", "timeouts must be above 0"));
+        }
+        if cfg.user_agent.trim().is_empty() || cfg.robots_token.trim().is_empty() {
+            return Err(bad("user_agent/robots_token", "must not be empty"));
+        }
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(cfg.io_threads.max(1)).thread_name("m6-crawl-io").enable_all().build()?;
+        let fetcher = {
+            let _g = rt.enter();
+            fetch::Fetcher::new(&cfg)?
+        };
+        Ok(CrawlStage { cfg, rt, fetcher, ctx: Mutex::new(None) })
+    }
+}
+
+/// Seed files under an input: the file itself, or every non-hidden file below a
+/// folder (dataset bookkeeping files skipped), in name order.
+fn seed_files(input: &Path) -> m6_pipeline::Result<Vec<(PathBuf, String)>> {
+    if input.is_file() {
+        let label = input.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        return Ok(vec![(input.to_path_buf(), label)]);
+    }
+    let mut out = vec![];
+    let mut stack = vec![input.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let rd = std::fs::read_dir(&d).map_err(|e| m6_pipeline::Error::io(&d, e))?;
+        for e in rd {
+            let p = e.map_err(|e| m6_pipeline::Error::io(&d, e))?.path();
+            let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            if name.starts_with('.') || name.starts_with('_') || name == m6_pipeline::manifest::MANIFEST {
+                continue;
+            }
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                let label = p.strip_prefix(input).unwrap_or(&p).to_string_lossy().into_owned();
+                out.push((p, label));
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+fn file_hash(p: &Path) -> m6_pipeline::Result<String> {
+    let mut h = blake3::Hasher::new();
+    let mut f = std::fs::File::open(p).map_err(|e| m6_pipeline::Error::io(p, e))?;
+    std::io::copy(&mut f, &mut h).map_err(|e| m6_pipeline::Error::io(p, e))?;
+    Ok(h.finalize().to_hex().to_string())
+}
+
+impl Stage for CrawlStage {
+    fn name(&self) -> &'static str {
+        CrawlFactory::NAME
+    }
+
+    fn outputs(&self, _input_kinds: &[Kind]) -> Result<OutputSpec, BoxError> {
+        Ok(OutputSpec::new(Kind::Page).with_side(IMAGES, Kind::Image))
+    }
+
+    /// One task per seed file; its id follows the file's content, so an edited seed
+    /// list is a new crawl and an unchanged one resumes.
+    fn plan(&self, inputs: &[PathBuf]) -> m6_pipeline::Result<Vec<Task>> {
+        let mut tasks = vec![];
+        for input in inputs {
+            if !input.exists() {
+                return Err(m6_pipeline::Error::Config(format!("seed list {} does not exist", input.display())));
+            }
+            for (path, label) in seed_files(input)? {
+                let id = m6_schemas::content_id(&[b"crawl-seeds", label.as_bytes(), file_hash(&path)?.as_bytes()]);
+                tasks.push(Task { id, inputs: vec![TaskInput { path, kind: None, label }] });
+            }
+        }
+        if tasks.is_empty() {
+            return Err(m6_pipeline::Error::Config(format!(
+                "no seed files under {}",
+                inputs.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+            )));
+        }
+        Ok(tasks)
+    }
+
+    fn prepare(&self, ctx: &RunContext) -> Result<(), BoxError> {
+        *self.ctx.lock().unwrap() = Some(OutCtx { output: ctx.output.to_path_buf(), limits: ctx.limits, batch_rows: ctx.batch_rows });
+        Ok(())
+    }
+
+    fn process(&self, task: &Task, out: &mut TaskOutput) -> Result<(), BoxError> {
+        let ctx = self.ctx.lock().unwrap().clone().ok_or("crawl: process called before prepare")?;
+        let counters = crawl::run_task(self, &ctx, task)?;
+        out.counters.add(&counters);
+        Ok(())
+    }
+
+    fn properties(&self) -> BTreeMap<String, serde_json::Value> {
+        BTreeMap::from([
+            ("crawl.user_agent".to_string(), serde_json::json!(self.cfg.user_agent)),
+            ("crawl.max_depth".to_string(), serde_json::json!(self.cfg.max_depth)),
+            ("crawl.max_body_bytes".to_string(), serde_json::json!(self.cfg.max_body_bytes)),
+            ("crawl.resize_max_side".to_string(), serde_json::json!(self.cfg.resize_max_side)),
+            ("crawl.images_side".to_string(), serde_json::json!(IMAGES)),
+        ])
     }
 }

@@ -1,0 +1,68 @@
+//! Image responses into `image` rows: size read from the headers by the `image`
+//! crate, and an optional downscale on the way in (aspect ratio kept).
+
+use std::io::Cursor;
+
+use image::{ImageFormat, ImageReader};
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decoded {
+    /// The bytes to store: the original, or the re-encoded downscaled image.
+    pub bytes: Option<Vec<u8>>,
+    pub width: u32,
+    pub height: u32,
+    pub format: String,
+}
+
+pub fn format_name(f: ImageFormat) -> String {
+    match f {
+        ImageFormat::Jpeg => "jpeg".into(),
+        other => other.extensions_str().first().copied().unwrap_or("unknown").to_string(),
+    }
+}
+
+/// Reads the size (and, past `max_side` > 0, downscales). `bytes: None` in the
+/// result means "store the original bytes".
+pub fn decode(bytes: &[u8], max_side: u32) -> Result<Decoded, String> {
+    let reader = ImageReader::new(Cursor::new(bytes)).with_guessed_format().map_err(|e| e.to_string())?;
+    let format = reader.format().ok_or("not a known image format")?;
+    let (w, h) = reader.into_dimensions().map_err(|e| format!("undecodable {} image: {e}", format_name(format)))?;
+    if w == 0 || h == 0 {
+        return Err(format!("{} image of size {w}x{h}", format_name(format)));
+    }
+    if max_side == 0 || w.max(h) <= max_side {
+        return Ok(Decoded { bytes: None, width: w, height: h, format: format_name(format) });
+    }
+    let img = image::load_from_memory_with_format(bytes, format).map_err(|e| format!("undecodable {} image: {e}", format_name(format)))?;
+    // `resize` fits inside the box and keeps the aspect ratio.
+    let small = img.resize(max_side, max_side, image::imageops::FilterType::Triangle);
+    let out_format = if format == ImageFormat::Jpeg { ImageFormat::Jpeg } else { ImageFormat::Png };
+    let small = if out_format == ImageFormat::Jpeg { image::DynamicImage::ImageRgb8(small.to_rgb8()) } else { small };
+    let mut buf = Cursor::new(Vec::new());
+    small.write_to(&mut buf, out_format).map_err(|e| format!("re-encoding the downscaled image: {e}"))?;
+    Ok(Decoded { bytes: Some(buf.into_inner()), width: small.width(), height: small.height(), format: format_name(out_format) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn png(w: u32, h: u32) -> Vec<u8> {
+        let img = image::RgbImage::from_fn(w, h, |x, y| image::Rgb([(x % 256) as u8, (y % 256) as u8, 7]));
+        let mut c = Cursor::new(vec![]);
+        image::DynamicImage::ImageRgb8(img).write_to(&mut c, ImageFormat::Png).unwrap();
+        c.into_inner()
+    }
+
+    #[test]
+    fn sizes_and_resize_keeps_aspect() {
+        let b = png(300, 150);
+        let d = decode(&b, 0).unwrap();
+        assert_eq!((d.width, d.height, d.format.as_str(), d.bytes.is_none()), (300, 150, "png", true));
+        let r = decode(&b, 100).unwrap();
+        assert_eq!((r.width, r.height), (100, 50));
+        let again = decode(r.bytes.as_ref().unwrap(), 0).unwrap();
+        assert_eq!((again.width, again.height), (100, 50));
+        assert!(decode(b"<html>not an image</html>", 0).is_err());
+    }
+}

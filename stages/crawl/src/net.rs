@@ -1,0 +1,96 @@
+//! Keeps the crawler out of internal networks: addresses are checked after DNS
+//! resolution (a public name pointing inside is caught too), and IP-literal URLs directly.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use reqwest::dns::{Addrs, Name, Resolve, Resolving};
+
+/// A host whose every address is private, loopback, link-local, multicast or unspecified.
+#[derive(Debug, thiserror::Error)]
+#[error("refused: `{host}` resolves only to non-public addresses ({addrs}); pass --allow-private to crawl internal hosts")]
+pub struct PrivateAddress {
+    pub host: String,
+    pub addrs: String,
+}
+
+/// A name that could not be resolved.
+#[derive(Debug, thiserror::Error)]
+#[error("DNS lookup of `{host}` failed: {source}")]
+pub struct DnsFailure {
+    pub host: String,
+    pub source: std::io::Error,
+}
+
+fn v4_forbidden(ip: Ipv4Addr) -> bool {
+    let o = ip.octets();
+    ip.is_private()
+        || ip.is_loopback()
+        || ip.is_link_local()
+        || ip.is_multicast()
+        || ip.is_unspecified()
+        || ip.is_broadcast()
+        || o[0] == 0
+        || (o[0] == 100 && (o[1] & 0xc0) == 64) // carrier-grade NAT 100.64/10
+        || o[0] >= 240 // reserved
+}
+
+fn v6_forbidden(ip: Ipv6Addr) -> bool {
+    if let Some(v4) = ip.to_ipv4_mapped() {
+        return v4_forbidden(v4);
+    }
+    let s = ip.segments();
+    ip.is_loopback()
+        || ip.is_unspecified()
+        || ip.is_multicast()
+        || (s[0] & 0xfe00) == 0xfc00 // unique local fc00::/7
+        || (s[0] & 0xffc0) == 0xfe80 // link-local fe80::/10
+        || (s[0] & 0xffc0) == 0xfec0 // site-local (deprecated) fec0::/10
+}
+
+/// Whether the crawler must not connect to `ip` without `--allow-private`.
+pub fn is_forbidden(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => v4_forbidden(v4),
+        IpAddr::V6(v6) => v6_forbidden(v6),
+    }
+}
+
+/// The DNS resolver reqwest uses: the system resolver, minus forbidden addresses.
+pub struct FilteringResolver {
+    pub allow_private: bool,
+}
+
+impl Resolve for FilteringResolver {
+    fn resolve(&self, name: Name) -> Resolving {
+        let host = name.as_str().to_string();
+        let allow = self.allow_private;
+        Box::pin(async move {
+            let looked = tokio::net::lookup_host((host.as_str(), 0)).await.map(|a| a.collect::<Vec<SocketAddr>>());
+            let addrs = match looked {
+                Ok(a) => a,
+                Err(source) => return Err(Box::new(DnsFailure { host, source }) as _),
+            };
+            let kept: Vec<SocketAddr> = if allow { addrs.clone() } else { addrs.iter().copied().filter(|a| !is_forbidden(a.ip())).collect() };
+            if kept.is_empty() {
+                let list = addrs.iter().map(|a| a.ip().to_string()).collect::<Vec<_>>().join(", ");
+                return Err(Box::new(PrivateAddress { host, addrs: list }) as _);
+            }
+            Ok(Box::new(kept.into_iter()) as Addrs)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classes() {
+        for bad in ["127.0.0.1", "10.1.2.3", "172.16.0.1", "192.168.1.1", "169.254.169.254", "224.0.0.1", "0.0.0.0", "100.64.0.1", "::1", "::", "fe80::1", "fd00::1", "ff02::1", "::ffff:127.0.0.1"] {
+            assert!(is_forbidden(bad.parse().unwrap()), "{bad} must be refused");
+        }
+        for good in ["8.8.8.8", "151.101.1.1", "2001:4860:4860::8888"] {
+            assert!(!is_forbidden(good.parse().unwrap()), "{good} is public");
+        }
+    }
+}

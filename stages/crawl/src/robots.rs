@@ -1,0 +1,172 @@
+//! robots.txt per RFC 9309: the group for our product token (else `*`), longest
+//! matching rule wins, `allow` wins ties, `*` matches any run and a final `$` anchors.
+
+/// The rules that apply to us on one origin.
+#[derive(Debug, Clone, Default)]
+pub struct Robots {
+    rules: Vec<(bool, String)>,
+    /// Set when every path is refused because robots.txt could not be fetched.
+    pub unreachable: Option<String>,
+}
+
+impl Robots {
+    pub fn allow_all() -> Self {
+        Robots::default()
+    }
+
+    pub fn disallow_all(reason: String) -> Self {
+        Robots { rules: vec![(false, "/".into())], unreachable: Some(reason) }
+    }
+
+    /// Parses a robots.txt body and keeps the rules of the group(s) for `token`.
+    pub fn parse(text: &str, token: &str) -> Self {
+        let token = token.to_ascii_lowercase();
+        // (agents, rules) groups in file order.
+        let mut groups: Vec<(Vec<String>, Vec<(bool, String)>)> = vec![];
+        let mut in_agents = false;
+        for line in text.lines() {
+            let line = line.split('#').next().unwrap_or("").trim();
+            let Some((k, v)) = line.split_once(':') else { continue };
+            let (k, v) = (k.trim().to_ascii_lowercase(), v.trim());
+            match k.as_str() {
+                "user-agent" => {
+                    if !in_agents {
+                        groups.push((vec![], vec![]));
+                        in_agents = true;
+                    }
+                    groups.last_mut().unwrap().0.push(v.to_ascii_lowercase());
+                }
+                "allow" | "disallow" => {
+                    in_agents = false;
+                    if let Some(g) = groups.last_mut() {
+                        // An empty disallow means "nothing is disallowed": no rule.
+                        if !v.is_empty() {
+                            g.1.push((k == "allow", normalise_pattern(v)));
+                        }
+                    }
+                }
+                _ => {} // sitemap, crawl-delay, ...: not group boundaries
+            }
+        }
+        let pick = |want: &str| -> Vec<(bool, String)> {
+            groups.iter().filter(|(agents, _)| agents.iter().any(|a| a == want)).flat_map(|(_, r)| r.iter().cloned()).collect()
+        };
+        let ours: Vec<_> = groups.iter().filter(|(agents, _)| agents.iter().any(|a| a == &token)).collect();
+        let rules = if !ours.is_empty() { pick(&token) } else { pick("*") };
+        Robots { rules, unreachable: None }
+    }
+
+    /// Whether `path_and_query` (as it appears in the URL, percent-encoded) may be fetched.
+    pub fn allowed(&self, path_and_query: &str) -> bool {
+        let path = normalise_pattern(path_and_query);
+        let mut best: Option<(usize, bool)> = None;
+        for (allow, pat) in &self.rules {
+            if matches(pat, &path) {
+                let len = pat.len();
+                best = match best {
+                    Some((l, a)) if l > len || (l == len && a) => Some((l, a)),
+                    _ => Some((len, *allow)),
+                };
+            }
+        }
+        best.is_none_or(|(_, a)| a)
+    }
+}
+
+/// Percent-encodes non-ASCII bytes and upper-cases existing escapes, so a pattern
+/// written in raw UTF-8 and a URL path percent-encoded by the url crate compare equal.
+fn normalise_pattern(p: &str) -> String {
+    let b = p.as_bytes();
+    let mut out = String::with_capacity(p.len());
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        if c == b'%' && i + 2 < b.len() && b[i + 1].is_ascii_hexdigit() && b[i + 2].is_ascii_hexdigit() {
+            out.push('%');
+            out.push(b[i + 1].to_ascii_uppercase() as char);
+            out.push(b[i + 2].to_ascii_uppercase() as char);
+            i += 3;
+        } else if c >= 0x80 {
+            out.push_str(&format!("%{c:02X}"));
+            i += 1;
+        } else {
+            out.push(c as char);
+            i += 1;
+        }
+    }
+    out
+}
+
+/// Pattern match from the start of `path`: `*` matches any run, a final `$` the end.
+fn matches(pattern: &str, path: &str) -> bool {
+    let (pattern, anchored) = match pattern.strip_suffix('$') {
+        Some(p) => (p, true),
+        None => (pattern, false),
+    };
+    let parts: Vec<&str> = pattern.split('*').collect();
+    let first = parts[0];
+    if !path.starts_with(first) {
+        return false;
+    }
+    if parts.len() == 1 {
+        return !anchored || path.len() == first.len();
+    }
+    let mut pos = first.len();
+    let last = parts[parts.len() - 1];
+    for mid in &parts[1..parts.len() - 1] {
+        match path[pos..].find(mid) {
+            Some(i) => pos += i + mid.len(),
+            None => return false,
+        }
+    }
+    if anchored {
+        path.len() >= pos + last.len() && path.ends_with(last)
+    } else {
+        path[pos..].contains(last)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn longest_match_and_ties() {
+        let r = Robots::parse("User-agent: *\nDisallow: /private\nAllow: /private/open\nDisallow: /a\nAllow: /a\n", "m6corpus");
+        assert!(!r.allowed("/private/x"));
+        assert!(r.allowed("/private/open/x"));
+        assert!(r.allowed("/a/b"), "allow wins an equal-length tie");
+        assert!(r.allowed("/public"));
+    }
+
+    #[test]
+    fn our_group_beats_star_and_groups_merge() {
+        let txt = "User-agent: *\nDisallow: /\n\nUser-agent: M6Corpus\nUser-agent: other\nDisallow: /secret\n\nuser-agent: m6corpus\ndisallow: /also\n";
+        let r = Robots::parse(txt, "m6corpus");
+        assert!(r.allowed("/index.html"));
+        assert!(!r.allowed("/secret/1"));
+        assert!(!r.allowed("/also"));
+        let other = Robots::parse(txt, "somebot");
+        assert!(!other.allowed("/index.html"));
+    }
+
+    #[test]
+    fn wildcards_and_anchor() {
+        let r = Robots::parse("user-agent: *\ndisallow: /*.gif$\ndisallow: /x/*/y\nallow: /x/ok*/y\n", "m6corpus");
+        assert!(!r.allowed("/img/a.gif"));
+        assert!(r.allowed("/img/a.gif?v=1"));
+        assert!(!r.allowed("/x/1/y/2"));
+        assert!(r.allowed("/x/okay/y"));
+        assert!(r.allowed("/x/y"));
+    }
+
+    #[test]
+    fn empty_disallow_and_encoding() {
+        let r = Robots::parse("user-agent: *\ndisallow:\n", "m6corpus");
+        assert!(r.allowed("/anything"));
+        let r = Robots::parse("user-agent: *\ndisallow: /中文\n", "m6corpus");
+        assert!(!r.allowed("/%e4%b8%ad%e6%96%87/page"));
+        assert!(Robots::parse("", "m6corpus").allowed("/"));
+        assert!(!Robots::disallow_all("503".into()).allowed("/x"));
+    }
+}

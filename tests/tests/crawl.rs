@@ -1,0 +1,580 @@
+//! End-to-end tests of `m6corpus crawl` against HTTP servers started here on
+//! 127.0.0.1: politeness (robots.txt, Retry-After, opt-outs), safety (private
+//! addresses, timeouts, caps, redirect loops), resume after SIGKILL, and a crawl of
+//! the real Debian Handbook pages with their screenshots.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use m6_tests::{bin, data_dir, m6, m6_ok, venv_python};
+use serde_json::Value;
+
+/// What a test server answers.
+enum Resp {
+    Full { status: u16, headers: Vec<(String, String)>, body: Vec<u8> },
+    /// Headers, then one byte of `body` per second.
+    Drip(Vec<u8>),
+    /// Chunked body without Content-Length (the cap must bite while streaming).
+    Chunked(Vec<u8>),
+    /// Wait until `release` is set, then close without answering.
+    Stall(Arc<AtomicBool>),
+}
+
+fn ok(ct: &str, body: impl Into<Vec<u8>>) -> Resp {
+    Resp::Full { status: 200, headers: vec![("Content-Type".into(), ct.into())], body: body.into() }
+}
+
+fn status(code: u16) -> Resp {
+    Resp::Full { status: code, headers: vec![("Content-Type".into(), "text/html".into())], body: format!("<html><body>{code}</body></html>").into_bytes() }
+}
+
+type Handler = dyn Fn(&str, u32) -> Resp + Send + Sync;
+
+/// A threaded HTTP/1.1 server counting, per path, requests received (with their
+/// times) and responses written completely.
+struct Server {
+    port: u16,
+    received: Arc<Mutex<HashMap<String, Vec<Instant>>>>,
+    completed: Arc<Mutex<HashMap<String, u32>>>,
+}
+
+impl Server {
+    fn start(handler: impl Fn(&str, u32) -> Resp + Send + Sync + 'static) -> Server {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let received: Arc<Mutex<HashMap<String, Vec<Instant>>>> = Default::default();
+        let completed: Arc<Mutex<HashMap<String, u32>>> = Default::default();
+        let handler: Arc<Handler> = Arc::new(handler);
+        let (r, c) = (received.clone(), completed.clone());
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(conn) = conn else { continue };
+                let (r, c, h) = (r.clone(), c.clone(), handler.clone());
+                std::thread::spawn(move || serve_conn(conn, &r, &c, &*h));
+            }
+        });
+        Server { port, received, completed }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    fn hits(&self, path: &str) -> usize {
+        self.received.lock().unwrap().get(path).map_or(0, Vec::len)
+    }
+
+    fn done(&self, path: &str) -> u32 {
+        self.completed.lock().unwrap().get(path).copied().unwrap_or(0)
+    }
+}
+
+fn serve_conn(conn: TcpStream, received: &Mutex<HashMap<String, Vec<Instant>>>, completed: &Mutex<HashMap<String, u32>>, h: &Handler) {
+    let mut reader = BufReader::new(conn.try_clone().unwrap());
+    let mut conn = conn;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+            return;
+        }
+        let path = line.split_whitespace().nth(1).unwrap_or("/").to_string();
+        loop {
+            let mut hl = String::new();
+            if reader.read_line(&mut hl).unwrap_or(0) == 0 || hl == "\r\n" || hl == "\n" {
+                break;
+            }
+        }
+        let n = {
+            let mut r = received.lock().unwrap();
+            let v = r.entry(path.clone()).or_default();
+            v.push(Instant::now());
+            v.len() as u32
+        };
+        let written = match h(&path, n) {
+            Resp::Full { status, headers, body } => {
+                let mut head = format!("HTTP/1.1 {status} X\r\nContent-Length: {}\r\nConnection: close\r\n", body.len());
+                for (k, v) in headers {
+                    head.push_str(&format!("{k}: {v}\r\n"));
+                }
+                head.push_str("\r\n");
+                conn.write_all(head.as_bytes()).and_then(|_| conn.write_all(&body)).and_then(|_| conn.flush())
+            }
+            Resp::Chunked(body) => {
+                let mut r = conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n");
+                for c in body.chunks(64 << 10) {
+                    r = r.and_then(|_| conn.write_all(format!("{:x}\r\n", c.len()).as_bytes())).and_then(|_| conn.write_all(c)).and_then(|_| conn.write_all(b"\r\n"));
+                    if r.is_err() {
+                        break;
+                    }
+                }
+                r.and_then(|_| conn.write_all(b"0\r\n\r\n"))
+            }
+            Resp::Drip(body) => {
+                let mut r = conn.write_all(format!("HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len()).as_bytes());
+                for b in body {
+                    r = r.and_then(|_| conn.write_all(&[b])).and_then(|_| conn.flush());
+                    if r.is_err() {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+                r
+            }
+            Resp::Stall(release) => {
+                while !release.load(Ordering::SeqCst) {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                return;
+            }
+        };
+        if written.is_ok() {
+            *completed.lock().unwrap().entry(path).or_default() += 1;
+        }
+        return; // Connection: close
+    }
+}
+
+/// Rows of every shard of a dataset folder, in file then row order, via pyarrow;
+/// bodies come back as `body_len`, `body_text` (HTML) and `png_wh` (PNG size).
+fn rows(dir: &Path) -> Vec<Value> {
+    let script = r#"
+import glob, json, os, struct, sys
+import pyarrow.parquet as pq
+for f in sorted(glob.glob(os.path.join(sys.argv[1], 'part-*.parquet'))):
+    for r in pq.read_table(f).to_pylist():
+        body = r.pop('body', None)
+        if body is None:
+            body = r.pop('bytes', None)
+        r['file'] = os.path.basename(f)
+        r['body_len'] = None if body is None else len(body)
+        ct = (r.get('content_type') or '')
+        r['body_text'] = body.decode('utf-8', 'replace') if body is not None and 'html' in ct else None
+        r['png_wh'] = list(struct.unpack('>II', body[16:24])) if body is not None and body[:8] == b'\x89PNG\r\n\x1a\n' else None
+        r['headers'] = dict(r['headers']) if r.get('headers') is not None else None
+        print(json.dumps(r, default=str, ensure_ascii=False))
+"#;
+    let out = Command::new(venv_python()).arg("-c").arg(script).arg(dir).output().unwrap();
+    assert!(out.status.success(), "pyarrow read of {} failed: {}", dir.display(), String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+fn by_url<'a>(rows: &'a [Value], url: &str) -> &'a Value {
+    let found: Vec<&Value> = rows.iter().filter(|r| r["url"] == url).collect();
+    assert_eq!(found.len(), 1, "expected exactly one row for {url}, got {}: {rows:#?}", found.len());
+    found[0]
+}
+
+fn seeds(dir: &Path, urls: &[String]) -> PathBuf {
+    let p = dir.join("seeds.txt");
+    std::fs::write(&p, urls.join("\n") + "\n").unwrap();
+    p
+}
+
+/// Runs a crawl that must succeed, with test-friendly politeness settings.
+fn crawl(seed: &Path, out: &Path, extra: &[&str]) -> String {
+    let mut args = vec!["crawl", "--input", seed.to_str().unwrap(), "--output", out.to_str().unwrap(), "--quiet", "--set", "per_host_delay_ms=0", "--set", "backoff_base_ms=100"];
+    args.extend_from_slice(extra);
+    m6_ok(&args)
+}
+
+fn real_png() -> Vec<u8> {
+    std::fs::read(data_dir().join("photos/coffee.png")).unwrap()
+}
+
+#[test]
+fn robots_disallow_is_obeyed_and_fetched_once_per_host() {
+    let srv = Server::start(|path, _| match path {
+        "/robots.txt" => ok("text/plain", "User-agent: *\nDisallow: /private/\n\nUser-agent: m6corpus\nDisallow: /private/\nDisallow: /only-m6-blocked\n"),
+        _ => ok("text/html; charset=utf-8", format!("<html><body><p>页面 {path}</p></body></html>")),
+    });
+    let t = tempfile::tempdir().unwrap();
+    let urls: Vec<String> = ["/a.html", "/b.html", "/private/secret.html", "/only-m6-blocked", "/c.html"].iter().map(|p| srv.url(p)).collect();
+    let out = t.path().join("pages");
+    crawl(&seeds(t.path(), &urls), &out, &["--allow-private"]);
+    let r = rows(&out);
+    assert_eq!(r.len(), 5);
+    for p in ["/a.html", "/b.html", "/c.html"] {
+        let row = by_url(&r, &srv.url(p));
+        assert_eq!(row["status"], 200);
+        assert!(row["error_kind"].is_null());
+        assert!(row["body_text"].as_str().unwrap().contains(&format!("页面 {p}")));
+    }
+    for p in ["/private/secret.html", "/only-m6-blocked"] {
+        let row = by_url(&r, &srv.url(p));
+        assert_eq!(row["error_kind"], "robots", "{row}");
+        assert!(row["error"].as_str().unwrap().contains("robots.txt"), "{row}");
+        assert_eq!(srv.hits(p), 0, "{p} must never be requested");
+    }
+    assert_eq!(srv.hits("/robots.txt"), 1, "robots.txt is fetched once per host");
+}
+
+#[test]
+fn robots_5xx_disallows_everything_and_4xx_allows_everything() {
+    let down = Server::start(|path, _| if path == "/robots.txt" { status(503) } else { ok("text/html", "<p>x</p>") });
+    let missing = Server::start(|path, _| if path == "/robots.txt" { status(404) } else { ok("text/html", "<p>y</p>") });
+    let t = tempfile::tempdir().unwrap();
+    let out = t.path().join("pages");
+    crawl(&seeds(t.path(), &[down.url("/x.html"), missing.url("/y.html")]), &out, &["--allow-private", "--set", "max_retries=0"]);
+    let r = rows(&out);
+    assert_eq!(by_url(&r, &down.url("/x.html"))["error_kind"], "robots");
+    assert_eq!(down.hits("/x.html"), 0);
+    assert_eq!(by_url(&r, &missing.url("/y.html"))["status"], 200);
+}
+
+#[test]
+fn retry_after_429_is_honoured() {
+    let srv = Server::start(|path, n| match (path, n) {
+        ("/limited.html", 1) => Resp::Full { status: 429, headers: vec![("Retry-After".into(), "2".into())], body: b"slow down".to_vec() },
+        ("/flaky.html", 1) | ("/flaky.html", 2) => status(503),
+        _ => ok("text/html", format!("<p>{path}</p>")),
+    });
+    let t = tempfile::tempdir().unwrap();
+    let out = t.path().join("pages");
+    crawl(&seeds(t.path(), &[srv.url("/limited.html"), srv.url("/flaky.html")]), &out, &["--allow-private"]);
+    let r = rows(&out);
+    let row = by_url(&r, &srv.url("/limited.html"));
+    assert_eq!(row["status"], 200, "{row}");
+    assert!(row["error_kind"].is_null());
+    let times = srv.received.lock().unwrap()["/limited.html"].clone();
+    assert_eq!(times.len(), 2, "one 429, then one retry");
+    let gap = times[1] - times[0];
+    assert!(gap >= Duration::from_secs(2), "the retry came {gap:?} after the 429, before Retry-After: 2");
+    // 5xx without Retry-After: retried with backoff until it succeeds.
+    assert_eq!(srv.hits("/flaky.html"), 3);
+    assert_eq!(by_url(&r, &srv.url("/flaky.html"))["status"], 200);
+}
+
+#[test]
+fn redirect_loop_and_chains_end_in_recorded_errors() {
+    let srv = Server::start(|path, _| {
+        let to = |loc: &str| Resp::Full { status: 302, headers: vec![("Location".into(), loc.into())], body: vec![] };
+        match path {
+            "/loop-a" => to("/loop-b"),
+            "/loop-b" => to("/loop-a"),
+            "/moved" => to("/target.html#frag"),
+            p if p.starts_with("/chain/") => {
+                let n: u32 = p[7..].parse().unwrap();
+                to(&format!("/chain/{}", n + 1))
+            }
+            _ => ok("text/html", "<p>target</p>"),
+        }
+    });
+    let t = tempfile::tempdir().unwrap();
+    let out = t.path().join("pages");
+    crawl(&seeds(t.path(), &[srv.url("/loop-a"), srv.url("/moved"), srv.url("/chain/0")]), &out, &["--allow-private", "--set", "max_redirects=3"]);
+    let r = rows(&out);
+    let l = by_url(&r, &srv.url("/loop-a"));
+    assert_eq!(l["error_kind"], "redirect_loop", "{l}");
+    assert!(l["error"].as_str().unwrap().contains("/loop-b"));
+    assert_eq!(srv.hits("/loop-a"), 1);
+    let m = by_url(&r, &srv.url("/moved"));
+    assert_eq!(m["status"], 200);
+    assert_eq!(m["final_url"], srv.url("/target.html"));
+    assert_eq!(by_url(&r, &srv.url("/chain/0"))["error_kind"], "too_many_redirects");
+    assert_eq!(srv.hits("/chain/4"), 0, "at most 3 redirects are followed");
+}
+
+#[test]
+fn a_server_dripping_one_byte_a_second_hits_the_timeout() {
+    let srv = Server::start(|path, _| match path {
+        "/drip.html" => Resp::Drip(vec![b'x'; 60]),
+        _ => ok("text/html", "<p>fine</p>"),
+    });
+    let t = tempfile::tempdir().unwrap();
+    let out = t.path().join("pages");
+    crawl(
+        &seeds(t.path(), &[srv.url("/drip.html"), srv.url("/fine.html")]),
+        &out,
+        &["--allow-private", "--set", "total_timeout_ms=2500", "--set", "read_timeout_ms=2000"],
+    );
+    let r = rows(&out);
+    let d = by_url(&r, &srv.url("/drip.html"));
+    assert_eq!(d["error_kind"], "timeout", "{d}");
+    assert!(d["error"].as_str().unwrap().contains("drip.html"));
+    assert!(d["body_len"].is_null());
+    assert_eq!(srv.done("/drip.html"), 0, "the drip was abandoned, not read to the end");
+    assert_eq!(by_url(&r, &srv.url("/fine.html"))["status"], 200);
+}
+
+#[test]
+fn oversized_bodies_are_cut_at_the_cap() {
+    let big = vec![b'a'; 3 << 20];
+    let (b1, b2) = (big.clone(), big);
+    let srv = Server::start(move |path, _| match path {
+        "/declared.html" => ok("text/html", b1.clone()),
+        "/streamed.html" => Resp::Chunked(b2.clone()),
+        _ => ok("text/html", vec![b'b'; 999_000]),
+    });
+    let t = tempfile::tempdir().unwrap();
+    let out = t.path().join("pages");
+    crawl(
+        &seeds(t.path(), &[srv.url("/declared.html"), srv.url("/streamed.html"), srv.url("/small.html")]),
+        &out,
+        &["--allow-private", "--set", "max_body_bytes=1000000"],
+    );
+    let r = rows(&out);
+    for p in ["/declared.html", "/streamed.html"] {
+        let row = by_url(&r, &srv.url(p));
+        assert_eq!(row["error_kind"], "too_large", "{row}");
+        assert!(row["body_len"].is_null());
+        assert!(row["error"].as_str().unwrap().contains("max_body_bytes=1000000"));
+    }
+    assert!(by_url(&r, &srv.url("/streamed.html"))["error"].as_str().unwrap().contains("aborted after"));
+    assert_eq!(srv.done("/streamed.html"), 0, "the stream was aborted, not drained");
+    assert_eq!(by_url(&r, &srv.url("/small.html"))["body_len"], 999_000);
+}
+
+#[test]
+fn opt_outs_compression_and_sniffing() {
+    let page = "<html><head><title>压缩</title></head><body><p>这是一个经过 gzip 压缩的页面。</p></body></html>".repeat(20);
+    let gz = {
+        let mut c = Command::new("gzip").arg("-c").stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
+        c.stdin.take().unwrap().write_all(page.as_bytes()).unwrap();
+        c.wait_with_output().unwrap().stdout
+    };
+    let png = real_png();
+    let srv = Server::start(move |path, _| match path {
+        "/noai.html" => Resp::Full { status: 200, headers: vec![("Content-Type".into(), "text/html".into()), ("X-Robots-Tag".into(), "noai".into())], body: b"<p>secret</p>".to_vec() },
+        "/other-bot.html" => Resp::Full { status: 200, headers: vec![("Content-Type".into(), "text/html".into()), ("X-Robots-Tag".into(), "googlebot: noindex".into())], body: b"<p>ok</p>".to_vec() },
+        "/meta.html" => ok("text/html", "<html><head><meta name=\"robots\" content=\"noindex, nofollow\"></head><body>hidden</body></html>"),
+        "/gz.html" => Resp::Full { status: 200, headers: vec![("Content-Type".into(), "text/html; charset=utf-8".into()), ("Content-Encoding".into(), "gzip".into())], body: gz.clone() },
+        "/no-type" => Resp::Full { status: 200, headers: vec![], body: b"<!DOCTYPE html><html><body>untyped</body></html>".to_vec() },
+        "/lying.png" => ok("text/html", png.clone()),
+        _ => status(404),
+    });
+    let t = tempfile::tempdir().unwrap();
+    let out = t.path().join("pages");
+    let urls: Vec<String> = ["/noai.html", "/other-bot.html", "/meta.html", "/gz.html", "/no-type", "/lying.png"].iter().map(|p| srv.url(p)).collect();
+    crawl(&seeds(t.path(), &urls), &out, &["--allow-private"]);
+    let r = rows(&out);
+    for p in ["/noai.html", "/meta.html"] {
+        let row = by_url(&r, &srv.url(p));
+        assert_eq!(row["error_kind"], "opt_out", "{row}");
+        assert!(row["body_len"].is_null(), "an opted-out body is not kept");
+    }
+    assert!(by_url(&r, &srv.url("/other-bot.html"))["error_kind"].is_null(), "another crawler's X-Robots-Tag does not apply");
+    let gzrow = by_url(&r, &srv.url("/gz.html"));
+    assert_eq!(gzrow["body_text"].as_str().unwrap(), page, "gzip is decoded");
+    assert_eq!(by_url(&r, &srv.url("/no-type"))["content_type"], "text/html");
+    let lying = by_url(&r, &srv.url("/lying.png"));
+    assert_eq!(lying["content_type"], "image/png");
+    let imgs = rows(&out.join("images"));
+    assert_eq!(imgs.len(), 1);
+    assert_eq!(imgs[0]["url"], srv.url("/lying.png"));
+}
+
+#[test]
+fn image_seeds_with_captions_and_image_404s_are_recorded() {
+    let png = real_png();
+    let jpg = std::fs::read(data_dir().join("photos/rocket.jpg")).unwrap();
+    let srv = Server::start(move |path, _| match path {
+        "/coffee.png" => ok("image/png", png.clone()),
+        "/rocket.jpg" => ok("image/jpeg", jpg.clone()),
+        "/gallery.html" => ok("text/html", "<html><body><img src=\"coffee.png\" alt=\"咖啡\"><p>图库</p><img src=\"/missing.png\"><img src=\"/not-an-image.png\"></body></html>"),
+        "/not-an-image.png" => ok("text/html", "<html>soft 404</html>"),
+        _ => status(404),
+    });
+    let t = tempfile::tempdir().unwrap();
+    // The img2dataset shape: CSV with url and caption; and the same as Parquet.
+    let csv = t.path().join("seeds.csv");
+    std::fs::write(&csv, format!("url,caption\n{},\"一杯咖啡, 放在桌上\"\n{},火箭发射\n{},\n{},丢失的图片\nnot a url,坏的\n", srv.url("/coffee.png"), srv.url("/rocket.jpg"), srv.url("/gallery.html"), srv.url("/gone.png"))).unwrap();
+    let out = t.path().join("pages");
+    crawl(&csv, &out, &["--allow-private", "--resize-max-side", "256"]);
+    let r = rows(&out);
+    assert_eq!(by_url(&r, &srv.url("/coffee.png"))["caption"], "一杯咖啡, 放在桌上");
+    assert_eq!(by_url(&r, &srv.url("/rocket.jpg"))["caption"], "火箭发射");
+    let gone = by_url(&r, &srv.url("/gone.png"));
+    assert_eq!((gone["status"].as_u64(), gone["error_kind"].as_str()), (Some(404), Some("http_status")));
+    assert_eq!(gone["caption"], "丢失的图片");
+    let bad = by_url(&r, "not a url");
+    assert_eq!(bad["error_kind"], "invalid_url");
+    assert!(bad["error"].as_str().unwrap().contains("line 6"), "{bad}");
+    // The gallery's own images follow it directly; coffee.png was already a seed.
+    let pos = r.iter().position(|x| x["url"] == srv.url("/gallery.html")).unwrap();
+    assert_eq!(r[pos + 1]["url"], srv.url("/missing.png"));
+    assert_eq!((r[pos + 1]["status"].as_u64(), r[pos + 1]["error_kind"].as_str()), (Some(404), Some("http_status")));
+    assert_eq!(r[pos + 2]["url"], srv.url("/not-an-image.png"));
+    assert_eq!(r[pos + 2]["error_kind"], "not_image");
+    assert_eq!(srv.hits("/coffee.png"), 1, "an image is fetched once even when a page embeds a seed image");
+    // Images: coffee is 400x400 and rocket 640x427 originals, fitted into 256 with the aspect kept.
+    let imgs = rows(&out.join("images"));
+    assert_eq!(imgs.len(), 2);
+    let coffee = imgs.iter().find(|i| i["url"] == srv.url("/coffee.png")).unwrap();
+    assert_eq!((coffee["width"].as_u64(), coffee["height"].as_u64(), coffee["format"].as_str()), (Some(256), Some(256), Some("png")));
+    assert_eq!(coffee["png_wh"], serde_json::json!([256, 256]));
+    let rocket = imgs.iter().find(|i| i["url"] == srv.url("/rocket.jpg")).unwrap();
+    assert_eq!((rocket["width"].as_u64(), rocket["height"].as_u64(), rocket["format"].as_str()), (Some(256), Some(171), Some("jpeg")));
+
+    // Parquet seeds (url, caption) give the same rows for the same URLs.
+    let pq = t.path().join("seeds.parquet");
+    let py = format!(
+        "import pyarrow as pa, pyarrow.parquet as pq; pq.write_table(pa.table({{'url': ['{}', '{}'], 'caption': ['火箭', None]}}), '{}')",
+        srv.url("/rocket.jpg"),
+        srv.url("/gone.png"),
+        pq.display()
+    );
+    assert!(Command::new(venv_python()).arg("-c").arg(py).status().unwrap().success());
+    let out2 = t.path().join("pages2");
+    crawl(&pq, &out2, &["--allow-private"]);
+    let r2 = rows(&out2);
+    assert_eq!(by_url(&r2, &srv.url("/rocket.jpg"))["caption"], "火箭");
+    assert_eq!(rows(&out2.join("images"))[0]["width"], 640);
+}
+
+#[test]
+fn loopback_is_refused_without_allow_private() {
+    let srv = Server::start(|_, _| ok("text/html", "<p>internal</p>"));
+    let t = tempfile::tempdir().unwrap();
+    let out = t.path().join("pages");
+    let by_name = format!("http://localhost:{}/admin", srv.port);
+    crawl(&seeds(t.path(), &[srv.url("/admin"), by_name.clone(), format!("http://[::1]:{}/x", srv.port)]), &out, &[]);
+    let r = rows(&out);
+    assert_eq!(r.len(), 3);
+    for row in &r {
+        assert_eq!(row["error_kind"], "private_address", "{row}");
+        let msg = row["error"].as_str().unwrap();
+        assert!(msg.contains("--allow-private") && msg.contains("refused"), "{msg}");
+    }
+    assert!(by_url(&r, &by_name)["error"].as_str().unwrap().contains("localhost"), "the name, resolved to loopback, is refused");
+    assert_eq!(srv.received.lock().unwrap().len(), 0, "nothing reached the internal server, not even robots.txt");
+}
+
+#[test]
+fn a_crawl_killed_mid_way_resumes_and_fetches_every_page_once() {
+    // 10 seed pages, each linking to two more pages and embedding one image: 40 URLs.
+    let release = Arc::new(AtomicBool::new(false));
+    let stall_path = "/q/5-a.html";
+    let rel = release.clone();
+    let png = real_png();
+    let srv = Server::start(move |path, n| {
+        if path == stall_path && n == 1 {
+            return Resp::Stall(rel.clone());
+        }
+        if path.starts_with("/img/") {
+            return ok("image/png", png.clone());
+        }
+        if let Some(i) = path.strip_prefix("/p/").and_then(|s| s.strip_suffix(".html")) {
+            return ok("text/html", format!("<html><body><p>第{i}页</p><a href=\"/q/{i}-a.html\">a</a> <a href=\"../q/{i}-b.html#x\">b</a><img src=\"/img/{i}.png\"></body></html>"));
+        }
+        ok("text/html", format!("<html><body><p>{path}</p><a href=\"/p/0.html\">home</a></body></html>"))
+    });
+    let t = tempfile::tempdir().unwrap();
+    let urls: Vec<String> = (0..10).map(|i| srv.url(&format!("/p/{i}.html"))).collect();
+    let seed = seeds(t.path(), &urls);
+    let out = t.path().join("pages");
+    let args = |o: &Path| -> Vec<String> {
+        ["crawl", "--input", seed.to_str().unwrap(), "--output", o.to_str().unwrap(), "--quiet", "--allow-private", "--max-depth", "1", "--set", "per_host_delay_ms=0", "--set", "round_size=3", "--set", "per_host_concurrency=1", "--set", "concurrency=1"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
+    };
+    let mut child = Command::new(bin()).args(args(&out)).env("RUST_LOG", "warn").stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    let t0 = Instant::now();
+    while srv.hits(stall_path) == 0 {
+        if let Ok(Some(st)) = child.try_wait() {
+            let mut e = String::new();
+            child.stderr.take().unwrap().read_to_string(&mut e).unwrap();
+            panic!("crawl ended ({st}) before reaching {stall_path}: {e}");
+        }
+        assert!(t0.elapsed() < Duration::from_secs(120), "the crawl never reached {stall_path}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // One request at a time: everything before the stalled page has been answered.
+    // Give the crawler a moment to journal those answers, then SIGKILL it.
+    std::thread::sleep(Duration::from_millis(500));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    release.store(true, Ordering::SeqCst);
+    let before: usize = srv.completed.lock().unwrap().iter().filter(|(p, _)| p.as_str() != "/robots.txt").map(|(_, n)| *n as usize).sum();
+    assert!(before > 10, "the kill should land mid-way (after {before} pages)");
+    assert!(std::fs::read_dir(out.join("_commits")).unwrap().count() > 0, "some rounds were committed before the kill");
+
+    let a = args(&out);
+    m6_ok(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    let mut paths: Vec<String> = (0..10).flat_map(|i| [format!("/p/{i}.html"), format!("/q/{i}-a.html"), format!("/q/{i}-b.html"), format!("/img/{i}.png")]).collect();
+    paths.sort();
+    for p in &paths {
+        assert_eq!(srv.done(p), 1, "{p} answered {} times overall", srv.done(p));
+        let expect = if p == stall_path { 2 } else { 1 };
+        assert_eq!(srv.hits(p), expect, "{p} requested {} times", srv.hits(p));
+    }
+    let r = rows(&out);
+    let mut got: Vec<String> = r.iter().map(|x| x["url"].as_str().unwrap().trim_start_matches(&srv.url("")).to_string()).collect();
+    got.sort();
+    assert_eq!(got, paths, "one row per URL, none lost, none twice");
+    assert!(r.iter().all(|x| x["error_kind"].is_null()), "{r:#?}");
+    assert_eq!(rows(&out.join("images")).len(), 10);
+    // Every image row directly follows its page in the same shard.
+    for i in 0..10 {
+        let pos = r.iter().position(|x| x["url"] == srv.url(&format!("/p/{i}.html"))).unwrap();
+        assert_eq!(r[pos + 1]["url"], srv.url(&format!("/img/{i}.png")));
+        assert_eq!(r[pos + 1]["file"], r[pos]["file"]);
+    }
+    let v = m6(&["verify", out.to_str().unwrap()]);
+    assert!(v.status.success(), "{}", String::from_utf8_lossy(&v.stdout));
+    // A finished crawl run again fetches nothing.
+    let before = srv.received.lock().unwrap().values().map(Vec::len).sum::<usize>();
+    m6_ok(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(srv.received.lock().unwrap().values().map(Vec::len).sum::<usize>(), before);
+}
+
+#[test]
+fn crawls_the_real_debian_handbook_with_its_screenshots() {
+    let root = data_dir().join("debian-handbook/zh-CN");
+    let root2 = root.clone();
+    let srv = Server::start(move |path, _| {
+        let rel = path.split('?').next().unwrap().trim_start_matches('/');
+        let rel = if rel.is_empty() { "index.html" } else { rel };
+        let p = root2.join(rel);
+        if rel.contains("..") || !p.is_file() {
+            return status(404);
+        }
+        let ct = match p.extension().and_then(|e| e.to_str()) {
+            Some("html") => "text/html; charset=utf-8",
+            Some("png") => "image/png",
+            Some("css") => "text/css",
+            _ => "application/octet-stream",
+        };
+        ok(ct, std::fs::read(&p).unwrap())
+    });
+    let t = tempfile::tempdir().unwrap();
+    let out = t.path().join("pages");
+    crawl(&seeds(t.path(), &[srv.url("/index.html")]), &out, &["--allow-private", "--max-depth", "2", "--set", "concurrency=8", "--set", "per_host_concurrency=8"]);
+    let r = rows(&out);
+    let html: Vec<&Value> = r.iter().filter(|x| x["content_type"].as_str().is_some_and(|c| c.starts_with("text/html"))).collect();
+    assert!(html.len() >= 30, "only {} HTML pages crawled", html.len());
+    let mut urls: Vec<&str> = r.iter().map(|x| x["url"].as_str().unwrap()).collect();
+    urls.sort();
+    let n = urls.len();
+    urls.dedup();
+    assert_eq!(urls.len(), n, "no URL fetched twice");
+    for p in html.iter() {
+        assert_eq!(p["status"], 200);
+        let file = root.join(p["url"].as_str().unwrap().trim_start_matches(&srv.url("/")));
+        assert_eq!(p["body_len"].as_u64().unwrap(), std::fs::metadata(&file).unwrap().len(), "{}", file.display());
+    }
+    // Screenshots: every image row has the PNG's own size; its page row follows the
+    // page that embeds it, in the same shard.
+    let imgs = rows(&out.join("images"));
+    assert!(imgs.len() >= 10, "only {} images", imgs.len());
+    for i in &imgs {
+        assert_eq!(serde_json::json!([i["width"], i["height"]]), i["png_wh"], "{}", i["url"]);
+        let url = i["url"].as_str().unwrap();
+        let page_url = i["page_url"].as_str().unwrap();
+        let pos = r.iter().position(|x| x["url"] == url).unwrap();
+        let owner = r[..pos].iter().rposition(|x| x["content_type"].as_str().is_some_and(|c| c.starts_with("text/html"))).unwrap();
+        assert_eq!(r[owner]["url"], page_url);
+        assert_eq!(r[owner]["file"], r[pos]["file"]);
+        let name = url.rsplit('/').next().unwrap();
+        assert!(r[owner]["body_text"].as_str().unwrap().contains(name), "{page_url} does not embed {name}");
+    }
+    assert!(imgs.iter().any(|i| i["url"].as_str().unwrap().contains("/images/")), "the chapter screenshots are among the images");
+    let v = m6(&["verify", out.to_str().unwrap()]);
+    assert!(v.status.success(), "{}", String::from_utf8_lossy(&v.stdout));
+}
