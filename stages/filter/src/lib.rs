@@ -1,16 +1,99 @@
-//! The `filter` stage (placeholder until its issue lands: building it fails with a clear error).
+//! The `filter` stage: M6-style quality rules for documents, images and image–caption
+//! pairs. Kept rows go to the main output (text normalised as configured); every
+//! dropped row goes to the `rejects` side dataset with its rule, value and threshold.
+//!
+//! Rules run cheapest first and a row stops at the first rule it fails, so each reject
+//! names exactly one rule. Every rule can be turned off with `[filter] disable`.
 
-use m6_pipeline::{BoxError, Stage, StageFactory};
+pub mod caption;
+pub mod cli;
+pub mod image_rules;
+pub mod lm;
+pub mod normalize;
+pub mod script;
+pub mod text;
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch, StringArray, UInt32Array};
+use arrow::compute::filter_record_batch;
+use m6_pipeline::{plan_shards, BoxError, OutputSpec, RunContext, Stage, StageFactory, Task, TaskOutput};
+use m6_schemas::{column, document, image as image_cols, pair, Bin, Kind, Reject, Str};
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
+pub use caption::PairConfig;
+pub use image_rules::ImageConfig;
+pub use normalize::NormalizeConfig;
+pub use text::TextConfig;
+
+/// The side dataset holding one row per dropped input row.
+pub const REJECTS: &str = "rejects";
+
+/// Why a row was dropped.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Drop {
+    pub rule: &'static str,
+    pub value: f64,
+    pub threshold: f64,
+    /// Extra words for the snippet (the detected language, the n-gram size, the decoder error).
+    pub detail: Option<String>,
+}
+
+/// Every rule name `disable` accepts.
+pub fn all_rules() -> Vec<&'static str> {
+    text::rule::ALL.iter().chain(caption::rule::ALL).chain(image_rules::rule::ALL).copied().collect()
+}
+
 /// `[filter]` in pipeline.toml.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+///
+/// ```toml
+/// [filter]
+/// disable = ["text.digit_ratio"]
+/// [filter.text]
+/// min_chars = 20
+/// lm_model = "models/zh.lm"
+/// max_perplexity = 800
+/// [filter.normalize]
+/// t2s = true
+/// ```
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
-pub struct FilterConfig {}
+pub struct FilterConfig {
+    /// Rules turned off, by name (`text.min_chars`, `image.blank`, ...; see `all_rules`).
+    /// `image.bomb` cannot be turned off. Default: none.
+    pub disable: Vec<String>,
+    /// Characters of the dropped text (or caption) kept in the reject's snippet. Default
+    /// 0 means 80.
+    pub snippet_chars: usize,
+    /// Document text rules.
+    pub text: TextConfig,
+    /// Caption rules for pairs.
+    pub pair: PairConfig,
+    /// Image rules, for images and for the image of each pair.
+    pub image: ImageConfig,
+    /// Normalisation of kept text and captions.
+    pub normalize: NormalizeConfig,
+}
 
 /// Flags `m6corpus filter` takes beyond the common ones.
 #[derive(Debug, Clone, Default, clap::Args)]
-pub struct FilterFlags {}
+pub struct FilterFlags {
+    /// Language model for the perplexity rule (sets `text.lm_model`).
+    #[arg(long)]
+    pub lm_model: Option<String>,
+    /// Perplexity threshold (sets `text.max_perplexity`).
+    #[arg(long)]
+    pub max_perplexity: Option<f64>,
+    /// Turn a rule off (repeatable), e.g. `--disable text.digit_ratio`.
+    #[arg(long = "disable", value_name = "RULE")]
+    pub disable: Vec<String>,
+    /// Convert traditional to simplified Chinese in kept text (sets `normalize.t2s`).
+    #[arg(long)]
+    pub t2s: bool,
+}
 
 pub struct FilterFactory;
 
@@ -18,24 +101,241 @@ impl StageFactory for FilterFactory {
     const NAME: &'static str = "filter";
     type Config = FilterConfig;
     type Flags = FilterFlags;
-    fn apply_flags(_flags: &Self::Flags, _cfg: &mut Self::Config) -> Result<(), BoxError> {
+    fn apply_flags(flags: &Self::Flags, cfg: &mut Self::Config) -> Result<(), BoxError> {
+        if let Some(m) = &flags.lm_model {
+            cfg.text.lm_model = m.clone();
+        }
+        if let Some(p) = flags.max_perplexity {
+            cfg.text.max_perplexity = p;
+        }
+        cfg.disable.extend(flags.disable.iter().cloned());
+        if flags.t2s {
+            cfg.normalize.t2s = true;
+        }
         Ok(())
     }
-    fn build(_cfg: Self::Config) -> Result<Box<dyn Stage>, BoxError> {
-        Err("the filter stage is not built yet".into())
+    fn build(cfg: Self::Config) -> Result<Box<dyn Stage>, BoxError> {
+        Ok(Box::new(FilterStage::new(cfg)?))
     }
 }
 
-pub mod cli {
-    //! `m6corpus lm ...` (placeholder until the filter issue lands).
-    #[derive(Debug, clap::Subcommand)]
-    pub enum LmCommand {
-        /// Train the language model.
-        Train,
-    }
-    impl LmCommand {
-        pub fn run(self) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-            Err("lm commands are not built yet".into())
+/// The built stage: compiled rules shared by every task.
+pub struct FilterStage {
+    cfg: FilterConfig,
+    text: text::TextRules,
+    caption: caption::CaptionRules,
+    image: image_rules::ImageRules,
+    lm_hash: Option<String>,
+    batch_rows: AtomicUsize,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("[filter] {0}")]
+pub struct ConfigError(pub String);
+
+impl FilterStage {
+    /// Validates the config (errors name the field) and compiles the rules.
+    pub fn new(cfg: FilterConfig) -> Result<Self, ConfigError> {
+        let known = all_rules();
+        let mut disabled: HashSet<&'static str> = HashSet::new();
+        for d in &cfg.disable {
+            match known.iter().find(|k| **k == d.as_str()) {
+                Some(k) if *k == image_rules::rule::BOMB => return Err(ConfigError("disable: `image.bomb` cannot be turned off (raise image.max_pixels instead)".into())),
+                Some(k) => {
+                    disabled.insert(k);
+                }
+                None => {
+                    let close: Vec<&str> = known.iter().filter(|k| k.split('.').nth(1).is_some_and(|s| d.contains(s) || s.contains(d.rsplit('.').next().unwrap_or(d)))).copied().collect();
+                    return Err(ConfigError(format!(
+                        "disable: unknown rule `{d}`{}; rules are: {}",
+                        if close.is_empty() { String::new() } else { format!(" (did you mean {}?)", close.join(", ")) },
+                        known.join(", ")
+                    )));
+                }
+            }
         }
+        cfg.normalize.validate().map_err(ConfigError)?;
+        let text = text::TextRules::new(cfg.text.clone(), disabled.clone(), "filter.text").map_err(ConfigError)?;
+        let caption = caption::CaptionRules::new(cfg.pair.clone(), disabled.clone(), "filter.pair").map_err(ConfigError)?;
+        let image = image_rules::ImageRules::new(cfg.image.clone(), disabled, "filter.image").map_err(ConfigError)?;
+        let lm_hash = match &text.lm {
+            Some(_) => Some(lm::Model::file_hash(std::path::Path::new(&cfg.text.lm_model)).map_err(|e| ConfigError(format!("text.lm_model: {e}")))?),
+            None => None,
+        };
+        Ok(FilterStage { cfg, text, caption, image, lm_hash, batch_rows: AtomicUsize::new(m6_pipeline::dataset::DEFAULT_BATCH_ROWS) })
+    }
+
+    fn snippet(&self, text: &str, d: &Drop) -> String {
+        let n = if self.cfg.snippet_chars == 0 { 80 } else { self.cfg.snippet_chars };
+        let head: String = text.chars().take(n).collect();
+        match &d.detail {
+            Some(x) => format!("[{x}] {head}"),
+            None => head,
+        }
+    }
+
+    /// Judges one document: the drop, or the normalised text to keep.
+    pub fn judge_text(&self, text: &str) -> Result<String, Drop> {
+        let normalized = if self.cfg.normalize.any() { self.cfg.normalize.apply(text) } else { text.to_string() };
+        match self.text.check(text, &normalized) {
+            Some(d) => Err(d),
+            None => Ok(normalized),
+        }
+    }
+
+    /// Judges one pair: caption rules, then the image rules on its image.
+    pub fn judge_pair(&self, caption: &str, image: &[u8]) -> Result<String, Drop> {
+        if let Some(d) = self.caption.check(caption, self.text.blocklist()) {
+            return Err(d);
+        }
+        self.image.check(image)?;
+        Ok(if self.cfg.normalize.any() { self.cfg.normalize.apply(caption) } else { caption.to_string() })
+    }
+
+    pub fn judge_image(&self, bytes: &[u8]) -> Result<image_rules::ImageInfo, Drop> {
+        self.image.check(bytes)
+    }
+
+    fn process_batch(&self, kind: Kind, b: &RecordBatch, out: &mut TaskOutput) -> Result<(), BoxError> {
+        let n = b.num_rows();
+        let (id_col, sid_col, src_col) = match kind {
+            Kind::Pair => (pair::ID, pair::SOURCE_ID, pair::SOURCE),
+            Kind::Image => (image_cols::ID, image_cols::SOURCE_ID, image_cols::SOURCE),
+            _ => (document::ID, document::SOURCE_ID, document::SOURCE),
+        };
+        let ids: &Str = column(b, id_col)?;
+        let source_ids: &Str = column(b, sid_col)?;
+        let sources: &Str = column(b, src_col)?;
+        // Per row: Ok(new text, if the kind has one) or Err(reject).
+        let verdicts: Vec<Result<Option<String>, Reject>> = match kind {
+            Kind::Document => {
+                let texts: &Str = column(b, document::TEXT)?;
+                out.count_in(n as u64, texts.value_data().len() as u64);
+                (0..n)
+                    .into_par_iter()
+                    .map(|i| {
+                        let t = texts.value(i);
+                        self.judge_text(t).map(Some).map_err(|d| self.reject(ids, source_ids, sources, i, t, d))
+                    })
+                    .collect()
+            }
+            Kind::Pair => {
+                let caps: &Str = column(b, pair::CAPTION)?;
+                let imgs: &Bin = column(b, pair::IMAGE_BYTES)?;
+                out.count_in(n as u64, (caps.value_data().len() + imgs.value_data().len()) as u64);
+                (0..n)
+                    .into_par_iter()
+                    .map(|i| {
+                        let c = caps.value(i);
+                        self.judge_pair(c, imgs.value(i)).map(Some).map_err(|d| self.reject(ids, source_ids, sources, i, c, d))
+                    })
+                    .collect()
+            }
+            Kind::Image => {
+                let imgs: &Bin = column(b, image_cols::BYTES)?;
+                let urls: &Str = column(b, image_cols::URL)?;
+                out.count_in(n as u64, imgs.value_data().len() as u64);
+                (0..n)
+                    .into_par_iter()
+                    .map(|i| {
+                        let label = if urls.is_valid(i) { urls.value(i) } else { "" };
+                        self.judge_image(imgs.value(i)).map(|_| None).map_err(|d| self.reject(ids, source_ids, sources, i, label, d))
+                    })
+                    .collect()
+            }
+            other => return Err(format!("filter reads document, pair or image datasets, not {other}").into()),
+        };
+        let mask = BooleanArray::from(verdicts.iter().map(|v| v.is_ok()).collect::<Vec<_>>());
+        let mut rejects = vec![];
+        let mut kept_text = vec![];
+        for v in verdicts {
+            match v {
+                Ok(t) => kept_text.extend(t),
+                Err(r) => {
+                    out.counters.bump(&format!("dropped.{}", r.rule), 1);
+                    rejects.push(r);
+                }
+            }
+        }
+        out.counters.bump("kept", (n - rejects.len()) as u64);
+        out.write_side_rows(REJECTS, &rejects)?;
+        let mut kept = filter_record_batch(b, &mask)?;
+        if kept.num_rows() == 0 {
+            return Ok(());
+        }
+        if self.cfg.normalize.any() && kind != Kind::Image {
+            let schema = kept.schema();
+            let mut cols: Vec<ArrayRef> = kept.columns().to_vec();
+            let text_col = if kind == Kind::Document { document::TEXT } else { pair::CAPTION };
+            cols[schema.index_of(text_col)?] = Arc::new(StringArray::from(kept_text.clone()));
+            if kind == Kind::Document {
+                cols[schema.index_of(document::CHAR_COUNT)?] = Arc::new(UInt32Array::from(kept_text.iter().map(|t| t.chars().count() as u32).collect::<Vec<_>>()));
+            }
+            kept = RecordBatch::try_new(schema, cols)?;
+        }
+        out.write(&kept)?;
+        Ok(())
+    }
+
+    fn reject(&self, ids: &Str, source_ids: &Str, sources: &Str, i: usize, text: &str, d: Drop) -> Reject {
+        Reject {
+            id: ids.value(i).to_string(),
+            source_id: source_ids.is_valid(i).then(|| source_ids.value(i).to_string()),
+            source: sources.value(i).to_string(),
+            rule: d.rule.to_string(),
+            value: d.value,
+            threshold: d.threshold,
+            snippet: Some(self.snippet(text, &d)),
+        }
+    }
+}
+
+impl Stage for FilterStage {
+    fn name(&self) -> &'static str {
+        "filter"
+    }
+
+    fn outputs(&self, input_kinds: &[Kind]) -> Result<OutputSpec, BoxError> {
+        let Some(&first) = input_kinds.first() else {
+            return Err("filter needs document, pair or image datasets as input".into());
+        };
+        if !matches!(first, Kind::Document | Kind::Pair | Kind::Image) {
+            return Err(format!("filter reads document, pair or image datasets, not {first}").into());
+        }
+        if let Some(k) = input_kinds.iter().find(|k| **k != first) {
+            return Err(format!("filter inputs must all be one kind: got {first} and {k}").into());
+        }
+        Ok(OutputSpec::new(first).with_side(REJECTS, Kind::Reject))
+    }
+
+    fn plan(&self, inputs: &[std::path::PathBuf]) -> m6_pipeline::Result<Vec<Task>> {
+        plan_shards(inputs, &[Kind::Document, Kind::Pair, Kind::Image])
+    }
+
+    fn prepare(&self, ctx: &RunContext) -> Result<(), BoxError> {
+        self.batch_rows.store(ctx.batch_rows.max(1), Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn process(&self, task: &Task, out: &mut TaskOutput) -> Result<(), BoxError> {
+        let rows = self.batch_rows.load(Ordering::Relaxed);
+        for input in &task.inputs {
+            let kind = input.kind.ok_or_else(|| format!("{}: filter reads datasets, not raw files", input.path.display()))?;
+            for b in task.reader(input, rows)? {
+                let b = b?;
+                self.process_batch(kind, &b, out).map_err(|e| format!("{}: {e}", input.path.display()))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn properties(&self) -> BTreeMap<String, serde_json::Value> {
+        let mut p = BTreeMap::new();
+        p.insert("filter.config".into(), serde_json::to_value(&self.cfg).unwrap_or_default());
+        p.insert("filter.blocklist_terms".into(), self.text.blocklist_terms().into());
+        if let Some(h) = &self.lm_hash {
+            p.insert("filter.lm_model_blake3".into(), h.clone().into());
+        }
+        p
     }
 }

@@ -1,0 +1,240 @@
+//! Normalisation applied to the text the filter keeps: full-width → half-width,
+//! whitespace clean-up, collapsing repeated punctuation, dropping characters of other
+//! scripts, and traditional → simplified Chinese with OpenCC's tables (see data/README.md).
+
+use std::collections::HashMap;
+use std::sync::OnceLock;
+
+use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
+use serde::{Deserialize, Serialize};
+
+use crate::script::{is_han, is_latin, is_punct};
+
+const TS_CHARACTERS: &str = include_str!("../data/TSCharacters.txt");
+const TS_PHRASES: &str = include_str!("../data/TSPhrases.txt");
+
+/// `[filter.normalize]`: what is done to kept text (document text, pair captions).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct NormalizeConfig {
+    /// Full-width ASCII letters and digits (ＡＢＣ１２３) and the ideographic space
+    /// become their half-width forms. Default true.
+    pub fullwidth_alnum: bool,
+    /// Full-width ASCII punctuation (！，：；？ …) becomes half-width too. Default false:
+    /// full-width punctuation is the norm in Chinese typesetting.
+    pub fullwidth_punct: bool,
+    /// Runs of spaces/tabs become one space, lines are trimmed at the end, more than
+    /// one blank line becomes one, and the text is trimmed. Default true.
+    pub whitespace: bool,
+    /// Runs of the same punctuation character longer than `max_punct_run` are cut to
+    /// that length (M6 removes repeated punctuation). Default true.
+    pub collapse_punct: bool,
+    /// Longest run of one punctuation character kept by `collapse_punct`. Default 3
+    /// (so "……" and "..." survive, "！！！！！！" becomes "！！！").
+    pub max_punct_run: usize,
+    /// Traditional → simplified Chinese (OpenCC t2s phrases + characters). Default false.
+    pub t2s: bool,
+    /// Keep only Chinese and English: drop characters that are neither Han, Latin,
+    /// digits, whitespace nor ordinary punctuation (emoji, other scripts, symbols), as
+    /// M6 does. Default false.
+    pub zh_en_only: bool,
+}
+
+impl Default for NormalizeConfig {
+    fn default() -> Self {
+        NormalizeConfig {
+            fullwidth_alnum: true,
+            fullwidth_punct: false,
+            whitespace: true,
+            collapse_punct: true,
+            max_punct_run: 3,
+            t2s: false,
+            zh_en_only: false,
+        }
+    }
+}
+
+impl NormalizeConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        if self.collapse_punct && self.max_punct_run == 0 {
+            return Err("normalize.max_punct_run must be at least 1".into());
+        }
+        Ok(())
+    }
+
+    /// True when normalisation may change some text.
+    pub fn any(&self) -> bool {
+        self.fullwidth_alnum || self.fullwidth_punct || self.whitespace || self.collapse_punct || self.t2s || self.zh_en_only
+    }
+
+    /// Returns the normalised text.
+    pub fn apply(&self, text: &str) -> String {
+        let mut s: String = if self.t2s { t2s(text) } else { text.to_string() };
+        if self.fullwidth_alnum || self.fullwidth_punct || self.zh_en_only {
+            s = s
+                .chars()
+                .filter_map(|c| {
+                    let c = half_width(c, self.fullwidth_alnum, self.fullwidth_punct);
+                    if self.zh_en_only && !(is_han(c) || is_latin(c) || c.is_ascii_digit() || c.is_whitespace() || is_punct(c)) {
+                        None
+                    } else {
+                        Some(c)
+                    }
+                })
+                .collect();
+        }
+        if self.collapse_punct {
+            s = collapse_punct(&s, self.max_punct_run);
+        }
+        if self.whitespace {
+            s = clean_whitespace(&s);
+        }
+        s
+    }
+}
+
+fn half_width(c: char, alnum: bool, punct: bool) -> char {
+    let u = c as u32;
+    if u == 0x3000 && alnum {
+        return ' ';
+    }
+    if (0xFF01..=0xFF5E).contains(&u) {
+        let h = char::from_u32(u - 0xFEE0).unwrap_or(c);
+        if h.is_ascii_alphanumeric() {
+            return if alnum { h } else { c };
+        }
+        return if punct { h } else { c };
+    }
+    c
+}
+
+fn collapse_punct(s: &str, max_run: usize) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut prev = None;
+    let mut run = 0;
+    for c in s.chars() {
+        if Some(c) == prev && is_punct(c) {
+            run += 1;
+            if run > max_run {
+                continue;
+            }
+        } else {
+            run = 1;
+            prev = Some(c);
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn clean_whitespace(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut blank_lines = 0;
+    for line in s.lines() {
+        let mut l = String::with_capacity(line.len());
+        let mut in_space = false;
+        for c in line.chars() {
+            if c == ' ' || c == '\t' || c == '\u{a0}' || c == '\r' {
+                in_space = true;
+            } else {
+                if in_space && !l.is_empty() {
+                    l.push(' ');
+                }
+                in_space = false;
+                l.push(c);
+            }
+        }
+        if l.is_empty() {
+            blank_lines += 1;
+            continue;
+        }
+        if !out.is_empty() {
+            out.push('\n');
+            if blank_lines > 0 {
+                out.push('\n');
+            }
+        }
+        blank_lines = 0;
+        out.push_str(&l);
+    }
+    out
+}
+
+struct T2s {
+    chars: HashMap<char, char>,
+    phrases: AhoCorasick,
+    phrase_out: Vec<String>,
+}
+
+fn table() -> &'static T2s {
+    static T: OnceLock<T2s> = OnceLock::new();
+    T.get_or_init(|| {
+        let first = |rhs: &str| rhs.split(' ').next().unwrap_or_default().to_string();
+        let mut chars = HashMap::new();
+        for line in TS_CHARACTERS.lines() {
+            if let Some((t, s)) = line.split_once('\t') {
+                let (mut tc, s) = (t.chars(), first(s));
+                if let (Some(t), None, Some(sc)) = (tc.next(), tc.next(), s.chars().next()) {
+                    chars.insert(t, sc);
+                }
+            }
+        }
+        let (mut keys, mut phrase_out) = (vec![], vec![]);
+        for line in TS_PHRASES.lines() {
+            if let Some((t, s)) = line.split_once('\t') {
+                keys.push(t.to_string());
+                phrase_out.push(first(s));
+            }
+        }
+        let phrases = AhoCorasickBuilder::new().match_kind(MatchKind::LeftmostLongest).build(&keys).expect("t2s phrase table builds");
+        T2s { chars, phrases, phrase_out }
+    })
+}
+
+/// Traditional → simplified: table phrases (leftmost-longest) first, then characters.
+pub fn t2s(text: &str) -> String {
+    let t = table();
+    let mut out = String::with_capacity(text.len());
+    let mut last = 0;
+    let map_chars = |s: &str, out: &mut String| {
+        for c in s.chars() {
+            out.push(*t.chars.get(&c).unwrap_or(&c));
+        }
+    };
+    for m in t.phrases.find_iter(text) {
+        map_chars(&text[last..m.start()], &mut out);
+        out.push_str(&t.phrase_out[m.pattern().as_usize()]);
+        last = m.end();
+    }
+    map_chars(&text[last..], &mut out);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn traditional_to_simplified_on_real_poem() {
+        // 李白《將進酒》 as the chinese-poetry collection spells it.
+        assert_eq!(t2s("君不見黃河之水天上來，奔流到海不復回。"), "君不见黄河之水天上来，奔流到海不复回。");
+        // A phrase entry wins over the per-character table (瞭 → 了 only in 一目瞭然).
+        assert_eq!(t2s("一目瞭然"), "一目了然");
+        assert_eq!(t2s("simplified 简体 stays"), "simplified 简体 stays");
+    }
+
+    #[test]
+    fn width_whitespace_and_punct() {
+        let n = NormalizeConfig::default();
+        assert_eq!(n.apply("  ＡＰＴ　１２３  软件包！！！！！！\n\n\n\n下一行   文字  "), "APT 123 软件包！！！\n\n下一行 文字");
+        // Full-width punctuation stays by default; half-width when asked.
+        assert_eq!(n.apply("你好，世界？"), "你好，世界？");
+        let p = NormalizeConfig { fullwidth_punct: true, ..Default::default() };
+        assert_eq!(p.apply("你好，世界？"), "你好,世界?");
+        let z = NormalizeConfig { zh_en_only: true, ..Default::default() };
+        assert_eq!(z.apply("好的😀 ok Привет"), "好的 ok");
+        let off = NormalizeConfig { fullwidth_alnum: false, whitespace: false, collapse_punct: false, ..Default::default() };
+        assert!(!off.any());
+        assert_eq!(off.apply("ＡＢ  c"), "ＡＢ  c");
+    }
+}
