@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Filter benchmark: MB/s per core for the default text rule set and for the LM rule
+# alone, images/s for the image rules, each beside a pure-Python implementation of the
+# same rules (bench/filter_peer.py) run on the same input. Writes bench/results/filter.json.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ -x target/release/m6corpus ] || cargo build --release -p m6corpus
+PY=${PYTHON:-.venv/bin/python}
+[ -x "$PY" ] || PY=python3
+mkdir -p bench/results
+exec "$PY" bench/filter_bench.py "$@"

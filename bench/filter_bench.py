@@ -1,0 +1,99 @@
+#!/usr/bin/env python3
+"""Driver of bench/filter.sh (see there). Inputs: every Tang poem of chinese-poetry's
+quantangshi plus every Debian Handbook zh-CN/zh-TW paragraph and console listing
+(`--poems N` limits the poems), and the 26 scikit-image photos copied `--copies`
+times. m6corpus runs with --threads 1, so its MB/s is per core; the Python peer is
+single-threaded too."""
+import argparse, glob, html, json, os, re, shutil, subprocess, sys, tempfile, time
+
+ap = argparse.ArgumentParser()
+ap.add_argument("--poems", type=int, default=0)
+ap.add_argument("--copies", type=int, default=4)
+args = ap.parse_args()
+BIN = os.environ.get("M6CORPUS_BIN", "target/release/m6corpus")
+DATA = os.environ.get("M6_DATA_DIR", "data")
+PY = sys.executable
+
+def run(*a):
+    t = time.perf_counter()
+    r = subprocess.run([BIN, *a], capture_output=True, text=True)
+    if r.returncode != 0:
+        sys.exit(f"m6corpus {' '.join(a)} failed:\n{r.stderr}")
+    return time.perf_counter() - t, r.stdout
+
+work = tempfile.mkdtemp(prefix="m6-filter-bench-")
+try:
+    docs = os.path.join(work, "docs.jsonl")
+    n = 0
+    with open(docs, "w", encoding="utf-8") as f:
+        files = sorted(glob.glob(f"{DATA}/chinese-poetry/dist/quantangshi/poet.tang.*.json"), key=lambda p: int(p.rsplit(".", 2)[1]))
+        for p in files:
+            for poem in json.load(open(p, encoding="utf-8")):
+                text = "\n".join(poem.get("paragraphs", []))
+                if text and (args.poems == 0 or n < args.poems):
+                    f.write(json.dumps({"id": poem.get("id"), "text": text}, ensure_ascii=False) + "\n"); n += 1
+        for page in sorted(glob.glob(f"{DATA}/debian-handbook/zh-*/*.html")):
+            h = open(page, encoding="utf-8").read()
+            for i, blk in enumerate(re.findall(r"<p>(.*?)</p>|<pre class=\"screen\">(.*?)</pre>", h, re.S)):
+                t = html.unescape(re.sub(r"<[^>]+>", "", blk[0] or blk[1])).strip()
+                if t:
+                    f.write(json.dumps({"id": f"{page}#{i}", "text": t}, ensure_ascii=False) + "\n"); n += 1
+    text_bytes = sum(len(json.loads(l)["text"].encode()) for l in open(docs, encoding="utf-8"))
+    ds = os.path.join(work, "docs")
+    run("ingest", "--input", docs, "--output", ds, "--quiet")
+    mb = text_bytes / 1e6
+
+    def filt(out, *extra):
+        dt, so = run("filter", "--input", ds, "--output", os.path.join(work, out), "--threads", "1", "--quiet", "--json", *extra)
+        return dt, json.loads(so.strip().splitlines()[-1])
+
+    t_default, s_default = filt("f_default")
+    t_nojieba, _ = filt("f_nojieba", "--disable", "text.top_word_ngram", "--disable", "text.dup_word_ngram")
+    lm = os.path.join(work, "zh.lm")
+    t_train, said = run("lm", "train", "--input", ds, "--output", lm, "--order", "5")
+    all_text = ["text.min_chars", "text.max_chars", "text.cjk_ratio", "text.lang", "text.markup", "text.javascript", "text.punct_runs", "text.url_density",
+                "text.symbol_ratio", "text.digit_ratio", "text.dup_lines", "text.dup_line_chars", "text.dup_paras", "text.dup_para_chars", "text.top_char_ngram",
+                "text.dup_char_ngram", "text.top_word_ngram", "text.dup_word_ngram", "text.spam", "text.blocklist"]
+    dis = [x for r in all_text for x in ("--disable", r)]
+    t_lm, s_lm = filt("f_lm", "--lm-model", lm, "--max-perplexity", "100000", *dis)
+    t_off, _ = filt("f_off", *dis)  # I/O and normalisation only, to isolate the LM's own cost
+    peer = json.loads(subprocess.run([PY, "bench/filter_peer.py", "text", docs], capture_output=True, text=True, check=True).stdout)
+
+    imgs = os.path.join(work, "imgs")
+    os.makedirs(imgs)
+    photos = sorted(glob.glob(f"{DATA}/photos/*"))
+    for c in range(args.copies):
+        for p in photos:
+            shutil.copy(p, os.path.join(imgs, f"{c}_{os.path.basename(p)}"))
+    # Ingest makes pairs from captioned images; the caption passes the pair rules, so the
+    # timing is the image rules' (plus a caption check).
+    with open(os.path.join(imgs, "captions.jsonl"), "w", encoding="utf-8") as f:
+        for c in range(args.copies):
+            for p in photos:
+                f.write(json.dumps({"file": f"{c}_{os.path.basename(p)}", "caption": "scikit-image 示例照片 " + os.path.basename(p).split(".")[0]}, ensure_ascii=False) + "\n")
+    ids = os.path.join(work, "imageds")
+    run("ingest", "--input", imgs, "--output", ids, "--quiet")
+    n_img = len(photos) * args.copies
+    dt_img, so = run("filter", "--input", ids, "--output", os.path.join(work, "f_img"), "--threads", "1", "--quiet", "--json")
+    s_img = json.loads(so.strip().splitlines()[-1])
+    peer_img = json.loads(subprocess.run([PY, "bench/filter_peer.py", "images", imgs], capture_output=True, text=True, check=True).stdout)
+
+    res = {
+        "nproc": os.cpu_count(),
+        "threads": 1,
+        "note": "m6corpus wall time includes process start, Parquet read/write and normalisation; the Python peer times only its rule loop over texts already in memory. Peer = straightforward pure-Python implementation of the same rules (bench/filter_peer.py), without the jieba word n-gram rules.",
+        "input": {"documents": n, "text_mb": round(mb, 3), "images": n_img, "image_mb": round(sum(os.path.getsize(os.path.join(imgs, f)) for f in os.listdir(imgs)) / 1e6, 3)},
+        "text_default_rules": {"seconds": round(t_default, 3), "mb_per_s_per_core": round(mb / t_default, 3), "kept": s_default.get("rows_out"), "counts": s_default.get("counts")},
+        "text_rules_without_jieba": {"seconds": round(t_nojieba, 3), "mb_per_s_per_core": round(mb / t_nojieba, 3)},
+        "peer_python_text_rules_without_jieba": {"seconds": round(peer["seconds"], 3), "mb_per_s_per_core": round(mb / peer["seconds"], 3), "kept": peer["kept"]},
+        "ratio_text_rules_vs_peer": round((mb / t_nojieba) / (mb / peer["seconds"]), 2),
+        "lm_train": {"seconds": round(t_train, 3), "order": 5, "summary": said.strip()},
+        "lm_rule_alone": {"seconds": round(t_lm, 3), "mb_per_s_per_core": round(mb / t_lm, 3), "seconds_without_lm": round(t_off, 3), "lm_only_mb_per_s_per_core": round(mb / max(t_lm - t_off, 1e-9), 3)},
+        "image_rules": {"seconds": round(dt_img, 3), "images_per_s_per_core": round(n_img / dt_img, 2), "kept": s_img.get("rows_out")},
+        "peer_python_pillow_image_rules": {"seconds": round(peer_img["seconds"], 3), "images_per_s_per_core": round(n_img / peer_img["seconds"], 2), "kept": peer_img["kept"]},
+        "ratio_image_rules_vs_peer": round((n_img / dt_img) / (n_img / peer_img["seconds"]), 2),
+    }
+    json.dump(res, open("bench/results/filter.json", "w"), indent=2, ensure_ascii=False)
+    print(json.dumps(res, indent=2, ensure_ascii=False))
+finally:
+    shutil.rmtree(work, ignore_errors=True)
