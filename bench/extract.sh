@@ -4,7 +4,7 @@
 # (Python) on the same page shards in the same run. Writes bench/results/extract.json.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-REPEAT="${EXTRACT_BENCH_REPEAT:-10}"
+REPEAT="${EXTRACT_BENCH_REPEAT:-4}"
 NPROC="$(nproc)"
 PY=".venv/bin/python"
 WORK="$(mktemp -d)"

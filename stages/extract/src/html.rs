@@ -49,6 +49,10 @@ pub struct ImageRef {
     pub origin: &'static str,
 }
 
+/// Deepest element nesting walked; a walk frame is a few hundred bytes, so this stays
+/// far inside a 2 MiB worker stack.
+const MAX_DEPTH: usize = 1000;
+
 /// Elements whose whole subtree is never content.
 const DROP_TAGS: &[&str] = &[
     "script", "style", "noscript", "template", "head", "nav", "footer", "aside", "form", "iframe", "svg", "math",
@@ -294,6 +298,7 @@ fn count_chars(s: &str) -> usize {
 }
 
 impl<'p> Walker<'p> {
+    #[inline(never)]
     fn flush(&mut self) {
         let mut b = std::mem::take(&mut self.cur);
         self.pending_space = false;
@@ -309,6 +314,7 @@ impl<'p> Walker<'p> {
         }
     }
 
+    #[inline(never)]
     fn push_text(&mut self, t: &str, in_link: bool, in_pre: bool) {
         if in_pre {
             self.cur.pre = true;
@@ -344,10 +350,10 @@ impl<'p> Walker<'p> {
         }
     }
 
-    /// Walks `node`'s subtree. Deeply nested junk beyond 256 levels is ignored rather
-    /// than risking the stack.
+    /// Walks `node`'s subtree. Unclosed tags nest deeply (every unclosed `<div>` is one
+    /// level); beyond MAX_DEPTH the rest is ignored rather than risking the stack.
     fn walk(&mut self, node: NodeRef<'_, Node>, depth: usize, in_link: bool, in_pre: bool) {
-        if depth > 256 {
+        if depth > MAX_DEPTH {
             return;
         }
         match node.value() {
@@ -426,6 +432,7 @@ impl<'p> Walker<'p> {
         }
     }
 
+    #[inline(never)]
     fn image(&mut self, node: NodeRef<'_, Node>, e: &scraper::node::Element) {
         let declared = |a: &str| e.attr(a).and_then(|v| {
             let v = v.trim();
@@ -585,8 +592,17 @@ fn classify(blocks: &[Block], p: &Params) -> Vec<bool> {
     // Distances are counted over non-boilerplate blocks only, so a navigation list
     // between two paragraphs does not separate them.
     let live: Vec<usize> = (0..blocks.len()).filter(|i| !boiler[*i]).collect();
+    // Between the first and the last content block, short blocks are the article's own
+    // list items, table cells and short lines; outside it they must be near content.
+    let first = dense.iter().position(|d| *d);
+    let last = dense.iter().rposition(|d| *d);
+    let inside = |i: usize| matches!((first, last), (Some(f), Some(l)) if f <= i && i <= l);
     let mut keep = vec![false; blocks.len()];
     for (k, &i) in live.iter().enumerate() {
+        if inside(i) {
+            keep[i] = true;
+            continue;
+        }
         if dense[i] {
             keep[i] = true;
             continue;
