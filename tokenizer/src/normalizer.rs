@@ -34,6 +34,10 @@ pub struct FullToHalfWidth;
 
 impl Normalizer for FullToHalfWidth {
     fn normalize(&self, text: &str, out: &mut String) {
+        if !text.chars().any(|c| matches!(c, '\u{FF01}'..='\u{FF5E}' | '\u{3000}')) {
+            out.push_str(text);
+            return;
+        }
         out.extend(text.chars().map(|c| match c {
             '\u{FF01}'..='\u{FF5E}' => char::from_u32(c as u32 - 0xFEE0).unwrap_or(c),
             '\u{3000}' => ' ',

@@ -18,11 +18,13 @@ fn poems(file: &str) -> Vec<Document> {
     let p = data().join("chinese-poetry/dist/quantangshi").join(file);
     let v: Vec<serde_json::Value> = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
     v.iter()
-        .map(|p| {
+        .enumerate()
+        .map(|(i, p)| {
             let lines: Vec<&str> = p["paragraphs"].as_array().unwrap().iter().filter_map(|l| l.as_str()).collect();
             let text = lines.join("\n");
             Document {
-                id: m6_schemas::content_id(&[text.as_bytes()]),
+                // The collection repeats some poems: the row index keeps ids unique.
+                id: m6_schemas::content_id(&[file.as_bytes(), &i.to_le_bytes(), text.as_bytes()]),
                 source: "chinese-poetry".into(),
                 char_count: text.chars().count() as u32,
                 title: p["title"].as_str().map(String::from),
@@ -87,7 +89,7 @@ fn documents_pack_losslessly_within_max_len() {
     let long: String = docs[..80].iter().map(|d| d.text.as_str()).collect::<Vec<_>>().join("\n");
     docs.push(Document { id: "long".into(), source: "test".into(), char_count: long.chars().count() as u32, text: long, ..Default::default() });
     docs.push(Document { id: "empty".into(), source: "test".into(), text: String::new(), ..Default::default() });
-    let vocab = trained(&docs, tmp.path(), 8000);
+    let vocab = trained(&docs, tmp.path(), 12000);
     let input = tmp.path().join("docs");
     write_dataset(&input, docs.clone(), 250);
     let out = tmp.path().join("samples");
@@ -102,12 +104,13 @@ fn documents_pack_losslessly_within_max_len() {
     assert_eq!(ds.kind(), Kind::Sample);
     let props = &ds.manifest().properties;
     assert_eq!(props["tokenizer"], "tokenizer.json");
-    for (k, v) in [("pad_id", 0), ("unk_id", 1), ("cls_id", 2), ("sep_id", 3), ("mask_id", 4), ("img_id", 5), ("img_end_id", 6), ("vocab_size", 8000), ("max_len", 128), ("image_size", 224), ("patch_size", 16), ("grid", 14)] {
+    for (k, v) in [("pad_id", 0), ("unk_id", 1), ("cls_id", 2), ("sep_id", 3), ("mask_id", 4), ("img_id", 5), ("img_end_id", 6), ("max_len", 128), ("image_size", 224), ("patch_size", 16), ("grid", 14)] {
         assert_eq!(props[k], v, "{k}");
     }
     assert!(props["patch_layout"].as_str().unwrap().contains("row-major"));
     let tok = Tokenizer::load(&out.join("tokenizer.json")).unwrap();
     assert_eq!(tok.model().tokens(), Tokenizer::load(&vocab).unwrap().model().tokens());
+    assert_eq!(props["vocab_size"], tok.vocab_size());
 
     let samples: Vec<Sample> = ds.read_all().unwrap();
     assert!(samples.iter().all(|s| s.task == "text" && s.image_patches.is_none()));
@@ -226,11 +229,16 @@ fn bad_configs_are_refused() {
     let input = tmp.path().join("docs");
     write_dataset(&input, docs.clone(), 10);
     let out = tmp.path().join("samples");
-    tokenize(&[input.clone()], &out, TokenizeConfig { tokenizer: Some(vocab), ..Default::default() }, 1);
+    tokenize(&[input.clone()], &out, TokenizeConfig { tokenizer: Some(vocab.clone()), ..Default::default() }, 1);
     let other = tmp.path().join("other");
     std::fs::create_dir(&other).unwrap();
-    let vocab2 = trained(&docs, &other, 2000);
+    let vocab2 = trained(&docs[..10], &other, 3000);
+    assert_ne!(std::fs::read(&vocab2).unwrap(), std::fs::read(&vocab).unwrap());
     let stage = TokenizeStage::new(TokenizeConfig { tokenizer: Some(vocab2), ..Default::default() }).unwrap();
+    let e = run_stage(&stage, &[input.clone()], &out, &RunOptions { progress: false, ..Default::default() }).unwrap_err().to_string();
+    assert!(e.contains("different tokenizer"), "{e}");
+    // Same vocabulary, other image settings: refused too.
+    let stage = TokenizeStage::new(TokenizeConfig { tokenizer: Some(vocab), image_size: 256, ..Default::default() }).unwrap();
     let e = run_stage(&stage, &[input], &out, &RunOptions { progress: false, ..Default::default() }).unwrap_err().to_string();
     assert!(e.contains("different tokenizer"), "{e}");
 }
