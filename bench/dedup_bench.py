@@ -7,15 +7,19 @@ Writes bench/results/dedup.json. Inputs are built here from data/chinese-poetry 
 data/photos; the m6 side runs through target/release/m6-dedup-bench (the same
 DedupStage and run_stage that `m6corpus dedup` runs).
 """
-import glob
-import io
-import json
 import os
+import sys
+
+# bench/ holds other scripts (e.g. inspect.py) that would shadow standard modules.
+_here = os.path.dirname(os.path.abspath(__file__))
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _here]
+
+import glob
+import json
 import random
 import re
 import shutil
 import subprocess
-import sys
 import time
 import unicodedata
 
@@ -198,9 +202,12 @@ def datatrove_dedup(docs, work):
     # datatrove shingles words; give it the normalised text with characters as words, so
     # its 5-word shingles are the 5-character shingles m6 uses.
     items = [DTDoc(text=" ".join(norm(d["text"])), id=d["id"]) for d in docs]
-    cfg = MinhashConfig(n_grams=NGRAM, num_buckets=14, hashes_per_bucket=8)
+    from datatrove.utils.hashing import HashConfig
+
+    # sha1: datatrove 0.10.1 passes str to xxhash 4.x, which refuses it.
+    cfg = MinhashConfig(n_grams=NGRAM, num_buckets=14, hashes_per_bucket=8, hash_config=HashConfig(hash_fc="sha1"))
     t = time.time()
-    LocalPipelineExecutor(pipeline=[items, MinhashDedupSignature(output_folder=f"{work}/sigs", config=cfg, language="zh")],
+    LocalPipelineExecutor(pipeline=[items, MinhashDedupSignature(output_folder=f"{work}/sigs", config=cfg, language="en")],
                           tasks=1, logging_dir=f"{work}/logs1").run()
     LocalPipelineExecutor(pipeline=[MinhashDedupBuckets(input_folder=f"{work}/sigs", output_folder=f"{work}/buckets", config=cfg)],
                           tasks=cfg.num_buckets, logging_dir=f"{work}/logs2").run()
