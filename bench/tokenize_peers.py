@@ -8,6 +8,10 @@ import os
 import sys
 import time
 
+# bench/ holds other scripts (e.g. inspect.py) that would shadow standard modules.
+_here = os.path.dirname(os.path.abspath(__file__))
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _here]
+
 os.environ["TOKENIZERS_PARALLELISM"] = "false"
 os.environ["RAYON_RS_NUM_CPUS"] = "1"
 
