@@ -355,7 +355,8 @@ fn write_tokenizer(output: &Path, text: &str) -> Result<(), BoxError> {
         }
         _ => {}
     }
-    let tmp = output.join(format!(".{TOKENIZER_FILE}.tmp"));
+    // Every process of a --task-count job runs this: each writes its own temporary file.
+    let tmp = output.join(format!(".{TOKENIZER_FILE}.{}.tmp", std::process::id()));
     std::fs::write(&tmp, text).map_err(|e| format!("{}: {e}", tmp.display()))?;
     std::fs::rename(&tmp, &path).map_err(|e| format!("{}: {e}", path.display()))?;
     Ok(())
