@@ -222,11 +222,7 @@ impl Fetcher {
             if let Some((k, m)) = self.literal_refusal(&cur) {
                 return Arc::new(RobotsEntry::Refused(k, m));
             }
-            let r = match timeout(Duration::from_millis(self.cfg.total_timeout_ms), self.attempt(&cur, false)).await {
-                Err(_) => return Arc::new(RobotsEntry::Rules(Robots::disallow_all(format!("{cur} timed out")))),
-                Ok(r) => r,
-            };
-            match r {
+            match self.attempt(&cur, false).await {
                 Attempt::Redirect { location } => match cur.join(&location) {
                     Ok(n) => cur = n,
                     Err(_) => return Arc::new(RobotsEntry::Rules(Robots::allow_all())),
@@ -252,12 +248,7 @@ impl Fetcher {
     async fn with_retries(&self, u: &Url, is_image: bool) -> Attempt {
         let mut tries = 0u32;
         loop {
-            let total = Duration::from_millis(self.cfg.total_timeout_ms);
-            let r = match timeout(total, self.attempt(u, is_image)).await {
-                Ok(r) => r,
-                Err(_) => return Attempt::Done(Fetched::fail(kind::TIMEOUT, format!("GET {u}: no complete response within total_timeout_ms={}", self.cfg.total_timeout_ms))),
-            };
-            match r {
+            match self.attempt(u, is_image).await {
                 Attempt::Retry { status, retry_after, headers } => {
                     let give_up = |msg: String| {
                         let mut f = Fetched::fail(kind::HTTP_STATUS, msg);
@@ -315,6 +306,19 @@ impl Fetcher {
         let _host = gate.sem.acquire().await.expect("semaphore open");
         gate.turn(Duration::from_millis(self.cfg.per_host_delay_ms)).await;
         let _slot = self.global.acquire().await.expect("semaphore open");
+        // The clock starts once it is our turn: waiting behind other requests to a
+        // busy host is politeness, not a slow server.
+        match timeout(Duration::from_millis(self.cfg.total_timeout_ms), self.request(u, is_image)).await {
+            Ok(a) => a,
+            Err(_) => Attempt::NetErr {
+                kind: kind::TIMEOUT,
+                msg: format!("GET {u}: no complete response within total_timeout_ms={}", self.cfg.total_timeout_ms),
+                retryable: false,
+            },
+        }
+    }
+
+    async fn request(&self, u: &Url, is_image: bool) -> Attempt {
         let mut resp = match self.client.get(u.as_str()).send().await {
             Ok(r) => r,
             Err(e) => return classify(&e, u),
@@ -393,6 +397,10 @@ fn classify(e: &reqwest::Error, u: &Url) -> Attempt {
             special = special.or(Some(kind::DNS));
         }
         let text = s.to_string();
+        // Some connector layers re-wrap the resolver's error as text only.
+        if text.contains(crate::net::PRIVATE_MARK) {
+            special = Some(kind::PRIVATE_ADDRESS);
+        }
         if !chain.iter().any(|c| c.contains(&text)) {
             chain.push(text);
         }

@@ -5,6 +5,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 
+/// Words of the [`PrivateAddress`] message that identify it in a flattened error chain.
+pub const PRIVATE_MARK: &str = "resolves only to non-public addresses";
+
 /// A host whose every address is private, loopback, link-local, multicast or unspecified.
 #[derive(Debug, thiserror::Error)]
 #[error("refused: `{host}` resolves only to non-public addresses ({addrs}); pass --allow-private to crawl internal hosts")]
