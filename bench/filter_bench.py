@@ -1,13 +1,13 @@
 #!/usr/bin/env python3
 """Driver of bench/filter.sh (see there). Inputs: every Tang poem of chinese-poetry's
 quantangshi plus every Debian Handbook zh-CN/zh-TW paragraph and console listing
-(`--poems N` limits the poems), and the 26 scikit-image photos copied `--copies`
+(the first `--poems` poems, default 20000; 0 = all), and the 26 scikit-image photos copied `--copies`
 times. m6corpus runs with --threads 1, so its MB/s is per core; the Python peer is
 single-threaded too."""
 import argparse, glob, html, json, os, re, shutil, subprocess, sys, tempfile, time
 
 ap = argparse.ArgumentParser()
-ap.add_argument("--poems", type=int, default=0)
+ap.add_argument("--poems", type=int, default=20000)
 ap.add_argument("--copies", type=int, default=4)
 args = ap.parse_args()
 BIN = os.environ.get("M6CORPUS_BIN", "target/release/m6corpus")

@@ -27,7 +27,7 @@ fn strip_tags(h: &str) -> String {
     out.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
 }
 
-/// `(inner html of each <p>, inner of each <pre class="screen">)` of a handbook page.
+/// `(inner html of each <div class="para">, inner of each <pre class="screen">)` of a handbook page.
 fn handbook(page: &str) -> (Vec<String>, Vec<String>) {
     let html = std::fs::read_to_string(data_dir().join("debian-handbook/zh-CN").join(page)).unwrap();
     let grab = |open: &str, close: &str| {
@@ -42,7 +42,7 @@ fn handbook(page: &str) -> (Vec<String>, Vec<String>) {
         }
         v
     };
-    let paras = grab("<p>", "</p>").iter().map(|p| strip_tags(p).split_whitespace().collect::<Vec<_>>().join(" ")).filter(|p| p.chars().count() >= 30).collect();
+    let paras = grab("<div class=\"para\"", "</div>").iter().map(|p| strip_tags(p).split_whitespace().collect::<Vec<_>>().join(" ")).filter(|p| p.chars().count() >= 30).collect();
     (paras, grab("<pre class=\"screen\"", "</pre>").iter().map(|p| strip_tags(p)).collect())
 }
 
@@ -121,6 +121,12 @@ fn filter_documents_with_rejects_normalisation_and_determinism() {
     assert_eq!(c.get("kept"), Some(&(kept.len() as u64)));
     let m = Manifest::load(&out).unwrap();
     assert!(serde_json::to_string(&m).unwrap().contains("filter.config"));
+
+    // `m6corpus stats` on the output reports drops per rule, with examples.
+    let st: serde_json::Value = serde_json::from_str(&m6_ok(&["stats", s(&out), "--json"])).unwrap();
+    let rules = st["rejects"]["rules"].as_array().unwrap_or_else(|| panic!("no reject rules in stats: {st}"));
+    let min_chars = rules.iter().find(|r| r["rule"] == "text.min_chars").unwrap();
+    assert_eq!(min_chars["count"], 20);
 
     // Same input and config, one thread: byte-identical shards.
     let out1 = t.path().join("kept1");

@@ -80,9 +80,9 @@ pub fn handbook_pages(lang: &str) -> Vec<PathBuf> {
     v
 }
 
-/// Prose paragraphs (`<p>`) of a page, as text, whitespace collapsed.
+/// Prose paragraphs (`<div class="para">`, and `<p class=…>` titles/captions) of a page, as text, whitespace collapsed.
 pub fn paragraphs(html: &str) -> Vec<String> {
-    blocks(html, "<p>", "</p>")
+    blocks(html, "<div class=\"para\"", "</div>")
         .into_iter()
         .chain(blocks(html, "<p ", "</p>"))
         .map(|p| strip_tags(&p).split_whitespace().collect::<Vec<_>>().join(" "))
@@ -90,9 +90,9 @@ pub fn paragraphs(html: &str) -> Vec<String> {
         .collect()
 }
 
-/// `<pre class="screen">` listings of a page, as text.
+/// `<pre class="screen">` and `programlisting` listings of a page, as text.
 pub fn screens(html: &str) -> Vec<String> {
-    blocks(html, "<pre class=\"screen\"", "</pre>").into_iter().map(|s| strip_tags(&s)).collect()
+    blocks(html, "<pre class=\"screen\"", "</pre>").into_iter().chain(blocks(html, "<pre class=\"programlisting\"", "</pre>")).map(|s| strip_tags(&s)).collect()
 }
 
 pub fn photo(name: &str) -> Vec<u8> {
