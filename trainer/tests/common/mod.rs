@@ -233,3 +233,104 @@ pub fn tensors(path: &Path) -> BTreeMap<String, Vec<f32>> {
         .map(|(n, t)| (n, Vec::<f32>::try_from(t.to_kind(tch::Kind::Float).flatten(0, -1)).unwrap()))
         .collect()
 }
+
+/// The data pipeline's binary (`cargo build --release -p m6corpus` from the repo root).
+pub fn m6corpus() -> PathBuf {
+    let p = std::env::var_os("M6CORPUS_BIN").map(PathBuf::from).unwrap_or_else(|| repo().join("target/release/m6corpus"));
+    assert!(p.is_file(), "{} not found: build it with `cargo build --release -p m6corpus` in {}", p.display(), repo().display());
+    p
+}
+
+fn m6corpus_ok(args: &[&str]) {
+    let out = Command::new(m6corpus()).args(args).output().expect("run m6corpus");
+    assert!(out.status.success(), "m6corpus {args:?} failed:\n{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+}
+
+/// Sample datasets made by the real pipeline from real data.
+pub struct PipelineSamples {
+    /// Poems (3 JSONL files, so several shards) + the captioned photos.
+    pub train: PathBuf,
+    /// Other poems, tokenized with the same vocabulary (for evaluation).
+    pub eval: PathBuf,
+}
+
+fn write_poems(path: &Path, poems: &[(usize, String)]) {
+    let mut s = String::new();
+    for (i, p) in poems {
+        let (title, body) = p.split_once('：').unwrap_or(("", p));
+        s.push_str(&serde_json::json!({"id": format!("poem-{i}"), "title": title, "text": body}).to_string());
+        s.push('\n');
+    }
+    fs::write(path, s).unwrap();
+}
+
+/// `n_poems` real poems in `text_files` JSONL files → `m6corpus ingest` → documents;
+/// the captioned photos (each `copies` times, under different names) → `m6corpus
+/// ingest` → pairs; `m6corpus tokenizer train` on the documents; `m6corpus tokenize`
+/// of both with 32×32 images in 8×8 patches. 100 further poems go the same way into
+/// the eval dataset.
+pub fn pipeline_samples(dir: &Path, n_poems: usize, text_files: usize, copies: usize, max_len: usize) -> PipelineSamples {
+    let d = |p: &str| dir.join(p).to_str().unwrap().to_string();
+    let poems: Vec<(usize, String)> = poems(n_poems + 100).into_iter().enumerate().collect();
+    fs::create_dir_all(dir.join("jsonl")).unwrap();
+    fs::create_dir_all(dir.join("jsonl-eval")).unwrap();
+    for f in 0..text_files {
+        let part: Vec<(usize, String)> = poems[..n_poems].iter().filter(|(i, _)| i % text_files == f).cloned().collect();
+        write_poems(&dir.join(format!("jsonl/poems-{f}.jsonl")), &part);
+    }
+    write_poems(&dir.join("jsonl-eval/poems.jsonl"), &poems[n_poems..]);
+    let img = dir.join("images");
+    fs::create_dir_all(&img).unwrap();
+    let mut caps = String::new();
+    for (file, caption) in CAPTIONS {
+        let (stem, ext) = file.rsplit_once('.').unwrap();
+        for k in 0..copies {
+            let name = format!("{stem}-{k}.{ext}");
+            fs::copy(data_dir().join("photos").join(file), img.join(&name)).unwrap();
+            caps.push_str(&serde_json::json!({"file": name, "caption": caption}).to_string());
+            caps.push('\n');
+        }
+    }
+    fs::write(img.join("captions.jsonl"), caps).unwrap();
+    m6corpus_ok(&["ingest", "--input", &d("jsonl"), "--output", &d("docs")]);
+    m6corpus_ok(&["ingest", "--input", &d("jsonl-eval"), "--output", &d("docs-eval")]);
+    m6corpus_ok(&["ingest", "--input", &d("images"), "--output", &d("pairs")]);
+    m6corpus_ok(&["tokenizer", "train", "--input", &d("docs"), "--output", &d("vocab.txt"), "--vocab-size", "3000"]);
+    let ml = max_len.to_string();
+    let (is, ps) = (format!("image_size={IMAGE_SIZE}"), format!("patch_size={PATCH}"));
+    let tok = |inputs: &[&str], out: &str| {
+        let mut a = vec!["tokenize"];
+        for i in inputs {
+            a.extend(["--input", i]);
+        }
+        let o = d(out);
+        let v = d("vocab.txt");
+        a.extend(["--output", &o, "--tokenizer", &v, "--max-len", &ml, "--set", &is, "--set", &ps]);
+        m6corpus_ok(&a);
+    };
+    tok(&[&d("docs"), &d("pairs")], "samples");
+    tok(&[&d("docs-eval")], "samples-eval");
+    PipelineSamples { train: dir.join("samples"), eval: dir.join("samples-eval") }
+}
+
+/// One pipeline-made dataset per test binary (the pipeline takes seconds), rebuilt
+/// on first use in each process under cargo's test temp folder (`name` tells binaries
+/// apart). Tests that modify it copy it first.
+pub fn shared_samples(name: &str) -> &'static PipelineSamples {
+    static S: std::sync::OnceLock<PipelineSamples> = std::sync::OnceLock::new();
+    S.get_or_init(|| {
+        let root = option_env!("CARGO_TARGET_TMPDIR").map(PathBuf::from).unwrap_or_else(std::env::temp_dir).join(format!("m6-train-{name}-pipeline"));
+        let _ = fs::remove_dir_all(&root);
+        pipeline_samples(&root, 400, 3, 4, 64)
+    })
+}
+
+pub fn copy_dir(from: &Path, to: &Path) {
+    fs::create_dir_all(to).unwrap();
+    for e in fs::read_dir(from).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_file() {
+            fs::copy(&p, to.join(p.file_name().unwrap())).unwrap();
+        }
+    }
+}
