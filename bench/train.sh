@@ -4,7 +4,8 @@
 #     against a pyarrow loader doing the same shuffle + padding (bench/train_peer.py);
 #  2. training tokens/s and samples/s of m6-train against the same model in PyTorch
 #     eager (same sizes, same data, same batch size, same thread count).
-# Writes bench/results/train.json.
+# Writes bench/results/train.json. (`python -P`: bench/ holds modules, e.g. inspect.py,
+# that would shadow the standard library if the script folder came first on sys.path.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=bench/out/train
@@ -31,7 +32,7 @@ trainer/target/release/examples/bench_samples "$OUT/samples" "$N_POEMS" "$IMAGE_
 for r in 1 2 3; do
   echo "loader round $r: m6-train --loader-bench, then the pyarrow peer" >&2
   /usr/bin/time -f '%M' -o "$OUT/loader$r.rss" "$BIN" --input "$OUT/samples" --output "$OUT/run" --loader-bench --cpu "${MODEL[@]}" > "$OUT/loader$r.json"
-  "$PY" bench/train_peer.py --mode loader --input "$OUT/samples" > "$OUT/loader_peer$r.json"
+  "$PY" -P bench/train_peer.py --mode loader --input "$OUT/samples" > "$OUT/loader_peer$r.json"
 done
 
 # The machine is shared, so the two trainers alternate for ROUNDS rounds and the best
@@ -42,7 +43,7 @@ for r in $(seq 1 "$ROUNDS"); do
   "$BIN" --input "$OUT/samples" --output "$OUT/run$r" --steps "$((STEPS + 3))" --cpu "${MODEL[@]}" \
     --set torch_threads="$THREADS" --set log_every=1 --set eval_every=0 --set checkpoint_every=0 --set warmup_steps=3 > "$OUT/train$r.json"
   echo "train round $r: PyTorch eager peer" >&2
-  "$PY" bench/train_peer.py --mode train --input "$OUT/samples" --steps "$STEPS" --threads "$THREADS" > "$OUT/train_peer$r.json"
+  "$PY" -P bench/train_peer.py --mode train --input "$OUT/samples" --steps "$STEPS" --threads "$THREADS" > "$OUT/train_peer$r.json"
 done
 BASE_RSS=$( { /usr/bin/time -f '%M' "$BIN" --version >/dev/null; } 2>&1 | tail -1)
 echo "$BASE_RSS" > "$OUT/base.rss"
