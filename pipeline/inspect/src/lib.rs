@@ -1,37 +1,33 @@
-//! Inspecting datasets: `stats`, `sql` (DataFusion) and the HTML `report`
-//! (placeholder signatures until implemented).
+//! Inspecting datasets: `stats` (streaming summary statistics), `sql` (DataFusion over
+//! the shards a manifest lists) and `report` (one self-contained HTML page of charts).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use arrow::array::RecordBatch;
+pub mod report;
+pub mod sketch;
+pub mod sql;
+pub mod stats;
+
+pub use report::report;
+pub use sql::{sql, to_json, to_table};
+pub use stats::{stats, Stats};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("{0}")]
-    NotBuilt(&'static str),
-}
-
-#[derive(Debug, serde::Serialize)]
-pub struct Stats {}
-
-impl std::fmt::Display for Stats {
-    fn fmt(&self, _f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        Ok(())
-    }
-}
-
-pub fn stats(_dir: &Path) -> Result<Stats, Error> {
-    Err(Error::NotBuilt("stats"))
-}
-pub fn sql(_query: &str, _tables: &[(String, PathBuf)]) -> Result<Vec<RecordBatch>, Error> {
-    Err(Error::NotBuilt("sql"))
-}
-pub fn to_json(_b: &[RecordBatch]) -> Result<String, Error> {
-    Err(Error::NotBuilt("output"))
-}
-pub fn to_table(_b: &[RecordBatch]) -> Result<String, Error> {
-    Err(Error::NotBuilt("output"))
-}
-pub fn report(_dirs: &[PathBuf], _out: &Path) -> Result<(), Error> {
-    Err(Error::NotBuilt("report"))
+    #[error(transparent)]
+    Dataset(#[from] m6_pipeline::Error),
+    #[error("{}: {source}", path.display())]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{}: {source}", path.display())]
+    Parquet { path: PathBuf, source: parquet::errors::ParquetError },
+    #[error("{}: {source}", path.display())]
+    Schema { path: PathBuf, source: m6_schemas::SchemaError },
+    #[error("{}: {msg}", path.display())]
+    Corrupt { path: PathBuf, msg: String },
+    #[error("table `{table}` ({}): {msg}", dir.display())]
+    Table { table: String, dir: PathBuf, msg: String },
+    #[error("sql: {0}")]
+    Sql(String),
+    #[error("output: {0}")]
+    Output(String),
 }
