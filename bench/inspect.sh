@@ -4,4 +4,4 @@
 # the same shards in the same run. Writes bench/results/inspect.json.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-exec .venv/bin/python bench/inspect.py "$@"
+exec .venv/bin/python bench/inspect_run.py "$@"
