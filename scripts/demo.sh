@@ -27,11 +27,17 @@ for _ in range(100):
 PY
 echo "http://127.0.0.1:$port/zh-CN/index.html" > "$OUT/raw/seeds.txt"
 
-echo "== m6corpus run all --config pipeline.toml"
-$BIN run all --config pipeline.toml
-
+run() { echo; echo "== m6corpus $*"; $BIN "$@"; }
+run run ingest --config pipeline.toml
+run run crawl --config pipeline.toml
+run run extract --config pipeline.toml
+run run dedup --config pipeline.toml
+run run filter --config pipeline.toml
+run tokenizer train --input "$OUT/corpus/docs-clean" --output "$OUT/vocab.txt" --vocab-size 8000
+run run tokenize --config pipeline.toml
+run run train --config pipeline.toml
 echo
-for d in "$OUT"/corpus/*/; do
+for d in "$OUT"/corpus/*/ "$OUT"/corpus/*/*/; do
   [ -f "$d/manifest.json" ] || continue
   echo "================ $(basename "$d")"
   $BIN stats "$d"
