@@ -23,8 +23,11 @@ $(VENV)/.ok: requirements.txt
 	$(PY) -m pip install --quiet -r requirements.txt
 	touch $@
 
+# One cargo invocation shape for everything (bins + tests of the whole workspace): cargo
+# unifies features per invocation, and a different shape (e.g. `-p m6corpus`) would
+# rebuild arrow/datafusion with another feature set.
 build:
-	cargo build --release --workspace --bins
+	cargo build --release --workspace --bins --tests
 
 test: setup test-data test-trainer
 
@@ -65,5 +68,5 @@ trainer: torch
 	mkdir -p target/release
 	ln -sf $(CURDIR)/trainer/target/release/m6-train target/release/m6-train
 
-test-trainer: trainer
+test-trainer: trainer build
 	cd trainer && $(TRAINER_ENV) M6_DATA_DIR="$(M6_DATA_DIR)" cargo test --release

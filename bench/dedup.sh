@@ -5,5 +5,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
-cargo build --release -p m6-stage-dedup --bin m6-dedup-bench
+cargo build --release --workspace --bins --tests
 "$PY" bench/dedup_bench.py
