@@ -397,7 +397,10 @@ impl<'p> Walker<'p> {
                     self.flush();
                 }
                 let start = self.blocks.len();
-                let anchor = name == "a" && e.attr("href").is_some();
+                // A link whose visible text is the URL itself is a citation inside prose
+                // (handbook notes end with "→ https://…"), not navigation: it does not
+                // count towards link density.
+                let anchor = name == "a" && e.attr("href").is_some() && !is_cited_url(node);
                 let pre = in_pre || name == "pre" || name == "textarea";
                 for c in node.children() {
                     self.walk(c, depth + 1, in_link || anchor, pre);
@@ -727,4 +730,13 @@ mod tests {
         assert_eq!(strip_figure_label("图书馆"), "图书馆");
         assert_eq!(strip_figure_label("Figure 5"), "Figure 5");
     }
+}
+
+/// True when an anchor's visible text is a URL (a citation, not a navigation link).
+fn is_cited_url(node: NodeRef<'_, Node>) -> bool {
+    ElementRef::wrap(node).is_some_and(|el| {
+        let text: String = el.text().collect();
+        let t = text.trim();
+        t.starts_with("http://") || t.starts_with("https://") || t.starts_with("www.")
+    })
 }
