@@ -324,45 +324,32 @@ pub(crate) fn ingest(ctx: &Ctx, out: &mut TaskOutput) -> Result<(), BoxError> {
             return ctx.error(out, format!("offset {}", rec.offset), "warc_header", "record has no WARC-Target-URI".into());
         };
         let fetch_time = rec.header("WARC-Date").and_then(parse_date).unwrap_or(0);
-        let page = if kind == "response" {
+        // A response record holds an HTTP message; a resource record holds the bare body.
+        let (status, headers, content_type, body) = if kind == "response" {
             match parse_http(&rec.block) {
                 Ok(http) => {
                     let content_type = http.headers.iter().find(|(k, _)| k == "content-type").map(|(_, v)| v.clone());
-                    Page {
-                        id: Page::make_id(&url, Some(&http.body)),
-                        url: url.clone(),
-                        final_url: Some(url),
-                        status: Some(http.status),
-                        headers: http.headers,
-                        content_type,
-                        body: Some(http.body),
-                        fetch_time,
-                        source: ctx.source.clone(),
-                        depth: 0,
-                        error_kind: None,
-                        error: None,
-                        caption: None,
-                    }
+                    (Some(http.status), http.headers, content_type, http.body)
                 }
                 Err(msg) => return ctx.error(out, format!("offset {}", rec.offset), "http", msg),
             }
         } else {
-            let content_type = rec.header("Content-Type").map(str::to_string);
-            Page {
-                id: Page::make_id(&url, Some(&rec.block)),
-                url: url.clone(),
-                final_url: Some(url),
-                status: None,
-                headers: vec![],
-                content_type,
-                body: Some(rec.block),
-                fetch_time,
-                source: ctx.source.clone(),
-                depth: 0,
-                error_kind: None,
-                error: None,
-                caption: None,
-            }
+            (None, vec![], rec.header("Content-Type").map(str::to_string), rec.block)
+        };
+        let page = Page {
+            id: Page::make_id(&url, Some(&body)),
+            url: url.clone(),
+            final_url: Some(url),
+            status,
+            headers,
+            content_type,
+            body: Some(body),
+            fetch_time,
+            source: ctx.source.clone(),
+            depth: 0,
+            error_kind: None,
+            error: None,
+            caption: None,
         };
         let n = page.body.as_ref().map_or(0, Vec::len);
         batch.push(page, n, out)
