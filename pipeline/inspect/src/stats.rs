@@ -54,7 +54,8 @@ pub struct Stats {
     /// Side datasets stored in sub-folders.
     pub sides: Vec<SideInfo>,
     /// The manifest's run history, oldest first.
-    pub runs: Vec<RunInfo>,
+    /// The manifest's run history, as the runner recorded it.
+    pub runs: Vec<m6_pipeline::RunSummary>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -184,22 +185,6 @@ pub struct SideInfo {
     pub rows: u64,
     pub shards: u64,
     pub bytes: u64,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct RunInfo {
-    pub stage: String,
-    pub started_at: String,
-    pub task_index: usize,
-    pub task_count: usize,
-    pub threads: usize,
-    pub tasks_run: u64,
-    pub tasks_skipped: u64,
-    pub rows_in: u64,
-    pub rows_out: u64,
-    pub bytes_out: u64,
-    pub seconds: f64,
-    pub rows_per_s: f64,
 }
 
 /// What one scan accumulates; merged in manifest order so snippets and examples are
@@ -646,20 +631,7 @@ pub fn stats(dir: &Path) -> Result<Stats, Error> {
     let runs = m
         .runs
         .iter()
-        .map(|r| RunInfo {
-            stage: r.stage.clone(),
-            started_at: r.started_at.clone(),
-            task_index: r.task_index,
-            task_count: r.task_count,
-            threads: r.threads,
-            tasks_run: r.tasks_run,
-            tasks_skipped: r.tasks_skipped,
-            rows_in: r.rows_in,
-            rows_out: r.rows_out,
-            bytes_out: r.bytes_out,
-            seconds: r.seconds,
-            rows_per_s: r.rows_per_s,
-        })
+        .cloned()
         .collect();
 
     Ok(Stats {
