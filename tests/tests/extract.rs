@@ -9,7 +9,7 @@ use std::sync::Mutex;
 
 use m6_pipeline::{BoxError, Dataset, Manifest, OutputSpec, RunOptions, Stage, Task, TaskOutput};
 use m6_schemas::{Document, Kind, Page, Pair};
-use m6_tests::{data_dir, m6_ok};
+use m6_tests::{data_dir, m6_ok, strip_tags};
 
 const HOST: &str = "http://handbook.test";
 
@@ -74,20 +74,6 @@ fn run_extract(input: &Path, output: &Path) -> (Vec<Document>, Vec<Pair>, BTreeM
 /// Everything but whitespace, so layout differences do not matter.
 fn squash(s: &str) -> String {
     s.chars().filter(|c| !c.is_whitespace()).collect()
-}
-
-fn strip_tags(s: &str) -> String {
-    let mut out = String::new();
-    let mut in_tag = false;
-    for c in s.chars() {
-        match c {
-            '<' => in_tag = true,
-            '>' if in_tag => in_tag = false,
-            _ if !in_tag => out.push(c),
-            _ => {}
-        }
-    }
-    out.replace("&lt;", "<").replace("&gt;", ">").replace("&quot;", "\"").replace("&#160;", "\u{a0}").replace("&amp;", "&")
 }
 
 /// The handbook's body paragraphs, read straight from the markup: the text of every

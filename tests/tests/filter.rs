@@ -13,20 +13,6 @@ fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
-fn strip_tags(h: &str) -> String {
-    let mut out = String::new();
-    let mut tag = false;
-    for c in h.chars() {
-        match c {
-            '<' => tag = true,
-            '>' if tag => tag = false,
-            _ if !tag => out.push(c),
-            _ => {}
-        }
-    }
-    out.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
-}
-
 /// `(inner html of each <div class="para">, inner of each <pre class="screen">)` of a handbook page.
 fn handbook(page: &str) -> (Vec<String>, Vec<String>) {
     let html = std::fs::read_to_string(data_dir().join("debian-handbook/zh-CN").join(page)).unwrap();
