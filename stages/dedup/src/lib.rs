@@ -20,7 +20,8 @@
 //!
 //! Signatures and band keys live on disk. In RAM the clustering phase holds 16 bytes
 //! per document (union-find parent u32, size u32 for the keep rule, id hash u64), plus
-//! one partition of band records at a time per thread (bounded by `work_mb`), plus the
+//! one partition of band records at a time per thread (about 8 MiB of records; partitions
+//! only grow past that, up to `work_mb`, once 4096 files are not enough), plus the
 //! ids of kept representatives of non-trivial clusters (one string per cluster that
 //! has duplicates). On disk: per document `8 + 4·num_perm` bytes of signature (text)
 //! and 32 bytes per band key while clustering (removed after).
@@ -130,7 +131,9 @@ pub struct DedupConfig {
     /// In one LSH bucket, each member is verified against at most this many earlier
     /// members (bounds the work of huge buckets). Default 32.
     pub max_compare: usize,
-    /// Memory budget in MiB for sorting band partitions (split across threads). Default 512.
+    /// Upper bound in MiB for sorting band partitions (split across threads). Partitions
+    /// aim at 8 MiB each (about 7,000 text documents at 32 bands) and only grow towards
+    /// this bound past 4096 partitions, i.e. beyond about 29 M documents. Default 512.
     pub work_mb: usize,
 }
 

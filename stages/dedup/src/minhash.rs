@@ -65,22 +65,41 @@ impl MinHasher {
     /// is empty (no shingles at all).
     pub fn densify(&self, sig: &mut [u32]) -> bool {
         let k = self.k;
-        let empty: Vec<usize> = (0..k).filter(|&i| sig[i] == u32::MAX).collect();
-        if empty.len() == k {
+        let filled = sig.iter().filter(|&&v| v != u32::MAX).count();
+        if filled == 0 {
             return false;
         }
-        if empty.is_empty() {
+        if filled == k {
             return true;
         }
-        let orig: Vec<u32> = sig.to_vec();
-        for i in empty {
+        // Which bins were empty before filling starts: a filled bin may only borrow from
+        // an originally non-empty one. Short documents leave many bins empty, so this
+        // runs for most of them; a stack mask avoids an allocation per document.
+        let mut stack = [0u64; 8];
+        let mut heap = vec![];
+        let empty: &mut [u64] = if k <= 512 {
+            &mut stack[..k.div_ceil(64)]
+        } else {
+            heap.resize(k.div_ceil(64), 0);
+            &mut heap
+        };
+        for (i, &v) in sig.iter().enumerate() {
+            if v == u32::MAX {
+                empty[i / 64] |= 1 << (i % 64);
+            }
+        }
+        let was_empty = |j: usize, empty: &[u64]| empty[j / 64] >> (j % 64) & 1 == 1;
+        for i in 0..k {
+            if !was_empty(i, empty) {
+                continue;
+            }
             let mut attempt = 1u64;
             loop {
                 let h = fmix64(self.seed ^ ((i as u64) << 32) ^ attempt.wrapping_mul(0x9e37_79b9_7f4a_7c15));
                 let j = ((h >> 32) * k as u64 >> 32) as usize;
-                if orig[j] != u32::MAX {
+                if !was_empty(j, empty) {
                     // Mix in the attempt so a borrowed value differs from its source bin's.
-                    sig[i] = orig[j] ^ (attempt as u32).wrapping_mul(0x85eb_ca6b);
+                    sig[i] = sig[j] ^ (attempt as u32).wrapping_mul(0x85eb_ca6b);
                     break;
                 }
                 attempt += 1;

@@ -52,6 +52,13 @@ pub fn fold_t2s(c: char) -> char {
     }
 }
 
+/// CJK Unified Ideographs and Extension A: NFKC quick-check Yes, combining class 0, and
+/// in no canonical composition pair.
+#[inline(always)]
+fn is_cjk_ideograph(c: char) -> bool {
+    matches!(c as u32, 0x4E00..=0x9FFF | 0x3400..=0x4DBF)
+}
+
 /// Normalises text for hashing. Cheap to copy; the folding table is built once.
 #[derive(Debug, Clone, Copy)]
 pub struct Normalizer {
@@ -88,13 +95,33 @@ impl Normalizer {
     /// Appends the normalised characters of `text` to `out` (cleared first).
     pub fn normalize_into(&self, text: &str, out: &mut Vec<char>) {
         out.clear();
+        // CJK ideographs are NFKC-stable starters that compose with nothing, so NFKC of
+        // the whole text equals NFKC of the runs between them: ideographs (most of a
+        // Chinese text) skip the normaliser and the Unicode property lookups entirely.
+        let mut run = None;
+        for (i, c) in text.char_indices() {
+            if is_cjk_ideograph(c) {
+                if let Some(s) = run.take() {
+                    self.push_run(&text[s..i], out);
+                }
+                out.push(if self.fold_traditional { fold_t2s(c) } else { c });
+            } else if run.is_none() {
+                run = Some(i);
+            }
+        }
+        if let Some(s) = run {
+            self.push_run(&text[s..], out);
+        }
+    }
+
+    fn push_run(&self, run: &str, out: &mut Vec<char>) {
         // Most text is already NFKC; the quick check skips the decomposing iterator.
-        if is_nfkc_quick(text.chars()) == IsNormalized::Yes {
-            for c in text.chars() {
+        if is_nfkc_quick(run.chars()) == IsNormalized::Yes {
+            for c in run.chars() {
                 self.push(c, out);
             }
         } else {
-            for c in text.nfkc() {
+            for c in run.nfkc() {
                 self.push(c, out);
             }
         }
@@ -119,5 +146,40 @@ mod tests {
         assert_eq!(n.normalize("國學經典"), "国学经典");
         assert_eq!(Normalizer::new(false).normalize("國學"), "國學");
         assert_eq!(n.normalize("Hello, World!"), "helloworld");
+    }
+
+    /// The run-splitting fast path must give exactly what NFKC of the whole text gives.
+    #[test]
+    fn fast_path_equals_whole_text_nfkc() {
+        let reference = |n: &Normalizer, t: &str| {
+            let mut out = vec![];
+            for c in t.nfkc() {
+                n.push(c, &mut out);
+            }
+            out
+        };
+        // Ideographs next to full-width forms, combining marks, Hangul jamo (which do
+        // compose), compatibility ideographs, ligatures and circled numbers.
+        let pool: Vec<char> = "國学文ＡＢｃ１，。　e\u{301}\u{308}\u{1100}\u{1161}\u{11A8}\u{F900}\u{FA0A}ﬁ①㍿ｶﾞ\u{3099}かa.\n"
+            .chars()
+            .collect();
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        for fold in [false, true] {
+            let n = Normalizer::new(fold);
+            for _ in 0..3000 {
+                let len = (x % 12) as usize;
+                let t: String = (0..len)
+                    .map(|_| {
+                        x ^= x << 13;
+                        x ^= x >> 7;
+                        x ^= x << 17;
+                        pool[(x % pool.len() as u64) as usize]
+                    })
+                    .collect();
+                let mut fast = vec![];
+                n.normalize_into(&t, &mut fast);
+                assert_eq!(fast, reference(&n, &t), "{t:?}");
+            }
+        }
     }
 }

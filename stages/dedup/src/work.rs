@@ -112,6 +112,8 @@ struct Signer<'a> {
     norm: Normalizer,
     mh: MinHasher,
     chars: Vec<char>,
+    /// The normalised text as UTF-8, hashed in one call for the exact key.
+    utf8: String,
     sig: Vec<u32>,
     words: Vec<u64>,
 }
@@ -133,6 +135,7 @@ impl<'a> Signer<'a> {
             norm: Normalizer::new(cfg.fold_traditional),
             mh: MinHasher::new(cfg.num_perm, cfg.seed),
             chars: vec![],
+            utf8: String::new(),
             sig: vec![],
             words: vec![],
         }
@@ -141,18 +144,14 @@ impl<'a> Signer<'a> {
     fn text(&mut self, text: &str, idhash: u64) -> Signed {
         let cfg = self.cfg;
         self.norm.normalize_into(text, &mut self.chars);
-        let mut h = blake3::Hasher::new();
-        let mut buf = [0u8; 4];
-        for c in &self.chars {
-            h.update(c.encode_utf8(&mut buf).as_bytes());
-        }
-        let exact = u64_of(h.finalize().as_bytes());
+        self.utf8.clear();
+        self.utf8.extend(self.chars.iter());
+        let exact = u64_of(blake3::hash(self.utf8.as_bytes()).as_bytes());
         let has_sig = match cfg.shingle {
             Shingle::Char => self.mh.char_ngrams(&self.chars, cfg.ngram, &mut self.sig),
             Shingle::Word => {
-                let s: String = self.chars.iter().collect();
                 self.words.clear();
-                self.words.extend(jieba().cut(&s, false).into_iter().map(|w| hash_str(w, cfg.seed)));
+                self.words.extend(jieba().cut(&self.utf8, false).into_iter().map(|w| hash_str(w, cfg.seed)));
                 self.mh.word_ngrams(&self.words, cfg.word_ngram, &mut self.sig)
             }
         };
@@ -476,6 +475,10 @@ fn fingerprint(cfg: &DedupConfig, kind: Kind, tasks: &[Task]) -> String {
 
 /// One partition record: key, order, tie-break (id hash), global row, flag.
 const REC: usize = 36;
+/// Partition size aimed for in the band sort (bytes of records on disk).
+const PART_TARGET: usize = 8 << 20;
+/// At most this many partition files are open at once.
+const MAX_PARTS: u64 = 4096;
 
 fn put_rec(buf: &mut Vec<u8>, key: u64, order: u64, tie: u64, g: u32, flag: u64) {
     buf.extend_from_slice(&key.to_le_bytes());
@@ -571,41 +574,63 @@ pub fn prepare(cfg: &DedupConfig, kind: Kind, ctx: &RunContext) -> Result<PathBu
         Kind::Document => cfg.bands + 1,
         _ => cfg.hash_blocks + 2,
     };
+    // Small partitions keep RAM flat as the input grows: a thread holds one partition
+    // (decoded records plus sort), so aim far below the budget and let the partition
+    // count grow instead, up to the open-file cap; past that the budget is the bound.
     let budget = (cfg.work_mb.max(16) << 20) / ctx.threads.max(1);
-    let parts = ((n as u64 * bands_per_row as u64 * REC as u64) / budget as u64 + 1).min(4096) as usize;
+    let target = budget.min(PART_TARGET);
+    let parts = ((n as u64 * bands_per_row as u64 * REC as u64) / target as u64 + 1).min(MAX_PARTS) as usize;
+    let buf_bytes = (budget / 2 / parts).clamp(4 << 10, 64 << 10);
     let part_dir = work.join(PART);
     let _ = fs::remove_dir_all(&part_dir);
     fs::create_dir_all(&part_dir).at(&part_dir)?;
-    let part_path = |p: usize| part_dir.join(format!("{p:05}.bin"));
-    let mut writers = (0..parts)
-        .map(|p| File::create(part_path(p)).map(|f| BufWriter::with_capacity(64 << 10, f)).at(part_path(p)))
-        .collect::<Result<Vec<_>, _>>()?;
-    let mut uf = Clusters { parent: (0..n as u32).collect(), size: vec![0; n], idhash: vec![0; n], rule: cfg.keep };
-    let mut rec = Vec::with_capacity(REC);
-    for (ord, &off) in offsets.iter().enumerate() {
-        let (pq, _) = sig_paths(&work, ord);
-        let mut g = off as u32;
-        for b in m6_pipeline::read_parquet(&pq, None, 8192)? {
-            let b = b?;
-            let size = b.column_by_name(C_SIZE).and_then(|c| c.as_any().downcast_ref::<UInt32Array>()).ok_or_else(|| werr(&pq, "bad size column"))?;
-            let idh = b.column_by_name(C_IDHASH).and_then(|c| c.as_any().downcast_ref::<UInt64Array>()).ok_or_else(|| werr(&pq, "bad id_hash column"))?;
-            let bands = b.column_by_name(C_BANDS).and_then(|c| c.as_any().downcast_ref::<BinaryArray>()).ok_or_else(|| werr(&pq, "bad bands column"))?;
-            for r in 0..b.num_rows() {
-                uf.size[g as usize] = size.value(r);
-                uf.idhash[g as usize] = idh.value(r);
-                for t in bands.value(r).chunks_exact(24) {
-                    let (key, order, flag) = (u64_of(t), u64_of(&t[8..]), u64_of(&t[16..]));
-                    rec.clear();
-                    put_rec(&mut rec, key, order, idh.value(r), g, flag);
-                    let p = (fmix64(key) % parts as u64) as usize;
-                    writers[p].write_all(&rec).at(part_path(p))?;
+    // Each thread partitions a contiguous run of signature shards into its own set of
+    // partition files (`PPPPP-TTT.bin`); the sort phase concatenates a partition's files.
+    let writers_n = ctx.threads.max(1).min(offsets.len().max(1));
+    let part_path = |p: usize, t: usize| part_dir.join(format!("{p:05}-{t:03}.bin"));
+    let per = offsets.len().div_ceil(writers_n);
+    let facts: Vec<(Vec<u32>, Vec<u64>)> = pool.install(|| {
+        (0..writers_n)
+            .into_par_iter()
+            .map(|t| -> Result<(Vec<u32>, Vec<u64>), BoxError> {
+                let mut writers = (0..parts)
+                    .map(|p| File::create(part_path(p, t)).map(|f| BufWriter::with_capacity(buf_bytes, f)).at(part_path(p, t)))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let (mut sizes, mut idhs) = (vec![], vec![]);
+                let mut rec = Vec::with_capacity(REC);
+                for ord in (t * per)..((t + 1) * per).min(offsets.len()) {
+                    let (pq, _) = sig_paths(&work, ord);
+                    let mut g = offsets[ord] as u32;
+                    for b in m6_pipeline::read_parquet(&pq, None, 8192)? {
+                        let b = b?;
+                        let size = b.column_by_name(C_SIZE).and_then(|c| c.as_any().downcast_ref::<UInt32Array>()).ok_or_else(|| werr(&pq, "bad size column"))?;
+                        let idh = b.column_by_name(C_IDHASH).and_then(|c| c.as_any().downcast_ref::<UInt64Array>()).ok_or_else(|| werr(&pq, "bad id_hash column"))?;
+                        let bands = b.column_by_name(C_BANDS).and_then(|c| c.as_any().downcast_ref::<BinaryArray>()).ok_or_else(|| werr(&pq, "bad bands column"))?;
+                        for r in 0..b.num_rows() {
+                            sizes.push(size.value(r));
+                            idhs.push(idh.value(r));
+                            for x in bands.value(r).chunks_exact(24) {
+                                let (key, order, flag) = (u64_of(x), u64_of(&x[8..]), u64_of(&x[16..]));
+                                rec.clear();
+                                put_rec(&mut rec, key, order, idh.value(r), g, flag);
+                                let p = (fmix64(key) % parts as u64) as usize;
+                                writers[p].write_all(&rec).at(part_path(p, t))?;
+                            }
+                            g += 1;
+                        }
+                    }
                 }
-                g += 1;
-            }
-        }
-    }
-    for (p, w) in writers.into_iter().enumerate() {
-        w.into_inner().map_err(|e| werr(&part_path(p), e.to_string()))?;
+                for (p, w) in writers.into_iter().enumerate() {
+                    w.into_inner().map_err(|e| werr(&part_path(p, t), e.to_string()))?;
+                }
+                Ok((sizes, idhs))
+            })
+            .collect::<Result<Vec<_>, _>>()
+    })?;
+    let mut uf = Clusters { parent: (0..n as u32).collect(), size: Vec::with_capacity(n), idhash: Vec::with_capacity(n), rule: cfg.keep };
+    for (sizes, idhs) in facts {
+        uf.size.extend(sizes);
+        uf.idhash.extend(idhs);
     }
     info!(partitions = parts, secs = format!("{:.2}", t1.elapsed().as_secs_f64()), "dedup: band keys partitioned");
 
@@ -620,11 +645,21 @@ pub fn prepare(cfg: &DedupConfig, kind: Kind, ctx: &RunContext) -> Result<PathBu
         (0..parts)
             .into_par_iter()
             .map(|p| -> Result<Vec<(u32, u32)>, BoxError> {
-                let path = part_path(p);
-                let mut bytes = vec![];
-                BufReader::new(File::open(&path).at(&path)?).read_to_end(&mut bytes).at(&path)?;
-                let mut recs: Vec<Rec> = bytes.chunks_exact(REC).map(get_rec).collect();
-                drop(bytes);
+                // Decoded straight from a small buffer: the raw bytes never sit in RAM
+                // next to the records.
+                let mut recs: Vec<Rec> = vec![];
+                for t in 0..writers_n {
+                    let path = part_path(p, t);
+                    let file = File::open(&path).at(&path)?;
+                    let len = file.metadata().at(&path)?.len() as usize;
+                    recs.reserve(len / REC);
+                    let mut rd = BufReader::with_capacity(64 << 10, file);
+                    let mut one = [0u8; REC];
+                    for _ in 0..len / REC {
+                        rd.read_exact(&mut one).at(&path)?;
+                        recs.push(get_rec(&one));
+                    }
+                }
                 recs.sort_unstable_by_key(|r| (r.key, r.order, r.tie, r.g));
                 let mut edges = vec![];
                 let mut cache: Vec<Option<Vec<u8>>> = vec![];
