@@ -113,10 +113,14 @@ fn toc_entries_elsewhere(html: &str, file: &str) -> Vec<String> {
         .collect()
 }
 
+/// Blank lines inside the page's `<pre>` blocks.
+fn pre_blank_lines(html: &str) -> usize {
+    html.split("<pre").skip(1).map(|p| p[..p.find("</pre>").unwrap_or(p.len())].matches("\n\n").count()).sum()
+}
+
 const NAV: &[&str] = &["上一页", "下一页", "起始页", "上一级", "Download the ebook"];
 
 #[test]
-#[ignore = "known gap (issue 3): on index.html (a book front page that is mostly a table of contents) a TOC entry such as \"序\" still leaks into the text; run with --ignored"]
 fn handbook_pages_keep_body_paragraphs_and_drop_navigation() {
     let tmp = tempfile::tempdir().unwrap();
     let files = html_files("zh-CN");
@@ -150,12 +154,18 @@ fn handbook_pages_keep_body_paragraphs_and_drop_navigation() {
             }
         }
         for t in toc_entries_elsewhere(html, file) {
-            assert!(!text.contains(&t), "{file}: table-of-contents entry {t:?} leaked");
+            // A short entry such as "序" (preface) is also part of ordinary words (程序,
+            // "program", in the licence text on index.html), so it counts as leaked only
+            // when it stands as a line of its own.
+            let leaked = if t.chars().count() >= 4 { text.contains(&t) } else { d.text.lines().any(|l| squash(l) == t) };
+            assert!(!leaked, "{file}: table-of-contents entry {t:?} leaked into:\n{}", d.text);
             toc_checked += 1;
         }
         let meta: serde_json::Value = serde_json::from_str(d.meta.as_deref().unwrap()).unwrap();
         assert_eq!((meta["charset"].as_str(), meta["charset_source"].as_str()), (Some("UTF-8"), Some("http")));
-        assert!(!d.text.contains("\n\n\n") && !d.text.starts_with(char::is_whitespace));
+        // Blank lines only where a <pre> block has them itself (config file examples).
+        assert!(d.text.matches("\n\n\n").count() <= pre_blank_lines(html), "{file}: stray blank lines in:\n{:?}", d.text);
+        assert!(!d.text.starts_with(char::is_whitespace), "{file}");
     }
     assert!(paras > 2000 && nav_checked > 200 && toc_checked > 100, "checks ran: {paras} paragraphs, {nav_checked} nav, {toc_checked} toc");
 }

@@ -414,7 +414,10 @@ impl<'p> Walker<'p> {
                     }
                     // Link lists (menus, tag clouds, "related" boxes) and soft-marked side
                     // boxes that are mostly links go as a whole.
-                    let (chars, links) = self.blocks[start..].iter().fold((0, 0), |(c, l), b| (c + b.chars, l + b.link_chars));
+                    // Sentences that cite another section are prose, whatever their links.
+                    let (chars, links) = self.blocks[start..]
+                        .iter()
+                        .fold((0, 0), |(c, l), b| (c + b.chars, l + if is_sentence_with_xref(b) { 0 } else { b.link_chars }));
                     let ld = if chars == 0 { 0.0 } else { links as f64 / chars as f64 };
                     let multi = self.blocks.len() - start >= 3;
                     if (mark == Mark::Soft && ld > self.params.max_link_density / 2.0) || (multi && ld > self.params.max_link_density) {
@@ -579,13 +582,20 @@ fn is_boiler_text(b: &Block) -> bool {
     BOILER_TEXT.iter().any(|p| lower.contains(p))
 }
 
+/// A sentence that is mostly a cross-reference ("升级过程会在<a>第 6.7 节 “…”</a>描述。")
+/// is prose: it has words of its own around the link and ends like a sentence, which
+/// menu entries and breadcrumbs do not.
+fn is_sentence_with_xref(b: &Block) -> bool {
+    b.chars >= b.link_chars + 2 && b.text.trim_end().ends_with(['。', '！', '？', '；', '.', '!', '?', ';'])
+}
+
 /// Decides which blocks are content: long, link-poor blocks are; headings are unless
 /// they are links; short blocks only next to content (list items, captions, short
 /// paragraphs inside an article), never alone in a sea of navigation.
 fn classify(blocks: &[Block], p: &Params) -> Vec<bool> {
     let boiler: Vec<bool> = blocks
         .iter()
-        .map(|b| b.boiler || (b.chars > 0 && b.link_chars as f64 / b.chars as f64 > p.max_link_density) || is_boiler_text(b))
+        .map(|b| b.boiler || (b.chars > 0 && b.link_chars as f64 / b.chars as f64 > p.max_link_density && !is_sentence_with_xref(b)) || is_boiler_text(b))
         .collect();
     let dense: Vec<bool> = blocks
         .iter()
@@ -715,6 +725,17 @@ mod tests {
         let e = ex(&html);
         assert!(e.text.contains("提示：长江的水量"));
         assert!(!e.text.contains("链接一号"));
+    }
+
+    #[test]
+    fn cross_reference_sentence_kept_nav_line_dropped() {
+        let html = format!(
+            r#"<body><p>{P1}</p><p>升级过程会在 <a href="u.html">第 6.7 节 “升级至下个稳定发行版”</a> 描述。</p>
+            <p>上一页 <a href="p.html">3.2. 如何迁移到新的系统</a></p><p>{P2}</p></body>"#
+        );
+        let e = ex(&html);
+        assert!(e.text.contains("升级过程会在 第 6.7 节 “升级至下个稳定发行版” 描述。"), "{}", e.text);
+        assert!(!e.text.contains("如何迁移"), "{}", e.text);
     }
 
     #[test]
