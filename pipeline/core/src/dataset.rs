@@ -121,10 +121,27 @@ impl Iterator for ShardReader {
 /// Opens a Parquet file for streaming; when `kind` is given, refuses a file whose
 /// schema is not exactly that kind's.
 pub fn read_parquet(path: &Path, kind: Option<Kind>, batch_rows: usize) -> Result<ShardReader> {
+    read_parquet_columns(path, kind, batch_rows, None)
+}
+
+/// Like [`read_parquet`], decoding only the named top-level columns (in file order)
+/// when `columns` is given: a stage that needs two columns of a wide shard skips
+/// decompressing the rest. The whole schema is still checked against `kind`.
+pub fn read_parquet_columns(path: &Path, kind: Option<Kind>, batch_rows: usize, columns: Option<&[&str]>) -> Result<ShardReader> {
     let file = File::open(path).at(path)?;
-    let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| Error::parquet(path, e))?;
+    let mut builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| Error::parquet(path, e))?;
     if let Some(kind) = kind {
         kind.check(builder.schema()).map_err(|e| Error::schema(path, e))?;
+    }
+    if let Some(cols) = columns {
+        let fields = builder.schema().fields();
+        let mut roots = Vec::with_capacity(cols.len());
+        for c in cols {
+            let i = fields.iter().position(|f| f.name() == c).ok_or_else(|| Error::parquet(path, parquet::errors::ParquetError::General(format!("no column `{c}`"))))?;
+            roots.push(i);
+        }
+        let mask = parquet::arrow::ProjectionMask::roots(builder.parquet_schema(), roots);
+        builder = builder.with_projection(mask);
     }
     let rows = builder.metadata().file_metadata().num_rows() as u64;
     let inner = builder.with_batch_size(batch_rows.max(1)).build().map_err(|e| Error::parquet(path, e))?;

@@ -65,6 +65,17 @@ impl Task {
         })
     }
 
+    /// Like [`Task::batches`], decoding only the named columns.
+    pub fn batches_columns<'a>(&'a self, batch_rows: usize, columns: &'a [&'a str]) -> impl Iterator<Item = Result<RecordBatch>> + 'a {
+        self.inputs.iter().flat_map(move |i| match i.kind {
+            Some(kind) => match crate::dataset::read_parquet_columns(&i.path, Some(kind), batch_rows, Some(columns)) {
+                Ok(r) => Box::new(r) as Box<dyn Iterator<Item = Result<RecordBatch>>>,
+                Err(e) => Box::new(std::iter::once(Err(e))),
+            },
+            None => Box::new(std::iter::once(Err(Error::manifest(&i.path, "raw input file is not a Parquet shard")))),
+        })
+    }
+
     /// Opens one shard input for streaming.
     pub fn reader(&self, input: &TaskInput, batch_rows: usize) -> Result<ShardReader> {
         read_parquet(&input.path, input.kind, batch_rows)

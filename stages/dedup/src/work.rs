@@ -288,6 +288,16 @@ impl<'a> Signer<'a> {
     }
 }
 
+/// The input columns signing reads (the rest of a wide row is never decoded).
+fn sign_columns(kind: Kind) -> &'static [&'static str] {
+    use m6_schemas::{document as d, image as i, pair as p};
+    match kind {
+        Kind::Document => &[d::ID, d::TEXT],
+        Kind::Image => &[i::ID, i::BYTES, i::WIDTH, i::HEIGHT],
+        _ => &[p::ID, p::IMAGE_BYTES, p::WIDTH, p::HEIGHT, p::CAPTION],
+    }
+}
+
 fn sig_schema() -> Arc<Schema> {
     Arc::new(Schema::new(vec![
         Field::new(C_ID, DataType::Utf8, false),
@@ -317,7 +327,7 @@ fn sign_shard(cfg: &DedupConfig, kind: Kind, task: &Task, ord: usize, work: &Pat
     let mut bw = BufWriter::with_capacity(1 << 20, File::create(&bin_tmp).at(&bin_tmp)?);
     let mut signer = Signer::new(cfg, kind);
     let mut rows = 0u64;
-    for batch in task.batches(batch_rows) {
+    for batch in task.batches_columns(batch_rows, sign_columns(kind)) {
         let batch = batch?;
         let (ids, idh, signed) = signer.sign_batch(&batch)?;
         let mut idb = StringBuilder::new();
@@ -660,7 +670,9 @@ pub fn prepare(cfg: &DedupConfig, kind: Kind, ctx: &RunContext) -> Result<PathBu
                         recs.push(get_rec(&one));
                     }
                 }
-                recs.sort_unstable_by_key(|r| (r.key, r.order, r.tie, r.g));
+                // Nearly every key is unique, so sort by key alone and order only the
+                // (few, small) buckets by their tie-breakers.
+                recs.sort_unstable_by_key(|r| r.key);
                 let mut edges = vec![];
                 let mut cache: Vec<Option<Vec<u8>>> = vec![];
                 let mut i = 0;
@@ -668,6 +680,9 @@ pub fn prepare(cfg: &DedupConfig, kind: Kind, ctx: &RunContext) -> Result<PathBu
                     let mut j = i + 1;
                     while j < recs.len() && recs[j].key == recs[i].key {
                         j += 1;
+                    }
+                    if j - i > 1 {
+                        recs[i..j].sort_unstable_by_key(|r| (r.order, r.tie, r.g));
                     }
                     let bucket = &recs[i..j];
                     if bucket.len() > 1 {
