@@ -8,6 +8,7 @@ use std::fs::{self, File};
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use arrow::array::{Array, BinaryArray, BinaryBuilder, RecordBatch, StringBuilder, UInt32Array, UInt32Builder, UInt64Array, UInt64Builder};
@@ -377,24 +378,62 @@ impl Payloads {
     }
 }
 
-/// Union-find whose root is always the row the keep rule prefers.
-struct Clusters {
-    parent: Vec<u32>,
+/// Lock-free union-find shared by the threads that verify partitions. Components are
+/// the connected components of the verified pairs, whatever order threads link them
+/// in; which row represents a component is decided afterwards by [`Keep`].
+struct SharedUf {
+    parent: Vec<AtomicU32>,
+}
+
+impl SharedUf {
+    fn new(n: usize) -> Self {
+        SharedUf { parent: (0..n as u32).map(AtomicU32::new).collect() }
+    }
+
+    fn find(&self, mut x: u32) -> u32 {
+        loop {
+            let p = self.parent[x as usize].load(Ordering::Acquire);
+            if p == x {
+                return x;
+            }
+            let gp = self.parent[p as usize].load(Ordering::Acquire);
+            if gp != p {
+                // Path halving; losing the race only leaves a longer path.
+                let _ = self.parent[x as usize].compare_exchange_weak(p, gp, Ordering::AcqRel, Ordering::Relaxed);
+            }
+            x = gp;
+        }
+    }
+
+    /// True only when the two are connected (connections are never undone); a false
+    /// answer during a concurrent link merely costs a verification.
+    fn same(&self, a: u32, b: u32) -> bool {
+        self.find(a) == self.find(b)
+    }
+
+    /// Links the components; returns whether they were separate.
+    fn union(&self, a: u32, b: u32) -> bool {
+        loop {
+            let (ra, rb) = (self.find(a), self.find(b));
+            if ra == rb {
+                return false;
+            }
+            let (lo, hi) = if ra < rb { (ra, rb) } else { (rb, ra) };
+            if self.parent[hi as usize].compare_exchange(hi, lo, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+                return true;
+            }
+        }
+    }
+}
+
+/// The facts the keep rule compares.
+struct Keep {
     size: Vec<u32>,
     idhash: Vec<u64>,
     rule: KeepRule,
 }
 
-impl Clusters {
-    fn find(&mut self, mut x: u32) -> u32 {
-        while self.parent[x as usize] != x {
-            let p = self.parent[x as usize];
-            self.parent[x as usize] = self.parent[p as usize];
-            x = p;
-        }
-        x
-    }
-
+impl Keep {
     /// Whether `a` should represent a cluster rather than `b`.
     fn better(&self, a: u32, b: u32) -> bool {
         let (ai, bi) = (a as usize, b as usize);
@@ -403,18 +442,6 @@ impl Clusters {
             KeepRule::Longest => self.size[ai] > self.size[bi] || (self.size[ai] == self.size[bi] && tie),
             KeepRule::Shortest => self.size[ai] < self.size[bi] || (self.size[ai] == self.size[bi] && tie),
             KeepRule::First => a < b,
-        }
-    }
-
-    fn union(&mut self, a: u32, b: u32) {
-        let (ra, rb) = (self.find(a), self.find(b));
-        if ra == rb {
-            return;
-        }
-        if self.better(ra, rb) {
-            self.parent[rb as usize] = ra;
-        } else {
-            self.parent[ra as usize] = rb;
         }
     }
 }
@@ -624,7 +651,8 @@ pub fn prepare(cfg: &DedupConfig, kind: Kind, ctx: &RunContext) -> Result<PathBu
                                 rec.clear();
                                 put_rec(&mut rec, key, order, idh.value(r), g, flag);
                                 let p = (fmix64(key) % parts as u64) as usize;
-                                writers[p].write_all(&rec).at(part_path(p, t))?;
+                                // The path is only formatted when the write fails: this runs per band key.
+                                writers[p].write_all(&rec).map_err(|e| m6_pipeline::Error::io(part_path(p, t), e))?;
                             }
                             g += 1;
                         }
@@ -637,24 +665,28 @@ pub fn prepare(cfg: &DedupConfig, kind: Kind, ctx: &RunContext) -> Result<PathBu
             })
             .collect::<Result<Vec<_>, _>>()
     })?;
-    let mut uf = Clusters { parent: (0..n as u32).collect(), size: Vec::with_capacity(n), idhash: Vec::with_capacity(n), rule: cfg.keep };
+    let mut keep = Keep { size: Vec::with_capacity(n), idhash: Vec::with_capacity(n), rule: cfg.keep };
     for (sizes, idhs) in facts {
-        uf.size.extend(sizes);
-        uf.idhash.extend(idhs);
+        keep.size.extend(sizes);
+        keep.idhash.extend(idhs);
     }
     info!(partitions = parts, secs = format!("{:.2}", t1.elapsed().as_secs_f64()), "dedup: band keys partitioned");
 
-    // Group each partition by key (sort), verify candidates, collect edges.
+    // Group each partition by key (sort), verify candidates and link them at once. A
+    // near-duplicate pair shares most of its bands: once linked, the later buckets
+    // it meets skip the payload reads and the comparison.
     let t2 = std::time::Instant::now();
     let payloads = Payloads {
         files: (0..rows.len()).map(|o| File::open(sig_paths(&work, o).1).at(sig_paths(&work, o).1)).collect::<Result<Vec<_>, _>>()?,
         offsets: offsets.clone(),
         len: payload_len(cfg, kind),
     };
-    let edges: Vec<Vec<(u32, u32)>> = pool.install(|| {
+    let uf = SharedUf::new(n);
+    let links = AtomicU64::new(0);
+    pool.install(|| {
         (0..parts)
             .into_par_iter()
-            .map(|p| -> Result<Vec<(u32, u32)>, BoxError> {
+            .try_for_each(|p| -> Result<(), BoxError> {
                 // Decoded straight from a small buffer: the raw bytes never sit in RAM
                 // next to the records.
                 let mut recs: Vec<Rec> = vec![];
@@ -673,7 +705,7 @@ pub fn prepare(cfg: &DedupConfig, kind: Kind, ctx: &RunContext) -> Result<PathBu
                 // Nearly every key is unique, so sort by key alone and order only the
                 // (few, small) buckets by their tie-breakers.
                 recs.sort_unstable_by_key(|r| r.key);
-                let mut edges = vec![];
+                let mut linked = 0u64;
                 let mut cache: Vec<Option<Vec<u8>>> = vec![];
                 let mut i = 0;
                 while i < recs.len() {
@@ -687,7 +719,9 @@ pub fn prepare(cfg: &DedupConfig, kind: Kind, ctx: &RunContext) -> Result<PathBu
                     let bucket = &recs[i..j];
                     if bucket.len() > 1 {
                         if bucket[0].flag == EXACT {
-                            edges.extend(bucket[1..].iter().map(|r| (bucket[0].g, r.g)));
+                            for r in &bucket[1..] {
+                                linked += uf.union(bucket[0].g, r.g) as u64;
+                            }
                         } else {
                             cache.clear();
                             cache.resize(bucket.len(), None);
@@ -699,13 +733,18 @@ pub fn prepare(cfg: &DedupConfig, kind: Kind, ctx: &RunContext) -> Result<PathBu
                                 }
                                 Ok(())
                             };
+                            // Every verified pair within the window is an edge (no early
+                            // exit), so the components do not depend on which pairs
+                            // another thread linked first.
                             for m in 1..bucket.len() {
-                                load(m, &mut cache)?;
                                 for prev in (m.saturating_sub(cfg.max_compare)..m).rev() {
+                                    if uf.same(bucket[prev].g, bucket[m].g) {
+                                        continue;
+                                    }
+                                    load(m, &mut cache)?;
                                     load(prev, &mut cache)?;
                                     if verify(cfg, kind, cache[m].as_ref().unwrap(), cache[prev].as_ref().unwrap()) {
-                                        edges.push((bucket[prev].g, bucket[m].g));
-                                        break;
+                                        linked += uf.union(bucket[prev].g, bucket[m].g) as u64;
                                     }
                                 }
                             }
@@ -713,26 +752,33 @@ pub fn prepare(cfg: &DedupConfig, kind: Kind, ctx: &RunContext) -> Result<PathBu
                     }
                     i = j;
                 }
-                Ok(edges)
+                links.fetch_add(linked, Ordering::Relaxed);
+                Ok(())
             })
-            .collect::<Result<Vec<_>, _>>()
     })?;
-    let n_edges: usize = edges.iter().map(|e| e.len()).sum();
-    for e in edges.into_iter().flatten() {
-        uf.union(e.0, e.1);
-    }
     let _ = fs::remove_dir_all(&part_dir);
+    // Each component's representative is its best row by the keep rule; `parent`
+    // ends up mapping every row straight to it.
+    let mut best: Vec<u32> = (0..n as u32).collect();
+    let mut root = vec![0u32; n];
     for g in 0..n as u32 {
         let r = uf.find(g);
-        uf.parent[g as usize] = r;
+        root[g as usize] = r;
+        if keep.better(g, best[r as usize]) {
+            best[r as usize] = g;
+        }
     }
-    info!(edges = n_edges, secs = format!("{:.2}", t2.elapsed().as_secs_f64()), "dedup: clustered");
+    drop(uf);
+    let parent: Vec<u32> = root.iter().map(|&r| best[r as usize]).collect();
+    drop((best, root));
+    let n_edges = links.into_inner();
+    info!(links = n_edges, secs = format!("{:.2}", t2.elapsed().as_secs_f64()), "dedup: clustered");
 
     // Ids of kept representatives, then one drop list per shard.
     let mut is_rep = vec![false; n];
     let mut removed = 0u64;
     for g in 0..n {
-        let r = uf.parent[g] as usize;
+        let r = parent[g] as usize;
         if r != g {
             is_rep[r] = true;
             removed += 1;
@@ -756,7 +802,7 @@ pub fn prepare(cfg: &DedupConfig, kind: Kind, ctx: &RunContext) -> Result<PathBu
     drop(is_rep);
     let drop_dir = work.join(DROP);
     fs::create_dir_all(&drop_dir).at(&drop_dir)?;
-    let parent = &uf.parent;
+    let parent = &parent;
     pool.install(|| {
         tasks.par_iter().enumerate().try_for_each(|(ord, t)| -> Result<(), BoxError> {
             let mut list = vec![];
