@@ -41,11 +41,29 @@ pub fn hash_str(s: &str, seed: u64) -> u64 {
 pub struct MinHasher {
     pub k: usize,
     pub seed: u64,
+    /// The first BORROW_TRIES bins each bin may borrow from, in order: densification
+    /// of a short document then costs table reads instead of hashing.
+    borrow: Vec<u32>,
 }
+
+const BORROW_TRIES: usize = 8;
 
 impl MinHasher {
     pub fn new(k: usize, seed: u64) -> Self {
-        MinHasher { k, seed }
+        let mut m = MinHasher { k, seed, borrow: Vec::with_capacity(k * BORROW_TRIES) };
+        for i in 0..k {
+            for attempt in 1..=BORROW_TRIES as u64 {
+                m.borrow.push(m.borrow_bin(i, attempt) as u32);
+            }
+        }
+        m
+    }
+
+    /// The bin that empty bin `i` tries to borrow from at `attempt` (1, 2, ...).
+    #[inline]
+    fn borrow_bin(&self, i: usize, attempt: u64) -> usize {
+        let h = fmix64(self.seed ^ ((i as u64) << 32) ^ attempt.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+        ((h >> 32) * self.k as u64 >> 32) as usize
     }
 
     /// Adds one shingle hash to a signature being built (`sig` starts all `u32::MAX`,
@@ -95,8 +113,11 @@ impl MinHasher {
             }
             let mut attempt = 1u64;
             loop {
-                let h = fmix64(self.seed ^ ((i as u64) << 32) ^ attempt.wrapping_mul(0x9e37_79b9_7f4a_7c15));
-                let j = ((h >> 32) * k as u64 >> 32) as usize;
+                let j = if attempt as usize <= BORROW_TRIES {
+                    self.borrow[i * BORROW_TRIES + attempt as usize - 1] as usize
+                } else {
+                    self.borrow_bin(i, attempt)
+                };
                 if !was_empty(j, empty) {
                     // Mix in the attempt so a borrowed value differs from its source bin's.
                     sig[i] = sig[j] ^ (attempt as u32).wrapping_mul(0x85eb_ca6b);
@@ -194,6 +215,34 @@ mod tests {
         assert_eq!(jaccard(&sig_of(&a), &sig_of(&a)), 1.0);
         let c: String = (0..400).map(|i| char::from_u32(0x5e00 + (i * 104729 % 3000) as u32).unwrap()).collect();
         assert!(jaccard(&sig_of(&a), &sig_of(&c)) < 0.1);
+    }
+
+    /// The table-driven densification must fill bins exactly as hashing each attempt does.
+    #[test]
+    fn densify_matches_hashing_every_attempt() {
+        let m = MinHasher::new(128, 42);
+        let mut x = 7u64;
+        for filled in [1usize, 2, 5, 40, 100, 127] {
+            let mut sig = vec![u32::MAX; 128];
+            for _ in 0..filled {
+                x = fmix64(x);
+                sig[(x % 128) as usize] = (x >> 40) as u32;
+            }
+            let mut want = sig.clone();
+            let orig = sig.clone();
+            for i in 0..128 {
+                if orig[i] != u32::MAX {
+                    continue;
+                }
+                let mut a = 1u64;
+                while orig[m.borrow_bin(i, a)] == u32::MAX {
+                    a += 1;
+                }
+                want[i] = orig[m.borrow_bin(i, a)] ^ (a as u32).wrapping_mul(0x85eb_ca6b);
+            }
+            assert!(m.densify(&mut sig));
+            assert_eq!(sig, want, "{filled} filled bins");
+        }
     }
 
     #[test]

@@ -59,6 +59,17 @@ fn is_cjk_ideograph(c: char) -> bool {
     matches!(c as u32, 0x4E00..=0x9FFF | 0x3400..=0x4DBF)
 }
 
+/// Whitespace and the common CJK punctuation: starters that compose with nothing and
+/// whose NFKC form has no letter or digit, so they are dropped without normalising and
+/// split runs like ideographs do (most of the rest of a Chinese text).
+#[inline(always)]
+fn is_dropped_separator(c: char) -> bool {
+    matches!(
+        c,
+        ' ' | '\n' | '\r' | '\t' | '\u{3000}' | '，' | '。' | '、' | '！' | '？' | '：' | '；' | '（' | '）' | '《' | '》' | '「' | '」' | '『' | '』' | '“' | '”' | '‘' | '’' | '—' | '…' | '·'
+    )
+}
+
 /// Normalises text for hashing. Cheap to copy; the folding table is built once.
 #[derive(Debug, Clone, Copy)]
 pub struct Normalizer {
@@ -100,11 +111,14 @@ impl Normalizer {
         // Chinese text) skip the normaliser and the Unicode property lookups entirely.
         let mut run = None;
         for (i, c) in text.char_indices() {
-            if is_cjk_ideograph(c) {
+            let ideograph = is_cjk_ideograph(c);
+            if ideograph || is_dropped_separator(c) {
                 if let Some(s) = run.take() {
                     self.push_run(&text[s..i], out);
                 }
-                out.push(if self.fold_traditional { fold_t2s(c) } else { c });
+                if ideograph {
+                    out.push(if self.fold_traditional { fold_t2s(c) } else { c });
+                }
             } else if run.is_none() {
                 run = Some(i);
             }
@@ -160,7 +174,7 @@ mod tests {
         };
         // Ideographs next to full-width forms, combining marks, Hangul jamo (which do
         // compose), compatibility ideographs, ligatures and circled numbers.
-        let pool: Vec<char> = "國学文ＡＢｃ１，。　e\u{301}\u{308}\u{1100}\u{1161}\u{11A8}\u{F900}\u{FA0A}ﬁ①㍿ｶﾞ\u{3099}かa.\n"
+        let pool: Vec<char> = "國学文ＡＢｃ１，。、！？：；（）《》「」“”—…·　e\u{301}\u{308}\u{338}<=\u{1100}\u{1161}\u{11A8}\u{F900}\u{FA0A}ﬁ①㍿ｶﾞ\u{3099}かa. \t\n"
             .chars()
             .collect();
         let mut x = 0x2545_f491_4f6c_dd1du64;

@@ -8,7 +8,6 @@ use std::collections::HashSet;
 use std::io::Cursor;
 use std::path::Path;
 use std::process::Command;
-use std::time::Duration;
 
 use common::*;
 use m6_schemas::{Document, Image, Pair};
@@ -311,13 +310,17 @@ fn rerun_after_kill_9_gives_the_same_output() {
     }
     let input = write_dataset(&tmp.path().join("in"), &rows, 24);
     let clean = tmp.path().join("clean");
+    let t0 = std::time::Instant::now();
     assert!(run_bin(&input, &clean).status().unwrap().success());
+    let full = t0.elapsed();
 
+    // Kill points spread over one clean run's duration, so they land in signing,
+    // clustering and writing whatever the machine's speed.
     let killed = tmp.path().join("killed");
     let mut kills = 0;
-    for delay_ms in [150, 400, 700, 1000, 1500] {
+    for frac in [0.1, 0.25, 0.4, 0.55, 0.7, 0.85] {
         let mut child = run_bin(&input, &killed).spawn().unwrap();
-        std::thread::sleep(Duration::from_millis(delay_ms));
+        std::thread::sleep(full.mul_f64(frac));
         if child.try_wait().unwrap().is_none() {
             child.kill().unwrap(); // SIGKILL
             kills += 1;
