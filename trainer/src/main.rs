@@ -148,7 +148,7 @@ fn main() -> ExitCode {
     match run(&cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", m6_pipeline::error::chain_message(e.chain()));
             ExitCode::FAILURE
         }
     }

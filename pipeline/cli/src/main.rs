@@ -148,7 +148,7 @@ fn main() {
     match dispatch(cli.cmd) {
         Ok(code) => std::process::exit(code),
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", m6_pipeline::error::chain_message(e.chain()));
             std::process::exit(1);
         }
     }

@@ -55,3 +55,40 @@ impl<T> IoContext<T> for std::io::Result<T> {
         self.map_err(|e| Error::io(path, e))
     }
 }
+
+/// One line for an error and its causes, for binaries to print. Our errors already
+/// name their cause in their own message (so `{e}` alone is useful in logs and error
+/// rows); a cause whose text is already in the line is not repeated.
+pub fn chain_message<'a>(chain: impl IntoIterator<Item = &'a (dyn std::error::Error + 'static)>) -> String {
+    let mut line = String::new();
+    for e in chain {
+        let m = e.to_string();
+        if line.contains(&m) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&m);
+    }
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chain_message_names_each_cause_once() {
+        let inner = std::io::Error::other("disk on fire");
+        let e = Error::io("/data/x.parquet", inner);
+        let wrapped = Error::Stage { stage: "dedup".into(), source: Box::new(e) };
+        let mut chain: Vec<&(dyn std::error::Error + 'static)> = vec![&wrapped];
+        while let Some(s) = chain.last().unwrap().source() {
+            chain.push(s);
+        }
+        assert_eq!(chain.len(), 3);
+        assert_eq!(chain_message(chain), "stage dedup: /data/x.parquet: disk on fire");
+    }
+}
+
