@@ -530,6 +530,8 @@ fn a_crawl_killed_mid_way_resumes_and_fetches_every_page_once() {
     }
     let v = m6(&["verify", out.to_str().unwrap()]);
     assert!(v.status.success(), "{}", String::from_utf8_lossy(&v.stdout));
+    // The resumed run took the robots.txt rules the killed one had fetched.
+    assert_eq!(srv.hits("/robots.txt"), 1, "robots.txt is fetched once per host overall, kill and resume included");
     // A finished crawl run again fetches nothing.
     let before = srv.received.lock().unwrap().values().map(Vec::len).sum::<usize>();
     m6_ok(&a.iter().map(String::as_str).collect::<Vec<_>>());
@@ -591,4 +593,141 @@ fn crawls_the_real_debian_handbook_with_its_screenshots() {
     assert!(imgs.iter().any(|i| i["url"].as_str().unwrap().contains("/images/")), "the chapter screenshots are among the images");
     let v = m6(&["verify", out.to_str().unwrap()]);
     assert!(v.status.success(), "{}", String::from_utf8_lossy(&v.stdout));
+}
+
+#[test]
+fn robots_rules_are_reused_by_later_runs_until_their_max_age() {
+    let srv = Server::start(|path, _| match path {
+        "/robots.txt" => ok("text/plain", "User-agent: *\nDisallow: /private/\n"),
+        _ => ok("text/html", format!("<p>{path}</p>")),
+    });
+    let t = tempfile::tempdir().unwrap();
+    let out = t.path().join("pages");
+    let run = |name: &str, paths: &[&str], extra: &[&str]| {
+        let f = t.path().join(name);
+        std::fs::write(&f, paths.iter().map(|p| srv.url(p)).collect::<Vec<_>>().join("\n") + "\n").unwrap();
+        let mut args = vec!["--allow-private"];
+        args.extend_from_slice(extra);
+        crawl(&f, &out, &args);
+    };
+    run("a.txt", &["/a.html", "/private/a.html"], &[]);
+    assert_eq!(srv.hits("/robots.txt"), 1);
+    // Another seed list into the same output: the rules persisted by the first run apply.
+    run("b.txt", &["/b.html", "/private/b.html"], &[]);
+    assert_eq!(srv.hits("/robots.txt"), 1, "a later run reuses robots.txt fetched within robots_max_age_s");
+    assert_eq!(srv.hits("/private/b.html"), 0, "and still obeys it");
+    // Past the max age the rules are fetched again.
+    std::thread::sleep(Duration::from_millis(1100));
+    run("c.txt", &["/c.html"], &["--set", "robots_max_age_s=1"]);
+    assert_eq!(srv.hits("/robots.txt"), 2, "rules older than robots_max_age_s are fetched again");
+    let r = rows(&out);
+    assert_eq!(by_url(&r, &srv.url("/private/b.html"))["error_kind"], "robots");
+    assert_eq!(by_url(&r, &srv.url("/c.html"))["status"], 200);
+}
+
+/// Arrival times of every request but robots.txt, sorted.
+fn page_arrivals(srv: &Server) -> Vec<Instant> {
+    let mut t: Vec<Instant> = srv.received.lock().unwrap().iter().filter(|(p, _)| p.as_str() != "/robots.txt").flat_map(|(_, v)| v.clone()).collect();
+    t.sort();
+    t
+}
+
+#[test]
+fn crawl_delay_spaces_requests_to_a_host_up_to_the_cap() {
+    let slow = Server::start(|path, _| match path {
+        "/robots.txt" => ok("text/plain", "User-agent: *\nCrawl-delay: 30\n\nUser-agent: m6corpus\nCrawl-delay: 1\nDisallow: /private/\n"),
+        _ => ok("text/html", format!("<p>{path}</p>")),
+    });
+    let hostile = Server::start(|path, _| match path {
+        "/robots.txt" => ok("text/plain", "User-agent: *\nCrawl-delay: 86400\n"),
+        _ => ok("text/html", format!("<p>{path}</p>")),
+    });
+    let t = tempfile::tempdir().unwrap();
+    let n = 5;
+    let mut urls: Vec<String> = (0..n).map(|i| slow.url(&format!("/p{i}.html"))).collect();
+    urls.extend((0..n).map(|i| hostile.url(&format!("/h{i}.html"))));
+    let out = t.path().join("pages");
+    let t0 = Instant::now();
+    // per_host_delay_ms=0 (set by `crawl`) and 4 requests per host allowed at once:
+    // only Crawl-delay spaces them.
+    crawl(&seeds(t.path(), &urls), &out, &["--allow-private", "--set", "per_host_concurrency=4", "--set", "max_crawl_delay_ms=300"]);
+    let took = t0.elapsed();
+    let r = rows(&out);
+    assert!(r.iter().all(|x| x["status"] == 200), "{r:#?}");
+    // max_crawl_delay_ms=300 caps both delays: our group's 1 s and the hostile 1 day.
+    for (srv, name) in [(&slow, "slow"), (&hostile, "hostile")] {
+        let at = page_arrivals(srv);
+        assert_eq!(at.len(), n, "{name}");
+        for w in at.windows(2) {
+            let gap = w[1] - w[0];
+            assert!(gap >= Duration::from_millis(290) && gap < Duration::from_millis(900), "{name}: requests {gap:?} apart, expected the capped delay of 300 ms");
+        }
+    }
+    assert!(took < Duration::from_secs(20), "a hostile Crawl-delay stalled the crawl ({took:?})");
+
+    // Uncapped (the default cap is 30 s), our group's Crawl-delay: 1 applies, not `*`'s 30.
+    let slow2 = Server::start(|path, _| match path {
+        "/robots.txt" => ok("text/plain", "User-agent: *\nCrawl-delay: 30\n\nUser-agent: m6corpus\nCrawl-delay: 1\n"),
+        _ => ok("text/html", format!("<p>{path}</p>")),
+    });
+    let urls: Vec<String> = (0..n).map(|i| slow2.url(&format!("/q{i}.html"))).collect();
+    let out2 = t.path().join("pages2");
+    let t0 = Instant::now();
+    crawl(&seeds(t.path(), &urls), &out2, &["--allow-private", "--set", "per_host_concurrency=4"]);
+    let took = t0.elapsed();
+    let at = page_arrivals(&slow2);
+    assert_eq!(at.len(), n);
+    for w in at.windows(2) {
+        assert!(w[1] - w[0] >= Duration::from_millis(990), "requests {:?} apart under Crawl-delay: 1", w[1] - w[0]);
+    }
+    assert!(at[n - 1] - at[0] >= Duration::from_secs(n as u64 - 1));
+    assert!(took >= Duration::from_secs(n as u64 - 1) && took < Duration::from_secs(20), "{took:?}");
+}
+
+#[test]
+fn srcset_picture_and_lazy_images_are_downloaded_and_paired() {
+    let png = real_png();
+    let para = "长江是中国第一大河，全长六千三百多公里，流经青海、西藏、四川、云南、重庆、湖北、湖南、江西、安徽、江苏和上海，最后注入东海。";
+    let page = format!(
+        r#"<html><head><title>图片</title></head><body><article><p>{para}</p>
+<figure><img src="/img/s-320.png" srcset="/img/s-320.png 320w, /img/s-1280.png 1280w, /img/s-640.png 640w" alt="三峡"><figcaption>长江三峡的夜景</figcaption></figure>
+<p>{para}</p>
+<figure><picture><source type="image/avif" srcset="/img/p.avif 2000w"><source media="(min-width: 800px)" srcset="/img/p-800.png 800w, /img/p-1600.png 1600w"><img src="/img/p.png"></picture><figcaption>黄山的日出云海</figcaption></figure>
+<p>{para}</p>
+<figure><img src="data:image/gif;base64,R0lGODlhAQABAAAAACw=" data-original="/img/lazy.png"><figcaption>西湖的断桥残雪</figcaption></figure>
+<figure><img src="/img/grey.gif" data-srcset="/img/d-1x.png 1x, /img/d-2x.png 2x"><figcaption>桂林山水的倒影</figcaption></figure>
+<p>{para}</p></article></body></html>"#
+    );
+    let srv = Server::start(move |path, _| match path {
+        "/page.html" => ok("text/html; charset=utf-8", page.clone()),
+        p if p.starts_with("/img/") && p.ends_with(".png") => ok("image/png", png.clone()),
+        _ => status(404),
+    });
+    let t = tempfile::tempdir().unwrap();
+    let out = t.path().join("pages");
+    crawl(&seeds(t.path(), &[srv.url("/page.html")]), &out, &["--allow-private"]);
+    let chosen = ["/img/s-1280.png", "/img/p-1600.png", "/img/lazy.png", "/img/d-2x.png"];
+    let mut got: Vec<String> = rows(&out.join("images")).iter().map(|i| i["url"].as_str().unwrap().to_string()).collect();
+    got.sort();
+    let mut want: Vec<String> = chosen.iter().map(|p| srv.url(p)).collect();
+    want.sort();
+    assert_eq!(got, want, "the largest srcset/<picture> candidate or the lazy-loaded URL of each image");
+    for p in chosen {
+        assert_eq!(srv.hits(p), 1, "{p}");
+    }
+    for p in ["/img/s-320.png", "/img/s-640.png", "/img/p.avif", "/img/p-800.png", "/img/p.png", "/img/grey.gif", "/img/d-1x.png"] {
+        assert_eq!(srv.hits(p), 0, "{p} is not the image's best URL and must not be fetched");
+    }
+    // extract pairs each caption with the image the crawler downloaded (same choice of URL).
+    let docs = t.path().join("docs");
+    m6_ok(&["extract", "--input", out.to_str().unwrap(), "--output", docs.to_str().unwrap()]);
+    let mut pairs: Vec<(String, String)> =
+        rows(&docs.join("pairs")).iter().map(|p| (p["image_url"].as_str().unwrap().trim_start_matches(&srv.url("")).to_string(), p["caption"].as_str().unwrap().to_string())).collect();
+    pairs.sort();
+    let mut expect: Vec<(String, String)> = [("/img/s-1280.png", "长江三峡的夜景"), ("/img/p-1600.png", "黄山的日出云海"), ("/img/lazy.png", "西湖的断桥残雪"), ("/img/d-2x.png", "桂林山水的倒影")]
+        .iter()
+        .map(|(u, c)| (u.to_string(), c.to_string()))
+        .collect();
+    expect.sort();
+    assert_eq!(pairs, expect);
 }

@@ -1,36 +1,89 @@
-//! The crawl of one seed list, in rounds: take frontier items (queued links first,
-//! then the next seeds), fetch them concurrently, journal each outcome as it lands,
-//! then write the round's rows in item order, save the next frontier and commit.
+//! The crawl of one seed list, in rounds: a round is up to `round_size` frontier
+//! items (queued links first, then the next seeds). Up to `rounds_in_flight` rounds
+//! are fetched at once, each item's outcome journaled as it lands; rounds are written
+//! and committed in order, each as soon as all its items are in, so one slow server
+//! holds back its own round's commit, not the fetching of the rounds after it.
+//!
+//! The order of events is fixed (it does not depend on timing), which is what lets a
+//! killed crawl resume onto the same rounds: when round r is written its links join
+//! the queue, the next round is selected, the state (first uncommitted round, the
+//! rounds selected from there on, queue, seed cursor, done-set length) is saved, round
+//! r is committed, and only then does the new round start fetching. Links found in
+//! round r are thus selected from round r + `rounds_in_flight` on.
 
-use std::collections::HashSet;
-use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::collections::{HashSet, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::Instant;
 
-use futures_util::StreamExt;
+use futures_util::FutureExt;
 use m6_pipeline::{BoxError, Counters, OutputSpec, Task, TaskOutput};
 use m6_schemas::{Image, Kind, Page};
 use url::Url;
 
-use crate::fetch::{kind, now_ms, Fetched};
-use crate::journal::{journal_path, round_id, ImageMeta, Journal, Outcome, PageMeta, QItem, State};
+use crate::fetch::{kind, now_ms, Fetched, Fetcher};
+use crate::journal::{journal_path, round_id, AheadRound, ImageMeta, Journal, Outcome, PageMeta, QItem, RoundItem, State};
 use crate::seeds::{self, SeedItem};
 use crate::{html, images, urls, CrawlConfig, CrawlStage, OutCtx, IMAGES, SOURCE};
 
-enum Item {
-    Fetch(QItem),
-    /// A seed-list entry that is not a crawlable URL: recorded, never fetched.
-    Invalid { url: String, msg: String, caption: Option<String> },
+/// What the fetch tasks share (they run on the stage's runtime, apart from the
+/// thread that writes and commits rounds).
+pub struct Worker {
+    pub cfg: CrawlConfig,
+    pub fetcher: Fetcher,
 }
 
-impl Item {
-    fn url(&self) -> &str {
-        match self {
-            Item::Fetch(q) => &q.url,
-            Item::Invalid { url, .. } => url,
+type Seen = Arc<Mutex<HashSet<u128>>>;
+
+/// A selected round whose items are being fetched.
+struct Flight {
+    round: u64,
+    ahead: AheadRound,
+    journal: Arc<Mutex<Journal>>,
+    jpath: PathBuf,
+    /// (item index, payload offset, payload length) of each journaled item.
+    entries: Vec<(u32, u64, u64)>,
+    /// Items not journaled yet, fetched once the round is launched.
+    to_fetch: Vec<u32>,
+    t0: Instant,
+}
+
+impl Flight {
+    /// Opens (or creates) the round's journal and takes what it already holds: a
+    /// record counts only if it is for the same item of the same round, and the URL
+    /// keys it claimed join the done-set.
+    fn open(dir: &Path, round: u64, ahead: AheadRound, seen: &Seen) -> Result<Flight, BoxError> {
+        let jpath = journal_path(dir, round);
+        let (journal, index, replayed) = Journal::open(&jpath).map_err(|e| format!("{}: {e}", jpath.display()))?;
+        let mut entries = vec![];
+        let mut have = HashSet::new();
+        {
+            let mut seen = seen.lock().unwrap();
+            for (o, e) in replayed.iter().zip(index.entries) {
+                if ahead.items.get(o.idx as usize).is_some_and(|it| it.url() == o.url) && have.insert(o.idx) {
+                    for c in &o.claims {
+                        if let Ok(k) = u128::from_str_radix(c, 16) {
+                            seen.insert(k);
+                        }
+                    }
+                    entries.push(e);
+                }
+            }
         }
+        if !have.is_empty() {
+            tracing::info!(round, replayed = have.len(), "replaying journaled fetches");
+        }
+        let to_fetch = (0..ahead.items.len() as u32).filter(|i| !have.contains(i)).collect();
+        Ok(Flight { round, ahead, journal: Arc::new(Mutex::new(journal)), jpath, entries, to_fetch, t0: Instant::now() })
+    }
+
+    fn done(&self) -> bool {
+        self.entries.len() == self.ahead.items.len()
     }
 }
+
+/// (round, item index, where its journal record landed or why it could not be journaled)
+type Landed = (u64, u32, Result<(u64, u64), String>);
 
 pub(crate) fn run_task(stage: &CrawlStage, ctx: &OutCtx, task: &Task) -> Result<Counters, BoxError> {
     let input = task.inputs.first().ok_or("crawl task without a seed file")?;
@@ -45,91 +98,119 @@ pub(crate) fn run_task(stage: &CrawlStage, ctx: &OutCtx, task: &Task) -> Result<
     if st.round > 0 {
         tracing::info!(seeds = %input.label, round = st.round, queued = st.queue.len(), done = st.seen.len(), "resuming crawl");
     }
+    let cfg = &stage.cfg;
+    let seen: Seen = Arc::new(Mutex::new(std::mem::take(&mut st.seen)));
+    let mut flights: VecDeque<Flight> = VecDeque::new();
+    let resumed = std::mem::take(&mut st.ahead);
+    // A fresh crawl (or a state without selected rounds) selects its first rounds now;
+    // a resumed one continues with the rounds its state had selected, and selects
+    // more only after writing a round, as the uninterrupted run did.
+    let fresh = resumed.is_empty();
+    for (i, a) in resumed.into_iter().enumerate() {
+        flights.push_back(Flight::open(&dir, st.round + i as u64, a, &seen)?);
+    }
+    if fresh {
+        top_up(cfg, &mut st, &mut *seeds, &seen, &mut flights, &dir)?;
+    }
+
+    let (tx, rx) = mpsc::channel::<Landed>();
+    // Dropping the set (on an error return) aborts the fetches still running.
+    let mut tasks = tokio::task::JoinSet::new();
+    for f in flights.iter_mut() {
+        launch(stage, f, &seen, &tx, &mut tasks);
+    }
     let spec = OutputSpec::new(Kind::Page).with_side(IMAGES, Kind::Image);
     let mut total = Counters::default();
-    loop {
-        let t0 = Instant::now();
-        let round = st.round;
+    while let Some(front) = flights.front() {
+        if !front.done() {
+            let (round, idx, r) = rx.recv().map_err(|_| "crawl: fetch tasks ended without reporting")?;
+            let f = flights.iter_mut().find(|f| f.round == round).ok_or("crawl: a fetch reported for a round not in flight")?;
+            match r {
+                Ok((off, len)) => f.entries.push((idx, off, len)),
+                Err(e) => return Err(format!("{}: {e}", f.jpath.display()).into()),
+            }
+            while tasks.try_join_next().is_some() {}
+            continue;
+        }
+        let mut f = flights.pop_front().expect("front exists");
+        let round = f.round;
+        let journal = f.journal.lock().unwrap();
+        journal.sync().map_err(|e| format!("{}: {e}", f.jpath.display()))?;
+        f.entries.sort_unstable();
         let sub = round_id(&task.id, round);
         let prefix = &sub[..16];
         clean_leftovers(&ctx.output, prefix)?;
-        let (items, dup_seeds) = select(&stage.cfg, &mut st, &mut seeds);
-        if items.is_empty() {
-            break;
-        }
-        let jpath = journal_path(&dir, round);
-        let (journal, index, replayed) = Journal::open(&jpath).map_err(|e| format!("{}: {e}", jpath.display()))?;
-        let mut entries: Vec<(u32, u64, u64)> = vec![];
-        let mut have = HashSet::new();
-        for (o, e) in replayed.iter().zip(index.entries) {
-            // A record is trusted only if it is for the same item of the same round.
-            if items.get(o.idx as usize).is_some_and(|it| it.url() == o.url) && have.insert(o.idx) {
-                for c in &o.claims {
-                    if let Ok(k) = u128::from_str_radix(c, 16) {
-                        st.seen.insert(k);
-                    }
-                }
-                entries.push(e);
-            }
-        }
-        if !have.is_empty() {
-            tracing::info!(round, replayed = have.len(), "replaying journaled fetches");
-        }
-        let pending: Vec<(u32, &Item)> = items.iter().enumerate().map(|(i, it)| (i as u32, it)).filter(|(i, _)| !have.contains(i)).collect();
-        let seen = Arc::new(Mutex::new(std::mem::take(&mut st.seen)));
-        let journal = Mutex::new(journal);
-        let index = Mutex::new(entries);
-        let failure: Mutex<Option<String>> = Mutex::new(None);
-        stage.rt.block_on(
-            futures_util::stream::iter(pending).for_each_concurrent(None, |(idx, item)| {
-                let seen = seen.clone();
-                let (journal, index, failure, jpath) = (&journal, &index, &failure, &jpath);
-                async move {
-                    let o = process_item(stage, idx, item, &seen).await;
-                    let r = journal.lock().unwrap().append(&o);
-                    match r {
-                        Ok((off, len)) => index.lock().unwrap().push((idx, off, len)),
-                        Err(e) => {
-                            failure.lock().unwrap().get_or_insert(format!("{}: {e}", jpath.display()));
-                        }
-                    }
-                }
-            }),
-        );
-        if let Some(e) = failure.into_inner().unwrap() {
-            return Err(e.into());
-        }
-        st.seen = std::mem::take(&mut *seen.lock().unwrap());
-        let journal = journal.into_inner().unwrap();
-        journal.sync().map_err(|e| format!("{}: {e}", jpath.display()))?;
-        let mut entries = index.into_inner().unwrap();
-        entries.sort_unstable();
-        debug_assert_eq!(entries.len(), items.len());
-
         let mut tout = TaskOutput::new(&ctx.output, &spec, prefix, ctx.limits);
-        tout.counters.bump("duplicate_seed", dup_seeds);
+        tout.counters.bump("duplicate_seed", f.ahead.dup_seeds);
         let written = (|| -> Result<(), BoxError> {
-            for &(_, off, len) in &entries {
-                let o = journal.read(off, len).map_err(|e| format!("{}: {e}", jpath.display()))?;
-                write_outcome(&mut tout, o, &mut st)?;
+            for &(_, off, len) in &f.entries {
+                let o = journal.read(off, len).map_err(|e| format!("{}: {e}", f.jpath.display()))?;
+                write_outcome(&mut tout, o, &mut st, &seen)?;
             }
             Ok(())
         })();
+        drop(journal);
         if let Err(e) = written {
             tout.abort();
             return Err(e);
         }
-        st.round += 1;
+        st.round = round + 1;
+        let new = top_up(cfg, &mut st, &mut *seeds, &seen, &mut flights, &dir)?;
+        st.ahead = flights.iter().map(|f| f.ahead.clone()).collect();
         // The next state goes down before the commit record: if a kill lands between
         // the two, the state is ignored (its round is not committed) and the round is
         // rebuilt from the journal, with nothing fetched again.
         st.save(&dir, &task.id)?;
-        let c = m6_pipeline::commit(&ctx.output, &sub, vec![input.label.clone()], tout, t0)?;
-        tracing::info!(seeds = %input.label, round, items = items.len(), rows = c.rows_out, queued = st.queue.len(), "crawl round committed");
+        let c = m6_pipeline::commit(&ctx.output, &sub, vec![input.label.clone()], tout, f.t0)?;
+        tracing::info!(seeds = %input.label, round, items = f.ahead.items.len(), rows = c.rows_out, queued = st.queue.len(), in_flight = flights.len(), "crawl round committed");
         total.add(&c);
         st.prune(&dir);
+        let n = flights.len();
+        for f in flights.iter_mut().skip(n - new) {
+            launch(stage, f, &seen, &tx, &mut tasks);
+        }
     }
     Ok(total)
+}
+
+/// Selects rounds until `rounds_in_flight` are selected or nothing is left to
+/// select; returns how many it added.
+fn top_up(cfg: &CrawlConfig, st: &mut State, seeds: &mut dyn Iterator<Item = SeedItem>, seen: &Seen, flights: &mut VecDeque<Flight>, dir: &Path) -> Result<usize, BoxError> {
+    let mut added = 0;
+    while flights.len() < cfg.rounds_in_flight.max(1) {
+        let ahead = select(cfg, st, seeds, seen);
+        if ahead.items.is_empty() {
+            break;
+        }
+        let round = flights.back().map_or(st.round, |f| f.round + 1);
+        flights.push_back(Flight::open(dir, round, ahead, seen)?);
+        added += 1;
+    }
+    Ok(added)
+}
+
+/// Starts fetching a round's items on the stage's runtime; each reports on `tx`
+/// once its outcome is journaled.
+fn launch(stage: &CrawlStage, f: &mut Flight, seen: &Seen, tx: &mpsc::Sender<Landed>, tasks: &mut tokio::task::JoinSet<()>) {
+    let items = Arc::new(f.ahead.items.clone());
+    for idx in std::mem::take(&mut f.to_fetch) {
+        let (work, seen, journal, tx, items, round) = (stage.work.clone(), seen.clone(), f.journal.clone(), tx.clone(), items.clone(), f.round);
+        tasks.spawn_on(
+            async move {
+                let item = &items[idx as usize];
+                let landed = match std::panic::AssertUnwindSafe(process_item(&work, idx, item, &seen)).catch_unwind().await {
+                    Ok(o) => {
+                        let rec = o.encode();
+                        drop(o);
+                        journal.lock().unwrap().append_record(&rec).map_err(|e| e.to_string())
+                    }
+                    Err(_) => Err(format!("crawling {} panicked", item.url())),
+                };
+                let _ = tx.send((round, idx, landed));
+            },
+            stage.rt.handle(),
+        );
+    }
 }
 
 /// Removes shards of an uncommitted round left by a killed run.
@@ -148,26 +229,32 @@ fn clean_leftovers(output: &Path, prefix: &str) -> Result<(), BoxError> {
     Ok(())
 }
 
-/// The round's items: queued links first (breadth first), then the next seeds.
-fn select(cfg: &CrawlConfig, st: &mut State, seeds: &mut dyn Iterator<Item = SeedItem>) -> (Vec<Item>, u64) {
+/// The next round's items: queued links first (breadth first), then the next seeds.
+/// Seeds are claimed in the done-set (and its log) as they are selected.
+fn select(cfg: &CrawlConfig, st: &mut State, seeds: &mut dyn Iterator<Item = SeedItem>, seen: &Seen) -> AheadRound {
     let mut items = vec![];
     let mut dups = 0;
     while items.len() < cfg.round_size {
         match st.queue.pop_front() {
-            Some(q) => items.push(Item::Fetch(q)),
+            Some(q) => items.push(RoundItem::Fetch(q)),
             None => break,
         }
     }
+    let mut seen = seen.lock().unwrap();
     while items.len() < cfg.round_size {
         let Some(s) = seeds.next() else { break };
         st.seed_cursor += 1;
         match s {
-            Err((place, msg)) => items.push(Item::Invalid { url: place, msg, caption: None }),
+            Err((place, msg)) => items.push(RoundItem::Invalid { url: place, msg, caption: None }),
             Ok(seed) => match urls::normalise(&seed.url, None, cfg.sort_query) {
-                Err(e) => items.push(Item::Invalid { url: seed.url, msg: format!("{}: {e}", seed.place), caption: seed.caption }),
+                Err(e) => items.push(RoundItem::Invalid { url: seed.url, msg: format!("{}: {e}", seed.place), caption: seed.caption }),
                 Ok(u) => {
-                    if st.seen.insert(urls::key(&u)) {
-                        items.push(Item::Fetch(QItem { url: u.to_string(), depth: 0, caption: seed.caption }));
+                    let k = urls::key(&u);
+                    if seen.insert(k) {
+                        if let Some(l) = st.seen_log.as_mut() {
+                            l.push(k);
+                        }
+                        items.push(RoundItem::Fetch(QItem { url: u.to_string(), depth: 0, caption: seed.caption }));
                     } else {
                         dups += 1;
                     }
@@ -175,7 +262,7 @@ fn select(cfg: &CrawlConfig, st: &mut State, seeds: &mut dyn Iterator<Item = See
             },
         }
     }
-    (items, dups)
+    AheadRound { items, dup_seeds: dups }
 }
 
 fn page_meta(url: &str, depth: u16, caption: Option<String>, f: Fetched) -> (PageMeta, Option<Vec<u8>>) {
@@ -206,7 +293,7 @@ fn fail(meta: &mut PageMeta, body: &mut Option<Vec<u8>>, k: &str, msg: String) {
     *body = None;
 }
 
-async fn decode(stage: &CrawlStage, bytes: Vec<u8>) -> (Vec<u8>, Result<images::Decoded, String>) {
+async fn decode(stage: &Worker, bytes: Vec<u8>) -> (Vec<u8>, Result<images::Decoded, String>) {
     let max_side = stage.cfg.resize_max_side;
     // Decoding and resizing are CPU work: off the I/O threads.
     match tokio::task::spawn_blocking(move || {
@@ -221,7 +308,7 @@ async fn decode(stage: &CrawlStage, bytes: Vec<u8>) -> (Vec<u8>, Result<images::
 }
 
 /// Adds the image row for a fetched image response, or marks the page row failed.
-async fn image_row(stage: &CrawlStage, o: &mut Outcome, meta: &mut PageMeta, body: &mut Option<Vec<u8>>, page_url: Option<&str>) {
+async fn image_row(stage: &Worker, o: &mut Outcome, meta: &mut PageMeta, body: &mut Option<Vec<u8>>, page_url: Option<&str>) {
     let ct = meta.content_type.clone().unwrap_or_default().to_ascii_lowercase();
     if !ct.starts_with("image/") {
         let at = page_url.map(|p| format!(" (embedded in {p})")).unwrap_or_default();
@@ -258,11 +345,11 @@ fn link_allowed(cfg: &CrawlConfig, link: &Url, page: &Url) -> bool {
     }
 }
 
-async fn process_item(stage: &CrawlStage, idx: u32, item: &Item, seen: &Mutex<HashSet<u128>>) -> Outcome {
+async fn process_item(stage: &Worker, idx: u32, item: &RoundItem, seen: &Mutex<HashSet<u128>>) -> Outcome {
     let cfg = &stage.cfg;
     let mut o = Outcome { idx, url: item.url().to_string(), ..Default::default() };
     let q = match item {
-        Item::Invalid { url, msg, caption } => {
+        RoundItem::Invalid { url, msg, caption } => {
             o.pages.push(PageMeta {
                 url: url.clone(),
                 fetch_time: now_ms(),
@@ -274,7 +361,7 @@ async fn process_item(stage: &CrawlStage, idx: u32, item: &Item, seen: &Mutex<Ha
             o.page_bodies.push(None);
             return o;
         }
-        Item::Fetch(q) => q,
+        RoundItem::Fetch(q) => q,
     };
     let u = match Url::parse(&q.url) {
         Ok(u) => u,
@@ -346,8 +433,9 @@ async fn process_item(stage: &CrawlStage, idx: u32, item: &Item, seen: &Mutex<Ha
     o
 }
 
-/// Writes one item's rows (page row then its images' rows, one batch) and queues its links.
-fn write_outcome(tout: &mut TaskOutput, o: Outcome, st: &mut State) -> Result<(), BoxError> {
+/// Writes one item's rows (page row then its images' rows, one batch), logs the
+/// URL keys its images claimed and queues its links.
+fn write_outcome(tout: &mut TaskOutput, o: Outcome, st: &mut State, seen: &Seen) -> Result<(), BoxError> {
     let mut pages = Vec::with_capacity(o.pages.len());
     let mut bytes_in = 0u64;
     for (m, b) in o.pages.into_iter().zip(o.page_bodies) {
@@ -374,6 +462,7 @@ fn write_outcome(tout: &mut TaskOutput, o: Outcome, st: &mut State) -> Result<()
     }
     tout.count_in(1, bytes_in);
     tout.write_rows(&pages)?;
+    drop(pages);
     let imgs: Vec<Image> = o
         .images
         .into_iter()
@@ -391,9 +480,20 @@ fn write_outcome(tout: &mut TaskOutput, o: Outcome, st: &mut State) -> Result<()
         })
         .collect();
     tout.write_side_rows(IMAGES, &imgs)?;
+    let mut seen = seen.lock().unwrap();
+    for c in &o.claims {
+        if let (Ok(k), Some(l)) = (u128::from_str_radix(c, 16), st.seen_log.as_mut()) {
+            seen.insert(k);
+            l.push(k);
+        }
+    }
     for (l, depth) in o.links {
         if let Ok(u) = Url::parse(&l) {
-            if st.seen.insert(urls::key(&u)) {
+            let k = urls::key(&u);
+            if seen.insert(k) {
+                if let Some(log) = st.seen_log.as_mut() {
+                    log.push(k);
+                }
                 st.queue.push_back(QItem { url: l, depth, caption: None });
             }
         }

@@ -3,6 +3,7 @@
 //! timeouts) and resilience (retries with backoff and jitter, Retry-After).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -10,6 +11,7 @@ use tokio::sync::{OnceCell, Semaphore};
 use tokio::time::{sleep, sleep_until, timeout, Instant};
 use url::{Host, Url};
 
+use crate::journal::{RobotsLog, RobotsRecord};
 use crate::net::{is_forbidden, DnsFailure, FilteringResolver, PrivateAddress};
 use crate::robots::Robots;
 use crate::urls;
@@ -57,12 +59,18 @@ pub fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
-struct HostGate {
+/// Everything kept per origin (`scheme://host:port`): the politeness gate and the
+/// robots.txt rules, looked up together once per request.
+struct Origin {
     sem: Semaphore,
     next: tokio::sync::Mutex<Instant>,
+    /// Minimum time between request starts, in ms: `per_host_delay_ms`, raised to the
+    /// origin's `Crawl-delay` (capped at `max_crawl_delay_ms`) once robots.txt is known.
+    delay_ms: AtomicU64,
+    robots: Mutex<Arc<OnceCell<Arc<RobotsEntry>>>>,
 }
 
-impl HostGate {
+impl Origin {
     /// Waits for this host's next slot and books the one after it.
     async fn turn(&self, delay: Duration) {
         let mut next = self.next.lock().await;
@@ -80,7 +88,8 @@ impl HostGate {
 }
 
 enum RobotsEntry {
-    Rules(Robots),
+    /// The rules, and when robots.txt was fetched (unix ms) for the cache's max age.
+    Rules(Robots, i64),
     Refused(&'static str, String),
 }
 
@@ -95,8 +104,9 @@ pub struct Fetcher {
     client: reqwest::Client,
     cfg: CrawlConfig,
     global: Semaphore,
-    hosts: Mutex<HashMap<String, Arc<HostGate>>>,
-    robots: Mutex<HashMap<String, Arc<OnceCell<Arc<RobotsEntry>>>>>,
+    origins: Mutex<HashMap<String, Arc<Origin>>>,
+    /// Where fetched robots.txt answers are persisted so a resumed crawl reuses them.
+    robots_log: Mutex<Option<RobotsLog>>,
 }
 
 impl Fetcher {
@@ -108,24 +118,64 @@ impl Fetcher {
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(Duration::from_millis(cfg.connect_timeout_ms))
             .read_timeout(Duration::from_millis(cfg.read_timeout_ms))
-            .dns_resolver(Arc::new(FilteringResolver { allow_private: cfg.allow_private }))
+            .dns_resolver(Arc::new(FilteringResolver::new(cfg.allow_private, Duration::from_secs(cfg.dns_cache_s))))
             .pool_max_idle_per_host(cfg.per_host_concurrency.max(1))
             .build()?;
         Ok(Fetcher {
             client,
             cfg: cfg.clone(),
             global: Semaphore::new(cfg.concurrency.max(1)),
-            hosts: Mutex::new(HashMap::new()),
-            robots: Mutex::new(HashMap::new()),
+            origins: Mutex::new(HashMap::new()),
+            robots_log: Mutex::new(None),
         })
     }
 
-    fn gate(&self, u: &Url) -> Arc<HostGate> {
-        let mut hosts = self.hosts.lock().unwrap();
-        hosts
-            .entry(urls::origin(u))
-            .or_insert_with(|| Arc::new(HostGate { sem: Semaphore::new(self.cfg.per_host_concurrency.max(1)), next: tokio::sync::Mutex::new(Instant::now()) }))
+    fn origin(&self, u: &Url) -> Arc<Origin> {
+        self.origin_by_key(urls::origin(u))
+    }
+
+    fn origin_by_key(&self, key: String) -> Arc<Origin> {
+        let mut m = self.origins.lock().unwrap();
+        m.entry(key)
+            .or_insert_with(|| {
+                Arc::new(Origin {
+                    sem: Semaphore::new(self.cfg.per_host_concurrency.max(1)),
+                    next: tokio::sync::Mutex::new(Instant::now()),
+                    delay_ms: AtomicU64::new(self.cfg.per_host_delay_ms),
+                    robots: Mutex::new(Arc::new(OnceCell::new())),
+                })
+            })
             .clone()
+    }
+
+    /// The gap between request starts for an origin with these rules: the configured
+    /// delay, or the site's `Crawl-delay` when longer, capped at `max_crawl_delay_ms`.
+    pub fn delay_for(&self, r: &Robots) -> Duration {
+        let asked = r.crawl_delay.map_or(0, |s| (s * 1000.0).min(u64::MAX as f64 / 2.0) as u64).min(self.cfg.max_crawl_delay_ms);
+        Duration::from_millis(self.cfg.per_host_delay_ms.max(asked))
+    }
+
+    /// From now on, robots.txt answers are appended to `log`; `known` (answers an
+    /// earlier run persisted) are used instead of fetching again while younger than
+    /// `robots_max_age_s`. Returns how many were taken.
+    pub fn use_robots_log(&self, log: RobotsLog, known: Vec<RobotsRecord>) -> usize {
+        let now = now_ms();
+        let max_age = self.cfg.robots_max_age_s.saturating_mul(1000) as i64;
+        let mut newest: HashMap<String, RobotsRecord> = HashMap::new();
+        for r in known {
+            if now.saturating_sub(r.fetched_at) < max_age && newest.get(&r.origin).is_none_or(|o| o.fetched_at <= r.fetched_at) {
+                newest.insert(r.origin.clone(), r);
+            }
+        }
+        let n = newest.len();
+        for (key, r) in newest {
+            let robots = r.rules(&self.cfg.robots_token);
+            let o = self.origin_by_key(key);
+            o.delay_ms.store(self.delay_for(&robots).as_millis() as u64, Ordering::Relaxed);
+            *o.robots.lock().unwrap() = Arc::new(OnceCell::new_with(Some(Arc::new(RobotsEntry::Rules(robots, r.fetched_at)))));
+        }
+        *self.robots_log.lock().unwrap() = Some(log);
+        n
     }
 
     /// Fetches `url`, following redirects by hand; every failure comes back as a
@@ -134,12 +184,13 @@ impl Fetcher {
         let mut current = url.clone();
         let mut chain = vec![current.to_string()];
         loop {
-            if let Some((k, msg)) = self.precheck(&current).await {
+            let origin = self.origin(&current);
+            if let Some((k, msg)) = self.precheck(&origin, &current).await {
                 let mut f = Fetched::fail(k, msg);
                 f.final_url = Some(current.to_string());
                 return f;
             }
-            match self.with_retries(&current, is_image).await {
+            match self.with_retries(&origin, &current, is_image).await {
                 Attempt::Redirect { location } => {
                     let next = match urls::normalise(&location, Some(&current), self.cfg.sort_query) {
                         Ok(n) => n,
@@ -165,17 +216,17 @@ impl Fetcher {
     }
 
     /// Refusals decided before any request: IP literals in forbidden ranges, robots.txt.
-    async fn precheck(&self, u: &Url) -> Option<(&'static str, String)> {
+    async fn precheck(&self, origin: &Origin, u: &Url) -> Option<(&'static str, String)> {
         if let Some(r) = self.literal_refusal(u) {
             return Some(r);
         }
         if u.path() == "/robots.txt" {
             return None;
         }
-        let entry = self.robots_for(u).await;
+        let entry = self.robots_for(origin, u).await;
         match &*entry {
             RobotsEntry::Refused(k, m) => Some((k, format!("refused {u}: {m}"))),
-            RobotsEntry::Rules(r) => {
+            RobotsEntry::Rules(r, _) => {
                 let pq = match u.query() {
                     Some(q) => format!("{}?{q}", u.path()),
                     None => u.path().to_string(),
@@ -206,49 +257,82 @@ impl Fetcher {
         None
     }
 
-    async fn robots_for(&self, u: &Url) -> Arc<RobotsEntry> {
-        let cell = {
-            let mut m = self.robots.lock().unwrap();
-            m.entry(urls::origin(u)).or_insert_with(|| Arc::new(OnceCell::new())).clone()
-        };
-        cell.get_or_init(|| self.fetch_robots(u)).await.clone()
+    /// The origin's robots.txt rules: fetched once and cached (in memory, and in the
+    /// robots log so a resumed crawl does not fetch them again), refetched once older
+    /// than `robots_max_age_s` (RFC 9309 §2.4: caches SHOULD NOT live past 24 hours).
+    async fn robots_for(&self, origin: &Origin, u: &Url) -> Arc<RobotsEntry> {
+        let cell = origin.robots.lock().unwrap().clone();
+        if let Some(RobotsEntry::Rules(_, at)) = cell.get().map(|e| &**e) {
+            if now_ms().saturating_sub(*at) >= self.cfg.robots_max_age_s.saturating_mul(1000) as i64 {
+                let fresh = {
+                    let mut slot = origin.robots.lock().unwrap();
+                    if Arc::ptr_eq(&slot, &cell) {
+                        *slot = Arc::new(OnceCell::new());
+                    }
+                    slot.clone()
+                };
+                return fresh.get_or_init(|| self.fetch_robots(origin, u)).await.clone();
+            }
+        }
+        cell.get_or_init(|| self.fetch_robots(origin, u)).await.clone()
     }
 
     /// RFC 9309 §2.3.1: 2xx parse, 4xx allow all, 5xx or unreachable disallow all;
-    /// up to five redirects are followed.
-    async fn fetch_robots(&self, u: &Url) -> Arc<RobotsEntry> {
+    /// up to five redirects are followed. Definite answers (2xx, 4xx) are logged for
+    /// resumes; failures are not, so a resumed crawl tries them again.
+    async fn fetch_robots(&self, origin: &Origin, u: &Url) -> Arc<RobotsEntry> {
         let mut cur = u.join("/robots.txt").expect("origin joins /robots.txt");
+        let mut answer: Option<(u16, Option<String>)> = None;
+        let mut rules = Robots::allow_all();
         for _ in 0..=5 {
             if let Some((k, m)) = self.literal_refusal(&cur) {
                 return Arc::new(RobotsEntry::Refused(k, m));
             }
-            match self.attempt(&cur, false).await {
-                Attempt::Redirect { location } => match cur.join(&location) {
-                    Ok(n) => cur = n,
-                    Err(_) => return Arc::new(RobotsEntry::Rules(Robots::allow_all())),
-                },
-                Attempt::Retry { status, .. } => {
-                    return Arc::new(RobotsEntry::Rules(Robots::disallow_all(format!("{cur} answered HTTP {status}"))));
+            let hop = if urls::origin(&cur) == urls::origin(u) { None } else { Some(self.origin(&cur)) };
+            match self.attempt(hop.as_deref().unwrap_or(origin), &cur, false).await {
+                Attempt::Redirect { location } => {
+                    // An unusable location ends the chain: no robots.txt, all allowed.
+                    if let Ok(n) = cur.join(&location) {
+                        cur = n;
+                        continue;
+                    }
                 }
+                Attempt::Retry { status, .. } => rules = Robots::disallow_all(format!("{cur} answered HTTP {status}")),
                 Attempt::NetErr { kind: k, msg, .. } if k == kind::PRIVATE_ADDRESS => return Arc::new(RobotsEntry::Refused(k, msg)),
-                Attempt::NetErr { msg, .. } => return Arc::new(RobotsEntry::Rules(Robots::disallow_all(format!("{cur} is unreachable ({msg})")))),
-                Attempt::Done(f) => {
-                    return Arc::new(RobotsEntry::Rules(match (f.status, f.body) {
-                        (Some(s), Some(b)) if (200..300).contains(&s) => Robots::parse(&String::from_utf8_lossy(&b), &self.cfg.robots_token),
-                        (Some(s), _) if (400..500).contains(&s) => Robots::allow_all(),
-                        (Some(s), _) if s >= 500 => Robots::disallow_all(format!("{cur} answered HTTP {s}")),
-                        _ => Robots::allow_all(),
-                    }));
+                Attempt::NetErr { msg, .. } => rules = Robots::disallow_all(format!("{cur} is unreachable ({msg})")),
+                Attempt::Done(f) => match (f.status, f.body) {
+                    (Some(s), Some(b)) if (200..300).contains(&s) => {
+                        let text = String::from_utf8_lossy(&b).into_owned();
+                        rules = Robots::parse(&text, &self.cfg.robots_token);
+                        answer = Some((s, Some(text)));
+                    }
+                    (Some(s), _) if (400..500).contains(&s) => answer = Some((s, None)),
+                    (Some(s), _) if s >= 500 => rules = Robots::disallow_all(format!("{cur} answered HTTP {s}")),
+                    _ => {}
+                },
+            }
+            break;
+        }
+        let fetched_at = now_ms();
+        let delay = self.delay_for(&rules);
+        origin.delay_ms.store(delay.as_millis() as u64, Ordering::Relaxed);
+        // robots.txt was itself a request to this origin: the next one waits a Crawl-delay.
+        origin.defer(delay).await;
+        if let Some((status, body)) = answer {
+            let rec = RobotsRecord { origin: urls::origin(u), fetched_at, status, body };
+            if let Some(log) = &*self.robots_log.lock().unwrap() {
+                if let Err(e) = log.append(&rec) {
+                    tracing::warn!(error = %e, "could not persist robots.txt (a resumed crawl will fetch it again)");
                 }
             }
         }
-        Arc::new(RobotsEntry::Rules(Robots::allow_all()))
+        Arc::new(RobotsEntry::Rules(rules, fetched_at))
     }
 
-    async fn with_retries(&self, u: &Url, is_image: bool) -> Attempt {
+    async fn with_retries(&self, origin: &Origin, u: &Url, is_image: bool) -> Attempt {
         let mut tries = 0u32;
         loop {
-            match self.attempt(u, is_image).await {
+            match self.attempt(origin, u, is_image).await {
                 Attempt::Retry { status, retry_after, headers } => {
                     let give_up = |msg: String| {
                         let mut f = Fetched::fail(kind::HTTP_STATUS, msg);
@@ -264,7 +348,7 @@ impl Fetcher {
                     }
                     let wait = match retry_after {
                         Some(ra) => {
-                            self.gate(u).defer(ra).await;
+                            origin.defer(ra).await;
                             ra + self.jitter(u, tries)
                         }
                         None => self.backoff(u, tries),
@@ -301,10 +385,9 @@ impl Fetcher {
 
     /// One request: waits for the host's turn and a global slot, then reads the
     /// response (the body streamed under the size cap).
-    async fn attempt(&self, u: &Url, is_image: bool) -> Attempt {
-        let gate = self.gate(u);
-        let _host = gate.sem.acquire().await.expect("semaphore open");
-        gate.turn(Duration::from_millis(self.cfg.per_host_delay_ms)).await;
+    async fn attempt(&self, origin: &Origin, u: &Url, is_image: bool) -> Attempt {
+        let _host = origin.sem.acquire().await.expect("semaphore open");
+        origin.turn(Duration::from_millis(origin.delay_ms.load(Ordering::Relaxed))).await;
         let _slot = self.global.acquire().await.expect("semaphore open");
         // The clock starts once it is our turn: waiting behind other requests to a
         // busy host is politeness, not a slow server.

@@ -1,5 +1,5 @@
 //! A small, forgiving HTML tag scanner: just what the crawler needs from a page
-//! (links to follow, `<img src>`, `<base href>`, robots meta), never a full DOM.
+//! (links to follow, the images it shows, `<base href>`, robots meta), never a full DOM.
 
 /// What a page tells the crawler.
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -7,7 +7,9 @@ pub struct PageLinks {
     pub base: Option<String>,
     /// `<a href>` and `<area href>`, minus `rel=nofollow`, in document order.
     pub links: Vec<String>,
-    /// `<img src>` in document order.
+    /// The URL each `<img>` shows, in document order: the largest `srcset` candidate
+    /// (with its `<picture>`'s `<source>`s), else a lazy-loading attribute, else
+    /// `src` (see [`crate::srcset::image_url`]).
     pub images: Vec<String>,
     /// Lower-cased directives of `<meta name="robots">` and `<meta name="<our token>">`.
     pub robots: Vec<String>,
@@ -60,16 +62,25 @@ fn decode_entities(s: &str) -> String {
     out
 }
 
+fn borrow(a: &[(String, String)]) -> Vec<(&str, &str)> {
+    a.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
+}
+
 /// Scans `html` (any ASCII-compatible encoding) for links, images and robots meta.
 pub fn scan(html: &[u8], token: &str) -> PageLinks {
     let mut out = PageLinks::default();
     let n = html.len();
     let mut i = 0;
+    // The attributes of the `<source>`s of the `<picture>` we are in, if any.
+    let mut picture: Option<Vec<Vec<(String, String)>>> = None;
     while let Some(lt) = html[i..].iter().position(|&c| c == b'<').map(|p| p + i) {
         i = lt + 1;
         if html[i..].starts_with(b"!--") {
             i = find_ci(html, i + 3, b"-->").map(|e| e + 3).unwrap_or(n);
             continue;
+        }
+        if html[i..].len() >= 8 && html[i..i + 8].eq_ignore_ascii_case(b"/picture") {
+            picture = None;
         }
         if i < n && (html[i] == b'/' || html[i] == b'!' || html[i] == b'?') {
             i = html[i..].iter().position(|&c| c == b'>').map(|p| p + i + 1).unwrap_or(n);
@@ -134,10 +145,19 @@ pub fn scan(html: &[u8], token: &str) -> PageLinks {
                     out.links.push(h.to_string());
                 }
             }
-            "img" => {
-                if let Some(s) = get("src").filter(|s| !s.is_empty() && !s.starts_with("data:")) {
-                    out.images.push(s.to_string());
+            "picture" => picture = Some(vec![]),
+            "source" => {
+                if let Some(p) = picture.as_mut() {
+                    p.push(attrs.clone());
                 }
+            }
+            "img" => {
+                let sources: Vec<Vec<(&str, &str)>> = picture.as_deref().unwrap_or_default().iter().map(|s| borrow(s)).collect();
+                if let Some(u) = crate::srcset::image_url(&borrow(&attrs), &sources) {
+                    out.images.push(u.to_string());
+                }
+                // A picture has one img; its sources are spent.
+                picture = None;
             }
             "base" => {
                 if out.base.is_none() {
@@ -178,6 +198,18 @@ mod tests {
         assert_eq!(p.links, vec!["a.html?x=1&y=2", "/unquoted", "/map"]);
         assert_eq!(p.images, vec!["img/1.png"]);
         assert_eq!(p.robots, vec!["noindex", "nofollow"]);
+    }
+
+    #[test]
+    fn srcset_picture_and_lazy_images() {
+        let html = br#"<img src="s.png" srcset="s.png 1x, l.png 2x">
+        <picture><source type="image/avif" srcset="p.avif 1600w"><source srcset="p-800.jpg 800w, p-1600.jpg 1600w" media="(min-width: 600px)"><img src="p.jpg" alt="x"></picture>
+        <img src="data:image/gif;base64,R0lGOD" data-original="/lazy.jpg"> <img data-srcset="a.jpg 300w, b.jpg 900w" src="/grey.gif">
+        <video><source src="/v.mp4"></video><img src="plain.png"> <img srcset="data:image/gif;base64,AA">"#;
+        assert_eq!(scan(html, "m6corpus").images, vec!["l.png", "p-1600.jpg", "/lazy.jpg", "b.jpg", "plain.png"]);
+        // Sources outside a picture, or of a closed one, do not apply to a later img.
+        let html = br#"<picture><source srcset="x.jpg 999w"></picture><img src="after.png"><source srcset="y.jpg 999w"><img src="z.png">"#;
+        assert_eq!(scan(html, "m6corpus").images, vec!["after.png", "z.png"]);
     }
 
     #[test]

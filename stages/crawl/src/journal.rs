@@ -59,22 +59,22 @@ pub struct Outcome {
 }
 
 impl Outcome {
-    fn encode(&self) -> Vec<u8> {
+    /// The journal record: magic, payload length, payload (JSON length, JSON,
+    /// bodies, image bytes), 16 bytes of blake3 of the payload. Built in one buffer.
+    pub fn encode(&self) -> Vec<u8> {
         let json = serde_json::to_vec(self).expect("outcome serialises");
-        let mut payload = Vec::with_capacity(4 + json.len() + self.page_bodies.iter().flatten().map(Vec::len).sum::<usize>());
-        payload.extend_from_slice(&(json.len() as u32).to_le_bytes());
-        payload.extend_from_slice(&json);
-        for b in self.page_bodies.iter().flatten() {
-            payload.extend_from_slice(b);
-        }
-        for b in &self.image_bytes {
-            payload.extend_from_slice(b);
-        }
-        let mut rec = Vec::with_capacity(payload.len() + 28);
+        let bodies = self.page_bodies.iter().flatten().chain(&self.image_bytes).map(Vec::len).sum::<usize>();
+        let plen = 4 + json.len() + bodies;
+        let mut rec = Vec::with_capacity(12 + plen + 16);
         rec.extend_from_slice(MAGIC);
-        rec.extend_from_slice(&(payload.len() as u64).to_le_bytes());
-        rec.extend_from_slice(&payload);
-        rec.extend_from_slice(&blake3::hash(&payload).as_bytes()[..16]);
+        rec.extend_from_slice(&(plen as u64).to_le_bytes());
+        rec.extend_from_slice(&(json.len() as u32).to_le_bytes());
+        rec.extend_from_slice(&json);
+        for b in self.page_bodies.iter().flatten().chain(&self.image_bytes) {
+            rec.extend_from_slice(b);
+        }
+        let sum = blake3::hash(&rec[12..]);
+        rec.extend_from_slice(&sum.as_bytes()[..16]);
         rec
     }
 
@@ -108,6 +108,7 @@ impl Outcome {
 pub struct Journal {
     path: PathBuf,
     file: File,
+    end: u64,
 }
 
 /// Where each complete record of a journal starts, by item index.
@@ -156,14 +157,24 @@ impl Journal {
             file.set_len(good)?;
         }
         file.seek(SeekFrom::Start(good))?;
-        Ok((Journal { path: path.to_path_buf(), file }, JournalIndex { entries }, replayed))
+        Ok((Journal { path: path.to_path_buf(), file, end: good }, JournalIndex { entries }, replayed))
     }
 
     /// Appends one outcome; returns (offset of payload, payload length).
     pub fn append(&mut self, o: &Outcome) -> std::io::Result<(u64, u64)> {
-        let rec = o.encode();
-        let off = self.file.seek(SeekFrom::End(0))?;
-        self.file.write_all(&rec)?;
+        self.append_record(&o.encode())
+    }
+
+    /// Appends a record made by [`Outcome::encode`] (encode outside any lock).
+    pub fn append_record(&mut self, rec: &[u8]) -> std::io::Result<(u64, u64)> {
+        let off = self.end;
+        if let Err(e) = self.file.write_all(rec) {
+            // Whatever part landed is a torn tail: cut it so later records stay readable.
+            let _ = self.file.set_len(off);
+            let _ = self.file.seek(SeekFrom::Start(off));
+            return Err(e);
+        }
+        self.end += rec.len() as u64;
         Ok((off + 12, rec.len() as u64 - 28))
     }
 
@@ -172,11 +183,78 @@ impl Journal {
     }
 
     pub fn read(&self, off: u64, len: u64) -> std::io::Result<Outcome> {
-        let mut f = File::open(&self.path)?;
-        f.seek(SeekFrom::Start(off))?;
+        use std::os::unix::fs::FileExt;
         let mut payload = vec![0u8; len as usize];
-        f.read_exact(&mut payload)?;
+        self.file.read_exact_at(&mut payload, off)?;
         Outcome::decode(&payload).ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{}: corrupt record at {off}", self.path.display())))
+    }
+}
+
+/// One robots.txt answer worth keeping across runs: a 2xx body or a 4xx
+/// ("no robots.txt": everything allowed). Failures (5xx, unreachable) are not kept.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RobotsRecord {
+    /// `scheme://host:port` the rules apply to.
+    pub origin: String,
+    /// When it was fetched, unix ms (the cache's age is counted from here).
+    pub fetched_at: i64,
+    pub status: u16,
+    /// The body of a 2xx answer, as fetched (re-parsed on load, so a changed
+    /// `robots_token` applies).
+    pub body: Option<String>,
+}
+
+impl RobotsRecord {
+    pub fn rules(&self, token: &str) -> crate::robots::Robots {
+        match &self.body {
+            Some(b) if (200..300).contains(&self.status) => crate::robots::Robots::parse(b, token),
+            _ => crate::robots::Robots::allow_all(),
+        }
+    }
+}
+
+/// The robots.txt answers of an output's crawls, one JSON line per fetch, in
+/// `_crawl/robots-<task index>.jsonl` (one writer per process of a `--task-count`
+/// job; every process reads them all). Appended the moment robots.txt is fetched,
+/// so a crawl killed mid-round does not fetch it again when resumed.
+pub struct RobotsLog {
+    path: PathBuf,
+    file: std::sync::Mutex<File>,
+}
+
+impl RobotsLog {
+    /// Opens this process's log (dropping a torn last line a kill left) and reads
+    /// the records of every robots log under `dir`.
+    pub fn open(dir: &Path, task_index: usize) -> std::io::Result<(RobotsLog, Vec<RobotsRecord>)> {
+        fs::create_dir_all(dir)?;
+        let path = dir.join(format!("robots-{task_index}.jsonl"));
+        let mut file = OpenOptions::new().create(true).truncate(false).read(true).write(true).open(&path)?;
+        let mut own = vec![];
+        file.read_to_end(&mut own)?;
+        let good = own.iter().rposition(|&c| c == b'\n').map_or(0, |p| p + 1);
+        if good < own.len() {
+            file.set_len(good as u64)?;
+        }
+        file.seek(SeekFrom::Start(good as u64))?;
+        let mut records = vec![];
+        let mut names: Vec<PathBuf> = fs::read_dir(dir)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("robots-") && n.ends_with(".jsonl")))
+            .collect();
+        names.sort();
+        for p in names {
+            let text = if p == path { own[..good].to_vec() } else { fs::read(&p).unwrap_or_default() };
+            // Unreadable lines (a torn tail in another process's log) only cost a refetch.
+            records.extend(text.split(|&c| c == b'\n').filter_map(|l| serde_json::from_slice::<RobotsRecord>(l).ok()));
+        }
+        Ok((RobotsLog { path, file: std::sync::Mutex::new(file) }, records))
+    }
+
+    /// Appends one record in a single write.
+    pub fn append(&self, r: &RobotsRecord) -> std::io::Result<()> {
+        let mut line = serde_json::to_vec(r).expect("robots record serialises");
+        line.push(b'\n');
+        self.file.lock().unwrap().write_all(&line).map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", self.path.display())))
     }
 }
 
@@ -188,15 +266,46 @@ pub struct QItem {
     pub caption: Option<String>,
 }
 
-/// The frontier and done-set at the start of a round.
-#[derive(Debug, Clone, Default)]
+/// One entry of a round: a URL to fetch, or a seed-list entry that is not a
+/// crawlable URL (recorded, never fetched).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum RoundItem {
+    Fetch(QItem),
+    Invalid { url: String, msg: String, caption: Option<String> },
+}
+
+impl RoundItem {
+    pub fn url(&self) -> &str {
+        match self {
+            RoundItem::Fetch(q) => &q.url,
+            RoundItem::Invalid { url, .. } => url,
+        }
+    }
+}
+
+/// A round selected but not yet committed (its items are being fetched).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AheadRound {
+    pub items: Vec<RoundItem>,
+    /// Seed-list entries skipped as duplicates while selecting it (a counter of its commit).
+    pub dup_seeds: u64,
+}
+
+/// The crawl's position after a round commit: the first uncommitted round, the
+/// rounds already selected from there on (fetched concurrently), the frontier, and
+/// the done-set.
+#[derive(Debug, Default)]
 pub struct State {
+    /// The first round not committed; `ahead[0]` is this round, when any.
     pub round: u64,
+    pub ahead: Vec<AheadRound>,
     /// Seed-list entries consumed so far.
     pub seed_cursor: u64,
     pub queue: VecDeque<QItem>,
     /// Keys (see `urls::key`) of every URL fetched or queued.
     pub seen: HashSet<u128>,
+    /// Where `seen` is persisted, one key at a time (not rewritten per round).
+    pub seen_log: Option<SeenLog>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -205,7 +314,68 @@ struct StateFile {
     round: u64,
     seed_cursor: u64,
     queue: Vec<QItem>,
+    /// The done-set as hex keys: only in state files of older versions, which
+    /// rewrote it every round; now it lives in `seen.bin`, of which the first
+    /// `seen_len` keys belong to this state.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     seen: Vec<String>,
+    #[serde(default)]
+    seen_len: Option<u64>,
+    #[serde(default)]
+    ahead: Vec<AheadRound>,
+}
+
+/// The done-set on disk: 16-byte keys appended as they are claimed at points that do
+/// not depend on timing (seeds when selected, links and image claims when their
+/// round is written), made durable before each state save. A state names how many
+/// keys it covers; keys past that (work that was never committed) are cut on load.
+#[derive(Debug)]
+pub struct SeenLog {
+    path: PathBuf,
+    file: File,
+    len: u64,
+    pending: Vec<u8>,
+}
+
+impl SeenLog {
+    /// Opens `seen.bin` in `dir`, keeping (and returning) its first `keep` keys.
+    pub fn open(dir: &Path, keep: u64) -> Result<(SeenLog, Vec<u128>), String> {
+        let path = dir.join("seen.bin");
+        let err = |e: std::io::Error| format!("{}: {e}", path.display());
+        fs::create_dir_all(dir).map_err(err)?;
+        let mut file = OpenOptions::new().create(true).truncate(false).read(true).write(true).open(&path).map_err(err)?;
+        let have = file.metadata().map_err(err)?.len() / 16;
+        if have < keep {
+            return Err(format!("{}: holds {have} URL keys, the crawl state needs {keep}; the crawl state is damaged (delete {} to start over)", path.display(), dir.display()));
+        }
+        file.set_len(keep * 16).map_err(err)?;
+        let mut keys = Vec::with_capacity(keep as usize);
+        let mut r = BufReader::new(&mut file);
+        let mut b = [0u8; 16];
+        for _ in 0..keep {
+            r.read_exact(&mut b).map_err(err)?;
+            keys.push(u128::from_le_bytes(b));
+        }
+        drop(r);
+        file.seek(SeekFrom::Start(keep * 16)).map_err(err)?;
+        Ok((SeenLog { path, file, len: keep, pending: vec![] }, keys))
+    }
+
+    pub fn push(&mut self, k: u128) {
+        self.pending.extend_from_slice(&k.to_le_bytes());
+    }
+
+    /// Writes and syncs the pushed keys; returns how many keys the log holds.
+    pub fn flush(&mut self) -> Result<u64, String> {
+        if !self.pending.is_empty() {
+            let err = |e: std::io::Error| format!("{}: {e}", self.path.display());
+            self.file.write_all(&self.pending).map_err(err)?;
+            self.file.sync_data().map_err(err)?;
+            self.len += self.pending.len() as u64 / 16;
+            self.pending.clear();
+        }
+        Ok(self.len)
+    }
 }
 
 pub fn round_id(task: &str, round: u64) -> String {
@@ -222,7 +392,8 @@ pub fn journal_path(dir: &Path, round: u64) -> PathBuf {
 
 impl State {
     /// The newest state whose previous round is committed (state r+1 is written just
-    /// before round r's commit record, so a kill in between falls back to state r).
+    /// before round r's commit record, so a kill in between falls back to state r),
+    /// with the done-set read back from `seen.bin`.
     pub fn load(dir: &Path, output: &Path, task: &str) -> Result<State, String> {
         let mut rounds: Vec<u64> = match fs::read_dir(dir) {
             Ok(rd) => rd
@@ -240,21 +411,40 @@ impl State {
             }
             let text = fs::read(&p).map_err(|e| format!("{}: {e}", p.display()))?;
             let f: StateFile = serde_json::from_slice(&text).map_err(|e| format!("{}: unreadable crawl state: {e}", p.display()))?;
-            let seen = f
+            let legacy: Vec<u128> = f
                 .seen
                 .iter()
                 .map(|h| u128::from_str_radix(h, 16).map_err(|e| format!("{}: bad key `{h}`: {e}", p.display())))
                 .collect::<Result<_, _>>()?;
-            return Ok(State { round: f.round, seed_cursor: f.seed_cursor, queue: f.queue.into(), seen });
+            let (mut log, keys) = SeenLog::open(dir, f.seen_len.unwrap_or(0))?;
+            // A state of an older version: its keys move into the log at the next save.
+            for k in &legacy {
+                log.push(*k);
+            }
+            let seen = keys.into_iter().chain(legacy).collect();
+            return Ok(State { round: f.round, ahead: f.ahead, seed_cursor: f.seed_cursor, queue: f.queue.into(), seen, seen_log: Some(log) });
         }
-        Ok(State::default())
+        let (log, _) = SeenLog::open(dir, 0)?;
+        Ok(State { seen_log: Some(log), ..State::default() })
     }
 
-    pub fn save(&self, dir: &Path, task: &str) -> m6_pipeline::Result<()> {
-        let mut seen: Vec<String> = self.seen.iter().map(|k| format!("{k:032x}")).collect();
-        seen.sort_unstable();
-        let f = StateFile { task: task.to_string(), round: self.round, seed_cursor: self.seed_cursor, queue: self.queue.iter().cloned().collect(), seen };
-        write_atomic(&state_path(dir, self.round), &serde_json::to_vec(&f).expect("state serialises"))
+    /// Makes the pushed done-set keys durable, then writes this state (atomically).
+    pub fn save(&mut self, dir: &Path, task: &str) -> Result<(), String> {
+        let seen_len = match self.seen_log.as_mut() {
+            Some(l) => Some(l.flush()?),
+            None => None,
+        };
+        let f = StateFile {
+            task: task.to_string(),
+            round: self.round,
+            seed_cursor: self.seed_cursor,
+            queue: self.queue.iter().cloned().collect(),
+            seen: vec![],
+            seen_len,
+            ahead: self.ahead.clone(),
+        };
+        let p = state_path(dir, self.round);
+        write_atomic(&p, &serde_json::to_vec(&f).expect("state serialises")).map_err(|e| format!("{}: {e}", p.display()))
     }
 
     /// Removes the files of rounds before this state's.
@@ -269,6 +459,32 @@ impl State {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn robots_log_survives_a_torn_line_and_reads_every_process() {
+        let d = tempfile::tempdir().unwrap();
+        let rec = |o: &str, body: Option<&str>| RobotsRecord { origin: o.into(), fetched_at: 7, status: if body.is_some() { 200 } else { 404 }, body: body.map(str::to_string) };
+        {
+            let (log, known) = RobotsLog::open(d.path(), 0).unwrap();
+            assert!(known.is_empty());
+            log.append(&rec("http://a:80", Some("User-agent: *\nDisallow: /x\nCrawl-delay: 2\n"))).unwrap();
+            log.append(&rec("http://b:80", None)).unwrap();
+        }
+        // Another process's log, and a kill in the middle of our next line.
+        RobotsLog::open(d.path(), 1).unwrap().0.append(&rec("http://c:80", None)).unwrap();
+        let mut f = OpenOptions::new().append(true).open(d.path().join("robots-0.jsonl")).unwrap();
+        f.write_all(b"{\"origin\":\"http://d:80\",\"fetch").unwrap();
+        let (log, known) = RobotsLog::open(d.path(), 0).unwrap();
+        assert_eq!(known.iter().map(|r| r.origin.as_str()).collect::<Vec<_>>(), vec!["http://a:80", "http://b:80", "http://c:80"]);
+        let a = known[0].rules("m6corpus");
+        assert!(!a.allowed("/x/1") && a.allowed("/y"));
+        assert_eq!(a.crawl_delay, Some(2.0));
+        assert!(known[1].rules("m6corpus").allowed("/x"));
+        // The torn tail is gone, so the next record lands on a line of its own.
+        log.append(&rec("http://e:80", None)).unwrap();
+        let (_, again) = RobotsLog::open(d.path(), 0).unwrap();
+        assert_eq!(again.len(), 4);
+    }
 
     #[test]
     fn journal_roundtrip_and_torn_tail() {

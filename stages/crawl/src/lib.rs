@@ -3,14 +3,16 @@
 //! and an `images` side dataset, politely, safely and resumably.
 //!
 //! Page/image locality guarantee (what `extract` relies on): when an HTML page is
-//! fetched, the images its `<img src>` reference are fetched with it, and their page
+//! fetched, the images its `<img>`s show (largest `srcset`/`<picture>` candidate,
+//! else lazy-loading attribute, else `src`: [`srcset::image_url`], the same choice
+//! `extract` makes) are fetched with it, and their page
 //! rows (content type `image/*`, or the failure) are written right after the page
 //! row, in the same Arrow batch, hence in the same shard. Each image row's `url` is
-//! the normalised absolute URL (`<img src>` joined to the page's `final_url` or its
+//! the normalised absolute URL (the chosen URL joined to the page's `final_url` or its
 //! `<base href>`, fragment removed). An image already fetched earlier in the same
 //! task (shared icons, logos) is not fetched again and so is not repeated.
 
-mod crawl;
+pub mod crawl;
 pub mod fetch;
 pub mod html;
 pub mod images;
@@ -18,6 +20,7 @@ pub mod journal;
 pub mod net;
 pub mod robots;
 pub mod seeds;
+pub mod srcset;
 pub mod urls;
 
 use std::collections::BTreeMap;
@@ -47,7 +50,17 @@ pub struct CrawlConfig {
     /// Requests in flight at once to one host (scheme, host and port). Default 2.
     pub per_host_concurrency: usize,
     /// Minimum time between the starts of two requests to one host, in ms. Default 250.
+    /// A longer `Crawl-delay` in the host's robots.txt (for our token, else `*`) wins.
     pub per_host_delay_ms: u64,
+    /// The most a robots.txt `Crawl-delay` may space requests to one host, in ms, so
+    /// that a hostile value cannot stall the crawl (0 ignores `Crawl-delay`). Default 30000.
+    pub max_crawl_delay_ms: u64,
+    /// How long fetched robots.txt rules are used before fetching them again, in
+    /// seconds, within a run and across resumed runs (RFC 9309 §2.4). Default 86400.
+    pub robots_max_age_s: u64,
+    /// How long a DNS answer is reused for new connections, in seconds (0 = resolve
+    /// every time). Addresses are checked against the private ranges on every use. Default 60.
+    pub dns_cache_s: u64,
     /// TCP/TLS connect timeout in ms. Default 10000.
     pub connect_timeout_ms: u64,
     /// Longest wait for any single read from the socket, in ms. Default 20000.
@@ -79,7 +92,8 @@ pub struct CrawlConfig {
     /// Allow private, loopback, link-local, multicast and unspecified addresses
     /// (checked after DNS resolution). Default false.
     pub allow_private: bool,
-    /// Fetch the images HTML pages embed (`<img src>`). Default true.
+    /// Fetch the images HTML pages show (`<img>`: srcset, `<picture>`, lazy-loading
+    /// attributes, src; see `srcset::image_url`). Default true.
     pub fetch_images: bool,
     /// At most this many images are fetched per page. Default 64.
     pub max_images_per_page: usize,
@@ -88,9 +102,13 @@ pub struct CrawlConfig {
     pub resize_max_side: u32,
     /// Sort query parameters when normalising URLs. Default false.
     pub sort_query: bool,
-    /// Frontier items per round; each round is committed (and is the most a kill can
-    /// lose of work not yet journaled). Default 256.
+    /// Frontier items per round; each round is committed as one set of shards.
+    /// Default 256.
     pub round_size: usize,
+    /// Rounds fetched at once: rounds are committed in order, and while one waits for
+    /// its slowest item the next ones keep fetching. Links found in a round are
+    /// fetched from this many rounds later on. Default 4.
+    pub rounds_in_flight: usize,
     /// Worker threads of the crawler's tokio runtime. Default 2.
     pub io_threads: usize,
 }
@@ -103,6 +121,9 @@ impl Default for CrawlConfig {
             concurrency: 32,
             per_host_concurrency: 2,
             per_host_delay_ms: 250,
+            max_crawl_delay_ms: 30_000,
+            robots_max_age_s: 86_400,
+            dns_cache_s: 60,
             connect_timeout_ms: 10_000,
             read_timeout_ms: 20_000,
             total_timeout_ms: 60_000,
@@ -120,6 +141,7 @@ impl Default for CrawlConfig {
             resize_max_side: 0,
             sort_query: false,
             round_size: 256,
+            rounds_in_flight: 4,
             io_threads: 2,
         }
     }
@@ -185,7 +207,7 @@ struct OutCtx {
 pub struct CrawlStage {
     cfg: CrawlConfig,
     rt: tokio::runtime::Runtime,
-    fetcher: fetch::Fetcher,
+    work: std::sync::Arc<crawl::Worker>,
     ctx: Mutex<Option<OutCtx>>,
 }
 
@@ -201,6 +223,9 @@ impl CrawlStage {
         if cfg.round_size == 0 {
             return Err(bad("round_size", "must be at least 1"));
         }
+        if cfg.rounds_in_flight == 0 {
+            return Err(bad("rounds_in_flight", "must be at least 1"));
+        }
         if cfg.total_timeout_ms == 0 || cfg.connect_timeout_ms == 0 || cfg.read_timeout_ms == 0 {
             return Err(bad("*_timeout_ms", "timeouts must be above 0"));
         }
@@ -212,7 +237,8 @@ impl CrawlStage {
             let _g = rt.enter();
             fetch::Fetcher::new(&cfg)?
         };
-        Ok(CrawlStage { cfg, rt, fetcher, ctx: Mutex::new(None) })
+        let work = std::sync::Arc::new(crawl::Worker { cfg: cfg.clone(), fetcher });
+        Ok(CrawlStage { cfg, rt, work, ctx: Mutex::new(None) })
     }
 }
 
@@ -284,6 +310,12 @@ impl Stage for CrawlStage {
     }
 
     fn prepare(&self, ctx: &RunContext) -> Result<(), BoxError> {
+        let dir = ctx.output.join("_crawl");
+        let (log, known) = journal::RobotsLog::open(&dir, ctx.task_index).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let reused = self.work.fetcher.use_robots_log(log, known);
+        if reused > 0 {
+            tracing::info!(hosts = reused, "reusing robots.txt rules fetched by an earlier run");
+        }
         *self.ctx.lock().unwrap() = Some(OutCtx { output: ctx.output.to_path_buf(), limits: ctx.limits, batch_rows: ctx.batch_rows });
         Ok(())
     }

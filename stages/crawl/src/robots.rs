@@ -1,5 +1,7 @@
 //! robots.txt per RFC 9309: the group for our product token (else `*`), longest
 //! matching rule wins, `allow` wins ties, `*` matches any run and a final `$` anchors.
+//! `Crawl-delay` (not in RFC 9309, but widely used, notably by Chinese sites) is read
+//! from the same group.
 
 /// The rules that apply to us on one origin.
 #[derive(Debug, Clone, Default)]
@@ -7,6 +9,8 @@ pub struct Robots {
     rules: Vec<(bool, String)>,
     /// Set when every path is refused because robots.txt could not be fetched.
     pub unreachable: Option<String>,
+    /// `Crawl-delay` of our group, in seconds (the largest if several are given).
+    pub crawl_delay: Option<f64>,
 }
 
 impl Robots {
@@ -15,14 +19,15 @@ impl Robots {
     }
 
     pub fn disallow_all(reason: String) -> Self {
-        Robots { rules: vec![(false, "/".into())], unreachable: Some(reason) }
+        Robots { rules: vec![(false, "/".into())], unreachable: Some(reason), crawl_delay: None }
     }
 
     /// Parses a robots.txt body and keeps the rules of the group(s) for `token`.
     pub fn parse(text: &str, token: &str) -> Self {
         let token = token.to_ascii_lowercase();
-        // (agents, rules) groups in file order.
-        let mut groups: Vec<(Vec<String>, Vec<(bool, String)>)> = vec![];
+        // (agents, rules, crawl-delay) groups in file order.
+        type Group = (Vec<String>, Vec<(bool, String)>, Option<f64>);
+        let mut groups: Vec<Group> = vec![];
         let mut in_agents = false;
         for line in text.lines() {
             let line = line.split('#').next().unwrap_or("").trim();
@@ -31,7 +36,7 @@ impl Robots {
             match k.as_str() {
                 "user-agent" => {
                     if !in_agents {
-                        groups.push((vec![], vec![]));
+                        groups.push((vec![], vec![], None));
                         in_agents = true;
                     }
                     groups.last_mut().unwrap().0.push(v.to_ascii_lowercase());
@@ -45,15 +50,23 @@ impl Robots {
                         }
                     }
                 }
-                _ => {} // sitemap, crawl-delay, ...: not group boundaries
+                "crawl-delay" => {
+                    // A member of the group above, like a rule (so a user-agent line
+                    // after it starts a new group, as the site meant).
+                    in_agents = false;
+                    let d = v.parse::<f64>().ok().filter(|d| d.is_finite() && *d >= 0.0);
+                    if let (Some(g), Some(d)) = (groups.last_mut(), d) {
+                        g.2 = Some(g.2.map_or(d, |old: f64| old.max(d)));
+                    }
+                }
+                _ => {} // sitemap, ...: not group boundaries
             }
         }
-        let pick = |want: &str| -> Vec<(bool, String)> {
-            groups.iter().filter(|(agents, _)| agents.iter().any(|a| a == want)).flat_map(|(_, r)| r.iter().cloned()).collect()
-        };
-        let ours: Vec<_> = groups.iter().filter(|(agents, _)| agents.iter().any(|a| a == &token)).collect();
-        let rules = if !ours.is_empty() { pick(&token) } else { pick("*") };
-        Robots { rules, unreachable: None }
+        let want = if groups.iter().any(|(agents, _, _)| agents.iter().any(|a| a == &token)) { token.as_str() } else { "*" };
+        let mine = || groups.iter().filter(|(agents, _, _)| agents.iter().any(|a| a == want));
+        let rules = mine().flat_map(|(_, r, _)| r.iter().cloned()).collect();
+        let crawl_delay = mine().filter_map(|(_, _, d)| *d).reduce(f64::max);
+        Robots { rules, unreachable: None, crawl_delay }
     }
 
     /// Whether `path_and_query` (as it appears in the URL, percent-encoded) may be fetched.
@@ -158,6 +171,19 @@ mod tests {
         assert!(!r.allowed("/x/1/y/2"));
         assert!(r.allowed("/x/okay/y"));
         assert!(r.allowed("/x/y"));
+    }
+
+    #[test]
+    fn crawl_delay_of_our_group() {
+        let txt = "User-agent: *\nCrawl-delay: 10\nDisallow: /x\n\nUser-agent: m6corpus\nCrawl-delay: 1.5\nDisallow: /y\n";
+        assert_eq!(Robots::parse(txt, "m6corpus").crawl_delay, Some(1.5));
+        assert_eq!(Robots::parse(txt, "otherbot").crawl_delay, Some(10.0));
+        // Before the rules, after them, repeated (the largest wins), junk ignored.
+        assert_eq!(Robots::parse("user-agent: m6corpus\ncrawl-delay: 2\ndisallow: /a\ncrawl-delay: 3\n", "m6corpus").crawl_delay, Some(3.0));
+        assert_eq!(Robots::parse("user-agent: *\ncrawl-delay: soon\ncrawl-delay: -1\ncrawl-delay: inf\n", "m6corpus").crawl_delay, None);
+        assert_eq!(Robots::parse("user-agent: *\ndisallow: /\n", "m6corpus").crawl_delay, None);
+        // Our group without a Crawl-delay does not inherit the `*` one.
+        assert_eq!(Robots::parse("user-agent: *\ncrawl-delay: 5\n\nuser-agent: m6corpus\nallow: /\n", "m6corpus").crawl_delay, None);
     }
 
     #[test]

@@ -452,12 +452,15 @@ impl<'p> Walker<'p> {
             self.skipped.push("tiny");
             return;
         }
-        let src = ["src", "data-src", "data-original", "data-actualsrc", "data-lazy-src"]
-            .iter()
-            .filter_map(|a| e.attr(a))
-            .map(str::trim)
-            .find(|s| !s.is_empty() && !s.starts_with("data:"))
-            .or_else(|| e.attr("srcset").and_then(|s| s.split(',').next()).and_then(|s| s.split_whitespace().next()));
+        // The `<source>`s of an enclosing `<picture>` offer candidates too.
+        let sources: Vec<Vec<(&str, &str)>> = match node.parent().and_then(|p| p.value().as_element().map(|pe| (p, pe))) {
+            Some((p, pe)) if pe.name() == "picture" => {
+                p.children().filter_map(|c| c.value().as_element()).filter(|se| se.name() == "source").map(|se| se.attrs().collect()).collect()
+            }
+            _ => vec![],
+        };
+        let attrs: Vec<(&str, &str)> = e.attrs().collect();
+        let src = crate::srcset::image_url(&attrs, &sources);
         let Some(src) = src else {
             self.skipped.push(if e.attr("src").is_some_and(|s| s.trim().starts_with("data:")) { "data_uri" } else { "no_src" });
             return;

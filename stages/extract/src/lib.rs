@@ -4,6 +4,11 @@
 
 pub mod charset;
 pub mod html;
+/// The crawler's choice of the URL an `<img>` shows (srcset, `<picture>`, lazy-loading
+/// attributes, src), compiled in here from the one source file so that a pair's
+/// image URL is the URL the crawler downloaded, without depending on its HTTP stack.
+#[path = "../../crawl/src/srcset.rs"]
+pub mod srcset;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Cursor;
