@@ -65,6 +65,10 @@ pub enum KeepRule {
     /// The first in input order (input datasets as given, shards in manifest order,
     /// rows in order). Depends on how the input is sharded.
     First,
+    /// The highest score under `quality_field` in the row's `meta` JSON (documents),
+    /// as an upstream scorer wrote it; rows without a numeric score rank below all
+    /// scored ones. Ties (and images/pairs, which carry no meta) fall back to `longest`.
+    Quality,
 }
 
 /// How an image is identified for exact duplicates.
@@ -114,8 +118,12 @@ pub struct DedupConfig {
     pub threshold: f32,
     /// Seed of every hash function (changing it changes which borderline pairs match). Default 1.
     pub seed: u64,
-    /// Which row of a duplicate cluster is kept: `longest`, `shortest` or `first`. Default `longest`.
+    /// Which row of a duplicate cluster is kept: `longest`, `shortest`, `first` or
+    /// `quality`. Default `longest`.
     pub keep: KeepRule,
+    /// The `meta` JSON field (a number, higher is better) that `keep = "quality"` ranks by.
+    /// Default `quality`.
+    pub quality_field: String,
     /// Exact image identity: `bytes` or `pixels` (decoded). Default `pixels`.
     pub image_exact: ImageExact,
     /// Images whose pHashes differ in at most this many of 64 bits are near duplicates. Default 10.
@@ -152,6 +160,7 @@ impl Default for DedupConfig {
             threshold: 0.6,
             seed: 1,
             keep: KeepRule::Longest,
+            quality_field: "quality".into(),
             image_exact: ImageExact::Pixels,
             max_hamming: 10,
             hash_blocks: 11,

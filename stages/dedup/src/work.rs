@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
-use arrow::array::{Array, BinaryArray, BinaryBuilder, RecordBatch, StringBuilder, UInt32Array, UInt32Builder, UInt64Array, UInt64Builder};
+use arrow::array::{Array, BinaryArray, BinaryBuilder, Float32Array, Float32Builder, RecordBatch, StringBuilder, UInt32Array, UInt32Builder, UInt64Array, UInt64Builder};
 use arrow::datatypes::{DataType, Field, Schema};
 use m6_pipeline::error::IoContext;
 use m6_pipeline::{plan_shards, BoxError, RunContext, Task};
@@ -39,6 +39,7 @@ const FINGERPRINT: &str = "fingerprint";
 // Columns of the signature work files (internal to dedup, not a dataset kind).
 const C_ID: &str = "id";
 const C_SIZE: &str = "size";
+const C_SCORE: &str = "score";
 const C_IDHASH: &str = "id_hash";
 const C_BANDS: &str = "bands";
 
@@ -101,6 +102,8 @@ fn payload_len(cfg: &DedupConfig, kind: Kind) -> usize {
 /// Per-row signing output.
 struct Signed {
     size: u32,
+    /// The keep rule's quality score (`-inf` when the row has none).
+    score: f32,
     /// (key, order, flag) triples.
     bands: Vec<[u64; 3]>,
     payload: Vec<u8>,
@@ -170,7 +173,7 @@ impl<'a> Signer<'a> {
         for v in &self.sig {
             payload.extend_from_slice(&v.to_le_bytes());
         }
-        Signed { size: self.chars.len() as u32, bands, payload }
+        Signed { size: self.chars.len() as u32, score: f32::NEG_INFINITY, bands, payload }
     }
 
     /// Image (and pair) identity: exact key, pHash and whether it decoded.
@@ -224,7 +227,7 @@ impl<'a> Signer<'a> {
         for v in [exact, ph, decoded as u64] {
             payload.extend_from_slice(&v.to_le_bytes());
         }
-        Signed { size, bands, payload }
+        Signed { size, score: f32::NEG_INFINITY, bands, payload }
     }
 
     fn pair(&mut self, bytes: &[u8], caption: &str, size: u32, idhash: u64) -> Signed {
@@ -246,7 +249,7 @@ impl<'a> Signer<'a> {
         for v in [exact, ph, decoded as u64, cap] {
             payload.extend_from_slice(&v.to_le_bytes());
         }
-        Signed { size, bands, payload }
+        Signed { size, score: f32::NEG_INFINITY, bands, payload }
     }
 
     fn sign_batch(&mut self, b: &RecordBatch) -> Result<(Vec<String>, Vec<u64>, Vec<Signed>), BoxError> {
@@ -263,8 +266,13 @@ impl<'a> Signer<'a> {
         match self.kind {
             Kind::Document => {
                 let text = column::<Str>(b, d::TEXT)?;
+                let meta = if self.cfg.keep == KeepRule::Quality { Some(column::<Str>(b, d::META)?) } else { None };
                 for r in 0..n {
-                    out.push(self.text(text.value(r), idh[r]));
+                    let mut s = self.text(text.value(r), idh[r]);
+                    if let Some(m) = meta.filter(|m| m.is_valid(r)) {
+                        s.score = quality_score(m.value(r), &self.cfg.quality_field);
+                    }
+                    out.push(s);
                 }
             }
             Kind::Image => {
@@ -289,10 +297,22 @@ impl<'a> Signer<'a> {
     }
 }
 
+/// A row's score for `keep = "quality"`: the number under `field` in its meta JSON.
+/// Unparsable meta or a missing/non-numeric field ranks lowest rather than failing:
+/// the score only orders duplicates, it never drops a row.
+fn quality_score(meta: &str, field: &str) -> f32 {
+    serde_json::from_str::<serde_json::Value>(meta)
+        .ok()
+        .and_then(|v| v.get(field).and_then(|x| x.as_f64()))
+        .filter(|x| x.is_finite())
+        .map_or(f32::NEG_INFINITY, |x| x as f32)
+}
+
 /// The input columns signing reads (the rest of a wide row is never decoded).
-fn sign_columns(kind: Kind) -> &'static [&'static str] {
+fn sign_columns(cfg: &DedupConfig, kind: Kind) -> &'static [&'static str] {
     use m6_schemas::{document as d, image as i, pair as p};
     match kind {
+        Kind::Document if cfg.keep == KeepRule::Quality => &[d::ID, d::TEXT, d::META],
         Kind::Document => &[d::ID, d::TEXT],
         Kind::Image => &[i::ID, i::BYTES, i::WIDTH, i::HEIGHT],
         _ => &[p::ID, p::IMAGE_BYTES, p::WIDTH, p::HEIGHT, p::CAPTION],
@@ -303,6 +323,7 @@ fn sig_schema() -> Arc<Schema> {
     Arc::new(Schema::new(vec![
         Field::new(C_ID, DataType::Utf8, false),
         Field::new(C_SIZE, DataType::UInt32, false),
+        Field::new(C_SCORE, DataType::Float32, false),
         Field::new(C_IDHASH, DataType::UInt64, false),
         Field::new(C_BANDS, DataType::Binary, false),
     ]))
@@ -328,17 +349,19 @@ fn sign_shard(cfg: &DedupConfig, kind: Kind, task: &Task, ord: usize, work: &Pat
     let mut bw = BufWriter::with_capacity(1 << 20, File::create(&bin_tmp).at(&bin_tmp)?);
     let mut signer = Signer::new(cfg, kind);
     let mut rows = 0u64;
-    for batch in task.batches_columns(batch_rows, sign_columns(kind)) {
+    for batch in task.batches_columns(batch_rows, sign_columns(cfg, kind)) {
         let batch = batch?;
         let (ids, idh, signed) = signer.sign_batch(&batch)?;
         let mut idb = StringBuilder::new();
         let mut sizeb = UInt32Builder::new();
+        let mut scoreb = Float32Builder::new();
         let mut hb = UInt64Builder::new();
         let mut bb = BinaryBuilder::new();
         let mut tmp = Vec::new();
         for ((id, h), s) in ids.iter().zip(&idh).zip(&signed) {
             idb.append_value(id);
             sizeb.append_value(s.size);
+            scoreb.append_value(s.score);
             hb.append_value(*h);
             tmp.clear();
             for t in &s.bands {
@@ -350,7 +373,7 @@ fn sign_shard(cfg: &DedupConfig, kind: Kind, task: &Task, ord: usize, work: &Pat
             bw.write_all(&s.payload).at(&bin_tmp)?;
         }
         rows += signed.len() as u64;
-        let rb = RecordBatch::try_new(schema.clone(), vec![Arc::new(idb.finish()), Arc::new(sizeb.finish()), Arc::new(hb.finish()), Arc::new(bb.finish())])?;
+        let rb = RecordBatch::try_new(schema.clone(), vec![Arc::new(idb.finish()), Arc::new(sizeb.finish()), Arc::new(scoreb.finish()), Arc::new(hb.finish()), Arc::new(bb.finish())])?;
         pw.write(&rb).map_err(|e| werr(&pq_tmp, e.to_string()))?;
     }
     pw.close().map_err(|e| werr(&pq_tmp, e.to_string()))?;
@@ -429,6 +452,8 @@ impl SharedUf {
 /// The facts the keep rule compares.
 struct Keep {
     size: Vec<u32>,
+    /// Only filled for `KeepRule::Quality` (4 more bytes per row then).
+    score: Vec<f32>,
     idhash: Vec<u64>,
     rule: KeepRule,
 }
@@ -438,10 +463,15 @@ impl Keep {
     fn better(&self, a: u32, b: u32) -> bool {
         let (ai, bi) = (a as usize, b as usize);
         let tie = (self.idhash[ai], a) < (self.idhash[bi], b);
+        let longest = self.size[ai] > self.size[bi] || (self.size[ai] == self.size[bi] && tie);
         match self.rule {
-            KeepRule::Longest => self.size[ai] > self.size[bi] || (self.size[ai] == self.size[bi] && tie),
+            KeepRule::Longest => longest,
             KeepRule::Shortest => self.size[ai] < self.size[bi] || (self.size[ai] == self.size[bi] && tie),
             KeepRule::First => a < b,
+            KeepRule::Quality => match self.score[ai].total_cmp(&self.score[bi]) {
+                std::cmp::Ordering::Equal => longest,
+                o => o == std::cmp::Ordering::Greater,
+            },
         }
     }
 }
@@ -501,7 +531,8 @@ fn explain(cfg: &DedupConfig, kind: Kind, a: &[u8], kept: &[u8]) -> (f32, &'stat
 
 fn fingerprint(cfg: &DedupConfig, kind: Kind, tasks: &[Task]) -> String {
     let mut h = blake3::Hasher::new();
-    h.update(b"m6-dedup-v1");
+    // v2: signature files carry a score column.
+    h.update(b"m6-dedup-v2");
     h.update(serde_json::to_string(cfg).unwrap_or_default().as_bytes());
     h.update(kind.name().as_bytes());
     for t in tasks {
@@ -626,14 +657,14 @@ pub fn prepare(cfg: &DedupConfig, kind: Kind, ctx: &RunContext) -> Result<PathBu
     let writers_n = ctx.threads.max(1).min(offsets.len().max(1));
     let part_path = |p: usize, t: usize| part_dir.join(format!("{p:05}-{t:03}.bin"));
     let per = offsets.len().div_ceil(writers_n);
-    let facts: Vec<(Vec<u32>, Vec<u64>)> = pool.install(|| {
+    let facts: Vec<(Vec<u32>, Vec<f32>, Vec<u64>)> = pool.install(|| {
         (0..writers_n)
             .into_par_iter()
-            .map(|t| -> Result<(Vec<u32>, Vec<u64>), BoxError> {
+            .map(|t| -> Result<(Vec<u32>, Vec<f32>, Vec<u64>), BoxError> {
                 let mut writers = (0..parts)
                     .map(|p| File::create(part_path(p, t)).map(|f| BufWriter::with_capacity(buf_bytes, f)).at(part_path(p, t)))
                     .collect::<Result<Vec<_>, _>>()?;
-                let (mut sizes, mut idhs) = (vec![], vec![]);
+                let (mut sizes, mut scores, mut idhs) = (vec![], vec![], vec![]);
                 let mut rec = Vec::with_capacity(REC);
                 for ord in (t * per)..((t + 1) * per).min(offsets.len()) {
                     let (pq, _) = sig_paths(&work, ord);
@@ -641,10 +672,14 @@ pub fn prepare(cfg: &DedupConfig, kind: Kind, ctx: &RunContext) -> Result<PathBu
                     for b in m6_pipeline::read_parquet(&pq, None, 8192)? {
                         let b = b?;
                         let size = b.column_by_name(C_SIZE).and_then(|c| c.as_any().downcast_ref::<UInt32Array>()).ok_or_else(|| werr(&pq, "bad size column"))?;
+                        let score = b.column_by_name(C_SCORE).and_then(|c| c.as_any().downcast_ref::<Float32Array>()).ok_or_else(|| werr(&pq, "bad score column"))?;
                         let idh = b.column_by_name(C_IDHASH).and_then(|c| c.as_any().downcast_ref::<UInt64Array>()).ok_or_else(|| werr(&pq, "bad id_hash column"))?;
                         let bands = b.column_by_name(C_BANDS).and_then(|c| c.as_any().downcast_ref::<BinaryArray>()).ok_or_else(|| werr(&pq, "bad bands column"))?;
                         for r in 0..b.num_rows() {
                             sizes.push(size.value(r));
+                            if cfg.keep == KeepRule::Quality {
+                                scores.push(score.value(r));
+                            }
                             idhs.push(idh.value(r));
                             for x in bands.value(r).chunks_exact(24) {
                                 let (key, order, flag) = (u64_of(x), u64_of(&x[8..]), u64_of(&x[16..]));
@@ -661,13 +696,14 @@ pub fn prepare(cfg: &DedupConfig, kind: Kind, ctx: &RunContext) -> Result<PathBu
                 for (p, w) in writers.into_iter().enumerate() {
                     w.into_inner().map_err(|e| werr(&part_path(p, t), e.to_string()))?;
                 }
-                Ok((sizes, idhs))
+                Ok((sizes, scores, idhs))
             })
             .collect::<Result<Vec<_>, _>>()
     })?;
-    let mut keep = Keep { size: Vec::with_capacity(n), idhash: Vec::with_capacity(n), rule: cfg.keep };
-    for (sizes, idhs) in facts {
+    let mut keep = Keep { size: Vec::with_capacity(n), score: vec![], idhash: Vec::with_capacity(n), rule: cfg.keep };
+    for (sizes, scores, idhs) in facts {
         keep.size.extend(sizes);
+        keep.score.extend(scores);
         keep.idhash.extend(idhs);
     }
     info!(partitions = parts, secs = format!("{:.2}", t1.elapsed().as_secs_f64()), "dedup: band keys partitioned");

@@ -12,7 +12,7 @@ use std::process::Command;
 use common::*;
 use m6_schemas::{Document, Image, Pair};
 use m6_stage_dedup::normalize::fold_t2s;
-use m6_stage_dedup::{DedupConfig, PairPolicy};
+use m6_stage_dedup::{DedupConfig, KeepRule, PairPolicy};
 
 /// A tiny deterministic PRNG for planting edits.
 struct Lcg(u64);
@@ -80,6 +80,47 @@ fn exact_duplicates_across_shards_are_removed() {
     for d in &dups {
         assert_ne!(src[d.id.as_str()], src[d.kept_id.as_str()]);
     }
+}
+
+#[test]
+fn quality_keep_rule_keeps_the_best_scored_copy() {
+    let tmp = tempfile::tempdir().unwrap();
+    let texts = articles(40, 3);
+    let with_meta = |key: &str, text: &str, meta: Option<&str>| {
+        Document::new("q", Some(key.to_string()), None, None, text.to_string(), meta.map(str::to_string))
+    };
+    let mut rows = vec![];
+    let mut want_quality = vec![];
+    let mut want_longest = vec![];
+    for (i, t) in texts.iter().enumerate() {
+        let chars: Vec<char> = t.chars().collect();
+        let short: String = chars[..chars.len() * 9 / 10].iter().collect(); // 90%: still a near copy
+        let long = format!("{t}{}", &texts[(i + 1) % texts.len()].chars().take(20).collect::<String>());
+        // The best score sits on the shortest copy; the longest copy has no usable score.
+        rows.push(with_meta(&format!("{i}-short"), &short, Some(r#"{"quality": 0.9, "lang": "zh"}"#)));
+        rows.push(with_meta(&format!("{i}-orig"), t, Some(r#"{"quality": 0.2}"#)));
+        rows.push(with_meta(&format!("{i}-long"), &long, if i % 2 == 0 { None } else { Some("not json") }));
+        want_quality.push(rows[rows.len() - 3].id.clone());
+        want_longest.push(rows[rows.len() - 1].id.clone());
+    }
+    let input = write_dataset(&tmp.path().join("in"), &rows, 3);
+    let run = |name: &str, keep: KeepRule| {
+        let out = tmp.path().join(name);
+        dedup(&input, &out, DedupConfig { keep, ..Default::default() }, 2).unwrap();
+        let mut k = kept_ids::<Document>(&out, |d| d.id.clone());
+        k.sort();
+        k
+    };
+    want_quality.sort();
+    want_longest.sort();
+    assert_eq!(run("quality", KeepRule::Quality), want_quality);
+    assert_eq!(run("longest", KeepRule::Longest), want_longest);
+    // Another field name: nobody has it, so every cluster falls back to the longest copy.
+    let out = tmp.path().join("other_field");
+    dedup(&input, &out, DedupConfig { keep: KeepRule::Quality, quality_field: "score".into(), ..Default::default() }, 1).unwrap();
+    let mut k = kept_ids::<Document>(&out, |d| d.id.clone());
+    k.sort();
+    assert_eq!(k, want_longest);
 }
 
 fn planted_corpus() -> (Vec<Document>, Vec<(String, String, &'static str)>, Vec<String>) {
