@@ -731,3 +731,35 @@ fn srcset_picture_and_lazy_images_are_downloaded_and_paired() {
     expect.sort();
     assert_eq!(pairs, expect);
 }
+
+#[test]
+fn a_slow_page_holds_back_its_round_commit_not_the_fetching_of_later_rounds() {
+    let srv = Server::start(|path, _| {
+        if path == "/slow.html" {
+            std::thread::sleep(Duration::from_secs(3));
+        }
+        ok("text/html", format!("<p>{path}</p>"))
+    });
+    let t = tempfile::tempdir().unwrap();
+    // Rounds of 2: [slow, f1], [f2, f3], [f4, f5], [f6, f7] are in flight together
+    // (rounds_in_flight, default 4); f8.. are selected once the first round is written.
+    let mut urls = vec![srv.url("/slow.html")];
+    urls.extend((1..=9).map(|i| srv.url(&format!("/f{i}.html"))));
+    let out = t.path().join("pages");
+    crawl(&seeds(t.path(), &urls), &out, &["--allow-private", "--set", "round_size=2", "--set", "per_host_concurrency=4"]);
+    let r = rows(&out);
+    assert_eq!(r.len(), 10);
+    assert!(r.iter().all(|x| x["status"] == 200));
+    let arrived = |p: &str| srv.received.lock().unwrap()[p][0];
+    let slow = arrived("/slow.html");
+    for i in 2..=7 {
+        let at = arrived(&format!("/f{i}.html"));
+        assert!(at < slow + Duration::from_secs(2), "/f{i}.html was requested {:?} after the slow page: later rounds waited for it", at.saturating_duration_since(slow));
+    }
+    // Each round's rows are its own shard, in seed order whatever order the answers came in.
+    for pair in urls.chunks(2) {
+        let pos = r.iter().position(|x| x["url"] == pair[0]).unwrap();
+        assert_eq!(r[pos + 1]["url"], pair[1]);
+        assert_eq!(r[pos + 1]["file"], r[pos]["file"]);
+    }
+}

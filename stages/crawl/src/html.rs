@@ -19,7 +19,20 @@ fn find_ci(hay: &[u8], from: usize, needle: &[u8]) -> Option<usize> {
     if needle.is_empty() || from >= hay.len() {
         return None;
     }
-    hay[from..].windows(needle.len()).position(|w| w.eq_ignore_ascii_case(needle)).map(|p| p + from)
+    // Jump between occurrences of the first byte ('<' or '-' here: no case to fold).
+    let first = needle[0];
+    let mut at = from;
+    while let Some(p) = memchr(first, &hay[at..]) {
+        let start = at + p;
+        if hay.len() - start < needle.len() {
+            return None;
+        }
+        if hay[start..start + needle.len()].eq_ignore_ascii_case(needle) {
+            return Some(start);
+        }
+        at = start + 1;
+    }
+    None
 }
 
 fn decode_entities(s: &str) -> String {
@@ -62,8 +75,39 @@ fn decode_entities(s: &str) -> String {
     out
 }
 
-fn borrow(a: &[(String, String)]) -> Vec<(&str, &str)> {
-    a.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
+/// The tags the scanner reads; every other tag is skipped without allocating.
+#[derive(Clone, Copy, PartialEq)]
+enum Tag {
+    A,
+    Base,
+    Meta,
+    Picture,
+    Source,
+    Img,
+    /// script, style, textarea, title: raw text up to the closing tag.
+    RawText,
+    Other,
+}
+
+fn tag_of(name: &[u8]) -> Tag {
+    let is = |t: &[u8]| name.eq_ignore_ascii_case(t);
+    match name.len() {
+        1 if is(b"a") => Tag::A,
+        3 if is(b"img") => Tag::Img,
+        4 if is(b"area") => Tag::A,
+        4 if is(b"base") => Tag::Base,
+        4 if is(b"meta") => Tag::Meta,
+        6 if is(b"source") => Tag::Source,
+        6 if is(b"script") => Tag::RawText,
+        5 if is(b"style") || is(b"title") => Tag::RawText,
+        7 if is(b"picture") => Tag::Picture,
+        8 if is(b"textarea") => Tag::RawText,
+        _ => Tag::Other,
+    }
+}
+
+fn text(v: &[u8]) -> String {
+    decode_entities(String::from_utf8_lossy(v).trim())
 }
 
 /// Scans `html` (any ASCII-compatible encoding) for links, images and robots meta.
@@ -73,17 +117,19 @@ pub fn scan(html: &[u8], token: &str) -> PageLinks {
     let mut i = 0;
     // The attributes of the `<source>`s of the `<picture>` we are in, if any.
     let mut picture: Option<Vec<Vec<(String, String)>>> = None;
-    while let Some(lt) = html[i..].iter().position(|&c| c == b'<').map(|p| p + i) {
+    // The current tag's attributes as (name, raw value) slices of `html`.
+    let mut attrs: Vec<(&[u8], &[u8])> = Vec::with_capacity(16);
+    while let Some(lt) = memchr(b'<', &html[i..]).map(|p| p + i) {
         i = lt + 1;
         if html[i..].starts_with(b"!--") {
             i = find_ci(html, i + 3, b"-->").map(|e| e + 3).unwrap_or(n);
             continue;
         }
-        if html[i..].len() >= 8 && html[i..i + 8].eq_ignore_ascii_case(b"/picture") {
-            picture = None;
-        }
         if i < n && (html[i] == b'/' || html[i] == b'!' || html[i] == b'?') {
-            i = html[i..].iter().position(|&c| c == b'>').map(|p| p + i + 1).unwrap_or(n);
+            if html[i..].len() >= 8 && html[i..i + 8].eq_ignore_ascii_case(b"/picture") {
+                picture = None;
+            }
+            i = memchr(b'>', &html[i..]).map(|p| p + i + 1).unwrap_or(n);
             continue;
         }
         let name_start = i;
@@ -93,8 +139,9 @@ pub fn scan(html: &[u8], token: &str) -> PageLinks {
         if i == name_start {
             continue; // a stray '<' in text
         }
-        let name = String::from_utf8_lossy(&html[name_start..i]).to_ascii_lowercase();
-        let mut attrs: Vec<(String, String)> = vec![];
+        let name = &html[name_start..i];
+        let tag = tag_of(name);
+        attrs.clear();
         loop {
             while i < n && (html[i].is_ascii_whitespace() || html[i] == b'/') {
                 i += 1;
@@ -107,11 +154,11 @@ pub fn scan(html: &[u8], token: &str) -> PageLinks {
             while i < n && !html[i].is_ascii_whitespace() && !matches!(html[i], b'=' | b'>' | b'/') {
                 i += 1;
             }
-            let aname = String::from_utf8_lossy(&html[a0..i]).to_ascii_lowercase();
+            let aname = &html[a0..i];
             while i < n && html[i].is_ascii_whitespace() {
                 i += 1;
             }
-            let mut value = String::new();
+            let mut value: &[u8] = b"";
             if i < n && html[i] == b'=' {
                 i += 1;
                 while i < n && html[i].is_ascii_whitespace() {
@@ -120,67 +167,84 @@ pub fn scan(html: &[u8], token: &str) -> PageLinks {
                 if i < n && (html[i] == b'"' || html[i] == b'\'') {
                     let q = html[i];
                     let v0 = i + 1;
-                    let end = html[v0..].iter().position(|&c| c == q).map(|p| p + v0).unwrap_or(n);
-                    value = String::from_utf8_lossy(&html[v0..end]).into_owned();
+                    let end = memchr(q, &html[v0..]).map(|p| p + v0).unwrap_or(n);
+                    value = &html[v0..end];
                     i = (end + 1).min(n);
                 } else {
                     let v0 = i;
                     while i < n && !html[i].is_ascii_whitespace() && html[i] != b'>' {
                         i += 1;
                     }
-                    value = String::from_utf8_lossy(&html[v0..i]).into_owned();
+                    value = &html[v0..i];
                 }
             }
             if aname.is_empty() {
                 i += 1;
                 continue;
             }
-            attrs.push((aname, decode_entities(value.trim())));
+            if tag != Tag::Other {
+                attrs.push((aname, value));
+            }
         }
-        let get = |k: &str| attrs.iter().find(|(a, _)| a == k).map(|(_, v)| v.as_str());
-        match name.as_str() {
-            "a" | "area" => {
+        let get = |k: &str| attrs.iter().find(|(a, _)| a.eq_ignore_ascii_case(k.as_bytes())).map(|(_, v)| text(v));
+        match tag {
+            Tag::A => {
                 let nofollow = get("rel").is_some_and(|r| r.to_ascii_lowercase().split_whitespace().any(|t| t == "nofollow"));
                 if let Some(h) = get("href").filter(|h| !h.is_empty() && !nofollow) {
-                    out.links.push(h.to_string());
+                    out.links.push(h);
                 }
             }
-            "picture" => picture = Some(vec![]),
-            "source" => {
+            Tag::Picture => picture = Some(vec![]),
+            Tag::Source => {
                 if let Some(p) = picture.as_mut() {
-                    p.push(attrs.clone());
+                    p.push(owned(&attrs));
                 }
             }
-            "img" => {
+            Tag::Img => {
+                let img = owned(&attrs);
                 let sources: Vec<Vec<(&str, &str)>> = picture.as_deref().unwrap_or_default().iter().map(|s| borrow(s)).collect();
-                if let Some(u) = crate::srcset::image_url(&borrow(&attrs), &sources) {
+                if let Some(u) = crate::srcset::image_url(&borrow(&img), &sources) {
                     out.images.push(u.to_string());
                 }
                 // A picture has one img; its sources are spent.
                 picture = None;
             }
-            "base" => {
+            Tag::Base => {
                 if out.base.is_none() {
-                    out.base = get("href").filter(|h| !h.is_empty()).map(str::to_string);
+                    out.base = get("href").filter(|h| !h.is_empty());
                 }
             }
-            "meta" => {
-                let who = get("name").map(str::to_ascii_lowercase);
+            Tag::Meta => {
+                let who = get("name").map(|w| w.to_ascii_lowercase());
                 if who.as_deref() == Some("robots") || who.as_deref() == Some(&token.to_ascii_lowercase()) {
                     if let Some(c) = get("content") {
                         out.robots.extend(c.split(',').map(|d| d.trim().to_ascii_lowercase()).filter(|d| !d.is_empty()));
                     }
                 }
             }
-            "script" | "style" | "textarea" | "title" => {
+            Tag::RawText => {
                 // Raw text: a '<' inside is not a tag.
-                let close = format!("</{name}");
-                i = find_ci(html, i, close.as_bytes()).unwrap_or(n);
+                let mut close = Vec::with_capacity(name.len() + 2);
+                close.extend_from_slice(b"</");
+                close.extend_from_slice(name);
+                i = find_ci(html, i, &close).unwrap_or(n);
             }
-            _ => {}
+            Tag::Other => {}
         }
     }
     out
+}
+
+fn owned(attrs: &[(&[u8], &[u8])]) -> Vec<(String, String)> {
+    attrs.iter().map(|(k, v)| (String::from_utf8_lossy(k).to_ascii_lowercase(), text(v))).collect()
+}
+
+fn borrow(a: &[(String, String)]) -> Vec<(&str, &str)> {
+    a.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
+}
+
+fn memchr(c: u8, hay: &[u8]) -> Option<usize> {
+    hay.iter().position(|&b| b == c)
 }
 
 #[cfg(test)]
