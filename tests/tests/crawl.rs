@@ -742,11 +742,11 @@ fn a_slow_page_holds_back_its_round_commit_not_the_fetching_of_later_rounds() {
     });
     let t = tempfile::tempdir().unwrap();
     // Rounds of 2: [slow, f1], [f2, f3], [f4, f5], [f6, f7] are in flight together
-    // (rounds_in_flight, default 4); f8.. are selected once the first round is written.
+    // (rounds_in_flight=4); f8.. are selected once the first round is written.
     let mut urls = vec![srv.url("/slow.html")];
     urls.extend((1..=9).map(|i| srv.url(&format!("/f{i}.html"))));
     let out = t.path().join("pages");
-    crawl(&seeds(t.path(), &urls), &out, &["--allow-private", "--set", "round_size=2", "--set", "per_host_concurrency=4"]);
+    crawl(&seeds(t.path(), &urls), &out, &["--allow-private", "--set", "round_size=2", "--set", "rounds_in_flight=4", "--set", "per_host_concurrency=4"]);
     let r = rows(&out);
     assert_eq!(r.len(), 10);
     assert!(r.iter().all(|x| x["status"] == 200));

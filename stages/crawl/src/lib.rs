@@ -107,7 +107,7 @@ pub struct CrawlConfig {
     pub round_size: usize,
     /// Rounds fetched at once: rounds are committed in order, and while one waits for
     /// its slowest item the next ones keep fetching. Links found in a round are
-    /// fetched from this many rounds later on. Default 4.
+    /// fetched from this many rounds later on. Default 8.
     pub rounds_in_flight: usize,
     /// Worker threads of the crawler's tokio runtime. Default 2.
     pub io_threads: usize,
@@ -141,7 +141,7 @@ impl Default for CrawlConfig {
             resize_max_side: 0,
             sort_query: false,
             round_size: 256,
-            rounds_in_flight: 4,
+            rounds_in_flight: 8,
             io_threads: 2,
         }
     }
