@@ -37,6 +37,9 @@ pub mod kind {
     pub const NOT_IMAGE: &str = "not_image";
 }
 
+/// How much of a robots.txt body is read (RFC 9309 asks for at least 500 KiB).
+pub const ROBOTS_MAX_BYTES: usize = 512 << 10;
+
 /// The final outcome of fetching one URL (after redirects and retries).
 #[derive(Debug, Clone, Default)]
 pub struct Fetched {
@@ -302,7 +305,13 @@ impl Fetcher {
                 Attempt::NetErr { msg, .. } => rules = Robots::disallow_all(format!("{cur} is unreachable ({msg})")),
                 Attempt::Done(f) => match (f.status, f.body) {
                     (Some(s), Some(b)) if (200..300).contains(&s) => {
-                        let text = String::from_utf8_lossy(&b).into_owned();
+                        // RFC 9309 §2.5: parse at least 500 KiB. Past that, a site gains
+                        // nothing but a bigger robots log; cut at the last whole line.
+                        let b = match b.get(..ROBOTS_MAX_BYTES) {
+                            Some(head) => &head[..head.iter().rposition(|&c| c == b'\n').map_or(0, |p| p + 1)],
+                            None => &b[..],
+                        };
+                        let text = String::from_utf8_lossy(b).into_owned();
                         rules = Robots::parse(&text, &self.cfg.robots_token);
                         answer = Some((s, Some(text)));
                     }
