@@ -3,11 +3,14 @@
 loader: pyarrow reads the same sample shards (shard order shuffled, rows shuffled in
         a bounded buffer, padded int64 batches + uint8 patch arrays), no model.
 train:  the same M6-style prefix-LM transformer (pre-LN blocks, tied head, SDPA with
-        a prefix-LM mask, patch projection) in PyTorch eager on the CPU with
-        torch.optim.AdamW and grad clipping, fed the same batch shapes.
+        a prefix-LM mask, patch projection) in PyTorch eager with torch.optim.AdamW
+        and grad clipping, fed the same batch shapes; on the CPU in fp32, or with
+        --device cuda under bf16 autocast (what m6-train does on CUDA).
+        Timed window: Unix times in the output, to cut a GPU utilisation trace.
 Prints one JSON object.
 """
 import argparse
+import contextlib
 import glob
 import json
 import math
@@ -138,6 +141,8 @@ def bench_train(a, files, props):
 
     torch.manual_seed(a.seed)
     torch.set_num_threads(a.threads)
+    dev = torch.device(a.device)
+    amp = torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" else contextlib.nullcontext()
     V, d, L, H, ff = props["vocab_size"], a.d_model, a.n_layers, a.n_heads, a.d_ff
     pdim = props["patch_size"] ** 2 * 3
     P = props["grid"] ** 2
@@ -165,9 +170,9 @@ def bench_train(a, files, props):
 
         def forward(s, ids, pre, lens, patches):
             B, T = ids.shape
-            pos = torch.arange(T)
+            pos = torch.arange(T, device=ids.device)
             x = s.tok(ids)
-            modality = torch.zeros(B, T, dtype=torch.long)
+            modality = torch.zeros(B, T, dtype=torch.long, device=ids.device)
             if patches is not None:
                 p, has = patches
                 pe = s.patch(p.float() / 127.5 - 1)
@@ -183,15 +188,17 @@ def bench_train(a, files, props):
                 x = b(x, mask)
             return s.ln(x) @ s.tok.weight.T
 
-    model = M6()
+    model = M6().to(dev)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.98), weight_decay=0.01)
     it = batches(files, props, a.batch_size, a.max_len, a.seed, a.buffer)
 
     def step():
         ids, labels, pre, lens, patches = next(it)
-        tp = None if patches is None else (torch.from_numpy(patches[0]), torch.from_numpy(patches[1]))
-        logits = model(torch.from_numpy(ids), torch.from_numpy(pre), torch.from_numpy(lens), tp)
-        loss = F.cross_entropy(logits.view(-1, V), torch.from_numpy(labels).view(-1), ignore_index=-100)
+        t = lambda x: torch.from_numpy(x).to(dev, non_blocking=True)
+        tp = None if patches is None else (t(patches[0]), t(patches[1]))
+        with amp:
+            logits = model(t(ids), t(pre), t(lens), tp)
+        loss = F.cross_entropy(logits.float().view(-1, V), t(labels).view(-1), ignore_index=-100)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
@@ -200,15 +207,21 @@ def bench_train(a, files, props):
 
     for _ in range(3):  # warm-up, as the Rust run's first steps include allocator warm-up too
         step()
-    t0 = time.perf_counter()
+    t0, unix0 = time.perf_counter(), time.time()
     toks = samples_ = 0
     for _ in range(a.steps):
-        t, n, loss = step()
+        t, n, loss = step()  # float(loss) waits for the GPU, so the clock is honest
         toks += t
         samples_ += n
     s = time.perf_counter() - t0
-    return {"steps": a.steps, "seconds": s, "tokens_per_s": toks / s, "samples_per_s": samples_ / s, "final_loss": loss,
-            "torch": torch.__version__, "threads": a.threads, "peak_rss_mb": rss_mb()}
+    out = {"steps": a.steps, "seconds": s, "tokens_per_s": toks / s, "samples_per_s": samples_ / s, "final_loss": loss,
+           "torch": torch.__version__, "threads": a.threads, "peak_rss_mb": rss_mb(), "device": str(dev),
+           "time_start": unix0, "time_end": time.time(),
+           "parameters": sum(p.numel() for p in model.parameters())}
+    if dev.type == "cuda":
+        out["gpu"] = torch.cuda.get_device_name(dev)
+        out["gpu_peak_mem_mb"] = torch.cuda.max_memory_allocated(dev) / 2**20
+    return out
 
 
 def main():
@@ -225,6 +238,7 @@ def main():
     p.add_argument("--threads", type=int, default=os.cpu_count())
     p.add_argument("--buffer", type=int, default=1024)
     p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--device", default="cpu", help="cpu, or cuda (bf16 autocast)")
     a = p.parse_args()
     files, props = shards(a.input)
     props = {k: (int(v) if isinstance(v, (int, float)) or (isinstance(v, str) and v.isdigit()) else v) for k, v in props.items()}

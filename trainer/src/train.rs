@@ -319,6 +319,8 @@ pub fn train(args: &TrainArgs) -> Result<Summary> {
                 "grad_norm": grad_norm,
                 "epoch": loader.state().epoch,
                 "elapsed_s": t0.elapsed().as_secs_f64(),
+                // Wall-clock time, so a GPU utilisation trace (nvidia-smi) can be cut to the steps.
+                "time": std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64()),
             });
             if let Some(e) = eval_loss {
                 line["eval_loss"] = e.into();
