@@ -27,7 +27,8 @@ pub struct M6Model {
     cfg: ModelConfig,
     n_patches: i64,
     /// Matmuls run in this kind: BFloat16 on CUDA (autocast-style: weights stay fp32,
-    /// norms, softmax statistics and the loss in fp32), Float on CPU.
+    /// norms, the residual stream and the loss in fp32; what a linear layer feeds to
+    /// attention, GELU or the next linear layer stays bf16), Float on CPU.
     compute: Kind,
 }
 
@@ -64,16 +65,19 @@ impl M6Model {
         M6Model { tok, pos, modality, patch, blocks, ln_f, cfg: cfg.clone(), n_patches, compute: if bf16 { Kind::BFloat16 } else { Kind::Float } }
     }
 
-    fn lin(&self, x: &Tensor, l: &nn::Linear) -> Tensor {
+    /// A linear layer whose output stays in the compute kind: casting every
+    /// activation back to fp32 and again to bf16 for the next matmul doubled the memory
+    /// traffic of the elementwise work on the GPU.
+    fn lin_c(&self, x: &Tensor, l: &nn::Linear) -> Tensor {
         if self.compute == Kind::Float {
             return x.apply(l);
         }
-        let y = x.to_kind(self.compute).matmul(&l.ws.to_kind(self.compute).tr());
-        let y = match &l.bs {
-            Some(b) => y + b.to_kind(self.compute),
-            None => y,
-        };
-        y.to_kind(Kind::Float)
+        let c = self.compute;
+        x.to_kind(c).linear(&l.ws.to_kind(c), l.bs.as_ref().map(|b| b.to_kind(c)))
+    }
+
+    fn lin(&self, x: &Tensor, l: &nn::Linear) -> Tensor {
+        self.lin_c(x, l).to_kind(Kind::Float)
     }
 
     /// Token logits (B, T, vocab) for a batch already on `device`.
@@ -98,12 +102,13 @@ impl M6Model {
         let h = self.cfg.n_heads;
         let hd = d / h;
         for blk in &self.blocks {
-            let qkv = self.lin(&x.apply(&blk.ln1), &blk.qkv).view([bsz, t, 3, h, hd]).permute([2, 0, 3, 1, 4]);
-            let (q, k, v) = (qkv.get(0).to_kind(self.compute), qkv.get(1).to_kind(self.compute), qkv.get(2).to_kind(self.compute));
+            let qkv = self.lin_c(&x.apply(&blk.ln1), &blk.qkv).view([bsz, t, 3, h, hd]).permute([2, 0, 3, 1, 4]);
+            let (q, k, v) = (qkv.get(0), qkv.get(1), qkv.get(2));
             let a = Tensor::scaled_dot_product_attention(&q, &k, &v, Some(&mask), 0.0, false, None::<f64>, false);
-            let a = a.to_kind(Kind::Float).transpose(1, 2).contiguous().view([bsz, t, d]);
-            x = x + self.lin(&a, &blk.proj);
-            let m = self.lin(&self.lin(&x.apply(&blk.ln2), &blk.fc1).gelu("none"), &blk.fc2);
+            let a = a.transpose(1, 2).contiguous().view([bsz, t, d]);
+            // fp32 residual + bf16 branch promotes to fp32.
+            x = x + self.lin_c(&a, &blk.proj);
+            let m = self.lin_c(&self.lin_c(&x.apply(&blk.ln2), &blk.fc1).gelu("none"), &blk.fc2);
             x = x + m;
         }
         let x = x.apply(&self.ln_f);
@@ -148,12 +153,16 @@ pub struct DeviceBatch {
 
 impl DeviceBatch {
     pub fn new(b: &Batch, dev: Device) -> Self {
+        // non_blocking: a blocking host-to-device copy waits for every kernel already
+        // queued, which would stall the CPU once a step. From pageable memory the driver
+        // stages the bytes before returning, so the host tensor may be dropped at once.
+        let to = |t: &Tensor| if dev == Device::Cpu { t.shallow_clone() } else { t.to_device_(dev, t.kind(), true, false) };
         DeviceBatch {
-            ids: b.ids.to_device(dev),
-            labels: b.labels.to_device(dev),
-            prefix_len: b.prefix_len.to_device(dev),
-            lengths: b.lengths.to_device(dev),
-            patches: b.patches.as_ref().map(|(p, h)| (p.to_device(dev), h.to_device(dev))),
+            ids: to(&b.ids),
+            labels: to(&b.labels),
+            prefix_len: to(&b.prefix_len),
+            lengths: to(&b.lengths),
+            patches: b.patches.as_ref().map(|(p, h)| (to(p), to(h))),
         }
     }
 }
@@ -174,5 +183,33 @@ mod tests {
             vec![true, true, true, true, true], // a padding query: its output is never used
         ];
         assert_eq!(got, want);
+    }
+
+    /// The bf16 path (what CUDA runs) computes the same function as fp32: built on the
+    /// CPU from the same variables, so it is checked on machines without a GPU too.
+    #[test]
+    fn bf16_path_matches_fp32() {
+        let meta = DataMeta { vocab_size: 300, pad_id: 0, cls_id: 2, sep_id: 3, mask_id: 4, img_id: 5, img_end_id: 6, image: Some(crate::data::ImageGeom { image_size: 8, patch_size: 4, grid: 2 }) };
+        let cfg = ModelConfig { d_model: 32, n_layers: 2, n_heads: 4, d_ff: 64, max_len: 16 };
+        tch::manual_seed(7);
+        let vs = nn::VarStore::new(Device::Cpu);
+        let fp32 = M6Model::new(&vs, &cfg, &meta, false);
+        let mut vs16 = nn::VarStore::new(Device::Cpu);
+        let bf16 = M6Model::new(&vs16, &cfg, &meta, true);
+        vs16.copy(&vs).unwrap();
+        let (bsz, t) = (3i64, 12i64);
+        let b = DeviceBatch {
+            ids: Tensor::randint_low(7, 300, [bsz, t], (Kind::Int64, Device::Cpu)),
+            labels: Tensor::randint_low(7, 300, [bsz, t], (Kind::Int64, Device::Cpu)),
+            prefix_len: Tensor::from_slice(&[6i64, 4, 8]),
+            lengths: Tensor::from_slice(&[12i64, 9, 10]),
+            patches: Some((Tensor::randint(256, [bsz, 4, 48], (Kind::Uint8, Device::Cpu)), Tensor::from_slice(&[true, false, true]))),
+        };
+        let (a, c) = (fp32.forward(&b), bf16.forward(&b));
+        assert_eq!(c.kind(), Kind::Float);
+        let rel = (&a - &c).norm().double_value(&[]) / a.norm().double_value(&[]);
+        assert!(rel > 0.0 && rel < 2e-2, "bf16 vs fp32 relative error {rel}");
+        let (la, lc) = (fp32.loss(&b).double_value(&[]), bf16.loss(&b).double_value(&[]));
+        assert!((la - lc).abs() < 2e-2 * la, "loss {la} vs {lc}");
     }
 }

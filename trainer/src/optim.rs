@@ -43,20 +43,23 @@ impl AdamW {
     }
 
     /// Scales gradients so their global L2 norm is at most `max` (when max > 0);
-    /// returns the norm before clipping.
-    pub fn clip_grad_norm(&mut self, max: f64) -> f64 {
+    /// returns the norm before clipping, as a scalar tensor on the parameters' device:
+    /// the scale is computed there too, so clipping never waits for the GPU.
+    pub fn clip_grad_norm(&mut self, max: f64) -> Tensor {
         let _guard = tch::no_grad_guard();
         let sq: Vec<Tensor> = self.params.iter().map(|(_, p, _, _)| p.grad()).filter(|g| g.defined()).map(|g| g.pow_tensor_scalar(2).sum(Kind::Float)).collect();
         if sq.is_empty() {
-            return 0.0;
+            return Tensor::zeros([], (Kind::Float, self.params.first().map_or(tch::Device::Cpu, |p| p.1.device())));
         }
-        let norm = Tensor::stack(&sq, 0).sum(Kind::Float).sqrt().double_value(&[]);
-        if max > 0.0 && norm > max {
-            let scale = max / (norm + 1e-6);
+        let norm = Tensor::stack(&sq, 0).sum(Kind::Float).sqrt();
+        if max > 0.0 {
+            // min(1, max / (norm + 1e-6)): exactly 1 when the norm is within bounds, so
+            // unclipped gradients are unchanged.
+            let scale = (max / (&norm + 1e-6)).clamp_max(1.0);
             for (_, p, _, _) in &self.params {
                 let mut g = p.grad();
                 if g.defined() {
-                    g *= scale;
+                    g *= &scale;
                 }
             }
         }

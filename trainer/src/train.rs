@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
-use tch::{nn, Device};
+use tch::{nn, Device, Kind, Tensor};
 
 use crate::config::{ModelConfig, TrainConfig};
 use crate::data::{collate, make_example, next_batch, Corpus, DataMeta, Loader, LoaderConfig, LoaderState, ShardRef};
@@ -264,8 +264,12 @@ pub fn train(args: &TrainArgs) -> Result<Summary> {
 
     let t0 = Instant::now();
     let mut win = Instant::now();
-    let (mut win_tokens, mut win_samples, mut win_loss, mut win_n) = (0usize, 0usize, 0.0f64, 0usize);
+    let (mut win_tokens, mut win_samples, mut win_n) = (0usize, 0usize, 0usize);
     let (mut all_tokens, mut all_samples) = (0usize, 0usize);
+    // Losses and the gradient norm stay on the device between log lines: reading one
+    // waits for the GPU, and a wait every step leaves it idle while the CPU queues the
+    // optimiser and the next batch.
+    let mut win_loss = Tensor::zeros([], (Kind::Float, device));
     let mut last_loss = f64::NAN;
     let mut last_eval = None;
     let mut last_ckpt = None;
@@ -273,34 +277,31 @@ pub fn train(args: &TrainArgs) -> Result<Summary> {
     let stop = args.stop_at.unwrap_or(total).min(total);
     while step < stop {
         let lr = lr_at(cfg, step, total);
-        let mut step_loss = 0.0;
+        let mut step_loss = Tensor::zeros([], (Kind::Float, device));
         for _ in 0..cfg.grad_accum {
             let b = next_batch(&mut loader, cfg.batch_size, cfg.seed, &cfg.tasks, max_len)?;
             let loss = model.loss(&DeviceBatch::new(&b, device));
             (&loss / cfg.grad_accum as f64).backward();
-            step_loss += loss.double_value(&[]) / cfg.grad_accum as f64;
+            step_loss += loss.detach() / cfg.grad_accum as f64;
             win_tokens += b.tokens;
             win_samples += b.samples;
         }
         if dist.world() > 1 {
             let mut flat = opt.flat_grads();
-            flat.push(step_loss as f32);
+            flat.push(step_loss.double_value(&[]) as f32);
             dist.all_reduce_mean(&mut flat).context("averaging gradients across ranks")?;
-            step_loss = flat.pop().unwrap() as f64;
+            step_loss = Tensor::from(flat.pop().unwrap()).to_device(device);
             opt.set_flat_grads(&flat);
-        }
-        if !step_loss.is_finite() {
-            bail!("loss became {step_loss} at step {}; lower lr or check the data", step + 1);
         }
         let grad_norm = opt.clip_grad_norm(cfg.grad_clip);
         opt.apply(lr);
         opt.zero_grad();
         step += 1;
         pb.set_position(step);
-        win_loss += step_loss;
+        win_loss += &step_loss;
         win_n += 1;
-        last_loss = step_loss;
         let at_end = step == stop;
+        let checkpoint = at_end || (cfg.checkpoint_every > 0 && step % cfg.checkpoint_every == 0);
         let mut eval_loss = None;
         if args.rank == 0 && cfg.eval_every > 0 && (step % cfg.eval_every == 0 || at_end) {
             eval_loss = evaluate(&model, &corpus.eval, &corpus.meta, cfg, device)?;
@@ -308,15 +309,22 @@ pub fn train(args: &TrainArgs) -> Result<Summary> {
                 last_eval = eval_loss;
             }
         }
-        if step % cfg.log_every.max(1) == 0 || at_end || eval_loss.is_some() {
+        if step % cfg.log_every.max(1) == 0 || at_end || eval_loss.is_some() || checkpoint {
+            let mean_loss = win_loss.double_value(&[]) / win_n.max(1) as f64;
+            // A non-finite loss in the window poisons the mean: stop before logging or
+            // checkpointing weights that may already be NaN.
+            if !mean_loss.is_finite() {
+                bail!("loss became {mean_loss} in steps {}..={step}; lower lr or check the data", step + 1 - win_n as u64);
+            }
+            last_loss = step_loss.double_value(&[]);
             let secs = win.elapsed().as_secs_f64().max(1e-9);
             let mut line = serde_json::json!({
                 "step": step,
-                "loss": win_loss / win_n.max(1) as f64,
+                "loss": mean_loss,
                 "lr": lr,
                 "tokens_per_s": win_tokens as f64 / secs,
                 "samples_per_s": win_samples as f64 / secs,
-                "grad_norm": grad_norm,
+                "grad_norm": grad_norm.double_value(&[]),
                 "epoch": loader.state().epoch,
                 "elapsed_s": t0.elapsed().as_secs_f64(),
                 // Wall-clock time, so a GPU utilisation trace (nvidia-smi) can be cut to the steps.
@@ -329,7 +337,7 @@ pub fn train(args: &TrainArgs) -> Result<Summary> {
             log.flush()?;
             let msg = format!(
                 "loss {:.4} lr {:.2e} {:.0} tok/s {:.1} samples/s{}",
-                win_loss / win_n.max(1) as f64,
+                mean_loss,
                 lr,
                 win_tokens as f64 / secs,
                 win_samples as f64 / secs,
@@ -341,10 +349,11 @@ pub fn train(args: &TrainArgs) -> Result<Summary> {
             }
             all_tokens += win_tokens;
             all_samples += win_samples;
-            (win_tokens, win_samples, win_loss, win_n) = (0, 0, 0.0, 0);
+            (win_tokens, win_samples, win_n) = (0, 0, 0);
+            win_loss = Tensor::zeros([], (Kind::Float, device));
             win = Instant::now();
         }
-        if at_end || (cfg.checkpoint_every > 0 && step % cfg.checkpoint_every == 0) {
+        if checkpoint {
             let state = CheckpointState {
                 step,
                 total_steps: total,

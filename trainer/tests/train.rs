@@ -296,3 +296,28 @@ fn two_ranks_average_gradients_and_stay_in_lockstep() {
     run_ok(&args(&["--input", s(&data.train), "--output", s(&single), "--steps", "12", "--set", "checkpoint_every=6"]));
     assert_ne!(tensors(&single.join("checkpoints/step-00000012/model.safetensors")), w0);
 }
+
+/// The step loop reads the loss only at log/eval/checkpoint steps (so it never waits for
+/// a GPU); a diverging run must still stop there with a clear error and must not leave a
+/// checkpoint of poisoned weights behind.
+#[test]
+fn a_diverging_run_stops_at_the_next_log_step_without_a_checkpoint() {
+    let data = samples();
+    let tmp = tempfile::tempdir().unwrap();
+    let run_dir = tmp.path().join("run");
+    let out = run(&args(&[
+        "--input", s(&data.train),
+        "--output", s(&run_dir),
+        "--steps", "40",
+        "--set", "lr=1e30", // weights overflow fp32 at once: the loss turns NaN/inf
+        "--set", "warmup_steps=0",
+        "--set", "log_every=10",
+        "--set", "checkpoint_every=10",
+        "--set", "eval_every=0",
+    ]));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a diverging run must fail");
+    assert!(stderr.contains("loss became") && stderr.contains("in steps 1..=10"), "{stderr}");
+    assert!(!run_dir.join("checkpoints").join("latest").exists(), "no checkpoint may be written after the loss went bad");
+    assert!(log_lines(&run_dir).is_empty(), "nothing logged from the bad window");
+}
