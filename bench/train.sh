@@ -126,8 +126,18 @@ def variant(name):
 
 
 base = variant("base")
-res = {"area": "train", "nproc": os.cpu_count(), "device": base.pop("device"),
-       "gpu": "none: this session had no GPU machine; tokens/s are CPU figures"}
+res = {"area": "train", "nproc": os.cpu_count(), "device": base.pop("device")}
+# GPU figures come from bench/train_gpu.sh, run where there is a GPU (it skips itself
+# elsewhere); its last results are summarised here, with the card they came from.
+try:
+    g = json.load(open("bench/results/train_gpu.json"))
+    res["gpu"] = {"machine": g["machine"], "source": "bench/results/train_gpu.json (bench/train_gpu.sh)",
+                  **{k: {"model": g[k]["model"], "m6_tokens_per_s": g[k]["m6"].get("tokens_per_s"),
+                         "peer_tokens_per_s": g[k]["peer"].get("tokens_per_s"), "ratio": g[k].get("ratio_tokens_per_s"),
+                         "m6_gpu_util_pct": g[k]["m6"].get("gpu_util_pct"), "peer_gpu_util_pct": g[k]["peer"].get("gpu_util_pct")}
+                     for k in ("small", "base")}}
+except (OSError, KeyError, ValueError):
+    res["gpu"] = "none: bench/train_gpu.sh has not run on a GPU; tokens/s here are CPU figures"
 res.update(base)
 v224 = variant("image_224")
 v224.pop("device")

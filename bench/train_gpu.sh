@@ -12,25 +12,50 @@
 #   1. throughput: m6-train and the same model in PyTorch eager (bf16 autocast,
 #      torch.optim.AdamW) on samples-224, at the CPU bench's size (d256, 4 layers,
 #      batch 32) and at a base size (d768, 12 layers, batch 64); tokens/s over the
-#      steps after 3 warm-up steps; GPU utilisation (NVML, bench/gpu_sampler.py) over
+#      steps after the warm-up ones; GPU utilisation (NVML, bench/gpu_sampler.py) over
 #      the same seconds;
 #   2. the loader alone on that machine's cores (headroom over the GPU's appetite);
 #   3. CUDA checks on the default tiny model: 40 steps straight vs 20 + --resume 20
 #      (weights compared), the same 40 steps twice (run-to-run spread of CUDA kernels),
 #      and --eval-only in a fresh process.
 # Everything lands in $RUNS; bench/train_gpu_report.py sums it up into
-# $RUNS/train_gpu.json (bench/results/train_gpu.json once fetched).
+# $RUNS/train_gpu.json, copied to bench/results/train_gpu.json when RUNS is the default.
+# Without a CUDA GPU it exits at once (`make bench` runs every bench/*.sh), and
+# bench/results/train_gpu.json keeps the last GPU run's figures; DEVICE=cpu forces a
+# dry run on the CPU.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-trainer/target/release/m6-train}
 DATA=${DATA:-bench/out/gpu/pipeline}
 RUNS=${RUNS:-bench/out/train_gpu}
-PY=${PY:-python3}
+# The project's venv where there is one (its torch is the one m6-train was built
+# against), else the python3 that holds torch (the device machine).
+PY=${PY:-$([ -x .venv/bin/python ] && echo .venv/bin/python || echo python3)}
 DEVICE=${DEVICE:-cuda}  # the peer's; DEVICE=cpu tries the script out on a machine without a GPU
-SMALL_STEPS=${SMALL_STEPS:-400}
-BASE_STEPS=${BASE_STEPS:-150}
+if [ "$DEVICE" = cuda ] && ! $PY -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)' 2>/dev/null; then
+  echo "train_gpu: no CUDA GPU here, skipped (bench/results/train_gpu.json holds the last GPU run)" >&2
+  exit 0
+fi
+# Timed steps after WARM untimed ones (multiples of 10, the log interval): the first
+# steps of each new batch shape load CUDA kernels lazily (stalls of 0.1-2 s were seen).
+SMALL_WARM=${SMALL_WARM:-100}
+SMALL_STEPS=${SMALL_STEPS:-600}
+BASE_WARM=${BASE_WARM:-50}
+BASE_STEPS=${BASE_STEPS:-250}
+# Rounds of the four throughput runs, alternating; the report keeps each side's best
+# and lists every round (machines differ by up to ~20% from one start to the next).
+ROUNDS=${ROUNDS:-2}
+CHECKS=${CHECKS:-1}
 rm -rf "$RUNS"
 mkdir -p "$RUNS"
+if [ ! -d "$DATA/samples-224" ]; then
+  # The same sample datasets as bench/train.sh, smaller (4 copies of the image inputs).
+  [ -x target/release/m6corpus ] || { echo "target/release/m6corpus is missing: make build" >&2; exit 1; }
+  (cd trainer && LIBTORCH_USE_PYTORCH=1 PATH="$PWD/../.venv/bin:$PATH" cargo build --release --example bench_samples) || exit 1
+  trainer/target/release/examples/bench_samples "$DATA" 30000 4 8 32 8 128 8000 >&2 || exit 1
+  target/release/m6corpus tokenize --input "$DATA/docs" --input "$DATA/web/pairs" --input "$DATA/photo-pairs" \
+    --output "$DATA/samples-224" --tokenizer "$DATA/vocab.txt" --max-len 128 --quiet --log warn >&2 || exit 1
+fi
 
 TORCH_LIB=$($PY -c 'import os, torch; print(os.path.join(os.path.dirname(torch.__file__), "lib"))') || exit 1
 export LD_LIBRARY_PATH="$TORCH_LIB${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
@@ -60,24 +85,32 @@ traced() {
   tail -n 2 "$RUNS/$name.err" >&2
 }
 
-# m6 runs: 3 warm-up steps, then the timed ones; eval and the checkpoint only at the end
-# (the last log line, left out of the timing).
+# m6 runs: WARM steps, the timed ones, then one more step that evaluates and writes the
+# checkpoint (left out of the timing). Both trainers read the loss every 10 steps.
 m6() {
-  local name=$1 steps=$2
-  shift 2
-  traced "$name" "$BIN" --input "$DATA/samples-224" --output "$RUNS/$name" --steps "$((steps + 3))" "$@" \
-    --set log_every=1 --set eval_every="$((steps + 3))" --set checkpoint_every=0 --set warmup_steps=3 --log warn
+  local name=$1 warm=$2 steps=$3
+  shift 3
+  traced "$name" "$BIN" --input "$DATA/samples-224" --output "$RUNS/$name" --steps "$((warm + steps + 1))" "$@" \
+    --set log_every=10 --set eval_every="$((warm + steps + 1))" --set checkpoint_every=0 --set warmup_steps=3 --log warn
 }
-m6 m6_small "$SMALL_STEPS" "${SMALL[@]}"
-traced peer_small $PY -P bench/train_peer.py --mode train --device "$DEVICE" --input "$DATA/samples-224" --steps "$SMALL_STEPS" "${PEER_SMALL[@]}"
-m6 m6_base "$BASE_STEPS" "${BASE[@]}"
-traced peer_base $PY -P bench/train_peer.py --mode train --device "$DEVICE" --input "$DATA/samples-224" --steps "$BASE_STEPS" "${PEER_BASE[@]}"
+peer() {
+  local name=$1 warm=$2 steps=$3
+  shift 3
+  traced "$name" $PY -P bench/train_peer.py --mode train --device "$DEVICE" --input "$DATA/samples-224" --warmup "$warm" --steps "$steps" --log-every 10 "$@"
+}
+for r in $(seq 1 "$ROUNDS"); do
+  m6 m6_small_r$r "$SMALL_WARM" "$SMALL_STEPS" "${SMALL[@]}"
+  peer peer_small_r$r "$SMALL_WARM" "$SMALL_STEPS" "${PEER_SMALL[@]}"
+  m6 m6_base_r$r "$BASE_WARM" "$BASE_STEPS" "${BASE[@]}"
+  peer peer_base_r$r "$BASE_WARM" "$BASE_STEPS" "${PEER_BASE[@]}"
+done
 
 echo "== loader alone" >&2
 timeout 60 "$BIN" --input "$DATA/samples-224" --output "$RUNS/loader" --loader-bench "${SMALL[@]}" > "$RUNS/loader.json" 2> "$RUNS/loader.err"
 echo $? > "$RUNS/loader.rc"
 
 # CUDA checks on the default tiny model and the 32 px samples.
+if [ "$CHECKS" = 1 ]; then
 echo "== checks" >&2
 CK=(--input "$DATA/samples" --steps 40 --set checkpoint_every=0 --set eval_every=0 --log warn)
 {
@@ -89,5 +122,9 @@ CK=(--input "$DATA/samples" --steps 40 --set checkpoint_every=0 --set eval_every
 } 2> "$RUNS/checks.err"
 echo $? > "$RUNS/checks.rc"
 tail -n 3 "$RUNS/checks.err" >&2
+fi
 
-$PY -P bench/train_gpu_report.py "$RUNS" "$SMALL_STEPS" "$BASE_STEPS"
+$PY -P bench/train_gpu_report.py "$RUNS" "$ROUNDS" "$SMALL_WARM" "$SMALL_STEPS" "$BASE_WARM" "$BASE_STEPS"
+if [ "$RUNS" = bench/out/train_gpu ] && [ "$DEVICE" = cuda ]; then
+  mkdir -p bench/results && cp "$RUNS/train_gpu.json" bench/results/train_gpu.json
+fi

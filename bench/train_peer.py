@@ -190,7 +190,13 @@ def bench_train(a, files, props):
 
     model = M6().to(dev)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.98), weight_decay=0.01)
-    it = batches(files, props, a.batch_size, a.max_len, a.seed, a.buffer)
+    def epochs():  # as m6-train, the data repeats with a new shuffle each epoch
+        e = 0
+        while True:
+            yield from batches(files, props, a.batch_size, a.max_len, a.seed + e, a.buffer)
+            e += 1
+
+    it = epochs()
 
     def step():
         ids, labels, pre, lens, patches = next(it)
@@ -203,18 +209,31 @@ def bench_train(a, files, props):
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         opt.zero_grad()
-        return int(lens.sum()), len(ids), float(loss.detach())
+        return int(lens.sum()), len(ids), loss.detach()
 
-    for _ in range(3):  # warm-up, as the Rust run's first steps include allocator warm-up too
+    def sync():
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+
+    # Warm-up, as m6-train's first steps are left out too (allocator, and on CUDA the
+    # lazily loaded kernels of each new shape).
+    for _ in range(a.warmup):
         step()
+    sync()
     t0, unix0 = time.perf_counter(), time.time()
     toks = samples_ = 0
+    losses = []
     for _ in range(a.steps):
-        t, n, loss = step()  # float(loss) waits for the GPU, so the clock is honest
+        t, n, loss = step()
+        losses.append(loss)
         toks += t
         samples_ += n
+        if len(losses) % a.log_every == 0:
+            float(loss)  # a training loop reads its loss now and then, which waits for the device
+    sync()
     s = time.perf_counter() - t0
-    out = {"steps": a.steps, "seconds": s, "tokens_per_s": toks / s, "samples_per_s": samples_ / s, "final_loss": loss,
+    loss = float(losses[-1])
+    out = {"steps": a.steps, "warmup_steps": a.warmup, "seconds": s, "tokens_per_s": toks / s, "samples_per_s": samples_ / s, "final_loss": loss,
            "torch": torch.__version__, "threads": a.threads, "peak_rss_mb": rss_mb(), "device": str(dev),
            "time_start": unix0, "time_end": time.time(),
            "parameters": sum(p.numel() for p in model.parameters())}
@@ -239,6 +258,8 @@ def main():
     p.add_argument("--buffer", type=int, default=1024)
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--device", default="cpu", help="cpu, or cuda (bf16 autocast)")
+    p.add_argument("--warmup", type=int, default=3, help="untimed steps first")
+    p.add_argument("--log-every", type=int, default=1, help="read the loss (a device sync) every N steps")
     a = p.parse_args()
     files, props = shards(a.input)
     props = {k: (int(v) if isinstance(v, (int, float)) or (isinstance(v, str) and v.isdigit()) else v) for k, v in props.items()}
