@@ -27,15 +27,12 @@ THREADS=${THREADS:-$(nproc)}
 MODEL=(--set model.d_model=256 --set model.n_layers=4 --set model.n_heads=4 --set model.d_ff=1024 --set batch_size=32)
 mkdir -p "$OUT" bench/results
 
-[ -x target/release/m6corpus ] || { echo "target/release/m6corpus is missing: make build" >&2; exit 1; }
 [ -x trainer/target/release/m6-train ] || make trainer
-(cd trainer && LIBTORCH_USE_PYTORCH=1 PATH="$PWD/../.venv/bin:$PATH" cargo build --release --bin m6-train --example bench_samples)
+(cd trainer && LIBTORCH_USE_PYTORCH=1 PATH="$PWD/../.venv/bin:$PATH" cargo build --release --bin m6-train)
 BIN=trainer/target/release/m6-train
 
 rm -rf "$OUT"/*
-trainer/target/release/examples/bench_samples "$OUT/pipeline" "$N_POEMS" "$COPIES" "$TEXT_FILES" 32 8 128 8000 >&2
-target/release/m6corpus tokenize --input "$OUT/pipeline/docs" --input "$OUT/pipeline/web/pairs" --input "$OUT/pipeline/photo-pairs" \
-  --output "$OUT/pipeline/samples-224" --tokenizer "$OUT/pipeline/vocab.txt" --max-len 128 --quiet --log warn >&2
+bench/lib/train_samples.sh "$OUT/pipeline" "$N_POEMS" "$COPIES" "$TEXT_FILES"
 
 # variant NAME SAMPLES MAX_LEN ROUNDS: loader and training rounds into $OUT/NAME.
 variant() {

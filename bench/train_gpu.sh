@@ -43,18 +43,14 @@ SMALL_STEPS=${SMALL_STEPS:-600}
 BASE_WARM=${BASE_WARM:-50}
 BASE_STEPS=${BASE_STEPS:-250}
 # Rounds of the four throughput runs, alternating; the report keeps each side's best
-# and lists every round (machines differ by up to ~20% from one start to the next).
+# and lists every round (machines differed by up to 27% from one start to the next).
 ROUNDS=${ROUNDS:-2}
 CHECKS=${CHECKS:-1}
 rm -rf "$RUNS"
 mkdir -p "$RUNS"
 if [ ! -d "$DATA/samples-224" ]; then
   # The same sample datasets as bench/train.sh, smaller (4 copies of the image inputs).
-  [ -x target/release/m6corpus ] || { echo "target/release/m6corpus is missing: make build" >&2; exit 1; }
-  (cd trainer && LIBTORCH_USE_PYTORCH=1 PATH="$PWD/../.venv/bin:$PATH" cargo build --release --example bench_samples) || exit 1
-  trainer/target/release/examples/bench_samples "$DATA" 30000 4 8 32 8 128 8000 >&2 || exit 1
-  target/release/m6corpus tokenize --input "$DATA/docs" --input "$DATA/web/pairs" --input "$DATA/photo-pairs" \
-    --output "$DATA/samples-224" --tokenizer "$DATA/vocab.txt" --max-len 128 --quiet --log warn >&2 || exit 1
+  bench/lib/train_samples.sh "$DATA" 30000 4 8 || exit 1
 fi
 
 TORCH_LIB=$($PY -c 'import os, torch; print(os.path.join(os.path.dirname(torch.__file__), "lib"))') || exit 1
