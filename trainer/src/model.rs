@@ -156,7 +156,8 @@ impl DeviceBatch {
         // non_blocking: a blocking host-to-device copy waits for every kernel already
         // queued, which would stall the CPU once a step. From pageable memory the driver
         // stages the bytes before returning, so the host tensor may be dropped at once.
-        let to = |t: &Tensor| if dev == Device::Cpu { t.shallow_clone() } else { t.to_device_(dev, t.kind(), true, false) };
+        // On the CPU (copy = false, same device and kind) this returns the tensor itself.
+        let to = |t: &Tensor| t.to_device_(dev, t.kind(), true, false);
         DeviceBatch {
             ids: to(&b.ids),
             labels: to(&b.labels),
