@@ -109,6 +109,21 @@ def main():
         }
         vsecs, vrss, _ = timed([BIN, "verify", out])
         res[f"verify_{name}"] = {"seconds": round(vsecs, 2), "mb_per_s": round(summary["bytes_out"] / 1e6 / vsecs, 1), "peak_rss_mib": round(vrss, 1)}
+    # Checksums on read: every reading stage hashes each input shard (blake3) before
+    # decoding it. `verify` is that hash (plus footer reads) over the same shards, so
+    # its time against a real reading stage's (filter, on the 1x output) bounds the
+    # share of a stage's time that checksum-on-read costs.
+    docs1 = os.path.join(OUT, "docs-1x")
+    fout = os.path.join(OUT, "filter-1x")
+    shutil.rmtree(fout, ignore_errors=True)
+    fsecs, _, _ = timed([BIN, "filter", "--input", docs1, "--output", fout, "--threads", str(THREADS), "--quiet"])
+    hsecs, _, _ = timed([BIN, "verify", docs1])
+    shard_mb = dir_bytes(docs1) / 1e6
+    res["checksum_on_read"] = {
+        "what": "blake3 of every input shard before decoding (verify's time over the filter stage's input) vs the filter stage on it",
+        "shard_mb": round(shard_mb, 1), "hash_seconds": round(hsecs, 3), "hash_mb_per_s": round(shard_mb / hsecs, 1),
+        "filter_seconds": round(fsecs, 2), "share_of_filter_time": round(hsecs / fsecs, 3),
+    }
     peer_out = os.path.join(OUT, "peer-1x")
     shutil.rmtree(peer_out, ignore_errors=True)
     psecs, prss, _ = python_peer(src, peer_out)

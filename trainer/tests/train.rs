@@ -225,11 +225,19 @@ fn corrupt_or_mismatched_shards_give_a_clear_error() {
     let err = run_with(&[&copy], "r2");
     assert!(err.contains(&name), "error should name the shard: {err}");
 
-    // A real shard of another kind (the poems' documents, as ingest wrote them) in its place.
+    // A real shard of another kind (the poems' documents, as ingest wrote them) in its
+    // place, manifest entry updated (else the checksum on read refuses it first).
     let docs = Dataset::open(&data.docs).unwrap();
     fs::copy(docs.shard_path(&docs.shards()[0]), &shard).unwrap();
+    let saved = Manifest::load(&copy).unwrap();
+    let mut m3 = saved.clone();
+    let other = fs::read(&shard).unwrap();
+    m3.shards[i].bytes = other.len() as u64;
+    m3.shards[i].blake3 = blake3::hash(&other).to_hex().to_string();
+    m3.save(&copy).unwrap();
     let err = run_with(&[&copy], "r3");
     assert!(err.contains(&name) && err.contains("schema"), "error should name the shard and the schema: {err}");
+    saved.save(&copy).unwrap();
     fs::write(&shard, &original).unwrap();
 
     // A whole dataset of another kind given as input.

@@ -56,6 +56,22 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Progress of datasets: tasks planned and committed by the stage writing each, and
+    /// whether it is complete. Exits 0 when every dataset is complete, 3 otherwise.
+    Status {
+        /// Dataset folders.
+        #[arg(required = true)]
+        dirs: Vec<PathBuf>,
+        /// Block until every dataset is complete (waiting for ones not yet started too).
+        #[arg(long)]
+        wait: bool,
+        /// With --wait: give up (exit 3) after this many seconds.
+        #[arg(long, value_name = "SECS")]
+        wait_timeout: Option<f64>,
+        /// Machine-readable output (one JSON object per dataset and line).
+        #[arg(long)]
+        json: bool,
+    },
     /// Summary statistics of a dataset.
     Stats {
         dir: PathBuf,
@@ -115,6 +131,37 @@ struct CommonArgs {
     /// Print the run summary as JSON.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    complete: CompletenessArgs,
+}
+
+/// How a stage treats input datasets whose writer has not committed every task.
+#[derive(Args, Debug, Clone)]
+struct CompletenessArgs {
+    /// Read input datasets even when their writer has not committed every planned task
+    /// (otherwise such an input is an error naming the missing tasks).
+    #[arg(long)]
+    allow_partial: bool,
+    /// Wait until every input dataset exists and is complete (for scheduling stages
+    /// of one job side by side, or `run all` over --task-count processes).
+    #[arg(long)]
+    wait: bool,
+    /// With --wait: give up after this many seconds.
+    #[arg(long, value_name = "SECS")]
+    wait_timeout: Option<f64>,
+}
+
+impl CompletenessArgs {
+    fn apply(&self, opts: &mut RunOptions) -> Result<()> {
+        opts.allow_partial = self.allow_partial;
+        opts.wait = self.wait;
+        opts.wait_timeout = self.wait_timeout.map(secs).transpose()?;
+        Ok(())
+    }
+}
+
+fn secs(s: f64) -> Result<std::time::Duration> {
+    std::time::Duration::try_from_secs_f64(s).map_err(|e| anyhow::anyhow!("--wait-timeout {s}: {e}"))
 }
 
 #[derive(Args, Debug)]
@@ -139,6 +186,8 @@ struct RunCmd {
     quiet: bool,
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    complete: CompletenessArgs,
 }
 
 fn main() {
@@ -167,6 +216,7 @@ fn dispatch(cmd: Cmd) -> Result<i32> {
         Cmd::Lm(c) => c.run().map(|_| 0).map_err(|e| anyhow::anyhow!(e)),
         Cmd::Train { args } => train(&args),
         Cmd::Verify { dirs, json } => verify(&dirs, json),
+        Cmd::Status { dirs, wait, wait_timeout, json } => status(&dirs, wait, wait_timeout, json),
         Cmd::Stats { dir, json } => {
             let stats = m6_inspect::stats(&dir)?;
             if json {
@@ -225,6 +275,31 @@ fn verify(dirs: &[PathBuf], json: bool) -> Result<i32> {
     Ok(if bad { 2 } else { 0 })
 }
 
+fn status(dirs: &[PathBuf], wait: bool, wait_timeout: Option<f64>, json: bool) -> Result<i32> {
+    if wait {
+        let timeout = wait_timeout.map(secs).transpose()?;
+        let waited = m6_pipeline::status::wait_complete(dirs, timeout, |d, s| match s {
+            Some(s) => tracing::info!(dataset = %d.display(), committed = s.committed, planned = s.planned.unwrap_or(0), "waiting for the dataset to complete"),
+            None => tracing::info!(dataset = %d.display(), "waiting for the dataset to appear"),
+        });
+        if let Err(e) = waited {
+            eprintln!("error: {e}");
+            return Ok(3);
+        }
+    }
+    let mut incomplete = false;
+    for d in dirs {
+        let st = m6_pipeline::status(d)?;
+        incomplete |= !st.complete;
+        if json {
+            println!("{}", serde_json::to_string(&st)?);
+        } else {
+            println!("{st}");
+        }
+    }
+    Ok(if incomplete { 3 } else { 0 })
+}
+
 /// Builds the config of stage F from (in order) defaults, the pipeline.toml section,
 /// `--set` overrides and the stage's own flags.
 fn stage_cmd<F: StageFactory>(a: StageArgs<F::Flags>) -> Result<i32> {
@@ -256,6 +331,7 @@ fn stage_cmd<F: StageFactory>(a: StageArgs<F::Flags>) -> Result<i32> {
     opts.task_index = c.task_index;
     opts.task_count = c.task_count;
     opts.progress = !c.quiet;
+    c.complete.apply(&mut opts)?;
     let summary = run_one::<F>(config, &inputs, &output, &opts)?;
     print_summary(&summary, &output, c.json)?;
     Ok(0)
@@ -315,6 +391,7 @@ fn run_pipeline(r: RunCmd) -> Result<i32> {
     opts.task_index = r.task_index;
     opts.task_count = r.task_count;
     opts.progress = !r.quiet;
+    r.complete.apply(&mut opts)?;
     for s in sections {
         let Some(output) = s.output.clone() else { bail!("{}: [{}] has no output", r.config.display(), s.stage) };
         let ctx = || format!("{}: [{}]", r.config.display(), s.stage);

@@ -45,6 +45,12 @@ pub struct RunOptions {
     pub batch_rows: usize,
     /// Show a progress bar (only honoured when stderr is a terminal).
     pub progress: bool,
+    /// Read input datasets whose writer has not committed every planned task.
+    pub allow_partial: bool,
+    /// Wait for incomplete (or not yet started) input datasets to complete.
+    pub wait: bool,
+    /// Give up waiting after this long (`None`: wait as long as it takes).
+    pub wait_timeout: Option<std::time::Duration>,
 }
 
 impl Default for RunOptions {
@@ -62,6 +68,9 @@ impl RunOptions {
             limits: ShardLimits { shard_bytes: c.shard_mb.max(1) << 20, row_group_bytes: (c.row_group_mb.max(1) << 20) as usize, zstd_level: c.zstd_level },
             batch_rows: c.batch_rows.max(1),
             progress: true,
+            allow_partial: false,
+            wait: false,
+            wait_timeout: None,
         }
     }
 
@@ -79,6 +88,26 @@ impl RunOptions {
                 "--task-index {} must be below --task-count {} (and the count at least 1)",
                 self.task_index, self.task_count
             )));
+        }
+        check_zstd_level(self.limits.zstd_level)?;
+        Ok(())
+    }
+}
+
+/// zstd levels Parquet accepts; checked when the config loads, not after the work.
+pub fn check_zstd_level(level: i32) -> Result<()> {
+    if parquet::basic::ZstdLevel::try_new(level).is_err() {
+        return Err(Error::Config(format!("[corpus] zstd_level = {level}: must be between 1 and 22")));
+    }
+    Ok(())
+}
+
+impl CorpusConfig {
+    /// Refuses values that would only fail after the work is done (or never make sense).
+    pub fn validate(&self) -> Result<()> {
+        check_zstd_level(self.zstd_level)?;
+        if self.shard_mb == 0 || self.row_group_mb == 0 || self.batch_rows == 0 {
+            return Err(Error::Config("[corpus] shard_mb, row_group_mb and batch_rows must be at least 1".into()));
         }
         Ok(())
     }
@@ -116,7 +145,16 @@ impl PipelineConfig {
         for (name, value) in table {
             if name == "corpus" {
                 corpus = value.try_into().map_err(|e: toml::de::Error| err(format!("[corpus]: {e}")))?;
+                corpus.validate().map_err(|e| err(e.to_string().trim_start_matches("config: ").to_string()))?;
                 continue;
+            }
+            if !STAGE_ORDER.contains(&name.as_str()) {
+                // A misspelt section would otherwise be ignored and its stage run
+                // with defaults.
+                let known: Vec<&str> = std::iter::once("corpus").chain(STAGE_ORDER.iter().copied()).collect();
+                let near = known.iter().min_by_key(|k| edit_distance(k, &name)).filter(|k| edit_distance(k, &name) <= 2);
+                let hint = near.map(|k| format!(" (did you mean [{k}]?)")).unwrap_or_default();
+                return Err(err(format!("unknown section [{name}]{hint}; sections are {}", known.iter().map(|k| format!("[{k}]")).collect::<Vec<_>>().join(", "))));
             }
             let tables = match value {
                 toml::Value::Table(t) => vec![t],
@@ -167,6 +205,20 @@ impl PipelineConfig {
     pub fn sections_for(&self, stage: &str) -> Vec<&StageSection> {
         self.sections.iter().filter(|s| s.stage == stage).collect()
     }
+}
+
+/// Levenshtein distance, for suggesting the section a typo meant.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            cur.push((prev[j] + usize::from(ca != *cb)).min(prev[j + 1] + 1).min(cur[j] + 1));
+        }
+        prev = cur;
+    }
+    prev[b.len()]
 }
 
 /// The order `m6corpus run all` runs stages in.
@@ -250,5 +302,9 @@ mod tests {
         assert!(e.contains("[filter]") && e.contains("min_charz"), "{e}");
         let e = PipelineConfig::parse("[corpus]\nthredz = 1\n", Path::new("p.toml")).unwrap_err().to_string();
         assert!(e.contains("thredz"), "{e}");
+        let e = PipelineConfig::parse("[filtr]\nmin_chars = 3\n", Path::new("p.toml")).unwrap_err().to_string();
+        assert!(e.contains("unknown section [filtr]") && e.contains("did you mean [filter]"), "{e}");
+        let e = PipelineConfig::parse("[corpus]\nzstd_level = 99\n", Path::new("p.toml")).unwrap_err().to_string();
+        assert!(e.contains("zstd_level = 99"), "{e}");
     }
 }

@@ -1,5 +1,6 @@
 //! Reading datasets: the manifest says which shards exist; shards are streamed batch
-//! by batch, and a shard whose schema is not the dataset kind's is refused by name.
+//! by batch, and a shard whose checksum or schema is not what the manifest and the
+//! dataset kind say is refused by name.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -70,6 +71,13 @@ impl Dataset {
         read_parquet(&self.shard_path(shard), Some(self.kind()), batch_rows)
     }
 
+    /// Checks every shard's size and blake3 against the manifest (each shard once per
+    /// process); for readers that hand files to another engine (DataFusion).
+    pub fn verify_shards(&self) -> Result<()> {
+        use rayon::prelude::*;
+        self.shards().par_iter().try_for_each(|s| crate::integrity::verify_file(&self.shard_path(s), s.bytes, &s.blake3))
+    }
+
     /// Every batch of every shard, in manifest order.
     pub fn batches(&self, batch_rows: usize) -> impl Iterator<Item = Result<RecordBatch>> + '_ {
         self.shards().iter().flat_map(move |s| match self.read_shard(s, batch_rows) {
@@ -127,7 +135,11 @@ pub fn read_parquet(path: &Path, kind: Option<Kind>, batch_rows: usize) -> Resul
 /// Like [`read_parquet`], decoding only the named top-level columns (in file order)
 /// when `columns` is given: a stage that needs two columns of a wide shard skips
 /// decompressing the rest. The whole schema is still checked against `kind`.
+///
+/// A shard of a dataset is first checked against the blake3 its manifest records
+/// ([`crate::integrity`]), so a corrupt shard fails by name before any row is decoded.
 pub fn read_parquet_columns(path: &Path, kind: Option<Kind>, batch_rows: usize, columns: Option<&[&str]>) -> Result<ShardReader> {
+    crate::integrity::check_shard(path)?;
     let file = File::open(path).at(path)?;
     let mut builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| Error::parquet(path, e))?;
     if let Some(kind) = kind {

@@ -7,20 +7,23 @@
 pub mod config;
 pub mod dataset;
 pub mod error;
+pub mod integrity;
 pub mod manifest;
 pub mod progress;
 pub mod runner;
 pub mod stage;
+pub mod status;
 pub mod verify;
 pub mod writer;
 
 pub use config::{PipelineConfig, RunOptions};
 pub use dataset::{read_parquet, read_parquet_columns, Dataset, ShardReader};
 pub use error::{BoxError, Error, Result};
-pub use manifest::{CommitRecord, Manifest, RunSummary, ShardEntry};
+pub use manifest::{CommitRecord, Completeness, Manifest, RunSummary, ShardEntry};
 pub use runner::{commit, run_stage};
 pub use writer::ShardLimits;
-pub use stage::{plan_shards, Counters, OutputSpec, RunContext, Stage, StageFactory, Task, TaskInput, TaskOutput};
+pub use status::{status, DatasetStatus};
+pub use stage::{plan_shards, settings_of, Counters, OutputSpec, RunContext, Stage, StageFactory, Task, TaskInput, TaskOutput};
 pub use verify::{verify, VerifyReport};
 
 pub use m6_schemas as schemas;

@@ -20,6 +20,10 @@ use crate::stage::Counters;
 pub const MANIFEST: &str = "manifest.json";
 pub const COMMITS: &str = "_commits";
 pub const LOCK: &str = ".lock";
+/// Per-task lock files (`_locks/<task>.lock`), so two runs never work on one task.
+pub const LOCKS: &str = "_locks";
+/// The task list the writing stage planned (`_plan.json`), what completeness is measured against.
+pub const PLAN: &str = "_plan.json";
 /// Manifest file format version (distinct from the schema version of the rows).
 pub const FORMAT: u32 = 1;
 
@@ -69,6 +73,80 @@ pub struct Manifest {
     /// Free-form facts a stage records about its output (e.g. the tokenizer file).
     #[serde(default)]
     pub properties: BTreeMap<String, serde_json::Value>,
+    /// How many tasks the writing stage planned and how many have committed; absent in
+    /// datasets written before completeness was recorded (they count as complete).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completeness: Option<Completeness>,
+}
+
+/// Whether every task the writing stage planned has committed. Every process of a
+/// `--task-count N` job plans the same task list, so the count is the whole job's.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Completeness {
+    /// The stage that writes this dataset.
+    pub stage: String,
+    pub planned: u64,
+    pub committed: u64,
+    /// True once a manifest rebuild saw every planned task committed: only then does
+    /// `shards` list the whole dataset.
+    pub complete: bool,
+    /// The first missing tasks (`<task> (<inputs>)`), for messages; `status` lists all.
+    #[serde(default)]
+    pub missing: Vec<String>,
+}
+
+/// The tasks a run planned, written by every process of the run (they plan the same).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlanFile {
+    pub stage: String,
+    /// Fingerprint of the stage's settings; a commit made under other settings does
+    /// not count towards completeness.
+    pub settings: String,
+    pub tasks: Vec<PlannedTask>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlannedTask {
+    pub id: String,
+    /// Labels of the task's inputs, to name a missing task.
+    pub inputs: Vec<String>,
+}
+
+impl PlannedTask {
+    pub fn describe(&self) -> String {
+        let short = &self.id[..self.id.len().min(16)];
+        if self.inputs.is_empty() {
+            short.to_string()
+        } else {
+            format!("{short} ({})", self.inputs.join(", "))
+        }
+    }
+}
+
+impl PlanFile {
+    pub fn path(dir: &Path) -> PathBuf {
+        dir.join(PLAN)
+    }
+
+    pub fn load(dir: &Path) -> Result<Option<PlanFile>> {
+        let path = Self::path(dir);
+        match fs::read(&path) {
+            Ok(b) => serde_json::from_slice(&b).map(Some).map_err(|e| Error::manifest(&path, format!("unreadable plan: {e}"))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io(&path, e)),
+        }
+    }
+
+    pub fn save(&self, dir: &Path) -> Result<()> {
+        write_atomic(&Self::path(dir), &serde_json::to_vec(self).expect("plan serialises"))
+    }
+
+    /// Planned tasks with no commit record made under the plan's settings.
+    pub fn missing<'a>(&'a self, commits: &[CommitRecord]) -> Vec<&'a PlannedTask> {
+        let done: std::collections::HashSet<&str> =
+            commits.iter().filter(|c| c.settings.is_empty() || c.settings == self.settings).map(|c| c.task.as_str()).collect();
+        self.tasks.iter().filter(|t| !done.contains(t.id.as_str())).collect()
+    }
 }
 
 impl Manifest {
@@ -81,6 +159,7 @@ impl Manifest {
             sides: BTreeMap::new(),
             runs: vec![],
             properties: BTreeMap::new(),
+            completeness: None,
         }
     }
 
@@ -136,6 +215,14 @@ pub struct CommitRecord {
     pub outputs: BTreeMap<String, Vec<ShardEntry>>,
     pub counters: Counters,
     pub seconds: f64,
+    /// What the task's output was made from: blake3 over the stage's settings and the
+    /// checksums of every input it read. A rerun whose key differs redoes the task.
+    /// Empty for commits a stage makes itself (crawl rounds) and for older records.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub key: String,
+    /// Fingerprint of the stage's settings alone (part of `key`), for completeness.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub settings: String,
 }
 
 impl CommitRecord {
@@ -170,6 +257,90 @@ impl CommitRecord {
 
     pub fn is_done(dir: &Path, task: &str) -> bool {
         Self::path(dir, task).is_file()
+    }
+
+    /// The record of one task, if it committed.
+    pub fn load(dir: &Path, task: &str) -> Result<Option<CommitRecord>> {
+        let path = Self::path(dir, task);
+        match fs::read(&path) {
+            Ok(b) => serde_json::from_slice(&b).map(Some).map_err(|e| Error::manifest(&path, format!("unreadable commit record: {e}"))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io(&path, e)),
+        }
+    }
+
+    /// Uncommits the task: the record goes first (so no manifest rebuilt afterwards
+    /// lists the shards), then every shard it lists. Missing files are fine: another
+    /// process may be removing the same stale task.
+    pub fn remove(&self, dir: &Path) -> Result<()> {
+        let rec = Self::path(dir, &self.task);
+        match fs::remove_file(&rec) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io(&rec, e)),
+        }
+        for (side, shards) in &self.outputs {
+            let sdir = if side.is_empty() { dir.to_path_buf() } else { dir.join(side) };
+            for s in shards {
+                let p = sdir.join(&s.file);
+                match fs::remove_file(&p) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(Error::io(&p, e)),
+                }
+            }
+        }
+        sync_dir(&dir.join(COMMITS));
+        Ok(())
+    }
+}
+
+/// An exclusive lock on one task of one output (`_locks/<task>.lock`), held while the
+/// task runs, so two processes never write the same task's shards; tasks of different
+/// processes (array jobs) still run side by side. `flock` locks are released by the
+/// kernel when a process dies, so a kill -9 never leaves a task locked.
+pub struct TaskLock(fs::File);
+
+impl TaskLock {
+    fn open(dir: &Path, task: &str) -> Result<(fs::File, PathBuf)> {
+        let ldir = dir.join(LOCKS);
+        fs::create_dir_all(&ldir).at(&ldir)?;
+        let path = ldir.join(format!("{task}.lock"));
+        let f = fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path).at(&path)?;
+        Ok((f, path))
+    }
+
+    /// Takes the lock, waiting while another process holds it; `on_wait` is called once
+    /// when it has to wait.
+    pub fn acquire(dir: &Path, task: &str, on_wait: impl FnOnce()) -> Result<Self> {
+        use fs4::fs_std::FileExt;
+        let (f, path) = Self::open(dir, task)?;
+        match f.try_lock_exclusive() {
+            Ok(true) => return Ok(TaskLock(f)),
+            Ok(false) => {}
+            Err(e) => return Err(Error::io(&path, e)),
+        }
+        on_wait();
+        f.lock_exclusive().at(&path)?;
+        Ok(TaskLock(f))
+    }
+
+    /// Takes the lock only if nobody holds it.
+    pub fn try_acquire(dir: &Path, task: &str) -> Result<Option<Self>> {
+        use fs4::fs_std::FileExt;
+        let (f, path) = Self::open(dir, task)?;
+        match f.try_lock_exclusive() {
+            Ok(true) => Ok(Some(TaskLock(f))),
+            Ok(false) => Ok(None),
+            Err(e) => Err(Error::io(&path, e)),
+        }
+    }
+}
+
+impl Drop for TaskLock {
+    fn drop(&mut self) {
+        use fs4::fs_std::FileExt;
+        let _ = FileExt::unlock(&self.0);
     }
 }
 
@@ -217,6 +388,9 @@ impl Drop for DatasetLock {
     }
 }
 
+/// How many missing tasks the manifest names (the plan file has them all).
+const MISSING_LISTED: usize = 20;
+
 /// Rebuilds `manifest.json` (and each side dataset's) from the commit records.
 /// `run` is appended to the run history when given; `properties` are merged in.
 pub fn rebuild(dir: &Path, run: Option<RunSummary>, properties: &BTreeMap<String, serde_json::Value>) -> Result<Manifest> {
@@ -236,12 +410,24 @@ pub fn rebuild(dir: &Path, run: Option<RunSummary>, properties: &BTreeMap<String
         manifest.runs.push(run);
     }
     manifest.properties.extend(properties.iter().map(|(k, v)| (k.clone(), v.clone())));
+    if let Some(plan) = PlanFile::load(dir)? {
+        let missing = plan.missing(&commits);
+        manifest.completeness = Some(Completeness {
+            stage: plan.stage.clone(),
+            planned: plan.tasks.len() as u64,
+            committed: (plan.tasks.len() - missing.len()) as u64,
+            complete: missing.is_empty(),
+            missing: missing.iter().take(MISSING_LISTED).map(|t| t.describe()).collect(),
+        });
+    }
     for (side, kind) in manifest.sides.clone() {
         let sdir = dir.join(&side);
         let mut sm = if Manifest::exists(&sdir) { Manifest::load(&sdir)? } else { Manifest::new(kind) };
         let mut shards = per_output.remove(&side).unwrap_or_default();
         shards.sort_by(|a, b| a.file.cmp(&b.file));
         sm.shards = shards;
+        // A side dataset is complete exactly when its main one is.
+        sm.completeness = manifest.completeness.clone();
         sm.save(&sdir)?;
     }
     manifest.save(dir)?;

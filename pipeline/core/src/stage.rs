@@ -247,6 +247,31 @@ pub trait Stage: Sync {
     fn properties(&self) -> BTreeMap<String, serde_json::Value> {
         BTreeMap::new()
     }
+
+    /// Everything besides the inputs that decides the output (e.g. the config
+    /// serialised, plus checksums of model files it loads). Its hash is part of every
+    /// task's commit key, so a rerun under other settings redoes the tasks rather than
+    /// keeping rows made under the old ones. Default: nothing (settings never redo).
+    fn settings(&self) -> String {
+        String::new()
+    }
+
+    /// True when every task's output depends on all inputs, not only its own (a global
+    /// phase such as dedup's clustering): then a change to any input redoes every task.
+    fn reads_all_inputs(&self) -> bool {
+        false
+    }
+}
+
+/// [`Stage::settings`] for a serialisable config: its JSON, plus any `extra` facts
+/// (model checksums) that are not in the config itself.
+pub fn settings_of<T: Serialize>(cfg: &T, extra: &[&str]) -> String {
+    let mut s = serde_json::to_string(cfg).unwrap_or_default();
+    for e in extra {
+        s.push('\n');
+        s.push_str(e);
+    }
+    s
 }
 
 /// How the command line and `m6corpus run` build a stage: the config struct (one

@@ -1,6 +1,7 @@
 //! `m6corpus sql`: DataFusion over datasets. Each table is built from exactly the
 //! shard files its manifest lists (never a directory listing), so temporary or
-//! uncommitted files a running or killed stage left beside them are never read.
+//! uncommitted files a running or killed stage left beside them are never read, and
+//! the shards of every table a query scans are checked against their checksums first.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -47,7 +48,9 @@ async fn provider(ctx: &SessionContext, table: &str, ds: &Dataset) -> Result<Arc
 
 /// Registers `name` for a dataset and `name_<side>` for each of its side datasets
 /// (unless a table of that name is given explicitly).
-async fn register(ctx: &SessionContext, tables: &[(String, PathBuf)]) -> Result<(), Error> {
+/// Returns the dataset behind each registered table name.
+async fn register(ctx: &SessionContext, tables: &[(String, PathBuf)]) -> Result<Vec<(String, Dataset)>, Error> {
+    let mut registered = vec![];
     let explicit: Vec<&str> = tables.iter().map(|(n, _)| n.as_str()).collect();
     for (name, dir) in tables {
         if name.is_empty() {
@@ -56,6 +59,7 @@ async fn register(ctx: &SessionContext, tables: &[(String, PathBuf)]) -> Result<
         let ds = Dataset::open(dir).map_err(|e| table_err(name, dir, e))?;
         let t = provider(ctx, name, &ds).await?;
         ctx.register_table(name.as_str(), t).map_err(|e| table_err(name, dir, e))?;
+        registered.push((name.clone(), ds.clone()));
         for side in ds.manifest().sides.keys() {
             let sname = format!("{name}_{side}");
             if explicit.contains(&sname.as_str()) {
@@ -64,9 +68,23 @@ async fn register(ctx: &SessionContext, tables: &[(String, PathBuf)]) -> Result<
             let sds = ds.side(side).map_err(|e| table_err(&sname, dir, e))?;
             let t = provider(ctx, &sname, &sds).await?;
             ctx.register_table(sname.as_str(), t).map_err(|e| table_err(&sname, sds.dir(), e))?;
+            registered.push((sname, sds));
         }
     }
-    Ok(())
+    Ok(registered)
+}
+
+/// Names of the tables a plan scans.
+fn scanned_tables(plan: &datafusion::logical_expr::LogicalPlan) -> std::collections::BTreeSet<String> {
+    use datafusion::common::tree_node::TreeNodeRecursion;
+    let mut names = std::collections::BTreeSet::new();
+    let _ = plan.apply_with_subqueries(|p| {
+        if let datafusion::logical_expr::LogicalPlan::TableScan(scan) = p {
+            names.insert(scan.table_name.table().to_string());
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    names
 }
 
 /// Runs `query` over the datasets `tables` names (NAME, DIR) and collects the result.
@@ -77,8 +95,17 @@ pub fn sql(query: &str, tables: &[(String, PathBuf)]) -> Result<Vec<RecordBatch>
         .map_err(|e| Error::Io { path: PathBuf::from("<tokio runtime>"), source: e })?;
     rt.block_on(async {
         let ctx = SessionContext::new();
-        register(&ctx, tables).await?;
+        let registered = register(&ctx, tables).await?;
         let df = ctx.sql(query).await.map_err(|e| Error::Sql(e.to_string()))?;
+        // DataFusion reads the files itself, so every shard of each table the query
+        // scans is checked against its manifest checksum first; a corrupt shard fails
+        // the query by name instead of feeding it altered rows.
+        let scanned = scanned_tables(df.logical_plan());
+        for (name, ds) in &registered {
+            if scanned.contains(name) {
+                ds.verify_shards().map_err(|e| table_err(name, ds.dir(), e))?;
+            }
+        }
         df.collect().await.map_err(|e| Error::Sql(e.to_string()))
     })
 }

@@ -447,6 +447,9 @@ fn scan_batch(kind: Kind, b: &RecordBatch, acc: &mut Acc, sctx: SampleCtx, path:
 fn scan_shard(ds: &Dataset, shard: &ShardEntry, sctx: SampleCtx) -> Result<Acc, Error> {
     let path = ds.shard_path(shard);
     let kind = ds.kind();
+    // Stats decode a projection of the shard, so the checksum is checked on the whole
+    // file first: a corrupt shard is an error naming it, never altered statistics.
+    m6_pipeline::integrity::verify_file(&path, shard.bytes, &shard.blake3)?;
     let file = File::open(&path).map_err(|e| Error::Io { path: path.clone(), source: e })?;
     let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| Error::Parquet { path: path.clone(), source: e })?;
     kind.check(builder.schema()).map_err(|e| Error::Schema { path: path.clone(), source: e })?;

@@ -309,6 +309,15 @@ impl Stage for DedupStage {
         "dedup"
     }
 
+    fn settings(&self) -> String {
+        m6_pipeline::settings_of(&self.cfg, &[])
+    }
+
+    /// Which rows a shard keeps depends on every other shard.
+    fn reads_all_inputs(&self) -> bool {
+        true
+    }
+
     fn outputs(&self, input_kinds: &[Kind]) -> Result<OutputSpec, BoxError> {
         let kind = input_kind(input_kinds)?;
         Ok(OutputSpec::new(kind).with_side(DUPLICATES, Kind::Duplicate))

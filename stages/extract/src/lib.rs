@@ -401,6 +401,10 @@ impl Stage for ExtractStage {
         ExtractFactory::NAME
     }
 
+    fn settings(&self) -> String {
+        m6_pipeline::settings_of(&self.cfg, &[])
+    }
+
     fn outputs(&self, input_kinds: &[Kind]) -> Result<OutputSpec, BoxError> {
         if let Some(k) = input_kinds.iter().find(|k| **k != Kind::Page) {
             return Err(Box::new(ExtractError::InputKind(*k)));

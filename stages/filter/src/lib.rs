@@ -295,6 +295,11 @@ impl Stage for FilterStage {
         "filter"
     }
 
+    /// The config and the language model's checksum (the model file is not in the config).
+    fn settings(&self) -> String {
+        m6_pipeline::settings_of(&self.cfg, &[self.lm_hash.as_deref().unwrap_or("")])
+    }
+
     fn outputs(&self, input_kinds: &[Kind]) -> Result<OutputSpec, BoxError> {
         let Some(&first) = input_kinds.first() else {
             return Err("filter needs document, pair or image datasets as input".into());

@@ -173,7 +173,7 @@ impl StageFactory for IngestFactory {
         if cfg.text_field.is_empty() {
             return Err(IngestError::Config("text_field must not be empty".into()).into());
         }
-        Ok(Box::new(IngestStage { cfg, resolved: OnceLock::new() }))
+        Ok(Box::new(IngestStage { cfg, resolved: OnceLock::new(), skipped: OnceLock::new() }))
     }
 }
 
@@ -181,11 +181,13 @@ pub struct IngestStage {
     cfg: IngestConfig,
     /// The format `plan` settled on (auto-detection needs the files).
     resolved: OnceLock<Format>,
+    /// Input files `plan` skipped: how many, and the first few.
+    skipped: OnceLock<(usize, Vec<String>)>,
 }
 
 impl IngestStage {
     pub fn new(cfg: IngestConfig) -> Self {
-        IngestStage { cfg, resolved: OnceLock::new() }
+        IngestStage { cfg, resolved: OnceLock::new(), skipped: OnceLock::new() }
     }
 
     fn format(&self) -> Format {
@@ -217,6 +219,11 @@ impl Stage for IngestStage {
         "ingest"
     }
 
+    /// The config: a different format, field mapping or source name redoes the files.
+    fn settings(&self) -> String {
+        m6_pipeline::settings_of(&self.cfg, &[])
+    }
+
     fn outputs(&self, _input_kinds: &[Kind]) -> Result<OutputSpec, BoxError> {
         Ok(OutputSpec::new(self.format().output()).with_side(ERRORS, Kind::Error))
     }
@@ -236,6 +243,7 @@ impl Stage for IngestStage {
             f => f,
         };
         let _ = self.resolved.set(format);
+        self.note_skipped(&files, format);
         let wanted: Vec<(PathBuf, PathBuf)> = files
             .into_iter()
             .filter(|(_, f)| Format::of_file(f) == Some(format))
@@ -288,11 +296,45 @@ impl Stage for IngestStage {
     }
 
     fn properties(&self) -> BTreeMap<String, serde_json::Value> {
-        BTreeMap::from([("ingest_format".to_string(), serde_json::json!(self.format()))])
+        let mut p = BTreeMap::from([("ingest_format".to_string(), serde_json::json!(self.format()))]);
+        if let Some((n, examples)) = self.skipped.get() {
+            p.insert("ingest.skipped_files".to_string(), serde_json::json!(n));
+            p.insert("ingest.skipped_examples".to_string(), serde_json::json!(examples));
+        }
+        p
     }
 }
 
 impl IngestStage {
+    /// Warns about (and counts, for the manifest) input files this ingest does not
+    /// read: unknown extensions, or files of another format than the one ingested.
+    /// Caption sidecars of an image folder are read, so they are not counted.
+    fn note_skipped(&self, files: &[(PathBuf, PathBuf)], format: Format) {
+        let skipped: Vec<&Path> = files
+            .iter()
+            .map(|(_, f)| f.as_path())
+            .filter(|f| {
+                let of = Format::of_file(f);
+                if of == Some(format) {
+                    return false;
+                }
+                let name = f.file_name().map(|n| n.to_string_lossy().to_lowercase()).unwrap_or_default();
+                let sidecar = format == Format::Images && (of == Some(Format::Text) || name == images::CAPTIONS_JSONL || name == images::CAPTIONS_CSV);
+                !sidecar
+            })
+            .collect();
+        if !skipped.is_empty() {
+            let shown: Vec<String> = skipped.iter().take(10).map(|p| p.display().to_string()).collect();
+            tracing::warn!(
+                count = skipped.len(),
+                format = ?format,
+                files = %shown.join(", "),
+                "input files skipped: unknown extension or not the format being ingested"
+            );
+        }
+        let _ = self.skipped.set((skipped.len(), skipped.iter().take(10).map(|p| p.display().to_string()).collect()));
+    }
+
     fn source_for(&self, path: &Path) -> String {
         if let Some(s) = &self.cfg.source {
             return s.clone();

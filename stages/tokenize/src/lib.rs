@@ -281,6 +281,11 @@ impl Stage for TokenizeStage {
         TokenizeFactory::NAME
     }
 
+    /// The config and the tokenizer file's content (the vocabulary is not in the config).
+    fn settings(&self) -> String {
+        m6_pipeline::settings_of(&self.cfg, &[&self.file_text])
+    }
+
     fn outputs(&self, input_kinds: &[Kind]) -> Result<OutputSpec, BoxError> {
         if input_kinds.is_empty() {
             return Err("tokenize reads document or pair datasets (folders with a manifest.json)".into());
