@@ -128,13 +128,13 @@ pub fn check_shard(path: &Path) -> Result<()> {
 pub fn verify_file(path: &Path, bytes: u64, blake3: &str) -> Result<()> {
     let meta = fs::metadata(path).at(path)?;
     let st = stamp(&meta);
-    let key = (path.to_path_buf(), st.clone(), blake3.to_string());
-    if verified().lock().unwrap().contains(&key) {
-        return Ok(());
-    }
     let corrupt = |msg: String| Error::Corrupt { path: path.to_path_buf(), msg };
     if st.len != bytes {
         return Err(corrupt(format!("size {} bytes, manifest says {bytes} (truncated or replaced); refusing to read it", st.len)));
+    }
+    let key = (path.to_path_buf(), st.clone(), blake3.to_string());
+    if verified().lock().unwrap().contains(&key) {
+        return Ok(());
     }
     let got = file_blake3(path)?;
     if got != blake3 {
