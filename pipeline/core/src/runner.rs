@@ -174,14 +174,7 @@ fn check_inputs_complete(stage: &str, inputs: &[PathBuf], opts: &RunOptions) -> 
         if !Dataset::is_dataset(d) {
             continue; // Dataset::open names it below
         }
-        let st = crate::status::status(d)?;
-        if !st.complete {
-            if opts.allow_partial {
-                warn!(stage, input = %d.display(), committed = st.committed, planned = st.planned.unwrap_or(0), "input is incomplete; reading what is committed (--allow-partial)");
-            } else {
-                return Err(crate::status::incomplete_error(&st));
-            }
-        }
+        crate::status::require_complete(d, opts.allow_partial)?;
     }
     Ok(())
 }

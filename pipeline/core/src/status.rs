@@ -176,3 +176,16 @@ pub fn wait_complete(dirs: &[PathBuf], timeout: Option<Duration>, mut on_wait: i
         std::thread::sleep(POLL);
     }
 }
+
+/// For readers outside the stage runner (the trainer, tools): an error naming the
+/// missing tasks when `dir` is incomplete, unless `allow_partial` (then a warning).
+pub fn require_complete(dir: &Path, allow_partial: bool) -> Result<DatasetStatus> {
+    let st = status(dir)?;
+    if !st.complete {
+        if !allow_partial {
+            return Err(incomplete_error(&st));
+        }
+        tracing::warn!(input = %dir.display(), committed = st.committed, planned = st.planned.unwrap_or(0), "input is incomplete; reading what is committed (--allow-partial)");
+    }
+    Ok(st)
+}
