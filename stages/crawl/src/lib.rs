@@ -347,8 +347,8 @@ impl Stage for CrawlStage {
                 return Err(m6_pipeline::Error::Config(format!("seed list {} does not exist", input.display())));
             }
             for (path, label) in seed_files(input)? {
-                let size = std::fs::metadata(&path).map_err(|e| m6_pipeline::Error::io(&path, e))?.len();
-                files.push(partition::SeedFile { hash: file_hash(&path)?, path, label, size });
+                let hash = file_hash(&path)?;
+                files.push(partition::SeedFile::new(path, label, hash).map_err(m6_pipeline::Error::Config)?);
             }
         }
         if files.is_empty() {

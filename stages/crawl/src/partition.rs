@@ -10,8 +10,8 @@
 //!
 //! Getting seeds to their partition is a split phase, itself spread over the
 //! processes: the seed files are cut into chunks (text files by byte range,
-//! `seed_chunk_mb` each, so a 100 M-URL list is many chunks; CSV and Parquet files are
-//! one chunk each), each chunk is routed into per-partition fragment files under
+//! `seed_chunk_mb` each, so a 100 M-URL list is many chunks; Parquet files by runs of
+//! whole row groups of about that size; CSV files whole), each chunk is routed into per-partition fragment files under
 //! `_crawl/split/<plan>/`, and a partition task reads its fragments in seed-file order.
 //! Chunks are claimed with file locks (a process killed mid-chunk releases its lock and
 //! another process redoes the chunk), and every process waits until all chunks are
@@ -67,13 +67,32 @@ pub struct SeedFile {
     /// blake3 of the content: the plan changes when a seed file does.
     pub hash: String,
     pub size: u64,
+    /// Parquet seed lists: (rows, compressed bytes) of each row group, so that a large
+    /// list is routed in chunks of whole row groups (empty for other formats).
+    pub row_groups: Vec<(u64, u64)>,
 }
 
 impl SeedFile {
-    fn is_text(&self) -> bool {
-        let ext = self.path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
-        !matches!(ext.as_str(), "parquet" | "csv" | "tsv")
+    /// Describes a seed file; reads a Parquet file's footer for its row groups.
+    pub fn new(path: PathBuf, label: String, hash: String) -> Result<SeedFile, String> {
+        let size = fs::metadata(&path).map_err(|e| format!("{}: {e}", path.display()))?.len();
+        let mut row_groups = vec![];
+        if ext_of(&path) == "parquet" {
+            let f = File::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+            let meta = parquet::file::reader::SerializedFileReader::new(f).map_err(|e| format!("{}: not a readable Parquet file: {e}", path.display()))?;
+            use parquet::file::reader::FileReader;
+            row_groups = meta.metadata().row_groups().iter().map(|g| (g.num_rows().max(0) as u64, g.compressed_size().max(0) as u64)).collect();
+        }
+        Ok(SeedFile { path, label, hash, size, row_groups })
     }
+
+    fn is_text(&self) -> bool {
+        !matches!(ext_of(&self.path).as_str(), "parquet" | "csv" | "tsv")
+    }
+}
+
+fn ext_of(p: &Path) -> String {
+    p.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase()
 }
 
 /// A piece of one seed file routed by one process.
@@ -82,6 +101,8 @@ pub struct Chunk {
     pub file: usize,
     /// Byte range of a text file whose lines *start* in it; `None`: the whole file.
     pub range: Option<(u64, u64)>,
+    /// Row groups `[start, end)` of a Parquet file (`None`: the whole file).
+    pub row_groups: Option<(usize, usize)>,
 }
 
 /// The split of a set of seed files into host partitions.
@@ -125,11 +146,23 @@ impl SplitPlan {
                 let mut start = 0;
                 while start < f.size {
                     let end = (start + chunk_bytes).min(f.size);
-                    chunks.push(Chunk { file: i, range: Some((start, end)) });
+                    chunks.push(Chunk { file: i, range: Some((start, end)), row_groups: None });
                     start = end;
                 }
+            } else if f.row_groups.len() > 1 && f.size > chunk_bytes {
+                // Whole row groups, about chunk_bytes of compressed data per chunk.
+                let mut start = 0;
+                let mut bytes = 0;
+                for (g, (_, b)) in f.row_groups.iter().enumerate() {
+                    bytes += b;
+                    if bytes >= chunk_bytes || g + 1 == f.row_groups.len() {
+                        chunks.push(Chunk { file: i, range: None, row_groups: Some((start, g + 1)) });
+                        start = g + 1;
+                        bytes = 0;
+                    }
+                }
             } else {
-                chunks.push(Chunk { file: i, range: None });
+                chunks.push(Chunk { file: i, range: None, row_groups: None });
             }
         }
         SplitPlan { id: h.finalize().to_hex().to_string(), parts, files, chunks }
@@ -190,6 +223,9 @@ impl SplitPlan {
     fn chunk_items(&self, k: usize) -> Result<Box<dyn Iterator<Item = SeedItem> + Send>, String> {
         let c = &self.chunks[k];
         let f = &self.files[c.file];
+        if let Some((g0, g1)) = c.row_groups {
+            return parquet_groups(f, g0, g1);
+        }
         if !f.is_text() {
             return seeds::open(&f.path, 8192).map_err(|e| e.to_string());
         }
@@ -301,6 +337,39 @@ impl SplitPlan {
     }
 }
 
+/// The seeds of row groups `[g0, g1)` of a Parquet seed list (`url`, optional
+/// `caption`), with the row numbers a whole-file read gives them.
+fn parquet_groups(f: &SeedFile, g0: usize, g1: usize) -> Result<Box<dyn Iterator<Item = SeedItem> + Send>, String> {
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    let file = File::open(&f.path).map_err(|e| format!("{}: {e}", f.path.display()))?;
+    let label = f.path.display().to_string();
+    let b = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| format!("{label}: {e}"))?;
+    let reader = b.with_row_groups((g0..g1).collect()).with_batch_size(8192).build().map_err(|e| format!("{label}: {e}"))?;
+    let mut row: u64 = f.row_groups[..g0].iter().map(|(r, _)| r).sum();
+    Ok(Box::new(reader.flat_map(move |b| -> Vec<SeedItem> {
+        let b = match b {
+            Err(e) => return vec![Err((format!("{label}#batch"), format!("{label}: unreadable seed batch: {e}")))],
+            Ok(b) => b,
+        };
+        let Some(urls) = seeds::strings(&b, m6_schemas::page::URL) else {
+            return vec![Err((label.clone(), format!("{label}: Parquet seed list has no string `{}` column", m6_schemas::page::URL)))];
+        };
+        let caps = seeds::strings(&b, m6_schemas::page::CAPTION);
+        urls.into_iter()
+            .enumerate()
+            .map(|(i, u)| {
+                row += 1;
+                let place = format!("{label} row {row}");
+                let caption = caps.as_ref().and_then(|c| c[i].clone()).filter(|c| !c.is_empty());
+                match u {
+                    Some(url) => Ok(Seed { url, caption, place }),
+                    None => Err((place.clone(), format!("{place}: null url"))),
+                }
+            })
+            .collect()
+    })))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -327,8 +396,43 @@ mod tests {
     fn plan_of(d: &Path, name: &str, text: &str, chunk: u64) -> SplitPlan {
         let p = d.join(name);
         fs::write(&p, text).unwrap();
-        let f = SeedFile { path: p, label: name.into(), hash: blake3::hash(text.as_bytes()).to_hex().to_string(), size: text.len() as u64 };
+        let f = SeedFile::new(p, name.into(), blake3::hash(text.as_bytes()).to_hex().to_string()).unwrap();
         SplitPlan::new(vec![f], 4, chunk)
+    }
+
+    #[test]
+    fn parquet_seed_lists_split_by_row_groups_keep_row_numbers() {
+        use arrow::array::{ArrayRef, StringArray};
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("s.parquet");
+        let urls: Vec<Option<String>> = (0..1000).map(|i| (i != 500).then(|| format!("http://h{}.example.org/{i}", i % 9))).collect();
+        let caps: Vec<Option<String>> = (0..1000).map(|i| Some(format!("图{i}"))).collect();
+        let batch = arrow::array::RecordBatch::try_from_iter([
+            ("url", std::sync::Arc::new(StringArray::from(urls)) as ArrayRef),
+            ("caption", std::sync::Arc::new(StringArray::from(caps)) as ArrayRef),
+        ])
+        .unwrap();
+        let props = parquet::file::properties::WriterProperties::builder().set_max_row_group_row_count(Some(100)).build();
+        let mut w = parquet::arrow::ArrowWriter::try_new(File::create(&p).unwrap(), batch.schema(), Some(props)).unwrap();
+        w.write(&batch).unwrap();
+        w.close().unwrap();
+        let f = SeedFile::new(p.clone(), "s.parquet".into(), "h".into()).unwrap();
+        assert_eq!(f.row_groups.len(), 10);
+        let whole = SplitPlan::new(vec![f.clone()], 3, 1 << 30);
+        let cut = SplitPlan::new(vec![f], 3, 1);
+        assert_eq!((whole.chunks.len(), cut.chunks.len()), (1, 10));
+        let (o1, o2) = (d.path().join("o1"), d.path().join("o2"));
+        whole.run(&o1, 0, 1).unwrap();
+        cut.run(&o2, 2, 3).unwrap();
+        let all = |p: &SplitPlan, o: &Path| -> Vec<Vec<String>> {
+            (0..3).map(|part| p.seeds(o, part).map(|s| match s { Ok(s) => format!("{} {} {:?}", s.place, s.url, s.caption), Err((place, m)) => format!("{place} ERR {m}") }).collect()).collect()
+        };
+        let a = all(&whole, &o1);
+        assert_eq!(a, all(&cut, &o2));
+        assert_eq!(a.iter().map(Vec::len).sum::<usize>(), 1000);
+        let flat: Vec<&String> = a.iter().flatten().collect();
+        assert!(flat.iter().any(|l| l.contains("s.parquet row 501 ERR")), "the null url keeps its row number");
+        assert!(flat.iter().any(|l| l.contains("s.parquet row 1000 http://h0.example.org/999 Some(\"图999\")")));
     }
 
     #[test]

@@ -113,7 +113,7 @@ pub fn text_line(l: &str, place: String) -> Option<Seed> {
     Some(Seed { url: u.trim().to_string(), caption: c, place })
 }
 
-fn strings(b: &arrow::array::RecordBatch, name: &str) -> Option<Vec<Option<String>>> {
+pub(crate) fn strings(b: &arrow::array::RecordBatch, name: &str) -> Option<Vec<Option<String>>> {
     let col = b.column_by_name(name)?;
     if let Some(a) = col.as_any().downcast_ref::<StringArray>() {
         return Some((0..a.len()).map(|i| a.is_valid(i).then(|| a.value(i).to_string())).collect());
