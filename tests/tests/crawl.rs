@@ -39,31 +39,41 @@ type Handler = dyn Fn(&str, u32) -> Resp + Send + Sync;
 /// A threaded HTTP/1.1 server counting, per path, requests received (with their
 /// times) and responses written completely.
 struct Server {
+    ip: String,
     port: u16,
     received: Arc<Mutex<HashMap<String, Vec<Instant>>>>,
     completed: Arc<Mutex<HashMap<String, u32>>>,
+    /// (path, User-Agent) of every request: which crawler process asked.
+    agents: Arc<Mutex<Vec<(String, String)>>>,
 }
 
 impl Server {
     fn start(handler: impl Fn(&str, u32) -> Resp + Send + Sync + 'static) -> Server {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        Server::start_on("127.0.0.1", handler)
+    }
+
+    /// A server on another loopback address (Linux answers on all of 127.0.0.0/8):
+    /// a distinct host, with its own registrable domain, for the crawler.
+    fn start_on(ip: &str, handler: impl Fn(&str, u32) -> Resp + Send + Sync + 'static) -> Server {
+        let listener = TcpListener::bind((ip, 0)).unwrap();
         let port = listener.local_addr().unwrap().port();
         let received: Arc<Mutex<HashMap<String, Vec<Instant>>>> = Default::default();
         let completed: Arc<Mutex<HashMap<String, u32>>> = Default::default();
+        let agents: Arc<Mutex<Vec<(String, String)>>> = Default::default();
         let handler: Arc<Handler> = Arc::new(handler);
-        let (r, c) = (received.clone(), completed.clone());
+        let (r, c, a) = (received.clone(), completed.clone(), agents.clone());
         std::thread::spawn(move || {
             for conn in listener.incoming() {
                 let Ok(conn) = conn else { continue };
-                let (r, c, h) = (r.clone(), c.clone(), handler.clone());
-                std::thread::spawn(move || serve_conn(conn, &r, &c, &*h));
+                let (r, c, a, h) = (r.clone(), c.clone(), a.clone(), handler.clone());
+                std::thread::spawn(move || serve_conn(conn, &r, &c, &a, &*h));
             }
         });
-        Server { port, received, completed }
+        Server { ip: ip.to_string(), port, received, completed, agents }
     }
 
     fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
+        format!("http://{}:{}{path}", self.ip, self.port)
     }
 
     fn hits(&self, path: &str) -> usize {
@@ -75,7 +85,7 @@ impl Server {
     }
 }
 
-fn serve_conn(conn: TcpStream, received: &Mutex<HashMap<String, Vec<Instant>>>, completed: &Mutex<HashMap<String, u32>>, h: &Handler) {
+fn serve_conn(conn: TcpStream, received: &Mutex<HashMap<String, Vec<Instant>>>, completed: &Mutex<HashMap<String, u32>>, agents: &Mutex<Vec<(String, String)>>, h: &Handler) {
     let mut reader = BufReader::new(conn.try_clone().unwrap());
     let mut conn = conn;
     loop {
@@ -84,12 +94,19 @@ fn serve_conn(conn: TcpStream, received: &Mutex<HashMap<String, Vec<Instant>>>, 
             return;
         }
         let path = line.split_whitespace().nth(1).unwrap_or("/").to_string();
+        let mut agent = String::new();
         loop {
             let mut hl = String::new();
             if reader.read_line(&mut hl).unwrap_or(0) == 0 || hl == "\r\n" || hl == "\n" {
                 break;
             }
+            if let Some((k, v)) = hl.split_once(':') {
+                if k.eq_ignore_ascii_case("user-agent") {
+                    agent = v.trim().to_string();
+                }
+            }
         }
+        agents.lock().unwrap().push((path.clone(), agent));
         let n = {
             let mut r = received.lock().unwrap();
             let v = r.entry(path.clone()).or_default();
@@ -762,4 +779,213 @@ fn a_slow_page_holds_back_its_round_commit_not_the_fetching_of_later_rounds() {
         assert_eq!(r[pos + 1]["url"], pair[1]);
         assert_eq!(r[pos + 1]["file"], r[pos]["file"]);
     }
+}
+
+#[test]
+fn a_robots_txt_over_the_body_cap_is_read_up_to_500_kib_and_obeyed() {
+    // 20 MiB, over the default max_body_bytes (16 MiB), with the rule on its first line.
+    let mut big = b"Disallow: /\n".to_vec();
+    while big.len() < 20 << 20 {
+        big.extend_from_slice(b"# a very long robots.txt: comments, sitemaps, rules for other agents ...\n");
+    }
+    let srv = Server::start(move |path, _| match path {
+        "/robots.txt" => ok("text/plain", big.clone()),
+        _ => ok("text/html", format!("<p>{path}</p>")),
+    });
+    // A robots.txt served with `X-Robots-Tag: noindex` (kept out of search engines)
+    // still has rules.
+    let tagged = Server::start(|path, _| match path {
+        "/robots.txt" => Resp::Full {
+            status: 200,
+            headers: vec![("Content-Type".into(), "text/plain".into()), ("X-Robots-Tag".into(), "noindex".into())],
+            body: b"User-agent: *\nDisallow: /private/\n".to_vec(),
+        },
+        _ => ok("text/html", format!("<p>{path}</p>")),
+    });
+    let t = tempfile::tempdir().unwrap();
+    let out = t.path().join("pages");
+    let urls = vec![srv.url("/a.html"), srv.url("/b/c.html"), tagged.url("/private/x.html"), tagged.url("/open.html")];
+    crawl(&seeds(t.path(), &urls), &out, &["--allow-private"]);
+    let r = rows(&out);
+    for p in ["/a.html", "/b/c.html"] {
+        let row = by_url(&r, &srv.url(p));
+        assert_eq!(row["error_kind"], "robots", "{row}");
+        assert_eq!(srv.hits(p), 0, "{p} was fetched despite `Disallow: /`");
+    }
+    assert_eq!(srv.hits("/robots.txt"), 1);
+    assert_eq!(srv.done("/robots.txt"), 0, "only the head of the 20 MiB robots.txt was read");
+    assert_eq!(by_url(&r, &tagged.url("/private/x.html"))["error_kind"], "robots");
+    assert_eq!(tagged.hits("/private/x.html"), 0);
+    assert_eq!(by_url(&r, &tagged.url("/open.html"))["status"], 200);
+}
+
+#[test]
+fn allow_private_opens_only_the_named_ranges_and_never_metadata_endpoints() {
+    let srv = Server::start(|path, _| ok("text/html", format!("<p>{path}</p>")));
+    let t = tempfile::tempdir().unwrap();
+    let page = srv.url("/x.html");
+    // A range that does not hold loopback does not open it.
+    let out = t.path().join("a");
+    crawl(&seeds(t.path(), std::slice::from_ref(&page)), &out, &["--allow-private", "10.0.0.0/8"]);
+    let row = by_url(&rows(&out), &page).clone();
+    assert_eq!(row["error_kind"], "private_address", "{row}");
+    assert!(row["error"].as_str().unwrap().contains("--allow-private"), "{row}");
+    assert_eq!(srv.received.lock().unwrap().len(), 0);
+    // Naming it does.
+    let out = t.path().join("b");
+    crawl(&seeds(t.path(), std::slice::from_ref(&page)), &out, &["--allow-private", "127.0.0.0/8"]);
+    assert_eq!(by_url(&rows(&out), &page)["status"], 200);
+    // Metadata endpoints stay refused inside allowed ranges, before any connection.
+    let out = t.path().join("c");
+    let meta = ["http://169.254.169.254/latest/meta-data/iam/", "http://[fd00:ec2::254]/latest/meta-data/", "http://100.100.100.200/latest/meta-data/"];
+    let urls: Vec<String> = meta.iter().map(|s| s.to_string()).collect();
+    crawl(&seeds(t.path(), &urls), &out, &["--allow-private", "169.254.0.0/16,fd00::/8", "--allow-private", "100.64.0.0/10", "--set", "connect_timeout_ms=500"]);
+    let r = rows(&out);
+    for u in meta {
+        let row = by_url(&r, u);
+        assert_eq!(row["error_kind"], "private_address", "{row}");
+        assert!(row["error"].as_str().unwrap().contains("metadata"), "{row}");
+    }
+    // The old boolean and a range opening everything are refused, naming the setting.
+    let seed = seeds(t.path(), std::slice::from_ref(&page));
+    for bad in [vec!["--set", "allow_private=true"], vec!["--allow-private", "0.0.0.0/0"], vec!["--allow-private", "localhost"]] {
+        let mut args = vec!["crawl", "--input", seed.to_str().unwrap(), "--output", t.path().join("d").to_str().unwrap().to_string().leak(), "--quiet"];
+        args.extend(bad.iter().copied());
+        let o = m6(&args);
+        assert!(!o.status.success(), "{bad:?} was accepted");
+        assert!(String::from_utf8_lossy(&o.stderr).contains("allow_private"), "{bad:?}: {}", String::from_utf8_lossy(&o.stderr));
+    }
+}
+
+/// Six hosts (servers on 127.0.0.1 … 127.0.0.6), each with six seed pages linking to
+/// one more page and to a disallowed one.
+fn six_hosts() -> Vec<Server> {
+    (1..=6)
+        .map(|i| {
+            Server::start_on(&format!("127.0.0.{i}"), move |path, _| match path {
+                "/robots.txt" => ok("text/plain", "User-agent: *\nDisallow: /private/\n"),
+                p if p.starts_with("/p/") => ok("text/html", format!("<html><body><p>主机{i} {p}</p><a href=\"/q{p}\">更多</a> <a href=\"/private/x.html\">内部</a></body></html>")),
+                p => ok("text/html", format!("<html><body><p>主机{i} {p}</p></body></html>")),
+            })
+        })
+        .collect()
+}
+
+/// Two overlapping seed files over the six hosts: pages 0-3 in a.txt, 2-5 in b.txt.
+fn six_host_seeds(dir: &Path, servers: &[Server]) -> PathBuf {
+    let d = dir.join("seeds");
+    std::fs::create_dir_all(&d).unwrap();
+    for (name, range) in [("a.txt", 0..4), ("b.txt", 2..6)] {
+        let mut lines = vec![];
+        for j in range {
+            for s in servers {
+                lines.push(s.url(&format!("/p/{j}.html")));
+            }
+        }
+        std::fs::write(d.join(name), lines.join("\n") + "\n").unwrap();
+    }
+    d
+}
+
+fn crawl_process(seeds: &Path, out: &Path, index: usize, extra: &[&str]) -> Command {
+    let mut c = Command::new(bin());
+    c.args(["crawl", "--input", seeds.to_str().unwrap(), "--output", out.to_str().unwrap(), "--quiet", "--task-index", &index.to_string(), "--task-count", "3"])
+        .args(["--allow-private", "127.0.0.0/8", "--user-agent", &format!("m6test/{index}"), "--max-depth", "1", "--set", "host_partitions=12"])
+        .args(extra)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    c
+}
+
+/// Every host was fetched by one process only, robots.txt once per host, every
+/// page once, and the output holds one row per URL. After a kill (`exact` false), a
+/// response the killed process received but had not yet journaled is fetched again
+/// by the rerun: twice is allowed then, for pages and robots.txt, never in the output.
+fn check_six_host_crawl(servers: &[Server], out: &Path, exact: bool) -> std::collections::BTreeSet<String> {
+    let most = if exact { 1 } else { 2 };
+    let mut used = std::collections::BTreeSet::new();
+    for s in servers {
+        let agents: std::collections::BTreeSet<String> = s.agents.lock().unwrap().iter().map(|(_, a)| a.clone()).collect();
+        assert_eq!(agents.len(), 1, "{} was crawled by {agents:?}", s.ip);
+        used.extend(agents);
+        let robots = s.hits("/robots.txt");
+        assert!((1..=most).contains(&robots), "robots.txt of {} fetched {robots} times", s.ip);
+        for j in 0..6 {
+            for p in [format!("/p/{j}.html"), format!("/q/p/{j}.html")] {
+                assert!((1..=most).contains(&(s.done(&p) as usize)), "{}{p} answered {} times", s.ip, s.done(&p));
+            }
+        }
+        assert_eq!(s.hits("/private/x.html"), 0);
+    }
+    let r = rows(out);
+    let mut urls: Vec<&str> = r.iter().map(|x| x["url"].as_str().unwrap()).collect();
+    urls.sort();
+    let n = urls.len();
+    urls.dedup();
+    assert_eq!(urls.len(), n, "a URL has two rows");
+    // 6 hosts x (6 seed pages + 6 linked pages + 1 disallowed link).
+    assert_eq!(n, 6 * 13, "{urls:#?}");
+    assert_eq!(r.iter().filter(|x| x["error_kind"] == "robots").count(), 6);
+    assert!(r.iter().filter(|x| x["error_kind"] != "robots").all(|x| x["status"] == 200), "{r:#?}");
+    let v = m6(&["verify", out.to_str().unwrap()]);
+    assert!(v.status.success(), "{}", String::from_utf8_lossy(&v.stdout));
+    used
+}
+
+#[test]
+fn three_processes_crawl_six_hosts_each_host_by_one_process() {
+    let servers = six_hosts();
+    let t = tempfile::tempdir().unwrap();
+    let seeds = six_host_seeds(t.path(), &servers);
+    let out = t.path().join("pages");
+    let children: Vec<_> = (0..3).map(|i| crawl_process(&seeds, &out, i, &["--set", "per_host_delay_ms=0"]).spawn().unwrap()).collect();
+    for (i, c) in children.into_iter().enumerate() {
+        let o = c.wait_with_output().unwrap();
+        assert!(o.status.success(), "process {i}: {}", String::from_utf8_lossy(&o.stderr));
+    }
+    let used = check_six_host_crawl(&servers, &out, true);
+    assert!(used.len() >= 2, "the hosts should spread over the processes: {used:?}");
+    // Run again, every process: nothing is fetched.
+    let before: usize = servers.iter().map(|s| s.agents.lock().unwrap().len()).sum();
+    for i in 0..3 {
+        let o = crawl_process(&seeds, &out, i, &[]).output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    assert_eq!(servers.iter().map(|s| s.agents.lock().unwrap().len()).sum::<usize>(), before);
+}
+
+#[test]
+fn one_of_three_crawl_processes_killed_and_rerun_loses_and_doubles_nothing() {
+    let servers = six_hosts();
+    let t = tempfile::tempdir().unwrap();
+    let seeds = six_host_seeds(t.path(), &servers);
+    let out = t.path().join("pages");
+    // Slow enough (a host's 12 pages take over 2 s) for the kill to land mid-crawl.
+    let slow = ["--set", "per_host_delay_ms=200", "--set", "round_size=2", "--set", "per_host_concurrency=1"];
+    let mut children: Vec<_> = (0..3).map(|i| crawl_process(&seeds, &out, i, &slow).spawn().unwrap()).collect();
+    // Kill the first process seen fetching a page, a moment after.
+    let t0 = Instant::now();
+    let victim = loop {
+        let seen = servers.iter().flat_map(|s| s.agents.lock().unwrap().iter().filter(|(p, _)| p.starts_with("/q/")).map(|(_, a)| a.clone()).collect::<Vec<_>>()).next();
+        if let Some(a) = seen {
+            break a.trim_start_matches("m6test/").parse::<usize>().unwrap();
+        }
+        assert!(t0.elapsed() < Duration::from_secs(60), "no process reached a linked page");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    children[victim].kill().unwrap();
+    children[victim].wait().unwrap();
+    for (i, c) in children.into_iter().enumerate() {
+        if i != victim {
+            let o = c.wait_with_output().unwrap();
+            assert!(o.status.success(), "process {i}: {}", String::from_utf8_lossy(&o.stderr));
+        }
+    }
+    let unanswered = servers.iter().any(|s| (0..6).any(|j| s.done(&format!("/q/p/{j}.html")) == 0));
+    assert!(unanswered, "the kill should land before process {victim} finished");
+    let o = crawl_process(&seeds, &out, victim, &slow).output().unwrap();
+    assert!(o.status.success(), "rerun of {victim}: {}", String::from_utf8_lossy(&o.stderr));
+    check_six_host_crawl(&servers, &out, false);
 }

@@ -23,7 +23,8 @@ use url::Url;
 
 use crate::fetch::{kind, now_ms, Fetched, Fetcher};
 use crate::journal::{journal_path, round_id, AheadRound, ImageMeta, Journal, Outcome, PageMeta, QItem, RoundItem, State};
-use crate::seeds::{self, SeedItem};
+use crate::partition::{partition_of_host, SplitPlan};
+use crate::seeds::SeedItem;
 use crate::{html, images, urls, CrawlConfig, CrawlStage, OutCtx, IMAGES, SOURCE};
 
 /// What the fetch tasks share (they run on the stage's runtime, apart from the
@@ -85,11 +86,19 @@ impl Flight {
 /// (round, item index, where its journal record landed or why it could not be journaled)
 type Landed = (u64, u32, Result<(u64, u64), String>);
 
-pub(crate) fn run_task(stage: &CrawlStage, ctx: &OutCtx, task: &Task) -> Result<Counters, BoxError> {
+pub(crate) fn run_task(stage: &CrawlStage, ctx: &OutCtx, task: &Task, plan: &SplitPlan, part: u32) -> Result<Counters, BoxError> {
     let input = task.inputs.first().ok_or("crawl task without a seed file")?;
     let dir = ctx.output.join("_crawl").join(&task.id);
+    if !dir.exists() && !plan.has_seeds(&ctx.output, part) {
+        // No seed of this run is on a host of this partition.
+        return Ok(Counters::default());
+    }
     let mut st = State::load(&dir, &ctx.output, &task.id)?;
-    let mut seeds = seeds::open(&input.path, ctx.batch_rows)?;
+    st.partition = Some((part, plan.parts));
+    if st.round == 0 && st.ahead.is_empty() && st.seed_cursor == 0 && st.seen.is_empty() {
+        inherit_done_set(&ctx.output, &task.id, part, plan.parts, &mut st)?;
+    }
+    let mut seeds = plan.seeds(&ctx.output, part);
     for _ in 0..st.seed_cursor {
         if seeds.next().is_none() {
             break;
@@ -142,6 +151,9 @@ pub(crate) fn run_task(stage: &CrawlStage, ctx: &OutCtx, task: &Task) -> Result<
         clean_leftovers(&ctx.output, prefix)?;
         let mut tout = TaskOutput::new(&ctx.output, &spec, prefix, ctx.limits);
         tout.counters.bump("duplicate_seed", f.ahead.dup_seeds);
+        if f.ahead.other_partition > 0 {
+            tout.counters.bump("link.other_partition", f.ahead.other_partition);
+        }
         let written = (|| -> Result<(), BoxError> {
             for &(_, off, len) in &f.entries {
                 let o = journal.read(off, len).map_err(|e| format!("{}: {e}", f.jpath.display()))?;
@@ -171,6 +183,46 @@ pub(crate) fn run_task(stage: &CrawlStage, ctx: &OutCtx, task: &Task) -> Result<
         }
     }
     Ok(total)
+}
+
+/// What marks a crawl task's folder as the crawl of one host partition.
+#[derive(serde::Serialize, serde::Deserialize, PartialEq)]
+struct PartMark {
+    part: u32,
+    parts: u32,
+}
+
+/// One done-set per output: a new task of a partition (a later crawl into the same
+/// output, from other seed lists) starts from the committed done-sets of the earlier
+/// tasks of that partition, so a URL they fetched is not fetched again.
+fn inherit_done_set(output: &Path, task: &str, part: u32, parts: u32, st: &mut State) -> Result<(), BoxError> {
+    let root = output.join("_crawl");
+    let mark = PartMark { part, parts };
+    let own = root.join(task);
+    std::fs::create_dir_all(&own).map_err(|e| format!("{}: {e}", own.display()))?;
+    m6_pipeline::manifest::write_atomic(&own.join("part.json"), &serde_json::to_vec(&mark).expect("mark serialises")).map_err(|e| format!("{}: {e}", own.display()))?;
+    let mut siblings: Vec<(String, PathBuf)> = std::fs::read_dir(&root)
+        .map_err(|e| format!("{}: {e}", root.display()))?
+        .flatten()
+        .filter_map(|e| Some((e.file_name().to_str()?.to_string(), e.path())))
+        .filter(|(name, p)| name != task && std::fs::read(p.join("part.json")).ok().and_then(|b| serde_json::from_slice::<PartMark>(&b).ok()).is_some_and(|m| m == mark))
+        .collect();
+    siblings.sort();
+    let mut inherited = 0u64;
+    for (name, p) in siblings {
+        for k in State::committed_keys(&p, output, &name)? {
+            if st.seen.insert(k) {
+                if let Some(l) = st.seen_log.as_mut() {
+                    l.push(k);
+                }
+                inherited += 1;
+            }
+        }
+    }
+    if inherited > 0 {
+        tracing::info!(part, urls = inherited, "done-set carried over from earlier crawls into this output");
+    }
+    Ok(())
 }
 
 /// Selects rounds until `rounds_in_flight` are selected or nothing is left to
@@ -234,8 +286,11 @@ fn clean_leftovers(output: &Path, prefix: &str) -> Result<(), BoxError> {
 fn select(cfg: &CrawlConfig, st: &mut State, seeds: &mut dyn Iterator<Item = SeedItem>, seen: &Seen) -> AheadRound {
     let mut items = vec![];
     let mut dups = 0;
+    let mut other = 0;
     while items.len() < cfg.round_size {
         match st.queue.pop_front() {
+            // A host of another partition belongs to another process's politeness.
+            Some(q) if st.partition.is_some_and(|(p, n)| Url::parse(&q.url).is_ok_and(|u| partition_of_host(u.host_str().unwrap_or(""), n) != p)) => other += 1,
             Some(q) => items.push(RoundItem::Fetch(q)),
             None => break,
         }
@@ -262,7 +317,7 @@ fn select(cfg: &CrawlConfig, st: &mut State, seeds: &mut dyn Iterator<Item = See
             },
         }
     }
-    AheadRound { items, dup_seeds: dups }
+    AheadRound { items, dup_seeds: dups, other_partition: other }
 }
 
 fn page_meta(url: &str, depth: u16, caption: Option<String>, f: Fetched) -> (PageMeta, Option<Vec<u8>>) {

@@ -12,7 +12,7 @@ use tokio::time::{sleep, sleep_until, timeout, Instant};
 use url::{Host, Url};
 
 use crate::journal::{RobotsLog, RobotsRecord};
-use crate::net::{is_forbidden, DnsFailure, FilteringResolver, PrivateAddress};
+use crate::net::{AddressPolicy, DnsFailure, FilteringResolver, PrivateAddress};
 use crate::robots::Robots;
 use crate::urls;
 use crate::CrawlConfig;
@@ -110,10 +110,12 @@ pub struct Fetcher {
     origins: Mutex<HashMap<String, Arc<Origin>>>,
     /// Where fetched robots.txt answers are persisted so a resumed crawl reuses them.
     robots_log: Mutex<Option<RobotsLog>>,
+    /// Which addresses may be connected to (IP literals are checked here, names by the resolver).
+    policy: AddressPolicy,
 }
 
 impl Fetcher {
-    pub fn new(cfg: &CrawlConfig) -> Result<Self, reqwest::Error> {
+    pub fn new(cfg: &CrawlConfig, policy: AddressPolicy) -> Result<Self, reqwest::Error> {
         let client = reqwest::Client::builder()
             .user_agent(cfg.user_agent.clone())
             // Redirects are followed by hand so that each hop is checked against
@@ -121,7 +123,7 @@ impl Fetcher {
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(Duration::from_millis(cfg.connect_timeout_ms))
             .read_timeout(Duration::from_millis(cfg.read_timeout_ms))
-            .dns_resolver(Arc::new(FilteringResolver::new(cfg.allow_private, Duration::from_secs(cfg.dns_cache_s))))
+            .dns_resolver(Arc::new(FilteringResolver::new(policy.clone(), Duration::from_secs(cfg.dns_cache_s))))
             .pool_max_idle_per_host(cfg.per_host_concurrency.max(1))
             .build()?;
         Ok(Fetcher {
@@ -130,6 +132,7 @@ impl Fetcher {
             global: Semaphore::new(cfg.concurrency.max(1)),
             origins: Mutex::new(HashMap::new()),
             robots_log: Mutex::new(None),
+            policy,
         })
     }
 
@@ -247,17 +250,16 @@ impl Fetcher {
 
     /// IP-literal URLs never reach the resolver, so their address is checked here.
     fn literal_refusal(&self, u: &Url) -> Option<(&'static str, String)> {
-        if !self.cfg.allow_private {
-            let ip = match u.host() {
-                Some(Host::Ipv4(a)) => Some(std::net::IpAddr::V4(a)),
-                Some(Host::Ipv6(a)) => Some(std::net::IpAddr::V6(a)),
-                _ => None,
-            };
-            if let Some(ip) = ip.filter(|ip| is_forbidden(*ip)) {
-                return Some((kind::PRIVATE_ADDRESS, format!("refused {u}: {ip} is a private/loopback/link-local/multicast address; pass --allow-private to crawl internal hosts")));
-            }
+        let ip = match u.host() {
+            Some(Host::Ipv4(a)) => Some(std::net::IpAddr::V4(a)),
+            Some(Host::Ipv6(a)) => Some(std::net::IpAddr::V6(a)),
+            _ => None,
+        };
+        let ip = ip.filter(|ip| !self.policy.permits(*ip))?;
+        if crate::net::is_metadata(ip) {
+            return Some((kind::PRIVATE_ADDRESS, format!("refused {u}: {ip} is a cloud metadata endpoint, never crawled")));
         }
-        None
+        Some((kind::PRIVATE_ADDRESS, format!("refused {u}: {ip} is a private/loopback/link-local/multicast address; pass --allow-private CIDR to crawl an internal range")))
     }
 
     /// The origin's robots.txt rules: fetched once and cached (in memory, and in the
@@ -292,7 +294,9 @@ impl Fetcher {
                 return Arc::new(RobotsEntry::Refused(k, m));
             }
             let hop = if urls::origin(&cur) == urls::origin(u) { None } else { Some(self.origin(&cur)) };
-            match self.attempt(hop.as_deref().unwrap_or(origin), &cur, false).await {
+            // Only the head is read, whatever the size: a robots.txt larger than
+            // max_body_bytes still has rules, and ignoring them would allow everything.
+            match self.attempt_read(hop.as_deref().unwrap_or(origin), &cur, false, Some(ROBOTS_MAX_BYTES)).await {
                 Attempt::Redirect { location } => {
                     // An unusable location ends the chain: no robots.txt, all allowed.
                     if let Ok(n) = cur.join(&location) {
@@ -395,12 +399,18 @@ impl Fetcher {
     /// One request: waits for the host's turn and a global slot, then reads the
     /// response (the body streamed under the size cap).
     async fn attempt(&self, origin: &Origin, u: &Url, is_image: bool) -> Attempt {
+        self.attempt_read(origin, u, is_image, None).await
+    }
+
+    /// [`Fetcher::attempt`]; with `head = Some(n)` only the first `n` body bytes are
+    /// read and kept (the rest is never downloaded) instead of refusing a body over the cap.
+    async fn attempt_read(&self, origin: &Origin, u: &Url, is_image: bool, head: Option<usize>) -> Attempt {
         let _host = origin.sem.acquire().await.expect("semaphore open");
         origin.turn(Duration::from_millis(origin.delay_ms.load(Ordering::Relaxed))).await;
         let _slot = self.global.acquire().await.expect("semaphore open");
         // The clock starts once it is our turn: waiting behind other requests to a
         // busy host is politeness, not a slow server.
-        match timeout(Duration::from_millis(self.cfg.total_timeout_ms), self.request(u, is_image)).await {
+        match timeout(Duration::from_millis(self.cfg.total_timeout_ms), self.request(u, is_image, head)).await {
             Ok(a) => a,
             Err(_) => Attempt::NetErr {
                 kind: kind::TIMEOUT,
@@ -410,7 +420,7 @@ impl Fetcher {
         }
     }
 
-    async fn request(&self, u: &Url, is_image: bool) -> Attempt {
+    async fn request(&self, u: &Url, is_image: bool, head: Option<usize>) -> Attempt {
         let mut resp = match self.client.get(u.as_str()).send().await {
             Ok(r) => r,
             Err(e) => return classify(&e, u),
@@ -441,17 +451,28 @@ impl Fetcher {
         let tags: Vec<&str> = headers.iter().filter(|(k, _)| k == "x-robots-tag").map(|(_, v)| v.as_str()).collect();
         let header_ct = header("content-type").map(str::to_string);
         let image_like = is_image || header_ct.as_deref().is_some_and(|c| c.trim().to_ascii_lowercase().starts_with("image/"));
-        if let Some(d) = x_robots_opt_out(&tags, &self.cfg.robots_token, image_like) {
+        // An opt-out header on robots.txt itself (sites keep it out of search indexes
+        // with `noindex`) is about indexing that file, not about its rules.
+        if let Some(d) = x_robots_opt_out(&tags, &self.cfg.robots_token, image_like).filter(|_| head.is_none()) {
             return done(kind::OPT_OUT, format!("{u}: X-Robots-Tag `{d}` opts out; body not kept"), headers);
         }
-        let cap = self.cfg.max_body_bytes;
-        if let Some(len) = resp.content_length().filter(|&l| l > cap) {
+        let cap = match head {
+            Some(n) => n as u64,
+            None => self.cfg.max_body_bytes,
+        };
+        if let Some(len) = resp.content_length().filter(|&l| l > cap && head.is_none()) {
             return done(kind::TOO_LARGE, format!("GET {u}: Content-Length {len} exceeds max_body_bytes={cap}"), headers);
         }
         let mut body: Vec<u8> = Vec::with_capacity(resp.content_length().unwrap_or(16 << 10).min(cap) as usize);
         loop {
             match resp.chunk().await {
                 Ok(Some(c)) => {
+                    if head.is_some() && body.len() as u64 + c.len() as u64 >= cap {
+                        // The head is complete: keep it and drop the connection.
+                        let room = cap as usize - body.len();
+                        body.extend_from_slice(&c[..room.min(c.len())]);
+                        break;
+                    }
                     if body.len() as u64 + c.len() as u64 > cap {
                         return done(kind::TOO_LARGE, format!("GET {u}: body exceeds max_body_bytes={cap}; aborted after {} bytes", body.len() + c.len()), headers);
                     }

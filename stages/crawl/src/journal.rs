@@ -289,6 +289,9 @@ pub struct AheadRound {
     pub items: Vec<RoundItem>,
     /// Seed-list entries skipped as duplicates while selecting it (a counter of its commit).
     pub dup_seeds: u64,
+    /// Queued links skipped because their host is in another host partition.
+    #[serde(default)]
+    pub other_partition: u64,
 }
 
 /// The crawl's position after a round commit: the first uncommitted round, the
@@ -306,6 +309,9 @@ pub struct State {
     pub seen: HashSet<u128>,
     /// Where `seen` is persisted, one key at a time (not rewritten per round).
     pub seen_log: Option<SeenLog>,
+    /// (partition, partition count) of the task: queued links on hosts of other
+    /// partitions are not selected. Not persisted (the task id fixes it).
+    pub partition: Option<(u32, u32)>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -422,10 +428,41 @@ impl State {
                 log.push(*k);
             }
             let seen = keys.into_iter().chain(legacy).collect();
-            return Ok(State { round: f.round, ahead: f.ahead, seed_cursor: f.seed_cursor, queue: f.queue.into(), seen, seen_log: Some(log) });
+            return Ok(State { round: f.round, ahead: f.ahead, seed_cursor: f.seed_cursor, queue: f.queue.into(), seen, seen_log: Some(log), partition: None });
         }
         let (log, _) = SeenLog::open(dir, 0)?;
         Ok(State { seen_log: Some(log), ..State::default() })
+    }
+
+    /// The done-set keys of another task's newest committed state, read without
+    /// changing anything of that task (it may be running in another process).
+    pub fn committed_keys(dir: &Path, output: &Path, task: &str) -> Result<Vec<u128>, String> {
+        let mut rounds: Vec<u64> = match fs::read_dir(dir) {
+            Ok(rd) => rd
+                .filter_map(|e| e.ok())
+                .filter_map(|e| e.file_name().to_str().and_then(|n| n.strip_prefix("state-")?.strip_suffix(".json")?.parse().ok()))
+                .collect(),
+            Err(_) => vec![],
+        };
+        rounds.sort_unstable_by(|a, b| b.cmp(a));
+        for r in rounds {
+            if r > 0 && !CommitRecord::is_done(output, &round_id(task, r - 1)) {
+                continue;
+            }
+            let p = state_path(dir, r);
+            let Ok(text) = fs::read(&p) else { continue };
+            let f: StateFile = serde_json::from_slice(&text).map_err(|e| format!("{}: unreadable crawl state: {e}", p.display()))?;
+            let n = f.seen_len.unwrap_or(0) as usize;
+            let path = dir.join("seen.bin");
+            let bytes = fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+            if bytes.len() < n * 16 {
+                return Err(format!("{}: holds {} URL keys, its crawl state names {n}", path.display(), bytes.len() / 16));
+            }
+            let mut keys: Vec<u128> = bytes[..n * 16].chunks_exact(16).map(|c| u128::from_le_bytes(c.try_into().unwrap())).collect();
+            keys.extend(f.seen.iter().filter_map(|h| u128::from_str_radix(h, 16).ok()));
+            return Ok(keys);
+        }
+        Ok(vec![])
     }
 
     /// Makes the pushed done-set keys durable, then writes this state (atomically).

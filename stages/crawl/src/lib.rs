@@ -18,6 +18,7 @@ pub mod html;
 pub mod images;
 pub mod journal;
 pub mod net;
+pub mod partition;
 pub mod robots;
 pub mod seeds;
 pub mod srcset;
@@ -89,9 +90,14 @@ pub struct CrawlConfig {
     /// means "the host of the page the link is on". Images embedded in a page are
     /// fetched from any host. Default [].
     pub allowed_domains: Vec<String>,
-    /// Allow private, loopback, link-local, multicast and unspecified addresses
-    /// (checked after DNS resolution). Default false.
-    pub allow_private: bool,
+    /// Address ranges (CIDR, e.g. `["127.0.0.0/8", "10.20.0.0/16"]`; `"loopback"` =
+    /// 127.0.0.0/8 and ::1) the crawler may connect to although they are private,
+    /// loopback, link-local, carrier-grade NAT or otherwise non-public (checked after
+    /// DNS resolution and on IP-literal URLs). Cloud metadata endpoints
+    /// (169.254.169.254, 169.254.170.2, fd00:ec2::254, 100.100.100.200, 168.63.129.16)
+    /// stay refused whatever is listed. Default [] (public addresses only).
+    #[serde(deserialize_with = "cidr_list")]
+    pub allow_private: Vec<String>,
     /// Fetch the images HTML pages show (`<img>`: srcset, `<picture>`, lazy-loading
     /// attributes, src; see `srcset::image_url`). Default true.
     pub fetch_images: bool,
@@ -111,6 +117,19 @@ pub struct CrawlConfig {
     pub rounds_in_flight: usize,
     /// Worker threads of the crawler's tokio runtime. Default 2.
     pub io_threads: usize,
+    /// How many host partitions (crawl tasks) the seeds are split into: a host goes to
+    /// the partition of its registrable domain's hash, and each partition is crawled
+    /// by one of the `--task-count` processes, so per-host politeness, robots.txt and
+    /// Crawl-delay hold across machines. More processes than partitions leave the
+    /// extra ones idle: set this to at least the task count. Links into another
+    /// partition's hosts (only possible with `allowed_domains` naming several
+    /// registrable domains) are not followed and are counted as `link.other_partition`.
+    /// Default 64.
+    pub host_partitions: u32,
+    /// Plain-text seed files larger than this many MiB are routed to the partitions
+    /// in chunks of this size, shared by the processes (a 100 M-URL list is not one
+    /// process's job). Default 64.
+    pub seed_chunk_mb: u64,
 }
 
 impl Default for CrawlConfig {
@@ -135,7 +154,7 @@ impl Default for CrawlConfig {
             max_body_bytes: 16 << 20,
             max_depth: 0,
             allowed_domains: vec![],
-            allow_private: false,
+            allow_private: vec![],
             fetch_images: true,
             max_images_per_page: 64,
             resize_max_side: 0,
@@ -143,16 +162,38 @@ impl Default for CrawlConfig {
             round_size: 256,
             rounds_in_flight: 8,
             io_threads: 2,
+            host_partitions: 64,
+            seed_chunk_mb: 64,
         }
+    }
+}
+
+/// `allow_private` as a list of ranges; the old boolean form is refused with a
+/// message saying what to write instead, rather than silently opening every range.
+fn cidr_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Form {
+        Bool(bool),
+        One(String),
+        List(Vec<String>),
+    }
+    match Form::deserialize(d)? {
+        Form::Bool(false) => Ok(vec![]),
+        Form::Bool(true) => Err(serde::de::Error::custom("allow_private = true no longer opens every range: list the ranges to allow, e.g. allow_private = [\"127.0.0.0/8\"]")),
+        Form::One(s) => Ok(vec![s]),
+        Form::List(l) => Ok(l),
     }
 }
 
 /// Flags `m6corpus crawl` takes beyond the common ones.
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct CrawlFlags {
-    /// Allow private, loopback, link-local and multicast addresses (tests, intranets).
-    #[arg(long)]
-    pub allow_private: bool,
+    /// Allow these non-public address ranges (CIDR, comma-separated or repeated, e.g.
+    /// `--allow-private 10.20.0.0/16`); bare `--allow-private` allows loopback only.
+    /// Cloud metadata addresses are never allowed.
+    #[arg(long, value_name = "CIDR", num_args = 0..=1, default_missing_value = "loopback", value_delimiter = ',', action = clap::ArgAction::Append)]
+    pub allow_private: Vec<String>,
     /// Follow links this many levels from the seeds (0 = seeds only).
     #[arg(long)]
     pub max_depth: Option<u16>,
@@ -174,8 +215,8 @@ impl StageFactory for CrawlFactory {
     type Config = CrawlConfig;
     type Flags = CrawlFlags;
     fn apply_flags(flags: &Self::Flags, cfg: &mut Self::Config) -> Result<(), BoxError> {
-        if flags.allow_private {
-            cfg.allow_private = true;
+        if !flags.allow_private.is_empty() {
+            cfg.allow_private = flags.allow_private.clone();
         }
         if let Some(d) = flags.max_depth {
             cfg.max_depth = d;
@@ -201,7 +242,6 @@ impl StageFactory for CrawlFactory {
 struct OutCtx {
     output: PathBuf,
     limits: ShardLimits,
-    batch_rows: usize,
 }
 
 pub struct CrawlStage {
@@ -209,6 +249,8 @@ pub struct CrawlStage {
     rt: tokio::runtime::Runtime,
     work: std::sync::Arc<crawl::Worker>,
     ctx: Mutex<Option<OutCtx>>,
+    /// The split of the seeds into host partitions, and each task's partition (set by `plan`).
+    split: Mutex<Option<(std::sync::Arc<partition::SplitPlan>, BTreeMap<String, u32>)>>,
 }
 
 impl CrawlStage {
@@ -229,16 +271,23 @@ impl CrawlStage {
         if cfg.total_timeout_ms == 0 || cfg.connect_timeout_ms == 0 || cfg.read_timeout_ms == 0 {
             return Err(bad("*_timeout_ms", "timeouts must be above 0"));
         }
+        if cfg.host_partitions == 0 || cfg.host_partitions > 1 << 20 {
+            return Err(bad("host_partitions", "must be between 1 and 1048576"));
+        }
+        if cfg.seed_chunk_mb == 0 {
+            return Err(bad("seed_chunk_mb", "must be at least 1"));
+        }
         if cfg.user_agent.trim().is_empty() || cfg.robots_token.trim().is_empty() {
             return Err(bad("user_agent/robots_token", "must not be empty"));
         }
+        let policy = net::AddressPolicy::parse(&cfg.allow_private).map_err(|e| bad("allow_private", &e))?;
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(cfg.io_threads.max(1)).thread_name("m6-crawl-io").enable_all().build()?;
         let fetcher = {
             let _g = rt.enter();
-            fetch::Fetcher::new(&cfg)?
+            fetch::Fetcher::new(&cfg, policy)?
         };
         let work = std::sync::Arc::new(crawl::Worker { cfg: cfg.clone(), fetcher });
-        Ok(CrawlStage { cfg, rt, work, ctx: Mutex::new(None) })
+        Ok(CrawlStage { cfg, rt, work, ctx: Mutex::new(None), split: Mutex::new(None) })
     }
 }
 
@@ -287,25 +336,43 @@ impl Stage for CrawlStage {
         Ok(OutputSpec::new(Kind::Page).with_side(IMAGES, Kind::Image))
     }
 
-    /// One task per seed file; its id follows the file's content, so an edited seed
-    /// list is a new crawl and an unchanged one resumes.
+    /// One task per host partition (see [`partition`]); ids follow the content of
+    /// every seed file, so an edited seed list is a new crawl and an unchanged one
+    /// resumes (URLs fetched by an earlier crawl into the same output are not fetched
+    /// again: a new partition task starts from the done-sets of the earlier ones).
     fn plan(&self, inputs: &[PathBuf]) -> m6_pipeline::Result<Vec<Task>> {
-        let mut tasks = vec![];
+        let mut files = vec![];
         for input in inputs {
             if !input.exists() {
                 return Err(m6_pipeline::Error::Config(format!("seed list {} does not exist", input.display())));
             }
             for (path, label) in seed_files(input)? {
-                let id = m6_schemas::content_id(&[b"crawl-seeds", label.as_bytes(), file_hash(&path)?.as_bytes()]);
-                tasks.push(Task { id, inputs: vec![TaskInput { path, kind: None, label }] });
+                let hash = file_hash(&path)?;
+                files.push(partition::SeedFile::new(path, label, hash).map_err(m6_pipeline::Error::Config)?);
             }
         }
-        if tasks.is_empty() {
+        if files.is_empty() {
             return Err(m6_pipeline::Error::Config(format!(
                 "no seed files under {}",
                 inputs.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
             )));
         }
+        let first = files[0].path.clone();
+        let names = match files.len() {
+            1 => files[0].label.clone(),
+            n => format!("{} and {} more seed files", files[0].label, n - 1),
+        };
+        let parts = self.cfg.host_partitions;
+        let plan = partition::SplitPlan::new(files, parts, self.cfg.seed_chunk_mb.saturating_mul(1 << 20));
+        let mut of_task = BTreeMap::new();
+        let tasks: Vec<Task> = (0..parts)
+            .map(|part| {
+                let id = m6_schemas::content_id(&[b"crawl-hosts", plan.id.as_bytes(), &part.to_le_bytes()]);
+                of_task.insert(id.clone(), part);
+                Task { id, inputs: vec![TaskInput { path: first.clone(), kind: None, label: format!("{names} (hosts {part}/{parts})") }] }
+            })
+            .collect();
+        *self.split.lock().unwrap() = Some((std::sync::Arc::new(plan), of_task));
         Ok(tasks)
     }
 
@@ -316,13 +383,24 @@ impl Stage for CrawlStage {
         if reused > 0 {
             tracing::info!(hosts = reused, "reusing robots.txt rules fetched by an earlier run");
         }
-        *self.ctx.lock().unwrap() = Some(OutCtx { output: ctx.output.to_path_buf(), limits: ctx.limits, batch_rows: ctx.batch_rows });
+        *self.ctx.lock().unwrap() = Some(OutCtx { output: ctx.output.to_path_buf(), limits: ctx.limits });
+        if ctx.task_count > self.cfg.host_partitions as usize {
+            tracing::warn!(task_count = ctx.task_count, host_partitions = self.cfg.host_partitions, "more processes than host partitions: some get no work (raise [crawl] host_partitions)");
+        }
+        let plan = self.split.lock().unwrap().as_ref().map(|(p, _)| p.clone()).ok_or("crawl: prepare called before plan")?;
+        // Every process routes its share of the seed chunks, then waits for the rest.
+        plan.run(ctx.output, ctx.task_index, ctx.task_count).map_err(|e| format!("splitting seeds by host: {e}"))?;
         Ok(())
     }
 
     fn process(&self, task: &Task, out: &mut TaskOutput) -> Result<(), BoxError> {
         let ctx = self.ctx.lock().unwrap().clone().ok_or("crawl: process called before prepare")?;
-        let counters = crawl::run_task(self, &ctx, task)?;
+        let (plan, part) = {
+            let g = self.split.lock().unwrap();
+            let (plan, of_task) = g.as_ref().ok_or("crawl: process called before plan")?;
+            (plan.clone(), *of_task.get(&task.id).ok_or_else(|| format!("crawl: task {} is not in the plan", task.id))?)
+        };
+        let counters = crawl::run_task(self, &ctx, task, &plan, part)?;
         out.counters.add(&counters);
         Ok(())
     }
@@ -334,6 +412,7 @@ impl Stage for CrawlStage {
             ("crawl.max_body_bytes".to_string(), serde_json::json!(self.cfg.max_body_bytes)),
             ("crawl.resize_max_side".to_string(), serde_json::json!(self.cfg.resize_max_side)),
             ("crawl.images_side".to_string(), serde_json::json!(IMAGES)),
+            ("crawl.host_partitions".to_string(), serde_json::json!(self.cfg.host_partitions)),
         ])
     }
 }

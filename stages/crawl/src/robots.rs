@@ -30,6 +30,7 @@ impl Robots {
         let mut groups: Vec<Group> = vec![];
         let mut in_agents = false;
         for line in text.lines() {
+            let line = line.strip_prefix('\u{feff}').unwrap_or(line);
             let line = line.split('#').next().unwrap_or("").trim();
             let Some((k, v)) = line.split_once(':') else { continue };
             let (k, v) = (k.trim().to_ascii_lowercase(), v.trim());
@@ -43,6 +44,12 @@ impl Robots {
                 }
                 "allow" | "disallow" => {
                     in_agents = false;
+                    // RFC 9309 leaves rules before any user-agent line outside every
+                    // group; a site that writes `Disallow: /` first plainly means it
+                    // for everyone, so they form an implicit `*` group (the polite reading).
+                    if groups.is_empty() {
+                        groups.push((vec!["*".into()], vec![], None));
+                    }
                     if let Some(g) = groups.last_mut() {
                         // An empty disallow means "nothing is disallowed": no rule.
                         if !v.is_empty() {
@@ -184,6 +191,15 @@ mod tests {
         assert_eq!(Robots::parse("user-agent: *\ndisallow: /\n", "m6corpus").crawl_delay, None);
         // Our group without a Crawl-delay does not inherit the `*` one.
         assert_eq!(Robots::parse("user-agent: *\ncrawl-delay: 5\n\nuser-agent: m6corpus\nallow: /\n", "m6corpus").crawl_delay, None);
+    }
+
+    #[test]
+    fn rules_before_any_user_agent_apply_to_everyone() {
+        let r = Robots::parse("Disallow: /\n# a long tail of comments\n", "m6corpus");
+        assert!(!r.allowed("/index.html"));
+        // Our own group still wins over them.
+        let r = Robots::parse("\u{feff}Disallow: /\n\nUser-agent: m6corpus\nAllow: /\n", "m6corpus");
+        assert!(r.allowed("/index.html"));
     }
 
     #[test]

@@ -92,24 +92,28 @@ pub fn open(path: &Path, batch_rows: usize) -> Result<Box<dyn Iterator<Item = Se
                 let place = format!("{label} line {}", i + 1);
                 match line {
                     Err(e) => Some(Err((place.clone(), format!("{place}: {e}")))),
-                    Ok(l) => {
-                        let l = l.trim_end_matches('\r');
-                        if l.trim().is_empty() || l.trim_start().starts_with('#') {
-                            return None;
-                        }
-                        let (u, c) = match l.split_once('\t') {
-                            Some((u, c)) => (u, Some(c.trim().to_string()).filter(|c| !c.is_empty())),
-                            None => (l, None),
-                        };
-                        Some(Ok(Seed { url: u.trim().to_string(), caption: c, place }))
-                    }
+                    Ok(l) => text_line(&l, place).map(Ok),
                 }
             })))
         }
     }
 }
 
-fn strings(b: &arrow::array::RecordBatch, name: &str) -> Option<Vec<Option<String>>> {
+/// One line of a plain-text seed list: `URL[<TAB>caption]`; blank lines and `#`
+/// comments are not seeds.
+pub fn text_line(l: &str, place: String) -> Option<Seed> {
+    let l = l.trim_end_matches(['\n', '\r']);
+    if l.trim().is_empty() || l.trim_start().starts_with('#') {
+        return None;
+    }
+    let (u, c) = match l.split_once('\t') {
+        Some((u, c)) => (u, Some(c.trim().to_string()).filter(|c| !c.is_empty())),
+        None => (l, None),
+    };
+    Some(Seed { url: u.trim().to_string(), caption: c, place })
+}
+
+pub(crate) fn strings(b: &arrow::array::RecordBatch, name: &str) -> Option<Vec<Option<String>>> {
     let col = b.column_by_name(name)?;
     if let Some(a) = col.as_any().downcast_ref::<StringArray>() {
         return Some((0..a.len()).map(|i| a.is_valid(i).then(|| a.value(i).to_string())).collect());

@@ -1,9 +1,17 @@
 //! JSONL (optionally gzip-compressed): one JSON object per line into `document`.
 //! `text` is required; `id` is kept as `source_id`; `url` and `title` get their own
 //! columns; every other field is kept, as JSON, in `meta`.
+//!
+//! Lines are read through a bounded buffer: a line longer than `max_record_mb` is
+//! never held whole (the reader keeps at most the cap, then skips to the next newline)
+//! and goes to `errors/` with its line number and offset. A `.gz` that is truncated or
+//! corrupt keeps every complete line decoded before the damage, and the damage itself
+//! becomes an error row naming the compressed offset where decoding stopped.
 
+use std::cell::Cell;
 use std::fs::File;
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader, ErrorKind, Read};
+use std::rc::Rc;
 
 use m6_pipeline::{BoxError, TaskOutput};
 use m6_schemas::Document;
@@ -11,39 +19,164 @@ use serde_json::{Map, Value};
 
 use crate::{io_err, Batcher, Ctx};
 
-pub(crate) fn open(ctx: &Ctx) -> Result<Box<dyn BufRead>, BoxError> {
+/// Counts the bytes read from the file itself (compressed bytes for `.gz`), so the
+/// place where a damaged gzip stream stops decoding can be named.
+struct Counting<R> {
+    inner: R,
+    read: Rc<Cell<u64>>,
+}
+
+impl<R: Read> Read for Counting<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.read.set(self.read.get() + n as u64);
+        Ok(n)
+    }
+}
+
+/// The opened file: decoded bytes, whether it is gzip, and the raw bytes consumed so far.
+pub(crate) struct Opened {
+    pub reader: Box<dyn BufRead>,
+    pub gz: bool,
+    pub raw_read: Rc<Cell<u64>>,
+    pub raw_len: u64,
+}
+
+pub(crate) fn open(ctx: &Ctx) -> Result<Opened, BoxError> {
     let f = File::open(ctx.path).map_err(io_err(ctx.path))?;
-    let r: Box<dyn Read> = if ctx.path.extension().is_some_and(|e| e == "gz") {
-        Box::new(flate2::read::MultiGzDecoder::new(BufReader::new(f)))
-    } else {
-        Box::new(f)
-    };
-    Ok(Box::new(BufReader::with_capacity(1 << 20, r)))
+    let raw_len = f.metadata().map_err(io_err(ctx.path))?.len();
+    let raw_read = Rc::new(Cell::new(0));
+    let counted = Counting { inner: f, read: raw_read.clone() };
+    let gz = ctx.path.extension().is_some_and(|e| e == "gz");
+    let r: Box<dyn Read> = if gz { Box::new(flate2::read::MultiGzDecoder::new(BufReader::with_capacity(256 << 10, counted))) } else { Box::new(counted) };
+    Ok(Opened { reader: Box::new(BufReader::with_capacity(1 << 20, r)), gz, raw_read, raw_len })
+}
+
+/// One line as the bounded reader saw it.
+#[derive(Debug)]
+pub(crate) enum Line {
+    /// A whole line (without its newline) no longer than the cap.
+    Whole,
+    /// A line longer than the cap: `len` bytes in all (newline excluded), of which
+    /// none are kept.
+    TooLong { len: u64 },
+    /// The stream failed (gzip damage, I/O) inside this line; `partial` bytes of it
+    /// had been decoded and are dropped.
+    Broken { partial: u64, error: std::io::Error },
+}
+
+/// Reads lines of at most `max` bytes from a `BufRead`, tracking the decoded offset.
+pub(crate) struct BoundedLines<R> {
+    inner: R,
+    max: usize,
+    /// Decoded bytes consumed so far (the offset of the next line).
+    pub offset: u64,
+}
+
+impl<R: BufRead> BoundedLines<R> {
+    pub fn new(inner: R, max: usize) -> Self {
+        BoundedLines { inner, max, offset: 0 }
+    }
+
+    /// Fills `line` with the next line; `None` at the end of the stream. `line` holds
+    /// at most `max` bytes whatever the line's length.
+    pub fn next_line(&mut self, line: &mut Vec<u8>) -> Option<Line> {
+        line.clear();
+        let mut len = 0u64;
+        let mut too_long = false;
+        loop {
+            let buf = match self.inner.fill_buf() {
+                Ok(b) => b,
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(error) => return Some(Line::Broken { partial: len, error }),
+            };
+            if buf.is_empty() {
+                // End of stream: a last line without a newline is still a line.
+                return match (len, too_long) {
+                    (0, _) => None,
+                    (_, true) => Some(Line::TooLong { len }),
+                    (_, false) => Some(Line::Whole),
+                };
+            }
+            let (take, done) = match memchr::memchr(b'\n', buf) {
+                Some(i) => (i, true),
+                None => (buf.len(), false),
+            };
+            if !too_long {
+                if len as usize + take > self.max {
+                    // Past the cap: drop what was kept and only count from here on.
+                    too_long = true;
+                    line.clear();
+                    line.shrink_to(1 << 16);
+                } else {
+                    line.extend_from_slice(&buf[..take]);
+                }
+            }
+            len += take as u64;
+            let consumed = take + usize::from(done);
+            self.inner.consume(consumed);
+            self.offset += consumed as u64;
+            if done {
+                return Some(if too_long { Line::TooLong { len } } else { Line::Whole });
+            }
+        }
+    }
 }
 
 pub(crate) fn ingest(ctx: &Ctx, out: &mut TaskOutput) -> Result<(), BoxError> {
-    let mut reader = open(ctx)?;
+    let opened = open(ctx)?;
+    let max = ctx.cfg.max_record_bytes();
+    let mut lines = BoundedLines::new(opened.reader, max);
     let mut batch = Batcher::<Document>::new(ctx.cfg.batch_rows);
     let mut line = Vec::with_capacity(1 << 16);
     let mut line_no = 0u64;
     loop {
-        line.clear();
-        let n = reader.read_until(b'\n', &mut line).map_err(io_err(ctx.path))?;
-        if n == 0 {
-            break;
-        }
+        let start = lines.offset;
+        let Some(got) = lines.next_line(&mut line) else { break };
         line_no += 1;
-        out.count_in(1, n as u64);
-        let trimmed = line.trim_ascii();
-        if trimmed.is_empty() {
-            continue;
-        }
-        match parse_line(ctx, trimmed) {
-            Ok(doc) => {
-                let size = doc.text.len();
-                batch.push(doc, size, out)?;
+        match got {
+            Line::Whole => {
+                out.count_in(1, lines.offset - start);
+                let trimmed = line.trim_ascii();
+                if trimmed.is_empty() {
+                    continue;
+                }
+                match parse_line(ctx, trimmed) {
+                    Ok(doc) => {
+                        let size = doc.text.len();
+                        batch.push(doc, size, out)?;
+                    }
+                    Err((kind, msg)) => ctx.error(out, format!("line {line_no}"), kind, msg)?,
+                }
             }
-            Err((kind, msg)) => ctx.error(out, format!("line {line_no}"), kind, msg)?,
+            Line::TooLong { len } => {
+                out.count_in(1, lines.offset - start);
+                ctx.error(
+                    out,
+                    format!("line {line_no} (offset {start})"),
+                    "too_large",
+                    format!("line of {len} bytes exceeds max_record_mb={} ({max} bytes); skipped without being read whole", ctx.cfg.max_record_mb),
+                )?;
+            }
+            Line::Broken { partial, error } => {
+                if !opened.gz {
+                    // A plain file that cannot be read is an I/O failure, not bad data.
+                    return Err(io_err(ctx.path)(error).into());
+                }
+                let at = opened.raw_read.get();
+                let kind = if error.kind() == ErrorKind::UnexpectedEof { "truncated" } else { "gzip" };
+                let kept = line_no - 1;
+                ctx.error(
+                    out,
+                    format!("offset {at}"),
+                    kind,
+                    format!(
+                        "gzip stream damaged ({error}) at compressed offset {at} of {} bytes, decoded offset {start}; kept the {kept} complete lines before it, dropped {partial} bytes of line {line_no} and anything after",
+                        opened.raw_len
+                    ),
+                )?;
+                break;
+            }
         }
     }
     batch.flush(out)
@@ -94,5 +227,71 @@ fn kind_of(v: &Value) -> &'static str {
         Value::String(_) => "a string",
         Value::Array(_) => "an array",
         Value::Object(_) => "an object",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Cursor, Write};
+
+    fn all(data: &[u8], max: usize, cap: usize) -> Vec<(String, u64)> {
+        // A tiny BufReader capacity makes lines span many buffer fills.
+        let mut r = BoundedLines::new(BufReader::with_capacity(cap, Cursor::new(data.to_vec())), max);
+        let mut line = vec![];
+        let mut out = vec![];
+        while let Some(l) = r.next_line(&mut line) {
+            match l {
+                Line::Whole => out.push((String::from_utf8(line.clone()).unwrap(), r.offset)),
+                Line::TooLong { len } => out.push((format!("<{len}>"), r.offset)),
+                Line::Broken { .. } => out.push(("<broken>".into(), r.offset)),
+            }
+            assert!(line.len() <= max);
+        }
+        out
+    }
+
+    #[test]
+    fn long_lines_are_skipped_to_the_next_newline() {
+        let data = b"ab\n0123456789\nxyz\n\n0123456789abc\nlast";
+        for cap in [1, 3, 7, 64] {
+            let got = all(data, 10, cap);
+            assert_eq!(
+                got,
+                vec![("ab".into(), 3), ("0123456789".into(), 14), ("xyz".into(), 18), ("".into(), 19), ("<13>".into(), 33), ("last".into(), 37)],
+                "buffer of {cap}"
+            );
+        }
+        assert_eq!(all(b"", 10, 4), vec![]);
+        assert_eq!(all(b"0123456789abcdef", 10, 4), vec![("<16>".into(), 16)]);
+    }
+
+    #[test]
+    fn truncated_gzip_keeps_whole_lines_then_breaks() {
+        let mut e = flate2::write::GzEncoder::new(vec![], flate2::Compression::default());
+        for i in 0..2000 {
+            writeln!(e, "{{\"text\":\"line {i} 床前明月光 疑是地上霜\"}}").unwrap();
+        }
+        let full = e.finish().unwrap();
+        let cut = &full[..full.len() * 2 / 3];
+        let mut r = BoundedLines::new(BufReader::new(flate2::read::MultiGzDecoder::new(cut)), 1 << 20);
+        let mut line = vec![];
+        let mut whole = 0;
+        let mut broken = 0;
+        while let Some(l) = r.next_line(&mut line) {
+            match l {
+                Line::Whole => {
+                    assert!(line.ends_with(b"}"), "{}", String::from_utf8_lossy(&line));
+                    whole += 1;
+                }
+                Line::Broken { .. } => {
+                    broken += 1;
+                    break;
+                }
+                Line::TooLong { .. } => unreachable!(),
+            }
+        }
+        assert_eq!(broken, 1, "a truncated gzip stream must report an error, not end quietly");
+        assert!(whole > 100 && whole < 2000, "{whole}");
     }
 }

@@ -120,6 +120,21 @@ pub struct IngestConfig {
     pub images_per_task: usize,
     /// Rows buffered before a batch is written. Default 2048.
     pub batch_rows: usize,
+    /// The largest input record, in MiB: a JSONL line (after gzip decompression), a
+    /// `.txt` file, or a WARC record block. A longer one goes to `errors/` with its
+    /// file and line/offset and is skipped without ever being held whole (lines are
+    /// read through a buffer of at most this size, then skipped to the next newline),
+    /// so one hostile line cannot take the memory of the machine. A task's peak
+    /// memory is about three times this (the record, its parsed form, its row).
+    /// Default 64.
+    pub max_record_mb: u64,
+}
+
+impl IngestConfig {
+    /// `max_record_mb` in bytes.
+    pub fn max_record_bytes(&self) -> usize {
+        (self.max_record_mb as usize).saturating_mul(1 << 20)
+    }
 }
 
 impl Default for IngestConfig {
@@ -134,6 +149,7 @@ impl Default for IngestConfig {
             source_field: "source".into(),
             images_per_task: 1000,
             batch_rows: 2048,
+            max_record_mb: 64,
         }
     }
 }
@@ -169,6 +185,9 @@ impl StageFactory for IngestFactory {
     fn build(cfg: Self::Config) -> Result<Box<dyn Stage>, BoxError> {
         if cfg.images_per_task == 0 || cfg.batch_rows == 0 {
             return Err(IngestError::Config("images_per_task and batch_rows must be at least 1".into()).into());
+        }
+        if cfg.max_record_mb == 0 || cfg.max_record_mb > 4096 {
+            return Err(IngestError::Config(format!("max_record_mb = {}: must be between 1 and 4096", cfg.max_record_mb)).into());
         }
         if cfg.text_field.is_empty() {
             return Err(IngestError::Config("text_field must not be empty".into()).into());

@@ -13,8 +13,9 @@ use m6_schemas::Page;
 
 use crate::{io_err, Batcher, Ctx};
 
-/// A record's block is refused past this size: it bounds the memory one record takes.
-pub const MAX_RECORD_BYTES: u64 = 256 << 20;
+/// The default cap on a record's block (ingest's `max_record_mb` sets it): it bounds
+/// the memory one record takes.
+pub const MAX_RECORD_BYTES: u64 = 64 << 20;
 
 /// One parsed WARC record.
 #[derive(Debug, Clone)]
@@ -65,7 +66,7 @@ pub struct RecordError {
 
 /// Reads one record from a plain WARC stream positioned at a record start (blank lines
 /// before it are skipped). `Ok(None)` at the end of the stream.
-fn read_record<R: BufRead>(r: &mut R, offset_of: &dyn Fn(&R) -> u64) -> Result<Option<WarcRecord>, RecordError> {
+fn read_record<R: BufRead>(r: &mut R, offset_of: &dyn Fn(&R) -> u64, max: u64) -> Result<Option<WarcRecord>, RecordError> {
     let mut line = Vec::new();
     let offset;
     loop {
@@ -108,8 +109,8 @@ fn read_record<R: BufRead>(r: &mut R, offset_of: &dyn Fn(&R) -> u64) -> Result<O
         .map(|(_, v)| v.clone())
         .ok_or_else(|| bad("warc_header", "no Content-Length".into()))?;
     let len: u64 = len_text.parse().map_err(|_| bad("warc_header", format!("Content-Length `{len_text}` is not a number")))?;
-    if len > MAX_RECORD_BYTES {
-        return Err(bad("too_large", format!("record block of {len} bytes exceeds the {MAX_RECORD_BYTES}-byte limit")));
+    if len > max {
+        return Err(bad("too_large", format!("record block of {len} bytes exceeds the {max}-byte limit (max_record_mb)")));
     }
     let mut block = Vec::with_capacity(len as usize);
     r.take(len).read_to_end(&mut block).map_err(|e| bad("io", e.to_string()))?;
@@ -120,13 +121,13 @@ fn read_record<R: BufRead>(r: &mut R, offset_of: &dyn Fn(&R) -> u64) -> Result<O
 }
 
 /// Reads every record of a WARC file, calling `f` with each record or error.
-pub fn for_each_record(path: &std::path::Path, mut f: impl FnMut(Result<WarcRecord, RecordError>) -> Result<(), BoxError>) -> Result<(), BoxError> {
+pub fn for_each_record(path: &std::path::Path, max: u64, mut f: impl FnMut(Result<WarcRecord, RecordError>) -> Result<(), BoxError>) -> Result<(), BoxError> {
     let file = File::open(path).map_err(io_err(path))?;
     let gz = path.extension().is_some_and(|e| e == "gz");
     let mut r = Tracked { inner: BufReader::with_capacity(1 << 20, file), pos: 0 };
     if !gz {
         loop {
-            match read_record(&mut r, &|r: &Tracked<File>| r.pos) {
+            match read_record(&mut r, &|r: &Tracked<File>| r.pos, max) {
                 Ok(Some(rec)) => f(Ok(rec))?,
                 Ok(None) => return Ok(()),
                 Err(e) => {
@@ -146,7 +147,7 @@ pub fn for_each_record(path: &std::path::Path, mut f: impl FnMut(Result<WarcReco
         let mut member = Vec::new();
         let res = {
             let mut dec = flate2::bufread::GzDecoder::new(&mut r);
-            (&mut dec).take(MAX_RECORD_BYTES + 64 * 1024).read_to_end(&mut member).and_then(|_| {
+            (&mut dec).take(max + 64 * 1024).read_to_end(&mut member).and_then(|_| {
                 // Past the bound: drain the member so reading continues after it.
                 let mut extra = 0u64;
                 let drained = io::copy(&mut dec, &mut io::sink())?;
@@ -157,7 +158,7 @@ pub fn for_each_record(path: &std::path::Path, mut f: impl FnMut(Result<WarcReco
         match res {
             Ok(0) => {}
             Ok(_) => {
-                f(Err(RecordError { offset: member_at, kind: "too_large", message: format!("gzip member decompresses past the {MAX_RECORD_BYTES}-byte limit") }))?;
+                f(Err(RecordError { offset: member_at, kind: "too_large", message: format!("gzip member decompresses past the {max}-byte limit (max_record_mb)") }))?;
                 continue;
             }
             Err(e) => {
@@ -168,7 +169,7 @@ pub fn for_each_record(path: &std::path::Path, mut f: impl FnMut(Result<WarcReco
         }
         let mut cur = io::Cursor::new(member);
         loop {
-            match read_record(&mut cur, &|_| member_at) {
+            match read_record(&mut cur, &|_| member_at, max) {
                 Ok(Some(rec)) => f(Ok(rec))?,
                 Ok(None) => break,
                 Err(e) => {
@@ -309,7 +310,7 @@ pub(crate) fn ingest(ctx: &Ctx, out: &mut TaskOutput) -> Result<(), BoxError> {
     let mut batch = Batcher::<Page>::new(ctx.cfg.batch_rows.min(512));
     let size = std::fs::metadata(ctx.path).map_err(io_err(ctx.path))?.len();
     out.count_in(0, size);
-    for_each_record(ctx.path, |rec| {
+    for_each_record(ctx.path, ctx.cfg.max_record_bytes() as u64, |rec| {
         let rec = match rec {
             Ok(r) => r,
             Err(e) => return ctx.error(out, format!("offset {}", e.offset), e.kind, e.message),
@@ -381,7 +382,7 @@ mod tests {
 
     fn read_all(path: &std::path::Path) -> (Vec<WarcRecord>, Vec<RecordError>) {
         let (mut ok, mut bad) = (vec![], vec![]);
-        for_each_record(path, |r| {
+        for_each_record(path, MAX_RECORD_BYTES, |r| {
             match r {
                 Ok(r) => ok.push(r),
                 Err(e) => bad.push(e),
