@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
-"""Dedup benchmark: quality (precision/recall/F1 on planted near duplicates of real
-Chinese text and real photos) and speed/memory, for m6corpus dedup and its peers
-(datasketch MinHashLSH, datatrove minhash, imagehash pHash) on the same inputs.
+"""Dedup benchmark: quality (precision/recall/F1 on a hard planted set of page-level
+copies and hard negatives built from several real Chinese sources, per kind of copy and
+per threshold; planted image variants of real photos) and speed/memory, for m6corpus
+dedup and its peers (datasketch MinHashLSH, rensa RMinHashLSH, imagehash pHash) on the same inputs. The hard set is bench/lib/dedup_hardset.py.
 
 Writes bench/results/dedup.json. Inputs are built here from data/chinese-poetry and
 data/photos; the m6 side runs through target/release/m6-dedup-bench (the same
@@ -13,6 +14,7 @@ import sys
 # bench/ holds other scripts (e.g. inspect.py) that would shadow standard modules.
 _here = os.path.dirname(os.path.abspath(__file__))
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _here]
+sys.path.insert(0, os.path.join(_here, "lib"))
 
 import glob
 import json
@@ -30,10 +32,12 @@ DATA = os.environ.get("M6_DATA_DIR", os.path.join(ROOT, "data"))
 OUT = os.path.join(ROOT, "bench", "out", "dedup")
 BIN = os.path.join(ROOT, "target", "release", "m6-dedup-bench")
 THREADS = int(os.environ.get("DEDUP_BENCH_THREADS", str(os.cpu_count() or 1)))
-QUALITY_ORIGINALS = int(os.environ.get("DEDUP_BENCH_QUALITY", "3000"))
 SMALL = int(os.environ.get("DEDUP_BENCH_SMALL", "10000"))
 DOCS_PER_SHARD = 1250
-THRESHOLD = 0.6  # m6 default; peers get the same
+THRESHOLD = 0.4  # m6 default (chosen on the hard set's tune split, see text_quality.chosen)
+SWEEP = [0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7]
+# (bands, rows) layouts swept with every threshold; the first is the default.
+LAYOUTS = [(42, 3), (32, 4), (25, 5)]
 NUM_PERM = 128
 NGRAM = 5
 MAX_HAMMING = 10
@@ -56,34 +60,6 @@ def load_poems():
                 seen.add(t)
                 out.append(t)
     return out
-
-
-def plant(text, donor, kind, rng):
-    lines = text.split("\n")
-    if kind == "char_edits":
-        c = list(text)
-        for _ in range(max(1, len(c) // 40)):
-            c[rng.randrange(len(c))] = chr(0x4E00 + rng.randrange(2000))
-        return "".join(c)
-    if kind == "inserted_sentence":
-        return "\n".join(lines[: len(lines) // 2] + [donor.split("\n")[0]] + lines[len(lines) // 2 :])
-    if kind == "removed_sentence":
-        i = rng.randrange(len(lines))
-        return "\n".join(lines[:i] + lines[i + 1 :])
-    if kind == "truncated":
-        return text[: len(text) * 4 // 5]
-    if kind == "reordered":
-        paras = text.split("\n\n")
-        rng.shuffle(paras)
-        return "\n\n".join(paras)
-    if kind == "boilerplate":
-        return "首页 > 古诗文 > 唐诗 > 正文\n" + text + "\n本站内容来自网络，版权归原作者所有。联系我们 | 关于本站 | 网站地图"
-    if kind == "simplified":
-        return T2S.convert(text)
-    raise ValueError(kind)
-
-
-KINDS = ["char_edits", "inserted_sentence", "removed_sentence", "truncated", "reordered", "boilerplate", "simplified"]
 
 
 def run(cmd, **kw):
@@ -114,14 +90,16 @@ def write_jsonl(path, docs):
             f.write(json.dumps(d, ensure_ascii=False) + "\n")
 
 
-def m6_dedup(name, docs, shards=8, extra=()):
+def m6_dedup(name, docs, shards=8, extra=(), out="out", reuse=False):
     base = os.path.join(OUT, name)
-    shutil.rmtree(base, ignore_errors=True)
-    os.makedirs(base)
-    jl = os.path.join(base, "in.jsonl")
-    write_jsonl(jl, docs)
-    run([BIN, "docs", jl, os.path.join(base, "in"), str(shards)])
-    secs, rss, _ = timed_rss([BIN, "dedup", os.path.join(base, "in"), os.path.join(base, "out"), str(THREADS)] + list(extra))
+    if not reuse:
+        shutil.rmtree(base, ignore_errors=True)
+        os.makedirs(base)
+        jl = os.path.join(base, "in.jsonl")
+        write_jsonl(jl, [{"id": d["id"], "source": d.get("source", ""), "text": d["text"]} for d in docs])
+        run([BIN, "docs", jl, os.path.join(base, "in"), str(shards)])
+    shutil.rmtree(os.path.join(base, out), ignore_errors=True)
+    secs, rss, _ = timed_rss([BIN, "dedup", os.path.join(base, "in"), os.path.join(base, out), str(THREADS)] + list(extra))
     return base, secs, rss
 
 
@@ -132,10 +110,10 @@ def read_table(d, cols):
     return rows
 
 
-def m6_pairs(base):
+def m6_pairs(base, out="out"):
     """(removed source_id, kept source_id) for every removal."""
     id2sid = {r["id"]: r["source_id"] for r in read_table(os.path.join(base, "in"), ["id", "source_id"])}
-    return [(r["source_id"], id2sid[r["kept_id"]]) for r in read_table(os.path.join(base, "out", "duplicates"), ["source_id", "kept_id"])]
+    return [(r["source_id"], id2sid[r["kept_id"]]) for r in read_table(os.path.join(base, out, "duplicates"), ["source_id", "kept_id"])]
 
 
 def score(removals, group, expected):
@@ -171,24 +149,35 @@ class UF:
             self.p[max(ra, rb)] = min(ra, rb)
 
 
-def datasketch_dedup(docs):
+def shingles(text):
+    s = norm(text)
+    return [s[i : i + NGRAM] for i in range(max(1, len(s) - NGRAM + 1))]
+
+
+def lsh_layout(threshold):
+    """The (bands, rows) datasketch picks for a threshold (equal weights on false
+    positives and negatives); rensa is given the same so the two differ only in code."""
+    from datasketch.lsh import _optimal_param
+
+    return _optimal_param(threshold, NUM_PERM, 0.5, 0.5)
+
+
+def datasketch_dedup(docs, threshold=THRESHOLD):
     from datasketch import MinHash, MinHashLSH
 
     t = time.time()
-    lsh = MinHashLSH(threshold=THRESHOLD, num_perm=NUM_PERM)
+    lsh = MinHashLSH(threshold=threshold, num_perm=NUM_PERM)
     sigs = {}
     for d in docs:
-        s = norm(d["text"])
-        sh = {s[i : i + NGRAM].encode("utf-8") for i in range(max(1, len(s) - NGRAM + 1))}
         m = MinHash(num_perm=NUM_PERM)
-        m.update_batch(list(sh))
+        m.update_batch([x.encode("utf-8") for x in set(shingles(d["text"]))])
         sigs[d["id"]] = m
         lsh.insert(d["id"], m)
     uf = UF()
     order = {d["id"]: i for i, d in enumerate(docs)}
     for k, m in sigs.items():
         for c in lsh.query(m):
-            if c != k and m.jaccard(sigs[c]) >= THRESHOLD:
+            if c != k and m.jaccard(sigs[c]) >= threshold:
                 uf.union(order[k], order[c])
     removals = []
     for d in docs:
@@ -198,83 +187,88 @@ def datasketch_dedup(docs):
     return removals, time.time() - t
 
 
-def datatrove_dedup(docs, work):
-    """datatrove's 4-step minhash dedup on the same (normalised) texts, single task."""
-    from datatrove.data import Document as DTDoc
-    from datatrove.pipeline.dedup.minhash import (MinhashConfig, MinhashDedupBuckets, MinhashDedupCluster,
-                                                 MinhashDedupFilter, MinhashDedupSignature)
-    from datatrove.executor import LocalPipelineExecutor
+def rensa_dedup(docs, threshold=THRESHOLD):
+    """rensa's RMinHash + RMinHashLSH (Rust behind Python), the same shingles and layout."""
+    from rensa import RMinHash, RMinHashLSH
 
-    shutil.rmtree(work, ignore_errors=True)
-    # datatrove shingles words; give it the normalised text with characters as words, so
-    # its 5-word shingles are the 5-character shingles m6 uses.
-    items = [DTDoc(text=" ".join(norm(d["text"])), id=d["id"]) for d in docs]
-    from datatrove.utils.hashing import HashConfig
-
-    # sha1: datatrove 0.10.1 passes str to xxhash 4.x, which refuses it.
-    cfg = MinhashConfig(n_grams=NGRAM, num_buckets=14, hashes_per_bucket=8, hash_config=HashConfig(hash_fc="sha1"))
+    # rensa needs bands dividing num_perm: the divisor nearest datasketch's choice.
+    want, _rows = lsh_layout(threshold)
+    bands = min((b for b in range(1, NUM_PERM + 1) if NUM_PERM % b == 0), key=lambda b: (abs(b - want), b))
     t = time.time()
-    LocalPipelineExecutor(pipeline=[items, MinhashDedupSignature(output_folder=f"{work}/sigs", config=cfg, language="en")],
-                          tasks=1, logging_dir=f"{work}/logs1").run()
-    LocalPipelineExecutor(pipeline=[MinhashDedupBuckets(input_folder=f"{work}/sigs", output_folder=f"{work}/buckets", config=cfg)],
-                          tasks=cfg.num_buckets, logging_dir=f"{work}/logs2").run()
-    LocalPipelineExecutor(pipeline=[MinhashDedupCluster(input_folder=f"{work}/buckets", output_folder=f"{work}/remove_ids", config=cfg)],
-                          tasks=1, logging_dir=f"{work}/logs3").run()
-    kept = []
-
-    class Collect:
-        pass
-
-    items2 = [DTDoc(text=" ".join(norm(d["text"])), id=d["id"]) for d in docs]
-    from datatrove.pipeline.base import PipelineStep
-
-    class Keep(PipelineStep):
-        def run(self, data, rank=0, world_size=1):
-            for doc in data:
-                kept.append(doc.id)
-                yield doc
-
-    LocalPipelineExecutor(pipeline=[items2, MinhashDedupFilter(input_folder=f"{work}/remove_ids"), Keep()],
-                          tasks=1, logging_dir=f"{work}/logs4").run()
-    secs = time.time() - t
-    return set(kept), secs
+    lsh = RMinHashLSH(threshold=threshold, num_perm=NUM_PERM, num_bands=bands)
+    sigs = []
+    for i, d in enumerate(docs):
+        m = RMinHash(num_perm=NUM_PERM, seed=42)
+        m.update(shingles(d["text"]))
+        sigs.append(m)
+        lsh.insert(i, m)
+    uf = UF()
+    for i, m in enumerate(sigs):
+        for c in lsh.query(m):
+            if c != i and m.jaccard(sigs[c]) >= threshold:
+                uf.union(i, c)
+    removals = []
+    for i, d in enumerate(docs):
+        r = uf.find(i)
+        if r != i:
+            removals.append((d["id"], docs[r]["id"]))
+    return removals, time.time() - t
 
 
-def quality_docs(poems):
-    rng = random.Random(42)
-    idx = list(range(len(poems)))
-    rng.shuffle(idx)
-    per = 4
-    arts = ["\n\n".join(poems[i] for i in idx[k * per : (k + 1) * per]) for k in range(QUALITY_ORIGINALS + 200)]
-    n_planted = QUALITY_ORIGINALS // 2
-    docs, group, expected = [], {}, 0
-    for i in range(QUALITY_ORIGINALS):
-        did = f"o{i}"
-        docs.append({"id": did, "source": "orig", "text": arts[i]})
-        if i < n_planted:
-            kind = KINDS[i % len(KINDS)]
-            cid = f"c{i}:{kind}"
-            docs.append({"id": cid, "source": "copy", "text": plant(arts[i], arts[QUALITY_ORIGINALS + i % 200], kind, rng)})
-            group[did] = group[cid] = i
-            expected += 1
-        else:
-            group[did] = i
-    rng.shuffle(docs)
-    return docs, group, expected
+def hard_quality():
+    """The hard set: m6 swept over thresholds and band layouts on both splits, the
+    default chosen on `tune` (best F1, then precision, then the higher threshold), peers
+    swept over thresholds on `test`."""
+    import dedup_hardset as H
 
-
-def per_kind(removals, group, docs):
-    out = {}
-    removed_pairs = {frozenset(p) for p in removals}
-    for d in docs:
-        if d["id"].startswith("c"):
-            kind = d["id"].split(":")[1]
-            o = "o" + d["id"][1:].split(":")[0]
-            hit = frozenset((d["id"], o)) in removed_pairs
-            s = out.setdefault(kind, [0, 0])
-            s[0] += hit
-            s[1] += 1
-    return {k: round(v[0] / v[1], 4) for k, v in out.items()}
+    sets = H.build(DATA, T2S.convert)
+    res = {"sources": "chinese-poetry Tang shi, Song shi, Song ci; debian-handbook zh-CN and zh-TW paragraphs (alternate chapters)",
+           "copy_kinds": H.COPY_KINDS, "negative_kinds": H.NEGATIVE_KINDS, "splits": {}}
+    for split, (docs, group, expected, counts) in sets.items():
+        base = None
+        rows = []
+        for bands, r in LAYOUTS:
+            for t in SWEEP:
+                name = f"hard_{split}"
+                out = f"out_{bands}x{r}_{t}"
+                base, secs, rss = m6_dedup(name, docs, shards=4, extra=[f"threshold={t}", f"bands={bands}", f"rows={r}"], out=out, reuse=base is not None)
+                row = {"bands": bands, "rows": r, "threshold": t}
+                row.update(H.evaluate(m6_pairs(base, out), docs, group, expected))
+                row["seconds"] = round(secs, 3)
+                rows.append(row)
+                shutil.rmtree(os.path.join(base, out), ignore_errors=True)
+        res["splits"][split] = {"docs": len(docs), "bytes": sum(len(d["text"].encode()) for d in docs), "planted_copies": expected, "counts": counts, "m6_sweep": rows}
+    tune = res["splits"]["tune"]["m6_sweep"]
+    best = max(tune, key=lambda x: (x["f1"], x["precision"], x["threshold"], -x["bands"]))
+    res["chosen"] = {"bands": best["bands"], "rows": best["rows"], "threshold": best["threshold"], "tune_f1": best["f1"],
+                     "rule": "highest F1 on the tune split, ties to higher precision, then the higher threshold, then fewer bands"}
+    test = res["splits"]["test"]
+    docs, group, expected, _ = sets["test"]
+    res["chosen"]["test"] = next(x for x in test["m6_sweep"] if (x["bands"], x["rows"], x["threshold"]) == (best["bands"], best["rows"], best["threshold"]))
+    default = next(x for x in test["m6_sweep"] if (x["bands"], x["rows"], x["threshold"]) == (LAYOUTS[0][0], LAYOUTS[0][1], THRESHOLD))
+    res["m6_default_on_test"] = default
+    res["default_matches_choice"] = (LAYOUTS[0][0], LAYOUTS[0][1], THRESHOLD) == (best["bands"], best["rows"], best["threshold"])
+    peers = {}
+    for name, fn in (("datasketch", datasketch_dedup), ("rensa", rensa_dedup)):
+        prow = []
+        for t in [0.3, 0.4, 0.5, 0.6, 0.7]:
+            try:
+                rem, secs = fn(docs, t)
+            except Exception as e:  # noqa: BLE001
+                prow.append({"threshold": t, "error": f"{type(e).__name__}: {e}"[:300]})
+                continue
+            b, r = lsh_layout(t)
+            if name == "rensa":
+                b = min((x for x in range(1, NUM_PERM + 1) if NUM_PERM % x == 0), key=lambda x: (abs(x - b), x))
+                r = NUM_PERM // b
+            row = {"threshold": t, "bands_rows": [b, r]}
+            row.update(H.evaluate(rem, docs, group, expected))
+            row["seconds"] = round(secs, 3)
+            row["docs_per_s_per_core"] = round(len(docs) / secs, 1)
+            prow.append(row)
+        peers[name] = prow
+    test["peers"] = peers
+    return res
 
 
 def images_bench():
@@ -371,47 +365,75 @@ def images_bench():
             "ratio_images_per_s_per_core_vs_imagehash": round(m6["images_per_s_per_core"] / peer["images_per_s"], 2)}
 
 
+def big_shard(poems, n):
+    """Issue 14 point 3: peak RSS deduplicating one shard of `n` rows (2-poem documents),
+    and the work files' and signatures' bytes per document (run with --keep-work)."""
+    rng = random.Random(11)
+    docs = [{"id": f"b{i}", "source": "big", "text": poems[rng.randrange(len(poems))] + "\n\n" + poems[rng.randrange(len(poems))]} for i in range(n)]
+    base, secs, rss = m6_dedup("big_shard", docs, shards=1, extra=["keep_work=true"])
+    del docs
+    ins = glob.glob(os.path.join(base, "in", "*.parquet"))
+    work = os.path.join(base, "out", "_work")
+
+    def size(pattern):
+        return sum(os.path.getsize(f) for f in glob.glob(os.path.join(work, pattern)))
+
+    sig = sum(os.path.getsize(f) for f in glob.glob(os.path.join(base, "out", "signatures", "*.parquet")))
+    kept = json.load(open(os.path.join(base, "out", "manifest.json")))
+    kept_rows = sum(x["rows"] for x in kept["shards"])
+    res = {"rows": n, "input_shards": len(ins), "seconds": round(secs, 2), "cpu_seconds": round(LAST_CPU["secs"], 2), "peak_rss_mib": rss,
+           "work_bytes_per_doc": {"bin": round(size("sig/*.bin") / n, 1), "ids": round(size("sig/*.ids") / n, 1), "runs": round(size("sig/*.run") / n, 1),
+                                  "pairs": round(size("pairs/*.bin") / n, 2)},
+           "signatures_bytes_per_kept_doc": round(sig / max(1, kept_rows), 1), "kept_rows": kept_rows}
+    shutil.rmtree(base, ignore_errors=True)
+    return res
+
+
+def clusters_memory(poems, n):
+    """The single-process clusters phase's peak RSS against the number of duplicates:
+    `n` documents with 0 %, 10 % and 30 % planted copies, phases run one by one through
+    `m6corpus dedup --phase` so the clusters step is measured alone."""
+    m6 = os.path.join(ROOT, "target", "release", "m6corpus")
+    rng = random.Random(13)
+    out = []
+    for frac in (0.0, 0.1, 0.3):
+        n_copy = int(n * frac)
+        docs = [{"id": f"m{i}", "source": "mem", "text": poems[(i * 2) % len(poems)] + "\n\n" + poems[(i * 2 + 1) % len(poems)]} for i in range(n - n_copy)]
+        for j in range(n_copy):
+            t = docs[rng.randrange(len(docs))]["text"]
+            docs.append({"id": f"c{j}", "source": "mem", "text": t[: int(len(t) * 0.85)] if j % 2 else t})
+        base = os.path.join(OUT, "clusters_mem")
+        shutil.rmtree(base, ignore_errors=True)
+        os.makedirs(base)
+        write_jsonl(os.path.join(base, "in.jsonl"), docs)
+        run([BIN, "docs", os.path.join(base, "in.jsonl"), os.path.join(base, "in"), str(max(1, n // DOCS_PER_SHARD))])
+        common = [m6, "dedup", "--quiet", "--threads", str(THREADS), "--input", os.path.join(base, "in"), "--output", os.path.join(base, "out")]
+        row = {"docs": n, "planted_copies": n_copy}
+        for phase in ("sign", "pairs", "clusters", "write"):
+            secs, rss, _ = timed_rss(common + ["--phase", phase])
+            row[phase] = {"seconds": round(secs, 2), "peak_rss_mib": rss}
+            if phase == "clusters":
+                done = json.load(open(os.path.join(base, "out", "_work", "clusters.json")))
+                row.update({k: done.get(k) for k in ("pairs", "rows_in_pairs", "removed")})
+        out.append(row)
+        shutil.rmtree(base, ignore_errors=True)
+    return out
+
+
 def main():
     if not os.path.isfile(BIN):
         sys.exit(f"{BIN} missing: cargo build --release -p m6-stage-dedup")
     os.makedirs(OUT, exist_ok=True)
     poems = load_poems()
     res = {"nproc": os.cpu_count(), "threads": THREADS, "threshold": THRESHOLD, "num_perm": NUM_PERM, "ngram": NGRAM,
-           "source": "data/chinese-poetry quantangshi (Tang+Song poems, traditional), data/photos (scikit-image)"}
+           "source": "text quality: bench/lib/dedup_hardset.py; throughput: data/chinese-poetry quantangshi (Tang+Song poems, traditional); images: data/photos (scikit-image)"}
 
-    # ---- quality on planted near duplicates
-    docs, group, expected = quality_docs(poems)
-    qbytes = sum(len(d["text"].encode()) for d in docs)
-    base, secs, rss = m6_dedup("quality", docs)
-    q_cpu = LAST_CPU["secs"]
-    rem = m6_pairs(base)
-    q = {"docs": len(docs), "bytes": qbytes, "planted": expected, "kinds": KINDS}
-    q["m6"] = score(rem, group, expected)
-    q["m6"]["recall_by_kind"] = per_kind(rem, group, docs)
-    q["m6"]["seconds"] = round(secs, 3)
-    ds_rem, ds_secs = datasketch_dedup(docs)
-    q["datasketch"] = score(ds_rem, group, expected)
-    q["datasketch"]["recall_by_kind"] = per_kind(ds_rem, group, docs)
-    q["datasketch"]["seconds"] = round(ds_secs, 3)
-    q["datasketch"]["docs_per_s_per_core"] = round(len(docs) / ds_secs, 1)
-    q["m6"]["docs_per_s_per_core"] = round(len(docs) / secs / THREADS, 1)
-    q["m6"]["docs_per_cpu_s"] = round(len(docs) / q_cpu, 1)
-    q["ratio_docs_per_s_per_core_vs_datasketch"] = round(q["m6"]["docs_per_s_per_core"] / q["datasketch"]["docs_per_s_per_core"], 1)
-    try:
-        kept, dt_secs = datatrove_dedup(docs, os.path.join(OUT, "datatrove"))
-        # datatrove keeps one per cluster but does not say which row it kept for which;
-        # pair each removed row with the kept row of its planted group when there is one.
-        kept_by_group = {}
-        for k in kept:
-            kept_by_group.setdefault(group[k], k)
-        dt_rem = [(d["id"], kept_by_group.get(group[d["id"]], "?")) for d in docs if d["id"] not in kept]
-        q["datatrove"] = score(dt_rem, group, expected)
-        q["datatrove"]["seconds"] = round(dt_secs, 3)
-        q["datatrove"]["docs_per_s_per_core"] = round(len(docs) / dt_secs, 1)
-        q["ratio_docs_per_s_per_core_vs_datatrove"] = round(q["m6"]["docs_per_s_per_core"] / q["datatrove"]["docs_per_s_per_core"], 1)
-    except Exception as e:  # noqa: BLE001
-        q["datatrove"] = {"error": f"{type(e).__name__}: {e}"[:500]}
-    res["text_quality"] = q
+    # ---- quality on the hard planted set, per kind and per threshold
+    res["text_quality"] = hard_quality()
+    if os.environ.get("DEDUP_BENCH_ONLY") == "quality":
+        # For choosing defaults quickly; never written to bench/results.
+        print(json.dumps(res, indent=2, ensure_ascii=False))
+        return
 
     # ---- throughput and memory as the input grows 10x (2-poem documents)
     rng = random.Random(7)
@@ -438,20 +460,28 @@ def main():
                          "docs_per_s_per_core": round(n / secs / THREADS, 1),
                          "docs_per_cpu_s": round(n / cpu, 1),
                          "mb_per_s_per_core": round(nbytes / 1e6 / secs / THREADS, 2), "peak_rss_mib": rss}
-        # datasketch runs in one thread, so its wall time is its CPU time.
-        _, ds_secs = datasketch_dedup(sdocs)
-        row["datasketch_minhash"] = {"seconds": round(ds_secs, 3), "docs_per_s_per_core": round(n / ds_secs, 1),
-                                     "mb_per_s_per_core": round(nbytes / 1e6 / ds_secs, 2)}
-        row["ratio_minhash_docs_per_s_per_core_vs_datasketch"] = round(row["minhash"]["docs_per_s_per_core"] / row["datasketch_minhash"]["docs_per_s_per_core"], 1)
-        row["ratio_minhash_docs_per_cpu_s_vs_datasketch"] = round(row["minhash"]["docs_per_cpu_s"] / row["datasketch_minhash"]["docs_per_s_per_core"], 1)
+        # The peers run in one thread, so their wall time is their CPU time.
+        for peer, fn in (("datasketch", datasketch_dedup), ("rensa", rensa_dedup)):
+            _, p_secs = fn(sdocs)
+            row[f"{peer}_minhash"] = {"seconds": round(p_secs, 3), "docs_per_s_per_core": round(n / p_secs, 1),
+                                      "mb_per_s_per_core": round(nbytes / 1e6 / p_secs, 2)}
+            row[f"ratio_minhash_docs_per_s_per_core_vs_{peer}"] = round(row["minhash"]["docs_per_s_per_core"] / row[f"{peer}_minhash"]["docs_per_s_per_core"], 1)
+            row[f"ratio_minhash_docs_per_cpu_s_vs_{peer}"] = round(row["minhash"]["docs_per_cpu_s"] / row[f"{peer}_minhash"]["docs_per_s_per_core"], 1)
         tp[label] = row
         for mode in ("exact", "minhash"):
             shutil.rmtree(os.path.join(OUT, f"tp_{label}_{mode}"), ignore_errors=True)
     tp["rss_growth_minhash_large_over_small"] = round(tp["large"]["minhash"]["peak_rss_mib"] / tp["small"]["minhash"]["peak_rss_mib"], 2)
     tp["note"] = ("seconds are end to end: read shards, sign, partition, cluster, write kept rows and audit rows; "
-                  "per core = / threads (wall), per CPU second = / (user + system); datasketch's time covers "
-                  "only in-memory normalise + sign + LSH insert/query + union-find, no I/O")
+                  "per core = / threads (wall), per CPU second = / (user + system); the peers' (datasketch, rensa) time covers "
+                  "only in-memory normalise + shingle + sign + LSH insert/query + verify + union-find, no I/O, one thread; "
+                  "all at the m6 default threshold, peers with datasketch's optimal band layout for it")
     res["throughput"] = tp
+
+    res["clusters_memory"] = clusters_memory(poems, int(os.environ.get("DEDUP_BENCH_CLUSTERS", "100000")))
+
+    big = int(os.environ.get("DEDUP_BENCH_BIG_SHARD", "0"))
+    if big:
+        res["one_big_shard"] = big_shard(poems, big)
 
     res["images"] = images_bench()
     os.makedirs(os.path.join(ROOT, "bench", "results"), exist_ok=True)

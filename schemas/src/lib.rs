@@ -28,7 +28,7 @@ pub const META_VERSION: &str = "m6corpus.version";
 
 #[derive(Debug, thiserror::Error)]
 pub enum SchemaError {
-    #[error("unknown dataset kind `{0}` (expected one of: page, document, image, pair, sample, duplicate, reject, error)")]
+    #[error("unknown dataset kind `{0}` (expected one of: page, document, image, pair, sample, duplicate, reject, error, signature)")]
     UnknownKind(String),
     #[error("column `{0}` is missing")]
     MissingColumn(&'static str),
@@ -62,10 +62,12 @@ pub enum Kind {
     Reject,
     /// Malformed input records that could not be ingested.
     Error,
+    /// Dedup signatures of kept rows (`OUT/signatures`), for later `--against` runs.
+    Signature,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 8] = [
+    pub const ALL: [Kind; 9] = [
         Kind::Page,
         Kind::Document,
         Kind::Image,
@@ -74,6 +76,7 @@ impl Kind {
         Kind::Duplicate,
         Kind::Reject,
         Kind::Error,
+        Kind::Signature,
     ];
 
     pub fn name(self) -> &'static str {
@@ -86,6 +89,7 @@ impl Kind {
             Kind::Duplicate => "duplicate",
             Kind::Reject => "reject",
             Kind::Error => "error",
+            Kind::Signature => "signature",
         }
     }
 
@@ -108,6 +112,7 @@ impl Kind {
             Kind::Duplicate => duplicate::fields(),
             Kind::Reject => reject::fields(),
             Kind::Error => error::fields(),
+            Kind::Signature => signature::fields(),
         };
         let meta = HashMap::from([
             (META_KIND.to_string(), self.name().to_string()),
@@ -438,6 +443,21 @@ pub mod error {
 
     pub(crate) fn fields() -> Vec<Field> {
         vec![utf8(FILE, false), utf8(LOCATION, false), utf8(KIND, false), utf8(MESSAGE, false)]
+    }
+}
+
+/// `signature`: what dedup needs to recognise a kept row again without its content:
+/// the row's id, its size (characters or pixels) and the fixed-size signature bytes
+/// (text: exact hash + MinHash values; images and pairs: exact key + pHash + flags),
+/// whose layout the manifest's `dedup.signing` property names.
+pub mod signature {
+    use super::*;
+    pub const ID: &str = "id";
+    pub const SIZE: &str = "size";
+    pub const SIGNATURE: &str = "signature";
+
+    pub(crate) fn fields() -> Vec<Field> {
+        vec![utf8(ID, false), Field::new(SIZE, DataType::UInt32, false), Field::new(SIGNATURE, DataType::Binary, false)]
     }
 }
 

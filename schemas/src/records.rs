@@ -593,6 +593,40 @@ impl Record for Duplicate {
     }
 }
 
+/// Dedup's signature of one kept row (see [`crate::signature`]).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Signature {
+    pub id: String,
+    pub size: u32,
+    pub signature: Vec<u8>,
+}
+
+impl Record for Signature {
+    const KIND: Kind = Kind::Signature;
+
+    fn to_batch(rows: &[Self]) -> Result<RecordBatch, SchemaError> {
+        let mut id = StringBuilder::new();
+        let mut size = UInt32Builder::new();
+        let mut sig = BinaryBuilder::new();
+        for r in rows {
+            id.append_value(&r.id);
+            size.append_value(r.size);
+            sig.append_value(&r.signature);
+        }
+        batch(Kind::Signature, vec![Arc::new(id.finish()), Arc::new(size.finish()), Arc::new(sig.finish())])
+    }
+
+    fn from_batch(b: &RecordBatch) -> Result<Vec<Self>, SchemaError> {
+        use signature::*;
+        let id: &Str = column(b, ID)?;
+        let size: &U32 = column(b, SIZE)?;
+        let sig: &Bin = column(b, SIGNATURE)?;
+        (0..b.num_rows())
+            .map(|i| Ok(Signature { id: get_req_str(id, i, ID)?, size: size.value(i), signature: sig.value(i).to_vec() }))
+            .collect()
+    }
+}
+
 /// One row removed by filter.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Reject {

@@ -60,6 +60,11 @@ pub fn run_stage(stage: &dyn Stage, inputs: &[PathBuf], output: &Path, opts: &Ru
     let threads = opts.effective_threads();
     let ctx = RunContext { inputs, output, threads, task_index: opts.task_index, task_count: opts.task_count, limits: opts.limits, batch_rows: opts.batch_rows };
     stage.prepare(&ctx).map_err(|e| Error::Stage { stage: stage.name().into(), source: e })?;
+    if stage.prepare_only() {
+        let seconds = started.elapsed().as_secs_f64();
+        info!(stage = stage.name(), seconds = format!("{seconds:.2}"), "phase finished");
+        return Ok(RunSummary { stage: stage.name().to_string(), started_at, task_index: opts.task_index, task_count: opts.task_count, threads, seconds, ..Default::default() });
+    }
 
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
@@ -140,6 +145,7 @@ pub fn run_stage(stage: &dyn Stage, inputs: &[PathBuf], output: &Path, opts: &Ru
         return Err(e);
     }
     manifest::rebuild(output, Some(summary.clone()), &properties)?;
+    stage.finish(&ctx).map_err(|e| Error::Stage { stage: stage.name().into(), source: e })?;
     info!(
         stage = stage.name(),
         tasks = summary.tasks_run,

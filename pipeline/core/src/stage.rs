@@ -243,6 +243,19 @@ pub trait Stage: Sync {
 
     fn process(&self, task: &Task, out: &mut TaskOutput) -> std::result::Result<(), BoxError>;
 
+    /// True when this invocation only runs [`Stage::prepare`] (one phase of a stage whose
+    /// global work is split into phases that schedulers chain as separate jobs): the
+    /// runner then neither runs nor records tasks.
+    fn prepare_only(&self) -> bool {
+        false
+    }
+
+    /// Runs once after every task of this process committed (e.g. dedup removes its
+    /// work files once the whole output is complete).
+    fn finish(&self, _ctx: &RunContext) -> std::result::Result<(), BoxError> {
+        Ok(())
+    }
+
     /// Facts recorded in the output manifest's `properties`.
     fn properties(&self) -> BTreeMap<String, serde_json::Value> {
         BTreeMap::new()

@@ -289,6 +289,7 @@ fn needed_columns(kind: Kind) -> &'static [&'static str] {
         Kind::Duplicate => &[duplicate::SOURCE, duplicate::REASON],
         Kind::Reject => &[reject::SOURCE, reject::RULE, reject::VALUE, reject::THRESHOLD, reject::SNIPPET],
         Kind::Error => &[error::FILE, error::LOCATION, error::KIND, error::MESSAGE],
+        Kind::Signature => &[signature::SIZE],
     }
 }
 
@@ -440,6 +441,8 @@ fn scan_batch(kind: Kind, b: &RecordBatch, acc: &mut Acc, sctx: SampleCtx, path:
                 }
             }
         }
+        // Dedup's signatures side dataset: rows are counted, nothing else is measured.
+        Kind::Signature => {}
     }
     Ok(())
 }
@@ -553,7 +556,7 @@ fn error_stats(name: &str, acc: Acc) -> ErrorStats {
 }
 
 fn has_source(kind: Kind) -> bool {
-    !matches!(kind, Kind::Sample | Kind::Error)
+    !matches!(kind, Kind::Sample | Kind::Error | Kind::Signature)
 }
 
 /// Computes the statistics of the dataset in `dir` (and of its side datasets).

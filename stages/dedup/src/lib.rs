@@ -3,45 +3,57 @@
 //!
 //! # How it runs
 //!
-//! `prepare()` is the global phase (see [`work`]): every input shard is signed once
-//! (normalised-text blake3, densified one-permutation MinHash, pHash) into Parquet work
-//! files under `<output>/_work/sig/`; the LSH band keys are then partitioned on disk by
-//! key, each partition is sorted so equal keys are adjacent (the shape of a
-//! `GROUP BY band_key` — the same plan DataFusion or Ballista would run over those
-//! Parquet files), candidates in a bucket are verified (estimated Jaccard for text,
-//! Hamming distance for pHash), clusters are formed by union-find, and a drop list per
-//! input shard is written to `_work/drop/`. `process()` then streams one shard and
-//! writes its kept rows (main output) and the removed rows' audit rows (`duplicates`
-//! side dataset). The global phase is idempotent and resumable: signed shards are
-//! reused, and a finished phase (`_work/done.json`, tied to a fingerprint of config and
-//! input shards) is not redone by reruns or by other `--task-count` processes.
+//! The global work is a chain of phases ([`work`]), each sliced over the processes of a
+//! `--task-count` job: **sign** every input shard (normalised-text blake3, densified
+//! one-permutation MinHash, pHash; [`sign`]) into fixed-size bodies and sorted runs of
+//! LSH band keys; **pairs**: per key range, sort the band keys of every run so equal keys
+//! are adjacent (a `GROUP BY band_key`), verify candidates in each bucket and emit the
+//! verified pairs; **clusters** (one process): union-find over the rows in pairs, choose
+//! each cluster's kept row, write a drop list per shard; **write** (`process()`): one
+//! shard's kept rows, the removed rows' audit rows (`duplicates` side dataset) and the
+//! kept rows' signatures (`signatures` side dataset, which later runs read with
+//! `--against`). Every phase is resumable; the work folder goes once the output is complete.
 //!
 //! # Memory
 //!
-//! Signatures and band keys live on disk. In RAM the clustering phase holds 16 bytes
-//! per document (union-find parent u32, size u32 for the keep rule, id hash u64), plus
-//! one partition of band records at a time per thread (about 8 MiB of records; partitions
-//! only grow past that, up to `work_mb`, once 4096 files are not enough), plus the
-//! ids of kept representatives of non-trivial clusters (one string per cluster that
-//! has duplicates). On disk: per document `8 + 4·num_perm` bytes of signature (text)
-//! and 32 bytes per band key while clustering (removed after).
+//! Signing holds one run of band keys per thread (`work_mb`, default 32 MiB); pairs holds
+//! one key range per thread (about 32 MiB of records whatever the corpus size); the
+//! single-process clusters step holds only the rows that appear in verified pairs.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::io::Read;
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
 use arrow::array::{Array, BooleanArray, RecordBatch};
 use m6_pipeline::{BoxError, OutputSpec, RunContext, Stage, StageFactory, Task, TaskOutput};
-use m6_schemas::{column, Duplicate, Kind, Str};
+use m6_schemas::{column, Duplicate, Kind, Signature, Str};
 use serde::{Deserialize, Serialize};
 
 pub mod minhash;
 pub mod normalize;
 pub mod phash;
+pub mod sign;
 pub mod work;
 
 /// Name of the side dataset holding one audit row per removed row.
 pub const DUPLICATES: &str = "duplicates";
+/// Name of the side dataset holding the signature of every kept row (for `--against`).
+pub const SIGNATURES: &str = "signatures";
+
+/// One phase of dedup's global work, for schedulers that chain phases as separate jobs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    /// Sign input shards (task-sliced).
+    Sign,
+    /// Sort band keys per key range and write verified pairs (task-sliced).
+    Pairs,
+    /// Merge pairs into clusters and choose kept rows (task 0 only).
+    Clusters,
+    /// Write kept rows, audit rows and signatures (task-sliced).
+    Write,
+}
 
 /// Which shingles feed MinHash.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -110,11 +122,14 @@ pub struct DedupConfig {
     pub word_ngram: usize,
     /// MinHash signature length (one-permutation hashing bins). Default 128.
     pub num_perm: usize,
-    /// LSH bands; `bands × rows` must not exceed `num_perm`. Default 32.
+    /// LSH bands; `bands × rows` must not exceed `num_perm`. Default 42 (chosen with
+    /// `threshold` on the benchmark's hard set: 42 × 3 finds pairs near 0.4 with
+    /// probability 0.94 where 32 × 4 finds 0.56).
     pub bands: usize,
-    /// Signature rows per band. Default 4.
+    /// Signature rows per band. Default 3.
     pub rows: usize,
-    /// Candidate pairs are duplicates when their estimated Jaccard similarity reaches this. Default 0.6.
+    /// Candidate pairs are duplicates when their estimated Jaccard similarity reaches this.
+    /// Default 0.4 (best F1 on the tune split of bench/lib/dedup_hardset.py; see the README).
     pub threshold: f32,
     /// Seed of every hash function (changing it changes which borderline pairs match). Default 1.
     pub seed: u64,
@@ -139,10 +154,19 @@ pub struct DedupConfig {
     /// In one LSH bucket, each member is verified against at most this many earlier
     /// members (bounds the work of huge buckets). Default 32.
     pub max_compare: usize,
-    /// Upper bound in MiB for sorting band partitions (split across threads). Partitions
-    /// aim at 8 MiB each (about 7,000 text documents at 32 bands) and only grow towards
-    /// this bound past 4096 partitions, i.e. beyond about 29 M documents. Default 512.
+    /// MiB of band records a signing thread sorts before writing them as one run
+    /// (about 25,000 text documents at 33 keys each per 32 MiB). Default 32.
     pub work_mb: usize,
+    /// Earlier dedup outputs: rows that duplicate anything kept there are dropped too.
+    /// Only their `signatures` side datasets are read; they are never written. Default none.
+    pub against: Vec<PathBuf>,
+    /// Keep `OUT/_work/` (signatures, band runs, pairs, drop lists) after the output is
+    /// complete, e.g. to inspect pairs. Default false: it is removed by the process that
+    /// commits the last task.
+    pub keep_work: bool,
+    /// Command line only (`--phase`): run one phase and return.
+    #[serde(skip)]
+    pub phase: Option<Phase>,
 }
 
 impl Default for DedupConfig {
@@ -155,9 +179,9 @@ impl Default for DedupConfig {
             ngram: 5,
             word_ngram: 3,
             num_perm: 128,
-            bands: 32,
-            rows: 4,
-            threshold: 0.6,
+            bands: 42,
+            rows: 3,
+            threshold: 0.4,
             seed: 1,
             keep: KeepRule::Longest,
             quality_field: "quality".into(),
@@ -167,7 +191,10 @@ impl Default for DedupConfig {
             same_image_different_caption: PairPolicy::Keep,
             same_caption_different_image: PairPolicy::Keep,
             max_compare: 32,
-            work_mb: 512,
+            work_mb: 32,
+            against: vec![],
+            keep_work: false,
+            phase: None,
         }
     }
 }
@@ -206,6 +233,9 @@ impl DedupConfig {
         if self.hash_blocks == 0 || self.hash_blocks > 64 {
             return bad("hash_blocks", "must be between 1 and 64");
         }
+        if self.work_mb == 0 {
+            return bad("work_mb", "must be at least 1");
+        }
         if self.max_compare == 0 {
             return bad("max_compare", "must be at least 1");
         }
@@ -234,6 +264,17 @@ pub struct DedupFlags {
     /// pHash Hamming distance for near-duplicate images.
     #[arg(long)]
     pub max_hamming: Option<u32>,
+    /// Earlier dedup outputs (OLD …): also drop rows that duplicate anything kept there.
+    /// Only their signatures are read; they are never changed.
+    #[arg(long, num_args = 1.., value_name = "OLD")]
+    pub against: Vec<PathBuf>,
+    /// Run one phase only (sign, pairs, clusters, write), for schedulers that chain the
+    /// phases as separate jobs; without it every process runs all four in turn.
+    #[arg(long, value_enum)]
+    pub phase: Option<Phase>,
+    /// Keep OUT/_work after the output is complete.
+    #[arg(long)]
+    pub keep_work: bool,
 }
 
 pub struct DedupFactory;
@@ -258,6 +299,15 @@ impl StageFactory for DedupFactory {
         if let Some(h) = flags.max_hamming {
             cfg.max_hamming = h;
         }
+        if !flags.against.is_empty() {
+            cfg.against = flags.against.clone();
+        }
+        if flags.phase.is_some() {
+            cfg.phase = flags.phase;
+        }
+        if flags.keep_work {
+            cfg.keep_work = true;
+        }
         Ok(())
     }
     fn build(cfg: Self::Config) -> Result<Box<dyn Stage>, BoxError> {
@@ -267,11 +317,11 @@ impl StageFactory for DedupFactory {
 }
 
 /// What `prepare()` leaves for `process()`.
-#[derive(Debug, Clone)]
 struct Prepared {
-    work: PathBuf,
-    kind: Kind,
+    plan: work::Plan,
     batch_rows: usize,
+    /// Task id -> unit (position in the input's shard order).
+    units: HashMap<String, usize>,
 }
 
 pub struct DedupStage {
@@ -320,21 +370,32 @@ impl Stage for DedupStage {
 
     fn outputs(&self, input_kinds: &[Kind]) -> Result<OutputSpec, BoxError> {
         let kind = input_kind(input_kinds)?;
-        Ok(OutputSpec::new(kind).with_side(DUPLICATES, Kind::Duplicate))
+        Ok(OutputSpec::new(kind).with_side(DUPLICATES, Kind::Duplicate).with_side(SIGNATURES, Kind::Signature))
     }
 
     fn prepare(&self, ctx: &RunContext) -> Result<(), BoxError> {
         let kinds = ctx.inputs.iter().map(|p| m6_pipeline::Dataset::open(p).map(|d| d.kind())).collect::<Result<Vec<_>, _>>()?;
         let kind = input_kind(&kinds)?;
-        let work = work::prepare(&self.cfg, kind, ctx)?;
-        let _ = self.prepared.set(Prepared { work, kind, batch_rows: ctx.batch_rows });
+        let plan = work::plan(&self.cfg, kind, ctx)?;
+        work::prepare(&self.cfg, &plan, ctx)?;
+        let units = plan.new.iter().enumerate().map(|(u, t)| (t.id.clone(), u)).collect();
+        let _ = self.prepared.set(Prepared { plan, batch_rows: ctx.batch_rows, units });
         Ok(())
+    }
+
+    fn prepare_only(&self) -> bool {
+        matches!(self.cfg.phase, Some(Phase::Sign | Phase::Pairs | Phase::Clusters))
     }
 
     fn process(&self, task: &Task, out: &mut TaskOutput) -> Result<(), BoxError> {
         let p = self.prepared.get().ok_or("dedup: process() called before prepare()")?;
-        let drops = work::load_drops(&p.work, &task.id)?;
+        let kind = p.plan.kind;
+        let u = *p.units.get(&task.id).ok_or("dedup: task is not one of the planned input shards")?;
+        let drops = work::load_drops(&p.plan, u)?;
         let mut next = drops.iter().peekable();
+        // The signed rows, in input order: kept rows' signatures go to the side dataset.
+        let mut signed = work::bodies_reader(&p.plan, u)?;
+        let mut row = vec![0u8; p.plan.row_len(&self.cfg)];
         let mut row0 = 0u32;
         for batch in task.batches(p.batch_rows) {
             let batch = batch?;
@@ -342,7 +403,7 @@ impl Stage for DedupStage {
             out.count_in(n as u64, batch.get_array_memory_size() as u64);
             let mut keep = vec![true; n];
             let mut audit = vec![];
-            let (ids, sources, source_ids) = audit_columns(p.kind, &batch)?;
+            let (ids, sources, source_ids) = audit_columns(kind, &batch)?;
             while let Some(d) = next.peek() {
                 if d.row >= row0 + n as u32 {
                     break;
@@ -362,6 +423,17 @@ impl Stage for DedupStage {
                 out.counters.bump(&format!("removed.{}", d.reason), 1);
                 next.next();
             }
+            let mut sigs = Vec::with_capacity(n);
+            for (i, kept) in keep.iter().enumerate() {
+                signed.read_exact(&mut row).map_err(|e| format!("signed rows of this shard end early at row {}: {e}", row0 as usize + i))?;
+                let id = ids.value(i);
+                if sign::u64_of(&row[8..]) != sign::id_hash(id) {
+                    return Err(format!("row {} (id {id}) is not the row that was signed: input changed since the sign phase", row0 as usize + i).into());
+                }
+                if *kept {
+                    sigs.push(Signature { id: id.to_string(), size: u32::from_le_bytes(row[0..4].try_into().unwrap()), signature: row[work::HEADER..].to_vec() });
+                }
+            }
             row0 += n as u32;
             if audit.is_empty() {
                 out.write(&batch)?;
@@ -372,9 +444,19 @@ impl Stage for DedupStage {
                 }
                 out.write_side_rows(DUPLICATES, &audit)?;
             }
+            out.write_side_rows(SIGNATURES, &sigs)?;
         }
         if let Some(d) = next.next() {
-            return Err(format!("drop list names row {} but the shard has {row0} rows: input changed since prepare", d.row).into());
+            return Err(format!("drop list names row {} but the shard has {row0} rows: input changed since the sign phase", d.row).into());
+        }
+        Ok(())
+    }
+
+    fn finish(&self, _ctx: &RunContext) -> Result<(), BoxError> {
+        if let Some(p) = self.prepared.get() {
+            if matches!(self.cfg.phase, None | Some(Phase::Write)) {
+                work::finish(&self.cfg, &p.plan);
+            }
         }
         Ok(())
     }
@@ -382,7 +464,10 @@ impl Stage for DedupStage {
     fn properties(&self) -> BTreeMap<String, serde_json::Value> {
         let mut m = BTreeMap::new();
         m.insert("dedup.config".to_string(), serde_json::to_value(&self.cfg).unwrap_or_default());
-        m.insert("dedup.ram_bytes_per_document".to_string(), serde_json::json!(work::RAM_BYTES_PER_DOC));
+        if let Some(p) = self.prepared.get() {
+            m.insert(work::PROP_SIGNING.to_string(), sign::signing_settings(&self.cfg, p.plan.kind));
+            m.insert(work::PROP_FINGERPRINT.to_string(), serde_json::json!(p.plan.fingerprint));
+        }
         m
     }
 }

@@ -1,54 +1,76 @@
-//! The global phase of dedup, run by `prepare()`: sign every shard into Parquet work
-//! files, group band keys by an on-disk partition + sort, verify candidates, cluster with
-//! union-find, and persist one drop list per input shard. Everything is keyed by a
-//! fingerprint of config and inputs, so reruns and sibling processes reuse it.
+//! Dedup's global work as a chain of phases, each sliced over the `--task-count`
+//! processes of a job and resumable after kill -9 (the shape of datatrove's MinHash
+//! steps under Slurm, with every intermediate on the shared file system):
+//!
+//! 1. **sign** (unit = one input shard, or one shard of an `--against` dataset's
+//!    signatures; process `I` takes units `u % N == I`): each row becomes a fixed-size
+//!    body in `sig/UUUUUU.bin` (after a 16-byte header: size, score, id hash), its id in
+//!    `sig/UUUUUU.ids`, and its band keys in sorted runs `sig/UUUUUU-RRRR.run` of at most
+//!    `work_mb` MiB each; `sig/UUUUUU.done` marks the unit signed.
+//! 2. **pairs** (unit = one of `P` key ranges, `P` a power of two derived from the total
+//!    number of band keys; process `I` takes `p % N == I`): the range's records are read
+//!    from every run (each run's header indexes it by the key's top 12 bits), sorted,
+//!    grouped by key, and the members of each bucket verified; every verified pair that
+//!    joins two groups is written to `pairs/PPPP-of-QQQQ.bin` (the file is its marker).
+//! 3. **clusters** (one process, index 0): pairs are merged into clusters by union-find
+//!    over the rows that appear in pairs only, each cluster's row to keep is chosen by
+//!    the keep rule (rows of `--against` datasets always win, and are never dropped), and
+//!    one drop list per input shard is written to `drop/`; `clusters.json` marks it done.
+//! 4. **write** (the runner's tasks, sliced as every stage is): each shard's kept rows,
+//!    audit rows and the signatures of its kept rows.
+//!
+//! Markers are per unit, not per process, so a rerun may use another task count.
+//! Every process of a job runs 1–3 in turn, waiting on the shared file system for the
+//! units of the others; `--phase` runs one phase and returns (or fails naming what the
+//! phase before it has not finished).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File};
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
-use arrow::array::{Array, BinaryArray, BinaryBuilder, Float32Array, Float32Builder, RecordBatch, StringBuilder, UInt32Array, UInt32Builder, UInt64Array, UInt64Builder};
-use arrow::datatypes::{DataType, Field, Schema};
 use m6_pipeline::error::IoContext;
-use m6_pipeline::{plan_shards, BoxError, RunContext, Task};
+use m6_pipeline::{plan_shards, BoxError, CommitRecord, Dataset, RunContext, Task};
 use m6_schemas::{column, Bin, Kind, Str, U32};
-use parquet::arrow::ArrowWriter;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
-use crate::minhash::{band_key, fmix64, hash_str, jaccard, MinHasher};
-use crate::normalize::Normalizer;
-use crate::phash::{hamming, phash, pixel_key};
-use crate::{DedupConfig, DedupError, ImageExact, KeepRule, PairPolicy, Shingle};
+use crate::sign::{band_keys, body_len, explain, id_hash, sign_columns, signing_settings, u64_of, verify, Signer, EXACT};
+use crate::{DedupConfig, DedupError, KeepRule, Phase, SIGNATURES};
 
-/// RAM per document during clustering: parent u32 + size u32 + id hash u64.
-pub const RAM_BYTES_PER_DOC: usize = 16;
-
-const WORK: &str = "_work";
+pub const WORK: &str = "_work";
 const SIG: &str = "sig";
-const PART: &str = "part";
+const PAIRS: &str = "pairs";
 const DROP: &str = "drop";
-const DONE: &str = "done.json";
+const CLUSTERS: &str = "clusters.json";
 const FINGERPRINT: &str = "fingerprint";
+/// Manifest properties dedup records on its output.
+pub const PROP_FINGERPRINT: &str = "dedup.fingerprint";
+pub const PROP_SIGNING: &str = "dedup.signing";
 
-// Columns of the signature work files (internal to dedup, not a dataset kind).
-const C_ID: &str = "id";
-const C_SIZE: &str = "size";
-const C_SCORE: &str = "score";
-const C_IDHASH: &str = "id_hash";
-const C_BANDS: &str = "bands";
+/// Per-row header before the body in `sig/*.bin`: size u32, score f32, id hash u64.
+pub const HEADER: usize = 16;
+/// Bits of a band key's top that index a run (and bound the number of pairs units).
+const INDEX_BITS: u32 = 12;
+const INDEX: usize = 1 << INDEX_BITS;
+const RUN_HEADER: u64 = ((INDEX + 1) * 8) as u64;
+/// One band record on disk: key u64, order u64, tie u64, unit u32, row u32, flag u8.
+pub const REC: usize = 33;
+/// The same record in memory (padded).
+const REC_MEM: usize = std::mem::size_of::<Rec>();
+/// Fewest pairs units: enough for many processes × threads even on a small input.
+const MIN_UNITS: usize = 64;
 
-/// Band record flags: exact keys need no verification, near keys do.
-const EXACT: u64 = 1;
-const NEAR: u64 = 0;
-const TAG_EXACT: u64 = 0xe7ac_0000_0000_0001;
-const TAG_BLOCK: u64 = 0xb10c_0000_0000_0000;
-const TAG_CAPTION: u64 = 0xca97_0000_0000_0001;
+fn werr(path: &Path, msg: impl Into<String>) -> BoxError {
+    Box::new(DedupError::Work { path: path.to_path_buf(), msg: msg.into() })
+}
+
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), BoxError> {
+    Ok(m6_pipeline::manifest::write_atomic(path, bytes)?)
+}
 
 /// One row the drop list removes, with why and in favour of which row.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -59,810 +81,792 @@ pub struct DropEntry {
     pub reason: String,
 }
 
-#[derive(Debug, Serialize, Deserialize, PartialEq)]
-struct Done {
+/// `sig/UUUUUU.done`: a signed unit.
+#[derive(Debug, Serialize, Deserialize)]
+struct UnitDone {
+    rows: u64,
+    runs: u32,
+    records: u64,
+}
+
+/// `clusters.json`: the clusters phase is done.
+#[derive(Debug, Serialize, Deserialize)]
+struct ClustersDone {
     fingerprint: String,
     documents: u64,
+    pairs: u64,
+    rows_in_pairs: u64,
     removed: u64,
 }
 
-fn werr(path: &Path, msg: impl Into<String>) -> BoxError {
-    Box::new(DedupError::Work { path: path.to_path_buf(), msg: msg.into() })
+/// What every phase agrees on: the units, in one order every process derives alike.
+pub struct Plan {
+    pub work: PathBuf,
+    pub output: PathBuf,
+    pub kind: Kind,
+    /// The input shards (manifest order): units `0..new.len()`.
+    pub new: Vec<Task>,
+    /// Signature shards of the `--against` datasets: units after the new ones.
+    pub old: Vec<PathBuf>,
+    pub fingerprint: String,
 }
 
-/// Reads the drop list `prepare` wrote for task `task_id` (sorted by row).
-pub fn load_drops(work: &Path, task_id: &str) -> Result<Vec<DropEntry>, BoxError> {
-    let path = work.join(DROP).join(format!("{task_id}.json"));
-    let bytes = fs::read(&path).at(&path)?;
-    Ok(serde_json::from_slice(&bytes).map_err(|e| werr(&path, format!("unreadable drop list: {e}")))?)
-}
-
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), BoxError> {
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    {
-        let mut f = File::create(&tmp).at(&tmp)?;
-        f.write_all(bytes).at(&tmp)?;
-        f.sync_all().at(&tmp)?;
+impl Plan {
+    pub fn units(&self) -> usize {
+        self.new.len() + self.old.len()
     }
-    fs::rename(&tmp, path).at(path)?;
-    Ok(())
-}
-
-/// The fixed-size per-row payload used to verify candidates and explain removals.
-/// Text: exact u64 + `num_perm` u32. Image: exact u64, pHash u64, decoded flag u64.
-/// Pair: those three + caption hash u64.
-fn payload_len(cfg: &DedupConfig, kind: Kind) -> usize {
-    match kind {
-        Kind::Document => 8 + 4 * cfg.num_perm,
-        Kind::Image => 24,
-        _ => 32,
+    fn bin(&self, u: usize) -> PathBuf {
+        self.work.join(SIG).join(format!("{u:06}.bin"))
     }
-}
-
-/// Per-row signing output.
-struct Signed {
-    size: u32,
-    /// The keep rule's quality score (`-inf` when the row has none).
-    score: f32,
-    /// (key, order, flag) triples.
-    bands: Vec<[u64; 3]>,
-    payload: Vec<u8>,
-}
-
-/// Computes signatures of one kind of row; one per thread (holds scratch buffers).
-struct Signer<'a> {
-    cfg: &'a DedupConfig,
-    kind: Kind,
-    norm: Normalizer,
-    mh: MinHasher,
-    chars: Vec<char>,
-    /// The normalised text as UTF-8, hashed in one call for the exact key.
-    utf8: String,
-    sig: Vec<u32>,
-    words: Vec<u64>,
-}
-
-fn jieba() -> &'static jieba_rs::Jieba {
-    static J: OnceLock<jieba_rs::Jieba> = OnceLock::new();
-    J.get_or_init(jieba_rs::Jieba::new)
-}
-
-fn u64_of(bytes: &[u8]) -> u64 {
-    u64::from_le_bytes(bytes[..8].try_into().unwrap())
-}
-
-impl<'a> Signer<'a> {
-    fn new(cfg: &'a DedupConfig, kind: Kind) -> Self {
-        Signer {
-            cfg,
-            kind,
-            norm: Normalizer::new(cfg.fold_traditional),
-            mh: MinHasher::new(cfg.num_perm, cfg.seed),
-            chars: vec![],
-            utf8: String::new(),
-            sig: vec![],
-            words: vec![],
-        }
+    fn ids(&self, u: usize) -> PathBuf {
+        self.work.join(SIG).join(format!("{u:06}.ids"))
     }
-
-    fn text(&mut self, text: &str, idhash: u64) -> Signed {
-        let cfg = self.cfg;
-        self.norm.normalize_into(text, &mut self.chars);
-        self.utf8.clear();
-        self.utf8.extend(self.chars.iter());
-        let exact = u64_of(blake3::hash(self.utf8.as_bytes()).as_bytes());
-        let has_sig = match cfg.shingle {
-            Shingle::Char => self.mh.char_ngrams(&self.chars, cfg.ngram, &mut self.sig),
-            Shingle::Word => {
-                self.words.clear();
-                self.words.extend(jieba().cut(&self.utf8, false).into_iter().map(|w| hash_str(w, cfg.seed)));
-                self.mh.word_ngrams(&self.words, cfg.word_ngram, &mut self.sig)
-            }
-        };
-        let mut bands = vec![];
-        if cfg.exact {
-            bands.push([fmix64(TAG_EXACT ^ exact), idhash, EXACT]);
-        }
-        if cfg.near && has_sig {
-            for b in 0..cfg.bands {
-                bands.push([band_key(&self.sig, b, cfg.rows, cfg.seed), idhash, NEAR]);
-            }
-        }
-        let mut payload = Vec::with_capacity(8 + 4 * cfg.num_perm);
-        payload.extend_from_slice(&exact.to_le_bytes());
-        for v in &self.sig {
-            payload.extend_from_slice(&v.to_le_bytes());
-        }
-        Signed { size: self.chars.len() as u32, score: f32::NEG_INFINITY, bands, payload }
+    fn run(&self, u: usize, r: u32) -> PathBuf {
+        self.work.join(SIG).join(format!("{u:06}-{r:04}.run"))
     }
-
-    /// Image (and pair) identity: exact key, pHash and whether it decoded.
-    fn image_keys(&self, bytes: &[u8]) -> (u64, u64, bool) {
-        let bytes_key = || u64_of(blake3::hash(bytes).as_bytes());
-        let need_decode = self.cfg.near || self.cfg.image_exact == ImageExact::Pixels;
-        if !need_decode {
-            return (bytes_key(), 0, false);
-        }
-        match image::load_from_memory(bytes) {
-            Ok(img) => {
-                let exact = match self.cfg.image_exact {
-                    ImageExact::Pixels => u64_of(&pixel_key(&img)),
-                    ImageExact::Bytes => bytes_key(),
-                };
-                let ph = if self.cfg.near { phash(&img) } else { 0 };
-                (exact, ph, self.cfg.near)
-            }
-            Err(e) => {
-                // Undecodable images can still be exact duplicates of each other by bytes.
-                tracing::debug!("image does not decode ({e}); exact bytes only");
-                (bytes_key(), 0, false)
-            }
-        }
+    fn done(&self, u: usize) -> PathBuf {
+        self.work.join(SIG).join(format!("{u:06}.done"))
     }
-
-    fn block_bands(&self, ph: u64, salt: u64, idhash: u64, bands: &mut Vec<[u64; 3]>) {
-        let nb = self.cfg.hash_blocks;
-        let mut start = 0u32;
-        for b in 0..nb {
-            let width = (64 - start as usize) / (nb - b);
-            let val = if width == 0 { 0 } else { (ph << start) >> (64 - width) };
-            // Sorting a bucket by the hash rotated past this block puts close hashes together.
-            let order = ph.rotate_left(start + width as u32);
-            bands.push([fmix64(TAG_BLOCK ^ ((b as u64) << 40) ^ fmix64(val ^ salt)), order, NEAR]);
-            let _ = idhash;
-            start += width as u32;
-        }
+    fn pairs(&self, p: usize, of: usize) -> PathBuf {
+        self.work.join(PAIRS).join(format!("{p:04}-of-{of:04}.bin"))
     }
-
-    fn image(&self, bytes: &[u8], size: u32, idhash: u64) -> Signed {
-        let (exact, ph, decoded) = self.image_keys(bytes);
-        let mut bands = vec![];
-        if self.cfg.exact {
-            bands.push([fmix64(TAG_EXACT ^ exact), idhash, EXACT]);
-        }
-        if self.cfg.near && decoded {
-            self.block_bands(ph, 0, idhash, &mut bands);
-        }
-        let mut payload = Vec::with_capacity(24);
-        for v in [exact, ph, decoded as u64] {
-            payload.extend_from_slice(&v.to_le_bytes());
-        }
-        Signed { size, score: f32::NEG_INFINITY, bands, payload }
+    pub fn drop_list(&self, u: usize) -> PathBuf {
+        self.work.join(DROP).join(format!("{u:06}.json"))
     }
-
-    fn pair(&mut self, bytes: &[u8], caption: &str, size: u32, idhash: u64) -> Signed {
-        let (exact, ph, decoded) = self.image_keys(bytes);
-        let cap = u64_of(blake3::hash(self.norm.normalize(caption).as_bytes()).as_bytes());
-        let image_only = self.cfg.same_image_different_caption == PairPolicy::Drop;
-        let salt = if image_only { 0 } else { cap };
-        let mut bands = vec![];
-        if self.cfg.exact {
-            bands.push([fmix64(TAG_EXACT ^ fmix64(exact ^ salt)), idhash, EXACT]);
-        }
-        if self.cfg.near && decoded {
-            self.block_bands(ph, salt, idhash, &mut bands);
-        }
-        if self.cfg.same_caption_different_image == PairPolicy::Drop {
-            bands.push([fmix64(TAG_CAPTION ^ cap), idhash, EXACT]);
-        }
-        let mut payload = Vec::with_capacity(32);
-        for v in [exact, ph, decoded as u64, cap] {
-            payload.extend_from_slice(&v.to_le_bytes());
-        }
-        Signed { size, score: f32::NEG_INFINITY, bands, payload }
+    fn clusters(&self) -> PathBuf {
+        self.work.join(CLUSTERS)
     }
-
-    fn sign_batch(&mut self, b: &RecordBatch) -> Result<(Vec<String>, Vec<u64>, Vec<Signed>), BoxError> {
-        use m6_schemas::{document as d, image as i, pair as p};
-        let n = b.num_rows();
-        let id_col = match self.kind {
-            Kind::Document => d::ID,
-            Kind::Image => i::ID,
-            _ => p::ID,
-        };
-        let ids = column::<Str>(b, id_col)?;
-        let idh: Vec<u64> = (0..n).map(|r| u64_of(blake3::hash(ids.value(r).as_bytes()).as_bytes())).collect();
-        let mut out = Vec::with_capacity(n);
-        match self.kind {
-            Kind::Document => {
-                let text = column::<Str>(b, d::TEXT)?;
-                let meta = if self.cfg.keep == KeepRule::Quality { Some(column::<Str>(b, d::META)?) } else { None };
-                for r in 0..n {
-                    let mut s = self.text(text.value(r), idh[r]);
-                    if let Some(m) = meta.filter(|m| m.is_valid(r)) {
-                        s.score = quality_score(m.value(r), &self.cfg.quality_field);
-                    }
-                    out.push(s);
-                }
-            }
-            Kind::Image => {
-                let (bytes, w, h) = (column::<Bin>(b, i::BYTES)?, column::<U32>(b, i::WIDTH)?, column::<U32>(b, i::HEIGHT)?);
-                // Decoding dominates; rows of a batch are independent.
-                out = (0..n)
-                    .into_par_iter()
-                    .map(|r| self.image(bytes.value(r), w.value(r).saturating_mul(h.value(r)), idh[r]))
-                    .collect();
-            }
-            _ => {
-                let (bytes, w, h, cap) = (column::<Bin>(b, p::IMAGE_BYTES)?, column::<U32>(b, p::WIDTH)?, column::<U32>(b, p::HEIGHT)?, column::<Str>(b, p::CAPTION)?);
-                let cfg = self.cfg;
-                let kind = self.kind;
-                out = (0..n)
-                    .into_par_iter()
-                    .map(|r| Signer::new(cfg, kind).pair(bytes.value(r), cap.value(r), w.value(r).saturating_mul(h.value(r)), idh[r]))
-                    .collect();
-            }
-        }
-        Ok(((0..n).map(|r| ids.value(r).to_string()).collect(), idh, out))
+    /// Bytes per row in `sig/*.bin`.
+    pub fn row_len(&self, cfg: &DedupConfig) -> usize {
+        HEADER + body_len(cfg, self.kind)
+    }
+    pub fn all_committed(&self) -> bool {
+        self.new.iter().all(|t| CommitRecord::is_done(&self.output, &t.id))
     }
 }
 
-/// A row's score for `keep = "quality"`: the number under `field` in its meta JSON.
-/// Unparsable meta or a missing/non-numeric field ranks lowest rather than failing:
-/// the score only orders duplicates, it never drops a row.
-fn quality_score(meta: &str, field: &str) -> f32 {
-    serde_json::from_str::<serde_json::Value>(meta)
-        .ok()
-        .and_then(|v| v.get(field).and_then(|x| x.as_f64()))
-        .filter(|x| x.is_finite())
-        .map_or(f32::NEG_INFINITY, |x| x as f32)
-}
-
-/// The input columns signing reads (the rest of a wide row is never decoded).
-fn sign_columns(cfg: &DedupConfig, kind: Kind) -> &'static [&'static str] {
-    use m6_schemas::{document as d, image as i, pair as p};
-    match kind {
-        Kind::Document if cfg.keep == KeepRule::Quality => &[d::ID, d::TEXT, d::META],
-        Kind::Document => &[d::ID, d::TEXT],
-        Kind::Image => &[i::ID, i::BYTES, i::WIDTH, i::HEIGHT],
-        _ => &[p::ID, p::IMAGE_BYTES, p::WIDTH, p::HEIGHT, p::CAPTION],
+/// Checks an `--against` dataset and returns its signature shards.
+fn against_shards(cfg: &DedupConfig, kind: Kind, dir: &Path, output: &Path) -> Result<Vec<(PathBuf, String)>, BoxError> {
+    let canon = |p: &Path| fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    if canon(dir) == canon(output) {
+        return Err(werr(dir, "--against names the output itself; an earlier dedup output is never written to"));
     }
-}
-
-fn sig_schema() -> Arc<Schema> {
-    Arc::new(Schema::new(vec![
-        Field::new(C_ID, DataType::Utf8, false),
-        Field::new(C_SIZE, DataType::UInt32, false),
-        Field::new(C_SCORE, DataType::Float32, false),
-        Field::new(C_IDHASH, DataType::UInt64, false),
-        Field::new(C_BANDS, DataType::Binary, false),
-    ]))
-}
-
-fn sig_paths(work: &Path, ord: usize) -> (PathBuf, PathBuf) {
-    let d = work.join(SIG);
-    (d.join(format!("{ord:06}.parquet")), d.join(format!("{ord:06}.bin")))
-}
-
-/// Signs one input shard into `sig/NNNNNN.parquet` (id, size, id hash, band keys) and
-/// `sig/NNNNNN.bin` (fixed-size payloads, for random access while verifying). Reuses
-/// them when a previous run finished this shard. Returns the shard's row count.
-fn sign_shard(cfg: &DedupConfig, kind: Kind, task: &Task, ord: usize, work: &Path, batch_rows: usize) -> Result<u64, BoxError> {
-    let (pq, bin) = sig_paths(work, ord);
-    if pq.is_file() && bin.is_file() {
-        return Ok(m6_pipeline::read_parquet(&pq, None, 1)?.rows());
+    let ds = Dataset::open(dir)?;
+    if ds.kind() != kind {
+        return Err(werr(dir, format!("--against dataset holds {} rows, the input holds {kind}", ds.kind())));
     }
-    let pq_tmp = pq.with_extension("parquet.tmp");
-    let bin_tmp = bin.with_extension("bin.tmp");
-    let schema = sig_schema();
-    let mut pw = ArrowWriter::try_new(File::create(&pq_tmp).at(&pq_tmp)?, schema.clone(), None).map_err(|e| werr(&pq_tmp, e.to_string()))?;
-    let mut bw = BufWriter::with_capacity(1 << 20, File::create(&bin_tmp).at(&bin_tmp)?);
-    let mut signer = Signer::new(cfg, kind);
-    let mut rows = 0u64;
-    for batch in task.batches_columns(batch_rows, sign_columns(cfg, kind)) {
-        let batch = batch?;
-        let (ids, idh, signed) = signer.sign_batch(&batch)?;
-        let mut idb = StringBuilder::new();
-        let mut sizeb = UInt32Builder::new();
-        let mut scoreb = Float32Builder::new();
-        let mut hb = UInt64Builder::new();
-        let mut bb = BinaryBuilder::new();
-        let mut tmp = Vec::new();
-        for ((id, h), s) in ids.iter().zip(&idh).zip(&signed) {
-            idb.append_value(id);
-            sizeb.append_value(s.size);
-            scoreb.append_value(s.score);
-            hb.append_value(*h);
-            tmp.clear();
-            for t in &s.bands {
-                for v in t {
-                    tmp.extend_from_slice(&v.to_le_bytes());
-                }
-            }
-            bb.append_value(&tmp);
-            bw.write_all(&s.payload).at(&bin_tmp)?;
-        }
-        rows += signed.len() as u64;
-        let rb = RecordBatch::try_new(schema.clone(), vec![Arc::new(idb.finish()), Arc::new(sizeb.finish()), Arc::new(scoreb.finish()), Arc::new(hb.finish()), Arc::new(bb.finish())])?;
-        pw.write(&rb).map_err(|e| werr(&pq_tmp, e.to_string()))?;
+    let m = ds.manifest();
+    let Some(theirs) = m.properties.get(PROP_SIGNING) else {
+        return Err(werr(&dir.join("manifest.json"), "not the output of a dedup run that kept signatures (no `dedup.signing` property)"));
+    };
+    let ours = signing_settings(cfg, kind);
+    if theirs != &ours {
+        return Err(werr(&dir.join("manifest.json"), format!("was signed with {theirs}; this run signs with {ours}: use the same settings")));
     }
-    pw.close().map_err(|e| werr(&pq_tmp, e.to_string()))?;
-    let f = bw.into_inner().map_err(|e| werr(&bin_tmp, e.to_string()))?;
-    f.sync_all().at(&bin_tmp)?;
-    // The payload file lands first: a shard counts as signed once its Parquet file exists.
-    fs::rename(&bin_tmp, &bin).at(&bin)?;
-    fs::rename(&pq_tmp, &pq).at(&pq)?;
-    Ok(rows)
-}
-
-/// Random access to payloads by global row number.
-struct Payloads {
-    files: Vec<File>,
-    offsets: Vec<u64>,
-    len: usize,
-}
-
-impl Payloads {
-    fn read(&self, g: u32, buf: &mut Vec<u8>) -> std::io::Result<()> {
-        let ord = self.offsets.partition_point(|&o| o <= g as u64) - 1;
-        let row = g as u64 - self.offsets[ord];
-        buf.resize(self.len, 0);
-        self.files[ord].read_exact_at(buf, row * self.len as u64)
+    let side = ds.side(SIGNATURES)?;
+    let complete = m.shards.iter().map(|s| &s.task).collect::<std::collections::BTreeSet<_>>();
+    // Every task that wrote rows also wrote their signatures (or kept nothing).
+    let signed = side.shards().iter().map(|s| &s.task).collect::<std::collections::BTreeSet<_>>();
+    if let Some(t) = complete.iter().find(|t| !signed.contains(*t)) {
+        return Err(werr(&side.dir().join("manifest.json"), format!("task {t} wrote rows but no signatures: the dataset is incomplete")));
     }
+    Ok(side.shards().iter().map(|s| (side.shard_path(s), format!("{}:{}", s.file, s.blake3))).collect())
 }
 
-/// Lock-free union-find shared by the threads that verify partitions. Components are
-/// the connected components of the verified pairs, whatever order threads link them
-/// in; which row represents a component is decided afterwards by [`Keep`].
-struct SharedUf {
-    parent: Vec<AtomicU32>,
-}
-
-impl SharedUf {
-    fn new(n: usize) -> Self {
-        SharedUf { parent: (0..n as u32).map(AtomicU32::new).collect() }
-    }
-
-    fn find(&self, mut x: u32) -> u32 {
-        loop {
-            let p = self.parent[x as usize].load(Ordering::Acquire);
-            if p == x {
-                return x;
-            }
-            let gp = self.parent[p as usize].load(Ordering::Acquire);
-            if gp != p {
-                // Path halving; losing the race only leaves a longer path.
-                let _ = self.parent[x as usize].compare_exchange_weak(p, gp, Ordering::AcqRel, Ordering::Relaxed);
-            }
-            x = gp;
-        }
-    }
-
-    /// True only when the two are connected (connections are never undone); a false
-    /// answer during a concurrent link merely costs a verification.
-    fn same(&self, a: u32, b: u32) -> bool {
-        self.find(a) == self.find(b)
-    }
-
-    /// Links the components; returns whether they were separate.
-    fn union(&self, a: u32, b: u32) -> bool {
-        loop {
-            let (ra, rb) = (self.find(a), self.find(b));
-            if ra == rb {
-                return false;
-            }
-            let (lo, hi) = if ra < rb { (ra, rb) } else { (rb, ra) };
-            if self.parent[hi as usize].compare_exchange(hi, lo, Ordering::AcqRel, Ordering::Acquire).is_ok() {
-                return true;
-            }
-        }
-    }
-}
-
-/// The facts the keep rule compares.
-struct Keep {
-    size: Vec<u32>,
-    /// Only filled for `KeepRule::Quality` (4 more bytes per row then).
-    score: Vec<f32>,
-    idhash: Vec<u64>,
-    rule: KeepRule,
-}
-
-impl Keep {
-    /// Whether `a` should represent a cluster rather than `b`.
-    fn better(&self, a: u32, b: u32) -> bool {
-        let (ai, bi) = (a as usize, b as usize);
-        let tie = (self.idhash[ai], a) < (self.idhash[bi], b);
-        let longest = self.size[ai] > self.size[bi] || (self.size[ai] == self.size[bi] && tie);
-        match self.rule {
-            KeepRule::Longest => longest,
-            KeepRule::Shortest => self.size[ai] < self.size[bi] || (self.size[ai] == self.size[bi] && tie),
-            KeepRule::First => a < b,
-            KeepRule::Quality => match self.score[ai].total_cmp(&self.score[bi]) {
-                std::cmp::Ordering::Equal => longest,
-                o => o == std::cmp::Ordering::Greater,
-            },
-        }
-    }
-}
-
-/// Whether two rows are duplicates according to their payloads (for near keys).
-fn verify(cfg: &DedupConfig, kind: Kind, a: &[u8], b: &[u8]) -> bool {
-    match kind {
-        Kind::Document => jaccard(&sig_of(a), &sig_of(b)) >= cfg.threshold,
-        Kind::Image => hamming(u64_of(&a[8..]), u64_of(&b[8..])) <= cfg.max_hamming,
-        _ => {
-            hamming(u64_of(&a[8..]), u64_of(&b[8..])) <= cfg.max_hamming
-                && (cfg.same_image_different_caption == PairPolicy::Drop || u64_of(&a[24..]) == u64_of(&b[24..]))
-        }
-    }
-}
-
-fn sig_of(p: &[u8]) -> Vec<u32> {
-    p[8..].chunks_exact(4).map(|c| u32::from_le_bytes(c.try_into().unwrap())).collect()
-}
-
-/// Why `a` was removed in favour of `kept`, and how similar they are.
-fn explain(cfg: &DedupConfig, kind: Kind, a: &[u8], kept: &[u8]) -> (f32, &'static str) {
-    let same_exact = u64_of(a) == u64_of(kept);
-    match kind {
-        Kind::Document => {
-            if same_exact {
-                (1.0, "exact_text")
-            } else {
-                (jaccard(&sig_of(a), &sig_of(kept)), "near_text")
-            }
-        }
-        Kind::Image => {
-            if same_exact {
-                (1.0, "exact_image")
-            } else {
-                (1.0 - hamming(u64_of(&a[8..]), u64_of(&kept[8..])) as f32 / 64.0, "near_image")
-            }
-        }
-        _ => {
-            let d = hamming(u64_of(&a[8..]), u64_of(&kept[8..]));
-            let both_decoded = u64_of(&a[16..]) == 1 && u64_of(&kept[16..]) == 1;
-            let image_same = same_exact || (both_decoded && d <= cfg.max_hamming);
-            let image_sim = if same_exact { 1.0 } else if both_decoded { 1.0 - d as f32 / 64.0 } else { 0.0 };
-            let caption_same = u64_of(&a[24..]) == u64_of(&kept[24..]);
-            let reason = match (image_same, caption_same) {
-                (true, true) if same_exact => "exact_pair",
-                (true, true) => "near_image_same_caption",
-                (true, false) => "same_image",
-                (false, true) => "same_caption",
-                // Linked to the kept pair only through a chain of other pairs.
-                (false, false) => "transitive",
-            };
-            (image_sim, reason)
-        }
-    }
-}
-
-fn fingerprint(cfg: &DedupConfig, kind: Kind, tasks: &[Task]) -> String {
+pub fn plan(cfg: &DedupConfig, kind: Kind, ctx: &RunContext) -> Result<Plan, BoxError> {
+    let new = plan_shards(ctx.inputs, &[])?;
+    let mut old = vec![];
     let mut h = blake3::Hasher::new();
-    // v2: signature files carry a score column.
-    h.update(b"m6-dedup-v2");
-    h.update(serde_json::to_string(cfg).unwrap_or_default().as_bytes());
+    h.update(b"m6-dedup-v3");
+    // Settings that change results; `keep_work` and `phase` do not.
+    let mut c = cfg.clone();
+    c.keep_work = false;
+    c.phase = None;
+    c.against = vec![];
+    h.update(serde_json::to_string(&c).unwrap_or_default().as_bytes());
     h.update(kind.name().as_bytes());
-    for t in tasks {
+    for t in &new {
         h.update(t.id.as_bytes());
     }
-    h.finalize().to_hex().to_string()
-}
-
-/// One partition record: key, order, tie-break (id hash), global row, flag.
-const REC: usize = 36;
-/// Partition size aimed for in the band sort (bytes of records on disk).
-const PART_TARGET: usize = 8 << 20;
-/// At most this many partition files are open at once.
-const MAX_PARTS: u64 = 4096;
-
-fn put_rec(buf: &mut Vec<u8>, key: u64, order: u64, tie: u64, g: u32, flag: u64) {
-    buf.extend_from_slice(&key.to_le_bytes());
-    buf.extend_from_slice(&order.to_le_bytes());
-    buf.extend_from_slice(&tie.to_le_bytes());
-    buf.extend_from_slice(&g.to_le_bytes());
-    buf.extend_from_slice(&flag.to_le_bytes());
-}
-
-#[derive(Clone, Copy)]
-struct Rec {
-    key: u64,
-    order: u64,
-    tie: u64,
-    g: u32,
-    flag: u64,
-}
-
-fn get_rec(b: &[u8]) -> Rec {
-    Rec {
-        key: u64_of(&b[0..]),
-        order: u64_of(&b[8..]),
-        tie: u64_of(&b[16..]),
-        g: u32::from_le_bytes(b[24..28].try_into().unwrap()),
-        flag: u64_of(&b[28..]),
+    for dir in &cfg.against {
+        for (p, key) in against_shards(cfg, kind, dir, ctx.output)? {
+            // By content (name and checksum), not path: OLD may be named another way on a rerun.
+            h.update(key.as_bytes());
+            old.push(p);
+        }
     }
+    Ok(Plan { work: ctx.output.join(WORK), output: ctx.output.to_path_buf(), kind, new, old, fingerprint: h.finalize().to_hex().to_string() })
 }
 
-/// Runs (or reuses) the global phase and returns the work folder.
-pub fn prepare(cfg: &DedupConfig, kind: Kind, ctx: &RunContext) -> Result<PathBuf, BoxError> {
-    let work = ctx.output.join(WORK);
-    fs::create_dir_all(work.join(SIG)).at(&work)?;
-    // Every process of a --task-count job calls prepare: one does the work, the others
-    // wait here and then find it done.
-    let lock_path = work.join(".lock");
+/// Ties the work folder to this plan; refuses an output committed under another plan.
+fn claim(plan: &Plan) -> Result<(), BoxError> {
+    fs::create_dir_all(plan.work.join(SIG)).at(&plan.work)?;
+    // Short lock: processes starting together must not both wipe stale work.
+    let lock_path = plan.work.join(".lock");
     let lock = fs::OpenOptions::new().create(true).truncate(false).write(true).open(&lock_path).at(&lock_path)?;
     fs4::fs_std::FileExt::lock_exclusive(&lock).at(&lock_path)?;
-
-    let tasks = plan_shards(ctx.inputs, &[])?;
-    let fp = fingerprint(cfg, kind, &tasks);
-    let fp_path = work.join(FINGERPRINT);
-    let done_path = work.join(DONE);
-    if let Ok(old) = fs::read_to_string(&fp_path) {
-        if old.trim() != fp {
-            let commits = ctx.output.join("_commits");
-            let any = fs::read_dir(&commits).map(|mut d| d.next().is_some()).unwrap_or(false);
-            if any {
+    let fp_path = plan.work.join(FINGERPRINT);
+    let recorded = fs::read_to_string(&fp_path).ok().map(|s| s.trim().to_string());
+    if let Some(old) = recorded {
+        if old != plan.fingerprint {
+            if committed_any(&plan.output) {
                 return Err(werr(&fp_path, "this output was deduplicated with another config or other inputs; use a fresh --output"));
             }
             info!("dedup inputs or config changed; discarding old work files");
-            for d in [SIG, PART, DROP] {
-                let _ = fs::remove_dir_all(work.join(d));
+            for d in [SIG, PAIRS, DROP] {
+                let _ = fs::remove_dir_all(plan.work.join(d));
             }
-            let _ = fs::remove_file(&done_path);
-            fs::create_dir_all(work.join(SIG)).at(&work)?;
+            let _ = fs::remove_file(plan.clusters());
+            fs::create_dir_all(plan.work.join(SIG)).at(&plan.work)?;
+        } else {
+            return Ok(());
         }
     }
-    if let Ok(text) = fs::read(&done_path) {
-        if let Ok(d) = serde_json::from_slice::<Done>(&text) {
-            if d.fingerprint == fp {
-                info!(documents = d.documents, removed = d.removed, "dedup clustering already done; reusing it");
-                return Ok(work);
-            }
-        }
-    }
-    write_atomic(&fp_path, fp.as_bytes())?;
+    write_atomic(&fp_path, plan.fingerprint.as_bytes())
+}
 
+fn committed_any(output: &Path) -> bool {
+    fs::read_dir(output.join("_commits")).map(|d| d.flatten().any(|e| e.path().extension().is_some_and(|x| x == "json"))).unwrap_or(false)
+}
+
+/// What `prepare()` leaves for the write phase.
+pub struct Ready {
+    /// Every task is already committed: nothing to do (the work folder may be gone).
+    pub nothing_to_do: bool,
+}
+
+/// Runs the phases this invocation is for. `phase: None` runs sign, pairs and clusters
+/// (waiting for the other processes' units) and leaves the write phase to the runner.
+pub fn prepare(cfg: &DedupConfig, plan: &Plan, ctx: &RunContext) -> Result<Ready, BoxError> {
+    // A finished output: reruns (and late siblings) have nothing to do, and the work
+    // folder may already be gone. Another config or input is refused, though.
+    if let Some(fp) = Dataset::open(ctx.output).ok().and_then(|d| d.manifest().properties.get(PROP_FINGERPRINT).and_then(|v| v.as_str().map(String::from))) {
+        if fp != plan.fingerprint && committed_any(ctx.output) {
+            return Err(werr(&ctx.output.join("manifest.json"), "this output was deduplicated with another config or other inputs; use a fresh --output"));
+        }
+    }
+    if plan.all_committed() {
+        info!("every dedup task is committed; nothing to do");
+        return Ok(Ready { nothing_to_do: true });
+    }
+    claim(plan)?;
+    let (me, n) = (ctx.task_index, ctx.task_count.max(1));
     let pool = rayon::ThreadPoolBuilder::new().num_threads(ctx.threads.max(1)).build()?;
-    let t0 = std::time::Instant::now();
-    // Signing: shards in parallel (image decoding is also parallel within a batch).
-    let rows: Vec<u64> = pool.install(|| {
-        tasks
-            .par_iter()
-            .enumerate()
-            .map(|(ord, t)| sign_shard(cfg, kind, t, ord, &work, ctx.batch_rows))
-            .collect::<Result<Vec<_>, _>>()
+    let wait = cfg.phase.is_none();
+    let t0 = Instant::now();
+
+    if matches!(cfg.phase, None | Some(Phase::Sign)) {
+        sign_phase(cfg, plan, ctx, &pool, me, n)?;
+        info!(secs = format!("{:.2}", t0.elapsed().as_secs_f64()), "dedup: sign phase done here");
+        if cfg.phase == Some(Phase::Sign) {
+            return Ok(Ready { nothing_to_do: false });
+        }
+    }
+    let signed = until(wait, plan, "sign", || signed_units(plan, n))?;
+    let Some(signed) = signed else { return Ok(Ready { nothing_to_do: true }) };
+
+    if matches!(cfg.phase, None | Some(Phase::Pairs)) {
+        let t1 = Instant::now();
+        pairs_phase(cfg, plan, &signed, &pool, me, n)?;
+        info!(units = signed.units, secs = format!("{:.2}", t1.elapsed().as_secs_f64()), "dedup: pairs phase done here");
+        if cfg.phase == Some(Phase::Pairs) {
+            return Ok(Ready { nothing_to_do: false });
+        }
+    }
+    if matches!(cfg.phase, None | Some(Phase::Clusters)) {
+        if me == 0 && !plan.clusters().is_file() {
+            let pairs = until(wait, plan, "pairs", || pair_files(plan, &signed, n))?;
+            let Some(pairs) = pairs else { return Ok(Ready { nothing_to_do: true }) };
+            let t2 = Instant::now();
+            clusters_phase(cfg, plan, &signed, &pairs)?;
+            info!(secs = format!("{:.2}", t2.elapsed().as_secs_f64()), "dedup: clusters phase done");
+        } else if me != 0 && cfg.phase == Some(Phase::Clusters) {
+            info!("the clusters phase runs in task 0 only; nothing to do for task {me}");
+        }
+        if cfg.phase == Some(Phase::Clusters) {
+            return Ok(Ready { nothing_to_do: false });
+        }
+    }
+    let done = until(wait, plan, "clusters", || {
+        Ok(if plan.clusters().is_file() { Ok(()) } else { Err("task 0 has not finished clustering".to_string()) })
     })?;
-    let mut offsets = Vec::with_capacity(rows.len() + 1);
+    Ok(Ready { nothing_to_do: done.is_none() })
+}
+
+/// Waits (or, for a single `--phase`, checks once) until `check` says a phase is done.
+/// Returns `None` when every task got committed meanwhile (nothing left to do).
+fn until<T>(wait: bool, plan: &Plan, phase: &str, mut check: impl FnMut() -> Result<Result<T, String>, BoxError>) -> Result<Option<T>, BoxError> {
+    let start = Instant::now();
+    let mut last_log = Instant::now();
+    let mut pause = Duration::from_millis(50);
+    loop {
+        match check()? {
+            Ok(v) => return Ok(Some(v)),
+            Err(missing) if !wait => {
+                return Err(werr(&plan.work, format!("the {phase} phase has not finished ({missing}); run `--phase {phase}` for every task index first")));
+            }
+            Err(missing) => {
+                if plan.all_committed() {
+                    return Ok(None);
+                }
+                if last_log.elapsed() >= Duration::from_secs(30) {
+                    info!(waited_s = start.elapsed().as_secs(), "dedup: waiting for the {phase} phase: {missing}");
+                    last_log = Instant::now();
+                }
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_secs(2));
+            }
+        }
+    }
+}
+
+fn list_missing(missing: &[usize], n: usize, what: &str) -> String {
+    let shown: Vec<String> = missing.iter().take(10).map(|u| format!("{u} (task index {})", u % n.max(1))).collect();
+    format!("{} {what} missing: {}{}", missing.len(), shown.join(", "), if missing.len() > 10 { ", …" } else { "" })
+}
+
+// ---------------------------------------------------------------- sign
+
+fn sign_phase(cfg: &DedupConfig, plan: &Plan, ctx: &RunContext, pool: &rayon::ThreadPool, me: usize, n: usize) -> Result<(), BoxError> {
+    let mine: Vec<usize> = (0..plan.units()).filter(|u| u % n == me && !plan.done(*u).is_file()).collect();
+    if mine.is_empty() {
+        return Ok(());
+    }
+    let run_recs = ((cfg.work_mb.max(1) << 20) / REC_MEM).max(1024);
+    pool.install(|| mine.par_iter().try_for_each(|&u| sign_unit(cfg, plan, u, ctx.batch_rows, run_recs)))
+}
+
+/// Band records being collected into one sorted run.
+struct Runs<'a> {
+    plan: &'a Plan,
+    unit: usize,
+    tmp: PathBuf,
+    buf: Vec<Rec>,
+    cap: usize,
+    runs: u32,
+    records: u64,
+}
+
+impl Runs<'_> {
+    fn push(&mut self, r: Rec) -> Result<(), BoxError> {
+        self.buf.push(r);
+        if self.buf.len() >= self.cap {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Sorts the buffer by key and writes it as a run: an index of where each top-12-bit
+    /// key prefix starts, then the records.
+    fn flush(&mut self) -> Result<(), BoxError> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        self.buf.sort_unstable_by_key(|r| r.key);
+        let path = self.tmp.join(self.plan.run(self.unit, self.runs).file_name().unwrap());
+        let mut w = BufWriter::with_capacity(1 << 20, File::create(&path).at(&path)?);
+        let mut i = 0usize;
+        for prefix in 0..=INDEX {
+            while i < self.buf.len() && ((self.buf[i].key >> (64 - INDEX_BITS)) as usize) < prefix {
+                i += 1;
+            }
+            w.write_all(&(i as u64).to_le_bytes()).at(&path)?;
+        }
+        let mut rec = [0u8; REC];
+        for r in &self.buf {
+            r.put(&mut rec);
+            w.write_all(&rec).at(&path)?;
+        }
+        w.into_inner().map_err(|e| werr(&path, e.to_string()))?.sync_all().at(&path)?;
+        self.records += self.buf.len() as u64;
+        self.runs += 1;
+        self.buf.clear();
+        Ok(())
+    }
+}
+
+/// Signs one unit into a private temporary folder, moves the files into `sig/` and
+/// writes the unit's marker last, so a killed unit is simply signed again.
+fn sign_unit(cfg: &DedupConfig, plan: &Plan, u: usize, batch_rows: usize, run_recs: usize) -> Result<(), BoxError> {
+    let tmp = plan.work.join(SIG).join(format!(".tmp-{u:06}"));
+    let _ = fs::remove_dir_all(&tmp);
+    fs::create_dir_all(&tmp).at(&tmp)?;
+    let bin_tmp = tmp.join(plan.bin(u).file_name().unwrap());
+    let ids_tmp = tmp.join(plan.ids(u).file_name().unwrap());
+    let mut bin = BufWriter::with_capacity(1 << 20, File::create(&bin_tmp).at(&bin_tmp)?);
+    let mut ids = BufWriter::with_capacity(1 << 20, File::create(&ids_tmp).at(&ids_tmp)?);
+    let mut runs = Runs { plan, unit: u, tmp: tmp.clone(), buf: Vec::with_capacity(run_recs.min(1 << 16)), cap: run_recs, runs: 0, records: 0 };
+    let mut row = 0u64;
+    let (mut scratch, mut keys) = (vec![], vec![]);
+    let body_n = body_len(cfg, plan.kind);
+    let mut add = |id: &str, size: u32, score: f32, body: &[u8], runs: &mut Runs| -> Result<(), BoxError> {
+        let h = id_hash(id);
+        bin.write_all(&size.to_le_bytes()).at(&bin_tmp)?;
+        bin.write_all(&score.to_le_bytes()).at(&bin_tmp)?;
+        bin.write_all(&h.to_le_bytes()).at(&bin_tmp)?;
+        bin.write_all(body).at(&bin_tmp)?;
+        ids.write_all(&(id.len() as u32).to_le_bytes()).at(&ids_tmp)?;
+        ids.write_all(id.as_bytes()).at(&ids_tmp)?;
+        band_keys(cfg, plan.kind, body, h, &mut scratch, &mut keys);
+        let row32 = u32::try_from(row).map_err(|_| werr(&bin_tmp, "a shard of more than 2^32 rows"))?;
+        for k in &keys {
+            runs.push(Rec { key: k.key, order: k.order, tie: h, unit: u as u32, row: row32, flag: k.flag })?;
+        }
+        row += 1;
+        Ok(())
+    };
+    if u < plan.new.len() {
+        let mut signer = Signer::new(cfg, plan.kind);
+        for batch in plan.new[u].batches_columns(batch_rows, sign_columns(cfg, plan.kind)) {
+            let (batch_ids, signed) = signer.sign_batch(&batch?)?;
+            for (id, s) in batch_ids.iter().zip(&signed) {
+                add(id, s.size, s.score, &s.body, &mut runs)?;
+            }
+        }
+    } else {
+        // An earlier run's signatures: the bodies are used as they are.
+        let path = &plan.old[u - plan.new.len()];
+        let mut r = 0usize;
+        for batch in m6_pipeline::read_parquet(path, Some(Kind::Signature), batch_rows)? {
+            let batch = batch?;
+            let (id, size, sig) = (column::<Str>(&batch, m6_schemas::signature::ID)?, column::<U32>(&batch, m6_schemas::signature::SIZE)?, column::<Bin>(&batch, m6_schemas::signature::SIGNATURE)?);
+            for i in 0..batch.num_rows() {
+                if sig.value(i).len() != body_n {
+                    return Err(werr(path, format!("row {r}: signature of {} bytes, expected {body_n}", sig.value(i).len())));
+                }
+                add(id.value(i), size.value(i), f32::NEG_INFINITY, sig.value(i), &mut runs)?;
+                r += 1;
+            }
+        }
+    }
+    runs.flush()?;
+    for (w, p) in [(bin, &bin_tmp), (ids, &ids_tmp)] {
+        w.into_inner().map_err(|e| werr(p, e.to_string()))?.sync_all().at(p)?;
+    }
+    for r in 0..runs.runs {
+        let dest = plan.run(u, r);
+        fs::rename(tmp.join(dest.file_name().unwrap()), &dest).at(&dest)?;
+    }
+    fs::rename(&bin_tmp, plan.bin(u)).at(plan.bin(u))?;
+    fs::rename(&ids_tmp, plan.ids(u)).at(plan.ids(u))?;
+    let _ = fs::remove_dir(&tmp);
+    let done = UnitDone { rows: row, runs: runs.runs, records: runs.records };
+    write_atomic(&plan.done(u), &serde_json::to_vec(&done)?)
+}
+
+/// What the sign phase produced, once every unit is signed.
+pub struct SignedUnits {
+    runs: Vec<u32>,
+    /// Global row number of each unit's first row.
+    offsets: Vec<u64>,
+    /// Rows of the input (units of `--against` data come after them).
+    new_total: u64,
+    total: u64,
+    /// Pairs units (a power of two).
+    units: usize,
+}
+
+fn signed_units(plan: &Plan, n: usize) -> Result<Result<SignedUnits, String>, BoxError> {
+    let mut missing = vec![];
+    let (mut rows, mut runs, mut records) = (vec![], vec![], 0u64);
+    for u in 0..plan.units() {
+        let p = plan.done(u);
+        match fs::read(&p) {
+            Ok(b) => {
+                let d: UnitDone = serde_json::from_slice(&b).map_err(|e| werr(&p, format!("unreadable marker: {e}")))?;
+                rows.push(d.rows);
+                runs.push(d.runs);
+                records += d.records;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => missing.push(u),
+            Err(e) => return Err(werr(&p, e.to_string())),
+        }
+    }
+    if !missing.is_empty() {
+        return Ok(Err(list_missing(&missing, n, "shards not signed yet; unit")));
+    }
+    let mut offsets = Vec::with_capacity(rows.len());
     let mut total = 0u64;
     for r in &rows {
         offsets.push(total);
         total += r;
     }
     if total >= u32::MAX as u64 {
-        return Err(werr(&work, format!("{total} rows: one dedup run handles at most 2^32-1; split the input")));
+        return Err(werr(&plan.work, format!("{total} rows: one dedup run handles at most 2^32-1; split the input")));
     }
-    info!(rows = total, shards = rows.len(), secs = format!("{:.2}", t0.elapsed().as_secs_f64()), "dedup: signed");
-    let n = total as usize;
+    let new_total = offsets.get(plan.new.len()).copied().unwrap_or(total);
+    Ok(Ok(SignedUnits { runs, offsets, new_total, total, units: pairs_units(records) }))
+}
 
-    // Partition band records on disk by key; load per-row keep-rule facts.
-    let t1 = std::time::Instant::now();
-    let bands_per_row = match kind {
-        Kind::Document => cfg.bands + 1,
-        _ => cfg.hash_blocks + 2,
-    };
-    // Small partitions keep RAM flat as the input grows: a thread holds one partition
-    // (decoded records plus sort), so aim far below the budget and let the partition
-    // count grow instead, up to the open-file cap; past that the budget is the bound.
-    let budget = (cfg.work_mb.max(16) << 20) / ctx.threads.max(1);
-    let target = budget.min(PART_TARGET);
-    let parts = ((n as u64 * bands_per_row as u64 * REC as u64) / target as u64 + 1).min(MAX_PARTS) as usize;
-    let buf_bytes = (budget / 2 / parts).clamp(4 << 10, 64 << 10);
-    let part_dir = work.join(PART);
-    let _ = fs::remove_dir_all(&part_dir);
-    fs::create_dir_all(&part_dir).at(&part_dir)?;
-    // Each thread partitions a contiguous run of signature shards into its own set of
-    // partition files (`PPPPP-TTT.bin`); the sort phase concatenates a partition's files.
-    let writers_n = ctx.threads.max(1).min(offsets.len().max(1));
-    let part_path = |p: usize, t: usize| part_dir.join(format!("{p:05}-{t:03}.bin"));
-    let per = offsets.len().div_ceil(writers_n);
-    let facts: Vec<(Vec<u32>, Vec<f32>, Vec<u64>)> = pool.install(|| {
-        (0..writers_n)
-            .into_par_iter()
-            .map(|t| -> Result<(Vec<u32>, Vec<f32>, Vec<u64>), BoxError> {
-                let mut writers = (0..parts)
-                    .map(|p| File::create(part_path(p, t)).map(|f| BufWriter::with_capacity(buf_bytes, f)).at(part_path(p, t)))
-                    .collect::<Result<Vec<_>, _>>()?;
-                let (mut sizes, mut scores, mut idhs) = (vec![], vec![], vec![]);
-                let mut rec = Vec::with_capacity(REC);
-                for ord in (t * per)..((t + 1) * per).min(offsets.len()) {
-                    let (pq, _) = sig_paths(&work, ord);
-                    let mut g = offsets[ord] as u32;
-                    for b in m6_pipeline::read_parquet(&pq, None, 8192)? {
-                        let b = b?;
-                        let size = b.column_by_name(C_SIZE).and_then(|c| c.as_any().downcast_ref::<UInt32Array>()).ok_or_else(|| werr(&pq, "bad size column"))?;
-                        let score = b.column_by_name(C_SCORE).and_then(|c| c.as_any().downcast_ref::<Float32Array>()).ok_or_else(|| werr(&pq, "bad score column"))?;
-                        let idh = b.column_by_name(C_IDHASH).and_then(|c| c.as_any().downcast_ref::<UInt64Array>()).ok_or_else(|| werr(&pq, "bad id_hash column"))?;
-                        let bands = b.column_by_name(C_BANDS).and_then(|c| c.as_any().downcast_ref::<BinaryArray>()).ok_or_else(|| werr(&pq, "bad bands column"))?;
-                        for r in 0..b.num_rows() {
-                            sizes.push(size.value(r));
-                            if cfg.keep == KeepRule::Quality {
-                                scores.push(score.value(r));
-                            }
-                            idhs.push(idh.value(r));
-                            for x in bands.value(r).chunks_exact(24) {
-                                let (key, order, flag) = (u64_of(x), u64_of(&x[8..]), u64_of(&x[16..]));
-                                rec.clear();
-                                put_rec(&mut rec, key, order, idh.value(r), g, flag);
-                                let p = (fmix64(key) % parts as u64) as usize;
-                                // The path is only formatted when the write fails: this runs per band key.
-                                writers[p].write_all(&rec).map_err(|e| m6_pipeline::Error::io(part_path(p, t), e))?;
-                            }
-                            g += 1;
+/// Pairs units for `records` band records: each unit's records, sorted in RAM, stay
+/// near 32 MiB, so a thread's memory is flat whatever the corpus size.
+fn pairs_units(records: u64) -> usize {
+    let want = (records * REC_MEM as u64).div_ceil(32 << 20) as usize;
+    want.next_power_of_two().clamp(MIN_UNITS, INDEX)
+}
+
+// ---------------------------------------------------------------- pairs
+
+#[derive(Clone, Copy, Debug)]
+struct Rec {
+    key: u64,
+    order: u64,
+    tie: u64,
+    unit: u32,
+    row: u32,
+    flag: u8,
+}
+
+impl Rec {
+    fn put(&self, b: &mut [u8; REC]) {
+        b[0..8].copy_from_slice(&self.key.to_le_bytes());
+        b[8..16].copy_from_slice(&self.order.to_le_bytes());
+        b[16..24].copy_from_slice(&self.tie.to_le_bytes());
+        b[24..28].copy_from_slice(&self.unit.to_le_bytes());
+        b[28..32].copy_from_slice(&self.row.to_le_bytes());
+        b[32] = self.flag;
+    }
+    fn get(b: &[u8]) -> Rec {
+        Rec {
+            key: u64_of(b),
+            order: u64_of(&b[8..]),
+            tie: u64_of(&b[16..]),
+            unit: u32::from_le_bytes(b[24..28].try_into().unwrap()),
+            row: u32::from_le_bytes(b[28..32].try_into().unwrap()),
+            flag: b[32],
+        }
+    }
+}
+
+/// Random access to rows of `sig/*.bin` by global row number; opens files lazily.
+struct Bodies<'a> {
+    plan: &'a Plan,
+    signed: &'a SignedUnits,
+    len: usize,
+    open: HashMap<usize, File>,
+}
+
+impl<'a> Bodies<'a> {
+    fn new(cfg: &DedupConfig, plan: &'a Plan, signed: &'a SignedUnits) -> Self {
+        Bodies { plan, signed, len: plan.row_len(cfg), open: HashMap::new() }
+    }
+
+    fn locate(&self, g: u32) -> (usize, u64) {
+        let u = self.signed.offsets.partition_point(|&o| o <= g as u64) - 1;
+        (u, g as u64 - self.signed.offsets[u])
+    }
+
+    /// Header and body of global row `g`.
+    fn read(&mut self, g: u32, buf: &mut Vec<u8>) -> Result<(), BoxError> {
+        let (u, row) = self.locate(g);
+        if !self.open.contains_key(&u) {
+            if self.open.len() >= 256 {
+                self.open.clear();
+            }
+            let p = self.plan.bin(u);
+            self.open.insert(u, File::open(&p).at(&p)?);
+        }
+        buf.resize(self.len, 0);
+        self.open[&u].read_exact_at(buf, row * self.len as u64).map_err(|e| werr(&self.plan.bin(u), format!("row {row}: {e}")))?;
+        Ok(())
+    }
+}
+
+/// A small union-find over the rows that appear in pairs (a map, not an array over
+/// every row: its size follows the duplicates, not the corpus).
+#[derive(Default)]
+struct SparseUf {
+    parent: HashMap<u32, u32>,
+}
+
+impl SparseUf {
+    fn find(&mut self, x: u32) -> u32 {
+        let mut r = x;
+        while let Some(&p) = self.parent.get(&r) {
+            if p == r {
+                break;
+            }
+            r = p;
+        }
+        // Path compression.
+        let mut y = x;
+        while y != r {
+            let p = self.parent[&y];
+            self.parent.insert(y, r);
+            y = p;
+        }
+        r
+    }
+
+    fn union(&mut self, a: u32, b: u32) -> bool {
+        self.parent.entry(a).or_insert(a);
+        self.parent.entry(b).or_insert(b);
+        let (ra, rb) = (self.find(a), self.find(b));
+        if ra == rb {
+            return false;
+        }
+        let (lo, hi) = if ra < rb { (ra, rb) } else { (rb, ra) };
+        self.parent.insert(hi, lo);
+        true
+    }
+}
+
+fn pairs_phase(cfg: &DedupConfig, plan: &Plan, signed: &SignedUnits, pool: &rayon::ThreadPool, me: usize, n: usize) -> Result<(), BoxError> {
+    let dir = plan.work.join(PAIRS);
+    fs::create_dir_all(&dir).at(&dir)?;
+    let mine: Vec<usize> = (0..signed.units).filter(|p| p % n == me && !plan.pairs(*p, signed.units).is_file()).collect();
+    pool.install(|| mine.par_iter().try_for_each(|&p| pairs_unit(cfg, plan, signed, p)))
+}
+
+/// Sorts one key range's band records from every run, verifies each bucket's members,
+/// and writes the pairs that join two groups.
+fn pairs_unit(cfg: &DedupConfig, plan: &Plan, signed: &SignedUnits, p: usize) -> Result<(), BoxError> {
+    let per = INDEX / signed.units;
+    let (lo, hi) = ((p * per) as u64, ((p + 1) * per) as u64);
+    let mut recs: Vec<Rec> = vec![];
+    let mut raw = vec![];
+    for u in 0..plan.units() {
+        for r in 0..signed.runs[u] {
+            let path = plan.run(u, r);
+            let f = File::open(&path).at(&path)?;
+            let mut b = [0u8; 8];
+            f.read_exact_at(&mut b, lo * 8).at(&path)?;
+            let start = u64::from_le_bytes(b);
+            f.read_exact_at(&mut b, hi * 8).at(&path)?;
+            let end = u64::from_le_bytes(b);
+            raw.resize(((end - start) as usize) * REC, 0);
+            f.read_exact_at(&mut raw, RUN_HEADER + start * REC as u64).at(&path)?;
+            recs.extend(raw.chunks_exact(REC).map(Rec::get));
+        }
+    }
+    drop(raw);
+    // Nearly every key is unique, so sort by key alone and order only the (few, small)
+    // buckets by their tie-breakers.
+    recs.sort_unstable_by_key(|r| r.key);
+    let g_of = |r: &Rec| (signed.offsets[r.unit as usize] + r.row as u64) as u32;
+    let new_total = signed.new_total;
+    let is_old = |g: u32| g as u64 >= new_total;
+    let mut bodies = Bodies::new(cfg, plan, signed);
+    let mut uf = SparseUf::default();
+    let mut pairs: Vec<(u32, u32)> = vec![];
+    let mut cache: Vec<Option<Vec<u8>>> = vec![];
+    let mut bucket: Vec<(u64, u64, u32, u8)> = vec![];
+    let mut i = 0;
+    while i < recs.len() {
+        let mut j = i + 1;
+        while j < recs.len() && recs[j].key == recs[i].key {
+            j += 1;
+        }
+        if j - i > 1 {
+            bucket.clear();
+            bucket.extend(recs[i..j].iter().map(|r| (r.order, r.tie, g_of(r), r.flag)));
+            bucket.sort_unstable();
+            // Buckets of rows from earlier runs only were settled then.
+            if bucket.iter().any(|b| !is_old(b.2)) {
+                if bucket[0].3 == EXACT {
+                    for b in &bucket[1..] {
+                        if uf.union(bucket[0].2, b.2) {
+                            pairs.push((bucket[0].2, b.2));
                         }
                     }
-                }
-                for (p, w) in writers.into_iter().enumerate() {
-                    w.into_inner().map_err(|e| werr(&part_path(p, t), e.to_string()))?;
-                }
-                Ok((sizes, scores, idhs))
-            })
-            .collect::<Result<Vec<_>, _>>()
-    })?;
-    let mut keep = Keep { size: Vec::with_capacity(n), score: vec![], idhash: Vec::with_capacity(n), rule: cfg.keep };
-    for (sizes, scores, idhs) in facts {
-        keep.size.extend(sizes);
-        keep.score.extend(scores);
-        keep.idhash.extend(idhs);
-    }
-    info!(partitions = parts, secs = format!("{:.2}", t1.elapsed().as_secs_f64()), "dedup: band keys partitioned");
-
-    // Group each partition by key (sort), verify candidates and link them at once. A
-    // near-duplicate pair shares most of its bands: once linked, the later buckets
-    // it meets skip the payload reads and the comparison.
-    let t2 = std::time::Instant::now();
-    let payloads = Payloads {
-        files: (0..rows.len()).map(|o| File::open(sig_paths(&work, o).1).at(sig_paths(&work, o).1)).collect::<Result<Vec<_>, _>>()?,
-        offsets: offsets.clone(),
-        len: payload_len(cfg, kind),
-    };
-    let uf = SharedUf::new(n);
-    let links = AtomicU64::new(0);
-    pool.install(|| {
-        (0..parts)
-            .into_par_iter()
-            .try_for_each(|p| -> Result<(), BoxError> {
-                // Decoded straight from a small buffer: the raw bytes never sit in RAM
-                // next to the records.
-                let mut recs: Vec<Rec> = vec![];
-                for t in 0..writers_n {
-                    let path = part_path(p, t);
-                    let file = File::open(&path).at(&path)?;
-                    let len = file.metadata().at(&path)?.len() as usize;
-                    recs.reserve(len / REC);
-                    let mut rd = BufReader::with_capacity(64 << 10, file);
-                    let mut one = [0u8; REC];
-                    for _ in 0..len / REC {
-                        rd.read_exact(&mut one).at(&path)?;
-                        recs.push(get_rec(&one));
-                    }
-                }
-                // Nearly every key is unique, so sort by key alone and order only the
-                // (few, small) buckets by their tie-breakers.
-                recs.sort_unstable_by_key(|r| r.key);
-                let mut linked = 0u64;
-                let mut cache: Vec<Option<Vec<u8>>> = vec![];
-                let mut i = 0;
-                while i < recs.len() {
-                    let mut j = i + 1;
-                    while j < recs.len() && recs[j].key == recs[i].key {
-                        j += 1;
-                    }
-                    if j - i > 1 {
-                        recs[i..j].sort_unstable_by_key(|r| (r.order, r.tie, r.g));
-                    }
-                    let bucket = &recs[i..j];
-                    if bucket.len() > 1 {
-                        if bucket[0].flag == EXACT {
-                            for r in &bucket[1..] {
-                                linked += uf.union(bucket[0].g, r.g) as u64;
+                } else {
+                    cache.clear();
+                    cache.resize(bucket.len(), None);
+                    // Every verified pair within the window is considered, so the groups
+                    // do not depend on which unit saw a pair first.
+                    for m in 1..bucket.len() {
+                        for prev in (m.saturating_sub(cfg.max_compare)..m).rev() {
+                            let (a, b) = (bucket[prev].2, bucket[m].2);
+                            if (is_old(a) && is_old(b)) || uf.find(a) == uf.find(b) {
+                                continue;
                             }
-                        } else {
-                            cache.clear();
-                            cache.resize(bucket.len(), None);
-                            let load = |k: usize, cache: &mut Vec<Option<Vec<u8>>>| -> Result<(), BoxError> {
+                            for k in [m, prev] {
                                 if cache[k].is_none() {
                                     let mut buf = vec![];
-                                    payloads.read(bucket[k].g, &mut buf).map_err(|e| werr(&work, format!("reading payload: {e}")))?;
+                                    bodies.read(bucket[k].2, &mut buf)?;
                                     cache[k] = Some(buf);
                                 }
-                                Ok(())
-                            };
-                            // Every verified pair within the window is an edge (no early
-                            // exit), so the components do not depend on which pairs
-                            // another thread linked first.
-                            for m in 1..bucket.len() {
-                                for prev in (m.saturating_sub(cfg.max_compare)..m).rev() {
-                                    if uf.same(bucket[prev].g, bucket[m].g) {
-                                        continue;
-                                    }
-                                    load(m, &mut cache)?;
-                                    load(prev, &mut cache)?;
-                                    if verify(cfg, kind, cache[m].as_ref().unwrap(), cache[prev].as_ref().unwrap()) {
-                                        linked += uf.union(bucket[prev].g, bucket[m].g) as u64;
-                                    }
-                                }
+                            }
+                            if verify(cfg, plan.kind, &cache[m].as_ref().unwrap()[HEADER..], &cache[prev].as_ref().unwrap()[HEADER..]) && uf.union(a, b) {
+                                pairs.push((a, b));
                             }
                         }
                     }
-                    i = j;
                 }
-                links.fetch_add(linked, Ordering::Relaxed);
-                Ok(())
-            })
-    })?;
-    let _ = fs::remove_dir_all(&part_dir);
-    // Each component's representative is its best row by the keep rule; `parent`
-    // ends up mapping every row straight to it.
-    let mut best: Vec<u32> = (0..n as u32).collect();
-    let mut root = vec![0u32; n];
-    for g in 0..n as u32 {
-        let r = uf.find(g);
-        root[g as usize] = r;
-        if keep.better(g, best[r as usize]) {
-            best[r as usize] = g;
+            }
         }
+        i = j;
     }
-    drop(uf);
-    let parent: Vec<u32> = root.iter().map(|&r| best[r as usize]).collect();
-    drop((best, root));
-    let n_edges = links.into_inner();
-    info!(links = n_edges, secs = format!("{:.2}", t2.elapsed().as_secs_f64()), "dedup: clustered");
+    let mut out = Vec::with_capacity(pairs.len() * 8);
+    for (a, b) in &pairs {
+        out.extend_from_slice(&a.to_le_bytes());
+        out.extend_from_slice(&b.to_le_bytes());
+    }
+    write_atomic(&plan.pairs(p, signed.units), &out)
+}
 
-    // Ids of kept representatives, then one drop list per shard.
-    let mut is_rep = vec![false; n];
-    let mut removed = 0u64;
-    for g in 0..n {
-        let r = parent[g] as usize;
-        if r != g {
-            is_rep[r] = true;
-            removed += 1;
+fn pair_files(plan: &Plan, signed: &SignedUnits, n: usize) -> Result<Result<Vec<PathBuf>, String>, BoxError> {
+    let paths: Vec<PathBuf> = (0..signed.units).map(|p| plan.pairs(p, signed.units)).collect();
+    let missing: Vec<usize> = (0..signed.units).filter(|&p| !paths[p].is_file()).collect();
+    if missing.is_empty() {
+        Ok(Ok(paths))
+    } else {
+        Ok(Err(list_missing(&missing, n, "key ranges without pairs yet; range")))
+    }
+}
+
+// ---------------------------------------------------------------- clusters
+
+/// The facts the keep rule compares, read from a row's header.
+#[derive(Clone, Copy)]
+struct Facts {
+    size: u32,
+    score: f32,
+    idhash: u64,
+}
+
+/// Whether row `a` should represent a cluster rather than `b`. Rows of `--against`
+/// datasets come first: they are already in the corpus.
+fn better(rule: KeepRule, new_total: u64, a: (u32, Facts), b: (u32, Facts)) -> bool {
+    let (old_a, old_b) = (a.0 as u64 >= new_total, b.0 as u64 >= new_total);
+    if old_a != old_b {
+        return old_a;
+    }
+    let (x, y) = (a.1, b.1);
+    let tie = (x.idhash, a.0) < (y.idhash, b.0);
+    let longest = x.size > y.size || (x.size == y.size && tie);
+    match rule {
+        KeepRule::Longest => longest,
+        KeepRule::Shortest => x.size < y.size || (x.size == y.size && tie),
+        KeepRule::First => a.0 < b.0,
+        KeepRule::Quality => match x.score.total_cmp(&y.score) {
+            std::cmp::Ordering::Equal => longest,
+            o => o == std::cmp::Ordering::Greater,
+        },
+    }
+}
+
+/// The single-task step: memory follows the rows that appear in pairs (their union-find
+/// entries, facts and drop entries), never the number of rows in the corpus.
+fn clusters_phase(cfg: &DedupConfig, plan: &Plan, signed: &SignedUnits, pair_paths: &[PathBuf]) -> Result<(), BoxError> {
+    let mut uf = SparseUf::default();
+    let mut n_pairs = 0u64;
+    for p in pair_paths {
+        let bytes = fs::read(p).at(p)?;
+        for c in bytes.chunks_exact(8) {
+            let a = u32::from_le_bytes(c[0..4].try_into().unwrap());
+            let b = u32::from_le_bytes(c[4..8].try_into().unwrap());
+            uf.union(a, b);
+            n_pairs += 1;
         }
     }
-    let mut rep_ids: HashMap<u32, String> = HashMap::new();
-    for (ord, &off) in offsets.iter().enumerate() {
-        let (pq, _) = sig_paths(&work, ord);
-        let mut g = off as u32;
-        for b in m6_pipeline::read_parquet(&pq, None, 8192)? {
-            let b = b?;
-            let ids = b.column_by_name(C_ID).and_then(|c| c.as_any().downcast_ref::<arrow::array::StringArray>()).ok_or_else(|| werr(&pq, "bad id column"))?;
-            for r in 0..b.num_rows() {
-                if is_rep[g as usize] {
-                    rep_ids.insert(g, ids.value(r).to_string());
-                }
-                g += 1;
-            }
+    let mut nodes: Vec<u32> = uf.parent.keys().copied().collect();
+    nodes.sort_unstable();
+    let mut bodies = Bodies::new(cfg, plan, signed);
+    let mut buf = vec![];
+    let mut facts: HashMap<u32, Facts> = HashMap::with_capacity(nodes.len());
+    for &g in &nodes {
+        bodies.read(g, &mut buf)?;
+        facts.insert(g, Facts { size: u32::from_le_bytes(buf[0..4].try_into().unwrap()), score: f32::from_le_bytes(buf[4..8].try_into().unwrap()), idhash: u64_of(&buf[8..]) });
+    }
+    let mut best: HashMap<u32, u32> = HashMap::new();
+    for &g in &nodes {
+        let r = uf.find(g);
+        let cur = best.entry(r).or_insert(g);
+        if better(cfg.keep, signed.new_total, (g, facts[&g]), (*cur, facts[&*cur])) {
+            *cur = g;
         }
     }
-    drop(is_rep);
-    let drop_dir = work.join(DROP);
-    fs::create_dir_all(&drop_dir).at(&drop_dir)?;
-    let parent = &parent;
-    pool.install(|| {
-        tasks.par_iter().enumerate().try_for_each(|(ord, t)| -> Result<(), BoxError> {
-            let mut list = vec![];
-            let (mut a, mut k) = (vec![], vec![]);
-            for row in 0..rows[ord] {
-                let g = (offsets[ord] + row) as u32;
-                let r = parent[g as usize];
-                if r == g {
-                    continue;
-                }
-                payloads.read(g, &mut a).map_err(|e| werr(&work, format!("reading payload: {e}")))?;
-                payloads.read(r, &mut k).map_err(|e| werr(&work, format!("reading payload: {e}")))?;
-                let (similarity, reason) = explain(cfg, kind, &a, &k);
-                list.push(DropEntry { row: row as u32, kept_id: rep_ids[&r].clone(), similarity, reason: reason.to_string() });
+    // (removed, kept) for every removed row of the input.
+    let mut removed: Vec<(u32, u32)> = vec![];
+    for &g in &nodes {
+        let k = best[&uf.find(g)];
+        if k != g && (g as u64) < signed.new_total {
+            removed.push((g, k));
+        }
+    }
+    let rows_in_pairs = nodes.len() as u64;
+    drop((facts, best, uf, nodes));
+    // Ids of the kept rows named by audit rows: read from the units that hold them.
+    let mut wanted: BTreeMap<usize, Vec<u64>> = BTreeMap::new();
+    for &(_, k) in &removed {
+        let (u, row) = bodies.locate(k);
+        wanted.entry(u).or_default().push(row);
+    }
+    let mut kept_ids: HashMap<u32, String> = HashMap::new();
+    for (u, mut rows) in wanted {
+        rows.sort_unstable();
+        rows.dedup();
+        let path = plan.ids(u);
+        let mut rd = BufReader::with_capacity(1 << 16, File::open(&path).at(&path)?);
+        let (mut row, mut next) = (0u64, 0usize);
+        let mut len = [0u8; 4];
+        let mut id = vec![];
+        while next < rows.len() {
+            rd.read_exact(&mut len).map_err(|e| werr(&path, format!("row {row}: {e}")))?;
+            id.resize(u32::from_le_bytes(len) as usize, 0);
+            rd.read_exact(&mut id).map_err(|e| werr(&path, format!("row {row}: {e}")))?;
+            if row == rows[next] {
+                let g = (signed.offsets[u] + row) as u32;
+                kept_ids.insert(g, String::from_utf8(id.clone()).map_err(|_| werr(&path, format!("row {row}: id is not UTF-8")))?);
+                next += 1;
             }
-            let path = drop_dir.join(format!("{}.json", t.id));
-            write_atomic(&path, &serde_json::to_vec(&list)?)
-        })
-    })?;
-    let done = Done { fingerprint: fp, documents: total, removed };
-    write_atomic(&done_path, &serde_json::to_vec_pretty(&done)?)?;
-    if removed == 0 && total > 0 {
+            row += 1;
+        }
+    }
+    // One drop list per input shard, sorted by row.
+    let mut lists: Vec<Vec<DropEntry>> = (0..plan.new.len()).map(|_| vec![]).collect();
+    let (mut a, mut k) = (vec![], vec![]);
+    for &(g, kept) in &removed {
+        bodies.read(g, &mut a)?;
+        bodies.read(kept, &mut k)?;
+        let (similarity, reason) = explain(cfg, plan.kind, &a[HEADER..], &k[HEADER..]);
+        let reason = if kept as u64 >= signed.new_total { format!("against_{reason}") } else { reason.to_string() };
+        let (u, row) = bodies.locate(g);
+        lists[u].push(DropEntry { row: row as u32, kept_id: kept_ids[&kept].clone(), similarity, reason });
+    }
+    let dir = plan.work.join(DROP);
+    fs::create_dir_all(&dir).at(&dir)?;
+    for (u, mut list) in lists.into_iter().enumerate() {
+        list.sort_by_key(|d| d.row);
+        write_atomic(&plan.drop_list(u), &serde_json::to_vec(&list)?)?;
+    }
+    let done = ClustersDone { fingerprint: plan.fingerprint.clone(), documents: signed.new_total, pairs: n_pairs, rows_in_pairs, removed: removed.len() as u64 };
+    if done.removed == 0 && signed.total > 0 {
         warn!("dedup found no duplicates");
     }
-    info!(rows = total, removed, secs = format!("{:.2}", t0.elapsed().as_secs_f64()), "dedup: global phase done");
-    Ok(work)
+    info!(rows = signed.new_total, pairs = n_pairs, removed = done.removed, "dedup: clustered");
+    write_atomic(&plan.clusters(), &serde_json::to_vec_pretty(&done)?)
+}
+
+// ---------------------------------------------------------------- write
+
+/// Reads the drop list the clusters phase wrote for unit `u` (sorted by row).
+pub fn load_drops(plan: &Plan, u: usize) -> Result<Vec<DropEntry>, BoxError> {
+    let path = plan.drop_list(u);
+    let bytes = fs::read(&path).at(&path)?;
+    serde_json::from_slice(&bytes).map_err(|e| werr(&path, format!("unreadable drop list: {e}")))
+}
+
+/// Streams unit `u`'s signed rows (header + body) in row order, for the signatures side dataset.
+pub fn bodies_reader(plan: &Plan, u: usize) -> Result<BufReader<File>, BoxError> {
+    let p = plan.bin(u);
+    Ok(BufReader::with_capacity(1 << 16, File::open(&p).at(&p)?))
+}
+
+/// After the last task committed: the work folder goes unless `keep_work`.
+pub fn finish(cfg: &DedupConfig, plan: &Plan) {
+    if !plan.all_committed() {
+        return;
+    }
+    if cfg.keep_work {
+        info!(work = %plan.work.display(), "dedup complete; work files kept (--keep-work)");
+        return;
+    }
+    // Another process of the job may be removing it at the same moment: best effort.
+    match fs::remove_dir_all(&plan.work) {
+        Ok(()) => info!("dedup complete; work files removed"),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => warn!(work = %plan.work.display(), "could not remove dedup work files: {e}"),
+    }
 }

@@ -1,0 +1,357 @@
+//! What dedup knows about one row, and the per-kind seams every phase goes through:
+//! a row is signed once into a fixed-size *body* (text: exact hash + MinHash values;
+//! images: exact key + pHash + decoded flag; pairs: those + caption hash); its LSH band
+//! keys ([`band_keys`]), the candidate check ([`verify`]) and the audit explanation
+//! ([`explain`]) are all functions of bodies. Because band keys are derived from the
+//! body, a body stored in an earlier run's `signatures` side dataset is all that
+//! `--against` needs: the old text or image is never read again.
+
+use std::sync::OnceLock;
+
+use arrow::array::{Array, RecordBatch};
+use m6_pipeline::BoxError;
+use m6_schemas::{column, Bin, Kind, Str, U32};
+use rayon::prelude::*;
+
+use crate::minhash::{band_key, fmix64, hash_str, MinHasher};
+use crate::normalize::Normalizer;
+use crate::phash::{hamming, phash, pixel_key};
+use crate::{DedupConfig, ImageExact, KeepRule, PairPolicy, Shingle};
+
+/// Band key flags: exact keys need no verification, near keys do.
+pub const EXACT: u8 = 1;
+pub const NEAR: u8 = 0;
+const TAG_EXACT: u64 = 0xe7ac_0000_0000_0001;
+const TAG_BLOCK: u64 = 0xb10c_0000_0000_0000;
+const TAG_CAPTION: u64 = 0xca97_0000_0000_0001;
+
+/// Bumped whenever a body's layout or meaning changes: bodies of another version
+/// cannot be compared, so `--against` refuses them.
+pub const SIGNATURE_FORMAT: &str = "m6-dedup-signature-v1";
+
+/// Bytes of one row's body.
+pub fn body_len(cfg: &DedupConfig, kind: Kind) -> usize {
+    match kind {
+        Kind::Document => 8 + 4 * cfg.num_perm,
+        Kind::Image => 24,
+        _ => 32,
+    }
+}
+
+/// The settings a body depends on. Two runs can compare bodies only when these are
+/// equal (band layout, threshold and keep rule may differ: they are applied to bodies).
+pub fn signing_settings(cfg: &DedupConfig, kind: Kind) -> serde_json::Value {
+    match kind {
+        Kind::Document => serde_json::json!({
+            "format": SIGNATURE_FORMAT, "kind": kind.name(), "fold_traditional": cfg.fold_traditional,
+            "shingle": cfg.shingle, "ngram": cfg.ngram, "word_ngram": cfg.word_ngram, "num_perm": cfg.num_perm, "seed": cfg.seed,
+        }),
+        _ => serde_json::json!({
+            "format": SIGNATURE_FORMAT, "kind": kind.name(), "fold_traditional": cfg.fold_traditional,
+            "image_exact": cfg.image_exact, "near": cfg.near,
+        }),
+    }
+}
+
+/// One signed row.
+pub struct Signed {
+    /// Characters (text) or pixels (images, pairs), for the keep rule.
+    pub size: u32,
+    /// The keep rule's quality score (`-inf` when the row has none).
+    pub score: f32,
+    pub body: Vec<u8>,
+}
+
+pub fn u64_of(bytes: &[u8]) -> u64 {
+    u64::from_le_bytes(bytes[..8].try_into().unwrap())
+}
+
+/// blake3 of an id, as a u64: the tie-break that makes choices independent of sharding.
+pub fn id_hash(id: &str) -> u64 {
+    u64_of(blake3::hash(id.as_bytes()).as_bytes())
+}
+
+fn jieba() -> &'static jieba_rs::Jieba {
+    static J: OnceLock<jieba_rs::Jieba> = OnceLock::new();
+    J.get_or_init(jieba_rs::Jieba::new)
+}
+
+/// Computes bodies of one kind of row; one per thread (holds scratch buffers).
+pub struct Signer<'a> {
+    cfg: &'a DedupConfig,
+    kind: Kind,
+    norm: Normalizer,
+    mh: MinHasher,
+    chars: Vec<char>,
+    /// The normalised text as UTF-8, hashed in one call for the exact key.
+    utf8: String,
+    sig: Vec<u32>,
+    words: Vec<u64>,
+}
+
+impl<'a> Signer<'a> {
+    pub fn new(cfg: &'a DedupConfig, kind: Kind) -> Self {
+        Signer {
+            cfg,
+            kind,
+            norm: Normalizer::new(cfg.fold_traditional),
+            mh: MinHasher::new(cfg.num_perm, cfg.seed),
+            chars: vec![],
+            utf8: String::new(),
+            sig: vec![],
+            words: vec![],
+        }
+    }
+
+    pub fn text(&mut self, text: &str) -> Signed {
+        let cfg = self.cfg;
+        self.norm.normalize_into(text, &mut self.chars);
+        self.utf8.clear();
+        self.utf8.extend(self.chars.iter());
+        let exact = u64_of(blake3::hash(self.utf8.as_bytes()).as_bytes());
+        let has_sig = match cfg.shingle {
+            Shingle::Char => self.mh.char_ngrams(&self.chars, cfg.ngram, &mut self.sig),
+            Shingle::Word => {
+                self.words.clear();
+                self.words.extend(jieba().cut(&self.utf8, false).into_iter().map(|w| hash_str(w, cfg.seed)));
+                self.mh.word_ngrams(&self.words, cfg.word_ngram, &mut self.sig)
+            }
+        };
+        let mut body = Vec::with_capacity(8 + 4 * cfg.num_perm);
+        body.extend_from_slice(&exact.to_le_bytes());
+        for i in 0..cfg.num_perm {
+            // No shingles at all: every bin empty, which band_keys reads as "no near keys".
+            let v = if has_sig { self.sig[i] } else { u32::MAX };
+            body.extend_from_slice(&v.to_le_bytes());
+        }
+        Signed { size: self.chars.len() as u32, score: f32::NEG_INFINITY, body }
+    }
+
+    /// Image (and pair) identity: exact key, pHash and whether it decoded.
+    fn image_keys(&self, bytes: &[u8]) -> (u64, u64, bool) {
+        let bytes_key = || u64_of(blake3::hash(bytes).as_bytes());
+        let need_decode = self.cfg.near || self.cfg.image_exact == ImageExact::Pixels;
+        if !need_decode {
+            return (bytes_key(), 0, false);
+        }
+        match image::load_from_memory(bytes) {
+            Ok(img) => {
+                let exact = match self.cfg.image_exact {
+                    ImageExact::Pixels => u64_of(&pixel_key(&img)),
+                    ImageExact::Bytes => bytes_key(),
+                };
+                let ph = if self.cfg.near { phash(&img) } else { 0 };
+                (exact, ph, self.cfg.near)
+            }
+            Err(e) => {
+                // Undecodable images can still be exact duplicates of each other by bytes.
+                tracing::debug!("image does not decode ({e}); exact bytes only");
+                (bytes_key(), 0, false)
+            }
+        }
+    }
+
+    pub fn image(&self, bytes: &[u8], size: u32) -> Signed {
+        let (exact, ph, decoded) = self.image_keys(bytes);
+        let mut body = Vec::with_capacity(24);
+        for v in [exact, ph, decoded as u64] {
+            body.extend_from_slice(&v.to_le_bytes());
+        }
+        Signed { size, score: f32::NEG_INFINITY, body }
+    }
+
+    pub fn pair(&mut self, bytes: &[u8], caption: &str, size: u32) -> Signed {
+        let (exact, ph, decoded) = self.image_keys(bytes);
+        let cap = u64_of(blake3::hash(self.norm.normalize(caption).as_bytes()).as_bytes());
+        let mut body = Vec::with_capacity(32);
+        for v in [exact, ph, decoded as u64, cap] {
+            body.extend_from_slice(&v.to_le_bytes());
+        }
+        Signed { size, score: f32::NEG_INFINITY, body }
+    }
+
+    /// Signs every row of a batch (of [`sign_columns`]); returns ids and bodies.
+    pub fn sign_batch(&mut self, b: &RecordBatch) -> Result<(Vec<String>, Vec<Signed>), BoxError> {
+        use m6_schemas::{document as d, image as i, pair as p};
+        let n = b.num_rows();
+        let id_col = match self.kind {
+            Kind::Document => d::ID,
+            Kind::Image => i::ID,
+            _ => p::ID,
+        };
+        let ids = column::<Str>(b, id_col)?;
+        let mut out = Vec::with_capacity(n);
+        match self.kind {
+            Kind::Document => {
+                let text = column::<Str>(b, d::TEXT)?;
+                let meta = if self.cfg.keep == KeepRule::Quality { Some(column::<Str>(b, d::META)?) } else { None };
+                for r in 0..n {
+                    let mut s = self.text(text.value(r));
+                    if let Some(m) = meta.filter(|m| m.is_valid(r)) {
+                        s.score = quality_score(m.value(r), &self.cfg.quality_field);
+                    }
+                    out.push(s);
+                }
+            }
+            Kind::Image => {
+                let (bytes, w, h) = (column::<Bin>(b, i::BYTES)?, column::<U32>(b, i::WIDTH)?, column::<U32>(b, i::HEIGHT)?);
+                // Decoding dominates; rows of a batch are independent.
+                out = (0..n).into_par_iter().map(|r| self.image(bytes.value(r), w.value(r).saturating_mul(h.value(r)))).collect();
+            }
+            _ => {
+                let (bytes, w, h, cap) = (column::<Bin>(b, p::IMAGE_BYTES)?, column::<U32>(b, p::WIDTH)?, column::<U32>(b, p::HEIGHT)?, column::<Str>(b, p::CAPTION)?);
+                let cfg = self.cfg;
+                let kind = self.kind;
+                out = (0..n)
+                    .into_par_iter()
+                    .map(|r| Signer::new(cfg, kind).pair(bytes.value(r), cap.value(r), w.value(r).saturating_mul(h.value(r))))
+                    .collect();
+            }
+        }
+        Ok(((0..n).map(|r| ids.value(r).to_string()).collect(), out))
+    }
+}
+
+/// A row's score for `keep = "quality"`: the number under `field` in its meta JSON.
+/// Unparsable meta or a missing/non-numeric field ranks lowest rather than failing:
+/// the score only orders duplicates, it never drops a row.
+fn quality_score(meta: &str, field: &str) -> f32 {
+    serde_json::from_str::<serde_json::Value>(meta)
+        .ok()
+        .and_then(|v| v.get(field).and_then(|x| x.as_f64()))
+        .filter(|x| x.is_finite())
+        .map_or(f32::NEG_INFINITY, |x| x as f32)
+}
+
+/// The input columns signing reads (the rest of a wide row is never decoded).
+pub fn sign_columns(cfg: &DedupConfig, kind: Kind) -> &'static [&'static str] {
+    use m6_schemas::{document as d, image as i, pair as p};
+    match kind {
+        Kind::Document if cfg.keep == KeepRule::Quality => &[d::ID, d::TEXT, d::META],
+        Kind::Document => &[d::ID, d::TEXT],
+        Kind::Image => &[i::ID, i::BYTES, i::WIDTH, i::HEIGHT],
+        _ => &[p::ID, p::IMAGE_BYTES, p::WIDTH, p::HEIGHT, p::CAPTION],
+    }
+}
+
+/// One band key of a row: the key, the order inside its bucket, and [`EXACT`]/[`NEAR`].
+#[derive(Debug, Clone, Copy)]
+pub struct BandKey {
+    pub key: u64,
+    pub order: u64,
+    pub flag: u8,
+}
+
+fn block_bands(cfg: &DedupConfig, ph: u64, salt: u64, out: &mut Vec<BandKey>) {
+    let nb = cfg.hash_blocks;
+    let mut start = 0u32;
+    for b in 0..nb {
+        let width = (64 - start as usize) / (nb - b);
+        let val = if width == 0 { 0 } else { (ph << start) >> (64 - width) };
+        // Sorting a bucket by the hash rotated past this block puts close hashes together.
+        let order = ph.rotate_left(start + width as u32);
+        out.push(BandKey { key: fmix64(TAG_BLOCK ^ ((b as u64) << 40) ^ fmix64(val ^ salt)), order, flag: NEAR });
+        start += width as u32;
+    }
+}
+
+/// The LSH band keys of a row, from its body (`idhash` orders text buckets).
+pub fn band_keys(cfg: &DedupConfig, kind: Kind, body: &[u8], idhash: u64, scratch: &mut Vec<u32>, out: &mut Vec<BandKey>) {
+    out.clear();
+    let exact = u64_of(body);
+    match kind {
+        Kind::Document => {
+            if cfg.exact {
+                out.push(BandKey { key: fmix64(TAG_EXACT ^ exact), order: idhash, flag: EXACT });
+            }
+            scratch.clear();
+            scratch.extend(body[8..].chunks_exact(4).map(|c| u32::from_le_bytes(c.try_into().unwrap())));
+            // Densification fills every bin once any is filled, so bin 0 tells.
+            if cfg.near && scratch.first().is_some_and(|&v| v != u32::MAX) {
+                for b in 0..cfg.bands {
+                    out.push(BandKey { key: band_key(scratch, b, cfg.rows, cfg.seed), order: idhash, flag: NEAR });
+                }
+            }
+        }
+        Kind::Image => {
+            let (ph, decoded) = (u64_of(&body[8..]), u64_of(&body[16..]) == 1);
+            if cfg.exact {
+                out.push(BandKey { key: fmix64(TAG_EXACT ^ exact), order: idhash, flag: EXACT });
+            }
+            if cfg.near && decoded {
+                block_bands(cfg, ph, 0, out);
+            }
+        }
+        _ => {
+            let (ph, decoded, cap) = (u64_of(&body[8..]), u64_of(&body[16..]) == 1, u64_of(&body[24..]));
+            let image_only = cfg.same_image_different_caption == PairPolicy::Drop;
+            let salt = if image_only { 0 } else { cap };
+            if cfg.exact {
+                out.push(BandKey { key: fmix64(TAG_EXACT ^ fmix64(exact ^ salt)), order: idhash, flag: EXACT });
+            }
+            if cfg.near && decoded {
+                block_bands(cfg, ph, salt, out);
+            }
+            if cfg.same_caption_different_image == PairPolicy::Drop {
+                out.push(BandKey { key: fmix64(TAG_CAPTION ^ cap), order: idhash, flag: EXACT });
+            }
+        }
+    }
+}
+
+/// Estimated Jaccard of two text bodies: the fraction of equal MinHash slots, compared
+/// in place (this runs once per candidate pair).
+fn sig_jaccard(a: &[u8], b: &[u8]) -> f32 {
+    let (a, b) = (&a[8..], &b[8..]);
+    let eq = a.chunks_exact(4).zip(b.chunks_exact(4)).filter(|(x, y)| x == y).count();
+    eq as f32 / (a.len() / 4).max(1) as f32
+}
+
+/// Whether two rows that share a near band key are duplicates, from their bodies.
+pub fn verify(cfg: &DedupConfig, kind: Kind, a: &[u8], b: &[u8]) -> bool {
+    match kind {
+        Kind::Document => sig_jaccard(a, b) >= cfg.threshold,
+        Kind::Image => hamming(u64_of(&a[8..]), u64_of(&b[8..])) <= cfg.max_hamming,
+        _ => {
+            hamming(u64_of(&a[8..]), u64_of(&b[8..])) <= cfg.max_hamming
+                && (cfg.same_image_different_caption == PairPolicy::Drop || u64_of(&a[24..]) == u64_of(&b[24..]))
+        }
+    }
+}
+
+/// Why `a` was removed in favour of `kept`, and how similar they are (from bodies).
+pub fn explain(cfg: &DedupConfig, kind: Kind, a: &[u8], kept: &[u8]) -> (f32, &'static str) {
+    let same_exact = u64_of(a) == u64_of(kept);
+    match kind {
+        Kind::Document => {
+            if same_exact {
+                (1.0, "exact_text")
+            } else {
+                (sig_jaccard(a, kept), "near_text")
+            }
+        }
+        Kind::Image => {
+            if same_exact {
+                (1.0, "exact_image")
+            } else {
+                (1.0 - hamming(u64_of(&a[8..]), u64_of(&kept[8..])) as f32 / 64.0, "near_image")
+            }
+        }
+        _ => {
+            let d = hamming(u64_of(&a[8..]), u64_of(&kept[8..]));
+            let both_decoded = u64_of(&a[16..]) == 1 && u64_of(&kept[16..]) == 1;
+            let image_same = same_exact || (both_decoded && d <= cfg.max_hamming);
+            let image_sim = if same_exact { 1.0 } else if both_decoded { 1.0 - d as f32 / 64.0 } else { 0.0 };
+            let caption_same = u64_of(&a[24..]) == u64_of(&kept[24..]);
+            let reason = match (image_same, caption_same) {
+                (true, true) if same_exact => "exact_pair",
+                (true, true) => "near_image_same_caption",
+                (true, false) => "same_image",
+                (false, true) => "same_caption",
+                // Linked to the kept pair only through a chain of other pairs.
+                (false, false) => "transitive",
+            };
+            (image_sim, reason)
+        }
+    }
+}
