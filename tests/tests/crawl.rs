@@ -953,6 +953,22 @@ fn three_processes_crawl_six_hosts_each_host_by_one_process() {
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     }
     assert_eq!(servers.iter().map(|s| s.agents.lock().unwrap().len()).sum::<usize>(), before);
+    // A new seed list into the same output (a new plan, so new tasks): URLs fetched by
+    // the first crawl are not fetched again, the new one of each host is.
+    let mut lines: Vec<String> = servers.iter().map(|s| s.url("/p/1.html")).collect();
+    lines.extend(servers.iter().map(|s| s.url("/new.html")));
+    std::fs::write(seeds.join("c.txt"), lines.join("\n") + "\n").unwrap();
+    for i in 0..3 {
+        let o = crawl_process(&seeds, &out, i, &["--set", "per_host_delay_ms=0"]).output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    for s in &servers {
+        assert_eq!(s.hits("/new.html"), 1);
+        assert_eq!(s.hits("/p/1.html"), 1, "{} fetched again by a later crawl into the same output", s.ip);
+        assert_eq!(s.hits("/robots.txt"), 1, "the first crawl's robots.txt answers are reused");
+    }
+    let r = rows(&out);
+    assert_eq!(r.len(), 6 * 14, "one row per URL across both crawls");
 }
 
 #[test]

@@ -55,7 +55,7 @@ fn v6_forbidden(ip: Ipv6Addr) -> bool {
 
 /// Whether the crawler must not connect to `ip` without `--allow-private`.
 pub fn is_forbidden(ip: IpAddr) -> bool {
-    match ip {
+    match canonical(ip) {
         IpAddr::V4(v4) => v4_forbidden(v4),
         IpAddr::V6(v6) => v6_forbidden(v6),
     }
@@ -73,10 +73,18 @@ pub fn is_metadata(ip: IpAddr) -> bool {
     METADATA_ADDRESSES.iter().any(|m| m.parse::<IpAddr>().is_ok_and(|m| m == ip))
 }
 
-/// IPv4-mapped IPv6 addresses as the IPv4 address they carry.
+/// IPv6 addresses that carry an IPv4 one (IPv4-mapped `::ffff:a.b.c.d`, NAT64
+/// `64:ff9b::a.b.c.d`) as that IPv4 address: they reach it.
 fn canonical(ip: IpAddr) -> IpAddr {
     match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            if s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+                let o = v6.octets();
+                return IpAddr::V4(Ipv4Addr::new(o[12], o[13], o[14], o[15]));
+            }
+            v6.to_ipv4_mapped().map_or(ip, IpAddr::V4)
+        }
         v4 => v4,
     }
 }
@@ -228,7 +236,7 @@ mod tests {
 
     #[test]
     fn classes() {
-        for bad in ["127.0.0.1", "10.1.2.3", "172.16.0.1", "192.168.1.1", "169.254.169.254", "224.0.0.1", "0.0.0.0", "100.64.0.1", "::1", "::", "fe80::1", "fd00::1", "ff02::1", "::ffff:127.0.0.1"] {
+        for bad in ["64:ff9b::7f00:1", "127.0.0.1", "10.1.2.3", "172.16.0.1", "192.168.1.1", "169.254.169.254", "224.0.0.1", "0.0.0.0", "100.64.0.1", "::1", "::", "fe80::1", "fd00::1", "ff02::1", "::ffff:127.0.0.1"] {
             assert!(is_forbidden(bad.parse().unwrap()), "{bad} must be refused");
         }
         for good in ["8.8.8.8", "151.101.1.1", "2001:4860:4860::8888"] {
@@ -242,7 +250,7 @@ mod tests {
         for ok in ["127.0.0.1", "127.9.9.9", "10.1.2.3", "169.254.1.1", "fd00::1", "100.100.100.199", "8.8.8.8", "::ffff:10.1.0.1"] {
             assert!(p.permits(ok.parse().unwrap()), "{ok} is inside an allowed range or public");
         }
-        for bad in ["10.2.0.1", "192.168.1.1", "::1", "169.254.169.254", "::ffff:169.254.169.254", "169.254.170.2", "fd00:ec2::254", "100.100.100.200", "168.63.129.16"] {
+        for bad in ["10.2.0.1", "192.168.1.1", "::1", "169.254.169.254", "::ffff:169.254.169.254", "64:ff9b::a9fe:a9fe", "169.254.170.2", "fd00:ec2::254", "100.100.100.200", "168.63.129.16"] {
             assert!(!p.permits(bad.parse().unwrap()), "{bad} must stay refused");
         }
         let strict = AddressPolicy::default();

@@ -20,12 +20,43 @@
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
-use std::io::{BufRead, BufReader, BufWriter, Seek, SeekFrom, Write};
+use std::io::{BufRead, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
 use crate::seeds::{self, Seed, SeedItem};
+
+/// The longest seed-list line read (a URL, a TAB and a caption); longer lines are
+/// reported, not read.
+pub const MAX_SEED_LINE: usize = 64 << 10;
+
+/// Consumes the rest of a line through its newline, holding none of it; returns how
+/// many bytes, and whether a newline ended it (not the end of the file).
+fn skip_line(r: &mut impl BufRead) -> std::io::Result<(u64, bool)> {
+    let mut n = 0u64;
+    loop {
+        let buf = r.fill_buf()?;
+        if buf.is_empty() {
+            return Ok((n, false));
+        }
+        match memchr_newline(buf) {
+            Some(i) => {
+                r.consume(i + 1);
+                return Ok((n + i as u64 + 1, true));
+            }
+            None => {
+                let l = buf.len();
+                r.consume(l);
+                n += l as u64;
+            }
+        }
+    }
+}
+
+fn memchr_newline(b: &[u8]) -> Option<usize> {
+    b.iter().position(|&c| c == b'\n')
+}
 
 /// The registrable domain of `host` (lower-case): the public suffix plus one label,
 /// the host itself for IP addresses, single labels and names that are a public suffix.
@@ -238,8 +269,7 @@ impl SplitPlan {
         if start > 0 {
             // A line belongs to the chunk its first byte is in: skip the one that began before.
             r.seek(SeekFrom::Start(start - 1)).map_err(|e| format!("{}: {e}", f.path.display()))?;
-            pos = start - 1;
-            pos += r.read_until(b'\n', &mut buf).map_err(|e| format!("{}: {e}", f.path.display()))? as u64;
+            pos = start - 1 + skip_line(&mut r).map_err(|e| format!("{}: {e}", f.path.display()))?.0;
         }
         let label = f.path.display().to_string();
         let mut line_no = 0u64;
@@ -249,7 +279,9 @@ impl SplitPlan {
             }
             buf.clear();
             let at = pos;
-            let n = match r.read_until(b'\n', &mut buf) {
+            // A seed line is read through a bounded buffer: a hostile seed list with a
+            // gigabyte line costs no memory, only an error row.
+            let n = match (&mut r).take(MAX_SEED_LINE as u64 + 1).read_until(b'\n', &mut buf) {
                 Ok(0) => return None,
                 Ok(n) => n,
                 Err(e) => {
@@ -261,6 +293,18 @@ impl SplitPlan {
             line_no += 1;
             // Line numbers need every line before: known when the file is one chunk.
             let place = if whole { format!("{label} line {line_no}") } else { format!("{label} byte {at}") };
+            if n > MAX_SEED_LINE && buf.last() != Some(&b'\n') {
+                let (skipped, newline) = match skip_line(&mut r) {
+                    Ok(k) => k,
+                    Err(e) => {
+                        pos = end;
+                        return Some(Err((place.clone(), format!("{place}: {e}"))));
+                    }
+                };
+                pos += skipped;
+                let len = n as u64 + skipped - u64::from(newline);
+                return Some(Err((place.clone(), format!("{place}: seed line of {len} bytes is longer than {MAX_SEED_LINE} bytes; not a URL"))));
+            }
             let Ok(l) = std::str::from_utf8(&buf) else {
                 return Some(Err((place.clone(), format!("{place}: not UTF-8"))));
             };
@@ -445,9 +489,12 @@ mod tests {
                 text.push_str("\nnot a url\n");
             }
         }
+        // A 200 KiB line is reported as an entry (not a seed) and costs no memory.
+        text.push_str(&"x".repeat(200 << 10));
+        text.push('\n');
         let whole = plan_of(d.path(), "a.txt", &text, 1 << 20);
         assert_eq!(whole.chunks.len(), 1);
-        let cut = plan_of(d.path(), "a.txt", &text, 301);
+        let cut = plan_of(d.path(), "a.txt", &text, 4001);
         assert!(cut.chunks.len() > 20);
         let (o1, o2) = (d.path().join("o1"), d.path().join("o2"));
         whole.run(&o1, 0, 1).unwrap();
@@ -455,11 +502,14 @@ mod tests {
         cut.run(&o2, 1, 3).unwrap();
         cut.run(&o2, 0, 3).unwrap();
         let collect = |p: &SplitPlan, o: &Path| -> Vec<Vec<(String, Option<String>)>> {
-            (0..4).map(|part| p.seeds(o, part).map(|s| s.map(|s| (s.url, s.caption)).unwrap()).collect()).collect()
+            (0..4).map(|part| p.seeds(o, part).filter_map(|s| s.ok()).map(|s| (s.url, s.caption)).collect()).collect()
         };
         let a = collect(&whole, &o1);
         assert_eq!(a, collect(&cut, &o2), "chunking does not change what a partition reads, nor its order");
         assert_eq!(a.iter().map(Vec::len).sum::<usize>(), 306);
+        let long: Vec<String> = (0..4).flat_map(|part| whole.seeds(&o1, part).filter_map(|s| s.err()).map(|(_, m)| m)).collect();
+        assert_eq!(long.len(), 1, "{long:?}");
+        assert!(long[0].contains("line 314: seed line of 204800 bytes"), "{long:?}");
         for (part, items) in a.iter().enumerate() {
             for (u, _) in items {
                 assert_eq!(partition_of_seed(u, 4), part as u32);
@@ -470,9 +520,9 @@ mod tests {
             assert_eq!(own, sorted, "seed-file order within a partition");
         }
         // The whole file keeps line numbers; chunks name byte offsets.
-        let places: Vec<String> = (0..4).flat_map(|part| whole.seeds(&o1, part).map(|s| s.unwrap().place)).collect();
+        let places: Vec<String> = (0..4).flat_map(|part| whole.seeds(&o1, part).filter_map(|s| s.ok()).map(|s| s.place)).collect();
         assert!(places.iter().any(|p| p.ends_with("a.txt line 4")), "{:?}", &places[..3]);
-        let places: Vec<String> = (0..4).flat_map(|part| cut.seeds(&o2, part).map(|s| s.unwrap().place)).collect();
+        let places: Vec<String> = (0..4).flat_map(|part| cut.seeds(&o2, part).filter_map(|s| s.ok()).map(|s| s.place)).collect();
         assert!(places.iter().all(|p| p.contains(" byte ")));
     }
 }
