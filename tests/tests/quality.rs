@@ -168,3 +168,57 @@ fn m6_preset_drops_14_characters_and_keeps_15() {
     let r = m6(&["filter", "--input", s(&docs), "--output", s(&t.path().join("bad")), "--set", "preset=m7", "--quiet"]);
     assert!(!r.status.success() && String::from_utf8_lossy(&r.stderr).contains("unknown preset `m7`"));
 }
+
+/// Document schema v2 added the score columns; a v1 dataset (eight columns, manifest
+/// `schema_version` 1) written by an older build is still verified, filtered and
+/// inspected, its rows read with null scores.
+#[test]
+fn version_1_document_datasets_still_read() {
+    let t = tempfile::tempdir().unwrap();
+    let input = t.path().join("p.jsonl");
+    poems_jsonl(&input, 30);
+    let docs = t.path().join("docs");
+    m6_ok(&["ingest", "--input", s(&input), "--output", s(&docs), "--quiet"]);
+    // Rewrite every shard as v1 with pyarrow: the first eight columns, version 1.
+    let script = r#"
+import sys, glob, pyarrow.parquet as pq
+for f in glob.glob(sys.argv[1] + "/*.parquet"):
+    t = pq.read_table(f)
+    t = t.select(t.column_names[:8])
+    meta = dict(t.schema.metadata or {})
+    meta[b"m6corpus.version"] = b"1"
+    pq.write_table(t.replace_schema_metadata(meta), f, compression="zstd")
+"#;
+    let out = std::process::Command::new(venv_python()).args(["-c", script, s(&docs)]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mpath = docs.join("manifest.json");
+    let mut m: serde_json::Value = serde_json::from_slice(&std::fs::read(&mpath).unwrap()).unwrap();
+    m["schema_version"] = 1.into();
+    for sh in m["shards"].as_array_mut().unwrap() {
+        let bytes = std::fs::read(docs.join(sh["file"].as_str().unwrap())).unwrap();
+        sh["bytes"] = bytes.len().into();
+        sh["blake3"] = blake3::hash(&bytes).to_hex().to_string().into();
+    }
+    std::fs::write(&mpath, serde_json::to_vec_pretty(&m).unwrap()).unwrap();
+
+    assert!(m6_ok(&["verify", s(&docs)]).contains(": ok"));
+    let old: Vec<Document> = Dataset::open(&docs).unwrap().read_all().unwrap();
+    assert_eq!(old.len(), 30);
+    assert!(old.iter().all(|d| d.scores == DocScores::default()));
+    let st: serde_json::Value = serde_json::from_str(&m6_ok(&["stats", s(&docs), "--json"])).unwrap();
+    assert_eq!(st["rows"], 30);
+    let n: serde_json::Value = serde_json::from_str(&m6_ok(&["sql", "SELECT count(*) AS n FROM d", "--table", &format!("d={}", s(&docs)), "--json"])).unwrap();
+    assert_eq!(n[0]["n"], 30);
+    // Filtering it writes a v2 dataset with scores.
+    let out = t.path().join("out");
+    m6_ok(&["filter", "--input", s(&docs), "--output", s(&out), "--quiet"]);
+    let ds = Dataset::open(&out).unwrap();
+    assert_eq!(ds.manifest().schema_version, 2);
+    let kept: Vec<Document> = ds.read_all().unwrap();
+    assert!(!kept.is_empty() && kept.iter().all(|d| d.scores.lang.is_some()));
+    // A version this build does not know is refused by name.
+    m["schema_version"] = 3.into();
+    std::fs::write(&mpath, serde_json::to_vec_pretty(&m).unwrap()).unwrap();
+    let r = m6(&["stats", s(&docs)]);
+    assert!(!r.status.success() && String::from_utf8_lossy(&r.stderr).contains("schema version 3"), "{}", String::from_utf8_lossy(&r.stderr));
+}
