@@ -585,7 +585,9 @@ impl TextRules {
             }
         }
         if self.on(rule::TOP_WORD_NGRAM) || self.on(rule::DUP_WORD_NGRAM) {
-            let mut ids: HashMap<&str, u32> = HashMap::new();
+            // KeyHasher, not SipHash: the ids never leave this call (measured: ~2% of the
+            // default rules' CPU time; jieba's segmentation is the bulk of the word rules).
+            let mut ids: HashMap<&str, u32, BuildHasherDefault<KeyHasher>> = HashMap::default();
             let (mut toks, mut lens) = (vec![], vec![]);
             for &w in words.get_or_insert_with(|| jieba().cut(text, false)).iter() {
                 if w.chars().all(|ch| ch.is_whitespace() || is_punct(ch)) {
