@@ -181,6 +181,33 @@ fn an_input_edited_without_changing_its_size_is_reprocessed() {
 }
 
 #[test]
+fn an_edited_caption_file_is_reingested() {
+    let t = tempfile::tempdir().unwrap();
+    let photos = data_dir().join("photos");
+    let dir = t.path().join("imgs");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(photos.join("astronaut.png"), dir.join("astronaut.png")).unwrap();
+    std::fs::write(dir.join("astronaut.txt"), "宇航员的肖像\n").unwrap();
+    std::fs::copy(photos.join("chelsea.png"), dir.join("chelsea.png")).unwrap();
+    std::fs::write(dir.join("captions.csv"), "file,caption\nchelsea.png,一只猫\n").unwrap();
+    let out = t.path().join("pairs");
+    let captions = |out: &Path| -> Vec<String> {
+        let mut v: Vec<String> = Dataset::open(out).unwrap().read_all::<Pair>().unwrap().into_iter().map(|p| p.caption).collect();
+        v.sort();
+        v
+    };
+    m6_ok(&["ingest", "--input", s(&dir), "--output", s(&out), "--quiet"]);
+    assert_eq!(captions(&out), ["一只猫", "宇航员的肖像"]);
+    // Same sizes, other words: the images are unchanged, the captions are not.
+    std::fs::write(dir.join("astronaut.txt"), "太空人的肖像\n").unwrap();
+    std::fs::write(dir.join("captions.csv"), "file,caption\nchelsea.png,一只狗\n").unwrap();
+    let summary: serde_json::Value = serde_json::from_str(m6_ok(&["ingest", "--input", s(&dir), "--output", s(&out), "--quiet", "--json"]).trim()).unwrap();
+    assert_eq!(summary["tasks_run"], 1, "{summary}");
+    assert_eq!(captions(&out), ["一只狗", "太空人的肖像"]);
+    m6_ok(&["verify", s(&out)]);
+}
+
+#[test]
 fn two_concurrent_identical_runs_leave_one_complete_verified_dataset() {
     let t = tempfile::tempdir().unwrap();
     let input = t.path().join("in");

@@ -246,7 +246,11 @@ fn keyed_task(
     redone: &AtomicU64,
 ) -> Result<Option<Counters>> {
     let named = |e: Error| Error::Task { task: task.short_id().to_string(), input: task.describe(), source: Box::new(e) };
-    let key = task_key(task, settings, global).map_err(named)?;
+    let mut key = task_key(task, settings, global).map_err(named)?;
+    let extra = stage.task_extra_key(task).map_err(|e| Error::Task { task: task.short_id().to_string(), input: task.describe(), source: e })?;
+    if !extra.is_empty() {
+        key = blake3::hash(format!("{key}\0{extra}").as_bytes()).to_hex().to_string();
+    }
     if CommitRecord::load(output, &task.id)?.is_some_and(|r| r.key == key) {
         return Ok(None);
     }
