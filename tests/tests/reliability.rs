@@ -402,3 +402,28 @@ fn wait_returns_once_the_last_task_commits() {
     assert!(stderr(&o).contains("4 of 6 tasks"), "{}", stderr(&o));
     assert_eq!(m6(&["status", s(&partial), "--wait", "--wait-timeout", "1"]).status.code(), Some(3));
 }
+
+#[test]
+fn run_all_over_two_processes_waits_between_stages() {
+    let t = tempfile::tempdir().unwrap();
+    let input = t.path().join("in");
+    poem_files(&input, 6, &poems(3000));
+    let cfg = t.path().join("pipeline.toml");
+    std::fs::write(&cfg, "[ingest]\ninput = 'in'\noutput = 'docs'\n[filter]\ninput = 'docs'\noutput = 'filtered'\n").unwrap();
+    // Process 1 starts late: process 0 must wait for its ingest slice before filtering.
+    let p0 = spawn(&["run", "all", "--config", s(&cfg), "--task-index", "0", "--task-count", "2", "--quiet", "--json"]);
+    std::thread::sleep(Duration::from_millis(1500));
+    let p1 = spawn(&["run", "all", "--config", s(&cfg), "--task-index", "1", "--task-count", "2", "--quiet", "--json"]);
+    for p in [p0, p1] {
+        let o = p.wait_with_output().unwrap();
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+    let reference = t.path().join("reference");
+    m6_ok(&["filter", "--input", s(&t.path().join("docs")), "--output", s(&reference), "--quiet"]);
+    let out = t.path().join("filtered");
+    assert_eq!(m6(&["status", s(&t.path().join("docs")), s(&out)]).status.code(), Some(0));
+    assert_eq!(texts(&out), texts(&reference));
+    assert_eq!(texts(&t.path().join("docs")).len(), 3000);
+    let shards = |d: &Path| Manifest::load(d).unwrap().shards.iter().map(|s| (s.file.clone(), s.blake3.clone())).collect::<Vec<_>>();
+    assert_eq!(shards(&out), shards(&reference), "byte-identical to one process");
+}
