@@ -133,13 +133,14 @@ pub fn run_stage(stage: &dyn Stage, inputs: &[PathBuf], output: &Path, opts: &Ru
     // The manifest reflects every committed task even when one failed, so a rerun
     // (or a reader) sees all finished work. When a task failed, its error is the one
     // reported: a rebuild failing too (say on a full disk) is only logged.
+    match (&first_error, manifest::rebuild(output, first_error.is_none().then(|| summary.clone()), &properties)) {
+        (_, Ok(_)) => {}
+        (None, Err(re)) => return Err(re),
+        (Some(_), Err(re)) => warn!(error = %re, "could not rebuild the manifest after the failure"),
+    }
     if let Some(e) = first_error {
-        if let Err(re) = manifest::rebuild(output, None, &properties) {
-            warn!(error = %re, "could not rebuild the manifest after the failure");
-        }
         return Err(e);
     }
-    manifest::rebuild(output, Some(summary.clone()), &properties)?;
     info!(
         stage = stage.name(),
         tasks = summary.tasks_run,
