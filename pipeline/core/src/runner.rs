@@ -45,10 +45,9 @@ pub fn run_stage(stage: &dyn Stage, inputs: &[PathBuf], output: &Path, opts: &Ru
     tasks.sort_by(|a, b| a.id.cmp(&b.id));
     tasks.dedup_by(|a, b| a.id == b.id);
     let settings = settings_digest(stage);
-    let properties = stage.properties();
     prepare_output(output, &spec, stage.name(), &settings, &tasks)?;
     // The manifest says from the start that the dataset is being (re)written.
-    manifest::rebuild(output, None, &properties)?;
+    manifest::rebuild(output, None, &stage.properties())?;
     let global = if stage.reads_all_inputs() { Some(global_digest(&tasks)?) } else { None };
     let mine: Vec<Task> = tasks
         .into_iter()
@@ -61,6 +60,8 @@ pub fn run_stage(stage: &dyn Stage, inputs: &[PathBuf], output: &Path, opts: &Ru
     let ctx = RunContext { inputs, output, threads, task_index: opts.task_index, task_count: opts.task_count, limits: opts.limits, batch_rows: opts.batch_rows };
     stage.prepare(&ctx).map_err(|e| Error::Stage { stage: stage.name().into(), source: e })?;
 
+    // After prepare: a stage may learn facts it records there (dedup's fingerprint).
+    let properties = stage.properties();
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .thread_name(|i| format!("m6-task-{i}"))
