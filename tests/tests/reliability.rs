@@ -181,6 +181,33 @@ fn an_input_edited_without_changing_its_size_is_reprocessed() {
 }
 
 #[test]
+fn an_edited_caption_file_is_reingested() {
+    let t = tempfile::tempdir().unwrap();
+    let photos = data_dir().join("photos");
+    let dir = t.path().join("imgs");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(photos.join("astronaut.png"), dir.join("astronaut.png")).unwrap();
+    std::fs::write(dir.join("astronaut.txt"), "宇航员的肖像\n").unwrap();
+    std::fs::copy(photos.join("chelsea.png"), dir.join("chelsea.png")).unwrap();
+    std::fs::write(dir.join("captions.csv"), "file,caption\nchelsea.png,一只猫\n").unwrap();
+    let out = t.path().join("pairs");
+    let captions = |out: &Path| -> Vec<String> {
+        let mut v: Vec<String> = Dataset::open(out).unwrap().read_all::<Pair>().unwrap().into_iter().map(|p| p.caption).collect();
+        v.sort();
+        v
+    };
+    m6_ok(&["ingest", "--input", s(&dir), "--output", s(&out), "--quiet"]);
+    assert_eq!(captions(&out), ["一只猫", "宇航员的肖像"]);
+    // Same sizes, other words: the images are unchanged, the captions are not.
+    std::fs::write(dir.join("astronaut.txt"), "太空人的肖像\n").unwrap();
+    std::fs::write(dir.join("captions.csv"), "file,caption\nchelsea.png,一只狗\n").unwrap();
+    let summary: serde_json::Value = serde_json::from_str(m6_ok(&["ingest", "--input", s(&dir), "--output", s(&out), "--quiet", "--json"]).trim()).unwrap();
+    assert_eq!(summary["tasks_run"], 1, "{summary}");
+    assert_eq!(captions(&out), ["一只狗", "太空人的肖像"]);
+    m6_ok(&["verify", s(&out)]);
+}
+
+#[test]
 fn two_concurrent_identical_runs_leave_one_complete_verified_dataset() {
     let t = tempfile::tempdir().unwrap();
     let input = t.path().join("in");
@@ -374,4 +401,29 @@ fn wait_returns_once_the_last_task_commits() {
     assert!(!o.status.success());
     assert!(stderr(&o).contains("4 of 6 tasks"), "{}", stderr(&o));
     assert_eq!(m6(&["status", s(&partial), "--wait", "--wait-timeout", "1"]).status.code(), Some(3));
+}
+
+#[test]
+fn run_all_over_two_processes_waits_between_stages() {
+    let t = tempfile::tempdir().unwrap();
+    let input = t.path().join("in");
+    poem_files(&input, 6, &poems(3000));
+    let cfg = t.path().join("pipeline.toml");
+    std::fs::write(&cfg, "[ingest]\ninput = 'in'\noutput = 'docs'\n[filter]\ninput = 'docs'\noutput = 'filtered'\n").unwrap();
+    // Process 1 starts late: process 0 must wait for its ingest slice before filtering.
+    let p0 = spawn(&["run", "all", "--config", s(&cfg), "--task-index", "0", "--task-count", "2", "--quiet", "--json"]);
+    std::thread::sleep(Duration::from_millis(1500));
+    let p1 = spawn(&["run", "all", "--config", s(&cfg), "--task-index", "1", "--task-count", "2", "--quiet", "--json"]);
+    for p in [p0, p1] {
+        let o = p.wait_with_output().unwrap();
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+    let reference = t.path().join("reference");
+    m6_ok(&["filter", "--input", s(&t.path().join("docs")), "--output", s(&reference), "--quiet"]);
+    let out = t.path().join("filtered");
+    assert_eq!(m6(&["status", s(&t.path().join("docs")), s(&out)]).status.code(), Some(0));
+    assert_eq!(texts(&out), texts(&reference));
+    assert_eq!(texts(&t.path().join("docs")).len(), 3000);
+    let shards = |d: &Path| Manifest::load(d).unwrap().shards.iter().map(|s| (s.file.clone(), s.blake3.clone())).collect::<Vec<_>>();
+    assert_eq!(shards(&out), shards(&reference), "byte-identical to one process");
 }

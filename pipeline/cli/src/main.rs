@@ -177,7 +177,9 @@ struct StageArgs<F: Args> {
 
 #[derive(Args, Debug)]
 struct RunCmd {
-    /// A stage name, or `all` for every stage section in pipeline order.
+    /// A stage name, or `all` for every stage section in pipeline order. `all` with
+    /// --task-count above 1 implies --wait: each stage waits for the processes still
+    /// finishing the stage before it.
     stage: String,
     #[arg(long, default_value = "pipeline.toml")]
     config: PathBuf,
@@ -396,6 +398,12 @@ fn run_pipeline(r: RunCmd) -> Result<i32> {
     opts.task_count = r.task_count;
     opts.progress = !r.quiet;
     r.complete.apply(&mut opts)?;
+    if r.stage == "all" && r.task_count > 1 && !opts.allow_partial && !opts.wait {
+        // Each of the N processes runs its slice of every stage; a stage's input is
+        // complete only when all N have finished the stage before, so they wait for it.
+        tracing::info!("run all with --task-count {}: each stage waits until its inputs are complete", r.task_count);
+        opts.wait = true;
+    }
     for s in sections {
         let Some(output) = s.output.clone() else { bail!("{}: [{}] has no output", r.config.display(), s.stage) };
         let ctx = || format!("{}: [{}]", r.config.display(), s.stage);

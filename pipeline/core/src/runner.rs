@@ -45,10 +45,9 @@ pub fn run_stage(stage: &dyn Stage, inputs: &[PathBuf], output: &Path, opts: &Ru
     tasks.sort_by(|a, b| a.id.cmp(&b.id));
     tasks.dedup_by(|a, b| a.id == b.id);
     let settings = settings_digest(stage);
-    let properties = stage.properties();
     prepare_output(output, &spec, stage.name(), &settings, &tasks)?;
     // The manifest says from the start that the dataset is being (re)written.
-    manifest::rebuild(output, None, &properties)?;
+    manifest::rebuild(output, None, &stage.properties())?;
     let global = if stage.reads_all_inputs() { Some(global_digest(&tasks)?) } else { None };
     let mine: Vec<Task> = tasks
         .into_iter()
@@ -140,13 +139,14 @@ pub fn run_stage(stage: &dyn Stage, inputs: &[PathBuf], output: &Path, opts: &Ru
     // The manifest reflects every committed task even when one failed, so a rerun
     // (or a reader) sees all finished work. When a task failed, its error is the one
     // reported: a rebuild failing too (say on a full disk) is only logged.
+    match (&first_error, manifest::rebuild(output, first_error.is_none().then(|| summary.clone()), &properties)) {
+        (_, Ok(_)) => {}
+        (None, Err(re)) => return Err(re),
+        (Some(_), Err(re)) => warn!(error = %re, "could not rebuild the manifest after the failure"),
+    }
     if let Some(e) = first_error {
-        if let Err(re) = manifest::rebuild(output, None, &properties) {
-            warn!(error = %re, "could not rebuild the manifest after the failure");
-        }
         return Err(e);
     }
-    manifest::rebuild(output, Some(summary.clone()), &properties)?;
     stage.finish(&ctx).map_err(|e| Error::Stage { stage: stage.name().into(), source: e })?;
     info!(
         stage = stage.name(),
@@ -254,7 +254,11 @@ fn keyed_task(
     redone: &AtomicU64,
 ) -> Result<Option<Counters>> {
     let named = |e: Error| Error::Task { task: task.short_id().to_string(), input: task.describe(), source: Box::new(e) };
-    let key = task_key(task, settings, global).map_err(named)?;
+    let mut key = task_key(task, settings, global).map_err(named)?;
+    let extra = stage.task_extra_key(task).map_err(|e| Error::Task { task: task.short_id().to_string(), input: task.describe(), source: e })?;
+    if !extra.is_empty() {
+        key = blake3::hash(format!("{key}\0{extra}").as_bytes()).to_hex().to_string();
+    }
     if CommitRecord::load(output, &task.id)?.is_some_and(|r| r.key == key) {
         return Ok(None);
     }

@@ -269,6 +269,13 @@ pub trait Stage: Sync {
         String::new()
     }
 
+    /// Files a task reads besides its inputs (e.g. caption files beside images), as
+    /// text folded into its commit key (say their checksums), so editing one redoes
+    /// the task. Default: none.
+    fn task_extra_key(&self, _task: &Task) -> std::result::Result<String, BoxError> {
+        Ok(String::new())
+    }
+
     /// True when every task's output depends on all inputs, not only its own (a global
     /// phase such as dedup's clustering): then a change to any input redoes every task.
     fn reads_all_inputs(&self) -> bool {

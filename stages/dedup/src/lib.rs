@@ -359,8 +359,17 @@ impl Stage for DedupStage {
         "dedup"
     }
 
+    /// The config without the fields that only steer a run (which phase a process
+    /// runs, work buffer size, keeping work files): those never change the output, so
+    /// they must not redo committed tasks.
     fn settings(&self) -> String {
-        m6_pipeline::settings_of(&self.cfg, &[])
+        let mut v = serde_json::to_value(&self.cfg).unwrap_or_default();
+        if let Some(o) = v.as_object_mut() {
+            for k in ["phase", "work_mb", "keep_work"] {
+                o.remove(k);
+            }
+        }
+        v.to_string()
     }
 
     /// Which rows a shard keeps depends on every other shard.

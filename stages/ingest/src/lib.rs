@@ -243,6 +243,30 @@ impl Stage for IngestStage {
         m6_pipeline::settings_of(&self.cfg, &[])
     }
 
+    /// Image tasks read captions from sidecar `.txt` files and the folder's captions
+    /// file: their checksums are part of the task's key, so an edited caption is
+    /// re-ingested.
+    fn task_extra_key(&self, task: &Task) -> Result<String, BoxError> {
+        if self.format() != Format::Images {
+            return Ok(String::new());
+        }
+        let mut files: Vec<PathBuf> = vec![];
+        for input in &task.inputs {
+            files.push(input.path.with_extension("txt"));
+            if let Some(dir) = input.path.parent() {
+                files.push(dir.join(images::CAPTIONS_JSONL));
+                files.push(dir.join(images::CAPTIONS_CSV));
+            }
+        }
+        files.sort();
+        files.dedup();
+        let mut key = String::new();
+        for f in files.iter().filter(|f| f.is_file()) {
+            key.push_str(&format!("{}={}\n", f.display(), m6_pipeline::integrity::file_blake3_cached(f)?));
+        }
+        Ok(key)
+    }
+
     fn outputs(&self, _input_kinds: &[Kind]) -> Result<OutputSpec, BoxError> {
         Ok(OutputSpec::new(self.format().output()).with_side(ERRORS, Kind::Error))
     }
