@@ -860,6 +860,7 @@ mod tests {
             Sample { id: "t".into(), task: "image_text".into(), input_ids: vec![], length: 0, image_patches: Some(vec![0; 12]), source_ids: vec![] },
         ]);
         round_trip(vec![Duplicate { id: "d".into(), similarity: 0.9, reason: "near_text".into(), ..Default::default() }]);
+        round_trip(vec![Signature { id: "s".into(), size: 7, signature: vec![1, 2, 3, 255] }]);
         round_trip(vec![Reject { id: "r".into(), rule: "min_chars".into(), value: 3.0, threshold: 5.0, ..Default::default() }]);
         round_trip(vec![InputError { file: "a.jsonl".into(), location: "line 3".into(), kind: "json".into(), message: "eof".into() }]);
     }

@@ -68,9 +68,21 @@ fn werr(path: &Path, msg: impl Into<String>) -> BoxError {
     Box::new(DedupError::Work { path: path.to_path_buf(), msg: msg.into() })
 }
 
+/// Writes a work file under a temporary name and renames it into place, so a killed
+/// process leaves the old file or the new, never a part. Work files are not fsynced:
+/// they are intermediate (a kill -9 loses nothing the kernel already has), and every
+/// reader checks sizes and trailers, so a file cut short by a power cut is reported
+/// (naming it) rather than used. The output's shards are committed durably as usual.
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), BoxError> {
-    Ok(m6_pipeline::manifest::write_atomic(path, bytes)?)
+    let tmp = path.with_file_name(format!(".{}.{}.tmp", path.file_name().unwrap().to_string_lossy(), std::process::id()));
+    fs::write(&tmp, bytes).at(&tmp)?;
+    fs::rename(&tmp, path).at(path)?;
+    Ok(())
 }
+
+/// A trailer closing every pairs file: its pair count and a magic, so a truncated file
+/// is never read as "no pairs".
+const PAIRS_MAGIC: u64 = 0x6d36_7061_6972_7331;
 
 /// One row the drop list removes, with why and in favour of which row.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -264,6 +276,14 @@ pub fn prepare(cfg: &DedupConfig, plan: &Plan, ctx: &RunContext) -> Result<Ready
     }
     let signed = until(wait, plan, "sign", || signed_units(plan, n))?;
     let Some(signed) = signed else { return Ok(Ready { nothing_to_do: true }) };
+    // Work files are not fsynced (see write_atomic): a body file cut short is refused here.
+    for u in 0..plan.units() {
+        let want = signed.rows(u) * plan.row_len(cfg) as u64;
+        let got = fs::metadata(plan.bin(u)).at(plan.bin(u))?.len();
+        if got != want {
+            return Err(werr(&plan.bin(u), format!("{got} bytes where {want} were written; delete the unit's .done marker and rerun `--phase sign`")));
+        }
+    }
 
     if matches!(cfg.phase, None | Some(Phase::Pairs)) {
         let t1 = Instant::now();
@@ -377,7 +397,7 @@ impl Runs<'_> {
             r.put(&mut rec);
             w.write_all(&rec).at(&path)?;
         }
-        w.into_inner().map_err(|e| werr(&path, e.to_string()))?.sync_all().at(&path)?;
+        w.into_inner().map_err(|e| werr(&path, e.to_string()))?;
         self.records += self.buf.len() as u64;
         self.runs += 1;
         self.buf.clear();
@@ -441,7 +461,7 @@ fn sign_unit(cfg: &DedupConfig, plan: &Plan, u: usize, batch_rows: usize, run_re
     }
     runs.flush()?;
     for (w, p) in [(bin, &bin_tmp), (ids, &ids_tmp)] {
-        w.into_inner().map_err(|e| werr(p, e.to_string()))?.sync_all().at(p)?;
+        w.into_inner().map_err(|e| werr(p, e.to_string()))?;
     }
     for r in 0..runs.runs {
         let dest = plan.run(u, r);
@@ -496,6 +516,12 @@ fn signed_units(plan: &Plan, n: usize) -> Result<Result<SignedUnits, String>, Bo
     }
     let new_total = offsets.get(plan.new.len()).copied().unwrap_or(total);
     Ok(Ok(SignedUnits { runs, offsets, new_total, total, units: pairs_units(records) }))
+}
+
+impl SignedUnits {
+    fn rows(&self, u: usize) -> u64 {
+        self.offsets.get(u + 1).copied().unwrap_or(self.total) - self.offsets[u]
+    }
 }
 
 /// Pairs units for `records` band records: each unit's records, sorted in RAM, stay
@@ -630,6 +656,11 @@ fn pairs_unit(cfg: &DedupConfig, plan: &Plan, signed: &SignedUnits, p: usize) ->
             let path = plan.run(u, r);
             let f = File::open(&path).at(&path)?;
             let mut b = [0u8; 8];
+            f.read_exact_at(&mut b, INDEX as u64 * 8).at(&path)?;
+            let count = u64::from_le_bytes(b);
+            if f.metadata().at(&path)?.len() != RUN_HEADER + count * REC as u64 {
+                return Err(werr(&path, "band run is truncated or damaged; delete the unit's .done marker and rerun `--phase sign`"));
+            }
             f.read_exact_at(&mut b, lo * 8).at(&path)?;
             let start = u64::from_le_bytes(b);
             f.read_exact_at(&mut b, hi * 8).at(&path)?;
@@ -702,6 +733,8 @@ fn pairs_unit(cfg: &DedupConfig, plan: &Plan, signed: &SignedUnits, p: usize) ->
         out.extend_from_slice(&a.to_le_bytes());
         out.extend_from_slice(&b.to_le_bytes());
     }
+    out.extend_from_slice(&(pairs.len() as u64).to_le_bytes());
+    out.extend_from_slice(&PAIRS_MAGIC.to_le_bytes());
     write_atomic(&plan.pairs(p, signed.units), &out)
 }
 
@@ -753,7 +786,11 @@ fn clusters_phase(cfg: &DedupConfig, plan: &Plan, signed: &SignedUnits, pair_pat
     let mut n_pairs = 0u64;
     for p in pair_paths {
         let bytes = fs::read(p).at(p)?;
-        for c in bytes.chunks_exact(8) {
+        let n = bytes.len().saturating_sub(16) / 8;
+        if bytes.len() < 16 || bytes.len() % 8 != 0 || u64_of(&bytes[bytes.len() - 8..]) != PAIRS_MAGIC || u64_of(&bytes[bytes.len() - 16..]) != n as u64 {
+            return Err(werr(p, "pairs file is truncated or damaged; rerun `--phase pairs` after deleting it"));
+        }
+        for c in bytes[..n * 8].chunks_exact(8) {
             let a = u32::from_le_bytes(c[0..4].try_into().unwrap());
             let b = u32::from_le_bytes(c[4..8].try_into().unwrap());
             uf.union(a, b);

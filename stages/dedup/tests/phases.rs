@@ -167,6 +167,21 @@ fn images_three_processes_match_one_process() {
     let three = tmp.path().join("three");
     wait_ok((0..3).map(|i| spawn(&input, &three, i, 3, &[])).collect());
     assert_eq!(files(&three), files(&one));
+
+    // A later batch against this output: a recompressed copy of a kept photo is
+    // dropped in favour of the old row, a photo new to the corpus is kept.
+    let coffee = image::load_from_memory(&std::fs::read(data_dir().join("photos/coffee.png")).unwrap()).unwrap();
+    let mut jpg = std::io::Cursor::new(vec![]);
+    coffee.to_rgb8().write_with_encoder(image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpg, 50)).unwrap();
+    let batch = vec![image_row("later", "coffee.jpg", jpg.into_inner()), image_row("later", "moon.png", std::fs::read(data_dir().join("photos/moon.png")).unwrap())];
+    let new_in = write_dataset(&tmp.path().join("new_in"), &batch, 2);
+    let later = tmp.path().join("later");
+    run_ok(dedup_cmd(&new_in, &later, &["--against", one.to_str().unwrap()]));
+    let kept: Vec<String> = Dataset::open(&later).unwrap().read_all::<Image>().unwrap().into_iter().map(|r| r.source_id.unwrap()).collect();
+    assert_eq!(kept, ["moon.png"]);
+    let d = duplicates(&later);
+    assert_eq!(d.len(), 1);
+    assert!(d[0].reason.starts_with("against_") && d[0].reason.ends_with("_image"), "{}", d[0].reason);
 }
 
 #[test]
