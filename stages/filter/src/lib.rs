@@ -364,9 +364,9 @@ impl Stage for FilterStage {
         "filter"
     }
 
-    /// The config and the language model's checksum (the model file is not in the config).
+    /// The config and the checksums of the model files it loads (LM, quality classifier): they are not in the config.
     fn settings(&self) -> String {
-        m6_pipeline::settings_of(&self.cfg, &[self.lm_hash.as_deref().unwrap_or("")])
+        m6_pipeline::settings_of(&self.cfg, &[self.lm_hash.as_deref().unwrap_or(""), self.quality_hash.as_deref().unwrap_or("")])
     }
 
     fn outputs(&self, input_kinds: &[Kind]) -> Result<OutputSpec, BoxError> {
