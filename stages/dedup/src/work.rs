@@ -23,7 +23,9 @@ use tracing::{info, warn};
 
 use crate::minhash::{band_key, fmix64, hash_str, jaccard, MinHasher};
 use crate::normalize::Normalizer;
-use crate::phash::{hamming, phash, pixel_key};
+use crate::image_hash::{self, ImageSig};
+use crate::image_verify;
+use crate::phash::pixel_key;
 use crate::{DedupConfig, DedupError, ImageExact, KeepRule, PairPolicy, Shingle};
 
 /// RAM per document during clustering: parent u32 + size u32 + id hash u64.
@@ -89,13 +91,12 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), BoxError> {
 }
 
 /// The fixed-size per-row payload used to verify candidates and explain removals.
-/// Text: exact u64 + `num_perm` u32. Image: exact u64, pHash u64, decoded flag u64.
-/// Pair: those three + caption hash u64.
+/// Text: exact u64 + `num_perm` u32. Images and pairs: see [`image_verify::PAYLOAD_LEN`]
+/// (exact key, window hashes, caption hash for pairs, verification thumbnail).
 fn payload_len(cfg: &DedupConfig, kind: Kind) -> usize {
     match kind {
         Kind::Document => 8 + 4 * cfg.num_perm,
-        Kind::Image => 24,
-        _ => 32,
+        _ => image_verify::PAYLOAD_LEN,
     }
 }
 
@@ -176,26 +177,36 @@ impl<'a> Signer<'a> {
         Signed { size: self.chars.len() as u32, score: f32::NEG_INFINITY, bands, payload }
     }
 
-    /// Image (and pair) identity: exact key, pHash and whether it decoded.
-    fn image_keys(&self, bytes: &[u8]) -> (u64, u64, bool) {
+    /// Image (and pair) identity: exact key and, when near duplicates are wanted and
+    /// the image decodes, its crop-tolerant signature (decoded at reduced scale).
+    fn image_keys(&self, bytes: &[u8]) -> (u64, Option<ImageSig>) {
         let bytes_key = || u64_of(blake3::hash(bytes).as_bytes());
-        let need_decode = self.cfg.near || self.cfg.image_exact == ImageExact::Pixels;
-        if !need_decode {
-            return (bytes_key(), 0, false);
+        if self.cfg.image_exact == ImageExact::Pixels {
+            // Exact pixel identity needs every pixel: one full decode serves both keys.
+            return match image::load_from_memory(bytes) {
+                Ok(img) => {
+                    let sig = self.cfg.near.then(|| {
+                        let g = img.to_luma8();
+                        let full = image_hash::Gray { w: g.width() as usize, h: g.height() as usize, px: g.as_raw().iter().map(|&v| v as f32).collect() };
+                        image_hash::sign_gray(&image_hash::shrink(&full, image_hash::WORK_SIDE), img.width(), img.height(), 1)
+                    });
+                    (u64_of(&pixel_key(&img)), sig)
+                }
+                Err(e) => {
+                    // Undecodable images can still be exact duplicates of each other by bytes.
+                    tracing::debug!("image does not decode ({e}); exact bytes only");
+                    (bytes_key(), None)
+                }
+            };
         }
-        match image::load_from_memory(bytes) {
-            Ok(img) => {
-                let exact = match self.cfg.image_exact {
-                    ImageExact::Pixels => u64_of(&pixel_key(&img)),
-                    ImageExact::Bytes => bytes_key(),
-                };
-                let ph = if self.cfg.near { phash(&img) } else { 0 };
-                (exact, ph, self.cfg.near)
-            }
+        if !self.cfg.near {
+            return (bytes_key(), None);
+        }
+        match image_hash::sign(bytes) {
+            Ok(sig) => (bytes_key(), Some(sig)),
             Err(e) => {
-                // Undecodable images can still be exact duplicates of each other by bytes.
                 tracing::debug!("image does not decode ({e}); exact bytes only");
-                (bytes_key(), 0, false)
+                (bytes_key(), None)
             }
         }
     }
@@ -215,23 +226,26 @@ impl<'a> Signer<'a> {
     }
 
     fn image(&self, bytes: &[u8], size: u32, idhash: u64) -> Signed {
-        let (exact, ph, decoded) = self.image_keys(bytes);
+        let (exact, sig) = self.image_keys(bytes);
         let mut bands = vec![];
         if self.cfg.exact {
             bands.push([fmix64(TAG_EXACT ^ exact), idhash, EXACT]);
         }
-        if self.cfg.near && decoded {
-            self.block_bands(ph, 0, idhash, &mut bands);
+        if let Some(s) = sig.as_ref().filter(|_| self.cfg.near) {
+            // Every window hash goes into the same buckets: a crop's whole frame meets
+            // the original's matching window.
+            for &h in &s.hashes {
+                self.block_bands(h, 0, idhash, &mut bands);
+            }
         }
-        let mut payload = Vec::with_capacity(24);
-        for v in [exact, ph, decoded as u64] {
-            payload.extend_from_slice(&v.to_le_bytes());
-        }
-        Signed { size, score: f32::NEG_INFINITY, bands, payload }
+        let mut payload = Vec::with_capacity(image_verify::PAYLOAD_LEN);
+        image_verify::encode_payload(exact, sig.as_ref(), 0, &mut payload);
+        let score = sig.as_ref().map_or(f32::NEG_INFINITY, |s| s.sharpness);
+        Signed { size, score, bands, payload }
     }
 
     fn pair(&mut self, bytes: &[u8], caption: &str, size: u32, idhash: u64) -> Signed {
-        let (exact, ph, decoded) = self.image_keys(bytes);
+        let (exact, sig) = self.image_keys(bytes);
         let cap = u64_of(blake3::hash(self.norm.normalize(caption).as_bytes()).as_bytes());
         let image_only = self.cfg.same_image_different_caption == PairPolicy::Drop;
         let salt = if image_only { 0 } else { cap };
@@ -239,17 +253,18 @@ impl<'a> Signer<'a> {
         if self.cfg.exact {
             bands.push([fmix64(TAG_EXACT ^ fmix64(exact ^ salt)), idhash, EXACT]);
         }
-        if self.cfg.near && decoded {
-            self.block_bands(ph, salt, idhash, &mut bands);
+        if let Some(s) = sig.as_ref().filter(|_| self.cfg.near) {
+            for &h in &s.hashes {
+                self.block_bands(h, salt, idhash, &mut bands);
+            }
         }
         if self.cfg.same_caption_different_image == PairPolicy::Drop {
             bands.push([fmix64(TAG_CAPTION ^ cap), idhash, EXACT]);
         }
-        let mut payload = Vec::with_capacity(32);
-        for v in [exact, ph, decoded as u64, cap] {
-            payload.extend_from_slice(&v.to_le_bytes());
-        }
-        Signed { size, score: f32::NEG_INFINITY, bands, payload }
+        let mut payload = Vec::with_capacity(image_verify::PAYLOAD_LEN);
+        image_verify::encode_payload(exact, sig.as_ref(), cap, &mut payload);
+        let score = sig.as_ref().map_or(f32::NEG_INFINITY, |s| s.sharpness);
+        Signed { size, score, bands, payload }
     }
 
     fn sign_batch(&mut self, b: &RecordBatch) -> Result<(Vec<String>, Vec<u64>, Vec<Signed>), BoxError> {
@@ -463,7 +478,14 @@ impl Keep {
     fn better(&self, a: u32, b: u32) -> bool {
         let (ai, bi) = (a as usize, b as usize);
         let tie = (self.idhash[ai], a) < (self.idhash[bi], b);
-        let longest = self.size[ai] > self.size[bi] || (self.size[ai] == self.size[bi] && tie);
+        // Same size: the higher score wins before the id-hash tie (images: the sharper
+        // copy, so of equal-sized copies the least blurred one is kept).
+        let scored = |o: std::cmp::Ordering| match o {
+            std::cmp::Ordering::Equal => tie,
+            o => o == std::cmp::Ordering::Greater,
+        };
+        let score_tie = || if self.score.is_empty() { tie } else { scored(self.score[ai].total_cmp(&self.score[bi])) };
+        let longest = self.size[ai] > self.size[bi] || (self.size[ai] == self.size[bi] && score_tie());
         match self.rule {
             KeepRule::Longest => longest,
             KeepRule::Shortest => self.size[ai] < self.size[bi] || (self.size[ai] == self.size[bi] && tie),
@@ -480,10 +502,10 @@ impl Keep {
 fn verify(cfg: &DedupConfig, kind: Kind, a: &[u8], b: &[u8]) -> bool {
     match kind {
         Kind::Document => jaccard(&sig_of(a), &sig_of(b)) >= cfg.threshold,
-        Kind::Image => hamming(u64_of(&a[8..]), u64_of(&b[8..])) <= cfg.max_hamming,
+        Kind::Image => image_verify::verify(&cfg.image_verify_params(), a, b),
         _ => {
-            hamming(u64_of(&a[8..]), u64_of(&b[8..])) <= cfg.max_hamming
-                && (cfg.same_image_different_caption == PairPolicy::Drop || u64_of(&a[24..]) == u64_of(&b[24..]))
+            (cfg.same_image_different_caption == PairPolicy::Drop || u64_of(&a[24..]) == u64_of(&b[24..]))
+                && image_verify::verify(&cfg.image_verify_params(), a, b)
         }
     }
 }
@@ -507,14 +529,15 @@ fn explain(cfg: &DedupConfig, kind: Kind, a: &[u8], kept: &[u8]) -> (f32, &'stat
             if same_exact {
                 (1.0, "exact_image")
             } else {
-                (1.0 - hamming(u64_of(&a[8..]), u64_of(&kept[8..])) as f32 / 64.0, "near_image")
+                (image_verify::similarity(&cfg.image_verify_params(), a, kept), "near_image")
             }
         }
         _ => {
-            let d = hamming(u64_of(&a[8..]), u64_of(&kept[8..]));
-            let both_decoded = u64_of(&a[16..]) == 1 && u64_of(&kept[16..]) == 1;
-            let image_same = same_exact || (both_decoded && d <= cfg.max_hamming);
-            let image_sim = if same_exact { 1.0 } else if both_decoded { 1.0 - d as f32 / 64.0 } else { 0.0 };
+            let p = cfg.image_verify_params();
+            let both_decoded = image_verify::decoded(a) && image_verify::decoded(kept);
+            let near = both_decoded && !same_exact && image_verify::verify(&p, a, kept);
+            let image_same = same_exact || near;
+            let image_sim = if same_exact { 1.0 } else if both_decoded { image_verify::similarity(&p, a, kept) } else { 0.0 };
             let caption_same = u64_of(&a[24..]) == u64_of(&kept[24..]);
             let reason = match (image_same, caption_same) {
                 (true, true) if same_exact => "exact_pair",
@@ -531,8 +554,9 @@ fn explain(cfg: &DedupConfig, kind: Kind, a: &[u8], kept: &[u8]) -> (f32, &'stat
 
 fn fingerprint(cfg: &DedupConfig, kind: Kind, tasks: &[Task]) -> String {
     let mut h = blake3::Hasher::new();
-    // v2: signature files carry a score column.
-    h.update(b"m6-dedup-v2");
+    // v2: signature files carry a score column. v3: image payloads carry window
+    // hashes and a verification thumbnail.
+    h.update(b"m6-dedup-v3");
     h.update(serde_json::to_string(cfg).unwrap_or_default().as_bytes());
     h.update(kind.name().as_bytes());
     for t in tasks {
@@ -640,7 +664,7 @@ pub fn prepare(cfg: &DedupConfig, kind: Kind, ctx: &RunContext) -> Result<PathBu
     let t1 = std::time::Instant::now();
     let bands_per_row = match kind {
         Kind::Document => cfg.bands + 1,
-        _ => cfg.hash_blocks + 2,
+        _ => image_hash::WINDOWS * cfg.hash_blocks + 2,
     };
     // Small partitions keep RAM flat as the input grows: a thread holds one partition
     // (decoded records plus sort), so aim far below the budget and let the partition
@@ -677,7 +701,8 @@ pub fn prepare(cfg: &DedupConfig, kind: Kind, ctx: &RunContext) -> Result<PathBu
                         let bands = b.column_by_name(C_BANDS).and_then(|c| c.as_any().downcast_ref::<BinaryArray>()).ok_or_else(|| werr(&pq, "bad bands column"))?;
                         for r in 0..b.num_rows() {
                             sizes.push(size.value(r));
-                            if cfg.keep == KeepRule::Quality {
+                            // Images carry their sharpness: the tie-break of `longest`.
+                            if cfg.keep == KeepRule::Quality || kind != Kind::Document {
                                 scores.push(score.value(r));
                             }
                             idhs.push(idh.value(r));
