@@ -227,7 +227,9 @@ def images_bench(quick=False):
         for k, p in entries:
             f.write(f"{k}\t{p}\n")
     run([BIN, "images", os.path.join(base, "list.tsv"), os.path.join(base, "in"), "4"])
-    secs, cpu, rss = timed([BIN, "dedup", os.path.join(base, "in"), os.path.join(base, "out"), str(THREADS)])
+    # DEDUP_IMAGE_EXTRA="key=value ..." overrides [dedup] fields (used to choose the defaults).
+    extra = os.environ.get("DEDUP_IMAGE_EXTRA", "").split()
+    secs, cpu, rss = timed([BIN, "dedup", os.path.join(base, "in"), os.path.join(base, "out"), str(THREADS)] + extra)
 
     def table(d, cols):
         rows = []
@@ -281,6 +283,7 @@ def main():
     if not os.path.isfile(BIN):
         sys.exit(f"{BIN} missing: make build")
     res = images_bench(quick="--quick" in sys.argv)
+    res["m6_overrides"] = os.environ.get("DEDUP_IMAGE_EXTRA", "")
     os.makedirs(os.path.join(ROOT, "bench", "results"), exist_ok=True)
     with open(os.path.join(ROOT, "bench", "results", "dedup_images.json"), "w") as f:
         json.dump(res, f, indent=2, ensure_ascii=False)

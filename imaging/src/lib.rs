@@ -229,8 +229,8 @@ pub fn probe(bytes: &[u8]) -> Result<Header, DecodeError> {
 /// spread) and of the edge's colour are letterbox bars, padding or empty margin, and
 /// are cut (at most 45% of each side, so a mostly flat picture keeps a frame).
 pub fn content_frame(g: &Gray) -> (usize, usize, usize, usize) {
-    const MAX_STD: f32 = 6.0;
-    const MAX_SHIFT: f32 = 12.0;
+    const MAX_STD: f32 = 3.0;
+    const MAX_SHIFT: f32 = 8.0;
     let (w, h) = (g.w, g.h);
     let stats = |it: &mut dyn Iterator<Item = f32>| -> (f32, f32) {
         let (mut n, mut s, mut s2) = (0f32, 0f32, 0f32);
@@ -242,28 +242,38 @@ pub fn content_frame(g: &Gray) -> (usize, usize, usize, usize) {
         let m = s / n.max(1.0);
         (m, (s2 / n.max(1.0) - m * m).max(0.0).sqrt())
     };
-    let row = |y: usize| stats(&mut (0..w).map(move |x| g.px[y * w + x]));
-    let col = |x: usize| stats(&mut (0..h).map(move |y| g.px[y * w + x]));
-    let side = |n: usize, line: &dyn Fn(usize) -> (f32, f32)| -> usize {
-        let (edge, _) = line(0);
-        let mut k = 0;
-        while k < n * 45 / 100 {
-            let (m, s) = line(k);
-            if s > MAX_STD || (m - edge).abs() > MAX_SHIFT {
-                break;
+    // Trimmed in passes, each measuring lines only inside the current frame, so
+    // padding around a picture that has its own flat border (white margin around black
+    // bars) comes off layer by layer, as the original's border does.
+    let (mut x0, mut y0, mut x1, mut y1) = (0usize, 0usize, w, h);
+    for _ in 0..4 {
+        let (cx0, cy0, cx1, cy1) = (x0, y0, x1, y1);
+        let row = |y: usize| stats(&mut (cx0..cx1).map(move |x| g.px[y * w + x]));
+        let col = |x: usize| stats(&mut (cy0..cy1).map(move |y| g.px[y * w + x]));
+        // Lines from `start` inward that are flat and of the edge line's colour; `limit`
+        // keeps at least 55% of the side.
+        let side = |limit: usize, line: &dyn Fn(usize) -> (f32, f32)| -> usize {
+            let (edge, _) = line(0);
+            let mut k = 0;
+            while k < limit {
+                let (m, s) = line(k);
+                if s > MAX_STD || (m - edge).abs() > MAX_SHIFT {
+                    break;
+                }
+                k += 1;
             }
-            k += 1;
+            k
+        };
+        let top = side((h * 45 / 100).saturating_sub(cy0), &|k| row(cy0 + k));
+        let bottom = side((h * 45 / 100).saturating_sub(h - cy1), &|k| row(cy1 - 1 - k));
+        let left = side((w * 45 / 100).saturating_sub(cx0), &|k| col(cx0 + k));
+        let right = side((w * 45 / 100).saturating_sub(w - cx1), &|k| col(cx1 - 1 - k));
+        if top + bottom + left + right == 0 || cx1 - cx0 < left + right + 4 || cy1 - cy0 < top + bottom + 4 {
+            break;
         }
-        k
-    };
-    let top = side(h, &|k| row(k));
-    let bottom = side(h, &|k| row(h - 1 - k));
-    let left = side(w, &|k| col(k));
-    let right = side(w, &|k| col(w - 1 - k));
-    if w < left + right + 4 || h < top + bottom + 4 {
-        return (0, 0, w, h);
+        (x0, y0, x1, y1) = (cx0 + left, cy0 + top, cx1 - right, cy1 - bottom);
     }
-    (left, top, w - right, h - bottom)
+    (x0, y0, x1, y1)
 }
 
 
