@@ -48,8 +48,39 @@ pub fn decode_gray(bytes: &[u8], max_side: usize) -> Result<(Gray, u32, u32, u32
         return Err(DecodeError::Empty(w, h));
     }
     let g = img.to_luma8();
-    let full = Gray { w: w as usize, h: h as usize, px: g.as_raw().iter().map(|&v| v as f32).collect() };
-    Ok((shrink(&full, max_side), w, h, 1))
+    Ok((shrink_u8(g.as_raw(), w as usize, h as usize, max_side), w, h, 1))
+}
+
+/// [`shrink`] straight from 8-bit grey: integer box sums over the same rounded cell
+/// edges, without a full-size float copy or summed-area table (a decoded PNG
+/// screenshot is a million pixels; its 192 px work picture is 28 thousand).
+pub fn shrink_u8(px: &[u8], w: usize, h: usize, max_side: usize) -> Gray {
+    let long = w.max(h);
+    if long <= max_side {
+        return Gray { w, h, px: px.iter().map(|&v| v as f32).collect() };
+    }
+    let f = max_side as f64 / long as f64;
+    let (nw, nh) = (((w as f64 * f).round() as usize).max(1), ((h as f64 * f).round() as usize).max(1));
+    // Cell edges as Integral::resample rounds them (source at least as large as output).
+    let edges = |n: usize, src: usize| -> Vec<usize> { (0..=n).map(|i| ((i as f64 * src as f64 / n as f64).round() as usize).min(src)).collect() };
+    let (xe, ye) = (edges(nw, w), edges(nh, h));
+    let mut acc = vec![0u32; w];
+    let mut out = Vec::with_capacity(nw * nh);
+    for j in 0..nh {
+        acc.iter_mut().for_each(|a| *a = 0);
+        let (y0, y1) = (ye[j], ye[j + 1].max(ye[j] + 1).min(h));
+        for y in y0..y1 {
+            for (a, &v) in acc.iter_mut().zip(&px[y * w..(y + 1) * w]) {
+                *a += v as u32;
+            }
+        }
+        for i in 0..nw {
+            let (x0, x1) = (xe[i], xe[i + 1].max(xe[i] + 1).min(w));
+            let sum: u64 = acc[x0..x1].iter().map(|&a| a as u64).sum();
+            out.push(sum as f32 / ((x1 - x0) * (y1 - y0)) as f32);
+        }
+    }
+    Gray { w: nw, h: nh, px: out }
 }
 
 /// JPEG through jpeg-decoder's reduced-size IDCT.
@@ -283,6 +314,16 @@ mod tests {
 
     fn gray(w: usize, h: usize, f: impl Fn(usize, usize) -> f32) -> Gray {
         Gray { w, h, px: (0..w * h).map(|i| f(i % w, i / w)).collect() }
+    }
+
+    #[test]
+    fn integer_shrink_matches_the_summed_area_resample() {
+        let (w, h) = (301, 207);
+        let raw: Vec<u8> = (0..w * h).map(|i| ((i * 37 + i / w * 11) % 251) as u8).collect();
+        let f = Gray { w, h, px: raw.iter().map(|&v| v as f32).collect() };
+        let (a, b) = (shrink(&f, 64), shrink_u8(&raw, w, h, 64));
+        assert_eq!((a.w, a.h), (b.w, b.h));
+        assert!(a.px.iter().zip(&b.px).all(|(x, y)| (x - y).abs() < 1e-2));
     }
 
     #[test]
