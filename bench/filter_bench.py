@@ -59,6 +59,34 @@ try:
     t_off, _ = filt("f_off", *dis)  # I/O and normalisation only, to isolate the LM's own cost
     peer = json.loads(subprocess.run([PY, "bench/filter_peer.py", "text", docs], capture_output=True, text=True, check=True).stdout)
 
+    # Issue 17: classifier vs fastText, language id vs langid.py, filter time per rule group.
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import filter_quality as fq
+    try:
+        import fasttext, jieba, langid  # noqa: F401
+        py_ok = True
+    except ImportError:
+        py_ok = False
+    qdir = os.path.join(work, "quality")
+    os.makedirs(qdir)
+    quality_res, qmodel = fq.classifier(run, qdir, py_ok)
+    lang_res = fq.language_id(run, qdir, py_ok)
+    groups, gt = fq.rule_groups(BIN, ds, qdir, qmodel, mb, all_text)
+    # The LM rule alone on the same CPU-time footing, for "scoring costs less than the LM".
+    import resource
+    def cpu_filt(*extra):
+        best = None
+        for k in range(3):
+            b = resource.getrusage(resource.RUSAGE_CHILDREN)
+            run("filter", "--input", ds, "--output", os.path.join(qdir, f"lmcpu{k}"), "--threads", "1", "--quiet", *extra)
+            a = resource.getrusage(resource.RUSAGE_CHILDREN)
+            c = a.ru_utime - b.ru_utime + a.ru_stime - b.ru_stime
+            best = c if best is None else min(best, c)
+        return best
+    t_lm_cpu = cpu_filt("--lm-model", lm, "--max-perplexity", "100000", *dis, "--set", "normalize.pii=false")
+    groups["lm_rule_alone_no_pii"] = {"cpu_seconds": round(t_lm_cpu, 3), "mb_per_cpu_s": round(mb / t_lm_cpu, 3)}
+    groups["lm_cost_mb_per_cpu_s"] = round(mb / max(t_lm_cpu - gt["no_rules_no_pii"], 1e-9), 3)
+
     imgs = os.path.join(work, "imgs")
     os.makedirs(imgs)
     photos = sorted(glob.glob(f"{DATA}/photos/*"))
@@ -92,6 +120,9 @@ try:
         "image_rules": {"seconds": round(dt_img, 3), "images_per_s_per_core": round(n_img / dt_img, 2), "kept": s_img.get("rows_out")},
         "peer_python_pillow_image_rules": {"seconds": round(peer_img["seconds"], 3), "images_per_s_per_core": round(n_img / peer_img["seconds"], 2), "kept": peer_img["kept"]},
         "ratio_image_rules_vs_peer": round((n_img / dt_img) / (n_img / peer_img["seconds"]), 2),
+        "quality_classifier_vs_fasttext": quality_res,
+        "language_id_vs_langid": lang_res,
+        "rule_groups": groups,
     }
     json.dump(res, open("bench/results/filter.json", "w"), indent=2, ensure_ascii=False)
     print(json.dumps(res, indent=2, ensure_ascii=False))

@@ -29,6 +29,20 @@ if [ ! -d "$data/debian-handbook" ]; then
   rm -rf "$data/debian-handbook.tmp"
 fi
 
+# The same handbook's Japanese and English pages (language-identification tests),
+# kept apart so that the zh-* tree the crawl and extract tests serve is unchanged.
+if [ ! -d "$data/debian-handbook-i18n" ]; then
+  if ! ls debian-handbook_*.deb >/dev/null 2>&1; then
+    apt-get download debian-handbook >/dev/null 2>&1 || { apt-get update >/dev/null && apt-get download debian-handbook >/dev/null; }
+  fi
+  rm -rf "$data/debian-handbook-i18n.tmp" && mkdir -p "$data/debian-handbook-i18n.tmp/out"
+  dpkg -x debian-handbook_*.deb "$data/debian-handbook-i18n.tmp"
+  for lang in ja-JP en-US; do
+    mv "$data/debian-handbook-i18n.tmp/usr/share/doc/debian-handbook/html/$lang" "$data/debian-handbook-i18n.tmp/out/$lang"
+  done
+  mv "$data/debian-handbook-i18n.tmp/out" "$data/debian-handbook-i18n" && rm -rf "$data/debian-handbook-i18n.tmp"
+fi
+
 # Real photographs shipped inside the scikit-image wheel (skimage/data/*.png).
 if [ ! -d "$data/photos" ]; then
   if ! ls scikit_image-*.whl >/dev/null 2>&1; then

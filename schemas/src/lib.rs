@@ -93,12 +93,47 @@ impl Kind {
         }
     }
 
-    /// Bumped whenever the kind's columns change; readers refuse other versions.
+    /// Bumped whenever the kind's columns change; readers refuse other versions, except
+    /// the older ones [`Kind::older_versions`] lists (read and padded by [`Kind::upgrade`]).
     pub fn version(self) -> u32 {
         match self {
             Kind::Sample => sample::VERSION,
+            Kind::Document => document::VERSION,
             _ => 1,
         }
+    }
+
+    /// Older versions of this kind that are still read, as (version, number of columns).
+    /// A kind only keeps old versions readable when the newer one merely appended
+    /// nullable columns: an old shard then reads as the new schema with those columns null.
+    pub fn older_versions(self) -> &'static [(u32, usize)] {
+        match self {
+            Kind::Document => document::OLDER,
+            _ => &[],
+        }
+    }
+
+    /// True when a dataset manifest of this schema version can be read by this build.
+    pub fn reads_version(self, v: u32) -> bool {
+        v == self.version() || self.older_versions().iter().any(|(o, _)| *o == v)
+    }
+
+    /// Brings a batch read from an older-version shard (a prefix of today's columns) up to
+    /// the current schema by appending null columns; a current batch is returned as is.
+    pub fn upgrade(self, b: RecordBatch) -> Result<RecordBatch, SchemaError> {
+        let schema = self.schema();
+        if b.num_columns() == schema.fields().len() {
+            return Ok(b);
+        }
+        let n = b.num_rows();
+        let mut cols = b.columns().to_vec();
+        for f in schema.fields().iter().skip(b.num_columns()) {
+            if !f.is_nullable() {
+                return Err(SchemaError::Mismatch { kind: self, version: self.version(), detail: format!("column `{}` is missing", f.name()) });
+            }
+            cols.push(arrow::array::new_null_array(f.data_type(), n));
+        }
+        Ok(RecordBatch::try_new(schema, cols)?)
     }
 
     /// The Arrow schema, with kind and version in its metadata.
@@ -133,6 +168,8 @@ impl Kind {
 
     /// Checks that `found` has exactly this kind's columns (names, types, nullability).
     /// Metadata is compared too when present, so a shard of another version is refused.
+    /// A file of an older version listed in [`Kind::older_versions`] passes when its
+    /// columns are that version's (the first columns of today's schema).
     pub fn check(self, found: &Schema) -> Result<(), SchemaError> {
         let expected = self.schema();
         let mismatch = |detail: String| SchemaError::Mismatch { kind: self, version: self.version(), detail };
@@ -141,16 +178,23 @@ impl Kind {
                 return Err(mismatch(format!("file says kind `{k}`")));
             }
         }
+        // How many columns the file's version has (today's count unless it is an older one).
+        let mut columns = expected.fields().len();
         if let Some(v) = found.metadata().get(META_VERSION) {
             if v != &self.version().to_string() {
-                return Err(mismatch(format!("file says version {v}")));
+                match self.older_versions().iter().find(|(o, _)| &o.to_string() == v) {
+                    Some((_, n)) => columns = *n,
+                    None => return Err(mismatch(format!("file says version {v}"))),
+                }
             }
+        } else if let Some((_, n)) = self.older_versions().iter().find(|(_, n)| *n == found.fields().len()) {
+            columns = *n;
         }
-        if expected.fields().len() != found.fields().len() {
+        if columns != found.fields().len() {
             return Err(mismatch(format!(
                 "{} columns, expected {}: [{}]",
                 found.fields().len(),
-                expected.fields().len(),
+                columns,
                 found.fields().iter().map(|f| f.name().as_str()).collect::<Vec<_>>().join(", ")
             )));
         }
@@ -269,9 +313,15 @@ pub mod page {
     }
 }
 
-/// `document`: one text document.
+/// `document`: one text document, with the filter's per-document scores.
+///
+/// Version 2 appended the score columns (all nullable: null where no filter ran, or
+/// where the filter ran without that model). Version-1 shards (eight columns) are still
+/// read, with the score columns null.
 pub mod document {
     use super::*;
+    pub const VERSION: u32 = 2;
+    pub(crate) const OLDER: &[(u32, usize)] = &[(1, 8)];
     pub const ID: &str = "id";
     pub const URL: &str = "url";
     pub const SOURCE: &str = "source";
@@ -280,6 +330,27 @@ pub mod document {
     pub const TEXT: &str = "text";
     pub const CHAR_COUNT: &str = "char_count";
     pub const META: &str = "meta";
+    /// Quality classifier score in [0, 1]: probability that the text resembles the
+    /// positive (reference) set of `m6corpus quality train`.
+    pub const QUALITY: &str = "quality";
+    /// Per-character perplexity under the filter's character n-gram LM.
+    pub const PERPLEXITY: &str = "perplexity";
+    /// Language code (ISO 639-1 where one exists, `yue` for Cantonese, `und` when unknown).
+    pub const LANG: &str = "lang";
+    /// Confidence of `lang` in [0, 1].
+    pub const LANG_SCORE: &str = "lang_score";
+    /// Spam-phrase hits.
+    pub const SPAM_HITS: &str = "spam_hits";
+    /// Block-list hits.
+    pub const BLOCKLIST_HITS: &str = "blocklist_hits";
+    /// PII replaced by placeholders, per kind.
+    pub const PII_EMAIL: &str = "pii_email";
+    pub const PII_PHONE: &str = "pii_phone";
+    pub const PII_ID: &str = "pii_id";
+    pub const PII_CARD: &str = "pii_card";
+    pub const PII_IP: &str = "pii_ip";
+    /// The score columns, in schema order.
+    pub const SCORES: &[&str] = &[QUALITY, PERPLEXITY, LANG, LANG_SCORE, SPAM_HITS, BLOCKLIST_HITS, PII_EMAIL, PII_PHONE, PII_ID, PII_CARD, PII_IP];
 
     pub(crate) fn fields() -> Vec<Field> {
         vec![
@@ -291,6 +362,18 @@ pub mod document {
             utf8(TEXT, false),
             Field::new(CHAR_COUNT, DataType::UInt32, false),
             utf8(META, true),
+            // Version 2: scores.
+            Field::new(QUALITY, DataType::Float32, true),
+            Field::new(PERPLEXITY, DataType::Float32, true),
+            utf8(LANG, true),
+            Field::new(LANG_SCORE, DataType::Float32, true),
+            Field::new(SPAM_HITS, DataType::UInt32, true),
+            Field::new(BLOCKLIST_HITS, DataType::UInt32, true),
+            Field::new(PII_EMAIL, DataType::UInt32, true),
+            Field::new(PII_PHONE, DataType::UInt32, true),
+            Field::new(PII_ID, DataType::UInt32, true),
+            Field::new(PII_CARD, DataType::UInt32, true),
+            Field::new(PII_IP, DataType::UInt32, true),
         ]
     }
 }

@@ -150,6 +150,76 @@ pub struct Document {
     pub char_count: u32,
     /// A JSON object with whatever else the input carried.
     pub meta: Option<String>,
+    /// The filter's scores (all `None` before the filter ran).
+    pub scores: DocScores,
+}
+
+/// The per-document score columns (see [`crate::document::SCORES`]).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct DocScores {
+    pub quality: Option<f32>,
+    pub perplexity: Option<f32>,
+    pub lang: Option<String>,
+    pub lang_score: Option<f32>,
+    pub spam_hits: Option<u32>,
+    pub blocklist_hits: Option<u32>,
+    pub pii_email: Option<u32>,
+    pub pii_phone: Option<u32>,
+    pub pii_id: Option<u32>,
+    pub pii_card: Option<u32>,
+    pub pii_ip: Option<u32>,
+}
+
+impl DocScores {
+    /// Arrow arrays of the score columns for `rows`, in schema order.
+    pub fn to_arrays(rows: &[&DocScores]) -> Vec<ArrayRef> {
+        fn f32s(rows: &[&DocScores], g: impl Fn(&DocScores) -> Option<f32>) -> ArrayRef {
+            Arc::new(Float32Array::from(rows.iter().map(|r| g(r)).collect::<Vec<_>>()))
+        }
+        fn u32s(rows: &[&DocScores], g: impl Fn(&DocScores) -> Option<u32>) -> ArrayRef {
+            Arc::new(UInt32Array::from(rows.iter().map(|r| g(r)).collect::<Vec<_>>()))
+        }
+        vec![
+            f32s(rows, |r| r.quality),
+            f32s(rows, |r| r.perplexity),
+            Arc::new(StringArray::from(rows.iter().map(|r| r.lang.as_deref()).collect::<Vec<_>>())),
+            f32s(rows, |r| r.lang_score),
+            u32s(rows, |r| r.spam_hits),
+            u32s(rows, |r| r.blocklist_hits),
+            u32s(rows, |r| r.pii_email),
+            u32s(rows, |r| r.pii_phone),
+            u32s(rows, |r| r.pii_id),
+            u32s(rows, |r| r.pii_card),
+            u32s(rows, |r| r.pii_ip),
+        ]
+    }
+
+    /// Row `i` of a document batch's score columns.
+    pub fn from_batch(b: &RecordBatch, i: usize) -> Result<DocScores, SchemaError> {
+        use document::*;
+        let f = |name: &'static str| -> Result<Option<f32>, SchemaError> {
+            let a: &Float32Array = column(b, name)?;
+            Ok(a.is_valid(i).then(|| a.value(i)))
+        };
+        let u = |name: &'static str| -> Result<Option<u32>, SchemaError> {
+            let a: &UInt32Array = column(b, name)?;
+            Ok(a.is_valid(i).then(|| a.value(i)))
+        };
+        let lang: &StringArray = column(b, LANG)?;
+        Ok(DocScores {
+            quality: f(QUALITY)?,
+            perplexity: f(PERPLEXITY)?,
+            lang: opt_str(lang, i),
+            lang_score: f(LANG_SCORE)?,
+            spam_hits: u(SPAM_HITS)?,
+            blocklist_hits: u(BLOCKLIST_HITS)?,
+            pii_email: u(PII_EMAIL)?,
+            pii_phone: u(PII_PHONE)?,
+            pii_id: u(PII_ID)?,
+            pii_card: u(PII_CARD)?,
+            pii_ip: u(PII_IP)?,
+        })
+    }
 }
 
 impl Document {
@@ -157,7 +227,7 @@ impl Document {
     pub fn new(source: &str, source_id: Option<String>, url: Option<String>, title: Option<String>, text: String, meta: Option<String>) -> Self {
         let id = Self::make_id(source, source_id.as_deref(), url.as_deref(), &text);
         let char_count = text.chars().count() as u32;
-        Document { id, url, source: source.to_string(), source_id, title, text, char_count, meta }
+        Document { id, url, source: source.to_string(), source_id, title, text, char_count, meta, scores: DocScores::default() }
     }
 
     /// blake3 of source, source id, url and text.
@@ -193,19 +263,18 @@ impl Record for Document {
             char_count.append_value(r.char_count);
             meta.append_option(r.meta.as_deref());
         }
-        batch(
-            Kind::Document,
-            vec![
-                Arc::new(id.finish()),
-                Arc::new(url.finish()),
-                Arc::new(source.finish()),
-                Arc::new(source_id.finish()),
-                Arc::new(title.finish()),
-                Arc::new(text.finish()),
-                Arc::new(char_count.finish()),
-                Arc::new(meta.finish()),
-            ],
-        )
+        let mut cols: Vec<ArrayRef> = vec![
+            Arc::new(id.finish()),
+            Arc::new(url.finish()),
+            Arc::new(source.finish()),
+            Arc::new(source_id.finish()),
+            Arc::new(title.finish()),
+            Arc::new(text.finish()),
+            Arc::new(char_count.finish()),
+            Arc::new(meta.finish()),
+        ];
+        cols.extend(DocScores::to_arrays(&rows.iter().map(|r| &r.scores).collect::<Vec<_>>()));
+        batch(Kind::Document, cols)
     }
 
     fn from_batch(b: &RecordBatch) -> Result<Vec<Self>, SchemaError> {
@@ -229,6 +298,7 @@ impl Record for Document {
                     text: get_req_str(text, i, TEXT)?,
                     char_count: char_count.value(i),
                     meta: opt_str(meta, i),
+                    scores: DocScores::from_batch(b, i)?,
                 })
             })
             .collect()
@@ -780,7 +850,9 @@ mod tests {
             },
             Page { url: "http://b/".into(), error_kind: Some("timeout".into()), source: "s".into(), ..Default::default() },
         ]);
-        round_trip(vec![Document::new("poetry", Some("7".into()), None, Some("靜夜思".into()), "床前明月光".into(), Some("{}".into()))]);
+        let mut scored = Document::new("poetry", Some("8".into()), None, None, "疑是地上霜".into(), None);
+        scored.scores = DocScores { quality: Some(0.75), lang: Some("zh".into()), lang_score: Some(0.99), pii_phone: Some(2), ..Default::default() };
+        round_trip(vec![Document::new("poetry", Some("7".into()), None, Some("靜夜思".into()), "床前明月光".into(), Some("{}".into())), scored]);
         round_trip(vec![Image { id: "i".into(), bytes: vec![1, 2], width: 3, height: 4, format: "png".into(), source: "s".into(), ..Default::default() }]);
         round_trip(vec![Pair { id: "p".into(), caption: "图 3.1".into(), caption_origin: "figcaption".into(), ..Default::default() }]);
         round_trip(vec![
@@ -802,6 +874,28 @@ mod tests {
         meta.insert(META_VERSION.into(), "99".into());
         let other = Schema::new_with_metadata(doc.fields().clone(), meta);
         assert!(Kind::Document.check(&other).unwrap_err().to_string().contains("version 99"));
+    }
+
+    #[test]
+    fn version_1_documents_read_with_null_scores() {
+        let v2 = Document::to_batch(&[Document::new("s", None, None, None, "床前明月光".into(), None)]).unwrap();
+        let mut meta = v2.schema().metadata().clone();
+        meta.insert(META_VERSION.into(), "1".into());
+        let v1_schema = Arc::new(Schema::new_with_metadata(v2.schema().fields()[..8].to_vec(), meta));
+        let v1 = RecordBatch::try_new(v1_schema.clone(), v2.columns()[..8].to_vec()).unwrap();
+        Kind::Document.check(&v1_schema).unwrap();
+        assert!(Kind::Document.reads_version(1) && Kind::Document.reads_version(2) && !Kind::Document.reads_version(3));
+        let up = Kind::Document.upgrade(v1).unwrap();
+        Kind::Document.check(&up.schema()).unwrap();
+        assert_eq!(up.schema().metadata().get(META_VERSION).map(String::as_str), Some("2"));
+        let back = Document::from_batch(&up).unwrap();
+        assert_eq!(back[0].scores, DocScores::default());
+        assert_eq!(back[0].text, "床前明月光");
+        // A v1-labelled file with v2's columns, or a truncated v2 file, is refused.
+        let mut m1 = v2.schema().metadata().clone();
+        m1.insert(META_VERSION.into(), "1".into());
+        assert!(Kind::Document.check(&Schema::new_with_metadata(v2.schema().fields().clone(), m1)).is_err());
+        assert!(Kind::Document.check(&Schema::new_with_metadata(v2.schema().fields()[..9].to_vec(), v2.schema().metadata().clone())).is_err());
     }
 
     #[test]

@@ -40,6 +40,9 @@ enum Cmd {
     /// Train the character n-gram language model the fluency filter uses.
     #[command(subcommand)]
     Lm(m6_stage_filter::cli::LmCommand),
+    /// Train, evaluate or apply the quality classifier the filter's `text.quality` rule uses.
+    #[command(subcommand)]
+    Quality(m6_stage_filter::cli::QualityCommand),
     /// Pretrain the M6-style model on a sample dataset (runs the m6-train binary).
     #[command(disable_help_flag = true)]
     Train {
@@ -214,6 +217,7 @@ fn dispatch(cmd: Cmd) -> Result<i32> {
         Cmd::Tokenize(a) => stage_cmd::<m6_stage_tokenize::TokenizeFactory>(a),
         Cmd::Tokenizer(c) => c.run().map(|_| 0).map_err(|e| anyhow::anyhow!(e)),
         Cmd::Lm(c) => c.run().map(|_| 0).map_err(|e| anyhow::anyhow!(e)),
+        Cmd::Quality(c) => c.run().map(|_| 0).map_err(|e| anyhow::anyhow!(e)),
         Cmd::Train { args } => train(&args),
         Cmd::Verify { dirs, json } => verify(&dirs, json),
         Cmd::Status { dirs, wait, wait_timeout, json } => status(&dirs, wait, wait_timeout, json),

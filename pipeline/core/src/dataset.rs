@@ -107,6 +107,16 @@ pub struct ShardReader {
     path: PathBuf,
     inner: ParquetRecordBatchReader,
     rows: u64,
+    /// Set for a shard of an older schema version: each batch is brought up to the
+    /// current schema (new nullable columns as nulls).
+    upgrade: Option<Upgrade>,
+}
+
+enum Upgrade {
+    /// Whole rows: the kind's own upgrade.
+    Kind(Kind),
+    /// Projected columns: the requested columns the old file lacks, appended as nulls.
+    Append(Vec<arrow::datatypes::FieldRef>),
 }
 
 impl ShardReader {
@@ -122,7 +132,20 @@ impl ShardReader {
 impl Iterator for ShardReader {
     type Item = Result<RecordBatch>;
     fn next(&mut self) -> Option<Self::Item> {
-        self.inner.next().map(|r| r.map_err(|e| Error::parquet(&self.path, e.into())))
+        let b = self.inner.next()?.map_err(|e| Error::parquet(&self.path, e.into()));
+        Some(match (&self.upgrade, b) {
+            (Some(Upgrade::Kind(k)), Ok(b)) => k.upgrade(b).map_err(|e| Error::schema(&self.path, e)),
+            (Some(Upgrade::Append(extra)), Ok(b)) => {
+                let mut fields: Vec<arrow::datatypes::FieldRef> = b.schema().fields().iter().cloned().collect();
+                let mut cols = b.columns().to_vec();
+                for f in extra {
+                    fields.push(f.clone());
+                    cols.push(arrow::array::new_null_array(f.data_type(), b.num_rows()));
+                }
+                RecordBatch::try_new(std::sync::Arc::new(arrow::datatypes::Schema::new(fields)), cols).map_err(|e| Error::parquet(&self.path, e.into()))
+            }
+            (_, b) => b,
+        })
     }
 }
 
@@ -142,20 +165,32 @@ pub fn read_parquet_columns(path: &Path, kind: Option<Kind>, batch_rows: usize, 
     crate::integrity::check_shard(path)?;
     let file = File::open(path).at(path)?;
     let mut builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| Error::parquet(path, e))?;
+    let mut upgrade = None;
     if let Some(kind) = kind {
         kind.check(builder.schema()).map_err(|e| Error::schema(path, e))?;
+        if builder.schema().fields().len() != kind.schema().fields().len() {
+            upgrade = Some(Upgrade::Kind(kind));
+        }
     }
     if let Some(cols) = columns {
         let fields = builder.schema().fields();
         let mut roots = Vec::with_capacity(cols.len());
+        let mut extra = vec![];
         for c in cols {
-            let i = fields.iter().position(|f| f.name() == c).ok_or_else(|| Error::parquet(path, parquet::errors::ParquetError::General(format!("no column `{c}`"))))?;
-            roots.push(i);
+            match fields.iter().position(|f| f.name() == c) {
+                Some(i) => roots.push(i),
+                // A column an older version of the kind lacks reads as nulls.
+                None => match kind.and_then(|k| k.schema().field_with_name(c).ok().cloned()) {
+                    Some(f) if upgrade.is_some() && f.is_nullable() => extra.push(std::sync::Arc::new(f)),
+                    _ => return Err(Error::parquet(path, parquet::errors::ParquetError::General(format!("no column `{c}`")))),
+                },
+            }
         }
+        upgrade = (!extra.is_empty()).then_some(Upgrade::Append(extra));
         let mask = parquet::arrow::ProjectionMask::roots(builder.parquet_schema(), roots);
         builder = builder.with_projection(mask);
     }
     let rows = builder.metadata().file_metadata().num_rows() as u64;
     let inner = builder.with_batch_size(batch_rows.max(1)).build().map_err(|e| Error::parquet(path, e))?;
-    Ok(ShardReader { path: path.to_path_buf(), inner, rows })
+    Ok(ShardReader { path: path.to_path_buf(), inner, rows, upgrade })
 }

@@ -184,7 +184,7 @@ impl Manifest {
         if m.format != FORMAT {
             return Err(Error::manifest(&path, format!("manifest format {} is not supported (expected {FORMAT})", m.format)));
         }
-        if m.schema_version != m.kind.version() {
+        if !m.kind.reads_version(m.schema_version) {
             return Err(Error::manifest(
                 &path,
                 format!("{} schema version {} is not the version this build reads ({})", m.kind, m.schema_version, m.kind.version()),

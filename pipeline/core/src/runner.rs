@@ -60,6 +60,8 @@ pub fn run_stage(stage: &dyn Stage, inputs: &[PathBuf], output: &Path, opts: &Ru
     let threads = opts.effective_threads();
     let ctx = RunContext { inputs, output, threads, task_index: opts.task_index, task_count: opts.task_count, limits: opts.limits, batch_rows: opts.batch_rows };
     stage.prepare(&ctx).map_err(|e| Error::Stage { stage: stage.name().into(), source: e })?;
+    // Asked again: a stage learns some of its facts in `prepare` (dedup's fingerprint).
+    let properties = stage.properties();
     if stage.prepare_only() {
         let seconds = started.elapsed().as_secs_f64();
         info!(stage = stage.name(), seconds = format!("{seconds:.2}"), "phase finished");

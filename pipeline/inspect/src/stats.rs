@@ -282,7 +282,20 @@ fn needed_columns(kind: Kind) -> &'static [&'static str] {
     use schemas::*;
     match kind {
         Kind::Page => &[page::STATUS, page::SOURCE, page::ERROR_KIND],
-        Kind::Document => &[document::CHAR_COUNT, document::SOURCE],
+        Kind::Document => &[
+            document::CHAR_COUNT,
+            document::SOURCE,
+            document::QUALITY,
+            document::PERPLEXITY,
+            document::LANG_SCORE,
+            document::SPAM_HITS,
+            document::BLOCKLIST_HITS,
+            document::PII_EMAIL,
+            document::PII_PHONE,
+            document::PII_ID,
+            document::PII_CARD,
+            document::PII_IP,
+        ],
         Kind::Image => &[image::WIDTH, image::HEIGHT, image::SOURCE],
         Kind::Pair => &[pair::CAPTION, pair::WIDTH, pair::HEIGHT, pair::SOURCE],
         Kind::Sample => &[sample::TASK, sample::LENGTH, sample::INPUT_IDS],
@@ -344,6 +357,29 @@ fn scan_batch(kind: Kind, b: &RecordBatch, acc: &mut Acc, sctx: SampleCtx, path:
             let d = acc.dist("chars");
             cc.values().iter().for_each(|&v| d.add(v as u64));
             (0..n).for_each(|i| count_str(&mut acc.sources, src, i, ""));
+            // Filter scores (null before the filter ran, or in version-1 shards): floats
+            // in [0, 1] as thousandths, perplexity rounded, counts as they are.
+            for (col, name, scale) in [(document::QUALITY, "quality", 1000.0), (document::LANG_SCORE, "lang_score", 1000.0), (document::PERPLEXITY, "perplexity", 1.0)] {
+                if let Ok(a) = column::<F32>(b, col) {
+                    for i in (0..n).filter(|&i| a.is_valid(i)) {
+                        acc.dist(name).add((a.value(i) as f64 * scale).round().max(0.0) as u64);
+                    }
+                }
+            }
+            for (col, name) in [(document::SPAM_HITS, "spam_hits"), (document::BLOCKLIST_HITS, "blocklist_hits")] {
+                if let Ok(a) = column::<U32>(b, col) {
+                    for i in (0..n).filter(|&i| a.is_valid(i)) {
+                        acc.dist(name).add(a.value(i) as u64);
+                    }
+                }
+            }
+            let pii: Vec<&U32> = [document::PII_EMAIL, document::PII_PHONE, document::PII_ID, document::PII_CARD, document::PII_IP].into_iter().filter_map(|c| column::<U32>(b, c).ok()).collect();
+            if !pii.is_empty() {
+                for i in (0..n).filter(|&i| pii.iter().any(|a| a.is_valid(i))) {
+                    let total: u64 = pii.iter().map(|a| if a.is_valid(i) { a.value(i) as u64 } else { 0 }).sum();
+                    acc.dist("pii").add(total);
+                }
+            }
         }
         Kind::Image | Kind::Pair => {
             let (w, h, s) = if kind == Kind::Image {
@@ -456,10 +492,8 @@ fn scan_shard(ds: &Dataset, shard: &ShardEntry, sctx: SampleCtx) -> Result<Acc, 
     let file = File::open(&path).map_err(|e| Error::Io { path: path.clone(), source: e })?;
     let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| Error::Parquet { path: path.clone(), source: e })?;
     kind.check(builder.schema()).map_err(|e| Error::Schema { path: path.clone(), source: e })?;
-    let roots: Vec<usize> = needed_columns(kind)
-        .iter()
-        .map(|c| builder.schema().index_of(c).expect("checked schema has the column"))
-        .collect();
+    // Columns a shard of an older schema version lacks (document scores) are skipped.
+    let roots: Vec<usize> = needed_columns(kind).iter().filter_map(|c| builder.schema().index_of(c).ok()).collect();
     let mask = ProjectionMask::roots(builder.parquet_schema(), roots);
     let reader = builder
         .with_projection(mask)
@@ -594,6 +628,12 @@ pub fn stats(dir: &Path) -> Result<Stats, Error> {
 
     let dist_meta: &[(&str, &str)] = &[
         ("chars", "characters"),
+        ("quality", "1/1000"),
+        ("perplexity", "per character"),
+        ("lang_score", "1/1000"),
+        ("spam_hits", "hits"),
+        ("blocklist_hits", "hits"),
+        ("pii", "replacements"),
         ("caption_chars", "characters"),
         ("tokens", "tokens"),
         ("width", "px"),

@@ -8,8 +8,11 @@
 pub mod caption;
 pub mod cli;
 pub mod image_rules;
+pub mod langid;
 pub mod lm;
 pub mod normalize;
+pub mod pii;
+pub mod preset;
 pub mod script;
 pub mod text;
 
@@ -20,7 +23,7 @@ use std::sync::Arc;
 use arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch, StringArray, UInt32Array};
 use arrow::compute::filter_record_batch;
 use m6_pipeline::{plan_shards, BoxError, OutputSpec, RunContext, Stage, StageFactory, Task, TaskOutput};
-use m6_schemas::{column, document, image as image_cols, pair, Bin, Kind, Reject, Str};
+use m6_schemas::{column, document, image as image_cols, pair, Bin, DocScores, Kind, Reject, Str};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -62,6 +65,10 @@ pub fn all_rules() -> Vec<&'static str> {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct FilterConfig {
+    /// A named set of rule settings applied on top of the defaults (fields set to
+    /// something other than their default keep that value): `"m6"` = the rules the M6
+    /// paper describes (see `preset`). Default "" (none).
+    pub preset: String,
     /// Rules turned off, by name (`text.min_chars`, `image.blank`, ...; see `all_rules`).
     /// `image.bomb` cannot be turned off. Default: none.
     pub disable: Vec<String>,
@@ -126,6 +133,7 @@ pub struct FilterStage {
     caption: caption::CaptionRules,
     image: image_rules::ImageRules,
     lm_hash: Option<String>,
+    quality_hash: Option<String>,
     batch_rows: AtomicUsize,
 }
 
@@ -135,7 +143,8 @@ pub struct ConfigError(pub String);
 
 impl FilterStage {
     /// Validates the config (errors name the field) and compiles the rules.
-    pub fn new(cfg: FilterConfig) -> Result<Self, ConfigError> {
+    pub fn new(mut cfg: FilterConfig) -> Result<Self, ConfigError> {
+        preset::apply(&mut cfg).map_err(ConfigError)?;
         let known = all_rules();
         let mut disabled: HashSet<&'static str> = HashSet::new();
         for d in &cfg.disable {
@@ -162,7 +171,11 @@ impl FilterStage {
             Some(_) => Some(lm::Model::file_hash(std::path::Path::new(&cfg.text.lm_model)).map_err(|e| ConfigError(format!("text.lm_model: {e}")))?),
             None => None,
         };
-        Ok(FilterStage { cfg, text, caption, image, lm_hash, batch_rows: AtomicUsize::new(m6_pipeline::dataset::DEFAULT_BATCH_ROWS) })
+        let quality_hash = match &text.quality {
+            Some(_) => Some(m6_quality::Model::file_hash(std::path::Path::new(&cfg.text.quality_model)).map_err(|e| ConfigError(format!("text.quality_model: {e}")))?),
+            None => None,
+        };
+        Ok(FilterStage { cfg, text, caption, image, lm_hash, quality_hash, batch_rows: AtomicUsize::new(m6_pipeline::dataset::DEFAULT_BATCH_ROWS) })
     }
 
     fn snippet(&self, text: &str, d: &Drop) -> String {
@@ -174,13 +187,32 @@ impl FilterStage {
         }
     }
 
+    /// The effective config (after the preset).
+    pub fn config(&self) -> &FilterConfig {
+        &self.cfg
+    }
+
     /// Judges one document: the drop, or the normalised text to keep.
     pub fn judge_text(&self, text: &str) -> Result<String, Drop> {
-        let normalized = if self.cfg.normalize.any() { self.cfg.normalize.apply(text) } else { text.to_string() };
-        match self.text.check(text, &normalized) {
-            Some(d) => Err(d),
-            None => Ok(normalized),
+        self.judge_document(None, text).map(|(t, _)| t)
+    }
+
+    /// Judges one document with its title: the drop, or the normalised text to keep
+    /// and its score columns.
+    pub fn judge_document(&self, title: Option<&str>, text: &str) -> Result<(String, DocScores), Drop> {
+        let n = &self.cfg.normalize;
+        let (normalized, pii) = if n.any() { n.apply_counted(text) } else { (text.to_string(), Default::default()) };
+        let mut scores = DocScores::default();
+        if let Some(d) = self.text.check(text, &normalized, title, &mut scores) {
+            return Err(d);
         }
+        let on = |kind_on: bool, c: u32| kind_on.then_some(c);
+        scores.pii_email = on(n.pii.email, pii.email);
+        scores.pii_phone = on(n.pii.phone, pii.phone);
+        scores.pii_id = on(n.pii.id, pii.id);
+        scores.pii_card = on(n.pii.card, pii.card);
+        scores.pii_ip = on(n.pii.ip, pii.ip);
+        Ok((normalized, scores))
     }
 
     /// Judges one pair: caption rules, then the image rules on its image.
@@ -206,16 +238,19 @@ impl FilterStage {
         let ids: &Str = column(b, id_col)?;
         let source_ids: &Str = column(b, sid_col)?;
         let sources: &Str = column(b, src_col)?;
-        // Per row: Ok(new text, if the kind has one) or Err(reject).
-        let verdicts: Vec<Result<Option<String>, Reject>> = match kind {
+        // Per row: Ok(new text, if the kind has one, and a document's scores) or Err(reject).
+        type Verdict = Result<Option<(String, DocScores)>, Reject>;
+        let verdicts: Vec<Verdict> = match kind {
             Kind::Document => {
                 let texts: &Str = column(b, document::TEXT)?;
+                let titles: &Str = column(b, document::TITLE)?;
                 out.count_in(n as u64, texts.value_data().len() as u64);
                 (0..n)
                     .into_par_iter()
                     .map(|i| {
                         let t = texts.value(i);
-                        self.judge_text(t).map(Some).map_err(|d| self.reject(ids, source_ids, sources, i, t, d))
+                        let title = titles.is_valid(i).then(|| titles.value(i));
+                        self.judge_document(title, t).map(Some).map_err(|d| self.reject(ids, source_ids, sources, i, t, d))
                     })
                     .collect()
             }
@@ -227,7 +262,7 @@ impl FilterStage {
                     .into_par_iter()
                     .map(|i| {
                         let c = caps.value(i);
-                        self.judge_pair(c, imgs.value(i)).map(Some).map_err(|d| self.reject(ids, source_ids, sources, i, c, d))
+                        self.judge_pair(c, imgs.value(i)).map(|t| Some((t, DocScores::default()))).map_err(|d| self.reject(ids, source_ids, sources, i, c, d))
                     })
                     .collect()
             }
@@ -248,9 +283,14 @@ impl FilterStage {
         let mask = BooleanArray::from(verdicts.iter().map(|v| v.is_ok()).collect::<Vec<_>>());
         let mut rejects = vec![];
         let mut kept_text = vec![];
+        let mut kept_scores = vec![];
         for v in verdicts {
             match v {
-                Ok(t) => kept_text.extend(t),
+                Ok(Some((t, s))) => {
+                    kept_text.push(t);
+                    kept_scores.push(s);
+                }
+                Ok(None) => {}
                 Err(r) => {
                     out.counters.bump(&format!("dropped.{}", r.rule), 1);
                     rejects.push(r);
@@ -273,6 +313,9 @@ impl FilterStage {
             }
             kept = RecordBatch::try_new(schema, cols)?;
         }
+        if kind == Kind::Document {
+            kept = with_scores(&kept, kept_scores)?;
+        }
         out.write(&kept)?;
         Ok(())
     }
@@ -288,6 +331,32 @@ impl FilterStage {
             snippet: Some(self.snippet(text, &d)),
         }
     }
+}
+
+/// Writes this run's scores into a kept document batch. A score this run did not
+/// compute (no LM, no classifier) keeps the value an earlier filter run wrote.
+fn with_scores(kept: &RecordBatch, mut scores: Vec<DocScores>) -> Result<RecordBatch, BoxError> {
+    for (i, s) in scores.iter_mut().enumerate() {
+        let old = DocScores::from_batch(kept, i)?;
+        s.quality = s.quality.or(old.quality);
+        s.perplexity = s.perplexity.or(old.perplexity);
+        s.lang = s.lang.take().or(old.lang);
+        s.lang_score = s.lang_score.or(old.lang_score);
+        s.spam_hits = s.spam_hits.or(old.spam_hits);
+        s.blocklist_hits = s.blocklist_hits.or(old.blocklist_hits);
+        s.pii_email = s.pii_email.or(old.pii_email);
+        s.pii_phone = s.pii_phone.or(old.pii_phone);
+        s.pii_id = s.pii_id.or(old.pii_id);
+        s.pii_card = s.pii_card.or(old.pii_card);
+        s.pii_ip = s.pii_ip.or(old.pii_ip);
+    }
+    let schema = kept.schema();
+    let mut cols: Vec<ArrayRef> = kept.columns().to_vec();
+    let arrays = DocScores::to_arrays(&scores.iter().collect::<Vec<_>>());
+    for (name, a) in document::SCORES.iter().zip(arrays) {
+        cols[schema.index_of(name)?] = a;
+    }
+    Ok(RecordBatch::try_new(schema, cols)?)
 }
 
 impl Stage for FilterStage {
@@ -340,6 +409,9 @@ impl Stage for FilterStage {
         p.insert("filter.blocklist_terms".into(), self.text.blocklist_terms().into());
         if let Some(h) = &self.lm_hash {
             p.insert("filter.lm_model_blake3".into(), h.clone().into());
+        }
+        if let Some(h) = &self.quality_hash {
+            p.insert("filter.quality_model_blake3".into(), h.clone().into());
         }
         p
     }

@@ -1,6 +1,11 @@
 //! Normalisation applied to the text the filter keeps: full-width → half-width,
 //! whitespace clean-up, collapsing repeated punctuation, dropping characters of other
-//! scripts, and traditional → simplified Chinese with OpenCC's tables (see data/README.md).
+//! scripts, stripping leftover markup, PII placeholders (see [`crate::pii`]), and
+//! traditional → simplified Chinese with OpenCC's tables (see data/README.md).
+//!
+//! Order: t2s, markup, width and script, PII, punctuation runs, whitespace — PII after
+//! width so full-width digits are caught, and before punctuation collapsing so a
+//! placeholder's `<`/`>` never merges with neighbouring marks.
 
 use std::collections::HashMap;
 use std::sync::OnceLock;
@@ -8,6 +13,7 @@ use std::sync::OnceLock;
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
 use serde::{Deserialize, Serialize};
 
+use crate::pii::{redact, PiiConfig, PiiCounts};
 use crate::script::{is_han, is_latin, is_punct};
 
 const TS_CHARACTERS: &str = include_str!("../data/TSCharacters.txt");
@@ -38,6 +44,13 @@ pub struct NormalizeConfig {
     /// digits, whitespace nor ordinary punctuation (emoji, other scripts, symbols), as
     /// M6 does. Default false.
     pub zh_en_only: bool,
+    /// Remove leftover HTML tags and comments and decode entities, instead of letting
+    /// `text.markup` drop the document. Default false (the `m6` preset turns it on).
+    pub strip_markup: bool,
+    /// Replace personal information with placeholders (`<EMAIL>`, `<PHONE>`, `<ID>`,
+    /// `<CARD>`, `<IP>`), per kind: `pii = false` turns all off, or
+    /// `[filter.normalize.pii] ip = false` one kind. Default: all on.
+    pub pii: PiiConfig,
 }
 
 impl Default for NormalizeConfig {
@@ -50,6 +63,8 @@ impl Default for NormalizeConfig {
             max_punct_run: 3,
             t2s: false,
             zh_en_only: false,
+            strip_markup: false,
+            pii: PiiConfig::default(),
         }
     }
 }
@@ -64,12 +79,20 @@ impl NormalizeConfig {
 
     /// True when normalisation may change some text.
     pub fn any(&self) -> bool {
-        self.fullwidth_alnum || self.fullwidth_punct || self.whitespace || self.collapse_punct || self.t2s || self.zh_en_only
+        self.fullwidth_alnum || self.fullwidth_punct || self.whitespace || self.collapse_punct || self.t2s || self.zh_en_only || self.strip_markup || self.pii.any()
     }
 
     /// Returns the normalised text.
     pub fn apply(&self, text: &str) -> String {
+        self.apply_counted(text).0
+    }
+
+    /// Returns the normalised text and the PII replacements made.
+    pub fn apply_counted(&self, text: &str) -> (String, PiiCounts) {
         let mut s: String = if self.t2s { t2s(text) } else { text.to_string() };
+        if self.strip_markup {
+            s = strip_markup(&s);
+        }
         if self.fullwidth_alnum || self.fullwidth_punct || self.zh_en_only {
             s = s
                 .chars()
@@ -83,14 +106,71 @@ impl NormalizeConfig {
                 })
                 .collect();
         }
+        let mut counts = PiiCounts::default();
+        if self.pii.any() {
+            let (r, c) = redact(&s, &self.pii);
+            if let std::borrow::Cow::Owned(o) = r {
+                s = o;
+            }
+            counts = c;
+        }
         if self.collapse_punct {
             s = collapse_punct(&s, self.max_punct_run);
         }
         if self.whitespace {
             s = clean_whitespace(&s);
         }
-        s
+        (s, counts)
     }
+}
+
+/// Removes HTML comments, `<script>`/`<style>` blocks and tags, and decodes entities
+/// (named ones HTML text commonly carries, and numeric ones).
+pub fn strip_markup(s: &str) -> String {
+    static RE: OnceLock<regex::Regex> = OnceLock::new();
+    let re = RE.get_or_init(|| {
+        regex::Regex::new(r"(?is)<!--.*?-->|<script\b.*?</script\s*>|<style\b.*?</style\s*>|</?[a-z][a-z0-9]*(?:\s[^<>]{0,500})?/?>|&(?:#[0-9]{1,7}|#x[0-9a-f]{1,6}|[a-z]{2,10});").unwrap()
+    });
+    if !s.contains('<') && !s.contains('&') {
+        return s.to_string();
+    }
+    re.replace_all(s, |c: &regex::Captures| {
+        let m = &c[0];
+        if !m.starts_with('&') {
+            return String::new();
+        }
+        let body = &m[1..m.len() - 1];
+        let num = if let Some(h) = body.strip_prefix("#x").or_else(|| body.strip_prefix("#X")) {
+            u32::from_str_radix(h, 16).ok()
+        } else if let Some(d) = body.strip_prefix('#') {
+            d.parse().ok()
+        } else {
+            None
+        };
+        if let Some(ch) = num.and_then(char::from_u32) {
+            return ch.to_string();
+        }
+        match body {
+            "amp" => "&",
+            "lt" => "<",
+            "gt" => ">",
+            "quot" => "\"",
+            "apos" => "'",
+            "nbsp" => " ",
+            "mdash" => "—",
+            "ndash" => "–",
+            "hellip" => "…",
+            "ldquo" => "“",
+            "rdquo" => "”",
+            "lsquo" => "‘",
+            "rsquo" => "’",
+            "middot" => "·",
+            "copy" => "©",
+            _ => "",
+        }
+        .to_string()
+    })
+    .into_owned()
 }
 
 fn half_width(c: char, alnum: bool, punct: bool) -> char {
@@ -233,8 +313,10 @@ mod tests {
         assert_eq!(p.apply("你好，世界？"), "你好,世界?");
         let z = NormalizeConfig { zh_en_only: true, ..Default::default() };
         assert_eq!(z.apply("好的😀 ok Привет"), "好的 ok");
-        let off = NormalizeConfig { fullwidth_alnum: false, whitespace: false, collapse_punct: false, ..Default::default() };
+        let off = NormalizeConfig { fullwidth_alnum: false, whitespace: false, collapse_punct: false, pii: PiiConfig::all(false), ..Default::default() };
         assert!(!off.any());
         assert_eq!(off.apply("ＡＢ  c"), "ＡＢ  c");
+        let m = NormalizeConfig { strip_markup: true, ..Default::default() };
+        assert_eq!(m.apply("<p>软件包 &amp; <b>依赖</b></p><!-- nav --><script>var a=1;</script>&#20851;系"), "软件包 & 依赖关系");
     }
 }

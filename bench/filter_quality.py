@@ -1,0 +1,208 @@
+"""Issue 17 parts of bench/filter.sh (called by filter_bench.py in the same run):
+
+1. the quality classifier (`m6corpus quality train/eval`) beside fastText (the
+   `fasttext` Python package, built from the same C++ as the CLI) on the same
+   train/test split with the same hyper-parameters: dim 16, 10 epochs, lr 0.5, word
+   bigrams, character 1..3-grams, 2^19 buckets, one thread. fastText needs
+   whitespace-separated tokens, so its input is jieba (Python) words; its character
+   n-grams are taken inside words (with < > boundary marks), ours across the text.
+   Data: zh-CN + zh-TW Debian Handbook paragraphs (positive) against navigation text
+   (TOC and page-nav link runs), keyword lists (section titles joined by separators)
+   and word salad (a paragraph's jieba words shuffled) of the same book (negative).
+   The word salad is the hard part: same vocabulary as the prose.
+2. language identification (`m6corpus quality lang`, whatlang + rules) beside langid.py
+   on the handbook's zh-CN, ja-JP and en-US paragraphs (labels = the folder; ja-JP
+   paragraphs without hiragana are untranslated English and left out).
+"""
+import glob, html, json, os, random, re, subprocess, sys, tempfile, time
+
+DATA = os.environ.get("M6_DATA_DIR", "data")
+
+
+def paras(page):
+    h = open(page, encoding="utf-8").read()
+    out = []
+    for b in re.findall(r'<div class="para"[^>]*>(.*?)</div>', h, re.S):
+        t = " ".join(html.unescape(re.sub(r"<[^>]+>", "", b)).split())
+        if t:
+            out.append(t)
+    return out
+
+
+def han_share(t):
+    return sum(1 for c in t if "\u4e00" <= c <= "\u9fff") / max(len(t), 1)
+
+
+def prose():
+    v = []
+    for lang in ("zh-CN", "zh-TW"):
+        for page in sorted(glob.glob(f"{DATA}/debian-handbook/{lang}/*.html")):
+            v += [p for p in paras(page) if len(p) >= 40 and han_share(p) >= 0.4]
+    return v
+
+
+def junk(prose_docs, jieba):
+    out = []
+    for k, page in enumerate(sorted(glob.glob(f"{DATA}/debian-handbook/zh-CN/*.html"))):
+        h = open(page, encoding="utf-8").read()
+        blocks = re.findall(r'<div class="toc".*?</div>', h, re.S) + re.findall(r'<ul class="docnav.*?</ul>', h, re.S)
+        for b in blocks:
+            links = [" ".join(html.unescape(re.sub(r"<[^>]+>", "", a)).split()) for a in re.findall(r"<a [^>]*>(.*?)</a>", b, re.S)]
+            links = [l for l in links if l]
+            for j in range(0, len(links), 8):
+                w = links[j:j + 8]
+                if len(w) >= 3:
+                    out.append(" ".join(w))
+                    titles = [t.lstrip("0123456789. ") for t in w]
+                    titles = [t for t in titles if t]
+                    random.Random(k * 1000 + j).shuffle(titles)
+                    if len(titles) >= 3:
+                        out.append(["、", " | ", "，", " "][(k + j) % 4].join(titles))
+    for i, p in enumerate(prose_docs):
+        if i % 2 == 0:
+            words = jieba.lcut(p)
+            random.Random(i).shuffle(words)
+            out.append("".join(words))
+    return out
+
+
+def classifier(run, work, py_ok):
+    import jieba
+    jieba.setLogLevel(60)
+    pos = prose()
+    neg = junk(pos, jieba)
+    split = lambda v: ([t for i, t in enumerate(v) if i % 5 != 0], [t for i, t in enumerate(v) if i % 5 == 0])
+    (pos_tr, pos_te), (neg_tr, neg_te) = split(pos), split(neg)
+    dirs = {}
+    for name, rows in [("pos_tr", pos_tr), ("neg_tr", neg_tr), ("pos_te", pos_te), ("neg_te", neg_te)]:
+        j = os.path.join(work, name + ".jsonl")
+        with open(j, "w", encoding="utf-8") as f:
+            for i, t in enumerate(rows):
+                f.write(json.dumps({"id": f"{name}{i}", "text": t}, ensure_ascii=False) + "\n")
+        dirs[name] = os.path.join(work, name)
+        run("ingest", "--input", j, "--output", dirs[name], "--quiet")
+    model = os.path.join(work, "quality.bin")
+    t = time.perf_counter()
+    _, out = run("quality", "train", "--positive", dirs["pos_tr"], "--negative", dirs["neg_tr"], "--output", model, "--holdout", "0", "--json")
+    train_wall = time.perf_counter() - t
+    rep = json.loads(out.strip())
+    t = time.perf_counter()
+    _, out = run("quality", "eval", "--model", model, "--positive", dirs["pos_te"], "--negative", dirs["neg_te"], "--json")
+    eval_wall = time.perf_counter() - t
+    ev = json.loads(out.strip())
+    test_bytes = sum(len(x.encode()) for x in pos_te + neg_te)
+    train_bytes = sum(len(x.encode()) for x in pos_tr + neg_tr)
+    res = {
+        "data": {"train_docs": len(pos_tr) + len(neg_tr), "test_docs": len(pos_te) + len(neg_te), "positive": len(pos), "negative": len(neg), "train_mb": round(train_bytes / 1e6, 3), "test_mb": round(test_bytes / 1e6, 3)},
+        "m6corpus": {
+            "test_accuracy": round(ev["accuracy"], 4), "test_precision": round(ev["precision"], 4), "test_recall": round(ev["recall"], 4),
+            "train_seconds_wall": round(train_wall, 3), "train_featurize_seconds": round(rep["featurize_seconds"], 3), "train_sgd_seconds": round(rep["train_seconds"], 3),
+            "eval_seconds_wall": round(eval_wall, 3), "eval_seconds_in_process": round(ev["seconds"], 3),
+            "predict_mb_per_s": round(test_bytes / 1e6 / ev["seconds"], 3), "model_bytes": rep["bytes"],
+        },
+    }
+    if not py_ok:
+        res["fasttext"] = "skipped: fasttext/jieba not importable"
+        return res, model
+    import fasttext
+    tok = lambda t: " ".join(w for w in jieba.lcut(t) if w.strip())
+    t = time.perf_counter()
+    tr_lines = [f"__label__{'pos' if y else 'neg'} {tok(x)}" for x, y in [(x, 1) for x in pos_tr] + [(x, 0) for x in neg_tr]]
+    tok_train = time.perf_counter() - t
+    trf = os.path.join(work, "ft_train.txt")
+    open(trf, "w", encoding="utf-8").write("\n".join(tr_lines) + "\n")
+    t = time.perf_counter()
+    ft = fasttext.train_supervised(input=trf, dim=16, epoch=10, lr=0.5, wordNgrams=2, minn=1, maxn=3, bucket=1 << 19, thread=1, verbose=0)
+    ft_train = time.perf_counter() - t
+    te = [(x, 1) for x in pos_te] + [(x, 0) for x in neg_te]
+    t = time.perf_counter()
+    toks = [tok(x) for x, _ in te]
+    tok_test = time.perf_counter() - t
+    t = time.perf_counter()
+    # The C++ batch call: fasttext-wheel 0.9.2's Python predict() wraps the result with
+    # np.array(copy=False), which numpy 2 refuses.
+    labels, _ = ft.f.multilinePredict(toks, 1, 0.0, "strict")
+    ft_pred = time.perf_counter() - t
+    acc = sum(1 for (l, (_, y)) in zip(labels, te) if (l[0] == "__label__pos") == bool(y)) / len(te)
+    res["fasttext"] = {
+        "version": getattr(fasttext, "__version__", "fasttext-wheel"),
+        "test_accuracy": round(acc, 4),
+        "train_seconds": round(ft_train, 3), "train_tokenize_seconds_jieba_py": round(tok_train, 3),
+        "predict_seconds": round(ft_pred, 3), "predict_tokenize_seconds_jieba_py": round(tok_test, 3),
+        "predict_mb_per_s_with_tokenizing": round(test_bytes / 1e6 / (ft_pred + tok_test), 3),
+        "predict_mb_per_s_pretokenized": round(test_bytes / 1e6 / ft_pred, 3),
+    }
+    res["speed_ratio_predict_vs_fasttext_with_tokenizing"] = round(res["m6corpus"]["predict_mb_per_s"] / res["fasttext"]["predict_mb_per_s_with_tokenizing"], 2)
+    res["speed_ratio_train_vs_fasttext_with_tokenizing"] = round((ft_train + tok_train) / (rep["featurize_seconds"] + rep["train_seconds"]), 2)
+    return res, model
+
+
+def language_id(run, work, py_ok):
+    sets = {"zh": [], "ja": [], "en": []}
+    for page in sorted(glob.glob(f"{DATA}/debian-handbook/zh-CN/*.html")):
+        sets["zh"] += [p for p in paras(page) if len(p) >= 40 and han_share(p) >= 0.4]
+    i18n = f"{DATA}/debian-handbook-i18n"
+    if not os.path.isdir(i18n):
+        return {"skipped": f"{i18n} missing: run scripts/fetch_data.sh"}
+    for page in sorted(glob.glob(f"{i18n}/ja-JP/*.html")):
+        sets["ja"] += [p for p in paras(page) if len(p) >= 40 and sum(1 for c in p if "\u3041" <= c <= "\u309f") >= 10]
+    for page in sorted(glob.glob(f"{i18n}/en-US/*.html")):
+        sets["en"] += [p for p in paras(page) if len(p) >= 40]
+    docs = [(p, l) for l in sets for p in sets[l][:1500]]
+    f = os.path.join(work, "lang.txt")
+    open(f, "w", encoding="utf-8").write("\n".join(p for p, _ in docs) + "\n")
+    size = os.path.getsize(f)
+    t = time.perf_counter()
+    _, out = run("quality", "lang", "--input", f)
+    ours_t = time.perf_counter() - t
+    got = [l.split("\t")[0] for l in out.splitlines()]
+    per = lambda pred: {l: round(sum(1 for (p, (_, y)) in zip(pred, docs) if y == l and p == l) / max(1, sum(1 for _, y in docs if y == l)), 4) for l in sets}
+    res = {"docs": {l: min(len(v), 1500) for l, v in sets.items()}, "mb": round(size / 1e6, 3),
+           "m6corpus_whatlang_rules": {"accuracy": per(got), "seconds_incl_process": round(ours_t, 3), "mb_per_s": round(size / 1e6 / ours_t, 3)}}
+    if py_ok:
+        import langid
+        langid.classify("warm up")
+        t = time.perf_counter()
+        pred = [langid.classify(p)[0] for p, _ in docs]
+        lt = time.perf_counter() - t
+        res["peer_langid_py"] = {"accuracy": per(pred), "seconds": round(lt, 3), "mb_per_s": round(size / 1e6 / lt, 3)}
+        res["speed_ratio_vs_langid"] = round(lt / ours_t, 2)
+    return res
+
+
+def rule_groups(bin_path, ds, work, quality_model, mb, all_text, repeat=3):
+    """Filter CPU seconds with each group of rules, one process each, --threads 1, best
+    of `repeat` (children's rusage deltas)."""
+    import resource
+    def filt(name, *extra):
+        best = None
+        for k in range(repeat):
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
+            out = os.path.join(work, f"{name}_{k}")
+            r = subprocess.run([bin_path, "filter", "--input", ds, "--output", out, "--threads", "1", "--quiet", "--json", *extra], capture_output=True, text=True)
+            if r.returncode != 0:
+                sys.exit(f"filter {name} failed:\n{r.stderr}")
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+            best = cpu if best is None else min(best, cpu)
+        return best
+    dis = lambda keep: [x for r in all_text if r not in keep for x in ("--disable", r)]
+    q = ["--set", f"text.quality_model={quality_model}", "--set", "text.min_quality=0.0"]
+    t = {
+        "default_rules_pii_off": filt("g_nopii", "--set", "normalize.pii=false"),
+        "default_rules_with_pii": filt("g_default"),
+        "default_rules_with_pii_and_quality": filt("g_quality", *q),
+        "no_rules_no_pii": filt("g_none", *dis(()), "--set", "normalize.pii=false"),
+        "no_rules_with_pii": filt("g_none_pii", *dis(())),
+        "quality_rule_alone_no_pii": filt("g_q_alone", *dis(("text.quality",)), "--set", "normalize.pii=false", *q),
+        "lm_rule_alone_no_pii": None,
+        "preset_m6": filt("g_m6", "--set", "preset=m6"),
+        "default_rules_without_jieba_pii_off": filt("g_nojieba", "--disable", "text.top_word_ngram", "--disable", "text.dup_word_ngram", "--set", "normalize.pii=false"),
+    }
+    del t["lm_rule_alone_no_pii"]
+    r = {k: {"cpu_seconds": round(v, 3), "mb_per_cpu_s": round(mb / v, 3)} for k, v in t.items()}
+    r["note"] = "CPU seconds (user+sys) of the m6corpus process, best of %d, --threads 1; includes process start, jieba dictionary load, Parquet read/write" % repeat
+    r["pii_cost_mb_per_cpu_s"] = round(mb / max(t["no_rules_with_pii"] - t["no_rules_no_pii"], 1e-9), 3)
+    r["quality_cost_mb_per_cpu_s (incl. its own jieba cut)"] = round(mb / max(t["quality_rule_alone_no_pii"] - t["no_rules_no_pii"], 1e-9), 3)
+    r["classifier_plus_pii_overhead_vs_default_rules_pii_off"] = round((t["default_rules_with_pii_and_quality"] - t["default_rules_pii_off"]) / t["default_rules_pii_off"], 3)
+    return r, t
