@@ -185,3 +185,29 @@ fn reduced_scale_decoding_hashes_match_full_decoding() {
     assert!(scaled_any, "no JPEG took the reduced-scale path");
 }
 
+
+/// The keep rule's tie-break for images: of equal-sized copies (same width and height,
+/// so `longest` cannot tell them apart) the sharpest is kept, whichever id hashes
+/// lower. Each photo has a blurred copy of the same size; the original must win.
+#[test]
+fn equal_size_copies_keep_the_sharpest() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut rows: Vec<Image> = vec![];
+    let mut sharp = vec![];
+    for name in ["astronaut.png", "coffee.png", "chelsea.png", "camera.png"] {
+        let img = photo(name);
+        let orig = image_row("orig", &format!("{name}:orig"), png(&img));
+        let blurred = image_row("blur", &format!("{name}:blur"), png(&img.blur(1.5)));
+        assert_eq!((orig.width, orig.height), (blurred.width, blurred.height));
+        sharp.push(orig.id.clone());
+        rows.push(orig);
+        rows.push(blurred);
+    }
+    let input = write_dataset(&tmp.path().join("in"), &rows, 2);
+    let out = tmp.path().join("out");
+    dedup(&input, &out, DedupConfig::default(), 2).unwrap();
+    let mut kept = kept_ids::<Image>(&out, |d| d.id.clone());
+    sharp.sort();
+    kept.sort();
+    assert_eq!(kept, sharp, "a blurred copy was kept instead of its sharp original");
+}
