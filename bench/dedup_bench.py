@@ -272,97 +272,12 @@ def hard_quality():
 
 
 def images_bench():
-    from PIL import Image, ImageDraw
-    import imagehash
-
-    src = sorted(glob.glob(os.path.join(DATA, "photos", "*")))
-    base = os.path.join(OUT, "images")
-    shutil.rmtree(base, ignore_errors=True)
-    os.makedirs(os.path.join(base, "files"))
-    entries, group = [], {}
-
-    def scene(name):
-        # Same scene, different files: the two chessboards and the stereo motorcycle pair.
-        for s in ("chessboard", "motorcycle"):
-            if name.startswith(s):
-                return s
-        return name
-
-    for p in src:
-        name = os.path.splitext(os.path.basename(p))[0]
-        im = Image.open(p).convert("RGB")
-        w, h = im.size
-        variants = {
-            "orig": im,
-            "resized50": im.resize((w // 2, h // 2), Image.LANCZOS),
-            "resized75": im.resize((w * 3 // 4, h * 3 // 4), Image.BILINEAR),
-            "jpeg40": ("jpeg", 40),
-            "cropped2": im.crop((w // 50, h // 50, w - w // 50, h - h // 50)),
-            "cropped4": im.crop((w // 25, h // 25, w - w // 12, h - h // 12)),
-        }
-        # A small text badge (typical site watermark) and a large banner.
-        for k, box in (("watermark_badge", (70, 90, 95, 96)), ("watermark_banner", (60, 85, 95, 95))):
-            wm = im.copy()
-            d = ImageDraw.Draw(wm)
-            d.rectangle((w * box[0] // 100, h * box[1] // 100, w * box[2] // 100, h * box[3] // 100), fill=(255, 255, 255))
-            d.text((w * (box[0] + 1) // 100, h * (box[1] + 1) // 100), "m6 watermark", fill=(0, 0, 0))
-            variants[k] = wm
-        for k, v in variants.items():
-            key = f"{name}:{k}"
-            if isinstance(v, tuple):
-                path = os.path.join(base, "files", f"{name}_{k}.jpg")
-                im.save(path, "JPEG", quality=v[1])
-            else:
-                path = os.path.join(base, "files", f"{name}_{k}.png")
-                v.save(path, "PNG")
-            entries.append((key, path))
-            group[key] = scene(name)
-    rng = random.Random(5)
-    rng.shuffle(entries)
-    with open(os.path.join(base, "list.tsv"), "w") as f:
-        for k, p in entries:
-            f.write(f"{k}\t{p}\n")
-    groups = {}
-    for k, _ in entries:
-        groups.setdefault(group[k], []).append(k)
-    expected = sum(len(v) - 1 for v in groups.values())
-    run([BIN, "images", os.path.join(base, "list.tsv"), os.path.join(base, "in"), "4"])
-    secs, rss, _ = timed_rss([BIN, "dedup", os.path.join(base, "in"), os.path.join(base, "out"), str(THREADS)])
-    rem = m6_pairs(base)
-    m6 = score(rem, group, expected)
-    m6.update({"seconds": round(secs, 3), "images_per_s": round(len(entries) / secs, 1), "images_per_s_per_core": round(len(entries) / secs / THREADS, 1), "peak_rss_mib": rss})
-
-    t = time.time()
-    hashes = [(k, imagehash.phash(Image.open(p))) for k, p in entries]
-    hash_secs = time.time() - t
-    uf = UF()
-    for i in range(len(hashes)):
-        for j in range(i + 1, len(hashes)):
-            if hashes[i][1] - hashes[j][1] <= MAX_HAMMING:
-                uf.union(i, j)
-    rem_peer = [(hashes[i][0], hashes[uf.find(i)][0]) for i in range(len(hashes)) if uf.find(i) != i]
-    peer = score(rem_peer, group, expected)
-    peer.update({"hash_seconds": round(hash_secs, 3), "images_per_s": round(len(entries) / hash_secs, 1), "note": "phash of every image + all-pairs Hamming <= %d, single thread" % MAX_HAMMING})
-    def by_kind(removals):
-        rem = {a: b for a, b in removals}
-        out = {}
-        for k, _ in entries:
-            kind = k.split(":")[1]
-            if kind == "orig":
-                continue
-            o = k.split(":")[0] + ":orig"
-            hit = rem.get(k, k) == rem.get(o, o)  # same cluster as its original
-            s = out.setdefault(kind, [0, 0])
-            s[0] += hit
-            s[1] += 1
-        return {k: round(v[0] / v[1], 4) for k, v in out.items()}
-
-    m6["found_by_kind"] = by_kind(rem)
-    peer["found_by_kind"] = by_kind(rem_peer)
-    return {"images": len(entries), "photos": len(src), "variants": ["resized50", "resized75", "jpeg40", "cropped2 (2% each side)", "cropped4 (4% top-left, 8% bottom-right)", "watermark_badge", "watermark_banner"],
-            "ground_truth": "one group per photo; chessboard_GRAY/RGB and motorcycle_left/right are one scene each",
-            "max_hamming": MAX_HAMMING, "m6": m6, "imagehash": peer,
-            "ratio_images_per_s_per_core_vs_imagehash": round(m6["images_per_s_per_core"] / peer["images_per_s"], 2)}
+    """Image near duplicates (crops, padding, watermarks, hard negatives): bench/dedup_images.py."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("dedup_images", os.path.join(_here, "dedup_images.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.images_bench()
 
 
 def big_shard(poems, n):

@@ -1,6 +1,12 @@
-//! Image preprocessing for image–text samples: decode, resize the shorter side to the
-//! training resolution (bilinear/triangle filter), centre-crop to a square, and cut into
-//! a grid of patches stored as uint8 in [`PATCH_LAYOUT`].
+//! Image preprocessing for image–text samples: decode (JPEG at the smallest DCT-domain
+//! scale that keeps the shorter side at the training resolution), resize the shorter
+//! side to the training resolution (bilinear/triangle filter), centre-crop to a square,
+//! and cut into a grid of patches in [`PATCH_LAYOUT`].
+//!
+//! A sample stores either those raw patches (`image_encoding = "raw"`, 150 KB at
+//! 224 px) or the square itself encoded as JPEG (`"jpeg"`, a tenth of that or less);
+//! [`ImageConfig::patches_from_encoded`] turns the latter back into patches in the
+//! trainer's reader threads.
 
 use image::imageops::{self, FilterType};
 use serde::{Deserialize, Serialize};
@@ -16,6 +22,32 @@ pub enum ImageError {
     Empty { width: u32, height: u32 },
     #[error("image_size {image_size} is not a positive multiple of patch_size {patch_size}")]
     BadGeometry { image_size: u32, patch_size: u32 },
+    #[error("{0}")]
+    Imaging(#[from] m6_imaging::DecodeError),
+    #[error("encoded sample image is {width}x{height}, expected {want}x{want}")]
+    EncodedSize { width: u32, height: u32, want: u32 },
+    #[error("cannot encode sample image: {0}")]
+    Encode(String),
+}
+
+/// How `sample.image_patches` holds the image (manifest property `image_encoding`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum ImageEncoding {
+    /// uint8 patches in [`PATCH_LAYOUT`] (image_size² × 3 bytes).
+    Raw,
+    /// The resized, centre-cropped image_size × image_size square as a baseline JPEG
+    /// (or the original bytes when they already are exactly such a JPEG).
+    Jpeg,
+}
+
+impl ImageEncoding {
+    pub fn name(self) -> &'static str {
+        match self {
+            ImageEncoding::Raw => "raw",
+            ImageEncoding::Jpeg => "jpeg",
+        }
+    }
 }
 
 /// Training resolution and patch size.
@@ -71,8 +103,71 @@ impl ImageConfig {
     /// Decodes an encoded image (PNG, JPEG, GIF, WebP, BMP) and returns its patches.
     pub fn preprocess(&self, bytes: &[u8]) -> Result<Vec<u8>, ImageError> {
         self.check()?;
+        // Full decode: raw patches are the reference the encoded path is measured against.
         let img = image::load_from_memory(bytes)?;
         self.preprocess_rgb(&img.to_rgb8())
+    }
+
+    /// The training square of an encoded image: decoded at the smallest scale that keeps
+    /// the shorter side at least `image_size` (JPEG: DCT-domain 1/2–1/8), resized and
+    /// centre-cropped.
+    pub fn square(&self, bytes: &[u8]) -> Result<image::RgbImage, ImageError> {
+        self.check()?;
+        let (img, _, _) = m6_imaging::decode_rgb_min_short(bytes, self.image_size)?;
+        self.square_rgb(&img)
+    }
+
+    /// The resized, centre-cropped square of a decoded image.
+    pub fn square_rgb(&self, img: &image::RgbImage) -> Result<image::RgbImage, ImageError> {
+        self.check()?;
+        let (w, h) = img.dimensions();
+        if w == 0 || h == 0 {
+            return Err(ImageError::Empty { width: w, height: h });
+        }
+        let (nw, nh) = self.resized_dims(w, h);
+        let left = (nw - self.image_size) / 2;
+        let top = (nh - self.image_size) / 2;
+        if (nw, nh) == (w, h) {
+            return Ok(imageops::crop_imm(img, left, top, self.image_size, self.image_size).to_image());
+        }
+        let resized = imageops::resize(img, nw, nh, FilterType::Triangle);
+        Ok(imageops::crop_imm(&resized, left, top, self.image_size, self.image_size).to_image())
+    }
+
+    /// What a sample stores for an encoded image under `encoding`: raw patches, or the
+    /// training square as JPEG at `quality` (1–100). An input that already is a JPEG of
+    /// exactly image_size × image_size is stored as it is (no second generation loss).
+    pub fn encode_sample(&self, bytes: &[u8], encoding: ImageEncoding, quality: u8) -> Result<Vec<u8>, ImageError> {
+        match encoding {
+            ImageEncoding::Raw => self.preprocess(bytes),
+            ImageEncoding::Jpeg => {
+                let s = self.image_size;
+                if bytes.starts_with(&[0xFF, 0xD8, 0xFF]) {
+                    if let Ok(d) = image::ImageReader::with_format(std::io::Cursor::new(bytes), image::ImageFormat::Jpeg).into_dimensions() {
+                        if d == (s, s) && image::load_from_memory_with_format(bytes, image::ImageFormat::Jpeg).is_ok() {
+                            return Ok(bytes.to_vec());
+                        }
+                    }
+                }
+                let sq = self.square(bytes)?;
+                let mut out = std::io::Cursor::new(Vec::with_capacity(32 << 10));
+                let enc = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, quality.clamp(1, 100));
+                sq.write_with_encoder(enc).map_err(|e| ImageError::Encode(e.to_string()))?;
+                Ok(out.into_inner())
+            }
+        }
+    }
+
+    /// Patches of a sample image stored with `ImageEncoding::Jpeg` (what the trainer's
+    /// reader threads call).
+    pub fn patches_from_encoded(&self, encoded: &[u8]) -> Result<Vec<u8>, ImageError> {
+        self.check()?;
+        let img = image::load_from_memory(encoded)?.to_rgb8();
+        let (w, h) = img.dimensions();
+        if (w, h) != (self.image_size, self.image_size) {
+            return Err(ImageError::EncodedSize { width: w, height: h, want: self.image_size });
+        }
+        Ok(self.patchify(&img, 0, 0))
     }
 
     /// Patches of an already decoded RGB image.

@@ -18,7 +18,7 @@ pub mod tokenizer;
 pub mod trainer;
 pub mod wordpiece;
 
-pub use crate::image::{ImageConfig, ImageError, PATCH_LAYOUT};
+pub use crate::image::{ImageConfig, ImageEncoding, ImageError, PATCH_LAYOUT};
 pub use crate::tokenizer::{Encoding, Tokenizer, TokenizerConfig};
 pub use crate::trainer::{TrainerConfig, WordCounter};
 pub use crate::wordpiece::WordPiece;

@@ -5,7 +5,7 @@
 //!
 //! The global work is a chain of phases ([`work`]), each sliced over the processes of a
 //! `--task-count` job: **sign** every input shard (normalised-text blake3, densified
-//! one-permutation MinHash, pHash; [`sign`]) into fixed-size bodies and sorted runs of
+//! one-permutation MinHash, window pHashes and thumbnails of images; [`sign`]) into fixed-size bodies and sorted runs of
 //! LSH band keys; **pairs**: per key range, sort the band keys of every run so equal keys
 //! are adjacent (a `GROUP BY band_key`), verify candidates in each bucket and emit the
 //! verified pairs; **clusters** (one process): union-find over the rows in pairs, choose
@@ -30,6 +30,8 @@ use m6_pipeline::{BoxError, OutputSpec, RunContext, Stage, StageFactory, Task, T
 use m6_schemas::{column, Duplicate, Kind, Signature, Str};
 use serde::{Deserialize, Serialize};
 
+pub mod image_hash;
+pub mod image_verify;
 pub mod minhash;
 pub mod normalize;
 pub mod phash;
@@ -69,8 +71,9 @@ pub enum Shingle {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum KeepRule {
-    /// The longest text (documents: characters; images and pairs: pixel count);
-    /// ties go to the smallest id hash, so the choice does not depend on sharding.
+    /// The longest text (documents: characters; images and pairs: pixel count, then
+    /// the sharpest: variance of the Laplacian); ties go to the smallest id hash, so
+    /// the choice does not depend on sharding.
     Longest,
     /// The shortest text / smallest image; same tie rule.
     Shortest,
@@ -109,7 +112,8 @@ pub enum PairPolicy {
 pub struct DedupConfig {
     /// Remove exact duplicates (blake3 of the normalised text; of image bytes or pixels). Default true.
     pub exact: bool,
-    /// Remove near duplicates (MinHash LSH for text, pHash for images). Default true.
+    /// Remove near duplicates (MinHash LSH for text; window pHashes plus thumbnail
+    /// alignment for images, crops included). Default true.
     pub near: bool,
     /// Fold traditional Chinese characters to simplified before hashing (OpenCC's
     /// character table). Default true.
@@ -139,14 +143,24 @@ pub struct DedupConfig {
     /// The `meta` JSON field (a number, higher is better) that `keep = "quality"` ranks by.
     /// Default `quality`.
     pub quality_field: String,
-    /// Exact image identity: `bytes` or `pixels` (decoded). Default `pixels`.
+    /// Exact image identity: `bytes` or `pixels` (decoded). Default `bytes`: `pixels`
+    /// needs a full decode of every image, while near-duplicate search decodes JPEGs at
+    /// 1/8–1/2 scale and already matches lossless re-encodings.
     pub image_exact: ImageExact,
-    /// Images whose pHashes differ in at most this many of 64 bits are near duplicates. Default 10.
+    /// Image candidates whose closest pair of window pHashes (whole frame and six
+    /// sub-windows each) differ in more than this many of 64 bits are rejected before
+    /// the thumbnail alignment. Default 16.
     pub max_hamming: u32,
-    /// pHash is cut into this many blocks for candidate search; pairs within
-    /// `max_hamming` are always found when `hash_blocks > max_hamming` (pigeonhole).
-    /// Fewer, wider blocks mean smaller buckets on big corpora. Default 11.
+    /// Each window pHash is cut into this many blocks for candidate search (every
+    /// block is a band key); hashes within `hash_blocks - 1` bits always share a block
+    /// (pigeonhole). Fewer, wider blocks mean smaller buckets on big corpora. Default 11.
     pub hash_blocks: usize,
+    /// Largest crop per side (fraction of the side) under which two images still count
+    /// as one: the verifier aligns thumbnails over crops up to this. Default 0.1.
+    pub max_crop: f32,
+    /// Largest share of differing thumbnail pixels (after the best alignment, an edge
+    /// strip for watermarks excused) of near-duplicate images. Default 0.08.
+    pub image_max_diff: f32,
     /// Pairs: same (near-duplicate) image, different caption: `keep` or `drop`. Default `keep`.
     pub same_image_different_caption: PairPolicy,
     /// Pairs: same normalised caption, different image: `keep` or `drop`. Default `keep`.
@@ -185,9 +199,11 @@ impl Default for DedupConfig {
             seed: 1,
             keep: KeepRule::Longest,
             quality_field: "quality".into(),
-            image_exact: ImageExact::Pixels,
-            max_hamming: 10,
+            image_exact: ImageExact::Bytes,
+            max_hamming: 16,
             hash_blocks: 11,
+            max_crop: 0.1,
+            image_max_diff: 0.08,
             same_image_different_caption: PairPolicy::Keep,
             same_caption_different_image: PairPolicy::Keep,
             max_compare: 32,
@@ -210,6 +226,11 @@ pub enum DedupError {
 }
 
 impl DedupConfig {
+    /// The image verifier's settings.
+    pub fn image_verify_params(&self) -> image_verify::VerifyParams {
+        image_verify::VerifyParams { max_hamming: self.max_hamming, max_crop: self.max_crop, max_diff: self.image_max_diff }
+    }
+
     pub fn validate(&self) -> Result<(), DedupError> {
         let bad = |field, msg: &str| Err(DedupError::Config { field, msg: msg.to_string() });
         if self.ngram == 0 {
@@ -236,6 +257,12 @@ impl DedupConfig {
         if self.work_mb == 0 {
             return bad("work_mb", "must be at least 1");
         }
+        if !(0.0..=0.25).contains(&self.max_crop) {
+            return bad("max_crop", "must be between 0 and 0.25");
+        }
+        if !(0.0..=1.0).contains(&self.image_max_diff) {
+            return bad("image_max_diff", "must be between 0 and 1");
+        }
         if self.max_compare == 0 {
             return bad("max_compare", "must be at least 1");
         }
@@ -261,7 +288,7 @@ pub struct DedupFlags {
     /// Shingles for MinHash.
     #[arg(long, value_enum)]
     pub shingle: Option<Shingle>,
-    /// pHash Hamming distance for near-duplicate images.
+    /// Closest window-pHash distance (of 64 bits) an image candidate may have.
     #[arg(long)]
     pub max_hamming: Option<u32>,
     /// Earlier dedup outputs (OLD …): also drop rows that duplicate anything kept there.

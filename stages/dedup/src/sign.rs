@@ -1,6 +1,7 @@
 //! What dedup knows about one row, and the per-kind seams every phase goes through:
 //! a row is signed once into a fixed-size *body* (text: exact hash + MinHash values;
-//! images: exact key + pHash + decoded flag; pairs: those + caption hash); its LSH band
+//! images and pairs: exact key, seven window pHashes, a 48×48 verification thumbnail
+//! and, for pairs, the caption hash — see [`image_verify::PAYLOAD_LEN`]); its LSH band
 //! keys ([`band_keys`]), the candidate check ([`verify`]) and the audit explanation
 //! ([`explain`]) are all functions of bodies. Because band keys are derived from the
 //! body, a body stored in an earlier run's `signatures` side dataset is all that
@@ -15,7 +16,9 @@ use rayon::prelude::*;
 
 use crate::minhash::{band_key, fmix64, hash_str, MinHasher};
 use crate::normalize::Normalizer;
-use crate::phash::{hamming, phash, pixel_key};
+use crate::image_hash::{self, ImageSig};
+use crate::image_verify;
+use crate::phash::pixel_key;
 use crate::{DedupConfig, ImageExact, KeepRule, PairPolicy, Shingle};
 
 /// Band key flags: exact keys need no verification, near keys do.
@@ -28,13 +31,16 @@ const TAG_CAPTION: u64 = 0xca97_0000_0000_0001;
 /// Bumped whenever a body's layout or meaning changes: bodies of another version
 /// cannot be compared, so `--against` refuses them.
 pub const SIGNATURE_FORMAT: &str = "m6-dedup-signature-v1";
+/// The same for image and pair bodies: v2 holds the window hashes over the
+/// border-trimmed frame and the verification thumbnail (v1 held one pHash), so v1
+/// image signatures cannot be compared with this run's.
+pub const IMAGE_SIGNATURE_FORMAT: &str = "m6-dedup-image-signature-v2";
 
 /// Bytes of one row's body.
 pub fn body_len(cfg: &DedupConfig, kind: Kind) -> usize {
     match kind {
         Kind::Document => 8 + 4 * cfg.num_perm,
-        Kind::Image => 24,
-        _ => 32,
+        _ => image_verify::PAYLOAD_LEN,
     }
 }
 
@@ -46,9 +52,12 @@ pub fn signing_settings(cfg: &DedupConfig, kind: Kind) -> serde_json::Value {
             "format": SIGNATURE_FORMAT, "kind": kind.name(), "fold_traditional": cfg.fold_traditional,
             "shingle": cfg.shingle, "ngram": cfg.ngram, "word_ngram": cfg.word_ngram, "num_perm": cfg.num_perm, "seed": cfg.seed,
         }),
+        // The hashing geometry (windows, work side, thumbnail side) is fixed by the
+        // format version; what a config can change is listed.
         _ => serde_json::json!({
-            "format": SIGNATURE_FORMAT, "kind": kind.name(), "fold_traditional": cfg.fold_traditional,
+            "format": IMAGE_SIGNATURE_FORMAT, "kind": kind.name(), "fold_traditional": cfg.fold_traditional,
             "image_exact": cfg.image_exact, "near": cfg.near,
+            "windows": image_hash::WINDOWS, "work_side": image_hash::WORK_SIDE, "thumb": image_hash::THUMB,
         }),
     }
 }
@@ -57,7 +66,9 @@ pub fn signing_settings(cfg: &DedupConfig, kind: Kind) -> serde_json::Value {
 pub struct Signed {
     /// Characters (text) or pixels (images, pairs), for the keep rule.
     pub size: u32,
-    /// The keep rule's quality score (`-inf` when the row has none).
+    /// The keep rule's score: documents under `keep = "quality"`, the meta quality
+    /// field; images and pairs, their sharpness (variance of the Laplacian), which
+    /// breaks ties between equal-sized copies; `-inf` when the row has none.
     pub score: f32,
     pub body: Vec<u8>,
 }
@@ -127,47 +138,55 @@ impl<'a> Signer<'a> {
         Signed { size: self.chars.len() as u32, score: f32::NEG_INFINITY, body }
     }
 
-    /// Image (and pair) identity: exact key, pHash and whether it decoded.
-    fn image_keys(&self, bytes: &[u8]) -> (u64, u64, bool) {
+    /// Image (and pair) identity: exact key and, when near duplicates are wanted and
+    /// the image decodes, its crop-tolerant signature (JPEGs decoded at 1/8–1/2 scale).
+    fn image_keys(&self, bytes: &[u8]) -> (u64, Option<ImageSig>) {
         let bytes_key = || u64_of(blake3::hash(bytes).as_bytes());
-        let need_decode = self.cfg.near || self.cfg.image_exact == ImageExact::Pixels;
-        if !need_decode {
-            return (bytes_key(), 0, false);
+        if self.cfg.image_exact == ImageExact::Pixels {
+            // Exact pixel identity needs every pixel: one full decode serves both keys.
+            return match image::load_from_memory(bytes) {
+                Ok(img) => {
+                    let sig = self.cfg.near.then(|| {
+                        let g = img.to_luma8();
+                        let full = image_hash::Gray { w: g.width() as usize, h: g.height() as usize, px: g.as_raw().iter().map(|&v| v as f32).collect() };
+                        image_hash::sign_gray(&image_hash::shrink(&full, image_hash::WORK_SIDE), img.width(), img.height(), 1)
+                    });
+                    (u64_of(&pixel_key(&img)), sig)
+                }
+                Err(e) => {
+                    // Undecodable images can still be exact duplicates of each other by bytes.
+                    tracing::debug!("image does not decode ({e}); exact bytes only");
+                    (bytes_key(), None)
+                }
+            };
         }
-        match image::load_from_memory(bytes) {
-            Ok(img) => {
-                let exact = match self.cfg.image_exact {
-                    ImageExact::Pixels => u64_of(&pixel_key(&img)),
-                    ImageExact::Bytes => bytes_key(),
-                };
-                let ph = if self.cfg.near { phash(&img) } else { 0 };
-                (exact, ph, self.cfg.near)
-            }
+        if !self.cfg.near {
+            return (bytes_key(), None);
+        }
+        match image_hash::sign(bytes) {
+            Ok(sig) => (bytes_key(), Some(sig)),
             Err(e) => {
-                // Undecodable images can still be exact duplicates of each other by bytes.
                 tracing::debug!("image does not decode ({e}); exact bytes only");
-                (bytes_key(), 0, false)
+                (bytes_key(), None)
             }
         }
     }
 
     pub fn image(&self, bytes: &[u8], size: u32) -> Signed {
-        let (exact, ph, decoded) = self.image_keys(bytes);
-        let mut body = Vec::with_capacity(24);
-        for v in [exact, ph, decoded as u64] {
-            body.extend_from_slice(&v.to_le_bytes());
-        }
-        Signed { size, score: f32::NEG_INFINITY, body }
+        let (exact, sig) = self.image_keys(bytes);
+        let mut body = Vec::with_capacity(image_verify::PAYLOAD_LEN);
+        image_verify::encode_payload(exact, sig.as_ref(), 0, &mut body);
+        let score = sig.as_ref().map_or(f32::NEG_INFINITY, |s| s.sharpness);
+        Signed { size, score, body }
     }
 
     pub fn pair(&mut self, bytes: &[u8], caption: &str, size: u32) -> Signed {
-        let (exact, ph, decoded) = self.image_keys(bytes);
+        let (exact, sig) = self.image_keys(bytes);
         let cap = u64_of(blake3::hash(self.norm.normalize(caption).as_bytes()).as_bytes());
-        let mut body = Vec::with_capacity(32);
-        for v in [exact, ph, decoded as u64, cap] {
-            body.extend_from_slice(&v.to_le_bytes());
-        }
-        Signed { size, score: f32::NEG_INFINITY, body }
+        let mut body = Vec::with_capacity(image_verify::PAYLOAD_LEN);
+        image_verify::encode_payload(exact, sig.as_ref(), cap, &mut body);
+        let score = sig.as_ref().map_or(f32::NEG_INFINITY, |s| s.sharpness);
+        Signed { size, score, body }
     }
 
     /// Signs every row of a batch (of [`sign_columns`]); returns ids and bodies.
@@ -274,23 +293,28 @@ pub fn band_keys(cfg: &DedupConfig, kind: Kind, body: &[u8], idhash: u64, scratc
             }
         }
         Kind::Image => {
-            let (ph, decoded) = (u64_of(&body[8..]), u64_of(&body[16..]) == 1);
             if cfg.exact {
                 out.push(BandKey { key: fmix64(TAG_EXACT ^ exact), order: idhash, flag: EXACT });
             }
-            if cfg.near && decoded {
-                block_bands(cfg, ph, 0, out);
+            if cfg.near && image_verify::decoded(body) {
+                // Every window hash goes into the same buckets: a crop's whole frame
+                // meets the original's matching window.
+                for h in image_verify::hashes(body) {
+                    block_bands(cfg, h, 0, out);
+                }
             }
         }
         _ => {
-            let (ph, decoded, cap) = (u64_of(&body[8..]), u64_of(&body[16..]) == 1, u64_of(&body[24..]));
+            let (decoded, cap) = (image_verify::decoded(body), u64_of(&body[24..]));
             let image_only = cfg.same_image_different_caption == PairPolicy::Drop;
             let salt = if image_only { 0 } else { cap };
             if cfg.exact {
                 out.push(BandKey { key: fmix64(TAG_EXACT ^ fmix64(exact ^ salt)), order: idhash, flag: EXACT });
             }
             if cfg.near && decoded {
-                block_bands(cfg, ph, salt, out);
+                for h in image_verify::hashes(body) {
+                    block_bands(cfg, h, salt, out);
+                }
             }
             if cfg.same_caption_different_image == PairPolicy::Drop {
                 out.push(BandKey { key: fmix64(TAG_CAPTION ^ cap), order: idhash, flag: EXACT });
@@ -311,10 +335,11 @@ fn sig_jaccard(a: &[u8], b: &[u8]) -> f32 {
 pub fn verify(cfg: &DedupConfig, kind: Kind, a: &[u8], b: &[u8]) -> bool {
     match kind {
         Kind::Document => sig_jaccard(a, b) >= cfg.threshold,
-        Kind::Image => hamming(u64_of(&a[8..]), u64_of(&b[8..])) <= cfg.max_hamming,
+        Kind::Image => image_verify::verify(&cfg.image_verify_params(), a, b),
         _ => {
-            hamming(u64_of(&a[8..]), u64_of(&b[8..])) <= cfg.max_hamming
-                && (cfg.same_image_different_caption == PairPolicy::Drop || u64_of(&a[24..]) == u64_of(&b[24..]))
+            // The caption check is cheap; the thumbnail alignment is not.
+            (cfg.same_image_different_caption == PairPolicy::Drop || u64_of(&a[24..]) == u64_of(&b[24..]))
+                && image_verify::verify(&cfg.image_verify_params(), a, b)
         }
     }
 }
@@ -334,14 +359,15 @@ pub fn explain(cfg: &DedupConfig, kind: Kind, a: &[u8], kept: &[u8]) -> (f32, &'
             if same_exact {
                 (1.0, "exact_image")
             } else {
-                (1.0 - hamming(u64_of(&a[8..]), u64_of(&kept[8..])) as f32 / 64.0, "near_image")
+                (image_verify::similarity(&cfg.image_verify_params(), a, kept), "near_image")
             }
         }
         _ => {
-            let d = hamming(u64_of(&a[8..]), u64_of(&kept[8..]));
-            let both_decoded = u64_of(&a[16..]) == 1 && u64_of(&kept[16..]) == 1;
-            let image_same = same_exact || (both_decoded && d <= cfg.max_hamming);
-            let image_sim = if same_exact { 1.0 } else if both_decoded { 1.0 - d as f32 / 64.0 } else { 0.0 };
+            let p = cfg.image_verify_params();
+            let both_decoded = image_verify::decoded(a) && image_verify::decoded(kept);
+            let near = both_decoded && !same_exact && image_verify::verify(&p, a, kept);
+            let image_same = same_exact || near;
+            let image_sim = if same_exact { 1.0 } else if both_decoded { image_verify::similarity(&p, a, kept) } else { 0.0 };
             let caption_same = u64_of(&a[24..]) == u64_of(&kept[24..]);
             let reason = match (image_same, caption_same) {
                 (true, true) if same_exact => "exact_pair",

@@ -189,7 +189,11 @@ pub fn plan(cfg: &DedupConfig, kind: Kind, ctx: &RunContext) -> Result<Plan, Box
     let new = plan_shards(ctx.inputs, &[])?;
     let mut old = vec![];
     let mut h = blake3::Hasher::new();
-    h.update(b"m6-dedup-v3");
+    // v4: image and pair bodies hold window hashes and a verification thumbnail. The
+    // signing settings (with the body format versions) are hashed too, so a later
+    // format change alone already invalidates old work files.
+    h.update(b"m6-dedup-v4");
+    h.update(signing_settings(cfg, kind).to_string().as_bytes());
     // Settings that change results; `keep_work` and `phase` do not.
     let mut c = cfg.clone();
     c.keep_work = false;
@@ -760,14 +764,24 @@ struct Facts {
 
 /// Whether row `a` should represent a cluster rather than `b`. Rows of `--against`
 /// datasets come first: they are already in the corpus.
-fn better(rule: KeepRule, new_total: u64, a: (u32, Facts), b: (u32, Facts)) -> bool {
+fn better(rule: KeepRule, kind: Kind, new_total: u64, a: (u32, Facts), b: (u32, Facts)) -> bool {
     let (old_a, old_b) = (a.0 as u64 >= new_total, b.0 as u64 >= new_total);
     if old_a != old_b {
         return old_a;
     }
     let (x, y) = (a.1, b.1);
     let tie = (x.idhash, a.0) < (y.idhash, b.0);
-    let longest = x.size > y.size || (x.size == y.size && tie);
+    // Same size: the higher score wins before the id-hash tie (images and pairs: the
+    // sharper copy, so of equal-sized copies the least blurred one is kept; documents
+    // outside `keep = "quality"` all score -inf, so the id hash decides).
+    let score_tie = || match x.score.total_cmp(&y.score) {
+        std::cmp::Ordering::Equal => tie,
+        o => o == std::cmp::Ordering::Greater,
+    };
+    let longest = x.size > y.size || (x.size == y.size && score_tie());
+    // Images and pairs carry no meta: `quality` means `longest` for them (their score
+    // is sharpness, which must not outrank size: a sharp thumbnail is no better copy).
+    let rule = if rule == KeepRule::Quality && kind != Kind::Document { KeepRule::Longest } else { rule };
     match rule {
         KeepRule::Longest => longest,
         KeepRule::Shortest => x.size < y.size || (x.size == y.size && tie),
@@ -810,7 +824,7 @@ fn clusters_phase(cfg: &DedupConfig, plan: &Plan, signed: &SignedUnits, pair_pat
     for &g in &nodes {
         let r = uf.find(g);
         let cur = best.entry(r).or_insert(g);
-        if better(cfg.keep, signed.new_total, (g, facts[&g]), (*cur, facts[&*cur])) {
+        if better(cfg.keep, plan.kind, signed.new_total, (g, facts[&g]), (*cur, facts[&*cur])) {
             *cur = g;
         }
     }

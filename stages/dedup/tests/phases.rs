@@ -184,6 +184,56 @@ fn images_three_processes_match_one_process() {
     assert!(d[0].reason.starts_with("against_") && d[0].reason.ends_with("_image"), "{}", d[0].reason);
 }
 
+/// `--against` for images: the bodies in OLD/signatures (window hashes and thumbnail)
+/// are enough to find a cropped, shrunk copy of an old photo without its bytes, and
+/// signatures made with other image signing settings are refused.
+#[test]
+fn images_against_old_signatures_find_crops_and_other_image_settings_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let png = |img: &image::DynamicImage| {
+        let mut buf = std::io::Cursor::new(vec![]);
+        img.write_to(&mut buf, image::ImageFormat::Png).unwrap();
+        buf.into_inner()
+    };
+    let names = ["astronaut.png", "coffee.png", "chelsea.png", "camera.png"];
+    let photos: Vec<image::DynamicImage> = names.iter().map(|n| image::load_from_memory(&std::fs::read(data_dir().join("photos").join(n)).unwrap()).unwrap()).collect();
+    let old_rows: Vec<Image> = names.iter().zip(&photos).map(|(n, p)| image_row("old", n, png(p))).collect();
+    let old_in = write_dataset(&tmp.path().join("old_in"), &old_rows, 2);
+    let old = tmp.path().join("old");
+    run_ok(dedup_cmd(&old_in, &old, &[]));
+    let old_ids: HashSet<String> = old_rows.iter().map(|r| r.id.clone()).collect();
+
+    // New batch: 7% cropped (asymmetric) and shrunk copies of two old photos, and two
+    // photos OLD does not hold.
+    let crop = |img: &image::DynamicImage| {
+        let (w, h) = (img.width(), img.height());
+        let c = img.crop_imm(w * 7 / 100, h * 3 / 100, w - w * 7 / 100 - w * 2 / 100, h - h * 3 / 100 - h * 6 / 100);
+        c.resize(c.width() * 2 / 3, c.height() * 2 / 3, image::imageops::FilterType::Triangle)
+    };
+    let mut new_rows = vec![image_row("new", "astronaut-crop", png(&crop(&photos[0]))), image_row("new", "coffee-crop", png(&crop(&photos[1])))];
+    for n in ["horse.png", "rocket.jpg"] {
+        new_rows.push(image_row("new", n, std::fs::read(data_dir().join("photos").join(n)).unwrap()));
+    }
+    let new_in = write_dataset(&tmp.path().join("new_in"), &new_rows, 2);
+    let out = tmp.path().join("out");
+    run_ok(dedup_cmd(&new_in, &out, &["--against", old.to_str().unwrap()]));
+    let kept: HashSet<String> = Dataset::open(&out).unwrap().read_all::<Image>().unwrap().into_iter().map(|r| r.id).collect();
+    assert_eq!(kept, new_rows[2..].iter().map(|r| r.id.clone()).collect::<HashSet<_>>(), "only the photos OLD lacks are kept");
+    let dups = duplicates(&out);
+    assert_eq!(dups.len(), 2);
+    for d in &dups {
+        assert!(old_ids.contains(&d.kept_id), "{} removed for {}, not an old row", d.id, d.kept_id);
+        assert_eq!(d.reason, "against_near_image");
+        assert!(d.similarity > 0.8 && d.similarity < 1.0, "similarity {}", d.similarity);
+    }
+
+    // Other image signing settings: the old bodies cannot be compared, so refused.
+    let o = dedup_cmd(&new_in, &tmp.path().join("out2"), &["--against", old.to_str().unwrap(), "--set", "image_exact=\"pixels\""]).output().unwrap();
+    assert!(!o.status.success(), "signatures of other image settings were used");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("was signed with") && err.contains("m6-dedup-image-signature-v2"), "{err}");
+}
+
 #[test]
 fn kill_9_of_one_process_then_rerun_of_its_index_completes_the_job() {
     let tmp = tempfile::tempdir().unwrap();

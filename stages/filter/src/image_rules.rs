@@ -1,10 +1,16 @@
 //! Image rules: format allow-list, a decompression-bomb guard that reads only the
 //! header, truncation and decode failures, pixel count (M6: at least 5000), side and
-//! aspect limits, animation, and near-blank / single-colour images.
+//! aspect limits, animation, near-blank / single-colour images, and quality signals
+//! (sharpness, entropy, flat-border share).
+//!
+//! Each image is decoded once, at the smallest scale its rules need: the size, format
+//! and aspect rules read only the header; the pixel rules decode JPEG at 1/8–1/2 scale
+//! in the DCT domain (every entropy-coded bit is still read, so corrupt data still
+//! fails `image.decode`), other formats in full.
 
 use std::io::Cursor;
 
-use image::{ImageFormat, ImageReader, Limits};
+use image::ImageFormat;
 use serde::{Deserialize, Serialize};
 
 use crate::Drop;
@@ -20,7 +26,10 @@ pub mod rule {
     pub const ASPECT: &str = "image.aspect";
     pub const ANIMATED: &str = "image.animated";
     pub const BLANK: &str = "image.blank";
-    pub const ALL: &[&str] = &[FORMAT, BOMB, TRUNCATED, DECODE, MIN_PIXELS, MIN_SIDE, MAX_SIDE, ASPECT, ANIMATED, BLANK];
+    pub const SHARPNESS: &str = "image.sharpness";
+    pub const ENTROPY: &str = "image.entropy";
+    pub const BORDER: &str = "image.border";
+    pub const ALL: &[&str] = &[FORMAT, BOMB, TRUNCATED, DECODE, MIN_PIXELS, MIN_SIDE, MAX_SIDE, ASPECT, ANIMATED, BLANK, SHARPNESS, ENTROPY, BORDER];
 }
 
 /// `[filter.image]`: rules for images and for the image of each pair.
@@ -45,6 +54,16 @@ pub struct ImageConfig {
     /// `image.blank`: drop images whose luma standard deviation (0–255, measured on a
     /// 64×64 thumbnail) is below this: blank or single-colour images. Default 2.0.
     pub min_luma_std: f64,
+    /// `image.sharpness`: drop images whose variance of the Laplacian (grey levels²,
+    /// measured with the longer side at 256 px) is below this: blurred or upscaled.
+    /// Default 0 (off); about 20 drops visibly blurred photos.
+    pub min_sharpness: f64,
+    /// `image.entropy`: drop images whose grey-histogram entropy (bits, 0–8) is below
+    /// this: posterised, mostly flat pictures. Default 0 (off).
+    pub min_entropy: f64,
+    /// `image.border`: drop images whose flat border (letterbox bars, padding) covers
+    /// more than this share of the area. Default 1.0 (off); 0.5 drops mostly-padding images.
+    pub max_border: f64,
 }
 
 impl Default for ImageConfig {
@@ -57,6 +76,9 @@ impl Default for ImageConfig {
             max_side: 16384,
             max_aspect: 5.0,
             min_luma_std: 2.0,
+            min_sharpness: 0.0,
+            min_entropy: 0.0,
+            max_border: 1.0,
         }
     }
 }
@@ -96,6 +118,15 @@ impl ImageConfig {
         if !(0.0..=128.0).contains(&self.min_luma_std) {
             return Err(format!("{prefix}.min_luma_std = {}: must be between 0 and 128", self.min_luma_std));
         }
+        if !(self.min_sharpness >= 0.0) {
+            return Err(format!("{prefix}.min_sharpness = {}: must be at least 0", self.min_sharpness));
+        }
+        if !(0.0..=8.0).contains(&self.min_entropy) {
+            return Err(format!("{prefix}.min_entropy = {}: must be between 0 and 8 (bits)", self.min_entropy));
+        }
+        if !(0.0..=1.0).contains(&self.max_border) {
+            return Err(format!("{prefix}.max_border = {}: must be between 0 and 1", self.max_border));
+        }
         Ok(())
     }
 }
@@ -111,6 +142,8 @@ pub struct ImageRules {
 pub struct ImageInfo {
     pub width: u32,
     pub height: u32,
+    /// Quality signals, when a quality rule needed them.
+    pub signals: Option<m6_imaging::quality::Signals>,
 }
 
 fn drop(rule: &'static str, value: f64, threshold: f64) -> Drop {
@@ -127,25 +160,21 @@ impl ImageRules {
         !self.disabled.contains(r)
     }
 
+    fn quality_rules_on(&self) -> bool {
+        let c = &self.cfg;
+        (self.on(rule::SHARPNESS) && c.min_sharpness > 0.0) || (self.on(rule::ENTROPY) && c.min_entropy > 0.0) || (self.on(rule::BORDER) && c.max_border < 1.0)
+    }
+
     /// The first rule the encoded image fails, or its size.
     pub fn check(&self, bytes: &[u8]) -> Result<ImageInfo, Drop> {
         let c = &self.cfg;
-        let reader = || ImageReader::new(Cursor::new(bytes)).with_guessed_format().expect("reading from memory cannot fail");
-        let Some(fmt) = reader().format() else {
-            return Err(Drop { rule: rule::DECODE, value: bytes.len() as f64, threshold: 0.0, detail: Some("unrecognised image format".into()) });
-        };
+        // Header only: nothing is allocated for pixels until the size is known to be sane.
+        let header = m6_imaging::probe(bytes).map_err(|e| Drop { rule: rule::DECODE, value: bytes.len() as f64, threshold: 0.0, detail: Some(e.to_string()) })?;
+        let (fmt, w, h) = (header.format, header.width, header.height);
         let name = format_name(fmt);
         if self.on(rule::FORMAT) && !c.formats.iter().any(|f| f == name) {
             return Err(Drop { rule: rule::FORMAT, value: 0.0, threshold: 0.0, detail: Some(format!("format {fmt:?} not allowed")) });
         }
-        // Header only: nothing is allocated for pixels until the size is known to be sane.
-        let mut header = reader();
-        // The default limits would turn a bomb into a decode error; the budget below says why.
-        header.no_limits();
-        let (w, h) = match header.into_dimensions() {
-            Ok(d) => d,
-            Err(e) => return Err(Drop { rule: rule::DECODE, value: bytes.len() as f64, threshold: 0.0, detail: Some(e.to_string()) }),
-        };
         let pixels = w as u64 * h as u64;
         if pixels > c.max_pixels {
             // Always on: decoding would allocate the declared size.
@@ -175,24 +204,35 @@ impl ImageRules {
                 return Err(drop(rule::ANIMATED, frames as f64, 1.0));
             }
         }
-        let mut r = reader();
-        let mut limits = Limits::default();
-        limits.max_image_width = Some(w);
-        limits.max_image_height = Some(h);
-        // Room for the largest pixel type (16-bit RGBA) plus decoder buffers.
-        limits.max_alloc = Some(pixels.saturating_mul(8).saturating_add(64 << 20));
-        r.limits(limits);
-        let img = match r.decode() {
-            Ok(i) => i,
+        // One decode at the scale the pixel rules need: 64 px for the blank rule, 256 px
+        // when a quality rule is on (the signals are defined at that size).
+        let quality = self.quality_rules_on();
+        let side = if quality { m6_imaging::quality::SIDE } else { 64 };
+        let (g, _, _, _) = match m6_imaging::decode_gray(bytes, side) {
+            Ok(d) => d,
             Err(e) => return Err(Drop { rule: rule::DECODE, value: bytes.len() as f64, threshold: 0.0, detail: Some(e.to_string()) }),
         };
         if self.on(rule::BLANK) {
-            let std = luma_std(&img);
+            let std = luma_std(&m6_imaging::shrink(&g, 64));
             if std < c.min_luma_std {
                 return Err(drop(rule::BLANK, std, c.min_luma_std));
             }
         }
-        Ok(ImageInfo { width: w, height: h })
+        let mut signals = None;
+        if quality {
+            let s = m6_imaging::quality::signals(&g);
+            if self.on(rule::SHARPNESS) && (s.sharpness as f64) < c.min_sharpness {
+                return Err(drop(rule::SHARPNESS, s.sharpness as f64, c.min_sharpness));
+            }
+            if self.on(rule::ENTROPY) && (s.entropy as f64) < c.min_entropy {
+                return Err(drop(rule::ENTROPY, s.entropy as f64, c.min_entropy));
+            }
+            if self.on(rule::BORDER) && (s.border as f64) > c.max_border {
+                return Err(drop(rule::BORDER, s.border as f64, c.max_border));
+            }
+            signals = Some(s);
+        }
+        Ok(ImageInfo { width: w, height: h, signals })
     }
 }
 
@@ -240,9 +280,68 @@ fn frame_count(fmt: ImageFormat, bytes: &[u8]) -> usize {
     }
 }
 
-fn luma_std(img: &image::DynamicImage) -> f64 {
-    let t = img.thumbnail(64, 64).to_luma8();
-    let n = t.pixels().len().max(1) as f64;
-    let mean = t.pixels().map(|p| p.0[0] as f64).sum::<f64>() / n;
-    (t.pixels().map(|p| (p.0[0] as f64 - mean).powi(2)).sum::<f64>() / n).sqrt()
+fn luma_std(g: &m6_imaging::Gray) -> f64 {
+    let n = g.px.len().max(1) as f64;
+    let mean = g.px.iter().map(|&v| v as f64).sum::<f64>() / n;
+    (g.px.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n).sqrt()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn photo(name: &str) -> image::DynamicImage {
+        let dir = std::env::var_os("M6_DATA_DIR").map(std::path::PathBuf::from).unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data"));
+        let p = dir.join("photos").join(name);
+        image::open(&p).unwrap_or_else(|e| panic!("{}: {e} (run `make data`)", p.display()))
+    }
+
+    fn jpeg(img: &image::DynamicImage, q: u8) -> Vec<u8> {
+        let mut buf = Cursor::new(vec![]);
+        img.to_rgb8().write_with_encoder(image::codecs::jpeg::JpegEncoder::new_with_quality(&mut buf, q)).unwrap();
+        buf.into_inner()
+    }
+
+    fn rules(cfg: ImageConfig) -> ImageRules {
+        ImageRules::new(cfg, Default::default(), "filter.image").unwrap()
+    }
+
+    #[test]
+    fn real_jpegs_pass_and_header_rules_need_no_decode() {
+        let r = rules(ImageConfig::default());
+        let big = photo("astronaut.png").resize(2048, 2048, image::imageops::FilterType::Triangle);
+        let bytes = jpeg(&big, 90);
+        assert_eq!(r.check(&bytes).map(|i| (i.width, i.height)), Ok((2048, 2048)));
+        // Cut in transfer: no end-of-image marker.
+        let mid = bytes.len() / 2;
+        assert_eq!(r.check(&bytes[..mid]).unwrap_err().rule, rule::TRUNCATED);
+        // The M6 pixel rule and the bomb guard read only the header.
+        let tiny = jpeg(&photo("coffee.png").resize(60, 60, image::imageops::FilterType::Triangle), 90);
+        assert_eq!(r.check(&tiny).unwrap_err().rule, rule::MIN_PIXELS);
+        let strict = rules(ImageConfig { max_pixels: 1_000_000, min_pixels: 10, ..Default::default() });
+        assert_eq!(strict.check(&bytes).unwrap_err().rule, rule::BOMB);
+    }
+
+    #[test]
+    fn quality_signal_rules() {
+        let img = photo("chelsea.png");
+        let sharp = jpeg(&img, 92);
+        let blurred = jpeg(&img.blur(4.0), 92);
+        let cfg = ImageConfig { min_sharpness: 20.0, ..Default::default() };
+        let r = rules(cfg.clone());
+        let s = r.check(&sharp).unwrap().signals.unwrap();
+        assert!(s.sharpness > 20.0 && s.entropy > 5.0 && s.border < 0.05, "{s:?}");
+        assert_eq!(r.check(&blurred).unwrap_err().rule, rule::SHARPNESS);
+        // A picture that is two thirds padding.
+        let (w, h) = (img.width(), img.height());
+        let mut padded = image::RgbImage::from_pixel(w * 3, h, image::Rgb([0, 0, 0]));
+        image::imageops::overlay(&mut padded, &img.to_rgb8(), w as i64, 0);
+        let padded = jpeg(&image::DynamicImage::ImageRgb8(padded), 92);
+        let r = rules(ImageConfig { max_border: 0.5, max_aspect: 5.0, ..Default::default() });
+        let d = r.check(&padded).unwrap_err();
+        assert_eq!(d.rule, rule::BORDER);
+        assert!(d.value > 0.6, "{d:?}");
+        // Off by default: the same image passes the default rules.
+        assert!(rules(ImageConfig::default()).check(&padded).is_ok());
+    }
 }

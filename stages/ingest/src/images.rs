@@ -1,7 +1,8 @@
 //! Image folders with captions into `pair`: the caption comes from a sidecar `.txt`
 //! beside the image, else from one `captions.jsonl` (`{"file": …, "caption": …}`) or
-//! `captions.csv` (`file,caption` header) in the image's folder. Only the image header
-//! is decoded (for width and height), so a huge image costs no pixel memory here.
+//! `captions.csv` (`file,caption` header) in the image's folder. Image folders without
+//! any captions into `image`. Only the image header is decoded (for width and height),
+//! so a huge image costs no pixel memory here.
 
 use std::collections::HashMap;
 use std::io::{BufRead, Cursor};
@@ -86,6 +87,46 @@ pub(crate) fn ingest(cfg: &IngestConfig, source: String, task: &Task, out: &mut 
             source_id: Some(input.label.clone()),
         };
         batch.push(pair, size, out)?;
+    }
+    batch.flush(out)
+}
+
+/// Format name and size from the header, or the error row's message.
+fn header(bytes: &[u8]) -> Result<(String, u32, u32), String> {
+    let reader = image::ImageReader::new(Cursor::new(bytes)).with_guessed_format().map_err(|e| e.to_string())?;
+    let format = reader.format().ok_or_else(|| "not a recognised image format".to_string())?;
+    let (w, h) = reader.into_dimensions().map_err(|e| e.to_string())?;
+    Ok((format.extensions_str().first().copied().unwrap_or("unknown").to_string(), w, h))
+}
+
+/// Caption-less image files into `image` rows (one per file; undecodable headers
+/// become `image_decode` error rows).
+pub(crate) fn ingest_uncaptioned(cfg: &IngestConfig, source: String, task: &Task, out: &mut TaskOutput) -> Result<(), BoxError> {
+    let mut batch = Batcher::<Image>::new(cfg.batch_rows.min(256));
+    for input in &task.inputs {
+        let ctx = Ctx { cfg, path: &input.path, label: &input.label, source: source.clone() };
+        let bytes = std::fs::read(&input.path).map_err(io_err(&input.path))?;
+        out.count_in(1, bytes.len() as u64);
+        let (format, width, height) = match header(&bytes) {
+            Ok(h) => h,
+            Err(e) => {
+                ctx.error(out, "file".into(), "image_decode", e)?;
+                continue;
+            }
+        };
+        let size = bytes.len();
+        let row = Image {
+            id: Image::make_id(&bytes),
+            url: None,
+            page_url: None,
+            source: source.clone(),
+            source_id: Some(input.label.clone()),
+            bytes,
+            width,
+            height,
+            format,
+        };
+        batch.push(row, size, out)?;
     }
     batch.flush(out)
 }

@@ -52,6 +52,10 @@ pub enum Format {
     Text,
     /// Image files with captions (sidecar `.txt`, or `captions.jsonl`/`captions.csv`) -> `pair`.
     Images,
+    /// Image files without captions -> `image` (dedup and filter a photo collection
+    /// before captions exist). `auto` picks it for image folders with no caption
+    /// sidecar and no captions file.
+    Image,
     /// WARC files (`.warc`, `.warc.gz` with one gzip member per record) -> `page`.
     Warc,
 }
@@ -64,6 +68,7 @@ impl std::str::FromStr for Format {
             "jsonl" => Format::Jsonl,
             "text" => Format::Text,
             "images" => Format::Images,
+            "image" => Format::Image,
             "warc" => Format::Warc,
             _ => return Err(IngestError::UnknownFormat(s.to_string())),
         })
@@ -75,7 +80,17 @@ impl Format {
         match self {
             Format::Jsonl | Format::Text | Format::Auto => Kind::Document,
             Format::Images => Kind::Pair,
+            Format::Image => Kind::Image,
             Format::Warc => Kind::Page,
+        }
+    }
+
+    /// The format whose files `of_file` reports (image files serve both image formats).
+    fn files_of(self) -> Format {
+        if self == Format::Image {
+            Format::Images
+        } else {
+            self
         }
     }
 
@@ -102,7 +117,8 @@ impl Format {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct IngestConfig {
-    /// Input format: auto, jsonl, text, images or warc. Default `auto`.
+    /// Input format: auto, jsonl, text, images (captioned -> pair), image (no captions ->
+    /// image) or warc. Default `auto`.
     pub format: Format,
     /// The `source` column of every row. Default: the input file or folder name.
     pub source: Option<String>,
@@ -289,13 +305,13 @@ impl Stage for IngestStage {
         self.note_skipped(&files, format);
         let wanted: Vec<(PathBuf, PathBuf)> = files
             .into_iter()
-            .filter(|(_, f)| Format::of_file(f) == Some(format))
+            .filter(|(_, f)| Format::of_file(f) == Some(format.files_of()))
             .collect();
         if wanted.is_empty() {
             let exts = match format {
                 Format::Jsonl => ".jsonl, .jsonl.gz, .ndjson",
                 Format::Text => ".txt",
-                Format::Images => ".png, .jpg, .jpeg, .gif, .webp, .bmp",
+                Format::Images | Format::Image => ".png, .jpg, .jpeg, .gif, .webp, .bmp",
                 Format::Warc | Format::Auto => ".warc, .warc.gz",
             };
             let path = inputs.first().cloned().unwrap_or_default();
@@ -316,7 +332,7 @@ impl Stage for IngestStage {
             Ok(Task { id: content_id(&refs), inputs: task_inputs })
         };
         match format {
-            Format::Images => wanted.chunks(self.cfg.images_per_task).map(task_of).collect(),
+            Format::Images | Format::Image => wanted.chunks(self.cfg.images_per_task).map(task_of).collect(),
             _ => wanted.chunks(1).map(task_of).collect(),
         }
     }
@@ -326,13 +342,16 @@ impl Stage for IngestStage {
         if format == Format::Images {
             return images::ingest(&self.cfg, self.source_for(&task.inputs[0].path), task, out);
         }
+        if format == Format::Image {
+            return images::ingest_uncaptioned(&self.cfg, self.source_for(&task.inputs[0].path), task, out);
+        }
         for input in &task.inputs {
             let ctx = Ctx { cfg: &self.cfg, path: &input.path, label: &input.label, source: self.source_for(&input.path) };
             match format {
                 Format::Jsonl => jsonl::ingest(&ctx, out)?,
                 Format::Text => text::ingest(&ctx, out)?,
                 Format::Warc => warc::ingest(&ctx, out)?,
-                Format::Images | Format::Auto => unreachable!("resolved in plan"),
+                Format::Images | Format::Image | Format::Auto => unreachable!("resolved in plan"),
             }
         }
         Ok(())
@@ -435,8 +454,15 @@ fn detect(inputs: &[PathBuf], files: &[(PathBuf, PathBuf)]) -> Result<Format, In
     if seen.len() > 1 {
         return Err(IngestError::MixedFormats { path, found: seen.keys().copied().collect::<Vec<_>>().join(" and ") });
     }
-    // Text files beside images are caption sidecars, so images win.
-    Ok(if images {
+    // Text files beside images are caption sidecars, so images win; images with no
+    // caption source at all are an image collection.
+    let captions = files.iter().any(|(_, p)| {
+        let name = p.file_name().map(|n| n.to_string_lossy().to_lowercase()).unwrap_or_default();
+        name == images::CAPTIONS_JSONL || name == images::CAPTIONS_CSV || Format::of_file(p) == Some(Format::Text)
+    });
+    Ok(if images && !captions {
+        Format::Image
+    } else if images {
         Format::Images
     } else if warc {
         Format::Warc
@@ -489,6 +515,8 @@ mod tests {
         let inputs = [PathBuf::from("r")];
         assert_eq!(detect(&inputs, &f(&["a.jsonl", "b.jsonl.gz"])).unwrap(), Format::Jsonl);
         assert_eq!(detect(&inputs, &f(&["a.png", "a.txt"])).unwrap(), Format::Images);
+        assert_eq!(detect(&inputs, &f(&["a.png", "b.jpg"])).unwrap(), Format::Image);
+        assert_eq!(detect(&inputs, &f(&["a.png", "captions.csv"])).unwrap(), Format::Images);
         assert_eq!(detect(&inputs, &f(&["a.warc.gz"])).unwrap(), Format::Warc);
         assert_eq!(detect(&inputs, &f(&["a.txt"])).unwrap(), Format::Text);
         assert!(matches!(detect(&inputs, &f(&["a.jsonl", "b.warc"])), Err(IngestError::MixedFormats { .. })));

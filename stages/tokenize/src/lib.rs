@@ -22,7 +22,7 @@ use m6_pipeline::dataset::DEFAULT_BATCH_ROWS;
 use m6_pipeline::{BoxError, OutputSpec, RunContext, Stage, StageFactory, Task};
 use m6_pipeline::TaskOutput;
 use m6_schemas::{column, content_id, document, pair, sample, InputError, Kind, Sample};
-use m6_tokenizer::{ImageConfig, Tokenizer};
+use m6_tokenizer::{ImageConfig, ImageEncoding, Tokenizer};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -51,11 +51,18 @@ pub struct TokenizeConfig {
     pub image_size: u32,
     /// Side of a square image patch in pixels; must divide image_size. Default 16 (a 14×14 grid).
     pub patch_size: u32,
+    /// How `image_patches` stores each image: `raw` (uint8 patches, 150 KB at 224 px)
+    /// or `jpeg` (the resized, centre-cropped square as JPEG, about 10–30 KB at 224 px,
+    /// decoded back to patches by `m6_tokenizer::ImageConfig::patches_from_encoded`).
+    /// Default `raw` until the trainer's loader decodes `jpeg` samples.
+    pub image_encoding: ImageEncoding,
+    /// JPEG quality (1–100) for `image_encoding = "jpeg"`. Default 90.
+    pub image_quality: u8,
 }
 
 impl Default for TokenizeConfig {
     fn default() -> Self {
-        TokenizeConfig { tokenizer: None, max_len: 512, add_cls: true, pack: true, image_size: 224, patch_size: 16 }
+        TokenizeConfig { tokenizer: None, max_len: 512, add_cls: true, pack: true, image_size: 224, patch_size: 16, image_encoding: ImageEncoding::Raw, image_quality: 90 }
     }
 }
 
@@ -111,6 +118,9 @@ impl TokenizeStage {
         }
         let image = ImageConfig { image_size: cfg.image_size, patch_size: cfg.patch_size };
         image.check().map_err(|e| format!("image_size/patch_size: {e}"))?;
+        if !(1..=100).contains(&cfg.image_quality) {
+            return Err(format!("image_quality {} must be between 1 and 100", cfg.image_quality).into());
+        }
         let tok = Tokenizer::load(&path)?;
         if tok.vocab_size() > i32::MAX as usize {
             return Err(format!("{}: vocabulary too large for int32 ids", path.display()).into());
@@ -213,6 +223,7 @@ impl TokenizeStage {
         let mut seq = 0u64;
         let mut row0 = 0usize;
         let (mut tokens, mut unk, mut truncated, mut bad) = (0u64, 0u64, 0u64, 0u64);
+        let mut image_bytes = 0u64;
         let file = task.inputs.first().map(|i| i.label.clone()).unwrap_or_default();
         for batch in task.batches(self.batch_rows()) {
             let b = batch?;
@@ -223,7 +234,7 @@ impl TokenizeStage {
             out.count_in(b.num_rows() as u64, (0..b.num_rows()).map(|i| (bytes.value(i).len() + caption.value(i).len()) as u64).sum());
             let done: Vec<_> = (0..b.num_rows())
                 .into_par_iter()
-                .map(|i| (self.image.preprocess(bytes.value(i)), self.tok.encode(caption.value(i), false)))
+                .map(|i| (self.image.encode_sample(bytes.value(i), self.cfg.image_encoding, self.cfg.image_quality), self.tok.encode(caption.value(i), false)))
                 .collect();
             let mut rows = vec![];
             let mut errors = vec![];
@@ -245,6 +256,7 @@ impl TokenizeStage {
                 };
                 tokens += enc.ids.len() as u64;
                 unk += enc.unk as u64;
+                image_bytes += patches.len() as u64;
                 let mut ids_out = prefix.clone();
                 if enc.ids.len() > room {
                     truncated += 1;
@@ -267,6 +279,8 @@ impl TokenizeStage {
         }
         let c = &mut out.counters;
         c.bump("pairs", row0 as u64);
+        // Bytes of stored images (encoded or raw): per-sample size = this / samples.image_text.
+        c.bump("image_bytes", image_bytes);
         c.bump("pairs.bad_image", bad);
         c.bump("captions.truncated", truncated);
         c.bump("samples.image_text", seq);
@@ -340,6 +354,10 @@ impl Stage for TokenizeStage {
         put("grid", self.image.grid().into());
         put("patch_bytes", self.image.total_bytes().into());
         put("patch_layout", m6_tokenizer::PATCH_LAYOUT.into());
+        put("image_encoding", self.cfg.image_encoding.name().into());
+        if self.cfg.image_encoding == ImageEncoding::Jpeg {
+            put("image_quality", self.cfg.image_quality.into());
+        }
         put(
             "text_layout",
             "[CLS] doc... [SEP] doc... [SEP]; a document longer than a sample continues in the next one, its [SEP] after its last piece".into(),

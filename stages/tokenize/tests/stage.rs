@@ -242,3 +242,55 @@ fn bad_configs_are_refused() {
     let e = run_stage(&stage, &[input], &out, &RunOptions { progress: false, ..Default::default() }).unwrap_err().to_string();
     assert!(e.contains("different tokenizer"), "{e}");
 }
+
+/// `image_encoding = "jpeg"`: each image sample stores the 224 px training square as a
+/// JPEG of at most 40 KB (raw patches: 150,528 bytes), and decoding it gives the same
+/// patches as direct preprocessing within JPEG tolerance.
+#[test]
+fn jpeg_image_samples_round_trip_to_the_same_patches() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut docs = poems("poet.tang.1000.json");
+    docs.truncate(50);
+    let vocab = trained(&docs, tmp.path(), 3000);
+    let mut pairs = vec![];
+    for (name, caption) in [("coffee.png", "一杯咖啡"), ("rocket.jpg", "火箭发射"), ("chelsea.png", "一只猫"), ("astronaut.png", "宇航员"), ("hubble_deep_field.jpg", "深空")] {
+        let bytes = std::fs::read(data().join("photos").join(name)).unwrap();
+        let (w, h) = image::load_from_memory(&bytes).unwrap().to_rgb8().dimensions();
+        pairs.push(Pair {
+            id: name.into(),
+            image_id: m6_schemas::content_id(&[&bytes]),
+            image_bytes: bytes,
+            width: w,
+            height: h,
+            format: name.rsplit('.').next().unwrap().into(),
+            caption: caption.into(),
+            caption_origin: "alt".into(),
+            source: "test".into(),
+            ..Default::default()
+        });
+    }
+    let pin = tmp.path().join("pairs");
+    write_dataset(&pin, pairs.clone(), 2);
+    let out = tmp.path().join("samples");
+    let cfg = TokenizeConfig { tokenizer: Some(vocab), image_encoding: m6_tokenizer::ImageEncoding::Jpeg, ..Default::default() };
+    let summary = tokenize(&[pin], &out, cfg, 2);
+    assert_eq!(summary.counts["samples.image_text"], pairs.len() as u64);
+    let ds = Dataset::open(&out).unwrap();
+    assert_eq!(ds.manifest().properties["image_encoding"], "jpeg");
+    let samples: Vec<Sample> = ds.read_all().unwrap();
+    let geom = ImageConfig::default();
+    let mut total = 0usize;
+    for s in &samples {
+        let p = pairs.iter().find(|p| p.id == s.source_ids[0]).unwrap();
+        let stored = s.image_patches.as_deref().unwrap();
+        total += stored.len();
+        assert!(stored.len() <= 40 << 10, "{}: {} bytes stored", p.id, stored.len());
+        let decoded = geom.patches_from_encoded(stored).unwrap();
+        let direct = geom.preprocess(&p.image_bytes).unwrap();
+        assert_eq!(decoded.len(), direct.len());
+        let mean = decoded.iter().zip(&direct).map(|(a, b)| (*a as i32 - *b as i32).unsigned_abs() as f64).sum::<f64>() / direct.len() as f64;
+        assert!(mean < 4.0, "{}: decoded patches differ by {mean:.2} levels on average", p.id);
+    }
+    eprintln!("image sample bytes: raw {} per image, jpeg {} per image on average", geom.total_bytes(), total / samples.len());
+    assert_eq!(summary.counts["image_bytes"], total as u64);
+}

@@ -1,0 +1,294 @@
+#!/usr/bin/env python3
+"""Image near-duplicate benchmark (part of bench/dedup.sh; runs alone too).
+
+Real pictures: data/photos (scikit-image photographs) and the debian-handbook PNG
+screenshots (zh-CN, at least 40,000 pixels). Each source gets planted copies
+(resized down to a 96 px thumbnail, recompressed, cropped up to 10% per side,
+letterboxed/padded, watermarked with a logo and with a text banner, colour-adjusted,
+and a crop+resize+JPEG combination) and hard negatives that must stay apart from it:
+three different parts of the same picture (left 55%, right 55%, centre 40%), the two
+photos of the stereo pair motorcycle_left/right, and the installer screenshots that
+share one layout. m6corpus dedup (through target/release/m6-dedup-bench, the same
+stage `m6corpus dedup` runs) and imagehash pHash (all pairs within the same Hamming
+distance, one thread) run on the same files; P/R/F1 overall, for photos and for
+screenshots, recall by kind of change, hard negatives merged by kind, images/s per
+core and peak RSS.
+
+Usage: dedup_images.py [--quick]   (--quick: photos only, for a short check)
+Writes bench/results/dedup_images.json when run alone.
+"""
+import os
+import sys
+
+_here = os.path.dirname(os.path.abspath(__file__))
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _here]
+
+import glob
+import json
+import random
+import re
+import shutil
+import subprocess
+import time
+
+ROOT = os.path.dirname(_here)
+DATA = os.environ.get("M6_DATA_DIR", os.path.join(ROOT, "data"))
+OUT = os.path.join(ROOT, "bench", "out", "dedup_images")
+BIN = os.path.join(ROOT, "target", "release", "m6-dedup-bench")
+THREADS = int(os.environ.get("DEDUP_BENCH_THREADS", str(os.cpu_count() or 1)))
+# imagehash's pHash and m6's window pHashes are compared at the same distance.
+MAX_HAMMING = 16
+
+KINDS = ["thumb96", "resized50", "jpeg30", "crop_random10", "crop10_each_side", "crop_one_side", "letterbox",
+         "padded_white", "watermark_logo", "watermark_banner", "colour", "crop_resize_jpeg"]
+NEGATIVES = ["part_left55", "part_right55", "part_centre40"]
+
+
+def sources(quick):
+    out = []
+    for p in sorted(glob.glob(os.path.join(DATA, "photos", "*"))):
+        out.append(("photo", os.path.splitext(os.path.basename(p))[0], p))
+    if not quick:
+        from PIL import Image
+        for p in sorted(glob.glob(os.path.join(DATA, "debian-handbook", "zh-CN", "images", "*.png"))):
+            with Image.open(p) as im:
+                if im.size[0] * im.size[1] >= 40000:
+                    out.append(("screenshot", os.path.splitext(os.path.basename(p))[0], p))
+    return out
+
+
+def scene(name):
+    # chessboard_GRAY and chessboard_RGB are one picture (identical grey levels): a
+    # colour variant. motorcycle_left/right are two photos of one scene: kept apart.
+    return "chessboard" if name.startswith("chessboard") else name
+
+
+def variants(im, rng, logo):
+    from PIL import Image, ImageDraw, ImageEnhance, ImageFont
+    w, h = im.size
+    v = {}
+    s = max(w, h)
+    v["thumb96"] = im.resize((max(8, w * 96 // s), max(8, h * 96 // s)), Image.BILINEAR)
+    v["resized50"] = im.resize((w // 2, h // 2), Image.LANCZOS)
+    v["jpeg30"] = ("jpeg", 30, im)
+    l, r, t, b = [rng.uniform(0, 0.1) for _ in range(4)]
+    v["crop_random10"] = im.crop((int(w * l), int(h * t), w - int(w * r), h - int(h * b)))
+    v["crop10_each_side"] = im.crop((w // 10, h // 10, w - w // 10, h - h // 10))
+    v["crop_one_side"] = im.crop((0, 0, w - w // 10, h - h // 20))
+    pad = Image.new("RGB", (s, s), (0, 0, 0))
+    pad.paste(im, ((s - w) // 2, (s - h) // 2))
+    if w == h:  # already square: letterbox to 16:9 instead
+        pad = Image.new("RGB", (w * 16 // 9, h), (0, 0, 0))
+        pad.paste(im, ((w * 16 // 9 - w) // 2, 0))
+    v["letterbox"] = pad
+    m = s // 12
+    pad = Image.new("RGB", (w + 2 * m, h + 2 * m), (255, 255, 255))
+    pad.paste(im, (m, m))
+    v["padded_white"] = pad
+    wm = im.copy().convert("RGBA")
+    ls = max(8, min(w, h) // 5)
+    lg = logo.resize((ls, ls))
+    lg.putalpha(lg.split()[3].point(lambda x: int(x * 0.7)))
+    wm.alpha_composite(lg, (w - ls - w // 40, h - ls - h // 40))
+    v["watermark_logo"] = wm.convert("RGB")
+    wm = im.copy()
+    d = ImageDraw.Draw(wm)
+    bh = max(8, h // 9)
+    d.rectangle((0, h - bh, w, h), fill=(20, 20, 20))
+    try:
+        font = ImageFont.load_default(size=max(8, bh * 2 // 3))
+    except TypeError:
+        font = ImageFont.load_default()
+    d.text((w // 20, h - bh + bh // 8), "www.example.com  © m6 2024", fill=(255, 255, 255), font=font)
+    v["watermark_banner"] = wm
+    c = ImageEnhance.Brightness(im).enhance(1.25)
+    c = ImageEnhance.Contrast(c).enhance(0.8)
+    v["colour"] = ImageEnhance.Color(c).enhance(1.5)
+    l, r, t, b = [rng.uniform(0, 0.08) for _ in range(4)]
+    cc = im.crop((int(w * l), int(h * t), w - int(w * r), h - int(h * b)))
+    v["crop_resize_jpeg"] = ("jpeg", 50, cc.resize((cc.size[0] * 2 // 3, cc.size[1] * 2 // 3), Image.BILINEAR))
+    return v
+
+
+def negatives(im):
+    w, h = im.size
+    return {"part_left55": im.crop((0, 0, w * 55 // 100, h)), "part_right55": im.crop((w * 45 // 100, 0, w, h)),
+            "part_centre40": im.crop((w * 3 // 10, h * 3 // 10, w * 7 // 10, h * 7 // 10))}
+
+
+def build(base, quick):
+    from PIL import Image
+    os.makedirs(os.path.join(base, "files"), exist_ok=True)
+    rng = random.Random(7)
+    logo = Image.open(os.path.join(DATA, "photos", "logo.png")).convert("RGBA")
+    entries, group, family = [], {}, {}
+    for fam, name, p in sources(quick):
+        im = Image.open(p).convert("RGB")
+        items = {"orig": im}
+        items.update(variants(im, rng, logo))
+        # Photos travel the web as JPEG, screenshots as PNG.
+        fmt = ("jpeg", 90) if fam == "photo" else ("png", None)
+        for k, v in list(items.items()) + list(negatives(im).items()):
+            key = f"{name}:{k}"
+            if isinstance(v, tuple):
+                fmt_k, q, v = v
+            else:
+                fmt_k, q = fmt
+            path = os.path.join(base, "files", f"{name}_{k}." + ("jpg" if fmt_k == "jpeg" else "png"))
+            if fmt_k == "jpeg":
+                v.save(path, "JPEG", quality=q)
+            else:
+                v.save(path, "PNG")
+            entries.append((key, path))
+            group[key] = f"{scene(name)}:{k}" if k in NEGATIVES else scene(name)
+            family[key] = fam
+    rng.shuffle(entries)
+    return entries, group, family
+
+
+def run(cmd):
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    if r.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed:\n{r.stdout}\n{r.stderr}")
+    return r
+
+
+def timed(cmd):
+    t = time.time()
+    r = run(["/usr/bin/time", "-v"] + cmd)
+    secs = time.time() - t
+    m = re.search(r"Maximum resident set size \(kbytes\): (\d+)", r.stderr)
+    cpu = sum(float(x) for x in re.findall(r"(?:User|System) time \(seconds\): ([\d.]+)", r.stderr))
+    return secs, cpu, (round(int(m.group(1)) / 1024, 1) if m else None)
+
+
+def score(removals, keys, group):
+    """removals: (removed key, kept key). Right when both are in one planted group."""
+    groups = {}
+    for k in keys:
+        groups.setdefault(group[k], []).append(k)
+    expected = sum(len(v) - 1 for v in groups.values())
+    tp = sum(1 for a, b in removals if group[a] == group[b])
+    p = tp / len(removals) if removals else 1.0
+    r = tp / expected if expected else 1.0
+    f1 = 2 * p * r / (p + r) if p + r else 0.0
+    return {"precision": round(p, 4), "recall": round(r, 4), "f1": round(f1, 4), "true_removals": tp,
+            "false_removals": len(removals) - tp, "expected_removals": expected}
+
+
+def breakdown(removals, keys, group, family):
+    """Recall by kind of change (copy in its original's cluster) and hard negatives merged."""
+    root = {}
+    for a, b in removals:
+        root[a] = b
+    cl = lambda k: root.get(k, k)
+    by_kind, neg = {}, {}
+    for k in keys:
+        name, kind = k.split(":")
+        if kind == "orig":
+            continue
+        o = f"{name}:orig"
+        same = cl(k) == cl(o)
+        if kind in NEGATIVES:
+            s = neg.setdefault(kind, [0, 0])
+        else:
+            s = by_kind.setdefault(kind, [0, 0])
+        s[0] += same
+        s[1] += 1
+    # The stereo pair and same-layout screenshots: merged when in one cluster.
+    ml, mr = "motorcycle_left:orig", "motorcycle_right:orig"
+    out = {"found_by_kind": {k: round(v[0] / v[1], 4) for k, v in sorted(by_kind.items())},
+           "hard_negatives_merged_with_original": {k: f"{v[0]}/{v[1]}" for k, v in sorted(neg.items())}}
+    if ml in keys and mr in keys:
+        out["stereo_pair_merged"] = cl(ml) == cl(mr)
+    wrong = [(a, b) for a, b in removals if group[a] != group[b]]
+    out["false_removal_examples"] = [f"{a} -> {b}" for a, b in wrong[:10]]
+    return out
+
+
+def subset(removals, keys, group, family, fam):
+    ks = [k for k in keys if family[k] == fam]
+    s = set(ks)
+    return score([(a, b) for a, b in removals if a in s and b in s], ks, group) | \
+        {"cross_family_removals": sum(1 for a, b in removals if (a in s) != (b in s))}
+
+
+def images_bench(quick=False):
+    from PIL import Image
+    import imagehash
+    import pyarrow.parquet as pq
+
+    base = OUT
+    shutil.rmtree(base, ignore_errors=True)
+    os.makedirs(base)
+    entries, group, family = build(base, quick)
+    keys = [k for k, _ in entries]
+    with open(os.path.join(base, "list.tsv"), "w") as f:
+        for k, p in entries:
+            f.write(f"{k}\t{p}\n")
+    run([BIN, "images", os.path.join(base, "list.tsv"), os.path.join(base, "in"), "4"])
+    # DEDUP_IMAGE_EXTRA="key=value ..." overrides [dedup] fields (used to choose the defaults).
+    extra = os.environ.get("DEDUP_IMAGE_EXTRA", "").split()
+    secs, cpu, rss = timed([BIN, "dedup", os.path.join(base, "in"), os.path.join(base, "out"), str(THREADS)] + extra)
+
+    def table(d, cols):
+        rows = []
+        for f in sorted(glob.glob(os.path.join(d, "*.parquet"))):
+            rows.extend(pq.read_table(f, columns=cols).to_pylist())
+        return rows
+    id2key = {r["id"]: r["source_id"] for r in table(os.path.join(base, "in"), ["id", "source_id"])}
+    rem = [(r["source_id"], id2key[r["kept_id"]]) for r in table(os.path.join(base, "out", "duplicates"), ["source_id", "kept_id"])]
+    n = len(entries)
+    m6 = score(rem, keys, group)
+    m6.update({"seconds": round(secs, 3), "cpu_seconds": round(cpu, 3), "images_per_s": round(n / secs, 1),
+               "images_per_s_per_core": round(n / secs / THREADS, 1), "images_per_cpu_s": round(n / cpu, 1), "peak_rss_mib": rss})
+    m6.update(breakdown(rem, keys, group, family))
+    fams = sorted(set(family.values()))
+    for fam in fams:
+        m6[fam] = subset(rem, keys, group, family, fam)
+
+    # Peer: imagehash pHash of every file (decode included), then all pairs.
+    t = time.time()
+    hashes = [(k, imagehash.phash(Image.open(p))) for k, p in entries]
+    hash_secs = time.time() - t
+    parent = list(range(n))
+
+    def find(x):
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+    for i in range(n):
+        for j in range(i + 1, n):
+            if hashes[i][1] - hashes[j][1] <= MAX_HAMMING:
+                ri, rj = find(i), find(j)
+                if ri != rj:
+                    parent[max(ri, rj)] = min(ri, rj)
+    rem_peer = [(hashes[i][0], hashes[find(i)][0]) for i in range(n) if find(i) != i]
+    peer = score(rem_peer, keys, group)
+    peer.update({"hash_seconds": round(hash_secs, 3), "images_per_s": round(n / hash_secs, 1),
+                 "note": f"imagehash.phash of every file (PIL decode included) + all-pairs Hamming <= {MAX_HAMMING}, one thread; the all-pairs step is not timed"})
+    peer.update(breakdown(rem_peer, keys, group, family))
+    for fam in fams:
+        peer[fam] = subset(rem_peer, keys, group, family, fam)
+    return {"images": n, "sources": {f: sum(1 for x in sources(quick) if x[0] == f) for f in fams}, "threads": THREADS,
+            "kinds_of_change": KINDS, "hard_negatives": NEGATIVES + ["motorcycle_left vs motorcycle_right", "installer screenshots of one layout"],
+            "ground_truth": "one group per source picture and its planted copies (chessboard_GRAY/RGB: one picture); every part_* crop its own group",
+            "formats": "photos and their copies as JPEG (q90; jpeg30 q30, crop_resize_jpeg q50), screenshots as PNG",
+            "m6": m6, "imagehash": peer,
+            "ratio_images_per_s_per_core_vs_imagehash": round(m6["images_per_s_per_core"] / peer["images_per_s"], 2)}
+
+
+def main():
+    if not os.path.isfile(BIN):
+        sys.exit(f"{BIN} missing: make build")
+    res = images_bench(quick="--quick" in sys.argv)
+    res["m6_overrides"] = os.environ.get("DEDUP_IMAGE_EXTRA", "")
+    os.makedirs(os.path.join(ROOT, "bench", "results"), exist_ok=True)
+    with open(os.path.join(ROOT, "bench", "results", "dedup_images.json"), "w") as f:
+        json.dump(res, f, indent=2, ensure_ascii=False)
+    print(json.dumps(res, indent=2, ensure_ascii=False))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,335 @@
+//! Image decoding at the scale each step needs, shared by dedup, filter and tokenize.
+//!
+//! A 64-bit hash needs a 32×32 picture and a blank-image rule a 64×64 one, yet a
+//! full decode of a 12-megapixel JPEG costs about as much as everything else the
+//! stage does. JPEG stores 8×8 DCT blocks, so [`decode_gray`] asks jpeg-decoder for
+//! a reduced-size inverse DCT (1/2, 1/4 or 1/8: 4×4, 2×2 or 1×1 outputs per block);
+//! every entropy-coded bit is still read, so a corrupt stream still fails. Other
+//! formats decode in full and are box-averaged down. [`probe`] reads only the header.
+
+pub mod quality;
+
+use std::io::Cursor;
+
+/// A grey picture, row-major, values 0–255.
+#[derive(Debug, Clone)]
+pub struct Gray {
+    pub w: usize,
+    pub h: usize,
+    pub px: Vec<f32>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("cannot decode image: {0}")]
+    Decode(String),
+    #[error("image is empty ({0}x{1})")]
+    Empty(u32, u32),
+}
+
+fn is_jpeg(bytes: &[u8]) -> bool {
+    bytes.len() > 3 && bytes[0] == 0xFF && bytes[1] == 0xD8 && bytes[2] == 0xFF
+}
+
+/// Decodes to grey at reduced size: the result's longer side is at most `max_side`
+/// (box-averaged), and JPEGs are decoded by the DCT-domain scaler at the smallest of
+/// 1/8, 1/4, 1/2, 1 that still leaves at least `max_side` pixels on the longer side.
+/// Returns the picture, the full (header) size and the decoder's scale factor.
+pub fn decode_gray(bytes: &[u8], max_side: usize) -> Result<(Gray, u32, u32, u32), DecodeError> {
+    if is_jpeg(bytes) {
+        if let Ok(r) = decode_jpeg_scaled(bytes, max_side) {
+            return Ok(r);
+        }
+        // Fall through: the image crate's decoder forgives more broken files.
+    }
+    let img = image::load_from_memory(bytes).map_err(|e| DecodeError::Decode(e.to_string()))?;
+    let (w, h) = (img.width(), img.height());
+    if w == 0 || h == 0 {
+        return Err(DecodeError::Empty(w, h));
+    }
+    let g = img.to_luma8();
+    Ok((shrink_u8(g.as_raw(), w as usize, h as usize, max_side), w, h, 1))
+}
+
+/// [`shrink`] straight from 8-bit grey: integer box sums over the same rounded cell
+/// edges, without a full-size float copy or summed-area table (a decoded PNG
+/// screenshot is a million pixels; its 192 px work picture is 28 thousand).
+pub fn shrink_u8(px: &[u8], w: usize, h: usize, max_side: usize) -> Gray {
+    let long = w.max(h);
+    if long <= max_side {
+        return Gray { w, h, px: px.iter().map(|&v| v as f32).collect() };
+    }
+    let f = max_side as f64 / long as f64;
+    let (nw, nh) = (((w as f64 * f).round() as usize).max(1), ((h as f64 * f).round() as usize).max(1));
+    // Cell edges as Integral::resample rounds them (source at least as large as output).
+    let edges = |n: usize, src: usize| -> Vec<usize> { (0..=n).map(|i| ((i as f64 * src as f64 / n as f64).round() as usize).min(src)).collect() };
+    let (xe, ye) = (edges(nw, w), edges(nh, h));
+    let mut acc = vec![0u32; w];
+    let mut out = Vec::with_capacity(nw * nh);
+    for j in 0..nh {
+        acc.iter_mut().for_each(|a| *a = 0);
+        let (y0, y1) = (ye[j], ye[j + 1].max(ye[j] + 1).min(h));
+        for y in y0..y1 {
+            for (a, &v) in acc.iter_mut().zip(&px[y * w..(y + 1) * w]) {
+                *a += v as u32;
+            }
+        }
+        for i in 0..nw {
+            let (x0, x1) = (xe[i], xe[i + 1].max(xe[i] + 1).min(w));
+            let sum: u64 = acc[x0..x1].iter().map(|&a| a as u64).sum();
+            out.push(sum as f32 / ((x1 - x0) * (y1 - y0)) as f32);
+        }
+    }
+    Gray { w: nw, h: nh, px: out }
+}
+
+/// JPEG through jpeg-decoder's reduced-size IDCT.
+pub fn decode_jpeg_scaled(bytes: &[u8], max_side: usize) -> Result<(Gray, u32, u32, u32), DecodeError> {
+    let err = |e: jpeg_decoder::Error| DecodeError::Decode(e.to_string());
+    let mut d = jpeg_decoder::Decoder::new(bytes);
+    d.read_info().map_err(err)?;
+    let info = d.info().ok_or_else(|| DecodeError::Decode("no JPEG header".into()))?;
+    let (w, h) = (info.width as u32, info.height as u32);
+    if w == 0 || h == 0 {
+        return Err(DecodeError::Empty(w, h));
+    }
+    // The scaler picks the smallest factor that gives at least the request on *one*
+    // axis: ask on the longer side only (the other request is unreachable).
+    let req = max_side.min(u16::MAX as usize) as u16;
+    let (rw, rh) = if w >= h { (req, u16::MAX) } else { (u16::MAX, req) };
+    let (sw, sh) = d.scale(rw, rh).map_err(err)?;
+    let raw = d.decode().map_err(err)?;
+    let info = d.info().ok_or_else(|| DecodeError::Decode("no JPEG header".into()))?;
+    let (sw, sh) = (sw as usize, sh as usize);
+    let n = sw * sh;
+    use jpeg_decoder::PixelFormat as P;
+    let px: Vec<f32> = match info.pixel_format {
+        P::L8 if raw.len() >= n => raw[..n].iter().map(|&v| v as f32).collect(),
+        P::L16 if raw.len() >= 2 * n => raw.chunks_exact(2).take(n).map(|c| u16::from_be_bytes([c[0], c[1]]) as f32 / 257.0).collect(),
+        P::RGB24 if raw.len() >= 3 * n => raw.chunks_exact(3).take(n).map(|c| luma(c[0], c[1], c[2])).collect(),
+        // CMYK (and anything else) goes through the image crate, which converts it.
+        _ => return Err(DecodeError::Decode("unexpected JPEG pixel buffer".into())),
+    };
+    let scale = (w as usize).div_ceil(sw.max(1)).clamp(1, 8) as u32;
+    let scale = [1u32, 2, 4, 8].into_iter().min_by_key(|s| s.abs_diff(scale)).unwrap_or(1);
+    Ok((shrink(&Gray { w: sw, h: sh, px }, max_side), w, h, scale))
+}
+
+/// Decodes to RGB with the shorter side at least `min_short` pixels where the format
+/// allows it cheaply (JPEG: DCT-domain 1/2–1/8 scale), else in full. Returns the
+/// picture and the full (header) size.
+pub fn decode_rgb_min_short(bytes: &[u8], min_short: u32) -> Result<(image::RgbImage, u32, u32), DecodeError> {
+    if is_jpeg(bytes) {
+        if let Ok(r) = decode_jpeg_rgb_scaled(bytes, min_short) {
+            return Ok(r);
+        }
+    }
+    let img = image::load_from_memory(bytes).map_err(|e| DecodeError::Decode(e.to_string()))?;
+    let (w, h) = (img.width(), img.height());
+    if w == 0 || h == 0 {
+        return Err(DecodeError::Empty(w, h));
+    }
+    Ok((img.to_rgb8(), w, h))
+}
+
+fn decode_jpeg_rgb_scaled(bytes: &[u8], min_short: u32) -> Result<(image::RgbImage, u32, u32), DecodeError> {
+    let err = |e: jpeg_decoder::Error| DecodeError::Decode(e.to_string());
+    let mut d = jpeg_decoder::Decoder::new(bytes);
+    d.read_info().map_err(err)?;
+    let info = d.info().ok_or_else(|| DecodeError::Decode("no JPEG header".into()))?;
+    let (w, h) = (info.width as u32, info.height as u32);
+    if w == 0 || h == 0 {
+        return Err(DecodeError::Empty(w, h));
+    }
+    // Request on the shorter side only (see decode_jpeg_scaled).
+    let req = min_short.min(u16::MAX as u32) as u16;
+    let (rw, rh) = if w <= h { (req, u16::MAX) } else { (u16::MAX, req) };
+    let (sw, sh) = d.scale(rw, rh).map_err(err)?;
+    let raw = d.decode().map_err(err)?;
+    let info = d.info().ok_or_else(|| DecodeError::Decode("no JPEG header".into()))?;
+    let n = sw as usize * sh as usize;
+    use jpeg_decoder::PixelFormat as P;
+    let rgb: Vec<u8> = match info.pixel_format {
+        P::RGB24 if raw.len() >= 3 * n => raw[..3 * n].to_vec(),
+        P::L8 if raw.len() >= n => raw[..n].iter().flat_map(|&v| [v, v, v]).collect(),
+        _ => return Err(DecodeError::Decode("unexpected JPEG pixel buffer".into())),
+    };
+    let img = image::RgbImage::from_raw(sw as u32, sh as u32, rgb).ok_or_else(|| DecodeError::Decode("JPEG buffer size".into()))?;
+    Ok((img, w, h))
+}
+
+#[inline]
+fn luma(r: u8, g: u8, b: u8) -> f32 {
+    // Rec. 709 weights, as the image crate's to_luma8 uses: both decode paths agree.
+    0.2126 * r as f32 + 0.7152 * g as f32 + 0.0722 * b as f32
+}
+
+/// Box-averages so the longer side is at most `max_side` (never enlarges).
+pub fn shrink(g: &Gray, max_side: usize) -> Gray {
+    let long = g.w.max(g.h);
+    if long <= max_side {
+        return g.clone();
+    }
+    let f = max_side as f64 / long as f64;
+    let (nw, nh) = (((g.w as f64 * f).round() as usize).max(1), ((g.h as f64 * f).round() as usize).max(1));
+    let ii = Integral::new(g);
+    let px = ii.resample(0.0, 0.0, g.w as f32, g.h as f32, nw, nh);
+    Gray { w: nw, h: nh, px }
+}
+
+/// Summed-area table: any rectangle's mean in O(1), so every window of every size
+/// is resampled in O(output pixels).
+pub struct Integral {
+    w: usize,
+    h: usize,
+    s: Vec<f64>,
+}
+
+impl Integral {
+    pub fn new(g: &Gray) -> Self {
+        let (w, h) = (g.w, g.h);
+        let mut s = vec![0f64; (w + 1) * (h + 1)];
+        for y in 0..h {
+            let mut row = 0f64;
+            for x in 0..w {
+                row += g.px[y * w + x] as f64;
+                s[(y + 1) * (w + 1) + x + 1] = s[y * (w + 1) + x + 1] + row;
+            }
+        }
+        Integral { w, h, s }
+    }
+
+    #[inline]
+    fn at(&self, x: usize, y: usize) -> f64 {
+        self.s[y * (self.w + 1) + x]
+    }
+
+    /// Box-average of rectangle [x0,x1)×[y0,y1) (source pixels, fractional edges
+    /// rounded to the source grid) onto an `nw`×`nh` grid. Cells narrower than a source
+    /// pixel take the nearest source pixel.
+    pub fn resample(&self, x0: f32, y0: f32, x1: f32, y1: f32, nw: usize, nh: usize) -> Vec<f32> {
+        let edges = |a: f32, b: f32, n: usize, max: usize| -> Vec<(usize, usize)> {
+            (0..n)
+                .map(|i| {
+                    let lo = a + (b - a) * i as f32 / n as f32;
+                    let hi = a + (b - a) * (i + 1) as f32 / n as f32;
+                    let mut l = (lo.round().max(0.0) as usize).min(max.saturating_sub(1));
+                    let mut r = (hi.round().max(0.0) as usize).min(max);
+                    if r <= l {
+                        // Sub-pixel cell: the source pixel under its centre.
+                        l = (((lo + hi) / 2.0).max(0.0) as usize).min(max.saturating_sub(1));
+                        r = l + 1;
+                    }
+                    (l, r)
+                })
+                .collect()
+        };
+        let xs = edges(x0, x1, nw, self.w);
+        let ys = edges(y0, y1, nh, self.h);
+        let mut out = Vec::with_capacity(nw * nh);
+        for &(ya, yb) in &ys {
+            for &(xa, xb) in &xs {
+                let sum = self.at(xb, yb) - self.at(xa, yb) - self.at(xb, ya) + self.at(xa, ya);
+                out.push((sum / ((yb - ya) * (xb - xa)) as f64) as f32);
+            }
+        }
+        out
+    }
+}
+
+/// What the header alone says about an image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header {
+    pub format: image::ImageFormat,
+    pub width: u32,
+    pub height: u32,
+}
+
+/// Format (by content) and size from the header, without decoding pixels and without
+/// the image crate's default limits (a caller's bomb guard decides on the size).
+pub fn probe(bytes: &[u8]) -> Result<Header, DecodeError> {
+    let r = image::ImageReader::new(Cursor::new(bytes)).with_guessed_format().map_err(|e| DecodeError::Decode(e.to_string()))?;
+    let format = r.format().ok_or_else(|| DecodeError::Decode("unrecognised image format".into()))?;
+    let mut r = r;
+    r.no_limits();
+    let (width, height) = r.into_dimensions().map_err(|e| DecodeError::Decode(e.to_string()))?;
+    Ok(Header { format, width, height })
+}
+
+/// The content frame: rows and columns at the picture's edges that are flat (low
+/// spread) and of the edge's colour are letterbox bars, padding or empty margin, and
+/// are cut (at most 45% of each side, so a mostly flat picture keeps a frame).
+pub fn content_frame(g: &Gray) -> (usize, usize, usize, usize) {
+    const MAX_STD: f32 = 3.0;
+    const MAX_SHIFT: f32 = 8.0;
+    let (w, h) = (g.w, g.h);
+    let stats = |it: &mut dyn Iterator<Item = f32>| -> (f32, f32) {
+        let (mut n, mut s, mut s2) = (0f32, 0f32, 0f32);
+        for v in it {
+            n += 1.0;
+            s += v;
+            s2 += v * v;
+        }
+        let m = s / n.max(1.0);
+        (m, (s2 / n.max(1.0) - m * m).max(0.0).sqrt())
+    };
+    // Trimmed in passes, each measuring lines only inside the current frame, so
+    // padding around a picture that has its own flat border (white margin around black
+    // bars) comes off layer by layer, as the original's border does.
+    let (mut x0, mut y0, mut x1, mut y1) = (0usize, 0usize, w, h);
+    for _ in 0..4 {
+        let (cx0, cy0, cx1, cy1) = (x0, y0, x1, y1);
+        let row = |y: usize| stats(&mut (cx0..cx1).map(move |x| g.px[y * w + x]));
+        let col = |x: usize| stats(&mut (cy0..cy1).map(move |y| g.px[y * w + x]));
+        // Lines from `start` inward that are flat and of the edge line's colour; `limit`
+        // keeps at least 55% of the side.
+        let side = |limit: usize, line: &dyn Fn(usize) -> (f32, f32)| -> usize {
+            let (edge, _) = line(0);
+            let mut k = 0;
+            while k < limit {
+                let (m, s) = line(k);
+                if s > MAX_STD || (m - edge).abs() > MAX_SHIFT {
+                    break;
+                }
+                k += 1;
+            }
+            k
+        };
+        let top = side((h * 45 / 100).saturating_sub(cy0), &|k| row(cy0 + k));
+        let bottom = side((h * 45 / 100).saturating_sub(h - cy1), &|k| row(cy1 - 1 - k));
+        let left = side((w * 45 / 100).saturating_sub(cx0), &|k| col(cx0 + k));
+        let right = side((w * 45 / 100).saturating_sub(w - cx1), &|k| col(cx1 - 1 - k));
+        if top + bottom + left + right == 0 || cx1 - cx0 < left + right + 4 || cy1 - cy0 < top + bottom + 4 {
+            break;
+        }
+        (x0, y0, x1, y1) = (cx0 + left, cy0 + top, cx1 - right, cy1 - bottom);
+    }
+    (x0, y0, x1, y1)
+}
+
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gray(w: usize, h: usize, f: impl Fn(usize, usize) -> f32) -> Gray {
+        Gray { w, h, px: (0..w * h).map(|i| f(i % w, i / w)).collect() }
+    }
+
+    #[test]
+    fn integer_shrink_matches_the_summed_area_resample() {
+        let (w, h) = (301, 207);
+        let raw: Vec<u8> = (0..w * h).map(|i| ((i * 37 + i / w * 11) % 251) as u8).collect();
+        let f = Gray { w, h, px: raw.iter().map(|&v| v as f32).collect() };
+        let (a, b) = (shrink(&f, 64), shrink_u8(&raw, w, h, 64));
+        assert_eq!((a.w, a.h), (b.w, b.h));
+        assert!(a.px.iter().zip(&b.px).all(|(x, y)| (x - y).abs() < 1e-2));
+    }
+
+    #[test]
+    fn letterbox_bars_are_trimmed() {
+        // A textured 60×40 picture inside black bars of 10 px top and bottom.
+        let g = gray(60, 60, |x, y| if (10..50).contains(&y) { ((x * 7 + y * 13) % 200) as f32 + 20.0 } else { 0.0 });
+        assert_eq!(content_frame(&g), (0, 10, 60, 50));
+    }
+}

@@ -1,0 +1,88 @@
+//! Per-image quality signals, measured on the grey work picture (longer side at most
+//! [`SIDE`] pixels, so values are comparable across resolutions):
+//!
+//! * `sharpness`: variance of the 4-neighbour Laplacian, in grey levels² — blurred or
+//!   upscaled pictures score low;
+//! * `entropy`: Shannon entropy of the 256-bin grey histogram, in bits (0–8) — flat,
+//!   posterised or nearly blank pictures score low;
+//! * `border`: share of the picture's area that is flat border (letterbox bars,
+//!   padding), as [`crate::content_frame`] trims it.
+
+use crate::{content_frame, decode_gray, DecodeError, Gray};
+
+/// Longer side of the picture the signals are measured on.
+pub const SIDE: usize = 256;
+
+/// The quality signals of one image.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Signals {
+    pub sharpness: f32,
+    pub entropy: f32,
+    pub border: f32,
+}
+
+/// Signals of a grey picture already reduced to at most [`SIDE`] on the longer side.
+pub fn signals(g: &Gray) -> Signals {
+    let (w, h) = (g.w, g.h);
+    let sharpness = if w >= 3 && h >= 3 {
+        let (mut s, mut s2, mut n) = (0f64, 0f64, 0f64);
+        for y in 1..h - 1 {
+            for x in 1..w - 1 {
+                let c = g.px[y * w + x];
+                let l = g.px[y * w + x - 1] + g.px[y * w + x + 1] + g.px[(y - 1) * w + x] + g.px[(y + 1) * w + x] - 4.0 * c;
+                s += l as f64;
+                s2 += (l * l) as f64;
+                n += 1.0;
+            }
+        }
+        let m = s / n;
+        (s2 / n - m * m).max(0.0) as f32
+    } else {
+        0.0
+    };
+    let mut hist = [0u32; 256];
+    for &v in &g.px {
+        hist[v.round().clamp(0.0, 255.0) as usize] += 1;
+    }
+    let total = g.px.len().max(1) as f32;
+    let entropy = hist.iter().filter(|&&c| c > 0).map(|&c| {
+        let p = c as f32 / total;
+        -p * p.log2()
+    }).sum::<f32>();
+    let (x0, y0, x1, y1) = content_frame(g);
+    let border = 1.0 - ((x1 - x0) * (y1 - y0)) as f32 / (w * h).max(1) as f32;
+    Signals { sharpness, entropy, border }
+}
+
+/// Decodes at the smallest scale that still gives [`SIDE`] pixels and measures.
+pub fn measure(bytes: &[u8]) -> Result<Signals, DecodeError> {
+    let (g, _, _, _) = decode_gray(bytes, SIDE)?;
+    Ok(signals(&g))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blur_lowers_sharpness_and_flat_has_no_entropy() {
+        let sharp = Gray { w: 64, h: 64, px: (0..64 * 64).map(|i| if (i % 64 / 4 + i / 64 / 4) % 2 == 0 { 200.0 } else { 40.0 }).collect() };
+        // 3×3 box blur of the same picture.
+        let mut blurred = sharp.clone();
+        for y in 1..63 {
+            for x in 1..63 {
+                let mut s = 0.0;
+                for dy in 0..3 {
+                    for dx in 0..3 {
+                        s += sharp.px[(y + dy - 1) * 64 + x + dx - 1];
+                    }
+                }
+                blurred.px[y * 64 + x] = s / 9.0;
+            }
+        }
+        assert!(signals(&sharp).sharpness > 2.0 * signals(&blurred).sharpness);
+        let flat = Gray { w: 32, h: 32, px: vec![128.0; 1024] };
+        assert_eq!(signals(&flat).entropy, 0.0);
+        assert!(signals(&sharp).entropy > 0.9);
+    }
+}

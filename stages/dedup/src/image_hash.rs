@@ -1,0 +1,166 @@
+//! Crop-tolerant image signatures for near-duplicate search.
+//!
+//! One decode per image, at the smallest scale the signature needs (JPEG is decoded
+//! at 1/2, 1/4 or 1/8 scale in the DCT domain), to a grey work picture whose longer
+//! side is at most [`WORK_SIDE`]. From it:
+//!
+//! * the content frame: flat borders (letterbox bars, padding, flat margins) are
+//!   trimmed, so a padded copy and its original describe the same rectangle;
+//! * [`WINDOWS`] pHashes of the frame: the whole frame and six sub-windows (centred
+//!   90% and 80%, and the four corner-anchored 90% windows). A copy cropped by up to
+//!   10% per side has its whole frame close to one of the original's windows (or the
+//!   other way round), so the band keys of all seven hashes feed the LSH buckets and a
+//!   pair is a candidate when any hash of one is close to any hash of the other;
+//! * a [`THUMB`]×[`THUMB`] grey thumbnail of the frame, which the verifier
+//!   ([`crate::image_verify`]) aligns over crop offsets to accept or reject a candidate.
+//!
+//! Everything is fixed-size so it fits the dedup payload files (random access while
+//! verifying).
+
+use std::sync::OnceLock;
+
+pub use m6_imaging::{content_frame, decode_gray, shrink, DecodeError as HashError, Gray, Integral};
+
+/// Longer side of the grey work picture that hashes and the thumbnail are cut from.
+pub const WORK_SIDE: usize = 192;
+/// Side of the stored verification thumbnail.
+pub const THUMB: usize = 48;
+/// Number of pHashes per image (whole frame first).
+pub const WINDOWS: usize = 7;
+/// The windows, as (left, top, right, bottom) fractions of the content frame.
+pub const WINDOW_RECTS: [[f32; 4]; WINDOWS] = [
+    [0.0, 0.0, 1.0, 1.0],
+    [0.05, 0.05, 0.95, 0.95],
+    [0.1, 0.1, 0.9, 0.9],
+    [0.0, 0.0, 0.9, 0.9],
+    [0.1, 0.0, 1.0, 0.9],
+    [0.0, 0.1, 0.9, 1.0],
+    [0.1, 0.1, 1.0, 1.0],
+];
+
+/// What signing an image yields.
+#[derive(Debug, Clone)]
+pub struct ImageSig {
+    /// pHashes of [`WINDOW_RECTS`] over the content frame.
+    pub hashes: [u64; WINDOWS],
+    /// Grey thumbnail of the content frame, row-major.
+    pub thumb: Vec<u8>,
+    /// Width / height of the content frame (in source pixels).
+    pub aspect: f32,
+    /// Full size of the image as its header declares it.
+    pub width: u32,
+    pub height: u32,
+    /// The scale the decoder produced (1, 2, 4 or 8: JPEG DCT-domain scaling).
+    pub decode_scale: u32,
+    /// Variance of the Laplacian of the work picture (the keep rule's tie-break).
+    pub sharpness: f32,
+}
+
+const N: usize = 32;
+const K: usize = 8;
+
+fn cos_table() -> &'static [[f32; N]; K] {
+    static T: OnceLock<[[f32; N]; K]> = OnceLock::new();
+    T.get_or_init(|| {
+        let mut t = [[0f32; N]; K];
+        for (k, row) in t.iter_mut().enumerate() {
+            for (n, v) in row.iter_mut().enumerate() {
+                *v = (std::f64::consts::PI * (2 * n + 1) as f64 * k as f64 / (2 * N) as f64).cos() as f32;
+            }
+        }
+        t
+    })
+}
+
+/// pHash of a 32×32 grey block: the 8×8 lowest DCT-II frequencies thresholded at
+/// their median (same definition as [`crate::phash::phash`]).
+pub fn phash32(px: &[f32]) -> u64 {
+    debug_assert_eq!(px.len(), N * N);
+    let cos = cos_table();
+    let mut rows = [[0f32; K]; N];
+    for y in 0..N {
+        let line = &px[y * N..(y + 1) * N];
+        for k in 0..K {
+            rows[y][k] = line.iter().zip(cos[k].iter()).map(|(a, b)| a * b).sum();
+        }
+    }
+    let mut coef = [0f32; K * K];
+    for ky in 0..K {
+        for kx in 0..K {
+            let mut s = 0f32;
+            for y in 0..N {
+                s += rows[y][kx] * cos[ky][y];
+            }
+            coef[ky * K + kx] = s;
+        }
+    }
+    let mut sorted = coef;
+    sorted.sort_by(|a, b| a.total_cmp(b));
+    let median = (sorted[31] + sorted[32]) / 2.0;
+    let mut h = 0u64;
+    for (i, &c) in coef.iter().enumerate() {
+        if c > median {
+            h |= 1 << (63 - i);
+        }
+    }
+    h
+}
+
+/// Signs an already decoded grey picture.
+pub fn sign_gray(g: &Gray, width: u32, height: u32, decode_scale: u32) -> ImageSig {
+    let ii = Integral::new(g);
+    let (x0, y0, x1, y1) = content_frame(g);
+    let (fw, fh) = ((x1 - x0) as f32, (y1 - y0) as f32);
+    let mut hashes = [0u64; WINDOWS];
+    for (h, r) in hashes.iter_mut().zip(WINDOW_RECTS.iter()) {
+        let px = ii.resample(x0 as f32 + r[0] * fw, y0 as f32 + r[1] * fh, x0 as f32 + r[2] * fw, y0 as f32 + r[3] * fh, N, N);
+        *h = phash32(&px);
+    }
+    let thumb = ii.resample(x0 as f32, y0 as f32, x1 as f32, y1 as f32, THUMB, THUMB).into_iter().map(|v| v.round().clamp(0.0, 255.0) as u8).collect();
+    // The work picture keeps the source's aspect up to rounding; the frame's aspect in
+    // source pixels is the work aspect corrected by that rounding.
+    let sx = width as f32 / g.w as f32;
+    let sy = height as f32 / g.h as f32;
+    let aspect = (fw * sx) / (fh * sy).max(1e-3);
+    let sharpness = m6_imaging::quality::signals(g).sharpness;
+    ImageSig { hashes, thumb, aspect, width, height, decode_scale, sharpness }
+}
+
+/// Decodes (at reduced scale) and signs encoded image bytes.
+pub fn sign(bytes: &[u8]) -> Result<ImageSig, HashError> {
+    let (g, w, h, scale) = decode_gray(bytes, WORK_SIDE)?;
+    Ok(sign_gray(&g, w, h, scale))
+}
+
+/// Decodes at full scale (no DCT-domain scaling) and signs: the reference the
+/// reduced-scale path is tested against.
+pub fn sign_full_decode(bytes: &[u8]) -> Result<ImageSig, HashError> {
+    let img = image::load_from_memory(bytes).map_err(|e| HashError::Decode(e.to_string()))?;
+    let (w, h) = (img.width(), img.height());
+    if w == 0 || h == 0 {
+        return Err(HashError::Empty(w, h));
+    }
+    let g = img.to_luma8();
+    let full = Gray { w: w as usize, h: h as usize, px: g.as_raw().iter().map(|&v| v as f32).collect() };
+    Ok(sign_gray(&shrink(&full, WORK_SIDE), w, h, 1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gray(w: usize, h: usize, f: impl Fn(usize, usize) -> f32) -> Gray {
+        Gray { w, h, px: (0..w * h).map(|i| f(i % w, i / w)).collect() }
+    }
+
+    #[test]
+    fn integral_resample_is_a_box_average() {
+        let g = gray(8, 4, |x, y| (x + 10 * y) as f32);
+        let ii = Integral::new(&g);
+        let out = ii.resample(0.0, 0.0, 8.0, 4.0, 2, 2);
+        // Top-left 4×2 block: x 0..4, y 0..2 → mean x 1.5, mean y 0.5.
+        assert!((out[0] - (1.5 + 5.0)).abs() < 1e-4);
+        assert!((out[3] - (5.5 + 25.0)).abs() < 1e-4);
+    }
+
+}

@@ -1,0 +1,392 @@
+//! Verification of image near-duplicate candidates, and the fixed-size image payload
+//! the dedup work files store per row.
+//!
+//! A candidate pair (two rows that share an LSH band key of any of their window
+//! hashes) is accepted only when one thumbnail, cropped by at most `max_crop` per side,
+//! lines up with the other pixel for pixel:
+//!
+//! 1. quick rejections: the closest pair of window hashes is within `max_hamming`
+//!    bits, and the content frames' aspect ratios differ by no more than such a crop
+//!    allows;
+//! 2. a coarse search on 16×16 grids over crops of either picture (0, ½ and all of
+//!    `max_crop` per side, only crops whose aspect matches the other picture), ranked
+//!    by mean absolute difference of contrast-normalised grey levels;
+//! 3. the best few are refined on 32×32 grids by coordinate descent over finer crop
+//!    steps, scored by the share of pixels that disagree by more than [`TAU`]
+//!    standard deviations, where one strip along a horizontal edge and one along a
+//!    vertical edge (each up to 1/8 of the picture) may be left out: that is where
+//!    logos and text banners go. Scattered differences (another photo of the same
+//!    scene, another screen of the same program) are not excused.
+//!
+//! Levels are normalised by the mean and spread of the central part of each grid, so
+//! brightness/contrast changes and watermarks at the edges do not shift them.
+
+use crate::image_hash::{ImageSig, THUMB, WINDOWS};
+
+/// Payload layout shared by image and pair rows (little-endian):
+/// `[0..8)` exact key, `[8..16)` whole-frame pHash, `[16..24)` decoded flag,
+/// `[24..32)` caption hash (pairs; 0 for images), `[32..36)` frame aspect f32,
+/// `[36..40)` reserved, then the other window hashes, then the thumbnail.
+pub const OFF_ASPECT: usize = 32;
+pub const OFF_WINDOWS: usize = 40;
+pub const OFF_THUMB: usize = OFF_WINDOWS + 8 * (WINDOWS - 1);
+pub const PAYLOAD_LEN: usize = OFF_THUMB + THUMB * THUMB;
+
+/// Grey-level disagreement (in standard deviations) that makes a pixel count as different.
+pub const TAU: f32 = 0.75;
+
+/// Writes the image payload (`sig` is `None` for an image that did not decode).
+pub fn encode_payload(exact: u64, sig: Option<&ImageSig>, caption: u64, out: &mut Vec<u8>) {
+    out.clear();
+    out.extend_from_slice(&exact.to_le_bytes());
+    out.extend_from_slice(&sig.map_or(0, |s| s.hashes[0]).to_le_bytes());
+    out.extend_from_slice(&(sig.is_some() as u64).to_le_bytes());
+    out.extend_from_slice(&caption.to_le_bytes());
+    out.extend_from_slice(&sig.map_or(0.0, |s| s.aspect).to_le_bytes());
+    out.extend_from_slice(&0u32.to_le_bytes());
+    for w in 1..WINDOWS {
+        out.extend_from_slice(&sig.map_or(0, |s| s.hashes[w]).to_le_bytes());
+    }
+    match sig {
+        Some(s) => out.extend_from_slice(&s.thumb),
+        None => out.resize(PAYLOAD_LEN, 0),
+    }
+    debug_assert_eq!(out.len(), PAYLOAD_LEN);
+}
+
+fn u64_at(p: &[u8], off: usize) -> u64 {
+    u64::from_le_bytes(p[off..off + 8].try_into().unwrap())
+}
+
+/// The window hashes stored in a payload (whole frame first).
+pub fn hashes(p: &[u8]) -> [u64; WINDOWS] {
+    let mut h = [0u64; WINDOWS];
+    h[0] = u64_at(p, 8);
+    for (w, v) in h.iter_mut().enumerate().skip(1) {
+        *v = u64_at(p, OFF_WINDOWS + 8 * (w - 1));
+    }
+    h
+}
+
+pub fn decoded(p: &[u8]) -> bool {
+    u64_at(p, 16) == 1
+}
+
+fn aspect(p: &[u8]) -> f32 {
+    f32::from_le_bytes(p[OFF_ASPECT..OFF_ASPECT + 4].try_into().unwrap())
+}
+
+fn thumb(p: &[u8]) -> &[u8] {
+    &p[OFF_THUMB..OFF_THUMB + THUMB * THUMB]
+}
+
+/// Fewest differing bits between any window hash of `a` and any of `b`.
+pub fn min_hamming(a: &[u64; WINDOWS], b: &[u64; WINDOWS]) -> u32 {
+    let mut best = 64;
+    for x in a {
+        for y in b {
+            best = best.min((x ^ y).count_ones());
+        }
+    }
+    best
+}
+
+/// Verification settings (from the dedup config).
+#[derive(Debug, Clone, Copy)]
+pub struct VerifyParams {
+    /// Candidates whose closest window hashes differ in more bits are rejected unseen.
+    pub max_hamming: u32,
+    /// Largest crop per side, as a fraction of the side, the alignment search tries.
+    pub max_crop: f32,
+    /// Largest share of differing pixels (after the edge-strip allowance) of a duplicate.
+    pub max_diff: f32,
+}
+
+/// The outcome of comparing two payloads.
+#[derive(Debug, Clone, Copy)]
+pub struct Match {
+    /// Share of differing pixels at the best alignment (0 = identical).
+    pub diff: f32,
+    pub hamming: u32,
+}
+
+/// Whether two image payloads are near duplicates (see the module comment).
+///
+/// A pair that shares several band keys meets in several buckets; the verdict is
+/// remembered per thread (by the two exact keys, so byte-identical rows share it) so
+/// that the alignment runs once. The memo is cleared when it reaches 2^20 pairs
+/// (about 40 MiB), which bounds memory at the cost of an occasional repeat.
+pub fn verify(p: &VerifyParams, a: &[u8], b: &[u8]) -> bool {
+    use std::cell::RefCell;
+    use std::collections::HashMap;
+    thread_local! {
+        static MEMO: RefCell<HashMap<(u64, u64, [u32; 3]), bool>> = RefCell::new(HashMap::new());
+    }
+    let (ka, kb) = (u64_at(a, 0), u64_at(b, 0));
+    // The settings are part of the key: a long-lived thread may verify for runs with
+    // other settings.
+    let ps = [p.max_hamming, p.max_crop.to_bits(), p.max_diff.to_bits()];
+    let key = if ka <= kb { (ka, kb, ps) } else { (kb, ka, ps) };
+    if let Some(v) = MEMO.with(|m| m.borrow().get(&key).copied()) {
+        return v;
+    }
+    let v = compare(p, a, b).is_some_and(|m| m.diff <= p.max_diff);
+    MEMO.with(|m| {
+        let mut m = m.borrow_mut();
+        if m.len() >= 1 << 20 {
+            m.clear();
+        }
+        m.insert(key, v);
+    });
+    v
+}
+
+/// Best alignment of two payloads, `None` when a quick check already rules them out.
+pub fn compare(p: &VerifyParams, a: &[u8], b: &[u8]) -> Option<Match> {
+    if !decoded(a) || !decoded(b) {
+        return None;
+    }
+    let hamming = min_hamming(&hashes(a), &hashes(b));
+    if hamming > p.max_hamming {
+        return None;
+    }
+    let (aa, ab) = (aspect(a), aspect(b));
+    let lo = 1.0 - 2.0 * p.max_crop;
+    // A crop of up to max_crop per side changes the aspect by at most 1/lo either way;
+    // 6% more for rounding of small pictures and of the trimmed frame.
+    let r = ab / aa.max(1e-6);
+    if !(r >= lo / 1.06 && r <= 1.06 / lo) {
+        return None;
+    }
+    let diff = align(p.max_crop, p.max_diff, thumb(a), aa, thumb(b), ab);
+    Some(Match { diff, hamming })
+}
+
+/// Similarity reported in the audit rows: 1 − share of differing pixels.
+pub fn similarity(p: &VerifyParams, a: &[u8], b: &[u8]) -> f32 {
+    compare(&VerifyParams { max_hamming: 64, ..*p }, a, b).map_or(0.0, |m| 1.0 - m.diff)
+}
+
+/// A crop of the source picture, as (left, top, right, bottom) fractions cut away.
+type Crop = [f32; 4];
+
+const COARSE: usize = 16;
+const FINE: usize = 32;
+
+/// Bilinear samples of `t` (THUMB×THUMB) over the crop's rectangle onto an n×n grid
+/// of cell centres.
+fn sample(t: &[u8], c: &Crop, n: usize, out: &mut Vec<f32>) {
+    out.clear();
+    let s = THUMB as f32;
+    let (x0, y0, x1, y1) = (c[0], c[1], 1.0 - c[2], 1.0 - c[3]);
+    let coord = |lo: f32, hi: f32, i: usize| -> (usize, usize, f32) {
+        let v = ((lo + (hi - lo) * (i as f32 + 0.5) / n as f32) * s - 0.5).clamp(0.0, s - 1.0);
+        let f = v.floor() as usize;
+        (f, (f + 1).min(THUMB - 1), v - f as f32)
+    };
+    let mut xs = [(0usize, 0usize, 0f32); FINE];
+    for (i, x) in xs.iter_mut().enumerate().take(n) {
+        *x = coord(x0, x1, i);
+    }
+    for j in 0..n {
+        let (ya, yb, fy) = coord(y0, y1, j);
+        let (ra, rb) = (&t[ya * THUMB..(ya + 1) * THUMB], &t[yb * THUMB..(yb + 1) * THUMB]);
+        for &(xa, xb, fx) in &xs[..n] {
+            let top = ra[xa] as f32 * (1.0 - fx) + ra[xb] as f32 * fx;
+            let bot = rb[xa] as f32 * (1.0 - fx) + rb[xb] as f32 * fx;
+            out.push(top * (1.0 - fy) + bot * fy);
+        }
+    }
+}
+
+/// [1 2 1]/4 smoothing in both directions (edges repeated), for the coarse ranking:
+/// fine texture (grass, gravel, star fields) then does not steer the search into the
+/// wrong crop.
+fn smooth(v: &mut [f32], n: usize) {
+    let mut tmp = [0f32; FINE * FINE];
+    for y in 0..n {
+        for x in 0..n {
+            let l = v[y * n + x.saturating_sub(1)];
+            let r = v[y * n + (x + 1).min(n - 1)];
+            tmp[y * n + x] = (l + 2.0 * v[y * n + x] + r) / 4.0;
+        }
+    }
+    for y in 0..n {
+        for x in 0..n {
+            let u = tmp[y.saturating_sub(1) * n + x];
+            let d = tmp[(y + 1).min(n - 1) * n + x];
+            v[y * n + x] = (u + 2.0 * tmp[y * n + x] + d) / 4.0;
+        }
+    }
+}
+
+/// Normalises in place by the mean and standard deviation of the central region
+/// (the middle 3/4 of each side), so edge watermarks do not move the scale.
+fn normalise(v: &mut [f32], n: usize) {
+    let (lo, hi) = (n / 8, n - n / 8);
+    let (mut s, mut s2, mut k) = (0f64, 0f64, 0f64);
+    for y in lo..hi {
+        for x in lo..hi {
+            let p = v[y * n + x] as f64;
+            s += p;
+            s2 += p * p;
+            k += 1.0;
+        }
+    }
+    let m = s / k;
+    // Floor on the spread: near-flat pictures are compared in grey levels / 4 rather
+    // than having their noise blown up to unit variance.
+    let sd = ((s2 / k - m * m).max(0.0).sqrt()).max(4.0);
+    for p in v.iter_mut() {
+        *p = ((*p as f64 - m) / sd) as f32;
+    }
+}
+
+fn mean_abs(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).sum::<f32>() / a.len() as f32
+}
+
+/// Share of pixels differing by more than TAU, allowing one horizontal edge strip
+/// (top or bottom) and one vertical edge strip (left or right), each at most n/8, to
+/// be left out.
+fn strip_score(a: &[f32], b: &[f32], n: usize) -> f32 {
+    debug_assert!(n <= FINE);
+    let mut bad = [false; FINE * FINE];
+    let (mut rows, mut cols) = ([0u32; FINE], [0u32; FINE]);
+    let mut total = 0u32;
+    for (i, (x, y)) in a.iter().zip(b).enumerate() {
+        if (x - y).abs() > TAU {
+            bad[i] = true;
+            rows[i / n] += 1;
+            cols[i % n] += 1;
+            total += 1;
+        }
+    }
+    let mut best = total as f32 / (n * n) as f32;
+    if total == 0 {
+        return 0.0;
+    }
+    let e = n / 8;
+    for er in [e / 2, e] {
+        for top in [true, false] {
+            let rr = if top { 0..er } else { n - er..n };
+            let row_bad: u32 = rows[rr.clone()].iter().sum();
+            for ec in [0, e / 2, e] {
+                for left in [true, false] {
+                    let cc = if left { 0..ec } else { n - ec..n };
+                    let col_bad: u32 = cols[cc.clone()].iter().sum();
+                    // An excluded row and column overlap in a corner: counted once.
+                    let corner: u32 = rr.clone().map(|y| cc.clone().filter(|&x| bad[y * n + x]).count() as u32).sum();
+                    let left_bad = total - row_bad - col_bad + corner;
+                    let area = n * n - er * n - ec * n + er * ec;
+                    best = best.min(left_bad as f32 / area as f32);
+                }
+            }
+        }
+    }
+    // Columns alone (no row strip).
+    for ec in [e / 2, e] {
+        for left in [true, false] {
+            let cc = if left { 0..ec } else { n - ec..n };
+            let col_bad: u32 = cols[cc].iter().sum();
+            best = best.min((total - col_bad) as f32 / (n * n - ec * n) as f32);
+        }
+    }
+    best
+}
+
+/// Smallest share of differing pixels over crops of either picture onto the other.
+fn align(max_crop: f32, max_diff: f32, ta: &[u8], aa: f32, tb: &[u8], ab: f32) -> f32 {
+    let steps = [0.0, max_crop / 2.0, max_crop];
+    let mut coarse: Vec<(f32, bool, Crop)> = vec![];
+    let (mut src, mut dst) = (Vec::new(), Vec::new());
+    for flip in [false, true] {
+        let (ts, as_, td, ad) = if flip { (tb, ab, ta, aa) } else { (ta, aa, tb, ab) };
+        sample(td, &[0.0; 4], COARSE, &mut dst);
+        smooth(&mut dst, COARSE);
+        normalise(&mut dst, COARSE);
+        for &l in &steps {
+            for &r in &steps {
+                for &t in &steps {
+                    for &b in &steps {
+                        // The cropped source must have the destination's shape.
+                        let crop_aspect = as_ * (1.0 - l - r) / (1.0 - t - b);
+                        let q = crop_aspect / ad.max(1e-6);
+                        if !(0.9..=1.0 / 0.9).contains(&q) {
+                            continue;
+                        }
+                        let c = [l, t, r, b];
+                        sample(ts, &c, COARSE, &mut src);
+                        smooth(&mut src, COARSE);
+                        normalise(&mut src, COARSE);
+                        coarse.push((mean_abs(&src, &dst), flip, c));
+                    }
+                }
+            }
+        }
+    }
+    if coarse.is_empty() {
+        return 1.0;
+    }
+    coarse.sort_by(|x, y| x.0.total_cmp(&y.0));
+    let mut best = 1.0f32;
+    let step = max_crop / 4.0;
+    for &(_, flip, c0) in coarse.iter().take(3) {
+        let (ts, td) = if flip { (tb, ta) } else { (ta, tb) };
+        sample(td, &[0.0; 4], FINE, &mut dst);
+        normalise(&mut dst, FINE);
+        let eval = |c: &Crop, src: &mut Vec<f32>| -> f32 {
+            sample(ts, c, FINE, src);
+            normalise(src, FINE);
+            strip_score(src, &dst, FINE)
+        };
+        let mut c = c0;
+        let mut cur = eval(&c, &mut src);
+        // Coordinate descent over the four sides: two passes at a quarter of max_crop,
+        // one at an eighth; a clear match needs no polishing.
+        for step in [step, step, step / 2.0] {
+            if cur <= max_diff / 2.0 {
+                break;
+            }
+            for side in 0..4 {
+                for d in [-step, step] {
+                    let mut t = c;
+                    t[side] = (t[side] + d).clamp(0.0, max_crop * 1.25);
+                    if t == c {
+                        continue;
+                    }
+                    let s = eval(&t, &mut src);
+                    if s < cur {
+                        cur = s;
+                        c = t;
+                    }
+                }
+            }
+        }
+        best = best.min(cur);
+        if best <= max_diff / 2.0 {
+            break;
+        }
+    }
+    best
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strip(n: usize, f: impl Fn(usize, usize) -> bool) -> f32 {
+        let a: Vec<f32> = (0..n * n).map(|i| if f(i % n, i / n) { 5.0 } else { 0.0 }).collect();
+        strip_score(&a, &vec![0.0; n * n], n)
+    }
+
+    #[test]
+    fn edge_strips_are_excused_and_centre_differences_are_not() {
+        // A banner along the bottom (3 of 32 rows) is left out entirely.
+        assert_eq!(strip(32, |_, y| y >= 29), 0.0);
+        // A logo in the top-right corner too.
+        assert_eq!(strip(32, |x, y| x >= 28 && y < 4), 0.0);
+        // The same area in the middle counts.
+        assert!(strip(32, |x, y| (14..18).contains(&x) && (10..22).contains(&y)) > 0.04);
+    }
+}

@@ -1,0 +1,48 @@
+//! Image collections through the real binary (issue 16): a folder of photos without
+//! captions is ingested as an `image` dataset, deduplicated and filtered.
+
+use std::path::Path;
+
+use m6_pipeline::Dataset;
+use m6_schemas::*;
+use m6_tests::*;
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[test]
+fn caption_less_image_folder_ingests_as_images_then_dedups_and_filters() {
+    let t = tempfile::tempdir().unwrap();
+    let photos = data_dir().join("photos");
+    let dir = t.path().join("album/trip");
+    std::fs::create_dir_all(&dir).unwrap();
+    for name in ["astronaut.png", "coffee.png", "rocket.jpg", "chelsea.png"] {
+        std::fs::copy(photos.join(name), dir.join(name)).unwrap();
+    }
+    // The same photo again under another name, and a file that is no image.
+    std::fs::copy(photos.join("coffee.png"), dir.join("coffee-copy.png")).unwrap();
+    std::fs::write(dir.join("broken.jpg"), b"\xff\xd8\xff\xe0 not really").unwrap();
+    let ingested = t.path().join("images");
+    m6_ok(&["ingest", "--input", s(&t.path().join("album")), "--output", s(&ingested), "--quiet"]);
+    let ds = Dataset::open(&ingested).unwrap();
+    assert_eq!(ds.kind(), Kind::Image, "a folder without captions is an image collection");
+    let mut rows: Vec<Image> = ds.read_all().unwrap();
+    rows.sort_by(|a, b| a.source_id.cmp(&b.source_id));
+    let got: Vec<(&str, u32, u32, &str)> = rows.iter().map(|r| (r.source_id.as_deref().unwrap(), r.width, r.height, r.format.as_str())).collect();
+    assert_eq!(
+        got,
+        [("trip/astronaut.png", 512, 512, "png"), ("trip/chelsea.png", 451, 300, "png"), ("trip/coffee-copy.png", 600, 400, "png"), ("trip/coffee.png", 600, 400, "png"), ("trip/rocket.jpg", 640, 427, "jpg")]
+    );
+    assert!(rows.iter().all(|r| r.source == "trip"));
+    assert_eq!(rows[0].bytes, std::fs::read(photos.join("astronaut.png")).unwrap());
+    let errors: Vec<InputError> = ds.side("errors").unwrap().read_all().unwrap();
+    assert_eq!(errors.iter().map(|e| e.kind.as_str()).collect::<Vec<_>>(), ["image_decode"]);
+
+    let deduped = t.path().join("dedup");
+    m6_ok(&["dedup", "--input", s(&ingested), "--output", s(&deduped), "--quiet"]);
+    assert_eq!(Dataset::open(&deduped).unwrap().rows(), 4, "the copy of coffee.png is removed");
+    let filtered = t.path().join("filtered");
+    m6_ok(&["filter", "--input", s(&deduped), "--output", s(&filtered), "--quiet"]);
+    assert_eq!(Dataset::open(&filtered).unwrap().rows(), 4);
+}
