@@ -73,7 +73,7 @@ trainer: torch
 	$(TRAINER_ENV) cargo build --release --workspace --bins --tests --examples
 
 # The trainer's tests in the same invocation shape: its end-to-end tests
-# (tests/train.rs, loader.rs) and the workspace's unit tests (the trainer's
+# (tests/train.rs, loader.rs, dist.rs) and the workspace's unit tests (the trainer's
 # among them; the data stages' integration tests are `test-data`'s).
 test-trainer: trainer build
-	$(TRAINER_ENV) M6_DATA_DIR="$(M6_DATA_DIR)" cargo test --release --workspace --lib --test train --test loader
+	$(TRAINER_ENV) M6_DATA_DIR="$(M6_DATA_DIR)" cargo test --release --workspace --lib --test train --test loader --test dist
