@@ -21,15 +21,15 @@ GLOBAL_BATCH=${GLOBAL_BATCH:-32}
 MAX_LEN=128
 MODEL=(--set model.d_model=256 --set model.n_layers=4 --set model.n_heads=4 --set model.d_ff=1024 --set model.max_len=$MAX_LEN)
 mkdir -p "$OUT" bench/results
-make trainer >&2
+[ -n "${SKIP_BUILD:-}" ] || make trainer >&2  # SKIP_BUILD=1: use the m6-train already built
 BIN=target/release/m6-train
 [ -d "$OUT/pipeline/samples" ] || bench/lib/train_samples.sh "$OUT/pipeline" "$N_POEMS" "$COPIES" "$TEXT_FILES"
 SAMPLES="$OUT/pipeline/samples"
 
-for world in 1 2; do
+for world in ${WORLDS:-1 2}; do
   threads=$((THREADS / world)); [ "$threads" -ge 1 ] || threads=1
   per_rank=$((GLOBAL_BATCH / world))
-  port=$((29600 + world))
+  port=$((29600 + 4 * world))
   rm -rf "$OUT/run$world"
   echo "train_dp: m6-train, $world rank(s) x $threads thread(s)" >&2
   $TORCHRUN --no-python --nproc-per-node "$world" --master-port "$port" \

@@ -70,6 +70,9 @@ pub fn resolve(flags: &LaunchFlags, get: &dyn Fn(&str) -> Option<String>) -> Res
         None if slurm => num(get, "SLURM_JOB_ID")?.map_or(DEFAULT_PORT, |j| 20000 + (j % 20000) as u16),
         None => DEFAULT_PORT,
     };
+    // torchrun's agent already serves its own TCPStore on MASTER_PORT (and tells its
+    // workers so); m6-train's rendezvous takes the next port.
+    let port = if torchrun && get("TORCHELASTIC_USE_AGENT_STORE").is_some_and(|v| v.eq_ignore_ascii_case("true")) { port.wrapping_add(1) } else { port };
     let master = if let Some(a) = &flags.dist_addr {
         a.clone()
     } else if let Some(a) = get("MASTER_ADDR").filter(|a| !a.trim().is_empty()) {

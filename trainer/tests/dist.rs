@@ -82,6 +82,9 @@ fn torchrun_then_slurm_then_flags() {
     let t = env(&[("RANK", "2"), ("WORLD_SIZE", "4"), ("LOCAL_RANK", "1"), ("MASTER_ADDR", "10.0.0.5"), ("MASTER_PORT", "29600")]);
     let l = resolve(&LaunchFlags::default(), &t).unwrap();
     assert_eq!((l.rank, l.world_size, l.local_rank, l.master.as_str(), l.source), (2, 4, 1, "10.0.0.5:29600", "torchrun"));
+    // Under torchrun's agent, which serves its own TCPStore on MASTER_PORT.
+    let agent = env(&[("RANK", "0"), ("WORLD_SIZE", "2"), ("MASTER_ADDR", "127.0.0.1"), ("MASTER_PORT", "29600"), ("TORCHELASTIC_USE_AGENT_STORE", "True")]);
+    assert_eq!(resolve(&LaunchFlags::default(), &agent).unwrap().master, "127.0.0.1:29601");
 
     let s = env(&[("SLURM_PROCID", "5"), ("SLURM_NTASKS", "8"), ("SLURM_LOCALID", "1"), ("SLURM_JOB_NODELIST", "gpu[12-13]"), ("SLURM_JOB_ID", "123456")]);
     let l = resolve(&LaunchFlags::default(), &s).unwrap();
