@@ -199,7 +199,8 @@ def bench_train(a, files, props):
 
     model = M6().to(dev)
     if world > 1:
-        model = torch.nn.parallel.DistributedDataParallel(model)
+        # Text-only batches leave the patch projection without a gradient.
+        model = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=True)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.98), weight_decay=0.01)
     def epochs():  # as m6-train, the data repeats with a new shuffle each epoch
         e = 0
