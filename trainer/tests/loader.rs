@@ -37,7 +37,7 @@ fn counts(ids: impl IntoIterator<Item = String>) -> BTreeMap<String, usize> {
 }
 
 #[test]
-fn every_sample_exactly_once_per_epoch_across_1_and_3_ranks() {
+fn every_sample_exactly_once_per_epoch_across_1_2_and_3_ranks() {
     let data = samples();
     let rows = &data.rows;
     let all = counts(rows.iter().map(|r| r.id.clone()));
