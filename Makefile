@@ -25,14 +25,18 @@ $(VENV)/.ok: requirements.txt
 
 # One cargo invocation shape for everything (bins + tests of the whole workspace): cargo
 # unifies features per invocation, and a different shape (e.g. `-p m6corpus`) would
-# rebuild arrow/datafusion with another feature set.
+# rebuild arrow/datafusion with another feature set. The data stages leave out the
+# trainer (it links libtorch); pipeline/core/Cargo.toml pins the few features the
+# trainer's dependencies turn on, so `build` and `trainer` share every arrow, parquet
+# and datafusion artifact in target/.
+CARGO_DATA := --release --workspace --exclude m6-trainer
 build:
-	cargo build --release --workspace --bins --tests
+	cargo build $(CARGO_DATA) --bins --tests
 
 test: setup test-data test-trainer
 
 test-data: data venv build
-	cargo test --release --workspace
+	cargo test $(CARGO_DATA)
 
 demo: setup
 	scripts/demo.sh
@@ -49,10 +53,12 @@ clean:
 	cargo clean
 	rm -rf demo-out bench/out
 
-## ---- Trainer (m6-train: links libtorch, so it builds apart from the workspace) ----
+## ---- Trainer (m6-train: links libtorch, a workspace member outside default-members) ----
 # torch==2.11.0 from PyPI into the venv; tch 0.24 builds against it
 # (LIBTORCH_USE_PYTORCH=1) and trainer/build.rs bakes torch's lib folder into the
-# binary's rpath, so nothing needs LD_LIBRARY_PATH.
+# binary's rpath, so nothing needs LD_LIBRARY_PATH. The trainer builds with the whole
+# workspace in the one shape (same features, same target/), so only tch and the
+# trainer itself compile on top of `make build`; m6-train lands in target/release.
 TORCH_OK := $(VENV)/.torch
 TRAINER_ENV := LIBTORCH_USE_PYTORCH=1 PATH="$(CURDIR)/$(VENV)/bin:$$PATH"
 
@@ -64,9 +70,10 @@ $(TORCH_OK): $(VENV)/.ok
 	touch $@
 
 trainer: torch
-	cd trainer && $(TRAINER_ENV) cargo build --release
-	mkdir -p target/release
-	ln -sf $(CURDIR)/trainer/target/release/m6-train target/release/m6-train
+	$(TRAINER_ENV) cargo build --release --workspace --bins --tests --examples
 
+# The trainer's tests in the same invocation shape: its end-to-end tests
+# (tests/train.rs, loader.rs, dist.rs) and the workspace's unit tests (the trainer's
+# among them; the data stages' integration tests are `test-data`'s).
 test-trainer: trainer build
-	cd trainer && $(TRAINER_ENV) M6_DATA_DIR="$(M6_DATA_DIR)" cargo test --release
+	$(TRAINER_ENV) M6_DATA_DIR="$(M6_DATA_DIR)" cargo test --release --workspace --lib --test train --test loader --test dist

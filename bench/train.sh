@@ -27,9 +27,9 @@ THREADS=${THREADS:-$(nproc)}
 MODEL=(--set model.d_model=256 --set model.n_layers=4 --set model.n_heads=4 --set model.d_ff=1024 --set batch_size=32)
 mkdir -p "$OUT" bench/results
 
-[ -x trainer/target/release/m6-train ] || make trainer
-(cd trainer && LIBTORCH_USE_PYTORCH=1 PATH="$PWD/../.venv/bin:$PATH" cargo build --release --bin m6-train)
-BIN=trainer/target/release/m6-train
+# The trainer builds with the workspace (same invocation shape, same target/).
+make trainer >&2
+BIN=target/release/m6-train
 
 rm -rf "$OUT"/*
 bench/lib/train_samples.sh "$OUT/pipeline" "$N_POEMS" "$COPIES" "$TEXT_FILES"

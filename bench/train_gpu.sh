@@ -25,7 +25,7 @@
 # dry run on the CPU.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-BIN=${BIN:-trainer/target/release/m6-train}
+BIN=${BIN:-target/release/m6-train}
 DATA=${DATA:-bench/out/gpu/pipeline}
 RUNS=${RUNS:-bench/out/train_gpu}
 # The project's venv where there is one (its torch is the one m6-train was built

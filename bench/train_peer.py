@@ -7,6 +7,9 @@ train:  the same M6-style prefix-LM transformer (pre-LN blocks, tied head, SDPA 
         and grad clipping, fed the same batch shapes; on the CPU in fp32, or with
         --device cuda under bf16 autocast (what m6-train does on CUDA).
         Timed window: Unix times in the output, to cut a GPU utilisation trace.
+        Under torchrun (WORLD_SIZE > 1) it is PyTorch DDP (gloo on the CPU, NCCL on
+        CUDA), each rank reading its own shards (shards[rank::world]); rank 0 prints
+        the tokens/s of all ranks.
 Prints one JSON object.
 """
 import argparse
@@ -141,7 +144,13 @@ def bench_train(a, files, props):
 
     torch.manual_seed(a.seed)
     torch.set_num_threads(a.threads)
-    dev = torch.device(a.device)
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    if world > 1:
+        import torch.distributed as dist
+        dist.init_process_group("nccl" if a.device == "cuda" else "gloo")
+        files = files[rank::world]
+    dev = torch.device(a.device if a.device != "cuda" or world == 1 else "cuda:%s" % os.environ.get("LOCAL_RANK", "0"))
     amp = torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" else contextlib.nullcontext()
     V, d, L, H, ff = props["vocab_size"], a.d_model, a.n_layers, a.n_heads, a.d_ff
     pdim = props["patch_size"] ** 2 * 3
@@ -189,6 +198,9 @@ def bench_train(a, files, props):
             return s.ln(x) @ s.tok.weight.T
 
     model = M6().to(dev)
+    if world > 1:
+        # Text-only batches leave the patch projection without a gradient.
+        model = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=True)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.98), weight_decay=0.01)
     def epochs():  # as m6-train, the data repeats with a new shuffle each epoch
         e = 0
@@ -232,11 +244,20 @@ def bench_train(a, files, props):
             float(loss)  # a training loop reads its loss now and then, which waits for the device
     sync()
     s = time.perf_counter() - t0
+    if world > 1:
+        import torch.distributed as dist
+        tot = torch.tensor([toks, samples_], dtype=torch.float64)
+        dist.all_reduce(tot)
+        toks, samples_ = int(tot[0]), int(tot[1])
+        # The slowest rank's time bounds the job's.
+        st = torch.tensor([s], dtype=torch.float64)
+        dist.all_reduce(st, op=dist.ReduceOp.MAX)
+        s = float(st[0])
     loss = float(losses[-1])
     out = {"steps": a.steps, "warmup_steps": a.warmup, "seconds": s, "tokens_per_s": toks / s, "samples_per_s": samples_ / s, "final_loss": loss,
            "torch": torch.__version__, "threads": a.threads, "peak_rss_mb": rss_mb(), "device": str(dev),
            "time_start": unix0, "time_end": time.time(),
-           "parameters": sum(p.numel() for p in model.parameters())}
+           "parameters": sum(p.numel() for p in model.parameters()), "world_size": world}
     if dev.type == "cuda":
         out["gpu"] = torch.cuda.get_device_name(dev)
         out["gpu_peak_mem_mb"] = torch.cuda.max_memory_allocated(dev) / 2**20
@@ -264,7 +285,8 @@ def main():
     files, props = shards(a.input)
     props = {k: (int(v) if isinstance(v, (int, float)) or (isinstance(v, str) and v.isdigit()) else v) for k, v in props.items()}
     out = bench_loader(a, files, props) if a.mode == "loader" else bench_train(a, files, props)
-    print(json.dumps(out))
+    if os.environ.get("RANK", "0") == "0":
+        print(json.dumps(out))
 
 
 if __name__ == "__main__":

@@ -34,6 +34,9 @@ fn main() {
         Some(dir) => {
             let dir = dir.canonicalize().unwrap_or(dir);
             println!("cargo:rustc-link-arg=-Wl,-rpath,{}", dir.display());
+            // Where src/nccl.rs looks for NCCL and the CUDA runtime when they are not
+            // already loaded (the NVIDIA wheels sit beside torch).
+            println!("cargo:rustc-env=M6_TORCH_LIB_DIR={}", dir.display());
             // torch-sys links torch_cuda, but nothing references its symbols (it only
             // registers the CUDA backend from static initialisers), so --as-needed drops
             // it and Device::cuda_if_available() would never see a GPU. Force the entry.

@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 dir=$1 n_poems=$2 copies=$3 text_files=$4
 [ -x target/release/m6corpus ] || { echo "target/release/m6corpus is missing: make build" >&2; exit 1; }
-(cd trainer && LIBTORCH_USE_PYTORCH=1 PATH="$PWD/../.venv/bin:$PATH" cargo build --release --example bench_samples)
-trainer/target/release/examples/bench_samples "$dir" "$n_poems" "$copies" "$text_files" 32 8 128 8000 >&2
+[ -x target/release/examples/bench_samples ] || make trainer >&2
+target/release/examples/bench_samples "$dir" "$n_poems" "$copies" "$text_files" 32 8 128 8000 >&2
 target/release/m6corpus tokenize --input "$dir/docs" --input "$dir/web/pairs" --input "$dir/photo-pairs" \
   --output "$dir/samples-224" --tokenizer "$dir/vocab.txt" --max-len 128 --quiet --log warn >&2

@@ -62,6 +62,36 @@ pub struct TrainConfig {
     pub cuda: bool,
     /// Torch intra-op threads on CPU; 0 keeps torch's default. Default 0.
     pub torch_threads: usize,
+    /// Data lanes: each epoch is cut into this many equal runs of rows and every
+    /// micro-batch takes the same number of examples from each, so the training stream
+    /// is the same at any world size that divides it (a resumed run may use another
+    /// world size that divides it too). Must be a multiple of the world size and
+    /// divide `batch_size` × world size. Each lane has its own shuffle buffer of
+    /// `shuffle_buffer` samples. Default 0: the world size of the run's first start.
+    pub lanes: u64,
+    /// How ranks sum gradients: `auto` (NCCL on CUDA, the TCP ring on CPU), `nccl`
+    /// (also at world size 1, to check it), `ring`. Default auto.
+    pub collective: Collective,
+    /// Precision of the gradients on the wire under NCCL: `fp32` (exact sums) or
+    /// `bf16` (half the bytes). Default fp32.
+    pub grad_reduce: GradReduce,
+    /// Gradient bucket size in MiB for NCCL (one group of all-reduces per bucket). Default 25.
+    pub bucket_mb: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Collective {
+    Auto,
+    Nccl,
+    Ring,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GradReduce {
+    Fp32,
+    Bf16,
 }
 
 impl Default for TrainConfig {
@@ -93,6 +123,10 @@ impl Default for TrainConfig {
             holdout_last_shard: true,
             cuda: true,
             torch_threads: 0,
+            lanes: 0,
+            collective: Collective::Auto,
+            grad_reduce: GradReduce::Fp32,
+            bucket_mb: 25,
         }
     }
 }
@@ -110,13 +144,16 @@ pub struct ModelConfig {
     pub n_heads: i64,
     /// Feed-forward inner size. Default 256.
     pub d_ff: i64,
-    /// Longest sequence (image positions included); longer examples are truncated. Default 128.
+    /// Longest sequence (image positions included); longer examples are truncated.
+    /// Default 0: from the sample dataset — its `max_len` (plus the [MASK] runs text
+    /// denoising adds) and, when it holds image samples, the image grid + [IMG], [/IMG]
+    /// and a caption of that length.
     pub max_len: i64,
 }
 
 impl Default for ModelConfig {
     fn default() -> Self {
-        ModelConfig { d_model: 64, n_layers: 2, n_heads: 4, d_ff: 256, max_len: 128 }
+        ModelConfig { d_model: 64, n_layers: 2, n_heads: 4, d_ff: 256, max_len: 0 }
     }
 }
 
@@ -145,8 +182,8 @@ impl TrainConfig {
     /// Refuses settings that would fail later in a less obvious way.
     pub fn check(&self) -> Result<(), String> {
         let m = &self.model;
-        if m.d_model <= 0 || m.n_layers <= 0 || m.n_heads <= 0 || m.d_ff <= 0 || m.max_len < 8 {
-            return Err(format!("[train.model] sizes must be positive and max_len >= 8: {m:?}"));
+        if m.d_model <= 0 || m.n_layers <= 0 || m.n_heads <= 0 || m.d_ff <= 0 || (m.max_len != 0 && m.max_len < 8) {
+            return Err(format!("[train.model] sizes must be positive and max_len >= 8 (or 0: from the dataset): {m:?}"));
         }
         if m.d_model % m.n_heads != 0 {
             return Err(format!("[train.model] n_heads {} must divide d_model {}", m.n_heads, m.d_model));
@@ -164,6 +201,22 @@ impl TrainConfig {
         if !(self.lr > 0.0) || !(0.0..=1.0).contains(&self.min_lr_ratio) {
             return Err("[train] lr must be > 0 and min_lr_ratio in [0, 1]".into());
         }
+        if self.bucket_mb == 0 {
+            return Err("[train] bucket_mb must be at least 1".into());
+        }
         Ok(())
+    }
+
+    /// The sequence length a dataset needs when `model.max_len` is left at 0: its
+    /// samples' `max_len` (text denoising adds a [MASK] to the prefix and one to the
+    /// target per masked span: about mask_ratio·n/mean_span spans) and, only when it
+    /// holds image samples, the grid's patches + [IMG] + [/IMG] + a caption of the
+    /// samples' length less [CLS]/[IMG]/[/IMG]. Without a recorded `max_len`, 128.
+    pub fn default_max_len(&self, sample_max_len: Option<i64>, image_patches: Option<i64>) -> i64 {
+        let n = sample_max_len.unwrap_or(128).max(8);
+        let spans = ((n as f64 * self.tasks.mask_ratio) / self.tasks.mean_span as f64).ceil() as i64;
+        let text = n + 2 * spans;
+        let image = image_patches.map_or(0, |p| p + 2 + (n - 3).max(1));
+        text.max(image)
     }
 }

@@ -1,7 +1,16 @@
 //! The streaming loader: `sample` shards are read straight from Parquet by background
-//! threads, sliced across data-parallel ranks, mixed through a bounded shuffle buffer
-//! and turned into padded prefix-LM batches. Order depends only on the seed, so a
-//! saved [`LoaderState`] replays to exactly the next batch.
+//! threads, mixed through a bounded shuffle buffer and turned into padded prefix-LM
+//! batches. Order depends only on the seed, so a saved [`Position`] replays to exactly
+//! the next batch.
+//!
+//! Data parallelism: each epoch's rows (shards in a seeded order) are cut into `lanes`
+//! contiguous runs of equal row count, a number fixed for the whole run and
+//! independent of the world size. Rank r of W owns lanes r·L/W .. (r+1)·L/W, so it
+//! reads only its own shards (and at most part of the shards at its two ends), and
+//! every row is read by exactly one rank per epoch. A global micro-batch takes the
+//! same number of examples from every lane, in lane order: it is the same set of
+//! examples whatever the world size, and the checkpoint's position (each lane's
+//! epoch and samples taken) resumes at another world size that divides `lanes`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -9,7 +18,7 @@ use std::sync::mpsc::{sync_channel, Receiver};
 use std::sync::Arc;
 
 use arrow::array::{Array, Int32Array, RecordBatch};
-use m6_pipeline::{read_parquet, Dataset};
+use m6_pipeline::{read_parquet, read_parquet_rows, Dataset};
 use m6_schemas::{column, sample, Bin, Kind, List, Str};
 use serde::{Deserialize, Serialize};
 use tch::Tensor;
@@ -125,6 +134,9 @@ pub struct Corpus {
     pub meta: DataMeta,
     pub train: Vec<ShardRef>,
     pub eval: Vec<ShardRef>,
+    /// The longest sample (in ids, image patches not counted) any input was tokenized
+    /// to: manifest property `max_len`, when recorded.
+    pub sample_max_len: Option<i64>,
 }
 
 impl Corpus {
@@ -134,8 +146,12 @@ impl Corpus {
         }
         let mut meta: Option<DataMeta> = None;
         let mut train = vec![];
+        let mut sample_max_len: Option<i64> = None;
         let mut check_meta = |ds: &Dataset| -> Result<(), DataError> {
             let m = DataMeta::from_dataset(ds)?;
+            if let Some(n) = ds.manifest().properties.get("max_len").and_then(|v| v.as_i64()) {
+                sample_max_len = Some(sample_max_len.map_or(n, |o| o.max(n)));
+            }
             match &meta {
                 None => meta = Some(m),
                 Some(prev) if *prev != m => {
@@ -172,7 +188,31 @@ impl Corpus {
         if train.iter().all(|s| s.rows == 0) {
             return Err(DataError::Dataset { path: inputs[0].clone(), msg: "no training samples (every shard is empty)".into() });
         }
-        Ok(Corpus { meta: meta.unwrap(), train, eval })
+        Ok(Corpus { meta: meta.unwrap(), train, eval, sample_max_len })
+    }
+
+    /// Whether any training or held-out shard holds an image–text sample. Reads only
+    /// the `task` column (dictionary-encoded: a few bytes per row group).
+    pub fn holds_images(&self) -> Result<bool, DataError> {
+        let scan = |path: &Path| -> Result<bool, DataError> {
+            for b in m6_pipeline::read_parquet_columns(path, Some(Kind::Sample), 64 * 1024, Some(&[sample::TASK]))? {
+                let b = b?;
+                let task: &Str = column(&b, sample::TASK).map_err(|e| DataError::from(m6_pipeline::Error::schema(path, e)))?;
+                if (0..b.num_rows()).any(|i| task.value(i) == sample::TASK_IMAGE_TEXT) {
+                    return Ok(true);
+                }
+            }
+            Ok(false)
+        };
+        for s in self.train.iter().chain(&self.eval) {
+            // As in the reader threads: a corrupt page can make the decoder panic.
+            let found = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| scan(&s.path)))
+                .unwrap_or_else(|_| Err(DataError::Dataset { path: s.path.clone(), msg: "corrupt shard: decoder failed on the task column".into() }))?;
+            if found {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 }
 
@@ -192,11 +232,50 @@ pub struct RawSample {
     pub patches: Option<Arc<[u8]>>,
 }
 
-/// Where the loader is: the epoch and how many samples this rank took from it.
+/// Where one lane is: its epoch and how many samples it took from it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LoaderState {
     pub epoch: u64,
     pub consumed: u64,
+}
+
+/// The global data position: every lane's state, whatever rank reads it. A run
+/// resumes from it at any world size that divides the number of lanes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Position {
+    pub lanes: Vec<LoaderState>,
+}
+
+impl Position {
+    /// The start of training with `lanes` lanes.
+    pub fn start(lanes: u64) -> Self {
+        Position { lanes: vec![LoaderState::default(); lanes.max(1) as usize] }
+    }
+}
+
+// Checkpoints from before lanes existed hold one `{epoch, consumed}`: a single-process
+// run, whose stream is exactly that of one lane.
+impl<'de> Deserialize<'de> for Position {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Saved {
+            Lanes { lanes: Vec<LoaderState> },
+            Single(LoaderState),
+        }
+        Ok(match Saved::deserialize(d)? {
+            Saved::Lanes { lanes } => Position { lanes },
+            Saved::Single(s) => Position { lanes: vec![s] },
+        })
+    }
+}
+
+/// Rows `start..end` of one shard: the part of it one lane reads in one epoch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Segment {
+    pub shard: ShardRef,
+    pub start: u64,
+    pub end: u64,
 }
 
 /// Loader settings (a subset of [`TrainConfig`]).
@@ -205,6 +284,8 @@ pub struct LoaderConfig {
     pub seed: u64,
     pub rank: u64,
     pub world_size: u64,
+    /// Lanes of the whole job (a multiple of `world_size`; see the module comment).
+    pub lanes: u64,
     pub shuffle: bool,
     pub shuffle_buffer: usize,
     pub reader_threads: usize,
@@ -219,6 +300,7 @@ impl LoaderConfig {
             seed: c.seed,
             rank,
             world_size,
+            lanes: if c.lanes == 0 { world_size } else { c.lanes },
             shuffle: true,
             shuffle_buffer: c.shuffle_buffer,
             reader_threads: c.reader_threads.max(1),
@@ -235,8 +317,8 @@ enum Msg {
     Err(DataError),
 }
 
-/// Samples of one epoch in reading order (before the shuffle buffer). Shard `j` of the
-/// epoch's order is read by thread `j % n`; consuming the threads' channels in shard
+/// One lane's samples of one epoch in reading order (before the shuffle buffer).
+/// Segment `j` is read by thread `j % n`; consuming the threads' channels in segment
 /// order keeps the stream deterministic however the threads are scheduled.
 struct EpochReader {
     rxs: Vec<Receiver<Msg>>,
@@ -247,33 +329,25 @@ struct EpochReader {
 }
 
 impl EpochReader {
-    fn start(shards: Vec<ShardRef>, meta: &DataMeta, cfg: &LoaderConfig) -> Self {
-        let n = cfg.reader_threads.min(shards.len()).max(1);
-        // Global row offsets decide rank membership: row g goes to rank g % world.
-        let mut offsets = Vec::with_capacity(shards.len());
-        let mut acc = 0;
-        for s in &shards {
-            offsets.push(acc);
-            acc += s.rows;
-        }
+    fn start(segments: Vec<Segment>, meta: &DataMeta, cfg: &LoaderConfig) -> Self {
+        let n = cfg.reader_threads.min(segments.len()).max(1);
         let mut rxs = vec![];
         for t in 0..n {
             let (tx, rx) = sync_channel::<Msg>(4);
-            let mine: Vec<(ShardRef, u64)> =
-                shards.iter().cloned().zip(offsets.iter().copied()).enumerate().filter(|(j, _)| j % n == t).map(|(_, x)| x).collect();
+            let mine: Vec<Segment> = segments.iter().enumerate().filter(|(j, _)| j % n == t).map(|(_, x)| x.clone()).collect();
             let (meta, cfg) = (meta.clone(), cfg.clone());
             std::thread::Builder::new()
                 .name(format!("m6-reader-{t}"))
                 .spawn(move || {
-                    for (shard, offset) in mine {
+                    for seg in mine {
                         // A corrupt file can make the Parquet decoder panic rather than
                         // return an error; either way the error must name the file.
                         let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                            read_shard(&shard, offset, &meta, &cfg, |rows, bytes| tx.send(Msg::Rows(rows, bytes)).is_ok())
+                            read_shard(&seg, &meta, &cfg, |rows, bytes| tx.send(Msg::Rows(rows, bytes)).is_ok())
                         }))
                         .unwrap_or_else(|p| {
                             let msg = p.downcast_ref::<String>().cloned().or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_default();
-                            Err(DataError::Dataset { path: shard.path.clone(), msg: format!("corrupt shard: decoder failed: {msg}") })
+                            Err(DataError::Dataset { path: seg.shard.path.clone(), msg: format!("corrupt shard: decoder failed: {msg}") })
                         });
                         if let Err(e) = res {
                             let _ = tx.send(Msg::Err(e));
@@ -287,7 +361,7 @@ impl EpochReader {
                 .expect("spawn reader thread");
             rxs.push(rx);
         }
-        EpochReader { rxs, n_shards: shards.len(), shard: 0, pending: Vec::new().into_iter(), bytes_read: 0 }
+        EpochReader { rxs, n_shards: segments.len(), shard: 0, pending: Vec::new().into_iter(), bytes_read: 0 }
     }
 
     fn next(&mut self) -> Result<Option<RawSample>, DataError> {
@@ -312,28 +386,23 @@ impl EpochReader {
     }
 }
 
-/// Reads one shard, keeping this rank's rows; `emit` returns false to stop early.
-fn read_shard(
-    shard: &ShardRef,
-    offset: u64,
-    meta: &DataMeta,
-    cfg: &LoaderConfig,
-    mut emit: impl FnMut(Vec<RawSample>, u64) -> bool,
-) -> Result<(), DataError> {
+/// Reads one segment (rows of one shard); `emit` returns false to stop early.
+fn read_shard(seg: &Segment, meta: &DataMeta, cfg: &LoaderConfig, mut emit: impl FnMut(Vec<RawSample>, u64) -> bool) -> Result<(), DataError> {
+    let shard = &seg.shard;
     let path = &shard.path;
-    let reader = read_parquet(path, Some(Kind::Sample), cfg.read_batch_rows)?;
+    let reader = read_parquet_rows(path, Some(Kind::Sample), cfg.read_batch_rows, seg.start..seg.end)?;
     if reader.rows() != shard.rows {
         return Err(DataError::Dataset {
             path: path.clone(),
             msg: format!("shard has {} rows but the manifest says {}", reader.rows(), shard.rows),
         });
     }
-    let mut row = 0u64;
+    let mut row = seg.start;
     for batch in reader {
         let batch = batch?;
         let n = batch.num_rows() as u64;
         let bytes = batch.get_array_memory_size() as u64;
-        let rows = decode_batch(&batch, path, offset, row, meta, cfg)?;
+        let rows = decode_batch(&batch, path, row, meta)?;
         row += n;
         if !emit(rows, bytes) {
             return Ok(());
@@ -342,7 +411,7 @@ fn read_shard(
     Ok(())
 }
 
-fn decode_batch(b: &RecordBatch, path: &Path, offset: u64, first_row: u64, meta: &DataMeta, cfg: &LoaderConfig) -> Result<Vec<RawSample>, DataError> {
+fn decode_batch(b: &RecordBatch, path: &Path, first_row: u64, meta: &DataMeta) -> Result<Vec<RawSample>, DataError> {
     let schema_err = |e: m6_schemas::SchemaError| DataError::from(m6_pipeline::Error::schema(path, e));
     let id: &Str = column(b, sample::ID).map_err(schema_err)?;
     let task: &Str = column(b, sample::TASK).map_err(schema_err)?;
@@ -357,9 +426,6 @@ fn decode_batch(b: &RecordBatch, path: &Path, offset: u64, first_row: u64, meta:
     let mut out = vec![];
     for i in 0..b.num_rows() {
         let row = first_row + i as u64;
-        if (offset + row) % cfg.world_size != cfg.rank {
-            continue;
-        }
         let bad = |msg: String| DataError::Row { path: path.to_path_buf(), row, msg };
         let t = match task.value(i) {
             sample::TASK_TEXT => TaskKind::Text,
@@ -426,37 +492,73 @@ impl Mixer {
     }
 }
 
-/// Endless (epoch after epoch) deterministic stream of this rank's samples.
+/// One lane: its position and, while an epoch is open, its reader and shuffle buffer.
+struct Lane {
+    index: u64,
+    state: LoaderState,
+    epoch: Option<(EpochReader, Mixer, bool)>,
+}
+
+/// Endless (epoch after epoch) deterministic stream of this rank's lanes.
 pub struct Loader {
     shards: Vec<ShardRef>,
     meta: DataMeta,
     cfg: LoaderConfig,
-    state: LoaderState,
-    epoch: Option<(EpochReader, Mixer, bool)>,
-    /// Bytes of Arrow data decoded by previous epochs (for throughput figures).
+    lanes: Vec<Lane>,
+    /// Bytes of Arrow data decoded by finished epochs (for throughput figures).
     bytes_done: u64,
 }
 
 impl Loader {
-    pub fn new(shards: Vec<ShardRef>, meta: DataMeta, cfg: LoaderConfig, state: LoaderState) -> Result<Self, DataError> {
+    /// This rank's loader at the global `position` (one state per lane of the job).
+    pub fn new(shards: Vec<ShardRef>, meta: DataMeta, cfg: LoaderConfig, position: &Position) -> Result<Self, DataError> {
         if cfg.world_size == 0 || cfg.rank >= cfg.world_size {
-            return Err(DataError::Config(format!("--rank {} must be below --world-size {}", cfg.rank, cfg.world_size)));
+            return Err(DataError::Config(format!("rank {} must be below the world size {}", cfg.rank, cfg.world_size)));
         }
-        Ok(Loader { shards, meta, cfg, state, epoch: None, bytes_done: 0 })
+        if cfg.lanes == 0 || cfg.lanes % cfg.world_size != 0 {
+            return Err(DataError::Config(format!(
+                "the run's {} data lanes cannot be split evenly over {} ranks (set `lanes` to a multiple of every world size you will run at, e.g. 12 for 1, 2, 3, 4 or 6 ranks)",
+                cfg.lanes, cfg.world_size
+            )));
+        }
+        if position.lanes.len() as u64 != cfg.lanes {
+            return Err(DataError::Config(format!("the saved data position has {} lanes, the run {}", position.lanes.len(), cfg.lanes)));
+        }
+        let per = cfg.lanes / cfg.world_size;
+        let lanes = (cfg.rank * per..(cfg.rank + 1) * per).map(|l| Lane { index: l, state: position.lanes[l as usize], epoch: None }).collect();
+        Ok(Loader { shards, meta, cfg, lanes, bytes_done: 0 })
     }
 
     pub fn meta(&self) -> &DataMeta {
         &self.meta
     }
 
-    /// The position to save: resuming from it yields exactly the next sample.
-    pub fn state(&self) -> LoaderState {
-        self.state
+    /// The lanes this rank reads, in order.
+    pub fn lane_range(&self) -> std::ops::Range<u64> {
+        let first = self.lanes[0].index;
+        first..first + self.lanes.len() as u64
+    }
+
+    /// This rank's lanes' positions (in [`Loader::lane_range`] order); the trainer
+    /// gathers every rank's into the global [`Position`].
+    pub fn lane_states(&self) -> Vec<LoaderState> {
+        self.lanes.iter().map(|l| l.state).collect()
+    }
+
+    /// The position to save, when this rank reads every lane (one process).
+    pub fn position(&self) -> Position {
+        assert_eq!(self.cfg.world_size, 1, "with several ranks the position is gathered from all of them");
+        Position { lanes: self.lane_states() }
+    }
+
+    /// The earliest epoch any of this rank's lanes is in.
+    pub fn epoch(&self) -> u64 {
+        self.lanes.iter().map(|l| l.state.epoch).min().unwrap_or(0)
     }
 
     /// Arrow bytes decoded so far.
     pub fn bytes_read(&self) -> u64 {
-        self.bytes_done + self.epoch.as_ref().map_or(0, |e| e.0.bytes_read)
+        self.bytes_done + self.lanes.iter().filter_map(|l| l.epoch.as_ref()).map(|e| e.0.bytes_read).sum::<u64>()
     }
 
     fn epoch_order(&self, epoch: u64) -> Vec<ShardRef> {
@@ -471,29 +573,56 @@ impl Loader {
         order
     }
 
-    fn start_epoch(&mut self) -> Result<(), DataError> {
-        let reader = EpochReader::start(self.epoch_order(self.state.epoch), &self.meta, &self.cfg);
-        // The buffer's rng depends on the rank too, so ranks do not mirror each other.
-        let rng = Rng::from_parts(&[self.cfg.seed, self.state.epoch, self.cfg.rank, 0x4d49_5845]);
+    /// The rows lane `lane` reads in `epoch`: rows ⌊l·N/L⌋ .. ⌊(l+1)·N/L⌋ of the
+    /// epoch's shard order, as (shard, row range) pieces.
+    pub fn lane_segments(&self, epoch: u64, lane: u64) -> Vec<Segment> {
+        let order = self.epoch_order(epoch);
+        let total: u64 = order.iter().map(|s| s.rows).sum();
+        let l = self.cfg.lanes as u128;
+        let (from, to) = (((lane as u128 * total as u128) / l) as u64, (((lane as u128 + 1) * total as u128) / l) as u64);
+        let mut out = vec![];
+        let mut at = 0u64;
+        for s in order {
+            let (a, b) = (at.max(from), (at + s.rows).min(to));
+            if a < b {
+                out.push(Segment { start: a - at, end: b - at, shard: s.clone() });
+            }
+            at += s.rows;
+        }
+        out
+    }
+
+    /// Every (shard, row range) this rank reads in `epoch`.
+    pub fn segments(&self, epoch: u64) -> Vec<Segment> {
+        self.lane_range().flat_map(|l| self.lane_segments(epoch, l)).collect()
+    }
+
+    fn start_epoch(&mut self, i: usize) -> Result<(), DataError> {
+        let lane = &self.lanes[i];
+        let (index, state) = (lane.index, lane.state);
+        let reader = EpochReader::start(self.lane_segments(state.epoch, index), &self.meta, &self.cfg);
+        // Seeded by the lane (not the rank), so the stream is the same at any world size;
+        // lane 0 of a one-lane run uses the generator a single process always used.
+        let rng = Rng::from_parts(&[self.cfg.seed, state.epoch, index, 0x4d49_5845]);
         let cap = if self.cfg.shuffle { self.cfg.shuffle_buffer } else { 1 };
-        self.epoch = Some((reader, Mixer { text: Vec::with_capacity(cap), image: vec![], rng }, false));
+        self.lanes[i].epoch = Some((reader, Mixer { text: Vec::with_capacity(cap), image: vec![], rng }, false));
         // Replay up to the saved position: same seed, same order, so the skipped samples
         // are exactly those the interrupted run already trained on.
-        for _ in 0..self.state.consumed {
-            if self.pull()?.is_none() {
+        for _ in 0..state.consumed {
+            if self.pull(i)?.is_none() {
                 return Err(DataError::Config(format!(
-                    "loader state (epoch {}, {} samples) is past the end of the epoch: the input changed since the checkpoint",
-                    self.state.epoch, self.state.consumed
+                    "saved position (lane {index}, epoch {}, {} samples) is past the end of the lane's epoch: the input changed since the checkpoint",
+                    state.epoch, state.consumed
                 )));
             }
         }
         Ok(())
     }
 
-    /// Next sample of the current epoch, or `None` at its end; does not advance the state.
-    fn pull(&mut self) -> Result<Option<RawSample>, DataError> {
+    /// Next sample of lane `i`'s current epoch, or `None` at its end; does not advance the state.
+    fn pull(&mut self, i: usize) -> Result<Option<RawSample>, DataError> {
         let cap = if self.cfg.shuffle { self.cfg.shuffle_buffer } else { 1 };
-        let (reader, mixer, done) = self.epoch.as_mut().expect("epoch started");
+        let (reader, mixer, done) = self.lanes[i].epoch.as_mut().expect("epoch started");
         while !*done && mixer.len() < cap {
             match reader.next()? {
                 Some(s) => mixer.push(s),
@@ -503,42 +632,56 @@ impl Loader {
         Ok(mixer.pick(&self.cfg))
     }
 
-    /// The next sample and the epoch it belongs to; rolls over into the next epoch.
-    pub fn next_sample(&mut self) -> Result<(RawSample, u64), DataError> {
+    /// The next sample of this rank's `i`-th lane and the epoch it belongs to; rolls
+    /// over into the lane's next epoch.
+    pub fn next_sample_from(&mut self, i: usize) -> Result<(RawSample, u64), DataError> {
         let mut empty_epochs = 0;
         loop {
-            if self.epoch.is_none() {
-                self.start_epoch()?;
+            if self.lanes[i].epoch.is_none() {
+                self.start_epoch(i)?;
             }
-            if let Some(s) = self.pull()? {
-                self.state.consumed += 1;
-                return Ok((s, self.state.epoch));
+            if let Some(s) = self.pull(i)? {
+                self.lanes[i].state.consumed += 1;
+                return Ok((s, self.lanes[i].state.epoch));
             }
-            if self.state.consumed == 0 {
+            if self.lanes[i].state.consumed == 0 {
                 empty_epochs += 1;
                 if empty_epochs > 1 {
-                    return Err(DataError::Config(format!("rank {} of {} gets no samples", self.cfg.rank, self.cfg.world_size)));
+                    let rows: u64 = self.shards.iter().map(|s| s.rows).sum();
+                    return Err(DataError::Config(format!("data lane {} of {} gets no samples ({rows} rows in all): use fewer `lanes`", self.lanes[i].index, self.cfg.lanes)));
                 }
             }
-            let (reader, _, _) = self.epoch.take().unwrap();
+            let lane = &mut self.lanes[i];
+            let (reader, _, _) = lane.epoch.take().unwrap();
             self.bytes_done += reader.bytes_read;
-            self.state = LoaderState { epoch: self.state.epoch + 1, consumed: 0 };
+            lane.state = LoaderState { epoch: lane.state.epoch + 1, consumed: 0 };
         }
     }
 
-    /// Every sample of the current epoch that is left, then stops (for tests and eval).
+    /// The next sample of a one-lane loader (evaluation, tests).
+    pub fn next_sample(&mut self) -> Result<(RawSample, u64), DataError> {
+        assert_eq!(self.lanes.len(), 1, "next_sample reads a one-lane loader; use next_batch");
+        self.next_sample_from(0)
+    }
+
+    /// Every sample of the current epoch that is left in each of this rank's lanes
+    /// (lane after lane), then stops (for tests and eval).
     pub fn rest_of_epoch(&mut self) -> Result<Vec<RawSample>, DataError> {
-        let epoch = self.state.epoch;
         let mut out = vec![];
-        if self.epoch.is_none() {
-            self.start_epoch()?;
+        for i in 0..self.lanes.len() {
+            let epoch = self.lanes[i].state.epoch;
+            if self.lanes[i].epoch.is_none() {
+                self.start_epoch(i)?;
+            }
+            while let Some(s) = self.pull(i)? {
+                self.lanes[i].state.consumed += 1;
+                out.push(s);
+            }
+            if let Some((reader, _, _)) = self.lanes[i].epoch.take() {
+                self.bytes_done += reader.bytes_read;
+            }
+            self.lanes[i].state = LoaderState { epoch: epoch + 1, consumed: 0 };
         }
-        while let Some(s) = self.pull()? {
-            self.state.consumed += 1;
-            out.push(s);
-        }
-        self.epoch = None;
-        self.state = LoaderState { epoch: epoch + 1, consumed: 0 };
         Ok(out)
     }
 }
@@ -719,18 +862,26 @@ pub fn collate(examples: &[Example], meta: &DataMeta) -> Batch {
     }
 }
 
-/// Pulls `n` examples (skipping samples that yield none, e.g. empty) and pads them.
+/// This rank's share of a micro-batch: `n` examples, the same number from each of its
+/// lanes in lane order (samples that yield none, e.g. empty, are skipped), padded.
 pub fn next_batch(loader: &mut Loader, n: usize, seed: u64, tasks: &TaskConfig, max_len: usize) -> Result<Batch, DataError> {
+    let k = loader.lanes.len();
+    if n % k != 0 {
+        return Err(DataError::Config(format!("batch_size {n} cannot be split evenly over this rank's {k} data lanes")));
+    }
     let mut ex = Vec::with_capacity(n);
-    let mut skipped = 0;
-    while ex.len() < n {
-        let (s, epoch) = loader.next_sample()?;
-        match make_example(&s, epoch, seed, loader.meta(), tasks, max_len) {
-            Some(e) => ex.push(e),
-            None => {
-                skipped += 1;
-                if skipped > 10_000 && ex.is_empty() {
-                    return Err(DataError::Config("no sample yields a training example (all empty, or max_len too small for the image)".into()));
+    for i in 0..k {
+        let want = ex.len() + n / k;
+        let mut skipped = 0;
+        while ex.len() < want {
+            let (s, epoch) = loader.next_sample_from(i)?;
+            match make_example(&s, epoch, seed, loader.meta(), tasks, max_len) {
+                Some(e) => ex.push(e),
+                None => {
+                    skipped += 1;
+                    if skipped > 10_000 && ex.len() + n / k == want {
+                        return Err(DataError::Config("no sample yields a training example (all empty, or max_len too small for the image)".into()));
+                    }
                 }
             }
         }

@@ -1,12 +1,15 @@
 //! m6-trainer: M6-style prefix-LM pretraining (text denoising + image captioning)
 //! on the `sample` shards the tokenize stage writes, with tch (libtorch).
 //!
-//! Kept out of the main workspace so the data pipeline builds without libtorch.
+//! A workspace member outside `default-members`, so the data pipeline builds without
+//! libtorch.
 
 pub mod config;
 pub mod data;
 pub mod dist;
+pub mod launch;
 pub mod model;
+pub mod nccl;
 pub mod optim;
 pub mod rng;
 pub mod train;

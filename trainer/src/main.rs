@@ -7,7 +7,8 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use m6_pipeline::config::{stage_config, PipelineConfig};
-use m6_trainer::data::{next_batch, Corpus, Loader, LoaderConfig, LoaderState};
+use m6_trainer::data::{next_batch, Corpus, Loader, LoaderConfig, Position};
+use m6_trainer::launch::{self, LaunchFlags};
 use m6_trainer::train::{eval_checkpoint, train, TrainArgs};
 use m6_trainer::TrainConfig;
 
@@ -32,15 +33,19 @@ struct Cli {
     /// Override a config field: KEY=VALUE (e.g. model.d_model=128, lr=3e-4). Repeatable.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     sets: Vec<String>,
-    /// This process's data-parallel rank.
-    #[arg(long, default_value_t = 0)]
-    rank: u64,
-    /// Number of data-parallel ranks (each reads a disjoint slice of every epoch).
-    #[arg(long, default_value_t = 1)]
-    world_size: u64,
-    /// host:port where rank 0 listens for the other ranks (gradients are averaged over TCP).
-    #[arg(long, default_value = "127.0.0.1:29500", env = "M6_DIST_ADDR")]
-    dist_addr: String,
+    /// This process's data-parallel rank (default: $RANK from torchrun, $SLURM_PROCID under srun, else 0).
+    #[arg(long)]
+    rank: Option<u64>,
+    /// Number of data-parallel ranks (default: $WORLD_SIZE, $SLURM_NTASKS, else 1).
+    #[arg(long)]
+    world_size: Option<u64>,
+    /// GPU index on this node (default: $LOCAL_RANK, $SLURM_LOCALID, else 0).
+    #[arg(long)]
+    local_rank: Option<u64>,
+    /// host:port of rank 0's rendezvous (default: $MASTER_ADDR:$MASTER_PORT, $M6_DIST_ADDR,
+    /// under Slurm the first node of $SLURM_JOB_NODELIST, else 127.0.0.1:29500).
+    #[arg(long)]
+    dist_addr: Option<String>,
     /// Stop after this step (with a checkpoint) while keeping the schedule of --steps.
     #[arg(long)]
     stop_at: Option<u64>,
@@ -87,21 +92,30 @@ fn args(cli: &Cli) -> Result<TrainArgs> {
     if inputs.is_empty() {
         bail!("--input SAMPLES_DIR is required (or `input` in the [train] section of --config)");
     }
-    Ok(TrainArgs { inputs, output, config, resume: cli.resume, rank: cli.rank, world_size: cli.world_size, stop_at: cli.stop_at, dist_addr: cli.dist_addr.clone() })
+    let flags = LaunchFlags { rank: cli.rank, world_size: cli.world_size, local_rank: cli.local_rank, dist_addr: cli.dist_addr.clone() };
+    let launch = launch::resolve(&flags, &|k| std::env::var(k).ok()).map_err(anyhow::Error::msg)?;
+    Ok(TrainArgs { inputs, output, config, resume: cli.resume, launch, stop_at: cli.stop_at })
 }
 
-/// Three epochs of this rank's slice through the full loader path (read, slice,
-/// shuffle, examples, padded batches), with nothing consuming the batches.
+/// Three epochs of this rank's lanes through the full loader path (read, shuffle,
+/// examples, padded batches), with nothing consuming the batches.
 fn loader_bench(a: &TrainArgs) -> Result<serde_json::Value> {
-    let cfg = &a.config;
+    let mut cfg = a.config.clone();
     let corpus = Corpus::open(&a.inputs, None, false)?;
+    if cfg.model.max_len == 0 {
+        let patches = corpus.meta.image.as_ref().filter(|_| corpus.holds_images().unwrap_or(true)).map(|g| g.n_patches());
+        cfg.model.max_len = cfg.default_max_len(corpus.sample_max_len, patches);
+    }
     let parquet_bytes: u64 = corpus.train.iter().map(|s| std::fs::metadata(&s.path).map(|m| m.len()).unwrap_or(0)).sum();
     let rows: u64 = corpus.train.iter().map(|s| s.rows).sum();
-    let mut loader = Loader::new(corpus.train.clone(), corpus.meta.clone(), LoaderConfig::from_train(cfg, a.rank, a.world_size), LoaderState::default())?;
+    let (rank, world) = (a.launch.rank, a.launch.world_size);
+    let lcfg = LoaderConfig::from_train(&cfg, rank, world);
+    let lanes = lcfg.lanes;
+    let mut loader = Loader::new(corpus.train.clone(), corpus.meta.clone(), lcfg, &Position::start(lanes))?;
     let t0 = Instant::now();
     let (mut samples, mut tokens, mut batches) = (0usize, 0usize, 0usize);
     const EPOCHS: u64 = 3;
-    while loader.state().epoch < EPOCHS {
+    while loader.epoch() < EPOCHS {
         let b = next_batch(&mut loader, cfg.batch_size, cfg.seed, &cfg.tasks, cfg.model.max_len as usize)?;
         samples += b.samples;
         tokens += b.tokens;

@@ -108,6 +108,13 @@ impl AdamW {
         self.zero_grad();
     }
 
+    /// The gradient tensors themselves (sharing storage with the parameters'
+    /// gradients, so an in-place all-reduce on them is seen by [`AdamW::apply`]), in
+    /// parameter-name order; every one defined after [`AdamW::prime_grads`].
+    pub fn grads(&self) -> Vec<Tensor> {
+        self.params.iter().map(|(_, p, _, _)| p.grad()).collect()
+    }
+
     /// Every gradient, flattened in parameter-name order (for cross-rank averaging).
     pub fn flat_grads(&self) -> Vec<f32> {
         let mut out = vec![];

@@ -1,6 +1,13 @@
 //! The training loop: batches from the loader, prefix-LM loss, AdamW steps with
 //! accumulation and clipping, JSONL + terminal logging, held-out evaluation and
 //! atomic checkpoints that `--resume` continues from exactly.
+//!
+//! Data parallelism: every rank holds the whole model; per micro-batch the ranks
+//! exchange their target counts, weight their mean losses by their share of the
+//! global batch's targets and sum the gradients (NCCL on CUDA, the TCP ring on CPU),
+//! so W ranks take the same steps as one process with the W-fold batch. Rank 0 alone
+//! logs, evaluates and writes checkpoints; every rank checks at start-up that its
+//! weights equal rank 0's.
 
 use std::fs;
 use std::io::Write;
@@ -11,10 +18,12 @@ use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use tch::{nn, Device, Kind, Tensor};
 
-use crate::config::{ModelConfig, TrainConfig};
-use crate::data::{collate, make_example, next_batch, Corpus, DataMeta, Loader, LoaderConfig, LoaderState, ShardRef};
+use crate::config::{Collective, GradReduce, ModelConfig, TrainConfig};
+use crate::data::{collate, make_example, next_batch, Batch, Corpus, DataMeta, Loader, LoaderConfig, LoaderState, Position, ShardRef};
+use crate::dist::Ring;
+use crate::launch::Launch;
 use crate::model::{DeviceBatch, M6Model};
-use crate::dist::Dist;
+use crate::nccl::{Nccl, ReduceKind};
 use crate::optim::{lr_at, AdamW};
 
 pub const LOG: &str = "log.jsonl";
@@ -31,13 +40,11 @@ pub struct TrainArgs {
     pub output: PathBuf,
     pub config: TrainConfig,
     pub resume: bool,
-    pub rank: u64,
-    pub world_size: u64,
+    /// Rank, world size, local rank (the GPU) and the rendezvous address.
+    pub launch: Launch,
     /// Stop (with a checkpoint) after this step although the schedule runs to
     /// `config.steps`: an interrupted run, for resuming later.
     pub stop_at: Option<u64>,
-    /// Where rank 0 listens for the other ranks (`host:port`) when world_size > 1.
-    pub dist_addr: String,
 }
 
 /// Everything besides tensors that a checkpoint needs to continue exactly.
@@ -45,9 +52,17 @@ pub struct TrainArgs {
 pub struct CheckpointState {
     pub step: u64,
     pub total_steps: u64,
-    pub loader: LoaderState,
-    pub rank: u64,
+    /// The global data position (every lane's), not any one rank's.
+    pub loader: Position,
+    /// The world size that wrote it (a resumed run may use another).
     pub world_size: u64,
+    /// Data lanes and samples per optimiser micro-step over all ranks: the stream a
+    /// resumed run must continue (0 in checkpoints from before lanes: one lane, and
+    /// `config.batch_size` × `world_size`).
+    #[serde(default)]
+    pub lanes: u64,
+    #[serde(default)]
+    pub global_batch: u64,
     pub seed: u64,
     pub model: ModelConfig,
     pub data: DataMeta,
@@ -58,6 +73,10 @@ pub struct CheckpointState {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Summary {
     pub device: String,
+    pub world_size: u64,
+    pub lanes: u64,
+    /// How gradients were summed: `none` (one process), `ring` or `nccl`.
+    pub collective: String,
     pub start_step: u64,
     pub steps: u64,
     pub final_loss: f64,
@@ -69,12 +88,16 @@ pub struct Summary {
     pub checkpoint: Option<PathBuf>,
 }
 
-pub fn pick_device(cfg: &TrainConfig) -> Device {
-    if cfg.cuda {
-        Device::cuda_if_available()
-    } else {
-        Device::Cpu
+/// CUDA device `local_rank` when CUDA is wanted and present, else the CPU.
+pub fn pick_device(cfg: &TrainConfig, local_rank: u64) -> Result<Device> {
+    if !cfg.cuda || !tch::Cuda::is_available() {
+        return Ok(Device::Cpu);
     }
+    let n = tch::Cuda::device_count() as u64;
+    if local_rank >= n {
+        bail!("local rank {local_rank} has no GPU: this node has {n} (start at most {n} processes per node)");
+    }
+    Ok(Device::Cuda(local_rank as usize))
 }
 
 /// The newest complete checkpoint of a run folder, if any.
@@ -105,8 +128,10 @@ pub struct Loaded {
     pub model: M6Model,
 }
 
-pub fn build_model(cfg: &TrainConfig, meta: &DataMeta, device: Device) -> Result<Loaded> {
-    let need = meta.image.as_ref().map_or(0, |g| g.n_patches() + 3);
+/// `holds_images`: whether the data has image samples; only then must `max_len` hold
+/// an image (a text-only dataset tokenized with image settings trains at any length).
+pub fn build_model(cfg: &TrainConfig, meta: &DataMeta, device: Device, holds_images: bool) -> Result<Loaded> {
+    let need = meta.image.as_ref().filter(|_| holds_images).map_or(0, |g| g.n_patches() + 3);
     if cfg.model.max_len < need {
         bail!("[train.model] max_len {} cannot hold an image ({} patches + [IMG], [/IMG] and one caption token)", cfg.model.max_len, need - 3);
     }
@@ -128,14 +153,14 @@ pub fn evaluate(model: &M6Model, shards: &[ShardRef], meta: &DataMeta, cfg: &Tra
     if shards.is_empty() || cfg.eval_batches == 0 {
         return Ok(None);
     }
-    let lcfg = LoaderConfig { shuffle: false, ..LoaderConfig::from_train(cfg, 0, 1) };
-    let mut loader = Loader::new(shards.to_vec(), meta.clone(), lcfg, LoaderState::default())?;
+    let lcfg = LoaderConfig { shuffle: false, lanes: 1, ..LoaderConfig::from_train(cfg, 0, 1) };
+    let mut loader = Loader::new(shards.to_vec(), meta.clone(), lcfg, &Position::start(1))?;
     let _guard = tch::no_grad_guard();
     let (mut sum, mut n) = (0.0, 0usize);
     let max_len = cfg.model.max_len as usize;
     for _ in 0..cfg.eval_batches {
         let mut ex = vec![];
-        while ex.len() < cfg.batch_size && loader.state().epoch == 0 {
+        while ex.len() < cfg.batch_size && loader.epoch() == 0 {
             let (s, epoch) = loader.next_sample()?;
             if epoch > 0 {
                 break; // the held-out data is smaller than eval_batches batches
@@ -197,75 +222,249 @@ fn truncate_log(path: &Path, step: u64) -> Result<()> {
     Ok(())
 }
 
+/// How this rank sums its gradients with the other ranks'.
+enum Grads {
+    /// One process: nothing to sum.
+    Single,
+    /// CPU processes: the TCP ring.
+    Ring,
+    /// CUDA: NCCL on the device, in buckets of `usize` bytes.
+    Nccl(Nccl, ReduceKind, usize),
+}
+
+/// This rank's links to the others: the TCP ring (small control values every step;
+/// the gradients too on CPU) and, on CUDA, the NCCL communicator.
+struct Comm {
+    ring: Ring,
+    grads: Grads,
+}
+
+impl Comm {
+    fn connect(launch: &Launch, cfg: &TrainConfig, device: Device) -> Result<Comm> {
+        let use_nccl = match cfg.collective {
+            Collective::Auto => device.is_cuda() && launch.world_size > 1,
+            Collective::Nccl if !device.is_cuda() => bail!("collective = \"nccl\" needs CUDA, and this rank trains on the CPU"),
+            Collective::Nccl => true,
+            Collective::Ring => false,
+        };
+        // Rendezvous as torch does: rank 0 makes the NCCL unique id and hands it out.
+        let blob = if use_nccl && launch.rank == 0 { Nccl::unique_id()? } else { vec![] };
+        if launch.world_size > 1 {
+            tracing::info!("{launch}: rendezvous");
+        }
+        let (mut ring, blob) = Ring::connect(&launch.master, launch.rank, launch.world_size, &blob, std::time::Duration::from_secs(600))
+            .with_context(|| format!("rendezvous of {} ranks at {}", launch.world_size, launch.master))?;
+        ring.agree("the gradient transport (NCCL or the TCP ring: set the same `collective` and give every rank a GPU, or none)", use_nccl as u64)?;
+        let grads = if use_nccl {
+            let Device::Cuda(gpu) = device else { unreachable!("checked above") };
+            let n = Nccl::init(&blob, launch.rank, launch.world_size, gpu)?;
+            tracing::info!("NCCL {} communicator: rank {}/{} on cuda:{gpu}", n.version, launch.rank, launch.world_size);
+            let kind = match cfg.grad_reduce {
+                GradReduce::Fp32 => ReduceKind::F32,
+                GradReduce::Bf16 => ReduceKind::Bf16,
+            };
+            Grads::Nccl(n, kind, cfg.bucket_mb << 20)
+        } else if launch.world_size > 1 {
+            Grads::Ring
+        } else {
+            Grads::Single
+        };
+        Ok(Comm { ring, grads })
+    }
+
+    fn name(&self) -> &'static str {
+        match self.grads {
+            Grads::Single => "none",
+            Grads::Ring => "ring",
+            Grads::Nccl(..) => "nccl",
+        }
+    }
+
+    /// Sums every rank's gradients and the step's (weighted) loss, in place.
+    fn reduce(&mut self, opt: &mut AdamW, step_loss: &mut Tensor) -> Result<()> {
+        match &self.grads {
+            Grads::Single => {}
+            Grads::Ring => {
+                let mut flat = opt.flat_grads();
+                flat.push(step_loss.double_value(&[]) as f32);
+                self.ring.all_reduce_sum(&mut flat).context("summing gradients across ranks")?;
+                *step_loss = Tensor::from(flat.pop().unwrap()).to_device(step_loss.device());
+                opt.set_flat_grads(&flat);
+            }
+            Grads::Nccl(n, kind, bucket) => {
+                n.all_reduce_sum(&opt.grads(), *kind, *bucket).context("NCCL all-reduce of the gradients")?;
+                n.all_reduce_sum(std::slice::from_ref(step_loss), ReduceKind::F32, 4).context("NCCL all-reduce of the loss")?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The global data position: every rank contributes its own lanes' states.
+    fn gather_position(&mut self, loader: &Loader, lanes: u64) -> Result<Position> {
+        let mut v = vec![0u64; 2 * lanes as usize];
+        for (l, s) in loader.lane_range().zip(loader.lane_states()) {
+            v[2 * l as usize] = s.epoch;
+            v[2 * l as usize + 1] = s.consumed;
+        }
+        self.ring.all_reduce_sum(&mut v).context("gathering the ranks' data positions")?;
+        Ok(Position { lanes: v.chunks(2).map(|c| LoaderState { epoch: c[0], consumed: c[1] }).collect() })
+    }
+}
+
+/// blake3 of every variable (name and fp32 bytes, in name order), cut to 64 bits.
+pub fn weights_checksum(vs: &nn::VarStore) -> u64 {
+    let mut vars: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+    vars.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut h = blake3::Hasher::new();
+    for (name, t) in vars {
+        h.update(name.as_bytes());
+        let v = Vec::<f32>::try_from(t.to_kind(Kind::Float).flatten(0, -1).to_device(Device::Cpu)).expect("f32 weights");
+        let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+        h.update(&bytes);
+    }
+    u64::from_le_bytes(h.finalize().as_bytes()[..8].try_into().unwrap())
+}
+
+/// What a run fixed that a resumed run must keep, or the fresh run's choices.
+struct Layout {
+    lanes: u64,
+    global_batch: u64,
+}
+
+/// Settles the sequence length (from the dataset unless set), the data lanes and the
+/// per-rank batch (from the checkpoint when resuming, at this world size).
+fn settle(cfg: &mut TrainConfig, corpus: &Corpus, holds_images: bool, resumed: Option<&CheckpointState>, world: u64) -> Result<Layout> {
+    if cfg.model.max_len == 0 {
+        cfg.model.max_len = match resumed {
+            Some(st) => st.model.max_len,
+            None => {
+                let patches = corpus.meta.image.as_ref().filter(|_| holds_images).map(|g| g.n_patches());
+                let n = cfg.default_max_len(corpus.sample_max_len, patches);
+                tracing::info!(
+                    "model.max_len {n}: samples of up to {} ids{}",
+                    corpus.sample_max_len.map_or("128 (not recorded)".to_string(), |m| m.to_string()),
+                    patches.map_or(String::new(), |p| format!(", images of {p} patches"))
+                );
+                n
+            }
+        };
+    }
+    let layout = match resumed {
+        Some(st) => {
+            if st.lanes == 0 && st.world_size > 1 {
+                bail!("the checkpoint comes from a {}-rank run of an older m6-train (rows dealt out round-robin): resume it with that version", st.world_size);
+            }
+            let lanes = st.lanes.max(1);
+            if cfg.lanes != 0 && cfg.lanes != lanes {
+                bail!("the run has {lanes} data lanes (its checkpoint says so); `lanes` {} cannot change on resume", cfg.lanes);
+            }
+            let global_batch = if st.global_batch == 0 { st.config.batch_size as u64 * st.world_size } else { st.global_batch };
+            Layout { lanes, global_batch }
+        }
+        None => Layout { lanes: if cfg.lanes == 0 { world } else { cfg.lanes }, global_batch: cfg.batch_size as u64 * world },
+    };
+    let Layout { lanes, global_batch } = layout;
+    if lanes % world != 0 {
+        bail!(
+            "the run's {lanes} data lanes cannot be split evenly over {world} ranks: resume at a world size that divides {lanes} (set `lanes` at the start to a multiple of every world size you will use, e.g. 12)"
+        );
+    }
+    if global_batch % lanes != 0 {
+        bail!("batch_size × world size = {global_batch} must be a multiple of the {lanes} data lanes (every micro-batch takes the same number of samples from each lane)");
+    }
+    let per_rank = (global_batch / world) as usize;
+    if per_rank != cfg.batch_size {
+        tracing::info!("batch_size {per_rank} per rank: the run's micro-batch of {global_batch} samples over {world} ranks");
+        cfg.batch_size = per_rank;
+    }
+    cfg.lanes = lanes;
+    Ok(Layout { lanes, global_batch })
+}
+
 pub fn train(args: &TrainArgs) -> Result<Summary> {
-    let cfg = &args.config;
+    let launch = &args.launch;
+    let (rank, world) = (launch.rank, launch.world_size);
+    let mut cfg = args.config.clone();
     cfg.check().map_err(anyhow::Error::msg)?;
     if cfg.torch_threads > 0 {
         tch::set_num_threads(cfg.torch_threads as i32);
     }
     let corpus = Corpus::open(&args.inputs, cfg.eval_input.as_deref(), cfg.holdout_last_shard)?;
-    let device = pick_device(cfg);
-    let Loaded { mut vs, model } = build_model(cfg, &corpus.meta, device)?;
-    let mut opt = AdamW::new(&vs, cfg);
-    // Rank 0 writes into --output; every other rank keeps its own log and checkpoints
-    // (its loader position differs) in a sub-folder.
-    let run_dir = if args.rank == 0 { args.output.clone() } else { args.output.join(format!("rank-{}", args.rank)) };
-    fs::create_dir_all(&run_dir).with_context(|| run_dir.display().to_string())?;
-    let log_path = run_dir.join(LOG);
+    let holds_images = corpus.holds_images()?;
+    let device = pick_device(&cfg, launch.local_rank)?;
 
-    let mut step = 0u64;
-    let mut loader_state = LoaderState::default();
-    match latest_checkpoint(&run_dir)? {
-        Some(ckpt) if args.resume => {
-            let st = read_state(&ckpt)?;
-            if st.model != cfg.model || st.data != corpus.meta || st.seed != cfg.seed || st.rank != args.rank || st.world_size != args.world_size {
-                bail!(
-                    "{}: checkpoint was made with another model, tokenizer, seed or rank layout (model {:?}, seed {}, rank {}/{}); resume with the same settings",
-                    ckpt.display(),
-                    st.model,
-                    st.seed,
-                    st.rank,
-                    st.world_size
-                );
-            }
-            load_weights(&mut vs, &ckpt)?;
-            opt.load(&ckpt.join(OPTIM_FILE), st.step).with_context(|| format!("{}: loading optimiser state", ckpt.display()))?;
-            step = st.step;
-            loader_state = st.loader;
-            truncate_log(&log_path, step)?;
-            tracing::info!("resumed from {} at step {step}", ckpt.display());
-        }
+    // Every rank resumes from the run folder rank 0 writes (a shared file system, as
+    // torch's checkpoints assume).
+    let run_dir = args.output.clone();
+    let resumed = match latest_checkpoint(&run_dir)? {
+        Some(ckpt) if args.resume => Some((read_state(&ckpt)?, ckpt)),
         Some(ckpt) => bail!("{} already holds a checkpoint ({}); pass --resume to continue it, or choose another --output", run_dir.display(), ckpt.display()),
-        None => {
+        None => None,
+    };
+    let Layout { lanes, global_batch } = settle(&mut cfg, &corpus, holds_images, resumed.as_ref().map(|r| &r.0), world)?;
+    let cfg = cfg;
+    let Loaded { mut vs, model } = build_model(&cfg, &corpus.meta, device, holds_images)?;
+    let mut opt = AdamW::new(&vs, &cfg);
+    let log_path = run_dir.join(LOG);
+    let (mut step, mut position) = (0u64, Position::start(lanes));
+    if let Some((st, ckpt)) = &resumed {
+        if st.model != cfg.model || st.data != corpus.meta || st.seed != cfg.seed {
+            bail!(
+                "{}: checkpoint was made with another model, tokenizer or seed (model {:?}, seed {}); resume with the same settings",
+                ckpt.display(),
+                st.model,
+                st.seed
+            );
+        }
+        load_weights(&mut vs, ckpt)?;
+        opt.load(&ckpt.join(OPTIM_FILE), st.step).with_context(|| format!("{}: loading optimiser state", ckpt.display()))?;
+        step = st.step;
+        position = st.loader.clone();
+        if rank == 0 {
+            truncate_log(&log_path, step)?;
+        }
+        tracing::info!("resumed from {} at step {step} ({} ranks wrote it, {world} continue)", ckpt.display(), st.world_size);
+    }
+    if rank == 0 {
+        fs::create_dir_all(&run_dir).with_context(|| run_dir.display().to_string())?;
+        if resumed.is_none() {
             let _ = fs::remove_file(&log_path);
         }
     }
     let total = cfg.steps;
     let start_step = step;
-    let mut dist = if args.world_size > 1 {
-        tracing::info!("rank {}/{}: connecting via {}", args.rank, args.world_size, args.dist_addr);
-        Dist::connect(&args.dist_addr, args.rank, args.world_size, std::time::Duration::from_secs(300))?
-    } else {
-        Dist::single()
-    };
-    dist.agree("the step to start from (resume every rank from its own checkpoint)", step)?;
-    let fingerprint = blake3::hash(serde_json::to_string(cfg)?.as_bytes());
-    dist.agree("the [train] config", u64::from_le_bytes(fingerprint.as_bytes()[..8].try_into().unwrap()))?;
+    let mut comm = Comm::connect(launch, &cfg, device)?;
+    comm.ring.agree("the step to start from (every rank resumes from the same run folder)", step)?;
+    let fingerprint = blake3::hash(serde_json::to_string(&cfg)?.as_bytes());
+    comm.ring.agree("the [train] config", u64::from_le_bytes(fingerprint.as_bytes()[..8].try_into().unwrap()))?;
+    // A rank whose weights differ from rank 0's (another checkpoint, another torch)
+    // would train a different model under the same averaged gradients.
+    comm.ring.agree("the model weights (checksum): this rank's weights differ from rank 0's", weights_checksum(&vs))?;
     opt.prime_grads();
-    let lcfg = LoaderConfig::from_train(cfg, args.rank, args.world_size);
-    let mut loader = Loader::new(corpus.train.clone(), corpus.meta.clone(), lcfg, loader_state)?;
-    let mut log = fs::OpenOptions::new().create(true).append(true).open(&log_path).with_context(|| log_path.display().to_string())?;
+    let mut loader = Loader::new(corpus.train.clone(), corpus.meta.clone(), LoaderConfig::from_train(&cfg, rank, world), &position)?;
+    let mut log = if rank == 0 {
+        Some(fs::OpenOptions::new().create(true).append(true).open(&log_path).with_context(|| log_path.display().to_string())?)
+    } else {
+        None
+    };
     let parameters: i64 = vs.trainable_variables().iter().map(|t| t.numel() as i64).sum();
-    tracing::info!("model: {parameters} parameters on {device:?}; {} train shards, {} eval shards", corpus.train.len(), corpus.eval.len());
+    tracing::info!(
+        "model: {parameters} parameters on {device:?}; {} train shards, {} eval shards; rank {rank}/{world} reads data lanes {:?} of {lanes}, {} samples per micro-batch over all ranks; gradients: {}",
+        corpus.train.len(),
+        corpus.eval.len(),
+        loader.lane_range(),
+        global_batch,
+        comm.name()
+    );
 
-    let pb = indicatif::ProgressBar::new(total);
+    let pb = if rank == 0 { indicatif::ProgressBar::new(total) } else { indicatif::ProgressBar::hidden() };
     pb.set_style(indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} steps {msg} [{elapsed_precise}<{eta_precise}]").unwrap());
     pb.set_position(step);
 
     let t0 = Instant::now();
     let mut win = Instant::now();
-    let (mut win_tokens, mut win_samples, mut win_n) = (0usize, 0usize, 0usize);
-    let (mut all_tokens, mut all_samples) = (0usize, 0usize);
+    let (mut win_tokens, mut win_samples, mut win_n) = (0u64, 0u64, 0usize);
+    let (mut all_tokens, mut all_samples) = (0u64, 0u64);
     // Losses and the gradient norm stay on the device between log lines: reading one
     // waits for the GPU, and a wait every step leaves it idle while the CPU queues the
     // optimiser and the next batch.
@@ -274,25 +473,31 @@ pub fn train(args: &TrainArgs) -> Result<Summary> {
     let mut last_eval = None;
     let mut last_ckpt = None;
     let max_len = cfg.model.max_len as usize;
+    let accum = cfg.grad_accum;
     let stop = args.stop_at.unwrap_or(total).min(total);
     while step < stop {
-        let lr = lr_at(cfg, step, total);
+        let lr = lr_at(&cfg, step, total);
+        let batches = (0..accum).map(|_| next_batch(&mut loader, cfg.batch_size, cfg.seed, &cfg.tasks, max_len)).collect::<Result<Vec<Batch>, _>>()?;
+        // Each rank's mean loss counts by its share of the micro-batch's targets over
+        // all ranks (the sum over ranks is then the mean over the whole micro-batch, as
+        // one process would compute it); tokens and samples ride along for the log.
+        let mut counts: Vec<u64> = batches.iter().map(|b| b.targets as u64).collect();
+        counts.push(batches.iter().map(|b| b.tokens as u64).sum());
+        counts.push(batches.iter().map(|b| b.samples as u64).sum());
+        comm.ring.all_reduce_sum(&mut counts).context("exchanging the micro-batches' target counts")?;
         let mut step_loss = Tensor::zeros([], (Kind::Float, device));
-        for _ in 0..cfg.grad_accum {
-            let b = next_batch(&mut loader, cfg.batch_size, cfg.seed, &cfg.tasks, max_len)?;
-            let loss = model.loss(&DeviceBatch::new(&b, device));
-            (&loss / cfg.grad_accum as f64).backward();
-            step_loss += loss.detach() / cfg.grad_accum as f64;
-            win_tokens += b.tokens;
-            win_samples += b.samples;
+        for (b, &targets) in batches.iter().zip(&counts) {
+            if b.targets == 0 || targets == 0 {
+                continue; // nothing to predict here: no gradient from this rank
+            }
+            let loss = model.loss(&DeviceBatch::new(b, device));
+            let share = &loss * (b.targets as f64 / targets as f64);
+            (&share / accum as f64).backward();
+            step_loss += share.detach() / accum as f64;
         }
-        if dist.world() > 1 {
-            let mut flat = opt.flat_grads();
-            flat.push(step_loss.double_value(&[]) as f32);
-            dist.all_reduce_mean(&mut flat).context("averaging gradients across ranks")?;
-            step_loss = Tensor::from(flat.pop().unwrap()).to_device(device);
-            opt.set_flat_grads(&flat);
-        }
+        win_tokens += counts[accum];
+        win_samples += counts[accum + 1];
+        comm.reduce(&mut opt, &mut step_loss)?;
         let grad_norm = opt.clip_grad_norm(cfg.grad_clip);
         opt.apply(lr);
         opt.zero_grad();
@@ -303,13 +508,15 @@ pub fn train(args: &TrainArgs) -> Result<Summary> {
         let at_end = step == stop;
         let checkpoint = at_end || (cfg.checkpoint_every > 0 && step % cfg.checkpoint_every == 0);
         let mut eval_loss = None;
-        if args.rank == 0 && cfg.eval_every > 0 && (step % cfg.eval_every == 0 || at_end) {
-            eval_loss = evaluate(&model, &corpus.eval, &corpus.meta, cfg, device)?;
+        if rank == 0 && cfg.eval_every > 0 && (step % cfg.eval_every == 0 || at_end) {
+            eval_loss = evaluate(&model, &corpus.eval, &corpus.meta, &cfg, device)?;
             if eval_loss.is_some() {
                 last_eval = eval_loss;
             }
         }
-        if step % cfg.log_every.max(1) == 0 || at_end || eval_loss.is_some() || checkpoint {
+        let eval_step = cfg.eval_every > 0 && (step % cfg.eval_every == 0 || at_end) && !corpus.eval.is_empty() && cfg.eval_batches > 0;
+        if step % cfg.log_every.max(1) == 0 || at_end || eval_step || checkpoint {
+            // Every rank holds the same summed loss: all stop together on a bad one.
             let mean_loss = win_loss.double_value(&[]) / win_n.max(1) as f64;
             // A non-finite loss in the window poisons the mean: stop before logging or
             // checkpointing weights that may already be NaN.
@@ -318,34 +525,36 @@ pub fn train(args: &TrainArgs) -> Result<Summary> {
             }
             last_loss = step_loss.double_value(&[]);
             let secs = win.elapsed().as_secs_f64().max(1e-9);
-            let mut line = serde_json::json!({
-                "step": step,
-                "loss": mean_loss,
-                "lr": lr,
-                "tokens_per_s": win_tokens as f64 / secs,
-                "samples_per_s": win_samples as f64 / secs,
-                "grad_norm": grad_norm.double_value(&[]),
-                "epoch": loader.state().epoch,
-                "elapsed_s": t0.elapsed().as_secs_f64(),
-                // Wall-clock time, so a GPU utilisation trace (nvidia-smi) can be cut to the steps.
-                "time": std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64()),
-            });
-            if let Some(e) = eval_loss {
-                line["eval_loss"] = e.into();
-            }
-            writeln!(log, "{line}").with_context(|| log_path.display().to_string())?;
-            log.flush()?;
-            let msg = format!(
-                "loss {:.4} lr {:.2e} {:.0} tok/s {:.1} samples/s{}",
-                mean_loss,
-                lr,
-                win_tokens as f64 / secs,
-                win_samples as f64 / secs,
-                eval_loss.map(|e| format!(" eval {e:.4}")).unwrap_or_default()
-            );
-            pb.set_message(msg.clone());
-            if pb.is_hidden() {
-                eprintln!("step {step}/{total} {msg}");
+            if let Some(log) = log.as_mut() {
+                let mut line = serde_json::json!({
+                    "step": step,
+                    "loss": mean_loss,
+                    "lr": lr,
+                    "tokens_per_s": win_tokens as f64 / secs,
+                    "samples_per_s": win_samples as f64 / secs,
+                    "grad_norm": grad_norm.double_value(&[]),
+                    "epoch": loader.epoch(),
+                    "elapsed_s": t0.elapsed().as_secs_f64(),
+                    // Wall-clock time, so a GPU utilisation trace (nvidia-smi) can be cut to the steps.
+                    "time": std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64()),
+                });
+                if let Some(e) = eval_loss {
+                    line["eval_loss"] = e.into();
+                }
+                writeln!(log, "{line}").with_context(|| log_path.display().to_string())?;
+                log.flush()?;
+                let msg = format!(
+                    "loss {:.4} lr {:.2e} {:.0} tok/s {:.1} samples/s{}",
+                    mean_loss,
+                    lr,
+                    win_tokens as f64 / secs,
+                    win_samples as f64 / secs,
+                    eval_loss.map(|e| format!(" eval {e:.4}")).unwrap_or_default()
+                );
+                pb.set_message(msg.clone());
+                if pb.is_hidden() {
+                    eprintln!("step {step}/{total} {msg}");
+                }
             }
             all_tokens += win_tokens;
             all_samples += win_samples;
@@ -354,24 +563,32 @@ pub fn train(args: &TrainArgs) -> Result<Summary> {
             win = Instant::now();
         }
         if checkpoint {
-            let state = CheckpointState {
-                step,
-                total_steps: total,
-                loader: loader.state(),
-                rank: args.rank,
-                world_size: args.world_size,
-                seed: cfg.seed,
-                model: cfg.model.clone(),
-                data: corpus.meta.clone(),
-                config: cfg.clone(),
-            };
-            last_ckpt = Some(save_checkpoint(&run_dir, &vs, &opt, &state, cfg.keep_checkpoints)?);
+            // Every rank takes part in gathering the position; rank 0 alone writes.
+            let position = comm.gather_position(&loader, lanes)?;
+            if rank == 0 {
+                let state = CheckpointState {
+                    step,
+                    total_steps: total,
+                    loader: position,
+                    world_size: world,
+                    lanes,
+                    global_batch,
+                    seed: cfg.seed,
+                    model: cfg.model.clone(),
+                    data: corpus.meta.clone(),
+                    config: cfg.clone(),
+                };
+                last_ckpt = Some(save_checkpoint(&run_dir, &vs, &opt, &state, cfg.keep_checkpoints)?);
+            }
         }
     }
     pb.finish_and_clear();
     let seconds = t0.elapsed().as_secs_f64();
     Ok(Summary {
         device: format!("{device:?}"),
+        world_size: world,
+        lanes,
+        collective: comm.name().to_string(),
         start_step,
         steps: step,
         final_loss: last_loss,
@@ -380,7 +597,7 @@ pub fn train(args: &TrainArgs) -> Result<Summary> {
         tokens_per_s: all_tokens as f64 / seconds.max(1e-9),
         samples_per_s: all_samples as f64 / seconds.max(1e-9),
         parameters,
-        checkpoint: last_ckpt.or(latest_checkpoint(&run_dir)?),
+        checkpoint: if rank == 0 { last_ckpt.or(latest_checkpoint(&run_dir)?) } else { None },
     })
 }
 
@@ -396,8 +613,8 @@ pub fn eval_checkpoint(args: &TrainArgs) -> Result<serde_json::Value> {
     if corpus.meta != st.data {
         bail!("{}: the input's tokenizer properties differ from the checkpoint's", ckpt.display());
     }
-    let device = pick_device(&args.config);
-    let Loaded { mut vs, model } = build_model(&cfg, &corpus.meta, device)?;
+    let device = pick_device(&args.config, args.launch.local_rank)?;
+    let Loaded { mut vs, model } = build_model(&cfg, &corpus.meta, device, corpus.holds_images()?)?;
     load_weights(&mut vs, &ckpt)?;
     let eval = evaluate(&model, &corpus.eval, &corpus.meta, &cfg, device)?;
     Ok(serde_json::json!({ "checkpoint": ckpt, "step": st.step, "eval_loss": eval }))

@@ -1,25 +1,31 @@
 //! The loader on its own, on samples made by the real pipeline (`common::pipeline_samples`:
 //! poems, Debian Handbook figures and captioned photos through `m6corpus ingest`,
 //! `extract`, `tokenizer train` and `tokenize`): every sample exactly once per epoch for
-//! 1 and 3 ranks, deterministic order per seed, and a saved position resumes at exactly
-//! the next sample.
+//! 1, 2 and 3 ranks, each rank reading only its own rows, deterministic order per seed,
+//! and a saved position resumes at exactly the next sample.
 
 mod common;
 
 use std::collections::BTreeMap;
 
 use common::*;
-use m6_trainer::data::{Corpus, Loader, LoaderConfig, LoaderState, TaskKind};
+use m6_trainer::data::{next_batch, Corpus, Loader, LoaderConfig, LoaderState, Position, TaskKind};
 use m6_trainer::TrainConfig;
 
 fn samples() -> &'static PipelineSamples {
     shared_samples("loader")
 }
 
-fn loader(rank: u64, world: u64, state: LoaderState) -> Loader {
+/// Rank `rank` of `world` over `lanes` data lanes, at `position` (one state per lane).
+fn loader_lanes(rank: u64, world: u64, lanes: u64, position: &Position) -> Loader {
     let corpus = Corpus::open(&[samples().train.clone()], None, false).unwrap();
-    let cfg = TrainConfig { shuffle_buffer: 32, reader_threads: 2, read_batch_rows: 16, ..Default::default() };
-    Loader::new(corpus.train, corpus.meta, LoaderConfig::from_train(&cfg, rank, world), state).unwrap()
+    let cfg = TrainConfig { shuffle_buffer: 32, reader_threads: 2, read_batch_rows: 16, lanes, ..Default::default() };
+    Loader::new(corpus.train, corpus.meta, LoaderConfig::from_train(&cfg, rank, world), position).unwrap()
+}
+
+/// One lane per rank (the default), every lane at `state`.
+fn loader(rank: u64, world: u64, state: LoaderState) -> Loader {
+    loader_lanes(rank, world, world, &Position { lanes: vec![state; world as usize] })
 }
 
 fn counts(ids: impl IntoIterator<Item = String>) -> BTreeMap<String, usize> {
@@ -31,7 +37,7 @@ fn counts(ids: impl IntoIterator<Item = String>) -> BTreeMap<String, usize> {
 }
 
 #[test]
-fn every_sample_exactly_once_per_epoch_across_1_and_3_ranks() {
+fn every_sample_exactly_once_per_epoch_across_1_2_and_3_ranks() {
     let data = samples();
     let rows = &data.rows;
     let all = counts(rows.iter().map(|r| r.id.clone()));
@@ -55,19 +61,72 @@ fn every_sample_exactly_once_per_epoch_across_1_and_3_ranks() {
     let again: Vec<String> = loader(0, 1, LoaderState::default()).rest_of_epoch().unwrap().into_iter().map(|s| s.id).collect();
     assert_eq!(again, e0);
 
-    for epoch in 0..2u64 {
-        let per_rank: Vec<Vec<String>> = (0..3)
-            .map(|r| {
-                let mut l = loader(r, 3, LoaderState { epoch, consumed: 0 });
-                l.rest_of_epoch().unwrap().into_iter().map(|s| s.id).collect()
-            })
-            .collect();
-        let sizes: Vec<usize> = per_rank.iter().map(|v| v.len()).collect();
-        assert!(sizes.iter().max().unwrap() - sizes.iter().min().unwrap() <= 1, "balanced slices: {sizes:?}");
-        assert_eq!(counts(per_rank.concat()), all, "the three ranks together, epoch {epoch}");
-        // Disjoint: the multiset union equals the dataset, so no row was given twice.
-        assert_eq!(sizes.iter().sum::<usize>(), rows.len());
+    // 1, 2 and 3 ranks over the same 6 lanes (and 3 ranks over 3 lanes).
+    for (world, lanes) in [(1u64, 6u64), (2, 6), (3, 6), (3, 3)] {
+        for epoch in 0..2u64 {
+            let start = Position { lanes: vec![LoaderState { epoch, consumed: 0 }; lanes as usize] };
+            let loaders: Vec<Loader> = (0..world).map(|r| loader_lanes(r, world, lanes, &start)).collect();
+            // What each rank opens: its own (shard, rows) segments, disjoint from the
+            // others' and together every row of every shard exactly once.
+            let mut covered: BTreeMap<String, Vec<(u64, u64)>> = BTreeMap::new();
+            let mut rows_per_rank = vec![];
+            for l in &loaders {
+                let segs = l.segments(epoch);
+                rows_per_rank.push(segs.iter().map(|s| s.end - s.start).sum::<u64>());
+                for s in segs {
+                    covered.entry(s.shard.path.display().to_string()).or_default().push((s.start, s.end));
+                }
+            }
+            let corpus = Corpus::open(&[data.train.clone()], None, false).unwrap();
+            for shard in &corpus.train {
+                let mut r = covered.remove(&shard.path.display().to_string()).unwrap_or_default();
+                r.sort();
+                let mut at = 0;
+                for (a, b) in r {
+                    assert_eq!(a, at, "rows of {} read twice or skipped: world {world}", shard.path.display());
+                    at = b;
+                }
+                assert_eq!(at, shard.rows, "{} not read to its end", shard.path.display());
+            }
+            // Balanced by rows: lanes differ by at most one row.
+            let per = lanes / world;
+            assert!(rows_per_rank.iter().max().unwrap() - rows_per_rank.iter().min().unwrap() <= per, "{rows_per_rank:?}");
+            if world == 3 {
+                // A rank does not open every shard.
+                assert!(loaders.iter().all(|l| l.segments(epoch).len() < corpus.train.len()), "each rank reads only its own shards");
+            }
+            let per_rank: Vec<Vec<String>> = loaders.into_iter().map(|mut l| l.rest_of_epoch().unwrap().into_iter().map(|s| s.id).collect()).collect();
+            let sizes: Vec<usize> = per_rank.iter().map(|v| v.len()).collect();
+            assert_eq!(counts(per_rank.concat()), all, "{world} ranks together, epoch {epoch}");
+            // Disjoint: the multiset union equals the dataset, so no row was given twice.
+            assert_eq!(sizes.iter().sum::<usize>(), rows.len());
+        }
     }
+}
+
+/// The stream of micro-batches does not depend on the world size: the examples rank r
+/// of W contributes to a micro-batch are lanes r·L/W.. of the one-process micro-batch.
+#[test]
+fn micro_batches_are_the_same_samples_at_any_world_size() {
+    let cfg = TrainConfig::default();
+    let ids = |b: &m6_trainer::data::Batch| -> Vec<Vec<i64>> {
+        let v: Vec<i64> = Vec::try_from(b.ids.flatten(0, -1)).unwrap();
+        let t = b.ids.size()[1] as usize;
+        v.chunks(t).map(|r| r.iter().copied().filter(|&x| x != 0).collect()).collect()
+    };
+    let start = Position::start(6);
+    let mut one = loader_lanes(0, 1, 6, &start);
+    let mut three: Vec<Loader> = (0..3).map(|r| loader_lanes(r, 3, 6, &start)).collect();
+    // Enough micro-batches of 12 to cross an epoch boundary (about 500 samples).
+    for step in 0..50 {
+        let whole = ids(&next_batch(&mut one, 12, 1, &cfg.tasks, 64).unwrap());
+        let parts: Vec<Vec<i64>> = three.iter_mut().flat_map(|l| ids(&next_batch(l, 4, 1, &cfg.tasks, 64).unwrap())).collect();
+        assert_eq!(whole, parts, "micro-batch {step}");
+    }
+    // The global position is the same lane by lane.
+    let lanes: Vec<LoaderState> = three.iter().flat_map(|l| l.lane_states()).collect();
+    assert_eq!(one.position().lanes, lanes);
+    assert!(lanes.iter().all(|s| s.epoch == 1), "{lanes:?}");
 }
 
 #[test]
@@ -81,7 +140,7 @@ fn a_saved_position_resumes_at_exactly_the_next_sample() {
             for _ in 0..take {
                 a.next_sample().unwrap();
             }
-            let saved = a.state();
+            let saved = a.lane_states()[0];
             let mut b = loader(world - 1, world, saved);
             let mut epochs = vec![];
             for _ in 0..10 {
@@ -90,7 +149,7 @@ fn a_saved_position_resumes_at_exactly_the_next_sample() {
                 assert_eq!((x.id, ex), (y.id, ey), "world {world}, after {saved:?}");
                 epochs.push(ex);
             }
-            assert_eq!(a.state(), b.state());
+            assert_eq!(a.lane_states(), b.lane_states());
             if take != 37 {
                 assert!(epochs[0] == 0 && epochs[9] == 1, "the last 10 straddle the epoch boundary: {epochs:?}");
             }

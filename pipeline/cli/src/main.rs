@@ -447,10 +447,10 @@ fn train(args: &[String]) -> Result<i32> {
     let candidates = [
         std::env::var_os("M6_TRAIN_BIN").map(PathBuf::from),
         beside,
-        Some(PathBuf::from("trainer/target/release/m6-train")),
+        Some(PathBuf::from("target/release/m6-train")),
     ];
     let Some(bin) = candidates.into_iter().flatten().find(|p| p.is_file()) else {
-        bail!("m6-train not found beside m6corpus, in trainer/target/release, or in $M6_TRAIN_BIN: build it with `make trainer`");
+        bail!("m6-train not found beside m6corpus, in target/release, or in $M6_TRAIN_BIN: build it with `make trainer`");
     };
     let status = std::process::Command::new(&bin).args(args).status().with_context(|| format!("running {}", bin.display()))?;
     Ok(status.code().unwrap_or(1))

@@ -194,3 +194,40 @@ pub fn read_parquet_columns(path: &Path, kind: Option<Kind>, batch_rows: usize, 
     let inner = builder.with_batch_size(batch_rows.max(1)).build().map_err(|e| Error::parquet(path, e))?;
     Ok(ShardReader { path: path.to_path_buf(), inner, rows, upgrade })
 }
+
+/// Like [`read_parquet`], yielding only the rows `rows.start..rows.end` of the file:
+/// row groups outside the range are not read at all and the rest is cut with a row
+/// selection (the trainer's data-parallel ranks each read their own part of a shard).
+/// A range past the end of the file is an error naming it.
+pub fn read_parquet_rows(path: &Path, kind: Option<Kind>, batch_rows: usize, rows: std::ops::Range<u64>) -> Result<ShardReader> {
+    use parquet::arrow::arrow_reader::{RowSelection, RowSelector};
+    let file = File::open(path).at(path)?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| Error::parquet(path, e))?;
+    if let Some(kind) = kind {
+        kind.check(builder.schema()).map_err(|e| Error::schema(path, e))?;
+    }
+    let total = builder.metadata().file_metadata().num_rows() as u64;
+    if rows.start > rows.end || rows.end > total {
+        let msg = format!("rows {}..{} asked of a shard of {total} rows", rows.start, rows.end);
+        return Err(Error::parquet(path, parquet::errors::ParquetError::General(msg)));
+    }
+    let (mut groups, mut first) = (vec![], None);
+    let mut at = 0u64;
+    for (i, g) in builder.metadata().row_groups().iter().enumerate() {
+        let n = g.num_rows() as u64;
+        if at < rows.end && at + n > rows.start {
+            groups.push(i);
+            first.get_or_insert(at);
+        }
+        at += n;
+    }
+    let skip = rows.start - first.unwrap_or(rows.start);
+    let selection = RowSelection::from(vec![RowSelector::skip(skip as usize), RowSelector::select((rows.end - rows.start) as usize)]);
+    let inner = builder
+        .with_row_groups(groups)
+        .with_row_selection(selection)
+        .with_batch_size(batch_rows.max(1))
+        .build()
+        .map_err(|e| Error::parquet(path, e))?;
+    Ok(ShardReader { path: path.to_path_buf(), inner, rows: total })
+}

@@ -17,7 +17,7 @@ pub mod verify;
 pub mod writer;
 
 pub use config::{PipelineConfig, RunOptions};
-pub use dataset::{read_parquet, read_parquet_columns, Dataset, ShardReader};
+pub use dataset::{read_parquet, read_parquet_columns, read_parquet_rows, Dataset, ShardReader};
 pub use error::{BoxError, Error, Result};
 pub use manifest::{CommitRecord, Completeness, Manifest, RunSummary, ShardEntry};
 pub use runner::{commit, run_stage};

@@ -31,7 +31,7 @@ pub fn data_dir() -> PathBuf {
 
 pub fn bin() -> PathBuf {
     // Set for integration tests; examples sharing this module run the built binary.
-    option_env!("CARGO_BIN_EXE_m6-train").map(PathBuf::from).unwrap_or_else(|| repo().join("trainer/target/release/m6-train"))
+    option_env!("CARGO_BIN_EXE_m6-train").map(PathBuf::from).unwrap_or_else(|| repo().join("target/release/m6-train"))
 }
 
 /// Runs m6-train with `args`; returns the output whatever the exit code.
