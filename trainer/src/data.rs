@@ -60,6 +60,10 @@ pub struct ImageGeom {
     pub image_size: i64,
     pub patch_size: i64,
     pub grid: i64,
+    /// `image_patches` holds the square as a JPEG (`image_encoding = "jpeg"`): the
+    /// reader threads decode and patch it, so samples stay ~10× smaller on disk.
+    #[serde(default)]
+    pub jpeg: bool,
 }
 
 impl ImageGeom {
@@ -98,7 +102,16 @@ impl DataMeta {
                         return Err(err(format!("patch_layout `{layout}` is not the contiguous-patch RGB layout this trainer reads")));
                     }
                 }
-                Some(ImageGeom { image_size, patch_size, grid })
+                // Absent on datasets made before the setting existed: they hold raw patches.
+                let jpeg = match props.get("image_encoding") {
+                    None => false,
+                    Some(v) => match v.as_str() {
+                        Some("raw") => false,
+                        Some("jpeg") => true,
+                        _ => return Err(err(format!("properties.image_encoding is {v}; this trainer reads \"raw\" or \"jpeg\""))),
+                    },
+                };
+                Some(ImageGeom { image_size, patch_size, grid, jpeg })
             }
             _ => None,
         };
@@ -442,6 +455,14 @@ fn decode_batch(b: &RecordBatch, path: &Path, first_row: u64, meta: &DataMeta) -
             (TaskKind::ImageText, Some(p)) => {
                 let geom = meta.image.as_ref().ok_or_else(|| bad("image sample, but the manifest has no image_size/patch_size properties".into()))?;
                 let want = (geom.n_patches() * geom.patch_dim()) as usize;
+                let decoded;
+                let p = if geom.jpeg {
+                    let cfg = m6_tokenizer::ImageConfig { image_size: geom.image_size as u32, patch_size: geom.patch_size as u32 };
+                    decoded = cfg.patches_from_encoded(p).map_err(|e| bad(format!("image_patches holds no decodable {0}×{0} JPEG: {e}", geom.image_size)))?;
+                    &decoded[..]
+                } else {
+                    p
+                };
                 if p.len() != want {
                     return Err(bad(format!("image_patches has {} bytes, expected {want} ({}×{} patches of {}×{}×3)", p.len(), geom.grid, geom.grid, geom.patch_size, geom.patch_size)));
                 }
@@ -902,7 +923,7 @@ mod tests {
             mask_id: 4,
             img_id: 5,
             img_end_id: 6,
-            image: Some(ImageGeom { image_size: 16, patch_size: 8, grid: 2 }),
+            image: Some(ImageGeom { image_size: 16, patch_size: 8, grid: 2, jpeg: false }),
         }
     }
 

@@ -201,10 +201,16 @@ pub fn read_parquet_columns(path: &Path, kind: Option<Kind>, batch_rows: usize, 
 /// A range past the end of the file is an error naming it.
 pub fn read_parquet_rows(path: &Path, kind: Option<Kind>, batch_rows: usize, rows: std::ops::Range<u64>) -> Result<ShardReader> {
     use parquet::arrow::arrow_reader::{RowSelection, RowSelector};
+    // Checked like every other read: a rank must not train on a corrupt shard either.
+    crate::integrity::check_shard(path)?;
     let file = File::open(path).at(path)?;
     let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| Error::parquet(path, e))?;
+    let mut upgrade = None;
     if let Some(kind) = kind {
         kind.check(builder.schema()).map_err(|e| Error::schema(path, e))?;
+        if builder.schema().fields().len() != kind.schema().fields().len() {
+            upgrade = Some(Upgrade::Kind(kind));
+        }
     }
     let total = builder.metadata().file_metadata().num_rows() as u64;
     if rows.start > rows.end || rows.end > total {
@@ -229,5 +235,5 @@ pub fn read_parquet_rows(path: &Path, kind: Option<Kind>, batch_rows: usize, row
         .with_batch_size(batch_rows.max(1))
         .build()
         .map_err(|e| Error::parquet(path, e))?;
-    Ok(ShardReader { path: path.to_path_buf(), inner, rows: total })
+    Ok(ShardReader { path: path.to_path_buf(), inner, rows: total, upgrade })
 }
