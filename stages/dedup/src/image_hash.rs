@@ -17,7 +17,6 @@
 //! Everything is fixed-size so it fits the dedup payload files (random access while
 //! verifying).
 
-use std::sync::OnceLock;
 
 pub use m6_imaging::{content_frame, decode_gray, shrink, DecodeError as HashError, Gray, Integral};
 
@@ -56,55 +55,10 @@ pub struct ImageSig {
     pub sharpness: f32,
 }
 
+/// Side of the grey block each window is resampled to before its pHash.
 const N: usize = 32;
-const K: usize = 8;
 
-fn cos_table() -> &'static [[f32; N]; K] {
-    static T: OnceLock<[[f32; N]; K]> = OnceLock::new();
-    T.get_or_init(|| {
-        let mut t = [[0f32; N]; K];
-        for (k, row) in t.iter_mut().enumerate() {
-            for (n, v) in row.iter_mut().enumerate() {
-                *v = (std::f64::consts::PI * (2 * n + 1) as f64 * k as f64 / (2 * N) as f64).cos() as f32;
-            }
-        }
-        t
-    })
-}
-
-/// pHash of a 32×32 grey block: the 8×8 lowest DCT-II frequencies thresholded at
-/// their median (same definition as [`crate::phash::phash`]).
-pub fn phash32(px: &[f32]) -> u64 {
-    debug_assert_eq!(px.len(), N * N);
-    let cos = cos_table();
-    let mut rows = [[0f32; K]; N];
-    for y in 0..N {
-        let line = &px[y * N..(y + 1) * N];
-        for k in 0..K {
-            rows[y][k] = line.iter().zip(cos[k].iter()).map(|(a, b)| a * b).sum();
-        }
-    }
-    let mut coef = [0f32; K * K];
-    for ky in 0..K {
-        for kx in 0..K {
-            let mut s = 0f32;
-            for y in 0..N {
-                s += rows[y][kx] * cos[ky][y];
-            }
-            coef[ky * K + kx] = s;
-        }
-    }
-    let mut sorted = coef;
-    sorted.sort_by(|a, b| a.total_cmp(b));
-    let median = (sorted[31] + sorted[32]) / 2.0;
-    let mut h = 0u64;
-    for (i, &c) in coef.iter().enumerate() {
-        if c > median {
-            h |= 1 << (63 - i);
-        }
-    }
-    h
-}
+pub use crate::phash::phash32;
 
 /// Signs an already decoded grey picture.
 pub fn sign_gray(g: &Gray, width: u32, height: u32, decode_scale: u32) -> ImageSig {

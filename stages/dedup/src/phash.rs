@@ -32,6 +32,14 @@ pub fn phash(img: &DynamicImage) -> u64 {
     let gray = img.to_luma8();
     let small = image::imageops::resize(&gray, N as u32, N as u32, FilterType::Triangle);
     let px: Vec<f32> = small.as_raw().iter().map(|&v| v as f32).collect();
+    phash32(&px)
+}
+
+/// pHash of a 32×32 grey block (row-major): the 8×8 lowest DCT-II frequencies
+/// thresholded at their median. Shared by [`phash`] and the window hashes of
+/// [`crate::image_hash`].
+pub fn phash32(px: &[f32]) -> u64 {
+    debug_assert_eq!(px.len(), N * N);
     let cos = cos_table();
     // Separable DCT-II: rows first (32 rows × 8 frequencies), then columns.
     let mut rows = [[0f32; K]; N];
