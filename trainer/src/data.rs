@@ -178,12 +178,16 @@ impl Corpus {
             Ok(())
         };
         for dir in inputs {
+            // A sample dataset still being written (some tokenize tasks uncommitted)
+            // would train on part of the corpus without a word: refuse it by name.
+            m6_pipeline::status::require_complete(dir, false)?;
             let ds = Dataset::open(dir)?;
             check_meta(&ds)?;
             train.extend(ds.shards().iter().map(|s| ShardRef { path: ds.shard_path(s), rows: s.rows }));
         }
         let mut eval = vec![];
         if let Some(dir) = eval_input {
+            m6_pipeline::status::require_complete(dir, false)?;
             let ds = Dataset::open(dir)?;
             check_meta(&ds)?;
             eval.extend(ds.shards().iter().map(|s| ShardRef { path: ds.shard_path(s), rows: s.rows }));

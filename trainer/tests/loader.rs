@@ -190,3 +190,19 @@ fn jpeg_image_samples_decode_in_the_reader_threads_to_the_raw_patches() {
     let bytes = |dir: &std::path::Path| m6_pipeline::Dataset::open(dir).unwrap().manifest().bytes();
     assert!(bytes(&jpeg) < bytes(&data.photos), "JPEG samples are smaller on disk ({} vs {} bytes)", bytes(&jpeg), bytes(&data.photos));
 }
+
+#[test]
+fn an_incomplete_sample_dataset_is_refused_naming_the_missing_task() {
+    // A copy of the fixture's samples whose writer "has not committed" one task yet.
+    let data = samples();
+    let copy = data.root.join("samples-incomplete");
+    let _ = std::fs::remove_dir_all(&copy);
+    copy_dataset(&data.train, &copy);
+    let commit = std::fs::read_dir(copy.join("_commits")).unwrap().map(|e| e.unwrap().path()).find(|p| p.extension().is_some_and(|x| x == "json")).unwrap();
+    std::fs::remove_file(&commit).unwrap();
+    let task = commit.file_stem().unwrap().to_str().unwrap().to_string();
+    let err = Corpus::open(&[copy.clone()], None, false).err().expect("an incomplete input is refused").to_string();
+    assert!(err.contains(&task[..16]), "the error names the missing task {task}: {err}");
+    // The complete original still opens.
+    Corpus::open(&[data.train.clone()], None, false).unwrap();
+}
