@@ -83,16 +83,22 @@ pub fn shrink_u8(px: &[u8], w: usize, h: usize, max_side: usize) -> Gray {
     Gray { w: nw, h: nh, px: out }
 }
 
-/// JPEG through jpeg-decoder's reduced-size IDCT.
-pub fn decode_jpeg_scaled(bytes: &[u8], max_side: usize) -> Result<(Gray, u32, u32, u32), DecodeError> {
-    let err = |e: jpeg_decoder::Error| DecodeError::Decode(e.to_string());
+/// A JPEG decoder past its header, with the image's full size (never zero).
+fn jpeg_header(bytes: &[u8]) -> Result<(jpeg_decoder::Decoder<&[u8]>, u32, u32), DecodeError> {
     let mut d = jpeg_decoder::Decoder::new(bytes);
-    d.read_info().map_err(err)?;
+    d.read_info().map_err(|e| DecodeError::Decode(e.to_string()))?;
     let info = d.info().ok_or_else(|| DecodeError::Decode("no JPEG header".into()))?;
     let (w, h) = (info.width as u32, info.height as u32);
     if w == 0 || h == 0 {
         return Err(DecodeError::Empty(w, h));
     }
+    Ok((d, w, h))
+}
+
+/// JPEG through jpeg-decoder's reduced-size IDCT.
+pub fn decode_jpeg_scaled(bytes: &[u8], max_side: usize) -> Result<(Gray, u32, u32, u32), DecodeError> {
+    let err = |e: jpeg_decoder::Error| DecodeError::Decode(e.to_string());
+    let (mut d, w, h) = jpeg_header(bytes)?;
     // The scaler picks the smallest factor that gives at least the request on *one*
     // axis: ask on the longer side only (the other request is unreachable).
     let req = max_side.min(u16::MAX as usize) as u16;
@@ -134,13 +140,7 @@ pub fn decode_rgb_min_short(bytes: &[u8], min_short: u32) -> Result<(image::RgbI
 
 fn decode_jpeg_rgb_scaled(bytes: &[u8], min_short: u32) -> Result<(image::RgbImage, u32, u32), DecodeError> {
     let err = |e: jpeg_decoder::Error| DecodeError::Decode(e.to_string());
-    let mut d = jpeg_decoder::Decoder::new(bytes);
-    d.read_info().map_err(err)?;
-    let info = d.info().ok_or_else(|| DecodeError::Decode("no JPEG header".into()))?;
-    let (w, h) = (info.width as u32, info.height as u32);
-    if w == 0 || h == 0 {
-        return Err(DecodeError::Empty(w, h));
-    }
+    let (mut d, w, h) = jpeg_header(bytes)?;
     // Request on the shorter side only (see decode_jpeg_scaled).
     let req = min_short.min(u16::MAX as u32) as u16;
     let (rw, rh) = if w <= h { (req, u16::MAX) } else { (u16::MAX, req) };

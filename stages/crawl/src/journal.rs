@@ -388,6 +388,19 @@ pub fn round_id(task: &str, round: u64) -> String {
     m6_schemas::content_id(&[task.as_bytes(), b"crawl-round", &round.to_le_bytes()])
 }
 
+/// The rounds whose state files `dir` holds, newest first (none when it does not exist).
+fn state_rounds_newest_first(dir: &Path) -> Vec<u64> {
+    let mut rounds: Vec<u64> = match fs::read_dir(dir) {
+        Ok(rd) => rd
+            .filter_map(|e| e.ok())
+            .filter_map(|e| e.file_name().to_str().and_then(|n| n.strip_prefix("state-")?.strip_suffix(".json")?.parse().ok()))
+            .collect(),
+        Err(_) => vec![],
+    };
+    rounds.sort_unstable_by(|a, b| b.cmp(a));
+    rounds
+}
+
 fn state_path(dir: &Path, round: u64) -> PathBuf {
     dir.join(format!("state-{round:08}.json"))
 }
@@ -401,14 +414,7 @@ impl State {
     /// before round r's commit record, so a kill in between falls back to state r),
     /// with the done-set read back from `seen.bin`.
     pub fn load(dir: &Path, output: &Path, task: &str) -> Result<State, String> {
-        let mut rounds: Vec<u64> = match fs::read_dir(dir) {
-            Ok(rd) => rd
-                .filter_map(|e| e.ok())
-                .filter_map(|e| e.file_name().to_str().and_then(|n| n.strip_prefix("state-")?.strip_suffix(".json")?.parse().ok()))
-                .collect(),
-            Err(_) => vec![],
-        };
-        rounds.sort_unstable_by(|a, b| b.cmp(a));
+        let rounds = state_rounds_newest_first(dir);
         for r in rounds {
             let p = state_path(dir, r);
             if r > 0 && !CommitRecord::is_done(output, &round_id(task, r - 1)) {
@@ -437,14 +443,7 @@ impl State {
     /// The done-set keys of another task's newest committed state, read without
     /// changing anything of that task (it may be running in another process).
     pub fn committed_keys(dir: &Path, output: &Path, task: &str) -> Result<Vec<u128>, String> {
-        let mut rounds: Vec<u64> = match fs::read_dir(dir) {
-            Ok(rd) => rd
-                .filter_map(|e| e.ok())
-                .filter_map(|e| e.file_name().to_str().and_then(|n| n.strip_prefix("state-")?.strip_suffix(".json")?.parse().ok()))
-                .collect(),
-            Err(_) => vec![],
-        };
-        rounds.sort_unstable_by(|a, b| b.cmp(a));
+        let rounds = state_rounds_newest_first(dir);
         for r in rounds {
             if r > 0 && !CommitRecord::is_done(output, &round_id(task, r - 1)) {
                 continue;

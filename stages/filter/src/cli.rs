@@ -101,11 +101,7 @@ impl LmCommand {
                     }
                     return Ok(());
                 }
-                let reader: Box<dyn BufRead> = if input.as_os_str() == "-" {
-                    Box::new(std::io::stdin().lock())
-                } else {
-                    Box::new(std::io::BufReader::new(std::fs::File::open(&input).map_err(|e| format!("{}: {e}", input.display()))?))
-                };
+                let reader = open_lines(&input)?;
                 for line in reader.lines() {
                     let line = line?;
                     println!("{:.2}\t{line}", m.perplexity(&line));
@@ -328,11 +324,7 @@ impl QualityCommand {
                     read_docs(&[input], usize::MAX, |id, text| show(text, id))?;
                     return Ok(());
                 }
-                let reader: Box<dyn BufRead> = if input.as_os_str() == "-" {
-                    Box::new(std::io::stdin().lock())
-                } else {
-                    Box::new(std::io::BufReader::new(std::fs::File::open(&input).map_err(|e| format!("{}: {e}", input.display()))?))
-                };
+                let reader = open_lines(&input)?;
                 for line in reader.lines() {
                     let line = line?;
                     show(&line, "");
@@ -345,11 +337,7 @@ impl QualityCommand {
                     read_docs(&[input], usize::MAX, |id, text| println!("{:.4}\t{id}", m.score(text)))?;
                     return Ok(());
                 }
-                let reader: Box<dyn BufRead> = if input.as_os_str() == "-" {
-                    Box::new(std::io::stdin().lock())
-                } else {
-                    Box::new(std::io::BufReader::new(std::fs::File::open(&input).map_err(|e| format!("{}: {e}", input.display()))?))
-                };
+                let reader = open_lines(&input)?;
                 for line in reader.lines() {
                     let line = line?;
                     println!("{:.4}\t{line}", m.score(&line));
@@ -358,4 +346,13 @@ impl QualityCommand {
             }
         }
     }
+}
+
+/// Lines of a text file, or of standard input for `-` (the scoring commands' line mode).
+fn open_lines(input: &std::path::Path) -> Result<Box<dyn BufRead>, String> {
+    Ok(if input.as_os_str() == "-" {
+        Box::new(std::io::stdin().lock())
+    } else {
+        Box::new(std::io::BufReader::new(std::fs::File::open(input).map_err(|e| format!("{}: {e}", input.display()))?))
+    })
 }
