@@ -6,7 +6,10 @@
 //! that index, completes the dataset with the clean run's bytes.
 //!
 //! Dedup's own 1-vs-3 and kill tests are in stages/dedup/tests/phases.rs (here dedup
-//! runs inside `run all`); the crawl's 3-process host partitioning is in crawl.rs.
+//! runs inside `run all`); the crawl's host partitioning and its kill -9 test are in
+//! crawl.rs, its 1-vs-3 comparison (against six loopback hosts serving the handbook)
+//! is here: row for row, since each row's `fetch_time` differs from crawl to crawl,
+//! and (ignored, a known bug) shard for shard.
 //!
 //! "The same dataset" is compared as everything in the output folder (side datasets
 //! and files like tokenize's tokenizer.json included, and no leftover temporaries),
@@ -454,6 +457,14 @@ fn wait_ok(mut c: Child, secs: u64, what: &str) {
     }
 }
 
+/// Whether some task of `victim`'s slice of `out` has not committed (or the stage has
+/// not even planned yet): the victim still had work of its own left.
+fn victim_unfinished(out: &Path, victim: usize) -> bool {
+    let Some(plan) = m6_pipeline::manifest::PlanFile::load(out).unwrap() else { return true };
+    // The runner slices the plan's task list (sorted by id) by position modulo the count.
+    plan.tasks.iter().enumerate().filter(|(i, _)| i % 3 == victim).any(|(_, t)| !m6_pipeline::manifest::CommitRecord::is_done(out, &t.id))
+}
+
 /// Starts 3 processes with `start(i)`, kills process `victim` with SIGKILL `after` the
 /// start, lets the others finish (or keep waiting, for `run all`), reruns only
 /// `victim`'s index and waits for all. Returns whether the kill landed while the victim
@@ -496,11 +507,10 @@ fn kill_9_of_one_of_three_tokenize_processes_then_rerun_of_its_index_completes_i
     for (k, frac) in [0.1, 0.3, 0.5, 0.75, 0.95].into_iter().enumerate() {
         let out = t.path().join(format!("killed{k}"));
         let victim = k % 3;
-        // The victim had work left when the dataset was not complete at the kill.
-        let incomplete = || m6(&["status", s(&out)]).status.code() != Some(0);
-        if kill_and_rerun(&|i| spawn(&args(&out, i)), victim, full.mul_f64(frac), &incomplete) {
-            landed += 1;
-        }
+        let incomplete = || victim_unfinished(&out, victim);
+        let hit = kill_and_rerun(&|i| spawn(&args(&out, i)), victim, full.mul_f64(frac), &incomplete);
+        eprintln!("tokenize: kill of process {victim} at {frac} of {full:?}: landed before it finished: {hit}");
+        landed += usize::from(hit);
         assert_same(&format!("kill of process {victim} at {frac} of the run"), &clean, &out);
         m6_ok(&["verify", s(&out)]);
     }
@@ -525,13 +535,208 @@ fn kill_9_of_one_of_three_run_all_processes_then_rerun_of_its_index_completes_it
         let dir = t.path().join(format!("killed{k}"));
         let cfg = pipeline(&dir, &poems, &pages, &v);
         let victim = (k + 1) % 3;
-        let incomplete = || m6(&["status", s(&dir.join("samples"))]).status.code() != Some(0);
-        if kill_and_rerun(&|i| run_all(&cfg, i), victim, full.mul_f64(frac), &incomplete) {
-            landed += 1;
-        }
+        // The last stage's slice of the victim was not done.
+        let incomplete = || victim_unfinished(&dir.join("samples"), victim);
+        let hit = kill_and_rerun(&|i| run_all(&cfg, i), victim, full.mul_f64(frac), &incomplete);
+        eprintln!("run all: kill of process {victim} at {frac} of {full:?}: landed before it finished: {hit}");
+        landed += usize::from(hit);
         for d in PIPELINE_OUTPUTS {
             assert_same(&format!("{d} after a kill of process {victim} at {frac} of the run"), &clean.join(d), &dir.join(d));
         }
     }
     assert!(landed > 0, "no kill landed before its process finished ({full:?} for a clean run)");
+}
+
+// ---------------------------------------------------------------- crawl, 1 vs 3
+
+/// A static web server on `ip`: the real zh-CN Debian Handbook (pages and their
+/// figures), a robots.txt, and answers without a Date header, so two crawls of it get
+/// the same bytes.
+fn handbook_server(ip: &str) -> String {
+    let listener = std::net::TcpListener::bind((ip, 0)).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let root = data_dir().join("debian-handbook/zh-CN");
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let root = root.clone();
+            std::thread::spawn(move || {
+                use std::io::{BufRead, BufReader, Write};
+                let mut reader = BufReader::new(conn.try_clone().unwrap());
+                let mut line = String::new();
+                if reader.read_line(&mut line).is_err() {
+                    return;
+                }
+                let path = line.split_whitespace().nth(1).unwrap_or("/").split('?').next().unwrap().to_string();
+                loop {
+                    let mut h = String::new();
+                    if reader.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
+                        break;
+                    }
+                }
+                let (status, ct, body) = if path == "/robots.txt" {
+                    ("200 OK", "text/plain", b"User-agent: *\nDisallow: /private/\n".to_vec())
+                } else {
+                    let file = root.join(path.trim_start_matches('/'));
+                    let ct = if path.ends_with(".png") { "image/png" } else { "text/html; charset=UTF-8" };
+                    match std::fs::read(&file) {
+                        Ok(b) if !path.contains("..") => ("200 OK", ct, b),
+                        _ => ("404 Not Found", "text/html", b"<html><body>404</body></html>".to_vec()),
+                    }
+                };
+                let head = format!("HTTP/1.1 {status}\r\nContent-Type: {ct}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
+                let _ = conn.write_all(head.as_bytes()).and_then(|_| conn.write_all(&body)).and_then(|_| conn.flush());
+            });
+        }
+    });
+    format!("http://{addr}")
+}
+
+/// A crawl output by content: as [`snapshot`], but the rows' `fetch_time` (when each
+/// page was fetched) is the one thing in the shards that differs between two crawls,
+/// so shards are compared by their rows less that column, and the manifests' and
+/// commit records' shard checksums and sizes (which cover it) are left out. The
+/// crawler's work state (`_crawl/`: journals and robots.txt log, with fetch times) is
+/// left out too.
+fn crawl_snapshot(dir: &Path) -> BTreeMap<String, String> {
+    fn strip_shards(v: &mut serde_json::Value) {
+        match v {
+            serde_json::Value::Object(o) => {
+                if o.contains_key("blake3") && o.contains_key("file") {
+                    o.remove("blake3");
+                    o.remove("bytes");
+                }
+                o.remove("bytes_out");
+                for (_, x) in o.iter_mut() {
+                    strip_shards(x);
+                }
+            }
+            serde_json::Value::Array(a) => a.iter_mut().for_each(strip_shards),
+            _ => {}
+        }
+    }
+    let mut out = BTreeMap::new();
+    for (rel, content) in snapshot(dir) {
+        if rel.starts_with("_crawl/") {
+            continue;
+        }
+        let p = dir.join(&rel);
+        let content = if rel.ends_with(".parquet") {
+            let mut rows = String::new();
+            for b in m6_pipeline::read_parquet(&p, None, 1024).unwrap() {
+                let mut b = b.unwrap();
+                if let Ok(i) = b.schema().index_of("fetch_time") {
+                    b.remove_column(i);
+                }
+                rows.push_str(&format!("{b:?}"));
+            }
+            blake3::hash(rows.as_bytes()).to_hex().to_string()
+        } else if rel.ends_with("manifest.json") || rel.starts_with("_commits/") {
+            let mut v: serde_json::Value = serde_json::from_str(&content).unwrap();
+            strip_shards(&mut v);
+            v.to_string()
+        } else {
+            content
+        };
+        out.insert(rel, content);
+    }
+    out
+}
+
+/// Six hosts serving the real handbook, crawled from two seed pages each (their links
+/// at depth 1 and their figures too) by 1 process into `t/one` and by 3 into `t/three`.
+/// `host_partitions = 3` (one partition a process; partitions hash the host's IP, so
+/// which hosts land together is fixed) and `round_size = 16`, so each task writes
+/// several rounds.
+fn crawl_one_and_three(t: &Path) -> (PathBuf, PathBuf) {
+    let hosts: Vec<String> = (1..=6).map(|i| handbook_server(&format!("127.0.0.{i}"))).collect();
+    let seeds = t.join("seeds.txt");
+    let pages = ["sect.apt-get.html", "sect.config-printing.html", "sect.backup.html", "sect.apt-cache.html", "sect.computer-layers.html", "sect.automatic-upgrades.html"];
+    let lines: Vec<String> = hosts.iter().enumerate().flat_map(|(i, h)| [format!("{h}/{}", pages[i]), format!("{h}/{}", pages[(i + 2) % 6])]).collect();
+    write_lines(&seeds, &lines);
+    #[rustfmt::skip]
+    let args = [
+        "crawl", "--input", s(&seeds), "--allow-private", "127.0.0.0/8", "--max-depth", "1",
+        "--set", "per_host_delay_ms=0", "--set", "host_partitions=3", "--set", "round_size=16",
+    ];
+    let (one, three) = (t.join("one"), t.join("three"));
+    let with = |out: &Path| -> Vec<String> { args.iter().map(|a| a.to_string()).chain(["--output".to_string(), s(out).to_string()]).collect() };
+    run_one(&with(&one).iter().map(String::as_str).collect::<Vec<_>>());
+    run_three(&with(&three).iter().map(String::as_str).collect::<Vec<_>>());
+    let m = m6_pipeline::Manifest::load(&one).unwrap();
+    let images = m6_pipeline::Manifest::load(&one.join("images")).unwrap().rows();
+    assert!(m.rows() >= 100 && m.shards.len() >= 6 && images >= 5, "{} rows in {} shards, {images} images", m.rows(), m.shards.len());
+    let m3 = m6_pipeline::Manifest::load(&three).unwrap();
+    assert!(m3.completeness.as_ref().unwrap().complete);
+    let mut indexes: Vec<usize> = m3.runs.iter().filter(|r| r.rows_out > 0).map(|r| r.task_index).collect();
+    indexes.sort();
+    assert_eq!(indexes, [0, 1, 2], "each of the 3 processes crawled hosts");
+    (one, three)
+}
+
+/// Every page row by URL (less `fetch_time`) and every image row by URL. An image
+/// several pages of a task show is written once, after the page whose fetch claimed it
+/// first: which page that is depends on timing (see the ignored test below), so an
+/// embedded image's `depth` and `page_url` are left out here.
+fn crawl_rows(dir: &Path) -> (BTreeMap<String, String>, BTreeMap<String, String>) {
+    let ds = m6_pipeline::Dataset::open(dir).unwrap();
+    let mut pages = BTreeMap::new();
+    for mut p in ds.read_all::<Page>().unwrap() {
+        p.fetch_time = 0;
+        if p.content_type.as_deref().is_some_and(|c| c.starts_with("image/")) && p.depth > 0 {
+            p.depth = 1;
+        }
+        assert!(pages.insert(p.url.clone(), format!("{p:?}")).is_none(), "{} has two rows", p.url);
+    }
+    let mut images = BTreeMap::new();
+    for mut i in m6_pipeline::Dataset::open(&dir.join("images")).unwrap().read_all::<m6_schemas::Image>().unwrap() {
+        i.page_url = None;
+        assert!(images.insert(i.url.clone().unwrap(), format!("{i:?}")).is_none(), "{:?} has two image rows", i.url);
+    }
+    (pages, images)
+}
+
+#[test]
+fn crawl_of_six_hosts_as_three_processes_fetches_and_writes_the_same_rows_as_one() {
+    let t = tempfile::tempdir().unwrap();
+    let (one, three) = crawl_one_and_three(t.path());
+    let (a, b) = (crawl_rows(&one), crawl_rows(&three));
+    assert!(a.0.len() >= 100, "{} pages", a.0.len());
+    let differ: Vec<&String> = a.0.keys().chain(b.0.keys()).filter(|k| a.0.get(*k) != b.0.get(*k)).collect();
+    assert!(differ.is_empty(), "page rows differ between the 1- and 3-process crawls: {differ:?}");
+    let differ: Vec<&String> = a.1.keys().chain(b.1.keys()).filter(|k| a.1.get(*k) != b.1.get(*k)).collect();
+    assert!(differ.is_empty(), "image rows differ between the 1- and 3-process crawls: {differ:?}");
+    // The same tasks and rounds committed, into shards of the same names.
+    let names = |d: &Path| -> Vec<String> { crawl_snapshot(d).into_keys().collect() };
+    assert_eq!(names(&one), names(&three));
+    // stats and sql: the same answers, but for the shards' sizes in bytes (fetch times
+    // compress differently, and the images side differs in `page_url`, see above).
+    let stats_less_bytes = |d: &Path| {
+        let mut j = stats(d);
+        j.as_object_mut().unwrap().remove("bytes");
+        j.as_object_mut().unwrap().remove("shard_bytes");
+        for side in j["sides"].as_array_mut().unwrap() {
+            side.as_object_mut().unwrap().remove("bytes");
+        }
+        j
+    };
+    assert_eq!(stats_less_bytes(&one), stats_less_bytes(&three));
+    let q = "SELECT count(*) AS n, count(DISTINCT url) AS urls, sum(length(body)) AS bytes, sum(depth) AS depths FROM t WHERE content_type NOT LIKE 'image/%'";
+    assert_eq!(sql(q, "t", &one), sql(q, "t", &three));
+}
+
+/// The crawl's output, shard for shard. Fails today: an image that several pages of a
+/// task show (the handbook's banner logos) is fetched and written once, after the page
+/// whose fetch reached it first, and pages of a round (and of the rounds in flight) are
+/// fetched concurrently: so which page's shard and row it follows, and its `page_url`
+/// and `depth`, change from run to run, 1 process or 3 (crawl.rs `process_item` claims
+/// the image in the shared `seen` set at fetch time).
+#[test]
+#[ignore = "known crawl bug: a shared image follows whichever page's fetch claimed it first (timing)"]
+fn crawl_of_six_hosts_as_three_processes_matches_one_shard_for_shard() {
+    let t = tempfile::tempdir().unwrap();
+    let (one, three) = crawl_one_and_three(t.path());
+    let (a, b) = (crawl_snapshot(&one), crawl_snapshot(&three));
+    let differ: Vec<&String> = a.keys().chain(b.keys()).filter(|k| a.get(*k) != b.get(*k)).collect();
+    assert!(differ.is_empty(), "the 1- and 3-process crawls differ in {differ:?}");
 }
