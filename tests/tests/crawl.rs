@@ -782,6 +782,37 @@ fn a_slow_page_holds_back_its_round_commit_not_the_fetching_of_later_rounds() {
 }
 
 #[test]
+fn an_image_several_pages_show_follows_the_first_of_them_whichever_fetched_it() {
+    // Every page shows the logo; the first seed answers last, so a later page's fetch
+    // reaches the logo first. Its rows must still follow the first page (write order,
+    // not fetch order), in that page's round shard, fetched once.
+    let png = real_png();
+    let srv = Server::start(move |path, _| match path {
+        "/logo.png" => ok("image/png", png.clone()),
+        "/a.html" => {
+            std::thread::sleep(Duration::from_millis(1500));
+            ok("text/html", "<html><body><img src=\"logo.png\"><p>甲</p></body></html>")
+        }
+        p => ok("text/html", format!("<html><body><img src=\"/logo.png\"><p>{p}</p></body></html>")),
+    });
+    let t = tempfile::tempdir().unwrap();
+    let urls: Vec<String> = ["/a.html", "/b.html", "/c.html", "/d.html"].iter().map(|p| srv.url(p)).collect();
+    let out = t.path().join("pages");
+    crawl(&seeds(t.path(), &urls), &out, &["--allow-private", "--set", "round_size=2", "--set", "rounds_in_flight=2", "--set", "per_host_concurrency=4", "--set", "per_host_delay_ms=0"]);
+    assert_eq!(srv.hits("/logo.png"), 1, "the logo is fetched once");
+    let got = srv.received.lock().unwrap().clone();
+    assert!(got["/logo.png"][0] < got["/a.html"][0] + Duration::from_millis(1000), "the logo was fetched for a later page, before the first page answered");
+    let r = rows(&out);
+    assert_eq!(r.len(), 5);
+    let a = r.iter().position(|x| x["url"] == srv.url("/a.html")).unwrap();
+    assert_eq!(r[a + 1]["url"], srv.url("/logo.png"), "{r:#?}");
+    assert_eq!((r[a + 1]["file"].as_str(), r[a + 1]["depth"].as_u64()), (r[a]["file"].as_str(), Some(1)));
+    let imgs = rows(&out.join("images"));
+    assert_eq!(imgs.len(), 1);
+    assert_eq!(imgs[0]["page_url"], srv.url("/a.html"));
+}
+
+#[test]
 fn a_robots_txt_over_the_body_cap_is_read_up_to_500_kib_and_obeyed() {
     // 20 MiB, over the default max_body_bytes (16 MiB), with the rule on its first line.
     let mut big = b"Disallow: /\n".to_vec();

@@ -9,9 +9,12 @@
 //! the queue, the next round is selected, the state (first uncommitted round, the
 //! rounds selected from there on, queue, seed cursor, done-set length) is saved, round
 //! r is committed, and only then does the new round start fetching. Links found in
-//! round r are thus selected from round r + `rounds_in_flight` on.
+//! round r are thus selected from round r + `rounds_in_flight` on. An image several
+//! pages show is fetched once, by whichever page's fetch reaches it first, but joins
+//! the done-set when written, after the first page in write order that shows it, so
+//! where its rows land does not depend on timing either.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Instant;
@@ -36,6 +39,13 @@ pub struct Worker {
 
 type Seen = Arc<Mutex<HashSet<u128>>>;
 
+/// Images being fetched or fetched by items not yet written: URL key -> (round, item
+/// index) of the item that fetched it. An image several pages show is fetched once, by
+/// whichever page reached it first (timing); its rows follow the first of those pages
+/// in write order (no timing), taken from the fetching item's journal record when that
+/// is another item. Lock order: this map, then `Seen`.
+type Claimed = Arc<Mutex<HashMap<u128, (u64, u32)>>>;
+
 /// A selected round whose items are being fetched.
 struct Flight {
     round: u64,
@@ -51,20 +61,20 @@ struct Flight {
 
 impl Flight {
     /// Opens (or creates) the round's journal and takes what it already holds: a
-    /// record counts only if it is for the same item of the same round, and the URL
-    /// keys it claimed join the done-set.
-    fn open(dir: &Path, round: u64, ahead: AheadRound, seen: &Seen) -> Result<Flight, BoxError> {
+    /// record counts only if it is for the same item of the same round, and the images
+    /// it fetched are claimed by it again.
+    fn open(dir: &Path, round: u64, ahead: AheadRound, claimed: &Claimed) -> Result<Flight, BoxError> {
         let jpath = journal_path(dir, round);
         let (journal, index, replayed) = Journal::open(&jpath).map_err(|e| format!("{}: {e}", jpath.display()))?;
         let mut entries = vec![];
         let mut have = HashSet::new();
         {
-            let mut seen = seen.lock().unwrap();
+            let mut claimed = claimed.lock().unwrap();
             for (o, e) in replayed.iter().zip(index.entries) {
                 if ahead.items.get(o.idx as usize).is_some_and(|it| it.url() == o.url) && have.insert(o.idx) {
                     for c in &o.claims {
                         if let Ok(k) = u128::from_str_radix(c, 16) {
-                            seen.insert(k);
+                            claimed.entry(k).or_insert((round, o.idx));
                         }
                     }
                     entries.push(e);
@@ -109,6 +119,7 @@ pub(crate) fn run_task(stage: &CrawlStage, ctx: &OutCtx, task: &Task, plan: &Spl
     }
     let cfg = &stage.cfg;
     let seen: Seen = Arc::new(Mutex::new(std::mem::take(&mut st.seen)));
+    let claimed: Claimed = Arc::default();
     let mut flights: VecDeque<Flight> = VecDeque::new();
     let resumed = std::mem::take(&mut st.ahead);
     // A fresh crawl (or a state without selected rounds) selects its first rounds now;
@@ -116,17 +127,17 @@ pub(crate) fn run_task(stage: &CrawlStage, ctx: &OutCtx, task: &Task, plan: &Spl
     // more only after writing a round, as the uninterrupted run did.
     let fresh = resumed.is_empty();
     for (i, a) in resumed.into_iter().enumerate() {
-        flights.push_back(Flight::open(&dir, st.round + i as u64, a, &seen)?);
+        flights.push_back(Flight::open(&dir, st.round + i as u64, a, &claimed)?);
     }
     if fresh {
-        top_up(cfg, &mut st, &mut *seeds, &seen, &mut flights, &dir)?;
+        top_up(cfg, &mut st, &mut *seeds, &seen, &claimed, &mut flights, &dir)?;
     }
 
     let (tx, rx) = mpsc::channel::<Landed>();
     // Dropping the set (on an error return) aborts the fetches still running.
     let mut tasks = tokio::task::JoinSet::new();
     for f in flights.iter_mut() {
-        launch(stage, f, &seen, &tx, &mut tasks);
+        launch(stage, f, &seen, &claimed, &tx, &mut tasks);
     }
     let spec = OutputSpec::new(Kind::Page).with_side(IMAGES, Kind::Image);
     let mut total = Counters::default();
@@ -157,7 +168,29 @@ pub(crate) fn run_task(stage: &CrawlStage, ctx: &OutCtx, task: &Task, plan: &Spl
         let written = (|| -> Result<(), BoxError> {
             for &(_, off, len) in &f.entries {
                 let o = journal.read(off, len).map_err(|e| format!("{}: {e}", f.jpath.display()))?;
-                write_outcome(&mut tout, o, &mut st, &seen)?;
+                // An image this item shows but another fetched: that item's rows, from
+                // its journal record (waiting for it to land if it is still fetching).
+                let mut borrow = |owner: (u64, u32), k: u128| -> Result<Option<Embedded>, BoxError> {
+                    let rec = if owner.0 == round {
+                        let &(_, off, len) = f.entries.iter().find(|e| e.0 == owner.1).ok_or("crawl: an image's fetching item is not journaled")?;
+                        journal.read(off, len).map_err(|e| format!("{}: {e}", f.jpath.display()))?
+                    } else {
+                        loop {
+                            let g = flights.iter().find(|g| g.round == owner.0).ok_or("crawl: an image's fetching item is not in flight")?;
+                            if let Some(&(_, off, len)) = g.entries.iter().find(|e| e.0 == owner.1) {
+                                break g.journal.lock().unwrap().read(off, len).map_err(|e| format!("{}: {e}", g.jpath.display()))?;
+                            }
+                            let (r, idx, landed) = rx.recv().map_err(|_| "crawl: fetch tasks ended without reporting")?;
+                            let g = flights.iter_mut().find(|g| g.round == r).ok_or("crawl: a fetch reported for a round not in flight")?;
+                            match landed {
+                                Ok((off, len)) => g.entries.push((idx, off, len)),
+                                Err(e) => return Err(format!("{}: {e}", g.jpath.display()).into()),
+                            }
+                        }
+                    };
+                    Ok(take_embedded(rec, k))
+                };
+                write_outcome(&mut tout, o, &mut st, &seen, &claimed, &mut borrow)?;
             }
             Ok(())
         })();
@@ -167,7 +200,7 @@ pub(crate) fn run_task(stage: &CrawlStage, ctx: &OutCtx, task: &Task, plan: &Spl
             return Err(e);
         }
         st.round = round + 1;
-        let new = top_up(cfg, &mut st, &mut *seeds, &seen, &mut flights, &dir)?;
+        let new = top_up(cfg, &mut st, &mut *seeds, &seen, &claimed, &mut flights, &dir)?;
         st.ahead = flights.iter().map(|f| f.ahead.clone()).collect();
         // The next state goes down before the commit record: if a kill lands between
         // the two, the state is ignored (its round is not committed) and the round is
@@ -179,7 +212,7 @@ pub(crate) fn run_task(stage: &CrawlStage, ctx: &OutCtx, task: &Task, plan: &Spl
         st.prune(&dir);
         let n = flights.len();
         for f in flights.iter_mut().skip(n - new) {
-            launch(stage, f, &seen, &tx, &mut tasks);
+            launch(stage, f, &seen, &claimed, &tx, &mut tasks);
         }
     }
     Ok(total)
@@ -227,7 +260,8 @@ fn inherit_done_set(output: &Path, task: &str, part: u32, parts: u32, st: &mut S
 
 /// Selects rounds until `rounds_in_flight` are selected or nothing is left to
 /// select; returns how many it added.
-fn top_up(cfg: &CrawlConfig, st: &mut State, seeds: &mut dyn Iterator<Item = SeedItem>, seen: &Seen, flights: &mut VecDeque<Flight>, dir: &Path) -> Result<usize, BoxError> {
+#[allow(clippy::too_many_arguments)]
+fn top_up(cfg: &CrawlConfig, st: &mut State, seeds: &mut dyn Iterator<Item = SeedItem>, seen: &Seen, claimed: &Claimed, flights: &mut VecDeque<Flight>, dir: &Path) -> Result<usize, BoxError> {
     let mut added = 0;
     while flights.len() < cfg.rounds_in_flight.max(1) {
         let ahead = select(cfg, st, seeds, seen);
@@ -235,7 +269,7 @@ fn top_up(cfg: &CrawlConfig, st: &mut State, seeds: &mut dyn Iterator<Item = See
             break;
         }
         let round = flights.back().map_or(st.round, |f| f.round + 1);
-        flights.push_back(Flight::open(dir, round, ahead, seen)?);
+        flights.push_back(Flight::open(dir, round, ahead, claimed)?);
         added += 1;
     }
     Ok(added)
@@ -243,14 +277,14 @@ fn top_up(cfg: &CrawlConfig, st: &mut State, seeds: &mut dyn Iterator<Item = See
 
 /// Starts fetching a round's items on the stage's runtime; each reports on `tx`
 /// once its outcome is journaled.
-fn launch(stage: &CrawlStage, f: &mut Flight, seen: &Seen, tx: &mpsc::Sender<Landed>, tasks: &mut tokio::task::JoinSet<()>) {
+fn launch(stage: &CrawlStage, f: &mut Flight, seen: &Seen, claimed: &Claimed, tx: &mpsc::Sender<Landed>, tasks: &mut tokio::task::JoinSet<()>) {
     let items = Arc::new(f.ahead.items.clone());
     for idx in std::mem::take(&mut f.to_fetch) {
-        let (work, seen, journal, tx, items, round) = (stage.work.clone(), seen.clone(), f.journal.clone(), tx.clone(), items.clone(), f.round);
+        let (work, seen, claimed, journal, tx, items, round) = (stage.work.clone(), seen.clone(), claimed.clone(), f.journal.clone(), tx.clone(), items.clone(), f.round);
         tasks.spawn_on(
             async move {
                 let item = &items[idx as usize];
-                let landed = match std::panic::AssertUnwindSafe(process_item(&work, idx, item, &seen)).catch_unwind().await {
+                let landed = match std::panic::AssertUnwindSafe(process_item(&work, (round, idx), item, &seen, &claimed)).catch_unwind().await {
                     Ok(o) => {
                         let rec = o.encode();
                         drop(o);
@@ -400,7 +434,7 @@ fn link_allowed(cfg: &CrawlConfig, link: &Url, page: &Url) -> bool {
     }
 }
 
-async fn process_item(stage: &Worker, idx: u32, item: &RoundItem, seen: &Mutex<HashSet<u128>>) -> Outcome {
+async fn process_item(stage: &Worker, (round, idx): (u64, u32), item: &RoundItem, seen: &Mutex<HashSet<u128>>, claimed: &Mutex<HashMap<u128, (u64, u32)>>) -> Outcome {
     let cfg = &stage.cfg;
     let mut o = Outcome { idx, url: item.url().to_string(), ..Default::default() };
     let q = match item {
@@ -453,19 +487,30 @@ async fn process_item(stage: &Worker, idx: u32, item: &RoundItem, seen: &Mutex<H
                     }
                 }
                 if cfg.fetch_images {
+                    // Which images the page shows is a fact of the page (the cap counts
+                    // them all); of those, this item fetches the ones no item has
+                    // fetched or written yet.
                     let mut targets = vec![];
+                    let mut shown = HashSet::new();
                     for s in &info.images {
-                        if targets.len() >= cfg.max_images_per_page {
+                        if o.shown.len() >= cfg.max_images_per_page {
                             break;
                         }
                         let Ok(n) = urls::normalise(s, Some(&base), cfg.sort_query) else { continue };
                         let k = urls::key(&n);
-                        if seen.lock().unwrap().insert(k) {
+                        if !shown.insert(k) {
+                            continue;
+                        }
+                        o.shown.push(format!("{k:032x}"));
+                        let mut c = claimed.lock().unwrap();
+                        if !c.contains_key(&k) && !seen.lock().unwrap().contains(&k) {
+                            c.insert(k, (round, idx));
                             o.claims.push(format!("{k:032x}"));
                             targets.push(n);
                         }
                     }
                     let page_str = page_url.to_string();
+                    o.page_url = Some(page_str.clone());
                     let fetched = futures_util::future::join_all(targets.iter().map(|iu| stage.fetcher.fetch(iu, true))).await;
                     for (iu, f) in targets.iter().zip(fetched) {
                         let (mut im, mut ib) = page_meta(iu.as_str(), q.depth.saturating_add(1), None, f);
@@ -488,12 +533,95 @@ async fn process_item(stage: &Worker, idx: u32, item: &RoundItem, seen: &Mutex<H
     o
 }
 
-/// Writes one item's rows (page row then its images' rows, one batch), logs the
-/// URL keys its images claimed and queues its links.
-fn write_outcome(tout: &mut TaskOutput, o: Outcome, st: &mut State, seen: &Seen) -> Result<(), BoxError> {
-    let mut pages = Vec::with_capacity(o.pages.len());
+/// One embedded image's rows: its page row (and body), its image row (and bytes) when
+/// it decoded, and the page it was fetched for.
+struct Embedded {
+    meta: PageMeta,
+    body: Option<Vec<u8>>,
+    image: Option<(ImageMeta, Vec<u8>)>,
+    page_url: Option<String>,
+}
+
+/// Takes image `k`'s rows out of the record of the item that fetched it.
+fn take_embedded(mut o: Outcome, k: u128) -> Option<Embedded> {
+    let hex = format!("{k:032x}");
+    let i = o.claims.iter().position(|c| *c == hex)?;
+    // pages[0] is the item's own row, then one row per claimed image, in claim order.
+    let meta = std::mem::take(o.pages.get_mut(1 + i)?);
+    let body = o.page_bodies.get_mut(1 + i).and_then(Option::take);
+    let image = o.images.iter().position(|m| m.url == meta.url).map(|j| (o.images[j].clone(), std::mem::take(&mut o.image_bytes[j])));
+    Some(Embedded { meta, body, image, page_url: o.page_url })
+}
+
+/// An image's rows as the rows of another page that shows it.
+fn restamp(mut e: Embedded, depth: u16, page_url: Option<&str>) -> Embedded {
+    e.meta.depth = depth;
+    if let (Some(err), Some(old), Some(new)) = (e.meta.error.as_mut(), e.page_url.as_deref(), page_url) {
+        *err = err.replace(&format!("(embedded in {old})"), &format!("(embedded in {new})"));
+    }
+    if let Some((img, _)) = e.image.as_mut() {
+        img.page_url = page_url.map(str::to_string);
+    }
+    e
+}
+
+/// Writes one item's rows (page row then the rows of the images it shows that no
+/// earlier item wrote, one batch) and queues its links. Images (like links) join the
+/// done-set here, in write order, so which page an image follows does not depend on
+/// which fetch reached it first; `borrow` gets an image another item fetched.
+fn write_outcome(
+    tout: &mut TaskOutput,
+    o: Outcome,
+    st: &mut State,
+    seen: &Seen,
+    claimed: &Claimed,
+    borrow: &mut dyn FnMut((u64, u32), u128) -> Result<Option<Embedded>, BoxError>,
+) -> Result<(), BoxError> {
+    let keys = |v: &[String]| -> Vec<u128> { v.iter().filter_map(|c| u128::from_str_radix(c, 16).ok()).collect() };
+    let claims = keys(&o.claims);
+    // A record from before `shown` existed: the images it fetched itself.
+    let shown = if o.shown.is_empty() { claims.clone() } else { keys(&o.shown) };
+    let mut rows = o.pages.into_iter().zip(o.page_bodies);
+    let page = rows.next().ok_or("crawl: an outcome without its page row")?;
+    let mut own: Vec<Option<(PageMeta, Option<Vec<u8>>)>> = rows.map(Some).collect();
+    let mut own_images: HashMap<String, (ImageMeta, Vec<u8>)> = o.images.into_iter().zip(o.image_bytes).map(|(m, b)| (m.url.clone(), (m, b))).collect();
+    let depth = page.0.depth.saturating_add(1);
+    // An item that is itself an image (a seed or link to one) has its own image row.
+    let mut imgs_out: Vec<(ImageMeta, Vec<u8>)> = own_images.remove(&page.0.url).into_iter().collect();
+    let mut rows = vec![page];
+    for k in shown {
+        // Only this thread adds to the done-set while rounds are written.
+        if seen.lock().unwrap().contains(&k) {
+            // Written after an earlier item, or a page URL of this crawl: this item's
+            // own copy (if it fetched one) is dropped, and its claim with it.
+            if claims.contains(&k) {
+                claimed.lock().unwrap().remove(&k);
+            }
+            continue;
+        }
+        let owner = claimed.lock().unwrap().get(&k).copied();
+        let e = match claims.iter().position(|c| *c == k) {
+            Some(i) => own.get_mut(i).and_then(Option::take).map(|(meta, body)| {
+                let image = own_images.remove(&meta.url);
+                Embedded { meta, body, image, page_url: None }
+            }),
+            None => match owner {
+                Some(owner) => borrow(owner, k)?.map(|e| restamp(e, depth, o.page_url.as_deref())),
+                None => None,
+            },
+        };
+        let Some(e) = e else { continue };
+        seen.lock().unwrap().insert(k);
+        if let Some(l) = st.seen_log.as_mut() {
+            l.push(k);
+        }
+        claimed.lock().unwrap().remove(&k);
+        rows.push((e.meta, e.body));
+        imgs_out.extend(e.image);
+    }
+    let mut pages = Vec::with_capacity(rows.len());
     let mut bytes_in = 0u64;
-    for (m, b) in o.pages.into_iter().zip(o.page_bodies) {
+    for (m, b) in rows {
         match &m.error_kind {
             Some(k) => tout.counters.bump(&format!("error.{k}"), 1),
             None => tout.counters.bump("fetched", 1),
@@ -518,10 +646,8 @@ fn write_outcome(tout: &mut TaskOutput, o: Outcome, st: &mut State, seen: &Seen)
     tout.count_in(1, bytes_in);
     tout.write_rows(&pages)?;
     drop(pages);
-    let imgs: Vec<Image> = o
-        .images
+    let imgs: Vec<Image> = imgs_out
         .into_iter()
-        .zip(o.image_bytes)
         .map(|(m, bytes)| Image {
             id: Image::make_id(&bytes),
             url: Some(m.url),
@@ -536,12 +662,6 @@ fn write_outcome(tout: &mut TaskOutput, o: Outcome, st: &mut State, seen: &Seen)
         .collect();
     tout.write_side_rows(IMAGES, &imgs)?;
     let mut seen = seen.lock().unwrap();
-    for c in &o.claims {
-        if let (Ok(k), Some(l)) = (u128::from_str_radix(c, 16), st.seen_log.as_mut()) {
-            seen.insert(k);
-            l.push(k);
-        }
-    }
     for (l, depth) in o.links {
         if let Ok(u) = Url::parse(&l) {
             let k = urls::key(&u);

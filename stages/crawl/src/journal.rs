@@ -48,7 +48,17 @@ pub struct ImageMeta {
 pub struct Outcome {
     pub idx: u32,
     pub url: String,
+    /// URL keys of the images this item fetched (claimed first, at fetch time).
     pub claims: Vec<String>,
+    /// URL keys of every image the page shows, in page order, capped at
+    /// `max_images_per_page`, whichever item fetched them: an image's rows follow the
+    /// first item, in write order, that shows it. Empty in records written before
+    /// (then `claims` stands for it).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shown: Vec<String>,
+    /// The URL embedded images are resolved against (an image row's `page_url`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub page_url: Option<String>,
     pub pages: Vec<PageMeta>,
     pub images: Vec<ImageMeta>,
     pub links: Vec<(String, u16)>,
@@ -332,7 +342,7 @@ struct StateFile {
 }
 
 /// The done-set on disk: 16-byte keys appended as they are claimed at points that do
-/// not depend on timing (seeds when selected, links and image claims when their
+/// not depend on timing (seeds when selected, links and images when their
 /// round is written), made durable before each state save. A state names how many
 /// keys it covers; keys past that (work that was never committed) are cut on load.
 #[derive(Debug)]
@@ -535,6 +545,7 @@ mod tests {
             links: vec![("http://a/b".into(), 1)],
             page_bodies: vec![Some(b"abc".to_vec()), None],
             image_bytes: vec![b"xy".to_vec()],
+            ..Default::default()
         };
         {
             let (mut j, idx, _) = Journal::open(&p).unwrap();

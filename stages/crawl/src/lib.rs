@@ -9,8 +9,10 @@
 //! rows (content type `image/*`, or the failure) are written right after the page
 //! row, in the same Arrow batch, hence in the same shard. Each image row's `url` is
 //! the normalised absolute URL (the chosen URL joined to the page's `final_url` or its
-//! `<base href>`, fragment removed). An image already fetched earlier in the same
-//! task (shared icons, logos) is not fetched again and so is not repeated.
+//! `<base href>`, fragment removed). An image several pages of a task show (shared
+//! icons, logos) is fetched once and written once, right after the first of those
+//! pages in the task's write order (round, then seed/queue order), whichever page's
+//! fetch reached it first; so the output does not depend on timing.
 
 pub mod crawl;
 pub mod fetch;
