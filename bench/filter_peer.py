@@ -2,12 +2,21 @@
 """Python baseline for bench/filter.sh: a straightforward pure-Python implementation
 of the same default text rules m6corpus filter applies (length, Han ratio, script
 language id, HTML/JS residue, punctuation runs, URL density, symbol/digit ratios,
-duplicate lines/paragraphs, Gopher top/duplicate character n-grams, spam and block
-lists) and of the image rules with Pillow. Word n-gram rules are left out (no jieba
-in the peer), so the peer does less work than m6corpus's default set.
+duplicate lines/paragraphs, Gopher top/duplicate character n-grams, Gopher
+top/duplicate word n-grams over jieba words, spam and block lists) and of the image
+rules with Pillow.
 
-usage: filter_peer.py text DOCS.jsonl   -> JSON {"docs", "bytes", "kept", "seconds"}
-       filter_peer.py images DIR        -> JSON {"images", "kept", "seconds"}
+The word n-gram rules cut with Python jieba exactly as m6corpus cuts with jieba-rs:
+`jieba.lcut(text, HMM=False)` (precise mode, no HMM for unknown words) over the same
+dictionary (jieba-rs ships Python jieba's dict.txt less one entry, `B超`, which is
+deleted here), on the text as it came, only for texts of at least 50 characters.
+`--no-jieba` leaves the two word rules out, to compare with m6corpus run with
+`--disable text.top_word_ngram --disable text.dup_word_ngram`.
+
+usage: filter_peer.py text DOCS.jsonl [--no-jieba]
+           -> JSON {"docs", "bytes", "kept", "dropped": {rule: n}, "seconds", "cpu_seconds"}
+       filter_peer.py images DIR
+           -> JSON {"images", "kept", "seconds", "cpu_seconds"}
 """
 import json, re, sys, time, unicodedata
 from collections import Counter
@@ -25,17 +34,27 @@ SPAM = [w.lower() for w in load_list(BL + "spam.txt")]
 
 def is_han(c):
     o = ord(c)
-    return 0x4E00 <= o <= 0x9FFF or 0x3400 <= o <= 0x4DBF or 0x20000 <= o <= 0x2EBEF or 0xF900 <= o <= 0xFAFF
+    return 0x4E00 <= o <= 0x9FFF or 0x3400 <= o <= 0x4DBF or 0x20000 <= o <= 0x2EBEF or 0xF900 <= o <= 0xFAFF or 0x30000 <= o <= 0x3134F or 0x2F800 <= o <= 0x2FA1F or o == 0x3007
+
+# m6corpus's script::is_punct: ASCII punctuation and symbols, CJK and full-width forms.
+PUNCT_RANGES = ((0x3000, 0x303F), (0xFF01, 0xFF0F), (0xFF1A, 0xFF20), (0xFF3B, 0xFF40), (0xFF5B, 0xFF65), (0x2010, 0x2027), (0x2030, 0x205E), (0x00B7, 0x00B7), (0xFE30, 0xFE4F))
+ASCII_PUNCT = frozenset("!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~")
 
 def is_punct(c):
-    return unicodedata.category(c).startswith("P")
+    if c in ASCII_PUNCT:
+        return True
+    o = ord(c)
+    return any(a <= o <= b for a, b in PUNCT_RANGES)
 
+# Tokens are strings (a character or a jieba word); each weighs its length in
+# characters, as Gopher's shares are shares of characters.
 def top_share(toks, n):
     if len(toks) < n:
         return 0.0
+    total = sum(len(t) for t in toks)
     c = Counter(tuple(toks[i:i + n]) for i in range(len(toks) - n + 1))
-    g, k = c.most_common(1)[0]
-    return k * n / len(toks) if k > 1 else 0.0
+    g, k = c.most_common(1)[0]  # ties: the n-gram seen first, as m6corpus
+    return k * sum(len(t) for t in g) / total if k > 1 else 0.0
 
 def dup_share(toks, n):
     if len(toks) < n:
@@ -48,7 +67,9 @@ def dup_share(toks, n):
                 cov[j] = True
         else:
             seen.add(g)
-    return sum(cov) / len(toks)
+    return sum(len(t) for t, c in zip(toks, cov) if c) / sum(len(t) for t in toks)
+
+WORDS = True  # the jieba word n-gram rules (off with --no-jieba)
 
 def dup_stats(items):
     seen, n, c, tot = set(), 0, 0, 0
@@ -94,7 +115,8 @@ def check(text):
         return "url"
     if sum(1 for c in non_ws if not (c.isalnum() or is_punct(c))) / nw > 0.05:
         return "symbol"
-    if sum(1 for c in non_ws if c.isdigit()) / nw > 0.3:
+    # Rust char::is_numeric (categories N*), on non-Han characters as m6corpus counts.
+    if sum(1 for c in non_ws if not is_han(c) and unicodedata.category(c)[0] == "N") / nw > 0.3:
         return "digit"
     tl = [l.strip() for l in lines]
     if len(tl) > 1:
@@ -114,6 +136,15 @@ def check(text):
         for n, m in zip(range(5, 11), (0.2, 0.18, 0.16, 0.15, 0.14, 0.13)):
             if dup_share(toks, n) > m:
                 return "dup_char"
+        if WORDS:
+            # Words that are all whitespace/punctuation are skipped, as characters are.
+            words = [w for w in jieba.lcut(text, HMM=False) if not all(c.isspace() or is_punct(c) for c in w)]
+            for n, m in zip((2, 3, 4), (0.2, 0.18, 0.16)):
+                if top_share(words, n) > m:
+                    return "top_word"
+            for n, m in zip(range(5, 11), (0.15, 0.14, 0.13, 0.12, 0.11, 0.10)):
+                if dup_share(words, n) > m:
+                    return "dup_word"
     hits = sum(low.count(w) for w in SPAM)
     if hits >= 2 and hits * 1000 / chars > 5:
         return "spam"
@@ -122,14 +153,23 @@ def check(text):
     return None
 
 def main():
+    global WORDS, jieba
     mode, path = sys.argv[1], sys.argv[2]
     if mode == "text":
+        WORDS = "--no-jieba" not in sys.argv[3:]
+        if WORDS:
+            import logging
+            import jieba
+            jieba.setLogLevel(logging.WARNING)
+            jieba.initialize()  # dictionary load outside the timed loop
+            jieba.del_word("B超")  # the one entry jieba-rs's copy of dict.txt lacks
         docs = [json.loads(l)["text"] for l in open(path, encoding="utf-8")]
         size = sum(len(d.encode()) for d in docs)
-        t = time.perf_counter()
-        kept = sum(1 for d in docs if check(d) is None)
-        dt = time.perf_counter() - t
-        print(json.dumps({"docs": len(docs), "bytes": size, "kept": kept, "seconds": dt}))
+        t, c = time.perf_counter(), time.process_time()
+        dropped = Counter(check(d) for d in docs)
+        dt, dc = time.perf_counter() - t, time.process_time() - c
+        kept = dropped.pop(None, 0)
+        print(json.dumps({"docs": len(docs), "bytes": size, "kept": kept, "dropped": dict(sorted(dropped.items())), "seconds": dt, "cpu_seconds": dc}))
     else:
         import os
         from PIL import Image, ImageStat
@@ -137,7 +177,7 @@ def main():
         files = sorted(os.path.join(path, f) for f in os.listdir(path) if not f.endswith(".jsonl"))
         blobs = [open(f, "rb").read() for f in files]
         import io
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         kept = 0
         for b in blobs:
             try:
@@ -154,7 +194,7 @@ def main():
                 kept += 1
             except Exception:
                 continue
-        dt = time.perf_counter() - t
-        print(json.dumps({"images": len(blobs), "kept": kept, "seconds": dt}))
+        dt, dc = time.perf_counter() - t, time.process_time() - c
+        print(json.dumps({"images": len(blobs), "kept": kept, "seconds": dt, "cpu_seconds": dc}))
 
 main()

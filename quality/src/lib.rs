@@ -227,7 +227,10 @@ impl Featurizer {
                 None => text,
             },
         };
-        let bucket = |h: u64| (mix(h) % self.buckets) as u32;
+        // A power-of-two table (the default) takes the low bits: the same bucket as the
+        // modulo without a 64-bit division per feature.
+        let mask = if self.buckets.is_power_of_two() { self.buckets - 1 } else { 0 };
+        let bucket = |h: u64| if mask != 0 { (mix(h) & mask) as u32 } else { (mix(h) % self.buckets) as u32 };
         if self.char_max > 0 {
             // Normalised characters: ASCII lower case, digits as 0, whitespace runs as ' '.
             let mut cs: Vec<u32> = Vec::with_capacity(text.len());
@@ -418,9 +421,11 @@ impl Model {
         if features.is_empty() {
             return 0.5;
         }
-        let mut h = vec![0.0f32; self.params.dim];
-        self.hidden(features, &mut h);
-        self.prob(&h)
+        // dim is at most 1024 (validated): no allocation per document.
+        let mut h = [0.0f32; 1024];
+        let h = &mut h[..self.params.dim];
+        self.hidden(features, h);
+        self.prob(h)
     }
 
     /// [`Model::score`] with the jieba words of `text` already cut (see

@@ -116,13 +116,20 @@ fn quality_train_filter_scores_sql_and_stats() {
     mixed.push(serde_json::json!({"id": "pii", "text": pii_text}));
     let docs = ingest(t.path(), "mixed", &mixed);
     let out = t.path().join("out");
-    m6_ok(&["filter", "--input", s(&docs), "--output", s(&out), "--set", &format!("text.quality_model={}", s(&model)), "--set", "text.min_quality=0.5", "--quiet"]);
+    // With an LM as well, so every score column of the schema has values.
+    let lm = t.path().join("zh.lm");
+    m6_ok(&["lm", "train", "--input", s(&pos), "--output", s(&lm), "--order", "3"]);
+    m6_ok(&[
+        "filter", "--input", s(&docs), "--output", s(&out), "--set", &format!("text.quality_model={}", s(&model)), "--set", "text.min_quality=0.5",
+        "--set", &format!("text.lm_model={}", s(&lm)), "--set", "text.max_perplexity=1e9", "--quiet",
+    ]);
     let kept: Vec<Document> = Dataset::open(&out).unwrap().read_all().unwrap();
     assert!(!kept.is_empty());
     for d in &kept {
         let q = d.scores.quality.unwrap_or_else(|| panic!("no quality on {}", d.id));
         assert!((0.5..=1.0).contains(&q));
         assert!(d.scores.lang.is_some() && d.scores.lang_score.is_some() && d.scores.spam_hits.is_some() && d.scores.blocklist_hits.is_some());
+        assert!(d.scores.perplexity.is_some_and(|p| p >= 1.0), "{}", d.id);
     }
     let pii = kept.iter().find(|d| d.text.contains("<EMAIL>")).expect("the PII document is kept, redacted");
     assert!(pii.text.contains("<PHONE>") && !pii.text.contains("admin@example.org"), "{}", pii.text);
@@ -138,12 +145,39 @@ fn quality_train_filter_scores_sql_and_stats() {
     assert_eq!(n_hi[0]["n"].as_u64().unwrap() as usize, want);
     let n_pii: serde_json::Value = serde_json::from_str(&m6_ok(&["sql", "SELECT count(*) AS n FROM d WHERE pii_email > 0", "--table", &tbl, "--json"])).unwrap();
     assert_eq!(n_pii[0]["n"], 1);
-    // stats shows their distributions.
+    let n_phone: serde_json::Value = serde_json::from_str(&m6_ok(&["sql", "SELECT count(*) AS n FROM d WHERE pii_phone = 1 AND pii_id = 0 AND pii_card = 0 AND pii_ip = 0", "--table", &tbl, "--json"])).unwrap();
+    assert_eq!(n_phone[0]["n"], 1);
+    let median = {
+        let mut p: Vec<f32> = kept.iter().map(|d| d.scores.perplexity.unwrap()).collect();
+        p.sort_by(f32::total_cmp);
+        p[p.len() / 2]
+    };
+    let n_ppl: serde_json::Value = serde_json::from_str(&m6_ok(&["sql", &format!("SELECT count(*) AS n FROM d WHERE perplexity < {median}"), "--table", &tbl, "--json"])).unwrap();
+    assert_eq!(n_ppl[0]["n"].as_u64().unwrap() as usize, kept.iter().filter(|d| d.scores.perplexity.unwrap() < median).count());
+    // stats shows their distributions, the languages as counts.
     let st: serde_json::Value = serde_json::from_str(&m6_ok(&["stats", s(&out), "--json"])).unwrap();
     let names: Vec<&str> = st["distributions"].as_array().unwrap().iter().map(|d| d["name"].as_str().unwrap()).collect();
-    for n in ["chars", "quality", "lang_score", "spam_hits", "blocklist_hits", "pii"] {
-        assert!(names.contains(&n), "{n} not in {names:?}");
+    let scores = ["quality", "perplexity", "lang_score", "spam_hits", "blocklist_hits", "pii", "pii_email", "pii_phone", "pii_id", "pii_card", "pii_ip"];
+    for n in ["chars"].iter().chain(&scores) {
+        assert!(names.contains(n), "{n} not in {names:?}");
     }
+    let q = st["distributions"].as_array().unwrap().iter().find(|d| d["name"] == "quality").unwrap();
+    assert_eq!(q["count"].as_u64().unwrap() as usize, kept.len(), "{q}");
+    assert_eq!(st["languages"][0]["name"], "zh", "{}", st["languages"]);
+    assert_eq!(st["languages"].as_array().unwrap().iter().map(|c| c["count"].as_u64().unwrap()).sum::<u64>() as usize, kept.len());
+    let text = m6_ok(&["stats", s(&out)]);
+    assert!(text.contains("pii_phone (replacements)") && text.contains("per language (lang)"), "{text}");
+    // report draws a chart of each.
+    let html_path = t.path().join("r.html");
+    m6_ok(&["report", s(&out), "--output", s(&html_path)]);
+    let html = std::fs::read_to_string(&html_path).unwrap();
+    for n in scores {
+        let title = format!("Score distribution: {n} (");
+        let at = html.find(&title).unwrap_or_else(|| panic!("no chart for {n}"));
+        let section = &html[at..at + html[at..].find("</section>").unwrap()];
+        assert!(section.contains("<svg") && section.contains("<rect"), "{n}: {section}");
+    }
+    assert!(html.contains("Rows per language (lang)"));
 }
 
 #[test]

@@ -10,6 +10,9 @@ use m6_pipeline::Dataset;
 use crate::stats::{human_bytes, stats, Count, Distribution, Rate, Stats};
 use crate::Error;
 
+/// Distributions of sizes; every other distribution `stats` gives is a filter score.
+const SIZE_MEASURES: &[&str] = &["chars", "caption_chars", "tokens", "width", "height", "pixels"];
+
 /// Bars shown in a category chart; the rest are summarised in a note.
 const MAX_BARS: usize = 30;
 /// Shards drawn one bar each; more are drawn as a histogram of sizes.
@@ -275,10 +278,16 @@ fn dataset_html(o: &mut String, idx: usize, s: &Stats, shards: &[(String, u64, u
         if !d.exact {
             body.push_str(r#"<p class="note">quantiles from a bounded-memory sketch, within 0.05%</p>"#);
         }
-        section(o, &id(&format!("len-{}", d.name)), &format!("Length distribution: {} ({})", d.name, d.unit), &body);
+        // The filter's score columns are not lengths: say so, so a reader of the report
+        // knows the chart is the one to pick a threshold from.
+        let what = if SIZE_MEASURES.contains(&d.name.as_str()) { "Length distribution" } else { "Score distribution" };
+        section(o, &id(&format!("len-{}", d.name)), &format!("{what}: {} ({})", d.name, d.unit), &body);
     }
     if !s.sources.is_empty() {
         section(o, &id("sources"), "Rows per source", &hbar_chart(&counts_items(&s.sources), &count_fmt(s.rows), BAR));
+    }
+    if !s.languages.is_empty() {
+        section(o, &id("lang"), "Rows per language (lang)", &hbar_chart(&counts_items(&s.languages), &count_fmt(s.rows), BAR));
     }
     // Shard sizes: one bar per shard while that stays readable.
     let shard_body = if shards.len() <= MAX_SHARD_BARS {

@@ -46,6 +46,9 @@ pub struct Stats {
     pub distributions: Vec<Distribution>,
     /// Rows per `source`, most first (kinds with a source column).
     pub sources: Vec<Count>,
+    /// Documents per `lang` (the filter's language), most first; empty before the
+    /// filter ran.
+    pub languages: Vec<Count>,
     pub pages: Option<PageStats>,
     pub samples: Option<SampleStats>,
     pub rejects: Option<RejectStats>,
@@ -194,6 +197,7 @@ struct Acc {
     rows: u64,
     dists: BTreeMap<&'static str, Sketch>,
     sources: BTreeMap<String, u64>,
+    langs: BTreeMap<String, u64>,
     status: BTreeMap<String, u64>,
     error_kinds: BTreeMap<String, u64>,
     tasks: BTreeMap<String, u64>,
@@ -230,6 +234,7 @@ impl Acc {
             self.dists.entry(k).or_default().merge(s);
         }
         add_all(&mut self.sources, o.sources);
+        add_all(&mut self.langs, o.langs);
         add_all(&mut self.status, o.status);
         add_all(&mut self.error_kinds, o.error_kinds);
         add_all(&mut self.tasks, o.tasks);
@@ -287,6 +292,7 @@ fn needed_columns(kind: Kind) -> &'static [&'static str] {
             document::SOURCE,
             document::QUALITY,
             document::PERPLEXITY,
+            document::LANG,
             document::LANG_SCORE,
             document::SPAM_HITS,
             document::BLOCKLIST_HITS,
@@ -367,6 +373,19 @@ fn scan_batch(kind: Kind, b: &RecordBatch, acc: &mut Acc, sctx: SampleCtx, path:
                 }
             }
             for (col, name) in [(document::SPAM_HITS, "spam_hits"), (document::BLOCKLIST_HITS, "blocklist_hits")] {
+                if let Ok(a) = column::<U32>(b, col) {
+                    for i in (0..n).filter(|&i| a.is_valid(i)) {
+                        acc.dist(name).add(a.value(i) as u64);
+                    }
+                }
+            }
+            if let Ok(a) = column::<Str>(b, document::LANG) {
+                for i in (0..n).filter(|&i| a.is_valid(i)) {
+                    count_str(&mut acc.langs, a, i, "");
+                }
+            }
+            // Each PII kind on its own (its threshold can be chosen apart), and their sum.
+            for (col, name) in [(document::PII_EMAIL, "pii_email"), (document::PII_PHONE, "pii_phone"), (document::PII_ID, "pii_id"), (document::PII_CARD, "pii_card"), (document::PII_IP, "pii_ip")] {
                 if let Ok(a) = column::<U32>(b, col) {
                     for i in (0..n).filter(|&i| a.is_valid(i)) {
                         acc.dist(name).add(a.value(i) as u64);
@@ -634,6 +653,11 @@ pub fn stats(dir: &Path) -> Result<Stats, Error> {
         ("spam_hits", "hits"),
         ("blocklist_hits", "hits"),
         ("pii", "replacements"),
+        ("pii_email", "replacements"),
+        ("pii_phone", "replacements"),
+        ("pii_id", "replacements"),
+        ("pii_card", "replacements"),
+        ("pii_ip", "replacements"),
         ("caption_chars", "characters"),
         ("tokens", "tokens"),
         ("width", "px"),
@@ -667,6 +691,7 @@ pub fn stats(dir: &Path) -> Result<Stats, Error> {
         }
     });
     let sources = if has_source(kind) { counts(acc.sources.clone()) } else { vec![] };
+    let languages = counts(acc.langs.clone());
     match kind {
         Kind::Reject => rejects = Some(reject_stats(".", acc, None)),
         Kind::Duplicate => duplicates = Some(duplicate_stats(".", acc, None)),
@@ -689,6 +714,7 @@ pub fn stats(dir: &Path) -> Result<Stats, Error> {
         shard_bytes: Distribution::new("shard_bytes", "bytes", &shard_sketch),
         distributions,
         sources,
+        languages,
         pages,
         samples,
         rejects,
@@ -797,6 +823,10 @@ impl fmt::Display for Stats {
         if !self.sources.is_empty() {
             let _ = writeln!(o, "\nper source");
             table(&mut o, &["source", "rows", "share"], &count_rows(&self.sources, self.rows));
+        }
+        if !self.languages.is_empty() {
+            let _ = writeln!(o, "\nper language (lang)");
+            table(&mut o, &["lang", "rows", "share"], &count_rows(&self.languages, self.rows));
         }
         if let Some(p) = &self.pages {
             let _ = writeln!(o, "\nstatus codes");

@@ -4,7 +4,7 @@
 //! and compares it with one threshold, so a drop can always say why.
 
 use std::collections::{HashMap, HashSet};
-use std::hash::{BuildHasherDefault, Hash, Hasher};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 
@@ -12,7 +12,7 @@ use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
 use regex::Regex;
 use serde::{Deserialize, Serialize};
 
-use crate::lm::{KeyHasher, Model};
+use crate::lm::Model;
 use crate::script::{is_han, is_punct, is_symbol};
 use crate::Drop;
 use m6_schemas::DocScores;
@@ -579,23 +579,32 @@ impl TextRules {
         if want_chars {
             // Characters as tokens, each of length 1; whitespace and punctuation skipped.
             let toks: Vec<u32> = text.chars().filter(|ch| !ch.is_whitespace() && !is_punct(*ch)).map(|ch| ch as u32).collect();
-            let lens = vec![1usize; toks.len()];
+            let lens = vec![1u32; toks.len()];
             if let Some(d) = self.ngram_rules(&toks, &lens, rule::TOP_CHAR_NGRAM, rule::DUP_CHAR_NGRAM, &c.max_top_char_ngram, &c.max_dup_char_ngram) {
                 return Some(d);
             }
         }
         if self.on(rule::TOP_WORD_NGRAM) || self.on(rule::DUP_WORD_NGRAM) {
-            // KeyHasher, not SipHash: the ids never leave this call (measured: ~2% of the
-            // default rules' CPU time; jieba's segmentation is the bulk of the word rules).
-            let mut ids: HashMap<&str, u32, BuildHasherDefault<KeyHasher>> = HashMap::default();
-            let (mut toks, mut lens) = (vec![], vec![]);
-            for &w in words.get_or_insert_with(|| jieba().cut(text, false)).iter() {
-                if w.chars().all(|ch| ch.is_whitespace() || is_punct(ch)) {
+            // Each distinct word becomes a small integer, so the n-gram levels below work
+            // on integers as for characters. StrHasher, not SipHash: the ids never leave
+            // this call and a word is a few bytes.
+            let mut ids: HashMap<&str, u32, BuildHasherDefault<StrHasher>> = HashMap::default();
+            let ws = words.get_or_insert_with(|| jieba().cut(text, false));
+            let (mut toks, mut lens) = (Vec::with_capacity(ws.len()), Vec::with_capacity(ws.len()));
+            for &w in ws.iter() {
+                // Most words are one CJK ideograph or a short run of them: count the
+                // characters and test for punctuation in one pass.
+                let (mut n, mut all_skip) = (0u32, true);
+                for ch in w.chars() {
+                    n += 1;
+                    all_skip &= ch.is_whitespace() || is_punct(ch);
+                }
+                if all_skip {
                     continue;
                 }
                 let next = ids.len() as u32;
                 toks.push(*ids.entry(w).or_insert(next));
-                lens.push(w.chars().count());
+                lens.push(n);
             }
             if let Some(d) = self.ngram_rules(&toks, &lens, rule::TOP_WORD_NGRAM, rule::DUP_WORD_NGRAM, &c.max_top_word_ngram, &c.max_dup_word_ngram) {
                 return Some(d);
@@ -604,24 +613,34 @@ impl TextRules {
         None
     }
 
-    fn ngram_rules(&self, toks: &[u32], lens: &[usize], top_rule: &'static str, dup_rule: &'static str, top_max: &[f64], dup_max: &[f64]) -> Option<Drop> {
-        let total: usize = lens.iter().sum();
-        if total == 0 {
+    /// The top n-gram rule for n = 2, 3, 4, then the duplicate n-gram rule for
+    /// n = 5..=10, in that order, stopping at the first that fails.
+    fn ngram_rules(&self, toks: &[u32], lens: &[u32], top_rule: &'static str, dup_rule: &'static str, top_max: &[f64], dup_max: &[f64]) -> Option<Drop> {
+        let (top_on, dup_on) = (self.on(top_rule), self.on(dup_rule));
+        if !top_on && !dup_on {
             return None;
         }
-        if self.on(top_rule) {
-            for (i, &max) in top_max.iter().enumerate() {
-                let v = top_ngram_share(toks, lens, i + 2, total);
+        let mut levels = NgramLevels::new(toks, lens);
+        if levels.total == 0 {
+            return None;
+        }
+        let last = if dup_on { 4 + dup_max.len() } else { 1 + top_max.len() };
+        for n in 2..=last {
+            if !levels.next() || levels.pos.is_empty() {
+                // Too few tokens for n, or no (n-1)-gram repeats: every share from here
+                // on is 0.
+                return None;
+            }
+            if n <= 1 + top_max.len() && top_on {
+                let (v, max) = (levels.top_share(), top_max[n - 2]);
                 if v > max {
-                    return Some(Drop { rule: top_rule, value: v, threshold: max, detail: Some(format!("n = {}", i + 2)) });
+                    return Some(Drop { rule: top_rule, value: v, threshold: max, detail: Some(format!("n = {n}")) });
                 }
             }
-        }
-        if self.on(dup_rule) {
-            for (i, &max) in dup_max.iter().enumerate() {
-                let v = dup_ngram_share(toks, lens, i + 5, total);
+            if n >= 5 && dup_on {
+                let (v, max) = (levels.dup_share(), dup_max[n - 5]);
                 if v > max {
-                    return Some(Drop { rule: dup_rule, value: v, threshold: max, detail: Some(format!("n = {}", i + 5)) });
+                    return Some(Drop { rule: dup_rule, value: v, threshold: max, detail: Some(format!("n = {n}")) });
                 }
             }
         }
@@ -666,46 +685,262 @@ fn duplicate_stats(items: &[String]) -> (usize, usize, usize) {
     (n, c, total)
 }
 
-fn ngram_key(w: &[u32]) -> u64 {
-    let mut h = KeyHasher::default();
-    w.hash(&mut h);
-    h.finish()
-}
+/// A multiplicative hasher for short keys (words, packed id pairs), eight bytes per
+/// step: SipHash's resistance to chosen keys buys nothing for maps that live for one
+/// document, and the byte-at-a-time `KeyHasher` costs one multiply per byte.
+#[derive(Default)]
+pub struct StrHasher(u64);
 
-type FastMap<V> = HashMap<u64, V, BuildHasherDefault<KeyHasher>>;
-
-/// Gopher's "fraction of characters in the most common n-gram": occurrences × its
-/// characters / all characters (0 when no n-gram occurs twice).
-pub fn top_ngram_share(toks: &[u32], lens: &[usize], n: usize, total: usize) -> f64 {
-    if toks.len() < n {
-        return 0.0;
+impl Hasher for StrHasher {
+    fn finish(&self) -> u64 {
+        // One more mix so the low bits hashbrown uses for buckets depend on every byte.
+        let h = self.0 ^ (self.0 >> 29);
+        h.wrapping_mul(0xbf58_476d_1ce4_e5b9) ^ (h >> 32)
     }
-    let mut counts: FastMap<(u32, usize)> = FastMap::default();
-    for i in 0..=toks.len() - n {
-        let e = counts.entry(ngram_key(&toks[i..i + n])).or_insert((0, i));
-        e.0 += 1;
-    }
-    // Ties broken by first position, so the value never depends on hash order.
-    let best = counts.values().max_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
-    match best {
-        Some(&(count, at)) if count > 1 => (count as usize * lens[at..at + n].iter().sum::<usize>()) as f64 / total as f64,
-        _ => 0.0,
-    }
-}
-
-/// Gopher's "fraction of characters in duplicate n-grams": characters of n-gram
-/// occurrences that repeat an earlier one, without counting overlapping ones twice.
-pub fn dup_ngram_share(toks: &[u32], lens: &[usize], n: usize, total: usize) -> f64 {
-    if toks.len() < n {
-        return 0.0;
-    }
-    let mut seen: HashSet<u64, BuildHasherDefault<KeyHasher>> = HashSet::default();
-    let mut covered = vec![false; toks.len()];
-    for i in 0..=toks.len() - n {
-        if !seen.insert(ngram_key(&toks[i..i + n])) {
-            covered[i..i + n].iter_mut().for_each(|c| *c = true);
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            self.write_u64(u64::from_le_bytes(c.try_into().unwrap()));
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut b = [0u8; 8];
+            b[..rest.len()].copy_from_slice(rest);
+            // The length marks the tail, so "a" and "a\0" differ.
+            self.write_u64(u64::from_le_bytes(b) ^ ((rest.len() as u64) << 59));
         }
     }
-    let dup: usize = covered.iter().zip(lens).filter(|(c, _)| **c).map(|(_, l)| *l).sum();
-    dup as f64 / total as f64
+    fn write_u8(&mut self, v: u8) {
+        self.write_u64(v as u64 | 0x100);
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = (self.0.rotate_left(5) ^ v).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+}
+
+/// The n-grams of a token sequence, one n at a time: the n-gram at `i` gets an id from
+/// the pair (id of the (n-1)-gram at `i`, token `i + n - 1`), so each level costs one
+/// hash-map probe per position whatever n is, and two n-grams share an id exactly when
+/// they are equal (no hash of the whole n-gram that could collide). Ids are handed out
+/// in order of first occurrence, so an occurrence repeats an earlier one exactly when
+/// its id is not new, and of equally frequent n-grams the smallest id is the first seen.
+///
+/// A position whose n-gram occurs once cannot start a repeated (n+1)-gram, and neither
+/// statistic looks at n-grams seen once, so each level only visits the positions whose
+/// previous n-gram repeats: past n = 3 or 4 that is a small part of ordinary text.
+struct NgramLevels<'a> {
+    toks: &'a [u32],
+    /// Prefix sums of the token lengths in characters.
+    pre: Vec<usize>,
+    total: usize,
+    /// The current n; the start positions still visited, increasing, and the id of the
+    /// n-gram at each.
+    n: usize,
+    pos: Vec<u32>,
+    ids: Vec<u32>,
+    /// Per id of the current level: occurrences, first start position.
+    counts: Vec<u32>,
+    first: Vec<u32>,
+    /// The previous level's counts (kept to reuse the allocation).
+    prev_counts: Vec<u32>,
+    /// Characters covered by occurrences repeating an earlier one (overlaps once).
+    dup_chars: usize,
+    map: HashMap<u64, u32, BuildHasherDefault<StrHasher>>,
+}
+
+impl<'a> NgramLevels<'a> {
+    fn new(toks: &'a [u32], lens: &[u32]) -> Self {
+        let mut pre = Vec::with_capacity(lens.len() + 1);
+        pre.push(0usize);
+        for &l in lens {
+            pre.push(pre.last().unwrap() + l as usize);
+        }
+        let total = *pre.last().unwrap();
+        // Level 1: every position, the token itself as its id (counts are not kept, so
+        // the first step visits everything).
+        NgramLevels {
+            toks,
+            pre,
+            total,
+            n: 1,
+            pos: (0..toks.len() as u32).collect(),
+            ids: toks.to_vec(),
+            counts: vec![],
+            first: vec![],
+            prev_counts: vec![],
+            dup_chars: 0,
+            map: HashMap::default(),
+        }
+    }
+
+    /// Moves to n + 1; false when the sequence is shorter than that.
+    fn next(&mut self) -> bool {
+        let n = self.n + 1;
+        if self.toks.len() < n {
+            return false;
+        }
+        let len = self.toks.len();
+        std::mem::swap(&mut self.prev_counts, &mut self.counts);
+        self.counts.clear();
+        let prev_counts = &self.prev_counts;
+        let level1 = self.n == 1;
+        self.map.clear();
+        self.map.reserve(self.pos.len());
+        self.first.clear();
+        let (mut dup, mut covered_to) = (0usize, 0usize);
+        let mut kept = 0;
+        for k in 0..self.pos.len() {
+            let (i, prev) = (self.pos[k] as usize, self.ids[k]);
+            if i + n > len || !(level1 || prev_counts[prev as usize] >= 2) {
+                continue;
+            }
+            let key = (prev as u64) << 32 | self.toks[i + n - 1] as u64;
+            let fresh = self.counts.len() as u32;
+            let id = *self.map.entry(key).or_insert(fresh);
+            if id == fresh {
+                self.counts.push(1);
+                self.first.push(i as u32);
+            } else {
+                self.counts[id as usize] += 1;
+                // Starts only grow, so the union of covered spans is a running end.
+                let from = covered_to.max(i);
+                dup += self.pre[i + n] - self.pre[from];
+                covered_to = i + n;
+            }
+            self.pos[kept] = i as u32;
+            self.ids[kept] = id;
+            kept += 1;
+        }
+        self.pos.truncate(kept);
+        self.ids.truncate(kept);
+        self.n = n;
+        self.dup_chars = dup;
+        true
+    }
+
+    /// Gopher's "fraction of characters in the most common n-gram": occurrences × its
+    /// characters / all characters (0 when no n-gram occurs twice). Ties go to the
+    /// n-gram seen first (the smallest id), so the value never depends on hash order.
+    fn top_share(&self) -> f64 {
+        let mut best = (0u32, 0usize);
+        for (id, &c) in self.counts.iter().enumerate() {
+            if c > best.0 {
+                best = (c, id);
+            }
+        }
+        if best.0 < 2 {
+            return 0.0;
+        }
+        let at = self.first[best.1] as usize;
+        (best.0 as usize * (self.pre[at + self.n] - self.pre[at])) as f64 / self.total as f64
+    }
+
+    /// Gopher's "fraction of characters in duplicate n-grams": characters of n-gram
+    /// occurrences that repeat an earlier one, without counting overlapping ones twice.
+    fn dup_share(&self) -> f64 {
+        self.dup_chars as f64 / self.total as f64
+    }
+}
+
+/// [`NgramLevels::top_share`] for one n, from scratch (tests and callers outside the rules).
+pub fn top_ngram_share(toks: &[u32], lens: &[u32], n: usize) -> f64 {
+    let mut l = NgramLevels::new(toks, lens);
+    if l.total == 0 || n < 2 {
+        return 0.0;
+    }
+    for _ in 2..=n {
+        if !l.next() {
+            return 0.0;
+        }
+    }
+    l.top_share()
+}
+
+/// [`NgramLevels::dup_share`] for one n, from scratch.
+pub fn dup_ngram_share(toks: &[u32], lens: &[u32], n: usize) -> f64 {
+    let mut l = NgramLevels::new(toks, lens);
+    if l.total == 0 || n < 2 {
+        return 0.0;
+    }
+    for _ in 2..=n {
+        if !l.next() {
+            return 0.0;
+        }
+    }
+    l.dup_share()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // The definitions the n-gram levels must agree with, written the plain way: every
+    // n-gram as its own vector of tokens.
+    fn top_plain(toks: &[u32], lens: &[u32], n: usize) -> f64 {
+        let total: u32 = lens.iter().sum();
+        if toks.len() < n || total == 0 {
+            return 0.0;
+        }
+        let mut counts: HashMap<&[u32], (usize, usize)> = HashMap::new();
+        for i in 0..=toks.len() - n {
+            counts.entry(&toks[i..i + n]).or_insert((0, i)).0 += 1;
+        }
+        let &(c, at) = counts.values().max_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1))).unwrap();
+        if c < 2 {
+            return 0.0;
+        }
+        (c * lens[at..at + n].iter().sum::<u32>() as usize) as f64 / total as f64
+    }
+
+    fn dup_plain(toks: &[u32], lens: &[u32], n: usize) -> f64 {
+        let total: u32 = lens.iter().sum();
+        if toks.len() < n || total == 0 {
+            return 0.0;
+        }
+        let mut seen = HashSet::new();
+        let mut covered = vec![false; toks.len()];
+        for i in 0..=toks.len() - n {
+            if !seen.insert(&toks[i..i + n]) {
+                covered[i..i + n].iter_mut().for_each(|c| *c = true);
+            }
+        }
+        covered.iter().zip(lens).filter(|(c, _)| **c).map(|(_, l)| *l).sum::<u32>() as f64 / total as f64
+    }
+
+    #[test]
+    fn ngram_levels_match_the_plain_definitions() {
+        // Small alphabets make long repeats, overlaps and ties common.
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut rnd = |m: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % m
+        };
+        for case in 0..400 {
+            let len = rnd(60) as usize;
+            let alphabet = 1 + rnd(if case % 2 == 0 { 3 } else { 40 });
+            let toks: Vec<u32> = (0..len).map(|_| rnd(alphabet) as u32 + if case % 3 == 0 { 0x4e00 } else { 0 }).collect();
+            let lens: Vec<u32> = (0..len).map(|_| if case % 2 == 0 { 1 } else { 1 + rnd(4) as u32 }).collect();
+            for n in 2..=10 {
+                assert_eq!(top_ngram_share(&toks, &lens, n), top_plain(&toks, &lens, n), "top n={n} {toks:?} {lens:?}");
+                assert_eq!(dup_ngram_share(&toks, &lens, n), dup_plain(&toks, &lens, n), "dup n={n} {toks:?} {lens:?}");
+            }
+        }
+        // A token value above 2^16 (an astral character) next to small ids.
+        let toks = [0x2_0000, 1, 0x2_0000, 1, 0x2_0000, 1];
+        assert_eq!(top_ngram_share(&toks, &[1; 6], 2), top_plain(&toks, &[1; 6], 2));
+    }
+
+    #[test]
+    fn str_hasher_tells_tails_apart() {
+        let h = |s: &[u8]| {
+            let mut x = StrHasher::default();
+            x.write(s);
+            x.finish()
+        };
+        assert_ne!(h(b"a"), h(b"a\0"));
+        assert_ne!(h(b"abcdefgh"), h(b"abcdefgh\0"));
+        assert_ne!(h("明月".as_bytes()), h("月明".as_bytes()));
+    }
 }
