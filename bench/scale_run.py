@@ -201,7 +201,9 @@ def chain_run(label, lines, target_bytes, vocab, threads):
     shutil.rmtree(base, ignore_errors=True)
     raw = os.path.join(base, "raw")
     rng = random.Random(7)
-    n_docs = target_bytes // 1150 + 1  # ~1.15 KB of text per document on average
+    # Documents of 10-80 lines: 45 on average, each line plus its newline.
+    mean_line = sum(len(l.encode("utf-8")) + 1 for l in lines[:: max(1, len(lines) // 20000)]) / len(lines[:: max(1, len(lines) // 20000)])
+    n_docs = int(target_bytes / (45 * mean_line)) + 1
     t = time.time()
     gen = write_jsonl_files(raw, gen_docs(rng, lines, n_docs, (10, 80), 0.05, f"{label}-"), 48 << 20)
     gen["docs"], gen["generate_s"] = n_docs, round(time.time() - t, 1)
