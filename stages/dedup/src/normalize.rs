@@ -1,63 +1,9 @@
 //! Text normalisation shared by exact and near-duplicate detection: NFKC (which also
 //! folds full-width forms to half-width), lower case, optional traditional→simplified
-//! folding, and dropping whitespace, punctuation and symbols.
+//! folding, and dropping whitespace, punctuation and symbols. The foldings themselves
+//! are m6-text's, so a key agrees with the text the filter and tokenizer produce.
 
-use std::collections::HashMap;
-use std::sync::OnceLock;
-
-use unicode_normalization::{is_nfkc_quick, IsNormalized, UnicodeNormalization};
-
-/// OpenCC's `TSCharacters.txt` reduced to one-to-one character pairs (first candidate
-/// wins); see `data/README.md` for provenance and licence.
-const T2S: &str = include_str!("../data/t2s.tsv");
-
-struct T2s {
-    /// Dense table for the BMP (where nearly all sources live); 0 means "unchanged".
-    bmp: Vec<u32>,
-    other: HashMap<char, char>,
-}
-
-fn t2s() -> &'static T2s {
-    static TABLE: OnceLock<T2s> = OnceLock::new();
-    TABLE.get_or_init(|| {
-        let mut bmp = vec![0u32; 0x10000];
-        let mut other = HashMap::new();
-        for line in T2S.lines() {
-            let mut it = line.split('\t');
-            let (Some(a), Some(b)) = (it.next(), it.next()) else { continue };
-            let (Some(a), Some(b)) = (a.chars().next(), b.chars().next()) else { continue };
-            if (a as u32) < 0x10000 {
-                bmp[a as usize] = b as u32;
-            } else {
-                other.insert(a, b);
-            }
-        }
-        T2s { bmp, other }
-    })
-}
-
-/// Traditional→simplified for one character (identity for everything else).
-#[inline]
-pub fn fold_t2s(c: char) -> char {
-    let t = t2s();
-    let u = c as u32;
-    if u < 0x10000 {
-        let m = t.bmp[u as usize];
-        if m != 0 {
-            return char::from_u32(m).unwrap_or(c);
-        }
-        c
-    } else {
-        t.other.get(&c).copied().unwrap_or(c)
-    }
-}
-
-/// CJK Unified Ideographs and Extension A: NFKC quick-check Yes, combining class 0, and
-/// in no canonical composition pair.
-#[inline(always)]
-fn is_cjk_ideograph(c: char) -> bool {
-    matches!(c as u32, 0x4E00..=0x9FFF | 0x3400..=0x4DBF)
-}
+use m6_text::{for_each_nfkc, is_nfkc_inert_han, t2s_char};
 
 /// Whitespace and the common CJK punctuation: starters that compose with nothing and
 /// whose NFKC form has no letter or digit, so they are dropped without normalising and
@@ -79,7 +25,7 @@ pub struct Normalizer {
 impl Normalizer {
     pub fn new(fold_traditional: bool) -> Self {
         if fold_traditional {
-            t2s();
+            m6_text::opencc::preload();
         }
         Normalizer { fold_traditional }
     }
@@ -95,9 +41,11 @@ impl Normalizer {
         if !c.is_alphanumeric() {
             return; // whitespace, punctuation, symbols, emoji
         }
-        let c = if self.fold_traditional { fold_t2s(c) } else { c };
+        let c = if self.fold_traditional { t2s_char(c) } else { c };
         if c.is_uppercase() {
-            out.extend(c.to_lowercase());
+            // Some lower-case forms carry a combining mark (İ → i + U+0307), which a key
+            // drops like any other mark, so keying a key gives the key back.
+            out.extend(c.to_lowercase().filter(|l| l.is_alphanumeric()));
         } else {
             out.push(c);
         }
@@ -106,18 +54,33 @@ impl Normalizer {
     /// Appends the normalised characters of `text` to `out` (cleared first).
     pub fn normalize_into(&self, text: &str, out: &mut Vec<char>) {
         out.clear();
-        // CJK ideographs are NFKC-stable starters that compose with nothing, so NFKC of
-        // the whole text equals NFKC of the runs between them: ideographs (most of a
-        // Chinese text) skip the normaliser and the Unicode property lookups entirely.
+        // The filter and tokenizer convert OpenCC phrases (一目瞭然 → 一目了然) before
+        // characters; a text holding one (rare) is converted whole, after NFKC as the
+        // tokenizer does, and not folded again, so a phrase that keeps a character (乾坤)
+        // keys as the converted text reads. Everything else takes the per-character path.
+        if self.fold_traditional && m6_text::has_phrase(text) {
+            let mut nfkc = String::with_capacity(text.len());
+            m6_text::nfkc_into(text, &mut nfkc);
+            Normalizer { fold_traditional: false }.fold_into(&m6_text::t2s(&nfkc), out);
+        } else {
+            self.fold_into(text, out);
+        }
+    }
+
+    fn fold_into(&self, text: &str, out: &mut Vec<char>) {
+        // Han ideographs (less the compatibility ones) are NFKC-stable starters that
+        // compose with nothing, so NFKC of the whole text equals NFKC of the runs between
+        // them: ideographs (most of a Chinese text) skip the normaliser and the Unicode
+        // property lookups entirely.
         let mut run = None;
         for (i, c) in text.char_indices() {
-            let ideograph = is_cjk_ideograph(c);
+            let ideograph = is_nfkc_inert_han(c);
             if ideograph || is_dropped_separator(c) {
                 if let Some(s) = run.take() {
                     self.push_run(&text[s..i], out);
                 }
                 if ideograph {
-                    out.push(if self.fold_traditional { fold_t2s(c) } else { c });
+                    out.push(if self.fold_traditional { t2s_char(c) } else { c });
                 }
             } else if run.is_none() {
                 run = Some(i);
@@ -129,16 +92,7 @@ impl Normalizer {
     }
 
     fn push_run(&self, run: &str, out: &mut Vec<char>) {
-        // Most text is already NFKC; the quick check skips the decomposing iterator.
-        if is_nfkc_quick(run.chars()) == IsNormalized::Yes {
-            for c in run.chars() {
-                self.push(c, out);
-            }
-        } else {
-            for c in run.nfkc() {
-                self.push(c, out);
-            }
-        }
+        for_each_nfkc(run, |c| self.push(c, out));
     }
 
     /// The normalised text as a string (for word segmentation and tests).
@@ -152,6 +106,7 @@ impl Normalizer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use unicode_normalization::UnicodeNormalization;
 
     #[test]
     fn folds_width_case_punctuation_and_script() {
@@ -174,7 +129,7 @@ mod tests {
         };
         // Ideographs next to full-width forms, combining marks, Hangul jamo (which do
         // compose), compatibility ideographs, ligatures and circled numbers.
-        let pool: Vec<char> = "國学文ＡＢｃ１，。、！？：；（）《》「」“”—…·　e\u{301}\u{308}\u{338}<=\u{1100}\u{1161}\u{11A8}\u{F900}\u{FA0A}ﬁ①㍿ｶﾞ\u{3099}かa. \t\n"
+        let pool: Vec<char> = "國学文㑮〇\u{20000}ＡＢｃ１，。、！？：；（）《》「」“”—…·　e\u{301}\u{308}\u{338}<=\u{1100}\u{1161}\u{11A8}\u{F900}\u{FA0A}ﬁ①㍿ｶﾞ\u{3099}かa. \t\n"
             .chars()
             .collect();
         let mut x = 0x2545_f491_4f6c_dd1du64;

@@ -7,8 +7,6 @@
 //! body, a body stored in an earlier run's `signatures` side dataset is all that
 //! `--against` needs: the old text or image is never read again.
 
-use std::sync::OnceLock;
-
 use arrow::array::{Array, RecordBatch};
 use m6_pipeline::BoxError;
 use m6_schemas::{column, Bin, Kind, Str, U32};
@@ -82,11 +80,6 @@ pub fn id_hash(id: &str) -> u64 {
     u64_of(blake3::hash(id.as_bytes()).as_bytes())
 }
 
-fn jieba() -> &'static jieba_rs::Jieba {
-    static J: OnceLock<jieba_rs::Jieba> = OnceLock::new();
-    J.get_or_init(jieba_rs::Jieba::new)
-}
-
 /// Computes bodies of one kind of row; one per thread (holds scratch buffers).
 pub struct Signer<'a> {
     cfg: &'a DedupConfig,
@@ -124,7 +117,7 @@ impl<'a> Signer<'a> {
             Shingle::Char => self.mh.char_ngrams(&self.chars, cfg.ngram, &mut self.sig),
             Shingle::Word => {
                 self.words.clear();
-                self.words.extend(jieba().cut(&self.utf8, false).into_iter().map(|w| hash_str(w, cfg.seed)));
+                self.words.extend(m6_text::jieba().cut(&self.utf8, false).into_iter().map(|w| hash_str(w, cfg.seed)));
                 self.mh.word_ngrams(&self.words, cfg.word_ngram, &mut self.sig)
             }
         };

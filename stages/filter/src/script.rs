@@ -2,12 +2,8 @@
 //! Chinese web text mixes scripts freely, so identification works on the share of
 //! letters each script contributes rather than on a trained classifier.
 
-/// A CJK ideograph (the unified blocks, extensions A–G and compatibility ideographs).
-pub fn is_han(c: char) -> bool {
-    matches!(c as u32,
-        0x4E00..=0x9FFF | 0x3400..=0x4DBF | 0x20000..=0x2A6DF | 0x2A700..=0x2EBEF
-        | 0x30000..=0x3134F | 0xF900..=0xFAFF | 0x2F800..=0x2FA1F | 0x3007)
-}
+/// A Han ideograph: the workspace's one definition, in m6-text.
+pub use m6_text::is_han;
 
 /// Hiragana, katakana (full and half width).
 pub fn is_kana(c: char) -> bool {
