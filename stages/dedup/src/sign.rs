@@ -27,12 +27,14 @@ const TAG_BLOCK: u64 = 0xb10c_0000_0000_0000;
 const TAG_CAPTION: u64 = 0xca97_0000_0000_0001;
 
 /// Bumped whenever a body's layout or meaning changes: bodies of another version
-/// cannot be compared, so `--against` refuses them.
-pub const SIGNATURE_FORMAT: &str = "m6-dedup-signature-v1";
+/// cannot be compared, so `--against` refuses them. v2: keys come from m6-text's
+/// folding (OpenCC 1.4.2 characters and phrases, idempotent lower-casing), which maps
+/// some texts differently from v1's table, so a v1 key may miss its v2 duplicate.
+pub const SIGNATURE_FORMAT: &str = "m6-dedup-signature-v2";
 /// The same for image and pair bodies: v2 holds the window hashes over the
-/// border-trimmed frame and the verification thumbnail (v1 held one pHash), so v1
-/// image signatures cannot be compared with this run's.
-pub const IMAGE_SIGNATURE_FORMAT: &str = "m6-dedup-image-signature-v2";
+/// border-trimmed frame and the verification thumbnail (v1 held one pHash); v3 keys
+/// pair captions with m6-text's folding (as text v2).
+pub const IMAGE_SIGNATURE_FORMAT: &str = "m6-dedup-image-signature-v3";
 
 /// Bytes of one row's body.
 pub fn body_len(cfg: &DedupConfig, kind: Kind) -> usize {
