@@ -244,6 +244,9 @@ mod tests {
         assert_eq!(n.apply("你好，世界？"), "你好，世界？");
         let p = NormalizeConfig { fullwidth_punct: true, ..Default::default() };
         assert_eq!(p.apply("你好，世界？"), "你好,世界?");
+        // 〇 is a Han character (ideographic zero), not a punctuation run to collapse.
+        assert_eq!(n.apply("一〇〇〇〇年，人人々々々々"), "一〇〇〇〇年，人人々々々々");
+        assert_eq!(n.apply("好。。。。。。"), "好。。。");
         let z = NormalizeConfig { zh_en_only: true, ..Default::default() };
         assert_eq!(z.apply("好的😀 ok Привет"), "好的 ok");
         let off = NormalizeConfig { fullwidth_alnum: false, whitespace: false, collapse_punct: false, pii: PiiConfig::all(false), ..Default::default() };
