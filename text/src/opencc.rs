@@ -168,9 +168,25 @@ pub fn has_phrase(text: &str) -> bool {
 }
 
 /// Full conversion as OpenCC's `t2s` does it: phrase entries (leftmost-longest, so
-/// `一目瞭然` → `一目了然` although `瞭` alone stays) and then characters.
+/// `一目瞭然` → `一目了然` although `瞭` alone stays) and then characters. Where two
+/// phrases overlap (發覆信: 發覆 and 覆信) the leftmost wins and the other would match
+/// in converted text (发覆信 → 发复信); converting again until nothing changes (two
+/// passes at most in OpenCC's table, a bound of four for safety) keeps the conversion
+/// idempotent, so a later stage converting again changes nothing.
 pub fn t2s(text: &str) -> String {
-    convert(phrases(), text)
+    let p = phrases();
+    let mut cur = convert(p, text);
+    for _ in 0..3 {
+        if !p.matcher.is_match(&cur) {
+            break;
+        }
+        let next = convert(p, &cur);
+        if next == cur {
+            break;
+        }
+        cur = next;
+    }
+    cur
 }
 
 #[cfg(test)]

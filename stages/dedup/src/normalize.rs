@@ -5,6 +5,12 @@
 
 use m6_text::{for_each_nfkc, is_nfkc_inert_han, t2s_char};
 
+fn nfkc(text: &str) -> String {
+    let mut n = String::with_capacity(text.len());
+    m6_text::nfkc_into(text, &mut n);
+    n
+}
+
 /// Whitespace and the common CJK punctuation: starters that compose with nothing and
 /// whose NFKC form has no letter or digit, so they are dropped without normalising and
 /// split runs like ideographs do (most of the rest of a Chinese text).
@@ -31,7 +37,7 @@ impl Normalizer {
     }
 
     #[inline]
-    fn push(&self, c: char, out: &mut Vec<char>) {
+    fn push(&self, c: char, t2s: bool, out: &mut Vec<char>) {
         if c.is_ascii() {
             if c.is_ascii_alphanumeric() {
                 out.push(c.to_ascii_lowercase());
@@ -41,7 +47,7 @@ impl Normalizer {
         if !c.is_alphanumeric() {
             return; // whitespace, punctuation, symbols, emoji
         }
-        let c = if self.fold_traditional { t2s_char(c) } else { c };
+        let c = if t2s { t2s_char(c) } else { c };
         if c.is_uppercase() {
             // Some lower-case forms carry a combining mark (İ → i + U+0307), which a key
             // drops like any other mark, so keying a key gives the key back.
@@ -53,21 +59,50 @@ impl Normalizer {
 
     /// Appends the normalised characters of `text` to `out` (cleared first).
     pub fn normalize_into(&self, text: &str, out: &mut Vec<char>) {
+        let mut utf8 = String::new();
+        self.normalize_both(text, out, &mut utf8);
+    }
+
+    /// [`Normalizer::normalize_into`], also leaving the normalised text as UTF-8 in
+    /// `utf8` (cleared first): the signer hashes it, and the phrase check below needs it
+    /// anyway, so it is built once into a reused buffer.
+    pub fn normalize_both(&self, text: &str, out: &mut Vec<char>, utf8: &mut String) {
         out.clear();
-        // The filter and tokenizer convert OpenCC phrases (一目瞭然 → 一目了然) before
-        // characters; a text holding one (rare) is converted whole, after NFKC as the
-        // tokenizer does, and not folded again, so a phrase that keeps a character (乾坤)
-        // keys as the converted text reads. Everything else takes the per-character path.
-        if self.fold_traditional && m6_text::has_phrase(text) {
-            let mut nfkc = String::with_capacity(text.len());
-            m6_text::nfkc_into(text, &mut nfkc);
-            Normalizer { fold_traditional: false }.fold_into(&m6_text::t2s(&nfkc), out);
+        utf8.clear();
+        if !self.fold_traditional {
+            self.fold_into(text, false, out);
+            utf8.extend(out.iter());
+            return;
+        }
+        // Traditional → simplified is OpenCC's t2s (phrases, then characters) on the text
+        // after NFKC — what the tokenizer converts — so a text the tokenizer or filter
+        // converted keys as the original. Nearly every text holds no phrase and folds
+        // character by character in the fast path; NFKC can make a phrase (U+FA0A is a
+        // compatibility 見, and 見覆 a phrase), so such texts are looked at after NFKC.
+        let phrased = if m6_text::has_phrase(text) {
+            Some(nfkc(text))
+        } else if text.chars().any(m6_text::nfkc_may_give_han) {
+            Some(nfkc(text)).filter(|n| m6_text::has_phrase(n))
         } else {
-            self.fold_into(text, out);
+            None
+        };
+        match phrased {
+            // Not folded again: a phrase may keep a character on purpose (乾坤's 乾).
+            Some(n) => self.fold_into(&m6_text::t2s(&n), false, out),
+            None => self.fold_into(text, true, out),
+        }
+        utf8.extend(out.iter());
+        // Dropping separators can join a phrase (瞭 然 → 瞭然 → 了然): converting the
+        // key's own characters once more makes the key of a key the key itself.
+        if m6_text::has_phrase(utf8) {
+            *utf8 = m6_text::t2s(utf8);
+            out.clear();
+            out.extend(utf8.chars());
         }
     }
 
-    fn fold_into(&self, text: &str, out: &mut Vec<char>) {
+    /// NFKC, lower case, separators dropped, and characters folded when `t2s`.
+    fn fold_into(&self, text: &str, t2s: bool, out: &mut Vec<char>) {
         // Han ideographs (less the compatibility ones) are NFKC-stable starters that
         // compose with nothing, so NFKC of the whole text equals NFKC of the runs between
         // them: ideographs (most of a Chinese text) skip the normaliser and the Unicode
@@ -77,22 +112,22 @@ impl Normalizer {
             let ideograph = is_nfkc_inert_han(c);
             if ideograph || is_dropped_separator(c) {
                 if let Some(s) = run.take() {
-                    self.push_run(&text[s..i], out);
+                    self.push_run(&text[s..i], t2s, out);
                 }
                 if ideograph {
-                    out.push(if self.fold_traditional { t2s_char(c) } else { c });
+                    out.push(if t2s { t2s_char(c) } else { c });
                 }
             } else if run.is_none() {
                 run = Some(i);
             }
         }
         if let Some(s) = run {
-            self.push_run(&text[s..], out);
+            self.push_run(&text[s..], t2s, out);
         }
     }
 
-    fn push_run(&self, run: &str, out: &mut Vec<char>) {
-        for_each_nfkc(run, |c| self.push(c, out));
+    fn push_run(&self, run: &str, t2s: bool, out: &mut Vec<char>) {
+        for_each_nfkc(run, |c| self.push(c, t2s, out));
     }
 
     /// The normalised text as a string (for word segmentation and tests).
@@ -123,7 +158,7 @@ mod tests {
         let reference = |n: &Normalizer, t: &str| {
             let mut out = vec![];
             for c in t.nfkc() {
-                n.push(c, &mut out);
+                n.push(c, n.fold_traditional, &mut out);
             }
             out
         };
@@ -146,7 +181,7 @@ mod tests {
                     })
                     .collect();
                 let mut fast = vec![];
-                n.normalize_into(&t, &mut fast);
+                n.fold_into(&t, n.fold_traditional, &mut fast);
                 assert_eq!(fast, reference(&n, &t), "{t:?}");
             }
         }

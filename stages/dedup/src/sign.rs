@@ -111,9 +111,7 @@ impl<'a> Signer<'a> {
 
     pub fn text(&mut self, text: &str) -> Signed {
         let cfg = self.cfg;
-        self.norm.normalize_into(text, &mut self.chars);
-        self.utf8.clear();
-        self.utf8.extend(self.chars.iter());
+        self.norm.normalize_both(text, &mut self.chars, &mut self.utf8);
         let exact = u64_of(blake3::hash(self.utf8.as_bytes()).as_bytes());
         let has_sig = match cfg.shingle {
             Shingle::Char => self.mh.char_ngrams(&self.chars, cfg.ngram, &mut self.sig),
