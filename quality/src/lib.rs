@@ -41,7 +41,6 @@
 
 use std::io::{BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
 
 use thiserror::Error;
 
@@ -60,11 +59,8 @@ pub enum QualityError {
     OneClass { positive: usize, negative: usize },
 }
 
-/// The shared jieba segmenter (its dictionary takes a while to load and tens of MB).
-pub fn jieba() -> &'static jieba_rs::Jieba {
-    static J: OnceLock<jieba_rs::Jieba> = OnceLock::new();
-    J.get_or_init(jieba_rs::Jieba::new)
-}
+/// The workspace's one jieba segmenter (m6-text's), re-exported for callers of this crate.
+pub use m6_text::jieba;
 
 /// Model shape, features and training settings.
 #[derive(Debug, Clone, PartialEq)]
@@ -163,23 +159,16 @@ fn word_hash(w: &str) -> u64 {
     h
 }
 
-/// jieba segments each run of [`in_jieba_block`] characters on its own, so cutting a
+/// jieba segments each run of [`m6_text::in_jieba_block`] characters on its own, so cutting a
 /// prefix that ends where such a run ends gives the same words as cutting the whole text.
 /// The end of the run that `at` falls in.
 fn block_end(text: &str, at: usize) -> usize {
-    match text[at..].char_indices().find(|(_, c)| !in_jieba_block(*c)) {
+    match text[at..].char_indices().find(|(_, c)| !m6_text::in_jieba_block(*c)) {
         Some((i, _)) => at + i,
         None => text.len(),
     }
 }
 
-/// jieba-rs 0.7's default block class (`RE_HAN_DEFAULT`): CJK ideographs (unified,
-/// extensions, compatibility), ASCII letters and digits, and `+#&._%-`.
-fn in_jieba_block(c: char) -> bool {
-    matches!(c as u32, 0x3400..=0x4DBF | 0x4E00..=0x9FFF | 0xF900..=0xFAFF | 0x20000..=0x2A6DF | 0x2A700..=0x2EBEF | 0x2F800..=0x2FA1F)
-        || c.is_ascii_alphanumeric()
-        || "+#&._%-".contains(c)
-}
 
 /// Turns text into feature row indices.
 #[derive(Debug, Clone)]

@@ -21,6 +21,8 @@ use serde::{Deserialize, Serialize};
 
 mod records;
 pub use records::*;
+mod properties;
+pub use properties::{sample_keys, PropertiesError, SampleProperties};
 
 /// Schema metadata keys written into every Parquet file, so a shard names its own kind.
 pub const META_KIND: &str = "m6corpus.kind";

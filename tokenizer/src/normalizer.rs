@@ -1,12 +1,10 @@
 //! Normalizers: text → text rewrites applied before segmentation (NFKC, full-width to
 //! half-width, case folding, traditional → simplified). Decoding gives back the
-//! normalised text, so everything here must be a pure function of the input.
+//! normalised text, so everything here must be a pure function of the input. The
+//! foldings are m6-text's, the same the dedup keys and the filter use, so the tokenizer
+//! sees a character as the earlier stages did.
 
-use std::sync::OnceLock;
-
-use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
-use unicode_normalization::UnicodeNormalization;
 
 pub trait Normalizer: Send + Sync {
     /// Appends the normalised form of `text` to `out`.
@@ -19,12 +17,7 @@ pub struct Nfkc;
 
 impl Normalizer for Nfkc {
     fn normalize(&self, text: &str, out: &mut String) {
-        // Most text is already NFKC; the quick check avoids the composing iterator.
-        if unicode_normalization::is_nfkc_quick(text.chars()) == unicode_normalization::IsNormalized::Yes {
-            out.push_str(text);
-        } else {
-            out.extend(text.nfkc());
-        }
+        m6_text::nfkc_into(text, out);
     }
 }
 
@@ -34,15 +27,7 @@ pub struct FullToHalfWidth;
 
 impl Normalizer for FullToHalfWidth {
     fn normalize(&self, text: &str, out: &mut String) {
-        if !text.chars().any(|c| matches!(c, '\u{FF01}'..='\u{FF5E}' | '\u{3000}')) {
-            out.push_str(text);
-            return;
-        }
-        out.extend(text.chars().map(|c| match c {
-            '\u{FF01}'..='\u{FF5E}' => char::from_u32(c as u32 - 0xFEE0).unwrap_or(c),
-            '\u{3000}' => ' ',
-            _ => c,
-        }));
+        m6_text::to_half_width(text, out);
     }
 }
 
@@ -62,38 +47,18 @@ impl Normalizer for Lowercase {
     }
 }
 
-/// Traditional → simplified Chinese, character by character, with OpenCC's
-/// `TSCharacters.txt` (first candidate; phrase-level conversions are not applied).
+/// Traditional → simplified Chinese with OpenCC's phrase and character tables
+/// (m6-text's `t2s`, the conversion the filter applies, so text the filter converted
+/// comes out of the tokenizer unchanged).
 pub struct TraditionalToSimplified;
-
-static TS_TABLE: &str = include_str!("../data/opencc/TSCharacters.txt");
-
-fn ts_map() -> &'static FxHashMap<char, char> {
-    static MAP: OnceLock<FxHashMap<char, char>> = OnceLock::new();
-    MAP.get_or_init(|| {
-        let mut m = FxHashMap::default();
-        for line in TS_TABLE.lines() {
-            if line.starts_with('#') || line.is_empty() {
-                continue;
-            }
-            let Some((from, to)) = line.split_once('\t') else { continue };
-            let mut f = from.chars();
-            let first = to.split(' ').next().unwrap_or("");
-            let mut t = first.chars();
-            if let (Some(a), None, Some(b), None) = (f.next(), f.next(), t.next(), t.next()) {
-                if a != b {
-                    m.insert(a, b);
-                }
-            }
-        }
-        m
-    })
-}
 
 impl Normalizer for TraditionalToSimplified {
     fn normalize(&self, text: &str, out: &mut String) {
-        let m = ts_map();
-        out.extend(text.chars().map(|c| if c.is_ascii() { c } else { *m.get(&c).unwrap_or(&c) }));
+        if m6_text::has_phrase(text) {
+            out.push_str(&m6_text::t2s(text));
+        } else {
+            m6_text::t2s_chars(text, out);
+        }
     }
 }
 
@@ -107,7 +72,7 @@ pub struct NormalizerConfig {
     pub fullwidth_to_halfwidth: bool,
     /// Lower-case letters. Default false (Chinese has no case; English keeps it).
     pub lowercase: bool,
-    /// Traditional → simplified characters (OpenCC TSCharacters). Default false.
+    /// Traditional → simplified (OpenCC t2s phrases and characters). Default false.
     pub traditional_to_simplified: bool,
 }
 
@@ -164,6 +129,5 @@ mod tests {
         assert_eq!(none.apply("ＡＢ國"), "ＡＢ國");
         let width_only = Sequence::from_config(&NormalizerConfig { nfkc: false, ..Default::default() });
         assert_eq!(width_only.apply("Ａ　ｂ"), "A b");
-        assert!(ts_map().len() > 3000, "OpenCC table loaded: {}", ts_map().len());
     }
 }

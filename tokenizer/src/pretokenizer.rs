@@ -5,9 +5,9 @@
 
 use std::io::BufReader;
 use std::path::Path;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
-use jieba_rs::Jieba;
+use m6_text::Jieba;
 use serde::{Deserialize, Serialize};
 
 use crate::{Error, Result};
@@ -45,35 +45,38 @@ fn push_ws_split<'a>(s: &'a str, out: &mut Vec<&'a str>) {
 
 /// jieba-rs word segmentation (its embedded dictionary plus user dictionaries).
 pub struct JiebaPreTokenizer {
-    jieba: Arc<Jieba>,
+    /// `None`: the workspace's shared instance (m6-text's; the embedded dictionary takes
+    /// ~0.2 s to load), which every tokenizer without user dictionaries uses.
+    own: Option<Arc<Jieba>>,
     hmm: bool,
-}
-
-/// The embedded dictionary takes ~0.2 s to load; every tokenizer without user
-/// dictionaries shares one instance.
-fn default_jieba() -> Arc<Jieba> {
-    static J: OnceLock<Arc<Jieba>> = OnceLock::new();
-    J.get_or_init(|| Arc::new(Jieba::new())).clone()
 }
 
 impl JiebaPreTokenizer {
     /// `user_dict` holds lines in jieba's dictionary format (`word [freq] [tag]`).
     pub fn new(hmm: bool, user_dict: &[String]) -> Result<Self> {
-        let jieba = if user_dict.is_empty() {
-            default_jieba()
+        let own = if user_dict.is_empty() {
+            None
         } else {
+            // A user dictionary changes the instance, so it cannot be the shared one.
             let mut j = Jieba::new();
             let text = user_dict.join("\n");
             j.load_dict(&mut BufReader::new(text.as_bytes())).map_err(|e| Error::Config(format!("user dictionary: {e}")))?;
-            Arc::new(j)
+            Some(Arc::new(j))
         };
-        Ok(JiebaPreTokenizer { jieba, hmm })
+        Ok(JiebaPreTokenizer { own, hmm })
+    }
+
+    fn jieba(&self) -> &Jieba {
+        match &self.own {
+            Some(j) => j,
+            None => m6_text::jieba(),
+        }
     }
 }
 
 impl PreTokenizer for JiebaPreTokenizer {
     fn split<'a>(&self, text: &'a str, out: &mut Vec<&'a str>) {
-        for w in self.jieba.cut(text, self.hmm) {
+        for w in self.jieba().cut(text, self.hmm) {
             // jieba keeps "\r\n" and runs of non-Han symbols together in places.
             if w.bytes().any(|b| b.is_ascii_whitespace()) || w.chars().any(char::is_whitespace) {
                 push_ws_split(w, out);

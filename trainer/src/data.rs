@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 use arrow::array::{Array, Int32Array, RecordBatch};
 use m6_pipeline::{read_parquet, read_parquet_rows, Dataset};
-use m6_schemas::{column, sample, Bin, Kind, List, Str};
+use m6_schemas::{column, sample, Bin, Kind, List, SampleProperties, Str};
 use serde::{Deserialize, Serialize};
 use tch::Tensor;
 
@@ -49,6 +49,7 @@ pub struct DataMeta {
     pub cls_id: i64,
     pub sep_id: i64,
     pub mask_id: i64,
+    /// [`NO_ID`] when the vocabulary has no image markers (a text-only dataset).
     pub img_id: i64,
     pub img_end_id: i64,
     /// Image geometry; `None` when the dataset has no image properties (text only).
@@ -76,63 +77,65 @@ impl ImageGeom {
     }
 }
 
+/// A sample dataset's typed properties (schemas' `SampleProperties`): a missing or
+/// wrongly typed key is an error naming the dataset, never a default id.
+pub fn sample_properties(ds: &Dataset) -> Result<SampleProperties, DataError> {
+    let path = ds.dir().join("manifest.json");
+    if ds.kind() != Kind::Sample {
+        return Err(DataError::Dataset { path, msg: format!("dataset is `{}`, the trainer reads `sample` datasets (made by `m6corpus tokenize`)", ds.kind()) });
+    }
+    SampleProperties::from_map(ds.dir(), &ds.manifest().properties).map_err(|e| DataError::Dataset { path, msg: format!("manifest property `{}` {}", e.key, e.problem) })
+}
+
 impl DataMeta {
-    /// Reads ids and geometry from a sample dataset's manifest properties. The special
-    /// ids default to the project's fixed layout ([PAD]=0 … [/IMG]=6).
+    /// Reads ids and geometry from a sample dataset's manifest properties.
     pub fn from_dataset(ds: &Dataset) -> Result<Self, DataError> {
-        let props = &ds.manifest().properties;
+        Self::from_properties(ds, &sample_properties(ds)?)
+    }
+
+    fn from_properties(ds: &Dataset, p: &SampleProperties) -> Result<Self, DataError> {
         let path = ds.dir().join("manifest.json");
-        let get = |k: &str| props.get(k).and_then(|v| v.as_i64().or_else(|| v.as_str().and_then(|s| s.parse().ok())));
         let err = |msg: String| DataError::Dataset { path: path.clone(), msg };
-        if ds.kind() != Kind::Sample {
-            return Err(err(format!("dataset is `{}`, the trainer reads `sample` datasets (made by `m6corpus tokenize`)", ds.kind())));
+        let vocab_size = i64::try_from(p.vocab_size).map_err(|_| err(format!("vocab_size {} is too large", p.vocab_size)))?;
+        let (image_size, patch_size, grid) = (p.image_size as i64, p.patch_size as i64, p.grid as i64);
+        if patch_size <= 0 || grid <= 0 || grid * patch_size != image_size {
+            return Err(err(format!("image_size {image_size} is not grid {grid} × patch_size {patch_size}")));
         }
-        let vocab_size = get("vocab_size").ok_or_else(|| err("properties.vocab_size is missing".into()))?;
-        let image = match (get("image_size"), get("patch_size"), get("grid")) {
-            (Some(image_size), Some(patch_size), grid) => {
-                let grid = grid.unwrap_or(image_size / patch_size.max(1));
-                if patch_size <= 0 || grid <= 0 || grid * patch_size != image_size {
-                    return Err(err(format!("image_size {image_size} is not grid {grid} × patch_size {patch_size}")));
-                }
-                if let Some(layout) = props.get("patch_layout").and_then(|v| v.as_str()) {
-                    // The model embeds each patch as one contiguous run of bytes; a
-                    // layout that interleaves patches would silently scramble images.
-                    let l = layout.to_lowercase();
-                    if !l.contains("patch") || l.contains("planar") || l.contains("channel-first") || l.contains("chw") {
-                        return Err(err(format!("patch_layout `{layout}` is not the contiguous-patch RGB layout this trainer reads")));
-                    }
-                }
-                // Absent on datasets made before the setting existed: they hold raw patches.
-                let jpeg = match props.get("image_encoding") {
-                    None => false,
-                    Some(v) => match v.as_str() {
-                        Some("raw") => false,
-                        Some("jpeg") => true,
-                        _ => return Err(err(format!("properties.image_encoding is {v}; this trainer reads \"raw\" or \"jpeg\""))),
-                    },
-                };
-                Some(ImageGeom { image_size, patch_size, grid, jpeg })
-            }
-            _ => None,
+        // The model embeds each patch as one contiguous run of bytes; a layout that
+        // interleaves patches would silently scramble images.
+        let l = p.patch_layout.to_lowercase();
+        if !l.contains("patch") || l.contains("planar") || l.contains("channel-first") || l.contains("chw") {
+            return Err(err(format!("patch_layout `{}` is not the contiguous-patch RGB layout this trainer reads", p.patch_layout)));
+        }
+        let jpeg = match p.image_encoding.as_str() {
+            "raw" => false,
+            "jpeg" => true,
+            other => return Err(err(format!("properties.image_encoding is \"{other}\"; this trainer reads \"raw\" or \"jpeg\""))),
         };
+        // A vocabulary without image markers (JSON null) makes a text-only dataset:
+        // NO_ID stands for the absent marker, and an image sample is refused on reading.
+        let marker = |id: Option<u32>| id.map_or(NO_ID, i64::from);
         let meta = DataMeta {
             vocab_size,
-            pad_id: get("pad_id").unwrap_or(0),
-            cls_id: get("cls_id").unwrap_or(2),
-            sep_id: get("sep_id").unwrap_or(3),
-            mask_id: get("mask_id").unwrap_or(4),
-            img_id: get("img_id").unwrap_or(5),
-            img_end_id: get("img_end_id").unwrap_or(6),
-            image,
+            pad_id: p.pad_id.into(),
+            cls_id: p.cls_id.into(),
+            sep_id: p.sep_id.into(),
+            mask_id: p.mask_id.into(),
+            img_id: marker(p.img_id),
+            img_end_id: marker(p.img_end_id),
+            image: Some(ImageGeom { image_size, patch_size, grid, jpeg }),
         };
         for (name, id) in [("pad_id", meta.pad_id), ("sep_id", meta.sep_id), ("mask_id", meta.mask_id), ("img_id", meta.img_id), ("img_end_id", meta.img_end_id)] {
-            if id < 0 || id >= vocab_size {
+            if id != NO_ID && (id < 0 || id >= vocab_size) {
                 return Err(err(format!("{name} {id} is outside the vocabulary (vocab_size {vocab_size})")));
             }
         }
         Ok(meta)
     }
 }
+
+/// [`DataMeta::img_id`] / [`DataMeta::img_end_id`] of a vocabulary without image markers.
+pub const NO_ID: i64 = -1;
 
 /// One shard to read, with its row count from the manifest (used for rank slicing).
 #[derive(Debug, Clone, PartialEq)]
@@ -161,10 +164,10 @@ impl Corpus {
         let mut train = vec![];
         let mut sample_max_len: Option<i64> = None;
         let mut check_meta = |ds: &Dataset| -> Result<(), DataError> {
-            let m = DataMeta::from_dataset(ds)?;
-            if let Some(n) = ds.manifest().properties.get("max_len").and_then(|v| v.as_i64()) {
-                sample_max_len = Some(sample_max_len.map_or(n, |o| o.max(n)));
-            }
+            let p = sample_properties(ds)?;
+            let m = DataMeta::from_properties(ds, &p)?;
+            let n = p.max_len as i64;
+            sample_max_len = Some(sample_max_len.map_or(n, |o| o.max(n)));
             match &meta {
                 None => meta = Some(m),
                 Some(prev) if *prev != m => {
@@ -456,6 +459,9 @@ fn decode_batch(b: &RecordBatch, path: &Path, first_row: u64, meta: &DataMeta) -
         let p = if patches.is_valid(i) { Some(patches.value(i)) } else { None };
         let patches = match (t, p) {
             (TaskKind::ImageText, None) => return Err(bad("image_text sample without image_patches".into())),
+            (TaskKind::ImageText, Some(_)) if meta.img_id == NO_ID || meta.img_end_id == NO_ID => {
+                return Err(bad("image sample, but the dataset's vocabulary has no [IMG]/[/IMG] markers (properties img_id/img_end_id are null)".into()))
+            }
             (TaskKind::ImageText, Some(p)) => {
                 let geom = meta.image.as_ref().ok_or_else(|| bad("image sample, but the manifest has no image_size/patch_size properties".into()))?;
                 let want = (geom.n_patches() * geom.patch_dim()) as usize;

@@ -206,3 +206,25 @@ fn an_incomplete_sample_dataset_is_refused_naming_the_missing_task() {
     // The complete original still opens.
     Corpus::open(&[data.train.clone()], None, false).unwrap();
 }
+
+#[test]
+fn a_missing_or_mistyped_sample_property_is_refused_naming_the_dataset() {
+    // The trainer used to read a missing id as a default (`pad_id` 0, `mask_id` 4, …)
+    // and a mistyped one likewise; now both are errors naming the dataset and the key.
+    let data = samples();
+    for (i, (key, value)) in [("pad_id", None), ("mask_id", Some(serde_json::json!("4"))), ("vocab_size", Some(serde_json::json!(-1)))].into_iter().enumerate() {
+        let copy = data.root.join(format!("samples-bad-props-{i}"));
+        let _ = std::fs::remove_dir_all(&copy);
+        copy_dataset(&data.train, &copy);
+        let path = copy.join("manifest.json");
+        let mut m: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let props = m["properties"].as_object_mut().unwrap();
+        match value {
+            None => drop(props.remove(key)),
+            Some(v) => drop(props.insert(key.into(), v)),
+        }
+        std::fs::write(&path, serde_json::to_string_pretty(&m).unwrap()).unwrap();
+        let err = Corpus::open(&[copy.clone()], None, false).err().expect("bad properties are refused").to_string();
+        assert!(err.contains(&copy.display().to_string()) && err.contains(&format!("`{key}`")), "{err}");
+    }
+}

@@ -24,6 +24,8 @@ pub enum Error {
     Schema { path: PathBuf, source: m6_schemas::SchemaError },
     #[error("{}: {msg}", path.display())]
     Corrupt { path: PathBuf, msg: String },
+    #[error(transparent)]
+    Properties(#[from] m6_schemas::PropertiesError),
     #[error("table `{table}` ({}): {msg}", dir.display())]
     Table { table: String, dir: PathBuf, msg: String },
     #[error("sql: {0}")]

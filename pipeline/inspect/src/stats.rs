@@ -533,12 +533,23 @@ fn scan_shard(ds: &Dataset, shard: &ShardEntry, sctx: SampleCtx) -> Result<Acc, 
     Ok(acc)
 }
 
+/// A sample dataset's typed properties (`None` for other kinds); missing or wrongly
+/// typed ones are an error naming the dataset rather than statistics against a guessed
+/// [UNK] id or vocabulary.
+fn sample_properties(ds: &Dataset) -> Result<Option<schemas::SampleProperties>, Error> {
+    if ds.kind() != Kind::Sample {
+        return Ok(None);
+    }
+    Ok(Some(schemas::SampleProperties::from_map(ds.dir(), &ds.manifest().properties)?))
+}
+
 /// Scans every shard the manifest lists, in parallel, merging in manifest order.
 fn scan(ds: &Dataset) -> Result<Acc, Error> {
-    let props = &ds.manifest().properties;
-    let unk_id = props.get("unk_id").and_then(|v| v.as_i64()).unwrap_or(1);
-    let vocab = props.get("vocab_size").and_then(|v| v.as_u64());
-    let sctx = SampleCtx { unk_id, id_limit: vocab.map(|v| v as usize).unwrap_or(MAX_TRACKED_ID) };
+    let sctx = match sample_properties(ds)? {
+        Some(p) => SampleCtx { unk_id: p.unk_id as i64, id_limit: p.vocab_size as usize },
+        // Only sample rows have ids; the context is unused for other kinds.
+        None => SampleCtx { unk_id: -1, id_limit: MAX_TRACKED_ID },
+    };
     ds.shards()
         .par_iter()
         .map(|s| scan_shard(ds, s, sctx))
@@ -674,14 +685,15 @@ pub fn stats(dir: &Path) -> Result<Stats, Error> {
         status: counts(acc.status.clone()),
         error_kinds: counts(acc.error_kinds.clone()),
     });
-    let samples = (kind == Kind::Sample).then(|| {
+    let props = sample_properties(&ds)?;
+    let samples = props.map(|p| {
         let tokens = acc.dists.get("tokens").map(|s| s.sum() as u64).unwrap_or(0);
-        let vocab_size = m.properties.get("vocab_size").and_then(|v| v.as_u64());
+        let vocab_size = Some(p.vocab_size);
         let distinct_ids: u64 = acc.ids.iter().map(|w| w.count_ones() as u64).sum();
         SampleStats {
             tokens,
             tokens_per_sample: ratio(tokens, acc.rows),
-            unk_id: m.properties.get("unk_id").and_then(|v| v.as_i64()).unwrap_or(1),
+            unk_id: p.unk_id as i64,
             unk_tokens: acc.unk,
             unk_rate: ratio(acc.unk, acc.id_total),
             vocab_size,

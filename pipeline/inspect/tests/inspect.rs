@@ -9,7 +9,7 @@ use std::sync::OnceLock;
 
 use m6_inspect::{report, sql, stats, to_json, to_table};
 use m6_pipeline::{run_stage, BoxError, OutputSpec, RunOptions, Stage, Task, TaskInput, TaskOutput};
-use m6_schemas::{content_id, Document, Duplicate, Kind, Page, Pair, Record, Reject, Sample};
+use m6_schemas::{content_id, Document, Duplicate, Kind, Page, Pair, Record, Reject, Sample, SampleProperties};
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -138,7 +138,31 @@ impl Stage for SampleStage {
         Ok(())
     }
     fn properties(&self) -> BTreeMap<String, serde_json::Value> {
-        BTreeMap::from([("unk_id".into(), serde_json::json!(1)), ("vocab_size".into(), serde_json::json!(VOCAB))])
+        SampleProperties {
+            tokenizer: "tokenizer.json".into(),
+            tokenizer_blake3: String::new(),
+            vocab_size: VOCAB as u64,
+            pad_id: 0,
+            unk_id: 1,
+            cls_id: 2,
+            sep_id: 3,
+            mask_id: 4,
+            img_id: Some(5),
+            img_end_id: Some(6),
+            max_len: 64,
+            add_cls: true,
+            pack: false,
+            image_size: 32,
+            patch_size: 16,
+            grid: 2,
+            patch_bytes: 3072,
+            patch_layout: "patch-major RGB".into(),
+            image_encoding: "raw".into(),
+            image_quality: None,
+            text_layout: String::new(),
+            image_text_layout: String::new(),
+        }
+        .to_map()
     }
 }
 
@@ -574,3 +598,27 @@ fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+/// A sample dataset whose manifest lacks a property its readers need, or holds one of
+/// the wrong type, is an error naming the dataset and the key, not statistics against
+/// a guessed [UNK] id (stats used to fall back to 1).
+#[test]
+fn sample_stats_refuse_missing_or_mistyped_properties() {
+    let f = fixture();
+    for (key, value) in [("unk_id", None), ("vocab_size", Some(serde_json::json!("3000")))] {
+        let t = tempfile::tempdir().unwrap();
+        let dir = t.path().join("samples");
+        copy_dir(&f.samples, &dir);
+        let path = dir.join("manifest.json");
+        let mut m: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let props = m["properties"].as_object_mut().unwrap();
+        match value {
+            None => drop(props.remove(key)),
+            Some(v) => drop(props.insert(key.into(), v)),
+        }
+        std::fs::write(&path, serde_json::to_string_pretty(&m).unwrap()).unwrap();
+        let e = stats(&dir).unwrap_err().to_string();
+        assert!(e.contains(&dir.display().to_string()) && e.contains(&format!("`{key}`")), "{e}");
+    }
+}
+

@@ -7,8 +7,6 @@
 //! body, a body stored in an earlier run's `signatures` side dataset is all that
 //! `--against` needs: the old text or image is never read again.
 
-use std::sync::OnceLock;
-
 use arrow::array::{Array, RecordBatch};
 use m6_pipeline::BoxError;
 use m6_schemas::{column, Bin, Kind, Str, U32};
@@ -29,12 +27,14 @@ const TAG_BLOCK: u64 = 0xb10c_0000_0000_0000;
 const TAG_CAPTION: u64 = 0xca97_0000_0000_0001;
 
 /// Bumped whenever a body's layout or meaning changes: bodies of another version
-/// cannot be compared, so `--against` refuses them.
-pub const SIGNATURE_FORMAT: &str = "m6-dedup-signature-v1";
+/// cannot be compared, so `--against` refuses them. v2: keys come from m6-text's
+/// folding (OpenCC 1.4.2 characters and phrases, idempotent lower-casing), which maps
+/// some texts differently from v1's table, so a v1 key may miss its v2 duplicate.
+pub const SIGNATURE_FORMAT: &str = "m6-dedup-signature-v2";
 /// The same for image and pair bodies: v2 holds the window hashes over the
-/// border-trimmed frame and the verification thumbnail (v1 held one pHash), so v1
-/// image signatures cannot be compared with this run's.
-pub const IMAGE_SIGNATURE_FORMAT: &str = "m6-dedup-image-signature-v2";
+/// border-trimmed frame and the verification thumbnail (v1 held one pHash); v3 keys
+/// pair captions with m6-text's folding (as text v2).
+pub const IMAGE_SIGNATURE_FORMAT: &str = "m6-dedup-image-signature-v3";
 
 /// Bytes of one row's body.
 pub fn body_len(cfg: &DedupConfig, kind: Kind) -> usize {
@@ -82,11 +82,6 @@ pub fn id_hash(id: &str) -> u64 {
     u64_of(blake3::hash(id.as_bytes()).as_bytes())
 }
 
-fn jieba() -> &'static jieba_rs::Jieba {
-    static J: OnceLock<jieba_rs::Jieba> = OnceLock::new();
-    J.get_or_init(jieba_rs::Jieba::new)
-}
-
 /// Computes bodies of one kind of row; one per thread (holds scratch buffers).
 pub struct Signer<'a> {
     cfg: &'a DedupConfig,
@@ -116,15 +111,13 @@ impl<'a> Signer<'a> {
 
     pub fn text(&mut self, text: &str) -> Signed {
         let cfg = self.cfg;
-        self.norm.normalize_into(text, &mut self.chars);
-        self.utf8.clear();
-        self.utf8.extend(self.chars.iter());
+        self.norm.normalize_both(text, &mut self.chars, &mut self.utf8);
         let exact = u64_of(blake3::hash(self.utf8.as_bytes()).as_bytes());
         let has_sig = match cfg.shingle {
             Shingle::Char => self.mh.char_ngrams(&self.chars, cfg.ngram, &mut self.sig),
             Shingle::Word => {
                 self.words.clear();
-                self.words.extend(jieba().cut(&self.utf8, false).into_iter().map(|w| hash_str(w, cfg.seed)));
+                self.words.extend(m6_text::jieba().cut(&self.utf8, false).into_iter().map(|w| hash_str(w, cfg.seed)));
                 self.mh.word_ngrams(&self.words, cfg.word_ngram, &mut self.sig)
             }
         };

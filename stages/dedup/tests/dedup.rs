@@ -11,7 +11,7 @@ use std::process::Command;
 
 use common::*;
 use m6_schemas::{Document, Image, Pair};
-use m6_stage_dedup::normalize::fold_t2s;
+use m6_text::t2s_char;
 use m6_stage_dedup::{DedupConfig, KeepRule, PairPolicy};
 
 /// A tiny deterministic PRNG for planting edits.
@@ -46,7 +46,7 @@ fn variants(text: &str, donor: &str, rng: &mut Lcg) -> Vec<(&'static str, String
         ("truncated", truncated),
         ("reordered", paras.join("\n\n")),
         ("boilerplate", format!("首页 > 古诗文 > 唐诗三百首 > 正文\n{text}\n本站内容来自网络，版权归原作者所有。联系我们 | 关于本站 | 网站地图")),
-        ("simplified", text.chars().map(fold_t2s).collect()),
+        ("simplified", text.chars().map(t2s_char).collect()),
     ]
 }
 

@@ -3,6 +3,7 @@
 //! by class/id and by link and text density, and each content `<img>` gets its best caption.
 
 use ego_tree::NodeRef;
+use m6_text::is_cjk;
 use scraper::{ElementRef, Html, Node};
 use url::Url;
 
@@ -264,12 +265,8 @@ fn mark_of(e: &scraper::node::Element) -> Mark {
     Mark::None
 }
 
-fn is_cjk(c: char) -> bool {
-    matches!(c as u32, 0x2E80..=0x9FFF | 0xF900..=0xFAFF | 0xFF00..=0xFFEF | 0x20000..=0x2FA1F)
-}
-
-/// Collapses whitespace; a line break between two CJK characters disappears (Chinese
-/// has no spaces, and the break is only source formatting).
+/// Collapses whitespace; a line break between two CJK characters ([`m6_text::is_cjk`])
+/// disappears (Chinese has no spaces, and the break is only source formatting).
 pub fn normalize(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     let mut ws = false;

@@ -1,23 +1,20 @@
 //! Normalisation applied to the text the filter keeps: full-width → half-width,
 //! whitespace clean-up, collapsing repeated punctuation, dropping characters of other
 //! scripts, stripping leftover markup, PII placeholders (see [`crate::pii`]), and
-//! traditional → simplified Chinese with OpenCC's tables (see data/README.md).
+//! traditional → simplified Chinese with OpenCC's tables. The t2s and width foldings
+//! are m6-text's, the same the dedup keys and the tokenizer use.
 //!
 //! Order: t2s, markup, width and script, PII, punctuation runs, whitespace — PII after
 //! width so full-width digits are caught, and before punctuation collapsing so a
 //! placeholder's `<`/`>` never merges with neighbouring marks.
 
-use std::collections::HashMap;
 use std::sync::OnceLock;
 
-use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
+use m6_text::{half_width, t2s};
 use serde::{Deserialize, Serialize};
 
 use crate::pii::{redact, PiiConfig, PiiCounts};
 use crate::script::{is_han, is_latin, is_punct};
-
-const TS_CHARACTERS: &str = include_str!("../data/TSCharacters.txt");
-const TS_PHRASES: &str = include_str!("../data/TSPhrases.txt");
 
 /// `[filter.normalize]`: what is done to kept text (document text, pair captions).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -173,21 +170,6 @@ pub fn strip_markup(s: &str) -> String {
     .into_owned()
 }
 
-fn half_width(c: char, alnum: bool, punct: bool) -> char {
-    let u = c as u32;
-    if u == 0x3000 && alnum {
-        return ' ';
-    }
-    if (0xFF01..=0xFF5E).contains(&u) {
-        let h = char::from_u32(u - 0xFEE0).unwrap_or(c);
-        if h.is_ascii_alphanumeric() {
-            return if alnum { h } else { c };
-        }
-        return if punct { h } else { c };
-    }
-    c
-}
-
 fn collapse_punct(s: &str, max_run: usize) -> String {
     let mut out = String::with_capacity(s.len());
     let mut prev = None;
@@ -240,56 +222,6 @@ fn clean_whitespace(s: &str) -> String {
     out
 }
 
-struct T2s {
-    chars: HashMap<char, char>,
-    phrases: AhoCorasick,
-    phrase_out: Vec<String>,
-}
-
-fn table() -> &'static T2s {
-    static T: OnceLock<T2s> = OnceLock::new();
-    T.get_or_init(|| {
-        let first = |rhs: &str| rhs.split(' ').next().unwrap_or_default().to_string();
-        let mut chars = HashMap::new();
-        for line in TS_CHARACTERS.lines() {
-            if let Some((t, s)) = line.split_once('\t') {
-                let (mut tc, s) = (t.chars(), first(s));
-                if let (Some(t), None, Some(sc)) = (tc.next(), tc.next(), s.chars().next()) {
-                    chars.insert(t, sc);
-                }
-            }
-        }
-        let (mut keys, mut phrase_out) = (vec![], vec![]);
-        for line in TS_PHRASES.lines() {
-            if let Some((t, s)) = line.split_once('\t') {
-                keys.push(t.to_string());
-                phrase_out.push(first(s));
-            }
-        }
-        let phrases = AhoCorasickBuilder::new().match_kind(MatchKind::LeftmostLongest).build(&keys).expect("t2s phrase table builds");
-        T2s { chars, phrases, phrase_out }
-    })
-}
-
-/// Traditional → simplified: table phrases (leftmost-longest) first, then characters.
-pub fn t2s(text: &str) -> String {
-    let t = table();
-    let mut out = String::with_capacity(text.len());
-    let mut last = 0;
-    let map_chars = |s: &str, out: &mut String| {
-        for c in s.chars() {
-            out.push(*t.chars.get(&c).unwrap_or(&c));
-        }
-    };
-    for m in t.phrases.find_iter(text) {
-        map_chars(&text[last..m.start()], &mut out);
-        out.push_str(&t.phrase_out[m.pattern().as_usize()]);
-        last = m.end();
-    }
-    map_chars(&text[last..], &mut out);
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -297,10 +229,11 @@ mod tests {
     #[test]
     fn traditional_to_simplified_on_real_poem() {
         // 李白《將進酒》 as the chinese-poetry collection spells it.
-        assert_eq!(t2s("君不見黃河之水天上來，奔流到海不復回。"), "君不见黄河之水天上来，奔流到海不复回。");
+        let n = NormalizeConfig { t2s: true, ..Default::default() };
+        assert_eq!(n.apply("君不見黃河之水天上來，奔流到海不復回。"), "君不见黄河之水天上来，奔流到海不复回。");
         // A phrase entry wins over the per-character table (瞭 → 了 only in 一目瞭然).
-        assert_eq!(t2s("一目瞭然"), "一目了然");
-        assert_eq!(t2s("simplified 简体 stays"), "simplified 简体 stays");
+        assert_eq!(n.apply("一目瞭然"), "一目了然");
+        assert_eq!(n.apply("simplified 简体 stays"), "simplified 简体 stays");
     }
 
     #[test]
@@ -311,6 +244,9 @@ mod tests {
         assert_eq!(n.apply("你好，世界？"), "你好，世界？");
         let p = NormalizeConfig { fullwidth_punct: true, ..Default::default() };
         assert_eq!(p.apply("你好，世界？"), "你好,世界?");
+        // 〇 is a Han character (ideographic zero), not a punctuation run to collapse.
+        assert_eq!(n.apply("一〇〇〇〇年，人人々々々々"), "一〇〇〇〇年，人人々々々々");
+        assert_eq!(n.apply("好。。。。。。"), "好。。。");
         let z = NormalizeConfig { zh_en_only: true, ..Default::default() };
         assert_eq!(z.apply("好的😀 ok Привет"), "好的 ok");
         let off = NormalizeConfig { fullwidth_alnum: false, whitespace: false, collapse_punct: false, pii: PiiConfig::all(false), ..Default::default() };

@@ -2,12 +2,8 @@
 //! Chinese web text mixes scripts freely, so identification works on the share of
 //! letters each script contributes rather than on a trained classifier.
 
-/// A CJK ideograph (the unified blocks, extensions A–G and compatibility ideographs).
-pub fn is_han(c: char) -> bool {
-    matches!(c as u32,
-        0x4E00..=0x9FFF | 0x3400..=0x4DBF | 0x20000..=0x2A6DF | 0x2A700..=0x2EBEF
-        | 0x30000..=0x3134F | 0xF900..=0xFAFF | 0x2F800..=0x2FA1F | 0x3007)
-}
+/// A Han ideograph: the workspace's one definition, in m6-text.
+pub use m6_text::is_han;
 
 /// Hiragana, katakana (full and half width).
 pub fn is_kana(c: char) -> bool {
@@ -21,9 +17,13 @@ pub fn is_latin(c: char) -> bool {
 }
 
 /// Punctuation a normal Chinese or English sentence uses (ASCII, CJK and full-width forms).
+/// The CJK symbols block also holds letters and numbers — 〇 (a Han character, see
+/// [`is_han`]), the iteration mark 々, Hangzhou numerals — which are not punctuation:
+/// `一〇〇〇〇` must not lose a 〇 to punctuation-run collapsing.
 pub fn is_punct(c: char) -> bool {
     c.is_ascii_punctuation()
         || matches!(c as u32, 0x3000..=0x303F | 0xFF01..=0xFF0F | 0xFF1A..=0xFF20 | 0xFF3B..=0xFF40 | 0xFF5B..=0xFF65 | 0x2010..=0x2027 | 0x2030..=0x205E | 0x00B7 | 0xFE30..=0xFE4F)
+            && !c.is_alphanumeric()
 }
 
 /// Anything that is not a letter, digit, whitespace or ordinary punctuation: emoji,

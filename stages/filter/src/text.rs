@@ -352,8 +352,8 @@ fn patterns() -> &'static Patterns {
 }
 
 /// One segmenter for the word rules and the quality classifier.
-fn jieba() -> &'static jieba_rs::Jieba {
-    m6_quality::jieba()
+fn jieba() -> &'static m6_text::Jieba {
+    m6_text::jieba()
 }
 
 /// The compiled text rules.
@@ -551,8 +551,8 @@ impl TextRules {
 
     fn check_duplicates(&self, text: &str) -> Option<Drop> {
         let c = &self.cfg;
-        let lines: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
-        let paras: Vec<String> = paragraphs(text);
+        let lines: Vec<&str> = m6_text::nonblank_lines(text).collect();
+        let paras: Vec<String> = m6_text::paragraphs(text);
         for (items, r_n, r_c, max_n, max_c) in [
             (lines.iter().map(|s| s.to_string()).collect::<Vec<_>>(), rule::DUP_LINES, rule::DUP_LINE_CHARS, c.max_dup_line_ratio, c.max_dup_line_char_ratio),
             (paras, rule::DUP_PARAS, rule::DUP_PARA_CHARS, c.max_dup_para_ratio, c.max_dup_para_char_ratio),
@@ -646,28 +646,6 @@ impl TextRules {
         }
         None
     }
-}
-
-/// Paragraphs: blocks separated by blank lines, trimmed.
-fn paragraphs(text: &str) -> Vec<String> {
-    let mut out = vec![];
-    let mut cur = String::new();
-    for l in text.lines() {
-        if l.trim().is_empty() {
-            if !cur.is_empty() {
-                out.push(std::mem::take(&mut cur));
-            }
-        } else {
-            if !cur.is_empty() {
-                cur.push('\n');
-            }
-            cur.push_str(l.trim());
-        }
-    }
-    if !cur.is_empty() {
-        out.push(cur);
-    }
-    out
 }
 
 /// (items repeating an earlier item, characters in them, characters in all items).

@@ -21,7 +21,7 @@ use arrow::array::{Array, BinaryArray, StringArray};
 use m6_pipeline::dataset::DEFAULT_BATCH_ROWS;
 use m6_pipeline::{BoxError, OutputSpec, RunContext, Stage, StageFactory, Task};
 use m6_pipeline::TaskOutput;
-use m6_schemas::{column, content_id, document, pair, sample, InputError, Kind, Sample};
+use m6_schemas::{column, content_id, document, pair, sample, InputError, Kind, Sample, SampleProperties};
 use m6_tokenizer::{ImageConfig, ImageEncoding, Tokenizer};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -332,38 +332,31 @@ impl Stage for TokenizeStage {
 
     fn properties(&self) -> BTreeMap<String, serde_json::Value> {
         let sp = self.tok.specials();
-        let mut p = BTreeMap::new();
-        let mut put = |k: &str, v: serde_json::Value| {
-            p.insert(k.to_string(), v);
-        };
-        put("tokenizer", TOKENIZER_FILE.into());
-        put("tokenizer_blake3", blake3::hash(self.file_text.as_bytes()).to_hex().to_string().into());
-        put("vocab_size", self.tok.vocab_size().into());
-        put("pad_id", sp.pad.into());
-        put("unk_id", sp.unk.into());
-        put("cls_id", sp.cls.into());
-        put("sep_id", sp.sep.into());
-        put("mask_id", sp.mask.into());
-        put("img_id", sp.img.into());
-        put("img_end_id", sp.img_end.into());
-        put("max_len", self.cfg.max_len.into());
-        put("add_cls", self.cfg.add_cls.into());
-        put("pack", self.cfg.pack.into());
-        put("image_size", self.image.image_size.into());
-        put("patch_size", self.image.patch_size.into());
-        put("grid", self.image.grid().into());
-        put("patch_bytes", self.image.total_bytes().into());
-        put("patch_layout", m6_tokenizer::PATCH_LAYOUT.into());
-        put("image_encoding", self.cfg.image_encoding.name().into());
-        if self.cfg.image_encoding == ImageEncoding::Jpeg {
-            put("image_quality", self.cfg.image_quality.into());
+        SampleProperties {
+            tokenizer: TOKENIZER_FILE.into(),
+            tokenizer_blake3: blake3::hash(self.file_text.as_bytes()).to_hex().to_string(),
+            vocab_size: self.tok.vocab_size() as u64,
+            pad_id: sp.pad,
+            unk_id: sp.unk,
+            cls_id: sp.cls,
+            sep_id: sp.sep,
+            mask_id: sp.mask,
+            img_id: sp.img,
+            img_end_id: sp.img_end,
+            max_len: self.cfg.max_len as u64,
+            add_cls: self.cfg.add_cls,
+            pack: self.cfg.pack,
+            image_size: self.image.image_size,
+            patch_size: self.image.patch_size,
+            grid: self.image.grid(),
+            patch_bytes: self.image.total_bytes() as u64,
+            patch_layout: m6_tokenizer::PATCH_LAYOUT.into(),
+            image_encoding: self.cfg.image_encoding.name().into(),
+            image_quality: (self.cfg.image_encoding == ImageEncoding::Jpeg).then_some(self.cfg.image_quality),
+            text_layout: "[CLS] doc... [SEP] doc... [SEP]; a document longer than a sample continues in the next one, its [SEP] after its last piece".into(),
+            image_text_layout: "[CLS] [IMG] [/IMG] caption... [SEP]; the grid*grid patches go between [IMG] and [/IMG] and are not counted in length/max_len".into(),
         }
-        put(
-            "text_layout",
-            "[CLS] doc... [SEP] doc... [SEP]; a document longer than a sample continues in the next one, its [SEP] after its last piece".into(),
-        );
-        put("image_text_layout", "[CLS] [IMG] [/IMG] caption... [SEP]; the grid*grid patches go between [IMG] and [/IMG] and are not counted in length/max_len".into());
-        p
+        .to_map()
     }
 }
 

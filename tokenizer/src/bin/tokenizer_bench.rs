@@ -94,7 +94,7 @@ fn main() {
     tok.save(&out.join("vocab.txt")).unwrap();
 
     let one = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
-    let jieba = jieba_rs::Jieba::new();
+    let jieba = m6_text::jieba();
     let mut words = 0usize;
     let seg_s = best(reps, || words = docs.iter().map(|d| jieba.cut(d, true).len()).sum());
     let mut tokens = 0usize;
