@@ -422,8 +422,8 @@ def image_chain(lines):
         ("ingest", m6("ingest", "--input", raw, "--output", pairs, *th), pairs),
         ("dedup", m6("dedup", "--input", pairs, "--output", dd, "--set", "keep_work=true", *th), dd),
         ("filter", m6("filter", "--input", dd, "--output", clean, *th), clean),
-        ("tokenize_raw", m6("tokenize", "--input", clean, "--output", samples + "-raw", "--set", f'tokenizer="{vocab}"', *th), samples + "-raw"),
-        ("tokenize_jpeg", m6("tokenize", "--input", clean, "--output", samples, "--set", f'tokenizer="{vocab}"', "--set", 'image_encoding="jpeg"', *th), samples),
+        ("tokenize_raw", m6("tokenize", "--input", clean, "--output", samples + "-raw", "--set", f'tokenizer="{vocab}"', "--set", 'image_encoding="raw"', *th), samples + "-raw"),
+        ("tokenize_jpeg", m6("tokenize", "--input", clean, "--output", samples, "--set", f'tokenizer="{vocab}"', *th), samples),
     ]:
         m, _ = measure(cmd)
         if name == "dedup":

@@ -15,6 +15,7 @@ Prints one JSON object.
 import argparse
 import contextlib
 import glob
+import io
 import json
 import math
 import os
@@ -24,6 +25,7 @@ import time
 
 import numpy as np
 import pyarrow.parquet as pq
+from PIL import Image
 
 
 def shards(d):
@@ -98,6 +100,17 @@ def batches(files, props, bs, max_len, seed, buffer):
         yield collate(cur, props)
 
 
+def patches_of(b, props):
+    """One sample's patches (grid*grid, patch_size*patch_size*3): tokenize's default
+    stores the square as a JPEG (image_encoding "jpeg"), decoded here with Pillow the
+    way the Rust loader's reader threads decode it; "raw" samples are the patches."""
+    g, ps = props["grid"], props["patch_size"]
+    if props.get("image_encoding", "raw") == "jpeg":
+        a = np.asarray(Image.open(io.BytesIO(b)).convert("RGB"))
+        return a.reshape(g, ps, g, ps, 3).transpose(0, 2, 1, 3, 4).reshape(g * g, -1)
+    return np.frombuffer(b, np.uint8).reshape(g * g, -1)
+
+
 def collate(ex, props):
     t = max(len(e[0]) for e in ex)
     ids = np.zeros((len(ex), t), np.int64)
@@ -114,7 +127,7 @@ def collate(ex, props):
         has = np.zeros(len(ex), bool)
         for r, e in enumerate(ex):
             if e[3] is not None:
-                patches[r] = np.frombuffer(e[3], np.uint8).reshape(g * g, -1)
+                patches[r] = patches_of(e[3], props)
                 has[r] = True
         patches = (patches, has)
     return ids, labels, pre, lens, patches

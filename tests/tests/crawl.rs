@@ -12,8 +12,33 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use m6_pipeline::{BoxError, Dataset, OutputSpec, RunOptions, Stage, Task, TaskOutput};
+use m6_schemas::{Image, Kind, Page, Pair, Record};
 use m6_tests::{bin, data_dir, m6, m6_ok, venv_python};
 use serde_json::Value;
+
+/// A stage with no input that writes each group of page rows as its own task (own
+/// shard): rebuilds a crawl's page shards, task for task, through the real writer.
+struct PageShards(Mutex<Vec<Vec<Page>>>);
+
+impl Stage for PageShards {
+    fn name(&self) -> &'static str {
+        "fixture"
+    }
+    fn outputs(&self, _: &[Kind]) -> Result<OutputSpec, BoxError> {
+        Ok(OutputSpec::new(Kind::Page))
+    }
+    fn plan(&self, _: &[PathBuf]) -> m6_pipeline::Result<Vec<Task>> {
+        Ok((0..self.0.lock().unwrap().len()).map(|i| Task { id: m6_schemas::content_id(&[b"fixture", &i.to_le_bytes()]), inputs: vec![] }).collect())
+    }
+    fn process(&self, task: &Task, out: &mut TaskOutput) -> Result<(), BoxError> {
+        let n = self.0.lock().unwrap().len();
+        let i = (0..n).find(|i| m6_schemas::content_id(&[b"fixture", &i.to_le_bytes()]) == task.id).ok_or("unknown task")?;
+        let rows = std::mem::take(&mut self.0.lock().unwrap()[i]);
+        out.write_rows(&rows)?;
+        Ok(())
+    }
+}
 
 /// What a test server answers.
 enum Resp {
@@ -610,6 +635,50 @@ fn crawls_the_real_debian_handbook_with_its_screenshots() {
     assert!(imgs.iter().any(|i| i["url"].as_str().unwrap().contains("/images/")), "the chapter screenshots are among the images");
     let v = m6(&["verify", out.to_str().unwrap()]);
     assert!(v.status.success(), "{}", String::from_utf8_lossy(&v.stdout));
+
+    // Each image is stored once, in its `images` row: its page row keeps no body, and
+    // its id (made from the URL and the fetched bytes) is the image row's source_id.
+    let pages = Dataset::open(&out).unwrap();
+    let images: Vec<Image> = Dataset::open(&out.join("images")).unwrap().read_all().unwrap();
+    let shards: Vec<Vec<Page>> = pages.shards().iter().map(|s| pages.read_shard(s, 1024).unwrap().flat_map(|b| Page::from_batch(&b.unwrap()).unwrap()).collect()).collect();
+    let all: Vec<&Page> = shards.iter().flatten().collect();
+    let bodies: std::collections::HashSet<&[u8]> = all.iter().filter_map(|p| p.body.as_deref()).collect();
+    for i in &images {
+        assert!(!bodies.contains(&i.bytes[..]), "{:?}: its bytes are also a page body", i.url);
+        let p = all.iter().find(|p| p.url.as_str() == i.url.as_deref().unwrap()).unwrap();
+        assert!(p.body.is_none() && p.error_kind.is_none() && p.content_type.as_deref().is_some_and(|c| c.starts_with("image/")), "{}", p.url);
+        assert_eq!(Some(&p.id), i.source_id.as_ref(), "{}", p.url);
+        assert_eq!(p.id, Page::make_id(&p.url, Some(&i.bytes)), "{}: the page id is made from the fetched bytes", p.url);
+    }
+    // extract takes the figures' bytes from `images` and makes the pairs it made when
+    // the page rows held the bytes too: the same page shards with the bytes put back.
+    let restored: Vec<Vec<Page>> = shards
+        .into_iter()
+        .map(|rows| {
+            rows.into_iter()
+                .map(|mut p| {
+                    if let Some(i) = images.iter().find(|i| i.source_id.as_deref() == Some(p.id.as_str())) {
+                        p.body = Some(i.bytes.clone());
+                    }
+                    p
+                })
+                .collect()
+        })
+        .collect();
+    let before = t.path().join("pages-with-bodies");
+    m6_pipeline::run_stage(&PageShards(Mutex::new(restored)), &[], &before, &RunOptions { progress: false, threads: 1, ..RunOptions::default() }).unwrap();
+    let pairs_of = |input: &Path, output: &Path| -> Vec<Pair> {
+        m6_ok(&["extract", "--input", input.to_str().unwrap(), "--output", output.to_str().unwrap(), "--quiet"]);
+        let mut v: Vec<Pair> = Dataset::open(&output.join("pairs")).unwrap().read_all().unwrap();
+        v.sort_by(|a, b| a.id.cmp(&b.id));
+        v
+    };
+    let now = pairs_of(&out, &t.path().join("web"));
+    let then = pairs_of(&before, &t.path().join("web-before"));
+    assert!(now.len() >= 10, "only {} figure pairs", now.len());
+    assert_eq!(now.len(), then.len());
+    assert!(now == then, "extract of the crawl makes other pairs than with the bytes in the page rows");
+    assert!(now.iter().all(|p| images.iter().any(|i| i.bytes == p.image_bytes && i.url == p.image_url)));
 }
 
 #[test]

@@ -159,25 +159,29 @@ fn a_saved_position_resumes_at_exactly_the_next_sample() {
 
 #[test]
 fn jpeg_image_samples_decode_in_the_reader_threads_to_the_raw_patches() {
-    // The photo pairs tokenized twice with the fixture's tokenizer and geometry: raw
-    // patches (the fixture's `samples-photos`) and `image_encoding = "jpeg"`.
+    // The photo pairs tokenized twice with the fixture's tokenizer and geometry: the
+    // default JPEG samples (the fixture's `samples-photos`) and, explicitly,
+    // `image_encoding = "raw"` patches, which the loader hands over as stored.
     let data = samples();
     let spec = Spec::tests();
-    let jpeg = data.root.join("samples-photos-jpeg");
-    let _ = std::fs::remove_dir_all(&jpeg);
+    let raw_dir = data.root.join("samples-photos-raw");
+    let _ = std::fs::remove_dir_all(&raw_dir);
     let s = |p: &std::path::Path| p.to_str().unwrap().to_string();
     let (ml, size, patch) = (spec.max_len.to_string(), format!("image_size={}", spec.image_size), format!("patch_size={}", spec.patch_size));
     m6corpus_ok(&[
-        "tokenize", "--input", &s(&data.photo_pairs), "--output", &s(&jpeg), "--tokenizer", &s(&data.root.join("vocab.txt")), "--max-len", &ml,
-        "--set", &size, "--set", &patch, "--set", "image_encoding=\"jpeg\"",
+        "tokenize", "--input", &s(&data.photo_pairs), "--output", &s(&raw_dir), "--tokenizer", &s(&data.root.join("vocab.txt")), "--max-len", &ml,
+        "--set", &size, "--set", &patch, "--set", "image_encoding=\"raw\"",
     ]);
+    let property = |dir: &std::path::Path| m6_pipeline::Dataset::open(dir).unwrap().manifest().properties["image_encoding"].clone();
+    assert_eq!((property(&data.photos), property(&raw_dir)), (serde_json::json!("jpeg"), serde_json::json!("raw")));
+    let jpeg = data.photos.clone();
     let load = |dir: &std::path::Path| -> BTreeMap<Vec<i32>, Vec<u8>> {
         let corpus = Corpus::open(&[dir.to_path_buf()], None, false).unwrap();
         let cfg = TrainConfig { shuffle_buffer: 8, reader_threads: 2, read_batch_rows: 4, lanes: 1, ..Default::default() };
         let mut l = Loader::new(corpus.train, corpus.meta, LoaderConfig::from_train(&cfg, 0, 1), &Position::start(1)).unwrap();
         l.rest_of_epoch().unwrap().into_iter().filter_map(|s| s.patches.map(|p| (s.input_ids, p.to_vec()))).collect()
     };
-    let (raw, dec) = (load(&data.photos), load(&jpeg));
+    let (raw, dec) = (load(&raw_dir), load(&jpeg));
     assert!(raw.len() >= 8, "{} photo samples", raw.len());
     assert_eq!(raw.keys().collect::<Vec<_>>(), dec.keys().collect::<Vec<_>>(), "the same captions come out of both");
     for (k, r) in &raw {
@@ -188,7 +192,12 @@ fn jpeg_image_samples_decode_in_the_reader_threads_to_the_raw_patches() {
         assert!(mean < 8.0, "mean difference {mean:.2} levels against the raw patches");
     }
     let bytes = |dir: &std::path::Path| m6_pipeline::Dataset::open(dir).unwrap().manifest().bytes();
-    assert!(bytes(&jpeg) < bytes(&data.photos), "JPEG samples are smaller on disk ({} vs {} bytes)", bytes(&jpeg), bytes(&data.photos));
+    assert!(bytes(&jpeg) < bytes(&raw_dir), "JPEG samples are smaller on disk ({} vs {} bytes)", bytes(&jpeg), bytes(&raw_dir));
+    // The raw samples are the patches exactly as tokenize preprocessed them.
+    let geom = m6_tokenizer::ImageConfig { image_size: spec.image_size, patch_size: spec.patch_size };
+    let pairs: Vec<m6_schemas::Pair> = m6_pipeline::Dataset::open(&data.photo_pairs).unwrap().read_all().unwrap();
+    let direct: std::collections::BTreeSet<Vec<u8>> = pairs.iter().map(|p| geom.preprocess(&p.image_bytes).unwrap()).collect();
+    assert!(raw.values().all(|r| direct.contains(r)), "raw samples are the direct preprocessing of some photo");
 }
 
 #[test]

@@ -249,7 +249,8 @@ fn corrupt_or_mismatched_shards_give_a_clear_error() {
     assert!(err.contains(s(&data.small_images)) && err.contains("image_size"), "error should name the dataset that differs: {err}");
 
     // Right schema and row count, but the photo shard swapped for the one tokenized at
-    // half the image size (manifest entry updated): its image patches are the wrong size.
+    // half the image size (manifest entry updated): its images (JPEG, tokenize's
+    // default) decode to the wrong size.
     let j = shards_made_from(&copy, &data.photo_pairs)[0];
     let small = Dataset::open(&data.small_images).unwrap();
     let small_shard = small.shard_path(&small.shards()[0]);
@@ -262,7 +263,7 @@ fn corrupt_or_mismatched_shards_give_a_clear_error() {
     m.save(&copy).unwrap();
     let half = IMAGE_SIZE / 2;
     let err = run_with(&[&copy], "r6");
-    let want = format!("image_patches has {} bytes", half * half * 3);
+    let want = format!("encoded sample image is {half}x{half}, expected {IMAGE_SIZE}x{IMAGE_SIZE}");
     assert!(err.contains(&want) && err.contains("row") && err.contains(&m.shards[j].file), "{err}");
 }
 

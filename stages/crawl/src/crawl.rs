@@ -619,6 +619,10 @@ fn write_outcome(
         rows.push((e.meta, e.body));
         imgs_out.extend(e.image);
     }
+    // An image is stored once, in its `images` row (written in this same task): its
+    // page row keeps the id made from the fetched bytes, which is the image row's
+    // `source_id`, and no body. Keeping both would double the crawl's largest bytes.
+    let in_images: HashSet<&str> = imgs_out.iter().map(|(m, _)| m.url.as_str()).collect();
     let mut pages = Vec::with_capacity(rows.len());
     let mut bytes_in = 0u64;
     for (m, b) in rows {
@@ -627,8 +631,10 @@ fn write_outcome(
             None => tout.counters.bump("fetched", 1),
         }
         bytes_in += b.as_ref().map_or(0, |b| b.len() as u64);
+        let id = Page::make_id(&m.url, b.as_deref());
+        let b = if m.error_kind.is_none() && in_images.contains(m.url.as_str()) { None } else { b };
         pages.push(Page {
-            id: Page::make_id(&m.url, b.as_deref()),
+            id,
             url: m.url,
             final_url: m.final_url,
             status: m.status,

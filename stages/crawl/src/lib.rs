@@ -13,6 +13,11 @@
 //! icons, logos) is fetched once and written once, right after the first of those
 //! pages in the task's write order (round, then seed/queue order), whichever page's
 //! fetch reached it first; so the output does not depend on timing.
+//!
+//! Image bytes are stored once: in the image's `images` row, written by the same task
+//! as its page row. That page row keeps no body; its `id` is still made from the URL
+//! and the fetched bytes, and equals the image row's `source_id` (the join key;
+//! `extract` reads a page shard together with its task's `images` shards).
 
 pub mod crawl;
 pub mod fetch;
@@ -106,7 +111,8 @@ pub struct CrawlConfig {
     /// At most this many images are fetched per page. Default 64.
     pub max_images_per_page: usize,
     /// Downscale images whose longer side exceeds this (aspect kept) before storing
-    /// them in `images`; 0 keeps originals. Default 0.
+    /// them in `images` (the only copy: the original is not kept); 0 keeps originals.
+    /// Default 0.
     pub resize_max_side: u32,
     /// Sort query parameters when normalising URLs. Default false.
     pub sort_query: bool,

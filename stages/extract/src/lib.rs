@@ -1,6 +1,9 @@
 //! The `extract` stage: `page` rows (from crawl or ingest) become `document` rows (title
 //! and main-content text, charset-correct UTF-8) and, as the `pairs` side output, image–
-//! caption pairs whose image bytes come from the image rows of the same task.
+//! caption pairs whose image bytes come from the image rows of the same task: page rows
+//! with an image body (an ingested WARC), or, for a crawl, which stores an image's bytes
+//! only in its `images` side dataset, the `images` shards the page shard's crawl task
+//! wrote (each task reads them with its page shard).
 
 pub mod charset;
 pub mod html;
@@ -14,14 +17,18 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Cursor;
 
 use arrow::array::{Array, RecordBatch};
-use m6_pipeline::{plan_shards, BoxError, OutputSpec, Stage, StageFactory, Task, TaskOutput};
-use m6_schemas::{column, page, Bin, Document, Image, Kind, Map, Pair, Str, U16};
+use m6_pipeline::{plan_shards, BoxError, Dataset, OutputSpec, Stage, StageFactory, Task, TaskInput, TaskOutput};
+use m6_schemas::{column, image as image_col, page, Bin, Document, Image, Kind, Map, Pair, Str, U16};
 use serde::{Deserialize, Serialize};
 
 pub use html::{links, Extracted, ImageRef, Params};
 
 /// The side output holding image–caption pairs.
 pub const PAIRS: &str = "pairs";
+
+/// The crawl's side dataset of image rows (`m6_stage_crawl::IMAGES`; named here so
+/// extract does not depend on the crawler's HTTP stack).
+pub const CRAWL_IMAGES: &str = "images";
 
 /// Pairs are written in chunks of about this many image bytes, so memory stays bounded
 /// by the chunk, not by how many images a shard holds.
@@ -252,7 +259,7 @@ impl ExtractStage {
     fn documents(&self, task: &Task, out: &mut TaskOutput, pending: &mut HashMap<String, Vec<usize>>, refs: &mut Vec<PendingPair>) -> Result<bool, BoxError> {
         let params = self.params();
         let mut saw_images = false;
-        for batch in task.batches(self.cfg.batch_rows) {
+        for batch in page_inputs(task).flat_map(|input| reader(task, input, self.cfg.batch_rows)) {
             let batch = batch?;
             let cols = PageCols::new(&batch)?;
             let mut docs = Vec::new();
@@ -264,16 +271,18 @@ impl ExtractStage {
                     out.counters.bump("skipped.error", 1);
                     continue;
                 }
-                let Some(body) = body else {
-                    out.counters.bump("skipped.empty", 1);
-                    continue;
-                };
                 let ct = cols.content_type(i);
+                // Before the empty check: a crawled image's page row has no body (its
+                // bytes are in `images`).
                 if is_image(ct.as_deref()) {
                     saw_images = true;
                     out.counters.bump("skipped.image", 1);
                     continue;
                 }
+                let Some(body) = body else {
+                    out.counters.bump("skipped.empty", 1);
+                    continue;
+                };
                 if !is_html(ct.as_deref(), body) {
                     out.counters.bump("skipped.non_html", 1);
                     continue;
@@ -323,19 +332,33 @@ impl ExtractStage {
         Ok(saw_images)
     }
 
-    /// Pass 2: image rows of the task whose URL a page referenced become pairs.
+    /// Pass 2: image rows of the task whose URL a page referenced become pairs: page
+    /// rows with an image body, then the task's crawl `images` rows.
     fn pairs(&self, task: &Task, out: &mut TaskOutput, pending: &mut HashMap<String, Vec<usize>>, refs: &[PendingPair]) -> Result<(), BoxError> {
-        let mut chunk: Vec<Pair> = vec![];
-        let mut chunk_bytes = 0;
-        for batch in task.batches(self.cfg.batch_rows) {
+        let mut chunk = PairChunk::default();
+        let crawled = !image_inputs(task).is_empty();
+        // Where a crawled image's fetch was redirected (page row url -> final_url): a
+        // pair's image_url is the final URL, whichever row holds the bytes.
+        let mut redirected: HashMap<String, String> = HashMap::new();
+        for batch in page_inputs(task).flat_map(|input| reader(task, input, self.cfg.batch_rows)) {
             if pending.is_empty() {
                 break;
             }
             let batch = batch?;
             let cols = PageCols::new(&batch)?;
             for i in 0..batch.num_rows() {
+                let urls = [Some(cols.url.value(i)), PageCols::opt(cols.final_url, i)];
+                let body = cols.body(i);
+                let ct = cols.content_type(i);
+                // A crawled image's page row: its bytes come from the `images` rows.
+                if body.is_none() && !cols.failed(i) && is_image(ct.as_deref()) && crawled {
+                    if let Some(f) = PageCols::opt(cols.final_url, i).filter(|f| *f != cols.url.value(i)) {
+                        redirected.insert(cols.url.value(i).to_string(), f.to_string());
+                    }
+                    continue;
+                }
                 let mut idx: Vec<usize> = vec![];
-                for u in [Some(cols.url.value(i)), PageCols::opt(cols.final_url, i)].into_iter().flatten() {
+                for u in urls.into_iter().flatten() {
                     if let Some(v) = pending.remove(u) {
                         idx.extend(v);
                     }
@@ -343,10 +366,7 @@ impl ExtractStage {
                 if idx.is_empty() {
                     continue;
                 }
-                idx.sort_unstable();
                 let n = idx.len() as u64;
-                let body = cols.body(i);
-                let ct = cols.content_type(i);
                 let Some(body) = body.filter(|_| !cols.failed(i)) else {
                     out.counters.bump("pair.image_failed", n);
                     continue;
@@ -355,44 +375,100 @@ impl ExtractStage {
                     out.counters.bump("pair.not_image", n);
                     continue;
                 }
-                let Some((format, w, h)) = probe_image(body) else {
-                    out.counters.bump("pair.image_undecodable", n);
-                    continue;
-                };
-                if w < self.cfg.min_image_side || h < self.cfg.min_image_side {
-                    out.counters.bump("pair.skipped.tiny_decoded", n);
-                    continue;
+                let image_url = PageCols::opt(cols.final_url, i).unwrap_or(cols.url.value(i));
+                self.pair_rows(body, image_url, idx, refs, out, &mut chunk)?;
+            }
+        }
+        for input in image_inputs(task) {
+            for batch in task.reader(input, self.cfg.batch_rows)? {
+                if pending.is_empty() {
+                    break;
                 }
-                let image_id = Image::make_id(body);
-                let image_url = PageCols::opt(cols.final_url, i).unwrap_or(cols.url.value(i)).to_string();
-                for j in idx {
-                    let r = &refs[j];
-                    chunk_bytes += body.len();
-                    chunk.push(Pair {
-                        id: Pair::make_id(&image_id, &r.caption, Some(&r.page_url)),
-                        image_id: image_id.clone(),
-                        image_bytes: body.to_vec(),
-                        width: w,
-                        height: h,
-                        format: format.clone(),
-                        caption: r.caption.clone(),
-                        caption_origin: r.origin.to_string(),
-                        url: Some(r.page_url.clone()),
-                        image_url: Some(image_url.clone()),
-                        source: r.source.clone(),
-                        source_id: Some(r.page_id.clone()),
-                    });
-                    out.counters.bump(&format!("pair.origin.{}", r.origin), 1);
-                }
-                if chunk_bytes >= PAIR_CHUNK_BYTES {
-                    out.write_side_rows(PAIRS, &chunk)?;
-                    chunk.clear();
-                    chunk_bytes = 0;
+                let batch = batch.map_err(|e| format!("{}: {e}", input.path.display()))?;
+                let url: &Str = column(&batch, image_col::URL)?;
+                let bytes: &Bin = column(&batch, image_col::BYTES)?;
+                for i in 0..batch.num_rows() {
+                    // An image row's url is its page row's (requested) url.
+                    if !url.is_valid(i) {
+                        continue;
+                    }
+                    let u = url.value(i);
+                    let fin = redirected.get(u).map(String::as_str);
+                    let idx: Vec<usize> = [Some(u), fin].into_iter().flatten().filter_map(|k| pending.remove(k)).flatten().collect();
+                    if idx.is_empty() {
+                        continue;
+                    }
+                    self.pair_rows(bytes.value(i), fin.unwrap_or(u), idx, refs, out, &mut chunk)?;
                 }
             }
         }
-        out.write_side_rows(PAIRS, &chunk)?;
+        out.write_side_rows(PAIRS, &chunk.rows)?;
         Ok(())
+    }
+
+    /// The pairs of one image (its bytes) with the captions `idx` point at.
+    fn pair_rows(&self, body: &[u8], image_url: &str, mut idx: Vec<usize>, refs: &[PendingPair], out: &mut TaskOutput, chunk: &mut PairChunk) -> Result<(), BoxError> {
+        idx.sort_unstable();
+        let n = idx.len() as u64;
+        let Some((format, w, h)) = probe_image(body) else {
+            out.counters.bump("pair.image_undecodable", n);
+            return Ok(());
+        };
+        if w < self.cfg.min_image_side || h < self.cfg.min_image_side {
+            out.counters.bump("pair.skipped.tiny_decoded", n);
+            return Ok(());
+        }
+        let image_id = Image::make_id(body);
+        for j in idx {
+            let r = &refs[j];
+            chunk.bytes += body.len();
+            chunk.rows.push(Pair {
+                id: Pair::make_id(&image_id, &r.caption, Some(&r.page_url)),
+                image_id: image_id.clone(),
+                image_bytes: body.to_vec(),
+                width: w,
+                height: h,
+                format: format.clone(),
+                caption: r.caption.clone(),
+                caption_origin: r.origin.to_string(),
+                url: Some(r.page_url.clone()),
+                image_url: Some(image_url.to_string()),
+                source: r.source.clone(),
+                source_id: Some(r.page_id.clone()),
+            });
+            out.counters.bump(&format!("pair.origin.{}", r.origin), 1);
+        }
+        if chunk.bytes >= PAIR_CHUNK_BYTES {
+            out.write_side_rows(PAIRS, &chunk.rows)?;
+            chunk.rows.clear();
+            chunk.bytes = 0;
+        }
+        Ok(())
+    }
+}
+
+/// Pairs waiting to be written, and their image bytes.
+#[derive(Default)]
+struct PairChunk {
+    rows: Vec<Pair>,
+    bytes: usize,
+}
+
+/// The task's page shards (its first input, and any other page inputs).
+fn page_inputs(task: &Task) -> impl Iterator<Item = &TaskInput> {
+    task.inputs.iter().filter(|i| i.kind == Some(Kind::Page))
+}
+
+/// The crawl `images` shards planned with the task's page shard.
+fn image_inputs(task: &Task) -> Vec<&TaskInput> {
+    task.inputs.iter().filter(|i| i.kind == Some(Kind::Image)).collect()
+}
+
+/// One input's batches, the error naming the shard.
+fn reader<'a>(task: &'a Task, input: &'a TaskInput, rows: usize) -> Box<dyn Iterator<Item = Result<RecordBatch, BoxError>> + 'a> {
+    match task.reader(input, rows) {
+        Ok(r) => Box::new(r.map(move |b| b.map_err(|e| format!("{}: {e}", input.path.display()).into()))),
+        Err(e) => Box::new(std::iter::once(Err(format!("{}: {e}", input.path.display()).into()))),
     }
 }
 
@@ -414,7 +490,24 @@ impl Stage for ExtractStage {
     }
 
     fn plan(&self, inputs: &[std::path::PathBuf]) -> m6_pipeline::Result<Vec<Task>> {
-        plan_shards(inputs, &[Kind::Page])
+        // One task per page shard (ids as plan_shards makes them). A crawl keeps image
+        // bytes only in its `images` side dataset: each task also reads the image
+        // shards of the crawl task that wrote its page shard (same `task` in the
+        // manifests), so the task key covers them and pairs find their bytes.
+        let mut tasks = plan_shards(inputs, &[Kind::Page])?;
+        let mut next = tasks.iter_mut();
+        for dir in inputs {
+            let ds = Dataset::open(dir)?;
+            let images = ds.manifest().sides.contains_key(CRAWL_IMAGES).then(|| ds.side(CRAWL_IMAGES)).transpose()?.filter(|d| d.kind() == Kind::Image);
+            for s in ds.shards() {
+                let Some(task) = next.next() else { break };
+                let Some(images) = &images else { continue };
+                for i in images.shards().iter().filter(|i| i.task == s.task) {
+                    task.inputs.push(TaskInput { path: images.shard_path(i), kind: Some(Kind::Image), label: format!("{CRAWL_IMAGES}/{}", i.file) });
+                }
+            }
+        }
+        Ok(tasks)
     }
 
     fn process(&self, task: &Task, out: &mut TaskOutput) -> Result<(), BoxError> {
@@ -423,7 +516,7 @@ impl Stage for ExtractStage {
         let mut pending: HashMap<String, Vec<usize>> = HashMap::new();
         let mut refs: Vec<PendingPair> = vec![];
         let saw_images = self.documents(task, out, &mut pending, &mut refs)?;
-        if saw_images && !pending.is_empty() {
+        if (saw_images || !image_inputs(task).is_empty()) && !pending.is_empty() {
             self.pairs(task, out, &mut pending, &refs)?;
         }
         let missing: usize = pending.values().map(Vec::len).sum();

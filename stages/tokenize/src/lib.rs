@@ -51,10 +51,11 @@ pub struct TokenizeConfig {
     pub image_size: u32,
     /// Side of a square image patch in pixels; must divide image_size. Default 16 (a 14×14 grid).
     pub patch_size: u32,
-    /// How `image_patches` stores each image: `raw` (uint8 patches, 150 KB at 224 px)
-    /// or `jpeg` (the resized, centre-cropped square as JPEG, about 10–30 KB at 224 px,
-    /// decoded back to patches by `m6_tokenizer::ImageConfig::patches_from_encoded`).
-    /// Default `raw` until the trainer's loader decodes `jpeg` samples.
+    /// How `image_patches` stores each image: `jpeg` (the resized, centre-cropped square
+    /// as JPEG, about 10–30 KB at 224 px, decoded back to patches by the trainer's
+    /// reader threads through `m6_tokenizer::ImageConfig::patches_from_encoded`) or
+    /// `raw` (uint8 patches, 150 KB at 224 px: for readers that cannot decode JPEG).
+    /// Default `jpeg`: raw patches would make 60 M images about 9 TB of samples.
     pub image_encoding: ImageEncoding,
     /// JPEG quality (1–100) for `image_encoding = "jpeg"`. Default 90.
     pub image_quality: u8,
@@ -62,7 +63,7 @@ pub struct TokenizeConfig {
 
 impl Default for TokenizeConfig {
     fn default() -> Self {
-        TokenizeConfig { tokenizer: None, max_len: 512, add_cls: true, pack: true, image_size: 224, patch_size: 16, image_encoding: ImageEncoding::Raw, image_quality: 90 }
+        TokenizeConfig { tokenizer: None, max_len: 512, add_cls: true, pack: true, image_size: 224, patch_size: 16, image_encoding: ImageEncoding::Jpeg, image_quality: 90 }
     }
 }
 

@@ -189,11 +189,14 @@ fn pairs_and_documents_into_one_dataset() {
     let din = tmp.path().join("docs");
     write_dataset(&din, docs, 100);
     let out = tmp.path().join("samples");
-    let cfg = TokenizeConfig { tokenizer: Some(vocab), max_len: 8, image_size: 64, patch_size: 16, ..Default::default() };
+    // `raw` stays selectable (for readers that cannot decode JPEG): the patches are
+    // exactly those of direct preprocessing.
+    let cfg = TokenizeConfig { tokenizer: Some(vocab), max_len: 8, image_size: 64, patch_size: 16, image_encoding: m6_tokenizer::ImageEncoding::Raw, ..Default::default() };
     let summary = tokenize(&[din, pin], &out, cfg, 2);
     assert_eq!(summary.counts["pairs.bad_image"], 1);
     assert_eq!(summary.counts["samples.image_text"], 3);
     let ds = Dataset::open(&out).unwrap();
+    assert_eq!(ds.manifest().properties["image_encoding"], "raw");
     let samples: Vec<Sample> = ds.read_all().unwrap();
     let tok = Tokenizer::load(&out.join("tokenizer.json")).unwrap();
     let img: Vec<&Sample> = samples.iter().filter(|s| s.task == "image_text").collect();
@@ -243,9 +246,9 @@ fn bad_configs_are_refused() {
     assert!(e.contains("different tokenizer"), "{e}");
 }
 
-/// `image_encoding = "jpeg"`: each image sample stores the 224 px training square as a
-/// JPEG of at most 40 KB (raw patches: 150,528 bytes), and decoding it gives the same
-/// patches as direct preprocessing within JPEG tolerance.
+/// The default (`image_encoding = "jpeg"`, no setting given): each image sample stores
+/// the 224 px training square as a JPEG of at most 40 KB (raw patches: 150,528 bytes),
+/// and decoding it gives the same patches as direct preprocessing within JPEG tolerance.
 #[test]
 fn jpeg_image_samples_round_trip_to_the_same_patches() {
     let tmp = tempfile::tempdir().unwrap();
@@ -272,11 +275,12 @@ fn jpeg_image_samples_round_trip_to_the_same_patches() {
     let pin = tmp.path().join("pairs");
     write_dataset(&pin, pairs.clone(), 2);
     let out = tmp.path().join("samples");
-    let cfg = TokenizeConfig { tokenizer: Some(vocab), image_encoding: m6_tokenizer::ImageEncoding::Jpeg, ..Default::default() };
+    let cfg = TokenizeConfig { tokenizer: Some(vocab), ..Default::default() };
     let summary = tokenize(&[pin], &out, cfg, 2);
     assert_eq!(summary.counts["samples.image_text"], pairs.len() as u64);
     let ds = Dataset::open(&out).unwrap();
     assert_eq!(ds.manifest().properties["image_encoding"], "jpeg");
+    assert_eq!(ds.manifest().properties["image_quality"], 90);
     let samples: Vec<Sample> = ds.read_all().unwrap();
     let geom = ImageConfig::default();
     let mut total = 0usize;

@@ -307,8 +307,16 @@ pub fn pipeline_samples(dir: &Path, spec: &Spec) -> PipelineSamples {
     assert_eq!(text_samples + image_samples, rows.len());
     assert_eq!(image_samples, handbook_pairs + photo_pairs, "one image sample per pair");
     assert!(text_samples >= spec.n_poems / 2, "{text_samples} text samples from {} poems", spec.n_poems);
+    // tokenize's default stores each image as a JPEG of the training square, which
+    // decodes to the raw patch layout's length.
+    assert_eq!(ds.manifest().properties["image_encoding"], "jpeg", "tokenize stores image samples as JPEG by default");
+    let geom = m6_tokenizer::ImageConfig { image_size: spec.image_size, patch_size: spec.patch_size };
     let want_patches = (spec.image_size * spec.image_size * 3) as usize;
-    assert!(rows.iter().filter(|r| r.task == "image_text").all(|r| r.image_patches.as_ref().map(Vec::len) == Some(want_patches)));
+    for r in rows.iter().filter(|r| r.task == "image_text") {
+        let stored = r.image_patches.as_deref().expect("an image sample holds its image");
+        assert!(stored.starts_with(&[0xFF, 0xD8]) && stored.len() < want_patches, "{}: {} bytes, not a JPEG smaller than the raw patches", r.id, stored.len());
+        assert_eq!(geom.patches_from_encoded(stored).unwrap().len(), want_patches);
+    }
     PipelineSamples {
         root: dir.to_path_buf(),
         train: dir.join("samples"),
