@@ -746,7 +746,10 @@ fn crawl_delay_spaces_requests_to_a_host_up_to_the_cap() {
         assert_eq!(at.len(), n, "{name}");
         for w in at.windows(2) {
             let gap = w[1] - w[0];
-            assert!(gap >= Duration::from_millis(290) && gap < Duration::from_millis(900), "{name}: requests {gap:?} apart, expected the capped delay of 300 ms");
+            // The server stamps a request when its thread gets to it, so under load two
+            // stamps can sit closer than the crawler spaced the sends (288 ms was seen on
+            // the loaded 2-core machine); 250 ms still tells the 300 ms cap from no delay.
+            assert!(gap >= Duration::from_millis(250) && gap < Duration::from_millis(900), "{name}: requests {gap:?} apart, expected the capped delay of 300 ms");
         }
     }
     assert!(took < Duration::from_secs(20), "a hostile Crawl-delay stalled the crawl ({took:?})");
