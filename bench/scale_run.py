@@ -26,7 +26,7 @@ folder, default bench/out/scale). Writes bench/results/scale.json (merging secti
 import glob, hashlib, json, os, random, shutil, subprocess, sys, time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BIN = os.path.join(ROOT, "target/release/m6corpus")
+BIN = os.environ.get("M6_BIN", os.path.join(ROOT, "target/release/m6corpus"))
 DATA = os.environ.get("M6_DATA_DIR", os.path.join(ROOT, "data"))
 OUT = os.environ.get("OUT", os.path.join(ROOT, "bench/out/scale"))
 RES = os.environ.get("RES", os.path.join(ROOT, "bench/results/scale.json"))
