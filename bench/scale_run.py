@@ -9,6 +9,7 @@
             (`--task-count P`, one thread each): per process wall, CPU, peak RSS; the outputs
             must be byte-identical to 1 process. The same run phase by phase (sign, pairs,
             clusters, write) gives the clusters step's memory against its duplicate pairs.
+  sizes     ingest and dedup alone at 1 and 2 GB of the same documents (RSS flatness).
   images    the image chain (ingest -> dedup -> filter -> tokenize, raw and JPEG samples)
             on captioned JPEGs of M6-like size cut from the real photos.
   incr      a 10% batch deduplicated `--against` the 1 M corpus, beside a full re-dedup of
@@ -259,6 +260,26 @@ def chain(lines):
     save("chain_large", big)
 
 
+def dedup_sizes(lines):
+    """Ingest and dedup peak RSS at 1 and 2 GB of the chain's documents: between the
+    104 MB and 5 GB chain runs, where dedup's fixed buffers fill."""
+    res = {}
+    for gb in (1.0, 2.0):
+        base = os.path.join(OUT, f"mid{gb}")
+        shutil.rmtree(base, ignore_errors=True)
+        rng = random.Random(7)
+        mean_line = sum(len(l.encode("utf-8")) + 1 for l in lines[::80]) / len(lines[::80])
+        n = int(gb * (1 << 30) / (45 * mean_line)) + 1
+        gen = write_jsonl_files(os.path.join(base, "raw"), gen_docs(rng, lines, n, (10, 80), 0.05, "m-"), 48 << 20)
+        ing, _ = measure(m6("ingest", "--input", os.path.join(base, "raw"), "--output", os.path.join(base, "docs"), "--threads", "2"))
+        shutil.rmtree(os.path.join(base, "raw"))
+        dd, _ = measure(m6("dedup", "--input", os.path.join(base, "docs"), "--output", os.path.join(base, "dd"), "--threads", "2"))
+        res[str(gb)] = {"text_bytes": gen["text_bytes"], "docs": n, "ingest": ing, "dedup": dd}
+        print(f"[dedup sizes] {gb} GB: {res[str(gb)]}", flush=True)
+        shutil.rmtree(base)
+    save("dedup_rss_by_input_size", res)
+
+
 # ---------------------------------------------------------------- dedup at 1 M, 1/2/4 processes
 
 
@@ -441,13 +462,13 @@ def image_chain(lines):
 
 
 def main():
-    what = sys.argv[1:] or ["dedup1m", "incr", "chain", "images"]
+    what = sys.argv[1:] or ["dedup1m", "incr", "chain", "sizes", "images"]
     if not os.path.exists(BIN):
         sys.exit("build first: make build")
     lines = load_lines()
     print(f"{len(lines)} distinct real lines", flush=True)
     for w in what:
-        {"chain": chain, "dedup1m": dedup1m, "incr": incr, "images": image_chain}[w](lines)
+        {"chain": chain, "sizes": dedup_sizes, "dedup1m": dedup1m, "incr": incr, "images": image_chain}[w](lines)
 
 
 if __name__ == "__main__":
