@@ -104,3 +104,38 @@ fn bad_inputs_are_clear_errors() {
     m6_ok(&["tokenizer", "patches", "--image", s(&photo), "--output", s(&bin)]);
     assert_eq!(std::fs::metadata(&bin).unwrap().len(), 224 * 224 * 3);
 }
+
+/// Every `tokenizer` and `lm` subcommand takes `--json` (issue 13: `--json` on every
+/// command), and its output parses and agrees with the plain output.
+#[test]
+fn tokenizer_and_lm_commands_print_json() {
+    let t = tempfile::tempdir().unwrap();
+    let docs = ingest(t.path(), 300);
+    let v = t.path().join("v.txt");
+    let j: serde_json::Value = serde_json::from_str(&m6_ok(&["tokenizer", "train", "--input", s(&docs), "--output", s(&v), "--vocab-size", "3000", "--json"])).unwrap();
+    let lines = std::fs::read_to_string(&v).unwrap().lines().count() as u64;
+    assert_eq!((j["output"].as_str(), j["vocab_size"].as_u64()), (Some(s(&v)), Some(lines)));
+    let poem = poems(2)[1]["text"].as_str().unwrap().replace('\n', "");
+    let plain = m6_ok(&["tokenizer", "encode", "--tokenizer", s(&v), "--text", &poem]);
+    let e: serde_json::Value = serde_json::from_str(&m6_ok(&["tokenizer", "encode", "--tokenizer", s(&v), "--text", &poem, "--tokens", "--json"])).unwrap();
+    let ids: Vec<String> = e["ids"].as_array().unwrap().iter().map(|i| i.to_string()).collect();
+    assert_eq!(ids.join(" "), plain.trim());
+    assert_eq!(e["tokens"].as_array().unwrap().len(), ids.len());
+    let d: serde_json::Value = serde_json::from_str(&m6_ok(&["tokenizer", "decode", "--tokenizer", s(&v), "--ids", plain.trim(), "--json"])).unwrap();
+    assert_eq!(d["text"].as_str().unwrap(), m6_ok(&["tokenizer", "decode", "--tokenizer", s(&v), "--ids", plain.trim()]).trim_end_matches('\n'));
+    let x: serde_json::Value = serde_json::from_str(&m6_ok(&["tokenizer", "export", "--tokenizer", s(&v), "--output", s(&t.path().join("t.json")), "--json"])).unwrap();
+    assert_eq!(x["vocab_size"].as_u64(), Some(lines));
+
+    let lm = t.path().join("zh.lm");
+    let l: serde_json::Value = serde_json::from_str(&m6_ok(&["lm", "train", "--input", s(&docs), "--output", s(&lm), "--order", "3", "--json"])).unwrap();
+    assert_eq!((l["order"].as_u64(), l["documents"].as_u64()), (Some(3), Some(300)));
+    assert!(l["ngrams"].as_u64().unwrap() > 0 && l["bytes"].as_u64().unwrap() > 0);
+    let scored = m6_ok(&["lm", "score", "--model", s(&lm), "--input", s(&docs), "--json"]);
+    let rows: Vec<serde_json::Value> = scored.lines().map(|r| serde_json::from_str(r).unwrap()).collect();
+    assert_eq!(rows.len(), 300);
+    assert!(rows.iter().all(|r| r["id"].is_string() && r["perplexity"].as_f64().is_some_and(|p| p.is_finite() && p > 1.0)));
+    let langs = m6_ok(&["quality", "lang", "--input", s(&docs), "--json"]);
+    let first: serde_json::Value = serde_json::from_str(langs.lines().next().unwrap()).unwrap();
+    assert_eq!(first["lang"].as_str(), Some("zh"));
+    assert!(first["lang_score"].as_f64().is_some() && first["id"].is_string());
+}

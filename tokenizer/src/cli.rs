@@ -44,6 +44,9 @@ pub enum TokenizerCommand {
         /// Threads for counting (0 = one per core).
         #[arg(long, default_value_t = 0)]
         threads: usize,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Encode text (--text, or each line of stdin) and print ids (or tokens).
     Encode {
@@ -57,6 +60,9 @@ pub enum TokenizerCommand {
         /// Add [CLS] ... [SEP].
         #[arg(long)]
         special: bool,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Decode ids (--ids "1 2 3", or each line of stdin) back to text.
     Decode {
@@ -67,6 +73,9 @@ pub enum TokenizerCommand {
         /// Keep special tokens ([CLS], [SEP], ...) in the text.
         #[arg(long)]
         keep_special: bool,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Rewrite a tokenizer file as tokenizer.json (`*.json`) or vocab.txt.
     Export {
@@ -74,6 +83,9 @@ pub enum TokenizerCommand {
         tokenizer: PathBuf,
         #[arg(long)]
         output: PathBuf,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Preprocess one image into patches (raw uint8 bytes in the documented layout).
     Patches {
@@ -85,13 +97,16 @@ pub enum TokenizerCommand {
         image_size: u32,
         #[arg(long, default_value_t = 16)]
         patch_size: u32,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
     },
 }
 
 impl TokenizerCommand {
     pub fn run(self) -> Result<(), BoxError> {
         match self {
-            TokenizerCommand::Train { input, output, vocab_size, min_frequency, lowercase, traditional_to_simplified, no_hmm, user_dict, threads } => {
+            TokenizerCommand::Train { input, output, vocab_size, min_frequency, lowercase, traditional_to_simplified, no_hmm, user_dict, threads, json } => {
                 let mut lines = vec![];
                 for p in &user_dict {
                     lines.extend(read_user_dict(p)?);
@@ -112,15 +127,23 @@ impl TokenizerCommand {
                 let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build()?;
                 let tok = pool.install(|| train_from_datasets(&input, config, &cfg, m6_pipeline::dataset::DEFAULT_BATCH_ROWS))?;
                 tok.save(&output)?;
-                println!("wrote {} ({} tokens)", output.display(), tok.vocab_size());
+                wrote(&output, tok.vocab_size(), json);
                 Ok(())
             }
-            TokenizerCommand::Encode { tokenizer, text, tokens, special } => {
+            TokenizerCommand::Encode { tokenizer, text, tokens, special, json } => {
                 let tok = Tokenizer::load(&tokenizer)?;
                 let out = std::io::stdout();
                 let mut out = out.lock();
                 let mut one = |t: &str| -> std::io::Result<()> {
                     let e = tok.encode(t, special);
+                    if json {
+                        // One JSON object per input line: ids always, tokens unescaped.
+                        let mut o = serde_json::json!({ "ids": e.ids });
+                        if tokens {
+                            o["tokens"] = e.ids.iter().map(|&i| tok.model().token(i).unwrap_or(crate::UNK)).collect();
+                        }
+                        return writeln!(out, "{o}");
+                    }
                     let line: Vec<String> = if tokens {
                         e.ids.iter().map(|&i| escape(tok.model().token(i).unwrap_or(crate::UNK))).collect()
                     } else {
@@ -138,7 +161,7 @@ impl TokenizerCommand {
                 }
                 Ok(())
             }
-            TokenizerCommand::Decode { tokenizer, ids, keep_special } => {
+            TokenizerCommand::Decode { tokenizer, ids, keep_special, json } => {
                 let tok = Tokenizer::load(&tokenizer)?;
                 let one = |l: &str| -> Result<String, BoxError> {
                     let ids = l
@@ -146,7 +169,8 @@ impl TokenizerCommand {
                         .filter(|s| !s.is_empty())
                         .map(|s| s.parse::<u32>().map_err(|e| format!("`{s}` is not a token id: {e}")))
                         .collect::<Result<Vec<_>, _>>()?;
-                    Ok(tok.decode(&ids, keep_special))
+                    let text = tok.decode(&ids, keep_special);
+                    Ok(if json { serde_json::json!({ "text": text }).to_string() } else { text })
                 };
                 match ids {
                     Some(l) => println!("{}", one(&l)?),
@@ -158,20 +182,32 @@ impl TokenizerCommand {
                 }
                 Ok(())
             }
-            TokenizerCommand::Export { tokenizer, output } => {
+            TokenizerCommand::Export { tokenizer, output, json } => {
                 let tok = Tokenizer::load(&tokenizer)?;
                 tok.save(&output)?;
-                println!("wrote {} ({} tokens)", output.display(), tok.vocab_size());
+                wrote(&output, tok.vocab_size(), json);
                 Ok(())
             }
-            TokenizerCommand::Patches { image, output, image_size, patch_size } => {
+            TokenizerCommand::Patches { image, output, image_size, patch_size, json } => {
                 let cfg = ImageConfig { image_size, patch_size };
                 let bytes = std::fs::read(&image).map_err(|e| format!("{}: {e}", image.display()))?;
                 let patches = cfg.preprocess(&bytes).map_err(|e| format!("{}: {e}", image.display()))?;
                 std::fs::write(&output, &patches).map_err(|e| format!("{}: {e}", output.display()))?;
-                println!("wrote {} ({} bytes: {}x{} patches of {}x{}x3)", output.display(), patches.len(), cfg.grid(), cfg.grid(), patch_size, patch_size);
+                if json {
+                    println!("{}", serde_json::json!({ "output": output, "bytes": patches.len(), "grid": cfg.grid(), "patch_size": patch_size }));
+                } else {
+                    println!("wrote {} ({} bytes: {}x{} patches of {}x{}x3)", output.display(), patches.len(), cfg.grid(), cfg.grid(), patch_size, patch_size);
+                }
                 Ok(())
             }
         }
+    }
+}
+
+fn wrote(output: &std::path::Path, vocab_size: usize, json: bool) {
+    if json {
+        println!("{}", serde_json::json!({ "output": output, "vocab_size": vocab_size }));
+    } else {
+        println!("wrote {} ({} tokens)", output.display(), vocab_size);
     }
 }

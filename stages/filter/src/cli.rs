@@ -37,6 +37,9 @@ pub enum LmCommand {
         /// Stop after this many documents (0: all).
         #[arg(long, default_value_t = 0)]
         limit: u64,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Print the perplexity of each line of a file (or stdin), or of each document of a dataset.
     Score {
@@ -46,13 +49,16 @@ pub enum LmCommand {
         /// A text file (one text per line), a document dataset folder, or `-` for stdin.
         #[arg(long, default_value = "-")]
         input: PathBuf,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
     },
 }
 
 impl LmCommand {
     pub fn run(self) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         match self {
-            LmCommand::Train { input, output, order, max_ngrams, normalize, t2s, limit } => {
+            LmCommand::Train { input, output, order, max_ngrams, normalize, t2s, limit, json } => {
                 let norm = (normalize || t2s).then(|| NormalizeConfig { t2s, ..Default::default() });
                 let mut counter = Counter::new(order, max_ngrams)?;
                 let mut docs = 0u64;
@@ -80,14 +86,19 @@ impl LmCommand {
                 let model = counter.finish()?;
                 model.save(&output)?;
                 let size = std::fs::metadata(&output).map(|m| m.len()).unwrap_or(0);
-                println!(
-                    "{}: order {order}, {docs} documents, {chars} symbols, {} n-grams, {rounds} pruning rounds, {size} bytes",
-                    output.display(),
-                    model.ngrams()
-                );
+                if json {
+                    let o = serde_json::json!({ "output": output, "order": order, "documents": docs, "symbols": chars, "ngrams": model.ngrams(), "pruning_rounds": rounds, "bytes": size });
+                    println!("{o}");
+                } else {
+                    println!(
+                        "{}: order {order}, {docs} documents, {chars} symbols, {} n-grams, {rounds} pruning rounds, {size} bytes",
+                        output.display(),
+                        model.ngrams()
+                    );
+                }
                 Ok(())
             }
-            LmCommand::Score { model, input } => {
+            LmCommand::Score { model, input, json } => {
                 let m = Model::load(&model)?;
                 if input.is_dir() {
                     let ds = Dataset::open(&input)?;
@@ -96,7 +107,12 @@ impl LmCommand {
                         let ids: &Str = column(&b, document::ID)?;
                         let texts: &Str = column(&b, document::TEXT)?;
                         for i in 0..b.num_rows() {
-                            println!("{:.2}\t{}", m.perplexity(texts.value(i)), ids.value(i));
+                            let ppl = m.perplexity(texts.value(i));
+                            if json {
+                                println!("{}", serde_json::json!({ "id": ids.value(i), "perplexity": ppl }));
+                            } else {
+                                println!("{ppl:.2}\t{}", ids.value(i));
+                            }
                         }
                     }
                     return Ok(());
@@ -104,7 +120,12 @@ impl LmCommand {
                 let reader = open_lines(&input)?;
                 for line in reader.lines() {
                     let line = line?;
-                    println!("{:.2}\t{line}", m.perplexity(&line));
+                    let ppl = m.perplexity(&line);
+                    if json {
+                        println!("{}", serde_json::json!({ "text": line, "perplexity": ppl }));
+                    } else {
+                        println!("{ppl:.2}\t{line}");
+                    }
                 }
                 Ok(())
             }
@@ -177,6 +198,9 @@ pub enum QualityCommand {
         /// A text file (one text per line), a document dataset folder, or `-` for stdin.
         #[arg(long, default_value = "-")]
         input: PathBuf,
+        /// Print one JSON object per line.
+        #[arg(long)]
+        json: bool,
     },
     /// Print the score of each line of a file (or stdin), or of each document of a dataset.
     Score {
@@ -185,6 +209,9 @@ pub enum QualityCommand {
         /// A text file (one text per line), a document dataset folder, or `-` for stdin.
         #[arg(long, default_value = "-")]
         input: PathBuf,
+        /// Print one JSON object per line.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -315,32 +342,53 @@ impl QualityCommand {
                 }
                 Ok(())
             }
-            QualityCommand::Lang { input } => {
-                let show = |t: &str, label: &str| {
-                    let id = crate::langid::identify(t);
-                    println!("{}\t{:.4}\t{label}", id.lang, id.score);
+            QualityCommand::Lang { input, json } => {
+                let show = |t: &str, id: Option<&str>| {
+                    let l = crate::langid::identify(t);
+                    if json {
+                        let mut o = serde_json::json!({ "lang": l.lang, "lang_score": l.score });
+                        match id {
+                            Some(id) => o["id"] = id.into(),
+                            None => o["text"] = t.into(),
+                        }
+                        println!("{o}");
+                    } else {
+                        println!("{}\t{:.4}\t{}", l.lang, l.score, id.unwrap_or(""));
+                    }
                 };
                 if input.is_dir() {
-                    read_docs(&[input], usize::MAX, |id, text| show(text, id))?;
+                    read_docs(&[input], usize::MAX, |id, text| show(text, Some(id)))?;
                     return Ok(());
                 }
                 let reader = open_lines(&input)?;
                 for line in reader.lines() {
                     let line = line?;
-                    show(&line, "");
+                    show(&line, None);
                 }
                 Ok(())
             }
-            QualityCommand::Score { model, input } => {
+            QualityCommand::Score { model, input, json } => {
                 let m = m6_quality::Model::load(&model)?;
                 if input.is_dir() {
-                    read_docs(&[input], usize::MAX, |id, text| println!("{:.4}\t{id}", m.score(text)))?;
+                    read_docs(&[input], usize::MAX, |id, text| {
+                        let q = m.score(text);
+                        if json {
+                            println!("{}", serde_json::json!({ "id": id, "quality": q }));
+                        } else {
+                            println!("{q:.4}\t{id}");
+                        }
+                    })?;
                     return Ok(());
                 }
                 let reader = open_lines(&input)?;
                 for line in reader.lines() {
                     let line = line?;
-                    println!("{:.4}\t{line}", m.score(&line));
+                    let q = m.score(&line);
+                    if json {
+                        println!("{}", serde_json::json!({ "text": line, "quality": q }));
+                    } else {
+                        println!("{q:.4}\t{line}");
+                    }
                 }
                 Ok(())
             }
