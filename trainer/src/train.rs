@@ -382,226 +382,300 @@ fn settle(cfg: &mut TrainConfig, corpus: &Corpus, holds_images: bool, resumed: O
 }
 
 pub fn train(args: &TrainArgs) -> Result<Summary> {
-    let launch = &args.launch;
-    let (rank, world) = (launch.rank, launch.world_size);
-    let mut cfg = args.config.clone();
-    cfg.check().map_err(anyhow::Error::msg)?;
-    if cfg.torch_threads > 0 {
-        tch::set_num_threads(cfg.torch_threads as i32);
-    }
-    let corpus = Corpus::open(&args.inputs, cfg.eval_input.as_deref(), cfg.holdout_last_shard)?;
-    let holds_images = corpus.holds_images()?;
-    let device = pick_device(&cfg, launch.local_rank)?;
-
-    // Every rank resumes from the run folder rank 0 writes (a shared file system, as
-    // torch's checkpoints assume).
-    let run_dir = args.output.clone();
-    let resumed = match latest_checkpoint(&run_dir)? {
-        Some(ckpt) if args.resume => Some((read_state(&ckpt)?, ckpt)),
-        Some(ckpt) => bail!("{} already holds a checkpoint ({}); pass --resume to continue it, or choose another --output", run_dir.display(), ckpt.display()),
-        None => None,
-    };
-    let Layout { lanes, global_batch } = settle(&mut cfg, &corpus, holds_images, resumed.as_ref().map(|r| &r.0), world)?;
-    let cfg = cfg;
-    let Loaded { mut vs, model } = build_model(&cfg, &corpus.meta, device, holds_images)?;
-    let mut opt = AdamW::new(&vs, &cfg);
-    let log_path = run_dir.join(LOG);
-    let (mut step, mut position) = (0u64, Position::start(lanes));
-    if let Some((st, ckpt)) = &resumed {
-        if st.model != cfg.model || st.data != corpus.meta || st.seed != cfg.seed {
-            bail!(
-                "{}: checkpoint was made with another model, tokenizer or seed (model {:?}, seed {}); resume with the same settings",
-                ckpt.display(),
-                st.model,
-                st.seed
-            );
-        }
-        load_weights(&mut vs, ckpt)?;
-        opt.load(&ckpt.join(OPTIM_FILE), st.step).with_context(|| format!("{}: loading optimiser state", ckpt.display()))?;
-        step = st.step;
-        position = st.loader.clone();
-        if rank == 0 {
-            truncate_log(&log_path, step)?;
-        }
-        tracing::info!("resumed from {} at step {step} ({} ranks wrote it, {world} continue)", ckpt.display(), st.world_size);
-    }
-    if rank == 0 {
-        fs::create_dir_all(&run_dir).with_context(|| run_dir.display().to_string())?;
-        if resumed.is_none() {
-            let _ = fs::remove_file(&log_path);
-        }
-    }
-    let total = cfg.steps;
-    let start_step = step;
-    let mut comm = Comm::connect(launch, &cfg, device)?;
-    comm.ring.agree("the step to start from (every rank resumes from the same run folder)", step)?;
-    let fingerprint = blake3::hash(serde_json::to_string(&cfg)?.as_bytes());
-    comm.ring.agree("the [train] config", u64::from_le_bytes(fingerprint.as_bytes()[..8].try_into().unwrap()))?;
-    // A rank whose weights differ from rank 0's (another checkpoint, another torch)
-    // would train a different model under the same averaged gradients.
-    comm.ring.agree("the model weights (checksum): this rank's weights differ from rank 0's", weights_checksum(&vs))?;
-    opt.prime_grads();
-    let mut loader = Loader::new(corpus.train.clone(), corpus.meta.clone(), LoaderConfig::from_train(&cfg, rank, world), &position)?;
-    let mut log = if rank == 0 {
-        Some(fs::OpenOptions::new().create(true).append(true).open(&log_path).with_context(|| log_path.display().to_string())?)
-    } else {
-        None
-    };
-    let parameters: i64 = vs.trainable_variables().iter().map(|t| t.numel() as i64).sum();
-    tracing::info!(
-        "model: {parameters} parameters on {device:?}; {} train shards, {} eval shards; rank {rank}/{world} reads data lanes {:?} of {lanes}, {} samples per micro-batch over all ranks; gradients: {}",
-        corpus.train.len(),
-        corpus.eval.len(),
-        loader.lane_range(),
-        global_batch,
-        comm.name()
-    );
-
-    let pb = if rank == 0 { indicatif::ProgressBar::new(total) } else { indicatif::ProgressBar::hidden() };
-    pb.set_style(indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} steps {msg} [{elapsed_precise}<{eta_precise}]").unwrap());
-    pb.set_position(step);
-
-    let t0 = Instant::now();
-    let mut win = Instant::now();
-    let (mut win_tokens, mut win_samples, mut win_n) = (0u64, 0u64, 0usize);
+    let mut run = Run::setup(args)?;
+    let stop = args.stop_at.unwrap_or(run.cfg.steps).min(run.cfg.steps);
+    let mut win = Window::new(run.device);
     let (mut all_tokens, mut all_samples) = (0u64, 0u64);
-    // Losses and the gradient norm stay on the device between log lines: reading one
-    // waits for the GPU, and a wait every step leaves it idle while the CPU queues the
-    // optimiser and the next batch.
-    let mut win_loss = Tensor::zeros([], (Kind::Float, device));
-    let mut last_loss = f64::NAN;
-    let mut last_eval = None;
-    let mut last_ckpt = None;
-    let max_len = cfg.model.max_len as usize;
-    let accum = cfg.grad_accum;
-    let stop = args.stop_at.unwrap_or(total).min(total);
-    while step < stop {
-        let lr = lr_at(&cfg, step, total);
-        let batches = (0..accum).map(|_| next_batch(&mut loader, cfg.batch_size, cfg.seed, &cfg.tasks, max_len)).collect::<Result<Vec<Batch>, _>>()?;
+    let (mut last_loss, mut last_eval, mut last_ckpt) = (f64::NAN, None, None);
+    let t0 = Instant::now();
+    while run.step < stop {
+        let lr = lr_at(&run.cfg, run.step, run.cfg.steps);
+        let done = run.step_once(lr)?;
+        win.add(&done);
+        let (step, cfg) = (run.step, &run.cfg);
+        let at_end = step == stop;
+        let checkpoint = at_end || (cfg.checkpoint_every > 0 && step % cfg.checkpoint_every == 0);
+        let eval_due = cfg.eval_every > 0 && (step % cfg.eval_every == 0 || at_end);
+        let mut eval_loss = None;
+        if run.rank == 0 && eval_due {
+            eval_loss = evaluate(&run.model, &run.corpus.eval, &run.corpus.meta, cfg, run.device)?;
+            if eval_loss.is_some() {
+                last_eval = eval_loss;
+            }
+        }
+        let eval_step = eval_due && !run.corpus.eval.is_empty() && cfg.eval_batches > 0;
+        if step % cfg.log_every.max(1) == 0 || at_end || eval_step || checkpoint {
+            last_loss = done.loss.double_value(&[]);
+            let (tokens, samples) = run.log_window(&mut win, lr, &done, eval_loss, t0)?;
+            all_tokens += tokens;
+            all_samples += samples;
+        }
+        if checkpoint {
+            last_ckpt = run.checkpoint()?.or(last_ckpt);
+        }
+    }
+    run.pb.finish_and_clear();
+    let seconds = t0.elapsed().as_secs_f64();
+    Ok(Summary {
+        device: format!("{:?}", run.device),
+        world_size: run.world,
+        lanes: run.lanes,
+        collective: run.comm.name().to_string(),
+        start_step: run.start_step,
+        steps: run.step,
+        final_loss: last_loss,
+        eval_loss: last_eval,
+        seconds,
+        tokens_per_s: all_tokens as f64 / seconds.max(1e-9),
+        samples_per_s: all_samples as f64 / seconds.max(1e-9),
+        parameters: run.parameters,
+        checkpoint: if run.rank == 0 { last_ckpt.or(latest_checkpoint(&run.run_dir)?) } else { None },
+    })
+}
+
+/// Everything one rank's training holds between steps: set up once by
+/// [`Run::setup`], advanced by [`Run::step_once`], logged by [`Run::log_window`] and
+/// saved by [`Run::checkpoint`].
+struct Run {
+    rank: u64,
+    world: u64,
+    cfg: TrainConfig,
+    corpus: Corpus,
+    device: Device,
+    run_dir: PathBuf,
+    log_path: PathBuf,
+    /// Rank 0's `train_log.jsonl`; other ranks log nothing.
+    log: Option<fs::File>,
+    vs: nn::VarStore,
+    model: M6Model,
+    opt: AdamW,
+    comm: Comm,
+    loader: Loader,
+    lanes: u64,
+    global_batch: u64,
+    step: u64,
+    start_step: u64,
+    parameters: i64,
+    pb: indicatif::ProgressBar,
+}
+
+/// What one optimiser step produced. The loss and gradient norm stay on the device
+/// until a log line reads them: reading one waits for the GPU, and a wait every step
+/// leaves it idle while the CPU queues the optimiser and the next batch.
+struct StepDone {
+    loss: Tensor,
+    grad_norm: Tensor,
+    tokens: u64,
+    samples: u64,
+}
+
+/// The steps since the last log line.
+struct Window {
+    start: Instant,
+    loss: Tensor,
+    n: usize,
+    tokens: u64,
+    samples: u64,
+    device: Device,
+}
+
+impl Window {
+    fn new(device: Device) -> Window {
+        Window { start: Instant::now(), loss: Tensor::zeros([], (Kind::Float, device)), n: 0, tokens: 0, samples: 0, device }
+    }
+
+    fn add(&mut self, d: &StepDone) {
+        self.loss += &d.loss;
+        self.n += 1;
+        self.tokens += d.tokens;
+        self.samples += d.samples;
+    }
+}
+
+impl Run {
+    /// Config checks, data, device, resume point, model and optimiser, the collective
+    /// (with the checks every rank must agree on), the loader and the log.
+    fn setup(args: &TrainArgs) -> Result<Run> {
+        let launch = &args.launch;
+        let (rank, world) = (launch.rank, launch.world_size);
+        let mut cfg = args.config.clone();
+        cfg.check().map_err(anyhow::Error::msg)?;
+        if cfg.torch_threads > 0 {
+            tch::set_num_threads(cfg.torch_threads as i32);
+        }
+        let corpus = Corpus::open(&args.inputs, cfg.eval_input.as_deref(), cfg.holdout_last_shard)?;
+        let holds_images = corpus.holds_images()?;
+        let device = pick_device(&cfg, launch.local_rank)?;
+
+        // Every rank resumes from the run folder rank 0 writes (a shared file system, as
+        // torch's checkpoints assume).
+        let run_dir = args.output.clone();
+        let resumed = match latest_checkpoint(&run_dir)? {
+            Some(ckpt) if args.resume => Some((read_state(&ckpt)?, ckpt)),
+            Some(ckpt) => bail!("{} already holds a checkpoint ({}); pass --resume to continue it, or choose another --output", run_dir.display(), ckpt.display()),
+            None => None,
+        };
+        let Layout { lanes, global_batch } = settle(&mut cfg, &corpus, holds_images, resumed.as_ref().map(|r| &r.0), world)?;
+        let Loaded { mut vs, model } = build_model(&cfg, &corpus.meta, device, holds_images)?;
+        let mut opt = AdamW::new(&vs, &cfg);
+        let log_path = run_dir.join(LOG);
+        let (mut step, mut position) = (0u64, Position::start(lanes));
+        if let Some((st, ckpt)) = &resumed {
+            if st.model != cfg.model || st.data != corpus.meta || st.seed != cfg.seed {
+                bail!(
+                    "{}: checkpoint was made with another model, tokenizer or seed (model {:?}, seed {}); resume with the same settings",
+                    ckpt.display(),
+                    st.model,
+                    st.seed
+                );
+            }
+            load_weights(&mut vs, ckpt)?;
+            opt.load(&ckpt.join(OPTIM_FILE), st.step).with_context(|| format!("{}: loading optimiser state", ckpt.display()))?;
+            step = st.step;
+            position = st.loader.clone();
+            if rank == 0 {
+                truncate_log(&log_path, step)?;
+            }
+            tracing::info!("resumed from {} at step {step} ({} ranks wrote it, {world} continue)", ckpt.display(), st.world_size);
+        }
+        if rank == 0 {
+            fs::create_dir_all(&run_dir).with_context(|| run_dir.display().to_string())?;
+            if resumed.is_none() {
+                let _ = fs::remove_file(&log_path);
+            }
+        }
+        let mut comm = Comm::connect(launch, &cfg, device)?;
+        comm.ring.agree("the step to start from (every rank resumes from the same run folder)", step)?;
+        let fingerprint = blake3::hash(serde_json::to_string(&cfg)?.as_bytes());
+        comm.ring.agree("the [train] config", u64::from_le_bytes(fingerprint.as_bytes()[..8].try_into().unwrap()))?;
+        // A rank whose weights differ from rank 0's (another checkpoint, another torch)
+        // would train a different model under the same averaged gradients.
+        comm.ring.agree("the model weights (checksum): this rank's weights differ from rank 0's", weights_checksum(&vs))?;
+        opt.prime_grads();
+        let loader = Loader::new(corpus.train.clone(), corpus.meta.clone(), LoaderConfig::from_train(&cfg, rank, world), &position)?;
+        let log = if rank == 0 {
+            Some(fs::OpenOptions::new().create(true).append(true).open(&log_path).with_context(|| log_path.display().to_string())?)
+        } else {
+            None
+        };
+        let parameters: i64 = vs.trainable_variables().iter().map(|t| t.numel() as i64).sum();
+        tracing::info!(
+            "model: {parameters} parameters on {device:?}; {} train shards, {} eval shards; rank {rank}/{world} reads data lanes {:?} of {lanes}, {} samples per micro-batch over all ranks; gradients: {}",
+            corpus.train.len(),
+            corpus.eval.len(),
+            loader.lane_range(),
+            global_batch,
+            comm.name()
+        );
+        let pb = if rank == 0 { indicatif::ProgressBar::new(cfg.steps) } else { indicatif::ProgressBar::hidden() };
+        pb.set_style(indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} steps {msg} [{elapsed_precise}<{eta_precise}]").unwrap());
+        pb.set_position(step);
+        Ok(Run { rank, world, cfg, corpus, device, run_dir, log_path, log, vs, model, opt, comm, loader, lanes, global_batch, step, start_step: step, parameters, pb })
+    }
+
+    /// One optimiser step: `grad_accum` micro-batches forward and backward, gradients
+    /// reduced over the ranks, clipped and applied.
+    fn step_once(&mut self, lr: f64) -> Result<StepDone> {
+        let (cfg, accum) = (&self.cfg, self.cfg.grad_accum);
+        let max_len = cfg.model.max_len as usize;
+        let batches = (0..accum).map(|_| next_batch(&mut self.loader, cfg.batch_size, cfg.seed, &cfg.tasks, max_len)).collect::<Result<Vec<Batch>, _>>()?;
         // Each rank's mean loss counts by its share of the micro-batch's targets over
         // all ranks (the sum over ranks is then the mean over the whole micro-batch, as
         // one process would compute it); tokens and samples ride along for the log.
         let mut counts: Vec<u64> = batches.iter().map(|b| b.targets as u64).collect();
         counts.push(batches.iter().map(|b| b.tokens as u64).sum());
         counts.push(batches.iter().map(|b| b.samples as u64).sum());
-        comm.ring.all_reduce_sum(&mut counts).context("exchanging the micro-batches' target counts")?;
-        let mut step_loss = Tensor::zeros([], (Kind::Float, device));
+        self.comm.ring.all_reduce_sum(&mut counts).context("exchanging the micro-batches' target counts")?;
+        let mut step_loss = Tensor::zeros([], (Kind::Float, self.device));
         for (b, &targets) in batches.iter().zip(&counts) {
             if b.targets == 0 || targets == 0 {
                 continue; // nothing to predict here: no gradient from this rank
             }
-            let loss = model.loss(&DeviceBatch::new(b, device));
+            let loss = self.model.loss(&DeviceBatch::new(b, self.device));
             let share = &loss * (b.targets as f64 / targets as f64);
             (&share / accum as f64).backward();
             step_loss += share.detach() / accum as f64;
         }
-        win_tokens += counts[accum];
-        win_samples += counts[accum + 1];
-        comm.reduce(&mut opt, &mut step_loss)?;
-        let grad_norm = opt.clip_grad_norm(cfg.grad_clip);
-        opt.apply(lr);
-        opt.zero_grad();
-        step += 1;
-        pb.set_position(step);
-        win_loss += &step_loss;
-        win_n += 1;
-        let at_end = step == stop;
-        let checkpoint = at_end || (cfg.checkpoint_every > 0 && step % cfg.checkpoint_every == 0);
-        let mut eval_loss = None;
-        if rank == 0 && cfg.eval_every > 0 && (step % cfg.eval_every == 0 || at_end) {
-            eval_loss = evaluate(&model, &corpus.eval, &corpus.meta, &cfg, device)?;
-            if eval_loss.is_some() {
-                last_eval = eval_loss;
-            }
-        }
-        let eval_step = cfg.eval_every > 0 && (step % cfg.eval_every == 0 || at_end) && !corpus.eval.is_empty() && cfg.eval_batches > 0;
-        if step % cfg.log_every.max(1) == 0 || at_end || eval_step || checkpoint {
-            // Every rank holds the same summed loss: all stop together on a bad one.
-            let mean_loss = win_loss.double_value(&[]) / win_n.max(1) as f64;
-            // A non-finite loss in the window poisons the mean: stop before logging or
-            // checkpointing weights that may already be NaN.
-            if !mean_loss.is_finite() {
-                bail!("loss became {mean_loss} in steps {}..={step}; lower lr or check the data", step + 1 - win_n as u64);
-            }
-            last_loss = step_loss.double_value(&[]);
-            let secs = win.elapsed().as_secs_f64().max(1e-9);
-            if let Some(log) = log.as_mut() {
-                let mut line = serde_json::json!({
-                    "step": step,
-                    "loss": mean_loss,
-                    "lr": lr,
-                    "tokens_per_s": win_tokens as f64 / secs,
-                    "samples_per_s": win_samples as f64 / secs,
-                    "grad_norm": grad_norm.double_value(&[]),
-                    "epoch": loader.epoch(),
-                    "elapsed_s": t0.elapsed().as_secs_f64(),
-                    // Wall-clock time, so a GPU utilisation trace (nvidia-smi) can be cut to the steps.
-                    "time": std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64()),
-                });
-                if let Some(e) = eval_loss {
-                    line["eval_loss"] = e.into();
-                }
-                writeln!(log, "{line}").with_context(|| log_path.display().to_string())?;
-                log.flush()?;
-                let msg = format!(
-                    "loss {:.4} lr {:.2e} {:.0} tok/s {:.1} samples/s{}",
-                    mean_loss,
-                    lr,
-                    win_tokens as f64 / secs,
-                    win_samples as f64 / secs,
-                    eval_loss.map(|e| format!(" eval {e:.4}")).unwrap_or_default()
-                );
-                pb.set_message(msg.clone());
-                if pb.is_hidden() {
-                    eprintln!("step {step}/{total} {msg}");
-                }
-            }
-            all_tokens += win_tokens;
-            all_samples += win_samples;
-            (win_tokens, win_samples, win_n) = (0, 0, 0);
-            win_loss = Tensor::zeros([], (Kind::Float, device));
-            win = Instant::now();
-        }
-        if checkpoint {
-            // Every rank takes part in gathering the position; rank 0 alone writes.
-            let position = comm.gather_position(&loader, lanes)?;
-            if rank == 0 {
-                let state = CheckpointState {
-                    step,
-                    total_steps: total,
-                    loader: position,
-                    world_size: world,
-                    lanes,
-                    global_batch,
-                    seed: cfg.seed,
-                    model: cfg.model.clone(),
-                    data: corpus.meta.clone(),
-                    config: cfg.clone(),
-                };
-                last_ckpt = Some(save_checkpoint(&run_dir, &vs, &opt, &state, cfg.keep_checkpoints)?);
-            }
-        }
+        self.comm.reduce(&mut self.opt, &mut step_loss)?;
+        let grad_norm = self.opt.clip_grad_norm(self.cfg.grad_clip);
+        self.opt.apply(lr);
+        self.opt.zero_grad();
+        self.step += 1;
+        self.pb.set_position(self.step);
+        Ok(StepDone { loss: step_loss, grad_norm, tokens: counts[accum], samples: counts[accum + 1] })
     }
-    pb.finish_and_clear();
-    let seconds = t0.elapsed().as_secs_f64();
-    Ok(Summary {
-        device: format!("{device:?}"),
-        world_size: world,
-        lanes,
-        collective: comm.name().to_string(),
-        start_step,
-        steps: step,
-        final_loss: last_loss,
-        eval_loss: last_eval,
-        seconds,
-        tokens_per_s: all_tokens as f64 / seconds.max(1e-9),
-        samples_per_s: all_samples as f64 / seconds.max(1e-9),
-        parameters,
-        checkpoint: if rank == 0 { last_ckpt.or(latest_checkpoint(&run_dir)?) } else { None },
-    })
+
+    /// Closes the log window: stops on a non-finite loss, writes rank 0's log line and
+    /// progress message, and returns the window's tokens and samples.
+    fn log_window(&mut self, win: &mut Window, lr: f64, last: &StepDone, eval_loss: Option<f64>, t0: Instant) -> Result<(u64, u64)> {
+        let step = self.step;
+        // Every rank holds the same summed loss: all stop together on a bad one.
+        let mean_loss = win.loss.double_value(&[]) / win.n.max(1) as f64;
+        // A non-finite loss in the window poisons the mean: stop before logging or
+        // checkpointing weights that may already be NaN.
+        if !mean_loss.is_finite() {
+            bail!("loss became {mean_loss} in steps {}..={step}; lower lr or check the data", step + 1 - win.n as u64);
+        }
+        let secs = win.start.elapsed().as_secs_f64().max(1e-9);
+        if let Some(log) = self.log.as_mut() {
+            let mut line = serde_json::json!({
+                "step": step,
+                "loss": mean_loss,
+                "lr": lr,
+                "tokens_per_s": win.tokens as f64 / secs,
+                "samples_per_s": win.samples as f64 / secs,
+                "grad_norm": last.grad_norm.double_value(&[]),
+                "epoch": self.loader.epoch(),
+                "elapsed_s": t0.elapsed().as_secs_f64(),
+                // Wall-clock time, so a GPU utilisation trace (nvidia-smi) can be cut to the steps.
+                "time": std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64()),
+            });
+            if let Some(e) = eval_loss {
+                line["eval_loss"] = e.into();
+            }
+            writeln!(log, "{line}").with_context(|| self.log_path.display().to_string())?;
+            log.flush()?;
+            let msg = format!(
+                "loss {:.4} lr {:.2e} {:.0} tok/s {:.1} samples/s{}",
+                mean_loss,
+                lr,
+                win.tokens as f64 / secs,
+                win.samples as f64 / secs,
+                eval_loss.map(|e| format!(" eval {e:.4}")).unwrap_or_default()
+            );
+            self.pb.set_message(msg.clone());
+            if self.pb.is_hidden() {
+                eprintln!("step {step}/{} {msg}", self.cfg.steps);
+            }
+        }
+        let done = (win.tokens, win.samples);
+        *win = Window::new(win.device);
+        Ok(done)
+    }
+
+    /// Every rank takes part in gathering the loader position; rank 0 alone writes
+    /// the checkpoint (returned).
+    fn checkpoint(&mut self) -> Result<Option<PathBuf>> {
+        let position = self.comm.gather_position(&self.loader, self.lanes)?;
+        if self.rank != 0 {
+            return Ok(None);
+        }
+        let state = CheckpointState {
+            step: self.step,
+            total_steps: self.cfg.steps,
+            loader: position,
+            world_size: self.world,
+            lanes: self.lanes,
+            global_batch: self.global_batch,
+            seed: self.cfg.seed,
+            model: self.cfg.model.clone(),
+            data: self.corpus.meta.clone(),
+            config: self.cfg.clone(),
+        };
+        Ok(Some(save_checkpoint(&self.run_dir, &self.vs, &self.opt, &state, self.cfg.keep_checkpoints)?))
+    }
 }
 
-/// Loads a run's latest checkpoint in this (fresh) process and evaluates it.
 pub fn eval_checkpoint(args: &TrainArgs) -> Result<serde_json::Value> {
     let ckpt = latest_checkpoint(&args.output)?.with_context(|| format!("{}: no checkpoint to evaluate", args.output.display()))?;
     let st = read_state(&ckpt)?;
