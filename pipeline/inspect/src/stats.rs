@@ -365,14 +365,14 @@ fn scan_batch(kind: Kind, b: &RecordBatch, acc: &mut Acc, sctx: SampleCtx, path:
             (0..n).for_each(|i| count_str(&mut acc.sources, src, i, ""));
             // Filter scores (null before the filter ran, or in version-1 shards): floats
             // in [0, 1] as thousandths, perplexity rounded, counts as they are.
-            for (col, name, scale) in [(document::QUALITY, "quality", 1000.0), (document::LANG_SCORE, "lang_score", 1000.0), (document::PERPLEXITY, "perplexity", 1.0)] {
+            for (col, name, scale) in [(document::QUALITY, document::QUALITY, 1000.0), (document::LANG_SCORE, document::LANG_SCORE, 1000.0), (document::PERPLEXITY, document::PERPLEXITY, 1.0)] {
                 if let Ok(a) = column::<F32>(b, col) {
                     for i in (0..n).filter(|&i| a.is_valid(i)) {
                         acc.dist(name).add((a.value(i) as f64 * scale).round().max(0.0) as u64);
                     }
                 }
             }
-            for (col, name) in [(document::SPAM_HITS, "spam_hits"), (document::BLOCKLIST_HITS, "blocklist_hits")] {
+            for (col, name) in [(document::SPAM_HITS, document::SPAM_HITS), (document::BLOCKLIST_HITS, document::BLOCKLIST_HITS)] {
                 if let Ok(a) = column::<U32>(b, col) {
                     for i in (0..n).filter(|&i| a.is_valid(i)) {
                         acc.dist(name).add(a.value(i) as u64);
@@ -385,7 +385,7 @@ fn scan_batch(kind: Kind, b: &RecordBatch, acc: &mut Acc, sctx: SampleCtx, path:
                 }
             }
             // Each PII kind on its own (its threshold can be chosen apart), and their sum.
-            for (col, name) in [(document::PII_EMAIL, "pii_email"), (document::PII_PHONE, "pii_phone"), (document::PII_ID, "pii_id"), (document::PII_CARD, "pii_card"), (document::PII_IP, "pii_ip")] {
+            for (col, name) in [(document::PII_EMAIL, document::PII_EMAIL), (document::PII_PHONE, document::PII_PHONE), (document::PII_ID, document::PII_ID), (document::PII_CARD, document::PII_CARD), (document::PII_IP, document::PII_IP)] {
                 if let Ok(a) = column::<U32>(b, col) {
                     for i in (0..n).filter(|&i| a.is_valid(i)) {
                         acc.dist(name).add(a.value(i) as u64);
@@ -658,17 +658,17 @@ pub fn stats(dir: &Path) -> Result<Stats, Error> {
 
     let dist_meta: &[(&str, &str)] = &[
         ("chars", "characters"),
-        ("quality", "1/1000"),
-        ("perplexity", "per character"),
-        ("lang_score", "1/1000"),
-        ("spam_hits", "hits"),
-        ("blocklist_hits", "hits"),
+        (m6_schemas::document::QUALITY, "1/1000"),
+        (m6_schemas::document::PERPLEXITY, "per character"),
+        (m6_schemas::document::LANG_SCORE, "1/1000"),
+        (m6_schemas::document::SPAM_HITS, "hits"),
+        (m6_schemas::document::BLOCKLIST_HITS, "hits"),
         ("pii", "replacements"),
-        ("pii_email", "replacements"),
-        ("pii_phone", "replacements"),
-        ("pii_id", "replacements"),
-        ("pii_card", "replacements"),
-        ("pii_ip", "replacements"),
+        (m6_schemas::document::PII_EMAIL, "replacements"),
+        (m6_schemas::document::PII_PHONE, "replacements"),
+        (m6_schemas::document::PII_ID, "replacements"),
+        (m6_schemas::document::PII_CARD, "replacements"),
+        (m6_schemas::document::PII_IP, "replacements"),
         ("caption_chars", "characters"),
         ("tokens", "tokens"),
         ("width", "px"),

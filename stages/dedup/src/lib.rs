@@ -198,7 +198,7 @@ impl Default for DedupConfig {
             threshold: 0.4,
             seed: 1,
             keep: KeepRule::Longest,
-            quality_field: "quality".into(),
+            quality_field: m6_schemas::document::QUALITY.into(),
             image_exact: ImageExact::Bytes,
             max_hamming: 16,
             hash_blocks: 11,
