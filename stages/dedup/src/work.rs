@@ -68,16 +68,11 @@ fn werr(path: &Path, msg: impl Into<String>) -> BoxError {
     Box::new(DedupError::Work { path: path.to_path_buf(), msg: msg.into() })
 }
 
-/// Writes a work file under a temporary name and renames it into place, so a killed
-/// process leaves the old file or the new, never a part. Work files are not fsynced:
-/// they are intermediate (a kill -9 loses nothing the kernel already has), and every
-/// reader checks sizes and trailers, so a file cut short by a power cut is reported
-/// (naming it) rather than used. The output's shards are committed durably as usual.
+/// Writes a work marker or pairs file through the pipeline's atomic write (temporary
+/// name, fsync, rename, directory sync): the other processes of a job take these files
+/// as "this unit is done", so one must not outlive a power cut its data did not.
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), BoxError> {
-    let tmp = path.with_file_name(format!(".{}.{}.tmp", path.file_name().unwrap().to_string_lossy(), std::process::id()));
-    fs::write(&tmp, bytes).at(&tmp)?;
-    fs::rename(&tmp, path).at(path)?;
-    Ok(())
+    Ok(m6_pipeline::manifest::write_atomic(path, bytes)?)
 }
 
 /// A trailer closing every pairs file: its pair count and a magic, so a truncated file
@@ -217,10 +212,9 @@ pub fn plan(cfg: &DedupConfig, kind: Kind, ctx: &RunContext) -> Result<Plan, Box
 /// Ties the work folder to this plan; refuses an output committed under another plan.
 fn claim(plan: &Plan) -> Result<(), BoxError> {
     fs::create_dir_all(plan.work.join(SIG)).at(&plan.work)?;
-    // Short lock: processes starting together must not both wipe stale work.
-    let lock_path = plan.work.join(".lock");
-    let lock = fs::OpenOptions::new().create(true).truncate(false).write(true).open(&lock_path).at(&lock_path)?;
-    fs4::fs_std::FileExt::lock_exclusive(&lock).at(&lock_path)?;
+    // Short lock (the pipeline's folder lock on `_work/.lock`): processes starting
+    // together must not both wipe stale work.
+    let _lock = m6_pipeline::manifest::DatasetLock::acquire(&plan.work)?;
     let fp_path = plan.work.join(FINGERPRINT);
     let recorded = fs::read_to_string(&fp_path).ok().map(|s| s.trim().to_string());
     if let Some(old) = recorded {
@@ -241,8 +235,10 @@ fn claim(plan: &Plan) -> Result<(), BoxError> {
     write_atomic(&fp_path, plan.fingerprint.as_bytes())
 }
 
+/// Whether any task of the output has committed. An unreadable commit record counts
+/// as committed: the safe answer when the question is whether old work may be wiped.
 fn committed_any(output: &Path) -> bool {
-    fs::read_dir(output.join("_commits")).map(|d| d.flatten().any(|e| e.path().extension().is_some_and(|x| x == "json"))).unwrap_or(false)
+    CommitRecord::load_all(output).map_or(true, |c| !c.is_empty())
 }
 
 /// What `prepare()` leaves for the write phase.
