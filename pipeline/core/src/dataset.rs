@@ -71,6 +71,15 @@ impl Dataset {
         read_parquet(&self.shard_path(shard), Some(self.kind()), batch_rows)
     }
 
+    /// Like [`Dataset::read_shard`], decoding only `columns` (a column an older version
+    /// of the kind lacks reads as nulls). The whole file is checked against the shard's
+    /// manifest entry first, so a projection never hides a corrupt shard.
+    pub fn read_shard_columns(&self, shard: &ShardEntry, batch_rows: usize, columns: &[&str]) -> Result<ShardReader> {
+        let path = self.shard_path(shard);
+        crate::integrity::verify_file(&path, shard.bytes, &shard.blake3)?;
+        read_parquet_columns(&path, Some(self.kind()), batch_rows, Some(columns))
+    }
+
     /// Checks every shard's size and blake3 against the manifest (each shard once per
     /// process); for readers that hand files to another engine (DataFusion).
     pub fn verify_shards(&self) -> Result<()> {

@@ -5,15 +5,12 @@
 
 use std::collections::BTreeMap;
 use std::fmt::{self, Write as _};
-use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::Int32Type;
 use m6_pipeline::{Dataset, ShardEntry};
 use m6_schemas::{self as schemas, Kind, Str};
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use parquet::arrow::ProjectionMask;
 use rayon::prelude::*;
 use serde::Serialize;
 
@@ -505,23 +502,13 @@ fn scan_batch(kind: Kind, b: &RecordBatch, acc: &mut Acc, sctx: SampleCtx, path:
 fn scan_shard(ds: &Dataset, shard: &ShardEntry, sctx: SampleCtx) -> Result<Acc, Error> {
     let path = ds.shard_path(shard);
     let kind = ds.kind();
-    // Stats decode a projection of the shard, so the checksum is checked on the whole
-    // file first: a corrupt shard is an error naming it, never altered statistics.
-    m6_pipeline::integrity::verify_file(&path, shard.bytes, &shard.blake3)?;
-    let file = File::open(&path).map_err(|e| Error::Io { path: path.clone(), source: e })?;
-    let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| Error::Parquet { path: path.clone(), source: e })?;
-    kind.check(builder.schema()).map_err(|e| Error::Schema { path: path.clone(), source: e })?;
-    // Columns a shard of an older schema version lacks (document scores) are skipped.
-    let roots: Vec<usize> = needed_columns(kind).iter().filter_map(|c| builder.schema().index_of(c).ok()).collect();
-    let mask = ProjectionMask::roots(builder.parquet_schema(), roots);
-    let reader = builder
-        .with_projection(mask)
-        .with_batch_size(BATCH_ROWS)
-        .build()
-        .map_err(|e| Error::Parquet { path: path.clone(), source: e })?;
+    // Stats decode a projection of the shard; the pipeline checks the checksum on the
+    // whole file first, so a corrupt shard is an error naming it, never altered
+    // statistics. Columns an older schema version lacks (document scores) read as nulls.
+    let reader = ds.read_shard_columns(shard, BATCH_ROWS, needed_columns(kind))?;
     let mut acc = Acc::default();
     for b in reader {
-        let b = b.map_err(|e| Error::Parquet { path: path.clone(), source: e.into() })?;
+        let b = b?;
         scan_batch(kind, &b, &mut acc, sctx, &path)?;
     }
     if acc.rows != shard.rows {
