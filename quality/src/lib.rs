@@ -201,6 +201,45 @@ impl Featurizer {
         self.features_with_words(text, &words, out)
     }
 
+    /// Feature hash → bucket. A power-of-two table (the default) takes the low bits:
+    /// the same bucket as the modulo without a 64-bit division per feature.
+    fn bucket_fn(&self) -> impl Fn(u64) -> u32 {
+        let buckets = self.buckets;
+        let mask = if buckets.is_power_of_two() { buckets - 1 } else { 0 };
+        move |h: u64| if mask != 0 { (mix(h) & mask) as u32 } else { (mix(h) % buckets) as u32 }
+    }
+
+    /// Calls `f` with the hash of every word 1..=`word_ngrams`-gram of the words that
+    /// start inside the featurised head (its first `head_len` bytes of `full`; the
+    /// words are slices of `full`, so their pointer offsets say where they start).
+    fn word_features(&self, full: &str, head_len: usize, words: &[&str], mut f: impl FnMut(u64)) {
+        if self.word_ngrams == 0 {
+            return;
+        }
+        let mut hist = [0u64; 5];
+        let mut seen = 0usize;
+        let base = full.as_ptr() as usize;
+        for &w in words {
+            let at = (w.as_ptr() as usize).wrapping_sub(base);
+            if at >= head_len {
+                break;
+            }
+            if w.chars().all(char::is_whitespace) {
+                continue;
+            }
+            let h = if w.bytes().all(|b| b.is_ascii_digit()) { word_hash("0") } else { word_hash(w) };
+            hist.rotate_right(1);
+            hist[0] = h;
+            seen += 1;
+            // n-gram hash: fastText's combination h = h * 116049371 + next, salted by n.
+            let mut g = 0u64;
+            for n in 1..=self.word_ngrams.min(seen) {
+                g = g.wrapping_mul(116_049_371).wrapping_add(hist[n - 1]);
+                f(g ^ (n as u64).wrapping_mul(0x9E37_79B9));
+            }
+        }
+    }
+
     /// The part of `text` that is featurised.
     fn head<'t>(&self, text: &'t str) -> &'t str {
         match self.max_chars {
@@ -219,17 +258,8 @@ impl Featurizer {
     pub fn features_with_words(&self, text: &str, words: &[&str], out: &mut Vec<u32>) {
         out.clear();
         let full = text;
-        let text = match self.max_chars {
-            0 => text,
-            m => match text.char_indices().nth(m) {
-                Some((end, _)) => &text[..end],
-                None => text,
-            },
-        };
-        // A power-of-two table (the default) takes the low bits: the same bucket as the
-        // modulo without a 64-bit division per feature.
-        let mask = if self.buckets.is_power_of_two() { self.buckets - 1 } else { 0 };
-        let bucket = |h: u64| if mask != 0 { (mix(h) & mask) as u32 } else { (mix(h) % self.buckets) as u32 };
+        let text = self.head(text);
+        let bucket = self.bucket_fn();
         if self.char_max > 0 {
             // Normalised characters: ASCII lower case, digits as 0, whitespace runs as ' '.
             let mut cs: Vec<u32> = Vec::with_capacity(text.len());
@@ -260,31 +290,7 @@ impl Featurizer {
                 }
             }
         }
-        if self.word_ngrams > 0 {
-            let mut hist = [0u64; 5];
-            let mut seen = 0usize;
-            let base = full.as_ptr() as usize;
-            for &w in words {
-                // Only words inside the head (pointer offsets: `words` are slices of `text`).
-                let at = (w.as_ptr() as usize).wrapping_sub(base);
-                if at >= text.len() {
-                    break;
-                }
-                if w.chars().all(char::is_whitespace) {
-                    continue;
-                }
-                let h = if w.bytes().all(|b| b.is_ascii_digit()) { word_hash("0") } else { word_hash(w) };
-                hist.rotate_right(1);
-                hist[0] = h;
-                seen += 1;
-                // n-gram hash: fastText's combination h = h * 116049371 + next, salted by n.
-                let mut g = 0u64;
-                for n in 1..=self.word_ngrams.min(seen) {
-                    g = g.wrapping_mul(116_049_371).wrapping_add(hist[n - 1]);
-                    out.push(bucket(g ^ (n as u64).wrapping_mul(0x9E37_79B9)));
-                }
-            }
-        }
+        self.word_features(full, text.len(), words, |h| out.push(bucket(h)));
     }
 }
 
@@ -297,16 +303,8 @@ impl Featurizer {
     #[inline]
     pub fn for_each_feature(&self, text: &str, words: &[&str], mut f: impl FnMut(u32)) {
         let full = text;
-        let text = match self.max_chars {
-            0 => text,
-            m => match text.char_indices().nth(m) {
-                Some((end, _)) => &text[..end],
-                None => text,
-            },
-        };
-        let mask = if self.buckets.is_power_of_two() { self.buckets - 1 } else { 0 };
-        let buckets = self.buckets;
-        let bucket = move |h: u64| if mask != 0 { (mix(h) & mask) as u32 } else { (mix(h) % buckets) as u32 };
+        let text = self.head(text);
+        let bucket = self.bucket_fn();
         if self.char_max > 0 {
             let (lo, hi) = (self.char_min, self.char_max);
             // ring[k % 16]: the k-th normalised character (char_max <= 16, validated).
@@ -338,29 +336,7 @@ impl Featurizer {
                 push(c as u32, &mut ring, &mut k);
             }
         }
-        if self.word_ngrams > 0 {
-            let mut hist = [0u64; 5];
-            let mut seen = 0usize;
-            let base = full.as_ptr() as usize;
-            for &w in words {
-                let at = (w.as_ptr() as usize).wrapping_sub(base);
-                if at >= text.len() {
-                    break;
-                }
-                if w.chars().all(char::is_whitespace) {
-                    continue;
-                }
-                let h = if w.bytes().all(|b| b.is_ascii_digit()) { word_hash("0") } else { word_hash(w) };
-                hist.rotate_right(1);
-                hist[0] = h;
-                seen += 1;
-                let mut g = 0u64;
-                for n in 1..=self.word_ngrams.min(seen) {
-                    g = g.wrapping_mul(116_049_371).wrapping_add(hist[n - 1]);
-                    f(bucket(g ^ (n as u64).wrapping_mul(0x9E37_79B9)));
-                }
-            }
-        }
+        self.word_features(full, text.len(), words, |h| f(bucket(h)));
     }
 }
 
