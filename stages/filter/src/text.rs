@@ -820,32 +820,29 @@ impl<'a> NgramLevels<'a> {
     }
 }
 
-/// [`NgramLevels::top_share`] for one n, from scratch (tests and callers outside the rules).
-pub fn top_ngram_share(toks: &[u32], lens: &[u32], n: usize) -> f64 {
+/// The n-gram level `n` (≥ 2) of `toks`, built from scratch; `None` when the text has
+/// no n-grams that long (both shares are then 0).
+fn level<'a>(toks: &'a [u32], lens: &'a [u32], n: usize) -> Option<NgramLevels<'a>> {
     let mut l = NgramLevels::new(toks, lens);
     if l.total == 0 || n < 2 {
-        return 0.0;
+        return None;
     }
     for _ in 2..=n {
         if !l.next() {
-            return 0.0;
+            return None;
         }
     }
-    l.top_share()
+    Some(l)
+}
+
+/// [`NgramLevels::top_share`] for one n, from scratch (tests and callers outside the rules).
+pub fn top_ngram_share(toks: &[u32], lens: &[u32], n: usize) -> f64 {
+    level(toks, lens, n).map_or(0.0, |l| l.top_share())
 }
 
 /// [`NgramLevels::dup_share`] for one n, from scratch.
 pub fn dup_ngram_share(toks: &[u32], lens: &[u32], n: usize) -> f64 {
-    let mut l = NgramLevels::new(toks, lens);
-    if l.total == 0 || n < 2 {
-        return 0.0;
-    }
-    for _ in 2..=n {
-        if !l.next() {
-            return 0.0;
-        }
-    }
-    l.dup_share()
+    level(toks, lens, n).map_or(0.0, |l| l.dup_share())
 }
 
 #[cfg(test)]
