@@ -74,6 +74,29 @@ fn trained(docs: &[Document], dir: &Path, vocab_size: usize) -> PathBuf {
     p
 }
 
+/// Image–caption pairs of the real photos `(file, caption)`, as extract would make them.
+fn photo_pairs(photos: &[(&str, &str)]) -> Vec<Pair> {
+    let mut pairs = vec![];
+    for &(name, caption) in photos {
+        let bytes = std::fs::read(data().join("photos").join(name)).unwrap();
+        let (w, h) = image::load_from_memory(&bytes).unwrap().to_rgb8().dimensions();
+        pairs.push(Pair {
+            id: name.into(),
+            image_id: m6_schemas::content_id(&[&bytes]),
+            image_bytes: bytes,
+            width: w,
+            height: h,
+            format: name.rsplit('.').next().unwrap().into(),
+            caption: caption.into(),
+            caption_origin: "alt".into(),
+            image_url: Some(format!("http://127.0.0.1/{name}")),
+            source: "test".into(),
+            ..Default::default()
+        });
+    }
+    pairs
+}
+
 fn tokenize(inputs: &[PathBuf], out: &Path, cfg: TokenizeConfig, threads: usize) -> m6_pipeline::RunSummary {
     let stage = TokenizeStage::new(cfg).unwrap();
     let opts = RunOptions { progress: false, threads, batch_rows: 50, ..Default::default() };
@@ -161,24 +184,7 @@ fn pairs_and_documents_into_one_dataset() {
     let mut docs = poems("poet.tang.1000.json");
     docs.truncate(100);
     let vocab = trained(&docs, tmp.path(), 5000);
-    let mut pairs = vec![];
-    for (name, caption) in [("coffee.png", "一杯咖啡"), ("rocket.jpg", "火箭发射"), ("chelsea.png", "一只猫")] {
-        let bytes = std::fs::read(data().join("photos").join(name)).unwrap();
-        let (w, h) = image::load_from_memory(&bytes).unwrap().to_rgb8().dimensions();
-        pairs.push(Pair {
-            id: name.into(),
-            image_id: m6_schemas::content_id(&[&bytes]),
-            image_bytes: bytes,
-            width: w,
-            height: h,
-            format: name.rsplit('.').next().unwrap().into(),
-            caption: caption.into(),
-            caption_origin: "alt".into(),
-            image_url: Some(format!("http://127.0.0.1/{name}")),
-            source: "test".into(),
-            ..Default::default()
-        });
-    }
+    let mut pairs = photo_pairs(&[("coffee.png", "一杯咖啡"), ("rocket.jpg", "火箭发射"), ("chelsea.png", "一只猫")]);
     // A truncated image: reported in the errors side dataset, not fatal.
     let mut bad = pairs[0].clone();
     bad.id = "broken".into();
@@ -255,23 +261,7 @@ fn jpeg_image_samples_round_trip_to_the_same_patches() {
     let mut docs = poems("poet.tang.1000.json");
     docs.truncate(50);
     let vocab = trained(&docs, tmp.path(), 3000);
-    let mut pairs = vec![];
-    for (name, caption) in [("coffee.png", "一杯咖啡"), ("rocket.jpg", "火箭发射"), ("chelsea.png", "一只猫"), ("astronaut.png", "宇航员"), ("hubble_deep_field.jpg", "深空")] {
-        let bytes = std::fs::read(data().join("photos").join(name)).unwrap();
-        let (w, h) = image::load_from_memory(&bytes).unwrap().to_rgb8().dimensions();
-        pairs.push(Pair {
-            id: name.into(),
-            image_id: m6_schemas::content_id(&[&bytes]),
-            image_bytes: bytes,
-            width: w,
-            height: h,
-            format: name.rsplit('.').next().unwrap().into(),
-            caption: caption.into(),
-            caption_origin: "alt".into(),
-            source: "test".into(),
-            ..Default::default()
-        });
-    }
+    let pairs = photo_pairs(&[("coffee.png", "一杯咖啡"), ("rocket.jpg", "火箭发射"), ("chelsea.png", "一只猫"), ("astronaut.png", "宇航员"), ("hubble_deep_field.jpg", "深空")]);
     let pin = tmp.path().join("pairs");
     write_dataset(&pin, pairs.clone(), 2);
     let out = tmp.path().join("samples");
