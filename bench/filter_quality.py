@@ -184,11 +184,17 @@ def classifier(run, work, py_ok):
     val = order[: len(order) // 5]
     fit_idx = order[len(order) // 5:]
     grid = [dict(dim=d, epoch=25, lr=lr, wordNgrams=2, minn=mn, maxn=mx, bucket=1 << 20) for d in (16, 64) for lr in (0.5, 1.0) for mn, mx in ((1, 3), (2, 4))]
-    scored = []
-    for g in grid:
-        ft, _ = fit(tr_tok, fit_idx, **g)
-        scored.append((accuracy(ft, [tr_tok[i] for i in val], [labelled[i] for i in val]), -grid.index(g), g))
-    best_val, _, best = max(scored, key=lambda x: (x[0], x[1]))
+
+    def tune(grid, tr):
+        """The grid point with the best validation accuracy (ties: the earlier point)."""
+        scored = []
+        for g in grid:
+            ft, _ = fit(tr, fit_idx, **g)
+            scored.append((accuracy(ft, [tr[i] for i in val], [labelled[i] for i in val]), -grid.index(g), g))
+        best_val, _, best = max(scored, key=lambda x: (x[0], x[1]))
+        return best_val, best
+
+    best_val, best = tune(grid, tr_tok)
     runs["tuned_on_validation"] = run_ft("tuned", tr_tok, te_tok, tok_train, tok_test, **best)
     runs["tuned_on_validation"]["validation_accuracy"] = round(best_val, 4)
     runs["tuned_on_validation"]["grid"] = "dim {16, 64} x lr {0.5, 1.0} x (minn, maxn) {(1, 3), (2, 4)}, epoch 25, wordNgrams 2, 2^20 buckets"
@@ -196,11 +202,7 @@ def classifier(run, work, py_ok):
     #    text, as ours (word tokens with in-word subwords cannot see the order of words,
     #    which is all that tells the word-salad negatives from prose). Tuned the same way.
     grid_c = [dict(dim=d, epoch=25, lr=lr, wordNgrams=w, minn=0, maxn=0, bucket=1 << 20) for d in (16, 64) for lr in (0.5, 1.0) for w in (3, 4)]
-    scored = []
-    for g in grid_c:
-        ft, _ = fit(tr_chr, fit_idx, **g)
-        scored.append((accuracy(ft, [tr_chr[i] for i in val], [labelled[i] for i in val]), -grid_c.index(g), g))
-    best_val, _, best = max(scored, key=lambda x: (x[0], x[1]))
+    best_val, best = tune(grid_c, tr_chr)
     runs["char_tokens_tuned_on_validation"] = run_ft("chars", tr_chr, te_chr, chr_train, chr_test, **best)
     runs["char_tokens_tuned_on_validation"]["validation_accuracy"] = round(best_val, 4)
     runs["char_tokens_tuned_on_validation"]["grid"] = "dim {16, 64} x lr {0.5, 1.0} x wordNgrams {3, 4}, epoch 25, no subwords, 2^20 buckets"
