@@ -361,6 +361,21 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// Removes the temporaries [`write_atomic`] leaves (`.NAME.PID.tmp`) when its process
+/// is killed between writing and renaming. Only for files written under a lock the
+/// caller holds (the manifests and the plan under the dataset's lock, a commit record
+/// under its task's lock): then no such temporary can belong to a live writer. Best
+/// effort: a leftover is harmless to readers.
+pub(crate) fn remove_stale_temps(dir: &Path, names: &[&str]) {
+    let Ok(entries) = fs::read_dir(dir) else { return };
+    for e in entries.flatten() {
+        let f = e.file_name().to_string_lossy().to_string();
+        if f.ends_with(".tmp") && names.iter().any(|n| f.starts_with(&format!(".{n}."))) {
+            let _ = fs::remove_file(e.path());
+        }
+    }
+}
+
 pub(crate) fn sync_dir(dir: &Path) {
     // Best effort: some file systems refuse to open directories for sync.
     if let Ok(d) = fs::File::open(dir) {
@@ -395,6 +410,7 @@ const MISSING_LISTED: usize = 20;
 /// `run` is appended to the run history when given; `properties` are merged in.
 pub fn rebuild(dir: &Path, run: Option<RunSummary>, properties: &BTreeMap<String, serde_json::Value>) -> Result<Manifest> {
     let _lock = DatasetLock::acquire(dir)?;
+    remove_stale_temps(dir, &[MANIFEST, PLAN]);
     let mut manifest = Manifest::load(dir)?;
     let commits = CommitRecord::load_all(dir)?;
     let mut per_output: BTreeMap<String, Vec<ShardEntry>> = BTreeMap::new();
@@ -422,6 +438,7 @@ pub fn rebuild(dir: &Path, run: Option<RunSummary>, properties: &BTreeMap<String
     }
     for (side, kind) in manifest.sides.clone() {
         let sdir = dir.join(&side);
+        remove_stale_temps(&sdir, &[MANIFEST]);
         let mut sm = if Manifest::exists(&sdir) { Manifest::load(&sdir)? } else { Manifest::new(kind) };
         let mut shards = per_output.remove(&side).unwrap_or_default();
         shards.sort_by(|a, b| a.file.cmp(&b.file));

@@ -343,8 +343,10 @@ fn remove_stale(output: &Path, tasks: &[Task]) -> Result<()> {
     Ok(())
 }
 
-/// Removes temporary and uncommitted shards of a task, left by a run killed mid-task.
+/// Removes temporary and uncommitted shards of a task, and a commit record it was
+/// writing, left by a run killed mid-task. Called under the task's lock.
 fn clean_task_leftovers(output: &Path, spec: &OutputSpec, task: &Task) -> Result<()> {
+    manifest::remove_stale_temps(&output.join(COMMITS), &[&format!("{}.json", task.id)]);
     let dirs = std::iter::once(output.to_path_buf()).chain(spec.sides.iter().map(|(n, _)| output.join(n)));
     let part = format!("part-{}-", task.short_id());
     let tmp = format!(".tmp-{}-", task.short_id());

@@ -128,3 +128,51 @@ fn a_stage_writing_the_wrong_kind_fails_and_commits_nothing() {
     let files: Vec<_> = std::fs::read_dir(t.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().to_string()).filter(|n| n.ends_with(".parquet")).collect();
     assert!(files.is_empty(), "{files:?}");
 }
+
+/// A process killed inside a manifest write leaves `.manifest.json.PID.tmp` (main or
+/// side dataset) or `._plan.json.PID.tmp`, and one killed inside a commit leaves
+/// `_commits/.TASK.json.PID.tmp`; the rerun removes them (found by the kill -9 tests of
+/// tests/scale.rs), so a killed-and-rerun dataset holds exactly the files of an
+/// uninterrupted one.
+#[test]
+fn a_rerun_removes_manifest_temporaries_a_killed_writer_left() {
+    struct WithSide(Docs);
+    impl Stage for WithSide {
+        fn name(&self) -> &'static str {
+            "docs"
+        }
+        fn outputs(&self, k: &[Kind]) -> Result<OutputSpec, m6_pipeline::BoxError> {
+            Ok(self.0.outputs(k)?.with_side("rejects", Kind::Reject))
+        }
+        fn plan(&self, i: &[PathBuf]) -> m6_pipeline::Result<Vec<Task>> {
+            self.0.plan(i)
+        }
+        fn process(&self, task: &Task, out: &mut TaskOutput) -> Result<(), m6_pipeline::BoxError> {
+            self.0.process(task, out)
+        }
+    }
+    let stage = WithSide(Docs { docs: real_like_docs(20), tasks: 2 });
+    let t = tempfile::tempdir().unwrap();
+    let out = t.path().join("out");
+    m6_pipeline::run_stage(&stage, &[], &out, &opts(1)).unwrap();
+    // One task killed between writing its commit record and renaming it into place:
+    // its record is missing (the task is redone) and the temporary stays behind.
+    let task = content_id(&[&0u64.to_le_bytes()]);
+    let record = out.join("_commits").join(format!("{task}.json"));
+    let record_tmp = out.join("_commits").join(format!(".{task}.json.999999.tmp"));
+    std::fs::rename(&record, &record_tmp).unwrap();
+    let planted = [out.join(".manifest.json.999999.tmp"), out.join("._plan.json.999999.tmp"), out.join("rejects/.manifest.json.999999.tmp"), record_tmp];
+    for p in &planted {
+        std::fs::write(p, b"{\"half\": ").unwrap();
+    }
+    // Not a temporary of a file written under the lock: left alone.
+    let other = out.join(".notes.999999.tmp");
+    std::fs::write(&other, b"x").unwrap();
+    m6_pipeline::run_stage(&stage, &[], &out, &opts(1)).unwrap();
+    for p in &planted {
+        assert!(!p.exists(), "{} survived the rerun", p.display());
+    }
+    assert!(other.exists());
+    assert!(record.exists(), "the task whose record was lost is committed again");
+    assert_eq!(Dataset::open(&out).unwrap().read_all::<Document>().unwrap().len(), 20);
+}
