@@ -26,6 +26,9 @@ use m6_tokenizer::{ImageConfig, ImageEncoding, Tokenizer};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
+/// Most pair rows read (and samples built) at once; see the pair path.
+const IMAGE_BATCH_ROWS: usize = 256;
+
 use crate::pack::{Packed, Packer};
 
 /// The tokenizer's file name inside the output dataset folder.
@@ -226,7 +229,10 @@ impl TokenizeStage {
         let (mut tokens, mut unk, mut truncated, mut bad) = (0u64, 0u64, 0u64, 0u64);
         let mut image_bytes = 0u64;
         let file = task.inputs.first().map(|i| i.label.clone()).unwrap_or_default();
-        for batch in task.batches(self.batch_rows()) {
+        // Pair rows carry whole images (tens of KB, up to megabytes) and a raw sample is
+        // 150 KB at 224 px, so a 4096-row batch held about a gigabyte in and out; a few
+        // hundred rows still keep every thread busy and bound the batch by memory.
+        for batch in task.batches(self.batch_rows().min(IMAGE_BATCH_ROWS)) {
             let b = batch?;
             let ids: &StringArray = column(&b, pair::ID)?;
             let caption: &StringArray = column(&b, pair::CAPTION)?;
