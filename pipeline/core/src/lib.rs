@@ -14,6 +14,7 @@ pub mod runner;
 pub mod stage;
 pub mod status;
 pub mod verify;
+pub mod work;
 pub mod writer;
 
 pub use config::{PipelineConfig, RunOptions};
