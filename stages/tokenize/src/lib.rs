@@ -370,17 +370,12 @@ impl Stage for TokenizeStage {
 /// Writes tokenizer.json into the output; a different one already there means the
 /// output holds samples made with other ids, which must not be mixed.
 fn write_tokenizer(output: &Path, text: &str) -> Result<(), BoxError> {
-    let path = output.join(TOKENIZER_FILE);
-    match std::fs::read_to_string(&path) {
-        Ok(old) if old == text => return Ok(()),
-        Ok(_) if m6_pipeline::Dataset::open(output).map(|d| d.rows() > 0).unwrap_or(false) => {
-            return Err(format!("{}: the output already holds samples made with a different tokenizer or image settings; use a new output folder", path.display()).into())
+    match m6_pipeline::dataset::read_extra_file(output, TOKENIZER_FILE)? {
+        Some(old) if old == text.as_bytes() => return Ok(()),
+        Some(_) if m6_pipeline::Dataset::open(output).map(|d| d.rows() > 0).unwrap_or(false) => {
+            return Err(format!("{}: the output already holds samples made with a different tokenizer or image settings; use a new output folder", output.join(TOKENIZER_FILE).display()).into())
         }
         _ => {}
     }
-    // Every process of a --task-count job runs this: each writes its own temporary file.
-    let tmp = output.join(format!(".{TOKENIZER_FILE}.{}.tmp", std::process::id()));
-    std::fs::write(&tmp, text).map_err(|e| format!("{}: {e}", tmp.display()))?;
-    std::fs::rename(&tmp, &path).map_err(|e| format!("{}: {e}", path.display()))?;
-    Ok(())
+    Ok(m6_pipeline::dataset::write_extra_file(output, TOKENIZER_FILE, text.as_bytes())?)
 }
