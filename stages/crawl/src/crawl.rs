@@ -20,12 +20,13 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::time::Instant;
 
 use futures_util::FutureExt;
+use m6_pipeline::rounds::Rounds;
 use m6_pipeline::{BoxError, Counters, OutputSpec, Task, TaskOutput};
 use m6_schemas::{Image, Kind, Page};
 use url::Url;
 
 use crate::fetch::{kind, now_ms, Fetched, Fetcher};
-use crate::journal::{journal_path, round_id, AheadRound, ImageMeta, Journal, Outcome, PageMeta, QItem, RoundItem, State};
+use crate::journal::{journal_path, AheadRound, ROUND_TAG, ImageMeta, Journal, Outcome, PageMeta, QItem, RoundItem, State};
 use crate::partition::{partition_of_host, SplitPlan};
 use crate::seeds::SeedItem;
 use crate::{html, images, urls, CrawlConfig, CrawlStage, OutCtx, IMAGES, SOURCE};
@@ -140,6 +141,7 @@ pub(crate) fn run_task(stage: &CrawlStage, ctx: &OutCtx, task: &Task, plan: &Spl
         launch(stage, f, &seen, &claimed, &tx, &mut tasks);
     }
     let spec = OutputSpec::new(Kind::Page).with_side(IMAGES, Kind::Image);
+    let rounds = Rounds::new(&ctx.output, spec, ctx.limits, &task.id, ROUND_TAG, vec![input.label.clone()]);
     let mut total = Counters::default();
     while let Some(front) = flights.front() {
         if !front.done() {
@@ -157,10 +159,7 @@ pub(crate) fn run_task(stage: &CrawlStage, ctx: &OutCtx, task: &Task, plan: &Spl
         let journal = f.journal.lock().unwrap();
         journal.sync().map_err(|e| format!("{}: {e}", f.jpath.display()))?;
         f.entries.sort_unstable();
-        let sub = round_id(&task.id, round);
-        let prefix = &sub[..16];
-        clean_leftovers(&ctx.output, prefix)?;
-        let mut tout = TaskOutput::new(&ctx.output, &spec, prefix, ctx.limits);
+        let mut tout = rounds.begin(round)?;
         tout.counters.bump("duplicate_seed", f.ahead.dup_seeds);
         if f.ahead.other_partition > 0 {
             tout.counters.bump("link.other_partition", f.ahead.other_partition);
@@ -206,7 +205,7 @@ pub(crate) fn run_task(stage: &CrawlStage, ctx: &OutCtx, task: &Task, plan: &Spl
         // the two, the state is ignored (its round is not committed) and the round is
         // rebuilt from the journal, with nothing fetched again.
         st.save(&dir, &task.id)?;
-        let c = m6_pipeline::commit(&ctx.output, &sub, vec![input.label.clone()], tout, f.t0)?;
+        let c = rounds.commit(round, tout, f.t0)?;
         tracing::info!(seeds = %input.label, round, items = f.ahead.items.len(), rows = c.rows_out, queued = st.queue.len(), in_flight = flights.len(), "crawl round committed");
         total.add(&c);
         st.prune(&dir);
@@ -297,22 +296,6 @@ fn launch(stage: &CrawlStage, f: &mut Flight, seen: &Seen, claimed: &Claimed, tx
             stage.rt.handle(),
         );
     }
-}
-
-/// Removes shards of an uncommitted round left by a killed run.
-fn clean_leftovers(output: &Path, prefix: &str) -> Result<(), BoxError> {
-    let part = format!("part-{prefix}-");
-    let tmp = format!(".tmp-{prefix}-");
-    for dir in [output.to_path_buf(), output.join(IMAGES)] {
-        let Ok(rd) = std::fs::read_dir(&dir) else { continue };
-        for e in rd.flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            if name.starts_with(&part) || name.starts_with(&tmp) {
-                std::fs::remove_file(e.path()).map_err(|err| format!("{}: {err}", e.path().display()))?;
-            }
-        }
-    }
-    Ok(())
 }
 
 /// The next round's items: queued links first (breadth first), then the next seeds.

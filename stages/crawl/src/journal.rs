@@ -395,8 +395,12 @@ impl SeenLog {
 }
 
 pub fn round_id(task: &str, round: u64) -> String {
-    m6_schemas::content_id(&[task.as_bytes(), b"crawl-round", &round.to_le_bytes()])
+    m6_pipeline::rounds::round_id(task, ROUND_TAG, round)
 }
+
+/// What separates crawl round ids from other round-committing stages' (see
+/// `m6_pipeline::rounds`); part of every round id, so it never changes.
+pub const ROUND_TAG: &str = "crawl-round";
 
 /// The rounds whose state files `dir` holds, newest first (none when it does not exist).
 fn state_rounds_newest_first(dir: &Path) -> Vec<u64> {
