@@ -21,13 +21,14 @@ use std::time::Instant;
 
 use futures_util::FutureExt;
 use m6_pipeline::rounds::Rounds;
+use m6_pipeline::work::WorkDir;
 use m6_pipeline::{BoxError, Counters, OutputSpec, Task, TaskOutput};
 use m6_schemas::{Image, Kind, Page};
 use url::Url;
 
 use crate::fetch::{kind, now_ms, Fetched, Fetcher};
 use crate::journal::{journal_path, AheadRound, ROUND_TAG, ImageMeta, Journal, Outcome, PageMeta, QItem, RoundItem, State};
-use crate::partition::{partition_of_host, SplitPlan};
+use crate::partition::{partition_of_host, SplitPlan, CRAWL_WORK};
 use crate::seeds::SeedItem;
 use crate::{html, images, urls, CrawlConfig, CrawlStage, OutCtx, IMAGES, SOURCE};
 
@@ -99,7 +100,7 @@ type Landed = (u64, u32, Result<(u64, u64), String>);
 
 pub(crate) fn run_task(stage: &CrawlStage, ctx: &OutCtx, task: &Task, plan: &SplitPlan, part: u32) -> Result<Counters, BoxError> {
     let input = task.inputs.first().ok_or("crawl task without a seed file")?;
-    let dir = ctx.output.join("_crawl").join(&task.id);
+    let dir = ctx.output.join(CRAWL_WORK).join(&task.id);
     if !dir.exists() && !plan.has_seeds(&ctx.output, part) {
         // No seed of this run is on a host of this partition.
         return Ok(Counters::default());
@@ -228,18 +229,18 @@ struct PartMark {
 /// output, from other seed lists) starts from the committed done-sets of the earlier
 /// tasks of that partition, so a URL they fetched is not fetched again.
 fn inherit_done_set(output: &Path, task: &str, part: u32, parts: u32, st: &mut State) -> Result<(), BoxError> {
-    let root = output.join("_crawl");
+    let work = WorkDir::new(output, CRAWL_WORK);
+    let root = work.root().to_path_buf();
     let mark = PartMark { part, parts };
     let own = root.join(task);
-    std::fs::create_dir_all(&own).map_err(|e| format!("{}: {e}", own.display()))?;
-    m6_pipeline::manifest::write_atomic(&own.join("part.json"), &serde_json::to_vec(&mark).expect("mark serialises")).map_err(|e| format!("{}: {e}", own.display()))?;
-    let mut siblings: Vec<(String, PathBuf)> = std::fs::read_dir(&root)
-        .map_err(|e| format!("{}: {e}", root.display()))?
-        .flatten()
-        .filter_map(|e| Some((e.file_name().to_str()?.to_string(), e.path())))
-        .filter(|(name, p)| name != task && std::fs::read(p.join("part.json")).ok().and_then(|b| serde_json::from_slice::<PartMark>(&b).ok()).is_some_and(|m| m == mark))
+    work.write_atomic(&own.join("part.json"), &serde_json::to_vec(&mark).expect("mark serialises")).map_err(|e| e.to_string())?;
+    let siblings: Vec<(String, PathBuf)> = work
+        .subdirs(&root)
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .map(|name| (name.clone(), root.join(name)))
+        .filter(|(name, p)| name != task && work.read(&p.join("part.json")).ok().flatten().and_then(|b| serde_json::from_slice::<PartMark>(&b).ok()).is_some_and(|m| m == mark))
         .collect();
-    siblings.sort();
     let mut inherited = 0u64;
     for (name, p) in siblings {
         for k in State::committed_keys(&p, output, &name)? {
