@@ -85,4 +85,42 @@ mod tests {
         assert_eq!(signals(&flat).entropy, 0.0);
         assert!(signals(&sharp).entropy > 0.9);
     }
+
+    fn png_of(img: &image::DynamicImage) -> Vec<u8> {
+        let mut buf = std::io::Cursor::new(vec![]);
+        img.write_to(&mut buf, image::ImageFormat::Png).unwrap();
+        buf.into_inner()
+    }
+
+    /// The streamed PNG path gives the picture (and so the signals) the general path
+    /// gives, for every colour type the photos come in and the ones PNG adds.
+    #[test]
+    fn streamed_png_matches_the_full_decode() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/photos");
+        let mut cases = vec![];
+        for name in ["astronaut.png", "camera.png", "coins.png", "phantom.png", "logo.png"] {
+            cases.push((name.to_string(), std::fs::read(dir.join(name)).unwrap_or_else(|e| panic!("{name}: {e} (run `make data`)"))));
+        }
+        let img = image::open(dir.join("chelsea.png")).unwrap();
+        cases.push(("rgba".into(), png_of(&image::DynamicImage::ImageRgba8(img.to_rgba8()))));
+        cases.push(("gray16".into(), png_of(&image::DynamicImage::ImageLuma16(img.to_luma16()))));
+        cases.push(("luma_alpha".into(), png_of(&image::DynamicImage::ImageLumaA8(img.to_luma_alpha8()))));
+        for (name, bytes) in &cases {
+            for side in [64, 256, 4096] {
+                let (a, w, h) = crate::decode_png_gray(bytes, side).expect("handled").unwrap();
+                let (b, bw, bh, _) = decode_gray(bytes, side).unwrap();
+                assert_eq!((a.w, a.h, w, h), (b.w, b.h, bw, bh), "{name} at {side}");
+                let worst = a.px.iter().zip(&b.px).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+                assert!(worst <= 1.0, "{name} at {side}: grey differs by up to {worst}");
+                if side == SIDE {
+                    let (sa, sb) = (signals(&a), signals(&b));
+                    assert!((sa.sharpness - sb.sharpness).abs() <= 0.02 * sb.sharpness.max(1.0) && (sa.entropy - sb.entropy).abs() < 0.05 && (sa.border - sb.border).abs() < 0.02, "{name}: {sa:?} vs {sb:?}");
+                }
+            }
+        }
+        // Cut short: an error, not a partial picture.
+        let cut = &cases[0].1[..cases[0].1.len() / 2];
+        assert!(crate::decode_png_gray(cut, 256).unwrap().is_err());
+        assert!(crate::decode_png_gray(b"\xff\xd8\xff not a png", 256).is_none());
+    }
 }
