@@ -177,6 +177,40 @@ pub fn decode_png_gray(bytes: &[u8], max_side: usize) -> Option<Result<(Gray, u3
     Some(Ok((Gray { w: nw, h: nh, px: out }, w as u32, h as u32)))
 }
 
+/// JPEG to the grey work picture for a caller that wants the cheapest decode at
+/// `max_side`: when the image is at most 4× `max_side` on its longer side (the DCT
+/// scaler would only reach 1/2 or 1/4 scale), zune-jpeg decodes it in full straight to
+/// grey (the Y channel: no chroma upsampling or colour conversion; SIMD IDCT, one
+/// thread), which measured cheaper than jpeg-decoder's reduced IDCT plus colour
+/// conversion plus the worker threads it starts for outputs over 128 px; larger images
+/// go through [`decode_jpeg_scaled`] (1/8 scale). Grey here is JPEG's own luma (BT.601
+/// weights), not the Rec. 709 of the RGB paths: signals differ by a few percent at most.
+/// `None` when not a JPEG. Returns the picture and the full size.
+pub fn decode_jpeg_gray_fast(bytes: &[u8], max_side: usize) -> Option<Result<(Gray, u32, u32), DecodeError>> {
+    if !is_jpeg(bytes) {
+        return None;
+    }
+    let (_, w, h) = match jpeg_header(bytes) {
+        Ok(x) => x,
+        Err(e) => return Some(Err(e)),
+    };
+    if (w.max(h) as usize) > 4 * max_side {
+        return Some(decode_jpeg_scaled(bytes, max_side).map(|(g, w, h, _)| (g, w, h)));
+    }
+    use zune_jpeg::zune_core::{bytestream::ZCursor, colorspace::ColorSpace, options::DecoderOptions};
+    // Strict: corrupt entropy-coded data is an error, as it is for jpeg-decoder.
+    let opts = DecoderOptions::default().jpeg_set_out_colorspace(ColorSpace::Luma).set_strict_mode(true).set_max_width(1 << 16).set_max_height(1 << 16);
+    let mut d = zune_jpeg::JpegDecoder::new_with_options(ZCursor::new(bytes), opts);
+    match d.decode() {
+        Ok(px) if px.len() >= w as usize * h as usize && d.dimensions() == Some((w as usize, h as usize)) => {
+            Some(Ok((shrink_u8(&px[..w as usize * h as usize], w as usize, h as usize, max_side), w, h)))
+        }
+        // Anything zune-jpeg refuses or returns oddly (CMYK, 12-bit, arithmetic coding)
+        // gets the general path, whose own error is the verdict.
+        _ => Some(decode_gray(bytes, max_side).map(|(g, w, h, _)| (g, w, h))),
+    }
+}
+
 /// JPEG through jpeg-decoder's reduced-size IDCT.
 pub fn decode_jpeg_scaled(bytes: &[u8], max_side: usize) -> Result<(Gray, u32, u32, u32), DecodeError> {
     let err = |e: jpeg_decoder::Error| DecodeError::Decode(e.to_string());

@@ -25,16 +25,21 @@ pub struct Signals {
 pub fn signals(g: &Gray) -> Signals {
     let (w, h) = (g.w, g.h);
     let sharpness = if w >= 3 && h >= 3 {
-        let (mut s, mut s2, mut n) = (0f64, 0f64, 0f64);
+        // Row slices (no index arithmetic or bounds checks in the inner loop), f32 sums
+        // within a row (at most 255 terms of |l| <= 2040), f64 across rows.
+        let (mut s, mut s2) = (0f64, 0f64);
         for y in 1..h - 1 {
+            let (up, row, down) = (&g.px[(y - 1) * w..y * w], &g.px[y * w..(y + 1) * w], &g.px[(y + 1) * w..(y + 2) * w]);
+            let (mut rs, mut rs2) = (0f32, 0f32);
             for x in 1..w - 1 {
-                let c = g.px[y * w + x];
-                let l = g.px[y * w + x - 1] + g.px[y * w + x + 1] + g.px[(y - 1) * w + x] + g.px[(y + 1) * w + x] - 4.0 * c;
-                s += l as f64;
-                s2 += (l * l) as f64;
-                n += 1.0;
+                let l = row[x - 1] + row[x + 1] + up[x] + down[x] - 4.0 * row[x];
+                rs += l;
+                rs2 += l * l;
             }
+            s += rs as f64;
+            s2 += rs2 as f64;
         }
+        let n = ((w - 2) * (h - 2)) as f64;
         let m = s / n;
         (s2 / n - m * m).max(0.0) as f32
     } else {
@@ -42,7 +47,9 @@ pub fn signals(g: &Gray) -> Signals {
     };
     let mut hist = [0u32; 256];
     for &v in &g.px {
-        hist[v.round().clamp(0.0, 255.0) as usize] += 1;
+        // Grey levels are never negative: adding one half and truncating rounds them as
+        // f32::round does, without its library call per pixel.
+        hist[((v.max(0.0) + 0.5) as usize).min(255)] += 1;
     }
     let total = g.px.len().max(1) as f32;
     let entropy = hist.iter().filter(|&&c| c > 0).map(|&c| {
@@ -118,6 +125,28 @@ mod tests {
                 }
             }
         }
+        // JPEG straight to grey: the same picture as the general path up to the luma
+        // weights (BT.601 Y against Rec. 709 from RGB) and rounding.
+        for name in ["rocket.jpg", "retina.jpg", "hubble_deep_field.jpg"] {
+            let bytes = std::fs::read(dir.join(name)).unwrap();
+            for side in [64, 256] {
+                let (a, w, h) = crate::decode_jpeg_gray_fast(&bytes, side).expect("a JPEG").unwrap();
+                let (b, bw, bh, _) = decode_gray(&bytes, side).unwrap();
+                assert_eq!((a.w, a.h, w, h), (b.w, b.h, bw, bh), "{name} at {side}");
+                let mean = a.px.iter().zip(&b.px).map(|(x, y)| (x - y).abs()).sum::<f32>() / a.px.len() as f32;
+                assert!(mean < 4.0, "{name} at {side}: grey differs by {mean} on average");
+                if side == SIDE {
+                    let (sa, sb) = (signals(&a), signals(&b));
+                    assert!((sa.sharpness / sb.sharpness - 1.0).abs() < 0.15 && (sa.entropy - sb.entropy).abs() < 0.2 && (sa.border - sb.border).abs() < 0.03, "{name}: {sa:?} vs {sb:?}");
+                }
+            }
+        }
+        // Corrupt entropy-coded data is still an error.
+        let mut bad = std::fs::read(dir.join("rocket.jpg")).unwrap();
+        let mid = bad.len() / 2;
+        bad[mid..mid + 256].iter_mut().for_each(|b| *b ^= 0x5A);
+        let verdict = crate::decode_jpeg_gray_fast(&bad, 256).unwrap();
+        assert_eq!(verdict.is_err(), decode_gray(&bad, 256).is_err(), "both paths judge a corrupt JPEG alike");
         // Cut short: an error, not a partial picture.
         let cut = &cases[0].1[..cases[0].1.len() / 2];
         assert!(crate::decode_png_gray(cut, 256).unwrap().is_err());

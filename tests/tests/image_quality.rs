@@ -88,10 +88,10 @@ fn filter_records_signals_and_rules_stats_report_use_them() {
     }
 
     // Rules on the signals: the blurred copies fail image.sharpness, the letterboxed
-    // ones image.border; each reject names its rule. (Blurred copies measure 10–160
-    // here, the originals and letterboxed copies 380–3300: 300 lies between.)
+    // ones image.border; each reject names its rule. (Blurred copies measure 10–145
+    // here, the originals and letterboxed copies 290–2900: 200 lies between.)
     let strict = t.path().join("strict");
-    m6_ok(&["filter", "--input", s(&ingested), "--output", s(&strict), "--set", "image.min_sharpness=300", "--set", "image.max_border=0.4", "--quiet"]);
+    m6_ok(&["filter", "--input", s(&ingested), "--output", s(&strict), "--set", "image.min_sharpness=200", "--set", "image.max_border=0.4", "--quiet"]);
     let ds = Dataset::open(&strict).unwrap();
     let kept = by_name(&ds.read_all::<Image>().unwrap());
     let mut kept_names: Vec<&str> = kept.keys().map(String::as_str).collect();

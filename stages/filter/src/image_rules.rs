@@ -213,8 +213,9 @@ impl ImageRules {
         // when a quality rule is on or the signals are recorded (they are defined at that size).
         let quality = self.quality_rules_on() || c.signals;
         let side = if quality { m6_imaging::quality::SIDE } else { 64 };
-        // PNG rows stream straight into the work picture (no full-size RGB copy).
-        let decoded = match m6_imaging::decode_png_gray(bytes, side) {
+        // PNG rows stream straight into the work picture (no full-size RGB copy); JPEG
+        // decodes straight to grey, at 1/8 scale when that still gives `side`.
+        let decoded = match m6_imaging::decode_png_gray(bytes, side).or_else(|| m6_imaging::decode_jpeg_gray_fast(bytes, side)) {
             Some(r) => r.map(|(g, _, _)| g),
             None => m6_imaging::decode_gray(bytes, side).map(|(g, _, _, _)| g),
         };
