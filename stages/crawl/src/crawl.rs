@@ -648,6 +648,7 @@ fn write_outcome(
             width: m.width,
             height: m.height,
             format: m.format,
+            signals: Default::default(),
         })
         .collect();
     tout.write_side_rows(IMAGES, &imgs)?;
