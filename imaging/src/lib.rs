@@ -54,8 +54,23 @@ pub fn decode_gray(bytes: &[u8], max_side: usize) -> Result<(Gray, u32, u32, u32
     if w == 0 || h == 0 {
         return Err(DecodeError::Empty(w, h));
     }
-    let g = img.to_luma8();
-    Ok((shrink_u8(g.as_raw(), w as usize, h as usize, max_side), w, h, 1))
+    // 8-bit RGB(A) — PNG screenshots, mostly — to grey in fixed point: the image
+    // crate's conversion goes through floats and a libm round per pixel, which cost
+    // more than inflating the PNG.
+    let grey = match &img {
+        image::DynamicImage::ImageLuma8(g) => return Ok((shrink_u8(g.as_raw(), w as usize, h as usize, max_side), w, h, 1)),
+        image::DynamicImage::ImageRgb8(rgb) => grey709(rgb.as_raw(), 3),
+        image::DynamicImage::ImageRgba8(rgba) => grey709(rgba.as_raw(), 4),
+        other => other.to_luma8().into_raw(),
+    };
+    Ok((shrink_u8(&grey, w as usize, h as usize, max_side), w, h, 1))
+}
+
+/// BT.709 grey (the image crate's weights) of interleaved 8-bit pixels whose first
+/// three channels are R, G, B, in 16-bit fixed point (weights sum to 65536): integer
+/// lanes vectorise, a float conversion per pixel cost as much as the decode.
+fn grey709(px: &[u8], channels: usize) -> Vec<u8> {
+    px.chunks_exact(channels).map(|c| ((13933 * c[0] as u32 + 46871 * c[1] as u32 + 4732 * c[2] as u32 + 32768) >> 16) as u8).collect()
 }
 
 /// [`shrink`] straight from 8-bit grey: integer box sums over the same rounded cell
@@ -143,9 +158,7 @@ pub fn decode_jpeg_luma(bytes: &[u8], max_side: usize) -> Result<(Gray, u32, u32
     if d.output_colorspace() != Some(ColorSpace::RGB) || px.len() < 3 * w * h {
         return Err(DecodeError::Decode("unexpected JPEG pixel buffer".into()));
     }
-    // BT.709 in 16-bit fixed point (weights sum to 65536): integer lanes vectorise,
-    // a float conversion per pixel cost as much as the decode.
-    let grey: Vec<u8> = px.chunks_exact(3).take(w * h).map(|c| ((13933 * c[0] as u32 + 46871 * c[1] as u32 + 4732 * c[2] as u32 + 32768) >> 16) as u8).collect();
+    let grey = grey709(&px[..3 * w * h], 3);
     Ok((shrink_u8(&grey, w, h, max_side), w as u32, h as u32, 1))
 }
 
