@@ -148,7 +148,10 @@ fn jpeg_size(bytes: &[u8]) -> Option<(u32, u32)> {
 /// to grey with the image crate's BT.709 weights, box-averaged down.
 pub fn decode_jpeg_luma(bytes: &[u8], max_side: usize) -> Result<(Gray, u32, u32, u32), DecodeError> {
     use zune_core::{bytestream::ZCursor, colorspace::ColorSpace, options::DecoderOptions};
-    let opts = DecoderOptions::default().jpeg_set_out_colorspace(ColorSpace::RGB).set_max_width(1 << 16).set_max_height(1 << 16);
+    // Only pictures under 4 × max_side come here (decode_gray routes larger ones to
+    // the DCT-domain scaler): the limit keeps a lying header from allocating more.
+    let cap = (4 * max_side).max(1);
+    let opts = DecoderOptions::default().jpeg_set_out_colorspace(ColorSpace::RGB).set_max_width(cap).set_max_height(cap);
     let mut d = zune_jpeg::JpegDecoder::new_with_options(ZCursor::new(bytes), opts);
     let px = d.decode().map_err(|e| DecodeError::Decode(format!("{e:?}")))?;
     let (w, h) = d.dimensions().ok_or_else(|| DecodeError::Decode("no JPEG header".into()))?;
