@@ -154,11 +154,12 @@ fn crop_pad_watermark_variants_found_and_hard_negatives_kept() {
     assert_eq!(kept_groups.len(), group.values().collect::<std::collections::HashSet<_>>().len());
 }
 
-/// Reduced-scale JPEG decoding (DCT-domain 1/2–1/8) against full decoding on real
-/// JPEGs made from the photos: every window hash within 6 of 64 bits (measured: 0–4,
-/// 6 once, on the star field where a one-row difference in border trimming moves the
-/// windows), and the verification thumbnails within 2.5 grey levels on average
-/// (measured: 0.5–1.9).
+/// Reduced-scale JPEG decoding against full decoding (the image crate) on real JPEGs
+/// made from the photos: every window hash within 6 of 64 bits and the verification
+/// thumbnails within 2.5 grey levels on average. Measured: pictures of at least
+/// 4 × 192 px take the DCT-domain 1/4 or 1/8 path: 0–4 bits, 6 once (the star field,
+/// where a one-row difference in border trimming moves the windows), 0.5–1.9 levels;
+/// smaller ones are decoded at full size in one thread: 0 bits, under 0.05 levels.
 #[test]
 fn reduced_scale_decoding_hashes_match_full_decoding() {
     let mut scaled_any = false;
@@ -174,15 +175,11 @@ fn reduced_scale_decoding_hashes_match_full_decoding() {
                 let d = (reduced.hashes[w] ^ full.hashes[w]).count_ones();
                 assert!(d <= 6, "{name} {label} window {w}: {d} bits apart (decode scale 1/{})", reduced.decode_scale);
             }
-            // The small-JPEG path reads the stored luma plane (BT.601 Y) where the image
-            // crate converts RGB with BT.709 weights: a level offset the verifier
-            // normalises away, so the thumbnails are compared after removing it.
+            let mad = reduced.thumb.iter().zip(&full.thumb).map(|(a, b)| (*a as f32 - *b as f32).abs()).sum::<f32>() / full.thumb.len() as f32;
             let bias = reduced.thumb.iter().zip(&full.thumb).map(|(a, b)| *a as f32 - *b as f32).sum::<f32>() / full.thumb.len() as f32;
-            let mad = reduced.thumb.iter().zip(&full.thumb).map(|(a, b)| (*a as f32 - *b as f32 - bias).abs()).sum::<f32>() / full.thumb.len() as f32;
             let ds: Vec<u32> = (0..WINDOWS).map(|w| (reduced.hashes[w] ^ full.hashes[w]).count_ones()).collect();
             eprintln!("{name} {label} scale 1/{} hash bits {ds:?} thumb mad {mad:.2} bias {bias:.2}", reduced.decode_scale);
             assert!(mad < 2.5, "{name} {label}: thumbnails differ by {mad} grey levels on average");
-            assert!(bias.abs() < 6.0, "{name} {label}: thumbnails are {bias} grey levels apart");
             assert_eq!((reduced.width, reduced.height), (src.width(), src.height()));
         }
     }
