@@ -33,9 +33,10 @@ fn is_jpeg(bytes: &[u8]) -> bool {
 }
 
 /// Decodes to grey at reduced size: the result's longer side is at most `max_side`
-/// (box-averaged), and JPEGs are decoded by the DCT-domain scaler at the smallest of
-/// 1/8, 1/4, 1/2, 1 that still leaves at least `max_side` pixels on the longer side.
-/// Returns the picture, the full (header) size and the decoder's scale factor.
+/// (box-averaged). JPEGs whose longer side is at least 4 × `max_side` are decoded by
+/// the DCT-domain scaler at 1/4 or 1/8 (the smallest that leaves `max_side` pixels);
+/// smaller JPEGs are decoded at full size in one thread. Returns the picture, the full
+/// (header) size and the decoder's scale factor (1 for a full-size decode).
 pub fn decode_gray(bytes: &[u8], max_side: usize) -> Result<(Gray, u32, u32, u32), DecodeError> {
     if is_jpeg(bytes) {
         // Where the DCT-domain scaler can cut by 4 or 8 it wins; at 1/2 its slower
