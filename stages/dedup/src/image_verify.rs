@@ -524,7 +524,7 @@ fn align(max_crop: f32, max_diff: f32, ta: &[u8], aa: f32, tb: &[u8], ab: f32) -
     for &(s0, flip, c0) in starts.iter().take(2) {
         let (mut c, mut cur) = (c0, s0);
         // Small grid: two passes at a quarter of max_crop, one at an eighth.
-        descend(flip, &mut c, &mut cur, &[step, step, step / 2.0], 0, &mut src);
+        descend(flip, &mut c, &mut cur, &[step, step / 2.0], 0, &mut src);
         if cur > HOPELESS {
             best = best.min(cur);
             continue;
