@@ -5,6 +5,9 @@
 //! m6-dedup-bench docs IN.jsonl OUT SHARDS        JSONL {id, source, text} -> document dataset
 //! m6-dedup-bench images LIST.tsv OUT SHARDS      lines `key<TAB>path` -> image dataset
 //! m6-dedup-bench dedup IN OUT THREADS [k=v ...]  run dedup (k=v are [dedup] config fields, TOML values)
+//! m6-dedup-bench image-pairs LIST.tsv [k=v ...]   every pair of the listed images that passes the
+//!     verifier's quick checks, as `keyA<TAB>keyB<TAB>hamming<TAB>diff` lines (all pairs, one
+//!     thread: a tool for choosing the image defaults on the benchmark, not a dedup run)
 
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
@@ -47,9 +50,53 @@ fn write<R: Record + Send + Sync>(rows: Vec<R>, out: &Path, shards: usize) -> Re
     Ok(())
 }
 
+fn config(kvs: &[String]) -> Result<DedupConfig, BoxError> {
+    let mut table = toml::Table::new();
+    for kv in kvs {
+        let (k, v) = kv.split_once('=').ok_or("overrides are key=value")?;
+        let val: toml::Value = toml::from_str::<toml::Table>(&format!("v = {v}")).map(|mut t| t.remove("v").unwrap()).unwrap_or(toml::Value::String(v.to_string()));
+        table.insert(k.to_string(), val);
+    }
+    Ok(toml::Value::Table(table).try_into()?)
+}
+
+fn image_pairs(list: &Path, kvs: &[String]) -> Result<(), BoxError> {
+    use m6_stage_dedup::{image_hash, image_verify};
+    let cfg = config(kvs)?;
+    let p = cfg.image_verify_params();
+    let mut keys = vec![];
+    let mut bodies = vec![];
+    let t = std::time::Instant::now();
+    for line in std::io::BufReader::new(std::fs::File::open(list)?).lines() {
+        let line = line?;
+        let (key, path) = line.split_once('\t').ok_or("image list lines are key<TAB>path")?;
+        let bytes = std::fs::read(path)?;
+        let sig = image_hash::sign(&bytes).ok();
+        let mut body = vec![];
+        image_verify::encode_payload(keys.len() as u64, sig.as_ref(), 0, &mut body);
+        keys.push(key.to_string());
+        bodies.push(body);
+    }
+    let sign_s = t.elapsed().as_secs_f64();
+    let t = std::time::Instant::now();
+    let mut aligned = 0u64;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    use std::io::Write;
+    for i in 0..bodies.len() {
+        for j in i + 1..bodies.len() {
+            if let Some(m) = image_verify::compare(&p, &bodies[i], &bodies[j]) {
+                aligned += 1;
+                writeln!(out, "{}\t{}\t{}\t{:.4}", keys[i], keys[j], m.hamming, m.diff)?;
+            }
+        }
+    }
+    eprintln!("signed {} images in {sign_s:.2} s; {aligned} pairs aligned in {:.2} s", keys.len(), t.elapsed().as_secs_f64());
+    Ok(())
+}
+
 fn main() -> Result<(), BoxError> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let usage = "usage: m6-dedup-bench docs IN.jsonl OUT SHARDS | images LIST.tsv OUT SHARDS | dedup IN OUT THREADS [key=value ...]";
+    let usage = "usage: m6-dedup-bench docs IN.jsonl OUT SHARDS | images LIST.tsv OUT SHARDS | dedup IN OUT THREADS [key=value ...] | image-pairs LIST.tsv [key=value ...]";
     match args.first().map(String::as_str) {
         Some("docs") if args.len() == 4 => {
             let mut rows = vec![];
@@ -72,14 +119,9 @@ fn main() -> Result<(), BoxError> {
             }
             write(rows, Path::new(&args[2]), args[3].parse()?)
         }
+        Some("image-pairs") if args.len() >= 2 => image_pairs(Path::new(&args[1]), &args[2..]),
         Some("dedup") if args.len() >= 4 => {
-            let mut table = toml::Table::new();
-            for kv in &args[4..] {
-                let (k, v) = kv.split_once('=').ok_or("overrides are key=value")?;
-                let val: toml::Value = toml::from_str::<toml::Table>(&format!("v = {v}")).map(|mut t| t.remove("v").unwrap()).unwrap_or(toml::Value::String(v.to_string()));
-                table.insert(k.to_string(), val);
-            }
-            let cfg: DedupConfig = toml::Value::Table(table).try_into()?;
+            let cfg = config(&args[4..])?;
             let stage = DedupFactory::build(cfg)?;
             let opts = RunOptions { threads: args[3].parse()?, progress: false, ..Default::default() };
             let s = run_stage(stage.as_ref(), &[PathBuf::from(&args[1])], Path::new(&args[2]), &opts)?;
