@@ -208,57 +208,55 @@ impl TaskOutput {
     }
 }
 
-/// Facts the runner hands a stage before its tasks start.
+/// The folder, inside a stage's output, where a stage keeps work files of a run
+/// (dedup's signatures and drop lists); readers and the manifest ignore it.
+pub const WORK_DIR: &str = "_work";
+
+/// Everything a run of a stage is given: what it reads and writes, and the run's
+/// settings (batch rows, row-group and shard sizes, thread budget, this process's
+/// slice of a `--task-count` job). The runner builds one per run and hands it to
+/// [`Stage::start`] and to every call of the run's methods, so a stage object keeps
+/// only its config and can run several times with different settings.
+#[derive(Debug, Clone, Copy)]
 pub struct RunContext<'a> {
     pub inputs: &'a [PathBuf],
     pub output: &'a Path,
+    /// Threads this process runs tasks (and a stage's global phase) on.
     pub threads: usize,
     pub task_index: usize,
     pub task_count: usize,
+    /// Shard and row-group sizes and compression of the output.
     pub limits: ShardLimits,
+    /// Rows per batch read from input shards.
     pub batch_rows: usize,
 }
 
-/// A pipeline stage: a config struct turned into one of these, and one `process`
-/// call per task. Implementations must be deterministic for a given task and config
-/// (same rows, same order), so reruns and different thread counts give identical shards.
+impl RunContext<'_> {
+    /// The run's work folder: [`WORK_DIR`] inside the output.
+    pub fn work_dir(&self) -> PathBuf {
+        self.output.join(WORK_DIR)
+    }
+}
+
+/// A pipeline stage: a config struct turned into one of these. The stage object holds
+/// only what its config decides (compiled rules, a loaded model); everything a run
+/// learns (the input format, a global phase's results) lives in the [`StageRun`] that
+/// [`Stage::start`] returns, so one stage object can run any number of times, with
+/// different inputs, outputs and settings.
 pub trait Stage: Sync {
     /// The stage's name as used on the command line and in pipeline.toml.
     fn name(&self) -> &'static str;
 
-    /// The datasets this stage writes, given the kinds of its input datasets
-    /// (empty for raw-file inputs). Called after [`Stage::plan`].
-    fn outputs(&self, input_kinds: &[Kind]) -> std::result::Result<OutputSpec, BoxError>;
+    /// Begins one run: the object that plans, prepares and processes this run's tasks.
+    /// Stages without state of their own return themselves (`Ok(Box::new(self))` with
+    /// `impl StageRun for &TheStage`).
+    fn start<'a>(&'a self, ctx: &RunContext<'a>) -> std::result::Result<Box<dyn StageRun + 'a>, BoxError>;
 
-    /// Splits the inputs into tasks. The default is one task per input shard.
-    fn plan(&self, inputs: &[PathBuf]) -> Result<Vec<Task>> {
-        plan_shards(inputs, &[])
-    }
-
-    /// A global phase that must run before any task (e.g. dedup's clustering).
-    /// Runs in every process of a `--task-count` job, so it must be idempotent.
-    fn prepare(&self, _ctx: &RunContext) -> std::result::Result<(), BoxError> {
-        Ok(())
-    }
-
-    fn process(&self, task: &Task, out: &mut TaskOutput) -> std::result::Result<(), BoxError>;
-
-    /// True when this invocation only runs [`Stage::prepare`] (one phase of a stage whose
+    /// True when this invocation only runs [`StageRun::prepare`] (one phase of a stage whose
     /// global work is split into phases that schedulers chain as separate jobs): the
     /// runner then neither runs nor records tasks.
     fn prepare_only(&self) -> bool {
         false
-    }
-
-    /// Runs once after every task of this process committed (e.g. dedup removes its
-    /// work files once the whole output is complete).
-    fn finish(&self, _ctx: &RunContext) -> std::result::Result<(), BoxError> {
-        Ok(())
-    }
-
-    /// Facts recorded in the output manifest's `properties`.
-    fn properties(&self) -> BTreeMap<String, serde_json::Value> {
-        BTreeMap::new()
     }
 
     /// Everything besides the inputs that decides the output (e.g. the config
@@ -269,17 +267,53 @@ pub trait Stage: Sync {
         String::new()
     }
 
+    /// True when every task's output depends on all inputs, not only its own (a global
+    /// phase such as dedup's clustering): then a change to any input redoes every task.
+    fn reads_all_inputs(&self) -> bool {
+        false
+    }
+}
+
+/// One run of a stage, made by [`Stage::start`]. The runner calls `plan`, `outputs`,
+/// `prepare` (all before any task), then `process` once per task (in parallel: it
+/// takes `&self`), then `finish`. Implementations must be deterministic for a given
+/// task and config (same rows, same order), so reruns and different thread counts
+/// give identical shards.
+pub trait StageRun: Sync {
+    /// Splits the inputs into tasks. The default is one task per input shard.
+    fn plan(&mut self, inputs: &[PathBuf]) -> Result<Vec<Task>> {
+        plan_shards(inputs, &[])
+    }
+
+    /// The datasets this run writes, given the kinds of its input datasets
+    /// (empty for raw-file inputs). Called after [`StageRun::plan`].
+    fn outputs(&self, input_kinds: &[Kind]) -> std::result::Result<OutputSpec, BoxError>;
+
+    /// A global phase that must run before any task (e.g. dedup's clustering).
+    /// Runs in every process of a `--task-count` job, so it must be idempotent.
+    fn prepare(&mut self, _ctx: &RunContext) -> std::result::Result<(), BoxError> {
+        Ok(())
+    }
+
+    fn process(&self, ctx: &RunContext, task: &Task, out: &mut TaskOutput) -> std::result::Result<(), BoxError>;
+
+    /// Runs once after every task of this process committed (e.g. dedup removes its
+    /// work files once the whole output is complete).
+    fn finish(&self, _ctx: &RunContext) -> std::result::Result<(), BoxError> {
+        Ok(())
+    }
+
+    /// Facts recorded in the output manifest's `properties` (asked after `plan` and
+    /// again after `prepare`).
+    fn properties(&self) -> BTreeMap<String, serde_json::Value> {
+        BTreeMap::new()
+    }
+
     /// Files a task reads besides its inputs (e.g. caption files beside images), as
     /// text folded into its commit key (say their checksums), so editing one redoes
     /// the task. Default: none.
     fn task_extra_key(&self, _task: &Task) -> std::result::Result<String, BoxError> {
         Ok(String::new())
-    }
-
-    /// True when every task's output depends on all inputs, not only its own (a global
-    /// phase such as dedup's clustering): then a change to any input redoes every task.
-    fn reads_all_inputs(&self) -> bool {
-        false
     }
 }
 

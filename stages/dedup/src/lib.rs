@@ -23,10 +23,9 @@
 use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
 use std::path::PathBuf;
-use std::sync::OnceLock;
 
 use arrow::array::{Array, BooleanArray, RecordBatch};
-use m6_pipeline::{BoxError, OutputSpec, RunContext, Stage, StageFactory, Task, TaskOutput};
+use m6_pipeline::{BoxError, OutputSpec, RunContext, Stage, StageFactory, StageRun, Task, TaskOutput};
 use m6_schemas::{column, Duplicate, Kind, Signature, Str};
 use serde::{Deserialize, Serialize};
 
@@ -346,20 +345,25 @@ impl StageFactory for DedupFactory {
 /// What `prepare()` leaves for `process()`.
 struct Prepared {
     plan: work::Plan,
-    batch_rows: usize,
     /// Task id -> unit (position in the input's shard order).
     units: HashMap<String, usize>,
 }
 
 pub struct DedupStage {
     cfg: DedupConfig,
-    prepared: OnceLock<Prepared>,
 }
 
 impl DedupStage {
     pub fn new(cfg: DedupConfig) -> Self {
-        DedupStage { cfg, prepared: OnceLock::new() }
+        DedupStage { cfg }
     }
+}
+
+/// One run of dedup: its plan and work folder belong to the run, not the stage, so
+/// the same stage object run again into another output uses that output's work.
+struct DedupRun<'a> {
+    cfg: &'a DedupConfig,
+    prepared: Option<Prepared>,
 }
 
 fn input_kind(kinds: &[Kind]) -> Result<Kind, DedupError> {
@@ -386,6 +390,10 @@ impl Stage for DedupStage {
         "dedup"
     }
 
+    fn start<'a>(&'a self, _ctx: &RunContext<'a>) -> Result<Box<dyn StageRun + 'a>, BoxError> {
+        Ok(Box::new(DedupRun { cfg: &self.cfg, prepared: None }))
+    }
+
     /// The config without the fields that only steer a run (which phase a process
     /// runs, work buffer size, keeping work files): those never change the output, so
     /// they must not redo committed tasks.
@@ -404,36 +412,38 @@ impl Stage for DedupStage {
         true
     }
 
+    fn prepare_only(&self) -> bool {
+        matches!(self.cfg.phase, Some(Phase::Sign | Phase::Pairs | Phase::Clusters))
+    }
+}
+
+impl StageRun for DedupRun<'_> {
     fn outputs(&self, input_kinds: &[Kind]) -> Result<OutputSpec, BoxError> {
         let kind = input_kind(input_kinds)?;
         Ok(OutputSpec::new(kind).with_side(DUPLICATES, Kind::Duplicate).with_side(SIGNATURES, Kind::Signature))
     }
 
-    fn prepare(&self, ctx: &RunContext) -> Result<(), BoxError> {
+    fn prepare(&mut self, ctx: &RunContext) -> Result<(), BoxError> {
         let kinds = ctx.inputs.iter().map(|p| m6_pipeline::Dataset::open(p).map(|d| d.kind())).collect::<Result<Vec<_>, _>>()?;
         let kind = input_kind(&kinds)?;
-        let plan = work::plan(&self.cfg, kind, ctx)?;
-        work::prepare(&self.cfg, &plan, ctx)?;
+        let plan = work::plan(self.cfg, kind, ctx)?;
+        work::prepare(self.cfg, &plan, ctx)?;
         let units = plan.new.iter().enumerate().map(|(u, t)| (t.id.clone(), u)).collect();
-        let _ = self.prepared.set(Prepared { plan, batch_rows: ctx.batch_rows, units });
+        self.prepared = Some(Prepared { plan, units });
         Ok(())
     }
 
-    fn prepare_only(&self) -> bool {
-        matches!(self.cfg.phase, Some(Phase::Sign | Phase::Pairs | Phase::Clusters))
-    }
-
-    fn process(&self, task: &Task, out: &mut TaskOutput) -> Result<(), BoxError> {
-        let p = self.prepared.get().ok_or("dedup: process() called before prepare()")?;
+    fn process(&self, ctx: &RunContext, task: &Task, out: &mut TaskOutput) -> Result<(), BoxError> {
+        let p = self.prepared.as_ref().ok_or("dedup: process() called before prepare()")?;
         let kind = p.plan.kind;
         let u = *p.units.get(&task.id).ok_or("dedup: task is not one of the planned input shards")?;
         let drops = work::load_drops(&p.plan, u)?;
         let mut next = drops.iter().peekable();
         // The signed rows, in input order: kept rows' signatures go to the side dataset.
         let mut signed = work::bodies_reader(&p.plan, u)?;
-        let mut row = vec![0u8; p.plan.row_len(&self.cfg)];
+        let mut row = vec![0u8; p.plan.row_len(self.cfg)];
         let mut row0 = 0u32;
-        for batch in task.batches(p.batch_rows) {
+        for batch in task.batches(ctx.batch_rows) {
             let batch = batch?;
             let n = batch.num_rows();
             out.count_in(n as u64, batch.get_array_memory_size() as u64);
@@ -489,9 +499,9 @@ impl Stage for DedupStage {
     }
 
     fn finish(&self, _ctx: &RunContext) -> Result<(), BoxError> {
-        if let Some(p) = self.prepared.get() {
+        if let Some(p) = &self.prepared {
             if matches!(self.cfg.phase, None | Some(Phase::Write)) {
-                work::finish(&self.cfg, &p.plan);
+                work::finish(self.cfg, &p.plan);
             }
         }
         Ok(())
@@ -499,9 +509,9 @@ impl Stage for DedupStage {
 
     fn properties(&self) -> BTreeMap<String, serde_json::Value> {
         let mut m = BTreeMap::new();
-        m.insert("dedup.config".to_string(), serde_json::to_value(&self.cfg).unwrap_or_default());
-        if let Some(p) = self.prepared.get() {
-            m.insert(work::PROP_SIGNING.to_string(), sign::signing_settings(&self.cfg, p.plan.kind));
+        m.insert("dedup.config".to_string(), serde_json::to_value(self.cfg).unwrap_or_default());
+        if let Some(p) = &self.prepared {
+            m.insert(work::PROP_SIGNING.to_string(), sign::signing_settings(self.cfg, p.plan.kind));
             m.insert(work::PROP_FINGERPRINT.to_string(), serde_json::json!(p.plan.fingerprint));
         }
         m

@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Cursor;
 
 use arrow::array::{Array, RecordBatch};
-use m6_pipeline::{plan_shards, BoxError, Dataset, OutputSpec, Stage, StageFactory, Task, TaskInput, TaskOutput};
+use m6_pipeline::{plan_shards, BoxError, Dataset, OutputSpec, RunContext, Stage, StageFactory, StageRun, Task, TaskInput, TaskOutput};
 use m6_schemas::{column, image as image_col, page, Bin, Document, Image, Kind, Map, Pair, Str, U16};
 use serde::{Deserialize, Serialize};
 
@@ -481,6 +481,13 @@ impl Stage for ExtractStage {
         m6_pipeline::settings_of(&self.cfg, &[])
     }
 
+    /// Nothing of a run is kept: the run is the stage itself.
+    fn start<'a>(&'a self, _ctx: &RunContext<'a>) -> Result<Box<dyn StageRun + 'a>, BoxError> {
+        Ok(Box::new(self))
+    }
+}
+
+impl StageRun for &ExtractStage {
     fn outputs(&self, input_kinds: &[Kind]) -> Result<OutputSpec, BoxError> {
         if let Some(k) = input_kinds.iter().find(|k| **k != Kind::Page) {
             return Err(Box::new(ExtractError::InputKind(*k)));
@@ -489,7 +496,7 @@ impl Stage for ExtractStage {
         Ok(if self.cfg.pairs { spec.with_side(PAIRS, Kind::Pair) } else { spec })
     }
 
-    fn plan(&self, inputs: &[std::path::PathBuf]) -> m6_pipeline::Result<Vec<Task>> {
+    fn plan(&mut self, inputs: &[std::path::PathBuf]) -> m6_pipeline::Result<Vec<Task>> {
         // One task per page shard (ids as plan_shards makes them). A crawl keeps image
         // bytes only in its `images` side dataset: each task also reads the image
         // shards of the crawl task that wrote its page shard (same `task` in the
@@ -510,7 +517,7 @@ impl Stage for ExtractStage {
         Ok(tasks)
     }
 
-    fn process(&self, task: &Task, out: &mut TaskOutput) -> Result<(), BoxError> {
+    fn process(&self, _ctx: &RunContext, task: &Task, out: &mut TaskOutput) -> Result<(), BoxError> {
         // Image URL -> indices into `refs`, in page order. Only captions and URLs are
         // held across the task; image bytes are streamed in pass 2.
         let mut pending: HashMap<String, Vec<usize>> = HashMap::new();

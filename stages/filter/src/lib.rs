@@ -17,12 +17,11 @@ pub mod script;
 pub mod text;
 
 use std::collections::{BTreeMap, HashSet};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch, StringArray, UInt32Array};
 use arrow::compute::filter_record_batch;
-use m6_pipeline::{plan_shards, BoxError, OutputSpec, RunContext, Stage, StageFactory, Task, TaskOutput};
+use m6_pipeline::{plan_shards, BoxError, OutputSpec, RunContext, Stage, StageFactory, StageRun, Task, TaskOutput};
 use m6_schemas::{column, document, image as image_cols, pair, Bin, DocScores, Kind, Reject, Str};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -134,7 +133,6 @@ pub struct FilterStage {
     image: image_rules::ImageRules,
     lm_hash: Option<String>,
     quality_hash: Option<String>,
-    batch_rows: AtomicUsize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -175,7 +173,7 @@ impl FilterStage {
             Some(_) => Some(m6_quality::Model::file_hash(std::path::Path::new(&cfg.text.quality_model)).map_err(|e| ConfigError(format!("text.quality_model: {e}")))?),
             None => None,
         };
-        Ok(FilterStage { cfg, text, caption, image, lm_hash, quality_hash, batch_rows: AtomicUsize::new(m6_pipeline::dataset::DEFAULT_BATCH_ROWS) })
+        Ok(FilterStage { cfg, text, caption, image, lm_hash, quality_hash })
     }
 
     fn snippet(&self, text: &str, d: &Drop) -> String {
@@ -369,6 +367,13 @@ impl Stage for FilterStage {
         m6_pipeline::settings_of(&self.cfg, &[self.lm_hash.as_deref().unwrap_or(""), self.quality_hash.as_deref().unwrap_or("")])
     }
 
+    /// The compiled rules are all a run needs: the run is the stage itself.
+    fn start<'a>(&'a self, _ctx: &RunContext<'a>) -> Result<Box<dyn StageRun + 'a>, BoxError> {
+        Ok(Box::new(self))
+    }
+}
+
+impl StageRun for &FilterStage {
     fn outputs(&self, input_kinds: &[Kind]) -> Result<OutputSpec, BoxError> {
         let Some(&first) = input_kinds.first() else {
             return Err("filter needs document, pair or image datasets as input".into());
@@ -382,17 +387,12 @@ impl Stage for FilterStage {
         Ok(OutputSpec::new(first).with_side(REJECTS, Kind::Reject))
     }
 
-    fn plan(&self, inputs: &[std::path::PathBuf]) -> m6_pipeline::Result<Vec<Task>> {
+    fn plan(&mut self, inputs: &[std::path::PathBuf]) -> m6_pipeline::Result<Vec<Task>> {
         plan_shards(inputs, &[Kind::Document, Kind::Pair, Kind::Image])
     }
 
-    fn prepare(&self, ctx: &RunContext) -> Result<(), BoxError> {
-        self.batch_rows.store(ctx.batch_rows.max(1), Ordering::Relaxed);
-        Ok(())
-    }
-
-    fn process(&self, task: &Task, out: &mut TaskOutput) -> Result<(), BoxError> {
-        let rows = self.batch_rows.load(Ordering::Relaxed);
+    fn process(&self, ctx: &RunContext, task: &Task, out: &mut TaskOutput) -> Result<(), BoxError> {
+        let rows = ctx.batch_rows.max(1);
         for input in &task.inputs {
             let kind = input.kind.ok_or_else(|| format!("{}: filter reads datasets, not raw files", input.path.display()))?;
             for b in task.reader(input, rows)? {

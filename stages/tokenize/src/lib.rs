@@ -15,11 +15,10 @@ pub mod pack;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use arrow::array::{Array, BinaryArray, StringArray};
-use m6_pipeline::dataset::DEFAULT_BATCH_ROWS;
-use m6_pipeline::{BoxError, OutputSpec, RunContext, Stage, StageFactory, Task};
+use m6_pipeline::{BoxError, OutputSpec, RunContext, Stage, StageFactory, StageRun, Task};
 use m6_pipeline::TaskOutput;
 use m6_schemas::{column, content_id, document, pair, sample, InputError, Kind, Sample, SampleProperties};
 use m6_tokenizer::{ImageConfig, ImageEncoding, Tokenizer};
@@ -104,7 +103,6 @@ pub struct TokenizeStage {
     image: ImageConfig,
     /// The tokenizer.json text copied into the output.
     file_text: String,
-    batch_rows: OnceLock<usize>,
 }
 
 impl TokenizeStage {
@@ -127,22 +125,18 @@ impl TokenizeStage {
             return Err(format!("{}: vocabulary too large for int32 ids", path.display()).into());
         }
         let file_text = tok.to_json(Some(&image));
-        Ok(TokenizeStage { cfg, tok: Arc::new(tok), image, file_text, batch_rows: OnceLock::new() })
+        Ok(TokenizeStage { cfg, tok: Arc::new(tok), image, file_text })
     }
 
     pub fn tokenizer(&self) -> &Tokenizer {
         &self.tok
     }
 
-    fn batch_rows(&self) -> usize {
-        *self.batch_rows.get().unwrap_or(&DEFAULT_BATCH_ROWS)
-    }
-
     fn sample_id(task: &Task, seq: u64) -> String {
         content_id(&[b"sample", task.id.as_bytes(), &seq.to_le_bytes()])
     }
 
-    fn process_documents(&self, task: &Task, out: &mut TaskOutput) -> Result<(), BoxError> {
+    fn process_documents(&self, batch_rows: usize, task: &Task, out: &mut TaskOutput) -> Result<(), BoxError> {
         let sp = self.tok.specials();
         let mut packer = Packer::new(self.cfg.max_len, self.cfg.add_cls.then_some(sp.cls), sp.sep, self.cfg.pack);
         // Source ids of documents not yet fully emitted, by push index.
@@ -171,7 +165,7 @@ impl TokenizeStage {
             }
         };
         let mut pushed = 0usize;
-        for batch in task.batches(self.batch_rows()) {
+        for batch in task.batches(batch_rows) {
             let b = batch?;
             let ids: &StringArray = column(&b, document::ID)?;
             let text: &StringArray = column(&b, document::TEXT)?;
@@ -209,7 +203,7 @@ impl TokenizeStage {
         Ok(())
     }
 
-    fn process_pairs(&self, task: &Task, out: &mut TaskOutput) -> Result<(), BoxError> {
+    fn process_pairs(&self, batch_rows: usize, task: &Task, out: &mut TaskOutput) -> Result<(), BoxError> {
         let sp = self.tok.specials();
         let (img, img_end) = match (sp.img, sp.img_end) {
             (Some(a), Some(b)) => (a, b),
@@ -226,7 +220,7 @@ impl TokenizeStage {
         let (mut tokens, mut unk, mut truncated, mut bad) = (0u64, 0u64, 0u64, 0u64);
         let mut image_bytes = 0u64;
         let file = task.inputs.first().map(|i| i.label.clone()).unwrap_or_default();
-        for batch in task.batches(self.batch_rows()) {
+        for batch in task.batches(batch_rows) {
             let b = batch?;
             let ids: &StringArray = column(&b, pair::ID)?;
             let caption: &StringArray = column(&b, pair::CAPTION)?;
@@ -301,6 +295,14 @@ impl Stage for TokenizeStage {
         m6_pipeline::settings_of(&self.cfg, &[&self.file_text])
     }
 
+    /// Nothing of a run is kept: the run is the stage itself, reading its settings
+    /// from the context it is handed.
+    fn start<'a>(&'a self, _ctx: &RunContext<'a>) -> Result<Box<dyn StageRun + 'a>, BoxError> {
+        Ok(Box::new(self))
+    }
+}
+
+impl StageRun for &TokenizeStage {
     fn outputs(&self, input_kinds: &[Kind]) -> Result<OutputSpec, BoxError> {
         if input_kinds.is_empty() {
             return Err("tokenize reads document or pair datasets (folders with a manifest.json)".into());
@@ -314,19 +316,18 @@ impl Stage for TokenizeStage {
         Ok(OutputSpec::new(Kind::Sample).with_side(ERRORS, Kind::Error))
     }
 
-    fn plan(&self, inputs: &[PathBuf]) -> m6_pipeline::Result<Vec<Task>> {
+    fn plan(&mut self, inputs: &[PathBuf]) -> m6_pipeline::Result<Vec<Task>> {
         m6_pipeline::plan_shards(inputs, &[Kind::Document, Kind::Pair])
     }
 
-    fn prepare(&self, ctx: &RunContext) -> Result<(), BoxError> {
-        let _ = self.batch_rows.set(ctx.batch_rows);
+    fn prepare(&mut self, ctx: &RunContext) -> Result<(), BoxError> {
         write_tokenizer(ctx.output, &self.file_text)
     }
 
-    fn process(&self, task: &Task, out: &mut TaskOutput) -> Result<(), BoxError> {
+    fn process(&self, ctx: &RunContext, task: &Task, out: &mut TaskOutput) -> Result<(), BoxError> {
         match task.inputs.first().and_then(|i| i.kind) {
-            Some(Kind::Document) => self.process_documents(task, out),
-            Some(Kind::Pair) => self.process_pairs(task, out),
+            Some(Kind::Document) => self.process_documents(ctx.batch_rows, task, out),
+            Some(Kind::Pair) => self.process_pairs(ctx.batch_rows, task, out),
             other => Err(format!("tokenize cannot read {other:?} input").into()),
         }
     }
