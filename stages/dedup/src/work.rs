@@ -41,7 +41,7 @@ use tracing::{info, warn};
 use crate::sign::{band_keys, body_len, explain, id_hash, sign_columns, signing_settings, u64_of, verify, Signer, EXACT};
 use crate::{DedupConfig, DedupError, KeepRule, Phase, SIGNATURES};
 
-pub const WORK: &str = m6_pipeline::WORK_DIR;
+pub const WORK: &str = "_work";
 const SIG: &str = "sig";
 const PAIRS: &str = "pairs";
 const DROP: &str = "drop";
@@ -206,7 +206,7 @@ pub fn plan(cfg: &DedupConfig, kind: Kind, ctx: &RunContext) -> Result<Plan, Box
             old.push(p);
         }
     }
-    Ok(Plan { work: ctx.work_dir(), output: ctx.output.to_path_buf(), kind, new, old, fingerprint: h.finalize().to_hex().to_string() })
+    Ok(Plan { work: ctx.output.join(WORK), output: ctx.output.to_path_buf(), kind, new, old, fingerprint: h.finalize().to_hex().to_string() })
 }
 
 /// Ties the work folder to this plan; refuses an output committed under another plan.
