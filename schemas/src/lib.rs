@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 mod records;
 pub use records::*;
 mod properties;
+pub mod dedup_work;
 pub use properties::{sample_keys, PropertiesError, SampleProperties};
 
 /// Schema metadata keys written into every Parquet file, so a shard names its own kind.

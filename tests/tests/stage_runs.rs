@@ -105,7 +105,7 @@ fn one_dedup_object_runs_twice_with_its_own_plan_and_work_folder() {
     let sb = run_stage(shared.as_ref(), &[b.clone()], &out_b, &opts(1, 7)).unwrap();
     assert!(sa.rows_out + 20 <= sa.rows_in, "the planted copies in A are removed: {sa:?}");
     assert!(sb.rows_out + 15 <= sb.rows_in, "the planted copies in B are removed: {sb:?}");
-    assert!(!out_a.join(m6_pipeline::WORK_DIR).exists() && !out_b.join(m6_pipeline::WORK_DIR).exists(), "each run removes its own work folder");
+    assert!(!out_a.join(m6_schemas::dedup_work::FOLDER).exists() && !out_b.join(m6_schemas::dedup_work::FOLDER).exists(), "each run removes its own work folder");
     assert_ne!(property(&out_a, "dedup.fingerprint"), property(&out_b, "dedup.fingerprint"));
 
     for (input, out, o) in [(&a, &out_a, opts(2, 50)), (&b, &out_b, opts(1, 7))] {

@@ -61,10 +61,6 @@ pub struct ImageGeom {
     pub image_size: i64,
     pub patch_size: i64,
     pub grid: i64,
-    /// `image_patches` holds the square as a JPEG (`image_encoding = "jpeg"`): the
-    /// reader threads decode and patch it, so samples stay ~10× smaller on disk.
-    #[serde(default)]
-    pub jpeg: bool,
 }
 
 impl ImageGeom {
@@ -90,10 +86,13 @@ pub fn sample_properties(ds: &Dataset) -> Result<SampleProperties, DataError> {
 impl DataMeta {
     /// Reads ids and geometry from a sample dataset's manifest properties.
     pub fn from_dataset(ds: &Dataset) -> Result<Self, DataError> {
-        Self::from_properties(ds, &sample_properties(ds)?)
+        Ok(Self::from_properties(ds, &sample_properties(ds)?)?.0)
     }
 
-    fn from_properties(ds: &Dataset, p: &SampleProperties) -> Result<Self, DataError> {
+    /// The dataset's meta, and whether its `image_patches` hold JPEGs. The encoding is
+    /// per dataset, not part of the meta: the reader threads decode each shard as its
+    /// own manifest says, so raw and JPEG sample datasets train together.
+    fn from_properties(ds: &Dataset, p: &SampleProperties) -> Result<(Self, bool), DataError> {
         let path = ds.dir().join("manifest.json");
         let err = |msg: String| DataError::Dataset { path: path.clone(), msg };
         let vocab_size = i64::try_from(p.vocab_size).map_err(|_| err(format!("vocab_size {} is too large", p.vocab_size)))?;
@@ -123,14 +122,14 @@ impl DataMeta {
             mask_id: p.mask_id.into(),
             img_id: marker(p.img_id),
             img_end_id: marker(p.img_end_id),
-            image: Some(ImageGeom { image_size, patch_size, grid, jpeg }),
+            image: Some(ImageGeom { image_size, patch_size, grid }),
         };
         for (name, id) in [("pad_id", meta.pad_id), ("sep_id", meta.sep_id), ("mask_id", meta.mask_id), ("img_id", meta.img_id), ("img_end_id", meta.img_end_id)] {
             if id != NO_ID && (id < 0 || id >= vocab_size) {
                 return Err(err(format!("{name} {id} is outside the vocabulary (vocab_size {vocab_size})")));
             }
         }
-        Ok(meta)
+        Ok((meta, jpeg))
     }
 }
 
@@ -142,6 +141,10 @@ pub const NO_ID: i64 = -1;
 pub struct ShardRef {
     pub path: PathBuf,
     pub rows: u64,
+    /// `image_patches` holds each square as a JPEG (its dataset's `image_encoding =
+    /// "jpeg"`): the reader threads decode and patch it, so samples stay ~10× smaller
+    /// on disk. False: raw contiguous patches.
+    pub jpeg: bool,
 }
 
 /// The sample datasets to train on (and the held-out shards), all with the same meta.
@@ -163,9 +166,9 @@ impl Corpus {
         let mut meta: Option<DataMeta> = None;
         let mut train = vec![];
         let mut sample_max_len: Option<i64> = None;
-        let mut check_meta = |ds: &Dataset| -> Result<(), DataError> {
+        let mut check_meta = |ds: &Dataset| -> Result<bool, DataError> {
             let p = sample_properties(ds)?;
-            let m = DataMeta::from_properties(ds, &p)?;
+            let (m, jpeg) = DataMeta::from_properties(ds, &p)?;
             let n = p.max_len as i64;
             sample_max_len = Some(sample_max_len.map_or(n, |o| o.max(n)));
             match &meta {
@@ -178,22 +181,22 @@ impl Corpus {
                 }
                 Some(_) => {}
             }
-            Ok(())
+            Ok(jpeg)
         };
         for dir in inputs {
             // A sample dataset still being written (some tokenize tasks uncommitted)
             // would train on part of the corpus without a word: refuse it by name.
             m6_pipeline::status::require_complete(dir, false)?;
             let ds = Dataset::open(dir)?;
-            check_meta(&ds)?;
-            train.extend(ds.shards().iter().map(|s| ShardRef { path: ds.shard_path(s), rows: s.rows }));
+            let jpeg = check_meta(&ds)?;
+            train.extend(ds.shards().iter().map(|s| ShardRef { path: ds.shard_path(s), rows: s.rows, jpeg }));
         }
         let mut eval = vec![];
         if let Some(dir) = eval_input {
             m6_pipeline::status::require_complete(dir, false)?;
             let ds = Dataset::open(dir)?;
-            check_meta(&ds)?;
-            eval.extend(ds.shards().iter().map(|s| ShardRef { path: ds.shard_path(s), rows: s.rows }));
+            let jpeg = check_meta(&ds)?;
+            eval.extend(ds.shards().iter().map(|s| ShardRef { path: ds.shard_path(s), rows: s.rows, jpeg }));
         } else if holdout_last_shard && train.len() >= 2 {
             eval.push(train.pop().unwrap());
         }
@@ -422,7 +425,7 @@ fn read_shard(seg: &Segment, meta: &DataMeta, cfg: &LoaderConfig, mut emit: impl
         let batch = batch?;
         let n = batch.num_rows() as u64;
         let bytes = batch.get_array_memory_size() as u64;
-        let rows = decode_batch(&batch, path, row, meta)?;
+        let rows = decode_batch(&batch, path, row, meta, shard.jpeg)?;
         row += n;
         if !emit(rows, bytes) {
             return Ok(());
@@ -431,7 +434,7 @@ fn read_shard(seg: &Segment, meta: &DataMeta, cfg: &LoaderConfig, mut emit: impl
     Ok(())
 }
 
-fn decode_batch(b: &RecordBatch, path: &Path, first_row: u64, meta: &DataMeta) -> Result<Vec<RawSample>, DataError> {
+fn decode_batch(b: &RecordBatch, path: &Path, first_row: u64, meta: &DataMeta, jpeg: bool) -> Result<Vec<RawSample>, DataError> {
     let schema_err = |e: m6_schemas::SchemaError| DataError::from(m6_pipeline::Error::schema(path, e));
     let id: &Str = column(b, sample::ID).map_err(schema_err)?;
     let task: &Str = column(b, sample::TASK).map_err(schema_err)?;
@@ -466,7 +469,7 @@ fn decode_batch(b: &RecordBatch, path: &Path, first_row: u64, meta: &DataMeta) -
                 let geom = meta.image.as_ref().ok_or_else(|| bad("image sample, but the manifest has no image_size/patch_size properties".into()))?;
                 let want = (geom.n_patches() * geom.patch_dim()) as usize;
                 let decoded;
-                let p = if geom.jpeg {
+                let p = if jpeg {
                     let cfg = m6_tokenizer::ImageConfig { image_size: geom.image_size as u32, patch_size: geom.patch_size as u32 };
                     decoded = cfg.patches_from_encoded(p).map_err(|e| bad(format!("image_patches holds no decodable {0}×{0} JPEG: {e}", geom.image_size)))?;
                     &decoded[..]
@@ -933,7 +936,7 @@ mod tests {
             mask_id: 4,
             img_id: 5,
             img_end_id: 6,
-            image: Some(ImageGeom { image_size: 16, patch_size: 8, grid: 2, jpeg: false }),
+            image: Some(ImageGeom { image_size: 16, patch_size: 8, grid: 2 }),
         }
     }
 

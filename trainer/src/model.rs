@@ -190,7 +190,7 @@ mod tests {
     /// CPU from the same variables, so it is checked on machines without a GPU too.
     #[test]
     fn bf16_path_matches_fp32() {
-        let meta = DataMeta { vocab_size: 300, pad_id: 0, cls_id: 2, sep_id: 3, mask_id: 4, img_id: 5, img_end_id: 6, image: Some(crate::data::ImageGeom { image_size: 8, patch_size: 4, grid: 2, jpeg: false }) };
+        let meta = DataMeta { vocab_size: 300, pad_id: 0, cls_id: 2, sep_id: 3, mask_id: 4, img_id: 5, img_end_id: 6, image: Some(crate::data::ImageGeom { image_size: 8, patch_size: 4, grid: 2 }) };
         let cfg = ModelConfig { d_model: 32, n_layers: 2, n_heads: 4, d_ff: 64, max_len: 16 };
         tch::manual_seed(7);
         let vs = nn::VarStore::new(Device::Cpu);

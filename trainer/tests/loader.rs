@@ -198,6 +198,16 @@ fn jpeg_image_samples_decode_in_the_reader_threads_to_the_raw_patches() {
     let pairs: Vec<m6_schemas::Pair> = m6_pipeline::Dataset::open(&data.photo_pairs).unwrap().read_all().unwrap();
     let direct: std::collections::BTreeSet<Vec<u8>> = pairs.iter().map(|p| geom.preprocess(&p.image_bytes).unwrap()).collect();
     assert!(raw.values().all(|r| direct.contains(r)), "raw samples are the direct preprocessing of some photo");
+    // A raw and a JPEG dataset train together (a corpus tokenized before and after the
+    // default changed): each shard decodes as its own manifest says.
+    let corpus = Corpus::open(&[raw_dir.clone(), jpeg.clone()], None, false).unwrap();
+    assert_eq!(corpus.train.iter().map(|s| s.jpeg).collect::<std::collections::BTreeSet<_>>().len(), 2, "shards of both encodings");
+    let cfg = TrainConfig { shuffle_buffer: 8, reader_threads: 2, read_batch_rows: 4, lanes: 1, ..Default::default() };
+    let mut l = Loader::new(corpus.train, corpus.meta, LoaderConfig::from_train(&cfg, 0, 1), &Position::start(1)).unwrap();
+    let mixed: Vec<(Vec<i32>, Vec<u8>)> = l.rest_of_epoch().unwrap().into_iter().filter_map(|s| s.patches.map(|p| (s.input_ids, p.to_vec()))).collect();
+    assert_eq!(mixed.len(), raw.len() + dec.len(), "every sample of both datasets, once");
+    assert!(mixed.iter().all(|(k, p)| p == &raw[k] || p == &dec[k]), "a mixed-corpus sample equals its own dataset's decoding");
+    assert_eq!(mixed.iter().filter(|(k, p)| p == &raw[k]).count(), raw.len(), "the raw dataset's samples come through as stored");
 }
 
 #[test]

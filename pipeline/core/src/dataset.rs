@@ -158,6 +158,24 @@ impl Iterator for ShardReader {
     }
 }
 
+/// A file a stage keeps beside the shards of its output (tokenize's `tokenizer.json`),
+/// or `None` when there is none yet.
+pub fn read_extra_file(dir: &Path, name: &str) -> Result<Option<Vec<u8>>> {
+    let path = dir.join(name);
+    match std::fs::read(&path) {
+        Ok(b) => Ok(Some(b)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::io(path, e)),
+    }
+}
+
+/// Writes such a file atomically (temporary, fsync, rename, folder sync); every
+/// process of a `--task-count` job may write it at once, each through its own
+/// temporary.
+pub fn write_extra_file(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
+    crate::manifest::write_atomic(&dir.join(name), bytes)
+}
+
 /// Opens a Parquet file for streaming; when `kind` is given, refuses a file whose
 /// schema is not exactly that kind's.
 pub fn read_parquet(path: &Path, kind: Option<Kind>, batch_rows: usize) -> Result<ShardReader> {

@@ -14,6 +14,7 @@ pub mod runner;
 pub mod stage;
 pub mod status;
 pub mod verify;
+pub mod work;
 pub mod writer;
 
 pub use config::{PipelineConfig, RunOptions};
@@ -23,7 +24,7 @@ pub use manifest::{CommitRecord, Completeness, Manifest, RunSummary, ShardEntry}
 pub use runner::{commit, run_stage};
 pub use writer::ShardLimits;
 pub use status::{status, DatasetStatus};
-pub use stage::{plan_shards, settings_of, Counters, OutputSpec, RunContext, Stage, StageFactory, StageRun, Task, TaskInput, TaskOutput, WORK_DIR};
+pub use stage::{plan_shards, settings_of, Counters, OutputSpec, RunContext, Stage, StageFactory, StageRun, Task, TaskInput, TaskOutput};
 pub use verify::{verify, VerifyReport};
 
 pub use m6_schemas as schemas;

@@ -208,10 +208,6 @@ impl TaskOutput {
     }
 }
 
-/// The folder, inside a stage's output, where a stage keeps work files of a run
-/// (dedup's signatures and drop lists); readers and the manifest ignore it.
-pub const WORK_DIR: &str = "_work";
-
 /// Everything a run of a stage is given: what it reads and writes, and the run's
 /// settings (batch rows, row-group and shard sizes, thread budget, this process's
 /// slice of a `--task-count` job). The runner builds one per run and hands it to
@@ -232,9 +228,10 @@ pub struct RunContext<'a> {
 }
 
 impl RunContext<'_> {
-    /// The run's work folder: [`WORK_DIR`] inside the output.
-    pub fn work_dir(&self) -> PathBuf {
-        self.output.join(WORK_DIR)
+    /// The run's work folder `OUTPUT/NAME` (dedup's `_work`), which belongs to this
+    /// run's output, never to the stage object.
+    pub fn work_dir(&self, name: &str) -> crate::work::WorkDir {
+        crate::work::WorkDir::new(self.output, name)
     }
 }
 

@@ -25,40 +25,33 @@
 //! phase before it has not finished).
 
 use std::collections::{BTreeMap, HashMap};
-use std::fs::{self, File};
-use std::io::{BufReader, BufWriter, Read, Write};
+use std::fs::File;
+use std::io::{BufReader, Read, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use m6_pipeline::error::IoContext;
+use m6_pipeline::work::{Staging, WorkDir};
 use m6_pipeline::{plan_shards, BoxError, CommitRecord, Dataset, RunContext, Task};
+use m6_schemas::dedup_work::{self as dw, BandRecord, ClustersDone, RowHeader, UnitDone, INDEX, RUN_HEADER};
+pub use m6_schemas::dedup_work::DropEntry;
 use m6_schemas::{column, Bin, Kind, Str, U32};
 use rayon::prelude::*;
-use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
-use crate::sign::{band_keys, body_len, explain, id_hash, sign_columns, signing_settings, u64_of, verify, Signer, EXACT};
+use crate::sign::{band_keys, body_len, explain, id_hash, sign_columns, signing_settings, verify, Signer, EXACT};
 use crate::{DedupConfig, DedupError, KeepRule, Phase, SIGNATURES};
 
-pub const WORK: &str = "_work";
-const SIG: &str = "sig";
-const PAIRS: &str = "pairs";
-const DROP: &str = "drop";
-const CLUSTERS: &str = "clusters.json";
-const FINGERPRINT: &str = "fingerprint";
+pub const WORK: &str = dw::FOLDER;
 /// Manifest properties dedup records on its output.
 pub const PROP_FINGERPRINT: &str = "dedup.fingerprint";
 pub const PROP_SIGNING: &str = "dedup.signing";
 
-/// Per-row header before the body in `sig/*.bin`: size u32, score f32, id hash u64.
-pub const HEADER: usize = 16;
-/// Bits of a band key's top that index a run (and bound the number of pairs units).
-const INDEX_BITS: u32 = 12;
-const INDEX: usize = 1 << INDEX_BITS;
-const RUN_HEADER: u64 = ((INDEX + 1) * 8) as u64;
-/// One band record on disk: key u64, order u64, tie u64, unit u32, row u32, flag u8.
-pub const REC: usize = 33;
+/// Per-row header before the body in `sig/*.bin` (schemas' [`RowHeader`]).
+pub const HEADER: usize = RowHeader::LEN;
+/// One band record on disk (schemas' [`BandRecord`]).
+pub const REC: usize = BandRecord::LEN;
 /// The same record in memory (padded).
 const REC_MEM: usize = std::mem::size_of::<Rec>();
 /// Fewest pairs units: enough for many processes × threads even on a small input.
@@ -68,47 +61,16 @@ fn werr(path: &Path, msg: impl Into<String>) -> BoxError {
     Box::new(DedupError::Work { path: path.to_path_buf(), msg: msg.into() })
 }
 
-/// Writes a work marker or pairs file through the pipeline's atomic write (temporary
-/// name, fsync, rename, directory sync): the other processes of a job take these files
-/// as "this unit is done", so one must not outlive a power cut its data did not.
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), BoxError> {
-    Ok(m6_pipeline::manifest::write_atomic(path, bytes)?)
-}
-
-/// A trailer closing every pairs file: its pair count and a magic, so a truncated file
-/// is never read as "no pairs".
-const PAIRS_MAGIC: u64 = 0x6d36_7061_6972_7331;
-
-/// One row the drop list removes, with why and in favour of which row.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct DropEntry {
-    pub row: u32,
-    pub kept_id: String,
-    pub similarity: f32,
-    pub reason: String,
-}
-
-/// `sig/UUUUUU.done`: a signed unit.
-#[derive(Debug, Serialize, Deserialize)]
-struct UnitDone {
-    rows: u64,
-    runs: u32,
-    records: u64,
-}
-
-/// `clusters.json`: the clusters phase is done.
-#[derive(Debug, Serialize, Deserialize)]
-struct ClustersDone {
-    fingerprint: String,
-    documents: u64,
-    pairs: u64,
-    rows_in_pairs: u64,
-    removed: u64,
+/// Writes a work marker or pairs file atomically (temporary name, fsync, rename,
+/// directory sync): the other processes of a job take these files as "this unit is
+/// done", so one must not outlive a power cut its data did not.
+fn write_atomic(plan: &Plan, path: &Path, bytes: &[u8]) -> Result<(), BoxError> {
+    Ok(plan.work.write_atomic(path, bytes)?)
 }
 
 /// What every phase agrees on: the units, in one order every process derives alike.
 pub struct Plan {
-    pub work: PathBuf,
+    pub work: WorkDir,
     pub output: PathBuf,
     pub kind: Kind,
     /// The input shards (manifest order): units `0..new.len()`.
@@ -123,25 +85,25 @@ impl Plan {
         self.new.len() + self.old.len()
     }
     fn bin(&self, u: usize) -> PathBuf {
-        self.work.join(SIG).join(format!("{u:06}.bin"))
+        self.work.path(dw::bin_file(u))
     }
     fn ids(&self, u: usize) -> PathBuf {
-        self.work.join(SIG).join(format!("{u:06}.ids"))
+        self.work.path(dw::ids_file(u))
     }
     fn run(&self, u: usize, r: u32) -> PathBuf {
-        self.work.join(SIG).join(format!("{u:06}-{r:04}.run"))
+        self.work.path(dw::run_file(u, r))
     }
     fn done(&self, u: usize) -> PathBuf {
-        self.work.join(SIG).join(format!("{u:06}.done"))
+        self.work.path(dw::done_file(u))
     }
     fn pairs(&self, p: usize, of: usize) -> PathBuf {
-        self.work.join(PAIRS).join(format!("{p:04}-of-{of:04}.bin"))
+        self.work.path(dw::pairs_file(p, of))
     }
     pub fn drop_list(&self, u: usize) -> PathBuf {
-        self.work.join(DROP).join(format!("{u:06}.json"))
+        self.work.path(dw::drop_file(u))
     }
     fn clusters(&self) -> PathBuf {
-        self.work.join(CLUSTERS)
+        self.work.path(dw::CLUSTERS)
     }
     /// Bytes per row in `sig/*.bin`.
     pub fn row_len(&self, cfg: &DedupConfig) -> usize {
@@ -154,7 +116,7 @@ impl Plan {
 
 /// Checks an `--against` dataset and returns its signature shards.
 fn against_shards(cfg: &DedupConfig, kind: Kind, dir: &Path, output: &Path) -> Result<Vec<(PathBuf, String)>, BoxError> {
-    let canon = |p: &Path| fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    let canon = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
     if canon(dir) == canon(output) {
         return Err(werr(dir, "--against names the output itself; an earlier dedup output is never written to"));
     }
@@ -206,33 +168,33 @@ pub fn plan(cfg: &DedupConfig, kind: Kind, ctx: &RunContext) -> Result<Plan, Box
             old.push(p);
         }
     }
-    Ok(Plan { work: ctx.output.join(WORK), output: ctx.output.to_path_buf(), kind, new, old, fingerprint: h.finalize().to_hex().to_string() })
+    Ok(Plan { work: ctx.work_dir(dw::FOLDER), output: ctx.output.to_path_buf(), kind, new, old, fingerprint: h.finalize().to_hex().to_string() })
 }
 
 /// Ties the work folder to this plan; refuses an output committed under another plan.
 fn claim(plan: &Plan) -> Result<(), BoxError> {
-    fs::create_dir_all(plan.work.join(SIG)).at(&plan.work)?;
+    plan.work.ensure_dir(dw::SIG)?;
     // Short lock (the pipeline's folder lock on `_work/.lock`): processes starting
     // together must not both wipe stale work.
-    let _lock = m6_pipeline::manifest::DatasetLock::acquire(&plan.work)?;
-    let fp_path = plan.work.join(FINGERPRINT);
-    let recorded = fs::read_to_string(&fp_path).ok().map(|s| s.trim().to_string());
+    let _lock = plan.work.lock()?;
+    let fp_path = plan.work.path(dw::FINGERPRINT);
+    let recorded = plan.work.read(&fp_path).ok().flatten().map(|b| String::from_utf8_lossy(&b).trim().to_string());
     if let Some(old) = recorded {
         if old != plan.fingerprint {
             if committed_any(&plan.output) {
                 return Err(werr(&fp_path, "this output was deduplicated with another config or other inputs; use a fresh --output"));
             }
             info!("dedup inputs or config changed; discarding old work files");
-            for d in [SIG, PAIRS, DROP] {
-                let _ = fs::remove_dir_all(plan.work.join(d));
+            for d in [dw::SIG, dw::PAIRS, dw::DROP] {
+                plan.work.remove_dir(d)?;
             }
-            let _ = fs::remove_file(plan.clusters());
-            fs::create_dir_all(plan.work.join(SIG)).at(&plan.work)?;
+            plan.work.remove_file(&plan.clusters())?;
+            plan.work.ensure_dir(dw::SIG)?;
         } else {
             return Ok(());
         }
     }
-    write_atomic(&fp_path, plan.fingerprint.as_bytes())
+    write_atomic(plan, &fp_path, plan.fingerprint.as_bytes())
 }
 
 /// Whether any task of the output has committed. An unreadable commit record counts
@@ -279,7 +241,7 @@ pub fn prepare(cfg: &DedupConfig, plan: &Plan, ctx: &RunContext) -> Result<Ready
     // Work files are not fsynced (see write_atomic): a body file cut short is refused here.
     for u in 0..plan.units() {
         let want = signed.rows(u) * plan.row_len(cfg) as u64;
-        let got = fs::metadata(plan.bin(u)).at(plan.bin(u))?.len();
+        let got = plan.work.len(&plan.bin(u))?;
         if got != want {
             return Err(werr(&plan.bin(u), format!("{got} bytes where {want} were written; delete the unit's .done marker and rerun `--phase sign`")));
         }
@@ -294,7 +256,7 @@ pub fn prepare(cfg: &DedupConfig, plan: &Plan, ctx: &RunContext) -> Result<Ready
         }
     }
     if matches!(cfg.phase, None | Some(Phase::Clusters)) {
-        if me == 0 && !plan.clusters().is_file() {
+        if me == 0 && !plan.work.exists(&plan.clusters()) {
             let pairs = until(wait, plan, "pairs", || pair_files(plan, &signed, n))?;
             let Some(pairs) = pairs else { return Ok(Ready { nothing_to_do: true }) };
             let t2 = Instant::now();
@@ -308,7 +270,7 @@ pub fn prepare(cfg: &DedupConfig, plan: &Plan, ctx: &RunContext) -> Result<Ready
         }
     }
     let done = until(wait, plan, "clusters", || {
-        Ok(if plan.clusters().is_file() { Ok(()) } else { Err("task 0 has not finished clustering".to_string()) })
+        Ok(if plan.work.exists(&plan.clusters()) { Ok(()) } else { Err("task 0 has not finished clustering".to_string()) })
     })?;
     Ok(Ready { nothing_to_do: done.is_none() })
 }
@@ -323,7 +285,7 @@ fn until<T>(wait: bool, plan: &Plan, phase: &str, mut check: impl FnMut() -> Res
         match check()? {
             Ok(v) => return Ok(Some(v)),
             Err(missing) if !wait => {
-                return Err(werr(&plan.work, format!("the {phase} phase has not finished ({missing}); run `--phase {phase}` for every task index first")));
+                return Err(werr(plan.work.root(), format!("the {phase} phase has not finished ({missing}); run `--phase {phase}` for every task index first")));
             }
             Err(missing) => {
                 if plan.all_committed() {
@@ -348,7 +310,7 @@ fn list_missing(missing: &[usize], n: usize, what: &str) -> String {
 // ---------------------------------------------------------------- sign
 
 fn sign_phase(cfg: &DedupConfig, plan: &Plan, ctx: &RunContext, pool: &rayon::ThreadPool, me: usize, n: usize) -> Result<(), BoxError> {
-    let mine: Vec<usize> = (0..plan.units()).filter(|u| u % n == me && !plan.done(*u).is_file()).collect();
+    let mine: Vec<usize> = (0..plan.units()).filter(|u| u % n == me && !plan.work.exists(&plan.done(*u))).collect();
     if mine.is_empty() {
         return Ok(());
     }
@@ -357,17 +319,16 @@ fn sign_phase(cfg: &DedupConfig, plan: &Plan, ctx: &RunContext, pool: &rayon::Th
 }
 
 /// Band records being collected into one sorted run.
-struct Runs<'a> {
-    plan: &'a Plan,
+struct Runs {
     unit: usize,
-    tmp: PathBuf,
+    staging: Staging,
     buf: Vec<Rec>,
     cap: usize,
     runs: u32,
     records: u64,
 }
 
-impl Runs<'_> {
+impl Runs {
     fn push(&mut self, r: Rec) -> Result<(), BoxError> {
         self.buf.push(r);
         if self.buf.len() >= self.cap {
@@ -383,21 +344,18 @@ impl Runs<'_> {
             return Ok(());
         }
         self.buf.sort_unstable_by_key(|r| r.key);
-        let path = self.tmp.join(self.plan.run(self.unit, self.runs).file_name().unwrap());
-        let mut w = BufWriter::with_capacity(1 << 20, File::create(&path).at(&path)?);
+        let (mut w, path) = self.staging.create(&run_name(self.unit, self.runs))?;
         let mut i = 0usize;
         for prefix in 0..=INDEX {
-            while i < self.buf.len() && ((self.buf[i].key >> (64 - INDEX_BITS)) as usize) < prefix {
+            while i < self.buf.len() && self.buf[i].prefix() < prefix {
                 i += 1;
             }
             w.write_all(&(i as u64).to_le_bytes()).at(&path)?;
         }
-        let mut rec = [0u8; REC];
         for r in &self.buf {
-            r.put(&mut rec);
-            w.write_all(&rec).at(&path)?;
+            w.write_all(&r.encode()).at(&path)?;
         }
-        w.into_inner().map_err(|e| werr(&path, e.to_string()))?;
+        Staging::finish(w, &path)?;
         self.records += self.buf.len() as u64;
         self.runs += 1;
         self.buf.clear();
@@ -408,22 +366,16 @@ impl Runs<'_> {
 /// Signs one unit into a private temporary folder, moves the files into `sig/` and
 /// writes the unit's marker last, so a killed unit is simply signed again.
 fn sign_unit(cfg: &DedupConfig, plan: &Plan, u: usize, batch_rows: usize, run_recs: usize) -> Result<(), BoxError> {
-    let tmp = plan.work.join(SIG).join(format!(".tmp-{u:06}"));
-    let _ = fs::remove_dir_all(&tmp);
-    fs::create_dir_all(&tmp).at(&tmp)?;
-    let bin_tmp = tmp.join(plan.bin(u).file_name().unwrap());
-    let ids_tmp = tmp.join(plan.ids(u).file_name().unwrap());
-    let mut bin = BufWriter::with_capacity(1 << 20, File::create(&bin_tmp).at(&bin_tmp)?);
-    let mut ids = BufWriter::with_capacity(1 << 20, File::create(&ids_tmp).at(&ids_tmp)?);
-    let mut runs = Runs { plan, unit: u, tmp: tmp.clone(), buf: Vec::with_capacity(run_recs.min(1 << 16)), cap: run_recs, runs: 0, records: 0 };
+    let mut staging = plan.work.staging(format!("{}/.tmp-{u:06}", dw::SIG))?;
+    let (mut bin, bin_tmp) = staging.create(BIN)?;
+    let (mut ids, ids_tmp) = staging.create(IDS)?;
+    let mut runs = Runs { unit: u, staging, buf: Vec::with_capacity(run_recs.min(1 << 16)), cap: run_recs, runs: 0, records: 0 };
     let mut row = 0u64;
     let (mut scratch, mut keys) = (vec![], vec![]);
     let body_n = body_len(cfg, plan.kind);
     let mut add = |id: &str, size: u32, score: f32, body: &[u8], runs: &mut Runs| -> Result<(), BoxError> {
         let h = id_hash(id);
-        bin.write_all(&size.to_le_bytes()).at(&bin_tmp)?;
-        bin.write_all(&score.to_le_bytes()).at(&bin_tmp)?;
-        bin.write_all(&h.to_le_bytes()).at(&bin_tmp)?;
+        bin.write_all(&RowHeader { size, score, id_hash: h }.encode()).at(&bin_tmp)?;
         bin.write_all(body).at(&bin_tmp)?;
         ids.write_all(&(id.len() as u32).to_le_bytes()).at(&ids_tmp)?;
         ids.write_all(id.as_bytes()).at(&ids_tmp)?;
@@ -460,18 +412,24 @@ fn sign_unit(cfg: &DedupConfig, plan: &Plan, u: usize, batch_rows: usize, run_re
         }
     }
     runs.flush()?;
-    for (w, p) in [(bin, &bin_tmp), (ids, &ids_tmp)] {
-        w.into_inner().map_err(|e| werr(p, e.to_string()))?;
-    }
-    for r in 0..runs.runs {
-        let dest = plan.run(u, r);
-        fs::rename(tmp.join(dest.file_name().unwrap()), &dest).at(&dest)?;
-    }
-    fs::rename(&bin_tmp, plan.bin(u)).at(plan.bin(u))?;
-    fs::rename(&ids_tmp, plan.ids(u)).at(plan.ids(u))?;
-    let _ = fs::remove_dir(&tmp);
+    Staging::finish(bin, &bin_tmp)?;
+    Staging::finish(ids, &ids_tmp)?;
+    // Every file fsynced and in place before the marker: a marker that survives a
+    // power cut always vouches for complete files.
+    let names: Vec<String> = (0..runs.runs).map(|r| run_name(u, r)).collect();
+    let mut moves: Vec<(&str, PathBuf)> = names.iter().enumerate().map(|(r, n)| (n.as_str(), plan.run(u, r as u32))).collect();
+    moves.push((BIN, plan.bin(u)));
+    moves.push((IDS, plan.ids(u)));
+    runs.staging.publish(&moves)?;
     let done = UnitDone { rows: row, runs: runs.runs, records: runs.records };
-    write_atomic(&plan.done(u), &serde_json::to_vec(&done)?)
+    write_atomic(plan, &plan.done(u), &serde_json::to_vec(&done)?)
+}
+
+/// Names of a unit's files inside its staging folder.
+const BIN: &str = "unit.bin";
+const IDS: &str = "unit.ids";
+fn run_name(u: usize, r: u32) -> String {
+    format!("{u:06}-{r:04}.run")
 }
 
 /// What the sign phase produced, once every unit is signed.
@@ -491,15 +449,14 @@ fn signed_units(plan: &Plan, n: usize) -> Result<Result<SignedUnits, String>, Bo
     let (mut rows, mut runs, mut records) = (vec![], vec![], 0u64);
     for u in 0..plan.units() {
         let p = plan.done(u);
-        match fs::read(&p) {
-            Ok(b) => {
+        match plan.work.read(&p)? {
+            Some(b) => {
                 let d: UnitDone = serde_json::from_slice(&b).map_err(|e| werr(&p, format!("unreadable marker: {e}")))?;
                 rows.push(d.rows);
                 runs.push(d.runs);
                 records += d.records;
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => missing.push(u),
-            Err(e) => return Err(werr(&p, e.to_string())),
+            None => missing.push(u),
         }
     }
     if !missing.is_empty() {
@@ -512,7 +469,7 @@ fn signed_units(plan: &Plan, n: usize) -> Result<Result<SignedUnits, String>, Bo
         total += r;
     }
     if total >= u32::MAX as u64 {
-        return Err(werr(&plan.work, format!("{total} rows: one dedup run handles at most 2^32-1; split the input")));
+        return Err(werr(plan.work.root(), format!("{total} rows: one dedup run handles at most 2^32-1; split the input")));
     }
     let new_total = offsets.get(plan.new.len()).copied().unwrap_or(total);
     Ok(Ok(SignedUnits { runs, offsets, new_total, total, units: pairs_units(records) }))
@@ -533,36 +490,8 @@ fn pairs_units(records: u64) -> usize {
 
 // ---------------------------------------------------------------- pairs
 
-#[derive(Clone, Copy, Debug)]
-struct Rec {
-    key: u64,
-    order: u64,
-    tie: u64,
-    unit: u32,
-    row: u32,
-    flag: u8,
-}
-
-impl Rec {
-    fn put(&self, b: &mut [u8; REC]) {
-        b[0..8].copy_from_slice(&self.key.to_le_bytes());
-        b[8..16].copy_from_slice(&self.order.to_le_bytes());
-        b[16..24].copy_from_slice(&self.tie.to_le_bytes());
-        b[24..28].copy_from_slice(&self.unit.to_le_bytes());
-        b[28..32].copy_from_slice(&self.row.to_le_bytes());
-        b[32] = self.flag;
-    }
-    fn get(b: &[u8]) -> Rec {
-        Rec {
-            key: u64_of(b),
-            order: u64_of(&b[8..]),
-            tie: u64_of(&b[16..]),
-            unit: u32::from_le_bytes(b[24..28].try_into().unwrap()),
-            row: u32::from_le_bytes(b[28..32].try_into().unwrap()),
-            flag: b[32],
-        }
-    }
-}
+/// A band record (schemas' [`BandRecord`]); held in memory by the million, sorted by key.
+type Rec = BandRecord;
 
 /// Random access to rows of `sig/*.bin` by global row number; opens files lazily.
 struct Bodies<'a> {
@@ -590,7 +519,7 @@ impl<'a> Bodies<'a> {
                 self.open.clear();
             }
             let p = self.plan.bin(u);
-            self.open.insert(u, File::open(&p).at(&p)?);
+            self.open.insert(u, self.plan.work.open(&p)?);
         }
         buf.resize(self.len, 0);
         self.open[&u].read_exact_at(buf, row * self.len as u64).map_err(|e| werr(&self.plan.bin(u), format!("row {row}: {e}")))?;
@@ -638,9 +567,8 @@ impl SparseUf {
 }
 
 fn pairs_phase(cfg: &DedupConfig, plan: &Plan, signed: &SignedUnits, pool: &rayon::ThreadPool, me: usize, n: usize) -> Result<(), BoxError> {
-    let dir = plan.work.join(PAIRS);
-    fs::create_dir_all(&dir).at(&dir)?;
-    let mine: Vec<usize> = (0..signed.units).filter(|p| p % n == me && !plan.pairs(*p, signed.units).is_file()).collect();
+    plan.work.ensure_dir(dw::PAIRS)?;
+    let mine: Vec<usize> = (0..signed.units).filter(|p| p % n == me && !plan.work.exists(&plan.pairs(*p, signed.units))).collect();
     pool.install(|| mine.par_iter().try_for_each(|&p| pairs_unit(cfg, plan, signed, p)))
 }
 
@@ -654,11 +582,11 @@ fn pairs_unit(cfg: &DedupConfig, plan: &Plan, signed: &SignedUnits, p: usize) ->
     for u in 0..plan.units() {
         for r in 0..signed.runs[u] {
             let path = plan.run(u, r);
-            let f = File::open(&path).at(&path)?;
+            let f = plan.work.open(&path)?;
             let mut b = [0u8; 8];
             f.read_exact_at(&mut b, INDEX as u64 * 8).at(&path)?;
             let count = u64::from_le_bytes(b);
-            if f.metadata().at(&path)?.len() != RUN_HEADER + count * REC as u64 {
+            if plan.work.len(&path)? != RUN_HEADER + count * REC as u64 {
                 return Err(werr(&path, "band run is truncated or damaged; delete the unit's .done marker and rerun `--phase sign`"));
             }
             f.read_exact_at(&mut b, lo * 8).at(&path)?;
@@ -667,7 +595,7 @@ fn pairs_unit(cfg: &DedupConfig, plan: &Plan, signed: &SignedUnits, p: usize) ->
             let end = u64::from_le_bytes(b);
             raw.resize(((end - start) as usize) * REC, 0);
             f.read_exact_at(&mut raw, RUN_HEADER + start * REC as u64).at(&path)?;
-            recs.extend(raw.chunks_exact(REC).map(Rec::get));
+            recs.extend(raw.chunks_exact(REC).map(Rec::decode));
         }
     }
     drop(raw);
@@ -728,19 +656,12 @@ fn pairs_unit(cfg: &DedupConfig, plan: &Plan, signed: &SignedUnits, p: usize) ->
         }
         i = j;
     }
-    let mut out = Vec::with_capacity(pairs.len() * 8);
-    for (a, b) in &pairs {
-        out.extend_from_slice(&a.to_le_bytes());
-        out.extend_from_slice(&b.to_le_bytes());
-    }
-    out.extend_from_slice(&(pairs.len() as u64).to_le_bytes());
-    out.extend_from_slice(&PAIRS_MAGIC.to_le_bytes());
-    write_atomic(&plan.pairs(p, signed.units), &out)
+    write_atomic(plan, &plan.pairs(p, signed.units), &dw::encode_pairs(&pairs))
 }
 
 fn pair_files(plan: &Plan, signed: &SignedUnits, n: usize) -> Result<Result<Vec<PathBuf>, String>, BoxError> {
     let paths: Vec<PathBuf> = (0..signed.units).map(|p| plan.pairs(p, signed.units)).collect();
-    let missing: Vec<usize> = (0..signed.units).filter(|&p| !paths[p].is_file()).collect();
+    let missing: Vec<usize> = (0..signed.units).filter(|&p| !plan.work.exists(&paths[p])).collect();
     if missing.is_empty() {
         Ok(Ok(paths))
     } else {
@@ -795,14 +716,9 @@ fn clusters_phase(cfg: &DedupConfig, plan: &Plan, signed: &SignedUnits, pair_pat
     let mut uf = SparseUf::default();
     let mut n_pairs = 0u64;
     for p in pair_paths {
-        let bytes = fs::read(p).at(p)?;
-        let n = bytes.len().saturating_sub(16) / 8;
-        if bytes.len() < 16 || bytes.len() % 8 != 0 || u64_of(&bytes[bytes.len() - 8..]) != PAIRS_MAGIC || u64_of(&bytes[bytes.len() - 16..]) != n as u64 {
-            return Err(werr(p, "pairs file is truncated or damaged; rerun `--phase pairs` after deleting it"));
-        }
-        for c in bytes[..n * 8].chunks_exact(8) {
-            let a = u32::from_le_bytes(c[0..4].try_into().unwrap());
-            let b = u32::from_le_bytes(c[4..8].try_into().unwrap());
+        let bytes = plan.work.read(p)?.ok_or_else(|| werr(p, "pairs file vanished; rerun `--phase pairs`"))?;
+        let pairs = dw::decode_pairs(&bytes).ok_or_else(|| werr(p, "pairs file is truncated or damaged; rerun `--phase pairs` after deleting it"))?;
+        for (a, b) in pairs {
             uf.union(a, b);
             n_pairs += 1;
         }
@@ -814,7 +730,8 @@ fn clusters_phase(cfg: &DedupConfig, plan: &Plan, signed: &SignedUnits, pair_pat
     let mut facts: HashMap<u32, Facts> = HashMap::with_capacity(nodes.len());
     for &g in &nodes {
         bodies.read(g, &mut buf)?;
-        facts.insert(g, Facts { size: u32::from_le_bytes(buf[0..4].try_into().unwrap()), score: f32::from_le_bytes(buf[4..8].try_into().unwrap()), idhash: u64_of(&buf[8..]) });
+        let h = RowHeader::decode(&buf);
+        facts.insert(g, Facts { size: h.size, score: h.score, idhash: h.id_hash });
     }
     let mut best: HashMap<u32, u32> = HashMap::new();
     for &g in &nodes {
@@ -845,7 +762,7 @@ fn clusters_phase(cfg: &DedupConfig, plan: &Plan, signed: &SignedUnits, pair_pat
         rows.sort_unstable();
         rows.dedup();
         let path = plan.ids(u);
-        let mut rd = BufReader::with_capacity(1 << 16, File::open(&path).at(&path)?);
+        let mut rd = plan.work.reader(&path)?;
         let (mut row, mut next) = (0u64, 0usize);
         let mut len = [0u8; 4];
         let mut id = vec![];
@@ -872,18 +789,17 @@ fn clusters_phase(cfg: &DedupConfig, plan: &Plan, signed: &SignedUnits, pair_pat
         let (u, row) = bodies.locate(g);
         lists[u].push(DropEntry { row: row as u32, kept_id: kept_ids[&kept].clone(), similarity, reason });
     }
-    let dir = plan.work.join(DROP);
-    fs::create_dir_all(&dir).at(&dir)?;
+    plan.work.ensure_dir(dw::DROP)?;
     for (u, mut list) in lists.into_iter().enumerate() {
         list.sort_by_key(|d| d.row);
-        write_atomic(&plan.drop_list(u), &serde_json::to_vec(&list)?)?;
+        write_atomic(plan, &plan.drop_list(u), &serde_json::to_vec(&list)?)?;
     }
     let done = ClustersDone { fingerprint: plan.fingerprint.clone(), documents: signed.new_total, pairs: n_pairs, rows_in_pairs, removed: removed.len() as u64 };
     if done.removed == 0 && signed.total > 0 {
         warn!("dedup found no duplicates");
     }
     info!(rows = signed.new_total, pairs = n_pairs, removed = done.removed, "dedup: clustered");
-    write_atomic(&plan.clusters(), &serde_json::to_vec_pretty(&done)?)
+    write_atomic(plan, &plan.clusters(), &serde_json::to_vec_pretty(&done)?)
 }
 
 // ---------------------------------------------------------------- write
@@ -891,14 +807,13 @@ fn clusters_phase(cfg: &DedupConfig, plan: &Plan, signed: &SignedUnits, pair_pat
 /// Reads the drop list the clusters phase wrote for unit `u` (sorted by row).
 pub fn load_drops(plan: &Plan, u: usize) -> Result<Vec<DropEntry>, BoxError> {
     let path = plan.drop_list(u);
-    let bytes = fs::read(&path).at(&path)?;
+    let bytes = plan.work.read(&path)?.ok_or_else(|| werr(&path, "drop list missing; rerun `--phase clusters`"))?;
     serde_json::from_slice(&bytes).map_err(|e| werr(&path, format!("unreadable drop list: {e}")))
 }
 
 /// Streams unit `u`'s signed rows (header + body) in row order, for the signatures side dataset.
 pub fn bodies_reader(plan: &Plan, u: usize) -> Result<BufReader<File>, BoxError> {
-    let p = plan.bin(u);
-    Ok(BufReader::with_capacity(1 << 16, File::open(&p).at(&p)?))
+    Ok(plan.work.reader(&plan.bin(u))?)
 }
 
 /// After the last task committed: the work folder goes unless `keep_work`.
@@ -907,13 +822,12 @@ pub fn finish(cfg: &DedupConfig, plan: &Plan) {
         return;
     }
     if cfg.keep_work {
-        info!(work = %plan.work.display(), "dedup complete; work files kept (--keep-work)");
+        info!(work = %plan.work.root().display(), "dedup complete; work files kept (--keep-work)");
         return;
     }
     // Another process of the job may be removing it at the same moment: best effort.
-    match fs::remove_dir_all(&plan.work) {
+    match plan.work.remove_all() {
         Ok(()) => info!("dedup complete; work files removed"),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => warn!(work = %plan.work.display(), "could not remove dedup work files: {e}"),
+        Err(e) => warn!(work = %plan.work.root().display(), "could not remove dedup work files: {e}"),
     }
 }

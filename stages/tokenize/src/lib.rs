@@ -25,6 +25,9 @@ use m6_tokenizer::{ImageConfig, ImageEncoding, Tokenizer};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
+/// Most pair rows read (and samples built) at once; see the pair path.
+const IMAGE_BATCH_ROWS: usize = 256;
+
 use crate::pack::{Packed, Packer};
 
 /// The tokenizer's file name inside the output dataset folder.
@@ -220,7 +223,10 @@ impl TokenizeStage {
         let (mut tokens, mut unk, mut truncated, mut bad) = (0u64, 0u64, 0u64, 0u64);
         let mut image_bytes = 0u64;
         let file = task.inputs.first().map(|i| i.label.clone()).unwrap_or_default();
-        for batch in task.batches(batch_rows) {
+        // Pair rows carry whole images (tens of KB, up to megabytes) and a raw sample is
+        // 150 KB at 224 px, so a 4096-row batch held about a gigabyte in and out; a few
+        // hundred rows still keep every thread busy and bound the batch by memory.
+        for batch in task.batches(batch_rows.min(IMAGE_BATCH_ROWS)) {
             let b = batch?;
             let ids: &StringArray = column(&b, pair::ID)?;
             let caption: &StringArray = column(&b, pair::CAPTION)?;
@@ -365,17 +371,12 @@ impl StageRun for &TokenizeStage {
 /// Writes tokenizer.json into the output; a different one already there means the
 /// output holds samples made with other ids, which must not be mixed.
 fn write_tokenizer(output: &Path, text: &str) -> Result<(), BoxError> {
-    let path = output.join(TOKENIZER_FILE);
-    match std::fs::read_to_string(&path) {
-        Ok(old) if old == text => return Ok(()),
-        Ok(_) if m6_pipeline::Dataset::open(output).map(|d| d.rows() > 0).unwrap_or(false) => {
-            return Err(format!("{}: the output already holds samples made with a different tokenizer or image settings; use a new output folder", path.display()).into())
+    match m6_pipeline::dataset::read_extra_file(output, TOKENIZER_FILE)? {
+        Some(old) if old == text.as_bytes() => return Ok(()),
+        Some(_) if m6_pipeline::Dataset::open(output).map(|d| d.rows() > 0).unwrap_or(false) => {
+            return Err(format!("{}: the output already holds samples made with a different tokenizer or image settings; use a new output folder", output.join(TOKENIZER_FILE).display()).into())
         }
         _ => {}
     }
-    // Every process of a --task-count job runs this: each writes its own temporary file.
-    let tmp = output.join(format!(".{TOKENIZER_FILE}.{}.tmp", std::process::id()));
-    std::fs::write(&tmp, text).map_err(|e| format!("{}: {e}", tmp.display()))?;
-    std::fs::rename(&tmp, &path).map_err(|e| format!("{}: {e}", path.display()))?;
-    Ok(())
+    Ok(m6_pipeline::dataset::write_extra_file(output, TOKENIZER_FILE, text.as_bytes())?)
 }

@@ -1,0 +1,175 @@
+//! A stage's work folder inside its output dataset (dedup's `_work`): intermediate
+//! files that processes of one job hand each other through the shared file system,
+//! each unit's files published before the marker that says the unit is done.
+//!
+//! Stages name the files (their layouts are typed in `m6_schemas`); this module owns
+//! how they reach the disk, so every one gets the same guarantees as the shards: a
+//! published file was written in full and fsynced, renamed into place, and its folder
+//! synced, so a marker never outlives, after a power cut, the data it vouches for;
+//! and every I/O error names the file.
+
+use std::fs::{self, File};
+use std::io::{BufReader, BufWriter};
+use std::path::{Path, PathBuf};
+
+use crate::error::{IoContext, Result};
+use crate::manifest::{sync_dir, DatasetLock};
+
+/// Buffer size of work-file writers and readers: work files are written and read
+/// sequentially in large runs.
+const BUF: usize = 1 << 20;
+
+/// The work folder `OUTPUT/NAME`.
+#[derive(Debug, Clone)]
+pub struct WorkDir {
+    root: PathBuf,
+}
+
+impl WorkDir {
+    pub fn new(output: &Path, name: &str) -> Self {
+        WorkDir { root: output.join(name) }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// `root/rel`.
+    pub fn path(&self, rel: impl AsRef<Path>) -> PathBuf {
+        self.root.join(rel)
+    }
+
+    /// Creates `root/rel` (and the root).
+    pub fn ensure_dir(&self, rel: impl AsRef<Path>) -> Result<()> {
+        let d = self.path(rel);
+        fs::create_dir_all(&d).at(&d)
+    }
+
+    /// The work folder's lock (the pipeline's folder lock): held while one process
+    /// decides whether stale work is wiped, so processes starting together agree.
+    pub fn lock(&self) -> Result<DatasetLock> {
+        fs::create_dir_all(&self.root).at(&self.root)?;
+        DatasetLock::acquire(&self.root)
+    }
+
+    /// A whole file, or `None` when it does not exist (a unit not done yet).
+    pub fn read(&self, path: &Path) -> Result<Option<Vec<u8>>> {
+        match fs::read(path) {
+            Ok(b) => Ok(Some(b)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(crate::Error::io(path, e)),
+        }
+    }
+
+    /// Whether a file is there (a unit's marker or output).
+    pub fn exists(&self, path: &Path) -> bool {
+        path.is_file()
+    }
+
+    /// A file's size in bytes.
+    pub fn len(&self, path: &Path) -> Result<u64> {
+        Ok(fs::metadata(path).at(path)?.len())
+    }
+
+    /// A file opened for positional reads (`FileExt::read_exact_at`).
+    pub fn open(&self, path: &Path) -> Result<File> {
+        File::open(path).at(path)
+    }
+
+    /// A file opened for one sequential read.
+    pub fn reader(&self, path: &Path) -> Result<BufReader<File>> {
+        Ok(BufReader::with_capacity(BUF, File::open(path).at(path)?))
+    }
+
+    /// Writes a small file (a marker, a pairs file, a drop list) in one piece:
+    /// temporary name, fsync, rename, folder sync.
+    pub fn write_atomic(&self, path: &Path, bytes: &[u8]) -> Result<()> {
+        crate::manifest::write_atomic(path, bytes)
+    }
+
+    /// A fresh private staging folder `root/rel` (what a killed earlier attempt left
+    /// there is removed): large files are written there and published together.
+    pub fn staging(&self, rel: impl AsRef<Path>) -> Result<Staging> {
+        let dir = self.path(rel);
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).at(&dir)?;
+        Ok(Staging { dir, files: vec![] })
+    }
+
+    /// Removes `root/rel` and everything in it; a missing folder is not an error.
+    pub fn remove_dir(&self, rel: impl AsRef<Path>) -> Result<()> {
+        let d = self.path(rel);
+        match fs::remove_dir_all(&d) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(crate::Error::io(d, e)),
+        }
+    }
+
+    /// Removes one file; a missing file is not an error.
+    pub fn remove_file(&self, path: &Path) -> Result<()> {
+        match fs::remove_file(path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(crate::Error::io(path, e)),
+        }
+    }
+
+    /// Removes the whole work folder (once the output is complete).
+    pub fn remove_all(&self) -> Result<()> {
+        match fs::remove_dir_all(&self.root) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(crate::Error::io(&self.root, e)),
+        }
+    }
+}
+
+/// Files being written in a private folder, published into the work folder together.
+pub struct Staging {
+    dir: PathBuf,
+    files: Vec<PathBuf>,
+}
+
+impl Staging {
+    /// Creates `NAME` in the staging folder for a buffered sequential write; returns the
+    /// writer and the file's path (to name it in errors).
+    pub fn create(&mut self, name: &str) -> Result<(BufWriter<File>, PathBuf)> {
+        let p = self.dir.join(name);
+        let f = File::create(&p).at(&p)?;
+        self.files.push(p.clone());
+        Ok((BufWriter::with_capacity(BUF, f), p))
+    }
+
+    /// Flushes and fsyncs a finished writer from [`Staging::create`].
+    pub fn finish(w: BufWriter<File>, path: &Path) -> Result<()> {
+        let f = w.into_inner().map_err(|e| crate::Error::io(path, e.into_error()))?;
+        f.sync_all().at(path)
+    }
+
+    /// Moves each staged file `(name, destination)` into place and syncs the folders,
+    /// then removes the staging folder. Every file must have been through
+    /// [`Staging::finish`]; the caller writes its done-marker only after this returns.
+    pub fn publish(self, moves: &[(&str, PathBuf)]) -> Result<()> {
+        let mut dirs: Vec<PathBuf> = vec![];
+        for (name, dest) in moves {
+            let src = self.dir.join(name);
+            fs::rename(&src, dest).at(dest)?;
+            if let Some(d) = dest.parent() {
+                if !dirs.iter().any(|x| x == d) {
+                    dirs.push(d.to_path_buf());
+                }
+            }
+        }
+        for d in &dirs {
+            sync_dir(d);
+        }
+        let _ = fs::remove_dir(&self.dir);
+        Ok(())
+    }
+
+    /// Paths of the files created so far.
+    pub fn files(&self) -> &[PathBuf] {
+        &self.files
+    }
+}
