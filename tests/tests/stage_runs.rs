@@ -120,3 +120,26 @@ fn one_dedup_object_runs_twice_with_its_own_plan_and_work_folder() {
     let again = run_stage(shared.as_ref(), &[a], &out_a, &opts(2, 50)).unwrap();
     assert_eq!(again.tasks_run, 0);
 }
+
+/// Issue 13 point 5: `m6corpus run all` orders sections by their data, not by a fixed
+/// list of stages: here filter feeds dedup (the usual order is the other way round)
+/// and the file lists the sections last to first.
+#[test]
+fn run_all_orders_sections_by_what_they_read_and_write() {
+    let t = tempfile::tempdir().unwrap();
+    poems_with_copies(&t.path().join("raw"), 0..300, 5, 10);
+    let config = t.path().join("pipeline.toml");
+    std::fs::write(
+        &config,
+        "[corpus]\nthreads = 2\n\n[dedup]\ninput = \"clean\"\noutput = \"dedup\"\n\n[filter]\ninput = \"docs\"\noutput = \"clean\"\n\n[ingest]\ninput = \"raw\"\noutput = \"docs\"\n",
+    )
+    .unwrap();
+    let out = m6_ok(&["run", "all", "--config", config.to_str().unwrap(), "--quiet", "--json"]);
+    let stages: Vec<String> = out.lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["stage"].as_str().unwrap().to_string()).collect();
+    assert_eq!(stages, ["ingest", "filter", "dedup"]);
+    for d in ["docs", "clean", "dedup"] {
+        assert!(Dataset::open(&t.path().join(d)).unwrap().rows() > 0, "{d}");
+    }
+    let dedup = Dataset::open(&t.path().join("dedup")).unwrap();
+    assert!(dedup.rows() < Dataset::open(&t.path().join("clean")).unwrap().rows(), "the planted copies that pass the filter are removed");
+}

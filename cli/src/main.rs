@@ -1,5 +1,9 @@
 //! `m6corpus`: the command line. Argument parsing and printing only; every behaviour
 //! lives in the library crates, which the tests call directly.
+//!
+//! Stages are listed once, in the registry below ([`stages!`]): adding a stage is its
+//! crate (a config struct and a `StageFactory`) plus one line there, which gives it
+//! its subcommand, its pipeline.toml section and its place in `m6corpus run`.
 
 use std::path::{Path, PathBuf};
 
@@ -18,22 +22,56 @@ struct Cli {
     cmd: Cmd,
 }
 
+/// The stage registry: `Variant => factory, "help"` per stage. It makes the stage
+/// subcommands, the dispatch of `m6corpus STAGE` and of `m6corpus run`'s sections, and
+/// the list of pipeline.toml sections (plus `train`, which runs the m6-train binary).
+macro_rules! stages {
+    ($($variant:ident => $factory:ty, $about:literal;)*) => {
+        #[derive(Subcommand, Debug)]
+        enum StageCmd {
+            $(
+                #[doc = $about]
+                $variant(StageArgs<<$factory as StageFactory>::Flags>),
+            )*
+        }
+
+        fn stage_dispatch(c: StageCmd) -> Result<i32> {
+            match c {
+                $(StageCmd::$variant(a) => stage_cmd::<$factory>(a),)*
+            }
+        }
+
+        /// Runs a pipeline.toml section of the stage `name`; `None` when no stage has that name.
+        fn section_dispatch(name: &str, s: &StageSection, output: &Path, opts: &RunOptions) -> Option<Result<RunSummary>> {
+            $(
+                if name == <$factory as StageFactory>::NAME {
+                    return Some(section_run::<$factory>(s, output, opts));
+                }
+            )*
+            None
+        }
+
+        /// Every pipeline.toml stage section, `train` included.
+        const SECTIONS: &[&str] = &[$(<$factory as StageFactory>::NAME,)* "train"];
+    };
+}
+
+stages! {
+    Ingest => m6_stage_ingest::IngestFactory, "Local files (JSONL, text, image folders with captions, WARC) into a dataset.";
+    Crawl => m6_stage_crawl::CrawlFactory, "Fetch pages and images from seed lists.";
+    Extract => m6_stage_extract::ExtractFactory, "Pages into documents and image-caption pairs.";
+    Dedup => m6_stage_dedup::DedupFactory, "Remove exact and near duplicates across every shard.";
+    Filter => m6_stage_filter::FilterFactory, "Apply quality rules, recording each drop with its reason.";
+    Tokenize => m6_stage_tokenize::TokenizeFactory, "Documents and pairs into training samples.";
+}
+
 #[derive(Subcommand, Debug)]
 enum Cmd {
-    /// Run one stage, or `all`, as described in pipeline.toml.
+    /// Run one stage, or `all`, as described in pipeline.toml, each section after the
+    /// sections that write its inputs.
     Run(RunCmd),
-    /// Local files (JSONL, text, image folders with captions, WARC) into a dataset.
-    Ingest(StageArgs<m6_stage_ingest::IngestFlags>),
-    /// Fetch pages and images from seed lists.
-    Crawl(StageArgs<m6_stage_crawl::CrawlFlags>),
-    /// Pages into documents and image-caption pairs.
-    Extract(StageArgs<m6_stage_extract::ExtractFlags>),
-    /// Remove exact and near duplicates across every shard.
-    Dedup(StageArgs<m6_stage_dedup::DedupFlags>),
-    /// Apply quality rules, recording each drop with its reason.
-    Filter(StageArgs<m6_stage_filter::FilterFlags>),
-    /// Documents and pairs into training samples.
-    Tokenize(StageArgs<m6_stage_tokenize::TokenizeFlags>),
+    #[command(flatten)]
+    Stage(StageCmd),
     /// Train, inspect or use a tokenizer vocabulary.
     #[command(subcommand)]
     Tokenizer(m6_tokenizer::cli::TokenizerCommand),
@@ -211,12 +249,7 @@ fn main() {
 fn dispatch(cmd: Cmd) -> Result<i32> {
     match cmd {
         Cmd::Run(r) => run_pipeline(r),
-        Cmd::Ingest(a) => stage_cmd::<m6_stage_ingest::IngestFactory>(a),
-        Cmd::Crawl(a) => stage_cmd::<m6_stage_crawl::CrawlFactory>(a),
-        Cmd::Extract(a) => stage_cmd::<m6_stage_extract::ExtractFactory>(a),
-        Cmd::Dedup(a) => stage_cmd::<m6_stage_dedup::DedupFactory>(a),
-        Cmd::Filter(a) => stage_cmd::<m6_stage_filter::FilterFactory>(a),
-        Cmd::Tokenize(a) => stage_cmd::<m6_stage_tokenize::TokenizeFactory>(a),
+        Cmd::Stage(c) => stage_dispatch(c),
         Cmd::Tokenizer(c) => c.run().map(|_| 0).map_err(|e| anyhow::anyhow!(e)),
         Cmd::Lm(c) => c.run().map(|_| 0).map_err(|e| anyhow::anyhow!(e)),
         Cmd::Quality(c) => c.run().map(|_| 0).map_err(|e| anyhow::anyhow!(e)),
@@ -313,6 +346,7 @@ fn stage_cmd<F: StageFactory>(a: StageArgs<F::Flags>) -> Result<i32> {
     let (corpus, section) = match &c.config {
         Some(p) => {
             let cfg = PipelineConfig::load(p)?;
+            cfg.check_stage_names(SECTIONS)?;
             let section = cfg.sections_for(F::NAME).first().map(|s| resolve_section(&cfg, s));
             (cfg.corpus.clone(), section)
         }
@@ -384,6 +418,8 @@ fn print_summary(s: &RunSummary, output: &Path, json: bool) -> Result<()> {
 
 fn run_pipeline(r: RunCmd) -> Result<i32> {
     let cfg = PipelineConfig::load(&r.config)?;
+    cfg.check_stage_names(SECTIONS)?;
+    // Sections come in data order: each after the sections writing its inputs.
     let sections: Vec<StageSection> = cfg
         .sections
         .iter()
@@ -408,12 +444,6 @@ fn run_pipeline(r: RunCmd) -> Result<i32> {
         let Some(output) = s.output.clone() else { bail!("{}: [{}] has no output", r.config.display(), s.stage) };
         let ctx = || format!("{}: [{}]", r.config.display(), s.stage);
         let summary = match s.stage.as_str() {
-            "ingest" => section_run::<m6_stage_ingest::IngestFactory>(&s, &output, &opts),
-            "crawl" => section_run::<m6_stage_crawl::CrawlFactory>(&s, &output, &opts),
-            "extract" => section_run::<m6_stage_extract::ExtractFactory>(&s, &output, &opts),
-            "dedup" => section_run::<m6_stage_dedup::DedupFactory>(&s, &output, &opts),
-            "filter" => section_run::<m6_stage_filter::FilterFactory>(&s, &output, &opts),
-            "tokenize" => section_run::<m6_stage_tokenize::TokenizeFactory>(&s, &output, &opts),
             "train" => {
                 let mut args = vec!["--config".to_string(), r.config.display().to_string()];
                 args.extend(s.inputs.iter().flat_map(|i| ["--input".to_string(), i.display().to_string()]));
@@ -424,7 +454,10 @@ fn run_pipeline(r: RunCmd) -> Result<i32> {
                 }
                 continue;
             }
-            other => bail!("{}: unknown stage `{other}` (stages: {})", r.config.display(), m6_pipeline::config::STAGE_ORDER.join(", ")),
+            other => match section_dispatch(other, &s, &output, &opts) {
+                Some(summary) => summary,
+                None => bail!("{}: unknown stage `{other}` (stages: {})", r.config.display(), SECTIONS.join(", ")),
+            },
         }
         .with_context(ctx)?;
         print_summary(&summary, &output, r.json)?;
