@@ -135,6 +135,9 @@ enum Cmd {
         dirs: Vec<PathBuf>,
         #[arg(short, long, default_value = "report.html")]
         output: PathBuf,
+        /// Print what was written as JSON.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -278,9 +281,14 @@ fn dispatch(cmd: Cmd) -> Result<i32> {
             }
             Ok(0)
         }
-        Cmd::Report { dirs, output } => {
+        Cmd::Report { dirs, output, json } => {
             m6_inspect::report(&dirs, &output)?;
-            println!("wrote {}", output.display());
+            if json {
+                let bytes = std::fs::metadata(&output).map(|m| m.len()).unwrap_or(0);
+                println!("{}", serde_json::json!({ "output": output, "datasets": dirs, "bytes": bytes }));
+            } else {
+                println!("wrote {}", output.display());
+            }
             Ok(0)
         }
     }

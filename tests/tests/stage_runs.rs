@@ -1,4 +1,4 @@
-//! One stage object runs several times, into different outputs and with different run
+//! Issue 13 points 2 and 5. One stage object runs several times, into different outputs and with different run
 //! settings (threads, batch rows), as a library user or `m6corpus run` may do (issue 13
 //! point 2): each run must give byte for byte what a fresh stage object gives, because
 //! everything a run learns lives in its run object, not in the stage.
@@ -142,4 +142,46 @@ fn run_all_orders_sections_by_what_they_read_and_write() {
     }
     let dedup = Dataset::open(&t.path().join("dedup")).unwrap();
     assert!(dedup.rows() < Dataset::open(&t.path().join("clean")).unwrap().rows(), "the planted copies that pass the filter are removed");
+}
+
+/// Subcommand names listed under "Commands:" in `m6corpus ARGS --help`.
+fn subcommands(args: &[&str]) -> Vec<String> {
+    let help = m6_ok(&[args, &["--help"]].concat());
+    help.lines()
+        .skip_while(|l| !l.starts_with("Commands:"))
+        .skip(1)
+        .take_while(|l| l.starts_with("  "))
+        .filter_map(|l| l.split_whitespace().next().map(String::from))
+        .filter(|c| c != "help")
+        .collect()
+}
+
+/// Issue 13 point 5: every subcommand (and every sub-subcommand, `tokenizer` and `lm`
+/// included) takes `--json`. `train` hands its arguments to m6-train, which always
+/// prints its summary as JSON.
+#[test]
+fn every_subcommand_takes_json() {
+    let top = subcommands(&[]);
+    for must in ["run", "ingest", "dedup", "tokenize", "tokenizer", "lm", "quality", "verify", "status", "stats", "sql", "report"] {
+        assert!(top.iter().any(|c| c == must), "{must} missing from {top:?}");
+    }
+    let mut checked = 0;
+    for c in top.iter().filter(|c| *c != "train") {
+        let subs = subcommands(&[c]);
+        let leaves: Vec<Vec<&str>> = if subs.is_empty() { vec![vec![c.as_str()]] } else { subs.iter().map(|s| vec![c.as_str(), s.as_str()]).collect() };
+        for leaf in leaves {
+            let help = m6_ok(&[leaf.as_slice(), &["--help"]].concat());
+            assert!(help.contains("--json"), "m6corpus {} has no --json:\n{help}", leaf.join(" "));
+            checked += 1;
+        }
+    }
+    assert!(checked >= 20, "{checked}");
+
+    let t = tempfile::tempdir().unwrap();
+    let docs = t.path().join("docs");
+    run_stage(m6_stage_ingest::IngestFactory::build(Default::default()).unwrap().as_ref(), &[poems_with_copies(&t.path().join("raw"), 0..50, 0, 0)], &docs, &opts(1, 64)).unwrap();
+    let html = t.path().join("r.html");
+    let o: serde_json::Value = serde_json::from_str(&m6_ok(&["report", docs.to_str().unwrap(), "--output", html.to_str().unwrap(), "--json"])).unwrap();
+    assert_eq!(o["output"], html.to_str().unwrap());
+    assert_eq!(o["bytes"], std::fs::metadata(&html).unwrap().len());
 }
