@@ -12,6 +12,9 @@ use clap::{Args, Parser, Subcommand};
 use m6_pipeline::config::{stage_config, CorpusConfig, PipelineConfig, StageSection};
 use m6_pipeline::{RunOptions, RunSummary, StageFactory};
 
+mod filter_cmd;
+mod tokenizer_cmd;
+
 #[derive(Parser, Debug)]
 #[command(name = "m6corpus", version, about = "Build Chinese multimodal pretraining corpora: crawl, extract, dedup, filter, tokenize, train.")]
 struct Cli {
@@ -74,13 +77,13 @@ enum Cmd {
     Stage(StageCmd),
     /// Train, inspect or use a tokenizer vocabulary.
     #[command(subcommand)]
-    Tokenizer(m6_tokenizer::cli::TokenizerCommand),
+    Tokenizer(tokenizer_cmd::TokenizerCommand),
     /// Train the character n-gram language model the fluency filter uses.
     #[command(subcommand)]
-    Lm(m6_stage_filter::cli::LmCommand),
+    Lm(filter_cmd::LmCommand),
     /// Train, evaluate or apply the quality classifier the filter's `text.quality` rule uses.
     #[command(subcommand)]
-    Quality(m6_stage_filter::cli::QualityCommand),
+    Quality(filter_cmd::QualityCommand),
     /// Pretrain the M6-style model on a sample dataset (runs the m6-train binary).
     #[command(disable_help_flag = true)]
     Train {

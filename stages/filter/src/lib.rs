@@ -6,7 +6,6 @@
 //! names exactly one rule. Every rule can be turned off with `[filter] disable`.
 
 pub mod caption;
-pub mod cli;
 pub mod image_rules;
 pub mod langid;
 pub mod lm;
