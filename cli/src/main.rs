@@ -1,16 +1,16 @@
 //! `m6corpus`: the command line. Argument parsing and printing only; every behaviour
 //! lives in the library crates, which the tests call directly.
 //!
-//! Stages are listed once, in the registry below ([`stages!`]): adding a stage is its
+//! Stages are listed once, in the registry [`STAGES`]: adding a stage is its
 //! crate (a config struct and a `StageFactory`) plus one line there, which gives it
 //! its subcommand, its pipeline.toml section and its place in `m6corpus run`.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use clap::{Args, Parser, Subcommand};
-use m6_pipeline::config::{stage_config, CorpusConfig, PipelineConfig, StageSection};
-use m6_pipeline::{RunOptions, RunSummary, StageFactory};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
+use m6_pipeline::config::{stage_config, stage_config_with_flags, CorpusConfig, FlagValue, PipelineConfig, StageSection};
+use m6_pipeline::{Flag, FlagKind, RunOptions, RunSummary, StageFactory};
 
 mod filter_cmd;
 mod tokenizer_cmd;
@@ -25,47 +25,94 @@ struct Cli {
     cmd: Cmd,
 }
 
-/// The stage registry: `Variant => factory, "help"` per stage. It makes the stage
-/// subcommands, the dispatch of `m6corpus STAGE` and of `m6corpus run`'s sections, and
-/// the list of pipeline.toml sections (plus `train`, which runs the m6-train binary).
-macro_rules! stages {
-    ($($variant:ident => $factory:ty, $about:literal;)*) => {
-        #[derive(Subcommand, Debug)]
-        enum StageCmd {
-            $(
-                #[doc = $about]
-                $variant(StageArgs<<$factory as StageFactory>::Flags>),
-            )*
-        }
+/// What the binary knows of a stage: its name, one line of help, its flags (data the
+/// stage crate declares next to its config) and how to run it.
+struct StageEntry {
+    name: &'static str,
+    about: &'static str,
+    flags: &'static [Flag],
+    run: fn(&CommonArgs, Vec<(&'static str, FlagValue)>) -> Result<i32>,
+    section: fn(&StageSection, &Path, &RunOptions) -> Result<RunSummary>,
+}
 
-        fn stage_dispatch(c: StageCmd) -> Result<i32> {
-            match c {
-                $(StageCmd::$variant(a) => stage_cmd::<$factory>(a),)*
-            }
+macro_rules! stage {
+    ($factory:ty, $about:literal) => {
+        StageEntry {
+            name: <$factory as StageFactory>::NAME,
+            about: $about,
+            flags: <$factory as StageFactory>::FLAGS,
+            run: stage_cmd::<$factory>,
+            section: section_run::<$factory>,
         }
-
-        /// Runs a pipeline.toml section of the stage `name`; `None` when no stage has that name.
-        fn section_dispatch(name: &str, s: &StageSection, output: &Path, opts: &RunOptions) -> Option<Result<RunSummary>> {
-            $(
-                if name == <$factory as StageFactory>::NAME {
-                    return Some(section_run::<$factory>(s, output, opts));
-                }
-            )*
-            None
-        }
-
-        /// Every pipeline.toml stage section, `train` included.
-        const SECTIONS: &[&str] = &[$(<$factory as StageFactory>::NAME,)* "train"];
     };
 }
 
-stages! {
-    Ingest => m6_stage_ingest::IngestFactory, "Local files (JSONL, text, image folders with captions, WARC) into a dataset.";
-    Crawl => m6_stage_crawl::CrawlFactory, "Fetch pages and images from seed lists.";
-    Extract => m6_stage_extract::ExtractFactory, "Pages into documents and image-caption pairs.";
-    Dedup => m6_stage_dedup::DedupFactory, "Remove exact and near duplicates across every shard.";
-    Filter => m6_stage_filter::FilterFactory, "Apply quality rules, recording each drop with its reason.";
-    Tokenize => m6_stage_tokenize::TokenizeFactory, "Documents and pairs into training samples.";
+/// The stage registry: adding a stage is its crate plus one line here, which gives it
+/// its subcommand (with its flags), its pipeline.toml section and its place in `run`.
+const STAGES: &[StageEntry] = &[
+    stage!(m6_stage_ingest::IngestFactory, "Local files (JSONL, text, image folders with captions, WARC) into a dataset"),
+    stage!(m6_stage_crawl::CrawlFactory, "Fetch pages and images from seed lists"),
+    stage!(m6_stage_extract::ExtractFactory, "Pages into documents and image-caption pairs"),
+    stage!(m6_stage_dedup::DedupFactory, "Remove exact and near duplicates across every shard"),
+    stage!(m6_stage_filter::FilterFactory, "Apply quality rules, recording each drop with its reason"),
+    stage!(m6_stage_tokenize::TokenizeFactory, "Documents and pairs into training samples"),
+];
+
+/// Every pipeline.toml stage section: the registry's stages and `train` (the m6-train binary).
+fn section_names() -> Vec<&'static str> {
+    STAGES.iter().map(|s| s.name).chain(["train"]).collect()
+}
+
+/// `m6corpus STAGE`: the flags every stage takes, then the stage's own.
+fn stage_command(st: &StageEntry) -> clap::Command {
+    // about after augment_args, which would set CommonArgs' own doc line.
+    let mut c = CommonArgs::augment_args(clap::Command::new(st.name)).about(st.about);
+    for f in st.flags {
+        let a = clap::Arg::new(f.name).long(f.name).help(f.help);
+        c = c.arg(match f.kind {
+            FlagKind::Text { value_name, values } if values.is_empty() => a.value_name(value_name),
+            FlagKind::Text { value_name, values } => a.value_name(value_name).value_parser(clap::builder::PossibleValuesParser::new(values)),
+            FlagKind::Int => a.value_name("N").value_parser(clap::value_parser!(i64)),
+            FlagKind::Float => a.value_name("X").value_parser(clap::value_parser!(f64)),
+            FlagKind::Switch { .. } => a.action(clap::ArgAction::SetTrue),
+            FlagKind::List { value_name, many, delimiter, bare, .. } => {
+                let mut a = a.value_name(value_name).action(clap::ArgAction::Append).num_args(if many { clap::builder::ValueRange::new(1..) } else { clap::builder::ValueRange::new(1..=1) });
+                if let Some(d) = delimiter {
+                    a = a.value_delimiter(d);
+                }
+                if let Some(b) = bare {
+                    a = a.num_args(0..=1).default_missing_value(b);
+                }
+                a
+            }
+        });
+    }
+    c
+}
+
+/// The values of the stage flags given on the command line, as config fields.
+fn flag_values(st: &StageEntry, m: &clap::ArgMatches) -> Vec<(&'static str, FlagValue)> {
+    let mut out = vec![];
+    for f in st.flags {
+        let v = match f.kind {
+            FlagKind::Text { .. } => m.get_one::<String>(f.name).map(|v| FlagValue::Set(toml::Value::String(v.clone()))),
+            FlagKind::Int => m.get_one::<i64>(f.name).map(|v| FlagValue::Set(toml::Value::Integer(*v))),
+            FlagKind::Float => m.get_one::<f64>(f.name).map(|v| FlagValue::Set(toml::Value::Float(*v))),
+            FlagKind::Switch { value } => m.get_flag(f.name).then_some(FlagValue::Set(toml::Value::Boolean(value))),
+            FlagKind::List { append, .. } => m.get_many::<String>(f.name).map(|vs| {
+                let vs: Vec<String> = vs.cloned().collect();
+                if append {
+                    FlagValue::Append(vs)
+                } else {
+                    FlagValue::Set(toml::Value::Array(vs.into_iter().map(toml::Value::String).collect()))
+                }
+            }),
+        };
+        if let Some(v) = v {
+            out.push((f.key, v));
+        }
+    }
+    out
 }
 
 #[derive(Subcommand, Debug)]
@@ -73,8 +120,6 @@ enum Cmd {
     /// Run one stage, or `all`, as described in pipeline.toml, each section after the
     /// sections that write its inputs.
     Run(RunCmd),
-    #[command(flatten)]
-    Stage(StageCmd),
     /// Train, inspect or use a tokenizer vocabulary.
     #[command(subcommand)]
     Tokenizer(tokenizer_cmd::TokenizerCommand),
@@ -212,14 +257,6 @@ fn secs(s: f64) -> Result<std::time::Duration> {
 }
 
 #[derive(Args, Debug)]
-struct StageArgs<F: Args> {
-    #[command(flatten)]
-    common: CommonArgs,
-    #[command(flatten)]
-    flags: F,
-}
-
-#[derive(Args, Debug)]
 struct RunCmd {
     /// A stage name, or `all` for every stage section in pipeline order. `all` with
     /// --task-count above 1 implies --wait: each stage waits for the processes still
@@ -240,10 +277,34 @@ struct RunCmd {
 }
 
 fn main() {
-    let cli = Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cli.log));
+    // The derived commands, plus one subcommand per registered stage; help lists
+    // `run`, the stages, then the rest.
+    let mut cmd = Cli::command();
+    for st in STAGES {
+        cmd = cmd.subcommand(stage_command(st));
+    }
+    let order: Vec<String> = std::iter::once("run".to_string())
+        .chain(STAGES.iter().map(|s| s.name.to_string()))
+        .chain(cmd.get_subcommands().map(|c| c.get_name().to_string()).filter(|n| n != "run" && !STAGES.iter().any(|s| s.name == n)))
+        .collect();
+    for (i, name) in order.iter().enumerate() {
+        cmd = cmd.mut_subcommand(name, |c| c.display_order(i));
+    }
+    let matches = cmd.get_matches();
+    let log = matches.get_one::<String>("log").cloned().unwrap_or_else(|| "info".into());
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&log));
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
-    match dispatch(cli.cmd) {
+    let result = match matches.subcommand() {
+        Some((name, sub)) if STAGES.iter().any(|s| s.name == name) => {
+            let st = STAGES.iter().find(|s| s.name == name).unwrap();
+            CommonArgs::from_arg_matches(sub).map_err(anyhow::Error::from).and_then(|common| (st.run)(&common, flag_values(st, sub)))
+        }
+        _ => match Cli::from_arg_matches(&matches) {
+            Ok(cli) => dispatch(cli.cmd),
+            Err(e) => e.exit(),
+        },
+    };
+    match result {
         Ok(code) => std::process::exit(code),
         Err(e) => {
             eprintln!("error: {}", m6_pipeline::error::chain_message(e.chain()));
@@ -255,7 +316,6 @@ fn main() {
 fn dispatch(cmd: Cmd) -> Result<i32> {
     match cmd {
         Cmd::Run(r) => run_pipeline(r),
-        Cmd::Stage(c) => stage_dispatch(c),
         Cmd::Tokenizer(c) => c.run().map(|_| 0).map_err(|e| anyhow::anyhow!(e)),
         Cmd::Lm(c) => c.run().map(|_| 0).map_err(|e| anyhow::anyhow!(e)),
         Cmd::Quality(c) => c.run().map(|_| 0).map_err(|e| anyhow::anyhow!(e)),
@@ -352,20 +412,18 @@ fn status(dirs: &[PathBuf], wait: bool, wait_timeout: Option<f64>, json: bool) -
 
 /// Builds the config of stage F from (in order) defaults, the pipeline.toml section,
 /// `--set` overrides and the stage's own flags.
-fn stage_cmd<F: StageFactory>(a: StageArgs<F::Flags>) -> Result<i32> {
-    let c = &a.common;
+fn stage_cmd<F: StageFactory>(c: &CommonArgs, flags: Vec<(&'static str, FlagValue)>) -> Result<i32> {
     let (corpus, section) = match &c.config {
         Some(p) => {
             let cfg = PipelineConfig::load(p)?;
-            cfg.check_stage_names(SECTIONS)?;
+            cfg.check_stage_names(&section_names())?;
             let section = cfg.sections_for(F::NAME).first().map(|s| resolve_section(&cfg, s));
             (cfg.corpus.clone(), section)
         }
         None => (CorpusConfig::default(), None),
     };
     let settings = section.as_ref().map(|s| s.settings.clone()).unwrap_or_default();
-    let mut config: F::Config = stage_config(F::NAME, &settings, &c.set)?;
-    F::apply_flags(&a.flags, &mut config).map_err(|e| anyhow::anyhow!("{}: {e}", F::NAME))?;
+    let config: F::Config = stage_config_with_flags(F::NAME, &settings, &c.set, &flags)?;
     let inputs = if c.input.is_empty() { section.as_ref().map(|s| s.inputs.clone()).unwrap_or_default() } else { c.input.clone() };
     let output = c.output.clone().or_else(|| section.as_ref().and_then(|s| s.output.clone()));
     let Some(output) = output else { bail!("{}: --output is required (or an `output` in its pipeline.toml section)", F::NAME) };
@@ -429,7 +487,7 @@ fn print_summary(s: &RunSummary, output: &Path, json: bool) -> Result<()> {
 
 fn run_pipeline(r: RunCmd) -> Result<i32> {
     let cfg = PipelineConfig::load(&r.config)?;
-    cfg.check_stage_names(SECTIONS)?;
+    cfg.check_stage_names(&section_names())?;
     // Sections come in data order: each after the sections writing its inputs.
     let sections: Vec<StageSection> = cfg
         .sections
@@ -465,9 +523,9 @@ fn run_pipeline(r: RunCmd) -> Result<i32> {
                 }
                 continue;
             }
-            other => match section_dispatch(other, &s, &output, &opts) {
-                Some(summary) => summary,
-                None => bail!("{}: unknown stage `{other}` (stages: {})", r.config.display(), SECTIONS.join(", ")),
+            other => match STAGES.iter().find(|st| st.name == other) {
+                Some(st) => (st.section)(&s, &output, &opts),
+                None => bail!("{}: unknown stage `{other}` (stages: {})", r.config.display(), section_names().join(", ")),
             },
         }
         .with_context(ctx)?;

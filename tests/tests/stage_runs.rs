@@ -185,3 +185,32 @@ fn every_subcommand_takes_json() {
     assert_eq!(o["output"], html.to_str().unwrap());
     assert_eq!(o["bytes"], std::fs::metadata(&html).unwrap().len());
 }
+
+/// Issue 13 point 5: stage flags are data the stage crates declare (clap is only in
+/// the binary); each still sets its config field on top of the pipeline.toml section
+/// and `--set`, and `--disable` adds to the section's list.
+#[test]
+fn stage_flags_set_config_fields_over_the_section() {
+    let t = tempfile::tempdir().unwrap();
+    let docs = t.path().join("docs");
+    run_stage(m6_stage_ingest::IngestFactory::build(Default::default()).unwrap().as_ref(), &[poems_with_copies(&t.path().join("raw"), 0..120, 0, 5)], &docs, &opts(1, 64)).unwrap();
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    let dd = t.path().join("dd");
+    m6_ok(&["dedup", "--input", &s(&docs), "--output", &s(&dd), "--exact-only", "--keep", "shortest", "--threshold", "0.7", "--keep-work", "--set", "seed=7", "--quiet"]);
+    let c = property(&dd, "dedup.config");
+    assert_eq!((c["near"].as_bool(), c["keep"].as_str(), c["keep_work"].as_bool(), c["seed"].as_i64()), (Some(false), Some("shortest"), Some(true), Some(7)), "{c}");
+    assert!((c["threshold"].as_f64().unwrap() - 0.7).abs() < 1e-6, "{c}");
+    assert!(dd.join(m6_schemas::dedup_work::FOLDER).is_dir(), "--keep-work keeps the work folder");
+
+    let config = t.path().join("pipeline.toml");
+    std::fs::write(&config, "[filter]\ndisable = [\"text.min_chars\"]\n").unwrap();
+    let clean = t.path().join("clean");
+    m6_ok(&["filter", "--config", &s(&config), "--input", &s(&dd), "--output", &s(&clean), "--disable", "text.digit_ratio", "--t2s", "--quiet"]);
+    let c = property(&clean, "filter.config");
+    let disabled: Vec<&str> = c["disable"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+    assert!(disabled.contains(&"text.min_chars") && disabled.contains(&"text.digit_ratio"), "{c}");
+    assert_eq!(c["normalize"]["t2s"], true, "{c}");
+    let bad = m6(&["dedup", "--input", &s(&docs), "--output", &s(&t.path().join("x")), "--keep", "bogus"]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("possible values: longest, shortest, first, quality"));
+}

@@ -289,6 +289,21 @@ fn header_offset(text: &str, name: &str, nth: usize) -> usize {
 /// Deserialises a stage's config from its section, with `--set key=value` overrides
 /// applied on top; unknown keys are an error that names the section.
 pub fn stage_config<C: DeserializeOwned>(stage: &str, settings: &toml::Table, overrides: &[String]) -> Result<C> {
+    stage_config_with_flags(stage, settings, overrides, &[])
+}
+
+/// The value a stage flag ([`crate::Flag`]) gave on the command line.
+#[derive(Debug, Clone)]
+pub enum FlagValue {
+    /// The field becomes this value.
+    Set(toml::Value),
+    /// These strings are added to the field's list (after the section and `--set`).
+    Append(Vec<String>),
+}
+
+/// [`stage_config`] with the stage's own flags applied last: defaults, the section,
+/// `--set`, then flags (`key`, value).
+pub fn stage_config_with_flags<C: DeserializeOwned>(stage: &str, settings: &toml::Table, overrides: &[String], flags: &[(&str, FlagValue)]) -> Result<C> {
     let mut t = settings.clone();
     for o in overrides {
         let (k, v) = o
@@ -302,7 +317,25 @@ pub fn stage_config<C: DeserializeOwned>(stage: &str, settings: &toml::Table, ov
             .unwrap_or_else(|| toml::Value::String(v.to_string()));
         set_path(&mut t, k.trim(), value);
     }
+    for (key, v) in flags {
+        let value = match v {
+            FlagValue::Set(v) => v.clone(),
+            FlagValue::Append(add) => {
+                let mut list = get_path(&t, key).and_then(|v| v.as_array().cloned()).unwrap_or_default();
+                list.extend(add.iter().map(|s| toml::Value::String(s.clone())));
+                toml::Value::Array(list)
+            }
+        };
+        set_path(&mut t, key, value);
+    }
     toml::Value::Table(t).try_into().map_err(|e: toml::de::Error| Error::Config(format!("[{stage}]: {}", e.message())))
+}
+
+fn get_path<'t>(t: &'t toml::Table, key: &str) -> Option<&'t toml::Value> {
+    match key.split_once('.') {
+        Some((head, rest)) => get_path(t.get(head)?.as_table()?, rest),
+        None => t.get(key),
+    }
 }
 
 fn set_path(t: &mut toml::Table, key: &str, value: toml::Value) {

@@ -325,6 +325,58 @@ pub fn settings_of<T: Serialize>(cfg: &T, extra: &[&str]) -> String {
     s
 }
 
+/// One command-line flag of a stage, as data: the binary (the only crate with an
+/// argument parser) turns it into `--NAME`, and its value sets one config field on top
+/// of the pipeline.toml section and `--set`, as `--set KEY=VALUE` would. So a stage's
+/// flags are a table next to its config struct, and adding a stage needs no parser code.
+#[derive(Debug, Clone, Copy)]
+pub struct Flag {
+    /// The long flag without dashes, e.g. `max-len`.
+    pub name: &'static str,
+    /// The config field it sets, dots for nested fields (e.g. `text.lm_model`).
+    pub key: &'static str,
+    pub help: &'static str,
+    pub kind: FlagKind,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub enum FlagKind {
+    /// `--NAME VALUE`: the field gets VALUE as a string (a name, a path); when
+    /// `values` is not empty VALUE must be one of them.
+    Text { value_name: &'static str, values: &'static [&'static str] },
+    /// `--NAME N`: an integer field.
+    Int,
+    /// `--NAME X`: a floating-point field.
+    Float,
+    /// `--NAME` alone: the field gets `value`.
+    Switch { value: bool },
+    /// `--NAME V` repeated (or `--NAME V1 V2 ...` when `many`; comma-separated when
+    /// `delimiter`): the field gets the list, or the values are added to the list the
+    /// config already holds when `append`. `bare`: the value a bare `--NAME` stands for.
+    List { value_name: &'static str, many: bool, delimiter: Option<char>, append: bool, bare: Option<&'static str> },
+}
+
+impl Flag {
+    pub const fn text(name: &'static str, key: &'static str, value_name: &'static str, help: &'static str) -> Flag {
+        Flag { name, key, help, kind: FlagKind::Text { value_name, values: &[] } }
+    }
+    pub const fn choice(name: &'static str, key: &'static str, values: &'static [&'static str], help: &'static str) -> Flag {
+        Flag { name, key, help, kind: FlagKind::Text { value_name: "NAME", values } }
+    }
+    pub const fn int(name: &'static str, key: &'static str, help: &'static str) -> Flag {
+        Flag { name, key, help, kind: FlagKind::Int }
+    }
+    pub const fn float(name: &'static str, key: &'static str, help: &'static str) -> Flag {
+        Flag { name, key, help, kind: FlagKind::Float }
+    }
+    pub const fn switch(name: &'static str, key: &'static str, value: bool, help: &'static str) -> Flag {
+        Flag { name, key, help, kind: FlagKind::Switch { value } }
+    }
+    pub const fn list(name: &'static str, key: &'static str, value_name: &'static str, help: &'static str) -> Flag {
+        Flag { name, key, help, kind: FlagKind::List { value_name, many: false, delimiter: None, append: false, bare: None } }
+    }
+}
+
 /// How the command line and `m6corpus run` build a stage: the config struct (one
 /// `pipeline.toml` section, every field documented with its default), the few flags
 /// the stage accepts directly on its command line, and the stage itself.
@@ -332,9 +384,8 @@ pub trait StageFactory {
     /// The stage name: the subcommand and the pipeline.toml section.
     const NAME: &'static str;
     type Config: serde::de::DeserializeOwned + Serialize + Default + std::fmt::Debug;
-    type Flags: clap::Args + std::fmt::Debug;
-    /// Applies flags given on the command line on top of the config.
-    fn apply_flags(flags: &Self::Flags, cfg: &mut Self::Config) -> std::result::Result<(), BoxError>;
+    /// Flags of `m6corpus NAME` besides the ones every stage takes (each sets a field of `Config`).
+    const FLAGS: &'static [Flag] = &[];
     /// Validates the config (naming the bad field) and builds the stage.
     fn build(cfg: Self::Config) -> std::result::Result<Box<dyn Stage>, BoxError>;
 }

@@ -34,7 +34,7 @@ pub mod urls;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use m6_pipeline::{BoxError, OutputSpec, RunContext, ShardLimits, Stage, StageFactory, StageRun, Task, TaskInput, TaskOutput};
+use m6_pipeline::{BoxError, Flag, FlagKind, OutputSpec, RunContext, ShardLimits, Stage, StageFactory, StageRun, Task, TaskInput, TaskOutput};
 use m6_schemas::Kind;
 use serde::{Deserialize, Serialize};
 
@@ -193,52 +193,23 @@ fn cidr_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::E
     }
 }
 
-/// Flags `m6corpus crawl` takes beyond the common ones.
-#[derive(Debug, Clone, Default, clap::Args)]
-pub struct CrawlFlags {
-    /// Allow these non-public address ranges (CIDR, comma-separated or repeated, e.g.
-    /// `--allow-private 10.20.0.0/16`); bare `--allow-private` allows loopback only.
-    /// Cloud metadata addresses are never allowed.
-    #[arg(long, value_name = "CIDR", num_args = 0..=1, default_missing_value = "loopback", value_delimiter = ',', action = clap::ArgAction::Append)]
-    pub allow_private: Vec<String>,
-    /// Follow links this many levels from the seeds (0 = seeds only).
-    #[arg(long)]
-    pub max_depth: Option<u16>,
-    /// A domain links may be followed into (repeatable; default: the page's own host).
-    #[arg(long = "allowed-domain", value_name = "DOMAIN")]
-    pub allowed_domains: Vec<String>,
-    /// The User-Agent header.
-    #[arg(long)]
-    pub user_agent: Option<String>,
-    /// Downscale stored images to fit this many pixels on the longer side.
-    #[arg(long)]
-    pub resize_max_side: Option<u32>,
-}
-
 pub struct CrawlFactory;
 
 impl StageFactory for CrawlFactory {
     const NAME: &'static str = "crawl";
     type Config = CrawlConfig;
-    type Flags = CrawlFlags;
-    fn apply_flags(flags: &Self::Flags, cfg: &mut Self::Config) -> Result<(), BoxError> {
-        if !flags.allow_private.is_empty() {
-            cfg.allow_private = flags.allow_private.clone();
-        }
-        if let Some(d) = flags.max_depth {
-            cfg.max_depth = d;
-        }
-        if !flags.allowed_domains.is_empty() {
-            cfg.allowed_domains = flags.allowed_domains.clone();
-        }
-        if let Some(u) = &flags.user_agent {
-            cfg.user_agent = u.clone();
-        }
-        if let Some(r) = flags.resize_max_side {
-            cfg.resize_max_side = r;
-        }
-        Ok(())
-    }
+    const FLAGS: &'static [Flag] = &[
+        Flag {
+            name: "allow-private",
+            key: "allow_private",
+            help: "Allow these non-public address ranges (CIDR, comma-separated or repeated, e.g. `--allow-private 10.20.0.0/16`); bare `--allow-private` allows loopback only. Cloud metadata addresses are never allowed.",
+            kind: FlagKind::List { value_name: "CIDR", many: false, delimiter: Some(','), append: false, bare: Some("loopback") },
+        },
+        Flag::int("max-depth", "max_depth", "Follow links this many levels from the seeds (0 = seeds only)."),
+        Flag::list("allowed-domain", "allowed_domains", "DOMAIN", "A domain links may be followed into (repeatable; default: the page's own host)."),
+        Flag::text("user-agent", "user_agent", "UA", "The User-Agent header."),
+        Flag::int("resize-max-side", "resize_max_side", "Downscale stored images to fit this many pixels on the longer side."),
+    ];
     fn build(cfg: Self::Config) -> Result<Box<dyn Stage>, BoxError> {
         Ok(Box::new(CrawlStage::new(cfg)?))
     }

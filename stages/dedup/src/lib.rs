@@ -25,7 +25,7 @@ use std::io::Read;
 use std::path::PathBuf;
 
 use arrow::array::{Array, BooleanArray, RecordBatch};
-use m6_pipeline::{BoxError, OutputSpec, RunContext, Stage, StageFactory, StageRun, Task, TaskOutput};
+use m6_pipeline::{BoxError, Flag, FlagKind, OutputSpec, RunContext, Stage, StageFactory, StageRun, Task, TaskOutput};
 use m6_schemas::{column, Duplicate, Kind, Signature, Str};
 use serde::{Deserialize, Serialize};
 
@@ -43,7 +43,7 @@ pub const DUPLICATES: &str = "duplicates";
 pub const SIGNATURES: &str = "signatures";
 
 /// One phase of dedup's global work, for schedulers that chain phases as separate jobs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Phase {
     /// Sign input shards (task-sliced).
@@ -57,7 +57,7 @@ pub enum Phase {
 }
 
 /// Which shingles feed MinHash.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Shingle {
     /// Character n-grams of the normalised text (suits Chinese: no segmentation needed).
@@ -67,7 +67,7 @@ pub enum Shingle {
 }
 
 /// Which row of a cluster is kept.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum KeepRule {
     /// The longest text (documents: characters; images and pairs: pixel count, then
@@ -86,7 +86,7 @@ pub enum KeepRule {
 }
 
 /// How an image is identified for exact duplicates.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ImageExact {
     /// blake3 of the encoded bytes.
@@ -96,7 +96,7 @@ pub enum ImageExact {
 }
 
 /// What to do with pairs that share an image or a caption but not both.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum PairPolicy {
     /// Keep them (different captions of one image are extra training signal).
@@ -272,70 +272,26 @@ impl DedupConfig {
     }
 }
 
-/// Flags `m6corpus dedup` takes beyond the common ones.
-#[derive(Debug, Clone, Default, clap::Args)]
-pub struct DedupFlags {
-    /// Estimated Jaccard threshold for near-duplicate text.
-    #[arg(long)]
-    pub threshold: Option<f32>,
-    /// Which row of a cluster to keep.
-    #[arg(long, value_enum)]
-    pub keep: Option<KeepRule>,
-    /// Only exact duplicates (no MinHash / pHash).
-    #[arg(long)]
-    pub exact_only: bool,
-    /// Shingles for MinHash.
-    #[arg(long, value_enum)]
-    pub shingle: Option<Shingle>,
-    /// Closest window-pHash distance (of 64 bits) an image candidate may have.
-    #[arg(long)]
-    pub max_hamming: Option<u32>,
-    /// Earlier dedup outputs (OLD …): also drop rows that duplicate anything kept there.
-    /// Only their signatures are read; they are never changed.
-    #[arg(long, num_args = 1.., value_name = "OLD")]
-    pub against: Vec<PathBuf>,
-    /// Run one phase only (sign, pairs, clusters, write), for schedulers that chain the
-    /// phases as separate jobs; without it every process runs all four in turn.
-    #[arg(long, value_enum)]
-    pub phase: Option<Phase>,
-    /// Keep OUT/_work after the output is complete.
-    #[arg(long)]
-    pub keep_work: bool,
-}
-
 pub struct DedupFactory;
 
 impl StageFactory for DedupFactory {
     const NAME: &'static str = "dedup";
     type Config = DedupConfig;
-    type Flags = DedupFlags;
-    fn apply_flags(flags: &Self::Flags, cfg: &mut Self::Config) -> Result<(), BoxError> {
-        if let Some(t) = flags.threshold {
-            cfg.threshold = t;
-        }
-        if let Some(k) = flags.keep {
-            cfg.keep = k;
-        }
-        if flags.exact_only {
-            cfg.near = false;
-        }
-        if let Some(s) = flags.shingle {
-            cfg.shingle = s;
-        }
-        if let Some(h) = flags.max_hamming {
-            cfg.max_hamming = h;
-        }
-        if !flags.against.is_empty() {
-            cfg.against = flags.against.clone();
-        }
-        if flags.phase.is_some() {
-            cfg.phase = flags.phase;
-        }
-        if flags.keep_work {
-            cfg.keep_work = true;
-        }
-        Ok(())
-    }
+    const FLAGS: &'static [Flag] = &[
+        Flag::float("threshold", "threshold", "Estimated Jaccard threshold for near-duplicate text."),
+        Flag::choice("keep", "keep", &["longest", "shortest", "first", "quality"], "Which row of a cluster to keep."),
+        Flag::switch("exact-only", "near", false, "Only exact duplicates (no MinHash / pHash)."),
+        Flag::choice("shingle", "shingle", &["char", "word"], "Shingles for MinHash."),
+        Flag::int("max-hamming", "max_hamming", "Closest window-pHash distance (of 64 bits) an image candidate may have."),
+        Flag {
+            name: "against",
+            key: "against",
+            help: "Earlier dedup outputs (OLD …): also drop rows that duplicate anything kept there. Only their signatures are read; they are never changed.",
+            kind: FlagKind::List { value_name: "OLD", many: true, delimiter: None, append: false, bare: None },
+        },
+        Flag::choice("phase", "phase", &["sign", "pairs", "clusters", "write"], "Run one phase only (sign, pairs, clusters, write), for schedulers that chain the phases as separate jobs; without it every process runs all four in turn."),
+        Flag::switch("keep-work", "keep_work", true, "Keep OUT/_work after the output is complete."),
+    ];
     fn build(cfg: Self::Config) -> Result<Box<dyn Stage>, BoxError> {
         cfg.validate()?;
         Ok(Box::new(DedupStage::new(cfg)))

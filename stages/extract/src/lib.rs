@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Cursor;
 
 use arrow::array::{Array, RecordBatch};
-use m6_pipeline::{plan_shards, BoxError, Dataset, OutputSpec, RunContext, Stage, StageFactory, StageRun, Task, TaskInput, TaskOutput};
+use m6_pipeline::{plan_shards, BoxError, Dataset, Flag, OutputSpec, RunContext, Stage, StageFactory, StageRun, Task, TaskInput, TaskOutput};
 use m6_schemas::{column, image as image_col, page, Bin, Document, Image, Kind, Map, Pair, Str, U16};
 use serde::{Deserialize, Serialize};
 
@@ -74,20 +74,6 @@ impl Default for ExtractConfig {
     }
 }
 
-/// Flags `m6corpus extract` takes beyond the common ones.
-#[derive(Debug, Clone, Default, clap::Args)]
-pub struct ExtractFlags {
-    /// Do not write the `pairs` side output.
-    #[arg(long)]
-    pub no_pairs: bool,
-    /// Smallest image side (pixels) that can make a pair.
-    #[arg(long)]
-    pub min_image_side: Option<u32>,
-    /// Smallest content block, in non-space characters.
-    #[arg(long)]
-    pub min_block_chars: Option<usize>,
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum ExtractError {
     #[error("extract: `{field}` {problem}")]
@@ -101,19 +87,11 @@ pub struct ExtractFactory;
 impl StageFactory for ExtractFactory {
     const NAME: &'static str = "extract";
     type Config = ExtractConfig;
-    type Flags = ExtractFlags;
-    fn apply_flags(flags: &Self::Flags, cfg: &mut Self::Config) -> Result<(), BoxError> {
-        if flags.no_pairs {
-            cfg.pairs = false;
-        }
-        if let Some(v) = flags.min_image_side {
-            cfg.min_image_side = v;
-        }
-        if let Some(v) = flags.min_block_chars {
-            cfg.min_block_chars = v;
-        }
-        Ok(())
-    }
+    const FLAGS: &'static [Flag] = &[
+        Flag::switch("no-pairs", "pairs", false, "Do not write the `pairs` side output."),
+        Flag::int("min-image-side", "min_image_side", "Smallest image side (pixels) that can make a pair."),
+        Flag::int("min-block-chars", "min_block_chars", "Smallest content block, in non-space characters."),
+    ];
     fn build(cfg: Self::Config) -> Result<Box<dyn Stage>, BoxError> {
         let bad = |field, problem: &str| Err(Box::new(ExtractError::Config { field, problem: problem.to_string() }) as BoxError);
         if cfg.batch_rows == 0 {

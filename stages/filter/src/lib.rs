@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch, StringArray, UInt32Array};
 use arrow::compute::filter_record_batch;
-use m6_pipeline::{plan_shards, BoxError, OutputSpec, RunContext, Stage, StageFactory, StageRun, Task, TaskOutput};
+use m6_pipeline::{plan_shards, BoxError, Flag, FlagKind, OutputSpec, RunContext, Stage, StageFactory, StageRun, Task, TaskOutput};
 use m6_schemas::{column, document, image as image_cols, pair, Bin, DocScores, Kind, Reject, Str};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -83,42 +83,22 @@ pub struct FilterConfig {
     pub normalize: NormalizeConfig,
 }
 
-/// Flags `m6corpus filter` takes beyond the common ones.
-#[derive(Debug, Clone, Default, clap::Args)]
-pub struct FilterFlags {
-    /// Language model for the perplexity rule (sets `text.lm_model`).
-    #[arg(long)]
-    pub lm_model: Option<String>,
-    /// Perplexity threshold (sets `text.max_perplexity`).
-    #[arg(long)]
-    pub max_perplexity: Option<f64>,
-    /// Turn a rule off (repeatable), e.g. `--disable text.digit_ratio`.
-    #[arg(long = "disable", value_name = "RULE")]
-    pub disable: Vec<String>,
-    /// Convert traditional to simplified Chinese in kept text (sets `normalize.t2s`).
-    #[arg(long)]
-    pub t2s: bool,
-}
-
 pub struct FilterFactory;
 
 impl StageFactory for FilterFactory {
     const NAME: &'static str = "filter";
     type Config = FilterConfig;
-    type Flags = FilterFlags;
-    fn apply_flags(flags: &Self::Flags, cfg: &mut Self::Config) -> Result<(), BoxError> {
-        if let Some(m) = &flags.lm_model {
-            cfg.text.lm_model = m.clone();
-        }
-        if let Some(p) = flags.max_perplexity {
-            cfg.text.max_perplexity = p;
-        }
-        cfg.disable.extend(flags.disable.iter().cloned());
-        if flags.t2s {
-            cfg.normalize.t2s = true;
-        }
-        Ok(())
-    }
+    const FLAGS: &'static [Flag] = &[
+        Flag::text("lm-model", "text.lm_model", "FILE", "Language model for the perplexity rule (sets `text.lm_model`)."),
+        Flag::float("max-perplexity", "text.max_perplexity", "Perplexity threshold (sets `text.max_perplexity`)."),
+        Flag {
+            name: "disable",
+            key: "disable",
+            help: "Turn a rule off (repeatable), e.g. `--disable text.digit_ratio`.",
+            kind: FlagKind::List { value_name: "RULE", many: false, delimiter: None, append: true, bare: None },
+        },
+        Flag::switch("t2s", "normalize.t2s", true, "Convert traditional to simplified Chinese in kept text (sets `normalize.t2s`)."),
+    ];
     fn build(cfg: Self::Config) -> Result<Box<dyn Stage>, BoxError> {
         Ok(Box::new(FilterStage::new(cfg)?))
     }

@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use m6_pipeline::{BoxError, OutputSpec, RunContext, Stage, StageFactory, StageRun, Task, TaskInput, TaskOutput};
+use m6_pipeline::{BoxError, Flag, OutputSpec, RunContext, Stage, StageFactory, StageRun, Task, TaskInput, TaskOutput};
 use m6_schemas::{content_id, InputError, Kind};
 use serde::{Deserialize, Serialize};
 
@@ -169,33 +169,16 @@ impl Default for IngestConfig {
     }
 }
 
-/// Flags of `m6corpus ingest`.
-#[derive(Debug, Clone, Default, clap::Args)]
-pub struct IngestFlags {
-    /// Input format (auto, jsonl, text, images, warc).
-    #[arg(long)]
-    pub format: Option<String>,
-    /// Value of the `source` column.
-    #[arg(long)]
-    pub source: Option<String>,
-}
-
 pub struct IngestFactory;
 
 impl StageFactory for IngestFactory {
     const NAME: &'static str = "ingest";
     type Config = IngestConfig;
-    type Flags = IngestFlags;
+    const FLAGS: &'static [Flag] = &[
+        Flag::choice("format", "format", &["auto", "jsonl", "text", "images", "image", "warc"], "Input format (auto, jsonl, text, images, image, warc)."),
+        Flag::text("source", "source", "SOURCE", "Value of the `source` column."),
+    ];
 
-    fn apply_flags(flags: &Self::Flags, cfg: &mut Self::Config) -> Result<(), BoxError> {
-        if let Some(f) = &flags.format {
-            cfg.format = f.parse()?;
-        }
-        if let Some(s) = &flags.source {
-            cfg.source = Some(s.clone());
-        }
-        Ok(())
-    }
 
     fn build(cfg: Self::Config) -> Result<Box<dyn Stage>, BoxError> {
         if cfg.images_per_task == 0 || cfg.batch_rows == 0 {

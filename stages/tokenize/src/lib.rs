@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arrow::array::{Array, BinaryArray, StringArray};
-use m6_pipeline::{BoxError, OutputSpec, RunContext, Stage, StageFactory, StageRun, Task};
+use m6_pipeline::{BoxError, Flag, OutputSpec, RunContext, Stage, StageFactory, StageRun, Task};
 use m6_pipeline::TaskOutput;
 use m6_schemas::{column, content_id, document, pair, sample, InputError, Kind, Sample, SampleProperties};
 use m6_tokenizer::{ImageConfig, ImageEncoding, Tokenizer};
@@ -69,32 +69,15 @@ impl Default for TokenizeConfig {
     }
 }
 
-/// Flags `m6corpus tokenize` takes beyond the common ones.
-#[derive(Debug, Clone, Default, clap::Args)]
-pub struct TokenizeFlags {
-    /// Tokenizer file (tokenizer.json or vocab.txt).
-    #[arg(long)]
-    pub tokenizer: Option<PathBuf>,
-    /// Most ids per sample (default 512).
-    #[arg(long)]
-    pub max_len: Option<usize>,
-}
-
 pub struct TokenizeFactory;
 
 impl StageFactory for TokenizeFactory {
     const NAME: &'static str = "tokenize";
     type Config = TokenizeConfig;
-    type Flags = TokenizeFlags;
-    fn apply_flags(flags: &Self::Flags, cfg: &mut Self::Config) -> Result<(), BoxError> {
-        if let Some(t) = &flags.tokenizer {
-            cfg.tokenizer = Some(t.clone());
-        }
-        if let Some(m) = flags.max_len {
-            cfg.max_len = m;
-        }
-        Ok(())
-    }
+    const FLAGS: &'static [Flag] = &[
+        Flag::text("tokenizer", "tokenizer", "FILE", "Tokenizer file (tokenizer.json or vocab.txt)."),
+        Flag::int("max-len", "max_len", "Most ids per sample (default 512)."),
+    ];
     fn build(cfg: Self::Config) -> Result<Box<dyn Stage>, BoxError> {
         Ok(Box::new(TokenizeStage::new(cfg)?))
     }
