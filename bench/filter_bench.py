@@ -100,31 +100,17 @@ try:
     groups["lm_rule_alone_no_pii"] = {"cpu_seconds": round(t_lm_cpu, 3), "mb_per_cpu_s": round(mb / t_lm_cpu, 3)}
     groups["lm_cost_mb_per_cpu_s"] = round(mb / max(t_lm_cpu - gt["no_rules_no_pii"], 1e-9), 3)
 
-    imgs = os.path.join(work, "imgs")
-    os.makedirs(imgs)
-    photos = sorted(glob.glob(f"{DATA}/photos/*"))
-    for c in range(args.copies):
-        for p in photos:
-            shutil.copy(p, os.path.join(imgs, f"{c}_{os.path.basename(p)}"))
-    # Ingest makes pairs from captioned images; the caption passes the pair rules, so the
-    # timing is the image rules' (plus a caption check).
-    with open(os.path.join(imgs, "captions.jsonl"), "w", encoding="utf-8") as f:
-        for c in range(args.copies):
-            for p in photos:
-                f.write(json.dumps({"file": f"{c}_{os.path.basename(p)}", "caption": "scikit-image 示例照片 " + os.path.basename(p).split(".")[0]}, ensure_ascii=False) + "\n")
-    ids = os.path.join(work, "imageds")
-    run("ingest", "--input", imgs, "--output", ids, "--quiet")
-    n_img = len(photos) * args.copies
-    dt_img, so = run("filter", "--input", ids, "--output", os.path.join(work, "f_img"), "--threads", "1", "--quiet", "--json")
-    s_img = json.loads(so.strip().splitlines()[-1])
-    peer_img = json.loads(subprocess.run([PY, "bench/filter_peer.py", "images", imgs], capture_output=True, text=True, check=True).stdout)
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import filter_images
+    img_res = filter_images.measure(BIN, PY, os.path.join(work, "images"), DATA, args.copies, max(args.repeat, 2))
+    n_img = img_res["photos_as_published"]["images"]
 
     res = {
         "nproc": os.cpu_count(),
         "threads": 1,
         "note": "Ratios are of CPU seconds (user+sys), --threads 1, on a shared 2-core machine where wall time is mostly waiting. m6corpus: the whole process (start, jieba dictionary load, Parquet read/write, normalisation, PII), best of `repeat` runs; the Python peer (bench/filter_peer.py, a straightforward pure-Python implementation of the same rules, word rules over Python jieba with the same dictionary and HMM off): its rule loop only, over texts already in memory. The peer's language rule is the script-share rule (cheaper than our whatlang model); everything else is the same rule with the same thresholds, so drop counts agree except text.lang.",
         "repeat": args.repeat,
-        "input": {"documents": n, "text_mb": round(mb, 3), "images": n_img, "image_mb": round(sum(os.path.getsize(os.path.join(imgs, f)) for f in os.listdir(imgs)) / 1e6, 3)},
+        "input": {"documents": n, "text_mb": round(mb, 3), "images": n_img, "image_mb": img_res["photos_as_published"]["mb"]},
         "text_default_rules": {"cpu_seconds": round(c_default, 3), "mb_per_cpu_s": round(mb / c_default, 3), "wall_seconds": round(t_default, 3), "kept": s_default.get("rows_out"), "counts": s_default.get("counts")},
         "text_rules_without_jieba": {"cpu_seconds": round(c_nojieba, 3), "mb_per_cpu_s": round(mb / c_nojieba, 3), "wall_seconds": round(t_nojieba, 3), "kept": s_nojieba.get("rows_out"), "counts": s_nojieba.get("counts")},
         "peer_python_text_rules_with_jieba": {"cpu_seconds": round(peer["cpu_seconds"], 3), "mb_per_cpu_s": round(mb / peer["cpu_seconds"], 3), "wall_seconds": round(peer["seconds"], 3), "kept": peer["kept"], "dropped": peer["dropped"]},
@@ -133,9 +119,8 @@ try:
         "ratio_rules_without_jieba_vs_peer_without_jieba_cpu": round(peer_nj["cpu_seconds"] / c_nojieba, 2),
         "lm_train": {"seconds": round(t_train, 3), "order": 5, "summary": said.strip()},
         "lm_rule_alone": {"cpu_seconds": round(t_lm_cpu, 3), "mb_per_cpu_s": round(mb / t_lm_cpu, 3), "cpu_seconds_without_any_rule": round(gt["no_rules_no_pii"], 3), "lm_only_mb_per_cpu_s": round(mb / max(t_lm_cpu - gt["no_rules_no_pii"], 1e-9), 3)},
-        "image_rules": {"seconds": round(dt_img, 3), "images_per_s_per_core": round(n_img / dt_img, 2), "kept": s_img.get("rows_out")},
-        "peer_python_pillow_image_rules": {"seconds": round(peer_img["seconds"], 3), "images_per_s_per_core": round(n_img / peer_img["seconds"], 2), "kept": peer_img["kept"]},
-        "ratio_image_rules_vs_peer": round((n_img / dt_img) / (n_img / peer_img["seconds"]), 2),
+        **filter_images.legacy_keys(img_res),
+        "image_rules_vs_pillow": img_res,
         "quality_classifier_vs_fasttext": quality_res,
         "language_id_vs_langid": lang_res,
         "rule_groups": groups,

@@ -25,16 +25,21 @@ pub struct Signals {
 pub fn signals(g: &Gray) -> Signals {
     let (w, h) = (g.w, g.h);
     let sharpness = if w >= 3 && h >= 3 {
-        let (mut s, mut s2, mut n) = (0f64, 0f64, 0f64);
+        // Row slices (no index arithmetic or bounds checks in the inner loop), f32 sums
+        // within a row (at most 255 terms of |l| <= 2040), f64 across rows.
+        let (mut s, mut s2) = (0f64, 0f64);
         for y in 1..h - 1 {
+            let (up, row, down) = (&g.px[(y - 1) * w..y * w], &g.px[y * w..(y + 1) * w], &g.px[(y + 1) * w..(y + 2) * w]);
+            let (mut rs, mut rs2) = (0f32, 0f32);
             for x in 1..w - 1 {
-                let c = g.px[y * w + x];
-                let l = g.px[y * w + x - 1] + g.px[y * w + x + 1] + g.px[(y - 1) * w + x] + g.px[(y + 1) * w + x] - 4.0 * c;
-                s += l as f64;
-                s2 += (l * l) as f64;
-                n += 1.0;
+                let l = row[x - 1] + row[x + 1] + up[x] + down[x] - 4.0 * row[x];
+                rs += l;
+                rs2 += l * l;
             }
+            s += rs as f64;
+            s2 += rs2 as f64;
         }
+        let n = ((w - 2) * (h - 2)) as f64;
         let m = s / n;
         (s2 / n - m * m).max(0.0) as f32
     } else {
@@ -42,7 +47,9 @@ pub fn signals(g: &Gray) -> Signals {
     };
     let mut hist = [0u32; 256];
     for &v in &g.px {
-        hist[v.round().clamp(0.0, 255.0) as usize] += 1;
+        // Grey levels are never negative: adding one half and truncating rounds them as
+        // f32::round does, without its library call per pixel.
+        hist[((v.max(0.0) + 0.5) as usize).min(255)] += 1;
     }
     let total = g.px.len().max(1) as f32;
     let entropy = hist.iter().filter(|&&c| c > 0).map(|&c| {
@@ -84,5 +91,69 @@ mod tests {
         let flat = Gray { w: 32, h: 32, px: vec![128.0; 1024] };
         assert_eq!(signals(&flat).entropy, 0.0);
         assert!(signals(&sharp).entropy > 0.9);
+    }
+
+    fn png_of(img: &image::DynamicImage) -> Vec<u8> {
+        let mut buf = std::io::Cursor::new(vec![]);
+        img.write_to(&mut buf, image::ImageFormat::Png).unwrap();
+        buf.into_inner()
+    }
+
+    /// The streamed PNG path gives the picture (and so the signals) the general path
+    /// gives, for every colour type the photos come in and the ones PNG adds.
+    #[test]
+    fn streamed_png_matches_the_full_decode() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/photos");
+        let mut cases = vec![];
+        for name in ["astronaut.png", "camera.png", "coins.png", "phantom.png", "logo.png"] {
+            cases.push((name.to_string(), std::fs::read(dir.join(name)).unwrap_or_else(|e| panic!("{name}: {e} (run `make data`)"))));
+        }
+        let img = image::open(dir.join("chelsea.png")).unwrap();
+        cases.push(("rgba".into(), png_of(&image::DynamicImage::ImageRgba8(img.to_rgba8()))));
+        cases.push(("gray16".into(), png_of(&image::DynamicImage::ImageLuma16(img.to_luma16()))));
+        cases.push(("luma_alpha".into(), png_of(&image::DynamicImage::ImageLumaA8(img.to_luma_alpha8()))));
+        for (name, bytes) in &cases {
+            for side in [64, 256, 4096] {
+                let (a, w, h) = crate::decode_png_gray(bytes, side).expect("handled").unwrap();
+                let (b, bw, bh, _) = decode_gray(bytes, side).unwrap();
+                assert_eq!((a.w, a.h, w, h), (b.w, b.h, bw, bh), "{name} at {side}");
+                let worst = a.px.iter().zip(&b.px).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+                assert!(worst <= 1.0, "{name} at {side}: grey differs by up to {worst}");
+                if side == SIDE {
+                    let (sa, sb) = (signals(&a), signals(&b));
+                    assert!((sa.sharpness - sb.sharpness).abs() <= 0.02 * sb.sharpness.max(1.0) && (sa.entropy - sb.entropy).abs() < 0.05 && (sa.border - sb.border).abs() < 0.02, "{name}: {sa:?} vs {sb:?}");
+                }
+            }
+        }
+        // JPEG straight to grey: the Y channel, i.e. the full RGB decode's BT.601 grey
+        // (JPEG's own luma; the RGB paths use Rec. 709, up to 8 levels darker on
+        // saturated red such as retina.jpg), box-shrunk alike.
+        for name in ["rocket.jpg", "retina.jpg", "hubble_deep_field.jpg"] {
+            let bytes = std::fs::read(dir.join(name)).unwrap();
+            let rgb = image::load_from_memory(&bytes).unwrap().to_rgb8();
+            let y601: Vec<u8> = rgb.pixels().map(|p| (0.299 * p[0] as f32 + 0.587 * p[1] as f32 + 0.114 * p[2] as f32).round() as u8).collect();
+            for side in [64, 256] {
+                let (a, w, h) = crate::decode_jpeg_gray_fast(&bytes, side).expect("a JPEG").unwrap();
+                // Past 16× the work size the 1/8-scale path (Rec. 709) is taken instead.
+                let b = if rgb.width().max(rgb.height()) as usize > 16 * side { decode_gray(&bytes, side).unwrap().0 } else { crate::shrink_u8(&y601, rgb.width() as usize, rgb.height() as usize, side) };
+                assert_eq!((a.w, a.h, w, h), (b.w, b.h, rgb.width(), rgb.height()), "{name} at {side}");
+                let mean = a.px.iter().zip(&b.px).map(|(x, y)| (x - y).abs()).sum::<f32>() / a.px.len() as f32;
+                assert!(mean < 1.5, "{name} at {side}: grey differs by {mean} on average");
+                if side == SIDE {
+                    let (sa, sb) = (signals(&a), signals(&b));
+                    assert!((sa.sharpness / sb.sharpness - 1.0).abs() < 0.15 && (sa.entropy - sb.entropy).abs() < 0.2 && (sa.border - sb.border).abs() < 0.03, "{name}: {sa:?} vs {sb:?}");
+                }
+            }
+        }
+        // Corrupt entropy-coded data is still an error.
+        let mut bad = std::fs::read(dir.join("rocket.jpg")).unwrap();
+        let mid = bad.len() / 2;
+        bad[mid..mid + 256].iter_mut().for_each(|b| *b ^= 0x5A);
+        let verdict = crate::decode_jpeg_gray_fast(&bad, 256).unwrap();
+        assert_eq!(verdict.is_err(), decode_gray(&bad, 256).is_err(), "both paths judge a corrupt JPEG alike");
+        // Cut short: an error, not a partial picture.
+        let cut = &cases[0].1[..cases[0].1.len() / 2];
+        assert!(crate::decode_png_gray(cut, 256).unwrap().is_err());
+        assert!(crate::decode_png_gray(b"\xff\xd8\xff not a png", 256).is_none());
     }
 }

@@ -102,6 +102,8 @@ impl Kind {
         match self {
             Kind::Sample => sample::VERSION,
             Kind::Document => document::VERSION,
+            Kind::Image => image::VERSION,
+            Kind::Pair => pair::VERSION,
             _ => 1,
         }
     }
@@ -112,6 +114,8 @@ impl Kind {
     pub fn older_versions(self) -> &'static [(u32, usize)] {
         match self {
             Kind::Document => document::OLDER,
+            Kind::Image => image::OLDER,
+            Kind::Pair => pair::OLDER,
             _ => &[],
         }
     }
@@ -381,9 +385,33 @@ pub mod document {
     }
 }
 
+/// The per-image quality signal columns, appended to `image` and `pair` in their
+/// version 2 (nullable Float32: null where no filter measured them). Measured on the grey
+/// picture with the longer side at most 256 px (`m6_imaging::quality`).
+pub mod image_signals {
+    /// Variance of the 4-neighbour Laplacian, grey levels²: blurred or upscaled pictures score low.
+    pub const SHARPNESS: &str = "sharpness";
+    /// Entropy of the 256-bin grey histogram, bits (0–8): flat or posterised pictures score low.
+    pub const ENTROPY: &str = "entropy";
+    /// Share of the area that is flat border (letterbox bars, padding), 0–1.
+    pub const BORDER: &str = "border";
+    /// The signal columns, in schema order.
+    pub const ALL: &[&str] = &[SHARPNESS, ENTROPY, BORDER];
+
+    pub(crate) fn fields() -> Vec<arrow::datatypes::Field> {
+        ALL.iter().map(|n| arrow::datatypes::Field::new(*n, arrow::datatypes::DataType::Float32, true)).collect()
+    }
+}
+
 /// `image`: one encoded image with its decoded size.
+///
+/// Version 2 appended the quality signal columns ([`image_signals`]); version-1 shards
+/// (nine columns) are still read, with the signals null.
 pub mod image {
     use super::*;
+    pub const VERSION: u32 = 2;
+    pub(crate) const OLDER: &[(u32, usize)] = &[(1, 9)];
+    pub use super::image_signals::{BORDER, ENTROPY, SHARPNESS};
     pub const ID: &str = "id";
     pub const URL: &str = "url";
     pub const PAGE_URL: &str = "page_url";
@@ -406,12 +434,21 @@ pub mod image {
             Field::new(HEIGHT, DataType::UInt32, false),
             utf8(FORMAT, false),
         ]
+        .into_iter()
+        .chain(image_signals::fields())
+        .collect()
     }
 }
 
 /// `pair`: an image with its caption and where the caption came from.
+///
+/// Version 2 appended the image's quality signal columns ([`image_signals`]);
+/// version-1 shards (twelve columns) are still read, with the signals null.
 pub mod pair {
     use super::*;
+    pub const VERSION: u32 = 2;
+    pub(crate) const OLDER: &[(u32, usize)] = &[(1, 12)];
+    pub use super::image_signals::{BORDER, ENTROPY, SHARPNESS};
     pub const ID: &str = "id";
     pub const IMAGE_ID: &str = "image_id";
     pub const IMAGE_BYTES: &str = "image_bytes";
@@ -440,6 +477,9 @@ pub mod pair {
             utf8(SOURCE, false),
             utf8(SOURCE_ID, true),
         ]
+        .into_iter()
+        .chain(image_signals::fields())
+        .collect()
     }
 }
 

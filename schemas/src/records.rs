@@ -318,6 +318,34 @@ pub struct Image {
     pub height: u32,
     /// Lower-case format name: png, jpeg, gif, webp, bmp, ...
     pub format: String,
+    /// Quality signals (all `None` until a filter measured them).
+    pub signals: ImageSignals,
+}
+
+/// The per-image quality signal columns (see [`crate::image_signals`]).
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct ImageSignals {
+    pub sharpness: Option<f32>,
+    pub entropy: Option<f32>,
+    pub border: Option<f32>,
+}
+
+impl ImageSignals {
+    /// Arrow arrays of the signal columns for `rows`, in schema order.
+    pub fn to_arrays(rows: &[ImageSignals]) -> Vec<ArrayRef> {
+        let f = |g: fn(&ImageSignals) -> Option<f32>| -> ArrayRef { Arc::new(Float32Array::from(rows.iter().map(g).collect::<Vec<_>>())) };
+        vec![f(|r| r.sharpness), f(|r| r.entropy), f(|r| r.border)]
+    }
+
+    /// Row `i` of an image or pair batch's signal columns.
+    pub fn from_batch(b: &RecordBatch, i: usize) -> Result<ImageSignals, SchemaError> {
+        use crate::image_signals::*;
+        let f = |name: &'static str| -> Result<Option<f32>, SchemaError> {
+            let a: &Float32Array = column(b, name)?;
+            Ok(a.is_valid(i).then(|| a.value(i)))
+        };
+        Ok(ImageSignals { sharpness: f(SHARPNESS)?, entropy: f(ENTROPY)?, border: f(BORDER)? })
+    }
 }
 
 impl Image {
@@ -351,20 +379,19 @@ impl Record for Image {
             height.append_value(r.height);
             format.append_value(&r.format);
         }
-        batch(
-            Kind::Image,
-            vec![
-                Arc::new(id.finish()),
-                Arc::new(url.finish()),
-                Arc::new(page_url.finish()),
-                Arc::new(source.finish()),
-                Arc::new(source_id.finish()),
-                Arc::new(bytes.finish()),
-                Arc::new(width.finish()),
-                Arc::new(height.finish()),
-                Arc::new(format.finish()),
-            ],
-        )
+        let mut cols: Vec<ArrayRef> = vec![
+            Arc::new(id.finish()),
+            Arc::new(url.finish()),
+            Arc::new(page_url.finish()),
+            Arc::new(source.finish()),
+            Arc::new(source_id.finish()),
+            Arc::new(bytes.finish()),
+            Arc::new(width.finish()),
+            Arc::new(height.finish()),
+            Arc::new(format.finish()),
+        ];
+        cols.extend(ImageSignals::to_arrays(&rows.iter().map(|r| r.signals).collect::<Vec<_>>()));
+        batch(Kind::Image, cols)
     }
 
     fn from_batch(b: &RecordBatch) -> Result<Vec<Self>, SchemaError> {
@@ -390,6 +417,7 @@ impl Record for Image {
                     width: width.value(i),
                     height: height.value(i),
                     format: get_req_str(format, i, FORMAT)?,
+                    signals: ImageSignals::from_batch(b, i)?,
                 })
             })
             .collect()
@@ -413,6 +441,8 @@ pub struct Pair {
     pub image_url: Option<String>,
     pub source: String,
     pub source_id: Option<String>,
+    /// The image's quality signals (all `None` until a filter measured them).
+    pub signals: ImageSignals,
 }
 
 impl Pair {
@@ -452,23 +482,22 @@ impl Record for Pair {
             source.append_value(&r.source);
             source_id.append_option(r.source_id.as_deref());
         }
-        batch(
-            Kind::Pair,
-            vec![
-                Arc::new(id.finish()),
-                Arc::new(image_id.finish()),
-                Arc::new(image_bytes.finish()),
-                Arc::new(width.finish()),
-                Arc::new(height.finish()),
-                Arc::new(format.finish()),
-                Arc::new(caption.finish()),
-                Arc::new(caption_origin.finish()),
-                Arc::new(url.finish()),
-                Arc::new(image_url.finish()),
-                Arc::new(source.finish()),
-                Arc::new(source_id.finish()),
-            ],
-        )
+        let mut cols: Vec<ArrayRef> = vec![
+            Arc::new(id.finish()),
+            Arc::new(image_id.finish()),
+            Arc::new(image_bytes.finish()),
+            Arc::new(width.finish()),
+            Arc::new(height.finish()),
+            Arc::new(format.finish()),
+            Arc::new(caption.finish()),
+            Arc::new(caption_origin.finish()),
+            Arc::new(url.finish()),
+            Arc::new(image_url.finish()),
+            Arc::new(source.finish()),
+            Arc::new(source_id.finish()),
+        ];
+        cols.extend(ImageSignals::to_arrays(&rows.iter().map(|r| r.signals).collect::<Vec<_>>()));
+        batch(Kind::Pair, cols)
     }
 
     fn from_batch(b: &RecordBatch) -> Result<Vec<Self>, SchemaError> {
@@ -500,6 +529,7 @@ impl Record for Pair {
                     image_url: opt_str(image_url, i),
                     source: get_req_str(source, i, SOURCE)?,
                     source_id: opt_str(source_id, i),
+                    signals: ImageSignals::from_batch(b, i)?,
                 })
             })
             .collect()
@@ -855,6 +885,9 @@ mod tests {
         round_trip(vec![Document::new("poetry", Some("7".into()), None, Some("靜夜思".into()), "床前明月光".into(), Some("{}".into())), scored]);
         round_trip(vec![Image { id: "i".into(), bytes: vec![1, 2], width: 3, height: 4, format: "png".into(), source: "s".into(), ..Default::default() }]);
         round_trip(vec![Pair { id: "p".into(), caption: "图 3.1".into(), caption_origin: "figcaption".into(), ..Default::default() }]);
+        let signals = ImageSignals { sharpness: Some(812.5), entropy: Some(7.25), border: Some(0.0) };
+        round_trip(vec![Image { id: "j".into(), format: "jpeg".into(), source: "s".into(), signals, ..Default::default() }]);
+        round_trip(vec![Pair { id: "q".into(), caption: "猫".into(), caption_origin: "alt".into(), signals, ..Default::default() }]);
         round_trip(vec![
             Sample { id: "s".into(), task: "text".into(), input_ids: vec![1, 2, 3], length: 3, image_patches: None, source_ids: vec!["a".into(), "b".into()] },
             Sample { id: "t".into(), task: "image_text".into(), input_ids: vec![], length: 0, image_patches: Some(vec![0; 12]), source_ids: vec![] },
@@ -897,6 +930,28 @@ mod tests {
         m1.insert(META_VERSION.into(), "1".into());
         assert!(Kind::Document.check(&Schema::new_with_metadata(v2.schema().fields().clone(), m1)).is_err());
         assert!(Kind::Document.check(&Schema::new_with_metadata(v2.schema().fields()[..9].to_vec(), v2.schema().metadata().clone())).is_err());
+    }
+
+    #[test]
+    fn version_1_images_and_pairs_read_with_null_signals() {
+        let img = Image { id: "i".into(), bytes: vec![1], width: 80, height: 90, format: "png".into(), source: "s".into(), ..Default::default() };
+        let pair = Pair { id: "p".into(), image_id: "i".into(), caption: "猫".into(), caption_origin: "alt".into(), source: "s".into(), ..Default::default() };
+        for (kind, v2, n) in [(Kind::Image, Image::to_batch(&[img.clone()]).unwrap(), 9), (Kind::Pair, Pair::to_batch(&[pair.clone()]).unwrap(), 12)] {
+            assert_eq!(v2.num_columns(), n + 3);
+            let mut meta = v2.schema().metadata().clone();
+            meta.insert(META_VERSION.into(), "1".into());
+            let v1_schema = Arc::new(Schema::new_with_metadata(v2.schema().fields()[..n].to_vec(), meta));
+            kind.check(&v1_schema).unwrap();
+            assert!(kind.reads_version(1) && kind.reads_version(2) && !kind.reads_version(3));
+            let up = kind.upgrade(RecordBatch::try_new(v1_schema, v2.columns()[..n].to_vec()).unwrap()).unwrap();
+            kind.check(&up.schema()).unwrap();
+            assert_eq!(ImageSignals::from_batch(&up, 0).unwrap(), ImageSignals::default());
+            // An unlabelled file with the old column count reads too; one column short does not.
+            let bare = Schema::new(v2.schema().fields()[..n].to_vec());
+            kind.check(&bare).unwrap();
+            assert!(kind.check(&Schema::new(v2.schema().fields()[..n + 1].to_vec())).is_err());
+        }
+        assert_eq!(Image::from_batch(&Kind::Image.upgrade(Image::to_batch(&[img.clone()]).unwrap()).unwrap()).unwrap(), vec![img]);
     }
 
     #[test]

@@ -18,5 +18,5 @@ pub use jieba::{in_jieba_block, jieba, Jieba};
 pub use nfkc::{for_each_nfkc, nfkc_into};
 pub use opencc::{has_phrase, t2s, t2s_char, t2s_chars};
 pub use script::{is_cjk, is_han, is_nfkc_inert_han, nfkc_may_give_han};
-pub use split::{nonblank_lines, paragraphs};
+pub use split::{for_each_collapsed, nonblank_lines, paragraphs};
 pub use width::{half_width, to_half_width};

@@ -10,6 +10,7 @@ pub mod error;
 pub mod integrity;
 pub mod manifest;
 pub mod progress;
+pub mod rounds;
 pub mod runner;
 pub mod stage;
 pub mod status;

@@ -351,10 +351,17 @@ fn remove_stale(output: &Path, tasks: &[Task]) -> Result<()> {
 /// Removes temporary and uncommitted shards of a task, and a commit record it was
 /// writing, left by a run killed mid-task. Called under the task's lock.
 fn clean_task_leftovers(output: &Path, spec: &OutputSpec, task: &Task) -> Result<()> {
-    manifest::remove_stale_temps(&output.join(COMMITS), &[&format!("{}.json", task.id)]);
+    clean_leftovers(output, spec, &task.id, task.short_id())
+}
+
+/// [`clean_task_leftovers`] for any committing unit: a runner task, or one round of a
+/// stage that commits in rounds (`short` is the unit's shard prefix). The caller holds
+/// what keeps other writers of the unit away (the task's lock).
+pub(crate) fn clean_leftovers(output: &Path, spec: &OutputSpec, id: &str, short: &str) -> Result<()> {
+    manifest::remove_stale_temps(&output.join(COMMITS), &[&format!("{id}.json")]);
     let dirs = std::iter::once(output.to_path_buf()).chain(spec.sides.iter().map(|(n, _)| output.join(n)));
-    let part = format!("part-{}-", task.short_id());
-    let tmp = format!(".tmp-{}-", task.short_id());
+    let part = format!("part-{short}-");
+    let tmp = format!(".tmp-{short}-");
     for dir in dirs {
         for entry in fs::read_dir(&dir).at(&dir)? {
             let entry = entry.at(&dir)?;

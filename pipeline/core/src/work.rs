@@ -30,6 +30,12 @@ impl WorkDir {
         WorkDir { root: output.join(name) }
     }
 
+    /// A work folder at `root` itself (a sub-folder of another work folder, such as one
+    /// crawl task's state under `_crawl`).
+    pub fn at(root: &Path) -> Self {
+        WorkDir { root: root.to_path_buf() }
+    }
+
     pub fn root(&self) -> &Path {
         &self.root
     }
@@ -50,6 +56,32 @@ impl WorkDir {
     pub fn lock(&self) -> Result<DatasetLock> {
         fs::create_dir_all(&self.root).at(&self.root)?;
         DatasetLock::acquire(&self.root)
+    }
+
+    /// Takes the exclusive lock on work file `path` (created if missing) if no other
+    /// process holds it: `None` when one does. The lock goes with the returned value
+    /// (and with a killed process), so a unit its holder never finished is redone.
+    pub fn try_lock(&self, path: &Path) -> Result<Option<UnitLock>> {
+        let f = self.lock_file(path)?;
+        match f.try_lock() {
+            Ok(()) => Ok(Some(UnitLock(f))),
+            Err(fs::TryLockError::WouldBlock) => Ok(None),
+            Err(fs::TryLockError::Error(e)) => Err(crate::Error::io(path, e)),
+        }
+    }
+
+    /// Waits for the exclusive lock on work file `path`.
+    pub fn lock_wait(&self, path: &Path) -> Result<UnitLock> {
+        let f = self.lock_file(path)?;
+        f.lock().at(path)?;
+        Ok(UnitLock(f))
+    }
+
+    fn lock_file(&self, path: &Path) -> Result<File> {
+        if let Some(d) = path.parent() {
+            fs::create_dir_all(d).at(d)?;
+        }
+        fs::OpenOptions::new().create(true).truncate(false).write(true).open(path).at(path)
     }
 
     /// A whole file, or `None` when it does not exist (a unit not done yet).
@@ -74,6 +106,59 @@ impl WorkDir {
     /// A file opened for positional reads (`FileExt::read_exact_at`).
     pub fn open(&self, path: &Path) -> Result<File> {
         File::open(path).at(path)
+    }
+
+    /// An append-only log (a journal): created with its folder if missing, opened for
+    /// reading and writing, never truncated here. The caller validates what is there,
+    /// cuts a torn tail with `set_len` and appends; `sync_data` makes appends durable.
+    pub fn open_log(&self, path: &Path) -> Result<File> {
+        if let Some(d) = path.parent() {
+            fs::create_dir_all(d).at(d)?;
+        }
+        fs::OpenOptions::new().create(true).truncate(false).read(true).write(true).open(path).at(path)
+    }
+
+    /// Names of the files directly in folder `dir`, sorted; none when it does not exist.
+    pub fn list(&self, dir: &Path) -> Result<Vec<String>> {
+        let rd = match fs::read_dir(dir) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(vec![]),
+            Err(e) => return Err(crate::Error::io(dir, e)),
+        };
+        let mut names = vec![];
+        for e in rd {
+            let e = e.at(dir)?;
+            if let Some(n) = e.file_name().to_str() {
+                names.push(n.to_string());
+            }
+        }
+        names.sort();
+        Ok(names)
+    }
+
+    /// Folders directly in `dir` (names, sorted); none when it does not exist.
+    pub fn subdirs(&self, dir: &Path) -> Result<Vec<String>> {
+        Ok(self.list(dir)?.into_iter().filter(|n| dir.join(n).is_dir()).collect())
+    }
+
+    /// Starts a file written in one sequential pass under a temporary name `tmp` in
+    /// its final folder (created if missing); [`WorkDir::publish`] puts it in place.
+    pub fn create(&self, tmp: &Path) -> Result<BufWriter<File>> {
+        if let Some(d) = tmp.parent() {
+            fs::create_dir_all(d).at(d)?;
+        }
+        Ok(BufWriter::with_capacity(BUF, File::create(tmp).at(tmp)?))
+    }
+
+    /// Flushes and fsyncs a writer from [`WorkDir::create`], renames `tmp` to `dest`
+    /// and syncs the folder.
+    pub fn publish(&self, w: BufWriter<File>, tmp: &Path, dest: &Path) -> Result<()> {
+        Staging::finish(w, tmp)?;
+        fs::rename(tmp, dest).at(dest)?;
+        if let Some(d) = dest.parent() {
+            sync_dir(d);
+        }
+        Ok(())
     }
 
     /// A file opened for one sequential read.
@@ -122,6 +207,15 @@ impl WorkDir {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(crate::Error::io(&self.root, e)),
         }
+    }
+}
+
+/// An exclusive lock on one work unit ([`WorkDir::try_lock`]), released on drop.
+pub struct UnitLock(File);
+
+impl Drop for UnitLock {
+    fn drop(&mut self) {
+        let _ = self.0.unlock();
     }
 }
 

@@ -127,7 +127,7 @@ fn document() -> impl Strategy<Value = Document> {
 
 fn image() -> impl Strategy<Value = Image> {
     (text(), of(text()), of(text()), text(), of(text()), bytes(), any::<u32>(), any::<u32>(), text())
-        .prop_map(|(id, url, page_url, source, source_id, bytes, width, height, format)| Image { id, url, page_url, source, source_id, bytes, width, height, format })
+        .prop_map(|(id, url, page_url, source, source_id, bytes, width, height, format)| Image { id, url, page_url, source, source_id, bytes, width, height, format, signals: Default::default() })
 }
 
 fn pair() -> impl Strategy<Value = Pair> {
@@ -145,6 +145,7 @@ fn pair() -> impl Strategy<Value = Pair> {
             image_url,
             source,
             source_id,
+            signals: Default::default(),
         },
     )
 }

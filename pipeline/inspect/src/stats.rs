@@ -299,8 +299,8 @@ fn needed_columns(kind: Kind) -> &'static [&'static str] {
             document::PII_CARD,
             document::PII_IP,
         ],
-        Kind::Image => &[image::WIDTH, image::HEIGHT, image::SOURCE],
-        Kind::Pair => &[pair::CAPTION, pair::WIDTH, pair::HEIGHT, pair::SOURCE],
+        Kind::Image => &[image::WIDTH, image::HEIGHT, image::SOURCE, image::SHARPNESS, image::ENTROPY, image::BORDER],
+        Kind::Pair => &[pair::CAPTION, pair::WIDTH, pair::HEIGHT, pair::SOURCE, pair::SHARPNESS, pair::ENTROPY, pair::BORDER],
         Kind::Sample => &[sample::TASK, sample::LENGTH, sample::INPUT_IDS],
         Kind::Duplicate => &[duplicate::SOURCE, duplicate::REASON],
         Kind::Reject => &[reject::SOURCE, reject::RULE, reject::VALUE, reject::THRESHOLD, reject::SNIPPET],
@@ -412,6 +412,16 @@ fn scan_batch(kind: Kind, b: &RecordBatch, acc: &mut Acc, sctx: SampleCtx, path:
                 acc.dist("height").add(h);
                 acc.dist("pixels").add(w * h);
                 count_str(&mut acc.sources, src, i, "");
+            }
+            // Quality signals (null before the filter measured them, or in version-1
+            // shards): sharpness in grey levels² rounded, entropy and border share in
+            // thousandths.
+            for (col, scale) in [(schemas::image_signals::SHARPNESS, 1.0), (schemas::image_signals::ENTROPY, 1000.0), (schemas::image_signals::BORDER, 1000.0)] {
+                if let Ok(a) = column::<F32>(b, col) {
+                    for i in (0..n).filter(|&i| a.is_valid(i)) {
+                        acc.dist(col).add((a.value(i) as f64 * scale).round().max(0.0) as u64);
+                    }
+                }
             }
             if kind == Kind::Pair {
                 let cap = column::<Str>(b, pair::CAPTION).map_err(se)?;
@@ -661,6 +671,9 @@ pub fn stats(dir: &Path) -> Result<Stats, Error> {
         ("width", "px"),
         ("height", "px"),
         ("pixels", "px"),
+        (m6_schemas::image_signals::SHARPNESS, "Laplacian variance"),
+        (m6_schemas::image_signals::ENTROPY, "1/1000 bit"),
+        (m6_schemas::image_signals::BORDER, "1/1000 of area"),
     ];
     let distributions = dist_meta
         .iter()

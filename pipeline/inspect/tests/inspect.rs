@@ -271,6 +271,7 @@ impl m6_pipeline::StageRun for &PairStage {
                 image_url: None,
                 source: if i.label.ends_with(".jpg") { "photos-jpg".into() } else { "photos-png".into() },
                 source_id: Some(i.label.clone()),
+                signals: Default::default(),
             });
         }
         out.count_in(rows.len() as u64, 0);

@@ -20,13 +20,15 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::time::Instant;
 
 use futures_util::FutureExt;
+use m6_pipeline::rounds::Rounds;
+use m6_pipeline::work::WorkDir;
 use m6_pipeline::{BoxError, Counters, OutputSpec, Task, TaskOutput};
 use m6_schemas::{Image, Kind, Page};
 use url::Url;
 
 use crate::fetch::{kind, now_ms, Fetched, Fetcher};
-use crate::journal::{journal_path, round_id, AheadRound, ImageMeta, Journal, Outcome, PageMeta, QItem, RoundItem, State};
-use crate::partition::{partition_of_host, SplitPlan};
+use crate::journal::{journal_path, AheadRound, ROUND_TAG, ImageMeta, Journal, Outcome, PageMeta, QItem, RoundItem, State};
+use crate::partition::{partition_of_host, SplitPlan, CRAWL_WORK};
 use crate::seeds::SeedItem;
 use crate::{html, images, urls, CrawlConfig, CrawlStage, OutCtx, IMAGES, SOURCE};
 
@@ -98,7 +100,7 @@ type Landed = (u64, u32, Result<(u64, u64), String>);
 
 pub(crate) fn run_task(stage: &CrawlStage, ctx: &OutCtx, task: &Task, plan: &SplitPlan, part: u32) -> Result<Counters, BoxError> {
     let input = task.inputs.first().ok_or("crawl task without a seed file")?;
-    let dir = ctx.output.join("_crawl").join(&task.id);
+    let dir = ctx.output.join(CRAWL_WORK).join(&task.id);
     if !dir.exists() && !plan.has_seeds(&ctx.output, part) {
         // No seed of this run is on a host of this partition.
         return Ok(Counters::default());
@@ -140,6 +142,7 @@ pub(crate) fn run_task(stage: &CrawlStage, ctx: &OutCtx, task: &Task, plan: &Spl
         launch(stage, f, &seen, &claimed, &tx, &mut tasks);
     }
     let spec = OutputSpec::new(Kind::Page).with_side(IMAGES, Kind::Image);
+    let rounds = Rounds::new(&ctx.output, spec, ctx.limits, &task.id, ROUND_TAG, vec![input.label.clone()]);
     let mut total = Counters::default();
     while let Some(front) = flights.front() {
         if !front.done() {
@@ -157,10 +160,7 @@ pub(crate) fn run_task(stage: &CrawlStage, ctx: &OutCtx, task: &Task, plan: &Spl
         let journal = f.journal.lock().unwrap();
         journal.sync().map_err(|e| format!("{}: {e}", f.jpath.display()))?;
         f.entries.sort_unstable();
-        let sub = round_id(&task.id, round);
-        let prefix = &sub[..16];
-        clean_leftovers(&ctx.output, prefix)?;
-        let mut tout = TaskOutput::new(&ctx.output, &spec, prefix, ctx.limits);
+        let mut tout = rounds.begin(round)?;
         tout.counters.bump("duplicate_seed", f.ahead.dup_seeds);
         if f.ahead.other_partition > 0 {
             tout.counters.bump("link.other_partition", f.ahead.other_partition);
@@ -206,7 +206,7 @@ pub(crate) fn run_task(stage: &CrawlStage, ctx: &OutCtx, task: &Task, plan: &Spl
         // the two, the state is ignored (its round is not committed) and the round is
         // rebuilt from the journal, with nothing fetched again.
         st.save(&dir, &task.id)?;
-        let c = m6_pipeline::commit(&ctx.output, &sub, vec![input.label.clone()], tout, f.t0)?;
+        let c = rounds.commit(round, tout, f.t0)?;
         tracing::info!(seeds = %input.label, round, items = f.ahead.items.len(), rows = c.rows_out, queued = st.queue.len(), in_flight = flights.len(), "crawl round committed");
         total.add(&c);
         st.prune(&dir);
@@ -229,18 +229,18 @@ struct PartMark {
 /// output, from other seed lists) starts from the committed done-sets of the earlier
 /// tasks of that partition, so a URL they fetched is not fetched again.
 fn inherit_done_set(output: &Path, task: &str, part: u32, parts: u32, st: &mut State) -> Result<(), BoxError> {
-    let root = output.join("_crawl");
+    let work = WorkDir::new(output, CRAWL_WORK);
+    let root = work.root().to_path_buf();
     let mark = PartMark { part, parts };
     let own = root.join(task);
-    std::fs::create_dir_all(&own).map_err(|e| format!("{}: {e}", own.display()))?;
-    m6_pipeline::manifest::write_atomic(&own.join("part.json"), &serde_json::to_vec(&mark).expect("mark serialises")).map_err(|e| format!("{}: {e}", own.display()))?;
-    let mut siblings: Vec<(String, PathBuf)> = std::fs::read_dir(&root)
-        .map_err(|e| format!("{}: {e}", root.display()))?
-        .flatten()
-        .filter_map(|e| Some((e.file_name().to_str()?.to_string(), e.path())))
-        .filter(|(name, p)| name != task && std::fs::read(p.join("part.json")).ok().and_then(|b| serde_json::from_slice::<PartMark>(&b).ok()).is_some_and(|m| m == mark))
+    work.write_atomic(&own.join("part.json"), &serde_json::to_vec(&mark).expect("mark serialises")).map_err(|e| e.to_string())?;
+    let siblings: Vec<(String, PathBuf)> = work
+        .subdirs(&root)
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .map(|name| (name.clone(), root.join(name)))
+        .filter(|(name, p)| name != task && work.read(&p.join("part.json")).ok().flatten().and_then(|b| serde_json::from_slice::<PartMark>(&b).ok()).is_some_and(|m| m == mark))
         .collect();
-    siblings.sort();
     let mut inherited = 0u64;
     for (name, p) in siblings {
         for k in State::committed_keys(&p, output, &name)? {
@@ -297,22 +297,6 @@ fn launch(stage: &CrawlStage, f: &mut Flight, seen: &Seen, claimed: &Claimed, tx
             stage.rt.handle(),
         );
     }
-}
-
-/// Removes shards of an uncommitted round left by a killed run.
-fn clean_leftovers(output: &Path, prefix: &str) -> Result<(), BoxError> {
-    let part = format!("part-{prefix}-");
-    let tmp = format!(".tmp-{prefix}-");
-    for dir in [output.to_path_buf(), output.join(IMAGES)] {
-        let Ok(rd) = std::fs::read_dir(&dir) else { continue };
-        for e in rd.flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            if name.starts_with(&part) || name.starts_with(&tmp) {
-                std::fs::remove_file(e.path()).map_err(|err| format!("{}: {err}", e.path().display()))?;
-            }
-        }
-    }
-    Ok(())
 }
 
 /// The next round's items: queued links first (breadth first), then the next seeds.
@@ -664,6 +648,7 @@ fn write_outcome(
             width: m.width,
             height: m.height,
             format: m.format,
+            signals: Default::default(),
         })
         .collect();
     tout.write_side_rows(IMAGES, &imgs)?;

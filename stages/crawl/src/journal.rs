@@ -4,12 +4,22 @@
 //! the next round is written (keyed by round number) before the round's commit.
 
 use std::collections::{HashSet, VecDeque};
-use std::fs::{self, File, OpenOptions};
+use std::fs::File;
 use std::io::{BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-use m6_pipeline::manifest::write_atomic;
+use m6_pipeline::work::WorkDir;
 use m6_pipeline::CommitRecord;
+
+/// The work folder holding `path` (journals and logs live in a crawl task's folder).
+fn work_of(path: &Path) -> WorkDir {
+    WorkDir::at(path.parent().unwrap_or(Path::new(".")))
+}
+
+/// A pipeline I/O error (it names the file) where the journal's API speaks io::Error.
+fn io_err(e: m6_pipeline::Error) -> std::io::Error {
+    std::io::Error::other(e.to_string())
+}
 use serde::{Deserialize, Serialize};
 
 const MAGIC: &[u8; 4] = b"M6CJ";
@@ -130,10 +140,7 @@ impl Journal {
     /// Opens (creating) the journal, drops a torn tail left by a kill, and returns
     /// the records already there with the claims they made.
     pub fn open(path: &Path) -> std::io::Result<(Journal, JournalIndex, Vec<Outcome>)> {
-        if let Some(d) = path.parent() {
-            fs::create_dir_all(d)?;
-        }
-        let mut file = OpenOptions::new().create(true).truncate(false).read(true).write(true).open(path)?;
+        let mut file = work_of(path).open_log(path).map_err(io_err)?;
         let mut entries = vec![];
         let mut replayed = vec![];
         let len = file.metadata()?.len();
@@ -236,9 +243,9 @@ impl RobotsLog {
     /// Opens this process's log (dropping a torn last line a kill left) and reads
     /// the records of every robots log under `dir`.
     pub fn open(dir: &Path, task_index: usize) -> std::io::Result<(RobotsLog, Vec<RobotsRecord>)> {
-        fs::create_dir_all(dir)?;
+        let work = WorkDir::at(dir);
         let path = dir.join(format!("robots-{task_index}.jsonl"));
-        let mut file = OpenOptions::new().create(true).truncate(false).read(true).write(true).open(&path)?;
+        let mut file = work.open_log(&path).map_err(io_err)?;
         let mut own = vec![];
         file.read_to_end(&mut own)?;
         let good = own.iter().rposition(|&c| c == b'\n').map_or(0, |p| p + 1);
@@ -247,13 +254,9 @@ impl RobotsLog {
         }
         file.seek(SeekFrom::Start(good as u64))?;
         let mut records = vec![];
-        let mut names: Vec<PathBuf> = fs::read_dir(dir)?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("robots-") && n.ends_with(".jsonl")))
-            .collect();
-        names.sort();
+        let names: Vec<PathBuf> = work.list(dir).map_err(io_err)?.into_iter().filter(|n| n.starts_with("robots-") && n.ends_with(".jsonl")).map(|n| dir.join(n)).collect();
         for p in names {
-            let text = if p == path { own[..good].to_vec() } else { fs::read(&p).unwrap_or_default() };
+            let text = if p == path { own[..good].to_vec() } else { work.read(&p).ok().flatten().unwrap_or_default() };
             // Unreadable lines (a torn tail in another process's log) only cost a refetch.
             records.extend(text.split(|&c| c == b'\n').filter_map(|l| serde_json::from_slice::<RobotsRecord>(l).ok()));
         }
@@ -358,8 +361,7 @@ impl SeenLog {
     pub fn open(dir: &Path, keep: u64) -> Result<(SeenLog, Vec<u128>), String> {
         let path = dir.join("seen.bin");
         let err = |e: std::io::Error| format!("{}: {e}", path.display());
-        fs::create_dir_all(dir).map_err(err)?;
-        let mut file = OpenOptions::new().create(true).truncate(false).read(true).write(true).open(&path).map_err(err)?;
+        let mut file = WorkDir::at(dir).open_log(&path).map_err(|e| e.to_string())?;
         let have = file.metadata().map_err(err)?.len() / 16;
         if have < keep {
             return Err(format!("{}: holds {have} URL keys, the crawl state needs {keep}; the crawl state is damaged (delete {} to start over)", path.display(), dir.display()));
@@ -395,18 +397,17 @@ impl SeenLog {
 }
 
 pub fn round_id(task: &str, round: u64) -> String {
-    m6_schemas::content_id(&[task.as_bytes(), b"crawl-round", &round.to_le_bytes()])
+    m6_pipeline::rounds::round_id(task, ROUND_TAG, round)
 }
+
+/// What separates crawl round ids from other round-committing stages' (see
+/// `m6_pipeline::rounds`); part of every round id, so it never changes.
+pub const ROUND_TAG: &str = "crawl-round";
 
 /// The rounds whose state files `dir` holds, newest first (none when it does not exist).
 fn state_rounds_newest_first(dir: &Path) -> Vec<u64> {
-    let mut rounds: Vec<u64> = match fs::read_dir(dir) {
-        Ok(rd) => rd
-            .filter_map(|e| e.ok())
-            .filter_map(|e| e.file_name().to_str().and_then(|n| n.strip_prefix("state-")?.strip_suffix(".json")?.parse().ok()))
-            .collect(),
-        Err(_) => vec![],
-    };
+    let names = WorkDir::at(dir).list(dir).unwrap_or_default();
+    let mut rounds: Vec<u64> = names.iter().filter_map(|n| n.strip_prefix("state-")?.strip_suffix(".json")?.parse().ok()).collect();
     rounds.sort_unstable_by(|a, b| b.cmp(a));
     rounds
 }
@@ -425,13 +426,14 @@ impl State {
     /// with the done-set read back from `seen.bin`.
     pub fn load(dir: &Path, output: &Path, task: &str) -> Result<State, String> {
         let rounds = state_rounds_newest_first(dir);
+        let work = WorkDir::at(dir);
         for r in rounds {
             let p = state_path(dir, r);
             if r > 0 && !CommitRecord::is_done(output, &round_id(task, r - 1)) {
-                let _ = fs::remove_file(&p); // its round never committed
+                let _ = work.remove_file(&p); // its round never committed
                 continue;
             }
-            let text = fs::read(&p).map_err(|e| format!("{}: {e}", p.display()))?;
+            let text = work.read(&p).map_err(|e| e.to_string())?.ok_or_else(|| format!("{}: crawl state vanished while loading", p.display()))?;
             let f: StateFile = serde_json::from_slice(&text).map_err(|e| format!("{}: unreadable crawl state: {e}", p.display()))?;
             let legacy: Vec<u128> = f
                 .seen
@@ -454,16 +456,17 @@ impl State {
     /// changing anything of that task (it may be running in another process).
     pub fn committed_keys(dir: &Path, output: &Path, task: &str) -> Result<Vec<u128>, String> {
         let rounds = state_rounds_newest_first(dir);
+        let work = WorkDir::at(dir);
         for r in rounds {
             if r > 0 && !CommitRecord::is_done(output, &round_id(task, r - 1)) {
                 continue;
             }
             let p = state_path(dir, r);
-            let Ok(text) = fs::read(&p) else { continue };
+            let Ok(Some(text)) = work.read(&p) else { continue };
             let f: StateFile = serde_json::from_slice(&text).map_err(|e| format!("{}: unreadable crawl state: {e}", p.display()))?;
             let n = f.seen_len.unwrap_or(0) as usize;
             let path = dir.join("seen.bin");
-            let bytes = fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+            let bytes = work.read(&path).map_err(|e| e.to_string())?.unwrap_or_default();
             if bytes.len() < n * 16 {
                 return Err(format!("{}: holds {} URL keys, its crawl state names {n}", path.display(), bytes.len() / 16));
             }
@@ -490,14 +493,15 @@ impl State {
             ahead: self.ahead.clone(),
         };
         let p = state_path(dir, self.round);
-        write_atomic(&p, &serde_json::to_vec(&f).expect("state serialises")).map_err(|e| format!("{}: {e}", p.display()))
+        WorkDir::at(dir).write_atomic(&p, &serde_json::to_vec(&f).expect("state serialises")).map_err(|e| e.to_string())
     }
 
     /// Removes the files of rounds before this state's.
     pub fn prune(&self, dir: &Path) {
         if self.round > 0 {
-            let _ = fs::remove_file(state_path(dir, self.round - 1));
-            let _ = fs::remove_file(journal_path(dir, self.round - 1));
+            let work = WorkDir::at(dir);
+            let _ = work.remove_file(&state_path(dir, self.round - 1));
+            let _ = work.remove_file(&journal_path(dir, self.round - 1));
         }
     }
 }
@@ -505,6 +509,7 @@ impl State {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs::{self, OpenOptions};
 
     #[test]
     fn robots_log_survives_a_torn_line_and_reads_every_process() {

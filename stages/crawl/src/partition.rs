@@ -19,13 +19,17 @@
 //! done-set sees both, so it is fetched once.
 
 use std::collections::HashMap;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{BufRead, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
+use m6_pipeline::work::WorkDir;
 use serde::{Deserialize, Serialize};
 
 use crate::seeds::{self, Seed, SeedItem};
+
+/// The crawl's work folder in its output: seed partitions, per-task journals and states.
+pub const CRAWL_WORK: &str = "_crawl";
 
 /// The longest seed-list line read (a URL, a TAB and a caption); longer lines are
 /// reported, not read.
@@ -201,7 +205,13 @@ impl SplitPlan {
 
     /// Where this plan's fragments live in an output.
     pub fn dir(&self, output: &Path) -> PathBuf {
-        output.join("_crawl").join("split").join(&self.id[..16])
+        output.join(CRAWL_WORK).join("split").join(&self.id[..16])
+    }
+
+    /// The plan's folder as a pipeline work folder (every file operation on it goes
+    /// through the pipeline: fsync before rename, folder sync, errors naming the file).
+    fn work(&self, output: &Path) -> WorkDir {
+        WorkDir::at(&self.dir(output))
     }
 
     fn part_dir(&self, output: &Path, part: u32) -> PathBuf {
@@ -217,8 +227,10 @@ impl SplitPlan {
     /// left), and returns once every chunk is split.
     pub fn run(&self, output: &Path, task_index: usize, task_count: usize) -> Result<(), String> {
         let dir = self.dir(output);
+        let work = self.work(output);
+        let s = |e: m6_pipeline::Error| e.to_string();
         for sub in ["done", "locks"] {
-            fs::create_dir_all(dir.join(sub)).map_err(|e| format!("{}: {e}", dir.join(sub).display()))?;
+            work.ensure_dir(sub).map_err(s)?;
         }
         let n = self.chunks.len();
         let count = task_count.max(1);
@@ -228,23 +240,24 @@ impl SplitPlan {
         // (a lock held by a killed process is released, and the chunk is redone here).
         for blocking in [false, true] {
             for &k in &order {
-                if self.done_path(output, k).exists() {
+                if work.exists(&self.done_path(output, k)) {
                     continue;
                 }
                 let lp = dir.join("locks").join(format!("c{k:06}"));
-                let lock = OpenOptions::new().create(true).truncate(false).write(true).open(&lp).map_err(|e| format!("{}: {e}", lp.display()))?;
-                if blocking {
-                    if !self.done_path(output, k).exists() {
+                let _lock = if blocking {
+                    if !work.exists(&self.done_path(output, k)) {
                         tracing::info!(chunk = k, "waiting for another process to split its seed chunk");
                     }
-                    lock.lock().map_err(|e| format!("{}: {e}", lp.display()))?;
-                } else if lock.try_lock().is_err() {
-                    continue;
-                }
-                if !self.done_path(output, k).exists() {
+                    work.lock_wait(&lp).map_err(s)?
+                } else {
+                    match work.try_lock(&lp).map_err(s)? {
+                        Some(l) => l,
+                        None => continue,
+                    }
+                };
+                if !work.exists(&self.done_path(output, k)) {
                     self.split_chunk(output, k)?;
                 }
-                let _ = lock.unlock();
             }
         }
         Ok(())
@@ -316,6 +329,8 @@ impl SplitPlan {
 
     fn split_chunk(&self, output: &Path, k: usize) -> Result<(), String> {
         let tmp_name = format!(".c{k:06}.tmp");
+        let work = self.work(output);
+        let s = |e: m6_pipeline::Error| e.to_string();
         let mut writers: HashMap<u32, BufWriter<File>> = HashMap::new();
         let mut entries = 0u64;
         for item in self.chunk_items(k)? {
@@ -326,10 +341,7 @@ impl SplitPlan {
             let w = match writers.entry(part) {
                 std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
                 std::collections::hash_map::Entry::Vacant(v) => {
-                    let d = self.part_dir(output, part);
-                    fs::create_dir_all(&d).map_err(|e| format!("{}: {e}", d.display()))?;
-                    let p = d.join(&tmp_name);
-                    v.insert(BufWriter::with_capacity(64 << 10, File::create(&p).map_err(|e| format!("{}: {e}", p.display()))?))
+                    v.insert(work.create(&self.part_dir(output, part).join(&tmp_name)).map_err(s)?)
                 }
             };
             let mut line = serde_json::to_vec(&e).expect("entry serialises");
@@ -341,12 +353,10 @@ impl SplitPlan {
         // before the marker makes another run redo (and overwrite) the chunk.
         for (part, w) in writers {
             let d = self.part_dir(output, part);
-            let f = w.into_inner().map_err(|e| format!("{}: {e}", d.display()))?;
-            f.sync_data().map_err(|e| format!("{}: {e}", d.display()))?;
-            fs::rename(d.join(&tmp_name), d.join(format!("c{k:06}.jsonl"))).map_err(|e| format!("{}: {e}", d.display()))?;
+            work.publish(w, &d.join(&tmp_name), &d.join(format!("c{k:06}.jsonl"))).map_err(s)?;
         }
         let done = self.done_path(output, k);
-        m6_pipeline::manifest::write_atomic(&done, entries.to_string().as_bytes()).map_err(|e| format!("{}: {e}", done.display()))?;
+        work.write_atomic(&done, entries.to_string().as_bytes()).map_err(s)?;
         tracing::debug!(chunk = k, entries, "seed chunk split");
         Ok(())
     }
@@ -354,19 +364,21 @@ impl SplitPlan {
     /// Whether any chunk routed a seed entry to partition `part`.
     pub fn has_seeds(&self, output: &Path, part: u32) -> bool {
         let d = self.part_dir(output, part);
-        (0..self.chunks.len()).any(|k| d.join(format!("c{k:06}.jsonl")).is_file())
+        let work = self.work(output);
+        (0..self.chunks.len()).any(|k| work.exists(&d.join(format!("c{k:06}.jsonl"))))
     }
 
     /// The seed entries of partition `part`, in seed-file order.
     pub fn seeds(&self, output: &Path, part: u32) -> Box<dyn Iterator<Item = SeedItem> + Send> {
         let d = self.part_dir(output, part);
-        let files: Vec<PathBuf> = (0..self.chunks.len()).map(|k| d.join(format!("c{k:06}.jsonl"))).filter(|p| p.is_file()).collect();
-        Box::new(files.into_iter().flat_map(|p| {
-            let lines: Box<dyn Iterator<Item = SeedItem> + Send> = match File::open(&p) {
-                Err(e) => Box::new(std::iter::once(Err((p.display().to_string(), format!("{}: {e}", p.display()))))),
+        let work = self.work(output);
+        let files: Vec<PathBuf> = (0..self.chunks.len()).map(|k| d.join(format!("c{k:06}.jsonl"))).filter(|p| work.exists(p)).collect();
+        Box::new(files.into_iter().flat_map(move |p| {
+            let lines: Box<dyn Iterator<Item = SeedItem> + Send> = match work.reader(&p) {
+                Err(e) => Box::new(std::iter::once(Err((p.display().to_string(), e.to_string())))),
                 Ok(f) => {
                     let p2 = p.clone();
-                    Box::new(BufReader::new(f).lines().map(move |l| {
+                    Box::new(f.lines().map(move |l| {
                         let l = l.map_err(|e| (p2.display().to_string(), format!("{}: {e}", p2.display())))?;
                         let e: Entry = serde_json::from_str(&l).map_err(|e| (p2.display().to_string(), format!("{}: damaged seed fragment: {e}", p2.display())))?;
                         match (e.u, e.e) {

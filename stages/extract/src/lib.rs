@@ -413,6 +413,7 @@ impl ExtractStage {
                 image_url: Some(image_url.to_string()),
                 source: r.source.clone(),
                 source_id: Some(r.page_id.clone()),
+                signals: Default::default(),
             });
             out.counters.bump(&format!("pair.origin.{}", r.origin), 1);
         }

@@ -64,6 +64,10 @@ pub struct ImageConfig {
     /// `image.border`: drop images whose flat border (letterbox bars, padding) covers
     /// more than this share of the area. Default 1.0 (off); 0.5 drops mostly-padding images.
     pub max_border: f64,
+    /// Measure the quality signals of every kept image and write them to the
+    /// `sharpness`, `entropy` and `border` columns (the decode is then at 256 px instead
+    /// of 64 px; PNG and other lossless formats decode in full either way). Default true.
+    pub signals: bool,
 }
 
 impl Default for ImageConfig {
@@ -79,6 +83,7 @@ impl Default for ImageConfig {
             min_sharpness: 0.0,
             min_entropy: 0.0,
             max_border: 1.0,
+            signals: true,
         }
     }
 }
@@ -205,11 +210,17 @@ impl ImageRules {
             }
         }
         // One decode at the scale the pixel rules need: 64 px for the blank rule, 256 px
-        // when a quality rule is on (the signals are defined at that size).
-        let quality = self.quality_rules_on();
+        // when a quality rule is on or the signals are recorded (they are defined at that size).
+        let quality = self.quality_rules_on() || c.signals;
         let side = if quality { m6_imaging::quality::SIDE } else { 64 };
-        let (g, _, _, _) = match m6_imaging::decode_gray(bytes, side) {
-            Ok(d) => d,
+        // PNG rows stream straight into the work picture (no full-size RGB copy); JPEG
+        // decodes straight to grey, at 1/8 scale when that still gives `side`.
+        let decoded = match m6_imaging::decode_png_gray(bytes, side).or_else(|| m6_imaging::decode_jpeg_gray_fast(bytes, side)) {
+            Some(r) => r.map(|(g, _, _)| g),
+            None => m6_imaging::decode_gray(bytes, side).map(|(g, _, _, _)| g),
+        };
+        let g = match decoded {
+            Ok(g) => g,
             Err(e) => return Err(Drop { rule: rule::DECODE, value: bytes.len() as f64, threshold: 0.0, detail: Some(e.to_string()) }),
         };
         if self.on(rule::BLANK) {

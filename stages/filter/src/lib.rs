@@ -21,7 +21,7 @@ use std::sync::Arc;
 use arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch, StringArray, UInt32Array};
 use arrow::compute::filter_record_batch;
 use m6_pipeline::{plan_shards, BoxError, Flag, FlagKind, OutputSpec, RunContext, Stage, StageFactory, StageRun, Task, TaskOutput};
-use m6_schemas::{column, document, image as image_cols, pair, Bin, DocScores, Kind, Reject, Str};
+use m6_schemas::{column, document, image as image_cols, image_signals, pair, Bin, DocScores, ImageSignals, Kind, Reject, Str};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -194,11 +194,16 @@ impl FilterStage {
 
     /// Judges one pair: caption rules, then the image rules on its image.
     pub fn judge_pair(&self, caption: &str, image: &[u8]) -> Result<String, Drop> {
+        self.judge_pair_info(caption, image).map(|(t, _)| t)
+    }
+
+    /// [`Self::judge_pair`] with what the image rules found (size, quality signals).
+    pub fn judge_pair_info(&self, caption: &str, image: &[u8]) -> Result<(String, image_rules::ImageInfo), Drop> {
         if let Some(d) = self.caption.check(caption, self.text.blocklist()) {
             return Err(d);
         }
-        self.image.check(image)?;
-        Ok(if self.cfg.normalize.any() { self.cfg.normalize.apply(caption) } else { caption.to_string() })
+        let info = self.image.check(image)?;
+        Ok((if self.cfg.normalize.any() { self.cfg.normalize.apply(caption) } else { caption.to_string() }, info))
     }
 
     pub fn judge_image(&self, bytes: &[u8]) -> Result<image_rules::ImageInfo, Drop> {
@@ -215,8 +220,9 @@ impl FilterStage {
         let ids: &Str = column(b, id_col)?;
         let source_ids: &Str = column(b, sid_col)?;
         let sources: &Str = column(b, src_col)?;
-        // Per row: Ok(new text, if the kind has one, and a document's scores) or Err(reject).
-        type Verdict = Result<Option<(String, DocScores)>, Reject>;
+        // Per row: Ok(new text, if the kind has one, a document's scores, an image's
+        // signals) or Err(reject).
+        type Verdict = Result<(Option<String>, DocScores, ImageSignals), Reject>;
         let verdicts: Vec<Verdict> = match kind {
             Kind::Document => {
                 let texts: &Str = column(b, document::TEXT)?;
@@ -227,7 +233,7 @@ impl FilterStage {
                     .map(|i| {
                         let t = texts.value(i);
                         let title = titles.is_valid(i).then(|| titles.value(i));
-                        self.judge_document(title, t).map(Some).map_err(|d| self.reject(ids, source_ids, sources, i, t, d))
+                        self.judge_document(title, t).map(|(t, s)| (Some(t), s, ImageSignals::default())).map_err(|d| self.reject(ids, source_ids, sources, i, t, d))
                     })
                     .collect()
             }
@@ -239,7 +245,7 @@ impl FilterStage {
                     .into_par_iter()
                     .map(|i| {
                         let c = caps.value(i);
-                        self.judge_pair(c, imgs.value(i)).map(|t| Some((t, DocScores::default()))).map_err(|d| self.reject(ids, source_ids, sources, i, c, d))
+                        self.judge_pair_info(c, imgs.value(i)).map(|(t, info)| (Some(t), DocScores::default(), signals_of(&info))).map_err(|d| self.reject(ids, source_ids, sources, i, c, d))
                     })
                     .collect()
             }
@@ -251,7 +257,7 @@ impl FilterStage {
                     .into_par_iter()
                     .map(|i| {
                         let label = if urls.is_valid(i) { urls.value(i) } else { "" };
-                        self.judge_image(imgs.value(i)).map(|_| None).map_err(|d| self.reject(ids, source_ids, sources, i, label, d))
+                        self.judge_image(imgs.value(i)).map(|info| (None, DocScores::default(), signals_of(&info))).map_err(|d| self.reject(ids, source_ids, sources, i, label, d))
                     })
                     .collect()
             }
@@ -261,13 +267,16 @@ impl FilterStage {
         let mut rejects = vec![];
         let mut kept_text = vec![];
         let mut kept_scores = vec![];
+        let mut kept_signals = vec![];
         for v in verdicts {
             match v {
-                Ok(Some((t, s))) => {
-                    kept_text.push(t);
+                Ok((t, s, q)) => {
+                    if let Some(t) = t {
+                        kept_text.push(t);
+                    }
                     kept_scores.push(s);
+                    kept_signals.push(q);
                 }
-                Ok(None) => {}
                 Err(r) => {
                     out.counters.bump(&format!("dropped.{}", r.rule), 1);
                     rejects.push(r);
@@ -292,6 +301,8 @@ impl FilterStage {
         }
         if kind == Kind::Document {
             kept = with_scores(&kept, kept_scores)?;
+        } else if self.cfg.image.signals || kept_signals.iter().any(|s| s.sharpness.is_some()) {
+            kept = with_signals(&kept, kept_signals)?;
         }
         out.write(&kept)?;
         Ok(())
@@ -331,6 +342,29 @@ fn with_scores(kept: &RecordBatch, mut scores: Vec<DocScores>) -> Result<RecordB
     let mut cols: Vec<ArrayRef> = kept.columns().to_vec();
     let arrays = DocScores::to_arrays(&scores.iter().collect::<Vec<_>>());
     for (name, a) in document::SCORES.iter().zip(arrays) {
+        cols[schema.index_of(name)?] = a;
+    }
+    Ok(RecordBatch::try_new(schema, cols)?)
+}
+
+fn signals_of(info: &image_rules::ImageInfo) -> ImageSignals {
+    match info.signals {
+        Some(s) => ImageSignals { sharpness: Some(s.sharpness), entropy: Some(s.entropy), border: Some(s.border) },
+        None => ImageSignals::default(),
+    }
+}
+
+/// Writes this run's image signals into a kept image or pair batch; a row this run did
+/// not measure keeps what an earlier run wrote.
+fn with_signals(kept: &RecordBatch, mut signals: Vec<ImageSignals>) -> Result<RecordBatch, BoxError> {
+    for (i, s) in signals.iter_mut().enumerate() {
+        if s.sharpness.is_none() {
+            *s = ImageSignals::from_batch(kept, i)?;
+        }
+    }
+    let schema = kept.schema();
+    let mut cols: Vec<ArrayRef> = kept.columns().to_vec();
+    for (name, a) in image_signals::ALL.iter().zip(ImageSignals::to_arrays(&signals)) {
         cols[schema.index_of(name)?] = a;
     }
     Ok(RecordBatch::try_new(schema, cols)?)

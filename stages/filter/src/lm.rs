@@ -81,26 +81,14 @@ impl Hasher for KeyHasher {
 }
 type Map<V> = HashMap<u128, V, BuildHasherDefault<KeyHasher>>;
 
-/// Turns text into sentences of symbols: one per non-empty line, whitespace runs → ' '.
+/// Turns text into sentences of symbols (the text crate's sentence split: one per
+/// non-blank line, whitespace runs → ' '), each ending in `</s>`.
 pub fn sentences(text: &str) -> impl Iterator<Item = Vec<u32>> + '_ {
-    text.lines().filter_map(|line| {
-        let mut s = Vec::with_capacity(line.len());
-        let mut space = false;
-        for c in line.chars() {
-            if c.is_whitespace() {
-                space = !s.is_empty();
-            } else {
-                if space {
-                    s.push(' ' as u32);
-                    space = false;
-                }
-                s.push(c as u32);
-            }
-        }
-        (!s.is_empty()).then(|| {
-            s.push(EOS);
-            s
-        })
+    m6_text::nonblank_lines(text).map(|line| {
+        let mut s = Vec::with_capacity(line.len() + 1);
+        m6_text::for_each_collapsed(line, |c| s.push(c as u32));
+        s.push(EOS);
+        s
     })
 }
 

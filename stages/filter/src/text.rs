@@ -384,9 +384,8 @@ impl TextRules {
             let m = m6_quality::Model::load(std::path::Path::new(&cfg.quality_model)).map_err(|e| format!("{prefix}.quality_model: {e}"))?;
             Some(Arc::new(m))
         };
-        if !disabled.contains(rule::TOP_WORD_NGRAM) || !disabled.contains(rule::DUP_WORD_NGRAM) || quality.is_some() {
-            jieba();
-        }
+        // jieba's dictionary (a fifth of a second to load) loads on the first document
+        // that needs words, not here: image and pair datasets never need it.
         Ok(TextRules { cfg, disabled, blocklist, spam, lm, quality })
     }
 

@@ -85,6 +85,7 @@ pub(crate) fn ingest(cfg: &IngestConfig, source: String, task: &Task, out: &mut 
             image_url: None,
             source: source.clone(),
             source_id: Some(input.label.clone()),
+            signals: Default::default(),
         };
         batch.push(pair, size, out)?;
     }
@@ -125,6 +126,7 @@ pub(crate) fn ingest_uncaptioned(cfg: &IngestConfig, source: String, task: &Task
             width,
             height,
             format,
+            signals: Default::default(),
         };
         batch.push(row, size, out)?;
     }

@@ -73,7 +73,7 @@ fn main() -> Result<(), BoxError> {
                 let bytes = std::fs::read(path)?;
                 let (w, h) = image::ImageReader::new(std::io::Cursor::new(&bytes)).with_guessed_format()?.into_dimensions()?;
                 let format = Path::new(path).extension().and_then(|e| e.to_str()).unwrap_or("png").to_lowercase();
-                rows.push(Image { id: Image::make_id(&bytes), url: None, page_url: None, source: "bench".into(), source_id: Some(key.to_string()), bytes, width: w, height: h, format });
+                rows.push(Image { id: Image::make_id(&bytes), url: None, page_url: None, source: "bench".into(), source_id: Some(key.to_string()), bytes, width: w, height: h, format, signals: Default::default() });
             }
             write(rows, Path::new(&args[2]), args[3].parse()?)
         }

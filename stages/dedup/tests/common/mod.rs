@@ -138,6 +138,7 @@ pub fn image_row(source: &str, key: &str, bytes: Vec<u8>) -> Image {
         height: img.height(),
         format: "png".into(),
         bytes,
+        signals: Default::default(),
     }
 }
 
@@ -157,5 +158,6 @@ pub fn pair_row(source: &str, bytes: Vec<u8>, caption: &str) -> Pair {
         image_url: None,
         source: source.to_string(),
         source_id: None,
+        signals: Default::default(),
     }
 }

@@ -1,0 +1,142 @@
+#!/usr/bin/env python3
+"""Image part of bench/filter.sh: `m6corpus filter` on image datasets against the Pillow
+equivalent (bench/filter_images_peer.py: the same rules and the same three quality
+signals, Parquet in, Parquet out), per core.
+
+Two inputs, each the 26 scikit-image photos copied `copies` times and ingested as an
+`image` dataset (a folder without captions):
+  * photos_as_published: the files as scikit-image ships them (22 PNG, 4 JPEG);
+  * photos_as_jpeg: every photo re-encoded as JPEG quality 90 (web images are mostly
+    JPEG), at its own size (256-1411 px);
+  * photos_as_jpeg_2048: the same, enlarged to 2048 px on the longer side (camera-sized
+    photos: where decoding at 1/8 scale in the DCT domain pays), copies/2 times.
+
+m6corpus: CPU seconds (user+sys) of the whole process (start, Parquet read, rules,
+signals, Parquet write of kept rows and rejects, manifest), --threads 1, best of
+`repeat`. Peer: CPU seconds in-process from the first Parquet read to the last write
+(interpreter start and imports not counted), best of `repeat`, in two modes: `full`
+(plain Image.open/convert/resize) and `draft` (Image.draft("L", size) on JPEGs so
+libjpeg-turbo decodes at 1/2-1/8 scale straight to grey). The ratio that counts is
+against the faster peer mode.
+
+Run on its own (`python3 bench/filter_images.py`), it merges its section into the
+existing bench/results/filter.json (the text figures are kept)."""
+import glob, io, json, os, resource, shutil, subprocess, sys, tempfile, time
+
+PEER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "filter_images_peer.py")
+
+
+def cpu_run(cmd):
+    b = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t = time.perf_counter()
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    dt = time.perf_counter() - t
+    a = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if r.returncode != 0:
+        sys.exit(f"{' '.join(cmd)} failed:\n{r.stderr}")
+    return a.ru_utime - b.ru_utime + a.ru_stime - b.ru_stime, dt, r.stdout
+
+
+def make_inputs(work, data, copies, py):
+    photos = sorted(glob.glob(f"{data}/photos/*"))
+    published = os.path.join(work, "published/album")
+    os.makedirs(published)
+    for c in range(copies):
+        for p in photos:
+            shutil.copy(p, os.path.join(published, f"{c}_{os.path.basename(p)}"))
+    as_jpeg = os.path.join(work, "jpeg/album")
+    os.makedirs(as_jpeg)
+    # Pillow encodes once here (not timed): JPEG quality 90, 4:2:0, as most web photos.
+    script = (
+        "import sys, os\nfrom PIL import Image\n"
+        "src, dst, copies = sys.argv[1], sys.argv[2], int(sys.argv[3])\n"
+        "for f in sorted(os.listdir(src)):\n"
+        "    im = Image.open(os.path.join(src, f)).convert('RGB')\n"
+        "    for c in range(copies):\n"
+        "        im.save(os.path.join(dst, f'{c}_' + f.rsplit('.', 1)[0] + '.jpg'), quality=90)\n"
+    )
+    subprocess.run([py, "-c", script, f"{data}/photos", as_jpeg, str(copies)], check=True)
+    big = os.path.join(work, "jpeg2048/album")
+    os.makedirs(big)
+    subprocess.run([py, "-c", script.replace(".convert('RGB')", ".convert('RGB'); im = im.resize((round(im.width * 2048 / max(im.size)), round(im.height * 2048 / max(im.size))), Image.BICUBIC)"), f"{data}/photos", big, str(max(1, copies // 2))], check=True)
+    return {"photos_as_published": os.path.dirname(published), "photos_as_jpeg": os.path.dirname(as_jpeg), "photos_as_jpeg_2048": os.path.dirname(big)}
+
+
+def measure(bin_, py, work, data, copies=4, repeat=3):
+    inputs = make_inputs(work, data, copies, py)
+    out = {}
+    for name, folder in inputs.items():
+        files = glob.glob(os.path.join(folder, "album", "*"))
+        mb = sum(os.path.getsize(f) for f in files) / 1e6
+        ds = os.path.join(work, f"{name}-ds")
+        subprocess.run([bin_, "ingest", "--input", folder, "--output", ds, "--quiet"], check=True, capture_output=True)
+        n = len(files)
+        best = None
+        for k in range(repeat):
+            c, dt, so = cpu_run([bin_, "filter", "--input", ds, "--output", os.path.join(work, f"{name}-f{k}"), "--threads", "1", "--quiet", "--json"])
+            if best is None or c < best[0]:
+                best = (c, dt, json.loads(so.strip().splitlines()[-1]))
+        c, dt, summary = best
+        res = {
+            "images": n,
+            "mb": round(mb, 3),
+            "m6corpus": {"cpu_seconds": round(c, 3), "images_per_cpu_s": round(n / c, 1), "wall_seconds": round(dt, 3), "kept": summary.get("rows_out"), "counts": summary.get("counts")},
+        }
+        # Without the signal columns: header rules, animation/truncation and the blank
+        # rule only (64 px decode); what `image.signals = false` costs.
+        best = None
+        for k in range(repeat):
+            c2, _, _ = cpu_run([bin_, "filter", "--input", ds, "--output", os.path.join(work, f"{name}-ns{k}"), "--threads", "1", "--quiet", "--set", "image.signals=false"])
+            best = c2 if best is None else min(best, c2)
+        res["m6corpus_without_signals"] = {"cpu_seconds": round(best, 3), "images_per_cpu_s": round(n / best, 1)}
+        for mode in ["full", "draft"]:
+            pbest = None
+            for k in range(repeat):
+                p = json.loads(subprocess.run([py, PEER, mode, ds, os.path.join(work, f"{name}-peer-{mode}.parquet")], capture_output=True, text=True, check=True).stdout)
+                if pbest is None or p["cpu_seconds"] < pbest["cpu_seconds"]:
+                    pbest = p
+            res[f"peer_pillow_{mode}"] = {"cpu_seconds": round(pbest["cpu_seconds"], 3), "images_per_cpu_s": round(n / pbest["cpu_seconds"], 1), "wall_seconds": round(pbest["seconds"], 3), "kept": pbest["kept"], "dropped": pbest["dropped"]}
+        fastest = min(res["peer_pillow_full"]["cpu_seconds"], res["peer_pillow_draft"]["cpu_seconds"])
+        res["ratio_vs_fastest_peer_cpu"] = round(fastest / c, 2)
+        res["ratio_vs_peer_full_cpu"] = round(res["peer_pillow_full"]["cpu_seconds"] / c, 2)
+        out[name] = res
+    return {
+        "note": "Per core: CPU seconds, --threads 1, best of `repeat`, on a shared 2-core machine (wall seconds recorded beside them are inflated by other work). m6corpus: whole process, Parquet to Parquet, recording the sharpness/entropy/border columns (default). Peer: bench/filter_images_peer.py, Pillow "
+        + __import__("PIL").__version__
+        + " + numpy, the same rules and signals, Parquet to Parquet in-process (imports not counted); `full` = plain decode, `draft` = Image.draft('L', size) on JPEGs (DCT-domain reduced decode straight to grey). ratio_vs_fastest_peer_cpu is against the faster peer mode.",
+        "repeat": repeat,
+        "copies": copies,
+        **out,
+    }
+
+
+def legacy_keys(res):
+    """The older summary keys, filled from the photos_as_published measurement."""
+    r = res["photos_as_published"]
+    peer = min((r["peer_pillow_full"], r["peer_pillow_draft"]), key=lambda p: p["cpu_seconds"])
+    return {
+        "image_rules": {"cpu_seconds": r["m6corpus"]["cpu_seconds"], "images_per_s_per_core": r["m6corpus"]["images_per_cpu_s"], "kept": r["m6corpus"]["kept"], "note": "see image_rules_vs_pillow"},
+        "peer_python_pillow_image_rules": {"cpu_seconds": peer["cpu_seconds"], "images_per_s_per_core": peer["images_per_cpu_s"], "kept": peer["kept"], "note": "the faster Pillow mode of image_rules_vs_pillow"},
+        "ratio_image_rules_vs_peer": r["ratio_vs_fastest_peer_cpu"],
+    }
+
+
+if __name__ == "__main__":
+    import argparse
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--copies", type=int, default=4)
+    ap.add_argument("--repeat", type=int, default=3)
+    args = ap.parse_args()
+    os.chdir(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+    bin_ = os.environ.get("M6CORPUS_BIN", "target/release/m6corpus")
+    work = tempfile.mkdtemp(prefix="m6-filter-img-")
+    try:
+        res = measure(bin_, sys.executable, work, os.environ.get("M6_DATA_DIR", "data"), args.copies, args.repeat)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    path = "bench/results/filter.json"
+    full = json.load(open(path)) if os.path.exists(path) else {}
+    full["image_rules_vs_pillow"] = res
+    full.update(legacy_keys(res))
+    json.dump(full, open(path, "w"), indent=2, ensure_ascii=False)
+    print(json.dumps(res, indent=2, ensure_ascii=False))
