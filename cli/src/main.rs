@@ -258,7 +258,8 @@ fn secs(s: f64) -> Result<std::time::Duration> {
 
 #[derive(Args, Debug)]
 struct RunCmd {
-    /// A stage name, or `all` for every stage section in pipeline order. `all` with
+    /// A stage name, or `all` for every stage section, each after the sections writing
+    /// its inputs (independent ones in file order). `all` with
     /// --task-count above 1 implies --wait: each stage waits for the processes still
     /// finishing the stage before it.
     stage: String,

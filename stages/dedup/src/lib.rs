@@ -177,8 +177,9 @@ pub struct DedupConfig {
     /// complete, e.g. to inspect pairs. Default false: it is removed by the process that
     /// commits the last task.
     pub keep_work: bool,
-    /// Command line only (`--phase`): run one phase and return.
-    #[serde(skip)]
+    /// `--phase` (or `phase` in a job's own config): run one phase and return. Never
+    /// written out: it steers a run and changes no output.
+    #[serde(skip_serializing)]
     pub phase: Option<Phase>,
 }
 
