@@ -33,6 +33,14 @@ struct StageEntry {
     flags: &'static [Flag],
     run: fn(&CommonArgs, Vec<(&'static str, FlagValue)>) -> Result<i32>,
     section: fn(&StageSection, &Path, &RunOptions) -> Result<RunSummary>,
+    /// Reads flag values into the stage's config (for the registry's own test).
+    #[cfg_attr(not(test), allow(dead_code))]
+    config_of: fn(&[(&'static str, FlagValue)]) -> Result<()>,
+}
+
+fn config_of<F: StageFactory>(flags: &[(&'static str, FlagValue)]) -> Result<()> {
+    stage_config_with_flags::<F::Config>(F::NAME, &Default::default(), &[], flags)?;
+    Ok(())
 }
 
 macro_rules! stage {
@@ -43,6 +51,7 @@ macro_rules! stage {
             flags: <$factory as StageFactory>::FLAGS,
             run: stage_cmd::<$factory>,
             section: section_run::<$factory>,
+            config_of: config_of::<$factory>,
         }
     };
 }
@@ -557,4 +566,33 @@ fn train(args: &[String]) -> Result<i32> {
     };
     let status = std::process::Command::new(&bin).args(args).status().with_context(|| format!("running {}", bin.display()))?;
     Ok(status.code().unwrap_or(1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every flag of every registered stage names a field its config reads, with a
+    /// value of the right type, and the registry builds a valid clap command.
+    #[test]
+    fn every_stage_flag_sets_a_config_field() {
+        let mut cmd = Cli::command();
+        for st in STAGES {
+            cmd = cmd.subcommand(stage_command(st));
+            for f in st.flags {
+                let v = match f.kind {
+                    FlagKind::Text { values, .. } => FlagValue::Set(toml::Value::String(values.first().copied().unwrap_or("x").to_string())),
+                    FlagKind::Int => FlagValue::Set(toml::Value::Integer(1)),
+                    FlagKind::Float => FlagValue::Set(toml::Value::Float(0.5)),
+                    FlagKind::Switch { value } => FlagValue::Set(toml::Value::Boolean(value)),
+                    FlagKind::List { append: true, .. } => FlagValue::Append(vec!["x".into()]),
+                    FlagKind::List { .. } => FlagValue::Set(toml::Value::Array(vec![toml::Value::String("127.0.0.0/8".into())])),
+                };
+                (st.config_of)(&[(f.key, v)]).unwrap_or_else(|e| panic!("m6corpus {} --{}: {e}", st.name, f.name));
+            }
+        }
+        cmd.debug_assert();
+        let names = section_names();
+        assert_eq!(names.len(), STAGES.len() + 1);
+    }
 }
