@@ -25,13 +25,18 @@ impl Stage for PageShards {
     fn name(&self) -> &'static str {
         "fixture"
     }
+    fn start<'a>(&'a self, _: &m6_pipeline::RunContext<'a>) -> std::result::Result<Box<dyn m6_pipeline::StageRun + 'a>, m6_pipeline::BoxError> {
+        Ok(Box::new(self))
+    }
+}
+impl m6_pipeline::StageRun for &PageShards {
     fn outputs(&self, _: &[Kind]) -> Result<OutputSpec, BoxError> {
         Ok(OutputSpec::new(Kind::Page))
     }
-    fn plan(&self, _: &[PathBuf]) -> m6_pipeline::Result<Vec<Task>> {
+    fn plan(&mut self, _: &[PathBuf]) -> m6_pipeline::Result<Vec<Task>> {
         Ok((0..self.0.lock().unwrap().len()).map(|i| Task { id: m6_schemas::content_id(&[b"fixture", &i.to_le_bytes()]), inputs: vec![] }).collect())
     }
-    fn process(&self, task: &Task, out: &mut TaskOutput) -> Result<(), BoxError> {
+    fn process(&self, _ctx: &m6_pipeline::RunContext, task: &Task, out: &mut TaskOutput) -> Result<(), BoxError> {
         let n = self.0.lock().unwrap().len();
         let i = (0..n).find(|i| m6_schemas::content_id(&[b"fixture", &i.to_le_bytes()]) == task.id).ok_or("unknown task")?;
         let rows = std::mem::take(&mut self.0.lock().unwrap()[i]);

@@ -21,13 +21,18 @@ impl Stage for Fixture {
     fn name(&self) -> &'static str {
         "fixture"
     }
+    fn start<'a>(&'a self, _: &m6_pipeline::RunContext<'a>) -> std::result::Result<Box<dyn m6_pipeline::StageRun + 'a>, m6_pipeline::BoxError> {
+        Ok(Box::new(self))
+    }
+}
+impl m6_pipeline::StageRun for &Fixture {
     fn outputs(&self, _: &[Kind]) -> Result<OutputSpec, BoxError> {
         Ok(OutputSpec::new(Kind::Page))
     }
-    fn plan(&self, _: &[PathBuf]) -> m6_pipeline::Result<Vec<Task>> {
+    fn plan(&mut self, _: &[PathBuf]) -> m6_pipeline::Result<Vec<Task>> {
         Ok(vec![Task { id: m6_schemas::content_id(&[b"fixture"]), inputs: vec![] }])
     }
-    fn process(&self, _: &Task, out: &mut TaskOutput) -> Result<(), BoxError> {
+    fn process(&self, _ctx: &m6_pipeline::RunContext, _: &Task, out: &mut TaskOutput) -> Result<(), BoxError> {
         let rows = self.0.lock().unwrap().take().unwrap_or_default();
         for chunk in rows.chunks(32) {
             out.write_rows(chunk)?;

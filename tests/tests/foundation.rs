@@ -317,13 +317,18 @@ impl Stage for Fixed {
     fn name(&self) -> &'static str {
         "fixed"
     }
+    fn start<'a>(&'a self, _: &m6_pipeline::RunContext<'a>) -> std::result::Result<Box<dyn m6_pipeline::StageRun + 'a>, m6_pipeline::BoxError> {
+        Ok(Box::new(self))
+    }
+}
+impl m6_pipeline::StageRun for &Fixed {
     fn outputs(&self, _: &[Kind]) -> Result<OutputSpec, m6_pipeline::BoxError> {
         Ok(OutputSpec::new(self.0))
     }
-    fn plan(&self, _: &[PathBuf]) -> m6_pipeline::Result<Vec<Task>> {
+    fn plan(&mut self, _: &[PathBuf]) -> m6_pipeline::Result<Vec<Task>> {
         Ok(vec![Task { id: content_id(&[self.0.name().as_bytes()]), inputs: vec![] }])
     }
-    fn process(&self, _: &Task, out: &mut TaskOutput) -> Result<(), m6_pipeline::BoxError> {
+    fn process(&self, _ctx: &m6_pipeline::RunContext, _: &Task, out: &mut TaskOutput) -> Result<(), m6_pipeline::BoxError> {
         out.write(&self.1)?;
         Ok(())
     }

@@ -221,13 +221,18 @@ impl Stage for PagesFixture {
     fn name(&self) -> &'static str {
         "fixture"
     }
+    fn start<'a>(&'a self, _: &m6_pipeline::RunContext<'a>) -> std::result::Result<Box<dyn m6_pipeline::StageRun + 'a>, m6_pipeline::BoxError> {
+        Ok(Box::new(self))
+    }
+}
+impl m6_pipeline::StageRun for &PagesFixture {
     fn outputs(&self, _: &[Kind]) -> Result<OutputSpec, BoxError> {
         Ok(OutputSpec::new(Kind::Page))
     }
-    fn plan(&self, _: &[PathBuf]) -> m6_pipeline::Result<Vec<Task>> {
+    fn plan(&mut self, _: &[PathBuf]) -> m6_pipeline::Result<Vec<Task>> {
         Ok(self.0.lock().unwrap().keys().map(|id| Task { id: id.clone(), inputs: vec![] }).collect())
     }
-    fn process(&self, task: &Task, out: &mut TaskOutput) -> Result<(), BoxError> {
+    fn process(&self, _ctx: &m6_pipeline::RunContext, task: &Task, out: &mut TaskOutput) -> Result<(), BoxError> {
         let rows = self.0.lock().unwrap().remove(&task.id).unwrap_or_default();
         for chunk in rows.chunks(16) {
             out.write_rows(chunk)?;

@@ -31,7 +31,7 @@ pub enum ImageError {
 }
 
 /// How `sample.image_patches` holds the image (manifest property `image_encoding`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ImageEncoding {
     /// uint8 patches in [`PATCH_LAYOUT`] (image_size² × 3 bytes).

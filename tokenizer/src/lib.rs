@@ -7,7 +7,6 @@
 //! The tokenizer file format (what `m6corpus tokenizer train` writes and the tokenize
 //! stage copies into its output) is documented in [`file`].
 
-pub mod cli;
 pub mod decoder;
 pub mod file;
 pub mod image;

@@ -148,14 +148,6 @@ impl PipelineConfig {
                 corpus.validate().map_err(|e| err(e.to_string().trim_start_matches("config: ").to_string()))?;
                 continue;
             }
-            if !STAGE_ORDER.contains(&name.as_str()) {
-                // A misspelt section would otherwise be ignored and its stage run
-                // with defaults.
-                let known: Vec<&str> = std::iter::once("corpus").chain(STAGE_ORDER.iter().copied()).collect();
-                let near = known.iter().min_by_key(|k| edit_distance(k, &name)).filter(|k| edit_distance(k, &name) <= 2);
-                let hint = near.map(|k| format!(" (did you mean [{k}]?)")).unwrap_or_default();
-                return Err(err(format!("unknown section [{name}]{hint}; sections are {}", known.iter().map(|k| format!("[{k}]")).collect::<Vec<_>>().join(", "))));
-            }
             let tables = match value {
                 toml::Value::Table(t) => vec![t],
                 toml::Value::Array(a) => a
@@ -167,7 +159,7 @@ impl PipelineConfig {
                     .collect::<Result<_>>()?,
                 _ => return Err(err(format!("`{name}` must be a [section]"))),
             };
-            for mut t in tables {
+            for (nth, mut t) in tables.into_iter().enumerate() {
                 let inputs = match t.remove("input") {
                     None => vec![],
                     Some(toml::Value::String(s)) => vec![PathBuf::from(s)],
@@ -182,15 +174,69 @@ impl PipelineConfig {
                     Some(toml::Value::String(s)) => Some(PathBuf::from(s)),
                     Some(_) => return Err(err(format!("[{name}] output must be a path"))),
                 };
-                sections.push(StageSection { stage: name.clone(), inputs, output, settings: t });
+                sections.push((header_offset(text, &name, nth), StageSection { stage: name.clone(), inputs, output, settings: t }));
             }
         }
-        // toml::Table is sorted by key; keep the pipeline order instead.
-        sections.sort_by_key(|s| STAGE_ORDER.iter().position(|n| *n == s.stage).unwrap_or(usize::MAX));
         if corpus.root.is_none() {
             corpus.root = Some(path.parent().map(Path::to_path_buf).unwrap_or_default());
         }
-        Ok(PipelineConfig { path: path.to_path_buf(), corpus, sections })
+        // toml::Table is sorted by key: restore the file's order, then let the data
+        // decide what runs first.
+        sections.sort_by_key(|(at, _)| *at);
+        let mut cfg = PipelineConfig { path: path.to_path_buf(), corpus, sections: sections.into_iter().map(|(_, s)| s).collect() };
+        cfg.sections = cfg.order_by_data_flow().map_err(err)?;
+        Ok(cfg)
+    }
+
+    /// Refuses a section no stage in `known` (the binary's stage registry) reads: a
+    /// misspelt section would otherwise be ignored and its stage run with defaults.
+    pub fn check_stage_names(&self, known: &[&str]) -> Result<()> {
+        for s in &self.sections {
+            let name = &s.stage;
+            if known.contains(&name.as_str()) {
+                continue;
+            }
+            let known: Vec<&str> = std::iter::once("corpus").chain(known.iter().copied()).collect();
+            let near = known.iter().min_by_key(|k| edit_distance(k, name)).filter(|k| edit_distance(k, name) <= 2);
+            let hint = near.map(|k| format!(" (did you mean [{k}]?)")).unwrap_or_default();
+            return Err(Error::Config(format!(
+                "{}: unknown section [{name}]{hint}; sections are {}",
+                self.path.display(),
+                known.iter().map(|k| format!("[{k}]")).collect::<Vec<_>>().join(", ")
+            )));
+        }
+        Ok(())
+    }
+
+    /// The sections in the order they must run: each after every section that writes
+    /// one of its inputs (its output, or a side dataset inside it such as `web/pairs`);
+    /// sections that do not depend on each other keep the order of the file. A cycle
+    /// is an error naming the sections in it.
+    fn order_by_data_flow(&self) -> std::result::Result<Vec<StageSection>, String> {
+        let clean = |p: &Path| -> PathBuf { self.resolve(p).components().filter(|c| !matches!(c, std::path::Component::CurDir)).collect() };
+        let outputs: Vec<Option<PathBuf>> = self.sections.iter().map(|s| s.output.as_deref().map(clean)).collect();
+        let after: Vec<Vec<usize>> = self
+            .sections
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let inputs: Vec<PathBuf> = s.inputs.iter().map(|p| clean(p)).collect();
+                (0..self.sections.len())
+                    .filter(|&j| j != i && outputs[j].as_ref().is_some_and(|o| inputs.iter().any(|p| p.starts_with(o))))
+                    .collect()
+            })
+            .collect();
+        let mut done = vec![false; self.sections.len()];
+        let mut order = Vec::with_capacity(self.sections.len());
+        while order.len() < self.sections.len() {
+            let Some(next) = (0..self.sections.len()).find(|&i| !done[i] && after[i].iter().all(|&j| done[j])) else {
+                let stuck: Vec<String> = (0..self.sections.len()).filter(|&i| !done[i]).map(|i| format!("[{}] ({})", self.sections[i].stage, outputs[i].as_ref().map(|p| p.display().to_string()).unwrap_or_default())).collect();
+                return Err(format!("the inputs and outputs of {} form a cycle: each reads what another writes", stuck.join(", ")));
+            };
+            done[next] = true;
+            order.push(self.sections[next].clone());
+        }
+        Ok(order)
     }
 
     /// Resolves a path from a stage section against `[corpus] root`.
@@ -221,12 +267,43 @@ fn edit_distance(a: &str, b: &str) -> usize {
     prev[b.len()]
 }
 
-/// The order `m6corpus run all` runs stages in.
-pub const STAGE_ORDER: &[&str] = &["ingest", "crawl", "extract", "dedup", "filter", "tokenize", "train"];
+/// Where the header of the `nth` `[name]`/`[[name]]` section is in the file, for
+/// keeping the file's order (inline tables sort last).
+fn header_offset(text: &str, name: &str, nth: usize) -> usize {
+    let (single, array) = (format!("[{name}]"), format!("[[{name}]]"));
+    let mut offset = 0;
+    let mut seen = 0;
+    for line in text.split_inclusive('\n') {
+        let l = line.trim_start();
+        if l.starts_with(&array) || l.starts_with(&single) {
+            if seen == nth {
+                return offset;
+            }
+            seen += 1;
+        }
+        offset += line.len();
+    }
+    usize::MAX
+}
 
 /// Deserialises a stage's config from its section, with `--set key=value` overrides
 /// applied on top; unknown keys are an error that names the section.
 pub fn stage_config<C: DeserializeOwned>(stage: &str, settings: &toml::Table, overrides: &[String]) -> Result<C> {
+    stage_config_with_flags(stage, settings, overrides, &[])
+}
+
+/// The value a stage flag ([`crate::Flag`]) gave on the command line.
+#[derive(Debug, Clone)]
+pub enum FlagValue {
+    /// The field becomes this value.
+    Set(toml::Value),
+    /// These strings are added to the field's list (after the section and `--set`).
+    Append(Vec<String>),
+}
+
+/// [`stage_config`] with the stage's own flags applied last: defaults, the section,
+/// `--set`, then flags (`key`, value).
+pub fn stage_config_with_flags<C: DeserializeOwned>(stage: &str, settings: &toml::Table, overrides: &[String], flags: &[(&str, FlagValue)]) -> Result<C> {
     let mut t = settings.clone();
     for o in overrides {
         let (k, v) = o
@@ -240,7 +317,25 @@ pub fn stage_config<C: DeserializeOwned>(stage: &str, settings: &toml::Table, ov
             .unwrap_or_else(|| toml::Value::String(v.to_string()));
         set_path(&mut t, k.trim(), value);
     }
+    for (key, v) in flags {
+        let value = match v {
+            FlagValue::Set(v) => v.clone(),
+            FlagValue::Append(add) => {
+                let mut list = get_path(&t, key).and_then(|v| v.as_array().cloned()).unwrap_or_default();
+                list.extend(add.iter().map(|s| toml::Value::String(s.clone())));
+                toml::Value::Array(list)
+            }
+        };
+        set_path(&mut t, key, value);
+    }
     toml::Value::Table(t).try_into().map_err(|e: toml::de::Error| Error::Config(format!("[{stage}]: {}", e.message())))
+}
+
+fn get_path<'t>(t: &'t toml::Table, key: &str) -> Option<&'t toml::Value> {
+    match key.split_once('.') {
+        Some((head, rest)) => get_path(t.get(head)?.as_table()?, rest),
+        None => t.get(key),
+    }
 }
 
 fn set_path(t: &mut toml::Table, key: &str, value: toml::Value) {
@@ -293,8 +388,8 @@ mod tests {
         )
         .unwrap();
         assert_eq!(cfg.corpus.threads, 2);
-        assert_eq!(cfg.sections.iter().map(|s| s.stage.as_str()).collect::<Vec<_>>(), ["dedup", "dedup", "filter"]);
-        assert_eq!(cfg.sections[0].inputs.len(), 2);
+        assert_eq!(cfg.sections.iter().map(|s| s.stage.as_str()).collect::<Vec<_>>(), ["filter", "dedup", "dedup"], "file order: no section reads another's output");
+        assert_eq!(cfg.sections[1].inputs.len(), 2);
         let f = cfg.sections_for("filter")[0];
         let d: Demo = stage_config("filter", &f.settings, &["name=abc".into(), "nested.on=true".into()]).unwrap();
         assert_eq!(d, Demo { min_chars: 9, name: "abc".into(), nested: Nested { on: true } });
@@ -302,9 +397,34 @@ mod tests {
         assert!(e.contains("[filter]") && e.contains("min_charz"), "{e}");
         let e = PipelineConfig::parse("[corpus]\nthredz = 1\n", Path::new("p.toml")).unwrap_err().to_string();
         assert!(e.contains("thredz"), "{e}");
-        let e = PipelineConfig::parse("[filtr]\nmin_chars = 3\n", Path::new("p.toml")).unwrap_err().to_string();
+        let e = PipelineConfig::parse("[filtr]\nmin_chars = 3\n", Path::new("p.toml")).unwrap().check_stage_names(&["dedup", "filter"]).unwrap_err().to_string();
         assert!(e.contains("unknown section [filtr]") && e.contains("did you mean [filter]"), "{e}");
         let e = PipelineConfig::parse("[corpus]\nzstd_level = 99\n", Path::new("p.toml")).unwrap_err().to_string();
         assert!(e.contains("zstd_level = 99"), "{e}");
+    }
+
+    /// `run` order comes from the data: each section after the one writing its input
+    /// (a side dataset inside another's output counts), whatever the file's order or
+    /// the usual order of stages (here filter runs before dedup because it feeds it).
+    #[test]
+    fn sections_run_after_the_section_writing_their_input() {
+        let text = "[tokenize]\ninput = 'dedup'\noutput = 'samples'\n\
+            [[dedup]]\ninput = './clean'\noutput = 'dedup'\n\
+            [[dedup]]\ninput = 'web/pairs'\noutput = 'pairs-dedup'\n\
+            [filter]\ninput = ['poems', 'web']\noutput = 'clean'\n\
+            [extract]\ninput = 'pages'\noutput = 'web'\n\
+            [ingest]\ninput = 'raw'\noutput = 'poems'\n\
+            [crawl]\ninput = 'seeds.txt'\noutput = 'pages'\n";
+        let cfg = PipelineConfig::parse(text, Path::new("/tmp/p.toml")).unwrap();
+        let order: Vec<String> = cfg.sections.iter().map(|s| format!("{}:{}", s.stage, s.output.as_ref().unwrap().display())).collect();
+        assert_eq!(order, ["ingest:poems", "crawl:pages", "extract:web", "dedup:pairs-dedup", "filter:clean", "dedup:dedup", "tokenize:samples"]);
+        // Every section after the ones writing its inputs; of the sections ready to
+        // run, the one written first in the file goes first.
+        let pos = |o: &str| order.iter().position(|x| x.ends_with(&format!(":{o}"))).unwrap();
+        for (before, after) in [("pages", "web"), ("web", "clean"), ("poems", "clean"), ("clean", "dedup"), ("dedup", "samples"), ("web", "pairs-dedup")] {
+            assert!(pos(before) < pos(after), "{before} must run before {after}: {order:?}");
+        }
+        let e = PipelineConfig::parse("[filter]\ninput = 'b'\noutput = 'a'\n[dedup]\ninput = 'a'\noutput = 'b'\n", Path::new("/tmp/p.toml")).unwrap_err().to_string();
+        assert!(e.contains("cycle") && e.contains("[filter]") && e.contains("[dedup]"), "{e}");
     }
 }

@@ -25,7 +25,7 @@ pub use manifest::{CommitRecord, Completeness, Manifest, RunSummary, ShardEntry}
 pub use runner::{commit, run_stage};
 pub use writer::ShardLimits;
 pub use status::{status, DatasetStatus};
-pub use stage::{plan_shards, settings_of, Counters, OutputSpec, RunContext, Stage, StageFactory, Task, TaskInput, TaskOutput};
+pub use stage::{plan_shards, settings_of, Counters, Flag, FlagKind, OutputSpec, RunContext, Stage, StageFactory, StageRun, Task, TaskInput, TaskOutput};
 pub use verify::{verify, VerifyReport};
 
 pub use m6_schemas as schemas;

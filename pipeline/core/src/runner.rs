@@ -16,7 +16,7 @@ use tracing::{info, warn};
 use crate::config::RunOptions;
 use crate::error::{Error, IoContext, Result};
 use crate::manifest::{self, sync_dir, CommitRecord, Manifest, PlanFile, PlannedTask, RunSummary, ShardEntry, TaskLock, COMMITS};
-use crate::stage::{Counters, OutputSpec, RunContext, Stage, Task, TaskInput, TaskOutput};
+use crate::stage::{Counters, OutputSpec, RunContext, Stage, StageRun, Task, TaskInput, TaskOutput};
 use crate::writer::{ShardWriter, WrittenShard};
 use crate::Dataset;
 
@@ -38,16 +38,21 @@ pub fn run_stage(stage: &dyn Stage, inputs: &[PathBuf], output: &Path, opts: &Ru
     let started_at = now_rfc3339();
     check_inputs_complete(stage.name(), inputs, opts)?;
     let input_kinds = inputs.iter().filter(|p| Dataset::is_dataset(p)).map(|p| Dataset::open(p).map(|d| d.kind())).collect::<Result<Vec<_>>>()?;
+    let threads = opts.effective_threads();
+    // Everything about this run reaches the stage through this context (never through
+    // state kept in the stage object), so one stage object can run again elsewhere.
+    let ctx = RunContext { inputs, output, threads, task_index: opts.task_index, task_count: opts.task_count, limits: opts.limits, batch_rows: opts.batch_rows };
+    let mut run = stage.start(&ctx).map_err(|e| Error::Stage { stage: stage.name().into(), source: e })?;
     // Planning comes first: a stage reading raw files (ingest) learns its output kind
     // from what it finds there.
-    let mut tasks = stage.plan(inputs)?;
-    let spec = stage.outputs(&input_kinds).map_err(|e| Error::Stage { stage: stage.name().into(), source: e })?;
+    let mut tasks = run.plan(inputs)?;
+    let spec = run.outputs(&input_kinds).map_err(|e| Error::Stage { stage: stage.name().into(), source: e })?;
     tasks.sort_by(|a, b| a.id.cmp(&b.id));
     tasks.dedup_by(|a, b| a.id == b.id);
     let settings = settings_digest(stage);
     prepare_output(output, &spec, stage.name(), &settings, &tasks)?;
     // The manifest says from the start that the dataset is being (re)written.
-    manifest::rebuild(output, None, &stage.properties())?;
+    manifest::rebuild(output, None, &run.properties())?;
     let global = if stage.reads_all_inputs() { Some(global_digest(&tasks)?) } else { None };
     let mine: Vec<Task> = tasks
         .into_iter()
@@ -56,11 +61,10 @@ pub fn run_stage(stage: &dyn Stage, inputs: &[PathBuf], output: &Path, opts: &Ru
         .map(|(_, t)| t)
         .collect();
 
-    let threads = opts.effective_threads();
-    let ctx = RunContext { inputs, output, threads, task_index: opts.task_index, task_count: opts.task_count, limits: opts.limits, batch_rows: opts.batch_rows };
-    stage.prepare(&ctx).map_err(|e| Error::Stage { stage: stage.name().into(), source: e })?;
+    run.prepare(&ctx).map_err(|e| Error::Stage { stage: stage.name().into(), source: e })?;
     // Asked again: a stage learns some of its facts in `prepare` (dedup's fingerprint).
-    let properties = stage.properties();
+    let properties = run.properties();
+    let run: &dyn StageRun = &*run;
     if stage.prepare_only() {
         let seconds = started.elapsed().as_secs_f64();
         info!(stage = stage.name(), seconds = format!("{seconds:.2}"), "phase finished");
@@ -83,7 +87,7 @@ pub fn run_stage(stage: &dyn Stage, inputs: &[PathBuf], output: &Path, opts: &Ru
                 if failed.load(Ordering::Relaxed) {
                     return Ok(());
                 }
-                let r = keyed_task(stage, task, output, &spec, opts, &settings, global.as_deref(), &redone);
+                let r = keyed_task(run, &ctx, task, &spec, opts, &settings, global.as_deref(), &redone);
                 match &r {
                     Ok(Some(c)) => {
                         ran.fetch_add(1, Ordering::Relaxed);
@@ -147,7 +151,7 @@ pub fn run_stage(stage: &dyn Stage, inputs: &[PathBuf], output: &Path, opts: &Ru
     if let Some(e) = first_error {
         return Err(e);
     }
-    stage.finish(&ctx).map_err(|e| Error::Stage { stage: stage.name().into(), source: e })?;
+    run.finish(&ctx).map_err(|e| Error::Stage { stage: stage.name().into(), source: e })?;
     info!(
         stage = stage.name(),
         tasks = summary.tasks_run,
@@ -244,18 +248,19 @@ fn task_key(task: &Task, settings: &str, global: Option<&str>) -> Result<String>
 /// Runs one task unless it is committed with the same key: `Ok(None)` when skipped.
 #[allow(clippy::too_many_arguments)]
 fn keyed_task(
-    stage: &dyn Stage,
+    run: &dyn StageRun,
+    ctx: &RunContext,
     task: &Task,
-    output: &Path,
     spec: &OutputSpec,
     opts: &RunOptions,
     settings: &str,
     global: Option<&str>,
     redone: &AtomicU64,
 ) -> Result<Option<Counters>> {
+    let output = ctx.output;
     let named = |e: Error| Error::Task { task: task.short_id().to_string(), input: task.describe(), source: Box::new(e) };
     let mut key = task_key(task, settings, global).map_err(named)?;
-    let extra = stage.task_extra_key(task).map_err(|e| Error::Task { task: task.short_id().to_string(), input: task.describe(), source: e })?;
+    let extra = run.task_extra_key(task).map_err(|e| Error::Task { task: task.short_id().to_string(), input: task.describe(), source: e })?;
     if !extra.is_empty() {
         key = blake3::hash(format!("{key}\0{extra}").as_bytes()).to_hex().to_string();
     }
@@ -275,7 +280,7 @@ fn keyed_task(
         redone.fetch_add(1, Ordering::Relaxed);
     }
     clean_task_leftovers(output, spec, task)?;
-    run_task(stage, task, output, spec, opts, &key, settings).map(Some)
+    run_task(run, ctx, task, spec, opts, &key, settings).map(Some)
 }
 
 /// Creates (or checks) the output, records the plan, and removes committed tasks the
@@ -373,11 +378,12 @@ pub(crate) fn clean_leftovers(output: &Path, spec: &OutputSpec, id: &str, short:
     Ok(())
 }
 
-fn run_task(stage: &dyn Stage, task: &Task, output: &Path, spec: &OutputSpec, opts: &RunOptions, key: &str, settings: &str) -> Result<Counters> {
+fn run_task(run: &dyn StageRun, ctx: &RunContext, task: &Task, spec: &OutputSpec, opts: &RunOptions, key: &str, settings: &str) -> Result<Counters> {
+    let output = ctx.output;
     let t0 = Instant::now();
     let named = |source: crate::error::BoxError| Error::Task { task: task.short_id().to_string(), input: task.describe(), source };
     let mut out = TaskOutput::new(output, spec, task.short_id(), opts.limits);
-    if let Err(e) = stage.process(task, &mut out) {
+    if let Err(e) = run.process(ctx, task, &mut out) {
         out.abort();
         return Err(named(e));
     }

@@ -208,57 +208,52 @@ impl TaskOutput {
     }
 }
 
-/// Facts the runner hands a stage before its tasks start.
+/// Everything a run of a stage is given: what it reads and writes, and the run's
+/// settings (batch rows, row-group and shard sizes, thread budget, this process's
+/// slice of a `--task-count` job). The runner builds one per run and hands it to
+/// [`Stage::start`] and to every call of the run's methods, so a stage object keeps
+/// only its config and can run several times with different settings.
+#[derive(Debug, Clone, Copy)]
 pub struct RunContext<'a> {
     pub inputs: &'a [PathBuf],
     pub output: &'a Path,
+    /// Threads this process runs tasks (and a stage's global phase) on.
     pub threads: usize,
     pub task_index: usize,
     pub task_count: usize,
+    /// Shard and row-group sizes and compression of the output.
     pub limits: ShardLimits,
+    /// Rows per batch read from input shards.
     pub batch_rows: usize,
 }
 
-/// A pipeline stage: a config struct turned into one of these, and one `process`
-/// call per task. Implementations must be deterministic for a given task and config
-/// (same rows, same order), so reruns and different thread counts give identical shards.
+impl RunContext<'_> {
+    /// The run's work folder `OUTPUT/NAME` (dedup's `_work`), which belongs to this
+    /// run's output, never to the stage object.
+    pub fn work_dir(&self, name: &str) -> crate::work::WorkDir {
+        crate::work::WorkDir::new(self.output, name)
+    }
+}
+
+/// A pipeline stage: a config struct turned into one of these. The stage object holds
+/// only what its config decides (compiled rules, a loaded model); everything a run
+/// learns (the input format, a global phase's results) lives in the [`StageRun`] that
+/// [`Stage::start`] returns, so one stage object can run any number of times, with
+/// different inputs, outputs and settings.
 pub trait Stage: Sync {
     /// The stage's name as used on the command line and in pipeline.toml.
     fn name(&self) -> &'static str;
 
-    /// The datasets this stage writes, given the kinds of its input datasets
-    /// (empty for raw-file inputs). Called after [`Stage::plan`].
-    fn outputs(&self, input_kinds: &[Kind]) -> std::result::Result<OutputSpec, BoxError>;
+    /// Begins one run: the object that plans, prepares and processes this run's tasks.
+    /// Stages without state of their own return themselves (`Ok(Box::new(self))` with
+    /// `impl StageRun for &TheStage`).
+    fn start<'a>(&'a self, ctx: &RunContext<'a>) -> std::result::Result<Box<dyn StageRun + 'a>, BoxError>;
 
-    /// Splits the inputs into tasks. The default is one task per input shard.
-    fn plan(&self, inputs: &[PathBuf]) -> Result<Vec<Task>> {
-        plan_shards(inputs, &[])
-    }
-
-    /// A global phase that must run before any task (e.g. dedup's clustering).
-    /// Runs in every process of a `--task-count` job, so it must be idempotent.
-    fn prepare(&self, _ctx: &RunContext) -> std::result::Result<(), BoxError> {
-        Ok(())
-    }
-
-    fn process(&self, task: &Task, out: &mut TaskOutput) -> std::result::Result<(), BoxError>;
-
-    /// True when this invocation only runs [`Stage::prepare`] (one phase of a stage whose
+    /// True when this invocation only runs [`StageRun::prepare`] (one phase of a stage whose
     /// global work is split into phases that schedulers chain as separate jobs): the
     /// runner then neither runs nor records tasks.
     fn prepare_only(&self) -> bool {
         false
-    }
-
-    /// Runs once after every task of this process committed (e.g. dedup removes its
-    /// work files once the whole output is complete).
-    fn finish(&self, _ctx: &RunContext) -> std::result::Result<(), BoxError> {
-        Ok(())
-    }
-
-    /// Facts recorded in the output manifest's `properties`.
-    fn properties(&self) -> BTreeMap<String, serde_json::Value> {
-        BTreeMap::new()
     }
 
     /// Everything besides the inputs that decides the output (e.g. the config
@@ -269,17 +264,53 @@ pub trait Stage: Sync {
         String::new()
     }
 
+    /// True when every task's output depends on all inputs, not only its own (a global
+    /// phase such as dedup's clustering): then a change to any input redoes every task.
+    fn reads_all_inputs(&self) -> bool {
+        false
+    }
+}
+
+/// One run of a stage, made by [`Stage::start`]. The runner calls `plan`, `outputs`,
+/// `prepare` (all before any task), then `process` once per task (in parallel: it
+/// takes `&self`), then `finish`. Implementations must be deterministic for a given
+/// task and config (same rows, same order), so reruns and different thread counts
+/// give identical shards.
+pub trait StageRun: Sync {
+    /// Splits the inputs into tasks. The default is one task per input shard.
+    fn plan(&mut self, inputs: &[PathBuf]) -> Result<Vec<Task>> {
+        plan_shards(inputs, &[])
+    }
+
+    /// The datasets this run writes, given the kinds of its input datasets
+    /// (empty for raw-file inputs). Called after [`StageRun::plan`].
+    fn outputs(&self, input_kinds: &[Kind]) -> std::result::Result<OutputSpec, BoxError>;
+
+    /// A global phase that must run before any task (e.g. dedup's clustering).
+    /// Runs in every process of a `--task-count` job, so it must be idempotent.
+    fn prepare(&mut self, _ctx: &RunContext) -> std::result::Result<(), BoxError> {
+        Ok(())
+    }
+
+    fn process(&self, ctx: &RunContext, task: &Task, out: &mut TaskOutput) -> std::result::Result<(), BoxError>;
+
+    /// Runs once after every task of this process committed (e.g. dedup removes its
+    /// work files once the whole output is complete).
+    fn finish(&self, _ctx: &RunContext) -> std::result::Result<(), BoxError> {
+        Ok(())
+    }
+
+    /// Facts recorded in the output manifest's `properties` (asked after `plan` and
+    /// again after `prepare`).
+    fn properties(&self) -> BTreeMap<String, serde_json::Value> {
+        BTreeMap::new()
+    }
+
     /// Files a task reads besides its inputs (e.g. caption files beside images), as
     /// text folded into its commit key (say their checksums), so editing one redoes
     /// the task. Default: none.
     fn task_extra_key(&self, _task: &Task) -> std::result::Result<String, BoxError> {
         Ok(String::new())
-    }
-
-    /// True when every task's output depends on all inputs, not only its own (a global
-    /// phase such as dedup's clustering): then a change to any input redoes every task.
-    fn reads_all_inputs(&self) -> bool {
-        false
     }
 }
 
@@ -294,6 +325,58 @@ pub fn settings_of<T: Serialize>(cfg: &T, extra: &[&str]) -> String {
     s
 }
 
+/// One command-line flag of a stage, as data: the binary (the only crate with an
+/// argument parser) turns it into `--NAME`, and its value sets one config field on top
+/// of the pipeline.toml section and `--set`, as `--set KEY=VALUE` would. So a stage's
+/// flags are a table next to its config struct, and adding a stage needs no parser code.
+#[derive(Debug, Clone, Copy)]
+pub struct Flag {
+    /// The long flag without dashes, e.g. `max-len`.
+    pub name: &'static str,
+    /// The config field it sets, dots for nested fields (e.g. `text.lm_model`).
+    pub key: &'static str,
+    pub help: &'static str,
+    pub kind: FlagKind,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub enum FlagKind {
+    /// `--NAME VALUE`: the field gets VALUE as a string (a name, a path); when
+    /// `values` is not empty VALUE must be one of them.
+    Text { value_name: &'static str, values: &'static [&'static str] },
+    /// `--NAME N`: an integer field.
+    Int,
+    /// `--NAME X`: a floating-point field.
+    Float,
+    /// `--NAME` alone: the field gets `value`.
+    Switch { value: bool },
+    /// `--NAME V` repeated (or `--NAME V1 V2 ...` when `many`; comma-separated when
+    /// `delimiter`): the field gets the list, or the values are added to the list the
+    /// config already holds when `append`. `bare`: the value a bare `--NAME` stands for.
+    List { value_name: &'static str, many: bool, delimiter: Option<char>, append: bool, bare: Option<&'static str> },
+}
+
+impl Flag {
+    pub const fn text(name: &'static str, key: &'static str, value_name: &'static str, help: &'static str) -> Flag {
+        Flag { name, key, help, kind: FlagKind::Text { value_name, values: &[] } }
+    }
+    pub const fn choice(name: &'static str, key: &'static str, values: &'static [&'static str], help: &'static str) -> Flag {
+        Flag { name, key, help, kind: FlagKind::Text { value_name: "NAME", values } }
+    }
+    pub const fn int(name: &'static str, key: &'static str, help: &'static str) -> Flag {
+        Flag { name, key, help, kind: FlagKind::Int }
+    }
+    pub const fn float(name: &'static str, key: &'static str, help: &'static str) -> Flag {
+        Flag { name, key, help, kind: FlagKind::Float }
+    }
+    pub const fn switch(name: &'static str, key: &'static str, value: bool, help: &'static str) -> Flag {
+        Flag { name, key, help, kind: FlagKind::Switch { value } }
+    }
+    pub const fn list(name: &'static str, key: &'static str, value_name: &'static str, help: &'static str) -> Flag {
+        Flag { name, key, help, kind: FlagKind::List { value_name, many: false, delimiter: None, append: false, bare: None } }
+    }
+}
+
 /// How the command line and `m6corpus run` build a stage: the config struct (one
 /// `pipeline.toml` section, every field documented with its default), the few flags
 /// the stage accepts directly on its command line, and the stage itself.
@@ -301,9 +384,8 @@ pub trait StageFactory {
     /// The stage name: the subcommand and the pipeline.toml section.
     const NAME: &'static str;
     type Config: serde::de::DeserializeOwned + Serialize + Default + std::fmt::Debug;
-    type Flags: clap::Args + std::fmt::Debug;
-    /// Applies flags given on the command line on top of the config.
-    fn apply_flags(flags: &Self::Flags, cfg: &mut Self::Config) -> std::result::Result<(), BoxError>;
+    /// Flags of `m6corpus NAME` besides the ones every stage takes (each sets a field of `Config`).
+    const FLAGS: &'static [Flag] = &[];
     /// Validates the config (naming the bad field) and builds the stage.
     fn build(cfg: Self::Config) -> std::result::Result<Box<dyn Stage>, BoxError>;
 }

@@ -27,13 +27,18 @@ impl<R: Record + Clone + Send + Sync> Stage for Rows<R> {
     fn name(&self) -> &'static str {
         "rows"
     }
+    fn start<'a>(&'a self, _: &m6_pipeline::RunContext<'a>) -> std::result::Result<Box<dyn m6_pipeline::StageRun + 'a>, m6_pipeline::BoxError> {
+        Ok(Box::new(self))
+    }
+}
+impl<R: Record + Clone + Send + Sync> m6_pipeline::StageRun for &Rows<R> {
     fn outputs(&self, _: &[Kind]) -> Result<OutputSpec, m6_pipeline::BoxError> {
         Ok(OutputSpec::new(R::KIND))
     }
-    fn plan(&self, _: &[PathBuf]) -> m6_pipeline::Result<Vec<Task>> {
+    fn plan(&mut self, _: &[PathBuf]) -> m6_pipeline::Result<Vec<Task>> {
         Ok((0..self.tasks).map(|i| Task { id: task_id(i), inputs: vec![] }).collect())
     }
-    fn process(&self, task: &Task, out: &mut TaskOutput) -> Result<(), m6_pipeline::BoxError> {
+    fn process(&self, _ctx: &m6_pipeline::RunContext, task: &Task, out: &mut TaskOutput) -> Result<(), m6_pipeline::BoxError> {
         let i = (0..self.tasks).position(|i| task_id(i) == task.id).unwrap();
         let mine: Vec<R> = self.rows.iter().skip(i).step_by(self.tasks).cloned().collect();
         for chunk in mine.chunks(self.batch) {

@@ -17,13 +17,18 @@ impl Stage for Docs {
     fn name(&self) -> &'static str {
         "docs"
     }
+    fn start<'a>(&'a self, _: &m6_pipeline::RunContext<'a>) -> std::result::Result<Box<dyn m6_pipeline::StageRun + 'a>, m6_pipeline::BoxError> {
+        Ok(Box::new(self))
+    }
+}
+impl m6_pipeline::StageRun for &Docs {
     fn outputs(&self, _: &[Kind]) -> Result<OutputSpec, m6_pipeline::BoxError> {
         Ok(OutputSpec::new(Kind::Document))
     }
-    fn plan(&self, _: &[PathBuf]) -> m6_pipeline::Result<Vec<Task>> {
+    fn plan(&mut self, _: &[PathBuf]) -> m6_pipeline::Result<Vec<Task>> {
         Ok((0..self.tasks).map(|i| Task { id: content_id(&[&(i as u64).to_le_bytes()]), inputs: vec![] }).collect())
     }
-    fn process(&self, task: &Task, out: &mut TaskOutput) -> Result<(), m6_pipeline::BoxError> {
+    fn process(&self, _ctx: &m6_pipeline::RunContext, task: &Task, out: &mut TaskOutput) -> Result<(), m6_pipeline::BoxError> {
         let i = (0..self.tasks).position(|i| content_id(&[&(i as u64).to_le_bytes()]) == task.id).unwrap();
         let mine: Vec<Document> = self.docs.iter().enumerate().filter(|(j, _)| j % self.tasks == i).map(|(_, d)| d.clone()).collect();
         for chunk in mine.chunks(7) {
@@ -110,13 +115,18 @@ fn a_stage_writing_the_wrong_kind_fails_and_commits_nothing() {
         fn name(&self) -> &'static str {
             "wrong"
         }
+        fn start<'a>(&'a self, _: &m6_pipeline::RunContext<'a>) -> std::result::Result<Box<dyn m6_pipeline::StageRun + 'a>, m6_pipeline::BoxError> {
+            Ok(Box::new(self))
+        }
+    }
+    impl m6_pipeline::StageRun for &Wrong {
         fn outputs(&self, _: &[Kind]) -> Result<OutputSpec, m6_pipeline::BoxError> {
             Ok(OutputSpec::new(Kind::Page))
         }
-        fn plan(&self, _: &[PathBuf]) -> m6_pipeline::Result<Vec<Task>> {
+        fn plan(&mut self, _: &[PathBuf]) -> m6_pipeline::Result<Vec<Task>> {
             Ok(vec![Task { id: "0".repeat(64), inputs: vec![] }])
         }
-        fn process(&self, _: &Task, out: &mut TaskOutput) -> Result<(), m6_pipeline::BoxError> {
+        fn process(&self, _ctx: &m6_pipeline::RunContext, _: &Task, out: &mut TaskOutput) -> Result<(), m6_pipeline::BoxError> {
             out.write_rows(&real_like_docs(1))?;
             Ok(())
         }
@@ -141,14 +151,19 @@ fn a_rerun_removes_manifest_temporaries_a_killed_writer_left() {
         fn name(&self) -> &'static str {
             "docs"
         }
+        fn start<'a>(&'a self, _: &m6_pipeline::RunContext<'a>) -> std::result::Result<Box<dyn m6_pipeline::StageRun + 'a>, m6_pipeline::BoxError> {
+            Ok(Box::new(self))
+        }
+    }
+    impl m6_pipeline::StageRun for &WithSide {
         fn outputs(&self, k: &[Kind]) -> Result<OutputSpec, m6_pipeline::BoxError> {
-            Ok(self.0.outputs(k)?.with_side("rejects", Kind::Reject))
+            Ok((&self.0).outputs(k)?.with_side("rejects", Kind::Reject))
         }
-        fn plan(&self, i: &[PathBuf]) -> m6_pipeline::Result<Vec<Task>> {
-            self.0.plan(i)
+        fn plan(&mut self, i: &[PathBuf]) -> m6_pipeline::Result<Vec<Task>> {
+            m6_pipeline::StageRun::plan(&mut &self.0, i)
         }
-        fn process(&self, task: &Task, out: &mut TaskOutput) -> Result<(), m6_pipeline::BoxError> {
-            self.0.process(task, out)
+        fn process(&self, _ctx: &m6_pipeline::RunContext, task: &Task, out: &mut TaskOutput) -> Result<(), m6_pipeline::BoxError> {
+            (&self.0).process(_ctx, task, out)
         }
     }
     let stage = WithSide(Docs { docs: real_like_docs(20), tasks: 2 });

@@ -44,13 +44,18 @@ impl Stage for PoemStage {
     fn name(&self) -> &'static str {
         "poems"
     }
+    fn start<'a>(&'a self, _: &m6_pipeline::RunContext<'a>) -> std::result::Result<Box<dyn m6_pipeline::StageRun + 'a>, m6_pipeline::BoxError> {
+        Ok(Box::new(self))
+    }
+}
+impl m6_pipeline::StageRun for &PoemStage {
     fn outputs(&self, _: &[Kind]) -> Result<OutputSpec, BoxError> {
         Ok(OutputSpec::new(Kind::Document).with_side("rejects", Kind::Reject).with_side("duplicates", Kind::Duplicate))
     }
-    fn plan(&self, inputs: &[PathBuf]) -> m6_pipeline::Result<Vec<Task>> {
+    fn plan(&mut self, inputs: &[PathBuf]) -> m6_pipeline::Result<Vec<Task>> {
         Ok(raw_tasks(inputs, false))
     }
-    fn process(&self, task: &Task, out: &mut TaskOutput) -> Result<(), BoxError> {
+    fn process(&self, _ctx: &m6_pipeline::RunContext, task: &Task, out: &mut TaskOutput) -> Result<(), BoxError> {
         let path = &task.inputs[0].path;
         let source = path.parent().unwrap().file_name().unwrap().to_string_lossy().into_owned();
         let poems: Vec<serde_json::Value> = serde_json::from_slice(&std::fs::read(path)?)?;
@@ -111,10 +116,15 @@ impl Stage for SampleStage {
     fn name(&self) -> &'static str {
         "samples"
     }
+    fn start<'a>(&'a self, _: &m6_pipeline::RunContext<'a>) -> std::result::Result<Box<dyn m6_pipeline::StageRun + 'a>, m6_pipeline::BoxError> {
+        Ok(Box::new(self))
+    }
+}
+impl m6_pipeline::StageRun for &SampleStage {
     fn outputs(&self, _: &[Kind]) -> Result<OutputSpec, BoxError> {
         Ok(OutputSpec::new(Kind::Sample))
     }
-    fn process(&self, task: &Task, out: &mut TaskOutput) -> Result<(), BoxError> {
+    fn process(&self, _ctx: &m6_pipeline::RunContext, task: &Task, out: &mut TaskOutput) -> Result<(), BoxError> {
         for b in task.batches(500) {
             let docs = Document::from_batch(&b?)?;
             out.count_in(docs.len() as u64, 0);
@@ -175,13 +185,18 @@ impl Stage for PageStage {
     fn name(&self) -> &'static str {
         "pages"
     }
+    fn start<'a>(&'a self, _: &m6_pipeline::RunContext<'a>) -> std::result::Result<Box<dyn m6_pipeline::StageRun + 'a>, m6_pipeline::BoxError> {
+        Ok(Box::new(self))
+    }
+}
+impl m6_pipeline::StageRun for &PageStage {
     fn outputs(&self, _: &[Kind]) -> Result<OutputSpec, BoxError> {
         Ok(OutputSpec::new(Kind::Page))
     }
-    fn plan(&self, inputs: &[PathBuf]) -> m6_pipeline::Result<Vec<Task>> {
+    fn plan(&mut self, inputs: &[PathBuf]) -> m6_pipeline::Result<Vec<Task>> {
         Ok(raw_tasks(inputs, true))
     }
-    fn process(&self, task: &Task, out: &mut TaskOutput) -> Result<(), BoxError> {
+    fn process(&self, _ctx: &m6_pipeline::RunContext, task: &Task, out: &mut TaskOutput) -> Result<(), BoxError> {
         let mut rows = vec![];
         for i in &task.inputs {
             let body = std::fs::read(&i.path)?;
@@ -225,13 +240,18 @@ impl Stage for PairStage {
     fn name(&self) -> &'static str {
         "pairs"
     }
+    fn start<'a>(&'a self, _: &m6_pipeline::RunContext<'a>) -> std::result::Result<Box<dyn m6_pipeline::StageRun + 'a>, m6_pipeline::BoxError> {
+        Ok(Box::new(self))
+    }
+}
+impl m6_pipeline::StageRun for &PairStage {
     fn outputs(&self, _: &[Kind]) -> Result<OutputSpec, BoxError> {
         Ok(OutputSpec::new(Kind::Pair))
     }
-    fn plan(&self, inputs: &[PathBuf]) -> m6_pipeline::Result<Vec<Task>> {
+    fn plan(&mut self, inputs: &[PathBuf]) -> m6_pipeline::Result<Vec<Task>> {
         Ok(raw_tasks(inputs, true))
     }
-    fn process(&self, task: &Task, out: &mut TaskOutput) -> Result<(), BoxError> {
+    fn process(&self, _ctx: &m6_pipeline::RunContext, task: &Task, out: &mut TaskOutput) -> Result<(), BoxError> {
         let mut rows = vec![];
         for i in &task.inputs {
             let (w, h) = image::image_dimensions(&i.path)?;

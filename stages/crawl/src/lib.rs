@@ -33,9 +33,8 @@ pub mod urls;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 
-use m6_pipeline::{BoxError, OutputSpec, RunContext, ShardLimits, Stage, StageFactory, Task, TaskInput, TaskOutput};
+use m6_pipeline::{BoxError, Flag, FlagKind, OutputSpec, RunContext, ShardLimits, Stage, StageFactory, StageRun, Task, TaskInput, TaskOutput};
 use m6_schemas::Kind;
 use serde::{Deserialize, Serialize};
 
@@ -194,58 +193,29 @@ fn cidr_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::E
     }
 }
 
-/// Flags `m6corpus crawl` takes beyond the common ones.
-#[derive(Debug, Clone, Default, clap::Args)]
-pub struct CrawlFlags {
-    /// Allow these non-public address ranges (CIDR, comma-separated or repeated, e.g.
-    /// `--allow-private 10.20.0.0/16`); bare `--allow-private` allows loopback only.
-    /// Cloud metadata addresses are never allowed.
-    #[arg(long, value_name = "CIDR", num_args = 0..=1, default_missing_value = "loopback", value_delimiter = ',', action = clap::ArgAction::Append)]
-    pub allow_private: Vec<String>,
-    /// Follow links this many levels from the seeds (0 = seeds only).
-    #[arg(long)]
-    pub max_depth: Option<u16>,
-    /// A domain links may be followed into (repeatable; default: the page's own host).
-    #[arg(long = "allowed-domain", value_name = "DOMAIN")]
-    pub allowed_domains: Vec<String>,
-    /// The User-Agent header.
-    #[arg(long)]
-    pub user_agent: Option<String>,
-    /// Downscale stored images to fit this many pixels on the longer side.
-    #[arg(long)]
-    pub resize_max_side: Option<u32>,
-}
-
 pub struct CrawlFactory;
 
 impl StageFactory for CrawlFactory {
     const NAME: &'static str = "crawl";
     type Config = CrawlConfig;
-    type Flags = CrawlFlags;
-    fn apply_flags(flags: &Self::Flags, cfg: &mut Self::Config) -> Result<(), BoxError> {
-        if !flags.allow_private.is_empty() {
-            cfg.allow_private = flags.allow_private.clone();
-        }
-        if let Some(d) = flags.max_depth {
-            cfg.max_depth = d;
-        }
-        if !flags.allowed_domains.is_empty() {
-            cfg.allowed_domains = flags.allowed_domains.clone();
-        }
-        if let Some(u) = &flags.user_agent {
-            cfg.user_agent = u.clone();
-        }
-        if let Some(r) = flags.resize_max_side {
-            cfg.resize_max_side = r;
-        }
-        Ok(())
-    }
+    const FLAGS: &'static [Flag] = &[
+        Flag {
+            name: "allow-private",
+            key: "allow_private",
+            help: "Allow these non-public address ranges (CIDR, comma-separated or repeated, e.g. `--allow-private 10.20.0.0/16`); bare `--allow-private` allows loopback only. Cloud metadata addresses are never allowed.",
+            kind: FlagKind::List { value_name: "CIDR", many: false, delimiter: Some(','), append: false, bare: Some("loopback") },
+        },
+        Flag::int("max-depth", "max_depth", "Follow links this many levels from the seeds (0 = seeds only)."),
+        Flag::list("allowed-domain", "allowed_domains", "DOMAIN", "A domain links may be followed into (repeatable; default: the page's own host)."),
+        Flag::text("user-agent", "user_agent", "UA", "The User-Agent header."),
+        Flag::int("resize-max-side", "resize_max_side", "Downscale stored images to fit this many pixels on the longer side."),
+    ];
     fn build(cfg: Self::Config) -> Result<Box<dyn Stage>, BoxError> {
         Ok(Box::new(CrawlStage::new(cfg)?))
     }
 }
 
-/// Where the runner told us to write, kept from `prepare` for the round commits.
+/// Where the runner told this run to write, for the round commits.
 #[derive(Clone)]
 struct OutCtx {
     output: PathBuf,
@@ -256,9 +226,14 @@ pub struct CrawlStage {
     cfg: CrawlConfig,
     rt: tokio::runtime::Runtime,
     work: std::sync::Arc<crawl::Worker>,
-    ctx: Mutex<Option<OutCtx>>,
-    /// The split of the seeds into host partitions, and each task's partition (set by `plan`).
-    split: Mutex<Option<(std::sync::Arc<partition::SplitPlan>, BTreeMap<String, u32>)>>,
+}
+
+/// One run of the crawler: where it writes, and the split of the seeds into host
+/// partitions with each task's partition (set by `plan`).
+struct CrawlRun<'a> {
+    stage: &'a CrawlStage,
+    out: OutCtx,
+    split: Option<(std::sync::Arc<partition::SplitPlan>, BTreeMap<String, u32>)>,
 }
 
 impl CrawlStage {
@@ -295,7 +270,7 @@ impl CrawlStage {
             fetch::Fetcher::new(&cfg, policy)?
         };
         let work = std::sync::Arc::new(crawl::Worker { cfg: cfg.clone(), fetcher });
-        Ok(CrawlStage { cfg, rt, work, ctx: Mutex::new(None), split: Mutex::new(None) })
+        Ok(CrawlStage { cfg, rt, work })
     }
 }
 
@@ -340,6 +315,12 @@ impl Stage for CrawlStage {
         CrawlFactory::NAME
     }
 
+    fn start<'a>(&'a self, ctx: &RunContext<'a>) -> Result<Box<dyn StageRun + 'a>, BoxError> {
+        Ok(Box::new(CrawlRun { stage: self, out: OutCtx { output: ctx.output.to_path_buf(), limits: ctx.limits }, split: None }))
+    }
+}
+
+impl StageRun for CrawlRun<'_> {
     fn outputs(&self, _input_kinds: &[Kind]) -> Result<OutputSpec, BoxError> {
         Ok(OutputSpec::new(Kind::Page).with_side(IMAGES, Kind::Image))
     }
@@ -348,7 +329,7 @@ impl Stage for CrawlStage {
     /// every seed file, so an edited seed list is a new crawl and an unchanged one
     /// resumes (URLs fetched by an earlier crawl into the same output are not fetched
     /// again: a new partition task starts from the done-sets of the earlier ones).
-    fn plan(&self, inputs: &[PathBuf]) -> m6_pipeline::Result<Vec<Task>> {
+    fn plan(&mut self, inputs: &[PathBuf]) -> m6_pipeline::Result<Vec<Task>> {
         let mut files = vec![];
         for input in inputs {
             if !input.exists() {
@@ -370,8 +351,8 @@ impl Stage for CrawlStage {
             1 => files[0].label.clone(),
             n => format!("{} and {} more seed files", files[0].label, n - 1),
         };
-        let parts = self.cfg.host_partitions;
-        let plan = partition::SplitPlan::new(files, parts, self.cfg.seed_chunk_mb.saturating_mul(1 << 20));
+        let parts = self.stage.cfg.host_partitions;
+        let plan = partition::SplitPlan::new(files, parts, self.stage.cfg.seed_chunk_mb.saturating_mul(1 << 20));
         let mut of_task = BTreeMap::new();
         let tasks: Vec<Task> = (0..parts)
             .map(|part| {
@@ -380,47 +361,42 @@ impl Stage for CrawlStage {
                 Task { id, inputs: vec![TaskInput { path: first.clone(), kind: None, label: format!("{names} (hosts {part}/{parts})") }] }
             })
             .collect();
-        *self.split.lock().unwrap() = Some((std::sync::Arc::new(plan), of_task));
+        self.split = Some((std::sync::Arc::new(plan), of_task));
         Ok(tasks)
     }
 
-    fn prepare(&self, ctx: &RunContext) -> Result<(), BoxError> {
+    fn prepare(&mut self, ctx: &RunContext) -> Result<(), BoxError> {
         let dir = ctx.output.join("_crawl");
         let (log, known) = journal::RobotsLog::open(&dir, ctx.task_index).map_err(|e| format!("{}: {e}", dir.display()))?;
-        let reused = self.work.fetcher.use_robots_log(log, known);
+        let reused = self.stage.work.fetcher.use_robots_log(log, known);
         if reused > 0 {
             tracing::info!(hosts = reused, "reusing robots.txt rules fetched by an earlier run");
         }
-        *self.ctx.lock().unwrap() = Some(OutCtx { output: ctx.output.to_path_buf(), limits: ctx.limits });
-        if ctx.task_count > self.cfg.host_partitions as usize {
-            tracing::warn!(task_count = ctx.task_count, host_partitions = self.cfg.host_partitions, "more processes than host partitions: some get no work (raise [crawl] host_partitions)");
+        if ctx.task_count > self.stage.cfg.host_partitions as usize {
+            tracing::warn!(task_count = ctx.task_count, host_partitions = self.stage.cfg.host_partitions, "more processes than host partitions: some get no work (raise [crawl] host_partitions)");
         }
-        let plan = self.split.lock().unwrap().as_ref().map(|(p, _)| p.clone()).ok_or("crawl: prepare called before plan")?;
+        let plan = self.split.as_ref().map(|(p, _)| p.clone()).ok_or("crawl: prepare called before plan")?;
         // Every process routes its share of the seed chunks, then waits for the rest.
         plan.run(ctx.output, ctx.task_index, ctx.task_count).map_err(|e| format!("splitting seeds by host: {e}"))?;
         Ok(())
     }
 
-    fn process(&self, task: &Task, out: &mut TaskOutput) -> Result<(), BoxError> {
-        let ctx = self.ctx.lock().unwrap().clone().ok_or("crawl: process called before prepare")?;
-        let (plan, part) = {
-            let g = self.split.lock().unwrap();
-            let (plan, of_task) = g.as_ref().ok_or("crawl: process called before plan")?;
-            (plan.clone(), *of_task.get(&task.id).ok_or_else(|| format!("crawl: task {} is not in the plan", task.id))?)
-        };
-        let counters = crawl::run_task(self, &ctx, task, &plan, part)?;
+    fn process(&self, _ctx: &RunContext, task: &Task, out: &mut TaskOutput) -> Result<(), BoxError> {
+        let (plan, of_task) = self.split.as_ref().ok_or("crawl: process called before plan")?;
+        let part = *of_task.get(&task.id).ok_or_else(|| format!("crawl: task {} is not in the plan", task.id))?;
+        let counters = crawl::run_task(self.stage, &self.out, task, plan, part)?;
         out.counters.add(&counters);
         Ok(())
     }
 
     fn properties(&self) -> BTreeMap<String, serde_json::Value> {
         BTreeMap::from([
-            ("crawl.user_agent".to_string(), serde_json::json!(self.cfg.user_agent)),
-            ("crawl.max_depth".to_string(), serde_json::json!(self.cfg.max_depth)),
-            ("crawl.max_body_bytes".to_string(), serde_json::json!(self.cfg.max_body_bytes)),
-            ("crawl.resize_max_side".to_string(), serde_json::json!(self.cfg.resize_max_side)),
+            ("crawl.user_agent".to_string(), serde_json::json!(self.stage.cfg.user_agent)),
+            ("crawl.max_depth".to_string(), serde_json::json!(self.stage.cfg.max_depth)),
+            ("crawl.max_body_bytes".to_string(), serde_json::json!(self.stage.cfg.max_body_bytes)),
+            ("crawl.resize_max_side".to_string(), serde_json::json!(self.stage.cfg.resize_max_side)),
             ("crawl.images_side".to_string(), serde_json::json!(IMAGES)),
-            ("crawl.host_partitions".to_string(), serde_json::json!(self.cfg.host_partitions)),
+            ("crawl.host_partitions".to_string(), serde_json::json!(self.stage.cfg.host_partitions)),
         ])
     }
 }

@@ -23,10 +23,9 @@
 use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
 use std::path::PathBuf;
-use std::sync::OnceLock;
 
 use arrow::array::{Array, BooleanArray, RecordBatch};
-use m6_pipeline::{BoxError, OutputSpec, RunContext, Stage, StageFactory, Task, TaskOutput};
+use m6_pipeline::{BoxError, Flag, FlagKind, OutputSpec, RunContext, Stage, StageFactory, StageRun, Task, TaskOutput};
 use m6_schemas::{column, Duplicate, Kind, Signature, Str};
 use serde::{Deserialize, Serialize};
 
@@ -44,7 +43,7 @@ pub const DUPLICATES: &str = "duplicates";
 pub const SIGNATURES: &str = "signatures";
 
 /// One phase of dedup's global work, for schedulers that chain phases as separate jobs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Phase {
     /// Sign input shards (task-sliced).
@@ -58,7 +57,7 @@ pub enum Phase {
 }
 
 /// Which shingles feed MinHash.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Shingle {
     /// Character n-grams of the normalised text (suits Chinese: no segmentation needed).
@@ -68,7 +67,7 @@ pub enum Shingle {
 }
 
 /// Which row of a cluster is kept.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum KeepRule {
     /// The longest text (documents: characters; images and pairs: pixel count, then
@@ -87,7 +86,7 @@ pub enum KeepRule {
 }
 
 /// How an image is identified for exact duplicates.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ImageExact {
     /// blake3 of the encoded bytes.
@@ -97,7 +96,7 @@ pub enum ImageExact {
 }
 
 /// What to do with pairs that share an image or a caption but not both.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum PairPolicy {
     /// Keep them (different captions of one image are extra training signal).
@@ -182,8 +181,9 @@ pub struct DedupConfig {
     /// complete, e.g. to inspect pairs. Default false: it is removed by the process that
     /// commits the last task.
     pub keep_work: bool,
-    /// Command line only (`--phase`): run one phase and return.
-    #[serde(skip)]
+    /// `--phase` (or `phase` in a job's own config): run one phase and return. Never
+    /// written out: it steers a run and changes no output.
+    #[serde(skip_serializing)]
     pub phase: Option<Phase>,
 }
 
@@ -277,70 +277,26 @@ impl DedupConfig {
     }
 }
 
-/// Flags `m6corpus dedup` takes beyond the common ones.
-#[derive(Debug, Clone, Default, clap::Args)]
-pub struct DedupFlags {
-    /// Estimated Jaccard threshold for near-duplicate text.
-    #[arg(long)]
-    pub threshold: Option<f32>,
-    /// Which row of a cluster to keep.
-    #[arg(long, value_enum)]
-    pub keep: Option<KeepRule>,
-    /// Only exact duplicates (no MinHash / pHash).
-    #[arg(long)]
-    pub exact_only: bool,
-    /// Shingles for MinHash.
-    #[arg(long, value_enum)]
-    pub shingle: Option<Shingle>,
-    /// Closest window-pHash distance (of 64 bits) an image candidate may have.
-    #[arg(long)]
-    pub max_hamming: Option<u32>,
-    /// Earlier dedup outputs (OLD …): also drop rows that duplicate anything kept there.
-    /// Only their signatures are read; they are never changed.
-    #[arg(long, num_args = 1.., value_name = "OLD")]
-    pub against: Vec<PathBuf>,
-    /// Run one phase only (sign, pairs, clusters, write), for schedulers that chain the
-    /// phases as separate jobs; without it every process runs all four in turn.
-    #[arg(long, value_enum)]
-    pub phase: Option<Phase>,
-    /// Keep OUT/_work after the output is complete.
-    #[arg(long)]
-    pub keep_work: bool,
-}
-
 pub struct DedupFactory;
 
 impl StageFactory for DedupFactory {
     const NAME: &'static str = "dedup";
     type Config = DedupConfig;
-    type Flags = DedupFlags;
-    fn apply_flags(flags: &Self::Flags, cfg: &mut Self::Config) -> Result<(), BoxError> {
-        if let Some(t) = flags.threshold {
-            cfg.threshold = t;
-        }
-        if let Some(k) = flags.keep {
-            cfg.keep = k;
-        }
-        if flags.exact_only {
-            cfg.near = false;
-        }
-        if let Some(s) = flags.shingle {
-            cfg.shingle = s;
-        }
-        if let Some(h) = flags.max_hamming {
-            cfg.max_hamming = h;
-        }
-        if !flags.against.is_empty() {
-            cfg.against = flags.against.clone();
-        }
-        if flags.phase.is_some() {
-            cfg.phase = flags.phase;
-        }
-        if flags.keep_work {
-            cfg.keep_work = true;
-        }
-        Ok(())
-    }
+    const FLAGS: &'static [Flag] = &[
+        Flag::float("threshold", "threshold", "Estimated Jaccard threshold for near-duplicate text."),
+        Flag::choice("keep", "keep", &["longest", "shortest", "first", "quality"], "Which row of a cluster to keep."),
+        Flag::switch("exact-only", "near", false, "Only exact duplicates (no MinHash / pHash)."),
+        Flag::choice("shingle", "shingle", &["char", "word"], "Shingles for MinHash."),
+        Flag::int("max-hamming", "max_hamming", "Closest window-pHash distance (of 64 bits) an image candidate may have."),
+        Flag {
+            name: "against",
+            key: "against",
+            help: "Earlier dedup outputs (OLD …): also drop rows that duplicate anything kept there. Only their signatures are read; they are never changed.",
+            kind: FlagKind::List { value_name: "OLD", many: true, delimiter: None, append: false, bare: None },
+        },
+        Flag::choice("phase", "phase", &["sign", "pairs", "clusters", "write"], "Run one phase only (sign, pairs, clusters, write), for schedulers that chain the phases as separate jobs; without it every process runs all four in turn."),
+        Flag::switch("keep-work", "keep_work", true, "Keep OUT/_work after the output is complete."),
+    ];
     fn build(cfg: Self::Config) -> Result<Box<dyn Stage>, BoxError> {
         cfg.validate()?;
         Ok(Box::new(DedupStage::new(cfg)))
@@ -350,20 +306,25 @@ impl StageFactory for DedupFactory {
 /// What `prepare()` leaves for `process()`.
 struct Prepared {
     plan: work::Plan,
-    batch_rows: usize,
     /// Task id -> unit (position in the input's shard order).
     units: HashMap<String, usize>,
 }
 
 pub struct DedupStage {
     cfg: DedupConfig,
-    prepared: OnceLock<Prepared>,
 }
 
 impl DedupStage {
     pub fn new(cfg: DedupConfig) -> Self {
-        DedupStage { cfg, prepared: OnceLock::new() }
+        DedupStage { cfg }
     }
+}
+
+/// One run of dedup: its plan and work folder belong to the run, not the stage, so
+/// the same stage object run again into another output uses that output's work.
+struct DedupRun<'a> {
+    cfg: &'a DedupConfig,
+    prepared: Option<Prepared>,
 }
 
 fn input_kind(kinds: &[Kind]) -> Result<Kind, DedupError> {
@@ -390,6 +351,10 @@ impl Stage for DedupStage {
         "dedup"
     }
 
+    fn start<'a>(&'a self, _ctx: &RunContext<'a>) -> Result<Box<dyn StageRun + 'a>, BoxError> {
+        Ok(Box::new(DedupRun { cfg: &self.cfg, prepared: None }))
+    }
+
     /// The config without the fields that only steer a run (which phase a process
     /// runs, work buffer size, keeping work files): those never change the output, so
     /// they must not redo committed tasks.
@@ -408,36 +373,38 @@ impl Stage for DedupStage {
         true
     }
 
+    fn prepare_only(&self) -> bool {
+        matches!(self.cfg.phase, Some(Phase::Sign | Phase::Pairs | Phase::Clusters))
+    }
+}
+
+impl StageRun for DedupRun<'_> {
     fn outputs(&self, input_kinds: &[Kind]) -> Result<OutputSpec, BoxError> {
         let kind = input_kind(input_kinds)?;
         Ok(OutputSpec::new(kind).with_side(DUPLICATES, Kind::Duplicate).with_side(SIGNATURES, Kind::Signature))
     }
 
-    fn prepare(&self, ctx: &RunContext) -> Result<(), BoxError> {
+    fn prepare(&mut self, ctx: &RunContext) -> Result<(), BoxError> {
         let kinds = ctx.inputs.iter().map(|p| m6_pipeline::Dataset::open(p).map(|d| d.kind())).collect::<Result<Vec<_>, _>>()?;
         let kind = input_kind(&kinds)?;
-        let plan = work::plan(&self.cfg, kind, ctx)?;
-        work::prepare(&self.cfg, &plan, ctx)?;
+        let plan = work::plan(self.cfg, kind, ctx)?;
+        work::prepare(self.cfg, &plan, ctx)?;
         let units = plan.new.iter().enumerate().map(|(u, t)| (t.id.clone(), u)).collect();
-        let _ = self.prepared.set(Prepared { plan, batch_rows: ctx.batch_rows, units });
+        self.prepared = Some(Prepared { plan, units });
         Ok(())
     }
 
-    fn prepare_only(&self) -> bool {
-        matches!(self.cfg.phase, Some(Phase::Sign | Phase::Pairs | Phase::Clusters))
-    }
-
-    fn process(&self, task: &Task, out: &mut TaskOutput) -> Result<(), BoxError> {
-        let p = self.prepared.get().ok_or("dedup: process() called before prepare()")?;
+    fn process(&self, ctx: &RunContext, task: &Task, out: &mut TaskOutput) -> Result<(), BoxError> {
+        let p = self.prepared.as_ref().ok_or("dedup: process() called before prepare()")?;
         let kind = p.plan.kind;
         let u = *p.units.get(&task.id).ok_or("dedup: task is not one of the planned input shards")?;
         let drops = work::load_drops(&p.plan, u)?;
         let mut next = drops.iter().peekable();
         // The signed rows, in input order: kept rows' signatures go to the side dataset.
         let mut signed = work::bodies_reader(&p.plan, u)?;
-        let mut row = vec![0u8; p.plan.row_len(&self.cfg)];
+        let mut row = vec![0u8; p.plan.row_len(self.cfg)];
         let mut row0 = 0u32;
-        for batch in task.batches(p.batch_rows) {
+        for batch in task.batches(ctx.batch_rows) {
             let batch = batch?;
             let n = batch.num_rows();
             out.count_in(n as u64, batch.get_array_memory_size() as u64);
@@ -493,9 +460,9 @@ impl Stage for DedupStage {
     }
 
     fn finish(&self, _ctx: &RunContext) -> Result<(), BoxError> {
-        if let Some(p) = self.prepared.get() {
+        if let Some(p) = &self.prepared {
             if matches!(self.cfg.phase, None | Some(Phase::Write)) {
-                work::finish(&self.cfg, &p.plan);
+                work::finish(self.cfg, &p.plan);
             }
         }
         Ok(())
@@ -503,9 +470,9 @@ impl Stage for DedupStage {
 
     fn properties(&self) -> BTreeMap<String, serde_json::Value> {
         let mut m = BTreeMap::new();
-        m.insert("dedup.config".to_string(), serde_json::to_value(&self.cfg).unwrap_or_default());
-        if let Some(p) = self.prepared.get() {
-            m.insert(work::PROP_SIGNING.to_string(), sign::signing_settings(&self.cfg, p.plan.kind));
+        m.insert("dedup.config".to_string(), serde_json::to_value(self.cfg).unwrap_or_default());
+        if let Some(p) = &self.prepared {
+            m.insert(work::PROP_SIGNING.to_string(), sign::signing_settings(self.cfg, p.plan.kind));
             m.insert(work::PROP_FINGERPRINT.to_string(), serde_json::json!(p.plan.fingerprint));
         }
         m

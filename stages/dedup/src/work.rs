@@ -168,7 +168,7 @@ pub fn plan(cfg: &DedupConfig, kind: Kind, ctx: &RunContext) -> Result<Plan, Box
             old.push(p);
         }
     }
-    Ok(Plan { work: WorkDir::new(ctx.output, dw::FOLDER), output: ctx.output.to_path_buf(), kind, new, old, fingerprint: h.finalize().to_hex().to_string() })
+    Ok(Plan { work: ctx.work_dir(dw::FOLDER), output: ctx.output.to_path_buf(), kind, new, old, fingerprint: h.finalize().to_hex().to_string() })
 }
 
 /// Ties the work folder to this plan; refuses an output committed under another plan.

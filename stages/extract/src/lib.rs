@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Cursor;
 
 use arrow::array::{Array, RecordBatch};
-use m6_pipeline::{plan_shards, BoxError, Dataset, OutputSpec, Stage, StageFactory, Task, TaskInput, TaskOutput};
+use m6_pipeline::{plan_shards, BoxError, Dataset, Flag, OutputSpec, RunContext, Stage, StageFactory, StageRun, Task, TaskInput, TaskOutput};
 use m6_schemas::{column, image as image_col, page, Bin, Document, Image, Kind, Map, Pair, Str, U16};
 use serde::{Deserialize, Serialize};
 
@@ -74,20 +74,6 @@ impl Default for ExtractConfig {
     }
 }
 
-/// Flags `m6corpus extract` takes beyond the common ones.
-#[derive(Debug, Clone, Default, clap::Args)]
-pub struct ExtractFlags {
-    /// Do not write the `pairs` side output.
-    #[arg(long)]
-    pub no_pairs: bool,
-    /// Smallest image side (pixels) that can make a pair.
-    #[arg(long)]
-    pub min_image_side: Option<u32>,
-    /// Smallest content block, in non-space characters.
-    #[arg(long)]
-    pub min_block_chars: Option<usize>,
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum ExtractError {
     #[error("extract: `{field}` {problem}")]
@@ -101,19 +87,11 @@ pub struct ExtractFactory;
 impl StageFactory for ExtractFactory {
     const NAME: &'static str = "extract";
     type Config = ExtractConfig;
-    type Flags = ExtractFlags;
-    fn apply_flags(flags: &Self::Flags, cfg: &mut Self::Config) -> Result<(), BoxError> {
-        if flags.no_pairs {
-            cfg.pairs = false;
-        }
-        if let Some(v) = flags.min_image_side {
-            cfg.min_image_side = v;
-        }
-        if let Some(v) = flags.min_block_chars {
-            cfg.min_block_chars = v;
-        }
-        Ok(())
-    }
+    const FLAGS: &'static [Flag] = &[
+        Flag::switch("no-pairs", "pairs", false, "Do not write the `pairs` side output."),
+        Flag::int("min-image-side", "min_image_side", "Smallest image side (pixels) that can make a pair."),
+        Flag::int("min-block-chars", "min_block_chars", "Smallest content block, in non-space characters."),
+    ];
     fn build(cfg: Self::Config) -> Result<Box<dyn Stage>, BoxError> {
         let bad = |field, problem: &str| Err(Box::new(ExtractError::Config { field, problem: problem.to_string() }) as BoxError);
         if cfg.batch_rows == 0 {
@@ -482,6 +460,13 @@ impl Stage for ExtractStage {
         m6_pipeline::settings_of(&self.cfg, &[])
     }
 
+    /// Nothing of a run is kept: the run is the stage itself.
+    fn start<'a>(&'a self, _ctx: &RunContext<'a>) -> Result<Box<dyn StageRun + 'a>, BoxError> {
+        Ok(Box::new(self))
+    }
+}
+
+impl StageRun for &ExtractStage {
     fn outputs(&self, input_kinds: &[Kind]) -> Result<OutputSpec, BoxError> {
         if let Some(k) = input_kinds.iter().find(|k| **k != Kind::Page) {
             return Err(Box::new(ExtractError::InputKind(*k)));
@@ -490,7 +475,7 @@ impl Stage for ExtractStage {
         Ok(if self.cfg.pairs { spec.with_side(PAIRS, Kind::Pair) } else { spec })
     }
 
-    fn plan(&self, inputs: &[std::path::PathBuf]) -> m6_pipeline::Result<Vec<Task>> {
+    fn plan(&mut self, inputs: &[std::path::PathBuf]) -> m6_pipeline::Result<Vec<Task>> {
         // One task per page shard (ids as plan_shards makes them). A crawl keeps image
         // bytes only in its `images` side dataset: each task also reads the image
         // shards of the crawl task that wrote its page shard (same `task` in the
@@ -511,7 +496,7 @@ impl Stage for ExtractStage {
         Ok(tasks)
     }
 
-    fn process(&self, task: &Task, out: &mut TaskOutput) -> Result<(), BoxError> {
+    fn process(&self, _ctx: &RunContext, task: &Task, out: &mut TaskOutput) -> Result<(), BoxError> {
         // Image URL -> indices into `refs`, in page order. Only captions and URLs are
         // held across the task; image bytes are streamed in pass 2.
         let mut pending: HashMap<String, Vec<usize>> = HashMap::new();

@@ -6,7 +6,6 @@
 //! names exactly one rule. Every rule can be turned off with `[filter] disable`.
 
 pub mod caption;
-pub mod cli;
 pub mod image_rules;
 pub mod langid;
 pub mod lm;
@@ -17,12 +16,11 @@ pub mod script;
 pub mod text;
 
 use std::collections::{BTreeMap, HashSet};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch, StringArray, UInt32Array};
 use arrow::compute::filter_record_batch;
-use m6_pipeline::{plan_shards, BoxError, OutputSpec, RunContext, Stage, StageFactory, Task, TaskOutput};
+use m6_pipeline::{plan_shards, BoxError, Flag, FlagKind, OutputSpec, RunContext, Stage, StageFactory, StageRun, Task, TaskOutput};
 use m6_schemas::{column, document, image as image_cols, image_signals, pair, Bin, DocScores, ImageSignals, Kind, Reject, Str};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -85,42 +83,22 @@ pub struct FilterConfig {
     pub normalize: NormalizeConfig,
 }
 
-/// Flags `m6corpus filter` takes beyond the common ones.
-#[derive(Debug, Clone, Default, clap::Args)]
-pub struct FilterFlags {
-    /// Language model for the perplexity rule (sets `text.lm_model`).
-    #[arg(long)]
-    pub lm_model: Option<String>,
-    /// Perplexity threshold (sets `text.max_perplexity`).
-    #[arg(long)]
-    pub max_perplexity: Option<f64>,
-    /// Turn a rule off (repeatable), e.g. `--disable text.digit_ratio`.
-    #[arg(long = "disable", value_name = "RULE")]
-    pub disable: Vec<String>,
-    /// Convert traditional to simplified Chinese in kept text (sets `normalize.t2s`).
-    #[arg(long)]
-    pub t2s: bool,
-}
-
 pub struct FilterFactory;
 
 impl StageFactory for FilterFactory {
     const NAME: &'static str = "filter";
     type Config = FilterConfig;
-    type Flags = FilterFlags;
-    fn apply_flags(flags: &Self::Flags, cfg: &mut Self::Config) -> Result<(), BoxError> {
-        if let Some(m) = &flags.lm_model {
-            cfg.text.lm_model = m.clone();
-        }
-        if let Some(p) = flags.max_perplexity {
-            cfg.text.max_perplexity = p;
-        }
-        cfg.disable.extend(flags.disable.iter().cloned());
-        if flags.t2s {
-            cfg.normalize.t2s = true;
-        }
-        Ok(())
-    }
+    const FLAGS: &'static [Flag] = &[
+        Flag::text("lm-model", "text.lm_model", "FILE", "Language model for the perplexity rule (sets `text.lm_model`)."),
+        Flag::float("max-perplexity", "text.max_perplexity", "Perplexity threshold (sets `text.max_perplexity`)."),
+        Flag {
+            name: "disable",
+            key: "disable",
+            help: "Turn a rule off (repeatable), e.g. `--disable text.digit_ratio`.",
+            kind: FlagKind::List { value_name: "RULE", many: false, delimiter: None, append: true, bare: None },
+        },
+        Flag::switch("t2s", "normalize.t2s", true, "Convert traditional to simplified Chinese in kept text (sets `normalize.t2s`)."),
+    ];
     fn build(cfg: Self::Config) -> Result<Box<dyn Stage>, BoxError> {
         Ok(Box::new(FilterStage::new(cfg)?))
     }
@@ -134,7 +112,6 @@ pub struct FilterStage {
     image: image_rules::ImageRules,
     lm_hash: Option<String>,
     quality_hash: Option<String>,
-    batch_rows: AtomicUsize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -175,7 +152,7 @@ impl FilterStage {
             Some(_) => Some(m6_quality::Model::file_hash(std::path::Path::new(&cfg.text.quality_model)).map_err(|e| ConfigError(format!("text.quality_model: {e}")))?),
             None => None,
         };
-        Ok(FilterStage { cfg, text, caption, image, lm_hash, quality_hash, batch_rows: AtomicUsize::new(m6_pipeline::dataset::DEFAULT_BATCH_ROWS) })
+        Ok(FilterStage { cfg, text, caption, image, lm_hash, quality_hash })
     }
 
     fn snippet(&self, text: &str, d: &Drop) -> String {
@@ -403,6 +380,13 @@ impl Stage for FilterStage {
         m6_pipeline::settings_of(&self.cfg, &[self.lm_hash.as_deref().unwrap_or(""), self.quality_hash.as_deref().unwrap_or("")])
     }
 
+    /// The compiled rules are all a run needs: the run is the stage itself.
+    fn start<'a>(&'a self, _ctx: &RunContext<'a>) -> Result<Box<dyn StageRun + 'a>, BoxError> {
+        Ok(Box::new(self))
+    }
+}
+
+impl StageRun for &FilterStage {
     fn outputs(&self, input_kinds: &[Kind]) -> Result<OutputSpec, BoxError> {
         let Some(&first) = input_kinds.first() else {
             return Err("filter needs document, pair or image datasets as input".into());
@@ -416,17 +400,12 @@ impl Stage for FilterStage {
         Ok(OutputSpec::new(first).with_side(REJECTS, Kind::Reject))
     }
 
-    fn plan(&self, inputs: &[std::path::PathBuf]) -> m6_pipeline::Result<Vec<Task>> {
+    fn plan(&mut self, inputs: &[std::path::PathBuf]) -> m6_pipeline::Result<Vec<Task>> {
         plan_shards(inputs, &[Kind::Document, Kind::Pair, Kind::Image])
     }
 
-    fn prepare(&self, ctx: &RunContext) -> Result<(), BoxError> {
-        self.batch_rows.store(ctx.batch_rows.max(1), Ordering::Relaxed);
-        Ok(())
-    }
-
-    fn process(&self, task: &Task, out: &mut TaskOutput) -> Result<(), BoxError> {
-        let rows = self.batch_rows.load(Ordering::Relaxed);
+    fn process(&self, ctx: &RunContext, task: &Task, out: &mut TaskOutput) -> Result<(), BoxError> {
+        let rows = ctx.batch_rows.max(1);
         for input in &task.inputs {
             let kind = input.kind.ok_or_else(|| format!("{}: filter reads datasets, not raw files", input.path.display()))?;
             for b in task.reader(input, rows)? {

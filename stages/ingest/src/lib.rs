@@ -7,9 +7,8 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
 
-use m6_pipeline::{BoxError, OutputSpec, Stage, StageFactory, Task, TaskInput, TaskOutput};
+use m6_pipeline::{BoxError, Flag, OutputSpec, RunContext, Stage, StageFactory, StageRun, Task, TaskInput, TaskOutput};
 use m6_schemas::{content_id, InputError, Kind};
 use serde::{Deserialize, Serialize};
 
@@ -170,33 +169,16 @@ impl Default for IngestConfig {
     }
 }
 
-/// Flags of `m6corpus ingest`.
-#[derive(Debug, Clone, Default, clap::Args)]
-pub struct IngestFlags {
-    /// Input format (auto, jsonl, text, images, warc).
-    #[arg(long)]
-    pub format: Option<String>,
-    /// Value of the `source` column.
-    #[arg(long)]
-    pub source: Option<String>,
-}
-
 pub struct IngestFactory;
 
 impl StageFactory for IngestFactory {
     const NAME: &'static str = "ingest";
     type Config = IngestConfig;
-    type Flags = IngestFlags;
+    const FLAGS: &'static [Flag] = &[
+        Flag::choice("format", "format", &["auto", "jsonl", "text", "images", "image", "warc"], "Input format (auto, jsonl, text, images, image, warc)."),
+        Flag::text("source", "source", "SOURCE", "Value of the `source` column."),
+    ];
 
-    fn apply_flags(flags: &Self::Flags, cfg: &mut Self::Config) -> Result<(), BoxError> {
-        if let Some(f) = &flags.format {
-            cfg.format = f.parse()?;
-        }
-        if let Some(s) = &flags.source {
-            cfg.source = Some(s.clone());
-        }
-        Ok(())
-    }
 
     fn build(cfg: Self::Config) -> Result<Box<dyn Stage>, BoxError> {
         if cfg.images_per_task == 0 || cfg.batch_rows == 0 {
@@ -208,26 +190,27 @@ impl StageFactory for IngestFactory {
         if cfg.text_field.is_empty() {
             return Err(IngestError::Config("text_field must not be empty".into()).into());
         }
-        Ok(Box::new(IngestStage { cfg, resolved: OnceLock::new(), skipped: OnceLock::new() }))
+        Ok(Box::new(IngestStage { cfg }))
     }
 }
 
 pub struct IngestStage {
     cfg: IngestConfig,
-    /// The format `plan` settled on (auto-detection needs the files).
-    resolved: OnceLock<Format>,
-    /// Input files `plan` skipped: how many, and the first few.
-    skipped: OnceLock<(usize, Vec<String>)>,
 }
 
 impl IngestStage {
     pub fn new(cfg: IngestConfig) -> Self {
-        IngestStage { cfg, resolved: OnceLock::new(), skipped: OnceLock::new() }
+        IngestStage { cfg }
     }
+}
 
-    fn format(&self) -> Format {
-        *self.resolved.get().unwrap_or(&self.cfg.format)
-    }
+/// One run of ingest: what `plan` learned from this run's input files.
+struct IngestRun<'a> {
+    stage: &'a IngestStage,
+    /// The format `plan` settled on (auto-detection needs the files).
+    format: Format,
+    /// Input files `plan` skipped: how many, and the first few.
+    skipped: Option<(usize, Vec<String>)>,
 }
 
 /// Per-task context: the file being read and the source name.
@@ -259,11 +242,17 @@ impl Stage for IngestStage {
         m6_pipeline::settings_of(&self.cfg, &[])
     }
 
+    fn start<'a>(&'a self, _ctx: &RunContext<'a>) -> Result<Box<dyn StageRun + 'a>, BoxError> {
+        Ok(Box::new(IngestRun { stage: self, format: self.cfg.format, skipped: None }))
+    }
+}
+
+impl StageRun for IngestRun<'_> {
     /// Image tasks read captions from sidecar `.txt` files and the folder's captions
     /// file: their checksums are part of the task's key, so an edited caption is
     /// re-ingested.
     fn task_extra_key(&self, task: &Task) -> Result<String, BoxError> {
-        if self.format() != Format::Images {
+        if self.format != Format::Images {
             return Ok(String::new());
         }
         let mut files: Vec<PathBuf> = vec![];
@@ -284,10 +273,10 @@ impl Stage for IngestStage {
     }
 
     fn outputs(&self, _input_kinds: &[Kind]) -> Result<OutputSpec, BoxError> {
-        Ok(OutputSpec::new(self.format().output()).with_side(ERRORS, Kind::Error))
+        Ok(OutputSpec::new(self.format.output()).with_side(ERRORS, Kind::Error))
     }
 
-    fn plan(&self, inputs: &[PathBuf]) -> m6_pipeline::Result<Vec<Task>> {
+    fn plan(&mut self, inputs: &[PathBuf]) -> m6_pipeline::Result<Vec<Task>> {
         let mut files: Vec<(PathBuf, PathBuf)> = vec![]; // (root, file)
         for root in inputs {
             if root.is_file() {
@@ -297,12 +286,12 @@ impl Stage for IngestStage {
                 files.extend(listed.into_iter().map(|f| (root.clone(), f)));
             }
         }
-        let format = match self.cfg.format {
+        let format = match self.stage.cfg.format {
             Format::Auto => detect(inputs, &files).map_err(stage_err)?,
             f => f,
         };
-        let _ = self.resolved.set(format);
-        self.note_skipped(&files, format);
+        self.format = format;
+        self.skipped = Some(note_skipped(&files, format));
         let wanted: Vec<(PathBuf, PathBuf)> = files
             .into_iter()
             .filter(|(_, f)| Format::of_file(f) == Some(format.files_of()))
@@ -332,21 +321,21 @@ impl Stage for IngestStage {
             Ok(Task { id: content_id(&refs), inputs: task_inputs })
         };
         match format {
-            Format::Images | Format::Image => wanted.chunks(self.cfg.images_per_task).map(task_of).collect(),
+            Format::Images | Format::Image => wanted.chunks(self.stage.cfg.images_per_task).map(task_of).collect(),
             _ => wanted.chunks(1).map(task_of).collect(),
         }
     }
 
-    fn process(&self, task: &Task, out: &mut TaskOutput) -> Result<(), BoxError> {
-        let format = self.format();
+    fn process(&self, _run: &RunContext, task: &Task, out: &mut TaskOutput) -> Result<(), BoxError> {
+        let (format, stage) = (self.format, self.stage);
         if format == Format::Images {
-            return images::ingest(&self.cfg, self.source_for(&task.inputs[0].path), task, out);
+            return images::ingest(&stage.cfg, stage.source_for(&task.inputs[0].path), task, out);
         }
         if format == Format::Image {
-            return images::ingest_uncaptioned(&self.cfg, self.source_for(&task.inputs[0].path), task, out);
+            return images::ingest_uncaptioned(&stage.cfg, stage.source_for(&task.inputs[0].path), task, out);
         }
         for input in &task.inputs {
-            let ctx = Ctx { cfg: &self.cfg, path: &input.path, label: &input.label, source: self.source_for(&input.path) };
+            let ctx = Ctx { cfg: &stage.cfg, path: &input.path, label: &input.label, source: stage.source_for(&input.path) };
             match format {
                 Format::Jsonl => jsonl::ingest(&ctx, out)?,
                 Format::Text => text::ingest(&ctx, out)?,
@@ -358,8 +347,8 @@ impl Stage for IngestStage {
     }
 
     fn properties(&self) -> BTreeMap<String, serde_json::Value> {
-        let mut p = BTreeMap::from([("ingest_format".to_string(), serde_json::json!(self.format()))]);
-        if let Some((n, examples)) = self.skipped.get() {
+        let mut p = BTreeMap::from([("ingest_format".to_string(), serde_json::json!(self.format))]);
+        if let Some((n, examples)) = &self.skipped {
             p.insert("ingest.skipped_files".to_string(), serde_json::json!(n));
             p.insert("ingest.skipped_examples".to_string(), serde_json::json!(examples));
         }
@@ -367,36 +356,36 @@ impl Stage for IngestStage {
     }
 }
 
-impl IngestStage {
-    /// Warns about (and counts, for the manifest) input files this ingest does not
-    /// read: unknown extensions, or files of another format than the one ingested.
-    /// Caption sidecars of an image folder are read, so they are not counted.
-    fn note_skipped(&self, files: &[(PathBuf, PathBuf)], format: Format) {
-        let skipped: Vec<&Path> = files
-            .iter()
-            .map(|(_, f)| f.as_path())
-            .filter(|f| {
-                let of = Format::of_file(f);
-                if of == Some(format) {
-                    return false;
-                }
-                let name = f.file_name().map(|n| n.to_string_lossy().to_lowercase()).unwrap_or_default();
-                let sidecar = format == Format::Images && (of == Some(Format::Text) || name == images::CAPTIONS_JSONL || name == images::CAPTIONS_CSV);
-                !sidecar
-            })
-            .collect();
-        if !skipped.is_empty() {
-            let shown: Vec<String> = skipped.iter().take(10).map(|p| p.display().to_string()).collect();
-            tracing::warn!(
-                count = skipped.len(),
-                format = ?format,
-                files = %shown.join(", "),
-                "input files skipped: unknown extension or not the format being ingested"
-            );
-        }
-        let _ = self.skipped.set((skipped.len(), skipped.iter().take(10).map(|p| p.display().to_string()).collect()));
+/// Warns about (and counts, for the manifest) input files this ingest does not
+/// read: unknown extensions, or files of another format than the one ingested.
+/// Caption sidecars of an image folder are read, so they are not counted.
+fn note_skipped(files: &[(PathBuf, PathBuf)], format: Format) -> (usize, Vec<String>) {
+    let skipped: Vec<&Path> = files
+        .iter()
+        .map(|(_, f)| f.as_path())
+        .filter(|f| {
+            let of = Format::of_file(f);
+            if of == Some(format) {
+                return false;
+            }
+            let name = f.file_name().map(|n| n.to_string_lossy().to_lowercase()).unwrap_or_default();
+            let sidecar = format == Format::Images && (of == Some(Format::Text) || name == images::CAPTIONS_JSONL || name == images::CAPTIONS_CSV);
+            !sidecar
+        })
+        .collect();
+    if !skipped.is_empty() {
+        let shown: Vec<String> = skipped.iter().take(10).map(|p| p.display().to_string()).collect();
+        tracing::warn!(
+            count = skipped.len(),
+            format = ?format,
+            files = %shown.join(", "),
+            "input files skipped: unknown extension or not the format being ingested"
+        );
     }
+    (skipped.len(), skipped.iter().take(10).map(|p| p.display().to_string()).collect())
+}
 
+impl IngestStage {
     fn source_for(&self, path: &Path) -> String {
         if let Some(s) = &self.cfg.source {
             return s.clone();

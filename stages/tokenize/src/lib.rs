@@ -15,11 +15,10 @@ pub mod pack;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use arrow::array::{Array, BinaryArray, StringArray};
-use m6_pipeline::dataset::DEFAULT_BATCH_ROWS;
-use m6_pipeline::{BoxError, OutputSpec, RunContext, Stage, StageFactory, Task};
+use m6_pipeline::{BoxError, Flag, OutputSpec, RunContext, Stage, StageFactory, StageRun, Task};
 use m6_pipeline::TaskOutput;
 use m6_schemas::{column, content_id, document, pair, sample, InputError, Kind, Sample, SampleProperties};
 use m6_tokenizer::{ImageConfig, ImageEncoding, Tokenizer};
@@ -70,32 +69,15 @@ impl Default for TokenizeConfig {
     }
 }
 
-/// Flags `m6corpus tokenize` takes beyond the common ones.
-#[derive(Debug, Clone, Default, clap::Args)]
-pub struct TokenizeFlags {
-    /// Tokenizer file (tokenizer.json or vocab.txt).
-    #[arg(long)]
-    pub tokenizer: Option<PathBuf>,
-    /// Most ids per sample (default 512).
-    #[arg(long)]
-    pub max_len: Option<usize>,
-}
-
 pub struct TokenizeFactory;
 
 impl StageFactory for TokenizeFactory {
     const NAME: &'static str = "tokenize";
     type Config = TokenizeConfig;
-    type Flags = TokenizeFlags;
-    fn apply_flags(flags: &Self::Flags, cfg: &mut Self::Config) -> Result<(), BoxError> {
-        if let Some(t) = &flags.tokenizer {
-            cfg.tokenizer = Some(t.clone());
-        }
-        if let Some(m) = flags.max_len {
-            cfg.max_len = m;
-        }
-        Ok(())
-    }
+    const FLAGS: &'static [Flag] = &[
+        Flag::text("tokenizer", "tokenizer", "FILE", "Tokenizer file (tokenizer.json or vocab.txt)."),
+        Flag::int("max-len", "max_len", "Most ids per sample (default 512)."),
+    ];
     fn build(cfg: Self::Config) -> Result<Box<dyn Stage>, BoxError> {
         Ok(Box::new(TokenizeStage::new(cfg)?))
     }
@@ -107,7 +89,6 @@ pub struct TokenizeStage {
     image: ImageConfig,
     /// The tokenizer.json text copied into the output.
     file_text: String,
-    batch_rows: OnceLock<usize>,
 }
 
 impl TokenizeStage {
@@ -130,22 +111,18 @@ impl TokenizeStage {
             return Err(format!("{}: vocabulary too large for int32 ids", path.display()).into());
         }
         let file_text = tok.to_json(Some(&image));
-        Ok(TokenizeStage { cfg, tok: Arc::new(tok), image, file_text, batch_rows: OnceLock::new() })
+        Ok(TokenizeStage { cfg, tok: Arc::new(tok), image, file_text })
     }
 
     pub fn tokenizer(&self) -> &Tokenizer {
         &self.tok
     }
 
-    fn batch_rows(&self) -> usize {
-        *self.batch_rows.get().unwrap_or(&DEFAULT_BATCH_ROWS)
-    }
-
     fn sample_id(task: &Task, seq: u64) -> String {
         content_id(&[b"sample", task.id.as_bytes(), &seq.to_le_bytes()])
     }
 
-    fn process_documents(&self, task: &Task, out: &mut TaskOutput) -> Result<(), BoxError> {
+    fn process_documents(&self, batch_rows: usize, task: &Task, out: &mut TaskOutput) -> Result<(), BoxError> {
         let sp = self.tok.specials();
         let mut packer = Packer::new(self.cfg.max_len, self.cfg.add_cls.then_some(sp.cls), sp.sep, self.cfg.pack);
         // Source ids of documents not yet fully emitted, by push index.
@@ -174,7 +151,7 @@ impl TokenizeStage {
             }
         };
         let mut pushed = 0usize;
-        for batch in task.batches(self.batch_rows()) {
+        for batch in task.batches(batch_rows) {
             let b = batch?;
             let ids: &StringArray = column(&b, document::ID)?;
             let text: &StringArray = column(&b, document::TEXT)?;
@@ -212,7 +189,7 @@ impl TokenizeStage {
         Ok(())
     }
 
-    fn process_pairs(&self, task: &Task, out: &mut TaskOutput) -> Result<(), BoxError> {
+    fn process_pairs(&self, batch_rows: usize, task: &Task, out: &mut TaskOutput) -> Result<(), BoxError> {
         let sp = self.tok.specials();
         let (img, img_end) = match (sp.img, sp.img_end) {
             (Some(a), Some(b)) => (a, b),
@@ -232,7 +209,7 @@ impl TokenizeStage {
         // Pair rows carry whole images (tens of KB, up to megabytes) and a raw sample is
         // 150 KB at 224 px, so a 4096-row batch held about a gigabyte in and out; a few
         // hundred rows still keep every thread busy and bound the batch by memory.
-        for batch in task.batches(self.batch_rows().min(IMAGE_BATCH_ROWS)) {
+        for batch in task.batches(batch_rows.min(IMAGE_BATCH_ROWS)) {
             let b = batch?;
             let ids: &StringArray = column(&b, pair::ID)?;
             let caption: &StringArray = column(&b, pair::CAPTION)?;
@@ -307,6 +284,14 @@ impl Stage for TokenizeStage {
         m6_pipeline::settings_of(&self.cfg, &[&self.file_text])
     }
 
+    /// Nothing of a run is kept: the run is the stage itself, reading its settings
+    /// from the context it is handed.
+    fn start<'a>(&'a self, _ctx: &RunContext<'a>) -> Result<Box<dyn StageRun + 'a>, BoxError> {
+        Ok(Box::new(self))
+    }
+}
+
+impl StageRun for &TokenizeStage {
     fn outputs(&self, input_kinds: &[Kind]) -> Result<OutputSpec, BoxError> {
         if input_kinds.is_empty() {
             return Err("tokenize reads document or pair datasets (folders with a manifest.json)".into());
@@ -320,19 +305,18 @@ impl Stage for TokenizeStage {
         Ok(OutputSpec::new(Kind::Sample).with_side(ERRORS, Kind::Error))
     }
 
-    fn plan(&self, inputs: &[PathBuf]) -> m6_pipeline::Result<Vec<Task>> {
+    fn plan(&mut self, inputs: &[PathBuf]) -> m6_pipeline::Result<Vec<Task>> {
         m6_pipeline::plan_shards(inputs, &[Kind::Document, Kind::Pair])
     }
 
-    fn prepare(&self, ctx: &RunContext) -> Result<(), BoxError> {
-        let _ = self.batch_rows.set(ctx.batch_rows);
+    fn prepare(&mut self, ctx: &RunContext) -> Result<(), BoxError> {
         write_tokenizer(ctx.output, &self.file_text)
     }
 
-    fn process(&self, task: &Task, out: &mut TaskOutput) -> Result<(), BoxError> {
+    fn process(&self, ctx: &RunContext, task: &Task, out: &mut TaskOutput) -> Result<(), BoxError> {
         match task.inputs.first().and_then(|i| i.kind) {
-            Some(Kind::Document) => self.process_documents(task, out),
-            Some(Kind::Pair) => self.process_pairs(task, out),
+            Some(Kind::Document) => self.process_documents(ctx.batch_rows, task, out),
+            Some(Kind::Pair) => self.process_pairs(ctx.batch_rows, task, out),
             other => Err(format!("tokenize cannot read {other:?} input").into()),
         }
     }

@@ -45,13 +45,18 @@ impl<R: m6_schemas::Record + Sync + Clone> Stage for Fixture<R> {
     fn name(&self) -> &'static str {
         "fixture"
     }
+    fn start<'a>(&'a self, _: &m6_pipeline::RunContext<'a>) -> std::result::Result<Box<dyn m6_pipeline::StageRun + 'a>, m6_pipeline::BoxError> {
+        Ok(Box::new(self))
+    }
+}
+impl<R: m6_schemas::Record + Sync + Clone> m6_pipeline::StageRun for &Fixture<R> {
     fn outputs(&self, _: &[Kind]) -> Result<OutputSpec, BoxError> {
         Ok(OutputSpec::new(R::KIND))
     }
-    fn plan(&self, _: &[PathBuf]) -> m6_pipeline::Result<Vec<Task>> {
+    fn plan(&mut self, _: &[PathBuf]) -> m6_pipeline::Result<Vec<Task>> {
         Ok((0..self.rows.len().div_ceil(self.per_task)).map(|i| Task { id: format!("{i:016}"), inputs: vec![] }).collect())
     }
-    fn process(&self, task: &Task, out: &mut TaskOutput) -> Result<(), BoxError> {
+    fn process(&self, _ctx: &m6_pipeline::RunContext, task: &Task, out: &mut TaskOutput) -> Result<(), BoxError> {
         let i: usize = task.id.parse()?;
         let end = ((i + 1) * self.per_task).min(self.rows.len());
         out.write_rows(&self.rows[i * self.per_task..end])?;
@@ -287,4 +292,36 @@ fn jpeg_image_samples_round_trip_to_the_same_patches() {
     }
     eprintln!("image sample bytes: raw {} per image, jpeg {} per image on average", geom.total_bytes(), total / samples.len());
     assert_eq!(summary.counts["image_bytes"], total as u64);
+}
+
+/// Issue 13 point 2: one stage object runs twice (other inputs, outputs, threads and
+/// batch sizes); each run's shards and tokenizer.json are byte for byte those of a
+/// fresh stage object, since batch rows and the output reach the run through its context.
+#[test]
+fn one_stage_object_runs_twice_like_two_fresh_ones() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut docs = poems("poet.tang.0.json");
+    docs.truncate(400);
+    let vocab = trained(&docs, tmp.path(), 8000);
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    write_dataset(&a, docs[..200].to_vec(), 70);
+    write_dataset(&b, docs[150..].to_vec(), 40);
+    let cfg = TokenizeConfig { tokenizer: Some(vocab), max_len: 96, ..Default::default() };
+    let runs = [(&a, RunOptions { progress: false, threads: 2, batch_rows: 9, ..Default::default() }), (&b, RunOptions { progress: false, threads: 1, batch_rows: 64, ..Default::default() })];
+    let shared = TokenizeStage::new(cfg.clone()).unwrap();
+    for (i, (input, opts)) in runs.iter().enumerate() {
+        let (out, fresh_out) = (tmp.path().join(format!("shared-{i}")), tmp.path().join(format!("fresh-{i}")));
+        let s = run_stage(&shared, &[(*input).clone()], &out, opts).unwrap();
+        assert_eq!(s.rows_in, Dataset::open(input).unwrap().rows());
+        run_stage(&TokenizeStage::new(cfg.clone()).unwrap(), &[(*input).clone()], &fresh_out, opts).unwrap();
+        let files = |d: &Path| {
+            let m = Dataset::open(d).unwrap();
+            let mut v: Vec<(String, Vec<u8>)> = m.shards().iter().map(|s| (s.file.clone(), std::fs::read(m.shard_path(s)).unwrap())).collect();
+            v.push(("tokenizer.json".into(), std::fs::read(d.join("tokenizer.json")).unwrap()));
+            v
+        };
+        let (got, want) = (files(&out), files(&fresh_out));
+        assert!(got.len() > 1);
+        assert!(got == want, "run {i} of the shared stage object differs from a fresh object's run");
+    }
 }

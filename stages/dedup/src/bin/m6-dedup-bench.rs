@@ -24,13 +24,18 @@ impl<R: Record + Send + Sync> Stage for Writer<R> {
     fn name(&self) -> &'static str {
         "bench-writer"
     }
+    fn start<'a>(&'a self, _: &m6_pipeline::RunContext<'a>) -> std::result::Result<Box<dyn m6_pipeline::StageRun + 'a>, m6_pipeline::BoxError> {
+        Ok(Box::new(self))
+    }
+}
+impl<R: Record + Send + Sync> m6_pipeline::StageRun for &Writer<R> {
     fn outputs(&self, _k: &[Kind]) -> Result<OutputSpec, BoxError> {
         Ok(OutputSpec::new(R::KIND))
     }
-    fn plan(&self, _i: &[PathBuf]) -> m6_pipeline::Result<Vec<Task>> {
+    fn plan(&mut self, _i: &[PathBuf]) -> m6_pipeline::Result<Vec<Task>> {
         Ok((0..self.chunks.len()).map(|i| Task { id: format!("{i:016}"), inputs: vec![] }).collect())
     }
-    fn process(&self, task: &Task, out: &mut TaskOutput) -> Result<(), BoxError> {
+    fn process(&self, _ctx: &m6_pipeline::RunContext, task: &Task, out: &mut TaskOutput) -> Result<(), BoxError> {
         let i: usize = task.id.parse()?;
         for c in self.chunks[i].chunks(4096) {
             out.write_rows(c)?;

@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use m6_pipeline::Dataset;
 use m6_schemas::{column, document, Kind, Str};
 
-use crate::lm::{Counter, Model};
-use crate::normalize::NormalizeConfig;
+use m6_stage_filter::lm::{Counter, Model};
+use m6_stage_filter::normalize::NormalizeConfig;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum LmCommand {
@@ -344,7 +344,7 @@ impl QualityCommand {
             }
             QualityCommand::Lang { input, json } => {
                 let show = |t: &str, id: Option<&str>| {
-                    let l = crate::langid::identify(t);
+                    let l = m6_stage_filter::langid::identify(t);
                     if json {
                         let mut o = serde_json::json!({ "lang": l.lang, "lang_score": l.score });
                         match id {

@@ -4,12 +4,12 @@
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
 
-use crate::normalizer::NormalizerConfig;
-use crate::pretokenizer::{read_user_dict, PreTokenizerConfig};
-use crate::tokenizer::{Tokenizer, TokenizerConfig};
-use crate::trainer::{train_from_datasets, TrainerConfig};
-use crate::wordpiece::escape;
-use crate::ImageConfig;
+use m6_tokenizer::normalizer::NormalizerConfig;
+use m6_tokenizer::pretokenizer::{read_user_dict, PreTokenizerConfig};
+use m6_tokenizer::tokenizer::{Tokenizer, TokenizerConfig};
+use m6_tokenizer::trainer::{train_from_datasets, TrainerConfig};
+use m6_tokenizer::wordpiece::escape;
+use m6_tokenizer::ImageConfig;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -140,12 +140,12 @@ impl TokenizerCommand {
                         // One JSON object per input line: ids always, tokens unescaped.
                         let mut o = serde_json::json!({ "ids": e.ids });
                         if tokens {
-                            o["tokens"] = e.ids.iter().map(|&i| tok.model().token(i).unwrap_or(crate::UNK)).collect();
+                            o["tokens"] = e.ids.iter().map(|&i| tok.model().token(i).unwrap_or(m6_tokenizer::UNK)).collect();
                         }
                         return writeln!(out, "{o}");
                     }
                     let line: Vec<String> = if tokens {
-                        e.ids.iter().map(|&i| escape(tok.model().token(i).unwrap_or(crate::UNK))).collect()
+                        e.ids.iter().map(|&i| escape(tok.model().token(i).unwrap_or(m6_tokenizer::UNK))).collect()
                     } else {
                         e.ids.iter().map(u32::to_string).collect()
                     };

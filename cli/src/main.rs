@@ -1,12 +1,19 @@
 //! `m6corpus`: the command line. Argument parsing and printing only; every behaviour
 //! lives in the library crates, which the tests call directly.
+//!
+//! Stages are listed once, in the registry [`STAGES`]: adding a stage is its
+//! crate (a config struct and a `StageFactory`) plus one line there, which gives it
+//! its subcommand, its pipeline.toml section and its place in `m6corpus run`.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use clap::{Args, Parser, Subcommand};
-use m6_pipeline::config::{stage_config, CorpusConfig, PipelineConfig, StageSection};
-use m6_pipeline::{RunOptions, RunSummary, StageFactory};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
+use m6_pipeline::config::{stage_config, stage_config_with_flags, CorpusConfig, FlagValue, PipelineConfig, StageSection};
+use m6_pipeline::{Flag, FlagKind, RunOptions, RunSummary, StageFactory};
+
+mod filter_cmd;
+mod tokenizer_cmd;
 
 #[derive(Parser, Debug)]
 #[command(name = "m6corpus", version, about = "Build Chinese multimodal pretraining corpora: crawl, extract, dedup, filter, tokenize, train.")]
@@ -18,31 +25,119 @@ struct Cli {
     cmd: Cmd,
 }
 
+/// What the binary knows of a stage: its name, one line of help, its flags (data the
+/// stage crate declares next to its config) and how to run it.
+struct StageEntry {
+    name: &'static str,
+    about: &'static str,
+    flags: &'static [Flag],
+    run: fn(&CommonArgs, Vec<(&'static str, FlagValue)>) -> Result<i32>,
+    section: fn(&StageSection, &Path, &RunOptions) -> Result<RunSummary>,
+    /// Reads flag values into the stage's config (for the registry's own test).
+    #[cfg_attr(not(test), allow(dead_code))]
+    config_of: fn(&[(&'static str, FlagValue)]) -> Result<()>,
+}
+
+fn config_of<F: StageFactory>(flags: &[(&'static str, FlagValue)]) -> Result<()> {
+    stage_config_with_flags::<F::Config>(F::NAME, &Default::default(), &[], flags)?;
+    Ok(())
+}
+
+macro_rules! stage {
+    ($factory:ty, $about:literal) => {
+        StageEntry {
+            name: <$factory as StageFactory>::NAME,
+            about: $about,
+            flags: <$factory as StageFactory>::FLAGS,
+            run: stage_cmd::<$factory>,
+            section: section_run::<$factory>,
+            config_of: config_of::<$factory>,
+        }
+    };
+}
+
+/// The stage registry: adding a stage is its crate plus one line here, which gives it
+/// its subcommand (with its flags), its pipeline.toml section and its place in `run`.
+const STAGES: &[StageEntry] = &[
+    stage!(m6_stage_ingest::IngestFactory, "Local files (JSONL, text, image folders with captions, WARC) into a dataset"),
+    stage!(m6_stage_crawl::CrawlFactory, "Fetch pages and images from seed lists"),
+    stage!(m6_stage_extract::ExtractFactory, "Pages into documents and image-caption pairs"),
+    stage!(m6_stage_dedup::DedupFactory, "Remove exact and near duplicates across every shard"),
+    stage!(m6_stage_filter::FilterFactory, "Apply quality rules, recording each drop with its reason"),
+    stage!(m6_stage_tokenize::TokenizeFactory, "Documents and pairs into training samples"),
+];
+
+/// Every pipeline.toml stage section: the registry's stages and `train` (the m6-train binary).
+fn section_names() -> Vec<&'static str> {
+    STAGES.iter().map(|s| s.name).chain(["train"]).collect()
+}
+
+/// `m6corpus STAGE`: the flags every stage takes, then the stage's own.
+fn stage_command(st: &StageEntry) -> clap::Command {
+    // about after augment_args, which would set CommonArgs' own doc line.
+    let mut c = CommonArgs::augment_args(clap::Command::new(st.name)).about(st.about);
+    for f in st.flags {
+        let a = clap::Arg::new(f.name).long(f.name).help(f.help);
+        c = c.arg(match f.kind {
+            FlagKind::Text { value_name, values } if values.is_empty() => a.value_name(value_name),
+            FlagKind::Text { value_name, values } => a.value_name(value_name).value_parser(clap::builder::PossibleValuesParser::new(values)),
+            FlagKind::Int => a.value_name("N").value_parser(clap::value_parser!(i64)),
+            FlagKind::Float => a.value_name("X").value_parser(clap::value_parser!(f64)),
+            FlagKind::Switch { .. } => a.action(clap::ArgAction::SetTrue),
+            FlagKind::List { value_name, many, delimiter, bare, .. } => {
+                let mut a = a.value_name(value_name).action(clap::ArgAction::Append).num_args(if many { clap::builder::ValueRange::new(1..) } else { clap::builder::ValueRange::new(1..=1) });
+                if let Some(d) = delimiter {
+                    a = a.value_delimiter(d);
+                }
+                if let Some(b) = bare {
+                    a = a.num_args(0..=1).default_missing_value(b);
+                }
+                a
+            }
+        });
+    }
+    c
+}
+
+/// The values of the stage flags given on the command line, as config fields.
+fn flag_values(st: &StageEntry, m: &clap::ArgMatches) -> Vec<(&'static str, FlagValue)> {
+    let mut out = vec![];
+    for f in st.flags {
+        let v = match f.kind {
+            FlagKind::Text { .. } => m.get_one::<String>(f.name).map(|v| FlagValue::Set(toml::Value::String(v.clone()))),
+            FlagKind::Int => m.get_one::<i64>(f.name).map(|v| FlagValue::Set(toml::Value::Integer(*v))),
+            FlagKind::Float => m.get_one::<f64>(f.name).map(|v| FlagValue::Set(toml::Value::Float(*v))),
+            FlagKind::Switch { value } => m.get_flag(f.name).then_some(FlagValue::Set(toml::Value::Boolean(value))),
+            FlagKind::List { append, .. } => m.get_many::<String>(f.name).map(|vs| {
+                let vs: Vec<String> = vs.cloned().collect();
+                if append {
+                    FlagValue::Append(vs)
+                } else {
+                    FlagValue::Set(toml::Value::Array(vs.into_iter().map(toml::Value::String).collect()))
+                }
+            }),
+        };
+        if let Some(v) = v {
+            out.push((f.key, v));
+        }
+    }
+    out
+}
+
 #[derive(Subcommand, Debug)]
 enum Cmd {
-    /// Run one stage, or `all`, as described in pipeline.toml.
+    /// Run one stage, or `all`, as described in pipeline.toml, each section after the
+    /// sections that write its inputs.
     Run(RunCmd),
-    /// Local files (JSONL, text, image folders with captions, WARC) into a dataset.
-    Ingest(StageArgs<m6_stage_ingest::IngestFlags>),
-    /// Fetch pages and images from seed lists.
-    Crawl(StageArgs<m6_stage_crawl::CrawlFlags>),
-    /// Pages into documents and image-caption pairs.
-    Extract(StageArgs<m6_stage_extract::ExtractFlags>),
-    /// Remove exact and near duplicates across every shard.
-    Dedup(StageArgs<m6_stage_dedup::DedupFlags>),
-    /// Apply quality rules, recording each drop with its reason.
-    Filter(StageArgs<m6_stage_filter::FilterFlags>),
-    /// Documents and pairs into training samples.
-    Tokenize(StageArgs<m6_stage_tokenize::TokenizeFlags>),
     /// Train, inspect or use a tokenizer vocabulary.
     #[command(subcommand)]
-    Tokenizer(m6_tokenizer::cli::TokenizerCommand),
+    Tokenizer(tokenizer_cmd::TokenizerCommand),
     /// Train the character n-gram language model the fluency filter uses.
     #[command(subcommand)]
-    Lm(m6_stage_filter::cli::LmCommand),
+    Lm(filter_cmd::LmCommand),
     /// Train, evaluate or apply the quality classifier the filter's `text.quality` rule uses.
     #[command(subcommand)]
-    Quality(m6_stage_filter::cli::QualityCommand),
+    Quality(filter_cmd::QualityCommand),
     /// Pretrain the M6-style model on a sample dataset (runs the m6-train binary).
     #[command(disable_help_flag = true)]
     Train {
@@ -97,6 +192,9 @@ enum Cmd {
         dirs: Vec<PathBuf>,
         #[arg(short, long, default_value = "report.html")]
         output: PathBuf,
+        /// Print what was written as JSON.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -168,16 +266,9 @@ fn secs(s: f64) -> Result<std::time::Duration> {
 }
 
 #[derive(Args, Debug)]
-struct StageArgs<F: Args> {
-    #[command(flatten)]
-    common: CommonArgs,
-    #[command(flatten)]
-    flags: F,
-}
-
-#[derive(Args, Debug)]
 struct RunCmd {
-    /// A stage name, or `all` for every stage section in pipeline order. `all` with
+    /// A stage name, or `all` for every stage section, each after the sections writing
+    /// its inputs (independent ones in file order). `all` with
     /// --task-count above 1 implies --wait: each stage waits for the processes still
     /// finishing the stage before it.
     stage: String,
@@ -196,10 +287,34 @@ struct RunCmd {
 }
 
 fn main() {
-    let cli = Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cli.log));
+    // The derived commands, plus one subcommand per registered stage; help lists
+    // `run`, the stages, then the rest.
+    let mut cmd = Cli::command();
+    for st in STAGES {
+        cmd = cmd.subcommand(stage_command(st));
+    }
+    let order: Vec<String> = std::iter::once("run".to_string())
+        .chain(STAGES.iter().map(|s| s.name.to_string()))
+        .chain(cmd.get_subcommands().map(|c| c.get_name().to_string()).filter(|n| n != "run" && !STAGES.iter().any(|s| s.name == n)))
+        .collect();
+    for (i, name) in order.iter().enumerate() {
+        cmd = cmd.mut_subcommand(name, |c| c.display_order(i));
+    }
+    let matches = cmd.get_matches();
+    let log = matches.get_one::<String>("log").cloned().unwrap_or_else(|| "info".into());
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&log));
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
-    match dispatch(cli.cmd) {
+    let result = match matches.subcommand() {
+        Some((name, sub)) if STAGES.iter().any(|s| s.name == name) => {
+            let st = STAGES.iter().find(|s| s.name == name).unwrap();
+            CommonArgs::from_arg_matches(sub).map_err(anyhow::Error::from).and_then(|common| (st.run)(&common, flag_values(st, sub)))
+        }
+        _ => match Cli::from_arg_matches(&matches) {
+            Ok(cli) => dispatch(cli.cmd),
+            Err(e) => e.exit(),
+        },
+    };
+    match result {
         Ok(code) => std::process::exit(code),
         Err(e) => {
             eprintln!("error: {}", m6_pipeline::error::chain_message(e.chain()));
@@ -211,12 +326,6 @@ fn main() {
 fn dispatch(cmd: Cmd) -> Result<i32> {
     match cmd {
         Cmd::Run(r) => run_pipeline(r),
-        Cmd::Ingest(a) => stage_cmd::<m6_stage_ingest::IngestFactory>(a),
-        Cmd::Crawl(a) => stage_cmd::<m6_stage_crawl::CrawlFactory>(a),
-        Cmd::Extract(a) => stage_cmd::<m6_stage_extract::ExtractFactory>(a),
-        Cmd::Dedup(a) => stage_cmd::<m6_stage_dedup::DedupFactory>(a),
-        Cmd::Filter(a) => stage_cmd::<m6_stage_filter::FilterFactory>(a),
-        Cmd::Tokenize(a) => stage_cmd::<m6_stage_tokenize::TokenizeFactory>(a),
         Cmd::Tokenizer(c) => c.run().map(|_| 0).map_err(|e| anyhow::anyhow!(e)),
         Cmd::Lm(c) => c.run().map(|_| 0).map_err(|e| anyhow::anyhow!(e)),
         Cmd::Quality(c) => c.run().map(|_| 0).map_err(|e| anyhow::anyhow!(e)),
@@ -245,9 +354,14 @@ fn dispatch(cmd: Cmd) -> Result<i32> {
             }
             Ok(0)
         }
-        Cmd::Report { dirs, output } => {
+        Cmd::Report { dirs, output, json } => {
             m6_inspect::report(&dirs, &output)?;
-            println!("wrote {}", output.display());
+            if json {
+                let bytes = std::fs::metadata(&output).map(|m| m.len()).unwrap_or(0);
+                println!("{}", serde_json::json!({ "output": output, "datasets": dirs, "bytes": bytes }));
+            } else {
+                println!("wrote {}", output.display());
+            }
             Ok(0)
         }
     }
@@ -308,19 +422,18 @@ fn status(dirs: &[PathBuf], wait: bool, wait_timeout: Option<f64>, json: bool) -
 
 /// Builds the config of stage F from (in order) defaults, the pipeline.toml section,
 /// `--set` overrides and the stage's own flags.
-fn stage_cmd<F: StageFactory>(a: StageArgs<F::Flags>) -> Result<i32> {
-    let c = &a.common;
+fn stage_cmd<F: StageFactory>(c: &CommonArgs, flags: Vec<(&'static str, FlagValue)>) -> Result<i32> {
     let (corpus, section) = match &c.config {
         Some(p) => {
             let cfg = PipelineConfig::load(p)?;
+            cfg.check_stage_names(&section_names())?;
             let section = cfg.sections_for(F::NAME).first().map(|s| resolve_section(&cfg, s));
             (cfg.corpus.clone(), section)
         }
         None => (CorpusConfig::default(), None),
     };
     let settings = section.as_ref().map(|s| s.settings.clone()).unwrap_or_default();
-    let mut config: F::Config = stage_config(F::NAME, &settings, &c.set)?;
-    F::apply_flags(&a.flags, &mut config).map_err(|e| anyhow::anyhow!("{}: {e}", F::NAME))?;
+    let config: F::Config = stage_config_with_flags(F::NAME, &settings, &c.set, &flags)?;
     let inputs = if c.input.is_empty() { section.as_ref().map(|s| s.inputs.clone()).unwrap_or_default() } else { c.input.clone() };
     let output = c.output.clone().or_else(|| section.as_ref().and_then(|s| s.output.clone()));
     let Some(output) = output else { bail!("{}: --output is required (or an `output` in its pipeline.toml section)", F::NAME) };
@@ -384,6 +497,8 @@ fn print_summary(s: &RunSummary, output: &Path, json: bool) -> Result<()> {
 
 fn run_pipeline(r: RunCmd) -> Result<i32> {
     let cfg = PipelineConfig::load(&r.config)?;
+    cfg.check_stage_names(&section_names())?;
+    // Sections come in data order: each after the sections writing its inputs.
     let sections: Vec<StageSection> = cfg
         .sections
         .iter()
@@ -408,12 +523,6 @@ fn run_pipeline(r: RunCmd) -> Result<i32> {
         let Some(output) = s.output.clone() else { bail!("{}: [{}] has no output", r.config.display(), s.stage) };
         let ctx = || format!("{}: [{}]", r.config.display(), s.stage);
         let summary = match s.stage.as_str() {
-            "ingest" => section_run::<m6_stage_ingest::IngestFactory>(&s, &output, &opts),
-            "crawl" => section_run::<m6_stage_crawl::CrawlFactory>(&s, &output, &opts),
-            "extract" => section_run::<m6_stage_extract::ExtractFactory>(&s, &output, &opts),
-            "dedup" => section_run::<m6_stage_dedup::DedupFactory>(&s, &output, &opts),
-            "filter" => section_run::<m6_stage_filter::FilterFactory>(&s, &output, &opts),
-            "tokenize" => section_run::<m6_stage_tokenize::TokenizeFactory>(&s, &output, &opts),
             "train" => {
                 let mut args = vec!["--config".to_string(), r.config.display().to_string()];
                 args.extend(s.inputs.iter().flat_map(|i| ["--input".to_string(), i.display().to_string()]));
@@ -424,7 +533,10 @@ fn run_pipeline(r: RunCmd) -> Result<i32> {
                 }
                 continue;
             }
-            other => bail!("{}: unknown stage `{other}` (stages: {})", r.config.display(), m6_pipeline::config::STAGE_ORDER.join(", ")),
+            other => match STAGES.iter().find(|st| st.name == other) {
+                Some(st) => (st.section)(&s, &output, &opts),
+                None => bail!("{}: unknown stage `{other}` (stages: {})", r.config.display(), section_names().join(", ")),
+            },
         }
         .with_context(ctx)?;
         print_summary(&summary, &output, r.json)?;
@@ -454,4 +566,33 @@ fn train(args: &[String]) -> Result<i32> {
     };
     let status = std::process::Command::new(&bin).args(args).status().with_context(|| format!("running {}", bin.display()))?;
     Ok(status.code().unwrap_or(1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every flag of every registered stage names a field its config reads, with a
+    /// value of the right type, and the registry builds a valid clap command.
+    #[test]
+    fn every_stage_flag_sets_a_config_field() {
+        let mut cmd = Cli::command();
+        for st in STAGES {
+            cmd = cmd.subcommand(stage_command(st));
+            for f in st.flags {
+                let v = match f.kind {
+                    FlagKind::Text { values, .. } => FlagValue::Set(toml::Value::String(values.first().copied().unwrap_or("x").to_string())),
+                    FlagKind::Int => FlagValue::Set(toml::Value::Integer(1)),
+                    FlagKind::Float => FlagValue::Set(toml::Value::Float(0.5)),
+                    FlagKind::Switch { value } => FlagValue::Set(toml::Value::Boolean(value)),
+                    FlagKind::List { append: true, .. } => FlagValue::Append(vec!["x".into()]),
+                    FlagKind::List { .. } => FlagValue::Set(toml::Value::Array(vec![toml::Value::String("127.0.0.0/8".into())])),
+                };
+                (st.config_of)(&[(f.key, v)]).unwrap_or_else(|e| panic!("m6corpus {} --{}: {e}", st.name, f.name));
+            }
+        }
+        cmd.debug_assert();
+        let names = section_names();
+        assert_eq!(names.len(), STAGES.len() + 1);
+    }
 }
