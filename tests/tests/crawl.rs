@@ -1113,3 +1113,32 @@ fn one_of_three_crawl_processes_killed_and_rerun_loses_and_doubles_nothing() {
     assert!(o.status.success(), "rerun of {victim}: {}", String::from_utf8_lossy(&o.stderr));
     check_six_host_crawl(&servers, &out, false);
 }
+
+/// One crawl stage object run into two outputs (issue 13: a stage object runs any
+/// number of times): the second output's robots log holds the rules its own crawl
+/// relied on, although the first run had fetched them into the object's fetcher.
+#[test]
+fn one_crawl_object_run_into_two_outputs_logs_robots_in_each() {
+    use m6_pipeline::StageFactory;
+    let srv = Server::start(|path, _| match path {
+        "/robots.txt" => ok("text/plain", "User-agent: *\nDisallow: /private/\n"),
+        _ => ok("text/html", format!("<p>{path}</p>")),
+    });
+    let t = tempfile::tempdir().unwrap();
+    let cfg = m6_stage_crawl::CrawlConfig { per_host_delay_ms: 0, backoff_base_ms: 100, allow_private: vec!["127.0.0.0/8".into()], ..Default::default() };
+    let stage = m6_stage_crawl::CrawlFactory::build(cfg).unwrap();
+    let opts = RunOptions { progress: false, threads: 1, ..RunOptions::default() };
+    for (name, page) in [("one", "/a.html"), ("two", "/b.html")] {
+        let seed_dir = t.path().join(format!("seeds-{name}"));
+        std::fs::create_dir_all(&seed_dir).unwrap();
+        let seed = seeds(&seed_dir, &[srv.url(page), srv.url("/private/x.html")]);
+        let out = t.path().join(name);
+        m6_pipeline::run_stage(stage.as_ref(), &[seed], &out, &opts).unwrap();
+        let r = rows(&out);
+        assert_eq!(by_url(&r, &srv.url(page))["status"], 200);
+        assert_eq!(by_url(&r, &srv.url("/private/x.html"))["error_kind"], "robots");
+        let log: String = std::fs::read_dir(out.join("_crawl")).unwrap().flatten().filter(|e| e.file_name().to_string_lossy().starts_with("robots-")).map(|e| std::fs::read_to_string(e.path()).unwrap()).collect();
+        assert!(log.contains("Disallow: /private/"), "{name}: the robots answer is in this output's log: {log:?}");
+    }
+    assert_eq!(srv.hits("/robots.txt"), 2, "each run fetches (and logs) the rules of its own output");
+}

@@ -61,6 +61,10 @@ struct Cli {
     /// Log level filter.
     #[arg(long, default_value = "info")]
     log: String,
+    /// Print the summary as JSON. It always is (one JSON object on stdout, logs on
+    /// stderr); the flag is accepted so every `m6corpus` subcommand takes `--json`.
+    #[arg(long)]
+    json: bool,
 }
 
 fn args(cli: &Cli) -> Result<TrainArgs> {
@@ -155,6 +159,7 @@ fn run(cli: &Cli) -> Result<()> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let _always_json = cli.json;
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")))
         .with_writer(std::io::stderr)

@@ -174,6 +174,13 @@ impl Fetcher {
             }
         }
         let n = newest.len();
+        // A new run (one stage object can run into several outputs) starts from its own
+        // output's answers only: rules another run fetched are forgotten, so they are
+        // fetched again and land in this output's log (its resume and later runs rely on
+        // it). Per-host delays are kept, the conservative side of politeness.
+        for o in self.origins.lock().unwrap().values() {
+            *o.robots.lock().unwrap() = Arc::new(OnceCell::new());
+        }
         for (key, r) in newest {
             let robots = r.rules(&self.cfg.robots_token);
             let o = self.origin_by_key(key);
