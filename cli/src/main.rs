@@ -554,6 +554,12 @@ fn section_run<F: StageFactory>(s: &StageSection, output: &Path, opts: &RunOptio
 
 /// Runs the trainer binary, which is built separately because it links libtorch.
 fn train(args: &[String]) -> Result<i32> {
+    // m6-train reads its `[train]` section itself but does not know the stage registry:
+    // a misspelt section in the same file is refused here, as for every stage command.
+    if let Some(p) = args.iter().position(|a| a == "--config").and_then(|i| args.get(i + 1)).or_else(|| args.iter().find_map(|a| a.strip_prefix("--config=").map(|_| a))) {
+        let p = p.strip_prefix("--config=").unwrap_or(p);
+        PipelineConfig::load(Path::new(p))?.check_stage_names(&section_names())?;
+    }
     let exe = std::env::current_exe().ok();
     let beside = exe.as_ref().and_then(|e| e.parent()).map(|d| d.join("m6-train"));
     let candidates = [

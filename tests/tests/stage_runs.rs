@@ -214,3 +214,22 @@ fn stage_flags_set_config_fields_over_the_section() {
     assert_eq!(bad.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("possible values: longest, shortest, first, quality"));
 }
+
+/// `m6corpus train --config FILE` refuses a misspelt section as every stage command
+/// does (m6-train reads only its own section and does not know the registry); the
+/// check runs before m6-train is looked for, so it holds on machines without torch.
+#[test]
+fn train_refuses_a_misspelt_section_before_starting_the_trainer() {
+    let t = tempfile::tempdir().unwrap();
+    for (i, form) in ["split", "joined"].iter().enumerate() {
+        let p = t.path().join(format!("p{i}.toml"));
+        std::fs::write(&p, "[trian]\nsteps = 3\n").unwrap();
+        let ps = p.to_str().unwrap().to_string();
+        let joined = format!("--config={ps}");
+        let args: Vec<&str> = if *form == "split" { vec!["train", "--config", &ps] } else { vec!["train", &joined] };
+        let out = m6(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{form}: {err}");
+        assert!(err.contains("unknown section [trian]") && err.contains("[train]"), "{form}: {err}");
+    }
+}
