@@ -159,7 +159,7 @@ pub fn verify(p: &VerifyParams, a: &[u8], b: &[u8]) -> bool {
     if let Some(v) = MEMO.with(|m| m.borrow().get(&key).copied()) {
         return v;
     }
-    let v = compare(p, a, b).is_some_and(|m| m.diff <= p.max_diff);
+    let v = compare(p, a, b).is_some_and(|m| accept(p, &m, thumb(a), thumb(b)));
     MEMO.with(|m| {
         let mut m = m.borrow_mut();
         if m.len() >= 1 << 20 {
@@ -168,6 +168,40 @@ pub fn verify(p: &VerifyParams, a: &[u8], b: &[u8]) -> bool {
         m.insert(key, v);
     });
     v
+}
+
+/// The verdict on an aligned pair: its share of differing pixels is within `max_diff`,
+/// or, for fine-textured pictures (brick, grass, gravel, stars), within a fraction of
+/// what the picture's own texture gives under a half-cell shift. A copy of a texture
+/// that is aligned to within a fraction of a grid cell still disagrees on many pixels
+/// (measured 0.08-0.25), while another photo of a smooth scene differs in far fewer
+/// pixels than a texture moved by half a cell does (so it is not excused).
+fn accept(p: &VerifyParams, m: &Match, ta: &[u8], tb: &[u8]) -> bool {
+    if m.diff <= p.max_diff {
+        return true;
+    }
+    if m.diff > TEXTURE_MAX {
+        return false;
+    }
+    let t = texture(ta).min(texture(tb));
+    m.diff <= TEXTURE_RATIO * t
+}
+
+/// Largest share of differing pixels the texture allowance can excuse.
+const TEXTURE_MAX: f32 = 0.25;
+/// A textured pair is accepted up to this fraction of its texture's half-cell score.
+const TEXTURE_RATIO: f32 = 0.6;
+
+/// Share of differing pixels between a thumbnail and itself moved by half a cell of
+/// the 32x32 grid diagonally: how much a sub-cell misalignment alone costs it.
+fn texture(t: &[u8]) -> f32 {
+    let d = 0.25 / FINE as f32;
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    sample(t, &[d, d, 0.0, 0.0], FINE, &mut a);
+    normalise(&mut a, FINE, 2);
+    sample(t, &[0.0, 0.0, d, d], FINE, &mut b);
+    normalise(&mut b, FINE, 2);
+    strip_score(&a, &b, FINE)
 }
 
 /// Hasher of the verdict memo: its keys are already blake3-derived, so mixing the
@@ -601,6 +635,36 @@ mod tests {
         assert!(spread(&cols) < FLAT_PROFILE && spread(&rows) < FLAT_PROFILE, "a chessboard's profiles are flat");
         let c = [0.1, 0.05, 0.0, 0.05];
         assert!(align(0.1, 0.075, &orig, 1.0, &draw(c, chessboard), aspect_of(c)) < 0.03);
+    }
+
+    /// A fine texture (grass-like: detail at the thumbnail's pixel scale).
+    fn grain(u: f32, v: f32) -> f32 {
+        let h = |x: f32, y: f32| ((x * 12.9898 + y * 78.233).sin() * 43758.547).fract();
+        let (x, y) = (u * THUMB as f32, v * THUMB as f32);
+        let (fx, fy) = (x.fract(), y.fract());
+        let (x0, y0) = (x.floor(), y.floor());
+        let l = |a: f32, b: f32, t: f32| a + (b - a) * t;
+        40.0 + 170.0 * l(l(h(x0, y0), h(x0 + 1.0, y0), fx), l(h(x0, y0 + 1.0), h(x0 + 1.0, y0 + 1.0), fx), fy)
+    }
+
+    #[test]
+    fn fine_textures_are_excused_their_subcell_misalignment_and_smooth_scenes_are_not() {
+        assert!(texture(&draw([0.0; 4], grain)) > 3.0 * texture(&draw([0.0; 4], scene)), "grain {} scene {}", texture(&draw([0.0; 4], grain)), texture(&draw([0.0; 4], scene)));
+        let p = VerifyParams { max_hamming: 64, max_crop: 0.1, max_diff: 0.075 };
+        // The same pair score is excused for the texture only.
+        let (g, s) = (draw([0.0; 4], grain), draw([0.0; 4], scene));
+        let d = (0.5 * texture(&g)).min(TEXTURE_MAX);
+        assert!(d > p.max_diff, "the grain allowance reaches past max_diff ({d}, texture {})", texture(&g));
+        let m = Match { diff: d, hamming: 0 };
+        assert!(accept(&p, &m, &g, &g));
+        assert!(!accept(&p, &m, &s, &s));
+        assert!(!accept(&p, &m, &g, &s), "the smoother picture of a pair decides");
+        assert!(!accept(&p, &Match { diff: TEXTURE_MAX + 0.01, hamming: 0 }, &g, &g));
+        // Another part of the same texture is no copy.
+        let (l, r) = ([0.0, 0.0, 0.45, 0.0], [0.45, 0.0, 0.0, 0.0]);
+        let (tl, tr) = (draw(l, grain), draw(r, grain));
+        let d = align(0.1, 0.075, &tl, aspect_of(l), &tr, aspect_of(r));
+        assert!(!accept(&p, &Match { diff: d, hamming: 0 }, &tl, &tr), "other part scored {d}");
     }
 
     #[test]
