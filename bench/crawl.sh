@@ -4,6 +4,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
-[ -x target/release/m6corpus ] || cargo build --release --workspace --bins --tests
+[ -x target/release/m6corpus ] || make build
 "$PY" -c "import aiohttp, pyarrow" 2>/dev/null || "$PY" -m pip install --quiet -r bench/requirements.txt
 exec "$PY" bench/crawl_bench.py "$@"

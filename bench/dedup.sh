@@ -5,5 +5,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
-cargo build --release --workspace --bins --tests
+make build
 "$PY" bench/dedup_bench.py

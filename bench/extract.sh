@@ -10,8 +10,8 @@ PY=".venv/bin/python"
 WORK="$(mktemp -d)"
 trap 'rm -rf "$WORK"' EXIT
 
-cargo build --release -q --workspace --bins --tests
-cargo build --release -q --workspace --bins --tests --example bench_pages
+make build
+cargo build --release -q --workspace --exclude m6-trainer --bins --tests --example bench_pages
 "$PY" -c "import trafilatura" 2>/dev/null || .venv/bin/pip install -q -r bench/requirements.txt
 
 target/release/examples/bench_pages "$WORK/pages" "$REPEAT" data/debian-handbook/zh-CN data/debian-handbook/zh-TW

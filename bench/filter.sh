@@ -4,7 +4,7 @@
 # same rules (bench/filter_peer.py) run on the same input. Writes bench/results/filter.json.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-[ -x target/release/m6corpus ] || cargo build --release --workspace --bins --tests
+[ -x target/release/m6corpus ] || make build
 PY=${PYTHON:-.venv/bin/python}
 [ -x "$PY" ] || PY=python3
 mkdir -p bench/results

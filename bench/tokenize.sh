@@ -8,6 +8,6 @@ DATA=${M6_DATA_DIR:-data}
 PY=${M6_VENV:-.venv}/bin/python
 OUT=bench/out/tokenize
 mkdir -p "$OUT" bench/results
-cargo build --release --workspace --bins --tests
+make build
 target/release/m6-tokenizer-bench --data "$DATA" --out "$OUT" --poem-files "${POEM_FILES:-15}" > "$OUT/rust.json"
 "$PY" bench/tokenize_peers.py "$OUT" "$DATA" bench/results/tokenize.json

@@ -8,7 +8,7 @@
 //! [`ImageConfig::patches_from_encoded`] turns the latter back into patches in the
 //! trainer's reader threads.
 
-use image::imageops::{self, FilterType};
+use image::imageops;
 use serde::{Deserialize, Serialize};
 
 /// The byte layout of `sample.image_patches`.
@@ -130,7 +130,7 @@ impl ImageConfig {
         if (nw, nh) == (w, h) {
             return Ok(imageops::crop_imm(img, left, top, self.image_size, self.image_size).to_image());
         }
-        let resized = imageops::resize(img, nw, nh, FilterType::Triangle);
+        let resized = resize_rgb(img, nw, nh);
         Ok(imageops::crop_imm(&resized, left, top, self.image_size, self.image_size).to_image())
     }
 
@@ -150,10 +150,15 @@ impl ImageConfig {
                     }
                 }
                 let sq = self.square(bytes)?;
-                let mut out = std::io::Cursor::new(Vec::with_capacity(32 << 10));
-                let enc = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, quality.clamp(1, 100));
-                sq.write_with_encoder(enc).map_err(|e| ImageError::Encode(e.to_string()))?;
-                Ok(out.into_inner())
+                // jpeg-encoder (baseline, SIMD colour conversion and DCT where the CPU has
+                // them): the image crate's encoder was half of tokenize's remaining CPU.
+                // At quality 90 and above the chroma is not subsampled.
+                let mut out = Vec::with_capacity(32 << 10);
+                let side = u16::try_from(s).map_err(|_| ImageError::Encode(format!("image_size {s} is over 65535")))?;
+                jpeg_encoder::Encoder::new(&mut out, quality.clamp(1, 100))
+                    .encode(sq.as_raw(), side, side, jpeg_encoder::ColorType::Rgb)
+                    .map_err(|e| ImageError::Encode(e.to_string()))?;
+                Ok(out)
             }
         }
     }
@@ -182,7 +187,7 @@ impl ImageConfig {
         let src = if (nw, nh) == (w, h) {
             img
         } else {
-            resized = imageops::resize(img, nw, nh, FilterType::Triangle);
+            resized = resize_rgb(img, nw, nh);
             &resized
         };
         let left = (nw - self.image_size) / 2;
@@ -207,6 +212,21 @@ impl ImageConfig {
         }
         out
     }
+}
+
+/// Resizes 8-bit RGB with a triangle (bilinear, antialiased when shrinking) filter:
+/// the filter the image crate's `resize(.., Triangle)` applies, computed by
+/// fast_image_resize's integer SIMD convolution. The image crate's float resampler with
+/// a libm round per sample was half of tokenize's CPU on M6-sized JPEGs.
+pub fn resize_rgb(img: &image::RgbImage, nw: u32, nh: u32) -> image::RgbImage {
+    use fast_image_resize::{images::Image, images::ImageRef, FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
+    let (w, h) = img.dimensions();
+    let src = ImageRef::new(w, h, img.as_raw(), PixelType::U8x3).expect("an RgbImage holds w*h*3 bytes");
+    let mut dst = Image::new(nw, nh, PixelType::U8x3);
+    Resizer::new()
+        .resize(&src, &mut dst, &ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Bilinear)))
+        .expect("same pixel type on both sides, non-empty sizes");
+    image::RgbImage::from_raw(nw, nh, dst.into_vec()).expect("nw*nh*3 bytes")
 }
 
 #[cfg(test)]
