@@ -90,7 +90,10 @@ fn patches_match_an_independent_reference() {
         let diffs: Vec<u32> = ours.iter().zip(&want).map(|(a, b)| (*a as i32 - *b as i32).unsigned_abs()).collect();
         let max = *diffs.iter().max().unwrap();
         let mean = diffs.iter().map(|&d| d as f64).sum::<f64>() / diffs.len() as f64;
-        // The resampler accumulates in f32; a layout or crop mistake would be off by tens.
-        assert!(max <= 2 && mean < 0.1, "{name}: max diff {max}, mean {mean}");
+        // The resampler (fast_image_resize) accumulates in fixed point, so about one
+        // sample in seven rounds the other way: off by one level (coffee.png: max 1, mean
+        // 0.146; the image crate's f32 resampler gave under 0.1). A layout or crop
+        // mistake would be off by tens.
+        assert!(max <= 2 && mean < 0.25, "{name}: max diff {max}, mean {mean}");
     }
 }
