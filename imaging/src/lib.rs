@@ -244,18 +244,16 @@ pub enum JpegGrey {
 /// slower entropy decoding and the worker threads it starts for outputs over 128 px
 /// wide cost more than this (dedup, 192 px, 512 px photos: signing 1.7x faster;
 /// filter, 256 px, `--threads 1`: 52 photos at 2048 px 0.72 -> 0.45 CPU s, 104 at
-/// 256-1411 px 0.32 -> 0.19). The filter's luma decode is strict (corrupt
-/// entropy-coded data is an error, as it is for jpeg-decoder, so the verdict on a
-/// damaged file does not change); dedup's keeps zune-jpeg's lenient default, as the
-/// image crate does: with strict mode on this path, dedup's photo benchmark fell from
-/// F1 0.976 to 0.613 (P 0.65), a cause not yet found. Pictures over `cap` pixels on
-/// a side are refused before any allocation (a lying header). Returns the picture, the
-/// full size and scale 1.
+/// 256-1411 px 0.32 -> 0.19). Strict: corrupt entropy-coded data is an error, as it
+/// is for jpeg-decoder, so the verdict on a damaged file does not depend on the path
+/// (strict and lenient decodes are byte-identical on all 528 JPEGs of dedup's image
+/// benchmark). Pictures over `cap` pixels on a side are refused before any allocation
+/// (a lying header). Returns the picture, the full size and scale 1.
 pub fn decode_jpeg_full(bytes: &[u8], max_side: usize, cap: usize, grey: JpegGrey) -> Result<(Gray, u32, u32, u32), DecodeError> {
     use zune_core::{bytestream::ZCursor, colorspace::ColorSpace, options::DecoderOptions};
     let space = if grey == JpegGrey::Luma { ColorSpace::Luma } else { ColorSpace::RGB };
     let cap = cap.max(1);
-    let opts = DecoderOptions::default().jpeg_set_out_colorspace(space).set_strict_mode(grey == JpegGrey::Luma).set_max_width(cap).set_max_height(cap);
+    let opts = DecoderOptions::default().jpeg_set_out_colorspace(space).set_strict_mode(true).set_max_width(cap).set_max_height(cap);
     let mut d = zune_jpeg::JpegDecoder::new_with_options(ZCursor::new(bytes), opts);
     let px = d.decode().map_err(|e| DecodeError::Decode(format!("{e:?}")))?;
     let (w, h) = d.dimensions().ok_or_else(|| DecodeError::Decode("no JPEG header".into()))?;
