@@ -162,11 +162,7 @@ impl Iterator for ShardReader {
 /// or `None` when there is none yet.
 pub fn read_extra_file(dir: &Path, name: &str) -> Result<Option<Vec<u8>>> {
     let path = dir.join(name);
-    match std::fs::read(&path) {
-        Ok(b) => Ok(Some(b)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(Error::io(path, e)),
-    }
+    std::fs::read(&path).missing_ok(&path)
 }
 
 /// Writes such a file atomically (temporary, fsync, rename, folder sync); every

@@ -48,11 +48,21 @@ impl Error {
 /// Attaches a path to `std::io` results, the one conversion every file operation needs.
 pub trait IoContext<T> {
     fn at(self, path: impl Into<PathBuf>) -> Result<T>;
+    /// As [`IoContext::at`], but a missing file or folder is `None`, not an error (a
+    /// unit not done yet, something already removed).
+    fn missing_ok(self, path: impl Into<PathBuf>) -> Result<Option<T>>;
 }
 
 impl<T> IoContext<T> for std::io::Result<T> {
     fn at(self, path: impl Into<PathBuf>) -> Result<T> {
         self.map_err(|e| Error::io(path, e))
+    }
+    fn missing_ok(self, path: impl Into<PathBuf>) -> Result<Option<T>> {
+        match self {
+            Ok(v) => Ok(Some(v)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io(path, e)),
+        }
     }
 }
 

@@ -56,10 +56,8 @@ fn verified() -> &'static Mutex<HashSet<(PathBuf, Stamp, String)>> {
 /// each manifest once.
 fn listing(dir: &Path) -> Result<Option<Listing>> {
     let mpath = dir.join(MANIFEST);
-    let meta = match fs::metadata(&mpath) {
-        Ok(m) => m,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(Error::io(&mpath, e)),
+    let Some(meta) = fs::metadata(&mpath).missing_ok(&mpath)? else {
+        return Ok(None);
     };
     let st = stamp(&meta);
     if let Some((s, l)) = manifests().lock().unwrap().get(dir) {

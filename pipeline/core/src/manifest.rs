@@ -130,11 +130,8 @@ impl PlanFile {
 
     pub fn load(dir: &Path) -> Result<Option<PlanFile>> {
         let path = Self::path(dir);
-        match fs::read(&path) {
-            Ok(b) => serde_json::from_slice(&b).map(Some).map_err(|e| Error::manifest(&path, format!("unreadable plan: {e}"))),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(Error::io(&path, e)),
-        }
+        let Some(b) = fs::read(&path).missing_ok(&path)? else { return Ok(None) };
+        serde_json::from_slice(&b).map(Some).map_err(|e| Error::manifest(&path, format!("unreadable plan: {e}")))
     }
 
     pub fn save(&self, dir: &Path) -> Result<()> {
@@ -238,11 +235,7 @@ impl CommitRecord {
     pub fn load_all(dir: &Path) -> Result<Vec<CommitRecord>> {
         let cdir = dir.join(COMMITS);
         let mut out = vec![];
-        let entries = match fs::read_dir(&cdir) {
-            Ok(e) => e,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
-            Err(e) => return Err(Error::io(&cdir, e)),
-        };
+        let Some(entries) = fs::read_dir(&cdir).missing_ok(&cdir)? else { return Ok(out) };
         for entry in entries {
             let path = entry.at(&cdir)?.path();
             if path.extension().and_then(|e| e.to_str()) != Some("json") {
@@ -262,11 +255,8 @@ impl CommitRecord {
     /// The record of one task, if it committed.
     pub fn load(dir: &Path, task: &str) -> Result<Option<CommitRecord>> {
         let path = Self::path(dir, task);
-        match fs::read(&path) {
-            Ok(b) => serde_json::from_slice(&b).map(Some).map_err(|e| Error::manifest(&path, format!("unreadable commit record: {e}"))),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(Error::io(&path, e)),
-        }
+        let Some(b) = fs::read(&path).missing_ok(&path)? else { return Ok(None) };
+        serde_json::from_slice(&b).map(Some).map_err(|e| Error::manifest(&path, format!("unreadable commit record: {e}")))
     }
 
     /// Uncommits the task: the record goes first (so no manifest rebuilt afterwards
@@ -274,20 +264,12 @@ impl CommitRecord {
     /// process may be removing the same stale task.
     pub fn remove(&self, dir: &Path) -> Result<()> {
         let rec = Self::path(dir, &self.task);
-        match fs::remove_file(&rec) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(Error::io(&rec, e)),
-        }
+        fs::remove_file(&rec).missing_ok(&rec)?;
         for (side, shards) in &self.outputs {
             let sdir = if side.is_empty() { dir.to_path_buf() } else { dir.join(side) };
             for s in shards {
                 let p = sdir.join(&s.file);
-                match fs::remove_file(&p) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(Error::io(&p, e)),
-                }
+                fs::remove_file(&p).missing_ok(&p)?;
             }
         }
         sync_dir(&dir.join(COMMITS));

@@ -367,11 +367,7 @@ pub(crate) fn clean_leftovers(output: &Path, spec: &OutputSpec, id: &str, short:
             let entry = entry.at(&dir)?;
             let name = entry.file_name().to_string_lossy().to_string();
             if name.starts_with(&part) || name.starts_with(&tmp) {
-                match fs::remove_file(entry.path()) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(Error::io(entry.path(), e)),
-                }
+                fs::remove_file(entry.path()).missing_ok(entry.path())?;
             }
         }
     }

@@ -86,11 +86,7 @@ impl WorkDir {
 
     /// A whole file, or `None` when it does not exist (a unit not done yet).
     pub fn read(&self, path: &Path) -> Result<Option<Vec<u8>>> {
-        match fs::read(path) {
-            Ok(b) => Ok(Some(b)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(crate::Error::io(path, e)),
-        }
+        fs::read(path).missing_ok(path)
     }
 
     /// Whether a file is there (a unit's marker or output).
@@ -120,10 +116,8 @@ impl WorkDir {
 
     /// Names of the files directly in folder `dir`, sorted; none when it does not exist.
     pub fn list(&self, dir: &Path) -> Result<Vec<String>> {
-        let rd = match fs::read_dir(dir) {
-            Ok(rd) => rd,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(vec![]),
-            Err(e) => return Err(crate::Error::io(dir, e)),
+        let Some(rd) = fs::read_dir(dir).missing_ok(dir)? else {
+            return Ok(vec![]);
         };
         let mut names = vec![];
         for e in rd {
@@ -178,35 +172,23 @@ impl WorkDir {
         let dir = self.path(rel);
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(&dir).at(&dir)?;
-        Ok(Staging { dir, files: vec![] })
+        Ok(Staging { dir })
     }
 
     /// Removes `root/rel` and everything in it; a missing folder is not an error.
     pub fn remove_dir(&self, rel: impl AsRef<Path>) -> Result<()> {
         let d = self.path(rel);
-        match fs::remove_dir_all(&d) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(crate::Error::io(d, e)),
-        }
+        fs::remove_dir_all(&d).missing_ok(&d).map(drop)
     }
 
     /// Removes one file; a missing file is not an error.
     pub fn remove_file(&self, path: &Path) -> Result<()> {
-        match fs::remove_file(path) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(crate::Error::io(path, e)),
-        }
+        fs::remove_file(path).missing_ok(path).map(drop)
     }
 
     /// Removes the whole work folder (once the output is complete).
     pub fn remove_all(&self) -> Result<()> {
-        match fs::remove_dir_all(&self.root) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(crate::Error::io(&self.root, e)),
-        }
+        fs::remove_dir_all(&self.root).missing_ok(&self.root).map(drop)
     }
 }
 
@@ -222,16 +204,14 @@ impl Drop for UnitLock {
 /// Files being written in a private folder, published into the work folder together.
 pub struct Staging {
     dir: PathBuf,
-    files: Vec<PathBuf>,
 }
 
 impl Staging {
     /// Creates `NAME` in the staging folder for a buffered sequential write; returns the
     /// writer and the file's path (to name it in errors).
-    pub fn create(&mut self, name: &str) -> Result<(BufWriter<File>, PathBuf)> {
+    pub fn create(&self, name: &str) -> Result<(BufWriter<File>, PathBuf)> {
         let p = self.dir.join(name);
         let f = File::create(&p).at(&p)?;
-        self.files.push(p.clone());
         Ok((BufWriter::with_capacity(BUF, f), p))
     }
 
@@ -260,10 +240,5 @@ impl Staging {
         }
         let _ = fs::remove_dir(&self.dir);
         Ok(())
-    }
-
-    /// Paths of the files created so far.
-    pub fn files(&self) -> &[PathBuf] {
-        &self.files
     }
 }

@@ -366,7 +366,7 @@ impl Runs {
 /// Signs one unit into a private temporary folder, moves the files into `sig/` and
 /// writes the unit's marker last, so a killed unit is simply signed again.
 fn sign_unit(cfg: &DedupConfig, plan: &Plan, u: usize, batch_rows: usize, run_recs: usize) -> Result<(), BoxError> {
-    let mut staging = plan.work.staging(format!("{}/.tmp-{u:06}", dw::SIG))?;
+    let staging = plan.work.staging(format!("{}/.tmp-{u:06}", dw::SIG))?;
     let (mut bin, bin_tmp) = staging.create(BIN)?;
     let (mut ids, ids_tmp) = staging.create(IDS)?;
     let mut runs = Runs { unit: u, staging, buf: Vec::with_capacity(run_recs.min(1 << 16)), cap: run_recs, runs: 0, records: 0 };
