@@ -21,30 +21,36 @@ pub struct Signals {
     pub border: f32,
 }
 
+/// Variance of the 4-neighbour Laplacian of a grey picture, in grey levels² (0 for a
+/// picture under 3×3): the `sharpness` signal, and dedup's keep-rule score.
+pub fn sharpness(g: &Gray) -> f32 {
+    let (w, h) = (g.w, g.h);
+    if w < 3 || h < 3 {
+        return 0.0;
+    }
+    // Row slices (no index arithmetic or bounds checks in the inner loop), f32 sums
+    // within a row (at most 255 terms of |l| <= 2040), f64 across rows.
+    let (mut s, mut s2) = (0f64, 0f64);
+    for y in 1..h - 1 {
+        let (up, row, down) = (&g.px[(y - 1) * w..y * w], &g.px[y * w..(y + 1) * w], &g.px[(y + 1) * w..(y + 2) * w]);
+        let (mut rs, mut rs2) = (0f32, 0f32);
+        for x in 1..w - 1 {
+            let l = row[x - 1] + row[x + 1] + up[x] + down[x] - 4.0 * row[x];
+            rs += l;
+            rs2 += l * l;
+        }
+        s += rs as f64;
+        s2 += rs2 as f64;
+    }
+    let n = ((w - 2) * (h - 2)) as f64;
+    let m = s / n;
+    (s2 / n - m * m).max(0.0) as f32
+}
+
 /// Signals of a grey picture already reduced to at most [`SIDE`] on the longer side.
 pub fn signals(g: &Gray) -> Signals {
     let (w, h) = (g.w, g.h);
-    let sharpness = if w >= 3 && h >= 3 {
-        // Row slices (no index arithmetic or bounds checks in the inner loop), f32 sums
-        // within a row (at most 255 terms of |l| <= 2040), f64 across rows.
-        let (mut s, mut s2) = (0f64, 0f64);
-        for y in 1..h - 1 {
-            let (up, row, down) = (&g.px[(y - 1) * w..y * w], &g.px[y * w..(y + 1) * w], &g.px[(y + 1) * w..(y + 2) * w]);
-            let (mut rs, mut rs2) = (0f32, 0f32);
-            for x in 1..w - 1 {
-                let l = row[x - 1] + row[x + 1] + up[x] + down[x] - 4.0 * row[x];
-                rs += l;
-                rs2 += l * l;
-            }
-            s += rs as f64;
-            s2 += rs2 as f64;
-        }
-        let n = ((w - 2) * (h - 2)) as f64;
-        let m = s / n;
-        (s2 / n - m * m).max(0.0) as f32
-    } else {
-        0.0
-    };
+    let sharpness = sharpness(g);
     let mut hist = [0u32; 256];
     for &v in &g.px {
         // Grey levels are never negative: adding one half and truncating rounds them as

@@ -80,33 +80,9 @@ pub fn sign_gray(g: &Gray, width: u32, height: u32, decode_scale: u32) -> ImageS
     let sx = width as f32 / g.w as f32;
     let sy = height as f32 / g.h as f32;
     let aspect = (fw * sx) / (fh * sy).max(1e-3);
-    let sharpness = laplacian_variance(g);
+    // The quality signals' sharpness alone: dedup needs neither entropy nor border.
+    let sharpness = m6_imaging::quality::sharpness(g);
     ImageSig { hashes, thumb, aspect, width, height, decode_scale, sharpness }
-}
-
-/// Variance of the 4-neighbour Laplacian (grey levels²): the keep rule's sharpness.
-/// The same measure as the quality signals' `sharpness`, without the entropy and
-/// border passes that dedup does not use.
-fn laplacian_variance(g: &Gray) -> f32 {
-    let (w, h) = (g.w, g.h);
-    if w < 3 || h < 3 {
-        return 0.0;
-    }
-    let (mut s, mut s2) = (0f64, 0f64);
-    for y in 1..h - 1 {
-        let (up, row, down) = (&g.px[(y - 1) * w..y * w], &g.px[y * w..(y + 1) * w], &g.px[(y + 1) * w..(y + 2) * w]);
-        let (mut rs, mut rs2) = (0f32, 0f32);
-        for x in 1..w - 1 {
-            let l = row[x - 1] + row[x + 1] + up[x] + down[x] - 4.0 * row[x];
-            rs += l;
-            rs2 += l * l;
-        }
-        s += rs as f64;
-        s2 += rs2 as f64;
-    }
-    let n = ((w - 2) * (h - 2)) as f64;
-    let m = s / n;
-    (s2 / n - m * m).max(0.0) as f32
 }
 
 /// Decodes (at reduced scale) and signs encoded image bytes.
