@@ -556,8 +556,8 @@ fn section_run<F: StageFactory>(s: &StageSection, output: &Path, opts: &RunOptio
 fn train(args: &[String]) -> Result<i32> {
     // m6-train reads its `[train]` section itself but does not know the stage registry:
     // a misspelt section in the same file is refused here, as for every stage command.
-    if let Some(p) = args.iter().position(|a| a == "--config").and_then(|i| args.get(i + 1)).or_else(|| args.iter().find_map(|a| a.strip_prefix("--config=").map(|_| a))) {
-        let p = p.strip_prefix("--config=").unwrap_or(p);
+    let config = args.iter().enumerate().find_map(|(i, a)| if a == "--config" { args.get(i + 1).map(String::as_str) } else { a.strip_prefix("--config=") });
+    if let Some(p) = config {
         PipelineConfig::load(Path::new(p))?.check_stage_names(&section_names())?;
     }
     let exe = std::env::current_exe().ok();
