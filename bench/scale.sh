@@ -8,4 +8,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
-"$PY" bench/scale_run.py dedup1m incr chain sizes images
+"$PY" bench/scale_run.py dedup1m incr chain sizes images image_scale
