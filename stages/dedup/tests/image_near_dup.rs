@@ -212,3 +212,71 @@ fn equal_size_copies_keep_the_sharpest() {
     kept.sort();
     assert_eq!(kept, sharp, "a blurred copy was kept instead of its sharp original");
 }
+
+/// A window of a photo (fractions of its size) resized to `side`×`side`.
+fn tile(name: &str, x: f32, y: f32, w: f32, side: u32) -> DynamicImage {
+    let img = photo(name);
+    let (iw, ih) = (img.width() as f32, img.height() as f32);
+    let s = (iw.min(ih) * w) as u32;
+    img.crop_imm((iw * x) as u32, (ih * y) as u32, s, s).resize_exact(side, side, image::imageops::FilterType::Triangle)
+}
+
+/// Four tiles as a 2×2 mosaic (top-left, top-right, bottom-left, bottom-right).
+fn mosaic(tiles: [&DynamicImage; 4]) -> DynamicImage {
+    let side = tiles[0].width();
+    let mut out = RgbImage::new(2 * side, 2 * side);
+    for (i, t) in tiles.iter().enumerate() {
+        image::imageops::overlay(&mut out, &t.to_rgb8(), (i as u32 % 2 * side) as i64, (i as u32 / 2 * side) as i64);
+    }
+    DynamicImage::ImageRgb8(out)
+}
+
+fn payload(bytes: &[u8]) -> Vec<u8> {
+    use m6_stage_dedup::image_verify::encode_payload;
+    let sig = image_hash::sign(bytes).unwrap();
+    let mut out = vec![];
+    // The exact key (the memo's key) of the bytes: any fixed hash will do here.
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    bytes.hash(&mut h);
+    encode_payload(h.finish(), Some(&sig), 0, &mut out);
+    out
+}
+
+/// Pictures that share half their layout (two quadrants identical) but hold other,
+/// low-contrast content in the rest (a brick wall against a moon surface, grass against
+/// the moon) are different pictures — product shots on one template, memes on one
+/// frame — while their pixel score can pass: the high-contrast shared half sets the
+/// grey scale. The layout check keeps them apart; their own copies are still found.
+/// Built like the scale benchmark's mosaics (bench/scale_run.py) whose false merges
+/// this test pins (without the layout check both pairs merge).
+#[test]
+fn mosaics_sharing_half_their_layout_stay_apart_and_their_copies_are_found() {
+    use m6_stage_dedup::image_verify::verify;
+    let p = DedupConfig::default().image_verify_params();
+    let side = 160;
+    let wheel = tile("color.png", 0.1, 0.1, 0.8, side);
+    let text = tile("page.png", 0.2, 0.1, 0.5, side);
+    let chess = tile("chessboard_GRAY.png", 0.0, 0.0, 0.6, side);
+    let brick = tile("brick.png", 0.1, 0.2, 0.5, side);
+    let moon = tile("moon.png", 0.2, 0.3, 0.45, side);
+    let moon2 = tile("moon.png", 0.4, 0.1, 0.45, side);
+    let grass = tile("grass.png", 0.2, 0.2, 0.5, side);
+    let pairs = [
+        (mosaic([&brick, &wheel, &brick, &text]), mosaic([&moon, &wheel, &moon2, &text])),
+        (mosaic([&grass, &chess, &chess, &grass]), mosaic([&moon, &chess, &chess, &grass])),
+    ];
+    // Not handled (a known limit): two textures of like contrast (brick and grass)
+    // swapped beside a chessboard, whose contrast dwarfs both, pass both checks.
+    for (i, (a, b)) in pairs.iter().enumerate() {
+        let (pa, pb) = (payload(&jpeg(a, 88)), payload(&jpeg(b, 88)));
+        assert!(!verify(&p, &pa, &pb), "mosaic pair {i}: different pictures merged");
+        for (kind, copy) in [
+            ("resized", jpeg(&a.resize(a.width() * 3 / 5, a.height() * 3 / 5, image::imageops::FilterType::Triangle), 60)),
+            ("cropped", jpeg(&crop(a, 0.05, 0.03, 0.04, 0.06), 85)),
+            ("recompressed", jpeg(a, 40)),
+        ] {
+            assert!(verify(&p, &pa, &payload(&copy)), "mosaic {i}: {kind} copy not found");
+        }
+    }
+}

@@ -91,7 +91,11 @@ fn image_pairs(list: &Path, kvs: &[String]) -> Result<(), BoxError> {
         for j in i + 1..bodies.len() {
             if let Some(m) = image_verify::compare(&p, &bodies[i], &bodies[j]) {
                 aligned += 1;
-                writeln!(out, "{}\t{}\t{}\t{:.4}", keys[i], keys[j], m.hamming, m.diff)?;
+                let (bm, bt) = image_verify::block_disagreement(image_verify::thumb(&bodies[i]), image_verify::thumb(&bodies[j]), &m);
+                // Columns: keys, closest window hashes, pixel score, the verdict, and the
+                // layout check's two block measures (for choosing its tolerances).
+                let ok = image_verify::verify(&p, &bodies[i], &bodies[j]);
+                writeln!(out, "{}\t{}\t{}\t{:.4}\t{}\t{:.3}\t{:.3}", keys[i], keys[j], m.hamming, m.diff, ok as u8, bm, bt)?;
             }
         }
     }
