@@ -165,7 +165,7 @@ pub fn verify(p: &VerifyParams, a: &[u8], b: &[u8]) -> bool {
     // The alignment search is not symmetric (ties, the descent's starting points), and
     // the memo answers for both orders: verifying in one canonical order keeps the
     // verdict — and so the output — independent of which thread met the pair first.
-    //TMPSYM let (a, b) = if ka <= kb { (a, b) } else { (b, a) };
+    let (a, b) = if ka <= kb { (a, b) } else { (b, a) };
     let v = compare(p, a, b).is_some_and(|m| accept(p, &m, thumb(a), thumb(b)) && layout_agrees(thumb(a), thumb(b), &m));
     MEMO.with(|m| {
         let mut m = m.borrow_mut();
