@@ -91,11 +91,14 @@ fn image_pairs(list: &Path, kvs: &[String]) -> Result<(), BoxError> {
         for j in i + 1..bodies.len() {
             if let Some(m) = image_verify::compare(&p, &bodies[i], &bodies[j]) {
                 aligned += 1;
-                let (bm, bt) = image_verify::block_disagreement(image_verify::thumb(&bodies[i]), image_verify::thumb(&bodies[j]), &m);
-                // Columns: keys, closest window hashes, pixel score, the verdict, and the
-                // layout check's two block measures (for choosing its tolerances).
+                // Columns: keys, closest window hashes, pixel score, the verdict, the pixel
+                // rule's verdict alone, and the layout check's measures (to choose its
+                // tolerances: bench/dedup_images.py and bench/scale_run.py make the sets).
                 let ok = image_verify::verify(&p, &bodies[i], &bodies[j]);
-                writeln!(out, "{}\t{}\t{}\t{:.4}\t{}\t{:.3}\t{:.3}", keys[i], keys[j], m.hamming, m.diff, ok as u8, bm, bt)?;
+                let (ta, tb) = (image_verify::thumb(&bodies[i]), image_verify::thumb(&bodies[j]));
+                let l = image_verify::layout(ta, tb, &m);
+                let acc = image_verify::accept(&p, &m, ta, tb);
+                writeln!(out, "{}\t{}\t{}\t{:.4}\t{}\t{}\t{:.3}\t{:.3}\t{:.3}", keys[i], keys[j], m.hamming, m.diff, ok as u8, acc as u8, l.mean, l.texture, l.correlation)?;
             }
         }
     }
