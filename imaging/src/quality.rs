@@ -82,20 +82,24 @@ pub fn signals(g: &Gray) -> Signals {
     // equal neighbours (flat areas) from waiting on each other's increments.
     // Bins are computed 64 at a time (vectorised: max, min, add, convert), then counted.
     let mut part = [[0u32; 256]; 4];
-    let mut bins = [0u8; 64];
+    let mut bins = [0i32; 64];
     for chunk in g.px.chunks(64) {
         for (b, &v) in bins.iter_mut().zip(chunk) {
             // max first: it turns NaN into 0, as the f32-to-int cast did.
-            *b = (v.max(0.0).min(255.0) + 0.5) as u8;
+            let r = v.max(0.0).min(255.0) + 0.5;
+            // SAFETY: f32::max/min return the non-NaN operand, so r is a number in
+            // [0.5, 255.5], which i32 holds: the unchecked cast (one SIMD instruction
+            // for four) truncates exactly as `as` would, without its NaN/range fix-ups.
+            *b = unsafe { r.to_int_unchecked::<i32>() };
         }
         let bins = &bins[..chunk.len()];
         let quads = bins.chunks_exact(4);
         for &b in quads.remainder() {
-            part[0][b as usize] += 1;
+            part[0][b as usize & 255] += 1;
         }
         for q in quads {
             for k in 0..4 {
-                part[k][q[k] as usize] += 1;
+                part[k][q[k] as usize & 255] += 1;
             }
         }
     }
