@@ -19,6 +19,15 @@ signals, Parquet write of kept rows and rejects, manifest), --threads 1, best of
 libjpeg-turbo decodes at 1/2-1/8 scale straight to grey). The ratio that counts is
 against the faster peer mode.
 
+Decode floor (per input): CPU per image of decoding alone at the filter's scale, with no
+rules, signals or Parquet: libjpeg-turbo through Pillow (Image.draft("L", size) + convert,
+the peer's `decode` mode, in-process after the Parquet read) and our own decoders
+(target/release/m6-decode-bench on the same files: the filter's decode to the 256 px work
+picture, zune-jpeg's bare full-size luma decode, jpeg-decoder's DCT-domain scaled decode).
+`ten_x_target` is the images/s per core that 10x the fastest peer mode would take, beside
+the fastest decode floor: when the floor is below the target, 10x is out of reach of any
+filter that decodes every image with these decoders, and the remaining gap is decoding.
+
 Run on its own (`python3 bench/filter_images.py`), it merges its section into the
 existing bench/results/filter.json (the text figures are kept)."""
 import glob, io, json, os, resource, shutil, subprocess, sys, tempfile, time
@@ -62,7 +71,18 @@ def make_inputs(work, data, copies, py):
     return {"photos_as_published": os.path.dirname(published), "photos_as_jpeg": os.path.dirname(as_jpeg), "photos_as_jpeg_2048": os.path.dirname(big)}
 
 
-def measure(bin_, py, work, data, copies=4, repeat=3):
+def decode_floor(decode_bin, py, folder, ds, n, repeat):
+    """CPU per image of decoding alone (see the module doc)."""
+    ours = json.loads(subprocess.run([decode_bin, os.path.join(folder, "album"), "256", str(repeat)], capture_output=True, text=True, check=True).stdout)
+    pbest = None
+    for _ in range(repeat):
+        p = json.loads(subprocess.run([py, PEER, "decode", ds, "-"], capture_output=True, text=True, check=True).stdout)
+        pbest = p["cpu_seconds"] if pbest is None else min(pbest, p["cpu_seconds"])
+    row = lambda c, k: {"cpu_seconds": round(c, 4), "images_per_cpu_s": round(k / c, 1), "ms_per_image": round(1e3 * c / k, 3)}
+    return {"jpegs": ours["jpegs"], "pillow_libjpeg_turbo_draft": row(pbest, n), "m6_filter_decode": ours["filter_decode"], "zune_jpeg_luma_full_jpegs_only": ours["zune_luma_full"], "jpeg_decoder_dct_scaled_jpegs_only": ours["dct_scaled"]}
+
+
+def measure(bin_, py, work, data, copies=10, repeat=3, decode_bin=None):
     inputs = make_inputs(work, data, copies, py)
     out = {}
     for name, folder in inputs.items():
@@ -99,11 +119,27 @@ def measure(bin_, py, work, data, copies=4, repeat=3):
         fastest = min(res["peer_pillow_full"]["cpu_seconds"], res["peer_pillow_draft"]["cpu_seconds"])
         res["ratio_vs_fastest_peer_cpu"] = round(fastest / c, 2)
         res["ratio_vs_peer_full_cpu"] = round(res["peer_pillow_full"]["cpu_seconds"] / c, 2)
+        if decode_bin:
+            floor = decode_floor(decode_bin, py, folder, ds, n, repeat)
+            res["decode_floor"] = floor
+            target = 10 * n / fastest
+            # The JPEG-only decoders count as a floor only where every image is a JPEG.
+            floors = {k: v["images_per_cpu_s"] for k, v in floor.items() if isinstance(v, dict) and (not k.endswith("_jpegs_only") or floor["jpegs"] == n)}
+            best_floor = max(floors, key=floors.get)
+            res["ten_x_target"] = {
+                "images_per_cpu_s": round(target, 1),
+                "ms_per_image": round(1e3 / target, 3),
+                "fastest_decode_floor": best_floor,
+                "fastest_decode_floor_images_per_cpu_s": floors[best_floor],
+                "reachable_above_decode_floor": floors[best_floor] >= target,
+                "m6_ms_per_image": round(1e3 * c / n, 3),
+                "m6_ms_per_image_beyond_its_decode": round(1e3 * c / n - floor["m6_filter_decode"]["ms_per_image"], 3),
+            }
         out[name] = res
     return {
         "note": "Per core: CPU seconds, --threads 1, best of `repeat`, on a shared 2-core machine (wall seconds recorded beside them are inflated by other work). m6corpus: whole process, Parquet to Parquet, recording the sharpness/entropy/border columns (default). Peer: bench/filter_images_peer.py, Pillow "
         + __import__("PIL").__version__
-        + " + numpy, the same rules and signals, Parquet to Parquet in-process (imports not counted); `full` = plain decode, `draft` = Image.draft('L', size) on JPEGs (DCT-domain reduced decode straight to grey). ratio_vs_fastest_peer_cpu is against the faster peer mode.",
+        + " + numpy, the same rules and signals, Parquet to Parquet in-process (imports not counted); `full` = plain decode, `draft` = Image.draft('L', size) on JPEGs (DCT-domain reduced decode straight to grey). ratio_vs_fastest_peer_cpu is against the faster peer mode. decode_floor: CPU of decoding alone at the filter's scale (Pillow draft + convert in-process; m6-decode-bench: the filter's decode, zune-jpeg's bare full-size luma decode, jpeg-decoder's DCT-scaled decode); ten_x_target: what 10x the fastest peer mode takes, against the fastest decode floor.",
         "repeat": repeat,
         "copies": copies,
         **out,
@@ -124,14 +160,15 @@ def legacy_keys(res):
 if __name__ == "__main__":
     import argparse
     ap = argparse.ArgumentParser()
-    ap.add_argument("--copies", type=int, default=4)
+    ap.add_argument("--copies", type=int, default=10)
     ap.add_argument("--repeat", type=int, default=3)
     args = ap.parse_args()
     os.chdir(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
     bin_ = os.environ.get("M6CORPUS_BIN", "target/release/m6corpus")
     work = tempfile.mkdtemp(prefix="m6-filter-img-")
     try:
-        res = measure(bin_, sys.executable, work, os.environ.get("M6_DATA_DIR", "data"), args.copies, args.repeat)
+        decode_bin = os.path.join(os.path.dirname(bin_), "m6-decode-bench")
+        res = measure(bin_, sys.executable, work, os.environ.get("M6_DATA_DIR", "data"), args.copies, args.repeat, decode_bin if os.path.exists(decode_bin) else None)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     path = "bench/results/filter.json"

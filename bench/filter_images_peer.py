@@ -16,9 +16,13 @@ Usage: filter_images_peer.py MODE INPUT_DATASET_DIR OUTPUT.parquet
   MODE draft: as full, but JPEGs first get Image.draft("L", size) so libjpeg decodes
               at 1/2, 1/4 or 1/8 scale in the DCT domain straight to grey (how a
               competent Pillow user cuts JPEG decoding cost)
+  MODE decode: the decode floor, not a filter: the Parquet file is read first (not
+              timed), then only Image.open + draft("L", size) + convert("L") per image
+              (libjpeg-turbo's DCT-domain 1/2-1/8 decode straight to grey for JPEGs,
+              a full decode for the rest): no rules, no signals, no resize, no write
 Prints JSON: images, kept, dropped per rule, cpu_seconds and seconds (both measured
 in-process from the first Parquet read to the last write: interpreter start and imports
-are not counted, which flatters the peer slightly).
+are not counted, which flatters the peer slightly; in decode mode, of the decode loop).
 """
 import glob, io, json, os, sys, time
 from collections import Counter
@@ -101,8 +105,26 @@ def judge(b, draft):
     return None, (sharp, ent, border)
 
 
+def decode_floor(src):
+    blobs = []
+    for f in sorted(glob.glob(os.path.join(src, "*.parquet"))):
+        blobs += pq.read_table(f, columns=["bytes"]).column("bytes").to_pylist()
+    t, c = time.perf_counter(), time.process_time()
+    for b in blobs:
+        im = Image.open(io.BytesIO(b))
+        w, h = im.size
+        f = min(1.0, SIDE / max(w, h))
+        if im.format == "JPEG":
+            im.draft("L", (max(1, round(w * f)), max(1, round(h * f))))
+        im.convert("L")
+    dt, dc = time.perf_counter() - t, time.process_time() - c
+    print(json.dumps({"mode": "decode", "images": len(blobs), "seconds": dt, "cpu_seconds": dc}))
+
+
 def main():
     mode, src, dst = sys.argv[1], sys.argv[2], sys.argv[3]
+    if mode == "decode":
+        return decode_floor(src)
     draft = mode == "draft"
     t, c = time.perf_counter(), time.process_time()
     kept_tables, dropped, n = [], Counter(), 0

@@ -87,20 +87,135 @@ pub fn shrink_u8(px: &[u8], w: usize, h: usize, max_side: usize) -> Gray {
     // Cell edges as Integral::resample rounds them (source at least as large as output).
     let edges = |n: usize, src: usize| -> Vec<usize> { (0..=n).map(|i| ((i as f64 * src as f64 / n as f64).round() as usize).min(src)).collect() };
     let (xe, ye) = (edges(nw, w), edges(nh, h));
-    let mut acc = vec![0u32; w];
-    let mut out = Vec::with_capacity(nw * nh);
-    for j in 0..nh {
-        acc.iter_mut().for_each(|a| *a = 0);
+    let tallest = (0..nh).map(|j| ye[j + 1].max(ye[j] + 1).min(h) - ye[j]).max().unwrap_or(1);
+    // This pass reads every decoded pixel, so it is most of the work after the decode:
+    // a band of up to 257 rows sums in u16 (257 × 255 < 65536), twice the SIMD lanes
+    // of u32. The sums are exact integers either way, so the picture is bit-identical.
+    if tallest <= 257 {
+        box_sums::<u16>(px, w, h, &xe, &ye)
+    } else {
+        box_sums::<u32>(px, w, h, &xe, &ye)
+    }
+}
+
+/// The body of [`shrink_u8`]: per output row, the band's rows summed column by column
+/// into `A` (the first row copied, not added to zeros); the band's running column sum
+/// gives each cell's sum as a difference (no loop per cell, whose varying 5-or-6 trip
+/// count was mispredicted), and the cell means are divided in one pass over the row.
+fn box_sums<A>(px: &[u8], w: usize, h: usize, xe: &[usize], ye: &[usize]) -> Gray
+where
+    A: Copy + Default + From<u8> + Into<u32> + std::ops::AddAssign,
+{
+    let nh = ye.len() - 1;
+    let mut acc = vec![A::default(); w];
+    // Running sums in u64 (a band's total is at most 255 × w × rows); u32 where that
+    // fits, which also lets the conversion to f32 below run four at a time.
+    let tallest = (0..nh).map(|j| ye[j + 1].max(ye[j] + 1).min(h) - ye[j]).max().unwrap_or(1);
+    if 255 * (w as u64) * (tallest as u64) < 1 << 31 {
+        return box_sums_with::<A, u32>(px, w, h, xe, ye, &mut acc);
+    }
+    box_sums_with::<A, u64>(px, w, h, xe, ye, &mut acc)
+}
+
+/// Sums of cells `N` or `N + 1` columns wide starting at `x0s` ([`box_sums_with`]).
+#[inline(always)]
+fn cell_sums<const N: usize, A, S>(acc: &[A], x0s: &[usize], widths: &[u32], sums: &mut [S])
+where
+    A: Copy + Into<u32>,
+    S: Sum,
+{
+    for ((s, &x0), &cw) in sums.iter_mut().zip(x0s).zip(widths) {
+        let head: &[A; N] = acc[x0..x0 + N].try_into().expect("N columns");
+        let last = acc[x0 + cw as usize - 1];
+        let mut t = S::from_u32(last.into()) * S::from_u32((cw as usize > N) as u32);
+        for &a in head {
+            t = t + S::from_u32(a.into());
+        }
+        *s = t;
+    }
+}
+
+/// Lossless conversion to f32 of an integer running sum ([`box_sums`]).
+trait Sum: Copy + Default + std::ops::Add<Output = Self> + std::ops::Sub<Output = Self> + std::ops::Mul<Output = Self> {
+    fn from_u32(v: u32) -> Self;
+    fn to_f32(self) -> f32;
+}
+impl Sum for u32 {
+    fn from_u32(v: u32) -> Self {
+        v
+    }
+    // Below 2^31 (checked by the caller), so the signed conversion (one SIMD
+    // instruction on SSE2) rounds the same integer as the unsigned one would.
+    fn to_f32(self) -> f32 {
+        self as i32 as f32
+    }
+}
+impl Sum for u64 {
+    fn from_u32(v: u32) -> Self {
+        v as u64
+    }
+    fn to_f32(self) -> f32 {
+        self as f32
+    }
+}
+
+fn box_sums_with<A, S>(px: &[u8], w: usize, h: usize, xe: &[usize], ye: &[usize], acc: &mut [A]) -> Gray
+where
+    A: Copy + Default + From<u8> + Into<u32> + std::ops::AddAssign,
+    S: Sum,
+{
+    let (nw, nh) = (xe.len() - 1, ye.len() - 1);
+    let (x0s, x1s): (Vec<usize>, Vec<usize>) = (0..nw).map(|i| (xe[i], xe[i + 1].max(xe[i] + 1).min(w))).unzip();
+    let widths: Vec<u32> = x0s.iter().zip(&x1s).map(|(a, b)| (b - a) as u32).collect();
+    // Cell sums from a running column sum (a difference per cell) unless the cells
+    // are all one of two adjacent widths, as rounded edges of a uniform scale give.
+    let (wmin, wmax) = (widths.iter().min().copied().unwrap_or(1) as usize, widths.iter().max().copied().unwrap_or(1) as usize);
+    let even = (wmax <= wmin + 1 && wmin >= 1).then_some(wmin);
+    let mut run = vec![S::default(); if even.is_some() { 0 } else { w + 1 }];
+    let mut sums = vec![S::default(); nw];
+    let mut out = vec![0f32; nw * nh];
+    for (j, orow) in out.chunks_exact_mut(nw).enumerate() {
         let (y0, y1) = (ye[j], ye[j + 1].max(ye[j] + 1).min(h));
-        for y in y0..y1 {
+        for (a, &v) in acc.iter_mut().zip(&px[y0 * w..(y0 + 1) * w]) {
+            *a = A::from(v);
+        }
+        for y in y0 + 1..y1 {
             for (a, &v) in acc.iter_mut().zip(&px[y * w..(y + 1) * w]) {
-                *a += v as u32;
+                *a += A::from(v);
             }
         }
-        for i in 0..nw {
-            let (x0, x1) = (xe[i], xe[i + 1].max(xe[i] + 1).min(w));
-            let sum: u64 = acc[x0..x1].iter().map(|&a| a as u64).sum();
-            out.push(sum as f32 / ((x1 - x0) * (y1 - y0)) as f32);
+        if let Some(wmin) = even {
+            // Every cell is wmin or wmin + 1 columns wide: the first wmin columns summed
+            // by a loop unrolled for that width, the last one added times 0 or 1.
+            match wmin {
+                1 => cell_sums::<1, A, S>(acc, &x0s, &widths, &mut sums),
+                2 => cell_sums::<2, A, S>(acc, &x0s, &widths, &mut sums),
+                3 => cell_sums::<3, A, S>(acc, &x0s, &widths, &mut sums),
+                4 => cell_sums::<4, A, S>(acc, &x0s, &widths, &mut sums),
+                5 => cell_sums::<5, A, S>(acc, &x0s, &widths, &mut sums),
+                6 => cell_sums::<6, A, S>(acc, &x0s, &widths, &mut sums),
+                7 => cell_sums::<7, A, S>(acc, &x0s, &widths, &mut sums),
+                8 => cell_sums::<8, A, S>(acc, &x0s, &widths, &mut sums),
+                _ => {
+                    for ((s, &x0), &cw) in sums.iter_mut().zip(&x0s).zip(&widths) {
+                        *s = acc[x0..x0 + cw as usize].iter().fold(S::default(), |t, &a| t + S::from_u32(a.into()));
+                    }
+                }
+            }
+        } else {
+            let mut t = S::default();
+            for (r, &a) in run[1..].iter_mut().zip(acc.iter()) {
+                t = t + S::from_u32(a.into());
+                *r = t;
+            }
+            for ((s, &x0), &x1) in sums.iter_mut().zip(&x0s).zip(&x1s) {
+                *s = run[x1] - run[x0];
+            }
+        }
+        let rows = (y1 - y0) as u32;
+        // The same f32 division of the same integers as one cell at a time: bit-identical.
+        for ((o, &s), &cw) in orow.iter_mut().zip(&sums).zip(&widths) {
+            *o = s.to_f32() / (cw * rows) as f32;
         }
     }
     Gray { w: nw, h: nh, px: out }
@@ -255,7 +370,35 @@ pub fn decode_jpeg_full(bytes: &[u8], max_side: usize, cap: usize, grey: JpegGre
     let cap = cap.max(1);
     let opts = DecoderOptions::default().jpeg_set_out_colorspace(space).set_strict_mode(true).set_max_width(cap).set_max_height(cap);
     let mut d = zune_jpeg::JpegDecoder::new_with_options(ZCursor::new(bytes), opts);
-    let px = d.decode().map_err(|e| DecodeError::Decode(format!("{e:?}")))?;
+    let zerr = |e: zune_jpeg::errors::DecodeErrors| DecodeError::Decode(format!("{e:?}"));
+    d.decode_headers().map_err(zerr)?;
+    let size = d.output_buffer_size().ok_or_else(|| DecodeError::Decode("no JPEG header".into()))?;
+    // The full-size pixels go into a buffer kept per thread: a fresh one per image cost
+    // page faults and kernel page clearing (about 3% of `filter` on 63 KB photos). It is
+    // zeroed before each decode, so a decoder that leaves pixels unwritten gives the
+    // same picture whatever was decoded before (output independent of task order).
+    DECODE_BUF.with(|cell| {
+        let mut buf = cell.borrow_mut();
+        buf.clear();
+        buf.resize(size, 0);
+        let r = decode_into_grey(&mut d, &mut buf, space, grey, max_side);
+        if buf.capacity() > KEEP_DECODE_BUF {
+            *buf = Vec::new();
+        }
+        r
+    })
+}
+
+thread_local! {
+    static DECODE_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// The largest decode buffer a thread keeps between images (a 2800 px square photo's
+/// luma plane); larger ones are freed after use, so idle memory stays bounded.
+const KEEP_DECODE_BUF: usize = 8 << 20;
+
+fn decode_into_grey(d: &mut zune_jpeg::JpegDecoder<zune_core::bytestream::ZCursor<&[u8]>>, px: &mut [u8], space: zune_core::colorspace::ColorSpace, grey: JpegGrey, max_side: usize) -> Result<(Gray, u32, u32, u32), DecodeError> {
+    d.decode_into(px).map_err(|e| DecodeError::Decode(format!("{e:?}")))?;
     let (w, h) = d.dimensions().ok_or_else(|| DecodeError::Decode("no JPEG header".into()))?;
     if w == 0 || h == 0 {
         return Err(DecodeError::Empty(w as u32, h as u32));
@@ -372,9 +515,48 @@ pub fn shrink(g: &Gray, max_side: usize) -> Gray {
     }
     let f = max_side as f64 / long as f64;
     let (nw, nh) = (((g.w as f64 * f).round() as usize).max(1), ((g.h as f64 * f).round() as usize).max(1));
-    let ii = Integral::new(g);
-    let px = ii.resample(0.0, 0.0, g.w as f32, g.h as f32, nw, nh);
+    // The cells Integral::resample would average, summed directly in f64: one pass over
+    // the picture and no summed-area table of the whole of it (which cost as much as the
+    // filter's three signals together). On whole-number pictures (decoded pixels) both
+    // sums are exact, so the result is bit-identical; on fractional ones the direct
+    // sum also avoids the table's rounding at large partial sums.
+    let xs = cell_edges(0.0, g.w as f32, nw, g.w);
+    let ys = cell_edges(0.0, g.h as f32, nh, g.h);
+    let mut acc = vec![0f64; g.w];
+    let mut px = Vec::with_capacity(nw * nh);
+    for &(ya, yb) in &ys {
+        acc.iter_mut().for_each(|a| *a = 0.0);
+        for y in ya..yb {
+            for (a, &v) in acc.iter_mut().zip(&g.px[y * g.w..(y + 1) * g.w]) {
+                *a += v as f64;
+            }
+        }
+        for &(xa, xb) in &xs {
+            let sum: f64 = acc[xa..xb].iter().sum();
+            px.push((sum / ((yb - ya) * (xb - xa)) as f64) as f32);
+        }
+    }
     Gray { w: nw, h: nh, px }
+}
+
+/// Source cells [l, r) of `n` output cells spanning [a, b) on a side of `max` pixels,
+/// edges rounded to the source grid; a cell narrower than a source pixel takes the
+/// pixel under its centre. Shared by [`shrink`] and [`Integral::resample`].
+fn cell_edges(a: f32, b: f32, n: usize, max: usize) -> Vec<(usize, usize)> {
+    (0..n)
+        .map(|i| {
+            let lo = a + (b - a) * i as f32 / n as f32;
+            let hi = a + (b - a) * (i + 1) as f32 / n as f32;
+            let mut l = (lo.round().max(0.0) as usize).min(max.saturating_sub(1));
+            let mut r = (hi.round().max(0.0) as usize).min(max);
+            if r <= l {
+                // Sub-pixel cell: the source pixel under its centre.
+                l = (((lo + hi) / 2.0).max(0.0) as usize).min(max.saturating_sub(1));
+                r = l + 1;
+            }
+            (l, r)
+        })
+        .collect()
 }
 
 /// Summed-area table: any rectangle's mean in O(1), so every window of every size
@@ -408,24 +590,8 @@ impl Integral {
     /// rounded to the source grid) onto an `nw`×`nh` grid. Cells narrower than a source
     /// pixel take the nearest source pixel.
     pub fn resample(&self, x0: f32, y0: f32, x1: f32, y1: f32, nw: usize, nh: usize) -> Vec<f32> {
-        let edges = |a: f32, b: f32, n: usize, max: usize| -> Vec<(usize, usize)> {
-            (0..n)
-                .map(|i| {
-                    let lo = a + (b - a) * i as f32 / n as f32;
-                    let hi = a + (b - a) * (i + 1) as f32 / n as f32;
-                    let mut l = (lo.round().max(0.0) as usize).min(max.saturating_sub(1));
-                    let mut r = (hi.round().max(0.0) as usize).min(max);
-                    if r <= l {
-                        // Sub-pixel cell: the source pixel under its centre.
-                        l = (((lo + hi) / 2.0).max(0.0) as usize).min(max.saturating_sub(1));
-                        r = l + 1;
-                    }
-                    (l, r)
-                })
-                .collect()
-        };
-        let xs = edges(x0, x1, nw, self.w);
-        let ys = edges(y0, y1, nh, self.h);
+        let xs = cell_edges(x0, x1, nw, self.w);
+        let ys = cell_edges(y0, y1, nh, self.h);
         let mut out = Vec::with_capacity(nw * nh);
         for &(ya, yb) in &ys {
             for &(xa, xb) in &xs {
@@ -524,6 +690,50 @@ mod tests {
         let (a, b) = (shrink(&f, 64), shrink_u8(&raw, w, h, 64));
         assert_eq!((a.w, a.h), (b.w, b.h));
         assert!(a.px.iter().zip(&b.px).all(|(x, y)| (x - y).abs() < 1e-2));
+    }
+
+    /// The per-cell loops the faster shrinks replaced, kept here as the reference.
+    fn shrink_u8_reference(px: &[u8], w: usize, h: usize, max_side: usize) -> Gray {
+        let f = max_side as f64 / w.max(h) as f64;
+        let (nw, nh) = (((w as f64 * f).round() as usize).max(1), ((h as f64 * f).round() as usize).max(1));
+        let edges = |n: usize, src: usize| -> Vec<usize> { (0..=n).map(|i| ((i as f64 * src as f64 / n as f64).round() as usize).min(src)).collect() };
+        let (xe, ye) = (edges(nw, w), edges(nh, h));
+        let mut out = vec![];
+        for j in 0..nh {
+            let (y0, y1) = (ye[j], ye[j + 1].max(ye[j] + 1).min(h));
+            for i in 0..nw {
+                let (x0, x1) = (xe[i], xe[i + 1].max(xe[i] + 1).min(w));
+                let sum: u64 = (y0..y1).flat_map(|y| (x0..x1).map(move |x| px[y * w + x] as u64)).sum();
+                out.push(sum as f32 / ((x1 - x0) * (y1 - y0)) as f32);
+            }
+        }
+        Gray { w: nw, h: nh, px: out }
+    }
+
+    /// The faster shrinks give the old values bit for bit (the quality signals are
+    /// columns users filter on): u16 bands, u32 bands (over 257 rows), and the direct
+    /// box sums against the summed-area table.
+    #[test]
+    fn faster_shrinks_are_bit_identical() {
+        for (w, h, side) in [(1411, 1000, 256), (1000, 1411, 256), (301, 207, 64), (640, 480, 192), (37, 3000, 8), (4096, 2731, 256), (500, 499, 499), (9000, 1000, 8), (2600, 40, 256)] {
+            let raw: Vec<u8> = (0..w * h).map(|i| ((i * 37 + i / w * 11 + (i * i) % 7) % 256) as u8).collect();
+            let (a, b) = (shrink_u8(&raw, w, h, side), shrink_u8_reference(&raw, w, h, side));
+            assert_eq!((a.w, a.h), (b.w, b.h));
+            assert!(a.px.iter().zip(&b.px).all(|(x, y)| x.to_bits() == y.to_bits()), "shrink_u8 {w}x{h} to {side}");
+            // shrink (direct sums) vs Integral::resample, on whole-number and on
+            // fractional (already shrunk) pictures.
+            let whole = Gray { w, h, px: raw.iter().map(|&v| v as f32).collect() };
+            for g in [&whole, &a] {
+                for s2 in [64, 17] {
+                    let d = shrink(g, s2);
+                    if g.w.max(g.h) <= s2 {
+                        continue;
+                    }
+                    let r = Integral::new(g).resample(0.0, 0.0, g.w as f32, g.h as f32, d.w, d.h);
+                    assert!(d.px.iter().zip(&r).all(|(x, y)| x.to_bits() == y.to_bits()), "shrink {}x{} to {s2}", g.w, g.h);
+                }
+            }
+        }
     }
 
     fn jpeg(w: u32, h: u32) -> Vec<u8> {

@@ -76,6 +76,9 @@ fn one_ingest_object_resolves_each_runs_format() {
     assert_eq!(Dataset::open(&docs).unwrap().kind().name(), "document");
     assert_eq!(Dataset::open(&images).unwrap().kind().name(), "image");
     assert_eq!(Dataset::open(&images).unwrap().rows(), 3);
+    // Every photo was read: none is reported (or warned about) as skipped.
+    assert_eq!(property(&images, "ingest.skipped_files"), 0);
+    assert_eq!(property(&docs, "ingest.skipped_files"), 0);
 
     let fresh = |input: &Path, out: &Path, o: RunOptions| {
         let stage = m6_stage_ingest::IngestFactory::build(Default::default()).unwrap();

@@ -365,7 +365,9 @@ fn note_skipped(files: &[(PathBuf, PathBuf)], format: Format) -> (usize, Vec<Str
         .map(|(_, f)| f.as_path())
         .filter(|f| {
             let of = Format::of_file(f);
-            if of == Some(format) {
+            // An uncaptioned folder (`image`) reads the same files as a captioned one
+            // (`images`): compare with the files the format reads, not its own name.
+            if of == Some(format.files_of()) {
                 return false;
             }
             let name = f.file_name().map(|n| n.to_string_lossy().to_lowercase()).unwrap_or_default();

@@ -1,0 +1,93 @@
+//! Decode floor for `bench/filter_images.py`: CPU per image of decoding alone, with no
+//! rules, signals or Parquet, on the image files of a folder (the bytes `ingest` stores).
+//!
+//! m6-decode-bench DIR [SIDE] [REPEAT]
+//!
+//! Prints one JSON object: images, and per mode the best-of-REPEAT CPU seconds of this
+//! thread (from /proc/thread-self/schedstat; files are read into memory first):
+//!   filter_decode  what `filter` does before its rules: JPEG straight to luma by
+//!                  zune-jpeg and box-shrunk to SIDE (decode_jpeg_gray_fast), PNG rows
+//!                  streamed into the SIDE work picture (decode_png_gray), others
+//!                  through decode_gray
+//!   zune_luma_full JPEGs only: zune-jpeg's full-size luma decode, nothing after it (the
+//!                  entropy-decoding floor of the decoder `filter` uses; zune-jpeg has no
+//!                  DCT-domain scaling)
+//!   dct_scaled     JPEGs only: jpeg-decoder's DCT-domain reduced decode (1/2-1/8) to the
+//!                  smallest scale that leaves SIDE pixels, then the same shrink
+
+use std::time::Instant;
+
+/// CPU time of this thread in seconds (wall clock where schedstat is missing).
+fn cpu_now(start: Instant) -> f64 {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().and_then(|v| v.parse::<u64>().ok()))
+        .map(|ns| ns as f64 / 1e9)
+        .unwrap_or_else(|| start.elapsed().as_secs_f64())
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let Some(dir) = args.first() else {
+        eprintln!("usage: m6-decode-bench DIR [SIDE] [REPEAT]");
+        std::process::exit(2);
+    };
+    let side: usize = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(m6_imaging::quality::SIDE);
+    let repeat: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(3).max(1);
+    let mut files = vec![];
+    let mut stack = vec![std::path::PathBuf::from(dir)];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap_or_else(|e| panic!("{}: {e}", d.display())) {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                files.push(std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display())));
+            }
+        }
+    }
+    let is_jpeg = |b: &[u8]| b.starts_with(&[0xFF, 0xD8, 0xFF]);
+    let jpegs = files.iter().filter(|b| is_jpeg(b)).count();
+    let t0 = Instant::now();
+    let time = |f: &dyn Fn(&[u8]) -> usize, only_jpeg: bool| -> f64 {
+        let mut best = f64::INFINITY;
+        for _ in 0..repeat {
+            let c = cpu_now(t0);
+            let mut px = 0usize;
+            for b in files.iter().filter(|b| !only_jpeg || is_jpeg(b)) {
+                px += f(b);
+            }
+            std::hint::black_box(px);
+            best = best.min(cpu_now(t0) - c);
+        }
+        best
+    };
+    let filter_decode = time(
+        &|b| {
+            let r = m6_imaging::decode_png_gray(b, side).or_else(|| m6_imaging::decode_jpeg_gray_fast(b, side)).unwrap_or_else(|| m6_imaging::decode_gray(b, side).map(|(g, w, h, _)| (g, w, h)));
+            r.map(|(g, _, _)| g.px.len()).unwrap_or(0)
+        },
+        false,
+    );
+    let zune = time(
+        &|b| {
+            use zune_core::{bytestream::ZCursor, colorspace::ColorSpace, options::DecoderOptions};
+            let opts = DecoderOptions::default().jpeg_set_out_colorspace(ColorSpace::Luma).set_strict_mode(true).set_max_width(1 << 16).set_max_height(1 << 16);
+            zune_jpeg::JpegDecoder::new_with_options(ZCursor::new(b), opts).decode().map(|p| p.len()).unwrap_or(0)
+        },
+        true,
+    );
+    let scaled = time(&|b| m6_imaging::decode_jpeg_scaled(b, side).map(|(g, _, _, _)| g.px.len()).unwrap_or(0), true);
+    let per = |s: f64, n: usize| if n == 0 { serde_free_null() } else { format!("{{\"cpu_seconds\": {s:.4}, \"images_per_cpu_s\": {:.1}, \"ms_per_image\": {:.3}}}", n as f64 / s, 1e3 * s / n as f64) };
+    println!(
+        "{{\"images\": {}, \"jpegs\": {jpegs}, \"side\": {side}, \"repeat\": {repeat}, \"filter_decode\": {}, \"zune_luma_full\": {}, \"dct_scaled\": {}}}",
+        files.len(),
+        per(filter_decode, files.len()),
+        per(zune, jpegs),
+        per(scaled, jpegs)
+    );
+}
+
+fn serde_free_null() -> String {
+    "null".into()
+}
