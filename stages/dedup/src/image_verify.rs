@@ -83,6 +83,18 @@ fn thumb(p: &[u8]) -> &[u8] {
     &p[OFF_THUMB..OFF_THUMB + THUMB * THUMB]
 }
 
+/// A thumbnail's grey levels as floats: the alignment samples every pixel many times
+/// (dozens of crops), so it converts each once (the same values `v as f32` gives).
+type Thumb = [f32; THUMB * THUMB];
+
+fn to_f32(t: &[u8]) -> Box<Thumb> {
+    let mut out = Box::new([0f32; THUMB * THUMB]);
+    for (o, &v) in out.iter_mut().zip(t) {
+        *o = v as f32;
+    }
+    out
+}
+
 /// Fewest differing bits between any window hash of `a` and any of `b`.
 ///
 /// This runs for every pair of rows that meet in a bucket (most of them far apart),
@@ -195,8 +207,9 @@ const TEXTURE_RATIO: f32 = 0.6;
 /// Share of differing pixels between a thumbnail and itself moved by half a cell of
 /// the 32x32 grid diagonally: how much a sub-cell misalignment alone costs it.
 fn texture(t: &[u8]) -> f32 {
+    let t = &*to_f32(t);
     let d = 0.25 / FINE as f32;
-    let (mut a, mut b) = (Vec::new(), Vec::new());
+    let (mut a, mut b) = (Vec::with_capacity(FINE * FINE), Vec::with_capacity(FINE * FINE));
     sample(t, &[d, d, 0.0, 0.0], FINE, &mut a);
     normalise(&mut a, FINE, 2);
     sample(t, &[0.0, 0.0, d, d], FINE, &mut b);
@@ -262,7 +275,7 @@ const FINE: usize = 32;
 
 /// Bilinear samples of `t` (THUMB×THUMB) over the crop's rectangle onto an n×n grid
 /// of cell centres.
-fn sample(t: &[u8], c: &Crop, n: usize, out: &mut Vec<f32>) {
+fn sample(t: &Thumb, c: &Crop, n: usize, out: &mut Vec<f32>) {
     out.clear();
     let s = THUMB as f32;
     let (x0, y0, x1, y1) = (c[0], c[1], 1.0 - c[2], 1.0 - c[3]);
@@ -281,19 +294,20 @@ fn sample(t: &[u8], c: &Crop, n: usize, out: &mut Vec<f32>) {
         let (ya, yb, fy) = coord(y0, y1, j);
         let (ra, rb) = (&t[ya * THUMB..(ya + 1) * THUMB], &t[yb * THUMB..(yb + 1) * THUMB]);
         for &(xa, xb, fx) in &xs[..n] {
-            let top = ra[xa] as f32 + (ra[xb] as f32 - ra[xa] as f32) * fx;
-            let bot = rb[xa] as f32 + (rb[xb] as f32 - rb[xa] as f32) * fx;
+            let top = ra[xa] + (ra[xb] - ra[xa]) * fx;
+            let bot = rb[xa] + (rb[xb] - rb[xa]) * fx;
             out.push(top + (bot - top) * fy);
         }
     }
 }
 
 /// Column and row means of a thumbnail (its horizontal and vertical profiles).
-fn profiles(t: &[u8]) -> ([f32; THUMB], [f32; THUMB]) {
+fn profiles(t: &Thumb) -> ([f32; THUMB], [f32; THUMB]) {
     let (mut cols, mut rows) = ([0u32; THUMB], [0f32; THUMB]);
     for (y, r) in t.chunks_exact(THUMB).enumerate() {
         let mut s = 0u32;
         for (c, &v) in cols.iter_mut().zip(r) {
+            // Whole grey levels (from u8): the integer sums are exact.
             *c += v as u32;
             s += v as u32;
         }
@@ -386,17 +400,21 @@ fn normalise(v: &mut [f32], n: usize, dims: usize) {
 /// be left out.
 fn strip_score(a: &[f32], b: &[f32], n: usize) -> f32 {
     debug_assert!(n <= FINE);
-    let mut bad = [false; FINE * FINE];
     let (mut rows, mut cols) = ([0u32; FINE], [0u32; FINE]);
     let mut total = 0u32;
-    for (i, (x, y)) in a.iter().zip(b).enumerate() {
-        if (x - y).abs() > TAU {
-            bad[i] = true;
-            rows[i / n] += 1;
-            cols[i % n] += 1;
-            total += 1;
+    for (y, (ra, rb)) in a.chunks_exact(n).zip(b.chunks_exact(n)).enumerate() {
+        let mut r = 0u32;
+        for ((x, p), q) in ra.iter().enumerate().zip(rb) {
+            let d = ((p - q).abs() > TAU) as u32;
+            r += d;
+            cols[x] += d;
         }
+        rows[y] = r;
+        total += r;
     }
+    // The corners (where an excluded row strip meets a column strip) are recounted
+    // below from the values: only 4·(n/8)² cells, not a grid of flags per call.
+    let bad = |i: usize| (a[i] - b[i]).abs() > TAU;
     let mut best = total as f32 / (n * n) as f32;
     if total == 0 {
         return 0.0;
@@ -411,7 +429,7 @@ fn strip_score(a: &[f32], b: &[f32], n: usize) -> f32 {
                     let cc = if left { 0..ec } else { n - ec..n };
                     let col_bad: u32 = cols[cc.clone()].iter().sum();
                     // An excluded row and column overlap in a corner: counted once.
-                    let corner: u32 = rr.clone().map(|y| cc.clone().filter(|&x| bad[y * n + x]).count() as u32).sum();
+                    let corner: u32 = rr.clone().map(|y| cc.clone().filter(|&x| bad(y * n + x)).count() as u32).sum();
                     let left_bad = total - row_bad - col_bad + corner;
                     let area = n * n - er * n - ec * n + er * ec;
                     best = best.min(left_bad as f32 / area as f32);
@@ -454,6 +472,7 @@ const FLAT_PROFILE: f32 = 3.0;
 /// picture), and the uncropped one, are refined by coordinate descent on 16×16 grids,
 /// then polished and scored on 32×32 grids.
 fn align(max_crop: f32, max_diff: f32, ta: &[u8], aa: f32, tb: &[u8], ab: f32) -> f32 {
+    let (ta, tb) = (&*to_f32(ta), &*to_f32(tb));
     let steps = [0.0, max_crop / 2.0, max_crop];
     let (pa, pb) = (profiles(ta), profiles(tb));
     let flat = [pa.0, pa.1, pb.0, pb.1].iter().any(|p| spread(p) < FLAT_PROFILE);
@@ -504,8 +523,17 @@ fn align(max_crop: f32, max_diff: f32, ta: &[u8], aa: f32, tb: &[u8], ab: f32) -
     if coarse.is_empty() {
         return 1.0;
     }
-    coarse.sort_by(|x, y| x.0.total_cmp(&y.0));
-    coarse.truncate(3);
+    // The three best, ties in push order (what a stable sort and truncate gave),
+    // without sorting all (up to 162) of them.
+    let mut top: Vec<(f32, bool, Crop)> = Vec::with_capacity(4);
+    for &c in &coarse {
+        let at = top.iter().position(|t| c.0.total_cmp(&t.0) == std::cmp::Ordering::Less).unwrap_or(top.len());
+        if at < 3 {
+            top.insert(at, c);
+            top.truncate(3);
+        }
+    }
+    let mut coarse = top;
     // Copies that were only resized, recompressed, padded or re-toned need no crop; a
     // profile bent by a watermark must not hide that hypothesis.
     if !coarse.iter().any(|c| c.2 == [0.0; 4]) {
@@ -521,14 +549,24 @@ fn align(max_crop: f32, max_diff: f32, ta: &[u8], aa: f32, tb: &[u8], ab: f32) -
             normalise(&mut d[k], n, 2);
         }
     }
-    let eval = |flip: bool, c: &Crop, k: usize, src: &mut Vec<f32>| -> f32 {
+    // Scores already computed in this call, by (direction, crop, grid): the descent
+    // steps back onto crops it has scored (a move by -step makes +step the old crop),
+    // and the fine pass starts where the small one stopped. Bitwise-equal crops give
+    // the same score, so looking them up changes nothing but the cost.
+    let mut memo: Vec<(bool, Crop, usize, f32)> = Vec::with_capacity(64);
+    let eval = |flip: bool, c: &Crop, k: usize, src: &mut Vec<f32>, memo: &mut Vec<(bool, Crop, usize, f32)>| -> f32 {
+        if let Some(m) = memo.iter().find(|m| m.0 == flip && m.2 == k && m.1.map(f32::to_bits) == c.map(f32::to_bits)) {
+            return m.3;
+        }
         let n = [COARSE, FINE][k];
         sample(if flip { tb } else { ta }, c, n, src);
         normalise(src, n, 2);
-        strip_score(src, &dsts[flip as usize][k], n)
+        let s = strip_score(src, &dsts[flip as usize][k], n);
+        memo.push((flip, *c, k, s));
+        s
     };
     // Coordinate descent over the four sides; a clear match needs no polishing.
-    let descend = |flip: bool, c: &mut Crop, cur: &mut f32, steps: &[f32], k: usize, src: &mut Vec<f32>| {
+    let descend = |flip: bool, c: &mut Crop, cur: &mut f32, steps: &[f32], k: usize, src: &mut Vec<f32>, memo: &mut Vec<(bool, Crop, usize, f32)>| {
         for &step in steps {
             if *cur <= max_diff / 2.0 {
                 break;
@@ -540,7 +578,7 @@ fn align(max_crop: f32, max_diff: f32, ta: &[u8], aa: f32, tb: &[u8], ab: f32) -
                     if t == *c {
                         continue;
                     }
-                    let s = eval(flip, &t, k, src);
+                    let s = eval(flip, &t, k, src, memo);
                     if s < *cur {
                         *cur = s;
                         *c = t;
@@ -552,23 +590,23 @@ fn align(max_crop: f32, max_diff: f32, ta: &[u8], aa: f32, tb: &[u8], ab: f32) -
     let mut src = Vec::new();
     // Every hypothesis is scored on the small grid; the descent starts from the two
     // best of them only.
-    let mut starts: Vec<(f32, bool, Crop)> = coarse.iter().map(|&(_, flip, c)| (eval(flip, &c, 0, &mut src), flip, c)).collect();
+    let mut starts: Vec<(f32, bool, Crop)> = coarse.iter().map(|&(_, flip, c)| (eval(flip, &c, 0, &mut src, &mut memo), flip, c)).collect();
     starts.sort_by(|x, y| x.0.total_cmp(&y.0));
     let mut best = 1.0f32;
     for &(s0, flip, c0) in starts.iter().take(2) {
         let (mut c, mut cur) = (c0, s0);
         // Small grid: one pass at a quarter of max_crop, one at an eighth (a third pass
         // found nothing more on the benchmark and cost 10% of the alignment time).
-        descend(flip, &mut c, &mut cur, &[step, step / 2.0], 0, &mut src);
+        descend(flip, &mut c, &mut cur, &[step, step / 2.0], 0, &mut src, &mut memo);
         if cur > HOPELESS {
             best = best.min(cur);
             continue;
         }
-        let mut fine = eval(flip, &c, 1, &mut src);
+        let mut fine = eval(flip, &c, 1, &mut src, &mut memo);
         // A 16-cell grid cannot resolve the last sixteenth of a crop: pairs near the
         // threshold get one pass at that step on the fine grid.
         if fine < 2.0 * max_diff {
-            descend(flip, &mut c, &mut fine, &[step / 4.0], 1, &mut src);
+            descend(flip, &mut c, &mut fine, &[step / 4.0], 1, &mut src, &mut memo);
         }
         best = best.min(fine);
         if best <= max_diff / 2.0 {
@@ -631,7 +669,7 @@ mod tests {
     #[test]
     fn periodic_pictures_fall_back_to_the_grid_search() {
         let orig = draw([0.0; 4], chessboard);
-        let (cols, rows) = profiles(&orig);
+        let (cols, rows) = profiles(&to_f32(&orig));
         assert!(spread(&cols) < FLAT_PROFILE && spread(&rows) < FLAT_PROFILE, "a chessboard's profiles are flat");
         let c = [0.1, 0.05, 0.0, 0.05];
         assert!(align(0.1, 0.075, &orig, 1.0, &draw(c, chessboard), aspect_of(c)) < 0.03);
