@@ -258,7 +258,7 @@ pub fn compare(p: &VerifyParams, a: &[u8], b: &[u8]) -> Option<Match> {
     if !(r >= lo / 1.06 && r <= 1.06 / lo) {
         return None;
     }
-    let diff = align(p.max_crop, p.max_diff, thumb(a), aa, thumb(b), ab);
+    let diff = align_prep(p.max_crop, p.max_diff, &prep_of(a, p.max_crop), aa, &prep_of(b, p.max_crop), ab);
     Some(Match { diff, hamming })
 }
 
@@ -481,27 +481,100 @@ const FLAT_PROFILE: f32 = 3.0;
 /// 16×16 grids of every crop. The best few whole crops (whose shape matches the other
 /// picture), and the uncropped one, are refined by coordinate descent on 16×16 grids,
 /// then polished and scored on 32×32 grids.
+/// What the alignment needs of one thumbnail whatever it is compared with: its grey
+/// levels as floats, whether a profile is flat, its profiles cropped at the coarse
+/// steps, and its uncropped grids. A row meets many candidates (a picture's copies
+/// meet each other in many buckets), so [`compare`] keeps these per thread by exact
+/// key instead of recomputing them for every pair; they are pure functions of the
+/// thumbnail and `max_crop`, so the verdicts are the same.
+struct Prep {
+    t: Box<Thumb>,
+    flat: bool,
+    /// Column and row profiles cropped by (steps[i], steps[j]); [0][0] is uncropped.
+    cols: [[[f32; PROFILE]; 3]; 3],
+    rows: [[[f32; PROFILE]; 3]; 3],
+    /// Uncropped normalised grids: 16×16, 32×32, and 16×16 smoothed (flat pictures).
+    g16: Vec<f32>,
+    g32: Vec<f32>,
+    g16s: Vec<f32>,
+}
+
+impl Prep {
+    fn new(t8: &[u8], max_crop: f32) -> Prep {
+        let steps = [0.0, max_crop / 2.0, max_crop];
+        let (pc, pr) = profiles(t8);
+        let t = to_f32(t8);
+        let flat = spread(&pc) < FLAT_PROFILE || spread(&pr) < FLAT_PROFILE;
+        let (mut cols, mut rows) = ([[[0f32; PROFILE]; 3]; 3], [[[0f32; PROFILE]; 3]; 3]);
+        for (i, &lo) in steps.iter().enumerate() {
+            for (j, &hi) in steps.iter().enumerate() {
+                cols[i][j] = profile_crop(&pc, lo, hi);
+                rows[i][j] = profile_crop(&pr, lo, hi);
+            }
+        }
+        let (mut g16, mut g32, mut g16s) = (Vec::new(), Vec::new(), Vec::new());
+        sample(&t, &[0.0; 4], COARSE, &mut g16);
+        normalise(&mut g16, COARSE, 2);
+        sample(&t, &[0.0; 4], FINE, &mut g32);
+        normalise(&mut g32, FINE, 2);
+        sample(&t, &[0.0; 4], COARSE, &mut g16s);
+        smooth(&mut g16s, COARSE);
+        normalise(&mut g16s, COARSE, 2);
+        Prep { t, flat, cols, rows, g16, g32, g16s }
+    }
+}
+
+/// [`Prep`] of a payload's thumbnail, from this thread's cache (by exact key and
+/// `max_crop`; at most [`PREP_CACHE`] entries of about 17 KiB, emptied when full).
+fn prep_of(p: &[u8], max_crop: f32) -> std::rc::Rc<Prep> {
+    use std::cell::RefCell;
+    use std::collections::HashMap;
+    use std::hash::BuildHasherDefault;
+    use std::rc::Rc;
+    thread_local! {
+        static PREPS: RefCell<HashMap<(u64, u32), Rc<Prep>, BuildHasherDefault<KeyHasher>>> = RefCell::new(HashMap::default());
+    }
+    let key = (u64_at(p, 0), max_crop.to_bits());
+    if let Some(v) = PREPS.with(|m| m.borrow().get(&key).cloned()) {
+        return v;
+    }
+    let v = Rc::new(Prep::new(thumb(p), max_crop));
+    PREPS.with(|m| {
+        let mut m = m.borrow_mut();
+        if m.len() >= PREP_CACHE {
+            m.clear();
+        }
+        m.insert(key, v.clone());
+    });
+    v
+}
+
+/// Entries of the per-thread [`Prep`] cache (about 17 MiB).
+const PREP_CACHE: usize = 1024;
+
+/// [`align_prep`] of two bare thumbnails (the tests' entry).
+#[cfg(test)]
 fn align(max_crop: f32, max_diff: f32, ta: &[u8], aa: f32, tb: &[u8], ab: f32) -> f32 {
-    let (pa, pb) = (profiles(ta), profiles(tb));
-    let (ta, tb) = (&*to_f32(ta), &*to_f32(tb));
+    align_prep(max_crop, max_diff, &Prep::new(ta, max_crop), aa, &Prep::new(tb, max_crop), ab)
+}
+
+fn align_prep(max_crop: f32, max_diff: f32, pa: &Prep, aa: f32, pb: &Prep, ab: f32) -> f32 {
+    let (ta, tb) = (&*pa.t, &*pb.t);
     let steps = [0.0, max_crop / 2.0, max_crop];
-    let flat = [pa.0, pa.1, pb.0, pb.1].iter().any(|p| spread(p) < FLAT_PROFILE);
+    let flat = pa.flat || pb.flat;
     let mut coarse: Vec<(f32, bool, Crop)> = Vec::with_capacity(162);
-    let (mut src, mut dst) = (Vec::new(), Vec::new());
+    let mut src = Vec::new();
     for flip in [false, true] {
-        let ((cs, rs), as_, (cd, rd), ad) = if flip { (pb, ab, pa, aa) } else { (pa, aa, pb, ab) };
-        let (ts, td) = if flip { (tb, ta) } else { (ta, tb) };
-        let (dc, dr) = (profile_crop(&cd, 0.0, 0.0), profile_crop(&rd, 0.0, 0.0));
+        let (ps, as_, pd, ad) = if flip { (pb, ab, pa, aa) } else { (pa, aa, pb, ab) };
+        let ts = &*ps.t;
+        let (dc, dr) = (&pd.cols[0][0], &pd.rows[0][0]);
         let (mut ex, mut ey) = ([[0f32; 3]; 3], [[0f32; 3]; 3]);
-        if flat {
-            sample(td, &[0.0; 4], COARSE, &mut dst);
-            smooth(&mut dst, COARSE);
-            normalise(&mut dst, COARSE, 2);
-        } else {
-            for (i, &lo) in steps.iter().enumerate() {
-                for (j, &hi) in steps.iter().enumerate() {
-                    ex[i][j] = profile_err(&profile_crop(&cs, lo, hi), &dc);
-                    ey[i][j] = profile_err(&profile_crop(&rs, lo, hi), &dr);
+        let dst = &pd.g16s;
+        if !flat {
+            for i in 0..3 {
+                for j in 0..3 {
+                    ex[i][j] = profile_err(&ps.cols[i][j], dc);
+                    ey[i][j] = profile_err(&ps.rows[i][j], dr);
                 }
             }
         }
@@ -520,7 +593,7 @@ fn align(max_crop: f32, max_diff: f32, ta: &[u8], aa: f32, tb: &[u8], ab: f32) -
                             sample(ts, &c, COARSE, &mut src);
                             smooth(&mut src, COARSE);
                             normalise(&mut src, COARSE, 2);
-                            mean_abs(&src, &dst)
+                            mean_abs(&src, dst)
                         } else {
                             ex[li][ri] + ey[ti][bi]
                         };
@@ -551,14 +624,7 @@ fn align(max_crop: f32, max_diff: f32, ta: &[u8], aa: f32, tb: &[u8], ab: f32) -
     }
     let step = max_crop / 4.0;
     // Destination grids of both directions, small and fine.
-    let mut dsts: [[Vec<f32>; 2]; 2] = Default::default();
-    for (flip, d) in dsts.iter_mut().enumerate() {
-        let td = if flip == 1 { ta } else { tb };
-        for (k, n) in [COARSE, FINE].into_iter().enumerate() {
-            sample(td, &[0.0; 4], n, &mut d[k]);
-            normalise(&mut d[k], n, 2);
-        }
-    }
+    let dsts: [[&[f32]; 2]; 2] = [[&pb.g16, &pb.g32], [&pa.g16, &pa.g32]];
     // Scores already computed in this call, by (direction, crop, grid): the descent
     // steps back onto crops it has scored (a move by -step makes +step the old crop),
     // and the fine pass starts where the small one stopped. Bitwise-equal crops give
@@ -571,7 +637,7 @@ fn align(max_crop: f32, max_diff: f32, ta: &[u8], aa: f32, tb: &[u8], ab: f32) -
         let n = [COARSE, FINE][k];
         sample(if flip { tb } else { ta }, c, n, src);
         normalise(src, n, 2);
-        let s = strip_score(src, &dsts[flip as usize][k], n);
+        let s = strip_score(src, dsts[flip as usize][k], n);
         memo.push((flip, *c, k, s));
         s
     };
@@ -713,6 +779,33 @@ mod tests {
         let (tl, tr) = (draw(l, grain), draw(r, grain));
         let d = align(0.1, 0.075, &tl, aspect_of(l), &tr, aspect_of(r));
         assert!(!accept(&p, &Match { diff: d, hamming: 0 }, &tl, &tr), "other part scored {d}");
+    }
+
+    /// `compare` takes each thumbnail's [`Prep`] from a per-thread cache: cold or warm,
+    /// and in either order, it scores a pair exactly as the uncached alignment does.
+    #[test]
+    fn cached_preparation_scores_exactly_like_a_fresh_one() {
+        let payload = |key: u64, c: Crop, f: fn(f32, f32) -> f32| {
+            let sig = ImageSig { hashes: [0; WINDOWS], thumb: draw(c, f), aspect: aspect_of(c), width: 100, height: 100, decode_scale: 1, sharpness: 0.0 };
+            let mut out = vec![];
+            encode_payload(key, Some(&sig), 0, &mut out);
+            out
+        };
+        let p = VerifyParams { max_hamming: 64, max_crop: 0.1, max_diff: 0.075 };
+        let c = [0.07, 0.02, 0.03, 0.09];
+        let cases = [(payload(11, [0.0; 4], scene), payload(12, c, scene)), (payload(13, [0.0; 4], chessboard), payload(14, [0.1, 0.05, 0.0, 0.05], chessboard)), (payload(15, [0.0; 4], grain), payload(16, c, scene))];
+        for (a, b) in &cases {
+            let fresh = align(p.max_crop, p.max_diff, thumb(a), aspect(a), thumb(b), aspect(b));
+            for _ in 0..2 {
+                assert_eq!(compare(&p, a, b).unwrap().diff.to_bits(), fresh.to_bits());
+            }
+            let back = align(p.max_crop, p.max_diff, thumb(b), aspect(b), thumb(a), aspect(a));
+            assert_eq!(compare(&p, b, a).unwrap().diff.to_bits(), back.to_bits());
+        }
+        // Another max_crop is another preparation, not the cached one.
+        let q = VerifyParams { max_crop: 0.05, ..p };
+        let (a, b) = &cases[0];
+        assert_eq!(compare(&q, a, b).unwrap().diff.to_bits(), align(0.05, p.max_diff, thumb(a), aspect(a), thumb(b), aspect(b)).to_bits());
     }
 
     #[test]
