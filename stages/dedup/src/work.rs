@@ -40,6 +40,7 @@ use m6_schemas::{column, Bin, Kind, Str, U32};
 use rayon::prelude::*;
 use tracing::{info, warn};
 
+use crate::image_verify;
 use crate::sign::{band_keys, body_len, explain, id_hash, sign_columns, signing_settings, verify, Signer, EXACT};
 use crate::{DedupConfig, DedupError, KeepRule, Phase, SIGNATURES};
 
@@ -561,6 +562,11 @@ impl BodyCache {
         BodyCache { slot: HashMap::default(), data: vec![], len, cap: cap.max(2) }
     }
 
+    /// The body (with its header) of row `g`, read on a miss.
+    fn one(&mut self, bodies: &mut Bodies, g: u32) -> Result<&[u8], BoxError> {
+        Ok(self.pair(bodies, g, g)?.0)
+    }
+
     /// The bodies (with their headers) of rows `a` and `b`, read on a miss.
     fn pair(&mut self, bodies: &mut Bodies, a: u32, b: u32) -> Result<(&[u8], &[u8]), BoxError> {
         let missing = (!self.slot.contains_key(&a)) as usize + (a != b && !self.slot.contains_key(&b)) as usize;
@@ -697,6 +703,7 @@ fn pairs_unit(cfg: &DedupConfig, plan: &Plan, signed: &SignedUnits, p: usize, bo
     let mut uf = SparseUf::default();
     let mut pairs: Vec<(u32, u32)> = vec![];
     let mut bucket: Vec<(u64, u64, u32, u8)> = vec![];
+    let mut hashes: Vec<Option<[u64; crate::image_hash::WINDOWS]>> = vec![];
     let mut i = 0;
     while i < recs.len() {
         let mut j = i + 1;
@@ -716,11 +723,29 @@ fn pairs_unit(cfg: &DedupConfig, plan: &Plan, signed: &SignedUnits, p: usize, bo
                         }
                     }
                 } else {
+                    // Images and pairs: each member's window hashes, read once per bucket.
+                    // A pair whose closest hashes are more than `max_hamming` apart (or an
+                    // undecoded image) never verifies, and most members of a bucket are
+                    // that far apart: they are passed over before the union-find and body
+                    // lookups (the verdicts are the ones `verify` would give).
+                    hashes.clear();
+                    if plan.kind != Kind::Document {
+                        for b in &bucket {
+                            let body = &cache.one(bodies, b.2)?[HEADER..];
+                            hashes.push(image_verify::decoded(body).then(|| image_verify::hashes(body)));
+                        }
+                    }
                     // Every verified pair within the window is considered, so the groups
                     // do not depend on which unit saw a pair first.
                     for m in 1..bucket.len() {
                         for prev in (m.saturating_sub(cfg.max_compare)..m).rev() {
                             let (a, b) = (bucket[prev].2, bucket[m].2);
+                            if !hashes.is_empty() {
+                                match (&hashes[m], &hashes[prev]) {
+                                    (Some(x), Some(y)) if image_verify::min_hamming(x, y) <= cfg.max_hamming => {}
+                                    _ => continue,
+                                }
+                            }
                             if (is_old(a) && is_old(b)) || uf.find(a) == uf.find(b) {
                                 continue;
                             }
