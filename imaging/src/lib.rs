@@ -38,13 +38,22 @@ fn is_jpeg(bytes: &[u8]) -> bool {
 /// smaller JPEGs are decoded at full size in one thread. Returns the picture, the full
 /// (header) size and the decoder's scale factor (1 for a full-size decode).
 pub fn decode_gray(bytes: &[u8], max_side: usize) -> Result<(Gray, u32, u32, u32), DecodeError> {
+    decode_gray_as(bytes, max_side, JpegGrey::Rec709)
+}
+
+/// [`decode_gray`] with the grey of `grey` on every path: with [`JpegGrey::Luma`],
+/// small JPEGs give their own Y plane (no chroma upsampling, colour conversion or RGB
+/// buffer: dedup's signing 15% cheaper), large ones and every other format the same
+/// BT.601 weights computed from RGB, so a JPEG and a PNG of one picture still get
+/// the same grey (up to rounding).
+pub fn decode_gray_as(bytes: &[u8], max_side: usize, grey: JpegGrey) -> Result<(Gray, u32, u32, u32), DecodeError> {
     if is_jpeg(bytes) {
         // Where the DCT-domain scaler can cut by 4 or 8 it wins; at 1/2 its slower
         // entropy decoding and per-component worker threads (jpeg-decoder starts them
         // for outputs over 128 px wide) cost more than a single-threaded full-size
         // luma-only decode (measured on 512 px photos: 1.7x faster signing).
         let big = jpeg_size(bytes).is_some_and(|(w, h)| w.max(h) as usize >= 4 * max_side);
-        let r = if big { decode_jpeg_scaled(bytes, max_side) } else { decode_jpeg_full(bytes, max_side, 4 * max_side, JpegGrey::Rec709) };
+        let r = if big { decode_jpeg_scaled_as(bytes, max_side, grey) } else { decode_jpeg_full(bytes, max_side, 4 * max_side, grey) };
         if let Ok(r) = r {
             return Ok(r);
         }
@@ -58,11 +67,14 @@ pub fn decode_gray(bytes: &[u8], max_side: usize) -> Result<(Gray, u32, u32, u32
     // 8-bit RGB(A) — PNG screenshots, mostly — to grey in fixed point: the image
     // crate's conversion goes through floats and a libm round per pixel, which cost
     // more than inflating the PNG.
-    let grey = match &img {
-        image::DynamicImage::ImageLuma8(g) => return Ok((shrink_u8(g.as_raw(), w as usize, h as usize, max_side), w, h, 1)),
-        image::DynamicImage::ImageRgb8(rgb) => grey709(rgb.as_raw(), 3),
-        image::DynamicImage::ImageRgba8(rgba) => grey709(rgba.as_raw(), 4),
-        other => other.to_luma8().into_raw(),
+    let grey = match (&img, grey) {
+        (image::DynamicImage::ImageLuma8(g), _) => return Ok((shrink_u8(g.as_raw(), w as usize, h as usize, max_side), w, h, 1)),
+        (image::DynamicImage::ImageRgb8(rgb), JpegGrey::Rec709) => grey709(rgb.as_raw(), 3),
+        (image::DynamicImage::ImageRgba8(rgba), JpegGrey::Rec709) => grey709(rgba.as_raw(), 4),
+        (other, JpegGrey::Rec709) => other.to_luma8().into_raw(),
+        (image::DynamicImage::ImageRgb8(rgb), JpegGrey::Luma) => grey601(rgb.as_raw(), 3),
+        (image::DynamicImage::ImageRgba8(rgba), JpegGrey::Luma) => grey601(rgba.as_raw(), 4),
+        (other, JpegGrey::Luma) => grey601(other.to_rgb8().as_raw(), 3),
     };
     Ok((shrink_u8(&grey, w as usize, h as usize, max_side), w, h, 1))
 }
@@ -72,6 +84,12 @@ pub fn decode_gray(bytes: &[u8], max_side: usize) -> Result<(Gray, u32, u32, u32
 /// lanes vectorise, a float conversion per pixel cost as much as the decode.
 fn grey709(px: &[u8], channels: usize) -> Vec<u8> {
     px.chunks_exact(channels).map(|c| luma_u8(c[0], c[1], c[2]) as u8).collect()
+}
+
+/// BT.601 grey (JPEG's Y) of interleaved 8-bit pixels, first three channels R, G, B,
+/// in 16-bit fixed point like [`grey709`].
+pub fn grey601(px: &[u8], channels: usize) -> Vec<u8> {
+    px.chunks_exact(channels).map(|c| ((19595 * c[0] as u32 + 38470 * c[1] as u32 + 7471 * c[2] as u32 + 32768) >> 16) as u8).collect()
 }
 
 /// [`shrink`] straight from 8-bit grey: integer box sums over the same rounded cell
@@ -350,6 +368,8 @@ pub enum JpegGrey {
     Rec709,
     /// JPEG's own Y plane (BT.601 weights): no chroma upsampling or colour conversion,
     /// the cheapest decode; signals move by a few percent on saturated pictures.
+    /// [`decode_gray_as`] gives other formats (and JPEGs it decodes as RGB) the same
+    /// weights.
     Luma,
 }
 
@@ -433,6 +453,12 @@ pub fn decode_jpeg_gray_fast(bytes: &[u8], max_side: usize) -> Option<Result<(Gr
 
 /// JPEG through jpeg-decoder's reduced-size IDCT.
 pub fn decode_jpeg_scaled(bytes: &[u8], max_side: usize) -> Result<(Gray, u32, u32, u32), DecodeError> {
+    decode_jpeg_scaled_as(bytes, max_side, JpegGrey::Rec709)
+}
+
+/// [`decode_jpeg_scaled`] with colour turned to grey by `grey`'s weights (the scaler
+/// outputs RGB; `Luma`: BT.601, what JPEG's Y plane holds).
+fn decode_jpeg_scaled_as(bytes: &[u8], max_side: usize, grey: JpegGrey) -> Result<(Gray, u32, u32, u32), DecodeError> {
     let err = |e: jpeg_decoder::Error| DecodeError::Decode(e.to_string());
     let (mut d, w, h) = jpeg_header(bytes)?;
     // The scaler picks the smallest factor that gives at least the request on *one*
@@ -448,7 +474,8 @@ pub fn decode_jpeg_scaled(bytes: &[u8], max_side: usize) -> Result<(Gray, u32, u
     let px: Vec<f32> = match info.pixel_format {
         P::L8 if raw.len() >= n => raw[..n].iter().map(|&v| v as f32).collect(),
         P::L16 if raw.len() >= 2 * n => raw.chunks_exact(2).take(n).map(|c| u16::from_be_bytes([c[0], c[1]]) as f32 / 257.0).collect(),
-        P::RGB24 if raw.len() >= 3 * n => raw.chunks_exact(3).take(n).map(|c| luma(c[0], c[1], c[2])).collect(),
+        P::RGB24 if raw.len() >= 3 * n && grey == JpegGrey::Rec709 => raw.chunks_exact(3).take(n).map(|c| luma(c[0], c[1], c[2])).collect(),
+        P::RGB24 if raw.len() >= 3 * n => raw.chunks_exact(3).take(n).map(|c| 0.299 * c[0] as f32 + 0.587 * c[1] as f32 + 0.114 * c[2] as f32).collect(),
         // CMYK (and anything else) goes through the image crate, which converts it.
         _ => return Err(DecodeError::Decode("unexpected JPEG pixel buffer".into())),
     };
@@ -690,6 +717,23 @@ mod tests {
         let (a, b) = (shrink(&f, 64), shrink_u8(&raw, w, h, 64));
         assert_eq!((a.w, a.h), (b.w, b.h));
         assert!(a.px.iter().zip(&b.px).all(|(x, y)| (x - y).abs() < 1e-2));
+        // The running-sum cells give exactly the per-cell sums (integers, one division).
+        for (w, h, side) in [(301, 207, 64), (1000, 37, 192), (97, 400, 50), (5, 3, 2)] {
+            let raw: Vec<u8> = (0..w * h).map(|i| ((i * 131 + i / w * 7) % 256) as u8).collect();
+            let g = shrink_u8(&raw, w, h, side);
+            let f = side as f64 / w.max(h) as f64;
+            let (nw, nh) = (((w as f64 * f).round() as usize).max(1), ((h as f64 * f).round() as usize).max(1));
+            assert_eq!((g.w, g.h), (nw, nh));
+            let edge = |i: usize, n: usize, src: usize| ((i as f64 * src as f64 / n as f64).round() as usize).min(src);
+            for j in 0..nh {
+                let (y0, y1) = (edge(j, nh, h), edge(j + 1, nh, h).max(edge(j, nh, h) + 1).min(h));
+                for i in 0..nw {
+                    let (x0, x1) = (edge(i, nw, w), edge(i + 1, nw, w).max(edge(i, nw, w) + 1).min(w));
+                    let sum: u64 = (y0..y1).flat_map(|y| (x0..x1).map(move |x| (y, x))).map(|(y, x)| raw[y * w + x] as u64).sum();
+                    assert_eq!(g.px[j * nw + i].to_bits(), (sum as f32 / ((x1 - x0) * (y1 - y0)) as f32).to_bits(), "{w}x{h}->{side} cell {i},{j}");
+                }
+            }
+        }
     }
 
     /// The per-cell loops the faster shrinks replaced, kept here as the reference.

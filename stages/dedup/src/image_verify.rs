@@ -83,6 +83,18 @@ pub fn thumb(p: &[u8]) -> &[u8] {
     &p[OFF_THUMB..OFF_THUMB + THUMB * THUMB]
 }
 
+/// A thumbnail's grey levels as floats: the alignment samples every pixel many times
+/// (dozens of crops), so it converts each once (the same values `v as f32` gives).
+type Thumb = [f32; THUMB * THUMB];
+
+fn to_f32(t: &[u8]) -> Box<Thumb> {
+    let mut out = Box::new([0f32; THUMB * THUMB]);
+    for (o, &v) in out.iter_mut().zip(t) {
+        *o = v as f32;
+    }
+    out
+}
+
 /// Fewest differing bits between any window hash of `a` and any of `b`.
 ///
 /// This runs for every pair of rows that meet in a bucket (most of them far apart),
@@ -136,30 +148,42 @@ pub struct Match {
     pub crop: [f32; 4],
 }
 
+type Memo = std::collections::HashMap<(u64, u64, [u32; 3]), bool, std::hash::BuildHasherDefault<KeyHasher>>;
+/// The verdicts [`verify`] remembers.
+static MEMO: std::sync::OnceLock<std::sync::Mutex<Memo>> = std::sync::OnceLock::new();
+
+/// Forgets every remembered verdict (tests: to see what a pair met first in the
+/// other order would get).
+#[doc(hidden)]
+pub fn clear_memo_for_tests() {
+    if let Some(m) = MEMO.get() {
+        m.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+}
+
 /// Whether two image payloads are near duplicates (see the module comment).
 ///
-/// A pair that shares several band keys meets in several buckets; the verdict is
-/// remembered per thread (by the two exact keys, so byte-identical rows share it) so
-/// that the alignment runs once. The memo is cleared when it reaches 2^20 pairs
-/// (about 40 MiB), which bounds memory at the cost of an occasional repeat.
+/// A pair that shares several band keys meets in several buckets, often in key ranges
+/// that different threads verify; the verdict is remembered process-wide (by the two
+/// exact keys, so byte-identical rows share it) so that the alignment runs once. (A
+/// memo per thread made 2 threads verify many pairs twice: 25% more CPU than one
+/// thread on the benchmark.) The memo is cleared when it reaches 2^20 pairs (about
+/// 40 MiB), which bounds memory at the cost of an occasional repeat.
 pub fn verify(p: &VerifyParams, a: &[u8], b: &[u8]) -> bool {
-    use std::cell::RefCell;
-    use std::collections::HashMap;
-    use std::hash::BuildHasherDefault;
-    thread_local! {
-        static MEMO: RefCell<HashMap<(u64, u64, [u32; 3]), bool, BuildHasherDefault<KeyHasher>>> = RefCell::new(HashMap::default());
-    }
     // Most rows that meet in a bucket are far apart: the hash check is cheaper than
     // the memo, and keeping rejected pairs out of it keeps it small.
     if !decoded(a) || !decoded(b) || min_hamming(&hashes(a), &hashes(b)) > p.max_hamming {
         return false;
     }
     let (ka, kb) = (u64_at(a, 0), u64_at(b, 0));
-    // The settings are part of the key: a long-lived thread may verify for runs with
-    // other settings.
+    // The settings are part of the key: one process may verify for runs with other
+    // settings (tests do).
     let ps = [p.max_hamming, p.max_crop.to_bits(), p.max_diff.to_bits()];
     let key = if ka <= kb { (ka, kb, ps) } else { (kb, ka, ps) };
-    if let Some(v) = MEMO.with(|m| m.borrow().get(&key).copied()) {
+    let memo = MEMO.get_or_init(Default::default);
+    // A verdict is a pure function of the two payloads: a poisoned lock (a panic
+    // elsewhere) leaves nothing half-written that matters.
+    if let Some(v) = memo.lock().unwrap_or_else(|e| e.into_inner()).get(&key).copied() {
         return v;
     }
     // The alignment search is not symmetric (ties, the descent's starting points), and
@@ -167,13 +191,11 @@ pub fn verify(p: &VerifyParams, a: &[u8], b: &[u8]) -> bool {
     // verdict — and so the output — independent of which thread met the pair first.
     let (a, b) = if ka <= kb { (a, b) } else { (b, a) };
     let v = compare(p, a, b).is_some_and(|m| accept(p, &m, thumb(a), thumb(b)) && layout_agrees(thumb(a), thumb(b), &m));
-    MEMO.with(|m| {
-        let mut m = m.borrow_mut();
-        if m.len() >= 1 << 20 {
-            m.clear();
-        }
-        m.insert(key, v);
-    });
+    let mut m = memo.lock().unwrap_or_else(|e| e.into_inner());
+    if m.len() >= 1 << 20 {
+        m.clear();
+    }
+    m.insert(key, v);
     v
 }
 
@@ -227,9 +249,9 @@ pub struct Layout {
 pub fn layout(ta: &[u8], tb: &[u8], m: &Match) -> Layout {
     let (ts, td) = if m.flip { (tb, ta) } else { (ta, tb) };
     let (mut a, mut b) = (Vec::new(), Vec::new());
-    sample(ts, &m.crop, FINE, &mut a);
+    sample(&to_f32(ts), &m.crop, FINE, &mut a);
     normalise(&mut a, FINE, 2);
-    sample(td, &[0.0; 4], FINE, &mut b);
+    sample(&to_f32(td), &[0.0; 4], FINE, &mut b);
     normalise(&mut b, FINE, 2);
     let k = FINE / BLOCKS;
     let (mut dm, mut dt, mut dc) = ([[0f32; BLOCKS]; BLOCKS], [[0f32; BLOCKS]; BLOCKS], [[0f32; BLOCKS]; BLOCKS]);
@@ -305,8 +327,9 @@ const TEXTURE_RATIO: f32 = 0.6;
 /// Share of differing pixels between a thumbnail and itself moved by half a cell of
 /// the 32x32 grid diagonally: how much a sub-cell misalignment alone costs it.
 fn texture(t: &[u8]) -> f32 {
+    let t = &*to_f32(t);
     let d = 0.25 / FINE as f32;
-    let (mut a, mut b) = (Vec::new(), Vec::new());
+    let (mut a, mut b) = (Vec::with_capacity(FINE * FINE), Vec::with_capacity(FINE * FINE));
     sample(t, &[d, d, 0.0, 0.0], FINE, &mut a);
     normalise(&mut a, FINE, 2);
     sample(t, &[0.0, 0.0, d, d], FINE, &mut b);
@@ -355,7 +378,7 @@ pub fn compare(p: &VerifyParams, a: &[u8], b: &[u8]) -> Option<Match> {
     if !(r >= lo / 1.06 && r <= 1.06 / lo) {
         return None;
     }
-    let (diff, flip, crop) = align_at(p.max_crop, p.max_diff, thumb(a), aa, thumb(b), ab);
+    let (diff, flip, crop) = align_prep(p.max_crop, p.max_diff, &prep_of(a, p.max_crop), aa, &prep_of(b, p.max_crop), ab);
     Some(Match { diff, hamming, flip, crop })
 }
 
@@ -372,7 +395,7 @@ const FINE: usize = 32;
 
 /// Bilinear samples of `t` (THUMB×THUMB) over the crop's rectangle onto an n×n grid
 /// of cell centres.
-fn sample(t: &[u8], c: &Crop, n: usize, out: &mut Vec<f32>) {
+fn sample(t: &Thumb, c: &Crop, n: usize, out: &mut Vec<f32>) {
     out.clear();
     let s = THUMB as f32;
     let (x0, y0, x1, y1) = (c[0], c[1], 1.0 - c[2], 1.0 - c[3]);
@@ -387,13 +410,18 @@ fn sample(t: &[u8], c: &Crop, n: usize, out: &mut Vec<f32>) {
     for (i, x) in xs.iter_mut().enumerate().take(n) {
         *x = coord(x0, x1, i);
     }
-    for j in 0..n {
+    out.resize(n * n, 0.0);
+    for (j, o) in out.chunks_exact_mut(n).enumerate() {
         let (ya, yb, fy) = coord(y0, y1, j);
-        let (ra, rb) = (&t[ya * THUMB..(ya + 1) * THUMB], &t[yb * THUMB..(yb + 1) * THUMB]);
-        for &(xa, xb, fx) in &xs[..n] {
-            let top = ra[xa] as f32 + (ra[xb] as f32 - ra[xa] as f32) * fx;
-            let bot = rb[xa] as f32 + (rb[xb] as f32 - rb[xa] as f32) * fx;
-            out.push(top + (bot - top) * fy);
+        let (ra, rb): (&[f32; THUMB], &[f32; THUMB]) = (t[ya * THUMB..(ya + 1) * THUMB].try_into().unwrap(), t[yb * THUMB..(yb + 1) * THUMB].try_into().unwrap());
+        for (o, &(xa, xb, fx)) in o.iter_mut().zip(&xs[..n]) {
+            // `coord` clamps to the thumbnail: xa, xb < THUMB.
+            debug_assert!(xa < THUMB && xb < THUMB);
+            // SAFETY: xa and xb are below THUMB (see `coord`), the rows' length.
+            let (a0, a1, b0, b1) = unsafe { (*ra.get_unchecked(xa), *ra.get_unchecked(xb), *rb.get_unchecked(xa), *rb.get_unchecked(xb)) };
+            let top = a0 + (a1 - a0) * fx;
+            let bot = b0 + (b1 - b0) * fx;
+            *o = top + (bot - top) * fy;
         }
     }
 }
@@ -433,20 +461,26 @@ fn profile_crop(p: &[f32; THUMB], lo: f32, hi: f32) -> [f32; PROFILE] {
 /// Mean absolute difference of two normalised profiles, the worst eighth of points
 /// left out (a banner or logo along one edge bends a profile there).
 fn profile_err(a: &[f32; PROFILE], b: &[f32; PROFILE]) -> f32 {
-    let mut d = [0f32; PROFILE];
+    // Absolute differences are non-negative (and finite: grids are divided by a spread
+    // of at least 4), and such floats order like their bit patterns: an integer sort
+    // gives the order total_cmp gave, faster.
+    let mut d = [0u32; PROFILE];
     for ((o, x), y) in d.iter_mut().zip(a).zip(b) {
-        *o = (x - y).abs();
+        *o = (x - y).abs().to_bits();
     }
-    d.sort_unstable_by(|x, y| x.total_cmp(y));
+    d.sort_unstable();
     let keep = PROFILE - PROFILE / 8;
-    d[..keep].iter().sum::<f32>() / keep as f32
+    d[..keep].iter().map(|&v| f32::from_bits(v)).sum::<f32>() / keep as f32
 }
 
 /// [1 2 1]/4 smoothing in both directions (edges repeated), for the coarse ranking:
 /// fine texture (grass, gravel, star fields) then does not steer the search into the
 /// wrong crop.
 fn smooth(v: &mut [f32], n: usize) {
-    let mut tmp = [0f32; FINE * FINE];
+    // Only the coarse grid is smoothed: a 16×16 scratch (a 32×32 one cost a 4 KiB
+    // memset per call, 162 calls per flat pair).
+    assert!(n <= COARSE);
+    let mut tmp = [0f32; COARSE * COARSE];
     for y in 0..n {
         for x in 0..n {
             let l = v[y * n + x.saturating_sub(1)];
@@ -496,17 +530,21 @@ fn normalise(v: &mut [f32], n: usize, dims: usize) {
 /// be left out.
 fn strip_score(a: &[f32], b: &[f32], n: usize) -> f32 {
     debug_assert!(n <= FINE);
-    let mut bad = [false; FINE * FINE];
     let (mut rows, mut cols) = ([0u32; FINE], [0u32; FINE]);
     let mut total = 0u32;
-    for (i, (x, y)) in a.iter().zip(b).enumerate() {
-        if (x - y).abs() > TAU {
-            bad[i] = true;
-            rows[i / n] += 1;
-            cols[i % n] += 1;
-            total += 1;
+    for (y, (ra, rb)) in a.chunks_exact(n).zip(b.chunks_exact(n)).enumerate() {
+        let mut r = 0u32;
+        for ((x, p), q) in ra.iter().enumerate().zip(rb) {
+            let d = ((p - q).abs() > TAU) as u32;
+            r += d;
+            cols[x] += d;
         }
+        rows[y] = r;
+        total += r;
     }
+    // The corners (where an excluded row strip meets a column strip) are recounted
+    // below from the values: only 4·(n/8)² cells, not a grid of flags per call.
+    let bad = |i: usize| (a[i] - b[i]).abs() > TAU;
     let mut best = total as f32 / (n * n) as f32;
     if total == 0 {
         return 0.0;
@@ -521,7 +559,7 @@ fn strip_score(a: &[f32], b: &[f32], n: usize) -> f32 {
                     let cc = if left { 0..ec } else { n - ec..n };
                     let col_bad: u32 = cols[cc.clone()].iter().sum();
                     // An excluded row and column overlap in a corner: counted once.
-                    let corner: u32 = rr.clone().map(|y| cc.clone().filter(|&x| bad[y * n + x]).count() as u32).sum();
+                    let corner: u32 = rr.clone().map(|y| cc.clone().filter(|&x| bad(y * n + x)).count() as u32).sum();
                     let left_bad = total - row_bad - col_bad + corner;
                     let area = n * n - er * n - ec * n + er * ec;
                     best = best.min(left_bad as f32 / area as f32);
@@ -563,32 +601,118 @@ const FLAT_PROFILE: f32 = 3.0;
 /// 16×16 grids of every crop. The best few whole crops (whose shape matches the other
 /// picture), and the uncropped one, are refined by coordinate descent on 16×16 grids,
 /// then polished and scored on 32×32 grids.
-#[cfg(test)]
-fn align(max_crop: f32, max_diff: f32, ta: &[u8], aa: f32, tb: &[u8], ab: f32) -> f32 {
-    align_at(max_crop, max_diff, ta, aa, tb, ab).0
+/// What the alignment needs of one thumbnail whatever it is compared with: its grey
+/// levels as floats, whether a profile is flat, its profiles cropped at the coarse
+/// steps, and its uncropped grids. A row meets many candidates (a picture's copies
+/// meet each other in many buckets), so [`compare`] keeps these per thread by exact
+/// key instead of recomputing them for every pair; they are pure functions of the
+/// thumbnail and `max_crop`, so the verdicts are the same.
+struct Prep {
+    t: Box<Thumb>,
+    flat: bool,
+    /// Column and row profiles cropped by (steps[i], steps[j]); [0][0] is uncropped.
+    cols: [[[f32; PROFILE]; 3]; 3],
+    rows: [[[f32; PROFILE]; 3]; 3],
+    /// Uncropped normalised grids: 16×16, 32×32, and 16×16 smoothed (flat pictures).
+    g16: Vec<f32>,
+    g32: Vec<f32>,
+    g16s: Vec<f32>,
+    /// Flat pictures' coarse search compares smoothed 16×16 grids of the 81 crops on
+    /// the coarse steps: each filled in when first needed (by (l, r, t, b) step index).
+    crops: std::cell::RefCell<Vec<Option<Box<[f32; COARSE * COARSE]>>>>,
 }
 
-/// [`align`] with the alignment it found: (share, whether `tb` is the cropped one, crop).
-fn align_at(max_crop: f32, max_diff: f32, ta: &[u8], aa: f32, tb: &[u8], ab: f32) -> (f32, bool, Crop) {
+impl Prep {
+    fn new(t8: &[u8], max_crop: f32) -> Prep {
+        let steps = [0.0, max_crop / 2.0, max_crop];
+        let (pc, pr) = profiles(t8);
+        let t = to_f32(t8);
+        let flat = spread(&pc) < FLAT_PROFILE || spread(&pr) < FLAT_PROFILE;
+        let (mut cols, mut rows) = ([[[0f32; PROFILE]; 3]; 3], [[[0f32; PROFILE]; 3]; 3]);
+        for (i, &lo) in steps.iter().enumerate() {
+            for (j, &hi) in steps.iter().enumerate() {
+                cols[i][j] = profile_crop(&pc, lo, hi);
+                rows[i][j] = profile_crop(&pr, lo, hi);
+            }
+        }
+        let (mut g16, mut g32, mut g16s) = (Vec::new(), Vec::new(), Vec::new());
+        sample(&t, &[0.0; 4], COARSE, &mut g16);
+        normalise(&mut g16, COARSE, 2);
+        sample(&t, &[0.0; 4], FINE, &mut g32);
+        normalise(&mut g32, FINE, 2);
+        sample(&t, &[0.0; 4], COARSE, &mut g16s);
+        smooth(&mut g16s, COARSE);
+        normalise(&mut g16s, COARSE, 2);
+        Prep { t, flat, cols, rows, g16, g32, g16s, crops: std::cell::RefCell::new(vec![None; 81]) }
+    }
+
+    /// The smoothed, normalised 16×16 grid of crop `c`, whose sides are the coarse
+    /// steps with indices `idx` (left, right, top, bottom).
+    fn flat_crop(&self, c: &Crop, idx: [usize; 4], src: &mut Vec<f32>) -> std::cell::Ref<'_, [f32; COARSE * COARSE]> {
+        let i = ((idx[0] * 3 + idx[1]) * 3 + idx[2]) * 3 + idx[3];
+        if self.crops.borrow()[i].is_none() {
+            sample(&self.t, c, COARSE, src);
+            smooth(src, COARSE);
+            normalise(src, COARSE, 2);
+            self.crops.borrow_mut()[i] = Some(Box::new(src[..].try_into().unwrap()));
+        }
+        std::cell::Ref::map(self.crops.borrow(), |v| &**v[i].as_ref().unwrap())
+    }
+}
+
+/// [`Prep`] of a payload's thumbnail, from this thread's cache (by exact key and
+/// `max_crop`; at most [`PREP_CACHE`] entries, emptied when full).
+fn prep_of(p: &[u8], max_crop: f32) -> std::rc::Rc<Prep> {
+    use std::cell::RefCell;
+    use std::collections::HashMap;
+    use std::hash::BuildHasherDefault;
+    use std::rc::Rc;
+    thread_local! {
+        static PREPS: RefCell<HashMap<(u64, u32), Rc<Prep>, BuildHasherDefault<KeyHasher>>> = RefCell::new(HashMap::default());
+    }
+    let key = (u64_at(p, 0), max_crop.to_bits());
+    if let Some(v) = PREPS.with(|m| m.borrow().get(&key).cloned()) {
+        return v;
+    }
+    let v = Rc::new(Prep::new(thumb(p), max_crop));
+    PREPS.with(|m| {
+        let mut m = m.borrow_mut();
+        if m.len() >= PREP_CACHE {
+            m.clear();
+        }
+        m.insert(key, v.clone());
+    });
+    v
+}
+
+/// Entries of the per-thread [`Prep`] cache: about 9 MiB, at most 51 MiB if every
+/// picture were flat (their crop grids add up to 83 KiB each).
+const PREP_CACHE: usize = 512;
+
+/// [`align_prep`] of two bare thumbnails (the tests' entry).
+#[cfg(test)]
+fn align(max_crop: f32, max_diff: f32, ta: &[u8], aa: f32, tb: &[u8], ab: f32) -> f32 {
+    align_prep(max_crop, max_diff, &Prep::new(ta, max_crop), aa, &Prep::new(tb, max_crop), ab).0
+}
+
+/// The alignment: (share of differing pixels, whether the second picture is the
+/// cropped one, the crop).
+fn align_prep(max_crop: f32, max_diff: f32, pa: &Prep, aa: f32, pb: &Prep, ab: f32) -> (f32, bool, Crop) {
+    let (ta, tb) = (&*pa.t, &*pb.t);
     let steps = [0.0, max_crop / 2.0, max_crop];
-    let (pa, pb) = (profiles(ta), profiles(tb));
-    let flat = [pa.0, pa.1, pb.0, pb.1].iter().any(|p| spread(p) < FLAT_PROFILE);
+    let flat = pa.flat || pb.flat;
     let mut coarse: Vec<(f32, bool, Crop)> = Vec::with_capacity(162);
-    let (mut src, mut dst) = (Vec::new(), Vec::new());
+    let mut src = Vec::new();
     for flip in [false, true] {
-        let ((cs, rs), as_, (cd, rd), ad) = if flip { (pb, ab, pa, aa) } else { (pa, aa, pb, ab) };
-        let (ts, td) = if flip { (tb, ta) } else { (ta, tb) };
-        let (dc, dr) = (profile_crop(&cd, 0.0, 0.0), profile_crop(&rd, 0.0, 0.0));
+        let (ps, as_, pd, ad) = if flip { (pb, ab, pa, aa) } else { (pa, aa, pb, ab) };
+        let (dc, dr) = (&pd.cols[0][0], &pd.rows[0][0]);
         let (mut ex, mut ey) = ([[0f32; 3]; 3], [[0f32; 3]; 3]);
-        if flat {
-            sample(td, &[0.0; 4], COARSE, &mut dst);
-            smooth(&mut dst, COARSE);
-            normalise(&mut dst, COARSE, 2);
-        } else {
-            for (i, &lo) in steps.iter().enumerate() {
-                for (j, &hi) in steps.iter().enumerate() {
-                    ex[i][j] = profile_err(&profile_crop(&cs, lo, hi), &dc);
-                    ey[i][j] = profile_err(&profile_crop(&rs, lo, hi), &dr);
+        let dst = &pd.g16s;
+        if !flat {
+            for i in 0..3 {
+                for j in 0..3 {
+                    ex[i][j] = profile_err(&ps.cols[i][j], dc);
+                    ey[i][j] = profile_err(&ps.rows[i][j], dr);
                 }
             }
         }
@@ -604,10 +728,7 @@ fn align_at(max_crop: f32, max_diff: f32, ta: &[u8], aa: f32, tb: &[u8], ab: f32
                         }
                         let c = [l, t, r, b];
                         let e = if flat {
-                            sample(ts, &c, COARSE, &mut src);
-                            smooth(&mut src, COARSE);
-                            normalise(&mut src, COARSE, 2);
-                            mean_abs(&src, &dst)
+                            mean_abs(&ps.flat_crop(&c, [li, ri, ti, bi], &mut src)[..], dst)
                         } else {
                             ex[li][ri] + ey[ti][bi]
                         };
@@ -620,8 +741,17 @@ fn align_at(max_crop: f32, max_diff: f32, ta: &[u8], aa: f32, tb: &[u8], ab: f32
     if coarse.is_empty() {
         return (1.0, false, [0.0; 4]);
     }
-    coarse.sort_by(|x, y| x.0.total_cmp(&y.0));
-    coarse.truncate(3);
+    // The three best, ties in push order (what a stable sort and truncate gave),
+    // without sorting all (up to 162) of them.
+    let mut top: Vec<(f32, bool, Crop)> = Vec::with_capacity(4);
+    for &c in &coarse {
+        let at = top.iter().position(|t| c.0.total_cmp(&t.0) == std::cmp::Ordering::Less).unwrap_or(top.len());
+        if at < 3 {
+            top.insert(at, c);
+            top.truncate(3);
+        }
+    }
+    let mut coarse = top;
     // Copies that were only resized, recompressed, padded or re-toned need no crop; a
     // profile bent by a watermark must not hide that hypothesis.
     if !coarse.iter().any(|c| c.2 == [0.0; 4]) {
@@ -629,22 +759,25 @@ fn align_at(max_crop: f32, max_diff: f32, ta: &[u8], aa: f32, tb: &[u8], ab: f32
     }
     let step = max_crop / 4.0;
     // Destination grids of both directions, small and fine.
-    let mut dsts: [[Vec<f32>; 2]; 2] = Default::default();
-    for (flip, d) in dsts.iter_mut().enumerate() {
-        let td = if flip == 1 { ta } else { tb };
-        for (k, n) in [COARSE, FINE].into_iter().enumerate() {
-            sample(td, &[0.0; 4], n, &mut d[k]);
-            normalise(&mut d[k], n, 2);
+    let dsts: [[&[f32]; 2]; 2] = [[&pb.g16, &pb.g32], [&pa.g16, &pa.g32]];
+    // Scores already computed in this call, by (direction, crop, grid): the descent
+    // steps back onto crops it has scored (a move by -step makes +step the old crop),
+    // and the fine pass starts where the small one stopped. Bitwise-equal crops give
+    // the same score, so looking them up changes nothing but the cost.
+    let mut memo: Vec<(bool, Crop, usize, f32)> = Vec::with_capacity(64);
+    let eval = |flip: bool, c: &Crop, k: usize, src: &mut Vec<f32>, memo: &mut Vec<(bool, Crop, usize, f32)>| -> f32 {
+        if let Some(m) = memo.iter().find(|m| m.0 == flip && m.2 == k && m.1.map(f32::to_bits) == c.map(f32::to_bits)) {
+            return m.3;
         }
-    }
-    let eval = |flip: bool, c: &Crop, k: usize, src: &mut Vec<f32>| -> f32 {
         let n = [COARSE, FINE][k];
         sample(if flip { tb } else { ta }, c, n, src);
         normalise(src, n, 2);
-        strip_score(src, &dsts[flip as usize][k], n)
+        let s = strip_score(src, dsts[flip as usize][k], n);
+        memo.push((flip, *c, k, s));
+        s
     };
     // Coordinate descent over the four sides; a clear match needs no polishing.
-    let descend = |flip: bool, c: &mut Crop, cur: &mut f32, steps: &[f32], k: usize, src: &mut Vec<f32>| {
+    let descend = |flip: bool, c: &mut Crop, cur: &mut f32, steps: &[f32], k: usize, src: &mut Vec<f32>, memo: &mut Vec<(bool, Crop, usize, f32)>| {
         for &step in steps {
             if *cur <= max_diff / 2.0 {
                 break;
@@ -656,7 +789,7 @@ fn align_at(max_crop: f32, max_diff: f32, ta: &[u8], aa: f32, tb: &[u8], ab: f32
                     if t == *c {
                         continue;
                     }
-                    let s = eval(flip, &t, k, src);
+                    let s = eval(flip, &t, k, src, memo);
                     if s < *cur {
                         *cur = s;
                         *c = t;
@@ -668,25 +801,25 @@ fn align_at(max_crop: f32, max_diff: f32, ta: &[u8], aa: f32, tb: &[u8], ab: f32
     let mut src = Vec::new();
     // Every hypothesis is scored on the small grid; the descent starts from the two
     // best of them only.
-    let mut starts: Vec<(f32, bool, Crop)> = coarse.iter().map(|&(_, flip, c)| (eval(flip, &c, 0, &mut src), flip, c)).collect();
+    let mut starts: Vec<(f32, bool, Crop)> = coarse.iter().map(|&(_, flip, c)| (eval(flip, &c, 0, &mut src, &mut memo), flip, c)).collect();
     starts.sort_by(|x, y| x.0.total_cmp(&y.0));
     let mut best = (1.0f32, false, [0.0f32; 4]);
     for &(s0, flip, c0) in starts.iter().take(2) {
         let (mut c, mut cur) = (c0, s0);
         // Small grid: one pass at a quarter of max_crop, one at an eighth (a third pass
         // found nothing more on the benchmark and cost 10% of the alignment time).
-        descend(flip, &mut c, &mut cur, &[step, step / 2.0], 0, &mut src);
+        descend(flip, &mut c, &mut cur, &[step, step / 2.0], 0, &mut src, &mut memo);
         if cur > HOPELESS {
             if cur < best.0 {
                 best = (cur, flip, c);
             }
             continue;
         }
-        let mut fine = eval(flip, &c, 1, &mut src);
+        let mut fine = eval(flip, &c, 1, &mut src, &mut memo);
         // A 16-cell grid cannot resolve the last sixteenth of a crop: pairs near the
         // threshold get one pass at that step on the fine grid.
         if fine < 2.0 * max_diff {
-            descend(flip, &mut c, &mut fine, &[step / 4.0], 1, &mut src);
+            descend(flip, &mut c, &mut fine, &[step / 4.0], 1, &mut src, &mut memo);
         }
         if fine < best.0 {
             best = (fine, flip, c);
@@ -785,6 +918,33 @@ mod tests {
         let (tl, tr) = (draw(l, grain), draw(r, grain));
         let d = align(0.1, 0.075, &tl, aspect_of(l), &tr, aspect_of(r));
         assert!(!accept(&p, &Match { diff: d, hamming: 0, flip: false, crop: [0.0; 4] }, &tl, &tr), "other part scored {d}");
+    }
+
+    /// `compare` takes each thumbnail's [`Prep`] from a per-thread cache: cold or warm,
+    /// and in either order, it scores a pair exactly as the uncached alignment does.
+    #[test]
+    fn cached_preparation_scores_exactly_like_a_fresh_one() {
+        let payload = |key: u64, c: Crop, f: fn(f32, f32) -> f32| {
+            let sig = ImageSig { hashes: [0; WINDOWS], thumb: draw(c, f), aspect: aspect_of(c), width: 100, height: 100, decode_scale: 1, sharpness: 0.0 };
+            let mut out = vec![];
+            encode_payload(key, Some(&sig), 0, &mut out);
+            out
+        };
+        let p = VerifyParams { max_hamming: 64, max_crop: 0.1, max_diff: 0.075 };
+        let c = [0.07, 0.02, 0.03, 0.09];
+        let cases = [(payload(11, [0.0; 4], scene), payload(12, c, scene)), (payload(13, [0.0; 4], chessboard), payload(14, [0.1, 0.05, 0.0, 0.05], chessboard)), (payload(15, [0.0; 4], grain), payload(16, c, scene))];
+        for (a, b) in &cases {
+            let fresh = align(p.max_crop, p.max_diff, thumb(a), aspect(a), thumb(b), aspect(b));
+            for _ in 0..2 {
+                assert_eq!(compare(&p, a, b).unwrap().diff.to_bits(), fresh.to_bits());
+            }
+            let back = align(p.max_crop, p.max_diff, thumb(b), aspect(b), thumb(a), aspect(a));
+            assert_eq!(compare(&p, b, a).unwrap().diff.to_bits(), back.to_bits());
+        }
+        // Another max_crop is another preparation, not the cached one.
+        let q = VerifyParams { max_crop: 0.05, ..p };
+        let (a, b) = &cases[0];
+        assert_eq!(compare(&q, a, b).unwrap().diff.to_bits(), align(0.05, p.max_diff, thumb(a), aspect(a), thumb(b), aspect(b)).to_bits());
     }
 
     #[test]

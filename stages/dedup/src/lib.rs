@@ -17,8 +17,11 @@
 //! # Memory
 //!
 //! Signing holds one run of band keys per thread (`work_mb`, default 32 MiB); pairs holds
-//! one key range per thread (about 32 MiB of records whatever the corpus size); the
-//! single-process clusters step holds only the rows that appear in verified pairs.
+//! one key range per thread (about 32 MiB of records whatever the corpus size) and, per
+//! thread, a cache of the bodies it has read (at most `work_mb` MiB, emptied when full;
+//! images also keep up to 512 thumbnail preparations, about 9 MiB, and one process-wide
+//! memo of verdicts, at most 2^20 pairs); the single-process clusters step holds only
+//! the rows that appear in verified pairs.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
@@ -172,7 +175,8 @@ pub struct DedupConfig {
     /// members (bounds the work of huge buckets). Default 32.
     pub max_compare: usize,
     /// MiB of band records a signing thread sorts before writing them as one run
-    /// (about 25,000 text documents at 33 keys each per 32 MiB). Default 32.
+    /// (about 25,000 text documents at 33 keys each per 32 MiB), and of row bodies a
+    /// pairs thread keeps after reading them. Default 32.
     pub work_mb: usize,
     /// Earlier dedup outputs: rows that duplicate anything kept there are dropped too.
     /// Only their `signatures` side datasets are read; they are never written. Default none.

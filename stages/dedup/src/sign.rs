@@ -33,8 +33,9 @@ const TAG_CAPTION: u64 = 0xca97_0000_0000_0001;
 pub const SIGNATURE_FORMAT: &str = "m6-dedup-signature-v2";
 /// The same for image and pair bodies: v2 holds the window hashes over the
 /// border-trimmed frame and the verification thumbnail (v1 held one pHash); v3 keys
-/// pair captions with m6-text's folding (as text v2).
-pub const IMAGE_SIGNATURE_FORMAT: &str = "m6-dedup-image-signature-v3";
+/// pair captions with m6-text's folding (as text v2); v4 hashes BT.601 grey (JPEG's
+/// own Y plane) instead of Rec. 709 grey, which moves hashes and thumbnails a little.
+pub const IMAGE_SIGNATURE_FORMAT: &str = "m6-dedup-image-signature-v4";
 
 /// Bytes of one row's body.
 pub fn body_len(cfg: &DedupConfig, kind: Kind) -> usize {
@@ -139,11 +140,7 @@ impl<'a> Signer<'a> {
             // Exact pixel identity needs every pixel: one full decode serves both keys.
             return match image::load_from_memory(bytes) {
                 Ok(img) => {
-                    let sig = self.cfg.near.then(|| {
-                        let g = img.to_luma8();
-                        let full = image_hash::Gray { w: g.width() as usize, h: g.height() as usize, px: g.as_raw().iter().map(|&v| v as f32).collect() };
-                        image_hash::sign_gray(&image_hash::shrink(&full, image_hash::WORK_SIDE), img.width(), img.height(), 1)
-                    });
+                    let sig = self.cfg.near.then(|| image_hash::sign_gray(&image_hash::shrink(&image_hash::full_gray(&img), image_hash::WORK_SIDE), img.width(), img.height(), 1));
                     (u64_of(&pixel_key(&img)), sig)
                 }
                 Err(e) => {

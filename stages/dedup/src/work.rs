@@ -40,6 +40,7 @@ use m6_schemas::{column, Bin, Kind, Str, U32};
 use rayon::prelude::*;
 use tracing::{info, warn};
 
+use crate::image_verify;
 use crate::sign::{band_keys, body_len, explain, id_hash, sign_columns, signing_settings, verify, Signer, EXACT};
 use crate::{DedupConfig, DedupError, KeepRule, Phase, SIGNATURES};
 
@@ -513,6 +514,12 @@ impl<'a> Bodies<'a> {
 
     /// Header and body of global row `g`.
     fn read(&mut self, g: u32, buf: &mut Vec<u8>) -> Result<(), BoxError> {
+        buf.resize(self.len, 0);
+        self.read_into(g, buf)
+    }
+
+    /// [`Bodies::read`] into a slice of exactly one row's length.
+    fn read_into(&mut self, g: u32, buf: &mut [u8]) -> Result<(), BoxError> {
         let (u, row) = self.locate(g);
         if !self.open.contains_key(&u) {
             if self.open.len() >= 256 {
@@ -521,9 +528,85 @@ impl<'a> Bodies<'a> {
             let p = self.plan.bin(u);
             self.open.insert(u, self.plan.work.open(&p)?);
         }
-        buf.resize(self.len, 0);
         self.open[&u].read_exact_at(buf, row * self.len as u64).map_err(|e| werr(&self.plan.bin(u), format!("row {row}: {e}")))?;
         Ok(())
+    }
+}
+
+/// Test hook: when non-zero, the rows a pairs unit's [`BodyCache`] holds (instead of
+/// `work_mb` MiB of them), so a test can force evictions and check that the output
+/// does not depend on them.
+static BODY_CACHE_ROWS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+#[doc(hidden)]
+pub fn set_body_cache_rows_for_tests(rows: usize) {
+    BODY_CACHE_ROWS.store(rows, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// The bodies a pairs worker has read, by global row. Every window hash of a row puts
+/// it in a bucket (7 windows × `hash_blocks` keys per image), so without it a row was
+/// read once per bucket it meets others in: 34,000 preads for 416 images (now 416).
+/// Bounded: at most `cap` rows (`work_mb` MiB per thread),
+/// and when full it is emptied (records are in key order, so which rows come back
+/// is random; a smarter eviction would not find more hits). Memory per thread stays
+/// flat whatever the corpus size; evictions only cost reads, never change a verdict.
+struct BodyCache {
+    slot: HashMap<u32, usize, std::hash::BuildHasherDefault<RowHasher>>,
+    data: Vec<u8>,
+    len: usize,
+    cap: usize,
+}
+
+impl BodyCache {
+    fn new(len: usize, cap: usize) -> Self {
+        BodyCache { slot: HashMap::default(), data: vec![], len, cap: cap.max(2) }
+    }
+
+    /// The body (with its header) of row `g`, read on a miss.
+    fn one(&mut self, bodies: &mut Bodies, g: u32) -> Result<&[u8], BoxError> {
+        Ok(self.pair(bodies, g, g)?.0)
+    }
+
+    /// The bodies (with their headers) of rows `a` and `b`, read on a miss.
+    fn pair(&mut self, bodies: &mut Bodies, a: u32, b: u32) -> Result<(&[u8], &[u8]), BoxError> {
+        let missing = (!self.slot.contains_key(&a)) as usize + (a != b && !self.slot.contains_key(&b)) as usize;
+        if self.slot.len() + missing > self.cap {
+            self.slot.clear();
+            self.data.clear();
+        }
+        for g in [a, b] {
+            if !self.slot.contains_key(&g) {
+                let at = self.data.len();
+                self.data.resize(at + self.len, 0);
+                bodies.read_into(g, &mut self.data[at..])?;
+                self.slot.insert(g, at);
+            }
+        }
+        let (ia, ib) = (self.slot[&a], self.slot[&b]);
+        Ok((&self.data[ia..ia + self.len], &self.data[ib..ib + self.len]))
+    }
+}
+
+/// Hasher for maps keyed by global row numbers (union-find, body cache): a multiply
+/// and a fold are enough for u32 keys, and SipHash showed up in profiles.
+#[derive(Default)]
+struct RowHasher(u64);
+
+impl std::hash::Hasher for RowHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(b as u64);
+        }
+    }
+    fn write_u32(&mut self, v: u32) {
+        self.write_u64(v as u64);
+    }
+    fn write_u64(&mut self, v: u64) {
+        let x = (self.0 ^ v).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        self.0 = x ^ (x >> 29);
     }
 }
 
@@ -531,7 +614,7 @@ impl<'a> Bodies<'a> {
 /// every row: its size follows the duplicates, not the corpus).
 #[derive(Default)]
 struct SparseUf {
-    parent: HashMap<u32, u32>,
+    parent: HashMap<u32, u32, std::hash::BuildHasherDefault<RowHasher>>,
 }
 
 impl SparseUf {
@@ -569,12 +652,24 @@ impl SparseUf {
 fn pairs_phase(cfg: &DedupConfig, plan: &Plan, signed: &SignedUnits, pool: &rayon::ThreadPool, me: usize, n: usize) -> Result<(), BoxError> {
     plan.work.ensure_dir(dw::PAIRS)?;
     let mine: Vec<usize> = (0..signed.units).filter(|p| p % n == me && !plan.work.exists(&plan.pairs(*p, signed.units))).collect();
-    pool.install(|| mine.par_iter().try_for_each(|&p| pairs_unit(cfg, plan, signed, p)))
+    // Each worker keeps its open body files and cache from unit to unit: a row has
+    // band keys in nearly every unit (77 per image over 64 units on a small input),
+    // so a per-unit cache still read each row dozens of times.
+    let cache_rows = match BODY_CACHE_ROWS.load(std::sync::atomic::Ordering::Relaxed) {
+        0 => (cfg.work_mb.max(1) << 20) / plan.row_len(cfg),
+        n => n,
+    };
+    pool.install(|| {
+        mine.par_iter().try_for_each_init(
+            || (Bodies::new(cfg, plan, signed), BodyCache::new(plan.row_len(cfg), cache_rows)),
+            |(bodies, cache), &p| pairs_unit(cfg, plan, signed, p, bodies, cache),
+        )
+    })
 }
 
 /// Sorts one key range's band records from every run, verifies each bucket's members,
 /// and writes the pairs that join two groups.
-fn pairs_unit(cfg: &DedupConfig, plan: &Plan, signed: &SignedUnits, p: usize) -> Result<(), BoxError> {
+fn pairs_unit(cfg: &DedupConfig, plan: &Plan, signed: &SignedUnits, p: usize, bodies: &mut Bodies, cache: &mut BodyCache) -> Result<(), BoxError> {
     let per = INDEX / signed.units;
     let (lo, hi) = ((p * per) as u64, ((p + 1) * per) as u64);
     let mut recs: Vec<Rec> = vec![];
@@ -605,11 +700,10 @@ fn pairs_unit(cfg: &DedupConfig, plan: &Plan, signed: &SignedUnits, p: usize) ->
     let g_of = |r: &Rec| (signed.offsets[r.unit as usize] + r.row as u64) as u32;
     let new_total = signed.new_total;
     let is_old = |g: u32| g as u64 >= new_total;
-    let mut bodies = Bodies::new(cfg, plan, signed);
     let mut uf = SparseUf::default();
     let mut pairs: Vec<(u32, u32)> = vec![];
-    let mut cache: Vec<Option<Vec<u8>>> = vec![];
     let mut bucket: Vec<(u64, u64, u32, u8)> = vec![];
+    let mut hashes: Vec<Option<[u64; crate::image_hash::WINDOWS]>> = vec![];
     let mut i = 0;
     while i < recs.len() {
         let mut j = i + 1;
@@ -629,24 +723,34 @@ fn pairs_unit(cfg: &DedupConfig, plan: &Plan, signed: &SignedUnits, p: usize) ->
                         }
                     }
                 } else {
-                    cache.clear();
-                    cache.resize(bucket.len(), None);
+                    // Images and pairs: each member's window hashes, read once per bucket.
+                    // A pair whose closest hashes are more than `max_hamming` apart (or an
+                    // undecoded image) never verifies, and most members of a bucket are
+                    // that far apart: they are passed over before the union-find and body
+                    // lookups (the verdicts are the ones `verify` would give).
+                    hashes.clear();
+                    if plan.kind != Kind::Document {
+                        for b in &bucket {
+                            let body = &cache.one(bodies, b.2)?[HEADER..];
+                            hashes.push(image_verify::decoded(body).then(|| image_verify::hashes(body)));
+                        }
+                    }
                     // Every verified pair within the window is considered, so the groups
                     // do not depend on which unit saw a pair first.
                     for m in 1..bucket.len() {
                         for prev in (m.saturating_sub(cfg.max_compare)..m).rev() {
                             let (a, b) = (bucket[prev].2, bucket[m].2);
+                            if !hashes.is_empty() {
+                                match (&hashes[m], &hashes[prev]) {
+                                    (Some(x), Some(y)) if image_verify::min_hamming(x, y) <= cfg.max_hamming => {}
+                                    _ => continue,
+                                }
+                            }
                             if (is_old(a) && is_old(b)) || uf.find(a) == uf.find(b) {
                                 continue;
                             }
-                            for k in [m, prev] {
-                                if cache[k].is_none() {
-                                    let mut buf = vec![];
-                                    bodies.read(bucket[k].2, &mut buf)?;
-                                    cache[k] = Some(buf);
-                                }
-                            }
-                            if verify(cfg, plan.kind, &cache[m].as_ref().unwrap()[HEADER..], &cache[prev].as_ref().unwrap()[HEADER..]) && uf.union(a, b) {
+                            let (bm, bp) = cache.pair(bodies, b, a)?;
+                            if verify(cfg, plan.kind, &bm[HEADER..], &bp[HEADER..]) && uf.union(a, b) {
                                 pairs.push((a, b));
                             }
                         }
