@@ -582,7 +582,8 @@ def image_dedup_scale(lines):
     res["note"] = ("linear in CPU means cpu_per_image_ratio near 1 (a quadratic search would be ~10); flat memory means "
                    "peak_rss_ratio near 1. --threads 1, CPU = user+sys of the whole `m6corpus dedup` process.")
     shutil.rmtree(base, ignore_errors=True)
-    save("image_dedup_scale", res)
+    # One section per N, so runs at several sizes sit side by side.
+    save(f"image_dedup_scale_n{n}", res)
 
 
 def main():
