@@ -127,6 +127,11 @@ pub fn measure(bytes: &[u8]) -> Result<Signals, DecodeError> {
 mod tests {
     use super::*;
 
+    /// The sample photos (`make data`), where `M6_DATA_DIR` says, as every other test finds them.
+    fn photos_dir() -> std::path::PathBuf {
+        std::env::var_os("M6_DATA_DIR").map(std::path::PathBuf::from).unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../data")).join("photos")
+    }
+
     #[test]
     fn blur_lowers_sharpness_and_flat_has_no_entropy() {
         let sharp = Gray { w: 64, h: 64, px: (0..64 * 64).map(|i| if (i % 64 / 4 + i / 64 / 4) % 2 == 0 { 200.0 } else { 40.0 }).collect() };
@@ -177,7 +182,7 @@ mod tests {
             let ent = hist.iter().filter(|&&c| c > 0).map(|&c| -(c as f32 / total) * (c as f32 / total).log2()).sum::<f32>();
             (sharp, ent)
         };
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/photos");
+        let dir = photos_dir();
         for name in ["astronaut.png", "camera.png", "coins.png", "rocket.jpg"] {
             let bytes = std::fs::read(dir.join(name)).unwrap_or_else(|e| panic!("{name}: {e} (run `make data`)"));
             let (g, _, _, _) = decode_gray(&bytes, SIDE).unwrap();
@@ -206,7 +211,7 @@ mod tests {
     /// gives, for every colour type the photos come in and the ones PNG adds.
     #[test]
     fn streamed_png_matches_the_full_decode() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/photos");
+        let dir = photos_dir();
         let mut cases = vec![];
         for name in ["astronaut.png", "camera.png", "coins.png", "phantom.png", "logo.png"] {
             cases.push((name.to_string(), std::fs::read(dir.join(name)).unwrap_or_else(|e| panic!("{name}: {e} (run `make data`)"))));
