@@ -190,7 +190,12 @@ pub fn verify(p: &VerifyParams, a: &[u8], b: &[u8]) -> bool {
     // the memo answers for both orders: verifying in one canonical order keeps the
     // verdict — and so the output — independent of which thread met the pair first.
     let (a, b) = if ka <= kb { (a, b) } else { (b, a) };
-    let v = compare(p, a, b).is_some_and(|m| accept(p, &m, thumb(a), thumb(b)) && layout_agrees(thumb(a), thumb(b), &m));
+    let v = compare(p, a, b).is_some_and(|m| {
+        // compare just prepared both thumbnails: the layout check reuses their floats and grids.
+        let (pa, pb) = (prep_of(a, p.max_crop), prep_of(b, p.max_crop));
+        let (ps, pd) = if m.flip { (&pb, &pa) } else { (&pa, &pb) };
+        accept(p, &m, thumb(a), thumb(b)) && layout_agrees(&layout_grids(&ps.t, &m.crop, &pd.g32))
+    });
     let mut m = memo.lock().unwrap_or_else(|e| e.into_inner());
     if m.len() >= 1 << 20 {
         m.clear();
@@ -248,11 +253,19 @@ pub struct Layout {
 /// recompressed, resized or slightly misaligned copy keeps.
 pub fn layout(ta: &[u8], tb: &[u8], m: &Match) -> Layout {
     let (ts, td) = if m.flip { (tb, ta) } else { (ta, tb) };
-    let (mut a, mut b) = (Vec::new(), Vec::new());
-    sample(&to_f32(ts), &m.crop, FINE, &mut a);
-    normalise(&mut a, FINE, 2);
+    let mut b = Vec::new();
     sample(&to_f32(td), &[0.0; 4], FINE, &mut b);
     normalise(&mut b, FINE, 2);
+    layout_grids(&to_f32(ts), &m.crop, &b)
+}
+
+/// [`layout`] from the cropped picture's grey levels (`src`, cut by `crop`) and the
+/// other picture's uncropped normalised 32×32 grid (`dst`): [`verify`] passes what its
+/// [`Prep`] cache already holds for both.
+fn layout_grids(src: &Thumb, crop: &Crop, b: &[f32]) -> Layout {
+    let mut a = Vec::new();
+    sample(src, crop, FINE, &mut a);
+    normalise(&mut a, FINE, 2);
     let k = FINE / BLOCKS;
     let (mut dm, mut dt, mut dc) = ([[0f32; BLOCKS]; BLOCKS], [[0f32; BLOCKS]; BLOCKS], [[0f32; BLOCKS]; BLOCKS]);
     for by in 0..BLOCKS {
@@ -314,8 +327,7 @@ pub const BLOCK_TEX_TOL: f32 = 0.22;
 pub const BLOCK_MIN_CORRELATION: f32 = 0.0;
 
 /// Whether an accepted alignment also passes the layout check.
-fn layout_agrees(ta: &[u8], tb: &[u8], m: &Match) -> bool {
-    let l = layout(ta, tb, m);
+fn layout_agrees(l: &Layout) -> bool {
     !(l.mean > BLOCK_MEAN_TOL && l.texture > BLOCK_TEX_TOL) && l.correlation >= BLOCK_MIN_CORRELATION
 }
 
