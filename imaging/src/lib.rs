@@ -4,9 +4,9 @@
 //! full decode of a 12-megapixel JPEG costs about as much as everything else the
 //! stage does. JPEG stores 8×8 DCT blocks, so [`decode_gray`] asks jpeg-decoder for
 //! a reduced-size inverse DCT (1/2, 1/4 or 1/8: 4×4, 2×2 or 1×1 outputs per block);
-//! every entropy-coded bit is still read, so a corrupt stream still fails. Where 1/8
-//! is enough and the grey may be JPEG's own luma, [`jpeg_dc`] reads only the luma DC
-//! coefficients of baseline files (skipping AC codes by length). JPEGs too
+//! every entropy-coded bit is still read, so a corrupt stream still fails. Where 1/4
+//! or 1/8 is enough and the grey may be JPEG's own luma, [`jpeg_dc`] reads baseline
+//! files itself, keeping only the luma coefficients those scales need. JPEGs too
 //! small for a 1/4 cut decode only their luma plane, at full size, in one thread
 //! (zune-jpeg). Other formats decode in full and are box-averaged down. [`probe`] reads only the header.
 
@@ -56,11 +56,11 @@ pub fn decode_gray_as(bytes: &[u8], max_side: usize, grey: JpegGrey) -> Result<(
         // for outputs over 128 px wide) cost more than a single-threaded full-size
         // luma-only decode (measured on 512 px photos: 1.7x faster signing).
         let long = jpeg_size(bytes).map_or(0, |(w, h)| w.max(h) as usize);
-        // At 8× `max_side` or more the luma DC picture (1/8 scale) is enough, and the
-        // cheapest decode there is (JPEG's own Y, so only for `Luma`).
-        if grey == JpegGrey::Luma && long >= 8 * max_side {
-            if let Some((g, w, h)) = jpeg_dc::decode_luma_dc(bytes) {
-                return Ok((jpeg_dc::shrink_dc(&g, w, h, max_side), w, h, 8));
+        // At 4× or 8× `max_side` and more, JPEG's own Y at 1/4 or 1/8 scale is enough,
+        // and jpeg_dc's is the cheapest decode there is (so only for `Luma`).
+        if grey == JpegGrey::Luma {
+            if let Some(r) = reduced_luma(bytes, long, max_side) {
+                return Ok(r);
             }
         }
         let big = long >= 4 * max_side;
@@ -442,11 +442,29 @@ fn decode_into_grey(d: &mut zune_jpeg::JpegDecoder<zune_core::bytestream::ZCurso
     Ok((g, w as u32, h as u32, 1))
 }
 
+/// JPEG's own luma at 1/8 scale (the DC picture) when the longer side `long` is at
+/// least 8× `max_side`, at 1/4 (quadrant means) from 4×, box-shrunk to `max_side`;
+/// `None` below 4× or where [`jpeg_dc`] does not handle the file. `m6-decode-bench`,
+/// per image against zune-jpeg's full luma decode: 2048 px photos at 256 px, 2.6 ms at
+/// 1/8 against 5.4; 104 photos of 256-2048 px at 1/4, 1.3 ms against 1.4 (and 1.9
+/// for jpeg-decoder's scaled decode, which dedup took at 4×-8× before).
+fn reduced_luma(bytes: &[u8], long: usize, max_side: usize) -> Option<(Gray, u32, u32, u32)> {
+    let factor = if long >= 8 * max_side {
+        8
+    } else if long >= 4 * max_side {
+        4
+    } else {
+        return None;
+    };
+    let (g, w, h) = jpeg_dc::decode_luma_reduced(bytes, factor)?;
+    Some((jpeg_dc::shrink_reduced(&g, w, h, max_side, factor), w, h, factor))
+}
+
 /// JPEG to the grey work picture for a caller that wants the cheapest decode at
-/// `max_side` and can take JPEG's own luma (the filter's signals): from 8× `max_side`
-/// on the longer side, the luma DC picture ([`jpeg_dc`]); below, or where jpeg_dc does
-/// not handle the file, up to 16× [`decode_jpeg_full`] straight to Y, larger
-/// [`decode_jpeg_scaled`] (1/8 scale), where a full decode's memory would grow. Anything zune-jpeg refuses
+/// `max_side` and can take JPEG's own luma (the filter's signals): from 4× `max_side`
+/// on the longer side, its 1/4- or 1/8-scale luma ([`jpeg_dc`]); below, or where
+/// jpeg_dc does not handle the file, up to 16× [`decode_jpeg_full`] straight to Y,
+/// larger [`decode_jpeg_scaled`] (1/8 scale), where a full decode's memory would grow. Anything zune-jpeg refuses
 /// (CMYK, 12-bit, arithmetic coding) gets [`decode_gray`], whose error is the verdict.
 /// `None` when not a JPEG. Returns the picture and the full size.
 pub fn decode_jpeg_gray_fast(bytes: &[u8], max_side: usize) -> Option<Result<(Gray, u32, u32), DecodeError>> {
@@ -459,13 +477,8 @@ pub fn decode_jpeg_gray_fast(bytes: &[u8], max_side: usize) -> Option<Result<(Gr
     if w == 0 || h == 0 {
         return Some(Err(DecodeError::Empty(w, h)));
     }
-    // At 8× `max_side` or more: the luma DC picture (1/8 scale), where the file is one
-    // jpeg_dc handles (m6-decode-bench, 2048 px photos at 256 px: 2.2× faster than
-    // zune-jpeg's full decode).
-    if (w.max(h) as usize) >= 8 * max_side {
-        if let Some((g, w, h)) = jpeg_dc::decode_luma_dc(bytes) {
-            return Some(Ok((jpeg_dc::shrink_dc(&g, w, h, max_side), w, h)));
-        }
+    if let Some((g, w, h, _)) = reduced_luma(bytes, w.max(h) as usize, max_side) {
+        return Some(Ok((g, w, h)));
     }
     let r = if (w.max(h) as usize) > 16 * max_side { decode_jpeg_scaled(bytes, max_side) } else { decode_jpeg_full(bytes, max_side, 16 * max_side, JpegGrey::Luma) };
     Some(r.or_else(|_| decode_gray(bytes, max_side)).map(|(g, w, h, _)| (g, w, h)))
