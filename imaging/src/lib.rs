@@ -456,6 +456,11 @@ fn reduced_luma(bytes: &[u8], long: usize, max_side: usize) -> Option<(Gray, u32
     } else {
         return None;
     };
+    // A reduced picture over 16× the work size on a side (a lying or giant header)
+    // goes to the usual paths and their size guards instead.
+    if long / factor as usize > 16 * max_side {
+        return None;
+    }
     let (g, w, h) = jpeg_dc::decode_luma_reduced(bytes, factor)?;
     Some((jpeg_dc::shrink_reduced(&g, w, h, max_side, factor), w, h, factor))
 }
