@@ -272,6 +272,13 @@ def decode_floor(paths, peer_images_per_cpu_s, side=192, repeat=3):
     `full`: a plain full-size decode. Beside them, the images/CPU-s that 5x imagehash
     would mean: when decoding alone is slower than that, the target is below the
     decoding floor, whatever the rest of the stage does. Best of `repeat`.
+
+    Ours, from target/release/m6-decode-bench on the JPEGs: `m6_decode_at_side` is the
+    decode dedup's signing does at its 192 px work size (zune-jpeg's full-size luma
+    below 4x that, jpeg_dc's 1/4 or 1/8 luma above); `jpeg_dc_1_8` decodes every file
+    to its DC picture only (1/8 scale: 64 px for a 512 px photo, too small for the
+    signature's 192 px, so not a floor dedup can reach, but what reading every
+    entropy-coded bit costs at the least).
     """
     import io
     from PIL import Image
@@ -291,7 +298,18 @@ def decode_floor(paths, peer_images_per_cpu_s, side=192, repeat=3):
         return best
     d, f = run(True), run(False)
     n = len(blobs)
-    return {"images": n, "mean_file_kb": round(sum(map(len, blobs)) / n / 1024, 1),
+    ours = {}
+    tool = os.path.join(ROOT, "target", "release", "m6-decode-bench")
+    jpegs = [p for p in paths if p.lower().endswith((".jpg", ".jpeg"))]
+    if os.path.exists(tool) and jpegs:
+        import tempfile
+        with tempfile.TemporaryDirectory() as tmp:
+            for i, p in enumerate(jpegs):
+                os.symlink(os.path.abspath(p), os.path.join(tmp, f"{i:06d}.jpg"))
+            r = json.loads(subprocess.run([tool, tmp, str(side), str(repeat)], capture_output=True, text=True, check=True).stdout)
+        ours = {"m6_decode_at_side": r["filter_decode"], "zune_luma_full": r["zune_luma_full"], "jpeg_dc_1_8": r["dc"],
+                "jpeg_dc_handled": r["dc_handled"], "jpegs": r["jpegs"]}
+    return {"images": n, "mean_file_kb": round(sum(map(len, blobs)) / n / 1024, 1), "ours": ours,
             "pillow_draft_decode_images_per_cpu_s": round(n / d, 1), "pillow_draft_decode_ms_per_image": round(d / n * 1e3, 3),
             "pillow_full_decode_images_per_cpu_s": round(n / f, 1), "pillow_full_decode_ms_per_image": round(f / n * 1e3, 3),
             "images_per_cpu_s_for_5x_imagehash": round(5 * peer_images_per_cpu_s, 1),

@@ -5,13 +5,14 @@
 //!
 //! Prints one JSON object: images, and per mode the best-of-REPEAT CPU seconds of this
 //! thread (from /proc/thread-self/schedstat; files are read into memory first):
-//!   filter_decode  what `filter` does before its rules: JPEG straight to luma by
-//!                  zune-jpeg and box-shrunk to SIDE (decode_jpeg_gray_fast), PNG rows
+//!   filter_decode  what `filter` does before its rules: JPEG straight to luma
+//!                  (decode_jpeg_gray_fast: jpeg_dc at 1/4 or 1/8 from 4x SIDE, else
+//!                  zune-jpeg in full) and box-shrunk to SIDE, PNG rows
 //!                  streamed into the SIDE work picture (decode_png_gray), others
 //!                  through decode_gray
 //!   zune_luma_full JPEGs only: zune-jpeg's full-size luma decode, nothing after it (the
-//!                  entropy-decoding floor of the decoder `filter` uses; zune-jpeg has no
-//!                  DCT-domain scaling)
+//!                  decoder `filter` uses below 4x SIDE; zune-jpeg has no DCT-domain
+//!                  scaling)
 //!   dct_scaled     JPEGs only: jpeg-decoder's DCT-domain reduced decode (1/2-1/8) to the
 //!                  smallest scale that leaves SIDE pixels, then the same shrink
 //!   dc             JPEGs only: the luma DC picture (1/8 scale, jpeg_dc), then the same
