@@ -194,7 +194,9 @@ pub fn verify(p: &VerifyParams, a: &[u8], b: &[u8]) -> bool {
         // compare just prepared both thumbnails: the layout check reuses their floats and grids.
         let (pa, pb) = (prep_of(a, p.max_crop), prep_of(b, p.max_crop));
         let (ps, pd) = if m.flip { (&pb, &pa) } else { (&pa, &pb) };
-        accept(p, &m, thumb(a), thumb(b)) && layout_agrees(&layout_grids(&ps.t, &m.crop, &pd.g32))
+        // The texture allowance of each thumbnail is computed once per preparation (a
+        // picture meets many candidates), not twice per accepted-or-textured pair.
+        accept_with(p, &m, || pa.texture().min(pb.texture())) && layout_agrees(&layout_grids(&ps.t, &m.crop, &pd.g32))
     });
     let mut m = memo.lock().unwrap_or_else(|e| e.into_inner());
     if m.len() >= 1 << 20 {
@@ -211,14 +213,19 @@ pub fn verify(p: &VerifyParams, a: &[u8], b: &[u8]) -> bool {
 /// (measured 0.08-0.25), while another photo of a smooth scene differs in far fewer
 /// pixels than a texture moved by half a cell does (so it is not excused).
 pub fn accept(p: &VerifyParams, m: &Match, ta: &[u8], tb: &[u8]) -> bool {
+    accept_with(p, m, || texture(ta).min(texture(tb)))
+}
+
+/// [`accept`] with the pair's smaller [`texture`] given lazily (only pairs over
+/// `max_diff` and within [`TEXTURE_MAX`] need it).
+fn accept_with(p: &VerifyParams, m: &Match, texture_min: impl FnOnce() -> f32) -> bool {
     if m.diff <= p.max_diff {
         return true;
     }
     if m.diff > TEXTURE_MAX {
         return false;
     }
-    let t = texture(ta).min(texture(tb));
-    m.diff <= TEXTURE_RATIO * t
+    m.diff <= TEXTURE_RATIO * texture_min()
 }
 
 /// Blocks per side of the layout check.
@@ -339,7 +346,11 @@ const TEXTURE_RATIO: f32 = 0.6;
 /// Share of differing pixels between a thumbnail and itself moved by half a cell of
 /// the 32x32 grid diagonally: how much a sub-cell misalignment alone costs it.
 fn texture(t: &[u8]) -> f32 {
-    let t = &*to_f32(t);
+    texture_f32(&to_f32(t))
+}
+
+/// [`texture`] of a thumbnail already converted to floats.
+fn texture_f32(t: &Thumb) -> f32 {
     let d = 0.25 / FINE as f32;
     let (mut a, mut b) = (Vec::with_capacity(FINE * FINE), Vec::with_capacity(FINE * FINE));
     sample(t, &[d, d, 0.0, 0.0], FINE, &mut a);
@@ -632,6 +643,8 @@ struct Prep {
     /// Flat pictures' coarse search compares smoothed 16×16 grids of the 81 crops on
     /// the coarse steps: each filled in when first needed (by (l, r, t, b) step index).
     crops: std::cell::RefCell<Vec<Option<Box<[f32; COARSE * COARSE]>>>>,
+    /// [`texture`] of the thumbnail, computed when a pair first needs it.
+    texture: std::cell::Cell<Option<f32>>,
 }
 
 impl Prep {
@@ -655,7 +668,17 @@ impl Prep {
         sample(&t, &[0.0; 4], COARSE, &mut g16s);
         smooth(&mut g16s, COARSE);
         normalise(&mut g16s, COARSE, 2);
-        Prep { t, flat, cols, rows, g16, g32, g16s, crops: std::cell::RefCell::new(vec![None; 81]) }
+        Prep { t, flat, cols, rows, g16, g32, g16s, crops: std::cell::RefCell::new(vec![None; 81]), texture: std::cell::Cell::new(None) }
+    }
+
+    /// [`texture`] of the thumbnail (the same value: it is a function of the floats).
+    fn texture(&self) -> f32 {
+        if let Some(t) = self.texture.get() {
+            return t;
+        }
+        let t = texture_f32(&self.t);
+        self.texture.set(Some(t));
+        t
     }
 
     /// The smoothed, normalised 16×16 grid of crop `c`, whose sides are the coarse
