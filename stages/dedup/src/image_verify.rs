@@ -180,9 +180,25 @@ pub struct Match {
     pub crop: [f32; 4],
 }
 
-type Memo = std::collections::HashMap<(u64, u64, [u32; 3]), bool, std::hash::BuildHasherDefault<KeyHasher>>;
-/// The verdicts [`verify`] remembers.
+type Memo = std::collections::HashMap<MemoKey, u32, std::hash::BuildHasherDefault<KeyHasher>>;
+/// The two exact keys (smaller first) and the settings.
+type MemoKey = (u64, u64, [u32; 3]);
+/// The verdicts [`verify`] remembers, each with the pixel score of the alignment it
+/// came from (so that [`similarity`], which the audit rows of removed copies need,
+/// does not align the pair again): bit 31 the verdict, bits 0..31 the bits of the
+/// share of differing pixels (non-negative, so its sign bit is free), or [`NO_DIFF`]
+/// where a quick check rejected the pair unaligned. Same size as a bool entry (the key
+/// pads it).
 static MEMO: std::sync::OnceLock<std::sync::Mutex<Memo>> = std::sync::OnceLock::new();
+
+const NO_DIFF: u32 = 0x7fff_ffff;
+
+fn memo_key(p: &VerifyParams, ka: u64, kb: u64) -> MemoKey {
+    // The settings are part of the key: one process may verify for runs with other
+    // settings (tests do).
+    let ps = [p.max_hamming, p.max_crop.to_bits(), p.max_diff.to_bits()];
+    if ka <= kb { (ka, kb, ps) } else { (kb, ka, ps) }
+}
 
 /// Forgets every remembered verdict (tests: to see what a pair met first in the
 /// other order would get).
@@ -208,21 +224,19 @@ pub fn verify(p: &VerifyParams, a: &[u8], b: &[u8]) -> bool {
         return false;
     }
     let (ka, kb) = (u64_at(a, 0), u64_at(b, 0));
-    // The settings are part of the key: one process may verify for runs with other
-    // settings (tests do).
-    let ps = [p.max_hamming, p.max_crop.to_bits(), p.max_diff.to_bits()];
-    let key = if ka <= kb { (ka, kb, ps) } else { (kb, ka, ps) };
+    let key = memo_key(p, ka, kb);
     let memo = MEMO.get_or_init(Default::default);
     // A verdict is a pure function of the two payloads: a poisoned lock (a panic
     // elsewhere) leaves nothing half-written that matters.
     if let Some(v) = memo.lock().unwrap_or_else(|e| e.into_inner()).get(&key).copied() {
-        return v;
+        return v >> 31 == 1;
     }
     // The alignment search is not symmetric (ties, the descent's starting points), and
     // the memo answers for both orders: verifying in one canonical order keeps the
     // verdict — and so the output — independent of which thread met the pair first.
     let (a, b) = if ka <= kb { (a, b) } else { (b, a) };
-    let v = compare(p, a, b).is_some_and(|m| {
+    let m = compare(p, a, b);
+    let v = m.is_some_and(|m| {
         // compare just prepared both thumbnails: the layout check reuses their floats and grids.
         let (pa, pb) = (prep_of(a, p.max_crop), prep_of(b, p.max_crop));
         let (ps, pd) = if m.flip { (&pb, &pa) } else { (&pa, &pb) };
@@ -230,11 +244,15 @@ pub fn verify(p: &VerifyParams, a: &[u8], b: &[u8]) -> bool {
         // picture meets many candidates), not twice per accepted-or-textured pair.
         accept_with(p, &m, || pa.texture().min(pb.texture())) && layout_agrees(&layout_grids(&ps.t, &m.crop, &pd.g32))
     });
-    let mut m = memo.lock().unwrap_or_else(|e| e.into_inner());
-    if m.len() >= 1 << 20 {
-        m.clear();
+    let diff = match m {
+        Some(m) if m.diff >= 0.0 => m.diff.to_bits(),
+        _ => NO_DIFF,
+    };
+    let mut memo = memo.lock().unwrap_or_else(|e| e.into_inner());
+    if memo.len() >= 1 << 20 {
+        memo.clear();
     }
-    m.insert(key, v);
+    memo.insert(key, (v as u32) << 31 | diff);
     v
 }
 
@@ -438,7 +456,19 @@ pub fn compare(p: &VerifyParams, a: &[u8], b: &[u8]) -> Option<Match> {
 }
 
 /// Similarity reported in the audit rows: 1 − share of differing pixels.
+///
+/// A pair [`verify`] aligned in this order (its canonical one: smaller exact key
+/// first) takes the score it remembered: `compare` is a pure function of the payloads
+/// and settings, and `max_hamming` (raised to 64 here) only decides whether it aligns
+/// at all, which it did. Other pairs are aligned here.
 pub fn similarity(p: &VerifyParams, a: &[u8], b: &[u8]) -> f32 {
+    let (ka, kb) = (u64_at(a, 0), u64_at(b, 0));
+    if ka <= kb && decoded(a) && decoded(b) {
+        let known = MEMO.get().and_then(|m| m.lock().unwrap_or_else(|e| e.into_inner()).get(&memo_key(p, ka, kb)).copied());
+        if let Some(v) = known.map(|v| v & NO_DIFF).filter(|&d| d != NO_DIFF) {
+            return 1.0 - f32::from_bits(v);
+        }
+    }
     compare(&VerifyParams { max_hamming: 64, ..*p }, a, b).map_or(0.0, |m| 1.0 - m.diff)
 }
 
