@@ -611,8 +611,35 @@ fn smooth(v: &mut [f32], n: usize) {
     }
 }
 
+#[cfg(test)]
 fn mean_abs(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(x, y)| (x - y).abs()).sum::<f32>() / a.len() as f32
+}
+
+/// `mean_abs(grids[k], dst)` for every k, into `out[k]`. Each sum is one chain of
+/// dependent float additions (its order fixes its bits, so it cannot be split), which
+/// made the flat pictures' coarse search wait on add latency; eight grids are summed
+/// side by side instead, each in its own accumulator and in the same order as alone,
+/// so every result has the same bits.
+fn mean_abs_batch(grids: &[&[f32; COARSE * COARSE]], dst: &[f32], out: &mut [f32]) {
+    const LANES: usize = 8;
+    let dst: &[f32; COARSE * COARSE] = dst.try_into().unwrap();
+    for (g, o) in grids.chunks(LANES).zip(out.chunks_mut(LANES)) {
+        // A short last batch repeats its first grid in the unused lanes.
+        let mut lanes = [g[0]; LANES];
+        lanes[..g.len()].copy_from_slice(g);
+        // -0.0: where `Sum for f32` starts (every term is non-negative, so 0.0 would
+        // give the same bits too).
+        let mut acc = [-0.0f32; LANES];
+        for (i, &d) in dst.iter().enumerate() {
+            for (a, l) in acc.iter_mut().zip(&lanes) {
+                *a += (l[i] - d).abs();
+            }
+        }
+        for (o, a) in o.iter_mut().zip(acc) {
+            *o = a / (COARSE * COARSE) as f32;
+        }
+    }
 }
 
 /// Normalises in place by the mean and standard deviation of the central region
@@ -805,7 +832,8 @@ impl Prep {
 
     /// The smoothed, normalised 16×16 grid of crop `c`, whose sides are the coarse
     /// steps with indices `idx` (left, right, top, bottom).
-    fn flat_crop(&self, c: &Crop, idx: [usize; 4], src: &mut Vec<f32>) -> std::cell::Ref<'_, [f32; COARSE * COARSE]> {
+    /// Fills in (when missing) and returns the index in `crops` of that grid.
+    fn ensure_crop(&self, c: &Crop, idx: [usize; 4], src: &mut Vec<f32>) -> usize {
         let i = ((idx[0] * 3 + idx[1]) * 3 + idx[2]) * 3 + idx[3];
         if self.crops.borrow()[i].is_none() {
             sample(&self.t, c, COARSE, src);
@@ -813,7 +841,7 @@ impl Prep {
             normalise(src, COARSE, 2);
             self.crops.borrow_mut()[i] = Some(Box::new(src[..].try_into().unwrap()));
         }
-        std::cell::Ref::map(self.crops.borrow(), |v| &**v[i].as_ref().unwrap())
+        i
     }
 }
 
@@ -858,8 +886,22 @@ fn align_prep(max_crop: f32, max_diff: f32, pa: &Prep, aa: f32, pb: &Prep, ab: f
     let (ta, tb) = (&*pa.t, &*pb.t);
     let steps = [0.0, max_crop / 2.0, max_crop];
     let flat = pa.flat || pb.flat;
-    let mut coarse: Vec<(f32, bool, Crop)> = Vec::with_capacity(162);
+    // The three best hypotheses, ties in push order (what a stable sort of all of them
+    // and a truncate gave), kept as they are pushed.
+    let mut top: Vec<(f32, bool, Crop)> = Vec::with_capacity(4);
+    let mut pushed = false;
+    let mut push = |c: (f32, bool, Crop)| {
+        pushed = true;
+        let at = top.iter().position(|t| c.0.total_cmp(&t.0) == std::cmp::Ordering::Less).unwrap_or(top.len());
+        if at < 3 {
+            top.insert(at, c);
+            top.truncate(3);
+        }
+    };
     let mut src = Vec::new();
+    // Flat pictures' candidate crops of one direction: (crop, index of its grid).
+    let mut cands: Vec<(Crop, usize)> = Vec::with_capacity(81);
+    let mut errs = [0f32; 81];
     for flip in [false, true] {
         let (ps, as_, pd, ad) = if flip { (pb, ab, pa, aa) } else { (pa, aa, pb, ab) };
         let (dc, dr) = (&pd.cols[0][0], &pd.rows[0][0]);
@@ -884,29 +926,27 @@ fn align_prep(max_crop: f32, max_diff: f32, pa: &Prep, aa: f32, pb: &Prep, ab: f
                             continue;
                         }
                         let c = [l, t, r, b];
-                        let e = if flat {
-                            mean_abs(&ps.flat_crop(&c, [li, ri, ti, bi], &mut src)[..], dst)
+                        if flat {
+                            cands.push((c, ps.ensure_crop(&c, [li, ri, ti, bi], &mut src)));
                         } else {
-                            ex[li][ri] + ey[ti][bi]
-                        };
-                        coarse.push((e, flip, c));
+                            push((ex[li][ri] + ey[ti][bi], flip, c));
+                        }
                     }
                 }
             }
         }
-    }
-    if coarse.is_empty() {
-        return (1.0, false, [0.0; 4]);
-    }
-    // The three best, ties in push order (what a stable sort and truncate gave),
-    // without sorting all (up to 162) of them.
-    let mut top: Vec<(f32, bool, Crop)> = Vec::with_capacity(4);
-    for &c in &coarse {
-        let at = top.iter().position(|t| c.0.total_cmp(&t.0) == std::cmp::Ordering::Less).unwrap_or(top.len());
-        if at < 3 {
-            top.insert(at, c);
-            top.truncate(3);
+        if flat && !cands.is_empty() {
+            let crops = ps.crops.borrow();
+            let grids: Vec<&[f32; COARSE * COARSE]> = cands.iter().map(|&(_, i)| &**crops[i].as_ref().unwrap()).collect();
+            mean_abs_batch(&grids, dst, &mut errs[..cands.len()]);
+            for (&(c, _), &e) in cands.iter().zip(&errs) {
+                push((e, flip, c));
+            }
+            cands.clear();
         }
+    }
+    if !pushed {
+        return (1.0, false, [0.0; 4]);
     }
     let mut coarse = top;
     // Copies that were only resized, recompressed, padded or re-toned need no crop; a
@@ -1182,6 +1222,27 @@ mod tests {
                 let p = rnd();
                 let other: Vec<f32> = got.iter().map(|&v| if rnd() < p { v + 2.0 * TAU } else { v + 0.5 * TAU }).collect();
                 assert_eq!(strip_score(&got, &other, n).to_bits(), strip_score_ref(&got, &other, n).to_bits(), "round {round} n {n}");
+            }
+        }
+    }
+
+    #[test]
+    fn batched_mean_abs_gives_each_grids_bits() {
+        let mut st = 0x1234_5678_9ABC_DEF1u64;
+        let mut rnd = move || {
+            st ^= st << 13;
+            st ^= st >> 7;
+            st ^= st << 17;
+            (st >> 40) as f32 / (1u64 << 24) as f32 * 6.0 - 3.0
+        };
+        let dst: Vec<f32> = (0..COARSE * COARSE).map(|_| rnd()).collect();
+        let grids: Vec<[f32; COARSE * COARSE]> = (0..19).map(|_| std::array::from_fn(|_| rnd())).collect();
+        for n in [1, 7, 8, 9, 19] {
+            let refs: Vec<&[f32; COARSE * COARSE]> = grids[..n].iter().collect();
+            let mut out = vec![0f32; n];
+            mean_abs_batch(&refs, &dst, &mut out);
+            for (g, o) in grids.iter().zip(&out) {
+                assert_eq!(o.to_bits(), mean_abs(g, &dst).to_bits());
             }
         }
     }
