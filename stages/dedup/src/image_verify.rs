@@ -1286,6 +1286,30 @@ mod tests {
         assert_eq!(min_hamming(&[0; WINDOWS], &[u64::MAX; WINDOWS]), 64);
     }
 
+    /// `similarity` takes the score `verify` remembered only where that is the score it
+    /// would compute: same order, same settings.
+    #[test]
+    fn remembered_scores_are_the_similarity_of_the_pair() {
+        let payload = |key: u64, c: Crop, f: fn(f32, f32) -> f32| {
+            let sig = ImageSig { hashes: [0; WINDOWS], thumb: draw(c, f), aspect: aspect_of(c), width: 100, height: 100, decode_scale: 1, sharpness: 0.0 };
+            let mut out = vec![];
+            encode_payload(key, Some(&sig), 0, &mut out);
+            out
+        };
+        let p = VerifyParams { max_hamming: 3, max_crop: 0.1, max_diff: 0.075 };
+        let fresh = |a: &[u8], b: &[u8]| compare(&VerifyParams { max_hamming: 64, ..p }, a, b).map_or(0.0, |m| 1.0 - m.diff);
+        let c = [0.07, 0.02, 0.03, 0.09];
+        // A copy (accepted) and another picture (rejected after aligning), keys both ways round.
+        for (a, b) in [(payload(901, [0.0; 4], scene), payload(902, c, scene)), (payload(904, [0.0; 4], scene), payload(903, [0.0; 4], grain))] {
+            let before = (fresh(&a, &b).to_bits(), fresh(&b, &a).to_bits());
+            verify(&p, &a, &b);
+            assert_eq!((similarity(&p, &a, &b).to_bits(), similarity(&p, &b, &a).to_bits()), before);
+            // Other settings are another memo entry.
+            let q = VerifyParams { max_diff: 0.2, ..p };
+            assert_eq!(similarity(&q, &a, &b).to_bits(), compare(&VerifyParams { max_hamming: 64, ..q }, &a, &b).map_or(0.0, |m| 1.0 - m.diff).to_bits());
+        }
+    }
+
     #[test]
     fn edge_strips_are_excused_and_centre_differences_are_not() {
         // A banner along the bottom (3 of 32 rows) is left out entirely.
