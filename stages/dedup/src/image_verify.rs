@@ -513,8 +513,26 @@ fn sample(t: &Thumb, c: &Crop, n: usize, out: &mut Vec<f32>) {
             *o = a0 + (a1 - a0) * fx;
         }
     };
+    // Both rows of an output row at once where neither is held (every row of a 16×16
+    // grid): the column positions and weights are loaded once for the two.
+    let lerp_x2 = |ya: usize, yb: usize, lines: &mut [[f32; FINE]; 2]| {
+        let ra: &[f32; THUMB] = t[ya * THUMB..(ya + 1) * THUMB].try_into().unwrap();
+        let rb: &[f32; THUMB] = t[yb * THUMB..(yb + 1) * THUMB].try_into().unwrap();
+        let [la, lb] = lines;
+        for ((oa, ob), &(xa, xb, fx)) in la.iter_mut().zip(lb.iter_mut()).zip(&xs[..n]) {
+            debug_assert!(xa < THUMB && xb < THUMB);
+            // SAFETY: xa and xb are below THUMB (see `coord`), the rows' length.
+            let (a0, a1, b0, b1) = unsafe { (*ra.get_unchecked(xa), *ra.get_unchecked(xb), *rb.get_unchecked(xa), *rb.get_unchecked(xb)) };
+            *oa = a0 + (a1 - a0) * fx;
+            *ob = b0 + (b1 - b0) * fx;
+        }
+    };
     for (j, o) in out.chunks_exact_mut(n).enumerate() {
         let (ya, yb, fy) = coord(y0, y1, j);
+        if ya != yb && !held.contains(&ya) && !held.contains(&yb) {
+            lerp_x2(ya, yb, &mut lines);
+            held = [ya, yb];
+        }
         // The slot holding row ya (filling the one that does not hold yb), then yb's.
         let sa = match held.iter().position(|&h| h == ya) {
             Some(k) => k,
