@@ -486,8 +486,12 @@ fn sample(t: &Thumb, c: &Crop, n: usize, out: &mut Vec<f32>) {
     let (x0, y0, x1, y1) = (c[0], c[1], 1.0 - c[2], 1.0 - c[3]);
     // Coordinates are clamped non-negative, so truncation is floor (and avoids a libm
     // call per sample on baseline x86-64).
+    // n is a power of two (16 or 32), so multiplying by 1/n is exact scaling: the same
+    // bits as dividing by n, without a division per coordinate.
+    debug_assert!(n.is_power_of_two());
+    let inv_n = 1.0 / n as f32;
     let coord = |lo: f32, hi: f32, i: usize| -> (usize, usize, f32) {
-        let v = ((lo + (hi - lo) * (i as f32 + 0.5) / n as f32) * s - 0.5).clamp(0.0, s - 1.0);
+        let v = ((lo + (hi - lo) * (i as f32 + 0.5) * inv_n) * s - 0.5).clamp(0.0, s - 1.0);
         let f = v as usize;
         (f, (f + 1).min(THUMB - 1), v - f as f32)
     };
@@ -829,10 +833,11 @@ impl Prep {
         }
         let (mut g16, mut g32, mut g16s) = (Vec::new(), Vec::new(), Vec::new());
         sample(&t, &[0.0; 4], COARSE, &mut g16);
+        // The smoothed grid starts from the same samples.
+        g16s.extend_from_slice(&g16);
         normalise(&mut g16, COARSE, 2);
         sample(&t, &[0.0; 4], FINE, &mut g32);
         normalise(&mut g32, FINE, 2);
-        sample(&t, &[0.0; 4], COARSE, &mut g16s);
         smooth(&mut g16s, COARSE);
         normalise(&mut g16s, COARSE, 2);
         Prep { t, flat, cols, rows, g16, g32, g16s, crops: std::cell::RefCell::new(vec![None; 81]), texture: std::cell::Cell::new(None) }
