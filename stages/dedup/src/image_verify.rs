@@ -85,12 +85,16 @@ pub fn thumb(p: &[u8]) -> &[u8] {
 
 /// A thumbnail's grey levels as floats: the alignment samples every pixel many times
 /// (dozens of crops), so it converts each once (the same values `v as f32` gives).
+/// Stored column by column (`[x * THUMB + y]`): [`sample`] interpolates along x for a
+/// run of rows at once, which then reads contiguous columns.
 type Thumb = [f32; THUMB * THUMB];
 
 fn to_f32(t: &[u8]) -> Box<Thumb> {
     let mut out = Box::new([0f32; THUMB * THUMB]);
-    for (o, &v) in out.iter_mut().zip(t) {
-        *o = v as f32;
+    for (y, row) in t.chunks_exact(THUMB).enumerate() {
+        for (x, &v) in row.iter().enumerate() {
+            out[x * THUMB + y] = v as f32;
+        }
     }
     out
 }
@@ -495,68 +499,40 @@ fn sample(t: &Thumb, c: &Crop, n: usize, out: &mut Vec<f32>) {
         let f = v as usize;
         (f, (f + 1).min(THUMB - 1), v - f as f32)
     };
-    let mut xs = [(0usize, 0usize, 0f32); FINE];
-    for (i, x) in xs.iter_mut().enumerate().take(n) {
-        *x = coord(x0, x1, i);
+    let mut ys = [(0usize, 0usize, 0f32); FINE];
+    for (j, y) in ys.iter_mut().enumerate().take(n) {
+        *y = coord(y0, y1, j);
+    }
+    // Each output is `top + (bot - top) * fy` of the x-interpolations `a0 + (a1 - a0) *
+    // fx` of its two source rows (the plain bilinear form, so the same bits). The
+    // x-interpolations are made first for every output column over the run of source
+    // rows the grid spans, reading two thumbnail columns contiguously, which
+    // vectorises; then each output picks its two rows from them.
+    let r0 = ys[..n].iter().map(|y| y.0).min().unwrap_or(0);
+    let r1 = ys[..n].iter().map(|y| y.1 + 1).max().unwrap_or(1);
+    let rows = r1 - r0;
+    // Uninitialised: zeroing its 6 KiB cost more than a third of what this saves;
+    // only the first `rows` cells of the first n columns are written, and only they
+    // are read.
+    let mut h = [[std::mem::MaybeUninit::<f32>::uninit(); THUMB]; FINE];
+    for (i, hi) in h.iter_mut().enumerate().take(n) {
+        let (xa, xb, fx) = coord(x0, x1, i);
+        let ca = &t[xa * THUMB + r0..xa * THUMB + r1];
+        let cb = &t[xb * THUMB + r0..xb * THUMB + r1];
+        for ((o, &a0), &a1) in hi[..rows].iter_mut().zip(ca).zip(cb) {
+            o.write(a0 + (a1 - a0) * fx);
+        }
     }
     out.resize(n * n, 0.0);
-    // Separable: a thumbnail row interpolated along x (`a0 + (a1 - a0) * fx`, the same
-    // expression per row as before, so the same bits) is kept in one of two slots and
-    // reused by the next output row that needs it (a 32-row grid of a 48-row thumbnail
-    // shares a third of its source rows), and the y step then runs over contiguous
-    // slices, which vectorises.
-    let mut lines = [[0f32; FINE]; 2];
-    let mut held = [usize::MAX; 2];
-    let lerp_x = |y: usize, line: &mut [f32; FINE]| {
-        let r: &[f32; THUMB] = t[y * THUMB..(y + 1) * THUMB].try_into().unwrap();
-        for (o, &(xa, xb, fx)) in line.iter_mut().zip(&xs[..n]) {
-            // `coord` clamps to the thumbnail: xa, xb < THUMB.
-            debug_assert!(xa < THUMB && xb < THUMB);
-            // SAFETY: xa and xb are below THUMB (see `coord`), the row's length.
-            let (a0, a1) = unsafe { (*r.get_unchecked(xa), *r.get_unchecked(xb)) };
-            *o = a0 + (a1 - a0) * fx;
-        }
-    };
-    // Both rows of an output row at once where neither is held (every row of a 16×16
-    // grid): the column positions and weights are loaded once for the two.
-    let lerp_x2 = |ya: usize, yb: usize, lines: &mut [[f32; FINE]; 2]| {
-        let ra: &[f32; THUMB] = t[ya * THUMB..(ya + 1) * THUMB].try_into().unwrap();
-        let rb: &[f32; THUMB] = t[yb * THUMB..(yb + 1) * THUMB].try_into().unwrap();
-        let [la, lb] = lines;
-        for ((oa, ob), &(xa, xb, fx)) in la.iter_mut().zip(lb.iter_mut()).zip(&xs[..n]) {
-            debug_assert!(xa < THUMB && xb < THUMB);
-            // SAFETY: xa and xb are below THUMB (see `coord`), the rows' length.
-            let (a0, a1, b0, b1) = unsafe { (*ra.get_unchecked(xa), *ra.get_unchecked(xb), *rb.get_unchecked(xa), *rb.get_unchecked(xb)) };
-            *oa = a0 + (a1 - a0) * fx;
-            *ob = b0 + (b1 - b0) * fx;
-        }
-    };
-    for (j, o) in out.chunks_exact_mut(n).enumerate() {
-        let (ya, yb, fy) = coord(y0, y1, j);
-        if ya != yb && !held.contains(&ya) && !held.contains(&yb) {
-            lerp_x2(ya, yb, &mut lines);
-            held = [ya, yb];
-        }
-        // The slot holding row ya (filling the one that does not hold yb), then yb's.
-        let sa = match held.iter().position(|&h| h == ya) {
-            Some(k) => k,
-            None => {
-                let k = (held[0] == yb) as usize;
-                lerp_x(ya, &mut lines[k]);
-                held[k] = ya;
-                k
-            }
-        };
-        let sb = match held.iter().position(|&h| h == yb) {
-            Some(k) => k,
-            None => {
-                let k = 1 - sa;
-                lerp_x(yb, &mut lines[k]);
-                held[k] = yb;
-                k
-            }
-        };
-        for ((o, &top), &bot) in o.iter_mut().zip(&lines[sa][..n]).zip(&lines[sb][..n]) {
+    for (o, &(ya, yb, fy)) in out.chunks_exact_mut(n).zip(&ys[..n]) {
+        let (ka, kb) = (ya - r0, yb - r0);
+        for (o, hi) in o.iter_mut().zip(&h[..n]) {
+            // r0 and r1 bound every row of ys, which `coord` clamps to the
+            // thumbnail: ka and kb are below `rows` <= THUMB.
+            debug_assert!(ka < rows && kb < rows);
+            // SAFETY: ka and kb are below `rows` (see above), and the first `rows`
+            // cells of each of the first n columns were written.
+            let (top, bot) = unsafe { (hi.get_unchecked(ka).assume_init(), hi.get_unchecked(kb).assume_init()) };
             *o = top + (bot - top) * fy;
         }
     }
@@ -1273,12 +1249,13 @@ mod tests {
         for round in 0..200 {
             let t8: Vec<u8> = (0..THUMB * THUMB).map(|_| (rnd() * 256.0) as u8).collect();
             let t = to_f32(&t8);
+            let rows: Box<Thumb> = Box::new(std::array::from_fn(|i| t8[i] as f32));
             // Crops on and off the search's steps, up to 1.25 max_crop, and some zero sides.
             let c: Crop = std::array::from_fn(|_| if rnd() < 0.2 { 0.0 } else { rnd() * 0.125 });
             for n in [COARSE, FINE] {
                 let mut got = vec![];
                 sample(&t, &c, n, &mut got);
-                let want = sample_ref(&t, &c, n);
+                let want = sample_ref(&rows, &c, n);
                 assert_eq!(got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), want.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), "round {round} crop {c:?} n {n}");
                 if n == COARSE {
                     let (mut fast, mut plain) = (got.clone(), got.clone());
