@@ -19,7 +19,7 @@
 //! Signing holds one run of band keys per thread (`work_mb`, default 32 MiB); pairs holds
 //! one key range per thread (about 32 MiB of records whatever the corpus size) and, per
 //! thread, a cache of the bodies it has read (at most `work_mb` MiB, emptied when full;
-//! images also keep up to 512 thumbnail preparations, about 9 MiB, and one process-wide
+//! images also keep thumbnail preparations, at most 32 MiB, and one process-wide
 //! memo of verdicts, at most 2^20 pairs); the single-process clusters step holds only
 //! the rows that appear in verified pairs.
 
