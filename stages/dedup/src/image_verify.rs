@@ -1137,16 +1137,18 @@ mod tests {
         assert!(!accept(&p, &Match { diff: d, hamming: 0, flip: false, crop: [0.0; 4] }, &tl, &tr), "other part scored {d}");
     }
 
+    /// The payload of a drawn picture (cut by `c`) under exact key `key`, with no hashes.
+    fn payload(key: u64, c: Crop, f: fn(f32, f32) -> f32) -> Vec<u8> {
+        let sig = ImageSig { hashes: [0; WINDOWS], thumb: draw(c, f), aspect: aspect_of(c), width: 100, height: 100, decode_scale: 1, sharpness: 0.0 };
+        let mut out = vec![];
+        encode_payload(key, Some(&sig), 0, &mut out);
+        out
+    }
+
     /// `compare` takes each thumbnail's [`Prep`] from a per-thread cache: cold or warm,
     /// and in either order, it scores a pair exactly as the uncached alignment does.
     #[test]
     fn cached_preparation_scores_exactly_like_a_fresh_one() {
-        let payload = |key: u64, c: Crop, f: fn(f32, f32) -> f32| {
-            let sig = ImageSig { hashes: [0; WINDOWS], thumb: draw(c, f), aspect: aspect_of(c), width: 100, height: 100, decode_scale: 1, sharpness: 0.0 };
-            let mut out = vec![];
-            encode_payload(key, Some(&sig), 0, &mut out);
-            out
-        };
         let p = VerifyParams { max_hamming: 64, max_crop: 0.1, max_diff: 0.075 };
         let c = [0.07, 0.02, 0.03, 0.09];
         let cases = [(payload(11, [0.0; 4], scene), payload(12, c, scene)), (payload(13, [0.0; 4], chessboard), payload(14, [0.1, 0.05, 0.0, 0.05], chessboard)), (payload(15, [0.0; 4], grain), payload(16, c, scene))];
@@ -1317,12 +1319,6 @@ mod tests {
     /// would compute: same order, same settings.
     #[test]
     fn remembered_scores_are_the_similarity_of_the_pair() {
-        let payload = |key: u64, c: Crop, f: fn(f32, f32) -> f32| {
-            let sig = ImageSig { hashes: [0; WINDOWS], thumb: draw(c, f), aspect: aspect_of(c), width: 100, height: 100, decode_scale: 1, sharpness: 0.0 };
-            let mut out = vec![];
-            encode_payload(key, Some(&sig), 0, &mut out);
-            out
-        };
         let p = VerifyParams { max_hamming: 3, max_crop: 0.1, max_diff: 0.075 };
         let fresh = |a: &[u8], b: &[u8]| compare(&VerifyParams { max_hamming: 64, ..p }, a, b).map_or(0.0, |m| 1.0 - m.diff);
         let c = [0.07, 0.02, 0.03, 0.09];
