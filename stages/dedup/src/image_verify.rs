@@ -1238,16 +1238,20 @@ mod tests {
         best
     }
 
-    #[test]
-    fn fast_sampling_and_scoring_give_the_reference_bits() {
-        // A small xorshift: reproducible pseudo-random thumbnails, crops and grids.
-        let mut st = 0x9E37_79B9_7F4A_7C15u64;
-        let mut rnd = move || {
+    /// A small xorshift: reproducible pseudo-random thumbnails, crops and grids.
+    fn xorshift(mut st: u64) -> impl FnMut() -> u64 {
+        move || {
             st ^= st << 13;
             st ^= st >> 7;
             st ^= st << 17;
-            (st >> 40) as f32 / (1u64 << 24) as f32
-        };
+            st
+        }
+    }
+
+    #[test]
+    fn fast_sampling_and_scoring_give_the_reference_bits() {
+        let mut next = xorshift(0x9E37_79B9_7F4A_7C15);
+        let mut rnd = move || (next() >> 40) as f32 / (1u64 << 24) as f32;
         for round in 0..200 {
             let t8: Vec<u8> = (0..THUMB * THUMB).map(|_| (rnd() * 256.0) as u8).collect();
             let t = to_f32(&t8);
@@ -1275,13 +1279,8 @@ mod tests {
 
     #[test]
     fn batched_mean_abs_gives_each_grids_bits() {
-        let mut st = 0x1234_5678_9ABC_DEF1u64;
-        let mut rnd = move || {
-            st ^= st << 13;
-            st ^= st >> 7;
-            st ^= st << 17;
-            (st >> 40) as f32 / (1u64 << 24) as f32 * 6.0 - 3.0
-        };
+        let mut next = xorshift(0x1234_5678_9ABC_DEF1);
+        let mut rnd = move || (next() >> 40) as f32 / (1u64 << 24) as f32 * 6.0 - 3.0;
         let dst: Vec<f32> = (0..COARSE * COARSE).map(|_| rnd()).collect();
         let grids: Vec<[f32; COARSE * COARSE]> = (0..19).map(|_| std::array::from_fn(|_| rnd())).collect();
         for n in [1, 7, 8, 9, 19] {
@@ -1296,13 +1295,7 @@ mod tests {
 
     #[test]
     fn min_hamming_matches_the_scalar_loop() {
-        let mut st = 0x2545_F491_4F6C_DD1Du64;
-        let mut rnd = move || {
-            st ^= st << 13;
-            st ^= st >> 7;
-            st ^= st << 17;
-            st
-        };
+        let mut rnd = xorshift(0x2545_F491_4F6C_DD1D);
         for _ in 0..2000 {
             let a: [u64; WINDOWS] = std::array::from_fn(|_| rnd());
             // Near copies too: a few bits flipped in one window.
