@@ -70,6 +70,13 @@ pub fn decode_gray_as(bytes: &[u8], max_side: usize, grey: JpegGrey) -> Result<(
         }
         // Fall through: the image crate's decoder forgives more broken files.
     }
+    // PNG rows streamed into the work picture: no full-size RGB(A) picture or grey copy
+    // (the grey conversion of a decoded screenshot was 13-16% of dedup's CPU on the
+    // image benchmark). Errors fall through to the image crate, as for JPEG, and so do
+    // 16-bit PNGs, so that the picture stays the one the image crate's decode gives.
+    if let Some(Ok((g, w, h))) = png_gray(bytes, max_side, grey, false) {
+        return Ok((g, w, h, 1));
+    }
     let img = image::load_from_memory(bytes).map_err(|e| DecodeError::Decode(e.to_string()))?;
     let (w, h) = (img.width(), img.height());
     if w == 0 || h == 0 {
@@ -270,6 +277,20 @@ fn jpeg_header(bytes: &[u8]) -> Result<(jpeg_decoder::Decoder<&[u8]>, u32, u32),
 /// their memory traffic). `None` for what it does not handle (not a PNG, interlaced):
 /// the caller falls back to [`decode_gray`]. Returns the picture and the full size.
 pub fn decode_png_gray(bytes: &[u8], max_side: usize) -> Option<Result<(Gray, u32, u32), DecodeError>> {
+    decode_png_gray_as(bytes, max_side, JpegGrey::Rec709)
+}
+
+/// [`decode_png_gray`] with colour turned to grey by `grey`'s weights (`Luma`: BT.601
+/// as [`grey601`] rounds it). For 8-bit PNGs the picture is bit-identical to the image
+/// crate's full decode, grey conversion and [`shrink_u8`] (same integer cell sums, same
+/// division); 16-bit ones are cut to 8 bits by dropping the low byte, where the image
+/// crate rounds (up to one grey level apart).
+pub fn decode_png_gray_as(bytes: &[u8], max_side: usize, grey: JpegGrey) -> Option<Result<(Gray, u32, u32), DecodeError>> {
+    png_gray(bytes, max_side, grey, true)
+}
+
+/// The body of [`decode_png_gray_as`]; `None` for 16-bit PNGs unless `strip16`.
+fn png_gray(bytes: &[u8], max_side: usize, grey: JpegGrey, strip16: bool) -> Option<Result<(Gray, u32, u32), DecodeError>> {
     if !bytes.starts_with(b"\x89PNG\r\n\x1a\n") {
         return None;
     }
@@ -281,7 +302,7 @@ pub fn decode_png_gray(bytes: &[u8], max_side: usize) -> Option<Result<(Gray, u3
         Err(e) => return Some(Err(err(e))),
     };
     let (w, h) = (r.info().width as usize, r.info().height as usize);
-    if r.info().interlaced {
+    if r.info().interlaced || (!strip16 && r.info().bit_depth == png::BitDepth::Sixteen) {
         return None;
     }
     if w == 0 || h == 0 {
@@ -322,9 +343,13 @@ pub fn decode_png_gray(bytes: &[u8], max_side: usize) -> Option<Result<(Gray, u3
             for (x, px) in data.chunks_exact(channels).take(w).enumerate() {
                 acc[cell_of[x] as usize] += px[0] as u32;
             }
-        } else {
+        } else if grey == JpegGrey::Rec709 {
             for (x, px) in data.chunks_exact(channels).take(w).enumerate() {
                 acc[cell_of[x] as usize] += luma_u8(px[0], px[1], px[2]);
+            }
+        } else {
+            for (x, px) in data.chunks_exact(channels).take(w).enumerate() {
+                acc[cell_of[x] as usize] += (19595 * px[0] as u32 + 38470 * px[1] as u32 + 7471 * px[2] as u32 + 32768) >> 16;
             }
         }
         rows_in_cell += 1;

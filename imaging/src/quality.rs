@@ -207,6 +207,44 @@ mod tests {
         buf.into_inner()
     }
 
+    /// `decode_gray_as` streams PNG rows (no full-size picture) and gives, bit for bit,
+    /// the picture the image crate's decode, grey conversion and `shrink_u8` give, in
+    /// both greys: dedup's signatures do not depend on the path.
+    #[test]
+    fn streamed_png_in_decode_gray_is_bit_identical() {
+        use crate::{decode_gray_as, grey601, grey709, shrink_u8, JpegGrey};
+        let dir = photos_dir();
+        let mut cases = vec![];
+        for name in ["astronaut.png", "camera.png", "logo.png", "coins.png"] {
+            cases.push((name.to_string(), std::fs::read(dir.join(name)).unwrap()));
+        }
+        let img = image::open(dir.join("chelsea.png")).unwrap();
+        cases.push(("rgba".into(), png_of(&image::DynamicImage::ImageRgba8(img.to_rgba8()))));
+        cases.push(("luma_alpha".into(), png_of(&image::DynamicImage::ImageLumaA8(img.to_luma_alpha8()))));
+        cases.push(("gray16".into(), png_of(&image::DynamicImage::ImageLuma16(img.to_luma16()))));
+        for (name, bytes) in &cases {
+            let img = image::load_from_memory(bytes).unwrap();
+            let (w, h) = (img.width() as usize, img.height() as usize);
+            for grey in [JpegGrey::Luma, JpegGrey::Rec709] {
+                let raw: Vec<u8> = match (&img, grey) {
+                    (image::DynamicImage::ImageLuma8(g), _) => g.as_raw().clone(),
+                    (image::DynamicImage::ImageRgb8(c), JpegGrey::Luma) => grey601(c.as_raw(), 3),
+                    (image::DynamicImage::ImageRgba8(c), JpegGrey::Luma) => grey601(c.as_raw(), 4),
+                    (other, JpegGrey::Luma) => grey601(other.to_rgb8().as_raw(), 3),
+                    (image::DynamicImage::ImageRgb8(c), JpegGrey::Rec709) => grey709(c.as_raw(), 3),
+                    (image::DynamicImage::ImageRgba8(c), JpegGrey::Rec709) => grey709(c.as_raw(), 4),
+                    (other, JpegGrey::Rec709) => other.to_luma8().into_raw(),
+                };
+                for side in [64, 192, 4096] {
+                    let want = shrink_u8(&raw, w, h, side);
+                    let (got, gw, gh, scale) = decode_gray_as(bytes, side, grey).unwrap();
+                    assert_eq!((got.w, got.h, gw as usize, gh as usize, scale), (want.w, want.h, w, h, 1), "{name} {grey:?} at {side}");
+                    assert!(got.px.iter().zip(&want.px).all(|(a, b)| a.to_bits() == b.to_bits()), "{name} {grey:?} at {side}");
+                }
+            }
+        }
+    }
+
     /// The streamed PNG path gives the picture (and so the signals) the general path
     /// gives, for every colour type the photos come in and the ones PNG adds.
     #[test]
