@@ -146,8 +146,7 @@ pub fn shrink_reduced(g: &Gray, full_w: u32, full_h: u32, max_side: usize, facto
     let (fw, fh) = (full_w as f64, full_h as f64);
     let f = (max_side as f64 / fw.max(fh)).min(1.0);
     let (nw, nh) = (((fw * f).round() as usize).max(1), ((fh * f).round() as usize).max(1));
-    let px = crate::Integral::new(g).resample(0.0, 0.0, (fw / factor as f64) as f32, (fh / factor as f64) as f32, nw, nh);
-    Gray { w: nw, h: nh, px }
+    crate::box_mean(g, (fw / factor as f64) as f32, (fh / factor as f64) as f32, nw, nh)
 }
 
 struct Parser<'a> {
@@ -323,40 +322,38 @@ impl<'a> Bits<'a> {
     #[inline(never)]
     fn refill_bytes(&mut self) {
         while self.n <= 56 {
-            let byte = if self.marker.is_some() {
+            let byte = self.next_byte().unwrap_or_else(|| {
                 self.pad += 8;
                 0
-            } else {
-                match self.d.get(self.i) {
-                    Some(&0xFF) => match self.d.get(self.i + 1) {
-                        Some(&0x00) => {
-                            self.i += 2;
-                            0xFF
-                        }
-                        Some(&m) => {
-                            self.marker = Some(m);
-                            self.pad += 8;
-                            0
-                        }
-                        None => {
-                            self.marker = Some(0xD9);
-                            self.pad += 8;
-                            0
-                        }
-                    },
-                    Some(&b) => {
-                        self.i += 1;
-                        b
-                    }
-                    None => {
-                        self.marker = Some(0xD9);
-                        self.pad += 8;
-                        0
-                    }
-                }
-            };
+            });
             self.acc |= (byte as u64) << (56 - self.n);
             self.n += 8;
+        }
+    }
+
+    /// The next data byte (stuffing undone), or `None` from a marker on, which it
+    /// records (the end of the data counts as EOI).
+    fn next_byte(&mut self) -> Option<u8> {
+        if self.marker.is_some() {
+            return None;
+        }
+        match (self.d.get(self.i), self.d.get(self.i + 1)) {
+            (Some(&0xFF), Some(&0x00)) => {
+                self.i += 2;
+                Some(0xFF)
+            }
+            (Some(&0xFF), m) => {
+                self.marker = Some(m.copied().unwrap_or(0xD9));
+                None
+            }
+            (Some(&b), _) => {
+                self.i += 1;
+                Some(b)
+            }
+            (None, _) => {
+                self.marker = Some(0xD9);
+                None
+            }
         }
     }
 
@@ -433,6 +430,14 @@ fn quarter_weights() -> [f32; 5] {
     })
 }
 
+/// The frequency-0 and odd-frequency parts of one axis of a quarter picture's cell
+/// means (weights `a`, coefficients `c` in [`QUARTER_FREQS`] order): the first half's
+/// mean is their sum, the second half's their difference.
+#[inline(always)]
+fn halves(a: &[f32; 5], c: &[f32; 5]) -> (f32, f32) {
+    (a[0] * c[0], a[1] * c[1] + a[2] * c[2] + a[3] * c[3] + a[4] * c[4])
+}
+
 #[inline(always)]
 fn extend(v: u32, size: u32) -> i32 {
     if v < 1 << (size - 1) {
@@ -443,8 +448,8 @@ fn extend(v: u32, size: u32) -> i32 {
 }
 
 /// Reads one block's AC codes; with `KEEP`, writes each coefficient's value at its
-/// zig-zag index in `zz` (whose entries the caller reads are zero on entry). Returns the index past the last
-/// coefficient (over 64: a run past the block's end).
+/// zig-zag index in `zz` (whose entries the caller reads are zero on entry). Returns
+/// the index past the last coefficient (over 64: a run past the block's end).
 #[inline(always)]
 fn ac<const KEEP: bool>(bits: &mut Bits, act: &Huffman, zz: &mut [i32; 64]) -> Option<u32> {
     let mut k = 1u32;
@@ -565,14 +570,12 @@ fn decode_scan(f: &Frame, scan: &[(&Huffman, &Huffman)], q: &[u16; 64], quarter:
                         // Columns first: per kept row frequency, the left and right half sums.
                         let (mut left, mut right) = ([0f32; 5], [0f32; 5]);
                         for iv in 0..5 {
-                            let r = &coef[iv * 5..iv * 5 + 5];
-                            let even = a[0] * r[0];
-                            let odd = a[1] * r[1] + a[2] * r[2] + a[3] * r[3] + a[4] * r[4];
+                            let (even, odd) = halves(&a, coef[iv * 5..iv * 5 + 5].try_into().expect("5 coefficients"));
                             left[iv] = even + odd;
                             right[iv] = even - odd;
                         }
                         let half = |g: &[f32; 5]| {
-                            let (even, odd) = (a[0] * g[0], a[1] * g[1] + a[2] * g[2] + a[3] * g[3] + a[4] * g[4]);
+                            let (even, odd) = halves(&a, g);
                             ((0.25 * (even + odd) + 128.0).clamp(0.0, 255.0), (0.25 * (even - odd) + 128.0).clamp(0.0, 255.0))
                         };
                         let ((tl, bl), (tr, br)) = (half(&left), half(&right));
@@ -603,9 +606,7 @@ fn decode_scan(f: &Frame, scan: &[(&Huffman, &Huffman)], q: &[u16; 64], quarter:
 mod tests {
     use super::*;
 
-    fn photos() -> std::path::PathBuf {
-        std::env::var_os("M6_DATA_DIR").map(std::path::PathBuf::from).unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../data")).join("photos")
-    }
+    use crate::test_photos_dir as photos;
 
     /// zune-jpeg's full-size luma plane, averaged over `cell`×`cell` cells (partial
     /// cells at the right and bottom edges average what they hold).

@@ -108,7 +108,13 @@ fn grey709(px: &[u8], channels: usize) -> Vec<u8> {
 /// BT.601 grey (JPEG's Y) of interleaved 8-bit pixels, first three channels R, G, B,
 /// in 16-bit fixed point like [`grey709`].
 pub fn grey601(px: &[u8], channels: usize) -> Vec<u8> {
-    px.chunks_exact(channels).map(|c| ((19595 * c[0] as u32 + 38470 * c[1] as u32 + 7471 * c[2] as u32 + 32768) >> 16) as u8).collect()
+    px.chunks_exact(channels).map(|c| luma601_u8(c[0], c[1], c[2]) as u8).collect()
+}
+
+/// BT.601 grey of one pixel, rounded, in 16-bit fixed point ([`grey601`]'s weights).
+#[inline]
+fn luma601_u8(r: u8, g: u8, b: u8) -> u32 {
+    (19595 * r as u32 + 38470 * g as u32 + 7471 * b as u32 + 32768) >> 16
 }
 
 /// [`shrink`] straight from 8-bit grey: integer box sums over the same rounded cell
@@ -129,9 +135,9 @@ pub fn shrink_u8(px: &[u8], w: usize, h: usize, max_side: usize) -> Gray {
     // a band of up to 257 rows sums in u16 (257 × 255 < 65536), twice the SIMD lanes
     // of u32. The sums are exact integers either way, so the picture is bit-identical.
     if tallest <= 257 {
-        box_sums::<u16>(px, w, h, &xe, &ye)
+        box_sums::<u16>(px, w, h, &xe, &ye, tallest)
     } else {
-        box_sums::<u32>(px, w, h, &xe, &ye)
+        box_sums::<u32>(px, w, h, &xe, &ye, tallest)
     }
 }
 
@@ -139,15 +145,13 @@ pub fn shrink_u8(px: &[u8], w: usize, h: usize, max_side: usize) -> Gray {
 /// into `A` (the first row copied, not added to zeros); the band's running column sum
 /// gives each cell's sum as a difference (no loop per cell, whose varying 5-or-6 trip
 /// count was mispredicted), and the cell means are divided in one pass over the row.
-fn box_sums<A>(px: &[u8], w: usize, h: usize, xe: &[usize], ye: &[usize]) -> Gray
+fn box_sums<A>(px: &[u8], w: usize, h: usize, xe: &[usize], ye: &[usize], tallest: usize) -> Gray
 where
     A: Copy + Default + From<u8> + Into<u32> + std::ops::AddAssign,
 {
-    let nh = ye.len() - 1;
     let mut acc = vec![A::default(); w];
-    // Running sums in u64 (a band's total is at most 255 × w × rows); u32 where that
-    // fits, which also lets the conversion to f32 below run four at a time.
-    let tallest = (0..nh).map(|j| ye[j + 1].max(ye[j] + 1).min(h) - ye[j]).max().unwrap_or(1);
+    // Running sums in u64 (a band's total is at most 255 × w × `tallest` rows); u32
+    // where that fits, which also lets the conversion to f32 below run four at a time.
     if 255 * (w as u64) * (tallest as u64) < 1 << 31 {
         return box_sums_with::<A, u32>(px, w, h, xe, ye, &mut acc);
     }
@@ -350,7 +354,7 @@ fn png_gray(bytes: &[u8], max_side: usize, grey: JpegGrey, strip16: bool) -> Opt
             }
         } else {
             for (x, px) in data.chunks_exact(channels).take(w).enumerate() {
-                acc[cell_of[x] as usize] += (19595 * px[0] as u32 + 38470 * px[1] as u32 + 7471 * px[2] as u32 + 32768) >> 16;
+                acc[cell_of[x] as usize] += luma601_u8(px[0], px[1], px[2]);
             }
         }
         rows_in_cell += 1;
@@ -607,13 +611,22 @@ pub fn shrink(g: &Gray, max_side: usize) -> Gray {
     }
     let f = max_side as f64 / long as f64;
     let (nw, nh) = (((g.w as f64 * f).round() as usize).max(1), ((g.h as f64 * f).round() as usize).max(1));
-    // The cells Integral::resample would average, summed directly in f64: one pass over
-    // the picture and no summed-area table of the whole of it (which cost as much as the
-    // filter's three signals together). On whole-number pictures (decoded pixels) both
-    // sums are exact, so the result is bit-identical; on fractional ones the direct
-    // sum also avoids the table's rounding at large partial sums.
-    let xs = cell_edges(0.0, g.w as f32, nw, g.w);
-    let ys = cell_edges(0.0, g.h as f32, nh, g.h);
+    box_mean(g, g.w as f32, g.h as f32, nw, nh)
+}
+
+/// The `nw`×`nh` box means of the part [0, `ex`) × [0, `ey`) of `g` (cell edges
+/// rounded to whole pixels, as [`Integral::resample`] rounds them): [`shrink`], and
+/// the reduced JPEG pictures, whose last row and column of blocks reach past the
+/// picture's true extent ([`jpeg_dc::shrink_reduced`]).
+///
+/// The cells are summed directly in f64: one pass over the picture and no summed-area
+/// table of the whole of it (which cost as much as the filter's three signals
+/// together). On whole-number pictures (decoded pixels) both sums are exact, so the
+/// result is bit-identical to the table's; on fractional ones the direct sum also
+/// avoids the table's rounding at large partial sums.
+fn box_mean(g: &Gray, ex: f32, ey: f32, nw: usize, nh: usize) -> Gray {
+    let xs = cell_edges(0.0, ex, nw, g.w);
+    let ys = cell_edges(0.0, ey, nh, g.h);
     let mut acc = vec![0f64; g.w];
     let mut px = Vec::with_capacity(nw * nh);
     for &(ya, yb) in &ys {
@@ -765,6 +778,13 @@ pub fn content_frame(g: &Gray) -> (usize, usize, usize, usize) {
     (x0, y0, x1, y1)
 }
 
+
+/// The sample photos (`make data`), where `M6_DATA_DIR` says, as every other test
+/// finds them.
+#[cfg(test)]
+fn test_photos_dir() -> std::path::PathBuf {
+    std::env::var_os("M6_DATA_DIR").map(std::path::PathBuf::from).unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../data")).join("photos")
+}
 
 #[cfg(test)]
 mod tests {

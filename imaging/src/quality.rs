@@ -127,10 +127,7 @@ pub fn measure(bytes: &[u8]) -> Result<Signals, DecodeError> {
 mod tests {
     use super::*;
 
-    /// The sample photos (`make data`), where `M6_DATA_DIR` says, as every other test finds them.
-    fn photos_dir() -> std::path::PathBuf {
-        std::env::var_os("M6_DATA_DIR").map(std::path::PathBuf::from).unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../data")).join("photos")
-    }
+    use crate::test_photos_dir as photos_dir;
 
     #[test]
     fn blur_lowers_sharpness_and_flat_has_no_entropy() {

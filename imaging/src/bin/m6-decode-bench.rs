@@ -53,60 +53,35 @@ fn main() {
         }
     }
     let is_jpeg = |b: &[u8]| b.starts_with(&[0xFF, 0xD8, 0xFF]);
-    let jpegs = files.iter().filter(|b| is_jpeg(b)).count();
     let t0 = Instant::now();
-    let time = |f: &dyn Fn(&[u8]) -> usize, only_jpeg: bool| -> f64 {
+    // Best-of-REPEAT CPU seconds of `f` over a set of files.
+    let time = |set: &[&Vec<u8>], f: &dyn Fn(&[u8]) -> usize| -> f64 {
         let mut best = f64::INFINITY;
         for _ in 0..repeat {
             let c = cpu_now(t0);
-            let mut px = 0usize;
-            for b in files.iter().filter(|b| !only_jpeg || is_jpeg(b)) {
-                px += f(b);
-            }
+            let px: usize = set.iter().map(|b| f(b)).sum();
             std::hint::black_box(px);
             best = best.min(cpu_now(t0) - c);
         }
         best
     };
-    let filter_decode = time(
-        &|b| {
-            let r = m6_imaging::decode_png_gray(b, side).or_else(|| m6_imaging::decode_jpeg_gray_fast(b, side)).unwrap_or_else(|| m6_imaging::decode_gray(b, side).map(|(g, w, h, _)| (g, w, h)));
-            r.map(|(g, _, _)| g.px.len()).unwrap_or(0)
-        },
-        false,
-    );
-    let zune = time(
-        &|b| {
-            use zune_core::{bytestream::ZCursor, colorspace::ColorSpace, options::DecoderOptions};
-            let opts = DecoderOptions::default().jpeg_set_out_colorspace(ColorSpace::Luma).set_strict_mode(true).set_max_width(1 << 16).set_max_height(1 << 16);
-            zune_jpeg::JpegDecoder::new_with_options(ZCursor::new(b), opts).decode().map(|p| p.len()).unwrap_or(0)
-        },
-        true,
-    );
-    let scaled = time(&|b| m6_imaging::decode_jpeg_scaled(b, side).map(|(g, _, _, _)| g.px.len()).unwrap_or(0), true);
-    let dc_ok = |b: &[u8]| m6_imaging::jpeg_dc::decode_luma_dc(b).map(|(g, w, h)| m6_imaging::jpeg_dc::shrink_dc(&g, w, h, side).px.len());
-    let handled: Vec<&Vec<u8>> = files.iter().filter(|b| is_jpeg(b) && dc_ok(b).is_some()).collect();
-    let dc = {
-        let mut best = f64::INFINITY;
-        for _ in 0..repeat {
-            let c = cpu_now(t0);
-            let px: usize = handled.iter().map(|b| dc_ok(b).unwrap_or(0)).sum();
-            std::hint::black_box(px);
-            best = best.min(cpu_now(t0) - c);
-        }
-        best
-    };
-    let quarter = {
-        let one = |b: &[u8]| m6_imaging::jpeg_dc::decode_luma_reduced(b, 4).map(|(g, w, h)| m6_imaging::jpeg_dc::shrink_reduced(&g, w, h, side, 4).px.len()).unwrap_or(0);
-        let mut best = f64::INFINITY;
-        for _ in 0..repeat {
-            let c = cpu_now(t0);
-            let px: usize = handled.iter().map(|b| one(b)).sum();
-            std::hint::black_box(px);
-            best = best.min(cpu_now(t0) - c);
-        }
-        best
-    };
+    let all: Vec<&Vec<u8>> = files.iter().collect();
+    let jpeg_files: Vec<&Vec<u8>> = files.iter().filter(|b| is_jpeg(b)).collect();
+    let jpegs = jpeg_files.len();
+    let filter_decode = time(&all, &|b| {
+        let r = m6_imaging::decode_png_gray(b, side).or_else(|| m6_imaging::decode_jpeg_gray_fast(b, side)).unwrap_or_else(|| m6_imaging::decode_gray(b, side).map(|(g, w, h, _)| (g, w, h)));
+        r.map(|(g, _, _)| g.px.len()).unwrap_or(0)
+    });
+    let zune = time(&jpeg_files, &|b| {
+        use zune_core::{bytestream::ZCursor, colorspace::ColorSpace, options::DecoderOptions};
+        let opts = DecoderOptions::default().jpeg_set_out_colorspace(ColorSpace::Luma).set_strict_mode(true).set_max_width(1 << 16).set_max_height(1 << 16);
+        zune_jpeg::JpegDecoder::new_with_options(ZCursor::new(b), opts).decode().map(|p| p.len()).unwrap_or(0)
+    });
+    let scaled = time(&jpeg_files, &|b| m6_imaging::decode_jpeg_scaled(b, side).map(|(g, _, _, _)| g.px.len()).unwrap_or(0));
+    let reduced = |b: &[u8], factor: u32| m6_imaging::jpeg_dc::decode_luma_reduced(b, factor).map(|(g, w, h)| m6_imaging::jpeg_dc::shrink_reduced(&g, w, h, side, factor).px.len());
+    let handled: Vec<&Vec<u8>> = jpeg_files.iter().copied().filter(|b| reduced(b, 8).is_some()).collect();
+    let dc = time(&handled, &|b| reduced(b, 8).unwrap_or(0));
+    let quarter = time(&handled, &|b| reduced(b, 4).unwrap_or(0));
     let per = |s: f64, n: usize| if n == 0 { serde_free_null() } else { format!("{{\"cpu_seconds\": {s:.4}, \"images_per_cpu_s\": {:.1}, \"ms_per_image\": {:.3}}}", n as f64 / s, 1e3 * s / n as f64) };
     println!(
         "{{\"images\": {}, \"jpegs\": {jpegs}, \"side\": {side}, \"repeat\": {repeat}, \"filter_decode\": {}, \"zune_luma_full\": {}, \"dct_scaled\": {}, \"dc_handled\": {}, \"dc\": {}, \"quarter\": {}}}",
