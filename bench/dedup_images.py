@@ -26,6 +26,7 @@ import sys
 
 _here = os.path.dirname(os.path.abspath(__file__))
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _here]
+sys.path.insert(0, os.path.join(_here, "lib"))
 
 import glob
 import json
@@ -34,6 +35,8 @@ import re
 import shutil
 import subprocess
 import time
+
+import parquet_rows
 
 ROOT = os.path.dirname(_here)
 DATA = os.environ.get("M6_DATA_DIR", os.path.join(ROOT, "data"))
@@ -320,7 +323,6 @@ def decode_floor(paths, peer_images_per_cpu_s, side=192, repeat=3):
 def images_bench(quick=False):
     from PIL import Image
     import imagehash
-    import pyarrow.parquet as pq
 
     base = OUT
     shutil.rmtree(base, ignore_errors=True)
@@ -335,11 +337,7 @@ def images_bench(quick=False):
     extra = os.environ.get("DEDUP_IMAGE_EXTRA", "").split()
     secs, cpu, rss = timed([BIN, "dedup", os.path.join(base, "in"), os.path.join(base, "out"), str(THREADS)] + extra)
 
-    def table(d, cols):
-        rows = []
-        for f in sorted(glob.glob(os.path.join(d, "*.parquet"))):
-            rows.extend(pq.read_table(f, columns=cols).to_pylist())
-        return rows
+    table = parquet_rows.rows
     id2key = {r["id"]: r["source_id"] for r in table(os.path.join(base, "in"), ["id", "source_id"])}
     rem = [(r["source_id"], id2key[r["kept_id"]]) for r in table(os.path.join(base, "out", "duplicates"), ["source_id", "kept_id"])]
     n = len(entries)

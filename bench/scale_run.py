@@ -29,6 +29,9 @@ folder, default bench/out/scale). Writes bench/results/scale.json (merging secti
 """
 import glob, hashlib, json, os, random, shutil, subprocess, sys, time
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
+import parquet_rows
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.environ.get("M6_BIN", os.path.join(ROOT, "target/release/m6corpus"))
 DATA = os.environ.get("M6_DATA_DIR", os.path.join(ROOT, "data"))
@@ -532,7 +535,6 @@ def image_dedup_scale(lines):
     copies (make_mosaics), the same duplicate density at both sizes; the N set is the
     first N images of the 10 N set. One thread, CPU seconds of the whole stage; precision
     and recall of the removals against the planted groups."""
-    import pyarrow.parquet as pq
     n = int(os.environ.get("IMAGES_SMALL", "2000"))
     base = os.path.join(OUT, "image_scale")
     shutil.rmtree(base, ignore_errors=True)
@@ -546,11 +548,7 @@ def image_dedup_scale(lines):
     gen["generate_s"] = round(time.time() - t, 1)
     res = {"input": gen}
 
-    def table(d, cols):
-        rows = []
-        for f in sorted(glob.glob(os.path.join(d, "*.parquet"))):
-            rows.extend(pq.read_table(f, columns=cols).to_pylist())
-        return rows
+    table = parquet_rows.rows
     for label, count in [("n", n), ("10n", 10 * n)]:
         folder = os.path.dirname(small if label == "n" else big)
         ds, out = os.path.join(base, label + "-ds"), os.path.join(base, label + "-dd")
