@@ -178,6 +178,13 @@ pub struct DedupConfig {
     /// (about 25,000 text documents at 33 keys each per 32 MiB), and of row bodies a
     /// pairs thread keeps after reading them. Default 32.
     pub work_mb: usize,
+    /// Key ranges the pairs phase is cut into (its units, spread over processes and
+    /// threads): a power of two up to 4096, or 0 (default) for one per 32 MiB of band
+    /// records, at least one per 2^15 records and at least 64 once the input has that
+    /// many. Set it to give more processes of a job a share of a small input's pairs.
+    /// It changes no output: the clusters are the connected components of the verified
+    /// pairs, whichever range found them.
+    pub pairs_units: usize,
     /// Earlier dedup outputs: rows that duplicate anything kept there are dropped too.
     /// Only their `signatures` side datasets are read; they are never written. Default none.
     pub against: Vec<PathBuf>,
@@ -216,6 +223,7 @@ impl Default for DedupConfig {
             same_caption_different_image: PairPolicy::Keep,
             max_compare: 32,
             work_mb: 32,
+            pairs_units: 0,
             against: vec![],
             keep_work: false,
             phase: None,
@@ -270,6 +278,10 @@ impl DedupConfig {
         }
         if !(0.0..=1.0).contains(&self.image_max_diff) {
             return bad("image_max_diff", "must be between 0 and 1");
+        }
+        const _: () = assert!(m6_schemas::dedup_work::INDEX == 4096, "the pairs_units message names the limit");
+        if self.pairs_units != 0 && (!self.pairs_units.is_power_of_two() || self.pairs_units > m6_schemas::dedup_work::INDEX) {
+            return bad("pairs_units", "must be 0 (by input size) or a power of two up to 4096");
         }
         if self.max_compare == 0 {
             return bad("max_compare", "must be at least 1");
@@ -360,12 +372,12 @@ impl Stage for DedupStage {
     }
 
     /// The config without the fields that only steer a run (which phase a process
-    /// runs, work buffer size, keeping work files): those never change the output, so
+    /// runs, work buffer size, how the pairs phase is cut, keeping work files): those never change the output, so
     /// they must not redo committed tasks.
     fn settings(&self) -> String {
         let mut v = serde_json::to_value(&self.cfg).unwrap_or_default();
         if let Some(o) = v.as_object_mut() {
-            for k in ["phase", "work_mb", "keep_work"] {
+            for k in ["phase", "work_mb", "keep_work", "pairs_units"] {
                 o.remove(k);
             }
         }

@@ -124,9 +124,11 @@ fn three_processes_and_separate_phases_match_one_process() {
     assert!(Dataset::open(&one.join("duplicates")).unwrap().rows() >= 120, "the planted copies were not found");
     assert!(!one.join("_work").exists(), "the work folder stays after a complete run");
 
-    // Three processes launched at once complete the whole dedup together.
+    // Three processes launched at once complete the whole dedup together. The input
+    // is small enough for one pairs unit by default: cut into 8 so that every process
+    // takes pairs ranges (it changes no output).
     let three = tmp.path().join("three");
-    wait_ok((0..3).map(|i| spawn(&input, &three, i, 3, &[])).collect());
+    wait_ok((0..3).map(|i| spawn(&input, &three, i, 3, &["--set", "pairs_units=8"])).collect());
     assert_eq!(files(&three), want);
     assert!(!three.join("_work").exists());
     verify_ok(&three);
@@ -139,11 +141,18 @@ fn three_processes_and_separate_phases_match_one_process() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("sign phase has not finished") && err.contains("not signed yet"), "{err}");
     wait_ok((0..3).map(|i| spawn(&input, &phased, i, 3, &["--phase", "sign"])).collect());
-    wait_ok((0..2).map(|i| spawn(&input, &phased, i, 2, &["--phase", "pairs"])).collect());
+    let units = ["--set", "pairs_units=16"];
+    wait_ok((0..2).map(|i| spawn(&input, &phased, i, 2, &[&["--phase", "pairs"][..], &units].concat())).collect());
     // The write phase refuses to start before clustering.
-    assert!(!dedup_cmd(&input, &phased, &["--phase", "write"]).output().unwrap().status.success());
-    run_ok(dedup_cmd(&input, &phased, &["--phase", "clusters"]));
-    wait_ok((0..4).map(|i| spawn(&input, &phased, i, 4, &["--phase", "write", "--keep-work"])).collect());
+    assert!(!dedup_cmd(&input, &phased, &[&["--phase", "write"][..], &units].concat()).output().unwrap().status.success());
+    // Clustering with another cut of the pairs phase finds its ranges missing.
+    let o = dedup_cmd(&input, &phased, &["--phase", "clusters"]).output().unwrap();
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("key ranges without pairs yet"), "{err}");
+    run_ok(dedup_cmd(&input, &phased, &[&["--phase", "clusters"][..], &units].concat()));
+    wait_ok((0..4).map(|i| spawn(&input, &phased, i, 4, &[&["--phase", "write", "--keep-work"][..], &units].concat())).collect());
+    assert_eq!(std::fs::read_dir(phased.join("_work/pairs")).unwrap().count(), 16, "one pairs file per range");
     assert_eq!(files(&phased), want);
     assert!(phased.join("_work/clusters.json").is_file(), "--keep-work keeps the work folder");
 }
