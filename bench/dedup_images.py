@@ -18,8 +18,14 @@ screenshots, recall by kind of change, hard negatives merged by kind, images/s p
 core and peak RSS, and the decoding floor (libjpeg-turbo's DCT-domain scaled decode
 alone, bytes in memory) beside the images/CPU-s that 5x imagehash would need.
 
-Usage: dedup_images.py [--quick]   (--quick: photos only, the set the speed target names)
-Writes bench/results/dedup_images.json (--quick: dedup_images_photos.json) when run alone.
+Usage: dedup_images.py [--quick] [--side S]
+  --quick: photos only, the set the speed target names.
+  --side S: every photo resized (Pillow bicubic) to S px on its longer side before its
+  copies are made: the photos above are 256-640 px, smaller than most web photos, and
+  the decoding each size takes differs (JPEG at 4x and 8x the 192 px work size decodes
+  at 1/4 and 1/8 scale in the DCT domain), so the speed ratio depends on the size.
+Writes bench/results/dedup_images.json (--quick: dedup_images_photos.json, with
+--side S: dedup_images_photos_S.json) when run alone.
 """
 import os
 import sys
@@ -169,14 +175,25 @@ def negatives(im):
             "part_centre40": im.crop((w * 3 // 10, h * 3 // 10, w * 7 // 10, h * 7 // 10))}
 
 
+def photo_side():
+    """--side S: the longer side photos are resized to (None: as they come)."""
+    if "--side" in sys.argv:
+        return int(sys.argv[sys.argv.index("--side") + 1])
+    return None
+
+
 def build(base, quick):
     from PIL import Image
     os.makedirs(os.path.join(base, "files"), exist_ok=True)
     rng = random.Random(7)
     logo = Image.open(os.path.join(DATA, "photos", "logo.png")).convert("RGBA")
     entries, group, family = [], {}, {}
+    side = photo_side()
     for fam, name, p in sources(quick):
         im = Image.open(p).convert("RGB")
+        if side and fam.startswith("photo"):
+            k = side / max(im.size)
+            im = im.resize((max(1, round(im.width * k)), max(1, round(im.height * k))), Image.BICUBIC)
         items = {"orig": im}
         items.update(variants(im, rng, logo))
         # Photos travel the web as JPEG, screenshots as PNG.
@@ -394,9 +411,11 @@ def main():
         sys.exit(f"{BIN} missing: make build")
     res = images_bench(quick="--quick" in sys.argv)
     res["m6_overrides"] = os.environ.get("DEDUP_IMAGE_EXTRA", "")
+    res["photo_side"] = photo_side()
     os.makedirs(os.path.join(ROOT, "bench", "results"), exist_ok=True)
     # --quick (photos only: the set the issue's speed target names) has its own file.
-    name = "dedup_images_photos.json" if "--quick" in sys.argv else "dedup_images.json"
+    name = "dedup_images_photos" if "--quick" in sys.argv else "dedup_images"
+    name += f"_{photo_side()}.json" if photo_side() else ".json"
     with open(os.path.join(ROOT, "bench", "results", name), "w") as f:
         json.dump(res, f, indent=2, ensure_ascii=False)
     print(json.dumps(res, indent=2, ensure_ascii=False))
