@@ -676,12 +676,27 @@ impl Integral {
     pub fn new(g: &Gray) -> Self {
         let (w, h) = (g.w, g.h);
         let mut s = vec![0f64; (w + 1) * (h + 1)];
-        for y in 0..h {
-            let mut row = 0f64;
+        // Each row's running sum is one chain of dependent adds: four rows' chains run
+        // side by side (each row still summed left to right, so the same bits), then
+        // the rows above are added in order. Signing spent 3% of its CPU here.
+        const K: usize = 4;
+        let mut y = 0;
+        while y < h {
+            let k = K.min(h - y);
+            let mut run = [0f64; K];
             for x in 0..w {
-                row += g.px[y * w + x] as f64;
-                s[(y + 1) * (w + 1) + x + 1] = s[y * (w + 1) + x + 1] + row;
+                for (i, r) in run.iter_mut().enumerate().take(k) {
+                    *r += g.px[(y + i) * w + x] as f64;
+                    s[(y + i + 1) * (w + 1) + x + 1] = *r;
+                }
             }
+            for i in 0..k {
+                let (above, row) = s.split_at_mut((y + i + 1) * (w + 1));
+                for (v, a) in row[1..w + 1].iter_mut().zip(&above[(y + i) * (w + 1) + 1..]) {
+                    *v += *a;
+                }
+            }
+            y += k;
         }
         Integral { w, h, s }
     }
