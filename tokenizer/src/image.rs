@@ -9,6 +9,7 @@
 //! trainer's reader threads.
 
 use image::imageops;
+use m6_imaging::exif;
 use serde::{Deserialize, Serialize};
 
 /// The byte layout of `sample.image_patches`.
@@ -100,21 +101,23 @@ impl ImageConfig {
         }
     }
 
-    /// Decodes an encoded image (PNG, JPEG, GIF, WebP, BMP) and returns its patches.
+    /// Decodes an encoded image (PNG, JPEG, GIF, WebP, BMP) and returns its patches, of
+    /// the picture as it is shown (EXIF orientation applied).
     pub fn preprocess(&self, bytes: &[u8]) -> Result<Vec<u8>, ImageError> {
         self.check()?;
         // Full decode: raw patches are the reference the encoded path is measured against.
         let img = image::load_from_memory(bytes)?;
-        self.preprocess_rgb(&img.to_rgb8())
+        self.preprocess_rgb(&exif::orient_rgb(img.to_rgb8(), exif::orientation(bytes)))
     }
 
     /// The training square of an encoded image: decoded at the smallest scale that keeps
-    /// the shorter side at least `image_size` (JPEG: DCT-domain 1/2–1/8), resized and
-    /// centre-cropped.
+    /// the shorter side at least `image_size` (JPEG: DCT-domain 1/2–1/8), turned as its
+    /// EXIF orientation says (a phone photo's caption describes it upright, not as the
+    /// sensor stored it), resized and centre-cropped.
     pub fn square(&self, bytes: &[u8]) -> Result<image::RgbImage, ImageError> {
         self.check()?;
         let (img, _, _) = m6_imaging::decode_rgb_min_short(bytes, self.image_size)?;
-        self.square_rgb(&img)
+        self.square_rgb(&exif::orient_rgb(img, exif::orientation(bytes)))
     }
 
     /// The resized, centre-cropped square of a decoded image.
@@ -136,7 +139,8 @@ impl ImageConfig {
 
     /// What a sample stores for an encoded image under `encoding`: raw patches, or the
     /// training square as JPEG at `quality` (1–100). An input that already is a JPEG of
-    /// exactly image_size × image_size is stored as it is (no second generation loss).
+    /// exactly image_size × image_size is stored as it is (no second generation loss),
+    /// unless its EXIF orientation turns it: the loader decodes samples as stored.
     pub fn encode_sample(&self, bytes: &[u8], encoding: ImageEncoding, quality: u8) -> Result<Vec<u8>, ImageError> {
         match encoding {
             ImageEncoding::Raw => self.preprocess(bytes),
@@ -144,7 +148,7 @@ impl ImageConfig {
                 let s = self.image_size;
                 if bytes.starts_with(&[0xFF, 0xD8, 0xFF]) {
                     if let Ok(d) = image::ImageReader::with_format(std::io::Cursor::new(bytes), image::ImageFormat::Jpeg).into_dimensions() {
-                        if d == (s, s) && image::load_from_memory_with_format(bytes, image::ImageFormat::Jpeg).is_ok() {
+                        if d == (s, s) && exif::orientation(bytes) == exif::Orientation::NoTransforms && image::load_from_memory_with_format(bytes, image::ImageFormat::Jpeg).is_ok() {
                             return Ok(bytes.to_vec());
                         }
                     }
@@ -242,6 +246,56 @@ mod tests {
         assert_eq!(c.grid(), 14);
         assert!(ImageConfig { image_size: 224, patch_size: 15 }.check().is_err());
         assert!(c.preprocess(b"not an image").is_err());
+    }
+
+    fn photo(name: &str) -> image::RgbImage {
+        let dir = std::env::var_os("M6_DATA_DIR").map(std::path::PathBuf::from).unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../data"));
+        let path = dir.join("photos").join(name);
+        image::open(&path).unwrap_or_else(|e| panic!("{}: {e} (run `make data`)", path.display())).to_rgb8()
+    }
+
+    fn jpeg(img: &image::RgbImage) -> Vec<u8> {
+        let mut out = Vec::new();
+        jpeg_encoder::Encoder::new(&mut out, 92).encode(img.as_raw(), img.width() as u16, img.height() as u16, jpeg_encoder::ColorType::Rgb).unwrap();
+        out
+    }
+
+    fn mean_abs(a: &[u8], b: &[u8]) -> f64 {
+        a.iter().zip(b).map(|(&x, &y)| (x as f64 - y as f64).abs()).sum::<f64>() / a.len() as f64
+    }
+
+    /// A phone photo stores the sensor's pixels and says in EXIF how to turn them: the
+    /// sample (raw patches, the encoded square, and the stored-as-is shortcut) is of the
+    /// photo as shown, the same as from an upright copy of it.
+    #[test]
+    fn samples_of_exif_turned_photos_are_upright() {
+        let cfg = ImageConfig { image_size: 96, patch_size: 16 };
+        let upright = photo("chelsea.png");
+        let want = cfg.preprocess(&jpeg(&upright)).unwrap();
+        let want_sq = cfg.square(&jpeg(&upright)).unwrap();
+        let stored = image::DynamicImage::ImageRgb8(upright.clone());
+        // EXIF value: the stored pixels that value turns back to the upright photo.
+        for (v, pixels) in [(3u16, stored.rotate180()), (6, stored.rotate270()), (8, stored.rotate90()), (2, stored.fliph())] {
+            let file = exif::with_jpeg_orientation(&jpeg(&pixels.to_rgb8()), v, v % 2 == 0);
+            let got = cfg.preprocess(&file).unwrap();
+            let d = mean_abs(&got, &want);
+            assert!(d < 4.0, "orientation {v}: raw patches differ from the upright photo's by {d}");
+            let sq = cfg.square(&file).unwrap();
+            let d = mean_abs(sq.as_raw(), want_sq.as_raw());
+            assert!(d < 4.0, "orientation {v}: the encoded path's square differs by {d}");
+            // Without the turn the sample would be far off: the check can fail.
+            let unturned = cfg.preprocess_rgb(&image::load_from_memory(&file).unwrap().to_rgb8()).unwrap();
+            assert!(mean_abs(&unturned, &want) > 15.0, "orientation {v}");
+        }
+        // A JPEG already at the training size is stored as it is, unless EXIF turns it.
+        let sq = jpeg(&want_sq);
+        assert_eq!(cfg.encode_sample(&sq, ImageEncoding::Jpeg, 90).unwrap(), sq);
+        let turned = exif::with_jpeg_orientation(&jpeg(&image::DynamicImage::ImageRgb8(want_sq.clone()).rotate90().to_rgb8()), 8, false);
+        let stored = cfg.encode_sample(&turned, ImageEncoding::Jpeg, 90).unwrap();
+        assert_ne!(stored, turned);
+        let back = cfg.patches_from_encoded(&stored).unwrap();
+        let d = mean_abs(&back, &cfg.preprocess_rgb(&want_sq).unwrap());
+        assert!(d < 4.0, "the re-encoded square differs by {d}");
     }
 
     /// Layout check against a straightforward per-pixel computation on a real photo

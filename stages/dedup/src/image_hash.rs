@@ -19,6 +19,7 @@
 
 
 pub use m6_imaging::{content_frame, decode_gray, shrink, DecodeError as HashError, Gray, Integral};
+use m6_imaging::exif;
 use m6_imaging::JpegGrey;
 
 /// Longer side of the grey work picture that hashes and the thumbnail are cut from.
@@ -93,9 +94,21 @@ pub fn sign_gray(g: &Gray, width: u32, height: u32, decode_scale: u32) -> ImageS
 /// 15% less than RGB then Rec. 709), the same weights from RGB on every other path,
 /// so a JPEG and a PNG of one picture still get the same grey. Chosen on
 /// bench/dedup_images.py: the duplicates found are the same as with Rec. 709 grey.
+///
+/// The picture is signed as it is shown: turned as its EXIF orientation says, so a
+/// phone photo and a copy of it that was rotated when re-encoded (and lost its EXIF,
+/// as CDNs serve them) get the same signature.
 pub fn sign(bytes: &[u8]) -> Result<ImageSig, HashError> {
     let (g, w, h, scale) = m6_imaging::decode_gray_as(bytes, WORK_SIDE, JpegGrey::Luma)?;
+    let (g, w, h) = shown(bytes, g, w, h);
     Ok(sign_gray(&g, w, h, scale))
+}
+
+/// A decoded picture and its full size turned as `bytes`' EXIF orientation says.
+fn shown(bytes: &[u8], g: Gray, w: u32, h: u32) -> (Gray, u32, u32) {
+    let o = exif::orientation(bytes);
+    let (w, h) = if exif::swaps_sides(o) { (h, w) } else { (w, h) };
+    (exif::orient_gray(g, o), w, h)
 }
 
 /// A fully decoded image's grey work source, with [`sign`]'s weights (BT.601).
@@ -115,7 +128,8 @@ pub fn sign_full_decode(bytes: &[u8]) -> Result<ImageSig, HashError> {
     if w == 0 || h == 0 {
         return Err(HashError::Empty(w, h));
     }
-    Ok(sign_gray(&shrink(&full_gray(&img), WORK_SIDE), w, h, 1))
+    let (g, w, h) = shown(bytes, shrink(&full_gray(&img), WORK_SIDE), w, h);
+    Ok(sign_gray(&g, w, h, 1))
 }
 
 #[cfg(test)]

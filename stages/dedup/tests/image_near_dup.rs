@@ -213,6 +213,51 @@ fn equal_size_copies_keep_the_sharpest() {
     assert_eq!(kept, sharp, "a blurred copy was kept instead of its sharp original");
 }
 
+/// Phone photos store the sensor's pixels and say in EXIF how to turn them; the same
+/// photo served rotated by a CDN (EXIF gone) is the same picture as shown. Each is
+/// signed as shown (same size, hashes within a few bits), the copies are found, and a
+/// photo stored turned without the tag is not taken for its upright self.
+#[test]
+fn exif_turned_phone_photos_match_their_upright_copies() {
+    use m6_imaging::exif::with_jpeg_orientation;
+    let tmp = tempfile::tempdir().unwrap();
+    let mut rows: Vec<Image> = vec![];
+    let mut want = vec![];
+    for (name, v) in [("astronaut.png", 6u16), ("coffee.png", 8), ("chelsea.png", 3), ("rocket.jpg", 5)] {
+        let img = photo(name);
+        // The stored pixels that EXIF value `v` turns back to the upright photo.
+        let stored = match v {
+            3 => img.rotate180(),
+            6 => img.rotate270(),
+            8 => img.rotate90(),
+            _ => img.rotate90().fliph(), // 5, transpose: its own inverse
+        };
+        let camera = with_jpeg_orientation(&jpeg(&stored, 92), v, v == 6);
+        let served = jpeg(&img.resize(img.width() * 3 / 4, img.height() * 3 / 4, image::imageops::FilterType::Triangle), 80);
+        let (a, b) = (image_hash::sign(&camera).unwrap(), image_hash::sign(&served).unwrap());
+        assert_eq!((a.width, a.height), (img.width(), img.height()), "{name}: signed as shown");
+        let bits = (0..WINDOWS).map(|w| (a.hashes[w] ^ b.hashes[w]).count_ones()).max().unwrap();
+        assert!(bits <= 8, "{name}: window hashes {bits} bits apart");
+        let camera = image_row("camera", &format!("{name}:camera"), camera);
+        want.push(camera.id.clone());
+        rows.push(camera);
+        rows.push(image_row("cdn", &format!("{name}:cdn"), served));
+        if v == 6 {
+            // Turned pixels without the tag: another picture as shown.
+            rows.push(image_row("sideways", &format!("{name}:sideways"), jpeg(&stored, 92)));
+        }
+    }
+    let sideways = rows.iter().find(|r| r.source == "sideways").unwrap().id.clone();
+    want.push(sideways);
+    let input = write_dataset(&tmp.path().join("in"), &rows, 2);
+    let out = tmp.path().join("out");
+    dedup(&input, &out, DedupConfig::default(), 1).unwrap();
+    let mut kept = kept_ids::<Image>(&out, |d| d.id.clone());
+    want.sort();
+    kept.sort();
+    assert_eq!(kept, want, "each camera file (the larger copy) kept, its CDN copy dropped, the sideways file kept");
+}
+
 /// A window of a photo (fractions of its size) resized to `side`×`side`.
 fn tile(name: &str, x: f32, y: f32, w: f32, side: u32) -> DynamicImage {
     let img = photo(name);
