@@ -6,9 +6,9 @@
 //! a reduced-size inverse DCT (1/2, 1/4 or 1/8: 4×4, 2×2 or 1×1 outputs per block);
 //! every entropy-coded bit is still read, so a corrupt stream still fails. Where 1/4
 //! or 1/8 is enough and the grey may be JPEG's own luma, [`jpeg_dc`] reads baseline
-//! files itself, keeping only the luma coefficients those scales need. JPEGs too
-//! small for a 1/4 cut decode only their luma plane, at full size, in one thread
-//! (zune-jpeg). Other formats decode in full and are box-averaged down. [`probe`] reads only the header.
+//! and progressive files itself, keeping only the luma coefficients those scales
+//! need. JPEGs too small for a 1/4 cut decode only their luma plane, at full size,
+//! in one thread (zune-jpeg). Other formats decode in full and are box-averaged down. [`probe`] reads only the header.
 
 pub mod jpeg_dc;
 pub mod quality;
