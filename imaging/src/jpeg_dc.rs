@@ -366,16 +366,24 @@ impl Progressive {
             return Some((Gray { w: bw, h: bh, px }, w as u32, h as u32));
         }
         let (slots, a) = (quarter_slots(), quarter_weights());
-        let wanted: Vec<(usize, usize)> = slots.iter().enumerate().filter(|(_, &s)| s != 255).map(|(p, &s)| (p, s as usize)).collect();
+        // The AC coefficients the quadrant means read, as a mask over zig-zag indices:
+        // only those of a block that are nonzero are loaded (most high ones are zero).
+        let wanted = slots.iter().enumerate().skip(1).filter(|(_, &s)| s != 255).fold(0u64, |m, (p, _)| m | 1 << p);
+        let qf: [f32; 64] = std::array::from_fn(|k| q[k] as f32);
         let (ow, oh) = (w.div_ceil(4), h.div_ceil(4));
         let stride = 2 * bw;
         let mut out = vec![0f32; stride * 2 * bh];
-        let mut coef = [0f32; 25];
         for by in 0..bh {
             for bx in 0..bw {
-                let blk = &self.coef[(by * self.gw + bx) * 64..][..64];
-                for &(pos, slot) in &wanted {
-                    coef[slot] = blk[pos] as f32 * q[pos] as f32;
+                let b = by * self.gw + bx;
+                let blk = &self.coef[b * 64..][..64];
+                let mut coef = [0f32; 25];
+                coef[0] = blk[0] as f32 * qf[0];
+                let mut m = self.nz[b] & wanted;
+                while m != 0 {
+                    let pos = m.trailing_zeros() as usize;
+                    coef[slots[pos] as usize] = blk[pos] as f32 * qf[pos];
+                    m &= m - 1;
                 }
                 let [tl, tr, bl, br] = quadrants(&a, &coef);
                 let o = 2 * by * stride + 2 * bx;
