@@ -1162,20 +1162,23 @@ mod tests {
         use jpeg_encoder::{ColorType, SamplingFactor as S};
         // jpeg-encoder's progressive script (spectral selection only) sends each
         // component's DC in a scan of its own: luma's covers ceil(w/8) × ceil(h/8)
-        // blocks, not the MCU grid. Odd sizes, so the edge blocks are partial.
+        // blocks, not the MCU grid. Odd sizes (61 × 63 blocks), so the edge blocks are
+        // partial and, subsampled, the MCU grid has a column and a row more than the
+        // scan.
         let (rgb, w, h) = rgb_of("astronaut.png");
         let (w2, h2) = (w - 27, h - 13);
         let crop: Vec<u8> = (0..h2 as usize).flat_map(|y| rgb[y * 3 * w as usize..(y * w as usize + w2 as usize) * 3].to_vec()).collect();
         let grey: Vec<u8> = crate::grey601(&crop, 3);
+        let layouts = [(&crop, ColorType::Rgb, S::F_1_1), (&crop, ColorType::Rgb, S::F_2_2), (&crop, ColorType::Rgb, S::F_2_1), (&grey, ColorType::Luma, S::F_1_1)];
         for restart in [0u16, 1, 7] {
-            for (pixels, colour) in [(&crop, ColorType::Rgb), (&grey, ColorType::Luma)] {
+            for (pixels, colour, sampling) in layouts {
                 let twin = |progressive: bool| {
                     encode(
                         pixels,
                         w2,
                         h2,
                         |e| {
-                            e.set_sampling_factor(S::F_1_1);
+                            e.set_sampling_factor(sampling);
                             e.set_progressive(progressive);
                             if restart > 0 {
                                 e.set_restart_interval(restart);
@@ -1186,7 +1189,7 @@ mod tests {
                 };
                 let (b, p) = (twin(false), twin(true));
                 assert!(p.windows(2).any(|m| m == [0xFF, 0xC2]));
-                let name = format!("{colour:?} restart {restart}");
+                let name = format!("{colour:?} {sampling:?} restart {restart}");
                 for factor in [8, 4] {
                     assert_same_picture(&name, &b, &p, factor);
                 }
