@@ -786,8 +786,11 @@ impl<'a> Bits<'a> {
     /// Moves past the `k`-th restart marker of a scan (counting from 0): the bits left
     /// of the interval are its last byte's padding, so everything up to the next marker
     /// is dropped and that marker must be RST(k mod 8). Reading on until the marker,
-    /// rather than expecting the reader to have met it already, matters when the last
-    /// refill took the interval's final bytes without looking past them.
+    /// rather than expecting the reader to have met it already: a four-byte refill can
+    /// take an interval's last bytes without looking past them, and if the codes after
+    /// it then leave only padding (a last code and magnitude of 25 bits or more) the
+    /// marker is still unread. Rare (0 of 110 encoder files with intervals of 1-11 MCUs
+    /// hit it), but such a file is valid.
     fn restart(&mut self, k: usize) -> bool {
         if self.overran() {
             return false;
