@@ -474,17 +474,14 @@ fn ac_first(bits: &mut Bits, act: &Huffman, blk: &mut [i16; 64], nz: &mut u64, s
 #[allow(clippy::too_many_arguments)]
 fn ac_refine(bits: &mut Bits, act: &Huffman, blk: &mut [i16; 64], nz: &mut u64, ss: usize, se: usize, al: u8, eobrun: &mut u32) -> Option<()> {
     let p1 = 1i16 << al;
-    let correct = |bits: &mut Bits, c: &mut i16| {
-        if bits.bit() != 0 && *c & p1 == 0 {
-            *c = if *c >= 0 { c.wrapping_add(p1) } else { c.wrapping_sub(p1) };
-        }
-    };
+    // Zig-zag indices from `k` to the band's end, as a mask (empty past the end).
+    let from = |k: usize| if k <= se { (u64::MAX << k) & (u64::MAX >> (63 - se)) } else { 0 };
     let mut k = ss;
     if *eobrun == 0 {
         while k <= se {
             bits.refill();
             let rs = bits.symbol(act)? as u32;
-            let (mut r, s) = (rs >> 4, rs & 15);
+            let (r, s) = (rs >> 4, rs & 15);
             let new = match s {
                 0 if r < 15 => {
                     *eobrun = 1 << r;
@@ -506,18 +503,17 @@ fn ac_refine(bits: &mut Bits, act: &Huffman, blk: &mut [i16; 64], nz: &mut u64, 
                 // A refinement only ever adds coefficients of magnitude one.
                 _ => return None,
             };
-            // Pass r still-zero coefficients (correcting nonzero ones on the way); the
-            // next zero one is the target.
-            while k <= se {
-                if *nz >> k & 1 != 0 {
-                    correct(bits, &mut blk[k]);
-                } else if r == 0 {
-                    break;
-                } else {
-                    r -= 1;
-                }
-                k += 1;
+            // Pass r still-zero coefficients, correcting the nonzero ones on the way;
+            // the next zero one is the target (past the band when there is none). Found
+            // from the masks rather than stepping through every index.
+            let rest = from(k);
+            let mut zeros = !*nz & rest;
+            for _ in 0..r {
+                zeros &= zeros.wrapping_sub(1);
             }
+            let target = if zeros == 0 { se + 1 } else { zeros.trailing_zeros() as usize };
+            correct_nonzero(bits, blk, *nz & rest & !from(target), p1);
+            k = target;
             if new != 0 {
                 if k > se {
                     return None;
@@ -532,16 +528,23 @@ fn ac_refine(bits: &mut Bits, act: &Huffman, blk: &mut [i16; 64], nz: &mut u64, 
         // Only the nonzero coefficients left in the band, from the mask: scanning all
         // of them was most of the quarter picture's time (each block's 128 bytes
         // loaded and 63 branches, per refinement scan).
-        if k <= se {
-            let mut m = *nz & (u64::MAX << k) & (u64::MAX >> (63 - se));
-            while m != 0 {
-                correct(bits, &mut blk[m.trailing_zeros() as usize]);
-                m &= m - 1;
-            }
-        }
+        correct_nonzero(bits, blk, *nz & from(k), p1);
         *eobrun -= 1;
     }
     Some(())
+}
+
+/// The correction bits of the (nonzero) coefficients in `mask`, in zig-zag order: a
+/// 1 adds `p1` away from zero, unless that bit is already set.
+#[inline(always)]
+fn correct_nonzero(bits: &mut Bits, blk: &mut [i16; 64], mut mask: u64, p1: i16) {
+    while mask != 0 {
+        let c = &mut blk[mask.trailing_zeros() as usize];
+        if bits.bit() != 0 && *c & p1 == 0 {
+            *c = if *c >= 0 { c.wrapping_add(p1) } else { c.wrapping_sub(p1) };
+        }
+        mask &= mask - 1;
+    }
 }
 
 /// The DC picture of a `full_w`×`full_h` JPEG box-averaged so its longer side is at
