@@ -1205,6 +1205,49 @@ mod tests {
     }
 
     #[test]
+    fn progressive_restart_out_of_order_and_missing_dc_refinement() {
+        // A restart marker renumbered in the first (DC) scan, which both scales decode.
+        let p = fixture("rocket_420_rst5_progressive.jpg");
+        let sos = p.windows(2).position(|m| m == [0xFF, 0xDA]).unwrap();
+        let rst = sos + p[sos..].windows(2).position(|m| m == [0xFF, 0xD1]).unwrap();
+        assert!(rst < next_marker(&p, sos + 2 + u16::from_be_bytes([p[sos + 2], p[sos + 3]]) as usize).unwrap());
+        let mut bad = p.clone();
+        bad[rst + 1] = 0xD4;
+        assert!(decode_luma_dc(&bad).is_none() && decode_luma_reduced(&bad, 4).is_none());
+        // The DC refinement scan (Ah 1, Al 0) taken out: the picture is what the first
+        // DC scan gives, each block's DC short of its lowest bit, so at most q0/8 grey
+        // levels under the complete picture.
+        let p = fixture("chelsea_420_progressive.jpg");
+        let (full, _, _) = decode_luma_dc(&p).unwrap();
+        let mut cut = None;
+        let mut parser = Parser { b: &p, i: 2 };
+        loop {
+            let at = parser.i;
+            let (m, seg) = parser.segment().unwrap();
+            if m == 0xD9 {
+                break;
+            }
+            if m == 0xDA {
+                let ns = seg[0] as usize;
+                parser.i = next_marker(&p, parser.i).unwrap();
+                // Ss 0, Ah 1, Al 0.
+                if seg[1 + 2 * ns] == 0 && seg[3 + 2 * ns] == 0x10 {
+                    cut = Some((at, parser.i));
+                }
+            }
+        }
+        let (from, to) = cut.expect("a DC refinement scan");
+        let short: Vec<u8> = [&p[..from], &p[to..]].concat();
+        let (g, _, _) = decode_luma_dc(&short).expect("decoded without its DC refinement");
+        let dqt = p.windows(2).position(|m| m == [0xFF, 0xDB]).unwrap();
+        assert_eq!(p[dqt + 4], 0, "luma's table first");
+        let q0 = p[dqt + 5] as f32;
+        let d: Vec<f32> = full.px.iter().zip(&g.px).map(|(a, b)| a - b).collect();
+        assert!(d.iter().all(|&x| (-1e-3..=q0 / 8.0 + 1e-3).contains(&x)), "q0 {q0}");
+        assert!(d.iter().filter(|&&x| x > 0.0).count() * 4 > d.len(), "about half the blocks have their lowest DC bit set");
+    }
+
+    #[test]
     fn real_jpegs_match_the_block_means_of_a_full_decode() {
         // Three encoders' files as published (Photoshop, libjpeg with and without JFIF).
         for name in ["hubble_deep_field.jpg", "retina.jpg", "rocket.jpg"] {
