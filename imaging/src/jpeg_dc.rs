@@ -1134,7 +1134,8 @@ mod tests {
     /// script: spectral selection and successive approximation, DC interleaved, luma
     /// first pass in two bands, then refinement scans), one of them with
     /// `restart_marker_blocks=5`. Same encoder, same settings: the same quantised
-    /// coefficients, so the pictures must be identical.
+    /// coefficients, so the pictures must be identical. Written by
+    /// tests/fixtures/progressive/make_fixtures.py (225 KB in all).
     const PROGRESSIVE_TWINS: [&str; 5] = ["chelsea_420", "coffee_422", "astronaut_444", "camera_grey", "rocket_420_rst5"];
 
     fn fixture(name: &str) -> Vec<u8> {
