@@ -1,4 +1,5 @@
-//! Reduced-scale grey pictures of baseline JPEGs, read from the luma coefficients alone.
+//! Reduced-scale grey pictures of baseline and progressive JPEGs, read from the luma
+//! coefficients alone.
 //!
 //! A JPEG block's DC coefficient, dequantised and divided by 8, is the mean of the
 //! block's 64 decoded luma values (plus 128): the 1/8-scale picture needs no inverse
@@ -12,13 +13,23 @@
 //! Chroma blocks are read the same way and dropped. `m6-decode-bench` (modes `dc`,
 //! `quarter`) measures both against zune-jpeg's full luma decode.
 //!
-//! It handles what the web is mostly made of: 8-bit baseline or extended sequential
-//! Huffman JPEGs, grey or YCbCr, any sampling factors, restart intervals, all
-//! components in one scan. Anything else (progressive, arithmetic, 12-bit, CMYK,
-//! Adobe RGB, separate scans per component) and any damage it notices (a code no
-//! table has, a run past the block's end, data that ends or hits a marker before the
-//! last block, a restart marker out of sequence) give `None`: the caller then decodes
-//! through its usual path, whose verdict on a damaged file stands.
+//! Progressive files (SOF2, a large share of the web's JPEGs) spread each block over
+//! several scans; a full decode stores every coefficient of every component until the
+//! last one. Here the DC picture reads only the scans holding luma DC (the first one
+//! and its one-bit refinements) and passes over every other scan by looking for the
+//! marker after it, without decoding it; the quarter picture also decodes luma's AC
+//! scans (end-of-band runs, correction bits) into 64 coefficients per luma block,
+//! then takes the same quadrant means. Chroma scans are always passed over.
+//!
+//! It handles what the web is mostly made of: 8-bit baseline, extended sequential or
+//! progressive Huffman JPEGs, grey or YCbCr, any sampling factors, restart
+//! intervals; sequential ones with all components in one scan. Anything else
+//! (arithmetic, 12-bit, CMYK, Adobe RGB, sequential files with separate scans per
+//! component, progressive scans out of T.81's order) and any damage it notices (a
+//! code no table has, a run past the block's or band's end, data that ends or hits a
+//! marker before the last block, a restart marker out of sequence, a progressive file
+//! without its EOI) give `None`: the caller then decodes through its usual path,
+//! whose verdict on a damaged file stands.
 
 use crate::Gray;
 
@@ -49,12 +60,21 @@ pub fn decode_luma_reduced(bytes: &[u8], factor: u32) -> Option<(Gray, u32, u32)
     let mut quant = [None::<[u16; 64]>; 4];
     let mut restart = 0usize;
     let mut adobe_rgb = false;
+    let mut progressive = false;
+    // A progressive frame's luma coefficients, gathered scan by scan until EOI.
+    let mut prog: Option<Progressive> = None;
     loop {
         let (m, seg) = p.segment()?;
         match m {
+            // One frame per file (a second is a hierarchical file or garbage).
+            0xC0..=0xC2 if frame.is_some() || prog.is_some() => return None,
             0xC0 | 0xC1 => frame = Some(Frame::parse(seg)?),
-            // Progressive, lossless, hierarchical, arithmetic-coded: not handled here.
-            0xC2 | 0xC3 | 0xC5..=0xC7 | 0xC9..=0xCB | 0xCD..=0xCF => return None,
+            0xC2 => {
+                frame = Some(Frame::parse(seg)?);
+                progressive = true;
+            }
+            // Lossless, hierarchical, arithmetic-coded: not handled here.
+            0xC3 | 0xC5..=0xC7 | 0xC9..=0xCB | 0xCD..=0xCF => return None,
             0xC4 => {
                 let mut s = seg;
                 while !s.is_empty() {
@@ -94,6 +114,17 @@ pub fn decode_luma_reduced(bytes: &[u8], factor: u32) -> Option<(Gray, u32, u32)
             0xDD => restart = u16::from_be_bytes([*seg.first()?, *seg.get(1)?]) as usize,
             // Adobe's APP14 with transform 0: three components that are R, G, B, not Y, Cb, Cr.
             0xEE if seg.len() >= 12 && seg.starts_with(b"Adobe") => adobe_rgb = seg[11] == 0,
+            0xDA if progressive => {
+                if prog.is_none() {
+                    let f = frame.take()?;
+                    if adobe_rgb && f.comps.len() == 3 {
+                        return None;
+                    }
+                    prog = Some(Progressive::new(f, factor == 4)?);
+                }
+                let st = prog.as_mut()?;
+                p.i = st.scan(seg, &dc_tables, &ac_tables, &quant, restart, bytes, p.i)?;
+            }
             0xDA => {
                 let f = frame?;
                 if adobe_rgb && f.comps.len() == 3 {
@@ -123,9 +154,396 @@ pub fn decode_luma_reduced(bytes: &[u8], factor: u32) -> Option<(Gray, u32, u32)
                 let g = decode_scan(&f, &scan, &q, factor == 4, restart, data)?;
                 return Some((g, f.w as u32, f.h as u32));
             }
-            0xD9 => return None,
+            0xD9 => return prog?.finish(),
             _ => {}
         }
+    }
+}
+
+/// Whether a JPEG's frame header is progressive (SOF2): its segments are walked up to
+/// the first frame header. For counting (m6-decode-bench); the decoders read it
+/// themselves.
+pub fn is_progressive(bytes: &[u8]) -> bool {
+    let mut p = Parser { b: bytes, i: 2 };
+    while let Some((m, _)) = p.segment() {
+        match m {
+            0xC0..=0xC3 | 0xC5..=0xC7 | 0xC9..=0xCB | 0xCD..=0xCF => return m == 0xC2,
+            0xDA | 0xD9 => return false,
+            _ => {}
+        }
+    }
+    false
+}
+
+/// Index of the marker that ends the entropy-coded data from `i` on: the next 0xFF that
+/// is not stuffing (FF 00), a restart marker or a fill byte. Eight bytes at a time
+/// while none is 0xFF, as almost all are. This is how scans the picture does not need
+/// (chroma, and AC for the DC picture) are passed over without decoding them.
+fn next_marker(b: &[u8], mut i: usize) -> Option<usize> {
+    loop {
+        while let Some(c) = b.get(i..i + 8) {
+            let v = !u64::from_le_bytes(c.try_into().expect("8 bytes"));
+            if v.wrapping_sub(0x0101_0101_0101_0101) & !v & 0x8080_8080_8080_8080 != 0 {
+                break;
+            }
+            i += 8;
+        }
+        i += b.get(i..)?.iter().position(|&x| x == 0xFF)?;
+        match *b.get(i + 1)? {
+            0x00 | 0xD0..=0xD7 => i += 2,
+            0xFF => i += 1,
+            _ => return Some(i),
+        }
+    }
+}
+
+/// Most luma blocks the quarter picture of a progressive file keeps all 64 coefficients
+/// of (a correction bit is read for every coefficient already nonzero, kept or not): 2^19
+/// blocks are 64 MiB, a 33-megapixel picture; the 1/4 path is taken for 1024-2048 px
+/// sides. Larger ones go to the full decoders.
+const MAX_PROGRESSIVE_QUARTER_BLOCKS: usize = 1 << 19;
+
+/// The luma coefficients of a progressive frame (T.81 Annex G), gathered over its scans:
+/// for the DC picture only each block's DC, for the quarter picture all 64 (zig-zag
+/// order), on the block grid of an interleaved scan (the MCU-padded one). Scans without
+/// luma, and AC scans when only the DC picture is wanted, are skipped by finding the
+/// marker after them. The coefficients are those a full decoder builds, so a
+/// progressive file gives exactly the picture its baseline twin (same quantised
+/// coefficients) gives through [`decode_scan`].
+struct Progressive {
+    f: Frame,
+    quarter: bool,
+    /// Luma blocks per row and rows of blocks in `coef`.
+    gw: usize,
+    gh: usize,
+    /// Coefficients kept per block: 1 or 64.
+    per: usize,
+    coef: Vec<i16>,
+    /// Quarter picture only: per luma block, which coefficients are nonzero (bit =
+    /// zig-zag index), for the refinement scans' correction bits.
+    nz: Vec<u64>,
+    /// Luma's quantisation table, as it was at luma's first scan.
+    q: Option<[u16; 64]>,
+    /// Lowest bit of luma's DC received so far (the last DC scan's Al), `None` before the
+    /// first DC scan.
+    dc_al: Option<u8>,
+    /// The same per AC coefficient (zig-zag index), -1 before its first scan.
+    ac_al: [i8; 64],
+}
+
+impl Progressive {
+    fn new(f: Frame, quarter: bool) -> Option<Progressive> {
+        let (hmax, vmax) = (f.comps[0].h, f.comps[0].v);
+        // A grey frame's only scan is non-interleaved: its blocks are those of the picture.
+        let (gw, gh) = if f.comps.len() == 1 { (f.w.div_ceil(8), f.h.div_ceil(8)) } else { (f.w.div_ceil(8 * hmax) * hmax, f.h.div_ceil(8 * vmax) * vmax) };
+        if quarter && gw * gh > MAX_PROGRESSIVE_QUARTER_BLOCKS {
+            return None;
+        }
+        let per = if quarter { 64 } else { 1 };
+        Some(Progressive { f, quarter, gw, gh, per, coef: vec![0; gw * gh * per], nz: vec![0; if quarter { gw * gh } else { 0 }], q: None, dc_al: None, ac_al: [-1; 64] })
+    }
+
+    /// Reads (or skips) one scan whose header is `seg` and whose data starts at
+    /// `bytes[start]`; returns where the next marker is. `None` on anything malformed,
+    /// out of the order T.81 G.1.1.1 allows, or damaged.
+    #[allow(clippy::too_many_arguments)]
+    fn scan(&mut self, seg: &[u8], dc_tables: &[Option<Huffman>; 4], ac_tables: &[Option<Huffman>; 4], quant: &[Option<[u16; 64]>; 4], restart: usize, bytes: &[u8], start: usize) -> Option<usize> {
+        let ns = *seg.first()? as usize;
+        if ns == 0 || ns > self.f.comps.len() || seg.len() < 1 + 2 * ns + 3 {
+            return None;
+        }
+        // Frame indices of the scan's components, which must come in frame order.
+        let mut idx = [0usize; 4];
+        let mut sel = [0u8; 4];
+        for k in 0..ns {
+            let id = seg[1 + 2 * k];
+            idx[k] = self.f.comps.iter().position(|c| c.id == id)?;
+            sel[k] = seg[2 + 2 * k];
+            if k > 0 && idx[k] <= idx[k - 1] {
+                return None;
+            }
+        }
+        let (ss, se, ah, al) = (seg[1 + 2 * ns] as usize, seg[2 + 2 * ns] as usize, seg[3 + 2 * ns] >> 4, seg[3 + 2 * ns] & 15);
+        let dc = ss == 0;
+        // DC and AC never share a scan, AC scans hold one component, and a refinement
+        // scan adds exactly one bit.
+        if (dc && se != 0) || (!dc && (se < ss || se > 63 || ns != 1)) || al > 13 || (ah != 0 && al + 1 != ah) {
+            return None;
+        }
+        let luma = idx[0] == 0;
+        if !luma || (!dc && !self.quarter) {
+            return next_marker(bytes, start);
+        }
+        if dc {
+            if self.dc_al != if ah == 0 { None } else { Some(ah) } {
+                return None;
+            }
+            self.dc_al = Some(al);
+            if self.q.is_none() {
+                self.q = Some(quant[self.f.comps[0].tq as usize]?);
+            }
+        } else {
+            // AC before the first DC scan, or bits of a coefficient out of order.
+            if self.dc_al.is_none() {
+                return None;
+            }
+            for k in ss..=se {
+                if self.ac_al[k] != if ah == 0 { -1 } else { ah as i8 } {
+                    return None;
+                }
+                self.ac_al[k] = al as i8;
+            }
+        }
+        let f = &self.f;
+        let (hmax, vmax) = (f.comps[0].h, f.comps[0].v);
+        // A one-component scan is not interleaved: its units are single blocks over
+        // the component's own extent (here always luma, whose extent is the picture's),
+        // not the MCU-padded grid.
+        let single = ns == 1;
+        let (ux, uy) = if single { (f.w.div_ceil(8), f.h.div_ceil(8)) } else { (f.w.div_ceil(8 * hmax), f.h.div_ceil(8 * vmax)) };
+        // Huffman tables this scan reads (DC refinement bits are raw).
+        let mut tables: [Option<&Huffman>; 4] = [None; 4];
+        if ah == 0 || !dc {
+            for k in 0..ns {
+                tables[k] = Some(if dc { dc_tables.get((sel[k] >> 4) as usize)?.as_ref()? } else { ac_tables.get((sel[k] & 15) as usize)?.as_ref()? });
+            }
+        }
+        let mut bits = Bits { d: bytes.get(start..)?, i: 0, acc: 0, n: 0, pad: 0, marker: None };
+        let mut pred = [0i32; 4];
+        let mut eobrun = 0u32;
+        let (gw, per) = (self.gw, self.per);
+        for u in 0..ux * uy {
+            if restart > 0 && u > 0 && u % restart == 0 {
+                if !bits.restart(u / restart - 1) {
+                    return None;
+                }
+                pred = [0; 4];
+                eobrun = 0;
+            }
+            if single {
+                let b = (u / ux) * gw + u % ux;
+                if dc {
+                    dc_block(&mut bits, tables[0], &mut pred[0], ah, al, Some(&mut self.coef[b * per]))?;
+                } else {
+                    let blk: &mut [i16; 64] = (&mut self.coef[b * 64..b * 64 + 64]).try_into().ok()?;
+                    let act = tables[0]?;
+                    if ah == 0 {
+                        ac_first(&mut bits, act, blk, &mut self.nz[b], ss, se, al, &mut eobrun)?;
+                    } else {
+                        ac_refine(&mut bits, act, blk, &mut self.nz[b], ss, se, al, &mut eobrun)?;
+                    }
+                }
+            } else {
+                let (mx, my) = (u % ux, u / ux);
+                for k in 0..ns {
+                    let c = f.comps[idx[k]];
+                    for b in 0..c.h * c.v {
+                        let keep = if idx[k] == 0 { Some(&mut self.coef[((my * vmax + b / hmax) * gw + mx * hmax + b % hmax) * per]) } else { None };
+                        dc_block(&mut bits, tables[k], &mut pred[k], ah, al, keep)?;
+                    }
+                }
+            }
+            if bits.overran() {
+                return None;
+            }
+        }
+        next_marker(bytes, start + bits.i)
+    }
+
+    /// The picture from the coefficients gathered, once the file's EOI is reached. When
+    /// the file's script stops before the last bits of a coefficient (no refinement
+    /// scan down to Al = 0), those bits are zero, as in a full decoder: the DC picture
+    /// is then exact to q0 × 2^Al / 8 grey levels, not one.
+    fn finish(self) -> Option<(Gray, u32, u32)> {
+        self.dc_al?;
+        let q = self.q?;
+        let (w, h) = (self.f.w, self.f.h);
+        let (bw, bh) = (w.div_ceil(8), h.div_ceil(8));
+        debug_assert!(bw <= self.gw && bh <= self.gh);
+        if !self.quarter {
+            let scale = q[0] as f32 / 8.0;
+            let px = (0..bh).flat_map(|y| (0..bw).map(move |x| (y, x))).map(|(y, x)| dc_level(self.coef[y * self.gw + x] as i32, scale)).collect();
+            return Some((Gray { w: bw, h: bh, px }, w as u32, h as u32));
+        }
+        let (slots, a) = (quarter_slots(), quarter_weights());
+        // The AC coefficients the quadrant means read, as a mask over zig-zag indices:
+        // only those of a block that are nonzero are loaded (most high ones are zero).
+        let wanted = slots.iter().enumerate().skip(1).filter(|(_, &s)| s != 255).fold(0u64, |m, (p, _)| m | 1 << p);
+        let qf: [f32; 64] = std::array::from_fn(|k| q[k] as f32);
+        let (ow, oh) = (w.div_ceil(4), h.div_ceil(4));
+        let stride = 2 * bw;
+        let mut out = vec![0f32; stride * 2 * bh];
+        for by in 0..bh {
+            for bx in 0..bw {
+                let b = by * self.gw + bx;
+                let blk = &self.coef[b * 64..][..64];
+                let mut coef = [0f32; 25];
+                coef[0] = blk[0] as f32 * qf[0];
+                let mut m = self.nz[b] & wanted;
+                while m != 0 {
+                    let pos = m.trailing_zeros() as usize;
+                    coef[slots[pos] as usize] = blk[pos] as f32 * qf[pos];
+                    m &= m - 1;
+                }
+                let [tl, tr, bl, br] = quadrants(&a, &coef);
+                let o = 2 * by * stride + 2 * bx;
+                out[o] = tl;
+                out[o + 1] = tr;
+                out[o + stride] = bl;
+                out[o + stride + 1] = br;
+            }
+        }
+        let px = (0..oh).flat_map(|y| out[y * stride..y * stride + ow].iter().copied()).collect();
+        Some((Gray { w: ow, h: oh, px }, w as u32, h as u32))
+    }
+}
+
+/// One block of a DC scan: the first (`ah` 0) decodes the difference to the
+/// component's predictor and keeps the predictor shifted by the point transform `al`;
+/// a refinement adds bit `al`. `keep` is luma's DC slot, `None` for chroma (read, not
+/// kept).
+#[inline(always)]
+fn dc_block(bits: &mut Bits, table: Option<&Huffman>, pred: &mut i32, ah: u8, al: u8, keep: Option<&mut i16>) -> Option<()> {
+    if ah == 0 {
+        bits.refill();
+        let s = bits.symbol(table?)? as u32;
+        if s > 11 {
+            return None;
+        }
+        if s > 0 {
+            let v = bits.peek(s);
+            bits.drop_bits(s);
+            *pred = pred.wrapping_add(extend(v, s));
+        }
+        if let Some(c) = keep {
+            *c = (*pred << al) as i16;
+        }
+    } else if bits.bit() != 0 {
+        if let Some(c) = keep {
+            *c |= 1 << al;
+        }
+    }
+    Some(())
+}
+
+/// One block of a first AC scan over zig-zag `ss..=se` (T.81 G.1.2.2): run/size codes
+/// as in baseline, except that size 0 with a run r below 15 starts an end-of-band run
+/// of 2^r + r more bits blocks (this one included), over which nothing is read.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn ac_first(bits: &mut Bits, act: &Huffman, blk: &mut [i16; 64], nz: &mut u64, ss: usize, se: usize, al: u8, eobrun: &mut u32) -> Option<()> {
+    if *eobrun > 0 {
+        *eobrun -= 1;
+        return Some(());
+    }
+    let mut k = ss;
+    while k <= se {
+        bits.refill();
+        let rs = bits.symbol(act)? as u32;
+        let (r, s) = (rs >> 4, rs & 15);
+        if s == 0 {
+            if r == 15 {
+                k += 16;
+                continue;
+            }
+            *eobrun = (1 << r) - 1;
+            if r > 0 {
+                *eobrun += bits.peek(r);
+                bits.drop_bits(r);
+            }
+            break;
+        }
+        k += r as usize;
+        // A run past the band: corrupt data.
+        if k > se {
+            return None;
+        }
+        blk[k] = (extend(bits.peek(s), s) << al) as i16;
+        *nz |= 1 << k;
+        bits.drop_bits(s);
+        k += 1;
+    }
+    Some(())
+}
+
+/// One block of an AC refinement scan (T.81 G.1.2.3): each code places one new ±2^al
+/// coefficient after skipping `r` coefficients that are still zero, and every
+/// coefficient already nonzero that is passed (or, in an end-of-band run, every one in
+/// the band) takes one correction bit, which adds 2^al away from zero.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn ac_refine(bits: &mut Bits, act: &Huffman, blk: &mut [i16; 64], nz: &mut u64, ss: usize, se: usize, al: u8, eobrun: &mut u32) -> Option<()> {
+    let p1 = 1i16 << al;
+    // Zig-zag indices from `k` to the band's end, as a mask (empty past the end).
+    let from = |k: usize| if k <= se { (u64::MAX << k) & (u64::MAX >> (63 - se)) } else { 0 };
+    let mut k = ss;
+    if *eobrun == 0 {
+        while k <= se {
+            bits.refill();
+            let rs = bits.symbol(act)? as u32;
+            let (r, s) = (rs >> 4, rs & 15);
+            let new = match s {
+                0 if r < 15 => {
+                    *eobrun = 1 << r;
+                    if r > 0 {
+                        *eobrun += bits.peek(r);
+                        bits.drop_bits(r);
+                    }
+                    break;
+                }
+                // 15 zeros and a 16th: skipped, nothing placed.
+                0 => 0,
+                1 => {
+                    if bits.bit() != 0 {
+                        p1
+                    } else {
+                        -p1
+                    }
+                }
+                // A refinement only ever adds coefficients of magnitude one.
+                _ => return None,
+            };
+            // Pass r still-zero coefficients, correcting the nonzero ones on the way;
+            // the next zero one is the target (past the band when there is none). Found
+            // from the masks rather than stepping through every index.
+            let rest = from(k);
+            let mut zeros = !*nz & rest;
+            for _ in 0..r {
+                zeros &= zeros.wrapping_sub(1);
+            }
+            let target = if zeros == 0 { se + 1 } else { zeros.trailing_zeros() as usize };
+            correct_nonzero(bits, blk, *nz & rest & !from(target), p1);
+            k = target;
+            if new != 0 {
+                if k > se {
+                    return None;
+                }
+                blk[k] = new;
+                *nz |= 1 << k;
+            }
+            k += 1;
+        }
+    }
+    if *eobrun > 0 {
+        // Only the nonzero coefficients left in the band, from the mask: scanning all
+        // of them was most of the quarter picture's time (each block's 128 bytes
+        // loaded and 63 branches, per refinement scan).
+        correct_nonzero(bits, blk, *nz & from(k), p1);
+        *eobrun -= 1;
+    }
+    Some(())
+}
+
+/// The correction bits of the (nonzero) coefficients in `mask`, in zig-zag order: a
+/// 1 adds `p1` away from zero, unless that bit is already set.
+#[inline(always)]
+fn correct_nonzero(bits: &mut Bits, blk: &mut [i16; 64], mut mask: u64, p1: i16) {
+    while mask != 0 {
+        let c = &mut blk[mask.trailing_zeros() as usize];
+        if bits.bit() != 0 && *c & p1 == 0 {
+            *c = if *c >= 0 { c.wrapping_add(p1) } else { c.wrapping_sub(p1) };
+        }
+        mask &= mask - 1;
     }
 }
 
@@ -368,6 +786,39 @@ impl<'a> Bits<'a> {
         self.n -= k;
     }
 
+    /// Moves past the `k`-th restart marker of a scan (counting from 0): the bits left
+    /// of the interval are its last byte's padding, so everything up to the next marker
+    /// is dropped and that marker must be RST(k mod 8). Reading on until the marker,
+    /// rather than expecting the reader to have met it already: a four-byte refill can
+    /// take an interval's last bytes without looking past them, and if the codes after
+    /// it then leave only padding (a last code and magnitude of 25 bits or more) the
+    /// marker is still unread. Rare (0 of 110 encoder files with intervals of 1-11 MCUs
+    /// hit it), but such a file is valid.
+    fn restart(&mut self, k: usize) -> bool {
+        if self.overran() {
+            return false;
+        }
+        while self.next_byte().is_some() {}
+        if self.marker != Some(0xD0 + (k % 8) as u8) {
+            return false;
+        }
+        self.i += 2;
+        self.marker = None;
+        self.acc = 0;
+        self.n = 0;
+        self.pad = 0;
+        true
+    }
+
+    /// One raw bit (a DC refinement or an AC correction bit).
+    #[inline(always)]
+    fn bit(&mut self) -> u32 {
+        self.refill();
+        let b = self.peek(1);
+        self.drop_bits(1);
+        b
+    }
+
     /// Whether any fed padding has been consumed: the data ran out early.
     fn overran(&self) -> bool {
         self.pad > self.n
@@ -436,6 +887,32 @@ fn quarter_weights() -> [f32; 5] {
 #[inline(always)]
 fn halves(a: &[f32; 5], c: &[f32; 5]) -> (f32, f32) {
     (a[0] * c[0], a[1] * c[1] + a[2] * c[2] + a[3] * c[3] + a[4] * c[4])
+}
+
+/// A block's mean grey level from its DC coefficient (`scale`: the DC quantiser / 8).
+#[inline(always)]
+fn dc_level(dc: i32, scale: f32) -> f32 {
+    (dc as f32 * scale + 128.0).clamp(0.0, 255.0)
+}
+
+/// A block's four quadrant means (top left, top right, bottom left, bottom right) from
+/// its dequantised coefficients in [`QUARTER_FREQS`] order (row frequency × 5 + column
+/// frequency) and the weights of [`quarter_weights`].
+#[inline(always)]
+fn quadrants(a: &[f32; 5], coef: &[f32; 25]) -> [f32; 4] {
+    // Columns first: per kept row frequency, the left and right half sums.
+    let (mut left, mut right) = ([0f32; 5], [0f32; 5]);
+    for iv in 0..5 {
+        let (even, odd) = halves(a, coef[iv * 5..iv * 5 + 5].try_into().expect("5 coefficients"));
+        left[iv] = even + odd;
+        right[iv] = even - odd;
+    }
+    let half = |g: &[f32; 5]| {
+        let (even, odd) = halves(a, g);
+        ((0.25 * (even + odd) + 128.0).clamp(0.0, 255.0), (0.25 * (even - odd) + 128.0).clamp(0.0, 255.0))
+    };
+    let ((tl, bl), (tr, br)) = (half(&left), half(&right));
+    [tl, tr, bl, br]
 }
 
 #[inline(always)]
@@ -517,15 +994,9 @@ fn decode_scan(f: &Frame, scan: &[(&Huffman, &Huffman)], q: &[u16; 64], quarter:
     let mut zz = [0i32; 64];
     for m in 0..total {
         if restart > 0 && m > 0 && m % restart == 0 {
-            // Byte-align, then the expected RSTn marker; predictors start again.
-            if bits.overran() || bits.marker != Some(0xD0 + ((m / restart - 1) % 8) as u8) {
+            if !bits.restart(m / restart - 1) {
                 return None;
             }
-            bits.i += 2;
-            bits.marker = None;
-            bits.acc = 0;
-            bits.n = 0;
-            bits.pad = 0;
             pred = [0; 3];
         }
         let (mx, my) = (m % mcux, m / mcux);
@@ -546,11 +1017,7 @@ fn decode_scan(f: &Frame, scan: &[(&Huffman, &Huffman)], q: &[u16; 64], quarter:
                     extend(v, s)
                 };
                 pred[c] += diff;
-                let k = if keep {
-                    ac::<true>(&mut bits, act, &mut zz)?
-                } else {
-                    ac::<false>(&mut bits, act, &mut zz)?
-                };
+                let k = if keep { ac::<true>(&mut bits, act, &mut zz)? } else { ac::<false>(&mut bits, act, &mut zz)? };
                 // A run past the 63rd coefficient: corrupt data.
                 if k > 64 {
                     return None;
@@ -567,25 +1034,14 @@ fn decode_scan(f: &Frame, scan: &[(&Huffman, &Huffman)], q: &[u16; 64], quarter:
                 if c == 0 {
                     let (bx, by) = (mx * yh + b % yh, my * yv + b / yh);
                     if quarter {
-                        // Columns first: per kept row frequency, the left and right half sums.
-                        let (mut left, mut right) = ([0f32; 5], [0f32; 5]);
-                        for iv in 0..5 {
-                            let (even, odd) = halves(&a, coef[iv * 5..iv * 5 + 5].try_into().expect("5 coefficients"));
-                            left[iv] = even + odd;
-                            right[iv] = even - odd;
-                        }
-                        let half = |g: &[f32; 5]| {
-                            let (even, odd) = halves(&a, g);
-                            ((0.25 * (even + odd) + 128.0).clamp(0.0, 255.0), (0.25 * (even - odd) + 128.0).clamp(0.0, 255.0))
-                        };
-                        let ((tl, bl), (tr, br)) = (half(&left), half(&right));
+                        let [tl, tr, bl, br] = quadrants(&a, &coef);
                         let o = 2 * by * stride + 2 * bx;
                         out[o] = tl;
                         out[o + 1] = tr;
                         out[o + stride] = bl;
                         out[o + stride + 1] = br;
                     } else {
-                        out[by * stride + bx] = (pred[0] as f32 * scale + 128.0).clamp(0.0, 255.0);
+                        out[by * stride + bx] = dc_level(pred[0], scale);
                     }
                 }
             }
@@ -672,6 +1128,126 @@ mod tests {
         out
     }
 
+    /// Test files of the progressive decode, each with its baseline twin: crops of the
+    /// sample photos saved by Pillow 13 (libjpeg-turbo) at the same quality and chroma
+    /// subsampling, once baseline and once with `progressive=True` (libjpeg's standard
+    /// script: spectral selection and successive approximation, DC interleaved, luma
+    /// first pass in two bands, then refinement scans), one of them with
+    /// `restart_marker_blocks=5`. Same encoder, same settings: the same quantised
+    /// coefficients, so the pictures must be identical. Written by
+    /// tests/fixtures/progressive/make_fixtures.py (225 KB in all).
+    const PROGRESSIVE_TWINS: [&str; 5] = ["chelsea_420", "coffee_422", "astronaut_444", "camera_grey", "rocket_420_rst5"];
+
+    fn fixture(name: &str) -> Vec<u8> {
+        std::fs::read(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/progressive").join(name)).unwrap()
+    }
+
+    fn assert_same_picture(name: &str, a: &[u8], b: &[u8], factor: u32) {
+        let (ga, wa, ha) = decode_luma_reduced(a, factor).unwrap_or_else(|| panic!("{name} at 1/{factor}: first not decoded"));
+        let (gb, wb, hb) = decode_luma_reduced(b, factor).unwrap_or_else(|| panic!("{name} at 1/{factor}: second not decoded"));
+        assert_eq!((ga.w, ga.h, wa, ha), (gb.w, gb.h, wb, hb), "{name} at 1/{factor}");
+        let differ = ga.px.iter().zip(&gb.px).filter(|(x, y)| x.to_bits() != y.to_bits()).count();
+        assert_eq!(differ, 0, "{name} at 1/{factor}: {differ} of {} pixels differ", ga.px.len());
+    }
+
+    #[test]
+    fn progressive_files_give_their_baseline_twins_pictures() {
+        for name in PROGRESSIVE_TWINS {
+            let (b, p) = (fixture(&format!("{name}_baseline.jpg")), fixture(&format!("{name}_progressive.jpg")));
+            assert!(is_progressive(&p) && !is_progressive(&b), "{name}");
+            assert_eq!(name.contains("rst"), p.windows(2).any(|m| m == [0xFF, 0xDD]), "{name}");
+            for factor in [8, 4] {
+                assert_same_picture(name, &b, &p, factor);
+            }
+            // And against a full decode of the progressive file itself.
+            assert_matches_full_decode(name, &p);
+        }
+    }
+
+    #[test]
+    fn progressive_non_interleaved_dc_scans_and_restart_intervals() {
+        use jpeg_encoder::{ColorType, SamplingFactor as S};
+        // jpeg-encoder's progressive script (spectral selection only) sends each
+        // component's DC in a scan of its own: luma's covers ceil(w/8) × ceil(h/8)
+        // blocks, not the MCU grid. Odd sizes (61 × 63 blocks), so the edge blocks are
+        // partial and, subsampled, the MCU grid has a column and a row more than the
+        // scan.
+        let (rgb, w, h) = rgb_of("astronaut.png");
+        let (w2, h2) = (w - 27, h - 13);
+        let crop: Vec<u8> = (0..h2 as usize).flat_map(|y| rgb[y * 3 * w as usize..(y * w as usize + w2 as usize) * 3].to_vec()).collect();
+        let grey: Vec<u8> = crate::grey601(&crop, 3);
+        let layouts = [(&crop, ColorType::Rgb, S::F_1_1), (&crop, ColorType::Rgb, S::F_2_2), (&crop, ColorType::Rgb, S::F_2_1), (&grey, ColorType::Luma, S::F_1_1)];
+        for restart in [0u16, 1, 7] {
+            for (pixels, colour, sampling) in layouts {
+                let twin = |progressive: bool| {
+                    encode(
+                        pixels,
+                        w2,
+                        h2,
+                        |e| {
+                            e.set_sampling_factor(sampling);
+                            e.set_progressive(progressive);
+                            if restart > 0 {
+                                e.set_restart_interval(restart);
+                            }
+                        },
+                        colour,
+                    )
+                };
+                let (b, p) = (twin(false), twin(true));
+                assert!(p.windows(2).any(|m| m == [0xFF, 0xC2]));
+                let name = format!("{colour:?} {sampling:?} restart {restart}");
+                for factor in [8, 4] {
+                    assert_same_picture(&name, &b, &p, factor);
+                }
+                assert_matches_full_decode(&name, &p);
+            }
+        }
+    }
+
+    #[test]
+    fn progressive_restart_out_of_order_and_missing_dc_refinement() {
+        // A restart marker renumbered in the first (DC) scan, which both scales decode.
+        let p = fixture("rocket_420_rst5_progressive.jpg");
+        let sos = p.windows(2).position(|m| m == [0xFF, 0xDA]).unwrap();
+        let rst = sos + p[sos..].windows(2).position(|m| m == [0xFF, 0xD1]).unwrap();
+        assert!(rst < next_marker(&p, sos + 2 + u16::from_be_bytes([p[sos + 2], p[sos + 3]]) as usize).unwrap());
+        let mut bad = p.clone();
+        bad[rst + 1] = 0xD4;
+        assert!(decode_luma_dc(&bad).is_none() && decode_luma_reduced(&bad, 4).is_none());
+        // The DC refinement scan (Ah 1, Al 0) taken out: the picture is what the first
+        // DC scan gives, each block's DC short of its lowest bit, so at most q0/8 grey
+        // levels under the complete picture.
+        let p = fixture("chelsea_420_progressive.jpg");
+        let (full, _, _) = decode_luma_dc(&p).unwrap();
+        let mut cut = None;
+        let mut parser = Parser { b: &p, i: 2 };
+        loop {
+            let at = parser.i;
+            let (m, seg) = parser.segment().unwrap();
+            if m == 0xD9 {
+                break;
+            }
+            if m == 0xDA {
+                let ns = seg[0] as usize;
+                parser.i = next_marker(&p, parser.i).unwrap();
+                // Ss 0, Ah 1, Al 0.
+                if seg[1 + 2 * ns] == 0 && seg[3 + 2 * ns] == 0x10 {
+                    cut = Some((at, parser.i));
+                }
+            }
+        }
+        let (from, to) = cut.expect("a DC refinement scan");
+        let short: Vec<u8> = [&p[..from], &p[to..]].concat();
+        let (g, _, _) = decode_luma_dc(&short).expect("decoded without its DC refinement");
+        let dqt = p.windows(2).position(|m| m == [0xFF, 0xDB]).unwrap();
+        assert_eq!(p[dqt + 4], 0, "luma's table first");
+        let q0 = p[dqt + 5] as f32;
+        let d: Vec<f32> = full.px.iter().zip(&g.px).map(|(a, b)| a - b).collect();
+        assert!(d.iter().all(|&x| (-1e-3..=q0 / 8.0 + 1e-3).contains(&x)), "q0 {q0}");
+        assert!(d.iter().filter(|&&x| x > 0.0).count() * 4 > d.len(), "about half the blocks have their lowest DC bit set");
+    }
+
     #[test]
     fn real_jpegs_match_the_block_means_of_a_full_decode() {
         // Three encoders' files as published (Photoshop, libjpeg with and without JFIF).
@@ -689,12 +1265,18 @@ mod tests {
         let crop: Vec<u8> = (0..h2 as usize).flat_map(|y| rgb[y * 3 * w as usize..(y * w as usize + w2 as usize) * 3].to_vec()).collect();
         for s in [S::F_1_1, S::F_2_1, S::F_1_2, S::F_2_2, S::F_4_1, S::F_4_2, S::F_1_4, S::F_2_4] {
             for restart in [0u16, 1, 7] {
-                let j = encode(&crop, w2, h2, |e| {
-                    e.set_sampling_factor(s);
-                    if restart > 0 {
-                        e.set_restart_interval(restart);
-                    }
-                }, ColorType::Rgb);
+                let j = encode(
+                    &crop,
+                    w2,
+                    h2,
+                    |e| {
+                        e.set_sampling_factor(s);
+                        if restart > 0 {
+                            e.set_restart_interval(restart);
+                        }
+                    },
+                    ColorType::Rgb,
+                );
                 assert_eq!(restart > 0, j.windows(2).any(|m| m == [0xFF, 0xDD]));
                 // The encoder writes 4×1 and larger luma layouts as one scan per
                 // component, which is left to the full decoders.
@@ -708,7 +1290,17 @@ mod tests {
         }
         let grey: Vec<u8> = crate::grey601(&crop, 3);
         for restart in [0u16, 5] {
-            let j = encode(&grey, w2, h2, |e| if restart > 0 { e.set_restart_interval(restart) }, ColorType::Luma);
+            let j = encode(
+                &grey,
+                w2,
+                h2,
+                |e| {
+                    if restart > 0 {
+                        e.set_restart_interval(restart)
+                    }
+                },
+                ColorType::Luma,
+            );
             assert_matches_full_decode(&format!("grey restart {restart}"), &j);
         }
     }
@@ -718,9 +1310,18 @@ mod tests {
         let (rgb, w, h) = rgb_of("coffee.png");
         let j = encode(&rgb, w, h, |e| e.set_restart_interval(4), jpeg_encoder::ColorType::Rgb);
         assert!(decode_luma_dc(&j).is_some());
-        // Progressive scans.
-        let p = encode(&rgb, w, h, |e| e.set_progressive(true), jpeg_encoder::ColorType::Rgb);
-        assert!(decode_luma_dc(&p).is_none());
+        // Progressive, but arithmetic-coded (SOF10) or 12-bit: the same file with its
+        // frame header saying so (no encoder at hand writes either).
+        let p = fixture("chelsea_420_progressive.jpg");
+        assert!(decode_luma_dc(&p).is_some());
+        let sof = p.windows(2).position(|m| m == [0xFF, 0xC2]).unwrap();
+        let mut arith = p.clone();
+        arith[sof + 1] = 0xCA;
+        let mut twelve = p.clone();
+        twelve[sof + 4] = 12;
+        for bad in [&arith, &twelve] {
+            assert!(decode_luma_dc(bad).is_none() && decode_luma_reduced(bad, 4).is_none());
+        }
         // Cut inside the entropy-coded data: the blocks run out.
         assert!(decode_luma_dc(&j[..j.len() * 2 / 3]).is_none());
         // A restart marker renumbered: the interval's data is out of order.
@@ -782,6 +1383,30 @@ mod tests {
             // Dedup's path (Luma grey at its 192 px work size) takes the DC picture too.
             let (g, _, _, scale) = crate::decode_gray_as(&j, 192, crate::JpegGrey::Luma).unwrap();
             assert_eq!((g.w.max(g.h), scale), (192, if cw >= 8 * 192 { 8 } else { 4 }));
+            // Saved progressive, the picture takes the same reduced path in both callers
+            // to the same work picture as its baseline twin (4:4:4, the layout
+            // jpeg-encoder's progressive scans are written for).
+            let twin = |progressive: bool| {
+                encode(
+                    &crop,
+                    cw as u16,
+                    ch as u16,
+                    |e| {
+                        e.set_sampling_factor(jpeg_encoder::SamplingFactor::F_1_1);
+                        e.set_progressive(progressive);
+                    },
+                    jpeg_encoder::ColorType::Rgb,
+                )
+            };
+            let (b, p) = (twin(false), twin(true));
+            assert!(decode_luma_reduced(&p, factor).is_some(), "cut {cut}: the reduced path is taken");
+            let (gb, _, _, sb) = crate::decode_gray_as(&b, 192, crate::JpegGrey::Luma).unwrap();
+            let (gp, _, _, sp) = crate::decode_gray_as(&p, 192, crate::JpegGrey::Luma).unwrap();
+            assert_eq!((sp, gp.w, gp.h), (sb, gb.w, gb.h), "cut {cut}");
+            assert!(gp.px == gb.px, "cut {cut}: progressive work picture differs at 192");
+            let (fb, ..) = crate::decode_jpeg_gray_fast(&b, SIDE).unwrap().unwrap();
+            let (fp, ..) = crate::decode_jpeg_gray_fast(&p, SIDE).unwrap().unwrap();
+            assert!(fp.px == fb.px, "cut {cut}: progressive work picture differs at {SIDE}");
         }
     }
 
@@ -794,6 +1419,31 @@ mod tests {
         let mut files = vec![encode(&rgb, w, h, |e| e.set_restart_interval(3), jpeg_encoder::ColorType::Rgb)];
         for name in ["hubble_deep_field.jpg", "retina.jpg", "rocket.jpg"] {
             files.push(std::fs::read(photos().join(name)).unwrap());
+        }
+        // Progressive files: libjpeg's script (successive approximation, one with
+        // restart markers) and jpeg-encoder's (a DC scan per component, restarts).
+        for name in PROGRESSIVE_TWINS {
+            files.push(fixture(&format!("{name}_progressive.jpg")));
+        }
+        files.push(encode(
+            &rgb,
+            w,
+            h,
+            |e| {
+                e.set_progressive(true);
+                e.set_sampling_factor(jpeg_encoder::SamplingFactor::F_1_1);
+                e.set_restart_interval(2);
+            },
+            jpeg_encoder::ColorType::Rgb,
+        ));
+        // A progressive file cut anywhere has no EOI, and its picture is not complete.
+        for f in &files[4..] {
+            for k in 1..40 {
+                let cut = f.len() * k / 40;
+                for factor in [8, 4] {
+                    assert!(decode_luma_reduced(&f[..cut], factor).is_none(), "cut at {cut} of {}", f.len());
+                }
+            }
         }
         let mut seed = 0x2545_f491_4f6c_dd1du64;
         let mut next = move || {

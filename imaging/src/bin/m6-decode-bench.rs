@@ -20,6 +20,9 @@
 //!                  fall back to the modes above and are not timed here)
 //!   quarter        the same files as `dc`: their 1/4-scale luma (jpeg_dc's quadrant
 //!                  means), then the same shrink
+//! `progressive` counts the JPEGs whose frame is progressive (SOF2), the ones whose
+//! full decode costs most: run it on a folder of progressive files to compare `dc` and
+//! `quarter` with `zune_luma_full` on them.
 
 use std::time::Instant;
 
@@ -68,6 +71,7 @@ fn main() {
     let all: Vec<&Vec<u8>> = files.iter().collect();
     let jpeg_files: Vec<&Vec<u8>> = files.iter().filter(|b| is_jpeg(b)).collect();
     let jpegs = jpeg_files.len();
+    let progressive = jpeg_files.iter().filter(|b| m6_imaging::jpeg_dc::is_progressive(b)).count();
     let filter_decode = time(&all, &|b| {
         let r = m6_imaging::decode_png_gray(b, side).or_else(|| m6_imaging::decode_jpeg_gray_fast(b, side)).unwrap_or_else(|| m6_imaging::decode_gray(b, side).map(|(g, w, h, _)| (g, w, h)));
         r.map(|(g, _, _)| g.px.len()).unwrap_or(0)
@@ -82,9 +86,10 @@ fn main() {
     let handled: Vec<&Vec<u8>> = jpeg_files.iter().copied().filter(|b| reduced(b, 8).is_some()).collect();
     let dc = time(&handled, &|b| reduced(b, 8).unwrap_or(0));
     let quarter = time(&handled, &|b| reduced(b, 4).unwrap_or(0));
-    let per = |s: f64, n: usize| if n == 0 { serde_free_null() } else { format!("{{\"cpu_seconds\": {s:.4}, \"images_per_cpu_s\": {:.1}, \"ms_per_image\": {:.3}}}", n as f64 / s, 1e3 * s / n as f64) };
+    let per =
+        |s: f64, n: usize| if n == 0 { serde_free_null() } else { format!("{{\"cpu_seconds\": {s:.4}, \"images_per_cpu_s\": {:.1}, \"ms_per_image\": {:.3}}}", n as f64 / s, 1e3 * s / n as f64) };
     println!(
-        "{{\"images\": {}, \"jpegs\": {jpegs}, \"side\": {side}, \"repeat\": {repeat}, \"filter_decode\": {}, \"zune_luma_full\": {}, \"dct_scaled\": {}, \"dc_handled\": {}, \"dc\": {}, \"quarter\": {}}}",
+        "{{\"images\": {}, \"jpegs\": {jpegs}, \"progressive\": {progressive}, \"side\": {side}, \"repeat\": {repeat}, \"filter_decode\": {}, \"zune_luma_full\": {}, \"dct_scaled\": {}, \"dc_handled\": {}, \"dc\": {}, \"quarter\": {}}}",
         files.len(),
         per(filter_decode, files.len()),
         per(zune, jpegs),
