@@ -925,10 +925,11 @@ fn extend(v: u32, size: u32) -> i32 {
 }
 
 /// Reads one block's AC codes; with `KEEP`, writes each coefficient's value at its
-/// zig-zag index in `zz` (whose entries the caller reads are zero on entry). Returns
-/// the index past the last coefficient (over 64: a run past the block's end).
+/// zig-zag index in `zz` and sets that index's bit in `nz` (only those entries are
+/// read after: nothing is zeroed between blocks). Returns the index past the last
+/// coefficient (over 64: a run past the block's end).
 #[inline(always)]
-fn ac<const KEEP: bool>(bits: &mut Bits, act: &Huffman, zz: &mut [i32; 64]) -> Option<u32> {
+fn ac<const KEEP: bool>(bits: &mut Bits, act: &Huffman, zz: &mut [i32; 64], nz: &mut u64) -> Option<u32> {
     let mut k = 1u32;
     while k < 64 {
         bits.refill();
@@ -942,7 +943,9 @@ fn ac<const KEEP: bool>(bits: &mut Bits, act: &Huffman, zz: &mut [i32; 64]) -> O
             if KEEP && size > 0 {
                 // Index k + run; a run past the end is caught by the caller.
                 let v = extend(bits.peek(drop) & ((1 << size) - 1), size);
-                zz[((k + adv - 1) as usize).min(63)] = v;
+                let at = ((k + adv - 1) as usize).min(63);
+                zz[at] = v;
+                *nz |= 1 << at;
             }
             bits.drop_bits(drop);
             k += adv;
@@ -958,7 +961,9 @@ fn ac<const KEEP: bool>(bits: &mut Bits, act: &Huffman, zz: &mut [i32; 64]) -> O
             break;
         }
         if KEEP {
-            zz[((k + run) as usize).min(63)] = extend(bits.peek(size), size);
+            let at = ((k + run) as usize).min(63);
+            zz[at] = extend(bits.peek(size), size);
+            *nz |= 1 << at;
         }
         bits.drop_bits(size);
         k += run + 1;
@@ -985,12 +990,12 @@ fn decode_scan(f: &Frame, scan: &[(&Huffman, &Huffman)], q: &[u16; 64], quarter:
     let mut pred = [0i32; 3];
     let scale = q[0] as f32 / 8.0;
     let (slots, a) = if quarter { (quarter_slots(), quarter_weights()) } else { ([255u8; 64], [0f32; 5]) };
-    // The 24 AC (zig-zag index, slot) pairs the quarter picture reads.
-    let wanted: Vec<(u8, u8)> = slots.iter().enumerate().skip(1).filter(|(_, &s)| s != 255).map(|(p, &s)| (p as u8, s)).collect();
+    // The 24 AC zig-zag indices the quarter picture reads, as a mask: a block loads
+    // only those of them it has (most are zero), as the progressive path does.
+    let wanted = slots.iter().enumerate().skip(1).filter(|(_, &s)| s != 255).fold(0u64, |m, (p, _)| m | 1 << p);
     let qf: [f32; 64] = std::array::from_fn(|k| q[k] as f32);
     let total = mcux * mcuy;
     let blocks: Vec<usize> = if single { vec![1] } else { f.comps.iter().map(|c| c.h * c.v).collect() };
-    let mut coef = [0f32; 25];
     let mut zz = [0i32; 64];
     for m in 0..total {
         if restart > 0 && m > 0 && m % restart == 0 {
@@ -1017,23 +1022,23 @@ fn decode_scan(f: &Frame, scan: &[(&Huffman, &Huffman)], q: &[u16; 64], quarter:
                     extend(v, s)
                 };
                 pred[c] += diff;
-                let k = if keep { ac::<true>(&mut bits, act, &mut zz)? } else { ac::<false>(&mut bits, act, &mut zz)? };
+                let mut nz = 0u64;
+                let k = if keep { ac::<true>(&mut bits, act, &mut zz, &mut nz)? } else { ac::<false>(&mut bits, act, &mut zz, &mut nz)? };
                 // A run past the 63rd coefficient: corrupt data.
                 if k > 64 {
                     return None;
                 }
-                if keep {
-                    // Gather what the quadrant means need and zero it for the next block
-                    // (other indices are written but never read).
-                    coef[0] = pred[0] as f32 * qf[0];
-                    for &(pos, slot) in &wanted {
-                        coef[slot as usize] = zz[pos as usize] as f32 * qf[pos as usize];
-                        zz[pos as usize] = 0;
-                    }
-                }
                 if c == 0 {
                     let (bx, by) = (mx * yh + b % yh, my * yv + b / yh);
                     if quarter {
+                        let mut coef = [0f32; 25];
+                        coef[0] = pred[0] as f32 * qf[0];
+                        let mut m = nz & wanted;
+                        while m != 0 {
+                            let pos = m.trailing_zeros() as usize;
+                            coef[slots[pos] as usize] = zz[pos] as f32 * qf[pos];
+                            m &= m - 1;
+                        }
                         let [tl, tr, bl, br] = quadrants(&a, &coef);
                         let o = 2 * by * stride + 2 * bx;
                         out[o] = tl;
