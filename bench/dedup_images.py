@@ -22,7 +22,7 @@ Usage: dedup_images.py [--quick] [--side S]
   --quick: photos only, the set the speed target names.
   --side S: every photo resized (Pillow bicubic) to S px on its longer side before its
   copies are made: the photos above are 256-640 px, smaller than most web photos, and
-  the decoding each size takes differs (JPEG at 4x and 8x the 192 px work size decodes
+  the decoding each size takes differs (JPEG at 4x and 8x the 128 px work size decodes
   at 1/4 and 1/8 scale in the DCT domain), so the speed ratio depends on the size.
 Writes bench/results/dedup_images.json (--quick: dedup_images_photos.json, with
 --side S: dedup_images_photos_S.json) when run alone.
@@ -283,22 +283,26 @@ def subset(removals, keys, group, family, fam):
         {"cross_family_removals": sum(1 for a, b in removals if (a in s) != (b in s))}
 
 
-def decode_floor(paths, peer_images_per_cpu_s, side=192, repeat=3):
+# dedup's signing work size (m6_stage_dedup::image_hash::WORK_SIDE).
+WORK_SIDE = 128
+
+
+def decode_floor(paths, peer_images_per_cpu_s, side=WORK_SIDE, repeat=3):
     """What decoding alone costs, by libjpeg-turbo (Pillow), with the files in memory.
 
     `draft`: Image.draft("L", (side, side)) + load -- the DCT-domain 1/2-1/8 scaled
-    decode straight to grey at the size m6's signatures need (its work picture is 192
-    px): every entropy-coded bit is still read, which no baseline-JPEG decoder can skip.
+    decode straight to grey at the size m6's signatures need (its work picture is
+    WORK_SIDE px): every entropy-coded bit is still read, which no baseline-JPEG decoder can skip.
     `full`: a plain full-size decode. Beside them, the images/CPU-s that 5x imagehash
     would mean: when decoding alone is slower than that, the target is below the
     decoding floor, whatever the rest of the stage does. Best of `repeat`.
 
     Ours, from target/release/m6-decode-bench on the JPEGs: `m6_decode_at_side` is the
-    decode dedup's signing does at its 192 px work size (zune-jpeg's full-size luma
-    below 4x that, jpeg_dc's 1/4 or 1/8 luma above); `jpeg_dc_1_8` decodes every file
-    to its DC picture only (1/8 scale: 64 px for a 512 px photo, too small for the
-    signature's 192 px, so not a floor dedup can reach, but what reading every
-    entropy-coded bit costs at the least).
+    decode dedup's signing does at its work size (zune-jpeg's full-size luma below 4x
+    that, jpeg_dc's 1/4 or 1/8 luma above); `jpeg_dc_1_8` decodes every file to its DC
+    picture only (1/8 scale: 64 px for a 512 px photo, too small for the signature's
+    128 px, so not a floor dedup can reach, but what reading every entropy-coded bit
+    costs at the least).
     """
     import io
     from PIL import Image
