@@ -12,3 +12,4 @@ make build
 "$PY" bench/dedup_images.py --quick > /dev/null
 "$PY" bench/dedup_images.py --quick --side 1024 > /dev/null
 "$PY" bench/dedup_images.py --quick --side 2048 > /dev/null
+"$PY" bench/dedup_images.py --quick --side 2048 --progressive > /dev/null

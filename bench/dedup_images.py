@@ -18,12 +18,14 @@ screenshots, recall by kind of change, hard negatives merged by kind, images/s p
 core and peak RSS, and the decoding floor (libjpeg-turbo's DCT-domain scaled decode
 alone, bytes in memory) beside the images/CPU-s that 5x imagehash would need.
 
-Usage: dedup_images.py [--quick] [--side S]
+Usage: dedup_images.py [--quick] [--side S] [--progressive]
   --quick: photos only, the set the speed target names.
   --side S: every photo resized (Pillow bicubic) to S px on its longer side before its
   copies are made: the photos above are 256-640 px, smaller than most web photos, and
   the decoding each size takes differs (JPEG at 4x and 8x the 128 px work size decodes
   at 1/4 and 1/8 scale in the DCT domain), so the speed ratio depends on the size.
+  --progressive: every JPEG saved progressive (libjpeg-turbo's script, as Pillow
+  writes it), as a large share of web JPEGs are.
 Writes bench/results/dedup_images.json (--quick: dedup_images_photos.json, with
 --side S: dedup_images_photos_S.json) when run alone.
 """
@@ -206,7 +208,7 @@ def build(base, quick):
                 fmt_k, q = fmt
             path = os.path.join(base, "files", f"{name}_{k}." + ("jpg" if fmt_k == "jpeg" else "png"))
             if fmt_k == "jpeg":
-                v.save(path, "JPEG", quality=q)
+                v.save(path, "JPEG", quality=q, progressive="--progressive" in sys.argv)
             else:
                 v.save(path, "PNG")
             entries.append((key, path))
@@ -416,10 +418,12 @@ def main():
     res = images_bench(quick="--quick" in sys.argv)
     res["m6_overrides"] = os.environ.get("DEDUP_IMAGE_EXTRA", "")
     res["photo_side"] = photo_side()
+    res["progressive_jpegs"] = "--progressive" in sys.argv
     os.makedirs(os.path.join(ROOT, "bench", "results"), exist_ok=True)
     # --quick (photos only: the set the issue's speed target names) has its own file.
     name = "dedup_images_photos" if "--quick" in sys.argv else "dedup_images"
-    name += f"_{photo_side()}.json" if photo_side() else ".json"
+    name += f"_{photo_side()}" if photo_side() else ""
+    name += "_progressive.json" if "--progressive" in sys.argv else ".json"
     with open(os.path.join(ROOT, "bench", "results", name), "w") as f:
         json.dump(res, f, indent=2, ensure_ascii=False)
     print(json.dumps(res, indent=2, ensure_ascii=False))
