@@ -30,9 +30,14 @@ use m6_imaging::JpegGrey;
 /// `m6_imaging::jpeg_dc`). It was 192, where a 512-767 px JPEG (the benchmark's
 /// photos, and much of the web) needed a full decode. Measured on
 /// bench/dedup_images.py against 192: photos F1 0.9856 (0.9839), all images 0.8734
-/// (0.8703), no hard negative merged; 20,000 mosaics precision 0.9974 (0.9959),
-/// recall 0.9858 (0.9888); images per CPU-second +21% on the photos as they come,
-/// +28% at 1024 px, 20,000 mosaics 12% less CPU.
+/// (0.8703), no hard negative merged; images per CPU-second +21% on the photos as they
+/// come, +28% at 1024 px. On the mosaics of `bench/scale_run.py image_scale` it trades
+/// recall for precision: at 2,000 / 10,000 / 20,000 / 100,000 precision 1.000 / 0.9989
+/// / 0.9974 / 0.9779 (192: 1.000 / 0.9969 / 0.9959 / 0.9753), recall 0.9895 / 0.9813 /
+/// 0.9858 / 0.9796 (0.995 / 0.9917 / 0.9888 / 0.9838), 10-20% less CPU. A false merge
+/// drops a distinct picture; a missed copy only keeps one. A mix (192 px, but JPEGs'
+/// 1/4 or 1/8 picture from 128 px on) was worse than either: photos F1 0.94, as copies
+/// of one photo were signed from pictures of different sizes.
 pub const WORK_SIDE: usize = 128;
 /// Side of the stored verification thumbnail.
 pub const THUMB: usize = 48;
