@@ -38,42 +38,19 @@ pub fn swaps_sides(o: Orientation) -> bool {
     matches!(o, Orientation::Rotate90 | Orientation::Rotate270 | Orientation::Rotate90FlipH | Orientation::Rotate270FlipH)
 }
 
-/// The TIFF payload of a JPEG's first APP1 `Exif` segment (after `Exif\0\0`). Walks
-/// the marker segments up to the first scan; a segment length running past the end
-/// stops the walk.
+/// The TIFF payload of a JPEG's first APP1 `Exif` segment (after `Exif\0\0`), from
+/// the marker segments before the first scan; a segment running past the end stops
+/// the walk.
 fn jpeg_exif(b: &[u8]) -> Option<&[u8]> {
-    let mut i = 2;
-    while i + 4 <= b.len() {
-        if b[i] != 0xFF {
-            return None;
+    let mut p = crate::jpeg_dc::Parser::after_soi(b);
+    loop {
+        match p.segment()? {
+            // Start of scan or end of image: EXIF comes before both.
+            (0xDA | 0xD9, _) => return None,
+            (0xE1, seg) if seg.starts_with(b"Exif\0\0") => return Some(&seg[6..]),
+            _ => {}
         }
-        let m = b[i + 1];
-        // Fill bytes before a marker.
-        if m == 0xFF {
-            i += 1;
-            continue;
-        }
-        // Start of scan or end of image: EXIF comes before both.
-        if m == 0xDA || m == 0xD9 {
-            return None;
-        }
-        // Markers without a length (TEM, RSTn).
-        if m == 0x01 || (0xD0..=0xD7).contains(&m) {
-            i += 2;
-            continue;
-        }
-        let len = u16::from_be_bytes([b[i + 2], b[i + 3]]) as usize;
-        let end = i + 2 + len;
-        if len < 2 || end > b.len() {
-            return None;
-        }
-        let seg = &b[i + 4..end];
-        if m == 0xE1 && seg.starts_with(b"Exif\0\0") {
-            return Some(&seg[6..]);
-        }
-        i = end;
     }
-    None
 }
 
 /// A grey picture as it is meant to be shown under `o`.

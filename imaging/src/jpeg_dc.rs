@@ -365,11 +365,7 @@ impl Progressive {
             let px = (0..bh).flat_map(|y| (0..bw).map(move |x| (y, x))).map(|(y, x)| dc_level(self.coef[y * self.gw + x] as i32, scale)).collect();
             return Some((Gray { w: bw, h: bh, px }, w as u32, h as u32));
         }
-        let (slots, a) = (quarter_slots(), quarter_weights());
-        // The AC coefficients the quadrant means read, as a mask over zig-zag indices:
-        // only those of a block that are nonzero are loaded (most high ones are zero).
-        let wanted = slots.iter().enumerate().skip(1).filter(|(_, &s)| s != 255).fold(0u64, |m, (p, _)| m | 1 << p);
-        let qf: [f32; 64] = std::array::from_fn(|k| q[k] as f32);
+        let t = Quarter::new(&q);
         let (ow, oh) = (w.div_ceil(4), h.div_ceil(4));
         let stride = 2 * bw;
         let mut out = vec![0f32; stride * 2 * bh];
@@ -377,20 +373,7 @@ impl Progressive {
             for bx in 0..bw {
                 let b = by * self.gw + bx;
                 let blk = &self.coef[b * 64..][..64];
-                let mut coef = [0f32; 25];
-                coef[0] = blk[0] as f32 * qf[0];
-                let mut m = self.nz[b] & wanted;
-                while m != 0 {
-                    let pos = m.trailing_zeros() as usize;
-                    coef[slots[pos] as usize] = blk[pos] as f32 * qf[pos];
-                    m &= m - 1;
-                }
-                let [tl, tr, bl, br] = quadrants(&a, &coef);
-                let o = 2 * by * stride + 2 * bx;
-                out[o] = tl;
-                out[o + 1] = tr;
-                out[o + stride] = bl;
-                out[o + stride + 1] = br;
+                t.put(blk[0] as i32, blk, self.nz[b], &mut out, 2 * by * stride + 2 * bx, stride);
             }
         }
         let px = (0..oh).flat_map(|y| out[y * stride..y * stride + ow].iter().copied()).collect();
@@ -567,14 +550,19 @@ pub fn shrink_reduced(g: &Gray, full_w: u32, full_h: u32, max_side: usize, facto
     crate::box_mean(g, (fw / factor as f64) as f32, (fh / factor as f64) as f32, nw, nh)
 }
 
-struct Parser<'a> {
+pub(crate) struct Parser<'a> {
     b: &'a [u8],
     i: usize,
 }
 
 impl<'a> Parser<'a> {
+    /// A parser at the first marker after a JPEG's SOI.
+    pub(crate) fn after_soi(b: &'a [u8]) -> Parser<'a> {
+        Parser { b, i: 2 }
+    }
+
     /// The next marker and its segment's payload (after the length).
-    fn segment(&mut self) -> Option<(u8, &'a [u8])> {
+    pub(crate) fn segment(&mut self) -> Option<(u8, &'a [u8])> {
         if *self.b.get(self.i)? != 0xFF {
             return None;
         }
@@ -895,6 +883,46 @@ fn dc_level(dc: i32, scale: f32) -> f32 {
     (dc as f32 * scale + 128.0).clamp(0.0, 255.0)
 }
 
+/// What the quarter picture needs to turn a block's coefficients into its four cells.
+struct Quarter {
+    /// Per zig-zag index, its slot in [`quadrants`]' coefficients (255: not read).
+    slots: [u8; 64],
+    a: [f32; 5],
+    /// The 24 AC zig-zag indices the quadrant means read, as a mask: a block loads only
+    /// those of them it has (most of the high ones are zero).
+    wanted: u64,
+    /// The quantiser as floats, in zig-zag order.
+    qf: [f32; 64],
+}
+
+impl Quarter {
+    fn new(q: &[u16; 64]) -> Quarter {
+        let slots = quarter_slots();
+        let wanted = slots.iter().enumerate().skip(1).filter(|(_, &s)| s != 255).fold(0u64, |m, (p, _)| m | 1 << p);
+        Quarter { slots, a: quarter_weights(), wanted, qf: std::array::from_fn(|k| q[k] as f32) }
+    }
+
+    /// Writes the four cells of a block whose DC is `dc` and whose zig-zag coefficients
+    /// `c` are nonzero where `nz` says (other entries are not read) into `out`, the
+    /// top-left cell at `o`, rows `stride` apart.
+    #[inline(always)]
+    fn put<T: Copy + Into<i32>>(&self, dc: i32, c: &[T], nz: u64, out: &mut [f32], o: usize, stride: usize) {
+        let mut coef = [0f32; 25];
+        coef[0] = dc as f32 * self.qf[0];
+        let mut m = nz & self.wanted;
+        while m != 0 {
+            let pos = m.trailing_zeros() as usize;
+            coef[self.slots[pos] as usize] = c[pos].into() as f32 * self.qf[pos];
+            m &= m - 1;
+        }
+        let [tl, tr, bl, br] = quadrants(&self.a, &coef);
+        out[o] = tl;
+        out[o + 1] = tr;
+        out[o + stride] = bl;
+        out[o + stride + 1] = br;
+    }
+}
+
 /// A block's four quadrant means (top left, top right, bottom left, bottom right) from
 /// its dequantised coefficients in [`QUARTER_FREQS`] order (row frequency × 5 + column
 /// frequency) and the weights of [`quarter_weights`].
@@ -989,11 +1017,7 @@ fn decode_scan(f: &Frame, scan: &[(&Huffman, &Huffman)], q: &[u16; 64], quarter:
     let mut bits = Bits { d: data, i: 0, acc: 0, n: 0, pad: 0, marker: None };
     let mut pred = [0i32; 3];
     let scale = q[0] as f32 / 8.0;
-    let (slots, a) = if quarter { (quarter_slots(), quarter_weights()) } else { ([255u8; 64], [0f32; 5]) };
-    // The 24 AC zig-zag indices the quarter picture reads, as a mask: a block loads
-    // only those of them it has (most are zero), as the progressive path does.
-    let wanted = slots.iter().enumerate().skip(1).filter(|(_, &s)| s != 255).fold(0u64, |m, (p, _)| m | 1 << p);
-    let qf: [f32; 64] = std::array::from_fn(|k| q[k] as f32);
+    let t = Quarter::new(q);
     let total = mcux * mcuy;
     let blocks: Vec<usize> = if single { vec![1] } else { f.comps.iter().map(|c| c.h * c.v).collect() };
     let mut zz = [0i32; 64];
@@ -1031,20 +1055,7 @@ fn decode_scan(f: &Frame, scan: &[(&Huffman, &Huffman)], q: &[u16; 64], quarter:
                 if c == 0 {
                     let (bx, by) = (mx * yh + b % yh, my * yv + b / yh);
                     if quarter {
-                        let mut coef = [0f32; 25];
-                        coef[0] = pred[0] as f32 * qf[0];
-                        let mut m = nz & wanted;
-                        while m != 0 {
-                            let pos = m.trailing_zeros() as usize;
-                            coef[slots[pos] as usize] = zz[pos] as f32 * qf[pos];
-                            m &= m - 1;
-                        }
-                        let [tl, tr, bl, br] = quadrants(&a, &coef);
-                        let o = 2 * by * stride + 2 * bx;
-                        out[o] = tl;
-                        out[o + 1] = tr;
-                        out[o + stride] = bl;
-                        out[o + stride + 1] = br;
+                        t.put(pred[0], &zz, nz, &mut out, 2 * by * stride + 2 * bx, stride);
                     } else {
                         out[by * stride + bx] = dc_level(pred[0], scale);
                     }

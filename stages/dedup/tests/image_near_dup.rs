@@ -190,6 +190,16 @@ fn reduced_scale_decoding_hashes_match_full_decoding() {
 }
 
 
+/// The ids (sorted) that a default dedup of `rows` (in two shards, under `dir`) keeps.
+fn kept_after_dedup(dir: &std::path::Path, rows: &[Image], threads: usize) -> Vec<String> {
+    let input = write_dataset(&dir.join("in"), rows, 2);
+    let out = dir.join("out");
+    dedup(&input, &out, DedupConfig::default(), threads).unwrap();
+    let mut kept = kept_ids::<Image>(&out, |d| d.id.clone());
+    kept.sort();
+    kept
+}
+
 /// The keep rule's tie-break for images: of equal-sized copies (same width and height,
 /// so `longest` cannot tell them apart) the sharpest is kept, whichever id hashes
 /// lower. Each photo has a blurred copy of the same size; the original must win.
@@ -207,13 +217,8 @@ fn equal_size_copies_keep_the_sharpest() {
         rows.push(orig);
         rows.push(blurred);
     }
-    let input = write_dataset(&tmp.path().join("in"), &rows, 2);
-    let out = tmp.path().join("out");
-    dedup(&input, &out, DedupConfig::default(), 2).unwrap();
-    let mut kept = kept_ids::<Image>(&out, |d| d.id.clone());
     sharp.sort();
-    kept.sort();
-    assert_eq!(kept, sharp, "a blurred copy was kept instead of its sharp original");
+    assert_eq!(kept_after_dedup(tmp.path(), &rows, 2), sharp, "a blurred copy was kept instead of its sharp original");
 }
 
 /// Phone photos store the sensor's pixels and say in EXIF how to turn them; the same
@@ -252,13 +257,8 @@ fn exif_turned_phone_photos_match_their_upright_copies() {
     }
     let sideways = rows.iter().find(|r| r.source == "sideways").unwrap().id.clone();
     want.push(sideways);
-    let input = write_dataset(&tmp.path().join("in"), &rows, 2);
-    let out = tmp.path().join("out");
-    dedup(&input, &out, DedupConfig::default(), 1).unwrap();
-    let mut kept = kept_ids::<Image>(&out, |d| d.id.clone());
     want.sort();
-    kept.sort();
-    assert_eq!(kept, want, "each camera file (the larger copy) kept, its CDN copy dropped, the sideways file kept");
+    assert_eq!(kept_after_dedup(tmp.path(), &rows, 1), want, "each camera file (the larger copy) kept, its CDN copy dropped, the sideways file kept");
 }
 
 /// A window of a photo (fractions of its size) resized to `side`×`side`.
