@@ -362,7 +362,10 @@ impl Progressive {
         debug_assert!(bw <= self.gw && bh <= self.gh);
         if !self.quarter {
             let scale = q[0] as f32 / 8.0;
-            let px = (0..bh).flat_map(|y| (0..bw).map(move |x| (y, x))).map(|(y, x)| dc_level(self.coef[y * self.gw + x] as i32, scale)).collect();
+            let mut px = Vec::with_capacity(bw * bh);
+            for row in self.coef.chunks_exact(self.gw).take(bh) {
+                px.extend(row[..bw].iter().map(|&c| dc_level(c as i32, scale)));
+            }
             return Some((Gray { w: bw, h: bh, px }, w as u32, h as u32));
         }
         let t = Quarter::new(&q);
