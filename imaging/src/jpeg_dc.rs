@@ -379,8 +379,7 @@ impl Progressive {
                 t.put(blk[0] as i32, blk, self.nz[b], &mut out, 2 * by * stride + 2 * bx, stride);
             }
         }
-        let px = (0..oh).flat_map(|y| out[y * stride..y * stride + ow].iter().copied()).collect();
-        Some((Gray { w: ow, h: oh, px }, w as u32, h as u32))
+        Some((crop_rows(&out, stride, ow, oh), w as u32, h as u32))
     }
 }
 
@@ -1020,7 +1019,7 @@ fn decode_scan(f: &Frame, scan: &[(&Huffman, &Huffman)], q: &[u16; 64], quarter:
     let mut bits = Bits { d: data, i: 0, acc: 0, n: 0, pad: 0, marker: None };
     let mut pred = [0i32; 3];
     let scale = q[0] as f32 / 8.0;
-    let t = Quarter::new(q);
+    let quarter_t = quarter.then(|| Quarter::new(q));
     let total = mcux * mcuy;
     let blocks: Vec<usize> = if single { vec![1] } else { f.comps.iter().map(|c| c.h * c.v).collect() };
     let mut zz = [0i32; 64];
@@ -1036,19 +1035,9 @@ fn decode_scan(f: &Frame, scan: &[(&Huffman, &Huffman)], q: &[u16; 64], quarter:
             // Only luma's coefficients are kept, and only for the quarter picture.
             let keep = quarter && c == 0;
             for b in 0..blocks[c] {
-                bits.refill();
-                let s = bits.symbol(dct)? as u32;
-                if s > 11 {
-                    return None;
-                }
-                let diff = if s == 0 {
-                    0
-                } else {
-                    let v = bits.peek(s);
-                    bits.drop_bits(s);
-                    extend(v, s)
-                };
-                pred[c] += diff;
+                // A sequential scan's DC is a progressive first DC scan without a point
+                // transform.
+                dc_block(&mut bits, Some(dct), &mut pred[c], 0, 0, None)?;
                 let mut nz = 0u64;
                 let k = if keep { ac::<true>(&mut bits, act, &mut zz, &mut nz)? } else { ac::<false>(&mut bits, act, &mut zz, &mut nz)? };
                 // A run past the 63rd coefficient: corrupt data.
@@ -1057,10 +1046,9 @@ fn decode_scan(f: &Frame, scan: &[(&Huffman, &Huffman)], q: &[u16; 64], quarter:
                 }
                 if c == 0 {
                     let (bx, by) = (mx * yh + b % yh, my * yv + b / yh);
-                    if quarter {
-                        t.put(pred[0], &zz, nz, &mut out, 2 * by * stride + 2 * bx, stride);
-                    } else {
-                        out[by * stride + bx] = dc_level(pred[0], scale);
+                    match &quarter_t {
+                        Some(t) => t.put(pred[0], &zz, nz, &mut out, 2 * by * stride + 2 * bx, stride),
+                        None => out[by * stride + bx] = dc_level(pred[0], scale),
                     }
                 }
             }
@@ -1070,11 +1058,17 @@ fn decode_scan(f: &Frame, scan: &[(&Huffman, &Huffman)], q: &[u16; 64], quarter:
         }
     }
     let (ow, oh) = if quarter { (f.w.div_ceil(4), f.h.div_ceil(4)) } else { (bw, bh) };
-    let mut px = Vec::with_capacity(ow * oh);
-    for y in 0..oh {
-        px.extend_from_slice(&out[y * stride..y * stride + ow]);
+    Some(crop_rows(&out, stride, ow, oh))
+}
+
+/// The top-left `w`×`h` of a picture whose rows are `stride` apart (the block grid's
+/// padding past the picture's extent left out).
+fn crop_rows(src: &[f32], stride: usize, w: usize, h: usize) -> Gray {
+    let mut px = Vec::with_capacity(w * h);
+    for row in src.chunks(stride).take(h) {
+        px.extend_from_slice(&row[..w]);
     }
-    Some(Gray { w: ow, h: oh, px })
+    Gray { w, h, px }
 }
 
 #[cfg(test)]

@@ -279,9 +279,9 @@ impl DedupConfig {
         if !(0.0..=1.0).contains(&self.image_max_diff) {
             return bad("image_max_diff", "must be between 0 and 1");
         }
-        const _: () = assert!(m6_schemas::dedup_work::INDEX == 4096, "the pairs_units message names the limit");
-        if self.pairs_units != 0 && (!self.pairs_units.is_power_of_two() || self.pairs_units > m6_schemas::dedup_work::INDEX) {
-            return bad("pairs_units", "must be 0 (by input size) or a power of two up to 4096");
+        let max_units = m6_schemas::dedup_work::INDEX;
+        if self.pairs_units != 0 && (!self.pairs_units.is_power_of_two() || self.pairs_units > max_units) {
+            return bad("pairs_units", &format!("must be 0 (by input size) or a power of two up to {max_units}"));
         }
         if self.max_compare == 0 {
             return bad("max_compare", "must be at least 1");
@@ -372,8 +372,8 @@ impl Stage for DedupStage {
     }
 
     /// The config without the fields that only steer a run (which phase a process
-    /// runs, work buffer size, how the pairs phase is cut, keeping work files): those never change the output, so
-    /// they must not redo committed tasks.
+    /// runs, work buffer size, how the pairs phase is cut, keeping work files): those
+    /// never change the output, so they must not redo committed tasks.
     fn settings(&self) -> String {
         let mut v = serde_json::to_value(&self.cfg).unwrap_or_default();
         if let Some(o) = v.as_object_mut() {
