@@ -1,7 +1,7 @@
 //! Decode floor for `bench/filter_images.py`: CPU per image of decoding alone, with no
 //! rules, signals or Parquet, on the image files of a folder (the bytes `ingest` stores).
 //!
-//! m6-decode-bench DIR [SIDE] [REPEAT]
+//! m6-decode-bench DIR [SIDE] [REPEAT] [MODES]
 //!
 //! Prints one JSON object: images, and per mode the best-of-REPEAT CPU seconds of this
 //! thread (from /proc/thread-self/schedstat; files are read into memory first):
@@ -20,6 +20,8 @@
 //!                  fall back to the modes above and are not timed here)
 //!   quarter        the same files as `dc`: their 1/4-scale luma (jpeg_dc's quadrant
 //!                  means), then the same shrink
+//! MODES, a comma list of the names above, runs only those (the others print null):
+//! for profiling one decoder with perf.
 //! `progressive` counts the JPEGs whose frame is progressive (SOF2), the ones whose
 //! full decode costs most: run it on a folder of progressive files to compare `dc` and
 //! `quarter` with `zune_luma_full` on them.
@@ -43,6 +45,8 @@ fn main() {
     };
     let side: usize = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(m6_imaging::quality::SIDE);
     let repeat: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(3).max(1);
+    let modes: Option<Vec<String>> = args.get(3).map(|m| m.split(',').map(str::to_string).collect());
+    let wanted = |m: &str| modes.as_ref().is_none_or(|v| v.iter().any(|x| x == m));
     let mut files = vec![];
     let mut stack = vec![std::path::PathBuf::from(dir)];
     while let Some(d) = stack.pop() {
@@ -58,7 +62,10 @@ fn main() {
     let is_jpeg = |b: &[u8]| b.starts_with(&[0xFF, 0xD8, 0xFF]);
     let t0 = Instant::now();
     // Best-of-REPEAT CPU seconds of `f` over a set of files.
-    let time = |set: &[&Vec<u8>], f: &dyn Fn(&[u8]) -> usize| -> f64 {
+    let time = |mode: &str, set: &[&Vec<u8>], f: &dyn Fn(&[u8]) -> usize| -> f64 {
+        if !wanted(mode) {
+            return f64::NAN;
+        }
         let mut best = f64::INFINITY;
         for _ in 0..repeat {
             let c = cpu_now(t0);
@@ -72,22 +79,22 @@ fn main() {
     let jpeg_files: Vec<&Vec<u8>> = files.iter().filter(|b| is_jpeg(b)).collect();
     let jpegs = jpeg_files.len();
     let progressive = jpeg_files.iter().filter(|b| m6_imaging::jpeg_dc::is_progressive(b)).count();
-    let filter_decode = time(&all, &|b| {
+    let filter_decode = time("filter_decode", &all, &|b| {
         let r = m6_imaging::decode_png_gray(b, side).or_else(|| m6_imaging::decode_jpeg_gray_fast(b, side)).unwrap_or_else(|| m6_imaging::decode_gray(b, side).map(|(g, w, h, _)| (g, w, h)));
         r.map(|(g, _, _)| g.px.len()).unwrap_or(0)
     });
-    let zune = time(&jpeg_files, &|b| {
+    let zune = time("zune_luma_full", &jpeg_files, &|b| {
         use zune_core::{bytestream::ZCursor, colorspace::ColorSpace, options::DecoderOptions};
         let opts = DecoderOptions::default().jpeg_set_out_colorspace(ColorSpace::Luma).set_strict_mode(true).set_max_width(1 << 16).set_max_height(1 << 16);
         zune_jpeg::JpegDecoder::new_with_options(ZCursor::new(b), opts).decode().map(|p| p.len()).unwrap_or(0)
     });
-    let scaled = time(&jpeg_files, &|b| m6_imaging::decode_jpeg_scaled(b, side).map(|(g, _, _, _)| g.px.len()).unwrap_or(0));
+    let scaled = time("dct_scaled", &jpeg_files, &|b| m6_imaging::decode_jpeg_scaled(b, side).map(|(g, _, _, _)| g.px.len()).unwrap_or(0));
     let reduced = |b: &[u8], factor: u32| m6_imaging::jpeg_dc::decode_luma_reduced(b, factor).map(|(g, w, h)| m6_imaging::jpeg_dc::shrink_reduced(&g, w, h, side, factor).px.len());
     let handled: Vec<&Vec<u8>> = jpeg_files.iter().copied().filter(|b| reduced(b, 8).is_some()).collect();
-    let dc = time(&handled, &|b| reduced(b, 8).unwrap_or(0));
-    let quarter = time(&handled, &|b| reduced(b, 4).unwrap_or(0));
+    let dc = time("dc", &handled, &|b| reduced(b, 8).unwrap_or(0));
+    let quarter = time("quarter", &handled, &|b| reduced(b, 4).unwrap_or(0));
     let per =
-        |s: f64, n: usize| if n == 0 { serde_free_null() } else { format!("{{\"cpu_seconds\": {s:.4}, \"images_per_cpu_s\": {:.1}, \"ms_per_image\": {:.3}}}", n as f64 / s, 1e3 * s / n as f64) };
+        |s: f64, n: usize| if n == 0 || s.is_nan() { serde_free_null() } else { format!("{{\"cpu_seconds\": {s:.4}, \"images_per_cpu_s\": {:.1}, \"ms_per_image\": {:.3}}}", n as f64 / s, 1e3 * s / n as f64) };
     println!(
         "{{\"images\": {}, \"jpegs\": {jpegs}, \"progressive\": {progressive}, \"side\": {side}, \"repeat\": {repeat}, \"filter_decode\": {}, \"zune_luma_full\": {}, \"dct_scaled\": {}, \"dc_handled\": {}, \"dc\": {}, \"quarter\": {}}}",
         files.len(),
