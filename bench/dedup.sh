@@ -13,3 +13,7 @@ make build
 "$PY" bench/dedup_images.py --quick --side 1024 > /dev/null
 "$PY" bench/dedup_images.py --quick --side 2048 > /dev/null
 "$PY" bench/dedup_images.py --quick --side 2048 --progressive > /dev/null
+# Kinds of change the defaults were never chosen on (thumbnails to 64 px, WebP, tone and
+# hue changes, blur, noise, aspect stretch, frames, combinations; and some beyond the
+# issue's scope, reported apart).
+"$PY" bench/dedup_images_stress.py > /dev/null

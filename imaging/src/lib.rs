@@ -757,9 +757,23 @@ pub fn probe(bytes: &[u8]) -> Result<Header, DecodeError> {
 /// spread) and of the edge's colour are letterbox bars, padding or empty margin, and
 /// are cut (at most 45% of each side, so a mostly flat picture keeps a frame).
 pub fn content_frame(g: &Gray) -> (usize, usize, usize, usize) {
-    const MAX_STD: f32 = 3.0;
-    const MAX_SHIFT: f32 = 8.0;
     let (w, h) = (g.w, g.h);
+    // What counts as flat scales with the picture's own contrast: with fixed grey
+    // levels, a darkened or faded copy had more of its dim edges cut than its original
+    // (a 0.6x brightness copy lost over 10% of a side), and the two no longer lined up.
+    // Capped at the levels chosen for ordinary photos (std 3, drift 8 at a picture
+    // std of 50 and more); floored so that JPEG noise on real bars still counts as flat.
+    let spread = {
+        let (mut s, mut s2) = (0f64, 0f64);
+        for &v in &g.px {
+            s += v as f64;
+            s2 += (v as f64) * (v as f64);
+        }
+        let n = g.px.len().max(1) as f64;
+        ((s2 / n - (s / n) * (s / n)).max(0.0).sqrt()) as f32
+    };
+    let max_std = (spread * 0.06).clamp(1.5, 3.0);
+    let max_shift = (spread * 0.16).clamp(4.0, 8.0);
     let stats = |it: &mut dyn Iterator<Item = f32>| -> (f32, f32) {
         let (mut n, mut s, mut s2) = (0f32, 0f32, 0f32);
         for v in it {
@@ -785,7 +799,7 @@ pub fn content_frame(g: &Gray) -> (usize, usize, usize, usize) {
             let mut k = 0;
             while k < limit {
                 let (m, s) = line(k);
-                if s > MAX_STD || (m - edge).abs() > MAX_SHIFT {
+                if s > max_std || (m - edge).abs() > max_shift {
                     break;
                 }
                 k += 1;
@@ -942,5 +956,29 @@ mod tests {
         // A textured 60×40 picture inside black bars of 10 px top and bottom.
         let g = gray(60, 60, |x, y| if (10..50).contains(&y) { ((x * 7 + y * 13) % 200) as f32 + 20.0 } else { 0.0 });
         assert_eq!(content_frame(&g), (0, 10, 60, 50));
+    }
+
+    #[test]
+    fn frames_do_not_move_when_a_photo_is_darkened_or_faded_and_bars_still_come_off() {
+        // Real photos with dim edges, at the dedup work size; a copy at 0.6x brightness
+        // (and one at 0.5x contrast about mid-grey) must keep the original's frame: with
+        // fixed flatness levels clock_motion's darkened copy lost 37 columns.
+        for name in ["clock_motion.png", "cell.png", "moon.png", "astronaut.png"] {
+            let bytes = std::fs::read(test_photos_dir().join(name)).unwrap();
+            let (g, _, _, _) = decode_gray(&bytes, 128).unwrap();
+            let f0 = content_frame(&g);
+            for (what, k, c) in [("darker", 0.6f32, 0.0f32), ("faded", 0.5, 64.0)] {
+                let copy = Gray { w: g.w, h: g.h, px: g.px.iter().map(|&v| (v * k + c).round()).collect() };
+                let f1 = content_frame(&copy);
+                let moved = [f0.0.abs_diff(f1.0), f0.1.abs_diff(f1.1), f0.2.abs_diff(f1.2), f0.3.abs_diff(f1.3)];
+                assert!(moved.iter().all(|&d| d <= 2), "{name} {what}: frame {f0:?} -> {f1:?}");
+            }
+            // The same photo faded to a third of its contrast inside black bars with
+            // JPEG-like noise on them: the bars still come off.
+            let (w, h) = (g.w, g.h + 40);
+            let noisy = gray(w, h, |x, y| if (20..20 + g.h).contains(&y) { g.px[(y - 20) * g.w + x] / 3.0 + 80.0 } else { ((x * 31 + y * 17) % 5) as f32 * 0.5 });
+            let f = content_frame(&noisy);
+            assert!(f.1 >= 19 && f.3 <= 21 + g.h, "{name}: bars of the faded photo not cut: {f:?}");
+        }
     }
 }

@@ -34,8 +34,10 @@ pub const SIGNATURE_FORMAT: &str = "m6-dedup-signature-v2";
 /// The same for image and pair bodies: v2 holds the window hashes over the
 /// border-trimmed frame and the verification thumbnail (v1 held one pHash); v3 keys
 /// pair captions with m6-text's folding (as text v2); v4 hashes BT.601 grey (JPEG's
-/// own Y plane) instead of Rec. 709 grey, which moves hashes and thumbnails a little.
-pub const IMAGE_SIGNATURE_FORMAT: &str = "m6-dedup-image-signature-v4";
+/// own Y plane) instead of Rec. 709 grey, which moves hashes and thumbnails a little;
+/// v5 trims flat borders with levels that scale with the picture's contrast, which
+/// moves the frame (and so every hash and the thumbnail) of low-contrast pictures.
+pub const IMAGE_SIGNATURE_FORMAT: &str = "m6-dedup-image-signature-v5";
 
 /// Bytes of one row's body.
 pub fn body_len(cfg: &DedupConfig, kind: Kind) -> usize {

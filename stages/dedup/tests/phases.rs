@@ -240,7 +240,7 @@ fn images_against_old_signatures_find_crops_and_other_image_settings_are_refused
     let o = dedup_cmd(&new_in, &tmp.path().join("out2"), &["--against", old.to_str().unwrap(), "--set", "image_exact=\"pixels\""]).output().unwrap();
     assert!(!o.status.success(), "signatures of other image settings were used");
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("was signed with") && err.contains("m6-dedup-image-signature-v4"), "{err}");
+    assert!(err.contains("was signed with") && err.contains("m6-dedup-image-signature-v5"), "{err}");
 }
 
 #[test]
