@@ -353,11 +353,13 @@ impl Progressive {
                     bits.refill();
                     let word = bits.peek(per_mcu);
                     bits.drop_bits(per_mcu);
+                    // Branch-free: the bits are as good as random, and a branch on
+                    // each was mispredicted half the time.
                     for v in 0..vmax {
+                        let row = ((my * vmax + v) * gw + mx * hmax) * per;
                         for h in 0..hmax {
-                            if word >> (per_mcu - 1 - (v * hmax + h) as u32) & 1 != 0 {
-                                self.coef[((my * vmax + v) * gw + mx * hmax + h) * per] |= 1 << al;
-                            }
+                            let bit = (word >> (per_mcu - 1 - (v * hmax + h) as u32)) & 1;
+                            self.coef[row + h * per] |= (bit << al) as i16;
                         }
                     }
                 } else {
@@ -421,7 +423,18 @@ impl Progressive {
 fn dc_block(bits: &mut Bits, table: Option<&Huffman>, pred: &mut i32, ah: u8, al: u8, keep: Option<&mut i16>) -> Option<()> {
     if ah == 0 {
         bits.refill();
-        let s = bits.symbol(table?)? as u32;
+        let table = table?;
+        // Code and magnitude in one lookup when they fit (most DC differences).
+        let e = table.dcv[bits.peek(FAST) as usize];
+        if e != 0 {
+            bits.drop_bits((e & 0xFF) as u32);
+            *pred = pred.wrapping_add(e >> 8);
+            if let Some(c) = keep {
+                *c = (*pred << al) as i16;
+            }
+            return Some(());
+        }
+        let s = bits.symbol(table)? as u32;
         if s > 11 {
             return None;
         }
@@ -433,9 +446,11 @@ fn dc_block(bits: &mut Bits, table: Option<&Huffman>, pred: &mut i32, ah: u8, al
         if let Some(c) = keep {
             *c = (*pred << al) as i16;
         }
-    } else if bits.bit() != 0 {
+    } else {
+        // No branch on the bit itself (as good as random: mispredicted half the time).
+        let b = bits.bit();
         if let Some(c) = keep {
-            *c |= 1 << al;
+            *c |= (b << al) as i16;
         }
     }
     Some(())
@@ -665,6 +680,9 @@ struct Huffman {
     /// 1 << 10 for end of block | magnitude bits << 11; 0 when it does not fit in FAST
     /// bits.
     skip: Vec<u16>,
+    /// DC only: per lookahead, the difference it codes << 8 | bits to drop (code and
+    /// magnitude), when both fit in FAST bits; 0 otherwise.
+    dcv: Vec<i32>,
     /// Largest code of each length (-1 when none), and index of its first symbol.
     maxcode: [i32; 18],
     valptr: [i32; 17],
@@ -674,7 +692,7 @@ struct Huffman {
 
 impl Huffman {
     fn new(counts: &[u8; 16], symbols: &[u8], ac: bool) -> Option<Huffman> {
-        let mut t = Huffman { fast: vec![0; 1 << FAST], skip: if ac { vec![0; 1 << FAST] } else { vec![] }, maxcode: [-1; 18], valptr: [0; 17], mincode: [0; 17], symbols: symbols.to_vec() };
+        let mut t = Huffman { fast: vec![0; 1 << FAST], skip: if ac { vec![0; 1 << FAST] } else { vec![] }, dcv: if ac { vec![] } else { vec![0; 1 << FAST] }, maxcode: [-1; 18], valptr: [0; 17], mincode: [0; 17], symbols: symbols.to_vec() };
         let (mut code, mut k) = (0i32, 0usize);
         for len in 1..=16usize {
             let n = counts[len - 1] as usize;
@@ -692,6 +710,12 @@ impl Huffman {
                     let base = (code as usize) << shift;
                     for e in base..base + (1 << shift) {
                         t.fast[e] = (sym as u16) << 8 | len as u16;
+                        let total = len as u32 + sym as u32;
+                        if !ac && sym <= 11 && total <= FAST {
+                            let mag = (e as u32 >> (FAST - total)) & ((1 << sym) - 1);
+                            let v = if sym == 0 { 0 } else { extend(mag, sym as u32) };
+                            t.dcv[e] = v << 8 | total as i32;
+                        }
                         if ac {
                             let (run, size) = ((sym >> 4) as u32, (sym & 15) as u32);
                             let total = len as u32 + size;
