@@ -221,6 +221,34 @@ fn equal_size_copies_keep_the_sharpest() {
     assert_eq!(kept_after_dedup(tmp.path(), &rows, 2), sharp, "a blurred copy was kept instead of its sharp original");
 }
 
+/// Darkened and faded copies of photos with dim edges: the border trim measures
+/// flatness against each picture's own contrast, so a copy loses the same border as
+/// its original (with fixed grey levels, clock_motion and cell at 0.6x brightness were
+/// trimmed far more than their originals, and kept).
+#[test]
+fn darkened_and_faded_copies_of_dim_photos_are_found() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut rows: Vec<Image> = vec![];
+    let mut originals = vec![];
+    let tone = |img: &DynamicImage, k: f32, c: f32| {
+        let mut rgb = img.to_rgb8();
+        for v in rgb.iter_mut() {
+            *v = (*v as f32 * k + c).round().clamp(0.0, 255.0) as u8;
+        }
+        DynamicImage::ImageRgb8(rgb)
+    };
+    for name in ["clock_motion.png", "cell.png", "moon.png", "chelsea.png"] {
+        let img = photo(name);
+        let orig = image_row("orig", &format!("{name}:orig"), jpeg(&img, 92));
+        originals.push(orig.id.clone());
+        rows.push(orig);
+        rows.push(image_row("darker", &format!("{name}:darker"), jpeg(&tone(&img, 0.6, 0.0), 90)));
+        rows.push(image_row("faded", &format!("{name}:faded"), jpeg(&tone(&img, 0.5, 64.0), 90)));
+    }
+    originals.sort();
+    assert_eq!(kept_after_dedup(tmp.path(), &rows, 2), originals, "a darkened or faded copy was kept");
+}
+
 /// Phone photos store the sensor's pixels and say in EXIF how to turn them; the same
 /// photo served rotated by a CDN (EXIF gone) is the same picture as shown. Each is
 /// signed as shown (same size, hashes within a few bits), the copies are found, and a
