@@ -343,10 +343,34 @@ def decode_floor(paths, peer_images_per_cpu_s, side=WORK_SIDE, repeat=3):
             "note": f"libjpeg-turbo via Pillow {Image.__version__}, bytes in memory, decode only (no hash, no Parquet), one thread, best of {repeat}"}
 
 
-def images_bench(quick=False):
+def imagehash_removals(entries):
+    """The peer: imagehash pHash of every file (decode included), then all pairs within
+    MAX_HAMMING, clustered. Returns (removed key, kept key) pairs and the wall and CPU
+    seconds of the hashing loop (single-threaded; on a shared machine the wall clock
+    also counts other processes, CPU time does not, for either side)."""
     from PIL import Image
     import imagehash
+    t, c = time.time(), time.process_time()
+    hashes = [(k, imagehash.phash(Image.open(p))) for k, p in entries]
+    hash_secs, hash_cpu = time.time() - t, time.process_time() - c
+    n = len(hashes)
+    parent = list(range(n))
 
+    def find(x):
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+    for i in range(n):
+        for j in range(i + 1, n):
+            if hashes[i][1] - hashes[j][1] <= MAX_HAMMING:
+                ri, rj = find(i), find(j)
+                if ri != rj:
+                    parent[max(ri, rj)] = min(ri, rj)
+    return [(hashes[i][0], hashes[find(i)][0]) for i in range(n) if find(i) != i], hash_secs, hash_cpu
+
+
+def images_bench(quick=False):
     base = OUT
     shutil.rmtree(base, ignore_errors=True)
     os.makedirs(base)
@@ -372,26 +396,7 @@ def images_bench(quick=False):
     for fam in fams:
         m6[fam] = subset(rem, keys, group, family, fam)
 
-    # Peer: imagehash pHash of every file (decode included), then all pairs.
-    # Wall and CPU time of this (single-threaded) loop: on a shared machine the wall
-    # clock also counts other processes, CPU time does not, for either side.
-    t, c = time.time(), time.process_time()
-    hashes = [(k, imagehash.phash(Image.open(p))) for k, p in entries]
-    hash_secs, hash_cpu = time.time() - t, time.process_time() - c
-    parent = list(range(n))
-
-    def find(x):
-        while parent[x] != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
-        return x
-    for i in range(n):
-        for j in range(i + 1, n):
-            if hashes[i][1] - hashes[j][1] <= MAX_HAMMING:
-                ri, rj = find(i), find(j)
-                if ri != rj:
-                    parent[max(ri, rj)] = min(ri, rj)
-    rem_peer = [(hashes[i][0], hashes[find(i)][0]) for i in range(n) if find(i) != i]
+    rem_peer, hash_secs, hash_cpu = imagehash_removals(entries)
     peer = score(rem_peer, keys, group)
     peer.update({"hash_seconds": round(hash_secs, 3), "hash_cpu_seconds": round(hash_cpu, 3), "images_per_s": round(n / hash_secs, 1),
                  "images_per_cpu_s": round(n / hash_cpu, 1),

@@ -30,7 +30,6 @@ import os
 import random
 import shutil
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import dedup_images as D  # noqa: E402
@@ -178,8 +177,6 @@ def evaluate(rem, keys, group, family):
 def main():
     if not os.path.isfile(D.BIN):
         sys.exit(f"{D.BIN} missing: make build")
-    from PIL import Image
-    import imagehash
     shutil.rmtree(OUT, ignore_errors=True)
     entries, group, family = build(OUT)
     keys = [k for k, _ in entries]
@@ -193,24 +190,9 @@ def main():
     rem = [(r["source_id"], id2key[r["kept_id"]]) for r in parquet_rows.rows(os.path.join(OUT, "out", "duplicates"), ["source_id", "kept_id"])]
     m6 = evaluate(rem, keys, group, family)
     m6.update({"cpu_seconds": round(cpu, 3), "images_per_cpu_s": round(len(keys) / cpu, 1), "peak_rss_mib": rss})
-    t = time.process_time()
-    hashes = [(k, imagehash.phash(Image.open(p))) for k, p in entries]
-    hash_cpu = time.process_time() - t
-    n = len(hashes)
-    parent = list(range(n))
-
-    def find(x):
-        while parent[x] != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
-        return x
-    for i in range(n):
-        for j in range(i + 1, n):
-            if hashes[i][1] - hashes[j][1] <= D.MAX_HAMMING:
-                ri, rj = find(i), find(j)
-                if ri != rj:
-                    parent[max(ri, rj)] = min(ri, rj)
-    peer = evaluate([(hashes[i][0], hashes[find(i)][0]) for i in range(n) if find(i) != i], keys, group, family)
+    rem_peer, _, hash_cpu = D.imagehash_removals(entries)
+    n = len(entries)
+    peer = evaluate(rem_peer, keys, group, family)
     peer.pop("missed_in_scope")
     peer.update({"hash_cpu_seconds": round(hash_cpu, 3), "images_per_cpu_s": round(n / hash_cpu, 1)})
     res = {"images": n, "sources": {f: sum(1 for x in D.sources(True) if x[0] == f) for f in ("photo", "photo_heldout")},

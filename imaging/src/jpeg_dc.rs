@@ -332,20 +332,14 @@ impl Progressive {
         if !single && per_mcu > 10 {
             return None;
         }
-        // Units are walked row by row with a countdown to the next restart marker (no
-        // division per unit or block: a DC scan does only a few instructions per block).
-        let (mut left, mut interval) = (restart, 0usize);
+        // Units are walked row by row (no division per unit or block: a DC scan does
+        // only a few instructions per block).
+        let mut restarts = Restarts::new(restart);
         for my in 0..uy {
             for mx in 0..ux {
-                if restart > 0 {
-                    if left == 0 {
-                        bits = bits.restarted(interval)?;
-                        interval += 1;
-                        left = restart;
-                        pred = [0; 4];
-                        eobrun = 0;
-                    }
-                    left -= 1;
+                if restarts.before_unit(&mut bits)? {
+                    pred = [0; 4];
+                    eobrun = 0;
                 }
                 if single {
                     let b = my * gw + mx;
@@ -806,6 +800,37 @@ fn multi_skips(skip: &[u16]) -> Vec<u16> {
     multi
 }
 
+/// A scan's restart intervals: a countdown of the units left in the current one.
+struct Restarts {
+    every: usize,
+    left: usize,
+    seen: usize,
+}
+
+impl Restarts {
+    fn new(every: usize) -> Restarts {
+        Restarts { every, left: every, seen: 0 }
+    }
+
+    /// Called before each unit (MCU, or block of a one-component scan): at the end of
+    /// an interval, moves the reader past its restart marker (`None` when that marker
+    /// is not the next one expected) and says so, for the caller to reset predictors.
+    #[inline(always)]
+    fn before_unit(&mut self, bits: &mut Bits) -> Option<bool> {
+        if self.every == 0 {
+            return Some(false);
+        }
+        let reset = self.left == 0;
+        if reset {
+            *bits = bits.restarted(self.seen)?;
+            self.seen += 1;
+            self.left = self.every;
+        }
+        self.left -= 1;
+        Some(reset)
+    }
+}
+
 /// Big-endian bit reader over entropy-coded data: undoes byte stuffing (FF 00) and
 /// stops at a marker, after which it feeds zero bits and counts them, so reading past
 /// the data is noticed.
@@ -1170,19 +1195,12 @@ fn decode_scan(f: &Frame, scan: &[(&Huffman, &Huffman)], q: &[u16; 64], quarter:
     let quarter_t = quarter.then(|| Quarter::new(q));
     let blocks: Vec<(usize, usize)> = if single { vec![(1, 1)] } else { f.comps.iter().map(|c| (c.h, c.v)).collect() };
     let mut zz = [0i32; 64];
-    // MCUs row by row with a countdown to the next restart marker, as in
-    // `Progressive::scan` (no division per MCU or block).
-    let (mut left, mut interval) = (restart, 0usize);
+    // MCUs row by row, as in `Progressive::scan` (no division per MCU or block).
+    let mut restarts = Restarts::new(restart);
     for my in 0..mcuy {
         for mx in 0..mcux {
-            if restart > 0 {
-                if left == 0 {
-                    bits = bits.restarted(interval)?;
-                    interval += 1;
-                    left = restart;
-                    pred = [0; 3];
-                }
-                left -= 1;
+            if restarts.before_unit(&mut bits)? {
+                pred = [0; 3];
             }
             for (c, &(dct, act)) in scan.iter().enumerate() {
                 // Only luma's coefficients are kept, and only for the quarter picture.
