@@ -272,7 +272,71 @@ fn jpeg_header(bytes: &[u8]) -> Result<(jpeg_decoder::Decoder<&[u8]>, u32, u32),
     if w == 0 || h == 0 {
         return Err(DecodeError::Empty(w, h));
     }
+    // jpeg-decoder has no size limit and reads every block the header declares, real or
+    // not: a 20 KB file declaring 60000×60000 cost dedup 27 s and 400 MB (stages run
+    // before the filter's bomb rule sees it). The image crate's fallback refuses it too.
+    if w as u64 * h as u64 > MAX_JPEG_PIXELS {
+        return Err(DecodeError::Decode(format!("JPEG declares {w}x{h} pixels, over the {MAX_JPEG_PIXELS} this decoder takes (a decompression bomb or a lying header)")));
+    }
     Ok((d, w, h))
+}
+
+/// The most pixels a JPEG header may declare for the scaled decoders: 16384 × 16384,
+/// the filter's default `max_side` squared (its `max_pixels` bomb rule is 50 M by
+/// default, so nothing the filter keeps is refused here).
+pub const MAX_JPEG_PIXELS: u64 = 16384 * 16384;
+
+/// Offset of a JPEG's first start-of-scan marker, walking the marker segments before
+/// it; `None` when the walk ends first (cut short, or not well-formed).
+fn jpeg_first_scan(bytes: &[u8]) -> Option<usize> {
+    let mut i = 2;
+    while i + 4 <= bytes.len() {
+        if bytes[i] != 0xFF {
+            return None;
+        }
+        match bytes[i + 1] {
+            0xFF => i += 1,
+            0xDA => return Some(i),
+            0xD9 => return None,
+            // Stand-alone markers (TEM, RSTn) carry no length.
+            0x01 | 0xD0..=0xD7 => i += 2,
+            _ => i += 2 + u16::from_be_bytes([bytes[i + 2], bytes[i + 3]]) as usize,
+        }
+    }
+    None
+}
+
+/// Whether a JPEG was cut off: no end-of-image marker after the start of its image
+/// data. Decoders fill a missing tail with grey and report success. An EXIF thumbnail
+/// (a whole JPEG, EOI included, inside APP1) does not count, and data after the EOI
+/// does not hide it: a phone's motion photo is a complete JPEG followed by an MP4 of
+/// megabytes (a search of the last few KB for the marker called it truncated). Where
+/// the segments before the scan do not parse, the last 4 KB are searched.
+pub fn jpeg_truncated(bytes: &[u8]) -> bool {
+    let eoi = |b: &[u8]| b.windows(2).rev().any(|w| w == [0xFF, 0xD9]);
+    match jpeg_first_scan(bytes) {
+        Some(sos) => !eoi(&bytes[sos..]),
+        None => !eoi(&bytes[bytes.len().saturating_sub(4096)..]),
+    }
+}
+
+/// An RGB picture of a decoded image as it is shown on a white page: pixels with alpha
+/// (RGBA PNG, palette PNG/GIF with a transparent colour, WebP) are composited onto
+/// white. Dropping the alpha instead shows whatever colour a transparent pixel happens
+/// to store, black for most encoders: a logo on a transparent background became a logo
+/// on black.
+pub fn rgb_on_white(img: image::DynamicImage) -> image::RgbImage {
+    if !img.color().has_alpha() {
+        return img.into_rgb8();
+    }
+    let rgba = img.into_rgba8();
+    let (w, h) = rgba.dimensions();
+    let px = rgba.as_raw().chunks_exact(4).flat_map(|p| {
+        let a = p[3] as u32;
+        let on_white = |c: u8| ((c as u32 * a + 255 * (255 - a) + 127) / 255) as u8;
+        [on_white(p[0]), on_white(p[1]), on_white(p[2])]
+    });
+    image::RgbImage::from_raw(w, h, px.collect()).expect("w*h*3 bytes")
 }
 
 /// PNG straight to the grey work picture (longer side at most `max_side`, the same
@@ -560,8 +624,13 @@ fn decode_jpeg_scaled_as(bytes: &[u8], max_side: usize, grey: JpegGrey) -> Resul
 /// Decodes to RGB with the shorter side at least `min_short` pixels where the format
 /// allows it cheaply (JPEG: DCT-domain 1/2–1/8 scale), else in full. Returns the
 /// picture and the full (header) size.
+/// Transparent pixels are shown on white ([`rgb_on_white`]); a JPEG cut off before its
+/// end-of-image marker is an error (decoders would fill the rest with grey).
 pub fn decode_rgb_min_short(bytes: &[u8], min_short: u32) -> Result<(image::RgbImage, u32, u32), DecodeError> {
     if is_jpeg(bytes) {
+        if jpeg_truncated(bytes) {
+            return Err(DecodeError::Decode("JPEG is truncated: no end-of-image marker after its image data".into()));
+        }
         if let Ok(r) = decode_jpeg_rgb_scaled(bytes, min_short) {
             return Ok(r);
         }
@@ -571,7 +640,7 @@ pub fn decode_rgb_min_short(bytes: &[u8], min_short: u32) -> Result<(image::RgbI
     if w == 0 || h == 0 {
         return Err(DecodeError::Empty(w, h));
     }
-    Ok((img.to_rgb8(), w, h))
+    Ok((rgb_on_white(img), w, h))
 }
 
 fn decode_jpeg_rgb_scaled(bytes: &[u8], min_short: u32) -> Result<(image::RgbImage, u32, u32), DecodeError> {

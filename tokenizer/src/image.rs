@@ -106,8 +106,13 @@ impl ImageConfig {
     pub fn preprocess(&self, bytes: &[u8]) -> Result<Vec<u8>, ImageError> {
         self.check()?;
         // Full decode: raw patches are the reference the encoded path is measured against.
+        // The same picture as the encoded path's: cut-off JPEGs refused, transparency
+        // shown on white.
+        if bytes.starts_with(&[0xFF, 0xD8, 0xFF]) && m6_imaging::jpeg_truncated(bytes) {
+            return Err(m6_imaging::DecodeError::Decode("JPEG is truncated: no end-of-image marker after its image data".into()).into());
+        }
         let img = image::load_from_memory(bytes)?;
-        self.preprocess_rgb(&exif::orient_rgb(img.to_rgb8(), exif::orientation(bytes)))
+        self.preprocess_rgb(&exif::orient_rgb(m6_imaging::rgb_on_white(img), exif::orientation(bytes)))
     }
 
     /// The training square of an encoded image: decoded at the smallest scale that keeps
@@ -160,7 +165,7 @@ impl ImageConfig {
                 let s = self.image_size;
                 if bytes.starts_with(&[0xFF, 0xD8, 0xFF]) {
                     if let Ok(d) = image::ImageReader::with_format(std::io::Cursor::new(bytes), image::ImageFormat::Jpeg).into_dimensions() {
-                        if d == (s, s) && exif::orientation(bytes) == exif::Orientation::NoTransforms && image::load_from_memory_with_format(bytes, image::ImageFormat::Jpeg).is_ok() {
+                        if d == (s, s) && exif::orientation(bytes) == exif::Orientation::NoTransforms && !m6_imaging::jpeg_truncated(bytes) && image::load_from_memory_with_format(bytes, image::ImageFormat::Jpeg).is_ok() {
                             return Ok(bytes.to_vec());
                         }
                     }
