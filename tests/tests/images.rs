@@ -32,7 +32,7 @@ fn caption_less_image_folder_ingests_as_images_then_dedups_and_filters() {
     let got: Vec<(&str, u32, u32, &str)> = rows.iter().map(|r| (r.source_id.as_deref().unwrap(), r.width, r.height, r.format.as_str())).collect();
     assert_eq!(
         got,
-        [("trip/astronaut.png", 512, 512, "png"), ("trip/chelsea.png", 451, 300, "png"), ("trip/coffee-copy.png", 600, 400, "png"), ("trip/coffee.png", 600, 400, "png"), ("trip/rocket.jpg", 640, 427, "jpg")]
+        [("trip/astronaut.png", 512, 512, "png"), ("trip/chelsea.png", 451, 300, "png"), ("trip/coffee-copy.png", 600, 400, "png"), ("trip/coffee.png", 600, 400, "png"), ("trip/rocket.jpg", 640, 427, "jpeg")]
     );
     assert!(rows.iter().all(|r| r.source == "trip"));
     assert_eq!(rows[0].bytes, std::fs::read(photos.join("astronaut.png")).unwrap());

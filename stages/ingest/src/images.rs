@@ -78,7 +78,7 @@ pub(crate) fn ingest(cfg: &IngestConfig, source: String, task: &Task, out: &mut 
             image_bytes: bytes,
             width,
             height,
-            format: format.extensions_str().first().copied().unwrap_or("unknown").to_string(),
+            format: format_name(format),
             caption,
             caption_origin: origin.to_string(),
             url: None,
@@ -97,7 +97,17 @@ fn header(bytes: &[u8]) -> Result<(String, u32, u32), String> {
     let reader = image::ImageReader::new(Cursor::new(bytes)).with_guessed_format().map_err(|e| e.to_string())?;
     let format = reader.format().ok_or_else(|| "not a recognised image format".to_string())?;
     let (w, h) = reader.into_dimensions().map_err(|e| e.to_string())?;
-    Ok((format.extensions_str().first().copied().unwrap_or("unknown").to_string(), w, h))
+    Ok((format_name(format), w, h))
+}
+
+/// The `format` column's name for a format, as crawl and extract write it and the
+/// schema documents it (png, jpeg, gif, webp, bmp): the first file extension gave
+/// "jpg", so one corpus's `GROUP BY format` split its JPEGs in two.
+fn format_name(f: image::ImageFormat) -> String {
+    match f {
+        image::ImageFormat::Jpeg => "jpeg".into(),
+        other => other.extensions_str().first().copied().unwrap_or("unknown").to_string(),
+    }
 }
 
 /// Caption-less image files into `image` rows (one per file; undecodable headers
