@@ -192,9 +192,14 @@ fn reduced_scale_decoding_hashes_match_full_decoding() {
 
 /// The ids (sorted) that a default dedup of `rows` (in two shards, under `dir`) keeps.
 fn kept_after_dedup(dir: &std::path::Path, rows: &[Image], threads: usize) -> Vec<String> {
+    kept_after_dedup_with(dir, rows, threads, DedupConfig::default())
+}
+
+/// [`kept_after_dedup`] under `cfg`.
+fn kept_after_dedup_with(dir: &std::path::Path, rows: &[Image], threads: usize, cfg: DedupConfig) -> Vec<String> {
     let input = write_dataset(&dir.join("in"), rows, 2);
     let out = dir.join("out");
-    dedup(&input, &out, DedupConfig::default(), threads).unwrap();
+    dedup(&input, &out, cfg, threads).unwrap();
     let mut kept = kept_ids::<Image>(&out, |d| d.id.clone());
     kept.sort();
     kept
@@ -259,6 +264,10 @@ fn exif_turned_phone_photos_match_their_upright_copies() {
     want.push(sideways);
     want.sort();
     assert_eq!(kept_after_dedup(tmp.path(), &rows, 1), want, "each camera file (the larger copy) kept, its CDN copy dropped, the sideways file kept");
+    // The same with exact keys from decoded pixels, whose full decode signs the near
+    // key too: it signed the stored pixels, so no turned photo matched its copy.
+    let cfg = DedupConfig { image_exact: m6_stage_dedup::ImageExact::Pixels, ..Default::default() };
+    assert_eq!(kept_after_dedup_with(&tmp.path().join("pixels"), &rows, 1, cfg), want, "image_exact = pixels");
 }
 
 /// A window of a photo (fractions of its size) resized to `side`×`side`.
