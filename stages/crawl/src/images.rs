@@ -3,7 +3,7 @@
 
 use std::io::Cursor;
 
-use image::{ImageFormat, ImageReader};
+use image::{ImageDecoder, ImageFormat, ImageReader};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Decoded {
@@ -33,7 +33,13 @@ pub fn decode(bytes: &[u8], max_side: u32) -> Result<Decoded, String> {
     if max_side == 0 || w.max(h) <= max_side {
         return Ok(Decoded { bytes: None, width: w, height: h, format: format_name(format) });
     }
-    let img = image::load_from_memory_with_format(bytes, format).map_err(|e| format!("undecodable {} image: {e}", format_name(format)))?;
+    let undecodable = |e: image::ImageError| format!("undecodable {} image: {e}", format_name(format));
+    let mut decoder = ImageReader::with_format(Cursor::new(bytes), format).into_decoder().map_err(undecodable)?;
+    let orientation = decoder.orientation().unwrap_or(image::metadata::Orientation::NoTransforms);
+    let mut img = image::DynamicImage::from_decoder(decoder).map_err(undecodable)?;
+    // The re-encoded copy has no EXIF block, so it must hold the picture as shown: a
+    // phone photo's stored pixels are turned and its tag says how to turn them back.
+    img.apply_orientation(orientation);
     // `resize` fits inside the box and keeps the aspect ratio.
     let small = img.resize(max_side, max_side, image::imageops::FilterType::Triangle);
     let out_format = if format == ImageFormat::Jpeg { ImageFormat::Jpeg } else { ImageFormat::Png };
@@ -64,5 +70,24 @@ mod tests {
         let again = decode(r.bytes.as_ref().unwrap(), 0).unwrap();
         assert_eq!((again.width, again.height), (100, 50));
         assert!(decode(b"<html>not an image</html>", 0).is_err());
+    }
+
+    /// A phone photo stored turned, with an EXIF tag saying so: the downscaled copy
+    /// (re-encoded without EXIF) holds the picture as shown, not the stored pixels.
+    #[test]
+    fn downscaled_copies_of_exif_turned_photos_are_upright() {
+        // Upright: 300×150, red left half, blue right half.
+        let upright = image::RgbImage::from_fn(300, 150, |x, _| if x < 150 { image::Rgb([220, 20, 20]) } else { image::Rgb([20, 20, 220]) });
+        // Stored turned 90° anticlockwise; EXIF 6 (turn 90° clockwise to show).
+        let stored = image::DynamicImage::ImageRgb8(upright).rotate270();
+        let mut jpeg = vec![];
+        stored.write_to(&mut Cursor::new(&mut jpeg), ImageFormat::Jpeg).unwrap();
+        let tagged = m6_imaging::exif::with_jpeg_orientation(&jpeg, 6, false);
+        let d = decode(&tagged, 100).unwrap();
+        assert_eq!((d.width, d.height), (100, 50));
+        let small = image::load_from_memory(d.bytes.as_ref().unwrap()).unwrap().to_rgb8();
+        assert_eq!(small.dimensions(), (100, 50));
+        let (left, right) = (small.get_pixel(10, 25).0, small.get_pixel(90, 25).0);
+        assert!(left[0] > 150 && left[2] < 100 && right[2] > 150 && right[0] < 100, "left {left:?}, right {right:?}");
     }
 }
