@@ -84,6 +84,10 @@ pub fn decode_gray_as(bytes: &[u8], max_side: usize, grey: JpegGrey) -> Result<(
     if w == 0 || h == 0 {
         return Err(DecodeError::Empty(w, h));
     }
+    // Transparency shown on white (the streamed PNG rows' and the samples' picture): a
+    // logo on a transparent background and its copy flattened onto a white page are
+    // one picture; dropping the alpha showed the transparent pixels' stored colour.
+    let img = if img.color().has_alpha() { image::DynamicImage::ImageRgb8(rgb_on_white(img)) } else { img };
     // 8-bit RGB(A) — PNG screenshots, mostly — to grey in fixed point: the image
     // crate's conversion goes through floats and a libm round per pixel, which cost
     // more than inflating the PNG.
@@ -331,12 +335,15 @@ pub fn rgb_on_white(img: image::DynamicImage) -> image::RgbImage {
     }
     let rgba = img.into_rgba8();
     let (w, h) = rgba.dimensions();
-    let px = rgba.as_raw().chunks_exact(4).flat_map(|p| {
-        let a = p[3] as u32;
-        let on_white = |c: u8| ((c as u32 * a + 255 * (255 - a) + 127) / 255) as u8;
-        [on_white(p[0]), on_white(p[1]), on_white(p[2])]
-    });
+    let px = rgba.as_raw().chunks_exact(4).flat_map(|p| [on_white(p[0], p[3]), on_white(p[1], p[3]), on_white(p[2], p[3])]);
     image::RgbImage::from_raw(w, h, px.collect()).expect("w*h*3 bytes")
+}
+
+/// One 8-bit channel of a pixel with alpha `a`, composited onto white, rounded.
+#[inline]
+pub fn on_white(c: u8, a: u8) -> u8 {
+    let a = a as u32;
+    ((c as u32 * a + 255 * (255 - a) + 127) / 255) as u8
 }
 
 /// PNG straight to the grey work picture (longer side at most `max_side`, the same
@@ -409,17 +416,22 @@ fn png_gray(bytes: &[u8], max_side: usize, grey: JpegGrey, strip16: bool) -> Opt
             Err(e) => return Some(Err(err(e))),
         };
         let data = row.data();
+        // Pixels with alpha (and palette entries made transparent by tRNS, which EXPAND
+        // turns into alpha) are shown on white, as `rgb_on_white` shows them.
+        let rgb = |px: &[u8]| if channels == 4 && px[3] != 255 { [on_white(px[0], px[3]), on_white(px[1], px[3]), on_white(px[2], px[3])] } else { [px[0], px[1], px[2]] };
         if channels <= 2 {
             for (x, px) in data.chunks_exact(channels).take(w).enumerate() {
-                acc[cell_of[x] as usize] += px[0] as u32;
+                acc[cell_of[x] as usize] += if channels == 2 && px[1] != 255 { on_white(px[0], px[1]) } else { px[0] } as u32;
             }
         } else if grey == JpegGrey::Rec709 {
             for (x, px) in data.chunks_exact(channels).take(w).enumerate() {
-                acc[cell_of[x] as usize] += luma_u8(px[0], px[1], px[2]);
+                let [r, g, b] = rgb(px);
+                acc[cell_of[x] as usize] += luma_u8(r, g, b);
             }
         } else {
             for (x, px) in data.chunks_exact(channels).take(w).enumerate() {
-                acc[cell_of[x] as usize] += luma601_u8(px[0], px[1], px[2]);
+                let [r, g, b] = rgb(px);
+                acc[cell_of[x] as usize] += luma601_u8(r, g, b);
             }
         }
         rows_in_cell += 1;

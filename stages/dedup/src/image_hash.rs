@@ -126,6 +126,8 @@ fn shown(bytes: &[u8], g: Gray, w: u32, h: u32) -> (Gray, u32, u32) {
 pub fn full_gray(img: &image::DynamicImage) -> Gray {
     let grey = match img {
         image::DynamicImage::ImageLuma8(g) => g.as_raw().clone(),
+        // Transparency on white, as `sign`'s decoders show it.
+        other if other.color().has_alpha() => m6_imaging::grey601(m6_imaging::rgb_on_white(other.clone()).as_raw(), 3),
         other => m6_imaging::grey601(other.to_rgb8().as_raw(), 3),
     };
     Gray { w: img.width() as usize, h: img.height() as usize, px: grey.into_iter().map(|v| v as f32).collect() }

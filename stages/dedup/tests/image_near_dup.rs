@@ -395,3 +395,28 @@ fn jpeg_and_png_of_one_photo_get_the_same_grey() {
     }
     assert!(worst709 > 2.0, "mixed grey weights should show on these photos (worst {worst709})");
 }
+
+/// A cut-out (a round badge of a photo) on a transparent background, as sites serve
+/// logos and product pictures, and the same picture flattened onto a white page as a
+/// JPEG (and a thumbnail of that): one picture. The transparent pixels store black, as
+/// most encoders leave them; signed without the alpha, the PNG was a badge on black and
+/// matched neither copy. Also through the full decode of `image_exact = "pixels"`.
+#[test]
+fn transparent_cut_out_matches_its_copy_on_white() {
+    let cat = photo("chelsea.png").crop_imm(75, 0, 300, 300).to_rgb8();
+    let inside = |x: u32, y: u32| (x as f32 - 149.5).powi(2) + (y as f32 - 149.5).powi(2) <= 150.0f32.powi(2);
+    let rgba = image::RgbaImage::from_fn(300, 300, |x, y| {
+        let p = cat.get_pixel(x, y).0;
+        if inside(x, y) { image::Rgba([p[0], p[1], p[2], 255]) } else { image::Rgba([0, 0, 0, 0]) }
+    });
+    let white = DynamicImage::ImageRgb8(RgbImage::from_fn(300, 300, |x, y| if inside(x, y) { *cat.get_pixel(x, y) } else { Rgb([255, 255, 255]) }));
+    let rows = vec![
+        image_row("png", "badge.png", png(&DynamicImage::ImageRgba8(rgba))),
+        image_row("jpeg", "badge.jpg", jpeg(&white, 90)),
+        image_row("thumb", "badge-small.jpg", jpeg(&white.resize(200, 200, image::imageops::FilterType::Triangle), 85)),
+    ];
+    let tmp = tempfile::tempdir().unwrap();
+    assert_eq!(kept_after_dedup(tmp.path(), &rows, 1).len(), 1, "the transparent PNG and its copies on white are one picture");
+    let cfg = DedupConfig { image_exact: m6_stage_dedup::ImageExact::Pixels, ..Default::default() };
+    assert_eq!(kept_after_dedup_with(&tmp.path().join("pixels"), &rows, 1, cfg).len(), 1, "image_exact = pixels");
+}
