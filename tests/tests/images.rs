@@ -59,3 +59,39 @@ fn caption_less_image_folder_ingests_as_images_then_dedups_and_filters() {
     m6_ok(&["filter", "--input", s(&deduped), "--output", s(&filtered), "--quiet"]);
     assert_eq!(Dataset::open(&filtered).unwrap().rows(), 4);
 }
+
+/// A captions file is read by every task that holds an image of its folder, but its
+/// problems are one error row each, whatever `images_per_task` is: a bad line (it
+/// was reported once per task), and a caption for a file that is not in the folder (a
+/// caption no row carries; it was dropped without a word).
+#[test]
+fn captions_file_problems_are_reported_once() {
+    let t = tempfile::tempdir().unwrap();
+    let photos = data_dir().join("photos");
+    let dir = t.path().join("相册");
+    std::fs::create_dir_all(&dir).unwrap();
+    for name in ["camera.png", "coins.png", "rocket.jpg", "horse.png"] {
+        std::fs::copy(photos.join(name), dir.join(name)).unwrap();
+    }
+    let lines = [
+        r#"{"file": "camera.png", "caption": "相机"}"#,
+        r#"{"file": "coins.png", "caption": "硬币"}"#,
+        "{not json",
+        r#"{"file": "rocket.jpg", "caption": "火箭"}"#,
+        r#"{"file": "gone.jpg", "caption": "不在了"}"#,
+        r#"{"file": "horse.png", "caption": "马"}"#,
+    ];
+    std::fs::write(dir.join("captions.jsonl"), lines.join("\n")).unwrap();
+    for per_task in [1, 1000] {
+        let out = t.path().join(format!("pairs-{per_task}"));
+        m6_ok(&["ingest", "--input", s(&dir), "--output", s(&out), "--set", &format!("images_per_task={per_task}"), "--quiet"]);
+        let ds = Dataset::open(&out).unwrap();
+        assert_eq!(ds.read_all::<Pair>().unwrap().len(), 4);
+        let mut errors: Vec<(String, String)> = ds.side("errors").unwrap().read_all::<InputError>().unwrap().into_iter().map(|e| (e.location, e.message)).collect();
+        errors.sort();
+        assert_eq!(errors.len(), 2, "images_per_task = {per_task}: {errors:?}");
+        assert_eq!(errors[0].0, "line 3");
+        assert_eq!(errors[1].0, "line 5");
+        assert!(errors[1].1.contains("gone.jpg"), "{errors:?}");
+    }
+}

@@ -24,17 +24,21 @@ pub(crate) fn is_image_name(lower_name: &str) -> bool {
 /// Captions listed in a folder's captions file, by file name, and which file it was.
 struct FolderCaptions {
     origin: &'static str,
-    by_name: HashMap<String, String>,
+    /// Caption and line number (in the captions file) by file name.
+    by_name: HashMap<String, (String, usize)>,
 }
 
-pub(crate) fn ingest(cfg: &IngestConfig, source: String, task: &Task, out: &mut TaskOutput) -> Result<(), BoxError> {
+/// `reports(dir)`: whether this task reports the problems of `dir`'s captions file
+/// (one task per folder does, so a bad line is one error row however many tasks
+/// share the folder).
+pub(crate) fn ingest(cfg: &IngestConfig, source: String, task: &Task, out: &mut TaskOutput, reports: &dyn Fn(&Path) -> bool) -> Result<(), BoxError> {
     let mut folders: HashMap<PathBuf, FolderCaptions> = HashMap::new();
     let mut batch = Batcher::<Pair>::new(cfg.batch_rows.min(256));
     for input in &task.inputs {
         let ctx = Ctx { cfg, path: &input.path, label: &input.label, source: source.clone() };
         let dir = input.path.parent().unwrap_or(Path::new(".")).to_path_buf();
         if !folders.contains_key(&dir) {
-            let caps = load_captions(&ctx, &dir, out)?;
+            let caps = load_captions(&ctx, &dir, out, reports(&dir))?;
             folders.insert(dir.clone(), caps);
         }
         let bytes = std::fs::read(&input.path).map_err(io_err(&input.path))?;
@@ -46,7 +50,7 @@ pub(crate) fn ingest(cfg: &IngestConfig, source: String, task: &Task, out: &mut 
             (Some(c.trim().to_string()), "sidecar")
         } else {
             let f = &folders[&dir];
-            (f.by_name.get(&name).cloned(), f.origin)
+            (f.by_name.get(&name).map(|(c, _)| c.clone()), f.origin)
         };
         let Some(caption) = caption.filter(|c| !c.is_empty()) else {
             ctx.error(out, "file".into(), "no_caption", format!("no caption: no {} and no entry in {CAPTIONS_JSONL}/{CAPTIONS_CSV}", sidecar.display()))?;
@@ -143,7 +147,24 @@ pub(crate) fn ingest_uncaptioned(cfg: &IngestConfig, source: String, task: &Task
     batch.flush(out)
 }
 
-fn load_captions(ctx: &Ctx, dir: &Path, out: &mut TaskOutput) -> Result<FolderCaptions, BoxError> {
+/// The folder's captions; with `report`, its bad lines and its captions for files
+/// that are not image files of the folder (a caption no row will carry) become error
+/// rows naming the captions file and line.
+fn load_captions(ctx: &Ctx, dir: &Path, out: &mut TaskOutput, report: bool) -> Result<FolderCaptions, BoxError> {
+    let caps = read_captions(ctx, dir, out, report)?;
+    if report && caps.origin != "sidecar" {
+        let path = dir.join(caps.origin);
+        let cctx = Ctx { cfg: ctx.cfg, path: &path, label: ctx.label, source: ctx.source.clone() };
+        let mut unused: Vec<(usize, &String)> = caps.by_name.iter().filter(|(f, _)| !(is_image_name(&f.to_lowercase()) && dir.join(f.as_str()).is_file())).map(|(f, (_, line))| (*line, f)).collect();
+        unused.sort();
+        for (line, f) in unused {
+            cctx.error(out, format!("line {line}"), "caption_entry", format!("caption for `{f}`, which is not an image file in {}", dir.display()))?;
+        }
+    }
+    Ok(caps)
+}
+
+fn read_captions(ctx: &Ctx, dir: &Path, out: &mut TaskOutput, report: bool) -> Result<FolderCaptions, BoxError> {
     let mut by_name = HashMap::new();
     let jsonl = dir.join(CAPTIONS_JSONL);
     let csv_path = dir.join(CAPTIONS_CSV);
@@ -163,9 +184,10 @@ fn load_captions(ctx: &Ctx, dir: &Path, out: &mut TaskOutput) -> Result<FolderCa
             });
             match entry {
                 Some((file, cap)) => {
-                    by_name.insert(file, cap);
+                    by_name.insert(file, (cap, i + 1));
                 }
-                None => jctx.error(out, format!("line {}", i + 1), "caption_entry", "expected {\"file\": …, \"caption\": …}".into())?,
+                None if report => jctx.error(out, format!("line {}", i + 1), "caption_entry", "expected {\"file\": …, \"caption\": …}".into())?,
+                None => {}
             }
         }
         return Ok(FolderCaptions { origin: "captions.jsonl", by_name });
@@ -182,11 +204,13 @@ fn load_captions(ctx: &Ctx, dir: &Path, out: &mut TaskOutput) -> Result<FolderCa
             match rec {
                 Ok(rec) => match (rec.get(fc), rec.get(cc)) {
                     (Some(f), Some(c)) => {
-                        by_name.insert(f.to_string(), c.to_string());
+                        by_name.insert(f.to_string(), (c.to_string(), i + 2));
                     }
-                    _ => cctx.error(out, format!("line {}", i + 2), "caption_entry", "row lacks the file or caption column".into())?,
+                    _ if report => cctx.error(out, format!("line {}", i + 2), "caption_entry", "row lacks the file or caption column".into())?,
+                    _ => {}
                 },
-                Err(e) => cctx.error(out, format!("line {}", i + 2), "csv", e.to_string())?,
+                Err(e) if report => cctx.error(out, format!("line {}", i + 2), "csv", e.to_string())?,
+                Err(_) => {}
             }
         }
         return Ok(FolderCaptions { origin: "captions.csv", by_name });

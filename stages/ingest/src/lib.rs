@@ -211,6 +211,10 @@ struct IngestRun<'a> {
     format: Format,
     /// Input files `plan` skipped: how many, and the first few.
     skipped: Option<(usize, Vec<String>)>,
+    /// Captioned image folders: the task that reports the folder's captions-file
+    /// problems (bad lines, captions for files that are not there), the first task
+    /// holding an image of the folder; every task reads the file, one reports it.
+    caption_reporter: std::collections::HashMap<PathBuf, String>,
 }
 
 /// Per-task context: the file being read and the source name.
@@ -243,7 +247,7 @@ impl Stage for IngestStage {
     }
 
     fn start<'a>(&'a self, _ctx: &RunContext<'a>) -> Result<Box<dyn StageRun + 'a>, BoxError> {
-        Ok(Box::new(IngestRun { stage: self, format: self.cfg.format, skipped: None }))
+        Ok(Box::new(IngestRun { stage: self, format: self.cfg.format, skipped: None, caption_reporter: Default::default() }))
     }
 }
 
@@ -320,16 +324,27 @@ impl StageRun for IngestRun<'_> {
             let refs: Vec<&[u8]> = parts.iter().map(|p| p.as_slice()).collect();
             Ok(Task { id: content_id(&refs), inputs: task_inputs })
         };
-        match format {
-            Format::Images | Format::Image => wanted.chunks(self.stage.cfg.images_per_task).map(task_of).collect(),
-            _ => wanted.chunks(1).map(task_of).collect(),
+        let tasks: Vec<Task> = match format {
+            Format::Images | Format::Image => wanted.chunks(self.stage.cfg.images_per_task).map(task_of).collect::<m6_pipeline::Result<_>>()?,
+            _ => wanted.chunks(1).map(task_of).collect::<m6_pipeline::Result<_>>()?,
+        };
+        // Every process plans the same tasks in the same order, so all agree on this.
+        if format == Format::Images {
+            for t in &tasks {
+                for i in &t.inputs {
+                    let dir = i.path.parent().unwrap_or(Path::new(".")).to_path_buf();
+                    self.caption_reporter.entry(dir).or_insert_with(|| t.id.clone());
+                }
+            }
         }
+        Ok(tasks)
     }
 
     fn process(&self, _run: &RunContext, task: &Task, out: &mut TaskOutput) -> Result<(), BoxError> {
         let (format, stage) = (self.format, self.stage);
         if format == Format::Images {
-            return images::ingest(&stage.cfg, stage.source_for(&task.inputs[0].path), task, out);
+            let reports = |dir: &Path| self.caption_reporter.get(dir) == Some(&task.id);
+            return images::ingest(&stage.cfg, stage.source_for(&task.inputs[0].path), task, out, &reports);
         }
         if format == Format::Image {
             return images::ingest_uncaptioned(&stage.cfg, stage.source_for(&task.inputs[0].path), task, out);
