@@ -15,7 +15,9 @@ use crate::{io_err, Batcher, Ctx, IngestConfig};
 
 pub const CAPTIONS_JSONL: &str = "captions.jsonl";
 pub const CAPTIONS_CSV: &str = "captions.csv";
-const EXTS: [&str; 6] = [".png", ".jpg", ".jpeg", ".gif", ".webp", ".bmp"];
+/// `.jfif` and `.jpe` are JPEG too (Chrome on Windows saves downloaded JPEGs as
+/// `.jfif`); the format is read from the bytes either way.
+const EXTS: [&str; 8] = [".png", ".jpg", ".jpeg", ".jfif", ".jpe", ".gif", ".webp", ".bmp"];
 
 pub(crate) fn is_image_name(lower_name: &str) -> bool {
     EXTS.iter().any(|e| lower_name.ends_with(e))

@@ -304,7 +304,7 @@ impl StageRun for IngestRun<'_> {
             let exts = match format {
                 Format::Jsonl => ".jsonl, .jsonl.gz, .ndjson",
                 Format::Text => ".txt",
-                Format::Images | Format::Image => ".png, .jpg, .jpeg, .gif, .webp, .bmp",
+                Format::Images | Format::Image => ".png, .jpg, .jpeg, .jfif, .jpe, .gif, .webp, .bmp",
                 Format::Warc | Format::Auto => ".warc, .warc.gz",
             };
             let path = inputs.first().cloned().unwrap_or_default();
@@ -522,6 +522,8 @@ mod tests {
         assert_eq!(detect(&inputs, &f(&["a.jsonl", "b.jsonl.gz"])).unwrap(), Format::Jsonl);
         assert_eq!(detect(&inputs, &f(&["a.png", "a.txt"])).unwrap(), Format::Images);
         assert_eq!(detect(&inputs, &f(&["a.png", "b.jpg"])).unwrap(), Format::Image);
+        // JPEGs saved from a browser as .jfif, or named .jpe: image files, not skipped.
+        assert_eq!(detect(&inputs, &f(&["下载.JFIF", "b.jpe"])).unwrap(), Format::Image);
         assert_eq!(detect(&inputs, &f(&["a.png", "captions.csv"])).unwrap(), Format::Images);
         assert_eq!(detect(&inputs, &f(&["a.warc.gz"])).unwrap(), Format::Warc);
         assert_eq!(detect(&inputs, &f(&["a.txt"])).unwrap(), Format::Text);
