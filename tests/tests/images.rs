@@ -95,3 +95,29 @@ fn captions_file_problems_are_reported_once() {
         assert!(errors[1].1.contains("gone.jpg"), "{errors:?}");
     }
 }
+
+/// An image file over `max_record_mb` is an error row naming it and is not read (a
+/// multi-gigabyte "photo" — a video or disk image under an image's name — took its
+/// size in memory, and one over 2 GiB overflowed the batch's offsets); the other files
+/// of the folder are ingested, captioned or not.
+#[test]
+fn an_image_file_over_max_record_mb_is_an_error_row() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("scans");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(data_dir().join("photos/astronaut.png"), dir.join("astronaut.png")).unwrap();
+    // 1.2 MB, over a 1 MiB limit.
+    std::fs::copy(data_dir().join("photos-heldout/raccoon_face.png"), dir.join("raccoon face.png")).unwrap();
+    for (format, with_captions) in [("image", false), ("images", true)] {
+        if with_captions {
+            std::fs::write(dir.join("captions.csv"), "file,caption\nastronaut.png,宇航员\nraccoon face.png,浣熊\n").unwrap();
+        }
+        let out = t.path().join(format);
+        m6_ok(&["ingest", "--input", s(&dir), "--output", s(&out), "--format", format, "--set", "max_record_mb=1", "--quiet"]);
+        let ds = Dataset::open(&out).unwrap();
+        assert_eq!(ds.rows(), 1, "{format}");
+        let errors: Vec<InputError> = ds.side("errors").unwrap().read_all().unwrap();
+        assert_eq!(errors.len(), 1, "{format}: {errors:?}");
+        assert!(errors[0].file.ends_with("raccoon face.png") && errors[0].kind == "too_large" && errors[0].message.contains("max_record_mb = 1"), "{:?}", errors[0]);
+    }
+}

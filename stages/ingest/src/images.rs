@@ -43,8 +43,7 @@ pub(crate) fn ingest(cfg: &IngestConfig, source: String, task: &Task, out: &mut 
             let caps = load_captions(&ctx, &dir, out, reports(&dir))?;
             folders.insert(dir.clone(), caps);
         }
-        let bytes = std::fs::read(&input.path).map_err(io_err(&input.path))?;
-        out.count_in(1, bytes.len() as u64);
+        let Some(bytes) = read_image(&ctx, out)? else { continue };
         let sidecar = input.path.with_extension("txt");
         let name = input.path.file_name().unwrap().to_string_lossy().to_string();
         let (caption, origin) = if sidecar.is_file() {
@@ -98,6 +97,20 @@ pub(crate) fn ingest(cfg: &IngestConfig, source: String, task: &Task, out: &mut 
     batch.flush(out)
 }
 
+/// The image file's bytes, or `None` after an error row when the file is larger than
+/// `max_record_mb`: it is not read, so a multi-gigabyte file with an image's name (a
+/// video, a disk image) costs no memory, and no row over Arrow's 2 GiB per batch is built.
+fn read_image(ctx: &Ctx, out: &mut TaskOutput) -> Result<Option<Vec<u8>>, BoxError> {
+    let size = std::fs::metadata(ctx.path).map_err(io_err(ctx.path))?.len();
+    out.count_in(1, size);
+    if size > ctx.cfg.max_record_bytes() as u64 {
+        let msg = format!("image file of {:.1} MiB, over max_record_mb = {}; not read", size as f64 / (1 << 20) as f64, ctx.cfg.max_record_mb);
+        ctx.error(out, "file".into(), "too_large", msg)?;
+        return Ok(None);
+    }
+    Ok(Some(std::fs::read(ctx.path).map_err(io_err(ctx.path))?))
+}
+
 /// Format name and size from the header, or the error row's message.
 fn header(bytes: &[u8]) -> Result<(String, u32, u32), String> {
     let reader = image::ImageReader::new(Cursor::new(bytes)).with_guessed_format().map_err(|e| e.to_string())?;
@@ -122,8 +135,7 @@ pub(crate) fn ingest_uncaptioned(cfg: &IngestConfig, source: String, task: &Task
     let mut batch = Batcher::<Image>::new(cfg.batch_rows.min(256));
     for input in &task.inputs {
         let ctx = Ctx { cfg, path: &input.path, label: &input.label, source: source.clone() };
-        let bytes = std::fs::read(&input.path).map_err(io_err(&input.path))?;
-        out.count_in(1, bytes.len() as u64);
+        let Some(bytes) = read_image(&ctx, out)? else { continue };
         let (format, width, height) = match header(&bytes) {
             Ok(h) => h,
             Err(e) => {

@@ -136,7 +136,7 @@ pub struct IngestConfig {
     /// Rows buffered before a batch is written. Default 2048.
     pub batch_rows: usize,
     /// The largest input record, in MiB: a JSONL line (after gzip decompression), a
-    /// `.txt` file, or a WARC record block. A longer one goes to `errors/` with its
+    /// `.txt` file, a WARC record block, or an image file. A longer one goes to `errors/` with its
     /// file and line/offset and is skipped without ever being held whole (lines are
     /// read through a buffer of at most this size, then skipped to the next newline),
     /// so one hostile line cannot take the memory of the machine. A task's peak
