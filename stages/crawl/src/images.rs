@@ -30,7 +30,10 @@ pub fn decode(bytes: &[u8], max_side: u32) -> Result<Decoded, String> {
     if w == 0 || h == 0 {
         return Err(format!("{} image of size {w}x{h}", format_name(format)));
     }
-    if max_side == 0 || w.max(h) <= max_side {
+    // An animation is stored as it came: a downscaled copy would be its first frame as
+    // a PNG, which the filter's animation rule (M6 keeps still pictures) could no
+    // longer see.
+    if max_side == 0 || w.max(h) <= max_side || animated(format, bytes) {
         return Ok(Decoded { bytes: None, width: w, height: h, format: format_name(format) });
     }
     let undecodable = |e: image::ImageError| format!("undecodable {} image: {e}", format_name(format));
@@ -47,6 +50,17 @@ pub fn decode(bytes: &[u8], max_side: u32) -> Result<Decoded, String> {
     let mut buf = Cursor::new(Vec::new());
     small.write_to(&mut buf, out_format).map_err(|e| format!("re-encoding the downscaled image: {e}"))?;
     Ok(Decoded { bytes: Some(buf.into_inner()), width: small.width(), height: small.height(), format: format_name(out_format) })
+}
+
+/// Whether a GIF, PNG (APNG) or WebP holds more than one frame.
+fn animated(format: ImageFormat, bytes: &[u8]) -> bool {
+    use image::AnimationDecoder;
+    match format {
+        ImageFormat::Gif => image::codecs::gif::GifDecoder::new(Cursor::new(bytes)).map(|d| d.into_frames().take(2).count() > 1).unwrap_or(false),
+        ImageFormat::Png => image::codecs::png::PngDecoder::new(Cursor::new(bytes)).and_then(|d| d.is_apng()).unwrap_or(false),
+        ImageFormat::WebP => image::codecs::webp::WebPDecoder::new(Cursor::new(bytes)).map(|d| d.has_animation()).unwrap_or(false),
+        _ => false,
+    }
 }
 
 #[cfg(test)]
@@ -70,6 +84,22 @@ mod tests {
         let again = decode(r.bytes.as_ref().unwrap(), 0).unwrap();
         assert_eq!((again.width, again.height), (100, 50));
         assert!(decode(b"<html>not an image</html>", 0).is_err());
+    }
+
+    /// An animated GIF larger than the limit is stored as it came (still animated, so
+    /// the filter's animation rule drops it), not as a PNG of its first frame.
+    #[test]
+    fn animations_are_not_downscaled_to_their_first_frame() {
+        let frames = (0..3u8).map(|k| image::Frame::new(image::RgbaImage::from_fn(300, 200, move |x, y| image::Rgba([(x as u8).wrapping_add(k * 40), y as u8, 90, 255]))));
+        let mut gif = vec![];
+        image::codecs::gif::GifEncoder::new(&mut gif).encode_frames(frames).unwrap();
+        let d = decode(&gif, 100).unwrap();
+        assert_eq!((d.bytes.is_none(), d.width, d.height, d.format.as_str()), (true, 300, 200, "gif"));
+        // A still GIF is still downscaled.
+        let mut still = vec![];
+        image::DynamicImage::ImageRgb8(image::RgbImage::from_fn(300, 200, |x, y| image::Rgb([x as u8, y as u8, 9]))).write_to(&mut Cursor::new(&mut still), ImageFormat::Gif).unwrap();
+        let d = decode(&still, 100).unwrap();
+        assert_eq!((d.bytes.is_some(), d.width, d.height), (true, 100, 67));
     }
 
     /// A phone photo stored turned, with an EXIF tag saying so: the downscaled copy
