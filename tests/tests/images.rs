@@ -121,3 +121,39 @@ fn an_image_file_over_max_record_mb_is_an_error_row() {
         assert!(errors[0].file.ends_with("raccoon face.png") && errors[0].kind == "too_large" && errors[0].message.contains("max_record_mb = 1"), "{:?}", errors[0]);
     }
 }
+
+/// Caption files as Chinese Windows editors write them: a sidecar in GBK is an error
+/// row naming it (it failed the whole task, a thousand images, with an I/O error), a
+/// UTF-8 byte-order mark is not caption text (sidecar) and does not make the first line
+/// of captions.jsonl invalid JSON; a GBK line in captions.jsonl is an error row too.
+#[test]
+fn caption_files_in_gbk_or_with_a_byte_order_mark() {
+    let t = tempfile::tempdir().unwrap();
+    let photos = data_dir().join("photos");
+    let side = t.path().join("in/sidecars");
+    let list = t.path().join("in/list");
+    std::fs::create_dir_all(&side).unwrap();
+    std::fs::create_dir_all(&list).unwrap();
+    for (dir, name) in [(&side, "camera.png"), (&side, "coins.png"), (&side, "horse.png"), (&list, "rocket.jpg"), (&list, "moon.png")] {
+        std::fs::copy(photos.join(name), dir.join(name)).unwrap();
+    }
+    std::fs::write(side.join("camera.txt"), "拿着相机的人").unwrap();
+    // "一堆硬币" in GBK.
+    std::fs::write(side.join("coins.txt"), [0xD2, 0xBB, 0xB6, 0xD1, 0xD3, 0xB2, 0xB1, 0xD2]).unwrap();
+    std::fs::write(side.join("horse.txt"), "\u{feff}一匹马\r\n").unwrap();
+    let mut jsonl = "\u{feff}{\"file\": \"rocket.jpg\", \"caption\": \"火箭\"}\n".as_bytes().to_vec();
+    jsonl.extend_from_slice(b"{\"file\": \"moon.png\", \"caption\": \"\xD4\xC2\xC1\xC1\"}\n");
+    std::fs::write(list.join("captions.jsonl"), jsonl).unwrap();
+    let out = t.path().join("pairs");
+    m6_ok(&["ingest", "--input", s(&t.path().join("in")), "--output", s(&out), "--quiet"]);
+    let ds = Dataset::open(&out).unwrap();
+    let mut got: Vec<(String, String)> = ds.read_all::<Pair>().unwrap().into_iter().map(|p| (p.source_id.unwrap(), p.caption)).collect();
+    got.sort();
+    assert_eq!(got, [("list/rocket.jpg".to_string(), "火箭".to_string()), ("sidecars/camera.png".into(), "拿着相机的人".into()), ("sidecars/horse.png".into(), "一匹马".into())]);
+    let mut errors: Vec<(String, String, String)> = ds.side("errors").unwrap().read_all::<InputError>().unwrap().into_iter().map(|e| (e.file, e.location, e.kind)).collect();
+    errors.sort();
+    assert_eq!(errors.len(), 3, "{errors:?}");
+    assert!(errors[0].0.ends_with("list/captions.jsonl") && errors[0].1 == "line 2" && errors[0].2 == "utf8", "{errors:?}");
+    assert!(errors[1].0.ends_with("list/moon.png") && errors[1].2 == "no_caption", "{errors:?}");
+    assert!(errors[2].0.ends_with("sidecars/coins.txt") && errors[2].2 == "utf8", "{errors:?}");
+}

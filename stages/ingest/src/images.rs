@@ -47,8 +47,22 @@ pub(crate) fn ingest(cfg: &IngestConfig, source: String, task: &Task, out: &mut 
         let sidecar = input.path.with_extension("txt");
         let name = input.path.file_name().unwrap().to_string_lossy().to_string();
         let (caption, origin) = if sidecar.is_file() {
-            let c = std::fs::read_to_string(&sidecar).map_err(io_err(&sidecar))?;
-            (Some(c.trim().to_string()), "sidecar")
+            // A sidecar that is not UTF-8 (GBK from a Chinese Windows editor, say) is an
+            // error row naming it, as a non-UTF-8 `.txt` document is; it failed the whole
+            // task (a thousand images). A UTF-8 byte-order mark is not caption text.
+            let len = std::fs::metadata(&sidecar).map_err(io_err(&sidecar))?.len();
+            let sctx = Ctx { cfg, path: &sidecar, label: &input.label, source: source.clone() };
+            if len > cfg.max_record_bytes() as u64 {
+                sctx.error(out, "file".into(), "too_large", format!("caption sidecar of {len} bytes, over max_record_mb = {}; {name} not ingested", cfg.max_record_mb))?;
+                continue;
+            }
+            match String::from_utf8(std::fs::read(&sidecar).map_err(io_err(&sidecar))?) {
+                Ok(c) => (Some(c.strip_prefix('\u{feff}').unwrap_or(&c).trim().to_string()), "sidecar"),
+                Err(e) => {
+                    sctx.error(out, "file".into(), "utf8", format!("caption sidecar is not UTF-8 ({}); {name} not ingested", e.utf8_error()))?;
+                    continue;
+                }
+            }
         } else {
             let f = &folders[&dir];
             (f.by_name.get(&name).map(|(c, _)| c.clone()), f.origin)
@@ -185,8 +199,19 @@ fn read_captions(ctx: &Ctx, dir: &Path, out: &mut TaskOutput, report: bool) -> R
     if jsonl.is_file() {
         let f = std::io::BufReader::new(std::fs::File::open(&jsonl).map_err(io_err(&jsonl))?);
         let jctx = Ctx { cfg: ctx.cfg, path: &jsonl, label: ctx.label, source: ctx.source.clone() };
-        for (i, line) in f.lines().enumerate() {
-            let line = line.map_err(io_err(&jsonl))?;
+        for (i, line) in f.split(b'\n').enumerate() {
+            // A line that is not UTF-8 is an error row, not the end of the task.
+            let line = match String::from_utf8(line.map_err(io_err(&jsonl))?) {
+                Ok(l) => l,
+                Err(e) => {
+                    if report {
+                        jctx.error(out, format!("line {}", i + 1), "utf8", format!("not UTF-8: {}", e.utf8_error()))?;
+                    }
+                    continue;
+                }
+            };
+            // Windows editors start UTF-8 files with a byte-order mark, which JSON refuses.
+            let line = if i == 0 { line.strip_prefix('\u{feff}').map(str::to_string).unwrap_or(line) } else { line };
             if line.trim().is_empty() {
                 continue;
             }
