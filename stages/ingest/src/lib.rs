@@ -461,10 +461,13 @@ fn detect(inputs: &[PathBuf], files: &[(PathBuf, PathBuf)]) -> Result<Format, In
         return Err(IngestError::MixedFormats { path, found: seen.keys().copied().collect::<Vec<_>>().join(" and ") });
     }
     // Text files beside images are caption sidecars, so images win; images with no
-    // caption source at all are an image collection.
+    // caption source at all are an image collection. Only a `.txt` named like an image
+    // (`a.txt` beside `a.jpg`) is a sidecar: a README.txt in a photo folder made every
+    // photo a `no_caption` error.
+    let image_stems: std::collections::HashSet<PathBuf> = files.iter().filter(|(_, p)| Format::of_file(p) == Some(Format::Images)).map(|(_, p)| p.with_extension("")).collect();
     let captions = files.iter().any(|(_, p)| {
         let name = p.file_name().map(|n| n.to_string_lossy().to_lowercase()).unwrap_or_default();
-        name == images::CAPTIONS_JSONL || name == images::CAPTIONS_CSV || Format::of_file(p) == Some(Format::Text)
+        name == images::CAPTIONS_JSONL || name == images::CAPTIONS_CSV || (Format::of_file(p) == Some(Format::Text) && image_stems.contains(&p.with_extension("")))
     });
     Ok(if images && !captions {
         Format::Image
@@ -522,6 +525,9 @@ mod tests {
         assert_eq!(detect(&inputs, &f(&["a.jsonl", "b.jsonl.gz"])).unwrap(), Format::Jsonl);
         assert_eq!(detect(&inputs, &f(&["a.png", "a.txt"])).unwrap(), Format::Images);
         assert_eq!(detect(&inputs, &f(&["a.png", "b.jpg"])).unwrap(), Format::Image);
+        // A text file that is no image's sidecar does not make a photo folder captioned.
+        assert_eq!(detect(&inputs, &f(&["a.png", "b.jpg", "README.txt", "notes/说明.txt"])).unwrap(), Format::Image);
+        assert_eq!(detect(&inputs, &f(&["a.png", "b.jpg", "README.txt", "b.txt"])).unwrap(), Format::Images);
         // JPEGs saved from a browser as .jfif, or named .jpe: image files, not skipped.
         assert_eq!(detect(&inputs, &f(&["下载.JFIF", "b.jpe"])).unwrap(), Format::Image);
         assert_eq!(detect(&inputs, &f(&["a.png", "captions.csv"])).unwrap(), Format::Images);
