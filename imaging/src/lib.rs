@@ -79,7 +79,7 @@ pub fn decode_gray_as(bytes: &[u8], max_side: usize, grey: JpegGrey) -> Result<(
     if let Some(Ok((g, w, h))) = png_gray(bytes, max_side, grey, false) {
         return Ok((g, w, h, 1));
     }
-    let img = image::load_from_memory(bytes).map_err(|e| DecodeError::Decode(e.to_string()))?;
+    let img = load(bytes).map_err(|e| DecodeError::Decode(e.to_string()))?;
     let (w, h) = (img.width(), img.height());
     if w == 0 || h == 0 {
         return Err(DecodeError::Empty(w, h));
@@ -373,6 +373,9 @@ fn png_gray(bytes: &[u8], max_side: usize, grey: JpegGrey, strip16: bool) -> Opt
     }
     let err = |e: png::DecodingError| DecodeError::Decode(e.to_string());
     let mut d = png::Decoder::new(Cursor::new(bytes));
+    // The colour profile is not used here, and inflating a hostile one costs up to the
+    // PNG reader's 64 MB budget.
+    d.set_ignore_iccp_chunk(true);
     d.set_transformations(png::Transformations::EXPAND | png::Transformations::STRIP_16);
     let mut r = match d.read_info() {
         Ok(r) => r,
@@ -647,7 +650,7 @@ pub fn decode_rgb_min_short(bytes: &[u8], min_short: u32) -> Result<(image::RgbI
             return Ok(r);
         }
     }
-    let img = image::load_from_memory(bytes).map_err(|e| DecodeError::Decode(e.to_string()))?;
+    let img = load(bytes).map_err(|e| DecodeError::Decode(e.to_string()))?;
     let (w, h) = (img.width(), img.height());
     if w == 0 || h == 0 {
         return Err(DecodeError::Empty(w, h));
@@ -824,14 +827,48 @@ pub struct Header {
 }
 
 /// Format (by content) and size from the header, without decoding pixels and without
-/// the image crate's default limits (a caller's bomb guard decides on the size).
+/// the image crate's limit on the declared size (a caller's bomb guard decides on the
+/// size). What reading the header may allocate is capped at [`HEADER_ALLOC`].
 pub fn probe(bytes: &[u8]) -> Result<Header, DecodeError> {
     let r = image::ImageReader::new(Cursor::new(bytes)).with_guessed_format().map_err(|e| DecodeError::Decode(e.to_string()))?;
     let format = r.format().ok_or_else(|| DecodeError::Decode("unrecognised image format".into()))?;
     let mut r = r;
-    r.no_limits();
+    r.limits(header_limits());
     let (width, height) = r.into_dimensions().map_err(|e| DecodeError::Decode(e.to_string()))?;
     Ok(Header { format, width, height })
+}
+
+/// The most a header read may allocate. A PNG's header holds its colour profile
+/// (iCCP), deflate-compressed: a 1 MB file whose profile inflates to 1 GB of zeros
+/// made the probe allocate the gigabyte (no limits) and the image crate's own readers
+/// 512 MB (their default). Real profiles are well under a megabyte; one over this is
+/// skipped by the PNG reader, not an error.
+pub const HEADER_ALLOC: u64 = 16 << 20;
+
+/// Image crate limits for reading headers: any declared size, [`HEADER_ALLOC`] bytes.
+pub fn header_limits() -> image::Limits {
+    let mut l = image::Limits::no_limits();
+    l.max_alloc = Some(HEADER_ALLOC);
+    l
+}
+
+/// Image crate limits for decoding `bytes` in full: what the declared picture needs
+/// (width × height × 8 bytes, RGBA at 16 bits) plus [`HEADER_ALLOC`], and never more
+/// than the image crate's default (512 MiB, its bomb guard). The default alone let a
+/// 200×200 PNG's colour profile inflate to 512 MB.
+pub fn decode_limits(bytes: &[u8]) -> image::Limits {
+    let need = probe(bytes).map_or(0, |h| h.width as u64 * h.height as u64 * 8);
+    let mut l = image::Limits::default();
+    l.max_alloc = Some(need.saturating_add(HEADER_ALLOC).min(l.max_alloc.unwrap_or(u64::MAX)));
+    l
+}
+
+/// The image crate's full decode (format from the content) under [`decode_limits`]:
+/// what `image::load_from_memory` does, without its metadata allowance.
+pub fn load(bytes: &[u8]) -> Result<image::DynamicImage, image::ImageError> {
+    let mut r = image::ImageReader::new(Cursor::new(bytes)).with_guessed_format()?;
+    r.limits(decode_limits(bytes));
+    r.decode()
 }
 
 /// The content frame: rows and columns at the picture's edges that are flat (low

@@ -111,7 +111,7 @@ impl ImageConfig {
         if bytes.starts_with(&[0xFF, 0xD8, 0xFF]) && m6_imaging::jpeg_truncated(bytes) {
             return Err(m6_imaging::DecodeError::Decode("JPEG is truncated: no end-of-image marker after its image data".into()).into());
         }
-        let img = image::load_from_memory(bytes)?;
+        let img = m6_imaging::load(bytes)?;
         self.preprocess_rgb(&exif::orient_rgb(m6_imaging::rgb_on_white(img), exif::orientation(bytes)))
     }
 

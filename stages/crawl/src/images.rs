@@ -24,8 +24,10 @@ pub fn format_name(f: ImageFormat) -> String {
 /// Reads the size (and, past `max_side` > 0, downscales). `bytes: None` in the
 /// result means "store the original bytes".
 pub fn decode(bytes: &[u8], max_side: u32) -> Result<Decoded, String> {
-    let reader = ImageReader::new(Cursor::new(bytes)).with_guessed_format().map_err(|e| e.to_string())?;
+    let mut reader = ImageReader::new(Cursor::new(bytes)).with_guessed_format().map_err(|e| e.to_string())?;
     let format = reader.format().ok_or("not a known image format")?;
+    // Header-sized limits: the PNG reader inflates the colour profile (see HEADER_ALLOC).
+    reader.limits(m6_imaging::header_limits());
     let (w, h) = reader.into_dimensions().map_err(|e| format!("undecodable {} image: {e}", format_name(format)))?;
     if w == 0 || h == 0 {
         return Err(format!("{} image of size {w}x{h}", format_name(format)));
@@ -37,7 +39,9 @@ pub fn decode(bytes: &[u8], max_side: u32) -> Result<Decoded, String> {
         return Ok(Decoded { bytes: None, width: w, height: h, format: format_name(format) });
     }
     let undecodable = |e: image::ImageError| format!("undecodable {} image: {e}", format_name(format));
-    let mut decoder = ImageReader::with_format(Cursor::new(bytes), format).into_decoder().map_err(undecodable)?;
+    let mut reader = ImageReader::with_format(Cursor::new(bytes), format);
+    reader.limits(m6_imaging::decode_limits(bytes));
+    let mut decoder = reader.into_decoder().map_err(undecodable)?;
     let orientation = decoder.orientation().unwrap_or(image::metadata::Orientation::NoTransforms);
     let mut img = image::DynamicImage::from_decoder(decoder).map_err(undecodable)?;
     // The re-encoded copy has no EXIF block, so it must hold the picture as shown: a

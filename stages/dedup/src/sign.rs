@@ -138,7 +138,7 @@ impl<'a> Signer<'a> {
         let bytes_key = || u64_of(blake3::hash(bytes).as_bytes());
         if self.cfg.image_exact == ImageExact::Pixels {
             // Exact pixel identity needs every pixel: one full decode serves both keys.
-            return match image::load_from_memory(bytes) {
+            return match m6_imaging::load(bytes) {
                 Ok(mut img) => {
                     // Both keys of the picture as shown (EXIF orientation applied), as the
                     // default path signs it: the stored pixels of a phone photo are turned,

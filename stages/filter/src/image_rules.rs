@@ -268,7 +268,8 @@ fn frame_count(fmt: ImageFormat, bytes: &[u8]) -> usize {
             Ok(d) => d.into_frames().take(2).filter(|f| f.is_ok()).count().max(1),
             Err(_) => 1,
         },
-        ImageFormat::Png => match image::codecs::png::PngDecoder::new(Cursor::new(bytes)) {
+        // Header-sized limits: the reader inflates the colour profile (see HEADER_ALLOC).
+        ImageFormat::Png => match image::codecs::png::PngDecoder::with_limits(Cursor::new(bytes), m6_imaging::header_limits()) {
             Ok(d) => {
                 if d.is_apng().unwrap_or(false) {
                     2

@@ -71,21 +71,10 @@ pub(crate) fn ingest(cfg: &IngestConfig, source: String, task: &Task, out: &mut 
             ctx.error(out, "file".into(), "no_caption", format!("no caption: no {} and no entry in {CAPTIONS_JSONL}/{CAPTIONS_CSV}", sidecar.display()))?;
             continue;
         };
-        let reader = match image::ImageReader::new(Cursor::new(&bytes)).with_guessed_format() {
-            Ok(r) => r,
+        let (format, width, height) = match header(&bytes) {
+            Ok(h) => h,
             Err(e) => {
-                ctx.error(out, "file".into(), "image_decode", e.to_string())?;
-                continue;
-            }
-        };
-        let Some(format) = reader.format() else {
-            ctx.error(out, "file".into(), "image_decode", "not a recognised image format".into())?;
-            continue;
-        };
-        let (width, height) = match reader.into_dimensions() {
-            Ok(d) => d,
-            Err(e) => {
-                ctx.error(out, "file".into(), "image_decode", e.to_string())?;
+                ctx.error(out, "file".into(), "image_decode", e)?;
                 continue;
             }
         };
@@ -97,7 +86,7 @@ pub(crate) fn ingest(cfg: &IngestConfig, source: String, task: &Task, out: &mut 
             image_bytes: bytes,
             width,
             height,
-            format: format_name(format),
+            format,
             caption,
             caption_origin: origin.to_string(),
             url: None,
@@ -125,10 +114,14 @@ fn read_image(ctx: &Ctx, out: &mut TaskOutput) -> Result<Option<Vec<u8>>, BoxErr
     Ok(Some(std::fs::read(ctx.path).map_err(io_err(ctx.path))?))
 }
 
-/// Format name and size from the header, or the error row's message.
+/// Format name and size from the header, or the error row's message. The header read
+/// allocates at most `m6_imaging::HEADER_ALLOC` (a PNG's compressed colour profile
+/// made it allocate 512 MB) and refuses no declared size (the filter's bomb rule does).
 fn header(bytes: &[u8]) -> Result<(String, u32, u32), String> {
     let reader = image::ImageReader::new(Cursor::new(bytes)).with_guessed_format().map_err(|e| e.to_string())?;
     let format = reader.format().ok_or_else(|| "not a recognised image format".to_string())?;
+    let mut reader = reader;
+    reader.limits(m6_imaging::header_limits());
     let (w, h) = reader.into_dimensions().map_err(|e| e.to_string())?;
     Ok((format_name(format), w, h))
 }
