@@ -157,3 +157,28 @@ fn caption_files_in_gbk_or_with_a_byte_order_mark() {
     assert!(errors[1].0.ends_with("list/moon.png") && errors[1].2 == "no_caption", "{errors:?}");
     assert!(errors[2].0.ends_with("sidecars/coins.txt") && errors[2].2 == "utf8", "{errors:?}");
 }
+
+/// Each image's `source` is its own folder's name, whatever the chunking: a task's
+/// rows all took the name of the task's first file's folder, so the column changed
+/// with `images_per_task` (one folder's photos labelled with another's name).
+#[test]
+fn each_image_is_named_after_its_own_folder_at_any_task_size() {
+    let t = tempfile::tempdir().unwrap();
+    let photos = data_dir().join("photos");
+    for (dir, name) in [("album/家", "coffee.png"), ("album/家", "horse.png"), ("album/trip", "rocket.jpg"), ("album/trip", "camera.png"), ("album/trip", "coins.png")] {
+        std::fs::create_dir_all(t.path().join(dir)).unwrap();
+        std::fs::copy(photos.join(name), t.path().join(dir).join(name)).unwrap();
+    }
+    let mut seen = vec![];
+    for per_task in [1, 2, 1000] {
+        let out = t.path().join(format!("images-{per_task}"));
+        m6_ok(&["ingest", "--input", s(&t.path().join("album")), "--output", s(&out), "--set", &format!("images_per_task={per_task}"), "--quiet"]);
+        let mut rows: Vec<(String, String)> = Dataset::open(&out).unwrap().read_all::<Image>().unwrap().into_iter().map(|r| (r.source_id.unwrap(), r.source)).collect();
+        rows.sort();
+        for (id, source) in &rows {
+            assert_eq!(id.split('/').next().unwrap(), source, "images_per_task = {per_task}: {rows:?}");
+        }
+        seen.push(rows);
+    }
+    assert!(seen.windows(2).all(|w| w[0] == w[1]));
+}

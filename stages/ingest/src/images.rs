@@ -33,10 +33,14 @@ struct FolderCaptions {
 /// `reports(dir)`: whether this task reports the problems of `dir`'s captions file
 /// (one task per folder does, so a bad line is one error row however many tasks
 /// share the folder).
-pub(crate) fn ingest(cfg: &IngestConfig, source: String, task: &Task, out: &mut TaskOutput, reports: &dyn Fn(&Path) -> bool) -> Result<(), BoxError> {
+///
+/// `source_of(file)`: the `source` column of an image file (per file: a task's files
+/// can come from several folders).
+pub(crate) fn ingest(cfg: &IngestConfig, source_of: &dyn Fn(&Path) -> String, task: &Task, out: &mut TaskOutput, reports: &dyn Fn(&Path) -> bool) -> Result<(), BoxError> {
     let mut folders: HashMap<PathBuf, FolderCaptions> = HashMap::new();
     let mut batch = Batcher::<Pair>::new(cfg.batch_rows.min(256));
     for input in &task.inputs {
+        let source = source_of(&input.path);
         let ctx = Ctx { cfg, path: &input.path, label: &input.label, source: source.clone() };
         let dir = input.path.parent().unwrap_or(Path::new(".")).to_path_buf();
         if !folders.contains_key(&dir) {
@@ -138,9 +142,10 @@ fn format_name(f: image::ImageFormat) -> String {
 
 /// Caption-less image files into `image` rows (one per file; undecodable headers
 /// become `image_decode` error rows).
-pub(crate) fn ingest_uncaptioned(cfg: &IngestConfig, source: String, task: &Task, out: &mut TaskOutput) -> Result<(), BoxError> {
+pub(crate) fn ingest_uncaptioned(cfg: &IngestConfig, source_of: &dyn Fn(&Path) -> String, task: &Task, out: &mut TaskOutput) -> Result<(), BoxError> {
     let mut batch = Batcher::<Image>::new(cfg.batch_rows.min(256));
     for input in &task.inputs {
+        let source = source_of(&input.path);
         let ctx = Ctx { cfg, path: &input.path, label: &input.label, source: source.clone() };
         let Some(bytes) = read_image(&ctx, out)? else { continue };
         let (format, width, height) = match header(&bytes) {

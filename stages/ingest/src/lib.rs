@@ -344,10 +344,12 @@ impl StageRun for IngestRun<'_> {
         let (format, stage) = (self.format, self.stage);
         if format == Format::Images {
             let reports = |dir: &Path| self.caption_reporter.get(dir) == Some(&task.id);
-            return images::ingest(&stage.cfg, stage.source_for(&task.inputs[0].path), task, out, &reports);
+            // Each file's own folder names its rows (not the task's first file's: that
+            // made the column depend on images_per_task).
+            return images::ingest(&stage.cfg, &|p| stage.source_for(p), task, out, &reports);
         }
         if format == Format::Image {
-            return images::ingest_uncaptioned(&stage.cfg, stage.source_for(&task.inputs[0].path), task, out);
+            return images::ingest_uncaptioned(&stage.cfg, &|p| stage.source_for(p), task, out);
         }
         for input in &task.inputs {
             let ctx = Ctx { cfg: &stage.cfg, path: &input.path, label: &input.label, source: stage.source_for(&input.path) };
