@@ -25,10 +25,14 @@ pub fn orientation(bytes: &[u8]) -> Orientation {
         return jpeg_exif(bytes).and_then(Orientation::from_exif_chunk).unwrap_or(Orientation::NoTransforms);
     }
     use image::ImageDecoder;
+    // Header-sized limits: the PNG reader inflates the colour profile (see HEADER_ALLOC).
     image::ImageReader::new(Cursor::new(bytes))
         .with_guessed_format()
         .ok()
-        .and_then(|r| r.into_decoder().ok())
+        .and_then(|mut r| {
+            r.limits(crate::header_limits());
+            r.into_decoder().ok()
+        })
         .and_then(|mut d| d.orientation().ok())
         .unwrap_or(Orientation::NoTransforms)
 }

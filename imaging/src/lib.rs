@@ -79,11 +79,15 @@ pub fn decode_gray_as(bytes: &[u8], max_side: usize, grey: JpegGrey) -> Result<(
     if let Some(Ok((g, w, h))) = png_gray(bytes, max_side, grey, false) {
         return Ok((g, w, h, 1));
     }
-    let img = image::load_from_memory(bytes).map_err(|e| DecodeError::Decode(e.to_string()))?;
+    let img = load(bytes).map_err(|e| DecodeError::Decode(e.to_string()))?;
     let (w, h) = (img.width(), img.height());
     if w == 0 || h == 0 {
         return Err(DecodeError::Empty(w, h));
     }
+    // Transparency shown on white (the streamed PNG rows' and the samples' picture): a
+    // logo on a transparent background and its copy flattened onto a white page are
+    // one picture; dropping the alpha showed the transparent pixels' stored colour.
+    let img = if img.color().has_alpha() { image::DynamicImage::ImageRgb8(rgb_on_white(img)) } else { img };
     // 8-bit RGB(A) — PNG screenshots, mostly — to grey in fixed point: the image
     // crate's conversion goes through floats and a libm round per pixel, which cost
     // more than inflating the PNG.
@@ -272,7 +276,74 @@ fn jpeg_header(bytes: &[u8]) -> Result<(jpeg_decoder::Decoder<&[u8]>, u32, u32),
     if w == 0 || h == 0 {
         return Err(DecodeError::Empty(w, h));
     }
+    // jpeg-decoder has no size limit and reads every block the header declares, real or
+    // not: a 20 KB file declaring 60000×60000 cost dedup 27 s and 400 MB (stages run
+    // before the filter's bomb rule sees it). The image crate's fallback refuses it too.
+    if w as u64 * h as u64 > MAX_JPEG_PIXELS {
+        return Err(DecodeError::Decode(format!("JPEG declares {w}x{h} pixels, over the {MAX_JPEG_PIXELS} this decoder takes (a decompression bomb or a lying header)")));
+    }
     Ok((d, w, h))
+}
+
+/// The most pixels a JPEG header may declare for the scaled decoders: 16384 × 16384,
+/// the filter's default `max_side` squared (its `max_pixels` bomb rule is 50 M by
+/// default, so nothing the filter keeps is refused here).
+pub const MAX_JPEG_PIXELS: u64 = 16384 * 16384;
+
+/// Offset of a JPEG's first start-of-scan marker, walking the marker segments before
+/// it; `None` when the walk ends first (cut short, or not well-formed).
+fn jpeg_first_scan(bytes: &[u8]) -> Option<usize> {
+    let mut i = 2;
+    while i + 4 <= bytes.len() {
+        if bytes[i] != 0xFF {
+            return None;
+        }
+        match bytes[i + 1] {
+            0xFF => i += 1,
+            0xDA => return Some(i),
+            0xD9 => return None,
+            // Stand-alone markers (TEM, RSTn) carry no length.
+            0x01 | 0xD0..=0xD7 => i += 2,
+            _ => i += 2 + u16::from_be_bytes([bytes[i + 2], bytes[i + 3]]) as usize,
+        }
+    }
+    None
+}
+
+/// Whether a JPEG was cut off: no end-of-image marker after the start of its image
+/// data. Decoders fill a missing tail with grey and report success. An EXIF thumbnail
+/// (a whole JPEG, EOI included, inside APP1) does not count, and data after the EOI
+/// does not hide it: a phone's motion photo is a complete JPEG followed by an MP4 of
+/// megabytes (a search of the last few KB for the marker called it truncated). Where
+/// the segments before the scan do not parse, the last 4 KB are searched.
+pub fn jpeg_truncated(bytes: &[u8]) -> bool {
+    let eoi = |b: &[u8]| b.windows(2).rev().any(|w| w == [0xFF, 0xD9]);
+    match jpeg_first_scan(bytes) {
+        Some(sos) => !eoi(&bytes[sos..]),
+        None => !eoi(&bytes[bytes.len().saturating_sub(4096)..]),
+    }
+}
+
+/// An RGB picture of a decoded image as it is shown on a white page: pixels with alpha
+/// (RGBA PNG, palette PNG/GIF with a transparent colour, WebP) are composited onto
+/// white. Dropping the alpha instead shows whatever colour a transparent pixel happens
+/// to store, black for most encoders: a logo on a transparent background became a logo
+/// on black.
+pub fn rgb_on_white(img: image::DynamicImage) -> image::RgbImage {
+    if !img.color().has_alpha() {
+        return img.into_rgb8();
+    }
+    let rgba = img.into_rgba8();
+    let (w, h) = rgba.dimensions();
+    let px = rgba.as_raw().chunks_exact(4).flat_map(|p| [on_white(p[0], p[3]), on_white(p[1], p[3]), on_white(p[2], p[3])]);
+    image::RgbImage::from_raw(w, h, px.collect()).expect("w*h*3 bytes")
+}
+
+/// One 8-bit channel of a pixel with alpha `a`, composited onto white, rounded.
+#[inline]
+pub fn on_white(c: u8, a: u8) -> u8 {
+    let a = a as u32;
+    ((c as u32 * a + 255 * (255 - a) + 127) / 255) as u8
 }
 
 /// PNG straight to the grey work picture (longer side at most `max_side`, the same
@@ -302,6 +373,9 @@ fn png_gray(bytes: &[u8], max_side: usize, grey: JpegGrey, strip16: bool) -> Opt
     }
     let err = |e: png::DecodingError| DecodeError::Decode(e.to_string());
     let mut d = png::Decoder::new(Cursor::new(bytes));
+    // The colour profile is not used here, and inflating a hostile one costs up to the
+    // PNG reader's 64 MB budget.
+    d.set_ignore_iccp_chunk(true);
     d.set_transformations(png::Transformations::EXPAND | png::Transformations::STRIP_16);
     let mut r = match d.read_info() {
         Ok(r) => r,
@@ -345,17 +419,22 @@ fn png_gray(bytes: &[u8], max_side: usize, grey: JpegGrey, strip16: bool) -> Opt
             Err(e) => return Some(Err(err(e))),
         };
         let data = row.data();
+        // Pixels with alpha (and palette entries made transparent by tRNS, which EXPAND
+        // turns into alpha) are shown on white, as `rgb_on_white` shows them.
+        let rgb = |px: &[u8]| if channels == 4 && px[3] != 255 { [on_white(px[0], px[3]), on_white(px[1], px[3]), on_white(px[2], px[3])] } else { [px[0], px[1], px[2]] };
         if channels <= 2 {
             for (x, px) in data.chunks_exact(channels).take(w).enumerate() {
-                acc[cell_of[x] as usize] += px[0] as u32;
+                acc[cell_of[x] as usize] += if channels == 2 && px[1] != 255 { on_white(px[0], px[1]) } else { px[0] } as u32;
             }
         } else if grey == JpegGrey::Rec709 {
             for (x, px) in data.chunks_exact(channels).take(w).enumerate() {
-                acc[cell_of[x] as usize] += luma_u8(px[0], px[1], px[2]);
+                let [r, g, b] = rgb(px);
+                acc[cell_of[x] as usize] += luma_u8(r, g, b);
             }
         } else {
             for (x, px) in data.chunks_exact(channels).take(w).enumerate() {
-                acc[cell_of[x] as usize] += luma601_u8(px[0], px[1], px[2]);
+                let [r, g, b] = rgb(px);
+                acc[cell_of[x] as usize] += luma601_u8(r, g, b);
             }
         }
         rows_in_cell += 1;
@@ -560,18 +639,23 @@ fn decode_jpeg_scaled_as(bytes: &[u8], max_side: usize, grey: JpegGrey) -> Resul
 /// Decodes to RGB with the shorter side at least `min_short` pixels where the format
 /// allows it cheaply (JPEG: DCT-domain 1/2–1/8 scale), else in full. Returns the
 /// picture and the full (header) size.
+/// Transparent pixels are shown on white ([`rgb_on_white`]); a JPEG cut off before its
+/// end-of-image marker is an error (decoders would fill the rest with grey).
 pub fn decode_rgb_min_short(bytes: &[u8], min_short: u32) -> Result<(image::RgbImage, u32, u32), DecodeError> {
     if is_jpeg(bytes) {
+        if jpeg_truncated(bytes) {
+            return Err(DecodeError::Decode("JPEG is truncated: no end-of-image marker after its image data".into()));
+        }
         if let Ok(r) = decode_jpeg_rgb_scaled(bytes, min_short) {
             return Ok(r);
         }
     }
-    let img = image::load_from_memory(bytes).map_err(|e| DecodeError::Decode(e.to_string()))?;
+    let img = load(bytes).map_err(|e| DecodeError::Decode(e.to_string()))?;
     let (w, h) = (img.width(), img.height());
     if w == 0 || h == 0 {
         return Err(DecodeError::Empty(w, h));
     }
-    Ok((img.to_rgb8(), w, h))
+    Ok((rgb_on_white(img), w, h))
 }
 
 fn decode_jpeg_rgb_scaled(bytes: &[u8], min_short: u32) -> Result<(image::RgbImage, u32, u32), DecodeError> {
@@ -743,14 +827,48 @@ pub struct Header {
 }
 
 /// Format (by content) and size from the header, without decoding pixels and without
-/// the image crate's default limits (a caller's bomb guard decides on the size).
+/// the image crate's limit on the declared size (a caller's bomb guard decides on the
+/// size). What reading the header may allocate is capped at [`HEADER_ALLOC`].
 pub fn probe(bytes: &[u8]) -> Result<Header, DecodeError> {
     let r = image::ImageReader::new(Cursor::new(bytes)).with_guessed_format().map_err(|e| DecodeError::Decode(e.to_string()))?;
     let format = r.format().ok_or_else(|| DecodeError::Decode("unrecognised image format".into()))?;
     let mut r = r;
-    r.no_limits();
+    r.limits(header_limits());
     let (width, height) = r.into_dimensions().map_err(|e| DecodeError::Decode(e.to_string()))?;
     Ok(Header { format, width, height })
+}
+
+/// The most a header read may allocate. A PNG's header holds its colour profile
+/// (iCCP), deflate-compressed: a 1 MB file whose profile inflates to 1 GB of zeros
+/// made the probe allocate the gigabyte (no limits) and the image crate's own readers
+/// 512 MB (their default). Real profiles are well under a megabyte; one over this is
+/// skipped by the PNG reader, not an error.
+pub const HEADER_ALLOC: u64 = 16 << 20;
+
+/// Image crate limits for reading headers: any declared size, [`HEADER_ALLOC`] bytes.
+pub fn header_limits() -> image::Limits {
+    let mut l = image::Limits::no_limits();
+    l.max_alloc = Some(HEADER_ALLOC);
+    l
+}
+
+/// Image crate limits for decoding `bytes` in full: what the declared picture needs
+/// (width × height × 8 bytes, RGBA at 16 bits) plus [`HEADER_ALLOC`], and never more
+/// than the image crate's default (512 MiB, its bomb guard). The default alone let a
+/// 200×200 PNG's colour profile inflate to 512 MB.
+pub fn decode_limits(bytes: &[u8]) -> image::Limits {
+    let need = probe(bytes).map_or(0, |h| h.width as u64 * h.height as u64 * 8);
+    let mut l = image::Limits::default();
+    l.max_alloc = Some(need.saturating_add(HEADER_ALLOC).min(l.max_alloc.unwrap_or(u64::MAX)));
+    l
+}
+
+/// The image crate's full decode (format from the content) under [`decode_limits`]:
+/// what `image::load_from_memory` does, without its metadata allowance.
+pub fn load(bytes: &[u8]) -> Result<image::DynamicImage, image::ImageError> {
+    let mut r = image::ImageReader::new(Cursor::new(bytes)).with_guessed_format()?;
+    r.limits(decode_limits(bytes));
+    r.decode()
 }
 
 /// The content frame: rows and columns at the picture's edges that are flat (low

@@ -285,7 +285,7 @@ fn image_folder_with_sidecars_and_a_captions_csv() {
     let got: Vec<(&str, &str, u32, u32, &str)> = pairs.iter().map(|p| (p.caption.as_str(), p.caption_origin.as_str(), p.width, p.height, p.format.as_str())).collect();
     assert_eq!(
         got,
-        [("一只猫", "captions.csv", 451, 300, "png"), ("宇航员的肖像", "sidecar", 512, 512, "png"), ("火箭发射", "captions.csv", 640, 427, "jpg")]
+        [("一只猫", "captions.csv", 451, 300, "png"), ("宇航员的肖像", "sidecar", 512, 512, "png"), ("火箭发射", "captions.csv", 640, 427, "jpeg")]
     );
     assert_eq!(pairs[1].image_bytes, std::fs::read(photos.join("astronaut.png")).unwrap());
     let mut kinds: Vec<String> = Dataset::open(&out).unwrap().side("errors").unwrap().read_all::<InputError>().unwrap().into_iter().map(|e| e.kind).collect();

@@ -32,7 +32,7 @@ fn caption_less_image_folder_ingests_as_images_then_dedups_and_filters() {
     let got: Vec<(&str, u32, u32, &str)> = rows.iter().map(|r| (r.source_id.as_deref().unwrap(), r.width, r.height, r.format.as_str())).collect();
     assert_eq!(
         got,
-        [("trip/astronaut.png", 512, 512, "png"), ("trip/chelsea.png", 451, 300, "png"), ("trip/coffee-copy.png", 600, 400, "png"), ("trip/coffee.png", 600, 400, "png"), ("trip/rocket.jpg", 640, 427, "jpg")]
+        [("trip/astronaut.png", 512, 512, "png"), ("trip/chelsea.png", 451, 300, "png"), ("trip/coffee-copy.png", 600, 400, "png"), ("trip/coffee.png", 600, 400, "png"), ("trip/rocket.jpg", 640, 427, "jpeg")]
     );
     assert!(rows.iter().all(|r| r.source == "trip"));
     assert_eq!(rows[0].bytes, std::fs::read(photos.join("astronaut.png")).unwrap());
@@ -58,4 +58,127 @@ fn caption_less_image_folder_ingests_as_images_then_dedups_and_filters() {
     let filtered = t.path().join("filtered");
     m6_ok(&["filter", "--input", s(&deduped), "--output", s(&filtered), "--quiet"]);
     assert_eq!(Dataset::open(&filtered).unwrap().rows(), 4);
+}
+
+/// A captions file is read by every task that holds an image of its folder, but its
+/// problems are one error row each, whatever `images_per_task` is: a bad line (it
+/// was reported once per task), and a caption for a file that is not in the folder (a
+/// caption no row carries; it was dropped without a word).
+#[test]
+fn captions_file_problems_are_reported_once() {
+    let t = tempfile::tempdir().unwrap();
+    let photos = data_dir().join("photos");
+    let dir = t.path().join("相册");
+    std::fs::create_dir_all(&dir).unwrap();
+    for name in ["camera.png", "coins.png", "rocket.jpg", "horse.png"] {
+        std::fs::copy(photos.join(name), dir.join(name)).unwrap();
+    }
+    let lines = [
+        r#"{"file": "camera.png", "caption": "相机"}"#,
+        r#"{"file": "coins.png", "caption": "硬币"}"#,
+        "{not json",
+        r#"{"file": "rocket.jpg", "caption": "火箭"}"#,
+        r#"{"file": "gone.jpg", "caption": "不在了"}"#,
+        r#"{"file": "horse.png", "caption": "马"}"#,
+    ];
+    std::fs::write(dir.join("captions.jsonl"), lines.join("\n")).unwrap();
+    for per_task in [1, 1000] {
+        let out = t.path().join(format!("pairs-{per_task}"));
+        m6_ok(&["ingest", "--input", s(&dir), "--output", s(&out), "--set", &format!("images_per_task={per_task}"), "--quiet"]);
+        let ds = Dataset::open(&out).unwrap();
+        assert_eq!(ds.read_all::<Pair>().unwrap().len(), 4);
+        let mut errors: Vec<(String, String)> = ds.side("errors").unwrap().read_all::<InputError>().unwrap().into_iter().map(|e| (e.location, e.message)).collect();
+        errors.sort();
+        assert_eq!(errors.len(), 2, "images_per_task = {per_task}: {errors:?}");
+        assert_eq!(errors[0].0, "line 3");
+        assert_eq!(errors[1].0, "line 5");
+        assert!(errors[1].1.contains("gone.jpg"), "{errors:?}");
+    }
+}
+
+/// An image file over `max_record_mb` is an error row naming it and is not read (a
+/// multi-gigabyte "photo" — a video or disk image under an image's name — took its
+/// size in memory, and one over 2 GiB overflowed the batch's offsets); the other files
+/// of the folder are ingested, captioned or not.
+#[test]
+fn an_image_file_over_max_record_mb_is_an_error_row() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("scans");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(data_dir().join("photos/astronaut.png"), dir.join("astronaut.png")).unwrap();
+    // 1.2 MB, over a 1 MiB limit.
+    std::fs::copy(data_dir().join("photos-heldout/raccoon_face.png"), dir.join("raccoon face.png")).unwrap();
+    for (format, with_captions) in [("image", false), ("images", true)] {
+        if with_captions {
+            std::fs::write(dir.join("captions.csv"), "file,caption\nastronaut.png,宇航员\nraccoon face.png,浣熊\n").unwrap();
+        }
+        let out = t.path().join(format);
+        m6_ok(&["ingest", "--input", s(&dir), "--output", s(&out), "--format", format, "--set", "max_record_mb=1", "--quiet"]);
+        let ds = Dataset::open(&out).unwrap();
+        assert_eq!(ds.rows(), 1, "{format}");
+        let errors: Vec<InputError> = ds.side("errors").unwrap().read_all().unwrap();
+        assert_eq!(errors.len(), 1, "{format}: {errors:?}");
+        assert!(errors[0].file.ends_with("raccoon face.png") && errors[0].kind == "too_large" && errors[0].message.contains("max_record_mb = 1"), "{:?}", errors[0]);
+    }
+}
+
+/// Caption files as Chinese Windows editors write them: a sidecar in GBK is an error
+/// row naming it (it failed the whole task, a thousand images, with an I/O error), a
+/// UTF-8 byte-order mark is not caption text (sidecar) and does not make the first line
+/// of captions.jsonl invalid JSON; a GBK line in captions.jsonl is an error row too.
+#[test]
+fn caption_files_in_gbk_or_with_a_byte_order_mark() {
+    let t = tempfile::tempdir().unwrap();
+    let photos = data_dir().join("photos");
+    let side = t.path().join("in/sidecars");
+    let list = t.path().join("in/list");
+    std::fs::create_dir_all(&side).unwrap();
+    std::fs::create_dir_all(&list).unwrap();
+    for (dir, name) in [(&side, "camera.png"), (&side, "coins.png"), (&side, "horse.png"), (&list, "rocket.jpg"), (&list, "moon.png")] {
+        std::fs::copy(photos.join(name), dir.join(name)).unwrap();
+    }
+    std::fs::write(side.join("camera.txt"), "拿着相机的人").unwrap();
+    // "一堆硬币" in GBK.
+    std::fs::write(side.join("coins.txt"), [0xD2, 0xBB, 0xB6, 0xD1, 0xD3, 0xB2, 0xB1, 0xD2]).unwrap();
+    std::fs::write(side.join("horse.txt"), "\u{feff}一匹马\r\n").unwrap();
+    let mut jsonl = "\u{feff}{\"file\": \"rocket.jpg\", \"caption\": \"火箭\"}\n".as_bytes().to_vec();
+    jsonl.extend_from_slice(b"{\"file\": \"moon.png\", \"caption\": \"\xD4\xC2\xC1\xC1\"}\n");
+    std::fs::write(list.join("captions.jsonl"), jsonl).unwrap();
+    let out = t.path().join("pairs");
+    m6_ok(&["ingest", "--input", s(&t.path().join("in")), "--output", s(&out), "--quiet"]);
+    let ds = Dataset::open(&out).unwrap();
+    let mut got: Vec<(String, String)> = ds.read_all::<Pair>().unwrap().into_iter().map(|p| (p.source_id.unwrap(), p.caption)).collect();
+    got.sort();
+    assert_eq!(got, [("list/rocket.jpg".to_string(), "火箭".to_string()), ("sidecars/camera.png".into(), "拿着相机的人".into()), ("sidecars/horse.png".into(), "一匹马".into())]);
+    let mut errors: Vec<(String, String, String)> = ds.side("errors").unwrap().read_all::<InputError>().unwrap().into_iter().map(|e| (e.file, e.location, e.kind)).collect();
+    errors.sort();
+    assert_eq!(errors.len(), 3, "{errors:?}");
+    assert!(errors[0].0.ends_with("list/captions.jsonl") && errors[0].1 == "line 2" && errors[0].2 == "utf8", "{errors:?}");
+    assert!(errors[1].0.ends_with("list/moon.png") && errors[1].2 == "no_caption", "{errors:?}");
+    assert!(errors[2].0.ends_with("sidecars/coins.txt") && errors[2].2 == "utf8", "{errors:?}");
+}
+
+/// Each image's `source` is its own folder's name, whatever the chunking: a task's
+/// rows all took the name of the task's first file's folder, so the column changed
+/// with `images_per_task` (one folder's photos labelled with another's name).
+#[test]
+fn each_image_is_named_after_its_own_folder_at_any_task_size() {
+    let t = tempfile::tempdir().unwrap();
+    let photos = data_dir().join("photos");
+    for (dir, name) in [("album/家", "coffee.png"), ("album/家", "horse.png"), ("album/trip", "rocket.jpg"), ("album/trip", "camera.png"), ("album/trip", "coins.png")] {
+        std::fs::create_dir_all(t.path().join(dir)).unwrap();
+        std::fs::copy(photos.join(name), t.path().join(dir).join(name)).unwrap();
+    }
+    let mut seen = vec![];
+    for per_task in [1, 2, 1000] {
+        let out = t.path().join(format!("images-{per_task}"));
+        m6_ok(&["ingest", "--input", s(&t.path().join("album")), "--output", s(&out), "--set", &format!("images_per_task={per_task}"), "--quiet"]);
+        let mut rows: Vec<(String, String)> = Dataset::open(&out).unwrap().read_all::<Image>().unwrap().into_iter().map(|r| (r.source_id.unwrap(), r.source)).collect();
+        rows.sort();
+        for (id, source) in &rows {
+            assert_eq!(id.split('/').next().unwrap(), source, "images_per_task = {per_task}: {rows:?}");
+        }
+        seen.push(rows);
+    }
+    assert!(seen.windows(2).all(|w| w[0] == w[1]));
 }

@@ -140,8 +140,12 @@ impl<'a> Signer<'a> {
         let bytes_key = || u64_of(blake3::hash(bytes).as_bytes());
         if self.cfg.image_exact == ImageExact::Pixels {
             // Exact pixel identity needs every pixel: one full decode serves both keys.
-            return match image::load_from_memory(bytes) {
-                Ok(img) => {
+            return match m6_imaging::load(bytes) {
+                Ok(mut img) => {
+                    // Both keys of the picture as shown (EXIF orientation applied), as the
+                    // default path signs it: the stored pixels of a phone photo are turned,
+                    // and the same pixels under another tag are another picture.
+                    img.apply_orientation(m6_imaging::exif::orientation(bytes));
                     let sig = self.cfg.near.then(|| image_hash::sign_gray(&image_hash::shrink(&image_hash::full_gray(&img), image_hash::WORK_SIDE), img.width(), img.height(), 1));
                     (u64_of(&pixel_key(&img)), sig)
                 }

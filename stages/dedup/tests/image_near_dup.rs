@@ -192,9 +192,14 @@ fn reduced_scale_decoding_hashes_match_full_decoding() {
 
 /// The ids (sorted) that a default dedup of `rows` (in two shards, under `dir`) keeps.
 fn kept_after_dedup(dir: &std::path::Path, rows: &[Image], threads: usize) -> Vec<String> {
+    kept_after_dedup_with(dir, rows, threads, DedupConfig::default())
+}
+
+/// [`kept_after_dedup`] under `cfg`.
+fn kept_after_dedup_with(dir: &std::path::Path, rows: &[Image], threads: usize, cfg: DedupConfig) -> Vec<String> {
     let input = write_dataset(&dir.join("in"), rows, 2);
     let out = dir.join("out");
-    dedup(&input, &out, DedupConfig::default(), threads).unwrap();
+    dedup(&input, &out, cfg, threads).unwrap();
     let mut kept = kept_ids::<Image>(&out, |d| d.id.clone());
     kept.sort();
     kept
@@ -287,6 +292,10 @@ fn exif_turned_phone_photos_match_their_upright_copies() {
     want.push(sideways);
     want.sort();
     assert_eq!(kept_after_dedup(tmp.path(), &rows, 1), want, "each camera file (the larger copy) kept, its CDN copy dropped, the sideways file kept");
+    // The same with exact keys from decoded pixels, whose full decode signs the near
+    // key too: it signed the stored pixels, so no turned photo matched its copy.
+    let cfg = DedupConfig { image_exact: m6_stage_dedup::ImageExact::Pixels, ..Default::default() };
+    assert_eq!(kept_after_dedup_with(&tmp.path().join("pixels"), &rows, 1, cfg), want, "image_exact = pixels");
 }
 
 /// A window of a photo (fractions of its size) resized to `side`×`side`.
@@ -413,4 +422,29 @@ fn jpeg_and_png_of_one_photo_get_the_same_grey() {
         worst709 = worst709.max(mad709);
     }
     assert!(worst709 > 2.0, "mixed grey weights should show on these photos (worst {worst709})");
+}
+
+/// A cut-out (a round badge of a photo) on a transparent background, as sites serve
+/// logos and product pictures, and the same picture flattened onto a white page as a
+/// JPEG (and a thumbnail of that): one picture. The transparent pixels store black, as
+/// most encoders leave them; signed without the alpha, the PNG was a badge on black and
+/// matched neither copy. Also through the full decode of `image_exact = "pixels"`.
+#[test]
+fn transparent_cut_out_matches_its_copy_on_white() {
+    let cat = photo("chelsea.png").crop_imm(75, 0, 300, 300).to_rgb8();
+    let inside = |x: u32, y: u32| (x as f32 - 149.5).powi(2) + (y as f32 - 149.5).powi(2) <= 150.0f32.powi(2);
+    let rgba = image::RgbaImage::from_fn(300, 300, |x, y| {
+        let p = cat.get_pixel(x, y).0;
+        if inside(x, y) { image::Rgba([p[0], p[1], p[2], 255]) } else { image::Rgba([0, 0, 0, 0]) }
+    });
+    let white = DynamicImage::ImageRgb8(RgbImage::from_fn(300, 300, |x, y| if inside(x, y) { *cat.get_pixel(x, y) } else { Rgb([255, 255, 255]) }));
+    let rows = vec![
+        image_row("png", "badge.png", png(&DynamicImage::ImageRgba8(rgba))),
+        image_row("jpeg", "badge.jpg", jpeg(&white, 90)),
+        image_row("thumb", "badge-small.jpg", jpeg(&white.resize(200, 200, image::imageops::FilterType::Triangle), 85)),
+    ];
+    let tmp = tempfile::tempdir().unwrap();
+    assert_eq!(kept_after_dedup(tmp.path(), &rows, 1).len(), 1, "the transparent PNG and its copies on white are one picture");
+    let cfg = DedupConfig { image_exact: m6_stage_dedup::ImageExact::Pixels, ..Default::default() };
+    assert_eq!(kept_after_dedup_with(&tmp.path().join("pixels"), &rows, 1, cfg).len(), 1, "image_exact = pixels");
 }

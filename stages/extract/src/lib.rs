@@ -217,8 +217,10 @@ fn image_format(f: image::ImageFormat) -> String {
 
 /// Format and size from the image header, without decoding the pixels.
 fn probe_image(bytes: &[u8]) -> Option<(String, u32, u32)> {
-    let r = image::ImageReader::new(Cursor::new(bytes)).with_guessed_format().ok()?;
+    let mut r = image::ImageReader::new(Cursor::new(bytes)).with_guessed_format().ok()?;
     let format = r.format()?;
+    // Header-sized limits: the PNG reader inflates the colour profile (see HEADER_ALLOC).
+    r.limits(m6_imaging::header_limits());
     let (w, h) = r.into_dimensions().ok()?;
     Some((image_format(format), w, h))
 }

@@ -252,7 +252,8 @@ impl ImageRules {
 fn truncated(fmt: ImageFormat, bytes: &[u8]) -> Option<&'static str> {
     let tail = &bytes[bytes.len().saturating_sub(4096)..];
     match fmt {
-        ImageFormat::Jpeg if !tail.windows(2).any(|w| w == [0xFF, 0xD9]) => Some("no JPEG end-of-image marker"),
+        // After the image data, wherever it is (a motion photo carries an MP4 after it).
+        ImageFormat::Jpeg if m6_imaging::jpeg_truncated(bytes) => Some("no JPEG end-of-image marker"),
         ImageFormat::Png if !tail.windows(4).any(|w| w == b"IEND") => Some("no PNG IEND chunk"),
         ImageFormat::Gif if bytes.last() != Some(&0x3B) && !tail.contains(&0x3B) => Some("no GIF trailer"),
         _ => None,
@@ -267,7 +268,8 @@ fn frame_count(fmt: ImageFormat, bytes: &[u8]) -> usize {
             Ok(d) => d.into_frames().take(2).filter(|f| f.is_ok()).count().max(1),
             Err(_) => 1,
         },
-        ImageFormat::Png => match image::codecs::png::PngDecoder::new(Cursor::new(bytes)) {
+        // Header-sized limits: the reader inflates the colour profile (see HEADER_ALLOC).
+        ImageFormat::Png => match image::codecs::png::PngDecoder::with_limits(Cursor::new(bytes), m6_imaging::header_limits()) {
             Ok(d) => {
                 if d.is_apng().unwrap_or(false) {
                     2
@@ -331,6 +333,32 @@ mod tests {
         assert_eq!(r.check(&tiny).unwrap_err().rule, rule::MIN_PIXELS);
         let strict = rules(ImageConfig { max_pixels: 1_000_000, min_pixels: 10, ..Default::default() });
         assert_eq!(strict.check(&bytes).unwrap_err().rule, rule::BOMB);
+    }
+
+    /// A phone's motion photo is a complete JPEG followed by an MP4: kept, where a
+    /// search of the last 4 KB for the end marker dropped it as truncated. A cut file
+    /// is still dropped even when an EXIF thumbnail (with its own end marker) sits in
+    /// its first segments.
+    #[test]
+    fn motion_photos_are_not_truncated_and_cut_files_are() {
+        let r = rules(ImageConfig::default());
+        let full = jpeg(&photo("chelsea.png"), 90);
+        let mut motion = full.clone();
+        motion.extend_from_slice(b"\0\0\0\x18ftypmp42");
+        motion.extend((0..200_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8));
+        assert_eq!(r.check(&motion).map(|i| (i.width, i.height)), Ok((451, 300)));
+        let thumb = jpeg(&photo("chelsea.png").thumbnail(64, 64), 80);
+        let mut seg = b"Exif\0\0II*\0\x08\0\0\0\0\0\0\0\0\0".to_vec();
+        seg.extend_from_slice(&thumb);
+        let mut with_thumb = full[..2].to_vec();
+        with_thumb.extend_from_slice(&[0xFF, 0xE1]);
+        with_thumb.extend_from_slice(&((seg.len() + 2) as u16).to_be_bytes());
+        with_thumb.extend_from_slice(&seg);
+        with_thumb.extend_from_slice(&full[2..]);
+        assert!(r.check(&with_thumb).is_ok());
+        for cut in [with_thumb.len() / 3, with_thumb.len() - 2] {
+            assert_eq!(r.check(&with_thumb[..cut]).unwrap_err().rule, rule::TRUNCATED, "cut at {cut}");
+        }
     }
 
     #[test]

@@ -27,8 +27,12 @@ static A: Counting = Counting;
 
 mod common;
 
+/// The tests here measure one process-wide number: one at a time.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[test]
 fn bomb_refused_without_allocating() {
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let stage = m6_stage_filter::FilterStage::new(Default::default()).unwrap();
     let bomb = common::png_bomb(100_000, 100_000);
     LARGEST.store(0, Ordering::Relaxed);
@@ -36,4 +40,28 @@ fn bomb_refused_without_allocating() {
     let largest = LARGEST.load(Ordering::Relaxed);
     assert_eq!(e.rule, "image.bomb");
     assert!(largest < 1 << 20, "largest allocation while judging the bomb: {largest} bytes");
+}
+
+/// A 200×200 PNG whose colour profile (iCCP, compressed in the header) inflates to
+/// 96 MB of zeros: judging it read the header three times (probe without limits, the
+/// animation check at the image crate's 512 MB default, the pixel rules' PNG reader),
+/// each inflating the profile. The image is judged (and kept) without that.
+#[test]
+fn a_colour_profile_bomb_is_judged_without_inflating_it() {
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let stage = m6_stage_filter::FilterStage::new(Default::default()).unwrap();
+    let (w, h) = (200u32, 200u32);
+    let mut info = png::Info::with_size(w, h);
+    info.color_type = png::ColorType::Grayscale;
+    info.bit_depth = png::BitDepth::Eight;
+    info.icc_profile = Some(vec![0u8; 96 << 20].into());
+    let mut bytes = vec![];
+    let mut wr = png::Encoder::with_info(&mut bytes, info).unwrap().write_header().unwrap();
+    wr.write_image_data(&(0..w * h).map(|i| ((i % w + i / w) % 256) as u8).collect::<Vec<u8>>()).unwrap();
+    wr.finish().unwrap();
+    LARGEST.store(0, Ordering::Relaxed);
+    let kept = stage.judge_image(&bytes);
+    let largest = LARGEST.load(Ordering::Relaxed);
+    assert!(kept.is_ok(), "{kept:?}");
+    assert!(largest <= 2 * m6_imaging::HEADER_ALLOC as usize, "largest allocation while judging: {largest} bytes");
 }

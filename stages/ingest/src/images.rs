@@ -15,7 +15,9 @@ use crate::{io_err, Batcher, Ctx, IngestConfig};
 
 pub const CAPTIONS_JSONL: &str = "captions.jsonl";
 pub const CAPTIONS_CSV: &str = "captions.csv";
-const EXTS: [&str; 6] = [".png", ".jpg", ".jpeg", ".gif", ".webp", ".bmp"];
+/// `.jfif` and `.jpe` are JPEG too (Chrome on Windows saves downloaded JPEGs as
+/// `.jfif`); the format is read from the bytes either way.
+const EXTS: [&str; 8] = [".png", ".jpg", ".jpeg", ".jfif", ".jpe", ".gif", ".webp", ".bmp"];
 
 pub(crate) fn is_image_name(lower_name: &str) -> bool {
     EXTS.iter().any(|e| lower_name.ends_with(e))
@@ -24,49 +26,59 @@ pub(crate) fn is_image_name(lower_name: &str) -> bool {
 /// Captions listed in a folder's captions file, by file name, and which file it was.
 struct FolderCaptions {
     origin: &'static str,
-    by_name: HashMap<String, String>,
+    /// Caption and line number (in the captions file) by file name.
+    by_name: HashMap<String, (String, usize)>,
 }
 
-pub(crate) fn ingest(cfg: &IngestConfig, source: String, task: &Task, out: &mut TaskOutput) -> Result<(), BoxError> {
+/// `reports(dir)`: whether this task reports the problems of `dir`'s captions file
+/// (one task per folder does, so a bad line is one error row however many tasks
+/// share the folder).
+///
+/// `source_of(file)`: the `source` column of an image file (per file: a task's files
+/// can come from several folders).
+pub(crate) fn ingest(cfg: &IngestConfig, source_of: &dyn Fn(&Path) -> String, task: &Task, out: &mut TaskOutput, reports: &dyn Fn(&Path) -> bool) -> Result<(), BoxError> {
     let mut folders: HashMap<PathBuf, FolderCaptions> = HashMap::new();
     let mut batch = Batcher::<Pair>::new(cfg.batch_rows.min(256));
     for input in &task.inputs {
+        let source = source_of(&input.path);
         let ctx = Ctx { cfg, path: &input.path, label: &input.label, source: source.clone() };
         let dir = input.path.parent().unwrap_or(Path::new(".")).to_path_buf();
         if !folders.contains_key(&dir) {
-            let caps = load_captions(&ctx, &dir, out)?;
+            let caps = load_captions(&ctx, &dir, out, reports(&dir))?;
             folders.insert(dir.clone(), caps);
         }
-        let bytes = std::fs::read(&input.path).map_err(io_err(&input.path))?;
-        out.count_in(1, bytes.len() as u64);
+        let Some(bytes) = read_image(&ctx, out)? else { continue };
         let sidecar = input.path.with_extension("txt");
         let name = input.path.file_name().unwrap().to_string_lossy().to_string();
         let (caption, origin) = if sidecar.is_file() {
-            let c = std::fs::read_to_string(&sidecar).map_err(io_err(&sidecar))?;
-            (Some(c.trim().to_string()), "sidecar")
+            // A sidecar that is not UTF-8 (GBK from a Chinese Windows editor, say) is an
+            // error row naming it, as a non-UTF-8 `.txt` document is; it failed the whole
+            // task (a thousand images). A UTF-8 byte-order mark is not caption text.
+            let len = std::fs::metadata(&sidecar).map_err(io_err(&sidecar))?.len();
+            let sctx = Ctx { cfg, path: &sidecar, label: &input.label, source: source.clone() };
+            if len > cfg.max_record_bytes() as u64 {
+                sctx.error(out, "file".into(), "too_large", format!("caption sidecar of {len} bytes, over max_record_mb = {}; {name} not ingested", cfg.max_record_mb))?;
+                continue;
+            }
+            match String::from_utf8(std::fs::read(&sidecar).map_err(io_err(&sidecar))?) {
+                Ok(c) => (Some(c.strip_prefix('\u{feff}').unwrap_or(&c).trim().to_string()), "sidecar"),
+                Err(e) => {
+                    sctx.error(out, "file".into(), "utf8", format!("caption sidecar is not UTF-8 ({}); {name} not ingested", e.utf8_error()))?;
+                    continue;
+                }
+            }
         } else {
             let f = &folders[&dir];
-            (f.by_name.get(&name).cloned(), f.origin)
+            (f.by_name.get(&name).map(|(c, _)| c.clone()), f.origin)
         };
         let Some(caption) = caption.filter(|c| !c.is_empty()) else {
             ctx.error(out, "file".into(), "no_caption", format!("no caption: no {} and no entry in {CAPTIONS_JSONL}/{CAPTIONS_CSV}", sidecar.display()))?;
             continue;
         };
-        let reader = match image::ImageReader::new(Cursor::new(&bytes)).with_guessed_format() {
-            Ok(r) => r,
+        let (format, width, height) = match header(&bytes) {
+            Ok(h) => h,
             Err(e) => {
-                ctx.error(out, "file".into(), "image_decode", e.to_string())?;
-                continue;
-            }
-        };
-        let Some(format) = reader.format() else {
-            ctx.error(out, "file".into(), "image_decode", "not a recognised image format".into())?;
-            continue;
-        };
-        let (width, height) = match reader.into_dimensions() {
-            Ok(d) => d,
-            Err(e) => {
-                ctx.error(out, "file".into(), "image_decode", e.to_string())?;
+                ctx.error(out, "file".into(), "image_decode", e)?;
                 continue;
             }
         };
@@ -78,7 +90,7 @@ pub(crate) fn ingest(cfg: &IngestConfig, source: String, task: &Task, out: &mut 
             image_bytes: bytes,
             width,
             height,
-            format: format.extensions_str().first().copied().unwrap_or("unknown").to_string(),
+            format,
             caption,
             caption_origin: origin.to_string(),
             url: None,
@@ -92,22 +104,50 @@ pub(crate) fn ingest(cfg: &IngestConfig, source: String, task: &Task, out: &mut 
     batch.flush(out)
 }
 
-/// Format name and size from the header, or the error row's message.
+/// The image file's bytes, or `None` after an error row when the file is larger than
+/// `max_record_mb`: it is not read, so a multi-gigabyte file with an image's name (a
+/// video, a disk image) costs no memory, and no row over Arrow's 2 GiB per batch is built.
+fn read_image(ctx: &Ctx, out: &mut TaskOutput) -> Result<Option<Vec<u8>>, BoxError> {
+    let size = std::fs::metadata(ctx.path).map_err(io_err(ctx.path))?.len();
+    out.count_in(1, size);
+    if size > ctx.cfg.max_record_bytes() as u64 {
+        let msg = format!("image file of {:.1} MiB, over max_record_mb = {}; not read", size as f64 / (1 << 20) as f64, ctx.cfg.max_record_mb);
+        ctx.error(out, "file".into(), "too_large", msg)?;
+        return Ok(None);
+    }
+    Ok(Some(std::fs::read(ctx.path).map_err(io_err(ctx.path))?))
+}
+
+/// Format name and size from the header, or the error row's message. The header read
+/// allocates at most `m6_imaging::HEADER_ALLOC` (a PNG's compressed colour profile
+/// made it allocate 512 MB) and refuses no declared size (the filter's bomb rule does).
 fn header(bytes: &[u8]) -> Result<(String, u32, u32), String> {
     let reader = image::ImageReader::new(Cursor::new(bytes)).with_guessed_format().map_err(|e| e.to_string())?;
     let format = reader.format().ok_or_else(|| "not a recognised image format".to_string())?;
+    let mut reader = reader;
+    reader.limits(m6_imaging::header_limits());
     let (w, h) = reader.into_dimensions().map_err(|e| e.to_string())?;
-    Ok((format.extensions_str().first().copied().unwrap_or("unknown").to_string(), w, h))
+    Ok((format_name(format), w, h))
+}
+
+/// The `format` column's name for a format, as crawl and extract write it and the
+/// schema documents it (png, jpeg, gif, webp, bmp): the first file extension gave
+/// "jpg", so one corpus's `GROUP BY format` split its JPEGs in two.
+fn format_name(f: image::ImageFormat) -> String {
+    match f {
+        image::ImageFormat::Jpeg => "jpeg".into(),
+        other => other.extensions_str().first().copied().unwrap_or("unknown").to_string(),
+    }
 }
 
 /// Caption-less image files into `image` rows (one per file; undecodable headers
 /// become `image_decode` error rows).
-pub(crate) fn ingest_uncaptioned(cfg: &IngestConfig, source: String, task: &Task, out: &mut TaskOutput) -> Result<(), BoxError> {
+pub(crate) fn ingest_uncaptioned(cfg: &IngestConfig, source_of: &dyn Fn(&Path) -> String, task: &Task, out: &mut TaskOutput) -> Result<(), BoxError> {
     let mut batch = Batcher::<Image>::new(cfg.batch_rows.min(256));
     for input in &task.inputs {
+        let source = source_of(&input.path);
         let ctx = Ctx { cfg, path: &input.path, label: &input.label, source: source.clone() };
-        let bytes = std::fs::read(&input.path).map_err(io_err(&input.path))?;
-        out.count_in(1, bytes.len() as u64);
+        let Some(bytes) = read_image(&ctx, out)? else { continue };
         let (format, width, height) = match header(&bytes) {
             Ok(h) => h,
             Err(e) => {
@@ -133,15 +173,43 @@ pub(crate) fn ingest_uncaptioned(cfg: &IngestConfig, source: String, task: &Task
     batch.flush(out)
 }
 
-fn load_captions(ctx: &Ctx, dir: &Path, out: &mut TaskOutput) -> Result<FolderCaptions, BoxError> {
+/// The folder's captions; with `report`, its bad lines and its captions for files
+/// that are not image files of the folder (a caption no row will carry) become error
+/// rows naming the captions file and line.
+fn load_captions(ctx: &Ctx, dir: &Path, out: &mut TaskOutput, report: bool) -> Result<FolderCaptions, BoxError> {
+    let caps = read_captions(ctx, dir, out, report)?;
+    if report && caps.origin != "sidecar" {
+        let path = dir.join(caps.origin);
+        let cctx = Ctx { cfg: ctx.cfg, path: &path, label: ctx.label, source: ctx.source.clone() };
+        let mut unused: Vec<(usize, &String)> = caps.by_name.iter().filter(|(f, _)| !(is_image_name(&f.to_lowercase()) && dir.join(f.as_str()).is_file())).map(|(f, (_, line))| (*line, f)).collect();
+        unused.sort();
+        for (line, f) in unused {
+            cctx.error(out, format!("line {line}"), "caption_entry", format!("caption for `{f}`, which is not an image file in {}", dir.display()))?;
+        }
+    }
+    Ok(caps)
+}
+
+fn read_captions(ctx: &Ctx, dir: &Path, out: &mut TaskOutput, report: bool) -> Result<FolderCaptions, BoxError> {
     let mut by_name = HashMap::new();
     let jsonl = dir.join(CAPTIONS_JSONL);
     let csv_path = dir.join(CAPTIONS_CSV);
     if jsonl.is_file() {
         let f = std::io::BufReader::new(std::fs::File::open(&jsonl).map_err(io_err(&jsonl))?);
         let jctx = Ctx { cfg: ctx.cfg, path: &jsonl, label: ctx.label, source: ctx.source.clone() };
-        for (i, line) in f.lines().enumerate() {
-            let line = line.map_err(io_err(&jsonl))?;
+        for (i, line) in f.split(b'\n').enumerate() {
+            // A line that is not UTF-8 is an error row, not the end of the task.
+            let line = match String::from_utf8(line.map_err(io_err(&jsonl))?) {
+                Ok(l) => l,
+                Err(e) => {
+                    if report {
+                        jctx.error(out, format!("line {}", i + 1), "utf8", format!("not UTF-8: {}", e.utf8_error()))?;
+                    }
+                    continue;
+                }
+            };
+            // Windows editors start UTF-8 files with a byte-order mark, which JSON refuses.
+            let line = if i == 0 { line.strip_prefix('\u{feff}').map(str::to_string).unwrap_or(line) } else { line };
             if line.trim().is_empty() {
                 continue;
             }
@@ -153,9 +221,10 @@ fn load_captions(ctx: &Ctx, dir: &Path, out: &mut TaskOutput) -> Result<FolderCa
             });
             match entry {
                 Some((file, cap)) => {
-                    by_name.insert(file, cap);
+                    by_name.insert(file, (cap, i + 1));
                 }
-                None => jctx.error(out, format!("line {}", i + 1), "caption_entry", "expected {\"file\": …, \"caption\": …}".into())?,
+                None if report => jctx.error(out, format!("line {}", i + 1), "caption_entry", "expected {\"file\": …, \"caption\": …}".into())?,
+                None => {}
             }
         }
         return Ok(FolderCaptions { origin: "captions.jsonl", by_name });
@@ -172,11 +241,13 @@ fn load_captions(ctx: &Ctx, dir: &Path, out: &mut TaskOutput) -> Result<FolderCa
             match rec {
                 Ok(rec) => match (rec.get(fc), rec.get(cc)) {
                     (Some(f), Some(c)) => {
-                        by_name.insert(f.to_string(), c.to_string());
+                        by_name.insert(f.to_string(), (c.to_string(), i + 2));
                     }
-                    _ => cctx.error(out, format!("line {}", i + 2), "caption_entry", "row lacks the file or caption column".into())?,
+                    _ if report => cctx.error(out, format!("line {}", i + 2), "caption_entry", "row lacks the file or caption column".into())?,
+                    _ => {}
                 },
-                Err(e) => cctx.error(out, format!("line {}", i + 2), "csv", e.to_string())?,
+                Err(e) if report => cctx.error(out, format!("line {}", i + 2), "csv", e.to_string())?,
+                Err(_) => {}
             }
         }
         return Ok(FolderCaptions { origin: "captions.csv", by_name });

@@ -136,7 +136,7 @@ pub struct IngestConfig {
     /// Rows buffered before a batch is written. Default 2048.
     pub batch_rows: usize,
     /// The largest input record, in MiB: a JSONL line (after gzip decompression), a
-    /// `.txt` file, or a WARC record block. A longer one goes to `errors/` with its
+    /// `.txt` file, a WARC record block, or an image file. A longer one goes to `errors/` with its
     /// file and line/offset and is skipped without ever being held whole (lines are
     /// read through a buffer of at most this size, then skipped to the next newline),
     /// so one hostile line cannot take the memory of the machine. A task's peak
@@ -211,6 +211,10 @@ struct IngestRun<'a> {
     format: Format,
     /// Input files `plan` skipped: how many, and the first few.
     skipped: Option<(usize, Vec<String>)>,
+    /// Captioned image folders: the task that reports the folder's captions-file
+    /// problems (bad lines, captions for files that are not there), the first task
+    /// holding an image of the folder; every task reads the file, one reports it.
+    caption_reporter: std::collections::HashMap<PathBuf, String>,
 }
 
 /// Per-task context: the file being read and the source name.
@@ -243,7 +247,7 @@ impl Stage for IngestStage {
     }
 
     fn start<'a>(&'a self, _ctx: &RunContext<'a>) -> Result<Box<dyn StageRun + 'a>, BoxError> {
-        Ok(Box::new(IngestRun { stage: self, format: self.cfg.format, skipped: None }))
+        Ok(Box::new(IngestRun { stage: self, format: self.cfg.format, skipped: None, caption_reporter: Default::default() }))
     }
 }
 
@@ -300,7 +304,7 @@ impl StageRun for IngestRun<'_> {
             let exts = match format {
                 Format::Jsonl => ".jsonl, .jsonl.gz, .ndjson",
                 Format::Text => ".txt",
-                Format::Images | Format::Image => ".png, .jpg, .jpeg, .gif, .webp, .bmp",
+                Format::Images | Format::Image => ".png, .jpg, .jpeg, .jfif, .jpe, .gif, .webp, .bmp",
                 Format::Warc | Format::Auto => ".warc, .warc.gz",
             };
             let path = inputs.first().cloned().unwrap_or_default();
@@ -320,19 +324,32 @@ impl StageRun for IngestRun<'_> {
             let refs: Vec<&[u8]> = parts.iter().map(|p| p.as_slice()).collect();
             Ok(Task { id: content_id(&refs), inputs: task_inputs })
         };
-        match format {
-            Format::Images | Format::Image => wanted.chunks(self.stage.cfg.images_per_task).map(task_of).collect(),
-            _ => wanted.chunks(1).map(task_of).collect(),
+        let tasks: Vec<Task> = match format {
+            Format::Images | Format::Image => wanted.chunks(self.stage.cfg.images_per_task).map(task_of).collect::<m6_pipeline::Result<_>>()?,
+            _ => wanted.chunks(1).map(task_of).collect::<m6_pipeline::Result<_>>()?,
+        };
+        // Every process plans the same tasks in the same order, so all agree on this.
+        if format == Format::Images {
+            for t in &tasks {
+                for i in &t.inputs {
+                    let dir = i.path.parent().unwrap_or(Path::new(".")).to_path_buf();
+                    self.caption_reporter.entry(dir).or_insert_with(|| t.id.clone());
+                }
+            }
         }
+        Ok(tasks)
     }
 
     fn process(&self, _run: &RunContext, task: &Task, out: &mut TaskOutput) -> Result<(), BoxError> {
         let (format, stage) = (self.format, self.stage);
         if format == Format::Images {
-            return images::ingest(&stage.cfg, stage.source_for(&task.inputs[0].path), task, out);
+            let reports = |dir: &Path| self.caption_reporter.get(dir) == Some(&task.id);
+            // Each file's own folder names its rows (not the task's first file's: that
+            // made the column depend on images_per_task).
+            return images::ingest(&stage.cfg, &|p| stage.source_for(p), task, out, &reports);
         }
         if format == Format::Image {
-            return images::ingest_uncaptioned(&stage.cfg, stage.source_for(&task.inputs[0].path), task, out);
+            return images::ingest_uncaptioned(&stage.cfg, &|p| stage.source_for(p), task, out);
         }
         for input in &task.inputs {
             let ctx = Ctx { cfg: &stage.cfg, path: &input.path, label: &input.label, source: stage.source_for(&input.path) };
@@ -446,10 +463,13 @@ fn detect(inputs: &[PathBuf], files: &[(PathBuf, PathBuf)]) -> Result<Format, In
         return Err(IngestError::MixedFormats { path, found: seen.keys().copied().collect::<Vec<_>>().join(" and ") });
     }
     // Text files beside images are caption sidecars, so images win; images with no
-    // caption source at all are an image collection.
+    // caption source at all are an image collection. Only a `.txt` named like an image
+    // (`a.txt` beside `a.jpg`) is a sidecar: a README.txt in a photo folder made every
+    // photo a `no_caption` error.
+    let image_stems: std::collections::HashSet<PathBuf> = files.iter().filter(|(_, p)| Format::of_file(p) == Some(Format::Images)).map(|(_, p)| p.with_extension("")).collect();
     let captions = files.iter().any(|(_, p)| {
         let name = p.file_name().map(|n| n.to_string_lossy().to_lowercase()).unwrap_or_default();
-        name == images::CAPTIONS_JSONL || name == images::CAPTIONS_CSV || Format::of_file(p) == Some(Format::Text)
+        name == images::CAPTIONS_JSONL || name == images::CAPTIONS_CSV || (Format::of_file(p) == Some(Format::Text) && image_stems.contains(&p.with_extension("")))
     });
     Ok(if images && !captions {
         Format::Image
@@ -507,6 +527,11 @@ mod tests {
         assert_eq!(detect(&inputs, &f(&["a.jsonl", "b.jsonl.gz"])).unwrap(), Format::Jsonl);
         assert_eq!(detect(&inputs, &f(&["a.png", "a.txt"])).unwrap(), Format::Images);
         assert_eq!(detect(&inputs, &f(&["a.png", "b.jpg"])).unwrap(), Format::Image);
+        // A text file that is no image's sidecar does not make a photo folder captioned.
+        assert_eq!(detect(&inputs, &f(&["a.png", "b.jpg", "README.txt", "notes/说明.txt"])).unwrap(), Format::Image);
+        assert_eq!(detect(&inputs, &f(&["a.png", "b.jpg", "README.txt", "b.txt"])).unwrap(), Format::Images);
+        // JPEGs saved from a browser as .jfif, or named .jpe: image files, not skipped.
+        assert_eq!(detect(&inputs, &f(&["下载.JFIF", "b.jpe"])).unwrap(), Format::Image);
         assert_eq!(detect(&inputs, &f(&["a.png", "captions.csv"])).unwrap(), Format::Images);
         assert_eq!(detect(&inputs, &f(&["a.warc.gz"])).unwrap(), Format::Warc);
         assert_eq!(detect(&inputs, &f(&["a.txt"])).unwrap(), Format::Text);

@@ -215,6 +215,8 @@ impl TokenizeStage {
             let caption: &StringArray = column(&b, pair::CAPTION)?;
             let bytes: &BinaryArray = column(&b, pair::IMAGE_BYTES)?;
             let url: &StringArray = column(&b, pair::IMAGE_URL)?;
+            // An ingested pair has no URL; its source_id is the image file's path.
+            let source_id = b.column_by_name(pair::SOURCE_ID).and_then(|c| c.as_any().downcast_ref::<StringArray>());
             out.count_in(b.num_rows() as u64, (0..b.num_rows()).map(|i| (bytes.value(i).len() + caption.value(i).len()) as u64).sum());
             let done: Vec<_> = (0..b.num_rows())
                 .into_par_iter()
@@ -227,7 +229,11 @@ impl TokenizeStage {
                     Ok(p) => p,
                     Err(e) => {
                         bad += 1;
-                        let at = if url.is_valid(i) { format!(" ({})", url.value(i)) } else { String::new() };
+                        let at = match source_id.filter(|s| s.is_valid(i)) {
+                            _ if url.is_valid(i) => format!(" ({})", url.value(i)),
+                            Some(s) => format!(" ({})", s.value(i)),
+                            None => String::new(),
+                        };
                         tracing::warn!(file = %file, row = row0 + i, pair = ids.value(i), "image skipped: {e}");
                         errors.push(InputError {
                             file: file.clone(),

@@ -194,6 +194,9 @@ fn pairs_and_documents_into_one_dataset() {
     let mut bad = pairs[0].clone();
     bad.id = "broken".into();
     bad.image_bytes.truncate(100);
+    // Ingested from a folder: no URL, the file's path in source_id (named by the error).
+    bad.image_url = None;
+    bad.source_id = Some("相册/coffee cut.png".into());
     pairs.push(bad);
     let pin = tmp.path().join("pairs");
     write_dataset(&pin, pairs.clone(), 10);
@@ -227,6 +230,7 @@ fn pairs_and_documents_into_one_dataset() {
     let errors: Vec<InputError> = ds.side("errors").unwrap().read_all().unwrap();
     assert_eq!(errors.len(), 1);
     assert!(errors[0].location.contains("broken") && errors[0].kind == "image", "{:?}", errors[0]);
+    assert!(errors[0].location.contains("(相册/coffee cut.png)"), "{:?}", errors[0]);
 }
 
 #[test]

@@ -1,0 +1,66 @@
+//! A PNG whose colour profile (iCCP, deflate-compressed in the header) inflates to
+//! 96 MB of zeros, on a 200×200 picture: 100 KB of file. Reading its header made the
+//! probe allocate the whole profile (no limits) and every image-crate reader up to its
+//! 512 MB default, per image and thread. This binary counts allocations and checks the
+//! largest one each decoder makes.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+struct Counting;
+static LARGEST: AtomicUsize = AtomicUsize::new(0);
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        LARGEST.fetch_max(l.size(), Ordering::Relaxed);
+        unsafe { System.alloc(l) }
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        unsafe { System.dealloc(p, l) }
+    }
+    unsafe fn alloc_zeroed(&self, l: Layout) -> *mut u8 {
+        LARGEST.fetch_max(l.size(), Ordering::Relaxed);
+        unsafe { System.alloc_zeroed(l) }
+    }
+    unsafe fn realloc(&self, p: *mut u8, l: Layout, new: usize) -> *mut u8 {
+        LARGEST.fetch_max(new, Ordering::Relaxed);
+        unsafe { System.realloc(p, l, new) }
+    }
+}
+
+#[global_allocator]
+static A: Counting = Counting;
+
+/// A 200×200 grey gradient PNG carrying a `profile_mb` MB colour profile of zeros.
+fn png_with_profile(profile_mb: usize) -> Vec<u8> {
+    let (w, h) = (200u32, 200u32);
+    let mut info = png::Info::with_size(w, h);
+    info.color_type = png::ColorType::Grayscale;
+    info.bit_depth = png::BitDepth::Eight;
+    info.icc_profile = Some(vec![0u8; profile_mb << 20].into());
+    let mut out = vec![];
+    let mut wr = png::Encoder::with_info(&mut out, info).unwrap().write_header().unwrap();
+    let px: Vec<u8> = (0..w * h).map(|i| ((i % w + i / w) % 256) as u8).collect();
+    wr.write_image_data(&px).unwrap();
+    wr.finish().unwrap();
+    out
+}
+
+#[test]
+fn a_colour_profile_bomb_is_not_inflated() {
+    let bytes = png_with_profile(96);
+    assert!(bytes.len() < 200_000, "{} bytes", bytes.len());
+    let limit = 2 * m6_imaging::HEADER_ALLOC as usize;
+    let check = |what: &str, f: &dyn Fn()| {
+        LARGEST.store(0, Ordering::Relaxed);
+        f();
+        let largest = LARGEST.load(Ordering::Relaxed);
+        assert!(largest <= limit, "{what}: largest allocation {largest} bytes");
+    };
+    check("probe", &|| assert_eq!(m6_imaging::probe(&bytes).map(|h| (h.width, h.height)).unwrap(), (200, 200)));
+    check("decode_gray (dedup's signing)", &|| assert_eq!(m6_imaging::decode_gray_as(&bytes, 128, m6_imaging::JpegGrey::Luma).unwrap().1, 200));
+    check("decode_png_gray (the filter's pixel rules)", &|| assert_eq!(m6_imaging::decode_png_gray(&bytes, 256).unwrap().unwrap().1, 200));
+    check("decode_rgb_min_short (tokenize)", &|| assert_eq!(m6_imaging::decode_rgb_min_short(&bytes, 224).unwrap().1, 200));
+    check("exif::orientation", &|| assert_eq!(m6_imaging::exif::orientation(&bytes), m6_imaging::exif::Orientation::NoTransforms));
+    check("load", &|| assert_eq!(m6_imaging::load(&bytes).unwrap().width(), 200));
+}
