@@ -36,7 +36,9 @@ pub const SIGNATURE_FORMAT: &str = "m6-dedup-signature-v2";
 /// pair captions with m6-text's folding (as text v2); v4 hashes BT.601 grey (JPEG's
 /// own Y plane) instead of Rec. 709 grey, which moves hashes and thumbnails a little;
 /// v5 trims flat borders with levels that scale with the picture's contrast, which
-/// moves the frame (and so every hash and the thumbnail) of low-contrast pictures.
+/// moves the frame (and so every hash and the thumbnail) of low-contrast pictures,
+/// shows transparent pixels on white, and (under `image_exact = "pixels"`) keys the
+/// picture as its EXIF orientation shows it.
 pub const IMAGE_SIGNATURE_FORMAT: &str = "m6-dedup-image-signature-v5";
 
 /// Bytes of one row's body.
