@@ -119,10 +119,16 @@ pub fn with_jpeg_orientation(jpeg: &[u8], exif_value: u16, big_endian: bool) -> 
     tiff.extend_from_slice(&u32b(0));
     let mut seg = b"Exif\0\0".to_vec();
     seg.extend_from_slice(&tiff);
+    with_app1(jpeg, &seg)
+}
+
+/// Test support: `jpeg` with an APP1 segment holding `payload` right after its SOI.
+#[doc(hidden)]
+pub fn with_app1(jpeg: &[u8], payload: &[u8]) -> Vec<u8> {
     let mut out = jpeg[..2].to_vec();
     out.extend_from_slice(&[0xFF, 0xE1]);
-    out.extend_from_slice(&((seg.len() + 2) as u16).to_be_bytes());
-    out.extend_from_slice(&seg);
+    out.extend_from_slice(&((payload.len() + 2) as u16).to_be_bytes());
+    out.extend_from_slice(payload);
     out.extend_from_slice(&jpeg[2..]);
     out
 }

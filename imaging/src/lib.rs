@@ -10,6 +10,8 @@
 //! need. JPEGs too small for a 1/4 cut decode only their luma plane, at full size,
 //! in one thread (zune-jpeg). Other formats decode in full and are box-averaged down. [`probe`] reads only the header.
 
+#[doc(hidden)]
+pub mod alloc_probe;
 pub mod exif;
 pub mod jpeg_dc;
 pub mod quality;

@@ -4,32 +4,8 @@
 //! 512 MB default, per image and thread. This binary counts allocations and checks the
 //! largest one each decoder makes.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicUsize, Ordering};
-
-struct Counting;
-static LARGEST: AtomicUsize = AtomicUsize::new(0);
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        LARGEST.fetch_max(l.size(), Ordering::Relaxed);
-        unsafe { System.alloc(l) }
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        unsafe { System.dealloc(p, l) }
-    }
-    unsafe fn alloc_zeroed(&self, l: Layout) -> *mut u8 {
-        LARGEST.fetch_max(l.size(), Ordering::Relaxed);
-        unsafe { System.alloc_zeroed(l) }
-    }
-    unsafe fn realloc(&self, p: *mut u8, l: Layout, new: usize) -> *mut u8 {
-        LARGEST.fetch_max(new, Ordering::Relaxed);
-        unsafe { System.realloc(p, l, new) }
-    }
-}
-
 #[global_allocator]
-static A: Counting = Counting;
+static A: m6_imaging::alloc_probe::Largest = m6_imaging::alloc_probe::Largest;
 
 /// A 200×200 grey gradient PNG carrying a `profile_mb` MB colour profile of zeros.
 fn png_with_profile(profile_mb: usize) -> Vec<u8> {
@@ -52,9 +28,9 @@ fn a_colour_profile_bomb_is_not_inflated() {
     assert!(bytes.len() < 200_000, "{} bytes", bytes.len());
     let limit = 2 * m6_imaging::HEADER_ALLOC as usize;
     let check = |what: &str, f: &dyn Fn()| {
-        LARGEST.store(0, Ordering::Relaxed);
+        m6_imaging::alloc_probe::assert_installed();
         f();
-        let largest = LARGEST.load(Ordering::Relaxed);
+        let largest = m6_imaging::alloc_probe::largest();
         assert!(largest <= limit, "{what}: largest allocation {largest} bytes");
     };
     check("probe", &|| assert_eq!(m6_imaging::probe(&bytes).map(|h| (h.width, h.height)).unwrap(), (200, 200)));

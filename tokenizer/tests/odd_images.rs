@@ -1,38 +1,15 @@
 //! Image samples of the odd files web crawls and photo folders hold: extreme aspect
 //! ratios (a thin strip must not cost gigabytes), transparency, truncated files.
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::io::Cursor;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use image::imageops;
 use m6_tokenizer::{ImageConfig, ImageEncoding};
 
-/// The largest single allocation made since the last reset (any thread).
-struct Largest;
-static LARGEST: AtomicUsize = AtomicUsize::new(0);
-
-unsafe impl GlobalAlloc for Largest {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        LARGEST.fetch_max(l.size(), Ordering::Relaxed);
-        unsafe { System.alloc(l) }
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        unsafe { System.dealloc(p, l) }
-    }
-    unsafe fn alloc_zeroed(&self, l: Layout) -> *mut u8 {
-        LARGEST.fetch_max(l.size(), Ordering::Relaxed);
-        unsafe { System.alloc_zeroed(l) }
-    }
-    unsafe fn realloc(&self, p: *mut u8, l: Layout, new: usize) -> *mut u8 {
-        LARGEST.fetch_max(new, Ordering::Relaxed);
-        unsafe { System.realloc(p, l, new) }
-    }
-}
-
+/// Records the largest single allocation (`m6_imaging::alloc_probe`).
 #[global_allocator]
-static GLOBAL: Largest = Largest;
+static A: m6_imaging::alloc_probe::Largest = m6_imaging::alloc_probe::Largest;
 
 fn photo(name: &str) -> image::DynamicImage {
     let d = std::env::var_os("M6_DATA_DIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../data"));
@@ -93,10 +70,10 @@ fn a_thin_strip_costs_only_its_square() {
     let strip = image::RgbImage::from_fn(3, 2000, |x, y| image::Rgb([(y % 256) as u8, (x * 80) as u8, ((y / 7) % 256) as u8]));
     let bytes = png(&image::DynamicImage::ImageRgb8(strip.clone()));
     let cfg = ImageConfig::default();
-    LARGEST.store(0, Ordering::Relaxed);
+    m6_imaging::alloc_probe::assert_installed();
     let sample = cfg.encode_sample(&bytes, ImageEncoding::Jpeg, 90).unwrap();
     let raw = cfg.encode_sample(&bytes, ImageEncoding::Raw, 90).unwrap();
-    let largest = LARGEST.load(Ordering::Relaxed);
+    let largest = m6_imaging::alloc_probe::largest();
     assert!(largest < 8 << 20, "largest allocation {largest} bytes for a 3x2000 strip");
     assert_eq!(raw.len(), cfg.total_bytes());
     let back = image::load_from_memory(&sample).unwrap();
@@ -193,11 +170,7 @@ fn truncated_jpegs_are_refused_and_motion_photos_kept() {
     let thumb = jpeg(&photo("chelsea.png").resize(64, 64, imageops::FilterType::Triangle).to_rgb8());
     let mut seg = b"Exif\0\0II*\0\x08\0\0\0\0\0\0\0\0\0".to_vec();
     seg.extend_from_slice(&thumb);
-    let mut with_thumb = full[..2].to_vec();
-    with_thumb.extend_from_slice(&[0xFF, 0xE1]);
-    with_thumb.extend_from_slice(&((seg.len() + 2) as u16).to_be_bytes());
-    with_thumb.extend_from_slice(&seg);
-    with_thumb.extend_from_slice(&full[2..]);
+    let with_thumb = m6_imaging::exif::with_app1(&full, &seg);
     assert!(cfg.encode_sample(&with_thumb, ImageEncoding::Jpeg, 90).is_ok());
     let cut = &with_thumb[..with_thumb.len() * 3 / 4];
     assert!(cfg.encode_sample(cut, ImageEncoding::Jpeg, 90).unwrap_err().to_string().contains("truncated"));

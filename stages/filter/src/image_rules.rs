@@ -350,11 +350,7 @@ mod tests {
         let thumb = jpeg(&photo("chelsea.png").thumbnail(64, 64), 80);
         let mut seg = b"Exif\0\0II*\0\x08\0\0\0\0\0\0\0\0\0".to_vec();
         seg.extend_from_slice(&thumb);
-        let mut with_thumb = full[..2].to_vec();
-        with_thumb.extend_from_slice(&[0xFF, 0xE1]);
-        with_thumb.extend_from_slice(&((seg.len() + 2) as u16).to_be_bytes());
-        with_thumb.extend_from_slice(&seg);
-        with_thumb.extend_from_slice(&full[2..]);
+        let with_thumb = m6_imaging::exif::with_app1(&full, &seg);
         assert!(r.check(&with_thumb).is_ok());
         for cut in [with_thumb.len() / 3, with_thumb.len() - 2] {
             assert_eq!(r.check(&with_thumb[..cut]).unwrap_err().rule, rule::TRUNCATED, "cut at {cut}");

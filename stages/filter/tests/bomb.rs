@@ -2,28 +2,8 @@
 //! counts every allocation and checks the largest one made while judging a PNG that
 //! declares 100000 x 100000 pixels (30 GB of RGB).
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicUsize, Ordering};
-
-struct Counting;
-static LARGEST: AtomicUsize = AtomicUsize::new(0);
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        LARGEST.fetch_max(l.size(), Ordering::Relaxed);
-        unsafe { System.alloc(l) }
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        unsafe { System.dealloc(p, l) }
-    }
-    unsafe fn realloc(&self, p: *mut u8, l: Layout, new: usize) -> *mut u8 {
-        LARGEST.fetch_max(new, Ordering::Relaxed);
-        unsafe { System.realloc(p, l, new) }
-    }
-}
-
 #[global_allocator]
-static A: Counting = Counting;
+static A: m6_imaging::alloc_probe::Largest = m6_imaging::alloc_probe::Largest;
 
 mod common;
 
@@ -35,9 +15,9 @@ fn bomb_refused_without_allocating() {
     let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let stage = m6_stage_filter::FilterStage::new(Default::default()).unwrap();
     let bomb = common::png_bomb(100_000, 100_000);
-    LARGEST.store(0, Ordering::Relaxed);
+    m6_imaging::alloc_probe::assert_installed();
     let e = stage.judge_image(&bomb).unwrap_err();
-    let largest = LARGEST.load(Ordering::Relaxed);
+    let largest = m6_imaging::alloc_probe::largest();
     assert_eq!(e.rule, "image.bomb");
     assert!(largest < 1 << 20, "largest allocation while judging the bomb: {largest} bytes");
 }
@@ -59,9 +39,9 @@ fn a_colour_profile_bomb_is_judged_without_inflating_it() {
     let mut wr = png::Encoder::with_info(&mut bytes, info).unwrap().write_header().unwrap();
     wr.write_image_data(&(0..w * h).map(|i| ((i % w + i / w) % 256) as u8).collect::<Vec<u8>>()).unwrap();
     wr.finish().unwrap();
-    LARGEST.store(0, Ordering::Relaxed);
+    m6_imaging::alloc_probe::assert_installed();
     let kept = stage.judge_image(&bytes);
-    let largest = LARGEST.load(Ordering::Relaxed);
+    let largest = m6_imaging::alloc_probe::largest();
     assert!(kept.is_ok(), "{kept:?}");
     assert!(largest <= 2 * m6_imaging::HEADER_ALLOC as usize, "largest allocation while judging: {largest} bytes");
 }
