@@ -204,6 +204,25 @@ fn malformed_jsonl_lines_are_reported_with_file_and_line_and_the_rest_ingests() 
     assert!(errors.iter().all(|e| e.file.ends_with("bad.jsonl")));
 }
 
+/// A JSONL file saved by a Windows editor starts with a UTF-8 byte-order mark: its
+/// first record is read like the others (it was an invalid-JSON error row), and a BOM
+/// anywhere else is still an error.
+#[test]
+fn a_byte_order_mark_before_the_first_jsonl_record_is_not_an_error() {
+    let t = tempfile::tempdir().unwrap();
+    let poems = poems(3);
+    let input = t.path().join("notepad.jsonl");
+    let mut bytes = b"\xEF\xBB\xBF".to_vec();
+    bytes.extend_from_slice(format!("{}\n{}\n\u{feff}{}\n", poems[0], poems[1], poems[2]).as_bytes());
+    std::fs::write(&input, bytes).unwrap();
+    let out = t.path().join("docs");
+    m6_ok(&["ingest", "--input", s(&input), "--output", s(&out), "--quiet"]);
+    let docs: Vec<Document> = Dataset::open(&out).unwrap().read_all().unwrap();
+    assert_eq!(docs.iter().map(|d| d.text.as_str()).collect::<Vec<_>>(), [0, 1].map(|i| poems[i]["text"].as_str().unwrap()));
+    let errors: Vec<InputError> = Dataset::open(&out).unwrap().side("errors").unwrap().read_all().unwrap();
+    assert_eq!(errors.iter().map(|e| (e.location.as_str(), e.kind.as_str())).collect::<Vec<_>>(), [("line 3", "json")]);
+}
+
 fn warc_record(url: &str, http: &[u8]) -> Vec<u8> {
     let mut r = format!(
         "WARC/1.0\r\nWARC-Type: response\r\nWARC-Record-ID: <urn:uuid:{}>\r\nWARC-Target-URI: {url}\r\nWARC-Date: 2024-03-01T12:00:00Z\r\nContent-Type: application/http; msgtype=response\r\nContent-Length: {}\r\n\r\n",

@@ -137,7 +137,12 @@ pub(crate) fn ingest(ctx: &Ctx, out: &mut TaskOutput) -> Result<(), BoxError> {
         match got {
             Line::Whole => {
                 out.count_in(1, lines.offset - start);
-                let trimmed = line.trim_ascii();
+                let mut trimmed = line.trim_ascii();
+                // Windows editors (Notepad, Excel exports) start UTF-8 files with a
+                // byte-order mark, which JSON refuses: the first record was an error row.
+                if line_no == 1 {
+                    trimmed = trimmed.strip_prefix(b"\xEF\xBB\xBF".as_slice()).unwrap_or(trimmed).trim_ascii_start();
+                }
                 if trimmed.is_empty() {
                     continue;
                 }
