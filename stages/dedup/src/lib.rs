@@ -453,6 +453,13 @@ impl StageRun for DedupRun<'_> {
                 if sign::u64_of(&row[8..]) != sign::id_hash(id) {
                     return Err(format!("row {} (id {id}) is not the row that was signed: input changed since the sign phase", row0 as usize + i).into());
                 }
+                // An image that does not decode is still deduplicated by its exact
+                // bytes, but no near duplicate can be found for it: counted, so a run
+                // over damaged or unsupported files says so instead of keeping them
+                // without a word.
+                if self.cfg.near && kind != Kind::Document && !image_verify::decoded(&row[work::HEADER..]) {
+                    out.counters.bump("image.undecoded", 1);
+                }
                 if *kept {
                     sigs.push(Signature { id: id.to_string(), size: u32::from_le_bytes(row[0..4].try_into().unwrap()), signature: row[work::HEADER..].to_vec() });
                 }

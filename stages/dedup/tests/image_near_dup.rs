@@ -254,6 +254,32 @@ fn darkened_and_faded_copies_of_dim_photos_are_found() {
     assert_eq!(kept_after_dedup(tmp.path(), &rows, 2), originals, "a darkened or faded copy was kept");
 }
 
+/// Images that do not decode are deduplicated by their bytes alone, and counted in the
+/// run summary (`image.undecoded`, every such row), so a run over damaged files says so.
+#[test]
+fn undecodable_images_are_counted_and_deduplicated_by_their_bytes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let img = photo("coffee.png");
+    let good = image_row("ok", "coffee:orig", jpeg(&img, 92));
+    let copy = image_row("ok", "coffee:q40", jpeg(&img, 40));
+    // A JPEG cut after its headers and a little data: nothing can decode it.
+    let cut = jpeg(&img, 92)[..400].to_vec();
+    let mut bad = good.clone();
+    (bad.id, bad.source_id, bad.bytes) = (Image::make_id(&cut), Some("cut".into()), cut.clone());
+    let mut bad2 = bad.clone();
+    bad2.source_id = Some("cut again".into());
+    let rows = vec![good.clone(), copy.clone(), bad.clone(), bad2];
+    let input = write_dataset(&tmp.path().join("in"), &rows, 2);
+    let out = tmp.path().join("out");
+    dedup(&input, &out, DedupConfig::default(), 2).unwrap();
+    let kept = kept_ids::<Image>(&out, |d| d.id.clone());
+    // (Which of the two coffee JPEGs is kept is the keep rule's business.)
+    assert_eq!(kept.len(), 2, "the near copy and the byte-identical cut file are removed: {kept:?}");
+    assert!(kept.contains(&bad.id) && (kept.contains(&good.id) || kept.contains(&copy.id)), "{kept:?}");
+    let run = m6_pipeline::Dataset::open(&out).unwrap().manifest().runs.last().cloned().unwrap();
+    assert_eq!(run.counts.get("image.undecoded"), Some(&2), "{:?}", run.counts);
+}
+
 /// Phone photos store the sensor's pixels and say in EXIF how to turn them; the same
 /// photo served rotated by a CDN (EXIF gone) is the same picture as shown. Each is
 /// signed as shown (same size, hashes within a few bits), the copies are found, and a
