@@ -804,7 +804,7 @@ fn better(rule: KeepRule, kind: Kind, new_total: u64, a: (u32, Facts), b: (u32, 
     let (x, y) = (a.1, b.1);
     let tie = (x.idhash, a.0) < (y.idhash, b.0);
     // Same size: the higher score wins before the id-hash tie (images and pairs: the
-    // sharper copy, so of equal-sized copies the least blurred one is kept; documents
+    // less compressed and sharper copy, `sign::image_score`; documents
     // outside `keep = "quality"` all score -inf, so the id hash decides).
     let score_tie = || match x.score.total_cmp(&y.score) {
         std::cmp::Ordering::Equal => tie,
@@ -812,7 +812,8 @@ fn better(rule: KeepRule, kind: Kind, new_total: u64, a: (u32, Facts), b: (u32, 
     };
     let longest = x.size > y.size || (x.size == y.size && score_tie());
     // Images and pairs carry no meta: `quality` means `longest` for them (their score
-    // is sharpness, which must not outrank size: a sharp thumbnail is no better copy).
+    // is a per-pixel quality, which must not outrank size: a crisp thumbnail is no
+    // better copy).
     let rule = if rule == KeepRule::Quality && kind != Kind::Document { KeepRule::Longest } else { rule };
     match rule {
         KeepRule::Longest => longest,
