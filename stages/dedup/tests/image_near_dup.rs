@@ -205,25 +205,37 @@ fn kept_after_dedup_with(dir: &std::path::Path, rows: &[Image], threads: usize, 
     kept
 }
 
-/// The keep rule's tie-break for images: of equal-sized copies (same width and height,
-/// so `longest` cannot tell them apart) the sharpest is kept, whichever id hashes
-/// lower. Each photo has a blurred copy of the same size; the original must win.
-#[test]
-fn equal_size_copies_keep_the_sharpest() {
+/// The keep rule's tie-break for images: of two equal-sized copies (same width and
+/// height, so `longest` cannot tell them apart) of each of four photos, made by
+/// `better` and `worse`, every `better` one is kept, whichever id hashes lower.
+fn assert_keeps_the_better_copy(better: impl Fn(&DynamicImage) -> Vec<u8>, worse: impl Fn(&DynamicImage) -> Vec<u8>, what: &str) {
     let tmp = tempfile::tempdir().unwrap();
     let mut rows: Vec<Image> = vec![];
-    let mut sharp = vec![];
+    let mut want = vec![];
     for name in ["astronaut.png", "coffee.png", "chelsea.png", "camera.png"] {
         let img = photo(name);
-        let orig = image_row("orig", &format!("{name}:orig"), png(&img));
-        let blurred = image_row("blur", &format!("{name}:blur"), png(&img.blur(1.5)));
-        assert_eq!((orig.width, orig.height), (blurred.width, blurred.height));
-        sharp.push(orig.id.clone());
-        rows.push(orig);
-        rows.push(blurred);
+        let good = image_row("better", &format!("{name}:better"), better(&img));
+        let bad = image_row("worse", &format!("{name}:worse"), worse(&img));
+        assert_eq!((good.width, good.height), (bad.width, bad.height));
+        want.push(good.id.clone());
+        rows.push(bad);
+        rows.push(good);
     }
-    sharp.sort();
-    assert_eq!(kept_after_dedup(tmp.path(), &rows, 2), sharp, "a blurred copy was kept instead of its sharp original");
+    want.sort();
+    assert_eq!(kept_after_dedup(tmp.path(), &rows, 2), want, "{what}");
+}
+
+/// A blurred copy of the same size loses to its original.
+#[test]
+fn equal_size_copies_keep_the_sharpest() {
+    assert_keeps_the_better_copy(png, |img| png(&img.blur(1.5)), "a blurred copy was kept instead of its sharp original");
+}
+
+/// Of equal-sized JPEG copies the least compressed is kept: sharpness alone kept the q40
+/// copy of three of these four photos (blocking adds edges at the work size).
+#[test]
+fn equal_size_recompressed_copies_keep_the_better_quality() {
+    assert_keeps_the_better_copy(|img| jpeg(img, 92), |img| jpeg(img, 40), "a q40 copy was kept instead of its q92 original");
 }
 
 /// Darkened and faded copies of photos with dim edges: the border trim measures
@@ -278,25 +290,6 @@ fn undecodable_images_are_counted_and_deduplicated_by_their_bytes() {
     assert!(kept.contains(&bad.id) && (kept.contains(&good.id) || kept.contains(&copy.id)), "{kept:?}");
     let run = m6_pipeline::Dataset::open(&out).unwrap().manifest().runs.last().cloned().unwrap();
     assert_eq!(run.counts.get("image.undecoded"), Some(&2), "{:?}", run.counts);
-}
-
-/// Of equal-sized JPEG copies the least compressed is kept: sharpness alone kept the q40
-/// copy of three of these four photos (blocking adds edges at the work size).
-#[test]
-fn equal_size_recompressed_copies_keep_the_better_quality() {
-    let tmp = tempfile::tempdir().unwrap();
-    let mut rows: Vec<Image> = vec![];
-    let mut best = vec![];
-    for name in ["astronaut.png", "coffee.png", "chelsea.png", "camera.png"] {
-        let img = photo(name);
-        let q92 = image_row("q92", &format!("{name}:q92"), jpeg(&img, 92));
-        let q40 = image_row("q40", &format!("{name}:q40"), jpeg(&img, 40));
-        best.push(q92.id.clone());
-        rows.push(q40);
-        rows.push(q92);
-    }
-    best.sort();
-    assert_eq!(kept_after_dedup(tmp.path(), &rows, 2), best, "a q40 copy was kept instead of its q92 original");
 }
 
 /// Phone photos store the sensor's pixels and say in EXIF how to turn them; the same
