@@ -617,6 +617,11 @@ impl<'a> Parser<'a> {
         Parser { b, i: 2 }
     }
 
+    /// Where the parser is: just past the last segment returned.
+    pub(crate) fn offset(&self) -> usize {
+        self.i
+    }
+
     /// The next marker and its segment's payload (after the length).
     pub(crate) fn segment(&mut self) -> Option<(u8, &'a [u8])> {
         if *self.b.get(self.i)? != 0xFF {

@@ -292,24 +292,18 @@ fn jpeg_header(bytes: &[u8]) -> Result<(jpeg_decoder::Decoder<&[u8]>, u32, u32),
 /// default, so nothing the filter keeps is refused here).
 pub const MAX_JPEG_PIXELS: u64 = 16384 * 16384;
 
-/// Offset of a JPEG's first start-of-scan marker, walking the marker segments before
-/// it; `None` when the walk ends first (cut short, or not well-formed).
+/// Offset of a JPEG's entropy-coded data (just after its first start-of-scan
+/// segment), walking the marker segments before it with [`jpeg_dc`]'s parser; `None`
+/// when the walk ends first (cut short, or not well-formed).
 fn jpeg_first_scan(bytes: &[u8]) -> Option<usize> {
-    let mut i = 2;
-    while i + 4 <= bytes.len() {
-        if bytes[i] != 0xFF {
-            return None;
-        }
-        match bytes[i + 1] {
-            0xFF => i += 1,
-            0xDA => return Some(i),
-            0xD9 => return None,
-            // Stand-alone markers (TEM, RSTn) carry no length.
-            0x01 | 0xD0..=0xD7 => i += 2,
-            _ => i += 2 + u16::from_be_bytes([bytes[i + 2], bytes[i + 3]]) as usize,
+    let mut p = jpeg_dc::Parser::after_soi(bytes);
+    loop {
+        match p.segment()? {
+            (0xDA, _) => return Some(p.offset()),
+            (0xD9, _) => return None,
+            _ => {}
         }
     }
-    None
 }
 
 /// Whether a JPEG was cut off: no end-of-image marker after the start of its image
