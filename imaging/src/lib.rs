@@ -320,6 +320,15 @@ pub fn jpeg_truncated(bytes: &[u8]) -> bool {
     }
 }
 
+/// An error for a JPEG cut off before its end-of-image marker ([`jpeg_truncated`]),
+/// which decoders would fill with grey; `Ok` for anything else.
+pub fn refuse_truncated_jpeg(bytes: &[u8]) -> Result<(), DecodeError> {
+    if is_jpeg(bytes) && jpeg_truncated(bytes) {
+        return Err(DecodeError::Decode("JPEG is truncated: no end-of-image marker after its image data".into()));
+    }
+    Ok(())
+}
+
 /// An RGB picture of a decoded image as it is shown on a white page: pixels with alpha
 /// (RGBA PNG, palette PNG/GIF with a transparent colour, WebP) are composited onto
 /// white. Dropping the alpha instead shows whatever colour a transparent pixel happens
@@ -638,10 +647,8 @@ fn decode_jpeg_scaled_as(bytes: &[u8], max_side: usize, grey: JpegGrey) -> Resul
 /// Transparent pixels are shown on white ([`rgb_on_white`]); a JPEG cut off before its
 /// end-of-image marker is an error (decoders would fill the rest with grey).
 pub fn decode_rgb_min_short(bytes: &[u8], min_short: u32) -> Result<(image::RgbImage, u32, u32), DecodeError> {
+    refuse_truncated_jpeg(bytes)?;
     if is_jpeg(bytes) {
-        if jpeg_truncated(bytes) {
-            return Err(DecodeError::Decode("JPEG is truncated: no end-of-image marker after its image data".into()));
-        }
         if let Ok(r) = decode_jpeg_rgb_scaled(bytes, min_short) {
             return Ok(r);
         }
@@ -832,6 +839,16 @@ pub fn probe(bytes: &[u8]) -> Result<Header, DecodeError> {
     r.limits(header_limits());
     let (width, height) = r.into_dimensions().map_err(|e| DecodeError::Decode(e.to_string()))?;
     Ok(Header { format, width, height })
+}
+
+/// The `format` column's name for an image format, as every stage writes it and the
+/// schema documents it (png, jpeg, gif, webp, bmp): the first file extension, except
+/// JPEG's, which is "jpg" (one corpus's `GROUP BY format` split its JPEGs in two).
+pub fn format_name(f: image::ImageFormat) -> String {
+    match f {
+        image::ImageFormat::Jpeg => "jpeg".into(),
+        other => other.extensions_str().first().copied().unwrap_or("unknown").to_string(),
+    }
 }
 
 /// The most a header read may allocate. A PNG's header holds its colour profile

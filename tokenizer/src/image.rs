@@ -108,9 +108,7 @@ impl ImageConfig {
         // Full decode: raw patches are the reference the encoded path is measured against.
         // The same picture as the encoded path's: cut-off JPEGs refused, transparency
         // shown on white.
-        if bytes.starts_with(&[0xFF, 0xD8, 0xFF]) && m6_imaging::jpeg_truncated(bytes) {
-            return Err(m6_imaging::DecodeError::Decode("JPEG is truncated: no end-of-image marker after its image data".into()).into());
-        }
+        m6_imaging::refuse_truncated_jpeg(bytes)?;
         let img = m6_imaging::load(bytes)?;
         self.preprocess_rgb(&exif::orient_rgb(m6_imaging::rgb_on_white(img), exif::orientation(bytes)))
     }

@@ -4,6 +4,7 @@
 use std::io::Cursor;
 
 use image::{ImageDecoder, ImageFormat, ImageReader};
+use m6_imaging::format_name;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Decoded {
@@ -12,13 +13,6 @@ pub struct Decoded {
     pub width: u32,
     pub height: u32,
     pub format: String,
-}
-
-pub fn format_name(f: ImageFormat) -> String {
-    match f {
-        ImageFormat::Jpeg => "jpeg".into(),
-        other => other.extensions_str().first().copied().unwrap_or("unknown").to_string(),
-    }
 }
 
 /// Reads the size (and, past `max_side` > 0, downscales). `bytes: None` in the

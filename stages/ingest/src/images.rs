@@ -127,17 +127,7 @@ fn header(bytes: &[u8]) -> Result<(String, u32, u32), String> {
     let mut reader = reader;
     reader.limits(m6_imaging::header_limits());
     let (w, h) = reader.into_dimensions().map_err(|e| e.to_string())?;
-    Ok((format_name(format), w, h))
-}
-
-/// The `format` column's name for a format, as crawl and extract write it and the
-/// schema documents it (png, jpeg, gif, webp, bmp): the first file extension gave
-/// "jpg", so one corpus's `GROUP BY format` split its JPEGs in two.
-fn format_name(f: image::ImageFormat) -> String {
-    match f {
-        image::ImageFormat::Jpeg => "jpeg".into(),
-        other => other.extensions_str().first().copied().unwrap_or("unknown").to_string(),
-    }
+    Ok((m6_imaging::format_name(format), w, h))
 }
 
 /// Caption-less image files into `image` rows (one per file; undecodable headers
