@@ -8,6 +8,8 @@
 //! m6-dedup-bench image-pairs LIST.tsv [k=v ...]   every pair of the listed images that passes the
 //!     verifier's quick checks, as `keyA<TAB>keyB<TAB>hamming<TAB>diff` lines (all pairs, one
 //!     thread: a tool for choosing the image defaults on the benchmark, not a dedup run)
+//! m6-dedup-bench image-blocks LIST.tsv PAIRS.tsv [k=v ...]  the listed pairs' verdicts and the
+//!     layout check's per-block measures (choosing its rules on pairs a dedup run merged)
 
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
@@ -98,7 +100,7 @@ fn image_pairs(list: &Path, kvs: &[String]) -> Result<(), BoxError> {
                 let (ta, tb) = (image_verify::thumb(&bodies[i]), image_verify::thumb(&bodies[j]));
                 let l = image_verify::layout(ta, tb, &m);
                 let acc = image_verify::accept(&p, &m, ta, tb);
-                writeln!(out, "{}\t{}\t{}\t{:.4}\t{}\t{}\t{:.3}\t{:.3}\t{:.3}", keys[i], keys[j], m.hamming, m.diff, ok as u8, acc as u8, l.mean, l.texture, l.correlation)?;
+                writeln!(out, "{}\t{}\t{}\t{:.4}\t{}\t{}\t{:.3}\t{:.3}\t{:.3}\t{:.3}", keys[i], keys[j], m.hamming, m.diff, ok as u8, acc as u8, l.mean, l.texture, l.correlation, l.textured_correlation)?;
             }
         }
     }
@@ -106,9 +108,54 @@ fn image_pairs(list: &Path, kvs: &[String]) -> Result<(), BoxError> {
     Ok(())
 }
 
+/// `image-blocks LIST.tsv PAIRS.tsv`: for each listed pair of keys (`keyA<TAB>keyB`), the
+/// verdict and the layout check's per-block measures (`image_verify::layout_blocks`),
+/// to study pairs a dedup run merged (true or false) without comparing all pairs.
+fn image_blocks(list: &Path, pairs: &Path, kvs: &[String]) -> Result<(), BoxError> {
+    use m6_stage_dedup::{image_hash, image_verify};
+    use std::io::Write;
+    let cfg = config(kvs)?;
+    let p = cfg.image_verify_params();
+    let mut wanted = std::collections::HashSet::new();
+    let mut pair_list = vec![];
+    for line in std::io::BufReader::new(std::fs::File::open(pairs)?).lines() {
+        let line = line?;
+        let (a, b) = line.split_once('\t').ok_or("pair lines are keyA<TAB>keyB")?;
+        wanted.insert(a.to_string());
+        wanted.insert(b.to_string());
+        pair_list.push((a.to_string(), b.to_string()));
+    }
+    let mut bodies = std::collections::HashMap::new();
+    for line in std::io::BufReader::new(std::fs::File::open(list)?).lines() {
+        let line = line?;
+        let (key, path) = line.split_once('\t').ok_or("image list lines are key<TAB>path")?;
+        if !wanted.contains(key) {
+            continue;
+        }
+        let sig = image_hash::sign(&std::fs::read(path)?).ok();
+        let mut body = vec![];
+        image_verify::encode_payload(bodies.len() as u64, sig.as_ref(), 0, &mut body);
+        bodies.insert(key.to_string(), body);
+    }
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let relaxed = image_verify::VerifyParams { max_hamming: 64, ..p };
+    for (a, b) in &pair_list {
+        let (Some(ba), Some(bb)) = (bodies.get(a), bodies.get(b)) else { continue };
+        let Some(m) = image_verify::compare(&relaxed, ba, bb) else { continue };
+        let ok = image_verify::verify(&p, ba, bb);
+        let blocks = image_verify::layout_blocks(image_verify::thumb(ba), image_verify::thumb(bb), &m);
+        write!(out, "{a}\t{b}\t{}\t{:.4}\t{}", m.hamming, m.diff, ok as u8)?;
+        for [sa, sb, dm, c, ga, gb] in blocks {
+            write!(out, "\t{sa:.3},{sb:.3},{dm:.3},{c:.3},{ga:.2},{gb:.2}")?;
+        }
+        writeln!(out)?;
+    }
+    Ok(())
+}
+
 fn main() -> Result<(), BoxError> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let usage = "usage: m6-dedup-bench docs IN.jsonl OUT SHARDS | images LIST.tsv OUT SHARDS | dedup IN OUT THREADS [key=value ...] | image-pairs LIST.tsv [key=value ...]";
+    let usage = "usage: m6-dedup-bench docs IN.jsonl OUT SHARDS | images LIST.tsv OUT SHARDS | dedup IN OUT THREADS [key=value ...] | image-pairs LIST.tsv [key=value ...] | image-blocks LIST.tsv PAIRS.tsv [key=value ...]";
     match args.first().map(String::as_str) {
         Some("docs") if args.len() == 4 => {
             let mut rows = vec![];
@@ -132,6 +179,7 @@ fn main() -> Result<(), BoxError> {
             write(rows, Path::new(&args[2]), args[3].parse()?)
         }
         Some("image-pairs") if args.len() >= 2 => image_pairs(Path::new(&args[1]), &args[2..]),
+        Some("image-blocks") if args.len() >= 3 => image_blocks(Path::new(&args[1]), Path::new(&args[2]), &args[3..]),
         Some("dedup") if args.len() >= 4 => {
             let cfg = config(&args[4..])?;
             let stage = DedupFactory::build(cfg)?;
