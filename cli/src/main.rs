@@ -472,8 +472,16 @@ fn resolve_section(cfg: &PipelineConfig, s: &StageSection) -> StageSection {
 }
 
 fn print_summary(s: &RunSummary, output: &Path, json: bool) -> Result<()> {
+    // What the stage recorded about its output as a whole (ingest's skipped files,
+    // dedup's fingerprint) lives in the manifest, not in the per-task counts; a script
+    // reading `--json` should not have to open the manifest to learn of it.
+    let properties = m6_pipeline::Dataset::open(output).map(|d| d.manifest().properties.clone()).unwrap_or_default();
     if json {
-        println!("{}", serde_json::to_string(s)?);
+        let mut v = serde_json::to_value(s)?;
+        if !properties.is_empty() {
+            v["properties"] = serde_json::to_value(&properties)?;
+        }
+        println!("{v}");
     } else {
         println!(
             "{} -> {}: {} tasks run, {} skipped; rows in {}, rows out {}; {:.1} MB in, {:.1} MB out; {:.2} s ({:.0} rows/s)",
@@ -490,6 +498,9 @@ fn print_summary(s: &RunSummary, output: &Path, json: bool) -> Result<()> {
         );
         for (k, v) in &s.counts {
             println!("  {k}: {v}");
+        }
+        if let Some(n) = properties.get("ingest.skipped_files") {
+            println!("  ingest.skipped_files: {n} (examples under ingest.skipped_examples in the manifest)");
         }
     }
     Ok(())

@@ -280,6 +280,13 @@ fn files_ingest_does_not_read_are_warned_about_and_counted() {
     let m = Manifest::load(&out).unwrap();
     assert_eq!(m.properties["ingest.skipped_files"], 2);
     assert_eq!(m.rows(), 20);
+    // The run summary says so too, in JSON and in text.
+    let again = t.path().join("docs-json");
+    let j: serde_json::Value = serde_json::from_str(m6_ok(&["ingest", "--input", s(&input), "--output", s(&again), "--quiet", "--json"]).trim()).unwrap();
+    assert_eq!(j["properties"]["ingest.skipped_files"], 2, "{j}");
+    assert_eq!(j["rows_out"], 20, "{j}");
+    let text = m6_ok(&["ingest", "--input", s(&input), "--output", s(&t.path().join("docs-text")), "--quiet"]);
+    assert!(text.contains("ingest.skipped_files: 2"), "{text}");
 }
 
 #[test]
