@@ -336,30 +336,16 @@ fn layout_grids(src: &Thumb, crop: &Crop, b: &[f32], sd_b: f32) -> Layout {
     let mut a = Vec::new();
     sample(src, crop, FINE, &mut a);
     let sd_a = normalise(&mut a, FINE, 2);
-    let k = FINE / BLOCKS;
     let (mut dm, mut dt, mut dc) = ([[0f32; BLOCKS]; BLOCKS], [[0f32; BLOCKS]; BLOCKS], [[0f32; BLOCKS]; BLOCKS]);
     // Correlation of blocks textured in grey levels in both pictures (1 elsewhere).
     let mut dg = [[1f32; BLOCKS]; BLOCKS];
     for by in 0..BLOCKS {
         for bx in 0..BLOCKS {
-            let (mut sa, mut sb, mut saa, mut sbb, mut sab) = (0f32, 0f32, 0f32, 0f32, 0f32);
-            for y in by * k..(by + 1) * k {
-                for x in bx * k..(bx + 1) * k {
-                    let (p, q) = (a[y * FINE + x], b[y * FINE + x]);
-                    sa += p;
-                    sb += q;
-                    saa += p * p;
-                    sbb += q * q;
-                    sab += p * q;
-                }
-            }
-            let n = (k * k) as f32;
-            let (ma, mb) = (sa / n, sb / n);
-            let (va, vb) = ((saa / n - ma * ma).max(0.0), (sbb / n - mb * mb).max(0.0));
+            let BlockStats { ma, mb, va, vb, cov } = block_stats(&a, b, by, bx);
             dm[by][bx] = (ma - mb).abs();
             dt[by][bx] = ((va.sqrt() + BLOCK_FLOOR) / (vb.sqrt() + BLOCK_FLOOR)).ln().abs();
             let f = BLOCK_FLOOR * BLOCK_FLOOR;
-            let corr = || (sab / n - ma * mb) / (va * vb).sqrt();
+            let corr = || cov / (va * vb).sqrt();
             dc[by][bx] = match (va < f, vb < f) {
                 (true, true) => 1.0,
                 (true, false) | (false, true) => 0.0,
@@ -390,44 +376,53 @@ fn layout_grids(src: &Thumb, crop: &Crop, b: &[f32], sd_b: f32) -> Layout {
 
 /// Per-block measures of an aligned pair for choosing the layout check's rules (the
 /// bench tool prints them): for each of the [`BLOCKS`]² blocks, row-major, the spread
-/// of either grid (units of the picture's spread), the difference of means, and the
-/// correlation of the cells (NaN where either block is flat).
+/// of either grid (units of the picture's spread), the difference of means, the
+/// correlation of the cells (NaN where either block is flat), and the spreads in grey
+/// levels.
 #[doc(hidden)]
 pub fn layout_blocks(ta: &[u8], tb: &[u8], m: &Match) -> Vec<[f32; 6]> {
     let (ts, td) = if m.flip { (tb, ta) } else { (ta, tb) };
     let (mut a, mut b) = (Vec::new(), Vec::new());
     sample(&to_f32(td), &[0.0; 4], FINE, &mut b);
     sample(&to_f32(ts), &m.crop, FINE, &mut a);
-    let (ra, rb) = (a.clone(), b.clone());
-    normalise(&mut b, FINE, 2);
-    normalise(&mut a, FINE, 2);
-    let k = FINE / BLOCKS;
-    let stats = |a: &[f32], b: &[f32], by: usize, bx: usize| {
-        let (mut sa, mut sb, mut saa, mut sbb, mut sab) = (0f32, 0f32, 0f32, 0f32, 0f32);
-        for y in by * k..(by + 1) * k {
-            for x in bx * k..(bx + 1) * k {
-                let (p, q) = (a[y * FINE + x], b[y * FINE + x]);
-                sa += p;
-                sb += q;
-                saa += p * p;
-                sbb += q * q;
-                sab += p * q;
-            }
-        }
-        let n = (k * k) as f32;
-        let (ma, mb) = (sa / n, sb / n);
-        let (va, vb) = ((saa / n - ma * ma).max(0.0), (sbb / n - mb * mb).max(0.0));
-        (va.sqrt(), vb.sqrt(), ma - mb, if va * vb > 0.0 { (sab / n - ma * mb) / (va * vb).sqrt() } else { f32::NAN })
-    };
+    let (sd_b, sd_a) = (normalise(&mut b, FINE, 2), normalise(&mut a, FINE, 2));
     let mut out = Vec::with_capacity(BLOCKS * BLOCKS);
     for by in 0..BLOCKS {
         for bx in 0..BLOCKS {
-            let (na, nb, dm, c) = stats(&a, &b, by, bx);
-            let (ga, gb, _, _) = stats(&ra, &rb, by, bx);
-            out.push([na, nb, dm, c, ga, gb]);
+            let BlockStats { ma, mb, va, vb, cov } = block_stats(&a, &b, by, bx);
+            let c = if va * vb > 0.0 { cov / (va * vb).sqrt() } else { f32::NAN };
+            out.push([va.sqrt(), vb.sqrt(), ma - mb, c, va.sqrt() * sd_a, vb.sqrt() * sd_b]);
         }
     }
     out
+}
+
+/// Means, variances and covariance of the cells of block (`by`, `bx`) of two
+/// [`FINE`]×[`FINE`] grids.
+struct BlockStats {
+    ma: f32,
+    mb: f32,
+    va: f32,
+    vb: f32,
+    cov: f32,
+}
+
+fn block_stats(a: &[f32], b: &[f32], by: usize, bx: usize) -> BlockStats {
+    let k = FINE / BLOCKS;
+    let (mut sa, mut sb, mut saa, mut sbb, mut sab) = (0f32, 0f32, 0f32, 0f32, 0f32);
+    for y in by * k..(by + 1) * k {
+        for x in bx * k..(bx + 1) * k {
+            let (p, q) = (a[y * FINE + x], b[y * FINE + x]);
+            sa += p;
+            sb += q;
+            saa += p * p;
+            sbb += q * q;
+            sab += p * q;
+        }
+    }
+    let n = (k * k) as f32;
+    let (ma, mb) = (sa / n, sb / n);
+    BlockStats { ma, mb, va: (saa / n - ma * ma).max(0.0), vb: (sbb / n - mb * mb).max(0.0), cov: sab / n - ma * mb }
 }
 
 /// Tolerances of the layout check (see [`layout`]): a pair is rejected when its worst
