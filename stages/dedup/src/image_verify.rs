@@ -40,6 +40,13 @@ pub const OFF_WINDOWS: usize = 40;
 pub const OFF_THUMB: usize = OFF_WINDOWS + 8 * (WINDOWS - 1);
 pub const PAYLOAD_LEN: usize = OFF_THUMB + THUMB * THUMB;
 
+/// Bumped whenever the verdict on the same two bodies changes (the bodies' own format
+/// is `sign::IMAGE_SIGNATURE_FORMAT`): it is part of the dedup stage's settings and of
+/// its work folder's fingerprint, so a rerun after an upgrade recomputes rather than
+/// keeping, or mixing in, verdicts of the older verifier. v2: the textured-block
+/// correlation of the layout check ([`BLOCK_MIN_TEXTURED_CORRELATION`]).
+pub const VERIFY_VERSION: &str = "m6-image-verify-v2";
+
 /// Grey-level disagreement (in standard deviations) that makes a pixel count as different.
 pub const TAU: f32 = 0.75;
 

@@ -380,6 +380,9 @@ impl Stage for DedupStage {
             for k in ["phase", "work_mb", "keep_work", "pairs_units"] {
                 o.remove(k);
             }
+            // Not a setting a user changes, but it changes verdicts: output committed by
+            // an older verifier is not "already done" (see `image_verify::VERIFY_VERSION`).
+            o.insert("image_verify".into(), image_verify::VERIFY_VERSION.into());
         }
         v.to_string()
     }
@@ -499,5 +502,21 @@ impl StageRun for DedupRun<'_> {
             m.insert(work::PROP_FINGERPRINT.to_string(), serde_json::json!(p.plan.fingerprint));
         }
         m
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Output committed by an older verifier must not count as done: the verifier's
+    /// version is part of the settings the pipeline keys commits with, while the
+    /// knobs that do not change results (memory, phase, work files) are not.
+    #[test]
+    fn settings_carry_the_verifier_version_but_not_resource_knobs() {
+        let a = DedupFactory::build(DedupConfig::default()).unwrap().settings();
+        assert!(a.contains(image_verify::VERIFY_VERSION), "{a}");
+        let b = DedupFactory::build(DedupConfig { work_mb: 7, keep_work: true, ..DedupConfig::default() }).unwrap().settings();
+        assert_eq!(a, b);
     }
 }

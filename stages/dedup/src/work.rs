@@ -156,6 +156,8 @@ pub fn plan(cfg: &DedupConfig, kind: Kind, ctx: &RunContext) -> Result<Plan, Box
     // format change alone already invalidates old work files.
     h.update(b"m6-dedup-v4");
     h.update(signing_settings(cfg, kind).to_string().as_bytes());
+    // Pairs files hold verdicts: a resumed run must not mix two verifiers' pairs.
+    h.update(crate::image_verify::VERIFY_VERSION.as_bytes());
     // Settings that change results or the sign phase's files; `keep_work`, `phase`
     // and `pairs_units` do not (pairs files name their cut: `P-of-Q.bin`).
     let mut c = cfg.clone();
