@@ -851,6 +851,20 @@ pub fn format_name(f: image::ImageFormat) -> String {
     }
 }
 
+/// Whether a GIF, PNG (APNG) or WebP holds more than one frame (a GIF: two frames that
+/// decode). The filter drops animations (M6 keeps still pictures) and crawl keeps them
+/// as they came, so that the filter can still see them; both ask here.
+pub fn animated(format: image::ImageFormat, bytes: &[u8]) -> bool {
+    use image::AnimationDecoder;
+    match format {
+        image::ImageFormat::Gif => image::codecs::gif::GifDecoder::new(Cursor::new(bytes)).is_ok_and(|d| d.into_frames().take(2).filter(|f| f.is_ok()).count() > 1),
+        // Header-sized limits: the reader inflates the colour profile (see HEADER_ALLOC).
+        image::ImageFormat::Png => image::codecs::png::PngDecoder::with_limits(Cursor::new(bytes), header_limits()).is_ok_and(|d| d.is_apng().unwrap_or(false)),
+        image::ImageFormat::WebP => image::codecs::webp::WebPDecoder::new(Cursor::new(bytes)).is_ok_and(|d| d.has_animation()),
+        _ => false,
+    }
+}
+
 /// The most a header read may allocate. A PNG's header holds its colour profile
 /// (iCCP), deflate-compressed: a 1 MB file whose profile inflates to 1 GB of zeros
 /// made the probe allocate the gigabyte (no limits) and the image crate's own readers

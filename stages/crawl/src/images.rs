@@ -29,7 +29,7 @@ pub fn decode(bytes: &[u8], max_side: u32) -> Result<Decoded, String> {
     // An animation is stored as it came: a downscaled copy would be its first frame as
     // a PNG, which the filter's animation rule (M6 keeps still pictures) could no
     // longer see.
-    if max_side == 0 || w.max(h) <= max_side || animated(format, bytes) {
+    if max_side == 0 || w.max(h) <= max_side || m6_imaging::animated(format, bytes) {
         return Ok(Decoded { bytes: None, width: w, height: h, format: format_name(format) });
     }
     let undecodable = |e: image::ImageError| format!("undecodable {} image: {e}", format_name(format));
@@ -48,17 +48,6 @@ pub fn decode(bytes: &[u8], max_side: u32) -> Result<Decoded, String> {
     let mut buf = Cursor::new(Vec::new());
     small.write_to(&mut buf, out_format).map_err(|e| format!("re-encoding the downscaled image: {e}"))?;
     Ok(Decoded { bytes: Some(buf.into_inner()), width: small.width(), height: small.height(), format: format_name(out_format) })
-}
-
-/// Whether a GIF, PNG (APNG) or WebP holds more than one frame.
-fn animated(format: ImageFormat, bytes: &[u8]) -> bool {
-    use image::AnimationDecoder;
-    match format {
-        ImageFormat::Gif => image::codecs::gif::GifDecoder::new(Cursor::new(bytes)).map(|d| d.into_frames().take(2).count() > 1).unwrap_or(false),
-        ImageFormat::Png => image::codecs::png::PngDecoder::new(Cursor::new(bytes)).and_then(|d| d.is_apng()).unwrap_or(false),
-        ImageFormat::WebP => image::codecs::webp::WebPDecoder::new(Cursor::new(bytes)).map(|d| d.has_animation()).unwrap_or(false),
-        _ => false,
-    }
 }
 
 #[cfg(test)]

@@ -8,7 +8,6 @@
 //! in the DCT domain (every entropy-coded bit is still read, so corrupt data still
 //! fails `image.decode`), other formats in full.
 
-use std::io::Cursor;
 
 use image::ImageFormat;
 use serde::{Deserialize, Serialize};
@@ -204,9 +203,9 @@ impl ImageRules {
             }
         }
         if self.on(rule::ANIMATED) {
-            let frames = frame_count(fmt, bytes);
-            if frames > 1 {
-                return Err(drop(rule::ANIMATED, frames as f64, 1.0));
+            // The recorded value is 2 for "at least two frames".
+            if m6_imaging::animated(fmt, bytes) {
+                return Err(drop(rule::ANIMATED, 2.0, 1.0));
             }
         }
         // One decode at the scale the pixel rules need: 64 px for the blank rule, 256 px
@@ -260,39 +259,6 @@ fn truncated(fmt: ImageFormat, bytes: &[u8]) -> Option<&'static str> {
     }
 }
 
-/// Frames in an animated GIF/PNG/WebP (2 means "at least two"); 1 otherwise.
-fn frame_count(fmt: ImageFormat, bytes: &[u8]) -> usize {
-    use image::AnimationDecoder;
-    match fmt {
-        ImageFormat::Gif => match image::codecs::gif::GifDecoder::new(Cursor::new(bytes)) {
-            Ok(d) => d.into_frames().take(2).filter(|f| f.is_ok()).count().max(1),
-            Err(_) => 1,
-        },
-        // Header-sized limits: the reader inflates the colour profile (see HEADER_ALLOC).
-        ImageFormat::Png => match image::codecs::png::PngDecoder::with_limits(Cursor::new(bytes), m6_imaging::header_limits()) {
-            Ok(d) => {
-                if d.is_apng().unwrap_or(false) {
-                    2
-                } else {
-                    1
-                }
-            }
-            Err(_) => 1,
-        },
-        ImageFormat::WebP => match image::codecs::webp::WebPDecoder::new(Cursor::new(bytes)) {
-            Ok(d) => {
-                if d.has_animation() {
-                    2
-                } else {
-                    1
-                }
-            }
-            Err(_) => 1,
-        },
-        _ => 1,
-    }
-}
-
 fn luma_std(g: &m6_imaging::Gray) -> f64 {
     let n = g.px.len().max(1) as f64;
     let mean = g.px.iter().map(|&v| v as f64).sum::<f64>() / n;
@@ -302,6 +268,7 @@ fn luma_std(g: &m6_imaging::Gray) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Cursor;
 
     fn photo(name: &str) -> image::DynamicImage {
         let dir = std::env::var_os("M6_DATA_DIR").map(std::path::PathBuf::from).unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data"));
