@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use m6_pipeline::{BoxError, Task, TaskOutput};
 use m6_schemas::{Image, Pair};
 
+use crate::text::{read_whole_text, WholeText};
 use crate::{io_err, Batcher, Ctx, IngestConfig};
 
 pub const CAPTIONS_JSONL: &str = "captions.jsonl";
@@ -54,16 +55,15 @@ pub(crate) fn ingest(cfg: &IngestConfig, source_of: &dyn Fn(&Path) -> String, ta
             // A sidecar that is not UTF-8 (GBK from a Chinese Windows editor, say) is an
             // error row naming it, as a non-UTF-8 `.txt` document is; it failed the whole
             // task (a thousand images). A UTF-8 byte-order mark is not caption text.
-            let len = std::fs::metadata(&sidecar).map_err(io_err(&sidecar))?.len();
             let sctx = Ctx { cfg, path: &sidecar, label: &input.label, source: source.clone() };
-            if len > cfg.max_record_bytes() as u64 {
-                sctx.error(out, "file".into(), "too_large", format!("caption sidecar of {len} bytes, over max_record_mb = {}; {name} not ingested", cfg.max_record_mb))?;
-                continue;
-            }
-            match String::from_utf8(std::fs::read(&sidecar).map_err(io_err(&sidecar))?) {
-                Ok(c) => (Some(c.strip_prefix('\u{feff}').unwrap_or(&c).trim().to_string()), "sidecar"),
-                Err(e) => {
-                    sctx.error(out, "file".into(), "utf8", format!("caption sidecar is not UTF-8 ({}); {name} not ingested", e.utf8_error()))?;
+            match read_whole_text(cfg, &sidecar)?.0 {
+                WholeText::Text(c) => (Some(c), "sidecar"),
+                WholeText::TooLarge(len) => {
+                    sctx.error(out, "file".into(), "too_large", format!("caption sidecar of {len} bytes, over max_record_mb = {}; {name} not ingested", cfg.max_record_mb))?;
+                    continue;
+                }
+                WholeText::NotUtf8(e) => {
+                    sctx.error(out, "file".into(), "utf8", format!("caption sidecar is not UTF-8 ({e}); {name} not ingested"))?;
                     continue;
                 }
             }
