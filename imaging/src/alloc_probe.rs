@@ -50,3 +50,20 @@ pub fn assert_installed() {
     assert!(largest() >= probe.len(), "m6_imaging::alloc_probe::Largest is not the global allocator of this test binary");
     reset();
 }
+
+/// A hostile file for such tests: a 200×200 grey gradient PNG whose colour profile
+/// (iCCP, deflate-compressed in the header) is `profile_mb` MB of zeros, so about
+/// 100 KB of file for 96 MB of profile.
+pub fn png_with_colour_profile(profile_mb: usize) -> Vec<u8> {
+    let (w, h) = (200u32, 200u32);
+    let mut info = png::Info::with_size(w, h);
+    info.color_type = png::ColorType::Grayscale;
+    info.bit_depth = png::BitDepth::Eight;
+    info.icc_profile = Some(vec![0u8; profile_mb << 20].into());
+    let mut out = vec![];
+    let mut wr = png::Encoder::with_info(&mut out, info).unwrap().write_header().unwrap();
+    let px: Vec<u8> = (0..w * h).map(|i| ((i % w + i / w) % 256) as u8).collect();
+    wr.write_image_data(&px).unwrap();
+    wr.finish().unwrap();
+    out
+}

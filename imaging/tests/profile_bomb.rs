@@ -7,24 +7,9 @@
 #[global_allocator]
 static A: m6_imaging::alloc_probe::Largest = m6_imaging::alloc_probe::Largest;
 
-/// A 200×200 grey gradient PNG carrying a `profile_mb` MB colour profile of zeros.
-fn png_with_profile(profile_mb: usize) -> Vec<u8> {
-    let (w, h) = (200u32, 200u32);
-    let mut info = png::Info::with_size(w, h);
-    info.color_type = png::ColorType::Grayscale;
-    info.bit_depth = png::BitDepth::Eight;
-    info.icc_profile = Some(vec![0u8; profile_mb << 20].into());
-    let mut out = vec![];
-    let mut wr = png::Encoder::with_info(&mut out, info).unwrap().write_header().unwrap();
-    let px: Vec<u8> = (0..w * h).map(|i| ((i % w + i / w) % 256) as u8).collect();
-    wr.write_image_data(&px).unwrap();
-    wr.finish().unwrap();
-    out
-}
-
 #[test]
 fn a_colour_profile_bomb_is_not_inflated() {
-    let bytes = png_with_profile(96);
+    let bytes = m6_imaging::alloc_probe::png_with_colour_profile(96);
     assert!(bytes.len() < 200_000, "{} bytes", bytes.len());
     let limit = 2 * m6_imaging::HEADER_ALLOC as usize;
     let check = |what: &str, f: &dyn Fn()| {

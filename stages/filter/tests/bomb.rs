@@ -30,15 +30,7 @@ fn bomb_refused_without_allocating() {
 fn a_colour_profile_bomb_is_judged_without_inflating_it() {
     let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let stage = m6_stage_filter::FilterStage::new(Default::default()).unwrap();
-    let (w, h) = (200u32, 200u32);
-    let mut info = png::Info::with_size(w, h);
-    info.color_type = png::ColorType::Grayscale;
-    info.bit_depth = png::BitDepth::Eight;
-    info.icc_profile = Some(vec![0u8; 96 << 20].into());
-    let mut bytes = vec![];
-    let mut wr = png::Encoder::with_info(&mut bytes, info).unwrap().write_header().unwrap();
-    wr.write_image_data(&(0..w * h).map(|i| ((i % w + i / w) % 256) as u8).collect::<Vec<u8>>()).unwrap();
-    wr.finish().unwrap();
+    let bytes = m6_imaging::alloc_probe::png_with_colour_profile(96);
     m6_imaging::alloc_probe::assert_installed();
     let kept = stage.judge_image(&bytes);
     let largest = m6_imaging::alloc_probe::largest();
