@@ -67,23 +67,32 @@ fn config(kvs: &[String]) -> Result<DedupConfig, BoxError> {
     Ok(toml::Value::Table(table).try_into()?)
 }
 
-fn image_pairs(list: &Path, kvs: &[String]) -> Result<(), BoxError> {
+/// The image payloads of a `key<TAB>path` list (only the keys in `wanted`, when given),
+/// in list order; each payload's exact key is its place in the result.
+fn signed_list(list: &Path, wanted: Option<&std::collections::HashSet<String>>) -> Result<(Vec<String>, Vec<Vec<u8>>), BoxError> {
     use m6_stage_dedup::{image_hash, image_verify};
-    let cfg = config(kvs)?;
-    let p = cfg.image_verify_params();
-    let mut keys = vec![];
-    let mut bodies = vec![];
-    let t = std::time::Instant::now();
+    let (mut keys, mut bodies) = (vec![], vec![]);
     for line in std::io::BufReader::new(std::fs::File::open(list)?).lines() {
         let line = line?;
         let (key, path) = line.split_once('\t').ok_or("image list lines are key<TAB>path")?;
-        let bytes = std::fs::read(path)?;
-        let sig = image_hash::sign(&bytes).ok();
+        if wanted.is_some_and(|w| !w.contains(key)) {
+            continue;
+        }
+        let sig = image_hash::sign(&std::fs::read(path)?).ok();
         let mut body = vec![];
         image_verify::encode_payload(keys.len() as u64, sig.as_ref(), 0, &mut body);
         keys.push(key.to_string());
         bodies.push(body);
     }
+    Ok((keys, bodies))
+}
+
+fn image_pairs(list: &Path, kvs: &[String]) -> Result<(), BoxError> {
+    use m6_stage_dedup::image_verify;
+    let cfg = config(kvs)?;
+    let p = cfg.image_verify_params();
+    let t = std::time::Instant::now();
+    let (keys, bodies) = signed_list(list, None)?;
     let sign_s = t.elapsed().as_secs_f64();
     let t = std::time::Instant::now();
     let mut aligned = 0u64;
@@ -112,7 +121,7 @@ fn image_pairs(list: &Path, kvs: &[String]) -> Result<(), BoxError> {
 /// verdict and the layout check's per-block measures (`image_verify::layout_blocks`),
 /// to study pairs a dedup run merged (true or false) without comparing all pairs.
 fn image_blocks(list: &Path, pairs: &Path, kvs: &[String]) -> Result<(), BoxError> {
-    use m6_stage_dedup::{image_hash, image_verify};
+    use m6_stage_dedup::image_verify;
     use std::io::Write;
     let cfg = config(kvs)?;
     let p = cfg.image_verify_params();
@@ -125,18 +134,8 @@ fn image_blocks(list: &Path, pairs: &Path, kvs: &[String]) -> Result<(), BoxErro
         wanted.insert(b.to_string());
         pair_list.push((a.to_string(), b.to_string()));
     }
-    let mut bodies = std::collections::HashMap::new();
-    for line in std::io::BufReader::new(std::fs::File::open(list)?).lines() {
-        let line = line?;
-        let (key, path) = line.split_once('\t').ok_or("image list lines are key<TAB>path")?;
-        if !wanted.contains(key) {
-            continue;
-        }
-        let sig = image_hash::sign(&std::fs::read(path)?).ok();
-        let mut body = vec![];
-        image_verify::encode_payload(bodies.len() as u64, sig.as_ref(), 0, &mut body);
-        bodies.insert(key.to_string(), body);
-    }
+    let (keys, signed) = signed_list(list, Some(&wanted))?;
+    let bodies: std::collections::HashMap<String, Vec<u8>> = keys.into_iter().zip(signed).collect();
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let relaxed = image_verify::VerifyParams { max_hamming: 64, ..p };
     for (a, b) in &pair_list {
