@@ -75,22 +75,14 @@ pub fn decode_luma_reduced(bytes: &[u8], factor: u32) -> Option<(Gray, u32, u32)
             }
             // Lossless, hierarchical, arithmetic-coded: not handled here.
             0xC3 | 0xC5..=0xC7 | 0xC9..=0xCB | 0xCD..=0xCF => return None,
-            0xC4 => {
-                let mut s = seg;
-                while !s.is_empty() {
-                    let (class, id) = (s[0] >> 4, (s[0] & 15) as usize);
-                    let counts: [u8; 16] = s.get(1..17)?.try_into().ok()?;
-                    let n: usize = counts.iter().map(|&c| c as usize).sum();
-                    let symbols = s.get(17..17 + n)?;
-                    let t = Huffman::new(&counts, symbols, class == 1)?;
-                    match (class, id) {
-                        (0, 0..=3) => dc_tables[id] = Some(t),
-                        (1, 0..=3) => ac_tables[id] = Some(t),
-                        _ => return None,
-                    }
-                    s = &s[17 + n..];
+            0xC4 => dht_tables(seg, |class, id, t| {
+                match (class, id) {
+                    (0, 0..=3) => dc_tables[id] = Some(t),
+                    (1, 0..=3) => ac_tables[id] = Some(t),
+                    _ => return None,
                 }
-            }
+                Some(())
+            })?,
             0xDB => {
                 let mut s = seg;
                 while !s.is_empty() {
@@ -761,6 +753,21 @@ impl Huffman {
         t.maxcode[17] = i32::MAX;
         Some(t)
     }
+}
+
+/// Each Huffman table of a DHT segment, as (class: 0 DC / 1 AC, id, table), to `f`;
+/// `None` when the segment is malformed or `f` refuses a table.
+fn dht_tables(seg: &[u8], mut f: impl FnMut(u8, usize, Huffman) -> Option<()>) -> Option<()> {
+    let mut s = seg;
+    while !s.is_empty() {
+        let (class, id) = (s[0] >> 4, (s[0] & 15) as usize);
+        let counts: [u8; 16] = s.get(1..17)?.try_into().ok()?;
+        let n: usize = counts.iter().map(|&c| c as usize).sum();
+        let symbols = s.get(17..17 + n)?;
+        f(class, id, Huffman::new(&counts, symbols, class == 1)?)?;
+        s = &s[17 + n..];
+    }
+    Some(())
 }
 
 /// Lookahead bits of [`Huffman::multi`]: a 4096-entry table (8 KiB) per AC table.
@@ -1531,17 +1538,19 @@ mod tests {
     /// The first AC table of a JPEG (its DHT segment as the encoder wrote it).
     fn first_ac_table(j: &[u8]) -> Huffman {
         let mut p = Parser::after_soi(j);
+        let mut found = None;
         while let Some((m, seg)) = p.segment() {
             if m == 0xC4 {
-                let mut s = seg;
-                while !s.is_empty() {
-                    let counts: [u8; 16] = s[1..17].try_into().unwrap();
-                    let n: usize = counts.iter().map(|&c| c as usize).sum();
-                    if s[0] >> 4 == 1 {
-                        return Huffman::new(&counts, &s[17..17 + n], true).unwrap();
+                dht_tables(seg, |class, _, t| {
+                    if class == 1 && found.is_none() {
+                        found = Some(t);
                     }
-                    s = &s[17 + n..];
-                }
+                    Some(())
+                })
+                .unwrap();
+            }
+            if let Some(t) = found {
+                return t;
             }
         }
         panic!("no AC table");
