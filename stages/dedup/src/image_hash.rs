@@ -63,12 +63,16 @@ pub struct ImageSig {
     pub thumb: Vec<u8>,
     /// Width / height of the content frame (in source pixels).
     pub aspect: f32,
+    /// Area in source pixels inside bars and padding of one even colour
+    /// ([`unpadded_frame`]): the keep rule's size.
+    pub frame_pixels: f32,
     /// Full size of the image as its header declares it.
     pub width: u32,
     pub height: u32,
     /// The scale the decoder produced (1, 2, 4 or 8: JPEG DCT-domain scaling).
     pub decode_scale: u32,
-    /// Variance of the Laplacian of the work picture (the keep rule's tie-break).
+    /// Variance of the Laplacian of the work picture inside [`unpadded_frame`] (the
+    /// keep rule's tie-break: the edge between a picture and its padding is not detail).
     pub sharpness: f32,
 }
 
@@ -76,6 +80,67 @@ pub struct ImageSig {
 const N: usize = 32;
 
 pub use crate::phash::phash32;
+
+/// Grey levels a line of padding may drift from the edge's colour: 6 also took a
+/// clear sky off a JPEG q92 photo but not off its q40 copy (blocking), which then
+/// counted as larger and was kept.
+const PAD_LEVELS: f32 = 3.0;
+
+/// The frame inside letterbox bars and padding: edge lines of the work picture whose
+/// every pixel is within [`PAD_LEVELS`] of the outermost line's mean (at most 45% of a
+/// side in all). Stricter than [`content_frame`], which also cuts a picture's own flat margin
+/// (clear sky, a studio backdrop) and so can cut a copy and its original by different
+/// amounts: this frame is the size the keep rule compares, and bars of one even colour
+/// are what padding adds.
+pub fn unpadded_frame(g: &Gray) -> (usize, usize, usize, usize) {
+    let (w, h) = (g.w, g.h);
+    let (mut x0, mut y0, mut x1, mut y1) = (0, 0, w, h);
+    let even = |vals: &mut dyn Iterator<Item = f32>, edge: f32| {
+        for v in vals {
+            if (v - edge).abs() > PAD_LEVELS {
+                return false;
+            }
+        }
+        true
+    };
+    let mean = |vals: &mut dyn Iterator<Item = f32>| {
+        let (mut n, mut s) = (0f32, 0f32);
+        for v in vals {
+            n += 1.0;
+            s += v;
+        }
+        s / n.max(1.0)
+    };
+    if w == 0 || h == 0 {
+        return (0, 0, w, h);
+    }
+    // In passes, each taking the colour of the current outermost lines: padding around a
+    // picture with its own even border (white canvas around a grey window frame) comes
+    // off layer by layer, down to the frame the original's own border trims to.
+    loop {
+        let before = (x0, y0, x1, y1);
+        let edge = mean(&mut (x0..x1).map(|x| g.px[y0 * w + x]));
+        while y0 < h * 45 / 100 && even(&mut (x0..x1).map(|x| g.px[y0 * w + x]), edge) {
+            y0 += 1;
+        }
+        let edge = mean(&mut (x0..x1).map(|x| g.px[(y1 - 1) * w + x]));
+        while h - y1 < h * 45 / 100 && even(&mut (x0..x1).map(|x| g.px[(y1 - 1) * w + x]), edge) {
+            y1 -= 1;
+        }
+        let edge = mean(&mut (y0..y1).map(|y| g.px[y * w + x0]));
+        while x0 < w * 45 / 100 && even(&mut (y0..y1).map(|y| g.px[y * w + x0]), edge) {
+            x0 += 1;
+        }
+        let edge = mean(&mut (y0..y1).map(|y| g.px[y * w + x1 - 1]));
+        while w - x1 < w * 45 / 100 && even(&mut (y0..y1).map(|y| g.px[y * w + x1 - 1]), edge) {
+            x1 -= 1;
+        }
+        if (x0, y0, x1, y1) == before {
+            break;
+        }
+    }
+    (x0, y0, x1.max(x0 + 1), y1.max(y0 + 1))
+}
 
 /// Signs an already decoded grey picture.
 pub fn sign_gray(g: &Gray, width: u32, height: u32, decode_scale: u32) -> ImageSig {
@@ -93,9 +158,12 @@ pub fn sign_gray(g: &Gray, width: u32, height: u32, decode_scale: u32) -> ImageS
     let sx = width as f32 / g.w as f32;
     let sy = height as f32 / g.h as f32;
     let aspect = (fw * sx) / (fh * sy).max(1e-3);
+    let (u0, v0, u1, v1) = unpadded_frame(g);
+    let frame_pixels = (u1 - u0) as f32 * sx * (v1 - v0) as f32 * sy;
     // The quality signals' sharpness alone: dedup needs neither entropy nor border.
-    let sharpness = m6_imaging::quality::sharpness(g);
-    ImageSig { hashes, thumb, aspect, width, height, decode_scale, sharpness }
+    let inner = Gray { w: u1 - u0, h: v1 - v0, px: (v0..v1).flat_map(|y| g.px[y * g.w + u0..y * g.w + u1].iter().copied()).collect() };
+    let sharpness = m6_imaging::quality::sharpness(&inner);
+    ImageSig { hashes, thumb, aspect, frame_pixels, width, height, decode_scale, sharpness }
 }
 
 /// Decodes (at reduced scale) and signs encoded image bytes.
@@ -161,6 +229,31 @@ mod tests {
         // Top-left 4×2 block: x 0..4, y 0..2 → mean x 1.5, mean y 0.5.
         assert!((out[0] - (1.5 + 5.0)).abs() < 1e-4);
         assert!((out[3] - (5.5 + 25.0)).abs() < 1e-4);
+    }
+
+    /// Padding comes off layer by layer, down to the frame of the picture without it; a
+    /// picture's own textured edge stays.
+    #[test]
+    fn unpadded_frame_trims_even_bars_and_padding_in_layers() {
+        // 40×30 of texture inside a 2-pixel even grey window border.
+        let picture = |x: usize, y: usize| if x < 2 || y < 2 || x >= 42 || y >= 32 { 180.0 } else { ((x * 37 + y * 91) % 200) as f32 + 20.0 };
+        let bare = gray(44, 34, picture);
+        let (x0, y0, x1, y1) = unpadded_frame(&bare);
+        assert_eq!((x0, y0, x1, y1), (2, 2, 42, 32));
+        // The same on a white canvas 6 pixels wider on every side, with faint noise.
+        let padded = gray(56, 46, |x, y| {
+            if (6..50).contains(&x) && (6..40).contains(&y) {
+                picture(x - 6, y - 6)
+            } else {
+                253.0 - ((x + y) % 3) as f32
+            }
+        });
+        let (a0, b0, a1, b1) = unpadded_frame(&padded);
+        assert_eq!((a1 - a0, b1 - b0), (x1 - x0, y1 - y0), "the padded copy's frame is the original's");
+        // Letterbox bars (black above and below) come off too; the textured rows stay.
+        let letterbox = gray(44, 60, |x, y| if (13..47).contains(&y) { picture(x, y - 13) } else { 0.0 });
+        let (c0, d0, c1, d1) = unpadded_frame(&letterbox);
+        assert_eq!((c1 - c0, d1 - d0), (40, 30));
     }
 
     /// A JPEG whose header declares 60000×60000 pixels (20 KB of file): signing read

@@ -383,6 +383,7 @@ impl Stage for DedupStage {
             // Not a setting a user changes, but it changes verdicts: output committed by
             // an older verifier is not "already done" (see `image_verify::VERIFY_VERSION`).
             o.insert("image_verify".into(), image_verify::VERIFY_VERSION.into());
+            o.insert("keep_version".into(), work::KEEP_VERSION.into());
         }
         v.to_string()
     }
@@ -515,7 +516,7 @@ mod tests {
     #[test]
     fn settings_carry_the_verifier_version_but_not_resource_knobs() {
         let a = DedupFactory::build(DedupConfig::default()).unwrap().settings();
-        assert!(a.contains(image_verify::VERIFY_VERSION), "{a}");
+        assert!(a.contains(image_verify::VERIFY_VERSION) && a.contains(work::KEEP_VERSION), "{a}");
         let b = DedupFactory::build(DedupConfig { work_mb: 7, keep_work: true, ..DedupConfig::default() }).unwrap().settings();
         assert_eq!(a, b);
     }

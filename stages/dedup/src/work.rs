@@ -158,6 +158,7 @@ pub fn plan(cfg: &DedupConfig, kind: Kind, ctx: &RunContext) -> Result<Plan, Box
     h.update(signing_settings(cfg, kind).to_string().as_bytes());
     // Pairs files hold verdicts: a resumed run must not mix two verifiers' pairs.
     h.update(crate::image_verify::VERIFY_VERSION.as_bytes());
+    h.update(KEEP_VERSION.as_bytes());
     // Settings that change results or the sign phase's files; `keep_work`, `phase`
     // and `pairs_units` do not (pairs files name their cut: `P-of-Q.bin`).
     let mut c = cfg.clone();
@@ -794,6 +795,42 @@ struct Facts {
     size: u32,
     score: f32,
     idhash: u64,
+    /// Images and pairs: the area inside bars and padding, in source pixels
+    /// (`image_hash::unpadded_frame`; the header's pixel count for bodies that do not
+    /// record it); documents: `size`.
+    area: f32,
+}
+
+/// Images and pairs under `keep = "longest"`: copies whose areas are within this
+/// fraction of a cluster's largest count as the largest. The frame is found on the
+/// 128 px work picture, so a recompressed copy's frame can move by a work pixel per
+/// side (up to about 3% of the area); a copy resized to 95% loses 10%.
+const KEEP_AREA_TOLERANCE: f32 = 0.05;
+
+/// Bumped when the row a cluster keeps changes for the same clusters: part of the
+/// stage's settings and the work fingerprint, like `image_verify::VERIFY_VERSION`.
+/// v2: images and pairs compare the area inside bars and padding of one even colour,
+/// not the header's pixels, so a padded or letterboxed copy no longer beats its original,
+/// and a copy with an overlay gives way to one without.
+pub const KEEP_VERSION: &str = "m6-dedup-keep-v2";
+
+/// Images and pairs under `longest`: of the copies a cluster may keep (its `--against`
+/// rows when it has any), those within [`KEEP_AREA_TOLERANCE`] of the largest content
+/// area; among them the best copy (`sign::image_score`), then the most header pixels,
+/// then the id-hash tie. `top` is the cluster's (has `--against` rows, largest area).
+fn better_by_area(new_total: u64, top: (bool, f32), a: (u32, Facts), b: (u32, Facts)) -> bool {
+    let eligible = |(g, f): (u32, Facts)| (g as u64 >= new_total) == top.0 && f.area >= (1.0 - KEEP_AREA_TOLERANCE) * top.1;
+    match (eligible(a), eligible(b)) {
+        (x, y) if x != y => x,
+        (false, false) => false,
+        _ => {
+            let (x, y) = (a.1, b.1);
+            match x.score.total_cmp(&y.score) {
+                std::cmp::Ordering::Equal => x.size > y.size || (x.size == y.size && (x.idhash, a.0) < (y.idhash, b.0)),
+                o => o == std::cmp::Ordering::Greater,
+            }
+        }
+    }
 }
 
 /// Whether row `a` should represent a cluster rather than `b`. Rows of `--against`
@@ -849,14 +886,69 @@ fn clusters_phase(cfg: &DedupConfig, plan: &Plan, signed: &SignedUnits, pair_pat
     for &g in &nodes {
         bodies.read(g, &mut buf)?;
         let h = RowHeader::decode(&buf);
-        facts.insert(g, Facts { size: h.size, score: h.score, idhash: h.id_hash });
+        let area = match plan.kind {
+            Kind::Document => h.size as f32,
+            _ => image_verify::frame_pixels(&buf[HEADER..]).unwrap_or(h.size as f32),
+        };
+        facts.insert(g, Facts { size: h.size, score: h.score, idhash: h.id_hash, area });
+    }
+    let by_area = plan.kind != Kind::Document && matches!(cfg.keep, KeepRule::Longest | KeepRule::Quality);
+    // Per cluster: whether it has `--against` rows, and the largest area among the rows
+    // it may keep.
+    let mut top: HashMap<u32, (bool, f32)> = HashMap::new();
+    if by_area {
+        for &g in &nodes {
+            let old = g as u64 >= signed.new_total;
+            let t = top.entry(uf.find(g)).or_insert((old, 0.0));
+            if old && !t.0 {
+                *t = (true, 0.0);
+            }
+            if old == t.0 {
+                t.1 = t.1.max(facts[&g].area);
+            }
+        }
     }
     let mut best: HashMap<u32, u32> = HashMap::new();
     for &g in &nodes {
         let r = uf.find(g);
         let cur = best.entry(r).or_insert(g);
-        if better(cfg.keep, plan.kind, signed.new_total, (g, facts[&g]), (*cur, facts[&*cur])) {
+        let (a, b) = ((g, facts[&g]), (*cur, facts[&*cur]));
+        let wins = if by_area { better_by_area(signed.new_total, top[&r], a, b) } else { better(cfg.keep, plan.kind, signed.new_total, a, b) };
+        if wins {
             *cur = g;
+        }
+    }
+    if by_area {
+        // Of the copies that may be kept, one with a banner, logo or caption laid over
+        // it gives way to one without (`image_verify::overlay_between`); the score
+        // alone preferred them, as their letters add bytes and edges. Compared against
+        // the current choice in keep-rule order, so the result does not depend on
+        // input order.
+        let mut tiers: HashMap<u32, Vec<u32>> = HashMap::new();
+        for &g in &nodes {
+            let r = uf.find(g);
+            let t = top[&r];
+            if (g as u64 >= signed.new_total) == t.0 && facts[&g].area >= (1.0 - KEEP_AREA_TOLERANCE) * t.1 {
+                tiers.entry(r).or_default().push(g);
+            }
+        }
+        let (mut a, mut b) = (vec![], vec![]);
+        for (r, mut tier) in tiers.into_iter().filter(|(_, t)| t.len() > 1) {
+            let order = |x: &u32, y: &u32| match better_by_area(signed.new_total, top[&r], (*x, facts[x]), (*y, facts[y])) {
+                true => std::cmp::Ordering::Less,
+                false => std::cmp::Ordering::Greater,
+            };
+            tier.sort_by(|x, y| if x == y { std::cmp::Ordering::Equal } else { order(x, y) });
+            let mut cur = tier[0];
+            bodies.read(cur, &mut a)?;
+            for &g in &tier[1..] {
+                bodies.read(g, &mut b)?;
+                if image_verify::overlay_between(&a[HEADER..], &b[HEADER..]) == Some(true) {
+                    cur = g;
+                    std::mem::swap(&mut a, &mut b);
+                }
+            }
+            best.insert(r, cur);
         }
     }
     // (removed, kept) for every removed row of the input.
@@ -868,7 +960,7 @@ fn clusters_phase(cfg: &DedupConfig, plan: &Plan, signed: &SignedUnits, pair_pat
         }
     }
     let rows_in_pairs = nodes.len() as u64;
-    drop((facts, best, uf, nodes));
+    drop((facts, best, top, uf, nodes));
     // Ids of the kept rows named by audit rows: read from the units that hold them.
     let mut wanted: BTreeMap<usize, Vec<u64>> = BTreeMap::new();
     for &(_, k) in &removed {
