@@ -181,6 +181,18 @@ for f in glob.glob(sys.argv[1] + "/*.parquet"):
     assert!(kept.iter().all(|r| r.signals.sharpness.is_some() && r.signals.entropy.is_some() && r.signals.border.is_some()));
 }
 
+/// Ingests `ROOT/album` (caption-less images), dedups it with the defaults, and returns
+/// the kept rows' source ids, sorted.
+fn kept_after_ingest_and_dedup(root: &Path) -> Vec<String> {
+    let imgs = root.join("imgs");
+    m6_ok(&["ingest", "--input", s(&root.join("album")), "--output", s(&imgs), "--quiet"]);
+    let dd = root.join("dd");
+    m6_ok(&["dedup", "--input", s(&imgs), "--output", s(&dd), "--quiet"]);
+    let mut kept: Vec<String> = Dataset::open(&dd).unwrap().read_all::<Image>().unwrap().into_iter().map(|r| r.source_id.unwrap()).collect();
+    kept.sort();
+    kept
+}
+
 /// A copy with a dark text banner across the bottom ninth, as a site stamps its name on
 /// pictures it republishes: a row of white letter-sized marks on near-black.
 fn banner(img: &DynamicImage) -> DynamicImage {
@@ -251,12 +263,7 @@ fn dedup_keeps_the_original_over_padded_and_stamped_copies() {
         std::fs::write(dir.join(format!("e-{stem}.jpg")), jpeg(&img)).unwrap();
         originals.push(format!("d/e-{stem}.jpg"));
     }
-    let imgs = t.path().join("imgs");
-    m6_ok(&["ingest", "--input", s(&t.path().join("album")), "--output", s(&imgs), "--quiet"]);
-    let dd = t.path().join("dd");
-    m6_ok(&["dedup", "--input", s(&imgs), "--output", s(&dd), "--quiet"]);
-    let mut kept: Vec<String> = Dataset::open(&dd).unwrap().read_all::<Image>().unwrap().into_iter().map(|r| r.source_id.unwrap()).collect();
-    kept.sort();
+    let kept = kept_after_ingest_and_dedup(t.path());
     originals.sort();
     assert_eq!(kept, originals, "every copy found, and the original kept");
 }
@@ -278,12 +285,7 @@ fn dedup_keeps_the_largest_sharpest_copy() {
         std::fs::write(dir.join(format!("c-{stem}.jpg")), jpeg(&img)).unwrap();
         originals.push(format!("d/c-{stem}.jpg"));
     }
-    let imgs = t.path().join("imgs");
-    m6_ok(&["ingest", "--input", s(&t.path().join("album")), "--output", s(&imgs), "--quiet"]);
-    let dd = t.path().join("dd");
-    m6_ok(&["dedup", "--input", s(&imgs), "--output", s(&dd), "--quiet"]);
-    let mut kept: Vec<String> = Dataset::open(&dd).unwrap().read_all::<Image>().unwrap().into_iter().map(|r| r.source_id.unwrap()).collect();
-    kept.sort();
+    let kept = kept_after_ingest_and_dedup(t.path());
     originals.sort();
     assert_eq!(kept, originals);
 }
