@@ -587,11 +587,17 @@ const OVERLAY_ENERGY_RATIO: f32 = 1.15;
 ///
 /// Overlays add edges where they sit (letters, a logo's outline, a banner's border), so
 /// of the few cells where the normalised thumbnails differ, the copy with clearly more
-/// edge energy there is the overlaid one. Chosen on `bench/dedup_images.py`: a
-/// prototype on 48 px thumbnails of its 87 pictures (Pillow's box resize, not the
-/// work picture's frame) named the banner copy in 74 and the logo copy in 74, the
-/// original in 3 each, and no JPEG q30 copy. The keep rule's score (bytes per pixel ×
-/// sharpness) had preferred the overlaid copies, whose letters add both.
+/// edge energy there — relative to the two copies' ratio in the cells that agree — is
+/// the overlaid one. Chosen on `bench/dedup_images.py`: a prototype on 48 px
+/// thumbnails of its 87 pictures (Pillow's box resize, not the work picture's frame;
+/// without the relative measure) named the banner copy in 74 and the logo copy in 74,
+/// the original in 3 each, and no JPEG q30 copy. The relative measure is a guard added
+/// afterwards: a copy that lost detail everywhere (q40, a blur) has less energy most
+/// where the original has most, which the plain measure could read as an overlay on
+/// the original (its effect alone was not measured: the bench figures in the stage
+/// README are with it).
+/// The keep rule's score (bytes per pixel × sharpness) had preferred the overlaid
+/// copies, whose letters add both.
 pub fn overlay_between(a: &[u8], b: &[u8]) -> Option<bool> {
     if !decoded(a) || !decoded(b) {
         return None;
