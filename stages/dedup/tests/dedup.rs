@@ -327,6 +327,36 @@ fn pair_policies() {
     assert_eq!(count("cap", DedupConfig { same_caption_different_image: PairPolicy::Drop, ..Default::default() }), 3);
 }
 
+/// Image–caption pairs use the images' keep rule: of a photo and its letterboxed and
+/// white-padded copies under one caption, the pair with the original is kept (before,
+/// the copies' larger canvases won).
+#[test]
+fn pairs_keep_the_original_over_padded_copies() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut rows = vec![];
+    let mut want = vec![];
+    for (name, caption) in [("coffee.png", "一杯咖啡"), ("chelsea.png", "一只猫"), ("astronaut.png", "宇航员在太空中")] {
+        let img = image::open(data_dir().join("photos").join(name)).unwrap().to_rgb8();
+        let (w, h) = (img.width(), img.height());
+        let mut letterbox = image::RgbImage::from_pixel(w, h * 2, image::Rgb([0, 0, 0]));
+        image::imageops::overlay(&mut letterbox, &img, 0, (h / 2) as i64);
+        let m = w.max(h) / 12;
+        let mut padded = image::RgbImage::from_pixel(w + 2 * m, h + 2 * m, image::Rgb([255, 255, 255]));
+        image::imageops::overlay(&mut padded, &img, m as i64, m as i64);
+        for copy in [letterbox, padded] {
+            rows.push(pair_row("p", encode_jpeg(&image::DynamicImage::ImageRgb8(copy), 90), caption));
+        }
+        let orig = pair_row("p", encode_jpeg(&image::DynamicImage::ImageRgb8(img), 90), caption);
+        want.push(orig.id.clone());
+        rows.push(orig);
+    }
+    let input = write_dataset(&tmp.path().join("in"), &rows, 2);
+    let out = tmp.path().join("out");
+    dedup(&input, &out, DedupConfig::default(), 1).unwrap();
+    want.sort();
+    assert_eq!(kept_ids::<Pair>(&out, |p| p.id.clone()), want, "every copy found, and the original's pair kept");
+}
+
 fn m6corpus() -> std::path::PathBuf {
     let p = std::env::var_os("M6CORPUS_BIN").map(Into::into).unwrap_or_else(|| repo().join("target/release/m6corpus"));
     assert!(p.is_file(), "{} is missing: build it with `cargo build --release -p m6corpus`", p.display());
