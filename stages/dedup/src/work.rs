@@ -814,23 +814,13 @@ const KEEP_AREA_TOLERANCE: f32 = 0.05;
 /// and a copy with an overlay gives way to one without.
 pub const KEEP_VERSION: &str = "m6-dedup-keep-v2";
 
-/// Images and pairs under `longest`: of the copies a cluster may keep (its `--against`
-/// rows when it has any), those within [`KEEP_AREA_TOLERANCE`] of the largest content
-/// area; among them the best copy (`sign::image_score`), then the most header pixels,
-/// then the id-hash tie. `top` is the cluster's (has `--against` rows, largest area).
-fn better_by_area(new_total: u64, top: (bool, f32), a: (u32, Facts), b: (u32, Facts)) -> bool {
-    let eligible = |(g, f): (u32, Facts)| (g as u64 >= new_total) == top.0 && f.area >= (1.0 - KEEP_AREA_TOLERANCE) * top.1;
-    match (eligible(a), eligible(b)) {
-        (x, y) if x != y => x,
-        (false, false) => false,
-        _ => {
-            let (x, y) = (a.1, b.1);
-            match x.score.total_cmp(&y.score) {
-                std::cmp::Ordering::Equal => x.size > y.size || (x.size == y.size && (x.idhash, a.0) < (y.idhash, b.0)),
-                o => o == std::cmp::Ordering::Greater,
-            }
-        }
-    }
+/// Images and pairs under `longest`: the order among the copies a cluster may keep
+/// (those within [`KEEP_AREA_TOLERANCE`] of its largest area, of its `--against` rows
+/// when it has any): the best copy (`sign::image_score`) first, then the most header
+/// pixels, then the id-hash tie.
+fn keep_order(a: (u32, &Facts), b: (u32, &Facts)) -> std::cmp::Ordering {
+    let (x, y) = (a.1, b.1);
+    y.score.total_cmp(&x.score).then(y.size.cmp(&x.size)).then((x.idhash, a.0).cmp(&(y.idhash, b.0)))
 }
 
 /// Whether row `a` should represent a cluster rather than `b`. Rows of `--against`
@@ -909,21 +899,12 @@ fn clusters_phase(cfg: &DedupConfig, plan: &Plan, signed: &SignedUnits, pair_pat
         }
     }
     let mut best: HashMap<u32, u32> = HashMap::new();
-    for &g in &nodes {
-        let r = uf.find(g);
-        let cur = best.entry(r).or_insert(g);
-        let (a, b) = ((g, facts[&g]), (*cur, facts[&*cur]));
-        let wins = if by_area { better_by_area(signed.new_total, top[&r], a, b) } else { better(cfg.keep, plan.kind, signed.new_total, a, b) };
-        if wins {
-            *cur = g;
-        }
-    }
     if by_area {
-        // Of the copies that may be kept, one with a banner, logo or caption laid over
-        // it gives way to one without (`image_verify::overlay_between`); the score
-        // alone preferred them, as their letters add bytes and edges. Compared against
-        // the current choice in keep-rule order, so the result does not depend on
-        // input order.
+        // The copies each cluster may keep, in keep order; then one with a banner, logo
+        // or caption laid over it gives way to one without
+        // (`image_verify::overlay_between`): the score alone preferred them, as their
+        // letters add bytes and edges. Each is compared against the current choice in
+        // keep order, so the result does not depend on input order.
         let mut tiers: HashMap<u32, Vec<u32>> = HashMap::new();
         for &g in &nodes {
             let r = uf.find(g);
@@ -933,22 +914,28 @@ fn clusters_phase(cfg: &DedupConfig, plan: &Plan, signed: &SignedUnits, pair_pat
             }
         }
         let (mut a, mut b) = (vec![], vec![]);
-        for (r, mut tier) in tiers.into_iter().filter(|(_, t)| t.len() > 1) {
-            let order = |x: &u32, y: &u32| match better_by_area(signed.new_total, top[&r], (*x, facts[x]), (*y, facts[y])) {
-                true => std::cmp::Ordering::Less,
-                false => std::cmp::Ordering::Greater,
-            };
-            tier.sort_by(|x, y| if x == y { std::cmp::Ordering::Equal } else { order(x, y) });
+        for (r, mut tier) in tiers {
+            tier.sort_by(|x, y| keep_order((*x, &facts[x]), (*y, &facts[y])));
             let mut cur = tier[0];
-            bodies.read(cur, &mut a)?;
-            for &g in &tier[1..] {
-                bodies.read(g, &mut b)?;
-                if image_verify::overlay_between(&a[HEADER..], &b[HEADER..]) == Some(true) {
-                    cur = g;
-                    std::mem::swap(&mut a, &mut b);
+            if tier.len() > 1 {
+                bodies.read(cur, &mut a)?;
+                for &g in &tier[1..] {
+                    bodies.read(g, &mut b)?;
+                    if image_verify::overlay_between(&a[HEADER..], &b[HEADER..]) == Some(true) {
+                        cur = g;
+                        std::mem::swap(&mut a, &mut b);
+                    }
                 }
             }
             best.insert(r, cur);
+        }
+    } else {
+        for &g in &nodes {
+            let r = uf.find(g);
+            let cur = best.entry(r).or_insert(g);
+            if better(cfg.keep, plan.kind, signed.new_total, (g, facts[&g]), (*cur, facts[&*cur])) {
+                *cur = g;
+            }
         }
     }
     // (removed, kept) for every removed row of the input.
