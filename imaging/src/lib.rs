@@ -902,7 +902,6 @@ pub fn load(bytes: &[u8]) -> Result<image::DynamicImage, image::ImageError> {
 /// spread) and of the edge's colour are letterbox bars, padding or empty margin, and
 /// are cut (at most 45% of each side, so a mostly flat picture keeps a frame).
 pub fn content_frame(g: &Gray) -> (usize, usize, usize, usize) {
-    let (w, h) = (g.w, g.h);
     // What counts as flat scales with the picture's own contrast: with fixed grey
     // levels, a darkened or faded copy had more of its dim edges cut than its original
     // (a 0.6x brightness copy lost over 10% of a side), and the two no longer lined up.
@@ -929,24 +928,40 @@ pub fn content_frame(g: &Gray) -> (usize, usize, usize, usize) {
         let m = s / n.max(1.0);
         (m, (s2 / n.max(1.0) - m * m).max(0.0).sqrt())
     };
-    // Trimmed in passes, each measuring lines only inside the current frame, so
-    // padding around a picture that has its own flat border (white margin around black
-    // bars) comes off layer by layer, as the original's border does.
+    trim_edges(g, |line, edge| {
+        let (m, s) = stats(line);
+        s <= max_std && (m - edge).abs() <= max_shift
+    })
+}
+
+/// The frame left after cutting edge lines that `flat(line, edge)` accepts, where
+/// `edge` is the mean of the outermost line on that side (at most 45% of each side).
+/// Trimmed in passes, each measuring lines only inside the current frame, so padding
+/// around a picture that has its own flat border (white margin around black bars)
+/// comes off layer by layer, as the original's border does.
+pub fn trim_edges(g: &Gray, flat: impl Fn(&mut dyn Iterator<Item = f32>, f32) -> bool) -> (usize, usize, usize, usize) {
+    let (w, h) = (g.w, g.h);
+    let mean = |it: &mut dyn Iterator<Item = f32>| {
+        let (mut n, mut s) = (0f32, 0f32);
+        for v in it {
+            n += 1.0;
+            s += v;
+        }
+        s / n.max(1.0)
+    };
     let (mut x0, mut y0, mut x1, mut y1) = (0usize, 0usize, w, h);
     for _ in 0..4 {
         let (cx0, cy0, cx1, cy1) = (x0, y0, x1, y1);
-        let row = |y: usize| stats(&mut (cx0..cx1).map(move |x| g.px[y * w + x]));
-        let col = |x: usize| stats(&mut (cy0..cy1).map(move |y| g.px[y * w + x]));
-        // Lines from `start` inward that are flat and of the edge line's colour; `limit`
-        // keeps at least 55% of the side.
-        let side = |limit: usize, line: &dyn Fn(usize) -> (f32, f32)| -> usize {
-            let (edge, _) = line(0);
+        // A line as (first pixel, step, length): a row inside the frame, or a column.
+        let row = |y: usize| (y * w + cx0, 1, cx1 - cx0);
+        let col = |x: usize| (cy0 * w + x, w, cy1 - cy0);
+        let px = |(start, step, n): (usize, usize, usize)| (0..n).map(move |i| g.px[start + i * step]);
+        // Lines from the edge inward that are flat and of the edge line's colour;
+        // `limit` keeps at least 55% of the side.
+        let side = |limit: usize, line: &dyn Fn(usize) -> (usize, usize, usize)| -> usize {
+            let edge = mean(&mut px(line(0)));
             let mut k = 0;
-            while k < limit {
-                let (m, s) = line(k);
-                if s > max_std || (m - edge).abs() > max_shift {
-                    break;
-                }
+            while k < limit && flat(&mut px(line(k)), edge) {
                 k += 1;
             }
             k
@@ -962,7 +977,6 @@ pub fn content_frame(g: &Gray) -> (usize, usize, usize, usize) {
     }
     (x0, y0, x1, y1)
 }
-
 
 /// The sample photos (`make data`), where `M6_DATA_DIR` says, as every other test
 /// finds them.

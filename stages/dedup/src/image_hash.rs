@@ -87,59 +87,20 @@ pub use crate::phash::phash32;
 const PAD_LEVELS: f32 = 3.0;
 
 /// The frame inside letterbox bars and padding: edge lines of the work picture whose
-/// every pixel is within [`PAD_LEVELS`] of the outermost line's mean (at most 45% of a
-/// side in all). Stricter than [`content_frame`], which also cuts a picture's own flat margin
-/// (clear sky, a studio backdrop) and so can cut a copy and its original by different
-/// amounts: this frame is the size the keep rule compares, and bars of one even colour
-/// are what padding adds.
+/// every pixel is within [`PAD_LEVELS`] of the outermost line's mean, trimmed as
+/// [`content_frame`] trims (`m6_imaging::trim_edges`). Stricter than `content_frame`,
+/// which also cuts a picture's own flat margin (clear sky, a studio backdrop) and so
+/// can cut a copy and its original by different amounts: this frame is the size the
+/// keep rule compares, and bars of one even colour are what padding adds.
 pub fn unpadded_frame(g: &Gray) -> (usize, usize, usize, usize) {
-    let (w, h) = (g.w, g.h);
-    let (mut x0, mut y0, mut x1, mut y1) = (0, 0, w, h);
-    let even = |vals: &mut dyn Iterator<Item = f32>, edge: f32| {
-        for v in vals {
+    m6_imaging::trim_edges(g, |line, edge| {
+        for v in line {
             if (v - edge).abs() > PAD_LEVELS {
                 return false;
             }
         }
         true
-    };
-    let mean = |vals: &mut dyn Iterator<Item = f32>| {
-        let (mut n, mut s) = (0f32, 0f32);
-        for v in vals {
-            n += 1.0;
-            s += v;
-        }
-        s / n.max(1.0)
-    };
-    if w == 0 || h == 0 {
-        return (0, 0, w, h);
-    }
-    // In passes, each taking the colour of the current outermost lines: padding around a
-    // picture with its own even border (white canvas around a grey window frame) comes
-    // off layer by layer, down to the frame the original's own border trims to.
-    loop {
-        let before = (x0, y0, x1, y1);
-        let edge = mean(&mut (x0..x1).map(|x| g.px[y0 * w + x]));
-        while y0 < h * 45 / 100 && even(&mut (x0..x1).map(|x| g.px[y0 * w + x]), edge) {
-            y0 += 1;
-        }
-        let edge = mean(&mut (x0..x1).map(|x| g.px[(y1 - 1) * w + x]));
-        while h - y1 < h * 45 / 100 && even(&mut (x0..x1).map(|x| g.px[(y1 - 1) * w + x]), edge) {
-            y1 -= 1;
-        }
-        let edge = mean(&mut (y0..y1).map(|y| g.px[y * w + x0]));
-        while x0 < w * 45 / 100 && even(&mut (y0..y1).map(|y| g.px[y * w + x0]), edge) {
-            x0 += 1;
-        }
-        let edge = mean(&mut (y0..y1).map(|y| g.px[y * w + x1 - 1]));
-        while w - x1 < w * 45 / 100 && even(&mut (y0..y1).map(|y| g.px[y * w + x1 - 1]), edge) {
-            x1 -= 1;
-        }
-        if (x0, y0, x1, y1) == before {
-            break;
-        }
-    }
-    (x0, y0, x1.max(x0 + 1), y1.max(y0 + 1))
+    })
 }
 
 /// Signs an already decoded grey picture.
