@@ -106,6 +106,19 @@ fn filter_records_signals_and_rules_stats_report_use_them() {
         let want = if label.contains("-blur") { "image.sharpness" } else { "image.border" };
         assert_eq!(r.rule, want, "{label}");
     }
+    // Image rejects carry no text snippet: stats' examples name the dropped files.
+    let st: serde_json::Value = serde_json::from_str(&m6_ok(&["stats", s(&strict), "--json"])).unwrap();
+    let rules = st["rejects"]["rules"].as_array().unwrap();
+    assert_eq!(rules.len(), 2, "{st}");
+    for rule in rules {
+        let examples = rule["snippets"].as_array().unwrap();
+        assert_eq!(examples.len(), PHOTOS.len().min(3), "{rule}");
+        let mark = if rule["rule"] == "image.sharpness" { "-blur" } else { "-letterbox" };
+        for e in examples {
+            let e = e.as_str().unwrap();
+            assert!(e.contains(mark) && rejects.iter().any(|r| r.source_id.as_deref() == Some(e)), "{} example {e:?}", rule["rule"]);
+        }
+    }
 
     // stats and report show the three distributions, one value per kept row.
     let st: serde_json::Value = serde_json::from_str(&m6_ok(&["stats", s(&filtered), "--json"])).unwrap();

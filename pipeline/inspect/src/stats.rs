@@ -145,7 +145,9 @@ pub struct RuleStats {
     pub mean_value: f64,
     pub threshold_min: f64,
     pub threshold_max: f64,
-    /// The first few rejected snippets, in manifest order.
+    /// The first few rejected snippets, in manifest order; for a row without text (an
+    /// image: filter writes no snippet) its `source_id`, the file or URL, so the
+    /// example still says which image was dropped.
     pub snippets: Vec<String>,
 }
 
@@ -303,7 +305,7 @@ fn needed_columns(kind: Kind) -> &'static [&'static str] {
         Kind::Pair => &[pair::CAPTION, pair::WIDTH, pair::HEIGHT, pair::SOURCE, pair::SHARPNESS, pair::ENTROPY, pair::BORDER],
         Kind::Sample => &[sample::TASK, sample::LENGTH, sample::INPUT_IDS],
         Kind::Duplicate => &[duplicate::SOURCE, duplicate::REASON],
-        Kind::Reject => &[reject::SOURCE, reject::RULE, reject::VALUE, reject::THRESHOLD, reject::SNIPPET],
+        Kind::Reject => &[reject::SOURCE, reject::RULE, reject::VALUE, reject::THRESHOLD, reject::SNIPPET, reject::SOURCE_ID],
         Kind::Error => &[error::FILE, error::LOCATION, error::KIND, error::MESSAGE],
         Kind::Signature => &[signature::SIZE],
     }
@@ -473,6 +475,7 @@ fn scan_batch(kind: Kind, b: &RecordBatch, acc: &mut Acc, sctx: SampleCtx, path:
             let value = column::<F64>(b, reject::VALUE).map_err(se)?;
             let thr = column::<F64>(b, reject::THRESHOLD).map_err(se)?;
             let snip = column::<Str>(b, reject::SNIPPET).map_err(se)?;
+            let source_id = column::<Str>(b, reject::SOURCE_ID).map_err(se)?;
             for i in 0..n {
                 count_str(&mut acc.sources, src, i, "");
                 let r = acc.rules.entry(rule.value(i).to_string()).or_insert(RuleAcc {
@@ -486,8 +489,11 @@ fn scan_batch(kind: Kind, b: &RecordBatch, acc: &mut Acc, sctx: SampleCtx, path:
                 r.value_sum += value.value(i);
                 r.thr_min = r.thr_min.min(thr.value(i));
                 r.thr_max = r.thr_max.max(thr.value(i));
-                if r.snippets.len() < SNIPPETS && snip.is_valid(i) {
-                    r.snippets.push(snippet(snip.value(i)));
+                if r.snippets.len() < SNIPPETS {
+                    let text = [snip, source_id].into_iter().find(|c| c.is_valid(i) && !c.value(i).is_empty());
+                    if let Some(c) = text {
+                        r.snippets.push(snippet(c.value(i)));
+                    }
                 }
             }
         }
