@@ -151,9 +151,11 @@ pub struct DedupConfig {
     pub image_exact: ImageExact,
     /// Image candidates whose closest pair of window pHashes (whole frame and six
     /// sub-windows each) differ in more than this many of 64 bits are rejected before
-    /// the thumbnail alignment. Default 14 (with `image_max_diff`, the best photo F1 on
-    /// bench/dedup_images.py without a false merge: 16 let a smooth colour chart's
-    /// centre part through, at 0.075 the same F1).
+    /// the thumbnail alignment; a pair whose closest windows are exactly at the limit
+    /// (or one bit under) needs a second pair of windows within it
+    /// (`image_verify::near_enough`). Default 14 (with `image_max_diff`, the best photo
+    /// F1 on bench/dedup_images.py without a false merge: 16 let a smooth colour
+    /// chart's centre part through, at 0.075 the same F1).
     pub max_hamming: u32,
     /// Each window pHash is cut into this many blocks for candidate search (every
     /// block is a band key); hashes within `hash_blocks - 1` bits always share a block
