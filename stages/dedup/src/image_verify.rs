@@ -190,10 +190,10 @@ fn min_hamming_any(a: &[u64; WINDOWS], b: &[u64; WINDOWS]) -> u32 {
 /// even: 2 is one step.
 const CORROBORATE_BELOW: u32 = 2;
 
-/// Whether two images' window hashes make them a candidate worth aligning: their
-/// closest pair of windows is within `max_hamming`, and if only within the last
+/// The distance of two images' closest pair of window hashes when it makes them a
+/// candidate worth aligning: it is within `max_hamming`, and if only within the last
 /// [`CORROBORATE_BELOW`] bits of it (14 of 14 by default), a second pair of windows is
-/// within `max_hamming` too.
+/// within `max_hamming` too. `None` otherwise.
 ///
 /// One pair of windows at the limit is weak evidence, and it grows common with the
 /// corpus: at 20,000 mosaics of the photos (`bench/scale_run.py make_mosaics`, seed 11)
@@ -206,13 +206,13 @@ const CORROBORATE_BELOW: u32 = 2;
 /// only link was its 96 px thumbnail, is lost: photo recall 0.9715 → 0.9684). Checked
 /// against a second pair within 16 instead of 14 (keeps 8,607 of the 14,931 mosaic
 /// pairs, and 65 of the 70 true ones) and a third within 16 (4,828; 49).
-pub fn near_enough(a: &[u64; WINDOWS], b: &[u64; WINDOWS], max_hamming: u32) -> bool {
+pub fn near_enough(a: &[u64; WINDOWS], b: &[u64; WINDOWS], max_hamming: u32) -> Option<u32> {
     let m = min_hamming(a, b);
     if m > max_hamming {
-        return false;
+        return None;
     }
     if m + CORROBORATE_BELOW <= max_hamming {
-        return true;
+        return Some(m);
     }
     let mut close = 0;
     for x in a {
@@ -220,7 +220,7 @@ pub fn near_enough(a: &[u64; WINDOWS], b: &[u64; WINDOWS], max_hamming: u32) -> 
             close += ((x ^ y).count_ones() <= max_hamming) as u32;
         }
     }
-    close >= 2
+    (close >= 2).then_some(m)
 }
 
 /// Verification settings (from the dedup config).
@@ -285,7 +285,7 @@ pub fn clear_memo_for_tests() {
 pub fn verify(p: &VerifyParams, a: &[u8], b: &[u8]) -> bool {
     // Most rows that meet in a bucket are far apart: the hash check is cheaper than
     // the memo, and keeping rejected pairs out of it keeps it small.
-    if !decoded(a) || !decoded(b) || !near_enough(&hashes(a), &hashes(b), p.max_hamming) {
+    if !decoded(a) || !decoded(b) || near_enough(&hashes(a), &hashes(b), p.max_hamming).is_none() {
         return false;
     }
     let (ka, kb) = (u64_at(a, 0), u64_at(b, 0));
@@ -573,11 +573,7 @@ pub fn compare(p: &VerifyParams, a: &[u8], b: &[u8]) -> Option<Match> {
     if !decoded(a) || !decoded(b) {
         return None;
     }
-    let (ha, hb) = (hashes(a), hashes(b));
-    if !near_enough(&ha, &hb, p.max_hamming) {
-        return None;
-    }
-    let hamming = min_hamming(&ha, &hb);
+    let hamming = near_enough(&hashes(a), &hashes(b), p.max_hamming)?;
     let (aa, ab) = (aspect(a), aspect(b));
     let lo = 1.0 - 2.0 * p.max_crop;
     // A crop of up to max_crop per side changes the aspect by at most 1/lo either way;
@@ -1544,14 +1540,14 @@ mod tests {
             }
             let far = b;
             b[2] = a[5] ^ bits(max + 2);
-            assert!(!near_enough(&a, &b, max), "over the limit");
+            assert_eq!(near_enough(&a, &b, max), None, "over the limit");
             b[2] = a[5] ^ bits(max);
-            assert!(!near_enough(&a, &b, max), "one pair at the limit alone");
+            assert_eq!(near_enough(&a, &b, max), None, "one pair at the limit alone");
             b[4] = a[0] ^ bits(max).rotate_left(20);
-            assert!(near_enough(&a, &b, max), "two pairs at the limit");
+            assert_eq!(near_enough(&a, &b, max), Some(max), "two pairs at the limit");
             let mut c = far;
             c[3] = a[3] ^ bits(max - CORROBORATE_BELOW);
-            assert!(near_enough(&a, &c, max), "one pair under the margin");
+            assert_eq!(near_enough(&a, &c, max), Some(max - CORROBORATE_BELOW), "one pair under the margin");
             assert_eq!(min_hamming(&a, &c), max - CORROBORATE_BELOW);
         }
     }

@@ -756,7 +756,7 @@ fn pairs_unit(cfg: &DedupConfig, plan: &Plan, signed: &SignedUnits, p: usize, bo
                             let (a, b) = (bucket[prev].2, bucket[m].2);
                             if !hashes.is_empty() {
                                 match (&hashes[m], &hashes[prev]) {
-                                    (Some(x), Some(y)) if image_verify::near_enough(x, y, cfg.max_hamming) => {}
+                                    (Some(x), Some(y)) if image_verify::near_enough(x, y, cfg.max_hamming).is_some() => {}
                                     _ => continue,
                                 }
                             }
