@@ -32,6 +32,8 @@
 //! whose verdict on a damaged file stands.
 
 use crate::Gray;
+use std::cell::RefCell;
+use std::rc::Rc;
 
 /// Luma DC picture of a JPEG: `ceil(width/8) × ceil(height/8)` grey levels (0–255,
 /// unrounded block means), and the full size. `None` when the file is not one this
@@ -54,8 +56,8 @@ pub fn decode_luma_reduced(bytes: &[u8], factor: u32) -> Option<(Gray, u32, u32)
         return None;
     }
     let mut frame: Option<Frame> = None;
-    let mut dc_tables: [Option<Huffman>; 4] = Default::default();
-    let mut ac_tables: [Option<Huffman>; 4] = Default::default();
+    let mut dc_tables: [Option<Rc<Huffman>>; 4] = Default::default();
+    let mut ac_tables: [Option<Rc<Huffman>>; 4] = Default::default();
     // Quantisation tables in zig-zag order (as stored).
     let mut quant = [None::<[u16; 64]>; 4];
     let mut restart = 0usize;
@@ -135,9 +137,7 @@ pub fn decode_luma_reduced(bytes: &[u8], factor: u32) -> Option<(Gray, u32, u32)
                 if counted >= MULTI_MIN_BLOCKS {
                     for k in usize::from(factor == 4 && ns > 1)..ns {
                         if let Some(Some(t)) = ac_tables.get_mut((seg[2 + 2 * k] & 15) as usize) {
-                            if t.multi.is_empty() {
-                                t.multi = multi_skips(&t.skip);
-                            }
+                            with_multi(t);
                         }
                     }
                 }
@@ -148,8 +148,8 @@ pub fn decode_luma_reduced(bytes: &[u8], factor: u32) -> Option<(Gray, u32, u32)
                     if f.comps[k].id != id {
                         return None;
                     }
-                    let dc = dc_tables.get((tables >> 4) as usize)?.as_ref()?;
-                    let ac = ac_tables.get((tables & 15) as usize)?.as_ref()?;
+                    let dc = dc_tables.get((tables >> 4) as usize)?.as_deref()?;
+                    let ac = ac_tables.get((tables & 15) as usize)?.as_deref()?;
                     scan.push((dc, ac));
                 }
                 let (ss, se, a) = (seg[1 + 2 * ns], seg[2 + 2 * ns], seg[3 + 2 * ns]);
@@ -254,7 +254,7 @@ impl Progressive {
     /// `bytes[start]`; returns where the next marker is. `None` on anything malformed,
     /// out of the order T.81 G.1.1.1 allows, or damaged.
     #[allow(clippy::too_many_arguments)]
-    fn scan(&mut self, seg: &[u8], dc_tables: &[Option<Huffman>; 4], ac_tables: &[Option<Huffman>; 4], quant: &[Option<[u16; 64]>; 4], restart: usize, bytes: &[u8], start: usize) -> Option<usize> {
+    fn scan(&mut self, seg: &[u8], dc_tables: &[Option<Rc<Huffman>>; 4], ac_tables: &[Option<Rc<Huffman>>; 4], quant: &[Option<[u16; 64]>; 4], restart: usize, bytes: &[u8], start: usize) -> Option<usize> {
         let ns = *seg.first()? as usize;
         if ns == 0 || ns > self.f.comps.len() || seg.len() < 1 + 2 * ns + 3 {
             return None;
@@ -312,7 +312,7 @@ impl Progressive {
         let mut tables: [Option<&Huffman>; 4] = [None; 4];
         if ah == 0 || !dc {
             for k in 0..ns {
-                tables[k] = Some(if dc { dc_tables.get((sel[k] >> 4) as usize)?.as_ref()? } else { ac_tables.get((sel[k] & 15) as usize)?.as_ref()? });
+                tables[k] = Some(if dc { dc_tables.get((sel[k] >> 4) as usize)?.as_deref()? } else { ac_tables.get((sel[k] & 15) as usize)?.as_deref()? });
             }
         }
         let mut bits = Bits { d: bytes.get(start..)?, i: 0, acc: 0, n: 0, pad: 0, marker: None };
@@ -679,6 +679,7 @@ const FAST: u32 = 10;
 /// A Huffman table: a direct lookup for codes up to [`FAST`] bits and the canonical
 /// code ranges (JPEG Annex F.2.2.3) for longer ones. AC tables also hold, per
 /// lookahead, the whole skip (code and magnitude bits) when both fit.
+#[derive(Clone)]
 struct Huffman {
     /// Per FAST-bit lookahead: symbol << 8 | code length, 0 when longer than FAST.
     fast: Vec<u16>,
@@ -756,18 +757,97 @@ impl Huffman {
 }
 
 /// Each Huffman table of a DHT segment, as (class: 0 DC / 1 AC, id, table), to `f`;
-/// `None` when the segment is malformed or `f` refuses a table.
-fn dht_tables(seg: &[u8], mut f: impl FnMut(u8, usize, Huffman) -> Option<()>) -> Option<()> {
+/// `None` when the segment is malformed or `f` refuses a table. Tables come from this
+/// thread's [`TableCache`].
+fn dht_tables(seg: &[u8], mut f: impl FnMut(u8, usize, Rc<Huffman>) -> Option<()>) -> Option<()> {
     let mut s = seg;
     while !s.is_empty() {
         let (class, id) = (s[0] >> 4, (s[0] & 15) as usize);
         let counts: [u8; 16] = s.get(1..17)?.try_into().ok()?;
         let n: usize = counts.iter().map(|&c| c as usize).sum();
         let symbols = s.get(17..17 + n)?;
-        f(class, id, Huffman::new(&counts, symbols, class == 1)?)?;
+        let t = TABLES.with(|c| c.borrow_mut().get(class == 1, &s[1..17 + n], || Huffman::new(&counts, symbols, class == 1)))?;
+        f(class, id, t)?;
         s = &s[17 + n..];
     }
     Some(())
+}
+
+/// Tables a thread keeps between files.
+const CACHED_TABLES: usize = 16;
+
+/// Huffman tables built from earlier files' DHT definitions, the most recently used
+/// kept. Most JPEGs on the web carry the same four tables: the example tables of T.81
+/// Annex K, which libjpeg, Pillow and most cameras write unless told to optimise
+/// them. Built once, a table reused from one file to the next also gets its
+/// [`Huffman::multi`] lookups, which a small picture alone does not repay
+/// ([`MULTI_MIN_BLOCKS`]): on the 496 JPEGs of `bench/dedup_images.py --quick`
+/// (96-1,411 px) the 1/8 picture took 0.331 ms per file with tables built per file and
+/// multi lookups from 2^14 blocks, 0.323 ms with multi lookups for every file (built
+/// per file), and 0.27 ms with both reused. A definition is its class and its bytes,
+/// and the table built from the same bytes is the same, so a reused table decodes
+/// exactly as a fresh one.
+struct TableCache {
+    entries: Vec<CachedTable>,
+    tick: u64,
+}
+
+struct CachedTable {
+    /// Class (1 AC, 0 DC) and the DHT bytes after the class/id byte: the 16 counts and
+    /// the symbols.
+    ac: bool,
+    def: Vec<u8>,
+    table: Rc<Huffman>,
+    last_used: u64,
+}
+
+thread_local! {
+    static TABLES: RefCell<TableCache> = const { RefCell::new(TableCache { entries: Vec::new(), tick: 0 }) };
+}
+
+impl TableCache {
+    /// The table of this definition: a kept one (with its multi-code lookups, for AC,
+    /// from its second file on), or `build`'s, kept in place of the least recently used.
+    fn get(&mut self, ac: bool, def: &[u8], build: impl FnOnce() -> Option<Huffman>) -> Option<Rc<Huffman>> {
+        self.tick += 1;
+        if let Some(e) = self.entries.iter_mut().find(|e| e.ac == ac && e.def == def) {
+            e.last_used = self.tick;
+            if ac && e.table.multi.is_empty() {
+                // No file holds it any more (each file's tables are dropped when its
+                // decode returns), so this builds in place; a clone otherwise.
+                let t = Rc::make_mut(&mut e.table);
+                t.multi = multi_skips(&t.skip);
+            }
+            return Some(e.table.clone());
+        }
+        let table = Rc::new(build()?);
+        let entry = CachedTable { ac, def: def.to_vec(), table: table.clone(), last_used: self.tick };
+        if self.entries.len() < CACHED_TABLES {
+            self.entries.push(entry);
+        } else if let Some(old) = self.entries.iter_mut().min_by_key(|e| e.last_used) {
+            *old = entry;
+        }
+        Some(table)
+    }
+
+    /// Puts `new` in place of the kept entry that holds `old`, if any.
+    fn replace(&mut self, old: &Rc<Huffman>, new: &Rc<Huffman>) {
+        if let Some(e) = self.entries.iter_mut().find(|e| Rc::ptr_eq(&e.table, old)) {
+            e.table = new.clone();
+        }
+    }
+}
+
+/// Gives an AC table its multi-code lookups (a large picture's first file with it),
+/// for the kept copy too.
+fn with_multi(t: &mut Rc<Huffman>) {
+    if t.multi.is_empty() {
+        let mut h = (**t).clone();
+        h.multi = multi_skips(&h.skip);
+        let new = Rc::new(h);
+        TABLES.with(|c| c.borrow_mut().replace(t, &new));
+        *t = new;
+    }
 }
 
 /// Lookahead bits of [`Huffman::multi`]: a 4096-entry table (8 KiB) per AC table.
@@ -1351,6 +1431,53 @@ mod tests {
     }
 
     #[test]
+    fn tables_kept_between_files_decode_as_fresh_ones() {
+        use jpeg_encoder::ColorType;
+        // Files with the standard tables interleaved with files whose tables are
+        // optimised per picture (more distinct tables than the cache keeps, so entries
+        // are evicted and rebuilt). Each file, decoded on
+        // this thread after the others, must give the picture a thread that never saw
+        // another file gives: the same bits, with or without multi-code lookups.
+        let mut files = vec![];
+        for (i, name) in ["chelsea.png", "coffee.png", "astronaut.png", "camera.png", "rocket.jpg"].into_iter().enumerate() {
+            let (rgb, w, h) = rgb_of(name);
+            let (w2, h2) = (w.min(400), h.min(300));
+            let crop: Vec<u8> = (0..h2 as usize).flat_map(|y| rgb[y * w as usize * 3..(y * w as usize + w2 as usize) * 3].to_vec()).collect();
+            files.push(encode(&crop, w2, h2, |_| {}, ColorType::Rgb));
+            if i % 2 == 0 {
+                files.push(encode(&crop, w2, h2, |e| e.set_progressive(true), ColorType::Rgb));
+            }
+        }
+        // libjpeg's progressive files carry tables optimised per scan: dozens of
+        // distinct ones. (jpeg-encoder's optimised baseline files put each component
+        // in its own scan, which this decoder leaves to the full one.)
+        for name in PROGRESSIVE_TWINS {
+            files.push(fixture(&format!("{name}_baseline.jpg")));
+            files.push(fixture(&format!("{name}_progressive.jpg")));
+        }
+        let fresh = |b: &[u8], f: u32| {
+            let b = b.to_vec();
+            std::thread::spawn(move || decode_luma_reduced(&b, f).map(|(g, w, h)| (g.px.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), w, h))).join().unwrap()
+        };
+        let want: Vec<_> = files.iter().map(|b| [fresh(b, 8), fresh(b, 4)]).collect();
+        for round in 0..3 {
+            for (i, b) in files.iter().enumerate() {
+                for (j, f) in [8, 4].into_iter().enumerate() {
+                    let got = decode_luma_reduced(b, f).map(|(g, w, h)| (g.px.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), w, h));
+                    assert!(got.is_some(), "file {i} at 1/{f} not decoded");
+                    assert!(got == want[i][j], "file {i} at 1/{f}, round {round}: not the fresh thread's picture");
+                }
+            }
+        }
+        TABLES.with(|c| {
+            let c = c.borrow();
+            assert!(c.entries.len() <= CACHED_TABLES);
+            // The standard tables, met in every other file, were kept and given multi-code lookups.
+            assert!(c.entries.iter().filter(|e| e.ac && !e.table.multi.is_empty()).count() >= 2, "no kept AC table has multi-code lookups");
+        });
+    }
+
+    #[test]
     fn progressive_files_give_their_baseline_twins_pictures() {
         for name in PROGRESSIVE_TWINS {
             let (b, p) = (fixture(&format!("{name}_baseline.jpg")), fixture(&format!("{name}_progressive.jpg")));
@@ -1543,7 +1670,7 @@ mod tests {
             if m == 0xC4 {
                 dht_tables(seg, |class, _, t| {
                     if class == 1 && found.is_none() {
-                        found = Some(t);
+                        found = Some((*t).clone());
                     }
                     Some(())
                 })
