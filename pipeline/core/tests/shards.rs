@@ -191,3 +191,43 @@ fn a_rerun_removes_manifest_temporaries_a_killed_writer_left() {
     assert!(record.exists(), "the task whose record was lost is committed again");
     assert_eq!(Dataset::open(&out).unwrap().read_all::<Document>().unwrap().len(), 20);
 }
+
+/// Wide rows are read in batches of at most `BATCH_BYTES` (one row at least); a read of
+/// the narrow columns alone keeps whole batches.
+#[test]
+fn wide_rows_come_in_batches_of_bounded_bytes() {
+    use m6_pipeline::dataset::BATCH_BYTES;
+    use m6_schemas::{Image, ImageSignals};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("images.parquet");
+    // 150 rows of 100 KB (incompressible bytes, as JPEG bodies are) and 10 of 5 MB.
+    let mut rng = 0x9E37_79B9_7F4A_7C15u64;
+    let mut noise = |n: usize| -> Vec<u8> {
+        (0..n)
+            .map(|_| {
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                rng as u8
+            })
+            .collect()
+    };
+    let rows = |n: usize, size: usize, noise: &mut dyn FnMut(usize) -> Vec<u8>| -> Vec<Image> {
+        (0..n)
+            .map(|i| Image { id: format!("{size}-{i}"), url: None, page_url: None, source: "t".into(), source_id: None, bytes: noise(size), width: 1, height: 1, format: "jpeg".into(), signals: ImageSignals::default() })
+            .collect()
+    };
+    for (n, size, file) in [(150usize, 100_000usize, "a"), (10, 5_000_000, "b")] {
+        let p = path.with_file_name(format!("{file}.parquet"));
+        let batch = Image::to_batch(&rows(n, size, &mut noise)).unwrap();
+        let mut w = parquet::arrow::ArrowWriter::try_new(std::fs::File::create(&p).unwrap(), batch.schema(), None).unwrap();
+        w.write(&batch).unwrap();
+        w.close().unwrap();
+        let sizes: Vec<usize> = read_parquet(&p, Some(Kind::Image), 4096).unwrap().map(|b| b.unwrap().num_rows()).collect();
+        assert_eq!(sizes.iter().sum::<usize>(), n, "{file}");
+        let most = (BATCH_BYTES as usize / size).max(1);
+        assert!(sizes.iter().all(|&s| s <= most) && sizes.len() >= n / most, "{file}: batches of {sizes:?} rows, at most {most} wanted");
+        let narrow: Vec<usize> = m6_pipeline::read_parquet_columns(&p, Some(Kind::Image), 4096, Some(&["id", "width"])).unwrap().map(|b| b.unwrap().num_rows()).collect();
+        assert_eq!(narrow, vec![n], "{file}: the id and width columns alone fit one batch");
+    }
+}
