@@ -1435,9 +1435,9 @@ mod tests {
         use jpeg_encoder::ColorType;
         // Files with the standard tables interleaved with files whose tables are
         // optimised per picture (more distinct tables than the cache keeps, so entries
-        // are evicted and rebuilt). Each file, decoded on
-        // this thread after the others, must give the picture a thread that never saw
-        // another file gives: the same bits, with or without multi-code lookups.
+        // are evicted and rebuilt). Each file, decoded on this thread after the others,
+        // must give the picture a thread that never saw another file gives: the same
+        // bits, with or without multi-code lookups.
         let mut files = vec![];
         for (i, name) in ["chelsea.png", "coffee.png", "astronaut.png", "camera.png", "rocket.jpg"].into_iter().enumerate() {
             let (rgb, w, h) = rgb_of(name);

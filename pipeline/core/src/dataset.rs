@@ -179,7 +179,7 @@ pub fn write_extra_file(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
 /// a whole 32 MiB row group per batch. Buffers that large are always `mmap`ed afresh by
 /// glibc (its adaptive threshold stops at 32 MiB) and returned on free, so every batch
 /// page-faulted its whole size in again. On `bench/dedup_images.py --quick --side 2048`
-/// (4 shards of 130 JPEGs, about 230 KB each), image dedup spent 0.26 of 1.18 CPU-s in
+/// (4 shards of 124 JPEGs, about 230 KB each), image dedup spent 0.26 of 1.18 CPU-s in
 /// the kernel; with batches of at most 4 MiB, 0.13-0.16 of 1.06-1.08, peak RSS 80 -> 76
 /// MiB (2 MiB: the same CPU; 8 MiB: the same; 32 MiB: no gain). Text rows (a few
 /// hundred bytes to a few kilobytes) keep their 4,096-row batches or nearly.
