@@ -323,10 +323,11 @@ pub fn judged(p: &VerifyParams, a: &[u8], b: &[u8]) -> (bool, Option<Match>) {
     let m = compare(p, a, b);
     let v = m.is_some_and(|m| agrees(p, a, b, &m));
     match m {
-        Some(q) if !v && q.diff < THOROUGH_BELOW => {
+        Some(q) if !v && q.diff < THOROUGH_BELOW * p.max_diff => {
             let (diff, flip, crop) = align_prep(p.max_crop, p.max_diff, &prep_of(a, p.max_crop), aspect(a), &prep_of(b, p.max_crop), aspect(b), true);
             let t = Match { diff, flip, crop, ..q };
-            (agrees(p, a, b, &t), Some(t))
+            let strict = VerifyParams { max_diff: THOROUGH_ACCEPT * p.max_diff, ..*p };
+            (agrees(&strict, a, b, &t), Some(t))
         }
         _ => (v, m),
     }
@@ -342,23 +343,33 @@ fn agrees(p: &VerifyParams, a: &[u8], b: &[u8], m: &Match) -> bool {
     accept_with(p, m, || pa.texture().min(pb.texture())) && layout_agrees(&layout_grids(&ps.t, &m.crop, &pd.g32, pd.sd32))
 }
 
-/// Quick alignments rejected under this share of differing pixels are aligned again,
-/// thoroughly. The quick descent moves one side at a time from the two best coarse
-/// hypotheses and stops at half of `max_diff`: where seams or edges make the score
-/// jagged in the crop, it stops off the crop, or close enough for the pixel score but
-/// with blocks a fraction of a cell apart, which the layout check rejects. On 10,000
-/// mosaics (bench/scale_run.py make_mosaics, seed 12) it rejected 24 of 241 cropped
-/// copies so; an exhaustive search over crops in steps of 1/24 of 1.25 `max_crop`
-/// aligned 26 of the 29 missed copies there at 0.00-0.02 of pixels differing (3 of them
-/// still failed the layout check). The quick scores of those 29 reached 0.19: this bound
-/// (the texture allowance's ceiling) covers them. Effect, choosing on 20,000 mosaics of
-/// seed 11 (the set the other defaults were chosen on): copies missed 35 → 13 of 1,967,
-/// one false removal where there was none (two mosaics sharing a chessboard quadrant
-/// and grey textures, their differing quadrant mostly in the edge blocks the layout
-/// check leaves out), CPU +3%. Seed 12: missed 29 → 9 of 961, no false removal.
-/// Descending from every kept hypothesis, not the best two, missed 12 and 7 but
-/// removed a second wrong pair (three quadrants shared) at 20,000, for 5% more CPU.
-const THOROUGH_BELOW: f32 = TEXTURE_MAX;
+/// Quick alignments rejected under this many times `max_diff` of differing pixels are
+/// aligned again, thoroughly. The quick descent moves one side at a time from the two
+/// best coarse hypotheses and stops at half of `max_diff`: where seams or edges make
+/// the score jagged in the crop, it stops off the crop, or close enough for the pixel
+/// score but with blocks a fraction of a cell apart, which the layout check rejects.
+/// On 10,000 mosaics (bench/scale_run.py make_mosaics, seed 12) it rejected 24 of 241
+/// cropped copies so; an exhaustive search over crops in steps of 1/24 of 1.25
+/// `max_crop` aligned 26 of the 29 missed copies there at 0.00-0.02 of pixels
+/// differing. Most thorough attempts are of pairs that are no copies: of 11,908 at
+/// 20,000 mosaics under 0.25 (the texture allowance's ceiling), 10,456 were over 0.15
+/// and 3 of them were accepted; the photo benchmark (mostly screenshots), 6,863 of
+/// 8,790 and 16 of 191. At 0.15 (twice `max_diff`) the whole dedup of the photo
+/// benchmark's 1,392 images costs 8% more CPU than without the thorough pass, at 0.25
+/// 21%.
+const THOROUGH_BELOW: f32 = 2.0;
+/// Share of `max_diff` the thorough alignment must reach: what the quick descent calls
+/// a clear match. The thorough search tries many more crops, so it also brings other
+/// pictures closer: at `max_diff` itself it merged the stereo pair of the benchmark
+/// (motorcycle_left/right, photos at 1024 px, 0.074) and two mosaics sharing a
+/// chessboard quadrant (20,000 mosaics, 0.071), while the copies it aligned scored
+/// 0.00-0.04 there (screenshots spread to 0.075, copies and other screens alike).
+/// Effect with both bounds, choosing on 20,000 mosaics of seed 11 (the set the other
+/// defaults were chosen on): copies missed 35 → 14 of 1,967, no false removal; seed
+/// 12, 10,000: 29 → 10 of 961, none; the photo benchmark, the same precision.
+/// Descending thoroughly from the quick alignment only (not from the two best coarse
+/// hypotheses again) cost 2% instead of 8% but missed 18 and 11.
+const THOROUGH_ACCEPT: f32 = 0.5;
 
 /// The verdict on an aligned pair: its share of differing pixels is within `max_diff`,
 /// or, for fine-textured pictures (brick, grass, gravel, stars), within a fraction of
