@@ -497,6 +497,18 @@ fn transparent_cut_out_matches_its_copy_on_white() {
     assert_eq!(kept_after_dedup_with(&tmp.path().join("pixels"), &rows, 1, cfg).len(), 1, "image_exact = pixels");
 }
 
+/// A fixed pseudo-random sweep (xorshift64 from `seed`), uniform in [0, 1): the
+/// tests' crops and qualities, the same on every run.
+fn sweep(seed: u64) -> impl FnMut() -> f32 {
+    let mut state = seed;
+    move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state >> 11) as f32 / (1u64 << 53) as f32
+    }
+}
+
 /// Crops of mosaics (up to 8% per side, as bench/scale_run.py cuts its copies) are
 /// found. Seams between unrelated tiles make the pixel score jagged in the crop: the
 /// quick alignment's descent, one side at a time, stopped short of the crop on 24 of
@@ -516,14 +528,7 @@ fn crops_of_mosaics_are_aligned_however_the_seams_fall() {
     let p = DedupConfig::default().image_verify_params();
     let names = ["astronaut.png", "brick.png", "camera.png", "chessboard_GRAY.png", "coffee.png", "coins.png", "color.png", "grass.png", "gravel.png", "horse.png", "moon.png", "page.png", "rocket.jpg"];
     let photos: Vec<DynamicImage> = names.iter().map(|n| photo(n)).collect();
-    // A fixed pseudo-random sweep (xorshift), uniform in [0, 1).
-    let mut state = 0x2545_f491_4f6c_dd1du64;
-    let mut next = || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        (state >> 11) as f32 / (1u64 << 53) as f32
-    };
+    let mut next = sweep(0x2545_f491_4f6c_dd1d);
     let mut missed = vec![];
     let total = 48;
     for i in 0..total {
@@ -569,13 +574,7 @@ fn stereo_views_stay_apart_through_their_cropped_copies() {
         img.resize(1024, 1024, image::imageops::FilterType::CatmullRom)
     };
     let (l, r) = (big("motorcycle_left.png"), big("motorcycle_right.png"));
-    let mut state = 0x9e37_79b9_7f4a_7c15u64;
-    let mut next = || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        (state >> 11) as f32 / (1u64 << 53) as f32
-    };
+    let mut next = sweep(0x9e37_79b9_7f4a_7c15);
     let mut left = vec![payload(&jpeg(&l, 90)), payload(&jpeg(&crop(&l, 0.1, 0.1, 0.1, 0.1), 90))];
     let mut right = vec![payload(&jpeg(&r, 90))];
     for _ in 0..12 {
