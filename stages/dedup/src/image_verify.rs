@@ -354,12 +354,12 @@ fn agrees(p: &VerifyParams, a: &[u8], b: &[u8], m: &Match) -> bool {
 /// On 10,000 mosaics (bench/scale_run.py make_mosaics, seed 12) it rejected 24 of 241
 /// cropped copies so; an exhaustive search over crops in steps of 1/24 of 1.25
 /// `max_crop` aligned 28 of the 29 missed copies there at 0.00-0.02 of pixels
-/// differing, and 26 of them then passed the layout check. Most thorough attempts are of pairs that are no copies: of 11,908 at
-/// 20,000 mosaics under 0.25 (the texture allowance's ceiling), 10,456 were over 0.15
-/// and 3 of them were accepted; the photo benchmark (mostly screenshots), 6,863 of
-/// 8,790 and 16 of 191. At 0.15 (twice `max_diff`) the whole dedup of the photo
-/// benchmark's 1,392 images costs 8% more CPU than without the thorough pass, at 0.25
-/// 21%.
+/// differing, and 26 of them then passed the layout check. Most thorough attempts are
+/// of pairs that are no copies: of 11,908 at 20,000 mosaics under 0.25 (the texture
+/// allowance's ceiling), 10,456 were over 0.15 and 3 of them were accepted; the photo
+/// benchmark (mostly screenshots), 6,863 of 8,790 and 16 of 191. At 0.15 (twice
+/// `max_diff`) the whole dedup of the photo benchmark's 1,392 images costs 8% more CPU
+/// than without the thorough pass, at 0.25 21%.
 const THOROUGH_BELOW: f32 = 2.0;
 /// Share of `max_diff` the thorough alignment must reach: what the quick descent calls
 /// a clear match. The thorough search tries many more crops, so it also brings other
@@ -369,7 +369,7 @@ const THOROUGH_BELOW: f32 = 2.0;
 /// scored 0.00-0.04 but one (0.066) (screenshots spread to 0.075, copies and other
 /// screens alike).
 /// Effect with both bounds, choosing on 20,000 mosaics of seed 11 (the set the other
-/// defaults were chosen on): copies missed 35 → 14 of 1,967, no false removal; seed
+/// defaults were chosen on): copies missed 34 → 14 of 1,967, no false removal; seed
 /// 12, 10,000: 29 → 10 of 961, none; the photo benchmark, the same precision.
 /// Descending thoroughly from the quick alignment only (not from the two best coarse
 /// hypotheses again) cost 2% instead of 8% but missed 18 and 11.
