@@ -32,7 +32,12 @@
 //!    differing is aligned again, thoroughly (moves of two and four sides at once as
 //!    well as one, repeated until the descent stops moving), and accepted when that
 //!    alignment is within [`THOROUGH_ACCEPT`] × `max_diff` (or the texture allowance)
-//!    and passes the layout check.
+//!    and passes the layout check;
+//! 6. a pair still rejected, at its better alignment under [`TONE_BELOW`] of pixels
+//!    differing, is scored again after one picture's grey levels are put through the
+//!    tone curve that gives them the other's distribution ([`tone_matched`]: copies
+//!    equalised, brightened until they clip, gamma-corrected, posterised), held to
+//!    [`THOROUGH_ACCEPT`] × `max_diff` and to stricter block rules.
 
 use crate::image_hash::{ImageSig, THUMB, WINDOWS};
 
@@ -52,10 +57,12 @@ pub const PAYLOAD_LEN: usize = OFF_THUMB + THUMB * THUMB;
 /// Bumped whenever the verdict on the same two bodies changes (the bodies' own format
 /// is `sign::IMAGE_SIGNATURE_FORMAT`): it is part of the dedup stage's settings and of
 /// its work folder's fingerprint, so a rerun after an upgrade recomputes rather than
-/// keeping, or mixing in, verdicts of the older verifier. v3: one close pair of window
-/// hashes at the limit needs a second ([`near_enough`]). v2: the textured-block
-/// correlation of the layout check ([`BLOCK_MIN_TEXTURED_CORRELATION`]).
-pub const VERIFY_VERSION: &str = "m6-image-verify-v3";
+/// keeping, or mixing in, verdicts of the older verifier. v4: pairs the plain check
+/// rejects close to a match are compared with their tones matched ([`tone_matched`]).
+/// v3: one close pair of window hashes at the limit needs a second ([`near_enough`]).
+/// v2: the textured-block correlation of the layout check
+/// ([`BLOCK_MIN_TEXTURED_CORRELATION`]).
+pub const VERIFY_VERSION: &str = "m6-image-verify-v4";
 
 /// Grey-level disagreement (in standard deviations) that makes a pixel count as different.
 pub const TAU: f32 = 0.75;
@@ -321,18 +328,168 @@ pub fn verify(p: &VerifyParams, a: &[u8], b: &[u8]) -> bool {
 /// [`verify`]'s verdict on two payloads (in its canonical order) and the alignment it
 /// rests on, without the memo: the quick alignment first, then, for a pair it rejects
 /// under [`THOROUGH_BELOW`] × `max_diff`, the thorough one (see [`align_prep`]), held
-/// to [`THOROUGH_ACCEPT`] × `max_diff`.
+/// to [`THOROUGH_ACCEPT`] × `max_diff`; last, for a pair still rejected under
+/// [`TONE_BELOW`], the tone-matched score ([`tone_matched`]), whose share of differing
+/// pixels is then the one returned.
 pub fn judged(p: &VerifyParams, a: &[u8], b: &[u8]) -> (bool, Option<Match>) {
     let m = compare(p, a, b);
     let v = m.is_some_and(|m| agrees(p, a, b, &m));
-    match m {
+    let (v, m) = match m {
         Some(q) if !v && q.diff < THOROUGH_BELOW * p.max_diff => {
             let (diff, flip, crop) = align_prep(p.max_crop, p.max_diff, &prep_of(a, p.max_crop), aspect(a), &prep_of(b, p.max_crop), aspect(b), true);
             let t = Match { diff, flip, crop, ..q };
             let strict = VerifyParams { max_diff: THOROUGH_ACCEPT * p.max_diff, ..*p };
-            (agrees(&strict, a, b, &t), Some(t))
+            // The better of the two alignments goes on to the tone check.
+            (agrees(&strict, a, b, &t), Some(if t.diff <= q.diff { t } else { q }))
         }
         _ => (v, m),
+    };
+    match m {
+        Some(q) if !v && q.diff < TONE_BELOW => match tone_matched(p, a, b, &q) {
+            Some(diff) => (true, Some(Match { diff, ..q })),
+            None => (false, m),
+        },
+        _ => (v, m),
+    }
+}
+
+/// Rejected alignments under this share of differing pixels are scored again with
+/// their grey levels matched ([`tone_matched`]): the bound of the thorough alignment
+/// ([`THOROUGH_BELOW`] × the default `max_diff`). On the scikit-image photos with 18
+/// colour and tone edits each (`bench/dedup_images_tone.py`) the copies the plain check
+/// rejected were aligned at 0.00-0.32, most under 0.1, where the layout check, not
+/// the pixel score, had turned them down. At 0.35 the 20,000 benchmark mosaics
+/// (`bench/scale_run.py make_mosaics`, seed 11) took 56,502 tone checks instead of
+/// 1,412 and about 17% more CPU (one thread), and found no more copies.
+const TONE_BELOW: f32 = 0.15;
+
+/// The pixel score of an alignment after the grey levels of one picture are put
+/// through the tone curve that gives them the other's distribution
+/// ([`match_levels`]), when that score is within [`THOROUGH_ACCEPT`] × `max_diff` and
+/// the matched grids pass the layout check and [`tone_layout_agrees`]; `None`
+/// otherwise.
+///
+/// Grids are normalised by mean and spread, which undoes a linear change of tone
+/// (brightness, contrast) but not a curved one: equalised, gamma-corrected, clipped or
+/// posterised copies differ from their originals by more than [`TAU`] where the curve
+/// bends away from a line, and their blocks' levels and spreads shift beyond the
+/// layout check's tolerances. A monotone curve keeps the order of levels; another
+/// picture does not keep the arrangement of them, so the pixel score and the block
+/// correlations still tell it apart. Matching tones is a freedom the plain check does
+/// not give, so a match is held to the thorough alignment's stricter pixel score and
+/// to the stricter block rules of [`tone_layout_agrees`]: at `max_diff` the two views
+/// of the stereo pair at 1024 px merged (`stereo_views_stay_apart_through_their_cropped_copies`).
+///
+/// What it cannot tell apart: a picture whose grey levels depend on the distance from
+/// its centre (scikit-image's colour wheel) looks, cropped to its centre, like itself
+/// with another tone curve; the stress set's centre 40% of the wheel merged with the
+/// wheel cut 15% per side (`bench/dedup_images_stress.py`, its only false removal).
+fn tone_matched(p: &VerifyParams, a: &[u8], b: &[u8], m: &Match) -> Option<f32> {
+    let (pa, pb) = (prep_of(a, p.max_crop), prep_of(b, p.max_crop));
+    let (ps, pd) = if m.flip { (&pb, &pa) } else { (&pa, &pb) };
+    let (mut s, mut d) = (Vec::new(), Vec::new());
+    sample(&ps.t, &m.crop, FINE, &mut s);
+    sample(&pd.t, &[0.0; 4], FINE, &mut d);
+    let (rs, rd) = (ranked(&s), ranked(&d));
+    // Either grid may take the other's levels, and the closer result is kept: where a
+    // curve stretched a crowded range (equalisation of a flat background), the
+    // stretched picture's noise is stretched too; taking the other picture's levels
+    // squeezes it back, while the reverse would spread the original's near-equal
+    // levels over the whole stretched range. Matched one way only (the grid with more
+    // distinct levels taking the other's), the equalised phantom and the posterised
+    // microaneurysms of `tone_curved_copies_are_found_and_parts_kept_apart` were lost.
+    let mut best: Option<(f32, Vec<f32>, f32, Vec<f32>, f32)> = None;
+    for from_s in [true, false] {
+        let (mut ms, mut md) = (s.clone(), d.clone());
+        if from_s {
+            match_levels(&mut ms, &rs, &rd);
+        } else {
+            match_levels(&mut md, &rd, &rs);
+        }
+        let (sd_s, sd_d) = (normalise(&mut ms, FINE, 2), normalise(&mut md, FINE, 2));
+        let diff = strip_score(&ms, &md, FINE);
+        if best.as_ref().is_none_or(|b| diff < b.0) {
+            best = Some((diff, ms, sd_s, md, sd_d));
+        }
+    }
+    let (diff, ms, sd_s, md, sd_d) = best?;
+    (diff <= THOROUGH_ACCEPT * p.max_diff && tone_layout_agrees(&layout_of(&ms, sd_s, &md, sd_d))).then_some(diff)
+}
+
+/// Smallest correlation of a block textured in both pictures that a tone-matched pair
+/// may have (the plain check asks [`BLOCK_MIN_TEXTURED_CORRELATION`]). Two mosaics of
+/// the scale benchmark that share a chessboard and a page of text (30,000, seed 12)
+/// matched at 0.08 and 0.27 (the two orders); the copies matched on the photos and
+/// their edits (stress and tone sets, 578 pairs) 0.55 and over.
+const TONE_MIN_TEXTURED_CORRELATION: f32 = 0.5;
+/// Blocks (of the 16) that must be textured in both pictures. A tone curve is taken
+/// from the whole picture: where most of it is flat (screenshots: a plain window and
+/// a title bar) the curve maps the flat areas onto each other and little is left to
+/// compare; 4 pairs of different screenshots of the photo benchmark matched so, with 1
+/// to 4 such blocks. The copies matched on the photos: 5 to 16 (98% 8 or more).
+const TONE_MIN_TEXTURED_BLOCKS: usize = 8;
+/// Largest |ln| ratio of the spreads of two blocks of a tone-matched pair: a factor of
+/// 1.65. The plain check lets one block's spread differ by any amount when the block
+/// levels agree within [`BLOCK_MEAN_TOL`]; a tone curve can bring levels together, so
+/// here the spreads must agree too. Two mosaics sharing a phantom and a chessboard
+/// (30,000, seed 13), the rest a motorcycle and a blurred clock against the moon,
+/// matched at 0.93 (levels at 0.14); the photos' copies 98% under 0.33.
+const TONE_MAX_TEXTURE: f32 = 0.5;
+
+/// The layout check of tone-matched grids: the plain one, and the stricter bounds
+/// above.
+fn tone_layout_agrees(l: &Layout) -> bool {
+    layout_agrees(l) && l.textured_correlation >= TONE_MIN_TEXTURED_CORRELATION && l.textured_blocks >= TONE_MIN_TEXTURED_BLOCKS && l.texture <= TONE_MAX_TEXTURE
+}
+
+/// A grid's cells in order of level: each as its level's bits (grey levels are
+/// non-negative, so the bits order like the floats) above its index.
+fn ranked(v: &[f32]) -> Vec<u64> {
+    let mut r: Vec<u64> = v.iter().enumerate().map(|(i, x)| (x.to_bits() as u64) << 32 | i as u64).collect();
+    r.sort_unstable();
+    r
+}
+
+/// Bins of grey levels (8 levels each) a tone curve is estimated over.
+const TONE_BINS: usize = 32;
+
+/// Puts `from` (ranked as `rf`) through the monotone tone curve that gives it the
+/// other grid's levels (ranked as `rt`, same length): per bin of [`TONE_BINS`] of
+/// `from`'s levels, the mean level of its cells goes to the mean of the other grid's
+/// levels of the same ranks, and levels between bin means are interpolated. A curve,
+/// as an edit applies, rather than a rank-by-rank exchange: cells of one level stay at
+/// one level, where an exchange would spread a flat area's near-equal levels, ordered
+/// by noise, over whatever the other picture holds at those ranks.
+fn match_levels(from: &mut [f32], rf: &[u64], rt: &[u64]) {
+    debug_assert_eq!(rf.len(), rt.len());
+    let level = |r: u64| f32::from_bits((r >> 32) as u32);
+    let bin = |v: f32| (v as usize * TONE_BINS / 256).min(TONE_BINS - 1);
+    let mut curve: Vec<(f32, f32)> = Vec::with_capacity(TONE_BINS);
+    let mut i = 0;
+    while i < rf.len() {
+        let b = bin(level(rf[i]));
+        let mut j = i + 1;
+        while j < rf.len() && bin(level(rf[j])) == b {
+            j += 1;
+        }
+        let n = (j - i) as f32;
+        let x = rf[i..j].iter().map(|&r| level(r)).sum::<f32>() / n;
+        let y = rt[i..j].iter().map(|&r| level(r)).sum::<f32>() / n;
+        curve.push((x, y));
+        i = j;
+    }
+    // The cells in order of level walk the curve's segments in order.
+    let mut k = 0;
+    for &r in rf {
+        let v = level(r);
+        while k + 1 < curve.len() && curve[k + 1].0 <= v {
+            k += 1;
+        }
+        let (x0, y0) = curve[k];
+        from[r as u32 as usize] = match curve.get(k + 1) {
+            Some(&(x1, y1)) if v > x0 => y0 + (y1 - y0) * (v - x0) / (x1 - x0),
+            _ => y0,
+        };
     }
 }
 
@@ -417,6 +574,9 @@ pub struct Layout {
     /// grey-level spread in both pictures, however flat they are beside the rest of
     /// the picture (1 when there are none).
     pub textured_correlation: f32,
+    /// How many of the [`BLOCKS`]² blocks are textured in grey levels in both pictures
+    /// (those [`Layout::textured_correlation`] is taken over).
+    pub textured_blocks: usize,
 }
 
 /// The layout check's measures over the aligned 32×32 grids, cut into
@@ -446,12 +606,19 @@ fn layout_grids(src: &Thumb, crop: &Crop, b: &[f32], sd_b: f32) -> Layout {
     let mut a = Vec::new();
     sample(src, crop, FINE, &mut a);
     let sd_a = normalise(&mut a, FINE, 2);
+    layout_of(&a, sd_a, b, sd_b)
+}
+
+/// [`layout`] of two aligned, normalised [`FINE`]×[`FINE`] grids and the grey-level
+/// spreads they were divided by.
+fn layout_of(a: &[f32], sd_a: f32, b: &[f32], sd_b: f32) -> Layout {
     let (mut dm, mut dt, mut dc) = ([[0f32; BLOCKS]; BLOCKS], [[0f32; BLOCKS]; BLOCKS], [[0f32; BLOCKS]; BLOCKS]);
     // Correlation of blocks textured in grey levels in both pictures (1 elsewhere).
     let mut dg = [[1f32; BLOCKS]; BLOCKS];
+    let mut textured = 0;
     for by in 0..BLOCKS {
         for bx in 0..BLOCKS {
-            let BlockStats { ma, mb, va, vb, cov } = block_stats(&a, b, by, bx);
+            let BlockStats { ma, mb, va, vb, cov } = block_stats(a, b, by, bx);
             dm[by][bx] = (ma - mb).abs();
             dt[by][bx] = ((va.sqrt() + BLOCK_FLOOR) / (vb.sqrt() + BLOCK_FLOOR)).ln().abs();
             let f = BLOCK_FLOOR * BLOCK_FLOOR;
@@ -463,12 +630,13 @@ fn layout_grids(src: &Thumb, crop: &Crop, b: &[f32], sd_b: f32) -> Layout {
             };
             if va.sqrt() * sd_a >= BLOCK_TEXTURE_LEVELS && vb.sqrt() * sd_b >= BLOCK_TEXTURE_LEVELS {
                 dg[by][bx] = corr();
+                textured += 1;
             }
         }
     }
     let kept = |er: Option<usize>, ec: Option<usize>| (0..BLOCKS * BLOCKS).map(move |i| (i / BLOCKS, i % BLOCKS)).filter(move |&(y, x)| Some(y) != er && Some(x) != ec);
     let edges = [None, Some(0), Some(BLOCKS - 1)];
-    let mut out = Layout { mean: f32::MAX, texture: f32::MAX, correlation: f32::MIN, textured_correlation: f32::MIN };
+    let mut out = Layout { mean: f32::MAX, texture: f32::MAX, correlation: f32::MIN, textured_correlation: f32::MIN, textured_blocks: textured };
     for er in edges {
         for ec in edges {
             let wm = kept(er, ec).map(|(y, x)| dm[y][x]).fold(0.0, f32::max);
