@@ -17,3 +17,6 @@ make build
 # hue changes, blur, noise, aspect stretch, frames, combinations; and some beyond the
 # issue's scope, reported apart).
 "$PY" bench/dedup_images_stress.py > /dev/null
+# Colour and tone edits (channel gains, hue turns, saturation, equalisation, clipping
+# brightness, gamma, posterisation): the set the tone-matched check was chosen on.
+"$PY" bench/dedup_images_tone.py > /dev/null
