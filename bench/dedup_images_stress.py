@@ -134,7 +134,10 @@ def build(base):
     return entries, group, family
 
 
-def evaluate(rem, keys, group, family):
+def evaluate(rem, keys, group, family, in_scope=IN_SCOPE, beyond=BEYOND):
+    """Precision over every removal; recall and F1 over the `in_scope` copies, found
+    when they end in their original's cluster; per kind, per family, and the hard
+    negatives merged with their original."""
     root = dict(rem)
     cl = lambda k: root.get(k, k)
     by, by_fam = {}, {}
@@ -146,12 +149,12 @@ def evaluate(rem, keys, group, family):
         s = by.setdefault(kind, [0, 0])
         s[0] += found
         s[1] += 1
-        if kind in IN_SCOPE:
+        if kind in in_scope:
             f = by_fam.setdefault(family[k], [0, 0])
             f[0] += found
             f[1] += 1
-    tp_in = sum(by[k][0] for k in IN_SCOPE)
-    n_in = sum(by[k][1] for k in IN_SCOPE)
+    tp_in = sum(by[k][0] for k in in_scope)
+    n_in = sum(by[k][1] for k in in_scope)
     all_ = D.score(rem, keys, group)
     p = all_["precision"]
     r = tp_in / n_in
@@ -166,43 +169,50 @@ def evaluate(rem, keys, group, family):
         "precision": p, "false_removals": all_["false_removals"],
         "in_scope": {"recall": round(r, 4), "f1": round(2 * p * r / (p + r), 4) if p + r else 0.0, "found": tp_in, "copies": n_in,
                      "recall_by_family": {f: round(v[0] / v[1], 4) for f, v in sorted(by_fam.items())}},
-        "found_by_kind_in_scope": {k: f"{by[k][0]}/{by[k][1]}" for k in IN_SCOPE},
-        "found_by_kind_beyond_scope": {k: f"{by[k][0]}/{by[k][1]}" for k in BEYOND},
+        "found_by_kind_in_scope": {k: f"{by[k][0]}/{by[k][1]}" for k in in_scope},
+        "found_by_kind_beyond_scope": {k: f"{by[k][0]}/{by[k][1]}" for k in beyond},
         "hard_negatives_merged_with_original": {k: f"{v[0]}/{v[1]}" for k, v in sorted(neg.items())},
         "false_removal_examples": [f"{a} -> {b}" for a, b in rem if group[a] != group[b]][:10],
-        "missed_in_scope": sorted(k for k in keys if k.split(":")[1] in IN_SCOPE and cl(k) != cl(k.split(":")[0] + ":orig")),
+        "missed_in_scope": sorted(k for k in keys if k.split(":")[1] in in_scope and cl(k) != cl(k.split(":")[0] + ":orig")),
     }
 
 
-def main():
+def run_set(build, out, name, in_scope, beyond, note):
+    """Builds a set with `build(out)` (entries, group, family), deduplicates it with
+    m6corpus and hashes it with imagehash, scores both with `evaluate`, and writes
+    bench/results/NAME.json."""
     if not os.path.isfile(D.BIN):
         sys.exit(f"{D.BIN} missing: make build")
-    shutil.rmtree(OUT, ignore_errors=True)
-    entries, group, family = build(OUT)
+    shutil.rmtree(out, ignore_errors=True)
+    entries, group, family = build(out)
     keys = [k for k, _ in entries]
-    with open(os.path.join(OUT, "list.tsv"), "w") as f:
+    with open(os.path.join(out, "list.tsv"), "w") as f:
         for k, p in entries:
             f.write(f"{k}\t{p}\n")
-    D.run([D.BIN, "images", os.path.join(OUT, "list.tsv"), os.path.join(OUT, "in"), "4"])
+    D.run([D.BIN, "images", os.path.join(out, "list.tsv"), os.path.join(out, "in"), "4"])
     extra = os.environ.get("DEDUP_IMAGE_EXTRA", "").split()
-    secs, cpu, rss = D.timed([D.BIN, "dedup", os.path.join(OUT, "in"), os.path.join(OUT, "out"), str(D.THREADS)] + extra)
-    id2key = {r["id"]: r["source_id"] for r in parquet_rows.rows(os.path.join(OUT, "in"), ["id", "source_id"])}
-    rem = [(r["source_id"], id2key[r["kept_id"]]) for r in parquet_rows.rows(os.path.join(OUT, "out", "duplicates"), ["source_id", "kept_id"])]
-    m6 = evaluate(rem, keys, group, family)
+    secs, cpu, rss = D.timed([D.BIN, "dedup", os.path.join(out, "in"), os.path.join(out, "out"), str(D.THREADS)] + extra)
+    id2key = {r["id"]: r["source_id"] for r in parquet_rows.rows(os.path.join(out, "in"), ["id", "source_id"])}
+    rem = [(r["source_id"], id2key[r["kept_id"]]) for r in parquet_rows.rows(os.path.join(out, "out", "duplicates"), ["source_id", "kept_id"])]
+    m6 = evaluate(rem, keys, group, family, in_scope, beyond)
     m6.update({"cpu_seconds": round(cpu, 3), "images_per_cpu_s": round(len(keys) / cpu, 1), "peak_rss_mib": rss})
     rem_peer, _, hash_cpu = D.imagehash_removals(entries)
     n = len(entries)
-    peer = evaluate(rem_peer, keys, group, family)
+    peer = evaluate(rem_peer, keys, group, family, in_scope, beyond)
     peer.pop("missed_in_scope")
     peer.update({"hash_cpu_seconds": round(hash_cpu, 3), "images_per_cpu_s": round(n / hash_cpu, 1)})
     res = {"images": n, "sources": {f: sum(1 for x in D.sources(True) if x[0] == f) for f in ("photo", "photo_heldout")},
-           "in_scope_kinds": IN_SCOPE, "beyond_scope_kinds": BEYOND, "hard_negatives": D.NEGATIVES + ["motorcycle_left vs motorcycle_right"],
-           "m6": m6, "imagehash": peer, "m6_overrides": os.environ.get("DEDUP_IMAGE_EXTRA", ""),
-           "note": "kinds of change never used to choose a default before this set was made; photos and their copies JPEG q90 unless the kind says otherwise"}
+           "in_scope_kinds": in_scope, "beyond_scope_kinds": beyond, "hard_negatives": D.NEGATIVES + ["motorcycle_left vs motorcycle_right"],
+           "m6": m6, "imagehash": peer, "m6_overrides": os.environ.get("DEDUP_IMAGE_EXTRA", ""), "note": note}
     os.makedirs(os.path.join(D.ROOT, "bench", "results"), exist_ok=True)
-    with open(os.path.join(D.ROOT, "bench", "results", "dedup_images_stress.json"), "w") as f:
+    with open(os.path.join(D.ROOT, "bench", "results", name + ".json"), "w") as f:
         json.dump(res, f, indent=2, ensure_ascii=False)
     print(json.dumps(res, indent=2, ensure_ascii=False))
+
+
+def main():
+    run_set(build, OUT, "dedup_images_stress", IN_SCOPE, BEYOND,
+            "kinds of change never used to choose a default before this set was made; photos and their copies JPEG q90 unless the kind says otherwise")
 
 
 if __name__ == "__main__":

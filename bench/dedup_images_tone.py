@@ -24,15 +24,14 @@ bench/results/dedup_images_tone.json.
 
 Usage: dedup_images_tone.py   (DEDUP_IMAGE_EXTRA="k=v ..." overrides [dedup] fields)
 """
-import json
 import os
 import random
-import shutil
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+# The stress set's module first: importing dedup_images takes this folder off sys.path.
+import dedup_images_stress as S  # noqa: E402
 import dedup_images as D  # noqa: E402
-import parquet_rows  # noqa: E402
 
 IN_SCOPE = ["warm", "cool", "tint_green", "swap_bgr", "hue15", "hue35", "hue60", "hue120", "sat05", "sat18",
             "equalize", "autocontrast", "posterize3", "vintage", "brighter", "gamma15"]
@@ -87,69 +86,9 @@ def build(base):
     return entries, group, family
 
 
-def evaluate(rem, keys, group, family):
-    root = dict(rem)
-    cl = lambda k: root.get(k, k)
-    by, by_fam, neg = {}, {}, {}
-    for k in keys:
-        name, kind = k.split(":")
-        if kind == "orig":
-            continue
-        found = cl(k) == cl(f"{name}:orig")
-        if kind in D.NEGATIVES:
-            s = neg.setdefault(kind, [0, 0])
-        else:
-            s = by.setdefault(kind, [0, 0])
-            if kind in IN_SCOPE:
-                f = by_fam.setdefault(family[k], [0, 0])
-                f[0] += found
-                f[1] += 1
-        s[0] += found
-        s[1] += 1
-    tp_in = sum(by[k][0] for k in IN_SCOPE)
-    n_in = sum(by[k][1] for k in IN_SCOPE)
-    all_ = D.score(rem, keys, group)
-    p, r = all_["precision"], tp_in / n_in
-    return {
-        "precision": p, "false_removals": all_["false_removals"],
-        "in_scope": {"recall": round(r, 4), "f1": round(2 * p * r / (p + r), 4) if p + r else 0.0, "found": tp_in, "copies": n_in,
-                     "recall_by_family": {f: round(v[0] / v[1], 4) for f, v in sorted(by_fam.items())}},
-        "found_by_kind_in_scope": {k: f"{by[k][0]}/{by[k][1]}" for k in IN_SCOPE},
-        "found_by_kind_beyond_scope": {k: f"{by[k][0]}/{by[k][1]}" for k in BEYOND},
-        "hard_negatives_merged_with_original": {k: f"{v[0]}/{v[1]}" for k, v in sorted(neg.items())},
-        "false_removal_examples": [f"{a} -> {b}" for a, b in rem if group[a] != group[b]][:10],
-        "missed_in_scope": sorted(k for k in keys if k.split(":")[1] in IN_SCOPE and cl(k) != cl(k.split(":")[0] + ":orig")),
-    }
-
-
 def main():
-    if not os.path.isfile(D.BIN):
-        sys.exit(f"{D.BIN} missing: make build")
-    shutil.rmtree(OUT, ignore_errors=True)
-    entries, group, family = build(OUT)
-    keys = [k for k, _ in entries]
-    with open(os.path.join(OUT, "list.tsv"), "w") as f:
-        for k, p in entries:
-            f.write(f"{k}\t{p}\n")
-    D.run([D.BIN, "images", os.path.join(OUT, "list.tsv"), os.path.join(OUT, "in"), "4"])
-    extra = os.environ.get("DEDUP_IMAGE_EXTRA", "").split()
-    secs, cpu, rss = D.timed([D.BIN, "dedup", os.path.join(OUT, "in"), os.path.join(OUT, "out"), str(D.THREADS)] + extra)
-    id2key = {r["id"]: r["source_id"] for r in parquet_rows.rows(os.path.join(OUT, "in"), ["id", "source_id"])}
-    rem = [(r["source_id"], id2key[r["kept_id"]]) for r in parquet_rows.rows(os.path.join(OUT, "out", "duplicates"), ["source_id", "kept_id"])]
-    m6 = evaluate(rem, keys, group, family)
-    m6.update({"cpu_seconds": round(cpu, 3), "images_per_cpu_s": round(len(keys) / cpu, 1), "peak_rss_mib": rss})
-    rem_peer, _, hash_cpu = D.imagehash_removals(entries)
-    peer = evaluate(rem_peer, keys, group, family)
-    peer.pop("missed_in_scope")
-    peer.update({"hash_cpu_seconds": round(hash_cpu, 3), "images_per_cpu_s": round(len(keys) / hash_cpu, 1)})
-    res = {"images": len(keys), "sources": {f: sum(1 for x in D.sources(True) if x[0] == f) for f in ("photo", "photo_heldout")},
-           "in_scope_kinds": IN_SCOPE, "beyond_scope_kinds": BEYOND, "hard_negatives": D.NEGATIVES + ["motorcycle_left vs motorcycle_right"],
-           "m6": m6, "imagehash": peer, "m6_overrides": os.environ.get("DEDUP_IMAGE_EXTRA", ""),
-           "note": "not held out: the tone-matched check (image_verify::tone_matched) was chosen on this set; all files JPEG q90"}
-    os.makedirs(os.path.join(D.ROOT, "bench", "results"), exist_ok=True)
-    with open(os.path.join(D.ROOT, "bench", "results", "dedup_images_tone.json"), "w") as f:
-        json.dump(res, f, indent=2, ensure_ascii=False)
-    print(json.dumps(res, indent=2, ensure_ascii=False))
+    S.run_set(build, OUT, "dedup_images_tone", IN_SCOPE, BEYOND,
+              "not held out: the tone-matched check (image_verify::tone_matched) was chosen on this set; all files JPEG q90")
 
 
 if __name__ == "__main__":
