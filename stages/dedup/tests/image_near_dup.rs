@@ -636,11 +636,11 @@ fn curve(img: &DynamicImage, f: impl Fn(f32) -> f32) -> DynamicImage {
 
 /// Copies whose tones were remapped by a curve, not a line — equalised, brightened
 /// until the highlights clip, gamma 1.5, posterised to 8 levels per channel — are
-/// found: ranks, which any monotone tone curve keeps, are compared where the plain
-/// check (grey levels normalised by mean and spread, then block levels and spreads)
-/// rejects them. Parts of the same photos (left and right 55%, the centre 40%) are
+/// found: where the plain check (grey levels normalised by mean and spread, then block
+/// levels and spreads) rejects them, one picture's levels are put through the monotone
+/// curve that gives them the other's distribution and compared again. Parts of the same photos (left and right 55%, the centre 40%) are
 /// still kept apart from the originals and from the remapped copies. Without the
-/// rank-matched check 16 of these 28 copies were rejected (all four of phantom and
+/// tone-matched check 16 of these 28 copies were rejected (all four of phantom and
 /// retina, three of clock_motion, ...). scikit-image's cell is left out: its
 /// equalised copy differs in 32% of the pixels before matching (its flat background's
 /// noise is stretched), above `image_verify`'s `TONE_BELOW`, and stays apart.
@@ -680,4 +680,36 @@ fn tone_curved_copies_are_found_and_parts_kept_apart() {
         }
     }
     assert!(missed.is_empty(), "tone-curved copies not found: {missed:?}");
+}
+
+/// Different pictures that the tone-matched check merged while it was being built,
+/// each kept apart by one of its stricter block rules (`image_verify`'s
+/// `TONE_MIN_TEXTURED_CORRELATION`, `TONE_MAX_TEXTURE`, `TONE_MIN_TEXTURED_BLOCKS`):
+/// two scale-benchmark mosaics that share chessboard tiles and a page of text (a
+/// phantom against a plain grey surface in the rest), two that share a phantom and a
+/// chessboard (a motorcycle and a blurred clock against the moon), kept in
+/// `tests/fixtures/mosaics`, and screens of the handbook's installer cut as the photo
+/// benchmark cuts them, mostly flat, which a tone curve maps onto each other. Judged
+/// in both orders: the alignment, and so the verdict, can differ between them.
+#[test]
+fn tone_matching_keeps_half_shared_mosaics_and_flat_screens_apart() {
+    use m6_stage_dedup::image_verify::judged;
+    let p = DedupConfig::default().image_verify_params();
+    let fixture = |n: &str| std::fs::read(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/mosaics").join(n)).unwrap();
+    let screen = |n: &str| image::load_from_memory(&std::fs::read(data_dir().join("debian-handbook/zh-CN/images").join(n)).unwrap()).unwrap();
+    let cut = |img: &DynamicImage, l: u32, t: u32, r: u32, b: u32| {
+        // Tenths of each side, as bench/dedup_images.py cuts (integer division).
+        let (w, h) = (img.width(), img.height());
+        img.crop_imm(w * l / 10, h * t / 10, w - w * l / 10 - w * r / 10, h - h * t / 10 - h * b / 10)
+    };
+    let pairs = [
+        ("seed 12 mosaics", payload(&fixture("seed12_24228.jpg")), payload(&fixture("seed12_10718.jpg"))),
+        ("seed 13 mosaics", payload(&fixture("seed13_10862.jpg")), payload(&fixture("seed13_03175.jpg"))),
+        ("existing-setup-2 and inst-keyboard cut 10% per side", payload(&png(&cut(&screen("existing-setup-2.png"), 1, 1, 1, 1))), payload(&png(&cut(&screen("inst-keyboard.png"), 1, 1, 1, 1)))),
+        ("existing-setup-2 cut 10% per side and the centre of inst-mirror", payload(&png(&cut(&screen("existing-setup-2.png"), 1, 1, 1, 1))), payload(&png(&cut(&screen("inst-mirror.png"), 3, 3, 3, 3)))),
+    ];
+    for (what, a, b) in &pairs {
+        assert!(!judged(&p, a, b).0, "{what}: merged");
+        assert!(!judged(&p, b, a).0, "{what}: merged (the other order)");
+    }
 }
