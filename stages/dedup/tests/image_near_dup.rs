@@ -96,6 +96,10 @@ fn variants(img: &DynamicImage) -> Vec<(&'static str, Vec<u8>)> {
     ]
 }
 
+/// Different parts of one photo, as crops (left, top, right, bottom fractions cut away):
+/// hard negatives, each its own picture.
+const PARTS: [(&str, [f32; 4]); 3] = [("left55", [0.0, 0.0, 0.45, 0.0]), ("right55", [0.45, 0.0, 0.0, 0.0]), ("centre40", [0.3, 0.3, 0.3, 0.3])];
+
 const PHOTOS: [&str; 6] = ["astronaut.png", "coffee.png", "chelsea.png", "camera.png", "rocket.jpg", "coins.png"];
 
 #[test]
@@ -114,9 +118,9 @@ fn crop_pad_watermark_variants_found_and_hard_negatives_kept() {
             group.insert(key, name.to_string());
         }
         // Different parts of one photo: each is its own picture.
-        for (part, c) in [("left55", (0.0, 0.0, 0.45, 0.0)), ("right55", (0.45, 0.0, 0.0, 0.0)), ("centre40", (0.3, 0.3, 0.3, 0.3))] {
+        for (part, c) in PARTS {
             let key = format!("{name}:{part}");
-            rows.push(image_row("part", &key, png(&crop(&img, c.0, c.1, c.2, c.3))));
+            rows.push(image_row("part", &key, png(&crop(&img, c[0], c[1], c[2], c[3]))));
             group.insert(key.clone(), key);
         }
     }
@@ -247,13 +251,7 @@ fn darkened_and_faded_copies_of_dim_photos_are_found() {
     let tmp = tempfile::tempdir().unwrap();
     let mut rows: Vec<Image> = vec![];
     let mut originals = vec![];
-    let tone = |img: &DynamicImage, k: f32, c: f32| {
-        let mut rgb = img.to_rgb8();
-        for v in rgb.iter_mut() {
-            *v = (*v as f32 * k + c).round().clamp(0.0, 255.0) as u8;
-        }
-        DynamicImage::ImageRgb8(rgb)
-    };
+    let tone = |img: &DynamicImage, k: f32, c: f32| curve(img, |v| v * k + c);
     for name in ["clock_motion.png", "cell.png", "moon.png", "chelsea.png"] {
         let img = photo(name);
         let orig = image_row("orig", &format!("{name}:orig"), jpeg(&img, 92));
@@ -658,13 +656,7 @@ fn tone_curved_copies_are_found_and_parts_kept_apart() {
             ("gamma15", curve(&img, |v| 255.0 * (v / 255.0).powf(1.5))),
             ("posterized", curve(&img, |v| ((v as u32) & 0xE0) as f32)),
         ];
-        let (w, h) = (img.width(), img.height());
-        let parts = [
-            ("left55", img.crop_imm(0, 0, w * 55 / 100, h)),
-            ("right55", img.crop_imm(w * 45 / 100, 0, w - w * 45 / 100, h)),
-            ("centre40", img.crop_imm(w * 3 / 10, h * 3 / 10, w * 4 / 10, h * 4 / 10)),
-        ];
-        let parts: Vec<(&str, Vec<u8>)> = parts.iter().map(|(k, v)| (*k, payload(&jpeg(v, 90)))).collect();
+        let parts: Vec<(&str, Vec<u8>)> = PARTS.iter().map(|(k, c)| (*k, payload(&jpeg(&crop(&img, c[0], c[1], c[2], c[3]), 90)))).collect();
         for (kind, c) in &copies {
             let copy = payload(&jpeg(c, 90));
             clear_memo_for_tests();
@@ -689,24 +681,21 @@ fn tone_curved_copies_are_found_and_parts_kept_apart() {
 /// phantom against a plain grey surface in the rest), two that share a phantom and a
 /// chessboard (a motorcycle and a blurred clock against the moon), kept in
 /// `tests/fixtures/mosaics`, and screens of the handbook's installer cut as the photo
-/// benchmark cuts them, mostly flat, which a tone curve maps onto each other. Judged
-/// in both orders: the alignment, and so the verdict, can differ between them.
+/// benchmark cuts them (10% per side, the centre 40%), mostly flat, which a tone curve
+/// maps onto each other. Judged in both orders: the alignment, and so the verdict, can
+/// differ between them.
 #[test]
 fn tone_matching_keeps_half_shared_mosaics_and_flat_screens_apart() {
     use m6_stage_dedup::image_verify::judged;
     let p = DedupConfig::default().image_verify_params();
     let fixture = |n: &str| std::fs::read(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/mosaics").join(n)).unwrap();
     let screen = |n: &str| image::load_from_memory(&std::fs::read(data_dir().join("debian-handbook/zh-CN/images").join(n)).unwrap()).unwrap();
-    let cut = |img: &DynamicImage, l: u32, t: u32, r: u32, b: u32| {
-        // Tenths of each side, as bench/dedup_images.py cuts (integer division).
-        let (w, h) = (img.width(), img.height());
-        img.crop_imm(w * l / 10, h * t / 10, w - w * l / 10 - w * r / 10, h - h * t / 10 - h * b / 10)
-    };
+    let setup = payload(&png(&crop(&screen("existing-setup-2.png"), 0.1, 0.1, 0.1, 0.1)));
     let pairs = [
         ("seed 12 mosaics", payload(&fixture("seed12_24228.jpg")), payload(&fixture("seed12_10718.jpg"))),
         ("seed 13 mosaics", payload(&fixture("seed13_10862.jpg")), payload(&fixture("seed13_03175.jpg"))),
-        ("existing-setup-2 and inst-keyboard cut 10% per side", payload(&png(&cut(&screen("existing-setup-2.png"), 1, 1, 1, 1))), payload(&png(&cut(&screen("inst-keyboard.png"), 1, 1, 1, 1)))),
-        ("existing-setup-2 cut 10% per side and the centre of inst-mirror", payload(&png(&cut(&screen("existing-setup-2.png"), 1, 1, 1, 1))), payload(&png(&cut(&screen("inst-mirror.png"), 3, 3, 3, 3)))),
+        ("existing-setup-2 and inst-keyboard cut 10% per side", setup.clone(), payload(&png(&crop(&screen("inst-keyboard.png"), 0.1, 0.1, 0.1, 0.1)))),
+        ("existing-setup-2 cut 10% per side and the centre of inst-mirror", setup, payload(&png(&crop(&screen("inst-mirror.png"), 0.3, 0.3, 0.3, 0.3)))),
     ];
     for (what, a, b) in &pairs {
         assert!(!judged(&p, a, b).0, "{what}: merged");
