@@ -1,6 +1,7 @@
-//! The pairs phase keeps the image bodies it has read in a bounded per-worker cache
-//! (emptied when full). Which rows are cached must never change a verdict: a run with
-//! a cache of two rows (emptied on nearly every candidate pair) gives the same kept
+//! The pairs phase keeps the image bodies it has read, and apart from them their window
+//! hashes, in bounded per-worker caches (emptied when full). Which rows are cached must
+//! never change a verdict: a run with caches of two rows (emptied on nearly every
+//! bucket member and candidate pair) gives the same kept
 //! rows and the same audit rows as a run with the default cache, on real photos with
 //! crops, thumbnails and recompressed copies (so that buckets have many members and
 //! rows meet in many key ranges). Its own test binary: the cache size is process-wide.
