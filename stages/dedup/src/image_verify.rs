@@ -260,9 +260,10 @@ pub struct Match {
 type Memo = std::collections::HashMap<MemoKey, u32, std::hash::BuildHasherDefault<KeyHasher>>;
 /// The two exact keys (smaller first) and the settings.
 type MemoKey = (u64, u64, [u32; 3]);
-/// The verdicts [`verify`] remembers, each with the pixel score of the alignment it
-/// came from (so that [`similarity`], which the audit rows of removed copies need,
-/// does not align the pair again): bit 31 the verdict, bits 0..31 the bits of the
+/// The verdicts [`verify`] remembers, each with the pixel score of the quick alignment
+/// ([`compare`]'s, whatever step settled the verdict: so that [`similarity`], which the
+/// audit rows of removed copies need, does not align the pair again and gives what it
+/// would compute afresh): bit 31 the verdict, bits 0..31 the bits of the
 /// share of differing pixels (non-negative, so its sign bit is free), or [`NO_DIFF`]
 /// where a quick check rejected the pair unaligned. Same size as a bool entry (the key
 /// pads it).
@@ -312,8 +313,13 @@ pub fn verify(p: &VerifyParams, a: &[u8], b: &[u8]) -> bool {
     // the memo answers for both orders: verifying in one canonical order keeps the
     // verdict — and so the output — independent of which thread met the pair first.
     let (a, b) = if ka <= kb { (a, b) } else { (b, a) };
-    let (v, m) = judged(p, a, b);
-    let diff = match m {
+    // The quick alignment's score is the one remembered, whatever later step settled
+    // the verdict: it is what `similarity` computes afresh, and a dedup run whose
+    // phases ran in separate processes (empty memo) must write the same audit rows as
+    // one that ran them in one (it did not: the thorough and tone-matched scores of
+    // two pairs at 3,000 benchmark mosaics reached the similarity column).
+    let (v, _, quick) = judged_steps(p, a, b);
+    let diff = match quick {
         Some(m) if m.diff >= 0.0 => m.diff.to_bits(),
         _ => NO_DIFF,
     };
@@ -332,7 +338,19 @@ pub fn verify(p: &VerifyParams, a: &[u8], b: &[u8]) -> bool {
 /// [`TONE_BELOW`], the tone-matched score ([`tone_matched`]), whose share of differing
 /// pixels is then the one returned.
 pub fn judged(p: &VerifyParams, a: &[u8], b: &[u8]) -> (bool, Option<Match>) {
-    let m = compare(p, a, b);
+    let (v, m, _) = judged_steps(p, a, b);
+    (v, m)
+}
+
+/// [`judged`]'s verdict and match, and the quick alignment's match ([`compare`]'s).
+fn judged_steps(p: &VerifyParams, a: &[u8], b: &[u8]) -> (bool, Option<Match>, Option<Match>) {
+    let quick = compare(p, a, b);
+    let (v, m) = judged_after(p, a, b, quick);
+    (v, m, quick)
+}
+
+/// The steps of [`judged`] after the quick alignment `m`.
+fn judged_after(p: &VerifyParams, a: &[u8], b: &[u8], m: Option<Match>) -> (bool, Option<Match>) {
     let v = m.is_some_and(|m| agrees(p, a, b, &m));
     let (v, m) = match m {
         Some(q) if !v && q.diff < THOROUGH_BELOW * p.max_diff => {

@@ -702,3 +702,38 @@ fn tone_matching_keeps_half_shared_mosaics_and_flat_screens_apart() {
         assert!(!judged(&p, b, a).0, "{what}: merged (the other order)");
     }
 }
+
+/// The similarity in the audit rows is the quick alignment's score however the pair was
+/// settled and whatever the process verified before: a dedup whose phases ran as
+/// separate processes (nothing remembered) writes the same rows as one that ran them in
+/// one. It did not: the remembered score was the step's that settled the verdict, so
+/// two removed mosaics at 3,000 (`bench/scale_run.py image_scale`) got 1.0 in one
+/// process and 0.970 and 0.986 phase by phase. Tone-curved copies are settled by the
+/// thorough or tone-matched step, whose score is not the quick one.
+#[test]
+fn similarity_does_not_depend_on_what_the_process_verified_before() {
+    use m6_stage_dedup::image_verify::{clear_memo_for_tests, compare, judged, similarity, verify, VerifyParams};
+    let p = DedupConfig::default().image_verify_params();
+    let quick = |a: &[u8], b: &[u8]| compare(&VerifyParams { max_hamming: 64, ..p }, a, b).map(|m| m.diff);
+    let mut settled_later = 0;
+    for name in ["camera.png", "phantom.png", "coffee.png", "clock_motion.png"] {
+        let img = photo(name);
+        let orig = payload(&jpeg(&img, 90));
+        for c in [equalize(&img), curve(&img, |v| v * 1.4), curve(&img, |v| ((v as u32) & 0xE0) as f32)] {
+            let copy = payload(&jpeg(&c, 90));
+            for (a, b) in [(&orig, &copy), (&copy, &orig)] {
+                clear_memo_for_tests();
+                let fresh = similarity(&p, a, b).to_bits();
+                assert!(verify(&p, a, b), "{name}: a tone-curved copy not found");
+                assert_eq!(similarity(&p, a, b).to_bits(), fresh, "{name}: similarity after verifying the pair");
+            }
+            // In verify's order (smaller exact key first), as it settles the pair.
+            let key = |p: &[u8]| u64::from_le_bytes(p[..8].try_into().unwrap());
+            let (x, y) = if key(&orig) <= key(&copy) { (&orig, &copy) } else { (&copy, &orig) };
+            if judged(&p, x, y).1.map(|m| m.diff) != quick(x, y) {
+                settled_later += 1;
+            }
+        }
+    }
+    assert!(settled_later > 0, "no pair settled by a later step: the test shows nothing");
+}
