@@ -527,6 +527,14 @@ def make_mosaics(folder, n, seed=11, copy_rate=0.1):
     return {"images": n, "bytes": total, "mean_kb": round(total / n / 1024, 1), "copy_rate": copy_rate}, group
 
 
+def phase_ratios(res):
+    """Per phase, CPU per image at 10 N over N; None where the phase took under 0.02
+    CPU-s at N (rounded to nothing, the ratio would mean nothing)."""
+    ph_n, ph_10n = res["n"]["phase_by_phase"], res["10n"]["phase_by_phase"]
+    return {ph: (round(ph_10n[ph]["cpu_ms_per_image"] / ph_n[ph]["cpu_ms_per_image"], 2) if ph_n[ph]["cpu_s"] >= 0.02 else None)
+            for ph in ("sign", "pairs", "clusters", "write")}
+
+
 def image_dedup_scale(lines):
     """Image dedup at N and 10 N caption-less JPEGs (env IMAGES_SMALL, default 2000): does
     the crop-tolerant candidate search (7 window hashes per image, LSH bands, verification
@@ -568,6 +576,17 @@ def image_dedup_scale(lines):
             m["byte_identical_threads_1_vs_2"] = shard_digest(out) == shard_digest(out2)
         m["work_bytes"] = du(os.path.join(out, "_work"))
         m["cpu_ms_per_image"] = round(m["cpu_s"] / count * 1e3, 3)
+        # The same run one phase per process: which phase's CPU per image and memory
+        # grow with the corpus (the pairs phase verifies more candidates per image as
+        # the buckets fill; its caches stop growing at their bounds).
+        phased = os.path.join(base, label + "-phased")
+        phases = {}
+        for ph in ("sign", "pairs", "clusters", "write"):
+            pm, _ = measure(m6("dedup", "--input", ds, "--output", phased, "--phase", ph, "--threads", "1", "--set", "keep_work=true"))
+            pm["cpu_ms_per_image"] = round(pm["cpu_s"] / count * 1e3, 3)
+            phases[ph] = pm
+        phases["byte_identical_to_one_process"] = shard_digest(phased) == shard_digest(out)
+        m["phase_by_phase"] = phases
         # Score: a removal is right when the removed and the kept image share a group.
         gid = lambda sid: group[int(os.path.basename(sid).split(".")[0][3:])]
         id2src = {r["id"]: r["source_id"] for r in table(ds, ["id", "source_id"])}
@@ -581,6 +600,8 @@ def image_dedup_scale(lines):
         print(f"[image_scale] {label}: {m}", flush=True)
     res["cpu_per_image_ratio_10n_vs_n"] = round(res["10n"]["cpu_ms_per_image"] / max(res["n"]["cpu_ms_per_image"], 1e-9), 2)
     res["peak_rss_ratio_10n_vs_n"] = round(res["10n"]["peak_rss_mib"] / max(res["n"]["peak_rss_mib"], 1e-9), 2)
+    res["phase_cpu_per_image_ratio_10n_vs_n"] = phase_ratios(res)
+    res["phase_peak_rss_mib_n_and_10n"] = {ph: [res[k]["phase_by_phase"][ph]["peak_rss_mib"] for k in ("n", "10n")] for ph in ("sign", "pairs", "clusters", "write")}
     res["note"] = ("linear in CPU means cpu_per_image_ratio near 1 (a quadratic search would be ~10); flat memory means "
                    "peak_rss_ratio near 1. --threads 1, CPU = user+sys of the whole `m6corpus dedup` process.")
     shutil.rmtree(base, ignore_errors=True)
