@@ -345,14 +345,8 @@ pub fn judged(p: &VerifyParams, a: &[u8], b: &[u8]) -> (bool, Option<Match>) {
 /// [`judged`]'s verdict and match, and the quick alignment's match ([`compare`]'s).
 fn judged_steps(p: &VerifyParams, a: &[u8], b: &[u8]) -> (bool, Option<Match>, Option<Match>) {
     let quick = compare(p, a, b);
-    let (v, m) = judged_after(p, a, b, quick);
-    (v, m, quick)
-}
-
-/// The steps of [`judged`] after the quick alignment `m`.
-fn judged_after(p: &VerifyParams, a: &[u8], b: &[u8], m: Option<Match>) -> (bool, Option<Match>) {
-    let v = m.is_some_and(|m| agrees(p, a, b, &m));
-    let (v, m) = match m {
+    let v = quick.is_some_and(|m| agrees(p, a, b, &m));
+    let (v, m) = match quick {
         Some(q) if !v && q.diff < THOROUGH_BELOW * p.max_diff => {
             let (diff, flip, crop) = align_prep(p.max_crop, p.max_diff, &prep_of(a, p.max_crop), aspect(a), &prep_of(b, p.max_crop), aspect(b), true);
             let t = Match { diff, flip, crop, ..q };
@@ -360,14 +354,14 @@ fn judged_after(p: &VerifyParams, a: &[u8], b: &[u8], m: Option<Match>) -> (bool
             // The better of the two alignments goes on to the tone check.
             (agrees(&strict, a, b, &t), Some(if t.diff <= q.diff { t } else { q }))
         }
-        _ => (v, m),
+        _ => (v, quick),
     };
     match m {
         Some(q) if !v && q.diff < TONE_BELOW => match tone_matched(p, a, b, &q) {
-            Some(diff) => (true, Some(Match { diff, ..q })),
-            None => (false, m),
+            Some(diff) => (true, Some(Match { diff, ..q }), quick),
+            None => (false, m, quick),
         },
-        _ => (v, m),
+        _ => (v, m, quick),
     }
 }
 
