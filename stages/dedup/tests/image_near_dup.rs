@@ -623,15 +623,6 @@ fn equalize(img: &DynamicImage) -> DynamicImage {
     DynamicImage::ImageRgb8(rgb)
 }
 
-/// Every level through `f` (a tone curve applied alike to the three channels).
-fn curve(img: &DynamicImage, f: impl Fn(f32) -> f32) -> DynamicImage {
-    let mut rgb = img.to_rgb8();
-    for v in rgb.iter_mut() {
-        *v = f(*v as f32).round().clamp(0.0, 255.0) as u8;
-    }
-    DynamicImage::ImageRgb8(rgb)
-}
-
 /// Copies whose tones were remapped by a curve, not a line — equalised, brightened
 /// until the highlights clip, gamma 1.5, posterised to 8 levels per channel — are
 /// found: where the plain check (grey levels normalised by mean and spread, then block

@@ -161,3 +161,12 @@ pub fn pair_row(source: &str, bytes: Vec<u8>, caption: &str) -> Pair {
         signals: Default::default(),
     }
 }
+
+/// Every level through `f` (a tone curve applied alike to the three channels).
+pub fn curve(img: &image::DynamicImage, f: impl Fn(f32) -> f32) -> image::DynamicImage {
+    let mut rgb = img.to_rgb8();
+    for v in rgb.iter_mut() {
+        *v = f(*v as f32).round().clamp(0.0, 255.0) as u8;
+    }
+    image::DynamicImage::ImageRgb8(rgb)
+}
