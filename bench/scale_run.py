@@ -36,6 +36,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.environ.get("M6_BIN", os.path.join(ROOT, "target/release/m6corpus"))
 DATA = os.environ.get("M6_DATA_DIR", os.path.join(ROOT, "data"))
 OUT = os.environ.get("OUT", os.path.join(ROOT, "bench/out/scale"))
+# The dedup phases, in the order they run.
+PHASES = ("sign", "pairs", "clusters", "write")
 RES = os.environ.get("RES", os.path.join(ROOT, "bench/results/scale.json"))
 NPROC = os.cpu_count() or 1
 
@@ -347,7 +349,7 @@ def dedup1m(lines):
     out = os.path.join(base, "phased")
     shutil.rmtree(out, ignore_errors=True)
     phases = {}
-    for ph in ("sign", "pairs", "clusters", "write"):
+    for ph in PHASES:
         extra = ["--set", "keep_work=true"]
         m, _ = measure(m6("dedup", "--input", docs, "--output", out, "--phase", ph, "--threads", "1", *extra))
         phases[ph] = m
@@ -532,7 +534,7 @@ def phase_ratios(res):
     CPU-s at N (rounded to nothing, the ratio would mean nothing)."""
     ph_n, ph_10n = res["n"]["phase_by_phase"], res["10n"]["phase_by_phase"]
     return {ph: (round(ph_10n[ph]["cpu_ms_per_image"] / ph_n[ph]["cpu_ms_per_image"], 2) if ph_n[ph]["cpu_s"] >= 0.02 else None)
-            for ph in ("sign", "pairs", "clusters", "write")}
+            for ph in PHASES}
 
 
 def image_dedup_scale(lines):
@@ -581,7 +583,7 @@ def image_dedup_scale(lines):
         # the buckets fill; its caches stop growing at their bounds).
         phased = os.path.join(base, label + "-phased")
         phases = {}
-        for ph in ("sign", "pairs", "clusters", "write"):
+        for ph in PHASES:
             pm, _ = measure(m6("dedup", "--input", ds, "--output", phased, "--phase", ph, "--threads", "1", "--set", "keep_work=true"))
             pm["cpu_ms_per_image"] = round(pm["cpu_s"] / count * 1e3, 3)
             phases[ph] = pm
@@ -601,7 +603,7 @@ def image_dedup_scale(lines):
     res["cpu_per_image_ratio_10n_vs_n"] = round(res["10n"]["cpu_ms_per_image"] / max(res["n"]["cpu_ms_per_image"], 1e-9), 2)
     res["peak_rss_ratio_10n_vs_n"] = round(res["10n"]["peak_rss_mib"] / max(res["n"]["peak_rss_mib"], 1e-9), 2)
     res["phase_cpu_per_image_ratio_10n_vs_n"] = phase_ratios(res)
-    res["phase_peak_rss_mib_n_and_10n"] = {ph: [res[k]["phase_by_phase"][ph]["peak_rss_mib"] for k in ("n", "10n")] for ph in ("sign", "pairs", "clusters", "write")}
+    res["phase_peak_rss_mib_n_and_10n"] = {ph: [res[k]["phase_by_phase"][ph]["peak_rss_mib"] for k in ("n", "10n")] for ph in PHASES}
     res["note"] = ("linear in CPU means cpu_per_image_ratio near 1 (a quadratic search would be ~10); flat memory means "
                    "peak_rss_ratio near 1. --threads 1, CPU = user+sys of the whole `m6corpus dedup` process.")
     shutil.rmtree(base, ignore_errors=True)

@@ -575,7 +575,7 @@ struct BodyCache {
     /// body cache evicted the bodies verification wanted. At 30,000 benchmark mosaics
     /// (`bench/scale_run.py make_mosaics`, seed 11, one thread) the pairs phase made
     /// 620,522 reads instead of 1,353,828 and took about 6% less CPU (10.6-10.9 ->
-    /// 9.9-10.2 s), with the same output. Held to [`HASH_CACHE_BYTES`], emptied when
+    /// 9.9-10.2 s), with the same output. Held to [`HASH_CACHE_ROWS`], emptied when
     /// full like the bodies.
     hashes: HashMap<u32, Option<[u64; crate::image_hash::WINDOWS]>, std::hash::BuildHasherDefault<RowHasher>>,
     hash_cap: usize,
@@ -583,9 +583,9 @@ struct BodyCache {
     scratch: Vec<u8>,
 }
 
-/// Bytes of a pairs worker's window-hash cache: 16 MiB keep the hashes of about
-/// 200,000 images (80 bytes each with the map's overhead).
-const HASH_CACHE_BYTES: usize = 16 << 20;
+/// Rows a pairs worker's window-hash cache holds: about 16 MiB (80 bytes each with the
+/// map's overhead) for 200,000 images.
+const HASH_CACHE_ROWS: usize = (16 << 20) / 80;
 
 impl BodyCache {
     fn new(len: usize, cap: usize, hash_cap: usize) -> Self {
@@ -704,7 +704,7 @@ fn pairs_phase(cfg: &DedupConfig, plan: &Plan, signed: &SignedUnits, pool: &rayo
     // band keys in nearly every unit (77 per image over 64 units on a small input),
     // so a per-unit cache still read each row dozens of times.
     let (cache_rows, hash_rows) = match BODY_CACHE_ROWS.load(std::sync::atomic::Ordering::Relaxed) {
-        0 => ((cfg.work_mb.max(1) << 20) / plan.row_len(cfg), HASH_CACHE_BYTES / 80),
+        0 => ((cfg.work_mb.max(1) << 20) / plan.row_len(cfg), HASH_CACHE_ROWS),
         n => (n, n),
     };
     pool.install(|| {
