@@ -3,7 +3,7 @@
 equivalent (bench/filter_images_peer.py: the same rules and the same three quality
 signals, Parquet in, Parquet out), per core.
 
-Two inputs, each the 26 scikit-image photos copied `copies` times and ingested as an
+The inputs: the 26 scikit-image photos copied `copies` times and ingested as an
 `image` dataset (a folder without captions):
   * photos_as_published: the files as scikit-image ships them (22 PNG, 4 JPEG);
   * photos_as_jpeg: every photo re-encoded as JPEG quality 90 (web images are mostly
@@ -11,7 +11,11 @@ Two inputs, each the 26 scikit-image photos copied `copies` times and ingested a
   * photos_as_jpeg_2048: the same, enlarged to 2048 px on the longer side (camera-sized
     photos: where decoding at 1/8 scale in the DCT domain pays), copies/2 times;
   * photos_as_progressive_jpeg_2048: those, saved progressive (Pillow's libjpeg-turbo
-    script: spectral selection and successive approximation), as much of the web is.
+    script: spectral selection and successive approximation), as much of the web is;
+  * camera_photos_as_shipped (where apt-get can fetch them, as `bench/dedup_images.py
+    --wallpapers` does): 26 camera photographs from two Debian wallpaper packages
+    as their photographers saved them, 1280-5312 px, 14 progressive and 12 baseline,
+    copies/5 times.
 
 m6corpus: CPU seconds (user+sys) of the whole process (start, Parquet read, rules,
 signals, Parquet write of kept rows and rejects, manifest), --threads 1, best of
@@ -73,8 +77,24 @@ def make_inputs(work, data, copies, py):
     prog = os.path.join(work, "jpeg2048p/album")
     os.makedirs(prog)
     subprocess.run([py, "-c", script.replace(".convert('RGB')", ".convert('RGB'); im = im.resize((round(im.width * 2048 / max(im.size)), round(im.height * 2048 / max(im.size))), Image.BICUBIC)").replace("quality=90)", "quality=90, progressive=True)"), f"{data}/photos", prog, str(max(1, copies // 2))], check=True)
-    return {"photos_as_published": os.path.dirname(published), "photos_as_jpeg": os.path.dirname(as_jpeg), "photos_as_jpeg_2048": os.path.dirname(big),
-            "photos_as_progressive_jpeg_2048": os.path.dirname(prog)}
+    out = {"photos_as_published": os.path.dirname(published), "photos_as_jpeg": os.path.dirname(as_jpeg), "photos_as_jpeg_2048": os.path.dirname(big),
+           "photos_as_progressive_jpeg_2048": os.path.dirname(prog)}
+    # Camera photos as their photographers published them (bench/dedup_images.py
+    # --wallpapers fetches them): 1280-5312 px, 14 progressive and 12 baseline JPEGs,
+    # 4:2:0, 4:2:2 and 4:4:4 chroma, copies/5 times.
+    if not os.path.isdir(f"{data}/photos-wallpapers") and shutil.which("apt-get"):
+        sys.path.insert(0, os.path.dirname(PEER))
+        import dedup_images  # noqa: E402 (fetches them the same way)
+        dedup_images.wallpaper_photos()
+    shipped = sorted(glob.glob(f"{data}/photos-wallpapers/*.jpg"))
+    if shipped:
+        wall = os.path.join(work, "wallpapers/album")
+        os.makedirs(wall)
+        for c in range(max(1, copies // 5)):
+            for p in shipped:
+                shutil.copy(p, os.path.join(wall, f"{c}_{os.path.basename(p)}"))
+        out["camera_photos_as_shipped"] = os.path.dirname(wall)
+    return out
 
 
 def decode_floor(decode_bin, py, folder, ds, n, repeat):
