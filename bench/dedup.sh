@@ -27,3 +27,8 @@ fi
 # Colour and tone edits (channel gains, hue turns, saturation, equalisation, clipping
 # brightness, gamma, posterisation): the set the tone-matched check was chosen on.
 "$PY" bench/dedup_images_tone.py > /dev/null
+# The stress and tone sets' kinds on the camera photos (as shipped).
+if command -v apt-get > /dev/null; then
+  "$PY" bench/dedup_images_stress.py --wallpapers > /dev/null
+  "$PY" bench/dedup_images_tone.py --wallpapers > /dev/null
+fi

@@ -21,9 +21,9 @@ alone, bytes in memory) beside the images/CPU-s that 5x imagehash would need.
 Usage: dedup_images.py [--quick] [--side S] [--progressive] [--wallpapers]
   --quick: photos only, the set the speed target names.
   --wallpapers: instead of the photos above, 26 real photographs from two Debian
-  wallpaper packages (family `photo_wallpaper`, see wallpaper_photos): camera photos of
-  1280-5312 px, looked at only after every default was chosen, with the same copies and
-  hard negatives.
+  wallpaper packages (family `photo_wallpaper`, bench/lib/wallpapers.py): camera photos
+  of 1280-5312 px, with the same copies and hard negatives (dedup_images_stress.py and
+  dedup_images_tone.py take the flag too).
   --side S: every photo resized (Pillow bicubic) to S px on its longer side before its
   copies are made: the photos above are 256-640 px, smaller than most web photos, and
   the decoding each size takes differs (JPEG at 4x and 8x the 128 px work size decodes
@@ -108,46 +108,12 @@ def heldout_photos():
     return sorted(glob.glob(os.path.join(dest, "*")))
 
 
-# The real photographs of two Debian packages (bookworm): lomiri-wallpapers-16.04
-# (Ubuntu's wallpaper contest entries, credited in their names; its one abstract
-# render, umang, left out) and mate-backgrounds' nature folder (its abstract and
-# desktop folders are renders, left out).
-WALLPAPERS = {
-    "lomiri-wallpapers-16.04": ["Bridge_by_Sander_Klootwijk.jpg", "Dragonfly_by_Bolly.jpg", "Picture_0B_by_freespace.jpg",
-                                "Picture_1A_by_freespace.jpg", "Wine_by_Jakkub_Mede.jpg", "aitzgorri_by_Aitzol_Berasategi.jpg",
-                                "analogpattern_by_Peter_Nerlich.jpg", "free_by_Peter_Nerlich.jpg", "friends_by_Aitzol_Berasategi.jpg",
-                                "greentock_by_Peter_Nerlich.jpg", "life_by_Aitzol_Berasategi.jpg", "picosdeeuropa_by_Aitzol_Berasategi.jpg",
-                                "seeding_by_Clements_Engelhardt.jpg", "sunset_by_Aitzol_Berasategi.jpg"],
-    "mate-backgrounds": [f"mate/nature/{n}.jpg" for n in ["Aqua", "Blinds", "Dune", "FreshFlower", "Garden", "GreenMeadow", "LadyBird",
-                                                          "RainDrops", "Storm", "TwoWings", "Wood", "YellowFlower"]],
-}
-
-
 def wallpaper_photos():
-    """26 camera photographs (family `photo_wallpaper`) that no default was chosen on:
-    first run in session 15 of round two, after the last default had been set. Fetched
-    once with `apt-get download` into data/cache (62 MB of .deb), the JPEGs extracted
-    as shipped into data/photos-wallpapers."""
-    dest = os.path.join(DATA, "photos-wallpapers")
-    if os.path.isdir(dest):
-        return sorted(glob.glob(os.path.join(dest, "*")))
-    cache = os.path.join(DATA, "cache")
-    os.makedirs(cache, exist_ok=True)
-    tmp = dest + ".tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    os.makedirs(tmp)
-    for pkg, names in WALLPAPERS.items():
-        debs = glob.glob(os.path.join(cache, pkg + "_*.deb"))
-        if not debs:
-            subprocess.run(["apt-get", "download", pkg], cwd=cache, check=True, stdout=sys.stderr)
-            debs = glob.glob(os.path.join(cache, pkg + "_*.deb"))
-        x = os.path.join(tmp, "x")
-        subprocess.run(["dpkg-deb", "-x", debs[0], x], check=True)
-        for n in names:
-            shutil.copy(os.path.join(x, "usr/share/backgrounds", n), os.path.join(tmp, os.path.basename(n)))
-        shutil.rmtree(x)
-    os.rename(tmp, dest)
-    return sorted(glob.glob(os.path.join(dest, "*")))
+    """26 camera photographs (family `photo_wallpaper`, bench/lib/wallpapers.py) that no
+    default was chosen on until session 15 of round two, whose `recoloured` check was
+    made after their hue-turned copies (`bench/dedup_images_stress.py --wallpapers`)."""
+    import wallpapers
+    return wallpapers.wallpaper_photos(DATA)
 
 
 def sources(quick):

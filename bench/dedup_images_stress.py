@@ -23,7 +23,9 @@ the stereo pair). Precision counts every removal; recall and F1 `in_scope` count
 in-scope copies only. imagehash pHash (all pairs within Hamming 16) runs on the same
 files for comparison. Writes bench/results/dedup_images_stress.json.
 
-Usage: dedup_images_stress.py   (DEDUP_IMAGE_EXTRA="k=v ..." overrides [dedup] fields)
+Usage: dedup_images_stress.py [--wallpapers]   (DEDUP_IMAGE_EXTRA="k=v ..." overrides [dedup] fields)
+  --wallpapers: the 26 camera photos of bench/lib/wallpapers.py instead, as shipped
+  (1280-5312 px); writes dedup_images_stress_wallpapers.json.
 """
 import json
 import os
@@ -201,10 +203,11 @@ def run_set(build, out, name, in_scope, beyond, note):
     peer = evaluate(rem_peer, keys, group, family, in_scope, beyond)
     peer.pop("missed_in_scope")
     peer.update({"hash_cpu_seconds": round(hash_cpu, 3), "images_per_cpu_s": round(n / hash_cpu, 1)})
-    res = {"images": n, "sources": {f: sum(1 for x in D.sources(True) if x[0] == f) for f in ("photo", "photo_heldout")},
+    res = {"images": n, "sources": {f: sum(1 for x in D.sources(True) if x[0] == f) for f in ("photo", "photo_heldout", "photo_wallpaper")},
            "in_scope_kinds": in_scope, "beyond_scope_kinds": beyond, "hard_negatives": D.NEGATIVES + ["motorcycle_left vs motorcycle_right"],
            "m6": m6, "imagehash": peer, "m6_overrides": os.environ.get("DEDUP_IMAGE_EXTRA", ""), "note": note}
     os.makedirs(os.path.join(D.ROOT, "bench", "results"), exist_ok=True)
+    name += "_wallpapers" if "--wallpapers" in sys.argv else ""
     with open(os.path.join(D.ROOT, "bench", "results", name + ".json"), "w") as f:
         json.dump(res, f, indent=2, ensure_ascii=False)
     print(json.dumps(res, indent=2, ensure_ascii=False))
