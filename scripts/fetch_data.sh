@@ -60,4 +60,7 @@ with zipfile.ZipFile(whl) as z:
 PY
   mv "$data/photos.tmp" "$data/photos"
 fi
-echo "data ready in $data: $(find "$data/chinese-poetry" -name '*.json' | wc -l) poetry files, $(ls "$data/debian-handbook/zh-CN" | wc -l) zh-CN pages, $(ls "$data/photos" | wc -l) photos"
+# Camera photographs from two Debian wallpaper packages (62 MB of .deb): the image
+# dedup tests' hue-turned copies and the benchmarks' `photo_wallpaper` family.
+[ -d "$data/photos-wallpapers" ] || python3 "$root/bench/lib/wallpapers.py" "$data" >/dev/null
+echo "data ready in $data: $(find "$data/chinese-poetry" -name '*.json' | wc -l) poetry files, $(ls "$data/debian-handbook/zh-CN" | wc -l) zh-CN pages, $(ls "$data/photos" | wc -l) photos, $(ls "$data/photos-wallpapers" | wc -l) camera photos"

@@ -665,6 +665,41 @@ fn tone_curved_copies_are_found_and_parts_kept_apart() {
     assert!(missed.is_empty(), "tone-curved copies not found: {missed:?}");
 }
 
+/// Hue-turned copies of colourful camera photos (`data/photos-wallpapers`, fetched by
+/// scripts/fetch_data.sh; resized to 1024 px here): the grey levels of each colour move
+/// by their own amount, so block levels and spreads differ while each block's
+/// arrangement stays (`image_verify`'s `recoloured`). Before it the layout check's
+/// level/texture test rejected such copies (this test failed), as it lost these three
+/// photos' hue-shifted copies in the stress set at full size. Parts of the picture stay
+/// apart from both. (Paint brushes, Picture_1A, are still lost at 35°: one block's
+/// correlation falls to 0.35.)
+#[test]
+fn hue_turned_copies_of_colourful_photos_are_found_and_parts_kept_apart() {
+    use m6_stage_dedup::image_verify::{clear_memo_for_tests, verify};
+    let p = DedupConfig::default().image_verify_params();
+    let mut missed = vec![];
+    for name in ["Garden.jpg", "TwoWings.jpg", "aitzgorri_by_Aitzol_Berasategi.jpg"] {
+        let img = image::load_from_memory(&std::fs::read(data_dir().join("photos-wallpapers").join(name)).unwrap()).unwrap();
+        let img = img.resize(1024, 1024, image::imageops::FilterType::Triangle);
+        let orig = payload(&jpeg(&img, 90));
+        let parts: Vec<(&str, Vec<u8>)> = PARTS.iter().map(|(k, c)| (*k, payload(&jpeg(&crop(&img, c[0], c[1], c[2], c[3]), 90)))).collect();
+        for degrees in [20.0, 35.0] {
+            let copy = payload(&jpeg(&hue_turn(&img, degrees), 90));
+            clear_memo_for_tests();
+            if !verify(&p, &orig, &copy) {
+                missed.push(format!("{name}:{degrees}"));
+            }
+            for (part, pp) in &parts {
+                assert!(!verify(&p, pp, &copy), "{name}: part {part} merged with the copy turned {degrees}°");
+            }
+        }
+        for (part, pp) in &parts {
+            assert!(!verify(&p, pp, &orig), "{name}: part {part} merged with the original");
+        }
+    }
+    assert!(missed.is_empty(), "hue-turned copies not found: {missed:?}");
+}
+
 /// Different pictures that the tone-matched check merged while it was being built,
 /// each kept apart by one of its stricter block rules (`image_verify`'s
 /// `TONE_MIN_TEXTURED_CORRELATION`, `TONE_MAX_TEXTURE`, `TONE_MIN_TEXTURED_BLOCKS`):

@@ -170,3 +170,38 @@ pub fn curve(img: &image::DynamicImage, f: impl Fn(f32) -> f32) -> image::Dynami
     }
     image::DynamicImage::ImageRgb8(rgb)
 }
+
+/// Every pixel's hue turned by `degrees` in HSV (saturation and value kept), as an
+/// editor's hue slider does; Pillow's HSV conversion gives the same picture up to
+/// rounding.
+pub fn hue_turn(img: &image::DynamicImage, degrees: f32) -> image::DynamicImage {
+    let mut rgb = img.to_rgb8();
+    for px in rgb.pixels_mut() {
+        let [r, g, b] = px.0.map(|v| v as f32 / 255.0);
+        let (max, min) = (r.max(g).max(b), r.min(g).min(b));
+        let c = max - min;
+        if c == 0.0 {
+            continue;
+        }
+        let h = if max == r {
+            ((g - b) / c).rem_euclid(6.0)
+        } else if max == g {
+            (b - r) / c + 2.0
+        } else {
+            (r - g) / c + 4.0
+        };
+        let h = (h + degrees / 60.0).rem_euclid(6.0);
+        let x = c * (1.0 - (h % 2.0 - 1.0).abs());
+        let (r1, g1, b1) = match h as u32 {
+            0 => (c, x, 0.0),
+            1 => (x, c, 0.0),
+            2 => (0.0, c, x),
+            3 => (0.0, x, c),
+            4 => (x, 0.0, c),
+            _ => (c, 0.0, x),
+        };
+        let m = max - c;
+        px.0 = [r1, g1, b1].map(|v| ((v + m) * 255.0).round().clamp(0.0, 255.0) as u8);
+    }
+    image::DynamicImage::ImageRgb8(rgb)
+}
