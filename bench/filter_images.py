@@ -12,8 +12,8 @@ The inputs: the 26 scikit-image photos copied `copies` times and ingested as an
     photos: where decoding at 1/8 scale in the DCT domain pays), copies/2 times;
   * photos_as_progressive_jpeg_2048: those, saved progressive (Pillow's libjpeg-turbo
     script: spectral selection and successive approximation), as much of the web is;
-  * camera_photos_as_shipped (where apt-get can fetch them, as `bench/dedup_images.py
-    --wallpapers` does): 26 camera photographs from two Debian wallpaper packages
+  * camera_photos_as_shipped (where apt-get can fetch them: bench/lib/wallpapers.py):
+    26 camera photographs from two Debian wallpaper packages
     as their photographers saved them, 1280-5312 px, 14 progressive and 12 baseline,
     copies/5 times.
 
@@ -79,13 +79,13 @@ def make_inputs(work, data, copies, py):
     subprocess.run([py, "-c", script.replace(".convert('RGB')", ".convert('RGB'); im = im.resize((round(im.width * 2048 / max(im.size)), round(im.height * 2048 / max(im.size))), Image.BICUBIC)").replace("quality=90)", "quality=90, progressive=True)"), f"{data}/photos", prog, str(max(1, copies // 2))], check=True)
     out = {"photos_as_published": os.path.dirname(published), "photos_as_jpeg": os.path.dirname(as_jpeg), "photos_as_jpeg_2048": os.path.dirname(big),
            "photos_as_progressive_jpeg_2048": os.path.dirname(prog)}
-    # Camera photos as their photographers published them (bench/dedup_images.py
-    # --wallpapers fetches them): 1280-5312 px, 14 progressive and 12 baseline JPEGs,
-    # 4:2:0, 4:2:2 and 4:4:4 chroma, copies/5 times.
+    # Camera photos as their photographers published them (bench/lib/wallpapers.py):
+    # 1280-5312 px, 14 progressive and 12 baseline JPEGs, 4:2:0, 4:2:2 and 4:4:4
+    # chroma, copies/5 times.
     if not os.path.isdir(f"{data}/photos-wallpapers") and shutil.which("apt-get"):
-        sys.path.insert(0, os.path.dirname(PEER))
-        import dedup_images  # noqa: E402 (fetches them the same way)
-        dedup_images.wallpaper_photos()
+        sys.path.insert(0, os.path.join(os.path.dirname(PEER), "lib"))
+        import wallpapers  # noqa: E402
+        wallpapers.wallpaper_photos(data)
     shipped = sorted(glob.glob(f"{data}/photos-wallpapers/*.jpg"))
     if shipped:
         wall = os.path.join(work, "wallpapers/album")
