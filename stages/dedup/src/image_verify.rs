@@ -405,9 +405,7 @@ fn recoloured(p: &VerifyParams, a: &[u8], b: &[u8], m: &Match) -> bool {
     if m.diff > THOROUGH_ACCEPT * p.max_diff {
         return false;
     }
-    let (pa, pb) = (prep_of(a, p.max_crop), prep_of(b, p.max_crop));
-    let (ps, pd) = if m.flip { (&pb, &pa) } else { (&pa, &pb) };
-    let l = layout_grids(&ps.t, &m.crop, &pd.g32, pd.sd32);
+    let l = aligned_layout(&prep_of(a, p.max_crop), &prep_of(b, p.max_crop), m);
     l.correlation >= BLOCK_MIN_CORRELATION && l.textured_blocks >= RECOLOURED_MIN_TEXTURED_BLOCKS && l.textured_correlation >= RECOLOURED_MIN_TEXTURED_CORRELATION
 }
 
@@ -555,10 +553,16 @@ fn match_levels(from: &mut [f32], rf: &[u64], rt: &[u64]) {
 fn agrees(p: &VerifyParams, a: &[u8], b: &[u8], m: &Match) -> bool {
     // compare just prepared both thumbnails: the layout check reuses their floats and grids.
     let (pa, pb) = (prep_of(a, p.max_crop), prep_of(b, p.max_crop));
-    let (ps, pd) = if m.flip { (&pb, &pa) } else { (&pa, &pb) };
     // The texture allowance of each thumbnail is computed once per preparation (a
     // picture meets many candidates), not twice per accepted-or-textured pair.
-    accept_with(p, m, || pa.texture().min(pb.texture())) && layout_agrees(&layout_grids(&ps.t, &m.crop, &pd.g32, pd.sd32))
+    accept_with(p, m, || pa.texture().min(pb.texture())) && layout_agrees(&aligned_layout(&pa, &pb, m))
+}
+
+/// [`layout`] of an alignment of two prepared payloads (in the order `m` was aligned
+/// in), from the floats and grids their preparations already hold.
+fn aligned_layout(pa: &Prep, pb: &Prep, m: &Match) -> Layout {
+    let (ps, pd) = if m.flip { (pb, pa) } else { (pa, pb) };
+    layout_grids(&ps.t, &m.crop, &pd.g32, pd.sd32)
 }
 
 /// Quick alignments rejected under this many times `max_diff` of differing pixels are
