@@ -320,6 +320,21 @@ pub fn jpeg_truncated(bytes: &[u8]) -> bool {
     }
 }
 
+/// What shows an image was cut off in transfer, when it was: the end marker decoders
+/// forgive (a JPEG that stops before its EOI, a PNG without IEND, a GIF without its
+/// trailer decode with the missing part grey or absent). The filter drops such images
+/// (`image.truncated`), and dedup never keeps one where a whole copy exists.
+pub fn truncated(format: image::ImageFormat, bytes: &[u8]) -> Option<&'static str> {
+    let tail = &bytes[bytes.len().saturating_sub(4096)..];
+    match format {
+        // After the image data, wherever it is (a motion photo carries an MP4 after it).
+        image::ImageFormat::Jpeg if jpeg_truncated(bytes) => Some("no JPEG end-of-image marker"),
+        image::ImageFormat::Png if !tail.windows(4).any(|w| w == b"IEND") => Some("no PNG IEND chunk"),
+        image::ImageFormat::Gif if bytes.last() != Some(&0x3B) && !tail.contains(&0x3B) => Some("no GIF trailer"),
+        _ => None,
+    }
+}
+
 /// An error for a JPEG cut off before its end-of-image marker ([`jpeg_truncated`]),
 /// which decoders would fill with grey; `Ok` for anything else.
 pub fn refuse_truncated_jpeg(bytes: &[u8]) -> Result<(), DecodeError> {

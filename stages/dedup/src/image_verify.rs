@@ -69,12 +69,13 @@ pub const VERIFY_VERSION: &str = "m6-image-verify-v5";
 /// Grey-level disagreement (in standard deviations) that makes a pixel count as different.
 pub const TAU: f32 = 0.75;
 
-/// Writes the image payload (`sig` is `None` for an image that did not decode).
-pub fn encode_payload(exact: u64, sig: Option<&ImageSig>, caption: u64, out: &mut Vec<u8>) {
+/// Writes the image payload (`sig` is `None` for an image that did not decode;
+/// `flawed` for one cut off or animated, see [`flawed`]).
+pub fn encode_payload(exact: u64, sig: Option<&ImageSig>, flawed: bool, caption: u64, out: &mut Vec<u8>) {
     out.clear();
     out.extend_from_slice(&exact.to_le_bytes());
     out.extend_from_slice(&sig.map_or(0, |s| s.hashes[0]).to_le_bytes());
-    out.extend_from_slice(&(sig.is_some() as u64).to_le_bytes());
+    out.extend_from_slice(&(sig.is_some() as u64 | (flawed as u64) << 1).to_le_bytes());
     out.extend_from_slice(&caption.to_le_bytes());
     out.extend_from_slice(&sig.map_or(0.0, |s| s.aspect).to_le_bytes());
     out.extend_from_slice(&sig.map_or(0.0, |s| s.frame_pixels).to_le_bytes());
@@ -102,8 +103,18 @@ pub fn hashes(p: &[u8]) -> [u64; WINDOWS] {
     h
 }
 
+/// The payload's flags word: bit 0 decoded, bit 1 flawed. Bodies written before the
+/// flawed bit (same signature format) hold 0 or 1 there, which reads as "not flawed":
+/// such a body only loses the keep rule's preference for whole copies.
 pub fn decoded(p: &[u8]) -> bool {
-    u64_at(p, 16) == 1
+    u64_at(p, 16) & 1 == 1
+}
+
+/// Whether the image was cut off in transfer or is animated
+/// (`m6_imaging::truncated`, `m6_imaging::animated`): the filter drops such an
+/// image, so a cluster keeps one only when it has no whole, still copy.
+pub fn flawed(p: &[u8]) -> bool {
+    u64_at(p, 16) & 2 != 0
 }
 
 /// The area inside bars and padding in source pixels, when the body records it.
@@ -1658,7 +1669,7 @@ mod tests {
     fn payload(key: u64, c: Crop, f: fn(f32, f32) -> f32) -> Vec<u8> {
         let sig = ImageSig { hashes: [0; WINDOWS], thumb: draw(c, f), aspect: aspect_of(c), frame_pixels: 10_000.0, width: 100, height: 100, decode_scale: 1, sharpness: 0.0 };
         let mut out = vec![];
-        encode_payload(key, Some(&sig), 0, &mut out);
+        encode_payload(key, Some(&sig), false, 0, &mut out);
         out
     }
 

@@ -832,6 +832,8 @@ struct Facts {
     /// (`image_hash::unpadded_frame`; the header's pixel count for bodies that do not
     /// record it); documents: `size`.
     area: f32,
+    /// Not cut off or animated (`image_verify::flawed`); documents always.
+    whole: bool,
 }
 
 /// Images and pairs under `keep = "longest"`: copies whose areas are within this
@@ -844,12 +846,15 @@ const KEEP_AREA_TOLERANCE: f32 = 0.05;
 /// stage's settings and the work fingerprint, like `image_verify::VERIFY_VERSION`.
 /// v2: images and pairs compare the area inside bars and padding of one even colour,
 /// not the header's pixels, so a padded or letterboxed copy no longer beats its original,
-/// and a copy with an overlay gives way to one without.
-pub const KEEP_VERSION: &str = "m6-dedup-keep-v2";
+/// and a copy with an overlay gives way to one without. v3: a copy cut off in transfer
+/// or animated is kept only when the cluster has no other kind: kept for being the
+/// largest, it had the filter drop it after dedup had removed its whole copies, and the
+/// picture was lost.
+pub const KEEP_VERSION: &str = "m6-dedup-keep-v3";
 
 /// Images and pairs under `longest`: the order among the copies a cluster may keep
-/// (those within [`KEEP_AREA_TOLERANCE`] of its largest area, of its `--against` rows
-/// when it has any): the best copy (`sign::image_score`) first, then the most header
+/// (those within [`KEEP_AREA_TOLERANCE`] of its largest area, among its `--against`
+/// rows when it has any, else among its whole copies when it has any): the best copy (`sign::image_score`) first, then the most header
 /// pixels, then the id-hash tie.
 fn keep_order(a: (u32, &Facts), b: (u32, &Facts)) -> std::cmp::Ordering {
     let (x, y) = (a.1, b.1);
@@ -864,6 +869,11 @@ fn better(rule: KeepRule, kind: Kind, new_total: u64, a: (u32, Facts), b: (u32, 
         return old_a;
     }
     let (x, y) = (a.1, b.1);
+    // A cut-off or animated copy, which the filter would drop, never stands for whole
+    // ones, whatever the rule.
+    if x.whole != y.whole {
+        return x.whole;
+    }
     let tie = (x.idhash, a.0) < (y.idhash, b.0);
     // Same size: the higher score wins before the id-hash tie (images and pairs: the
     // less compressed and sharper copy, `sign::image_score`; documents
@@ -909,24 +919,26 @@ fn clusters_phase(cfg: &DedupConfig, plan: &Plan, signed: &SignedUnits, pair_pat
     for &g in &nodes {
         bodies.read(g, &mut buf)?;
         let h = RowHeader::decode(&buf);
-        let area = match plan.kind {
-            Kind::Document => h.size as f32,
-            _ => image_verify::frame_pixels(&buf[HEADER..]).unwrap_or(h.size as f32),
+        let (area, whole) = match plan.kind {
+            Kind::Document => (h.size as f32, true),
+            _ => (image_verify::frame_pixels(&buf[HEADER..]).unwrap_or(h.size as f32), !image_verify::flawed(&buf[HEADER..])),
         };
-        facts.insert(g, Facts { size: h.size, score: h.score, idhash: h.id_hash, area });
+        facts.insert(g, Facts { size: h.size, score: h.score, idhash: h.id_hash, area, whole });
     }
     let by_area = plan.kind != Kind::Document && matches!(cfg.keep, KeepRule::Longest | KeepRule::Quality);
-    // Per cluster: whether it has `--against` rows, and the largest area among the rows
-    // it may keep.
-    let mut top: HashMap<u32, (bool, f32)> = HashMap::new();
+    // Per cluster: the best class of row it has (`--against` rows before new ones, then
+    // whole copies before cut-off or animated ones) and the largest area among the rows
+    // of that class, the ones it may keep.
+    let class = |g: u32| (g as u64 >= signed.new_total, facts[&g].whole);
+    let mut top: HashMap<u32, ((bool, bool), f32)> = HashMap::new();
     if by_area {
         for &g in &nodes {
-            let old = g as u64 >= signed.new_total;
-            let t = top.entry(uf.find(g)).or_insert((old, 0.0));
-            if old && !t.0 {
-                *t = (true, 0.0);
+            let c = class(g);
+            let t = top.entry(uf.find(g)).or_insert((c, 0.0));
+            if c > t.0 {
+                *t = (c, 0.0);
             }
-            if old == t.0 {
+            if c == t.0 {
                 t.1 = t.1.max(facts[&g].area);
             }
         }
@@ -942,7 +954,7 @@ fn clusters_phase(cfg: &DedupConfig, plan: &Plan, signed: &SignedUnits, pair_pat
         for &g in &nodes {
             let r = uf.find(g);
             let t = top[&r];
-            if (g as u64 >= signed.new_total) == t.0 && facts[&g].area >= (1.0 - KEEP_AREA_TOLERANCE) * t.1 {
+            if class(g) == t.0 && facts[&g].area >= (1.0 - KEEP_AREA_TOLERANCE) * t.1 {
                 tiers.entry(r).or_default().push(g);
             }
         }

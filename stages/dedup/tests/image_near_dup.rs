@@ -13,7 +13,7 @@ use common::*;
 use image::{DynamicImage, Rgb, RgbImage};
 use m6_schemas::Image;
 use m6_stage_dedup::image_hash::{self, WINDOWS};
-use m6_stage_dedup::DedupConfig;
+use m6_stage_dedup::{DedupConfig, KeepRule};
 
 fn png(img: &DynamicImage) -> Vec<u8> {
     let mut buf = Cursor::new(vec![]);
@@ -264,6 +264,58 @@ fn darkened_and_faded_copies_of_dim_photos_are_found() {
     assert_eq!(kept_after_dedup(tmp.path(), &rows, 2), originals, "a darkened or faded copy was kept");
 }
 
+/// A copy cut off in transfer, or animated, never stands for a cluster that has a
+/// whole, still copy, however much larger it is: the filter drops such images
+/// (`image.truncated`, `image.animated`), so keeping the largest copy had dedup remove
+/// the whole ones and the filter the kept one, and the picture left the corpus.
+#[test]
+fn cut_off_and_animated_copies_give_way_to_whole_ones() {
+    use image::codecs::gif::GifEncoder;
+    use image::{Delay, Frame};
+    let tmp = tempfile::tempdir().unwrap();
+    let mut rows: Vec<Image> = vec![];
+    let (mut want, mut flawed) = (vec![], vec![]);
+    let smaller = |img: &DynamicImage| img.resize(img.width() * 3 / 4, img.height() * 3 / 4, image::imageops::FilterType::Triangle);
+    for name in ["astronaut.png", "coffee.png", "chelsea.png"] {
+        let img = photo(name);
+        // The last 4% of the scan lost: the bottom rows decode grey, and the rest is
+        // the photo, larger than its whole copy.
+        let full = jpeg(&img, 92);
+        let cut = full[..full.len() * 24 / 25].to_vec();
+        assert!(m6_imaging::truncated(image::ImageFormat::Jpeg, &cut).is_some());
+        let cut = image_row("cut", &format!("{name}:cut"), cut);
+        flawed.push(cut.id.clone());
+        rows.push(cut);
+        let whole = image_row("whole", &format!("{name}:whole"), jpeg(&smaller(&img), 90));
+        want.push(whole.id.clone());
+        rows.push(whole);
+    }
+    for name in ["camera.png", "rocket.jpg"] {
+        let img = photo(name);
+        let mut gif = vec![];
+        {
+            let mut enc = GifEncoder::new(&mut gif);
+            let frames = [img.to_rgba8(), curve(&img, |v| v * 0.9).to_rgba8()];
+            enc.encode_frames(frames.into_iter().map(|f| Frame::from_parts(f, 0, 0, Delay::from_numer_denom_ms(100, 1)))).unwrap();
+        }
+        assert!(m6_imaging::animated(image::ImageFormat::Gif, &gif));
+        let anim = image_row("animated", &format!("{name}:animated"), gif);
+        flawed.push(anim.id.clone());
+        rows.push(anim);
+        let whole = image_row("whole", &format!("{name}:whole"), jpeg(&smaller(&img), 90));
+        want.push(whole.id.clone());
+        rows.push(whole);
+    }
+    want.sort();
+    // Under `first` too (each flawed copy comes before its whole one).
+    for keep in [KeepRule::Longest, KeepRule::First] {
+        let dir = tmp.path().join(format!("{keep:?}"));
+        let kept = kept_after_dedup_with(&dir, &rows, 2, DedupConfig { keep, ..DedupConfig::default() });
+        let kept_flawed: Vec<&String> = flawed.iter().filter(|id| kept.contains(id)).collect();
+        assert_eq!(kept, want, "{keep:?}: a cut-off or animated copy was kept, or not found as a copy (flawed ones kept: {kept_flawed:?})");
+    }
+}
+
 /// Images that do not decode are deduplicated by their bytes alone, and counted in the
 /// run summary (`image.undecoded`, every such row), so a run over damaged files says so.
 #[test]
@@ -360,7 +412,7 @@ fn payload(bytes: &[u8]) -> Vec<u8> {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
     bytes.hash(&mut h);
-    encode_payload(h.finish(), Some(&sig), 0, &mut out);
+    encode_payload(h.finish(), Some(&sig), false, 0, &mut out);
     out
 }
 

@@ -198,7 +198,7 @@ impl ImageRules {
             return Err(drop(rule::ASPECT, aspect, c.max_aspect));
         }
         if self.on(rule::TRUNCATED) {
-            if let Some(missing) = truncated(fmt, bytes) {
+            if let Some(missing) = m6_imaging::truncated(fmt, bytes) {
                 return Err(Drop { rule: rule::TRUNCATED, value: bytes.len() as f64, threshold: 0.0, detail: Some(missing.into()) });
             }
         }
@@ -243,19 +243,6 @@ impl ImageRules {
             signals = Some(s);
         }
         Ok(ImageInfo { width: w, height: h, signals })
-    }
-}
-
-/// Checks the end-of-image marker decoders may forgive: a JPEG that stops before
-/// its EOI or a PNG without IEND was cut off in transfer.
-fn truncated(fmt: ImageFormat, bytes: &[u8]) -> Option<&'static str> {
-    let tail = &bytes[bytes.len().saturating_sub(4096)..];
-    match fmt {
-        // After the image data, wherever it is (a motion photo carries an MP4 after it).
-        ImageFormat::Jpeg if m6_imaging::jpeg_truncated(bytes) => Some("no JPEG end-of-image marker"),
-        ImageFormat::Png if !tail.windows(4).any(|w| w == b"IEND") => Some("no PNG IEND chunk"),
-        ImageFormat::Gif if bytes.last() != Some(&0x3B) && !tail.contains(&0x3B) => Some("no GIF trailer"),
-        _ => None,
     }
 }
 

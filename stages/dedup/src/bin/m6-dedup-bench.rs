@@ -80,7 +80,7 @@ fn signed_list(list: &Path, wanted: Option<&std::collections::HashSet<String>>) 
         }
         let sig = image_hash::sign(&std::fs::read(path)?).ok();
         let mut body = vec![];
-        image_verify::encode_payload(keys.len() as u64, sig.as_ref(), 0, &mut body);
+        image_verify::encode_payload(keys.len() as u64, sig.as_ref(), false, 0, &mut body);
         keys.push(key.to_string());
         bodies.push(body);
     }
