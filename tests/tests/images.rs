@@ -60,6 +60,63 @@ fn caption_less_image_folder_ingests_as_images_then_dedups_and_filters() {
     assert_eq!(Dataset::open(&filtered).unwrap().rows(), 4);
 }
 
+/// Stats' examples of image rejects name the file, with what was wrong when the
+/// filter says (a cut-off JPEG's missing end marker): the detail alone was shown, which
+/// said what but not which.
+#[test]
+fn stats_examples_of_damaged_images_name_the_file() {
+    let t = tempfile::tempdir().unwrap();
+    let photos = data_dir().join("photos");
+    let dir = t.path().join("photos");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(photos.join("coffee.png"), dir.join("coffee.png")).unwrap();
+    let jpeg = std::fs::read(photos.join("rocket.jpg")).unwrap();
+    std::fs::write(dir.join("rocket-cut.jpg"), &jpeg[..jpeg.len() / 2]).unwrap();
+    let (ingested, filtered) = (t.path().join("images"), t.path().join("filtered"));
+    m6_ok(&["ingest", "--input", s(&dir), "--output", s(&ingested), "--quiet"]);
+    m6_ok(&["filter", "--input", s(&ingested), "--output", s(&filtered), "--quiet"]);
+    let st: serde_json::Value = serde_json::from_str(&m6_ok(&["stats", s(&filtered.join("rejects")), "--json"])).unwrap();
+    let rules = st["rejects"]["rules"].as_array().unwrap();
+    assert_eq!(rules.len(), 1, "{st}");
+    assert_eq!(rules[0]["rule"], "image.truncated");
+    assert_eq!(rules[0]["snippets"], serde_json::json!(["rocket-cut.jpg [no JPEG end-of-image marker]"]));
+}
+
+/// A collection put together with links is read through them: a linked photo, a
+/// linked folder, and a link back up the tree (read once, not looped). A link to
+/// nothing stops the ingest before anything is written, naming the link. Links were
+/// skipped without a word: the linked photos were not in the dataset.
+#[cfg(unix)]
+#[test]
+fn linked_photos_and_folders_are_ingested_and_a_broken_link_is_named() {
+    use std::os::unix::fs::symlink;
+    let t = tempfile::tempdir().unwrap();
+    let photos = data_dir().join("photos");
+    let root = t.path().join("album");
+    let own = root.join("own");
+    std::fs::create_dir_all(&own).unwrap();
+    std::fs::copy(photos.join("coffee.png"), own.join("coffee.png")).unwrap();
+    symlink(photos.join("rocket.jpg"), root.join("rocket.jpg")).unwrap();
+    let shared = t.path().join("shared");
+    std::fs::create_dir_all(&shared).unwrap();
+    std::fs::copy(photos.join("chelsea.png"), shared.join("chelsea.png")).unwrap();
+    symlink(&shared, root.join("shared")).unwrap();
+    symlink("..", own.join("up")).unwrap();
+    let out = t.path().join("images");
+    m6_ok(&["ingest", "--input", s(&root), "--output", s(&out), "--quiet"]);
+    let mut got: Vec<String> = Dataset::open(&out).unwrap().read_all::<Image>().unwrap().into_iter().map(|r| r.source_id.unwrap()).collect();
+    got.sort();
+    assert_eq!(got, ["own/coffee.png", "rocket.jpg", "shared/chelsea.png"]);
+
+    symlink(t.path().join("gone.jpg"), root.join("gone.jpg")).unwrap();
+    let out2 = t.path().join("images2");
+    let run = m6(&["ingest", "--input", s(&root), "--output", s(&out2), "--quiet"]);
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert!(!run.status.success());
+    assert!(err.contains("gone.jpg is a link to") && err.contains("cannot be read"), "{err}");
+    assert!(!out2.join("manifest.json").exists());
+}
+
 /// A captions file is read by every task that holds an image of its folder, but its
 /// problems are one error row each, whatever `images_per_task` is: a bad line (it
 /// was reported once per task), and a caption for a file that is not in the folder (a

@@ -146,8 +146,8 @@ pub struct RuleStats {
     pub threshold_min: f64,
     pub threshold_max: f64,
     /// The first few rejected snippets, in manifest order; for a row without text (an
-    /// image: filter writes no snippet) its `source_id`, the file or URL, so the
-    /// example still says which image was dropped.
+    /// image: filter writes no snippet, or only its `[detail]`) its `source_id`, the
+    /// file or URL, before the detail, so the example still says which image was dropped.
     pub snippets: Vec<String>,
 }
 
@@ -490,9 +490,19 @@ fn scan_batch(kind: Kind, b: &RecordBatch, acc: &mut Acc, sctx: SampleCtx, path:
                 r.thr_min = r.thr_min.min(thr.value(i));
                 r.thr_max = r.thr_max.max(thr.value(i));
                 if r.snippets.len() < SNIPPETS {
-                    let text = [snip, source_id].into_iter().find(|c| c.is_valid(i) && !c.value(i).is_empty());
-                    if let Some(c) = text {
-                        r.snippets.push(snippet(c.value(i)));
+                    let (sn, id) = (snip.is_valid(i).then(|| snip.value(i)).unwrap_or(""), source_id.is_valid(i).then(|| source_id.value(i)).unwrap_or(""));
+                    // An image reject's snippet is at most the filter's `[detail]` (it
+                    // has no text): the file goes first, or the example would say what
+                    // was wrong but not with which image.
+                    let detail_only = sn.trim_end().starts_with('[') && sn.trim_end().ends_with(']');
+                    let text = match (sn, id) {
+                        ("", "") => None,
+                        ("", id) => Some(id.to_string()),
+                        (sn, id) if detail_only && !id.is_empty() => Some(format!("{id} {}", sn.trim_end())),
+                        (sn, _) => Some(sn.to_string()),
+                    };
+                    if let Some(t) = text {
+                        r.snippets.push(snippet(&t));
                     }
                 }
             }

@@ -427,9 +427,15 @@ fn stage_err(e: IngestError) -> m6_pipeline::Error {
     m6_pipeline::Error::Stage { stage: "ingest".into(), source: Box::new(e) }
 }
 
-/// Every regular file below `root`, sorted, skipping hidden files and folders.
+/// Every file below `root`, sorted, skipping hidden files and folders. Links are
+/// followed, as `os.walk` lists linked files and `find -L` descends: a collection put
+/// together with `ln -s` was read as nothing, without a word. Each folder is read once
+/// (by its canonical path), so a link back up the tree ends rather than loops. A link
+/// to nothing is an error naming it and its target, before anything is written.
 fn list_files(root: &Path) -> std::io::Result<Vec<PathBuf>> {
     let mut out = vec![];
+    let mut seen = std::collections::HashSet::new();
+    seen.insert(std::fs::canonicalize(root)?);
     let mut stack = vec![root.to_path_buf()];
     while let Some(dir) = stack.pop() {
         for e in std::fs::read_dir(&dir)? {
@@ -437,9 +443,20 @@ fn list_files(root: &Path) -> std::io::Result<Vec<PathBuf>> {
             if e.file_name().to_string_lossy().starts_with('.') {
                 continue;
             }
-            let t = e.file_type()?;
+            let mut t = e.file_type()?;
+            if t.is_symlink() {
+                match std::fs::metadata(e.path()) {
+                    Ok(m) => t = m.file_type(),
+                    Err(err) => {
+                        let to = std::fs::read_link(e.path()).map(|t| t.display().to_string()).unwrap_or_default();
+                        return Err(std::io::Error::new(err.kind(), format!("{} is a link to {to}, which cannot be read: {err}", e.path().display())));
+                    }
+                }
+            }
             if t.is_dir() {
-                stack.push(e.path());
+                if seen.insert(std::fs::canonicalize(e.path())?) {
+                    stack.push(e.path());
+                }
             } else if t.is_file() {
                 out.push(e.path());
             }
