@@ -87,6 +87,49 @@ fn scanned_tables(plan: &datafusion::logical_expr::LogicalPlan) -> std::collecti
     names
 }
 
+/// `octet_length` that also takes binary columns (image bytes, page bodies), as
+/// PostgreSQL's takes `bytea`: DataFusion's takes strings only, and its `length` reads
+/// a binary value as UTF-8, so `length(bytes)` over images failed on their first byte
+/// and the size of an image could not be asked for at all.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct OctetLength {
+    signature: datafusion::logical_expr::Signature,
+}
+
+impl OctetLength {
+    fn new() -> Self {
+        use arrow::datatypes::DataType::*;
+        let types = vec![Utf8, LargeUtf8, Utf8View, Binary, LargeBinary, BinaryView];
+        OctetLength { signature: datafusion::logical_expr::Signature::uniform(1, types, datafusion::logical_expr::Volatility::Immutable) }
+    }
+}
+
+impl datafusion::logical_expr::ScalarUDFImpl for OctetLength {
+    fn name(&self) -> &str {
+        "octet_length"
+    }
+
+    fn signature(&self) -> &datafusion::logical_expr::Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, args: &[arrow::datatypes::DataType]) -> datafusion::error::Result<arrow::datatypes::DataType> {
+        use arrow::datatypes::DataType::*;
+        // What arrow's length kernel returns: 64-bit lengths for the large types only.
+        Ok(if matches!(args.first(), Some(LargeUtf8 | LargeBinary)) { Int64 } else { Int32 })
+    }
+
+    fn invoke_with_args(&self, args: datafusion::logical_expr::ScalarFunctionArgs) -> datafusion::error::Result<datafusion::logical_expr::ColumnarValue> {
+        use datafusion::logical_expr::ColumnarValue;
+        let [arg] = args.args.as_slice() else {
+            return Err(datafusion::error::DataFusionError::Plan("octet_length takes one argument".into()));
+        };
+        let scalar = matches!(arg, ColumnarValue::Scalar(_));
+        let lengths = arrow::compute::kernels::length::length(arg.to_array(1)?.as_ref())?;
+        Ok(if scalar { ColumnarValue::Scalar(datafusion::common::ScalarValue::try_from_array(&lengths, 0)?) } else { ColumnarValue::Array(lengths) })
+    }
+}
+
 /// Runs `query` over the datasets `tables` names (NAME, DIR) and collects the result.
 pub fn sql(query: &str, tables: &[(String, PathBuf)]) -> Result<Vec<RecordBatch>, Error> {
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -95,6 +138,7 @@ pub fn sql(query: &str, tables: &[(String, PathBuf)]) -> Result<Vec<RecordBatch>
         .map_err(|e| Error::Io { path: PathBuf::from("<tokio runtime>"), source: e })?;
     rt.block_on(async {
         let ctx = SessionContext::new();
+        ctx.register_udf(datafusion::logical_expr::ScalarUDF::new_from_impl(OctetLength::new()));
         let registered = register(&ctx, tables).await?;
         let df = ctx.sql(query).await.map_err(|e| Error::Sql(e.to_string()))?;
         // DataFusion reads the files itself, so every shard of each table the query

@@ -522,6 +522,26 @@ fn sql_joins_two_datasets() {
     assert!(table.contains("| n ") && table.contains(&format!("| {} ", dups.len())), "{table}");
 }
 
+/// `octet_length` takes the binary image column (DataFusion's own takes strings only,
+/// and `length` read image bytes as UTF-8 and failed), and strings as before.
+#[test]
+fn sql_octet_length_of_image_bytes_and_strings() {
+    let f = fixture();
+    let mut pairs: Vec<Pair> = read(&f.pairs);
+    pairs.sort_by(|a, b| a.id.cmp(&b.id));
+    let tables = vec![("p".to_string(), f.pairs.clone())];
+    let out = sql("SELECT id, octet_length(image_bytes) AS n, octet_length(caption) AS c FROM p ORDER BY id", &tables).unwrap();
+    let rows = json_rows(&out);
+    assert_eq!(rows.len(), pairs.len());
+    for (row, p) in rows.iter().zip(&pairs) {
+        assert_eq!(row["id"], serde_json::json!(p.id));
+        assert_eq!(row["n"], serde_json::json!(p.image_bytes.len()), "{}", p.id);
+        assert_eq!(row["c"], serde_json::json!(p.caption.len()), "{}", p.id);
+    }
+    let out = sql("SELECT octet_length('Ångström') AS n", &tables).unwrap();
+    assert_eq!(json_rows(&out)[0]["n"], serde_json::json!(10));
+}
+
 #[test]
 fn sql_errors_name_the_table() {
     let f = fixture();
