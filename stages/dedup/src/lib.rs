@@ -69,7 +69,9 @@ pub enum Shingle {
     Word,
 }
 
-/// Which row of a cluster is kept.
+/// Which row of a cluster is kept. Under every rule, an image or pair cut off in
+/// transfer or animated (which the filter drops) is kept only when its cluster has no
+/// other kind of copy, and `--against` rows come before new ones.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum KeepRule {
