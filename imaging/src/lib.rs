@@ -287,6 +287,12 @@ fn jpeg_header(bytes: &[u8]) -> Result<(jpeg_decoder::Decoder<&[u8]>, u32, u32),
     Ok((d, w, h))
 }
 
+/// The filter's default `image.bomb` limit (`max_pixels`): a header declaring more
+/// pixels is refused before any is decoded. Dedup's keep rule keeps a copy over it
+/// only when its cluster has no smaller one (`keep_max_pixels`), or the filter would
+/// drop the copy that stands for the cluster.
+pub const DEFAULT_MAX_PIXELS: u64 = 50_000_000;
+
 /// The most pixels a JPEG header may declare for the scaled decoders: 16384 × 16384,
 /// the filter's default `max_side` squared (its `max_pixels` bomb rule is 50 M by
 /// default, so nothing the filter keeps is refused here).

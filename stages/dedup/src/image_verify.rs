@@ -110,9 +110,9 @@ pub fn decoded(p: &[u8]) -> bool {
     u64_at(p, 16) & 1 == 1
 }
 
-/// Whether the image was cut off in transfer or is animated
-/// (`m6_imaging::truncated`, `m6_imaging::animated`): the filter drops such an
-/// image, so a cluster keeps one only when it has no whole, still copy.
+/// Whether the image was cut off in transfer, is animated or is over
+/// `keep_max_pixels` (`m6_imaging::truncated`, `m6_imaging::animated`): the filter
+/// drops such an image, so a cluster keeps one only when it has no other kind.
 pub fn flawed(p: &[u8]) -> bool {
     u64_at(p, 16) & 2 != 0
 }

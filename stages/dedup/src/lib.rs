@@ -70,8 +70,8 @@ pub enum Shingle {
 }
 
 /// Which row of a cluster is kept. Under every rule, an image or pair cut off in
-/// transfer or animated (which the filter drops) is kept only when its cluster has no
-/// other kind of copy, and `--against` rows come before new ones.
+/// transfer, animated, or over `keep_max_pixels` (which the filter drops) is kept only
+/// when its cluster has no other kind of copy, and `--against` rows come before new ones.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum KeepRule {
@@ -144,6 +144,12 @@ pub struct DedupConfig {
     /// Which row of a duplicate cluster is kept: `longest`, `shortest`, `first` or
     /// `quality`. Default `longest`.
     pub keep: KeepRule,
+    /// Images and pairs: a copy with more pixels than this is kept only when its cluster
+    /// has no copy within it, under every `keep` rule, as a cut-off or animated copy is.
+    /// Default 50,000,000, the filter's default `image.bomb` limit (`max_pixels`): kept
+    /// for being the largest, a 108 MP original was dropped by the filter after dedup
+    /// had removed its smaller copies. Raise it with the filter's `max_pixels`.
+    pub keep_max_pixels: u64,
     /// The `meta` JSON field (a number, higher is better) that `keep = "quality"` ranks by.
     /// Default `quality`.
     pub quality_field: String,
@@ -229,6 +235,7 @@ impl Default for DedupConfig {
             work_mb: 32,
             pairs_units: 0,
             against: vec![],
+            keep_max_pixels: m6_imaging::DEFAULT_MAX_PIXELS,
             keep_work: false,
             phase: None,
         }

@@ -170,19 +170,20 @@ impl<'a> Signer<'a> {
         }
     }
 
-    /// Whether an image is cut off or animated, when a copy that is not byte-identical
-    /// could share its cluster (near keys, or pixel keys); see `image_verify::flawed`.
-    fn flawed(&self, bytes: &[u8]) -> bool {
+    /// Whether an image of `pixels` (its header's) is cut off, animated or over
+    /// `keep_max_pixels`, when a copy that is not byte-identical could share its cluster
+    /// (near keys, or pixel keys); see `image_verify::flawed`.
+    fn flawed(&self, bytes: &[u8], pixels: u32) -> bool {
         if !self.cfg.near && self.cfg.image_exact != ImageExact::Pixels {
             return false;
         }
-        image::guess_format(bytes).is_ok_and(|f| m6_imaging::truncated(f, bytes).is_some() || m6_imaging::animated(f, bytes))
+        pixels as u64 > self.cfg.keep_max_pixels || image::guess_format(bytes).is_ok_and(|f| m6_imaging::truncated(f, bytes).is_some() || m6_imaging::animated(f, bytes))
     }
 
     pub fn image(&self, bytes: &[u8], size: u32) -> Signed {
         let (exact, sig) = self.image_keys(bytes);
         let mut body = Vec::with_capacity(image_verify::PAYLOAD_LEN);
-        image_verify::encode_payload(exact, sig.as_ref(), self.flawed(bytes), 0, &mut body);
+        image_verify::encode_payload(exact, sig.as_ref(), self.flawed(bytes, size), 0, &mut body);
         let score = image_score(bytes.len(), size, sig.as_ref());
         Signed { size, score, body }
     }
@@ -191,7 +192,7 @@ impl<'a> Signer<'a> {
         let (exact, sig) = self.image_keys(bytes);
         let cap = u64_of(blake3::hash(self.norm.normalize(caption).as_bytes()).as_bytes());
         let mut body = Vec::with_capacity(image_verify::PAYLOAD_LEN);
-        image_verify::encode_payload(exact, sig.as_ref(), self.flawed(bytes), cap, &mut body);
+        image_verify::encode_payload(exact, sig.as_ref(), self.flawed(bytes, size), cap, &mut body);
         let score = image_score(bytes.len(), size, sig.as_ref());
         Signed { size, score, body }
     }

@@ -832,7 +832,8 @@ struct Facts {
     /// (`image_hash::unpadded_frame`; the header's pixel count for bodies that do not
     /// record it); documents: `size`.
     area: f32,
-    /// Not cut off or animated (`image_verify::flawed`); documents always.
+    /// Not cut off, animated or over `keep_max_pixels` (`image_verify::flawed`);
+    /// documents always.
     whole: bool,
 }
 
@@ -846,10 +847,10 @@ const KEEP_AREA_TOLERANCE: f32 = 0.05;
 /// stage's settings and the work fingerprint, like `image_verify::VERIFY_VERSION`.
 /// v2: images and pairs compare the area inside bars and padding of one even colour,
 /// not the header's pixels, so a padded or letterboxed copy no longer beats its original,
-/// and a copy with an overlay gives way to one without. v3: a copy cut off in transfer
-/// or animated is kept only when the cluster has no other kind: kept for being the
-/// largest, it had the filter drop it after dedup had removed its whole copies, and the
-/// picture was lost.
+/// and a copy with an overlay gives way to one without. v3: a copy cut off in transfer,
+/// animated or over `keep_max_pixels` is kept only when the cluster has no other kind:
+/// kept for being the largest, it had the filter drop it after dedup had removed its
+/// whole copies, and the picture was lost.
 pub const KEEP_VERSION: &str = "m6-dedup-keep-v3";
 
 /// Images and pairs under `longest`: the order among the copies a cluster may keep

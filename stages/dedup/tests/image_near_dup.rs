@@ -316,6 +316,31 @@ fn cut_off_and_animated_copies_give_way_to_whole_ones() {
     }
 }
 
+/// A copy over `keep_max_pixels` (default: the filter's bomb limit, 50 MP) gives way to
+/// a smaller one, as a cut-off copy does; the limit set low here, so that two photos
+/// upscaled 2× stand for a 108 MP original.
+#[test]
+fn copies_over_keep_max_pixels_give_way_to_smaller_ones() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut rows: Vec<Image> = vec![];
+    let mut want = vec![];
+    for name in ["coffee.png", "chelsea.png"] {
+        let img = photo(name);
+        let big = img.resize(img.width() * 2, img.height() * 2, image::imageops::FilterType::Triangle);
+        rows.push(image_row("big", &format!("{name}:big"), jpeg(&big, 92)));
+        let orig = image_row("orig", &format!("{name}:orig"), jpeg(&img, 92));
+        want.push(orig.id.clone());
+        rows.push(orig);
+    }
+    want.sort();
+    let cfg = DedupConfig { keep_max_pixels: 300_000, ..DedupConfig::default() };
+    assert_eq!(kept_after_dedup_with(&tmp.path().join("low"), &rows, 2, cfg), want, "a copy over keep_max_pixels was kept");
+    // Under the default limit the larger copies are kept, as the keep rule wants.
+    let kept = kept_after_dedup(&tmp.path().join("default"), &rows, 2);
+    assert_eq!(kept.len(), 2);
+    assert!(kept.iter().all(|id| !want.contains(id)), "{kept:?}");
+}
+
 /// Images that do not decode are deduplicated by their bytes alone, and counted in the
 /// run summary (`image.undecoded`, every such row), so a run over damaged files says so.
 #[test]

@@ -73,7 +73,7 @@ impl Default for ImageConfig {
     fn default() -> Self {
         ImageConfig {
             formats: ["png", "jpeg", "gif", "webp", "bmp"].map(String::from).to_vec(),
-            max_pixels: 50_000_000,
+            max_pixels: m6_imaging::DEFAULT_MAX_PIXELS,
             min_pixels: 5000,
             min_side: 10,
             max_side: 16384,
