@@ -70,7 +70,7 @@ pub const VERIFY_VERSION: &str = "m6-image-verify-v5";
 pub const TAU: f32 = 0.75;
 
 /// Writes the image payload (`sig` is `None` for an image that did not decode;
-/// `flawed` for one cut off or animated, see [`flawed`]).
+/// `flawed` for one the filter would drop for what it is, see [`flawed`]).
 pub fn encode_payload(exact: u64, sig: Option<&ImageSig>, flawed: bool, caption: u64, out: &mut Vec<u8>) {
     out.clear();
     out.extend_from_slice(&exact.to_le_bytes());

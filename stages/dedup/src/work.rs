@@ -855,8 +855,8 @@ pub const KEEP_VERSION: &str = "m6-dedup-keep-v3";
 
 /// Images and pairs under `longest`: the order among the copies a cluster may keep
 /// (those within [`KEEP_AREA_TOLERANCE`] of its largest area, among its `--against`
-/// rows when it has any, else among its whole copies when it has any): the best copy (`sign::image_score`) first, then the most header
-/// pixels, then the id-hash tie.
+/// rows when it has any, else among its whole copies when it has any): the best copy
+/// (`sign::image_score`) first, then the most header pixels, then the id-hash tie.
 fn keep_order(a: (u32, &Facts), b: (u32, &Facts)) -> std::cmp::Ordering {
     let (x, y) = (a.1, b.1);
     y.score.total_cmp(&x.score).then(y.size.cmp(&x.size)).then((x.idhash, a.0).cmp(&(y.idhash, b.0)))
@@ -870,8 +870,8 @@ fn better(rule: KeepRule, kind: Kind, new_total: u64, a: (u32, Facts), b: (u32, 
         return old_a;
     }
     let (x, y) = (a.1, b.1);
-    // A cut-off or animated copy, which the filter would drop, never stands for whole
-    // ones, whatever the rule.
+    // A flawed copy (cut off, animated, over `keep_max_pixels`), which the filter would
+    // drop, never stands for whole ones, whatever the rule.
     if x.whole != y.whole {
         return x.whole;
     }
@@ -928,8 +928,8 @@ fn clusters_phase(cfg: &DedupConfig, plan: &Plan, signed: &SignedUnits, pair_pat
     }
     let by_area = plan.kind != Kind::Document && matches!(cfg.keep, KeepRule::Longest | KeepRule::Quality);
     // Per cluster: the best class of row it has (`--against` rows before new ones, then
-    // whole copies before cut-off or animated ones) and the largest area among the rows
-    // of that class, the ones it may keep.
+    // whole copies before flawed ones) and the largest area among the rows of that
+    // class, the ones it may keep.
     let class = |g: u32| (g as u64 >= signed.new_total, facts[&g].whole);
     let mut top: HashMap<u32, ((bool, bool), f32)> = HashMap::new();
     if by_area {
