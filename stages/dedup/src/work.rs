@@ -850,30 +850,33 @@ const KEEP_AREA_TOLERANCE: f32 = 0.05;
 /// and a copy with an overlay gives way to one without. v3: a copy cut off in transfer,
 /// animated or over `keep_max_pixels` is kept only when the cluster has no other kind:
 /// kept for being the largest, it had the filter drop it after dedup had removed its
-/// whole copies, and the picture was lost.
+/// whole copies, and the picture was lost; nor does a flawed `--against` row take the
+/// place of a whole new copy.
 pub const KEEP_VERSION: &str = "m6-dedup-keep-v3";
 
 /// Images and pairs under `longest`: the order among the copies a cluster may keep
-/// (those within [`KEEP_AREA_TOLERANCE`] of its largest area, among its `--against`
-/// rows when it has any, else among its whole copies when it has any): the best copy
+/// (those within [`KEEP_AREA_TOLERANCE`] of its largest area, among its whole copies
+/// when it has any, of those its `--against` rows when it has any): the best copy
 /// (`sign::image_score`) first, then the most header pixels, then the id-hash tie.
 fn keep_order(a: (u32, &Facts), b: (u32, &Facts)) -> std::cmp::Ordering {
     let (x, y) = (a.1, b.1);
     y.score.total_cmp(&x.score).then(y.size.cmp(&x.size)).then((x.idhash, a.0).cmp(&(y.idhash, b.0)))
 }
 
-/// Whether row `a` should represent a cluster rather than `b`. Rows of `--against`
-/// datasets come first: they are already in the corpus.
+/// Whether row `a` should represent a cluster rather than `b`. A flawed copy (cut
+/// off, animated, over `keep_max_pixels`), which the filter would drop, never stands
+/// for whole ones, whatever the rule; then rows of `--against` datasets come first:
+/// they are already in the corpus. A flawed `--against` row most likely is not (the
+/// filter dropped it after that run), so a whole new copy is kept rather than removed
+/// as its duplicate.
 fn better(rule: KeepRule, kind: Kind, new_total: u64, a: (u32, Facts), b: (u32, Facts)) -> bool {
+    let (x, y) = (a.1, b.1);
+    if x.whole != y.whole {
+        return x.whole;
+    }
     let (old_a, old_b) = (a.0 as u64 >= new_total, b.0 as u64 >= new_total);
     if old_a != old_b {
         return old_a;
-    }
-    let (x, y) = (a.1, b.1);
-    // A flawed copy (cut off, animated, over `keep_max_pixels`), which the filter would
-    // drop, never stands for whole ones, whatever the rule.
-    if x.whole != y.whole {
-        return x.whole;
     }
     let tie = (x.idhash, a.0) < (y.idhash, b.0);
     // Same size: the higher score wins before the id-hash tie (images and pairs: the
@@ -927,10 +930,10 @@ fn clusters_phase(cfg: &DedupConfig, plan: &Plan, signed: &SignedUnits, pair_pat
         facts.insert(g, Facts { size: h.size, score: h.score, idhash: h.id_hash, area, whole });
     }
     let by_area = plan.kind != Kind::Document && matches!(cfg.keep, KeepRule::Longest | KeepRule::Quality);
-    // Per cluster: the best class of row it has (`--against` rows before new ones, then
-    // whole copies before flawed ones) and the largest area among the rows of that
-    // class, the ones it may keep.
-    let class = |g: u32| (g as u64 >= signed.new_total, facts[&g].whole);
+    // Per cluster: the best class of row it has (whole copies before flawed ones, then
+    // `--against` rows before new ones, as in `better`) and the largest area among the
+    // rows of that class, the ones it may keep.
+    let class = |g: u32| (facts[&g].whole, g as u64 >= signed.new_total);
     let mut top: HashMap<u32, ((bool, bool), f32)> = HashMap::new();
     if by_area {
         for &g in &nodes {

@@ -314,6 +314,19 @@ fn cut_off_and_animated_copies_give_way_to_whole_ones() {
         let kept_flawed: Vec<&String> = flawed.iter().filter(|id| kept.contains(id)).collect();
         assert_eq!(kept, want, "{keep:?}: a cut-off or animated copy was kept, or not found as a copy (flawed ones kept: {kept_flawed:?})");
     }
+    // A month later: the flawed copies alone were kept by an earlier run (and then
+    // dropped by its filter); the whole ones arrive in a new batch, run `--against` it,
+    // and are kept rather than removed as duplicates of rows the corpus does not hold.
+    let old = tmp.path().join("old");
+    let flawed_rows: Vec<Image> = rows.iter().filter(|r| flawed.contains(&r.id)).cloned().collect();
+    let old_in = write_dataset(&old.join("in"), &flawed_rows, 1);
+    dedup(&old_in, &old.join("out"), DedupConfig::default(), 2).unwrap();
+    let whole_rows: Vec<Image> = rows.iter().filter(|r| want.contains(&r.id)).cloned().collect();
+    for keep in [KeepRule::Longest, KeepRule::First] {
+        let cfg = DedupConfig { keep, against: vec![old.join("out")], ..DedupConfig::default() };
+        let kept = kept_after_dedup_with(&tmp.path().join(format!("new-{keep:?}")), &whole_rows, 2, cfg);
+        assert_eq!(kept, want, "{keep:?}: a whole copy was removed as a duplicate of a flawed --against row");
+    }
 }
 
 /// A copy over `keep_max_pixels` (default: the filter's bomb limit, 50 MP) gives way to
