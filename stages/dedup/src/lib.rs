@@ -71,7 +71,8 @@ pub enum Shingle {
 
 /// Which row of a cluster is kept. Under every rule, an image or pair cut off in
 /// transfer, animated, or over `keep_max_pixels` (which the filter drops) is kept only
-/// when its cluster has no other kind of copy, and `--against` rows come before new ones.
+/// when its cluster has no other kind of copy (a flawed `--against` row included: the
+/// filter most likely dropped it); among the others, `--against` rows come first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum KeepRule {
