@@ -223,6 +223,65 @@ fn a_byte_order_mark_before_the_first_jsonl_record_is_not_an_error() {
     assert_eq!(errors.iter().map(|e| (e.location.as_str(), e.kind.as_str())).collect::<Vec<_>>(), [("line 3", "json")]);
 }
 
+/// Chinese text files saved in a legacy encoding are read, not error rows: a GBK and a
+/// Big5 `.txt` by detection (`encoding = "auto"`, the default), a UTF-16 one by its
+/// byte-order mark, and a GBK JSONL file (whose lines are not guessed one by one) with
+/// `encoding = "gbk"`, which also reads a GBK caption sidecar too short to guess.
+#[test]
+fn gbk_big5_and_utf16_text_files_are_read() {
+    let t = tempfile::tempdir().unwrap();
+    let enc = |e: &'static encoding_rs::Encoding, s: &str| {
+        let (b, _, bad) = e.encode(s);
+        assert!(!bad, "{s} is not all in {}", e.name());
+        b.into_owned()
+    };
+    // The poems are in traditional characters: Big5 as they are, GBK simplified. Rare
+    // characters are in neither, so the first four poems each encoding holds are taken.
+    let fits = |e: &'static encoding_rs::Encoding, s: &str| !e.encode(s).2;
+    let all: Vec<String> = poems(200).iter().map(|p| p["text"].as_str().unwrap().to_string()).collect();
+    let pick: Vec<String> = all.iter().filter(|p| fits(encoding_rs::BIG5, p) && fits(encoding_rs::GBK, &m6_text::opencc::t2s(p))).take(4).cloned().collect();
+    assert_eq!(pick.len(), 4);
+    let text = |i: usize| pick[i].clone();
+    let simplified = m6_text::opencc::t2s(&text(0));
+    let txt = t.path().join("txt");
+    std::fs::create_dir_all(&txt).unwrap();
+    std::fs::write(txt.join("gbk.txt"), enc(encoding_rs::GBK, &simplified)).unwrap();
+    std::fs::write(txt.join("big5.txt"), enc(encoding_rs::BIG5, &text(1))).unwrap();
+    let mut utf16 = vec![0xFF, 0xFE];
+    utf16.extend(text(2).encode_utf16().flat_map(|u| u.to_le_bytes()));
+    std::fs::write(txt.join("notepad.txt"), utf16).unwrap();
+    let out = t.path().join("docs");
+    let summary: serde_json::Value = serde_json::from_str(&m6_ok(&["ingest", "--input", s(&txt), "--output", s(&out), "--quiet", "--json"])).unwrap();
+    let mut docs: Vec<(String, String)> = Dataset::open(&out).unwrap().read_all::<Document>().unwrap().into_iter().map(|d| (d.source_id.unwrap(), d.text)).collect();
+    docs.sort();
+    assert_eq!(docs, [("big5.txt".to_string(), text(1)), ("gbk.txt".into(), simplified.clone()), ("notepad.txt".into(), text(2))]);
+    assert_eq!(summary["counts"]["charset.gbk"], 1, "{summary}");
+    assert_eq!(summary["counts"]["charset.big5"], 1, "{summary}");
+
+    let jsonl = t.path().join("gbk.jsonl");
+    let line = serde_json::json!({"id": "p3", "text": m6_text::opencc::t2s(&text(3))}).to_string();
+    std::fs::write(&jsonl, enc(encoding_rs::GBK, &format!("{line}\n"))).unwrap();
+    let out = t.path().join("jsonl-auto");
+    m6_ok(&["ingest", "--input", s(&jsonl), "--output", s(&out), "--quiet"]);
+    let errors: Vec<InputError> = Dataset::open(&out).unwrap().side("errors").unwrap().read_all().unwrap();
+    assert!(errors.len() == 1 && errors[0].kind == "utf8" && errors[0].message.contains("set `encoding`"), "{errors:?}");
+    let out = t.path().join("jsonl-gbk");
+    m6_ok(&["ingest", "--input", s(&jsonl), "--output", s(&out), "--quiet", "--set", "encoding=\"gbk\""]);
+    let docs: Vec<Document> = Dataset::open(&out).unwrap().read_all().unwrap();
+    assert_eq!(docs.iter().map(|d| d.text.clone()).collect::<Vec<_>>(), [m6_text::opencc::t2s(&text(3))]);
+
+    let pics = t.path().join("pics");
+    std::fs::create_dir_all(&pics).unwrap();
+    std::fs::copy(data_dir().join("photos/coffee.png"), pics.join("coffee.png")).unwrap();
+    std::fs::write(pics.join("coffee.txt"), enc(encoding_rs::GBK, "一杯咖啡")).unwrap();
+    let out = t.path().join("pairs");
+    m6_ok(&["ingest", "--input", s(&pics), "--output", s(&out), "--quiet", "--set", "encoding=\"gbk\""]);
+    let pairs: Vec<Pair> = Dataset::open(&out).unwrap().read_all().unwrap();
+    assert_eq!(pairs.iter().map(|p| p.caption.as_str()).collect::<Vec<_>>(), ["一杯咖啡"]);
+    let bad = m6(&["ingest", "--input", s(&pics), "--output", s(&t.path().join("x")), "--quiet", "--set", "encoding=\"klingon\""]);
+    assert!(!bad.status.success() && String::from_utf8_lossy(&bad.stderr).contains("not an encoding label"));
+}
+
 fn warc_record(url: &str, http: &[u8]) -> Vec<u8> {
     let mut r = format!(
         "WARC/1.0\r\nWARC-Type: response\r\nWARC-Record-ID: <urn:uuid:{}>\r\nWARC-Target-URI: {url}\r\nWARC-Date: 2024-03-01T12:00:00Z\r\nContent-Type: application/http; msgtype=response\r\nContent-Length: {}\r\n\r\n",

@@ -56,14 +56,16 @@ pub(crate) fn ingest(cfg: &IngestConfig, source_of: &dyn Fn(&Path) -> String, ta
             // error row naming it, as a non-UTF-8 `.txt` document is; it failed the whole
             // task (a thousand images). A UTF-8 byte-order mark is not caption text.
             let sctx = Ctx { cfg, path: &sidecar, label: &input.label, source: source.clone() };
-            match read_whole_text(cfg, &sidecar)?.0 {
-                WholeText::Text(c) => (Some(c), "sidecar"),
+            let (text, _) = read_whole_text(cfg, &sidecar)?;
+            text.count(out);
+            match text {
+                WholeText::Text(c, _) => (Some(c), "sidecar"),
                 WholeText::TooLarge(len) => {
                     sctx.error(out, "file".into(), "too_large", format!("caption sidecar of {len} bytes, over max_record_mb = {}; {name} not ingested", cfg.max_record_mb))?;
                     continue;
                 }
-                WholeText::NotUtf8(e) => {
-                    sctx.error(out, "file".into(), "utf8", format!("caption sidecar is not UTF-8 ({e}); {name} not ingested"))?;
+                WholeText::NotText(why) => {
+                    sctx.error(out, "file".into(), "utf8", format!("caption sidecar: {why}; {name} not ingested"))?;
                     continue;
                 }
             }
@@ -188,12 +190,14 @@ fn read_captions(ctx: &Ctx, dir: &Path, out: &mut TaskOutput, report: bool) -> R
         let f = std::io::BufReader::new(std::fs::File::open(&jsonl).map_err(io_err(&jsonl))?);
         let jctx = Ctx { cfg: ctx.cfg, path: &jsonl, label: ctx.label, source: ctx.source.clone() };
         for (i, line) in f.split(b'\n').enumerate() {
-            // A line that is not UTF-8 is an error row, not the end of the task.
-            let line = match String::from_utf8(line.map_err(io_err(&jsonl))?) {
-                Ok(l) => l,
-                Err(e) => {
+            // A line that is not UTF-8 (or `encoding`) is an error row, not the end of
+            // the task.
+            let line = line.map_err(io_err(&jsonl))?;
+            let line = match crate::charset::decode_line(&line, ctx.cfg.charset()) {
+                Ok(l) => l.into_owned(),
+                Err(why) => {
                     if report {
-                        jctx.error(out, format!("line {}", i + 1), "utf8", format!("not UTF-8: {}", e.utf8_error()))?;
+                        jctx.error(out, format!("line {}", i + 1), "utf8", why)?;
                     }
                     continue;
                 }
@@ -221,18 +225,25 @@ fn read_captions(ctx: &Ctx, dir: &Path, out: &mut TaskOutput, report: bool) -> R
     }
     if csv_path.is_file() {
         let mut r = csv::ReaderBuilder::new().flexible(true).from_path(&csv_path).map_err(|e| crate::IngestError::Config(format!("{}: {e}", csv_path.display())))?;
-        let headers = r.headers().map_err(|e| crate::IngestError::Config(format!("{}: {e}", csv_path.display())))?.clone();
+        // Fields are decoded one by one, in UTF-8 or `encoding`.
+        let cs = ctx.cfg.charset();
+        let headers = r.byte_headers().map_err(|e| crate::IngestError::Config(format!("{}: {e}", csv_path.display())))?.clone();
+        let headers: Vec<String> = headers.iter().map(|h| crate::charset::decode_line(h, cs).map(|c| c.trim_start_matches('\u{feff}').to_string()).unwrap_or_default()).collect();
         let col = |names: &[&str]| headers.iter().position(|h| names.contains(&h.trim()));
         let (Some(fc), Some(cc)) = (col(&["file", "filename", "image"]), col(&["caption", "text"])) else {
             return Err(crate::IngestError::Config(format!("{}: header must name a file column (file/filename/image) and a caption column (caption/text)", csv_path.display())).into());
         };
         let cctx = Ctx { cfg: ctx.cfg, path: &csv_path, label: ctx.label, source: ctx.source.clone() };
-        for (i, rec) in r.records().enumerate() {
+        for (i, rec) in r.byte_records().enumerate() {
             match rec {
                 Ok(rec) => match (rec.get(fc), rec.get(cc)) {
-                    (Some(f), Some(c)) => {
-                        by_name.insert(f.to_string(), (c.to_string(), i + 2));
-                    }
+                    (Some(f), Some(c)) => match (crate::charset::decode_line(f, cs), crate::charset::decode_line(c, cs)) {
+                        (Ok(f), Ok(c)) => {
+                            by_name.insert(f.into_owned(), (c.into_owned(), i + 2));
+                        }
+                        (Err(why), _) | (_, Err(why)) if report => cctx.error(out, format!("line {}", i + 2), "utf8", why)?,
+                        _ => {}
+                    },
                     _ if report => cctx.error(out, format!("line {}", i + 2), "caption_entry", "row lacks the file or caption column".into())?,
                     _ => {}
                 },

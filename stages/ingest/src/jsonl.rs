@@ -188,8 +188,8 @@ pub(crate) fn ingest(ctx: &Ctx, out: &mut TaskOutput) -> Result<(), BoxError> {
 }
 
 fn parse_line(ctx: &Ctx, line: &[u8]) -> Result<Document, (&'static str, String)> {
-    let text = std::str::from_utf8(line).map_err(|e| ("utf8", format!("invalid UTF-8: {e}")))?;
-    let value: Value = serde_json::from_str(text).map_err(|e| ("json", format!("invalid JSON: {e}")))?;
+    let text = crate::charset::decode_line(line, ctx.cfg.charset()).map_err(|why| ("utf8", why))?;
+    let value: Value = serde_json::from_str(&text).map_err(|e| ("json", format!("invalid JSON: {e}")))?;
     let Value::Object(mut obj) = value else {
         return Err(("not_object", "line is JSON but not an object".into()));
     };

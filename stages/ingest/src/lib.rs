@@ -12,6 +12,7 @@ use m6_pipeline::{BoxError, Flag, OutputSpec, RunContext, Stage, StageFactory, S
 use m6_schemas::{content_id, InputError, Kind};
 use serde::{Deserialize, Serialize};
 
+mod charset;
 mod images;
 mod jsonl;
 mod text;
@@ -143,12 +144,24 @@ pub struct IngestConfig {
     /// memory is about three times this (the record, its parsed form, its row).
     /// Default 64.
     pub max_record_mb: u64,
+    /// How text that is not UTF-8 is read: `auto` (default) reads a whole `.txt` file
+    /// or caption sidecar by its byte-order mark (UTF-16 included), or in the legacy
+    /// encoding it evidently is (GBK, Big5, ...: chardetng's guess, trusted from 64
+    /// non-ASCII bytes and only when the file decodes cleanly); an encoding label
+    /// (`gbk`, `gb18030`, `big5`, `shift_jis`, ...) reads every record not in UTF-8 in
+    /// it, JSONL and captions-file lines and short files included.
+    pub encoding: String,
 }
 
 impl IngestConfig {
     /// `max_record_mb` in bytes.
     pub fn max_record_bytes(&self) -> usize {
         (self.max_record_mb as usize).saturating_mul(1 << 20)
+    }
+
+    /// `encoding`, checked when the stage was built.
+    pub(crate) fn charset(&self) -> charset::Charset {
+        charset::Charset::parse(&self.encoding).unwrap_or(charset::Charset::Auto)
     }
 }
 
@@ -165,6 +178,7 @@ impl Default for IngestConfig {
             images_per_task: 1000,
             batch_rows: 2048,
             max_record_mb: 64,
+            encoding: "auto".into(),
         }
     }
 }
@@ -190,6 +204,7 @@ impl StageFactory for IngestFactory {
         if cfg.text_field.is_empty() {
             return Err(IngestError::Config("text_field must not be empty".into()).into());
         }
+        charset::Charset::parse(&cfg.encoding).map_err(IngestError::Config)?;
         Ok(Box::new(IngestStage { cfg }))
     }
 }
