@@ -223,6 +223,30 @@ fn a_byte_order_mark_before_the_first_jsonl_record_is_not_an_error() {
     assert_eq!(errors.iter().map(|e| (e.location.as_str(), e.kind.as_str())).collect::<Vec<_>>(), [("line 3", "json")]);
 }
 
+/// A JSONL line with an unpaired UTF-16 surrogate escape (Python's `json.dumps` of
+/// text read with `surrogateescape`) is kept, the surrogate read as U+FFFD and the
+/// repair counted; a surrogate pair is the character it encodes.
+#[test]
+fn jsonl_lines_with_lone_surrogates_are_kept() {
+    let t = tempfile::tempdir().unwrap();
+    let poems = poems(2);
+    let text = |i: usize| poems[i]["text"].as_str().unwrap().to_string();
+    let input = t.path().join("py.jsonl");
+    // The poems as JSON string bodies (their newlines escaped), a surrogate written next to each.
+    let body = |i: usize| {
+        let q = serde_json::to_string(&text(i)).unwrap();
+        q[1..q.len() - 1].to_string()
+    };
+    let lines = [format!(r#"{{"id": "a", "text": "{}\udcb3"}}"#, body(0)), format!(r#"{{"id": "b", "text": "\ud83d\ude00{}"}}"#, body(1))];
+    std::fs::write(&input, lines.join("\n")).unwrap();
+    let out = t.path().join("docs");
+    let summary: serde_json::Value = serde_json::from_str(&m6_ok(&["ingest", "--input", s(&input), "--output", s(&out), "--quiet", "--json"])).unwrap();
+    let docs: Vec<Document> = Dataset::open(&out).unwrap().read_all().unwrap();
+    assert_eq!(docs.iter().map(|d| d.text.clone()).collect::<Vec<_>>(), [format!("{}\u{fffd}", text(0)), format!("\u{1f600}{}", text(1))]);
+    assert_eq!(summary["counts"]["repaired.lone_surrogate"], 1, "{summary}");
+    assert!(summary["counts"].get("malformed").is_none(), "{summary}");
+}
+
 /// Chinese text files saved in a legacy encoding are read, not error rows: a GBK and a
 /// Big5 `.txt` by detection (`encoding = "auto"`, the default), a UTF-16 one by its
 /// byte-order mark, and a GBK JSONL file (whose lines are not guessed one by one) with

@@ -147,7 +147,10 @@ pub(crate) fn ingest(ctx: &Ctx, out: &mut TaskOutput) -> Result<(), BoxError> {
                     continue;
                 }
                 match parse_line(ctx, trimmed) {
-                    Ok(doc) => {
+                    Ok((doc, repaired)) => {
+                        if repaired {
+                            out.counters.bump("repaired.lone_surrogate", 1);
+                        }
                         let size = doc.text.len();
                         batch.push(doc, size, out)?;
                     }
@@ -187,9 +190,16 @@ pub(crate) fn ingest(ctx: &Ctx, out: &mut TaskOutput) -> Result<(), BoxError> {
     batch.flush(out)
 }
 
-fn parse_line(ctx: &Ctx, line: &[u8]) -> Result<Document, (&'static str, String)> {
+/// One JSONL record, and whether a lone surrogate had to be replaced to read it.
+fn parse_line(ctx: &Ctx, line: &[u8]) -> Result<(Document, bool), (&'static str, String)> {
     let text = crate::charset::decode_line(line, ctx.cfg.charset()).map_err(|why| ("utf8", why))?;
-    let value: Value = serde_json::from_str(&text).map_err(|e| ("json", format!("invalid JSON: {e}")))?;
+    let (value, repaired): (Value, bool) = match serde_json::from_str(&text) {
+        Ok(v) => (v, false),
+        Err(e) => match repair_lone_surrogates(&text).and_then(|t| serde_json::from_str(&t).ok()) {
+            Some(v) => (v, true),
+            None => return Err(("json", format!("invalid JSON: {e}"))),
+        },
+    };
     let Value::Object(mut obj) = value else {
         return Err(("not_object", "line is JSON but not an object".into()));
     };
@@ -211,7 +221,45 @@ fn parse_line(ctx: &Ctx, line: &[u8]) -> Result<Document, (&'static str, String)
         _ => ctx.source.clone(),
     };
     let meta = (!obj.is_empty()).then(|| Value::Object(Map::from_iter(obj)).to_string());
-    Ok(Document::new(&source, source_id, url, title, body, meta))
+    Ok((Document::new(&source, source_id, url, title, body, meta), repaired))
+}
+
+/// The line with each `\u` escape of an unpaired UTF-16 surrogate replaced by U+FFFD,
+/// or `None` when it has none. Python writes them (`json.dumps` of text decoded with
+/// `surrogateescape`, or of a string cut inside an emoji) and JSON's grammar allows
+/// them, but they are no character, so serde refuses the line: the whole document was
+/// an error row for one unreadable character, where Python readers keep it.
+fn repair_lone_surrogates(line: &str) -> Option<String> {
+    let b = line.as_bytes();
+    let unit = |i: usize| -> Option<u32> {
+        let h = b.get(i + 2..i + 6)?;
+        (b[i] == b'\\' && b[i + 1] == b'u').then_some(())?;
+        u32::from_str_radix(std::str::from_utf8(h).ok()?, 16).ok()
+    };
+    let (mut out, mut i, mut last, mut fixed) = (String::with_capacity(line.len()), 0, 0, false);
+    while i < b.len() {
+        if b[i] != b'\\' {
+            i += 1;
+            continue;
+        }
+        match unit(i) {
+            Some(0xD800..=0xDBFF) if unit(i + 6).is_some_and(|lo| (0xDC00..=0xDFFF).contains(&lo)) => i += 12,
+            Some(0xD800..=0xDFFF) => {
+                out.push_str(&line[last..i]);
+                out.push_str("\\uFFFD");
+                i += 6;
+                last = i;
+                fixed = true;
+            }
+            // Any other escape, `\\` included, is two bytes (or a whole \uXXXX).
+            Some(_) => i += 6,
+            None => i += 2,
+        }
+    }
+    fixed.then(|| {
+        out.push_str(&line[last..]);
+        out
+    })
 }
 
 fn scalar_string(v: Value) -> Option<String> {
@@ -254,6 +302,19 @@ mod tests {
             assert!(line.len() <= max);
         }
         out
+    }
+
+    #[test]
+    fn lone_surrogates_become_replacement_characters_and_pairs_stay() {
+        use super::repair_lone_surrogates as r;
+        assert_eq!(r(r#"{"text": "a\ud800b"}"#).as_deref(), Some(r#"{"text": "a\uFFFDb"}"#));
+        assert_eq!(r(r#"{"text": "\udc80\udcff"}"#).as_deref(), Some(r#"{"text": "\uFFFD\uFFFD"}"#));
+        assert_eq!(r(r#"{"text": "x\ud83d"}"#).as_deref(), Some(r#"{"text": "x\uFFFD"}"#));
+        // A pair, an escaped backslash before "ud800", and other escapes are left alone.
+        assert_eq!(r(r#"{"text": "\ud83d\ude00 \\ud800 \n \u4e2d"}"#), None);
+        assert_eq!(r(r#"{"text": "\\\ud800"}"#).as_deref(), Some(r#"{"text": "\\\uFFFD"}"#));
+        let fixed: serde_json::Value = serde_json::from_str(&r(r#"{"text": "好\ud800字"}"#).unwrap()).unwrap();
+        assert_eq!(fixed["text"], "好\u{fffd}字");
     }
 
     #[test]
