@@ -262,22 +262,51 @@ fn parse_http(block: &[u8]) -> Result<HttpResponse, String> {
             body = d;
         }
     }
-    match get("content-encoding").as_deref() {
-        Some("gzip") | Some("x-gzip") => {
-            let mut out = vec![];
-            if flate2::read::MultiGzDecoder::new(&body[..]).take(MAX_RECORD_BYTES).read_to_end(&mut out).is_ok() {
-                body = out;
-            }
-        }
-        Some("deflate") => {
-            let mut out = vec![];
-            if flate2::read::ZlibDecoder::new(&body[..]).take(MAX_RECORD_BYTES).read_to_end(&mut out).is_ok() {
-                body = out;
-            }
-        }
-        _ => {}
+    if let Some(enc) = get("content-encoding") {
+        body = decode_content(&enc, body)?;
     }
     Ok(HttpResponse { status, headers, body })
+}
+
+/// The body of a response whose `Content-Encoding` is `enc` (a list, applied in order),
+/// decoded: gzip, deflate, br and zstd, as crawlers ask for them. A body that does not
+/// decode is kept as it is only when it already reads as text (some WARC writers store
+/// the decoded body under the original header); otherwise the record is an error: a
+/// compressed body kept as it was became a page of binary noise for extract, without
+/// a word (br and zstd were never decoded).
+fn decode_content(enc: &str, mut body: Vec<u8>) -> Result<Vec<u8>, String> {
+    for coding in enc.split(',').map(str::trim).rev().filter(|c| !c.is_empty() && *c != "identity") {
+        let mut out = vec![];
+        let r = match coding {
+            "gzip" | "x-gzip" => flate2::read::MultiGzDecoder::new(&body[..]).take(MAX_RECORD_BYTES).read_to_end(&mut out),
+            // HTTP's "deflate" is zlib-wrapped; some servers send raw deflate.
+            "deflate" => flate2::read::ZlibDecoder::new(&body[..]).take(MAX_RECORD_BYTES).read_to_end(&mut out).or_else(|_| {
+                out.clear();
+                flate2::read::DeflateDecoder::new(&body[..]).take(MAX_RECORD_BYTES).read_to_end(&mut out)
+            }),
+            "br" => brotli_decompressor::Decompressor::new(&body[..], 1 << 16).take(MAX_RECORD_BYTES).read_to_end(&mut out),
+            "zstd" => zstd::stream::read::Decoder::new(&body[..]).and_then(|d| d.take(MAX_RECORD_BYTES).read_to_end(&mut out)),
+            other => Err(io::Error::other(format!("unknown content-encoding {other:?}"))),
+        };
+        match r {
+            Ok(_) if out.len() as u64 >= MAX_RECORD_BYTES => return Err(format!("body decompresses ({coding}) past {MAX_RECORD_BYTES} bytes")),
+            Ok(_) => body = out,
+            Err(_) if looks_decoded(&body) => return Ok(body),
+            Err(e) => return Err(format!("body does not decode as its content-encoding {coding}: {e}")),
+        }
+    }
+    Ok(body)
+}
+
+/// Whether a body that failed to decode is text already: valid UTF-8 in its first
+/// 4 KB (up to a character cut at the end), or markup.
+fn looks_decoded(body: &[u8]) -> bool {
+    let head = &body[..body.len().min(4096)];
+    let utf8 = match std::str::from_utf8(head) {
+        Ok(_) => true,
+        Err(e) => e.error_len().is_none() && e.valid_up_to() + 4 > head.len(),
+    };
+    utf8 || head.trim_ascii_start().first() == Some(&b'<')
 }
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
@@ -429,6 +458,37 @@ mod tests {
         assert_eq!(errs.len(), 1);
         assert_eq!(errs[0].offset, bad_at as u64);
         assert!(errs[0].message.contains("twelve"));
+    }
+
+    #[test]
+    fn br_zstd_and_raw_deflate_bodies_are_decoded_and_undecodable_ones_are_errors() {
+        let html = "<html><body><p>一个被压缩的网页。</p></body></html>".repeat(20);
+        let response = |enc: &str, body: &[u8]| {
+            let mut b = format!("HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Encoding: {enc}\r\n\r\n").into_bytes();
+            b.extend_from_slice(body);
+            b
+        };
+        let mut br = vec![];
+        brotli::BrotliCompress(&mut html.as_bytes(), &mut br, &Default::default()).unwrap();
+        let zst = zstd::stream::encode_all(html.as_bytes(), 3).unwrap();
+        let mut raw = flate2::write::DeflateEncoder::new(vec![], flate2::Compression::default());
+        raw.write_all(html.as_bytes()).unwrap();
+        let raw = raw.finish().unwrap();
+        for (enc, body) in [("br", &br), ("zstd", &zst), ("deflate", &raw), ("gzip, br", &{
+            let mut b = vec![];
+            brotli::BrotliCompress(&mut &gz(html.as_bytes())[..], &mut b, &Default::default()).unwrap();
+            b
+        })] {
+            assert_eq!(parse_http(&response(enc, body)).unwrap().body, html.as_bytes(), "{enc}");
+        }
+        // Stored decoded under its original header (GBK markup included): kept as it is.
+        let gbk = encoding_rs::GBK.encode(&html).0.into_owned();
+        assert_eq!(parse_http(&response("gzip", &gbk)).unwrap().body, gbk);
+        // Compressed and cut, or an encoding nobody decodes: an error, not binary noise.
+        let cut = gz(html.as_bytes());
+        let e = parse_http(&response("gzip", &cut[..cut.len() / 2])).err().unwrap();
+        assert!(e.contains("does not decode as its content-encoding gzip"), "{e}");
+        assert!(parse_http(&response("compress", &zst)).is_err());
     }
 
     #[test]
