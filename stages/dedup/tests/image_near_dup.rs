@@ -276,6 +276,15 @@ fn cut_off_and_animated_copies_give_way_to_whole_ones() {
     let mut rows: Vec<Image> = vec![];
     let (mut want, mut flawed) = (vec![], vec![]);
     let smaller = |img: &DynamicImage| img.resize(img.width() * 3 / 4, img.height() * 3 / 4, image::imageops::FilterType::Triangle);
+    // A photo's flawed copy, then its whole one at 3/4 size.
+    let mut push = |name: &str, kind: &str, bad: Vec<u8>, img: &DynamicImage| {
+        let bad = image_row(kind, &format!("{name}:{kind}"), bad);
+        flawed.push(bad.id.clone());
+        rows.push(bad);
+        let whole = image_row("whole", &format!("{name}:whole"), jpeg(&smaller(img), 90));
+        want.push(whole.id.clone());
+        rows.push(whole);
+    };
     for name in ["astronaut.png", "coffee.png", "chelsea.png"] {
         let img = photo(name);
         // The last 4% of the scan lost: the bottom rows decode grey, and the rest is
@@ -283,12 +292,7 @@ fn cut_off_and_animated_copies_give_way_to_whole_ones() {
         let full = jpeg(&img, 92);
         let cut = full[..full.len() * 24 / 25].to_vec();
         assert!(m6_imaging::truncated(image::ImageFormat::Jpeg, &cut).is_some());
-        let cut = image_row("cut", &format!("{name}:cut"), cut);
-        flawed.push(cut.id.clone());
-        rows.push(cut);
-        let whole = image_row("whole", &format!("{name}:whole"), jpeg(&smaller(&img), 90));
-        want.push(whole.id.clone());
-        rows.push(whole);
+        push(name, "cut", cut, &img);
     }
     for name in ["camera.png", "rocket.jpg"] {
         let img = photo(name);
@@ -299,12 +303,7 @@ fn cut_off_and_animated_copies_give_way_to_whole_ones() {
             enc.encode_frames(frames.into_iter().map(|f| Frame::from_parts(f, 0, 0, Delay::from_numer_denom_ms(100, 1)))).unwrap();
         }
         assert!(m6_imaging::animated(image::ImageFormat::Gif, &gif));
-        let anim = image_row("animated", &format!("{name}:animated"), gif);
-        flawed.push(anim.id.clone());
-        rows.push(anim);
-        let whole = image_row("whole", &format!("{name}:whole"), jpeg(&smaller(&img), 90));
-        want.push(whole.id.clone());
-        rows.push(whole);
+        push(name, "animated", gif, &img);
     }
     want.sort();
     // Under `first` too (each flawed copy comes before its whole one).
