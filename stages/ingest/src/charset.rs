@@ -9,8 +9,9 @@
 //! and the file decodes without a malformed byte under it. A single-byte guess
 //! (windows-1252, ...) is refused: such encodings read any bytes, so a GBK file with
 //! one damaged byte, which the detector then no longer calls GBK, would be read as
-//! Latin letters. Lines of a JSONL or captions file are not guessed one by one: they are UTF-8, or
-//! the encoding set by name (`encoding = "gbk"`), which also reads short files.
+//! Latin letters. Lines of a JSONL or captions file are not guessed one by one: they
+//! are UTF-8, or the encoding set by name (`encoding = "gbk"`), which also reads short
+//! files.
 
 use encoding_rs::{Encoding, UTF_8};
 

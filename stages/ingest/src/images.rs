@@ -52,9 +52,10 @@ pub(crate) fn ingest(cfg: &IngestConfig, source_of: &dyn Fn(&Path) -> String, ta
         let sidecar = input.path.with_extension("txt");
         let name = input.path.file_name().unwrap().to_string_lossy().to_string();
         let (caption, origin) = if sidecar.is_file() {
-            // A sidecar that is not UTF-8 (GBK from a Chinese Windows editor, say) is an
-            // error row naming it, as a non-UTF-8 `.txt` document is; it failed the whole
-            // task (a thousand images). A UTF-8 byte-order mark is not caption text.
+            // A sidecar read as a `.txt` document is (`crate::charset`: a short GBK
+            // caption needs `encoding` set); one that cannot be read is an error row
+            // naming it, not the failure of the whole task (a thousand images). A
+            // byte-order mark is not caption text.
             let sctx = Ctx { cfg, path: &sidecar, label: &input.label, source: source.clone() };
             let (text, _) = read_whole_text(cfg, &sidecar)?;
             text.count(out);
