@@ -872,18 +872,64 @@ pub fn format_name(f: image::ImageFormat) -> String {
     }
 }
 
-/// Whether a GIF, PNG (APNG) or WebP holds more than one frame (a GIF: two frames that
-/// decode). The filter drops animations (M6 keeps still pictures) and crawl keeps them
-/// as they came, so that the filter can still see them; both ask here.
+/// Whether a GIF, PNG (APNG) or WebP holds more than one frame (a GIF: two frames
+/// whose data is whole, [`gif_frames`]). The filter drops animations (M6 keeps still
+/// pictures), dedup keeps them last, and crawl keeps them as they came, so that the
+/// filter can still see them; all ask here.
 pub fn animated(format: image::ImageFormat, bytes: &[u8]) -> bool {
-    use image::AnimationDecoder;
     match format {
-        image::ImageFormat::Gif => image::codecs::gif::GifDecoder::new(Cursor::new(bytes)).is_ok_and(|d| d.into_frames().take(2).filter(|f| f.is_ok()).count() > 1),
+        image::ImageFormat::Gif => gif_frames(bytes, 2) >= 2,
         // Header-sized limits: the reader inflates the colour profile (see HEADER_ALLOC).
         image::ImageFormat::Png => image::codecs::png::PngDecoder::with_limits(Cursor::new(bytes), header_limits()).is_ok_and(|d| d.is_apng().unwrap_or(false)),
         image::ImageFormat::WebP => image::codecs::webp::WebPDecoder::new(Cursor::new(bytes)).is_ok_and(|d| d.has_animation()),
         _ => false,
     }
+}
+
+/// Frames of a GIF, counted up to `most`, by walking its blocks without decoding any:
+/// a frame counts when its image descriptor names a non-empty area and its data
+/// sub-blocks end inside the file. Decoding two frames to tell a still GIF from an
+/// animation took 1.7 ms for a 512 px photo saved as GIF, 70% of decoding it at
+/// dedup's work size, on every GIF dedup and the filter saw.
+pub fn gif_frames(bytes: &[u8], most: usize) -> usize {
+    // Sub-blocks from `i` (a length byte, then that many bytes, until a length of 0):
+    // the offset after the terminator, or None when the file ends first.
+    let sub_blocks = |mut i: usize| -> Option<usize> {
+        loop {
+            let n = *bytes.get(i)? as usize;
+            i += 1 + n;
+            if n == 0 {
+                return Some(i);
+            }
+        }
+    };
+    let table = |packed: u8| if packed & 0x80 != 0 { 3usize << ((packed & 7) + 1) } else { 0 };
+    if bytes.len() < 13 || !(bytes.starts_with(b"GIF87a") || bytes.starts_with(b"GIF89a")) {
+        return 0;
+    }
+    let (mut i, mut frames) = (13 + table(bytes[10]), 0);
+    while frames < most {
+        match bytes.get(i) {
+            Some(0x21) => match sub_blocks(i + 2) {
+                Some(next) => i = next,
+                None => break,
+            },
+            Some(0x2C) => {
+                let Some(d) = bytes.get(i + 1..i + 10) else { break };
+                let (w, h) = (u16::from_le_bytes([d[4], d[5]]), u16::from_le_bytes([d[6], d[7]]));
+                // The descriptor, its colour table, then the LZW code size byte.
+                match sub_blocks(i + 10 + table(d[8]) + 1) {
+                    Some(next) => {
+                        frames += usize::from(w > 0 && h > 0);
+                        i = next;
+                    }
+                    None => break,
+                }
+            }
+            _ => break,
+        }
+    }
+    frames
 }
 
 /// The most a header read may allocate. A PNG's header holds its colour profile
@@ -1008,6 +1054,26 @@ fn test_photos_dir() -> std::path::PathBuf {
 
 #[cfg(test)]
 mod tests {
+    /// Two frames that are whole make an animation; a still GIF, a GIF cut inside or
+    /// before its second frame, and not a GIF at all do not.
+    #[test]
+    fn gif_frames_are_counted_from_the_blocks() {
+        use image::codecs::gif::GifEncoder;
+        let a = image::RgbaImage::from_fn(40, 30, |x, y| image::Rgba([(x * 6) as u8, (y * 8) as u8, 90, 255]));
+        let b = image::RgbaImage::from_fn(40, 30, |x, y| image::Rgba([(y * 8) as u8, (x * 6) as u8, 30, 255]));
+        let mut two = vec![];
+        GifEncoder::new(&mut two).encode_frames([image::Frame::new(a.clone()), image::Frame::new(b)]).unwrap();
+        let mut one = vec![];
+        GifEncoder::new(&mut one).encode_frames([image::Frame::new(a)]).unwrap();
+        assert_eq!((gif_frames(&two, 9), gif_frames(&one, 9)), (2, 1));
+        assert!(animated(image::ImageFormat::Gif, &two) && !animated(image::ImageFormat::Gif, &one));
+        // Cut inside the second frame's data, or just after the first frame.
+        assert_eq!(gif_frames(&two[..two.len() - 10], 9), 1);
+        assert_eq!(gif_frames(&two[..one.len() - 1], 9), 1);
+        assert_eq!(gif_frames(b"GIF89a", 9), 0);
+        assert_eq!(gif_frames(&one[..20], 9), 0);
+    }
+
     use super::*;
 
     fn gray(w: usize, h: usize, f: impl Fn(usize, usize) -> f32) -> Gray {
