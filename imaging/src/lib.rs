@@ -1054,6 +1054,8 @@ fn test_photos_dir() -> std::path::PathBuf {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     /// Two frames that are whole make an animation; a still GIF, a GIF cut inside or
     /// before its second frame, and not a GIF at all do not.
     #[test]
@@ -1073,8 +1075,6 @@ mod tests {
         assert_eq!(gif_frames(b"GIF89a", 9), 0);
         assert_eq!(gif_frames(&one[..20], 9), 0);
     }
-
-    use super::*;
 
     fn gray(w: usize, h: usize, f: impl Fn(usize, usize) -> f32) -> Gray {
         Gray { w, h, px: (0..w * h).map(|i| f(i % w, i / w)).collect() }

@@ -187,6 +187,8 @@ fn read_captions(ctx: &Ctx, dir: &Path, out: &mut TaskOutput, report: bool) -> R
     let mut by_name = HashMap::new();
     let jsonl = dir.join(CAPTIONS_JSONL);
     let csv_path = dir.join(CAPTIONS_CSV);
+    // Lines and fields are UTF-8 or `encoding`.
+    let cs = ctx.cfg.charset();
     if jsonl.is_file() {
         let f = std::io::BufReader::new(std::fs::File::open(&jsonl).map_err(io_err(&jsonl))?);
         let jctx = Ctx { cfg: ctx.cfg, path: &jsonl, label: ctx.label, source: ctx.source.clone() };
@@ -194,7 +196,7 @@ fn read_captions(ctx: &Ctx, dir: &Path, out: &mut TaskOutput, report: bool) -> R
             // A line that is not UTF-8 (or `encoding`) is an error row, not the end of
             // the task.
             let line = line.map_err(io_err(&jsonl))?;
-            let line = match crate::charset::decode_line(&line, ctx.cfg.charset()) {
+            let line = match crate::charset::decode_line(&line, cs) {
                 Ok(l) => l.into_owned(),
                 Err(why) => {
                     if report {
@@ -226,8 +228,6 @@ fn read_captions(ctx: &Ctx, dir: &Path, out: &mut TaskOutput, report: bool) -> R
     }
     if csv_path.is_file() {
         let mut r = csv::ReaderBuilder::new().flexible(true).from_path(&csv_path).map_err(|e| crate::IngestError::Config(format!("{}: {e}", csv_path.display())))?;
-        // Fields are decoded one by one, in UTF-8 or `encoding`.
-        let cs = ctx.cfg.charset();
         let headers = r.byte_headers().map_err(|e| crate::IngestError::Config(format!("{}: {e}", csv_path.display())))?.clone();
         let headers: Vec<String> = headers.iter().map(|h| crate::charset::decode_line(h, cs).map(|c| c.trim_start_matches('\u{feff}').to_string()).unwrap_or_default()).collect();
         let col = |names: &[&str]| headers.iter().position(|h| names.contains(&h.trim()));

@@ -128,6 +128,8 @@ pub(crate) fn ingest(ctx: &Ctx, out: &mut TaskOutput) -> Result<(), BoxError> {
     let max = ctx.cfg.max_record_bytes();
     let mut lines = BoundedLines::new(opened.reader, max);
     let mut batch = Batcher::<Document>::new(ctx.cfg.batch_rows);
+    // Parsed once per file, not per line.
+    let cs = ctx.cfg.charset();
     let mut line = Vec::with_capacity(1 << 16);
     let mut line_no = 0u64;
     loop {
@@ -146,7 +148,7 @@ pub(crate) fn ingest(ctx: &Ctx, out: &mut TaskOutput) -> Result<(), BoxError> {
                 if trimmed.is_empty() {
                     continue;
                 }
-                match parse_line(ctx, trimmed) {
+                match parse_line(ctx, cs, trimmed) {
                     Ok((doc, repaired)) => {
                         if repaired {
                             out.counters.bump("repaired.lone_surrogate", 1);
@@ -191,8 +193,8 @@ pub(crate) fn ingest(ctx: &Ctx, out: &mut TaskOutput) -> Result<(), BoxError> {
 }
 
 /// One JSONL record, and whether a lone surrogate had to be replaced to read it.
-fn parse_line(ctx: &Ctx, line: &[u8]) -> Result<(Document, bool), (&'static str, String)> {
-    let text = crate::charset::decode_line(line, ctx.cfg.charset()).map_err(|why| ("utf8", why))?;
+fn parse_line(ctx: &Ctx, cs: crate::charset::Charset, line: &[u8]) -> Result<(Document, bool), (&'static str, String)> {
+    let text = crate::charset::decode_line(line, cs).map_err(|why| ("utf8", why))?;
     let (value, repaired): (Value, bool) = match serde_json::from_str(&text) {
         Ok(v) => (v, false),
         Err(e) => match repair_lone_surrogates(&text).and_then(|t| serde_json::from_str(&t).ok()) {

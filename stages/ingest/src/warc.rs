@@ -272,8 +272,8 @@ fn parse_http(block: &[u8]) -> Result<HttpResponse, String> {
 /// decoded: gzip, deflate, br and zstd, as crawlers ask for them. A body that does not
 /// decode is kept as it is only when it already reads as text (some WARC writers store
 /// the decoded body under the original header); otherwise the record is an error: a
-/// compressed body kept as it was became a page of binary noise for extract, without
-/// a word (br and zstd were never decoded).
+/// body that did not decode (br and zstd never did) was kept compressed as the page
+/// body, without a word, for extract to read as HTML.
 fn decode_content(enc: &str, mut body: Vec<u8>) -> Result<Vec<u8>, String> {
     for coding in enc.split(',').map(str::trim).rev().filter(|c| !c.is_empty() && *c != "identity") {
         let mut out = vec![];
