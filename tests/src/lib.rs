@@ -23,6 +23,15 @@ pub fn data_dir() -> PathBuf {
     d
 }
 
+/// Makes `dir` (and its parents) and copies the named photos of `data/photos` into it.
+pub fn photo_folder(dir: &Path, names: &[&str]) {
+    std::fs::create_dir_all(dir).unwrap();
+    let photos = data_dir().join("photos");
+    for name in names {
+        std::fs::copy(photos.join(name), dir.join(name)).unwrap();
+    }
+}
+
 /// The project's Python venv (made by `make venv`), for pyarrow checks.
 pub fn venv_python() -> PathBuf {
     let v = std::env::var_os("M6_VENV").map(PathBuf::from).unwrap_or_else(|| repo().join(".venv"));

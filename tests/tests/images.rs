@@ -16,10 +16,7 @@ fn caption_less_image_folder_ingests_as_images_then_dedups_and_filters() {
     let t = tempfile::tempdir().unwrap();
     let photos = data_dir().join("photos");
     let dir = t.path().join("album/trip");
-    std::fs::create_dir_all(&dir).unwrap();
-    for name in ["astronaut.png", "coffee.png", "rocket.jpg", "chelsea.png"] {
-        std::fs::copy(photos.join(name), dir.join(name)).unwrap();
-    }
+    photo_folder(&dir, &["astronaut.png", "coffee.png", "rocket.jpg", "chelsea.png"]);
     // The same photo again under another name, and a file that is no image.
     std::fs::copy(photos.join("coffee.png"), dir.join("coffee-copy.png")).unwrap();
     std::fs::write(dir.join("broken.jpg"), b"\xff\xd8\xff\xe0 not really").unwrap();
@@ -68,8 +65,7 @@ fn stats_examples_of_damaged_images_name_the_file() {
     let t = tempfile::tempdir().unwrap();
     let photos = data_dir().join("photos");
     let dir = t.path().join("photos");
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::copy(photos.join("coffee.png"), dir.join("coffee.png")).unwrap();
+    photo_folder(&dir, &["coffee.png"]);
     let jpeg = std::fs::read(photos.join("rocket.jpg")).unwrap();
     std::fs::write(dir.join("rocket-cut.jpg"), &jpeg[..jpeg.len() / 2]).unwrap();
     let (ingested, filtered) = (t.path().join("images"), t.path().join("filtered"));
@@ -94,12 +90,10 @@ fn linked_photos_and_folders_are_ingested_and_a_broken_link_is_named() {
     let photos = data_dir().join("photos");
     let root = t.path().join("album");
     let own = root.join("own");
-    std::fs::create_dir_all(&own).unwrap();
-    std::fs::copy(photos.join("coffee.png"), own.join("coffee.png")).unwrap();
+    photo_folder(&own, &["coffee.png"]);
     symlink(photos.join("rocket.jpg"), root.join("rocket.jpg")).unwrap();
     let shared = t.path().join("shared");
-    std::fs::create_dir_all(&shared).unwrap();
-    std::fs::copy(photos.join("chelsea.png"), shared.join("chelsea.png")).unwrap();
+    photo_folder(&shared, &["chelsea.png"]);
     symlink(&shared, root.join("shared")).unwrap();
     symlink("..", own.join("up")).unwrap();
     let out = t.path().join("images");
@@ -124,12 +118,8 @@ fn linked_photos_and_folders_are_ingested_and_a_broken_link_is_named() {
 #[test]
 fn captions_file_problems_are_reported_once() {
     let t = tempfile::tempdir().unwrap();
-    let photos = data_dir().join("photos");
     let dir = t.path().join("相册");
-    std::fs::create_dir_all(&dir).unwrap();
-    for name in ["camera.png", "coins.png", "rocket.jpg", "horse.png"] {
-        std::fs::copy(photos.join(name), dir.join(name)).unwrap();
-    }
+    photo_folder(&dir, &["camera.png", "coins.png", "rocket.jpg", "horse.png"]);
     let lines = [
         r#"{"file": "camera.png", "caption": "相机"}"#,
         r#"{"file": "coins.png", "caption": "硬币"}"#,

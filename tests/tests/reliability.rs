@@ -183,12 +183,9 @@ fn an_input_edited_without_changing_its_size_is_reprocessed() {
 #[test]
 fn an_edited_caption_file_is_reingested() {
     let t = tempfile::tempdir().unwrap();
-    let photos = data_dir().join("photos");
     let dir = t.path().join("imgs");
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::copy(photos.join("astronaut.png"), dir.join("astronaut.png")).unwrap();
+    photo_folder(&dir, &["astronaut.png", "chelsea.png"]);
     std::fs::write(dir.join("astronaut.txt"), "宇航员的肖像\n").unwrap();
-    std::fs::copy(photos.join("chelsea.png"), dir.join("chelsea.png")).unwrap();
     std::fs::write(dir.join("captions.csv"), "file,caption\nchelsea.png,一只猫\n").unwrap();
     let out = t.path().join("pairs");
     let captions = |out: &Path| -> Vec<String> {
