@@ -78,6 +78,32 @@ pub struct Signed {
     pub body: Vec<u8>,
 }
 
+/// The exact key of a text whose normalised form is `normalised`: blake3 of that form.
+/// Text with no letter or digit (emoji, symbols, punctuation alone) normalises to
+/// nothing, and keying that would make every such text an exact duplicate of every
+/// other and of an empty one; it is keyed by its own characters (whitespace left out),
+/// tagged apart from normalised forms. Text of whitespace alone keeps the empty key.
+/// Bodies written before hold the empty key for such text, so against them it is not
+/// found (a missed duplicate of text with no words), and only a new text of whitespace
+/// alone can match them (nothing is lost): the signature format keeps its version.
+pub fn text_key(normalised: &str, raw: &str) -> u64 {
+    if !normalised.is_empty() {
+        return u64_of(blake3::hash(normalised.as_bytes()).as_bytes());
+    }
+    let mut h = blake3::Hasher::new();
+    h.update(b"m6-dedup-unnormalised\0");
+    let mut any = false;
+    let mut buf = [0u8; 4];
+    for c in raw.chars().filter(|c| !c.is_whitespace()) {
+        any = true;
+        h.update(c.encode_utf8(&mut buf).as_bytes());
+    }
+    if !any {
+        return u64_of(blake3::hash(b"").as_bytes());
+    }
+    u64_of(h.finalize().as_bytes())
+}
+
 pub fn u64_of(bytes: &[u8]) -> u64 {
     u64::from_le_bytes(bytes[..8].try_into().unwrap())
 }
@@ -117,7 +143,7 @@ impl<'a> Signer<'a> {
     pub fn text(&mut self, text: &str) -> Signed {
         let cfg = self.cfg;
         self.norm.normalize_both(text, &mut self.chars, &mut self.utf8);
-        let exact = u64_of(blake3::hash(self.utf8.as_bytes()).as_bytes());
+        let exact = text_key(&self.utf8, text);
         let has_sig = match cfg.shingle {
             Shingle::Char => self.mh.char_ngrams(&self.chars, cfg.ngram, &mut self.sig),
             Shingle::Word => {
@@ -190,7 +216,7 @@ impl<'a> Signer<'a> {
 
     pub fn pair(&mut self, bytes: &[u8], caption: &str, size: u32) -> Signed {
         let (exact, sig) = self.image_keys(bytes);
-        let cap = u64_of(blake3::hash(self.norm.normalize(caption).as_bytes()).as_bytes());
+        let cap = text_key(&self.norm.normalize(caption), caption);
         let mut body = Vec::with_capacity(image_verify::PAYLOAD_LEN);
         image_verify::encode_payload(exact, sig.as_ref(), self.flawed(bytes, size), cap, &mut body);
         let score = image_score(bytes.len(), size, sig.as_ref());

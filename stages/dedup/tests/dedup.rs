@@ -83,6 +83,27 @@ fn exact_duplicates_across_shards_are_removed() {
 }
 
 #[test]
+fn texts_without_words_are_not_all_exact_duplicates_of_each_other() {
+    // Emoji, symbols and punctuation normalise to nothing; keyed by that, every such
+    // text (and every empty one) was one "exact duplicate" and all but one were removed.
+    let tmp = tempfile::tempdir().unwrap();
+    let texts = ["😀😀😀", "🎉🎉", "★☆★☆", "！？！？", "→ ← ↑ ↓", "😀 😀😀", "", " \n "];
+    let rows: Vec<Document> = texts.iter().enumerate().map(|(i, t)| doc("a", &format!("s{i}"), t)).collect();
+    let input = write_dataset(&tmp.path().join("in"), &rows, 2);
+    let out = tmp.path().join("out");
+    dedup(&input, &out, DedupConfig::default(), 2).unwrap();
+    let kept = kept_ids::<Document>(&out, |d| d.id.clone());
+    let all: Vec<String> = rows.iter().map(|d| d.id.clone()).collect();
+    let removed = check_audit(&all, &kept, &duplicates(&out));
+    // Only the true copies go: "😀 😀😀" is "😀😀😀" with a space, and the two texts
+    // with nothing but whitespace are each other's copies.
+    let gone: HashSet<&str> = removed.keys().map(|id| rows.iter().find(|d| &d.id == id).unwrap().text.as_str()).collect();
+    assert_eq!(removed.len(), 2, "{gone:?}");
+    assert!(gone.contains("😀 😀😀") || gone.contains("😀😀😀"), "{gone:?}");
+    assert!(gone.contains("") || gone.contains(" \n "), "{gone:?}");
+}
+
+#[test]
 fn quality_keep_rule_keeps_the_best_scored_copy() {
     let tmp = tempfile::tempdir().unwrap();
     let texts = articles(40, 3);
