@@ -241,7 +241,9 @@ struct HttpResponse {
     body: Vec<u8>,
 }
 
-fn parse_http(block: &[u8]) -> Result<HttpResponse, String> {
+/// `max`: the most bytes a decompressed body may take (`max_record_mb`), so a small
+/// compressed body cannot expand past what the record cap allows.
+fn parse_http(block: &[u8], max: u64) -> Result<HttpResponse, String> {
     let head_end = find(block, b"\r\n\r\n").map(|i| (i, 4)).or_else(|| find(block, b"\n\n").map(|i| (i, 2))).ok_or("HTTP headers never end")?;
     let head = String::from_utf8_lossy(&block[..head_end.0]);
     let mut lines = head.lines();
@@ -263,7 +265,7 @@ fn parse_http(block: &[u8]) -> Result<HttpResponse, String> {
         }
     }
     if let Some(enc) = get("content-encoding") {
-        body = decode_content(&enc, body)?;
+        body = decode_content(&enc, body, max)?;
     }
     Ok(HttpResponse { status, headers, body })
 }
@@ -273,23 +275,26 @@ fn parse_http(block: &[u8]) -> Result<HttpResponse, String> {
 /// decode is kept as it is only when it already reads as text (some WARC writers store
 /// the decoded body under the original header); otherwise the record is an error: a
 /// body that did not decode (br and zstd never did) was kept compressed as the page
-/// body, without a word, for extract to read as HTML.
-fn decode_content(enc: &str, mut body: Vec<u8>) -> Result<Vec<u8>, String> {
+/// body, without a word, for extract to read as HTML. A body that decodes to more than
+/// `max` bytes is an error, read no further than one byte past it.
+fn decode_content(enc: &str, mut body: Vec<u8>, max: u64) -> Result<Vec<u8>, String> {
+    // One byte past the cap tells a body of exactly `max` bytes from a longer one.
+    let cap = max.saturating_add(1);
     for coding in enc.split(',').map(str::trim).rev().filter(|c| !c.is_empty() && *c != "identity") {
         let mut out = vec![];
         let r = match coding {
-            "gzip" | "x-gzip" => flate2::read::MultiGzDecoder::new(&body[..]).take(MAX_RECORD_BYTES).read_to_end(&mut out),
+            "gzip" | "x-gzip" => flate2::read::MultiGzDecoder::new(&body[..]).take(cap).read_to_end(&mut out),
             // HTTP's "deflate" is zlib-wrapped; some servers send raw deflate.
-            "deflate" => flate2::read::ZlibDecoder::new(&body[..]).take(MAX_RECORD_BYTES).read_to_end(&mut out).or_else(|_| {
+            "deflate" => flate2::read::ZlibDecoder::new(&body[..]).take(cap).read_to_end(&mut out).or_else(|_| {
                 out.clear();
-                flate2::read::DeflateDecoder::new(&body[..]).take(MAX_RECORD_BYTES).read_to_end(&mut out)
+                flate2::read::DeflateDecoder::new(&body[..]).take(cap).read_to_end(&mut out)
             }),
-            "br" => brotli_decompressor::Decompressor::new(&body[..], 1 << 16).take(MAX_RECORD_BYTES).read_to_end(&mut out),
-            "zstd" => zstd::stream::read::Decoder::new(&body[..]).and_then(|d| d.take(MAX_RECORD_BYTES).read_to_end(&mut out)),
+            "br" => brotli_decompressor::Decompressor::new(&body[..], 1 << 16).take(cap).read_to_end(&mut out),
+            "zstd" => zstd::stream::read::Decoder::new(&body[..]).and_then(|d| d.take(cap).read_to_end(&mut out)),
             other => Err(io::Error::other(format!("unknown content-encoding {other:?}"))),
         };
         match r {
-            Ok(_) if out.len() as u64 >= MAX_RECORD_BYTES => return Err(format!("body decompresses ({coding}) past {MAX_RECORD_BYTES} bytes")),
+            Ok(_) if out.len() as u64 > max => return Err(format!("body decompresses ({coding}) past {max} bytes (max_record_mb)")),
             Ok(_) => body = out,
             Err(_) if looks_decoded(&body) => return Ok(body),
             Err(e) => return Err(format!("body does not decode as its content-encoding {coding}: {e}")),
@@ -356,7 +361,7 @@ pub(crate) fn ingest(ctx: &Ctx, out: &mut TaskOutput) -> Result<(), BoxError> {
         let fetch_time = rec.header("WARC-Date").and_then(parse_date).unwrap_or(0);
         // A response record holds an HTTP message; a resource record holds the bare body.
         let (status, headers, content_type, body) = if kind == "response" {
-            match parse_http(&rec.block) {
+            match parse_http(&rec.block, ctx.cfg.max_record_bytes() as u64) {
                 Ok(http) => {
                     let content_type = http.headers.iter().find(|(k, _)| k == "content-type").map(|(_, v)| v.clone());
                     (Some(http.status), http.headers, content_type, http.body)
@@ -479,16 +484,22 @@ mod tests {
             brotli::BrotliCompress(&mut &gz(html.as_bytes())[..], &mut b, &Default::default()).unwrap();
             b
         })] {
-            assert_eq!(parse_http(&response(enc, body)).unwrap().body, html.as_bytes(), "{enc}");
+            assert_eq!(parse_http(&response(enc, body), MAX_RECORD_BYTES).unwrap().body, html.as_bytes(), "{enc}");
         }
         // Stored decoded under its original header (GBK markup included): kept as it is.
         let gbk = encoding_rs::GBK.encode(&html).0.into_owned();
-        assert_eq!(parse_http(&response("gzip", &gbk)).unwrap().body, gbk);
+        assert_eq!(parse_http(&response("gzip", &gbk), MAX_RECORD_BYTES).unwrap().body, gbk);
         // Compressed and cut, or an encoding nobody decodes: an error, not binary noise.
         let cut = gz(html.as_bytes());
-        let e = parse_http(&response("gzip", &cut[..cut.len() / 2])).err().unwrap();
+        let e = parse_http(&response("gzip", &cut[..cut.len() / 2]), MAX_RECORD_BYTES).err().unwrap();
         assert!(e.contains("does not decode as its content-encoding gzip"), "{e}");
-        assert!(parse_http(&response("compress", &zst)).is_err());
+        assert!(parse_http(&response("compress", &zst), MAX_RECORD_BYTES).is_err());
+        // The cap is the configured one (max_record_mb), not the default: a body that
+        // decodes to exactly the cap is kept, one byte more is refused.
+        let n = html.len() as u64;
+        assert_eq!(parse_http(&response("zstd", &zst), n).unwrap().body, html.as_bytes());
+        let e = parse_http(&response("zstd", &zst), n - 1).err().unwrap();
+        assert!(e.contains(&format!("past {} bytes (max_record_mb)", n - 1)), "{e}");
     }
 
     #[test]
@@ -500,7 +511,7 @@ mod tests {
         chunked.extend_from_slice(b"\r\n0\r\n\r\n");
         let mut block = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Encoding: gzip\r\n\r\n".to_vec();
         block.extend_from_slice(&chunked);
-        let r = parse_http(&block).unwrap();
+        let r = parse_http(&block, MAX_RECORD_BYTES).unwrap();
         assert_eq!(r.status, 200);
         assert_eq!(r.body, body);
     }
