@@ -827,6 +827,71 @@ fn srcset_picture_and_lazy_images_are_downloaded_and_paired() {
 }
 
 #[test]
+fn pages_showing_an_image_an_earlier_round_or_crawl_stored_still_get_their_pairs() {
+    // Every page shows one photo, each with its own caption. The photo is fetched and
+    // stored once, with the first page's round; the pages of later rounds, of a run
+    // resumed after SIGKILL and of a later crawl into the same output must still pair
+    // their captions with it (extract reads the rounds their shards refer to).
+    let release = Arc::new(AtomicBool::new(false));
+    let stall_path = "/p/2.html";
+    let rel = release.clone();
+    let png = real_png();
+    let para = "长江是中国第一大河，全长六千三百多公里，流经青海、西藏、四川、云南、重庆、湖北、湖南、江西、安徽、江苏和上海，最后注入东海。";
+    let srv = Server::start(move |path, n| {
+        if path == stall_path && n == 1 {
+            return Resp::Stall(rel.clone());
+        }
+        if path == "/img/photo.png" {
+            return ok("image/png", png.clone());
+        }
+        let i = path.trim_start_matches("/p/").trim_end_matches(".html");
+        ok("text/html", format!("<html><body><article><p>{para}</p><figure><img src=\"/img/photo.png\"><figcaption>第{i}页的咖啡照片</figcaption></figure><p>{para}</p></article></body></html>"))
+    });
+    let t = tempfile::tempdir().unwrap();
+    let out = t.path().join("pages");
+    let args = |seed: &Path| -> Vec<String> {
+        ["crawl", "--input", seed.to_str().unwrap(), "--output", out.to_str().unwrap(), "--quiet", "--allow-private", "--max-depth", "0", "--set", "per_host_delay_ms=0", "--set", "round_size=1", "--set", "rounds_in_flight=1", "--set", "concurrency=1"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
+    };
+    let first = seeds(t.path(), &(0..4).map(|i| srv.url(&format!("/p/{i}.html"))).collect::<Vec<_>>());
+    let mut child = Command::new(bin()).args(args(&first)).env("RUST_LOG", "warn").stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    let t0 = Instant::now();
+    while srv.hits(stall_path) == 0 {
+        assert!(child.try_wait().unwrap().is_none(), "the crawl ended before reaching {stall_path}");
+        assert!(t0.elapsed() < Duration::from_secs(120), "the crawl never reached {stall_path}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    release.store(true, Ordering::SeqCst);
+    // Rounds 0 and 1 were committed before the kill: the resumed run starts at round 2.
+    let states: Vec<_> = m6_tests::walk(&out.join("_crawl")).into_iter().filter_map(|p| p.file_name().unwrap().to_str().unwrap().strip_prefix("state-").map(str::to_string)).collect();
+    assert_eq!(states, ["00000002.json"], "the kill landed in round 2");
+    m6_ok(&args(&first).iter().map(String::as_str).collect::<Vec<_>>());
+    // A later crawl from another seed list: its page's photo is in the done-set.
+    let later_dir = t.path().join("later");
+    std::fs::create_dir_all(&later_dir).unwrap();
+    let later = seeds(&later_dir, &[srv.url("/p/4.html")]);
+    m6_ok(&args(&later).iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(srv.hits("/img/photo.png"), 1, "the photo is fetched once");
+    assert_eq!(rows(&out.join("images")).len(), 1, "and stored once");
+
+    let docs = t.path().join("docs");
+    let report = m6_ok(&["extract", "--input", out.to_str().unwrap(), "--output", docs.to_str().unwrap(), "--json"]);
+    let mut got: Vec<(String, String, usize)> = rows(&docs.join("pairs"))
+        .iter()
+        .map(|p| (p["url"].as_str().unwrap().trim_start_matches(&srv.url("")).to_string(), p["caption"].as_str().unwrap().to_string(), p["image_url"].as_str().unwrap().len()))
+        .collect();
+    got.sort();
+    let want: Vec<(String, String, usize)> = (0..5).map(|i| (format!("/p/{i}.html"), format!("第{i}页的咖啡照片"), srv.url("/img/photo.png").len())).collect();
+    assert_eq!(got, want, "one pair per page");
+    assert!(!report.contains("image_missing"), "{report}");
+}
+
+#[test]
 fn a_slow_page_holds_back_its_round_commit_not_the_fetching_of_later_rounds() {
     let srv = Server::start(|path, _| {
         if path == "/slow.html" {

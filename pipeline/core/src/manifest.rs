@@ -36,6 +36,11 @@ pub struct ShardEntry {
     /// The input shards or files this shard was made from.
     pub inputs: Vec<String>,
     pub task: String,
+    /// Other tasks of this dataset whose side-dataset shards rows of this shard point
+    /// into (a crawl round's pages that show images an earlier round stored, once): a
+    /// stage that joins the two, as extract's pairs do, reads those shards as well.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub refers_to: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -53,9 +53,18 @@ impl Rounds {
         Ok(TaskOutput::new(&self.output, &self.spec, short, self.limits))
     }
 
-    /// Commits round `round`: its shards move into place and its commit record is written.
-    pub fn commit(&self, round: u64, out: TaskOutput, started: Instant) -> Result<Counters> {
-        crate::runner::commit(&self.output, &self.id(round), self.inputs.clone(), out, started)
+    /// Commits round `round`: its shards move into place and its commit record is
+    /// written. `refers_to`: the ids of earlier rounds (of this task or another) whose
+    /// side shards this round's main rows point into ([`crate::ShardEntry::refers_to`]).
+    pub fn commit(&self, round: u64, out: TaskOutput, started: Instant, refers_to: &[String]) -> Result<Counters> {
+        crate::runner::commit(&self.output, &self.id(round), self.inputs.clone(), refers_to, out, started)
+    }
+
+    /// The files of side dataset `side` that committed round `round` wrote (none when
+    /// the round is not committed): a resumed task reads back what it stored.
+    pub fn side_shards(&self, round: u64, side: &str) -> Result<Vec<PathBuf>> {
+        let Some(rec) = CommitRecord::load(&self.output, &self.id(round))? else { return Ok(vec![]) };
+        Ok(rec.outputs.get(side).map(|v| v.iter().map(|s| self.output.join(side).join(&s.file)).collect()).unwrap_or_default())
     }
 }
 

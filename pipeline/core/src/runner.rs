@@ -386,24 +386,27 @@ fn run_task(run: &dyn StageRun, ctx: &RunContext, task: &Task, spec: &OutputSpec
     let inputs: Vec<String> = task.inputs.iter().map(|i| i.label.clone()).collect();
     // Errors while finishing and committing (a full disk) name the task too, not only
     // the temporary file they happened on.
-    commit_keyed(output, &task.id, inputs, out, t0, key, settings).map_err(|e| named(Box::new(e)))
+    commit_keyed(output, &task.id, inputs, &[], out, t0, key, settings).map_err(|e| named(Box::new(e)))
 }
 
 /// Commits what `out` holds as task `task_id`: renames its shards into place and writes
 /// the commit record, the moment the task becomes done. Stages that commit in rounds
 /// of their own (the crawler) call this with ids derived from their task id, and
 /// shard prefixes (the `prefix` given to [`TaskOutput::new`]) that differ from it.
-pub fn commit(output: &Path, task_id: &str, inputs: Vec<String>, out: TaskOutput, started: Instant) -> Result<Counters> {
-    commit_keyed(output, task_id, inputs, out, started, "", "")
+/// `refers_to`: the tasks whose side shards the main shards' rows point into
+/// ([`ShardEntry::refers_to`]).
+pub fn commit(output: &Path, task_id: &str, inputs: Vec<String>, refers_to: &[String], out: TaskOutput, started: Instant) -> Result<Counters> {
+    commit_keyed(output, task_id, inputs, refers_to, out, started, "", "")
 }
 
-fn commit_keyed(output: &Path, task_id: &str, inputs: Vec<String>, out: TaskOutput, started: Instant, key: &str, settings: &str) -> Result<Counters> {
+#[allow(clippy::too_many_arguments)]
+fn commit_keyed(output: &Path, task_id: &str, inputs: Vec<String>, refers_to: &[String], out: TaskOutput, started: Instant, key: &str, settings: &str) -> Result<Counters> {
     let (main, sides, mut counters) = out.finish()?;
     counters.bytes_out = main.iter().map(|s| s.bytes).sum();
     let mut outputs = BTreeMap::new();
-    outputs.insert(String::new(), commit_shards(output, main, &inputs, task_id)?);
+    outputs.insert(String::new(), commit_shards(output, main, &inputs, refers_to, task_id)?);
     for (name, shards) in sides {
-        outputs.insert(name.clone(), commit_shards(&output.join(&name), shards, &inputs, task_id)?);
+        outputs.insert(name.clone(), commit_shards(&output.join(&name), shards, &inputs, &[], task_id)?);
     }
     CommitRecord {
         task: task_id.to_string(),
@@ -418,12 +421,12 @@ fn commit_keyed(output: &Path, task_id: &str, inputs: Vec<String>, out: TaskOutp
     Ok(counters)
 }
 
-fn commit_shards(dir: &Path, shards: Vec<WrittenShard>, inputs: &[String], task: &str) -> Result<Vec<ShardEntry>> {
+fn commit_shards(dir: &Path, shards: Vec<WrittenShard>, inputs: &[String], refers_to: &[String], task: &str) -> Result<Vec<ShardEntry>> {
     let mut entries = vec![];
     for s in shards {
         let dest = dir.join(&s.final_name);
         fs::rename(&s.tmp_path, &dest).at(&dest)?;
-        entries.push(ShardEntry { file: s.final_name, rows: s.rows, bytes: s.bytes, blake3: s.blake3, inputs: inputs.to_vec(), task: task.to_string() });
+        entries.push(ShardEntry { file: s.final_name, rows: s.rows, bytes: s.bytes, blake3: s.blake3, inputs: inputs.to_vec(), task: task.to_string(), refers_to: refers_to.to_vec() });
     }
     if !entries.is_empty() {
         sync_dir(dir);

@@ -25,7 +25,7 @@ fn a_round_begun_again_removes_what_a_killed_attempt_left_and_commits_once() {
     // Round 0 commits.
     let mut o = rounds.begin(0).unwrap();
     o.write_rows(&docs(30, 0)).unwrap();
-    let c = rounds.commit(0, o, Instant::now()).unwrap();
+    let c = rounds.commit(0, o, Instant::now(), &[]).unwrap();
     assert_eq!(c.rows_out, 30);
     assert!(rounds.is_committed(0) && !rounds.is_committed(1));
 
@@ -53,7 +53,7 @@ fn a_round_begun_again_removes_what_a_killed_attempt_left_and_commits_once() {
     }
     o.write_rows(&docs(50, 1)).unwrap();
     o.write_side_rows("rejects", &[Reject { id: "r1-x".into(), source_id: None, source: "round-test".into(), rule: "rule".into(), value: 1.0, threshold: 0.5, snippet: None }]).unwrap();
-    rounds.commit(1, o, Instant::now()).unwrap();
+    rounds.commit(1, o, Instant::now(), &[]).unwrap();
     assert!(rounds.is_committed(1));
 
     // Every committed shard reads back, and only committed rows exist.

@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Instant;
 
+use arrow::array::Array;
 use futures_util::FutureExt;
 use m6_pipeline::rounds::Rounds;
 use m6_pipeline::work::WorkDir;
@@ -120,6 +121,15 @@ pub(crate) fn run_task(stage: &CrawlStage, ctx: &OutCtx, task: &Task, plan: &Spl
         tracing::info!(seeds = %input.label, round = st.round, queued = st.queue.len(), done = st.seen.len(), "resuming crawl");
     }
     let cfg = &stage.cfg;
+    let spec = OutputSpec::new(Kind::Page).with_side(IMAGES, Kind::Image);
+    let rounds = Rounds::new(&ctx.output, spec.clone(), ctx.limits, &task.id, ROUND_TAG, vec![input.label.clone()]);
+    // Where the images already stored lie: the rounds of earlier crawls of this
+    // partition into this output, then this task's own committed rounds (a resume).
+    let mut stored = Stored::default();
+    for (name, _) in sibling_tasks(&ctx.output, &task.id, part, plan.parts)? {
+        stored.load(&Rounds::new(&ctx.output, spec.clone(), ctx.limits, &name, ROUND_TAG, vec![]), None)?;
+    }
+    stored.load(&rounds, Some(st.round))?;
     let seen: Seen = Arc::new(Mutex::new(std::mem::take(&mut st.seen)));
     let claimed: Claimed = Arc::default();
     let mut flights: VecDeque<Flight> = VecDeque::new();
@@ -141,8 +151,6 @@ pub(crate) fn run_task(stage: &CrawlStage, ctx: &OutCtx, task: &Task, plan: &Spl
     for f in flights.iter_mut() {
         launch(stage, f, &seen, &claimed, &tx, &mut tasks);
     }
-    let spec = OutputSpec::new(Kind::Page).with_side(IMAGES, Kind::Image);
-    let rounds = Rounds::new(&ctx.output, spec, ctx.limits, &task.id, ROUND_TAG, vec![input.label.clone()]);
     let mut total = Counters::default();
     while let Some(front) = flights.front() {
         if !front.done() {
@@ -165,6 +173,8 @@ pub(crate) fn run_task(stage: &CrawlStage, ctx: &OutCtx, task: &Task, plan: &Spl
         if f.ahead.other_partition > 0 {
             tout.counters.bump("link.other_partition", f.ahead.other_partition);
         }
+        let here = stored.round(rounds.id(round));
+        let mut refers: std::collections::BTreeSet<String> = Default::default();
         let written = (|| -> Result<(), BoxError> {
             for &(_, off, len) in &f.entries {
                 let o = journal.read(off, len).map_err(|e| format!("{}: {e}", f.jpath.display()))?;
@@ -190,7 +200,8 @@ pub(crate) fn run_task(stage: &CrawlStage, ctx: &OutCtx, task: &Task, plan: &Spl
                     };
                     Ok(take_embedded(rec, k))
                 };
-                write_outcome(&mut tout, o, &mut st, &seen, &claimed, &mut borrow)?;
+                let mut at = Located { stored: &mut stored, here, refers: &mut refers };
+                write_outcome(&mut tout, o, &mut st, &seen, &claimed, &mut borrow, &mut at)?;
             }
             Ok(())
         })();
@@ -206,7 +217,8 @@ pub(crate) fn run_task(stage: &CrawlStage, ctx: &OutCtx, task: &Task, plan: &Spl
         // the two, the state is ignored (its round is not committed) and the round is
         // rebuilt from the journal, with nothing fetched again.
         st.save(&dir, &task.id)?;
-        let c = rounds.commit(round, tout, f.t0)?;
+        let refers: Vec<String> = refers.into_iter().collect();
+        let c = rounds.commit(round, tout, f.t0, &refers)?;
         tracing::info!(seeds = %input.label, round, items = f.ahead.items.len(), rows = c.rows_out, queued = st.queue.len(), in_flight = flights.len(), "crawl round committed");
         total.add(&c);
         st.prune(&dir);
@@ -225,24 +237,84 @@ struct PartMark {
     parts: u32,
 }
 
-/// One done-set per output: a new task of a partition (a later crawl into the same
-/// output, from other seed lists) starts from the committed done-sets of the earlier
-/// tasks of that partition, so a URL they fetched is not fetched again.
-fn inherit_done_set(output: &Path, task: &str, part: u32, parts: u32, st: &mut State) -> Result<(), BoxError> {
+/// The other crawl tasks of partition `part` of `parts` in this output (earlier crawls
+/// from other seed lists): name and work folder. Marks this task's folder as one of
+/// them first.
+fn sibling_tasks(output: &Path, task: &str, part: u32, parts: u32) -> Result<Vec<(String, PathBuf)>, BoxError> {
     let work = WorkDir::new(output, CRAWL_WORK);
     let root = work.root().to_path_buf();
     let mark = PartMark { part, parts };
     let own = root.join(task);
     work.write_atomic(&own.join("part.json"), &serde_json::to_vec(&mark).expect("mark serialises")).map_err(|e| e.to_string())?;
-    let siblings: Vec<(String, PathBuf)> = work
+    Ok(work
         .subdirs(&root)
         .map_err(|e| e.to_string())?
         .into_iter()
         .map(|name| (name.clone(), root.join(name)))
         .filter(|(name, p)| name != task && work.read(&p.join("part.json")).ok().flatten().and_then(|b| serde_json::from_slice::<PartMark>(&b).ok()).is_some_and(|m| m == mark))
-        .collect();
+        .collect())
+}
+
+/// Which round stored each image this task may show again: image URL key -> round id
+/// (an index into `rounds`). An image is stored once, by the first round that shows
+/// it; a later round whose pages show it names that round in its shards'
+/// `refers_to`, so extract reads that round's `images` shards with the pages.
+#[derive(Default)]
+struct Stored {
+    rounds: Vec<String>,
+    index: HashMap<String, u32>,
+    at: HashMap<u128, u32>,
+}
+
+impl Stored {
+    fn round(&mut self, id: String) -> u32 {
+        if let Some(&i) = self.index.get(&id) {
+            return i;
+        }
+        let i = self.rounds.len() as u32;
+        self.index.insert(id.clone(), i);
+        self.rounds.push(id);
+        i
+    }
+
+    /// Reads back the image URLs of `rounds`' committed rounds: `0..upto`, or with
+    /// `None` every round up to the first not committed (an earlier crawl's task).
+    fn load(&mut self, rounds: &Rounds, upto: Option<u64>) -> Result<(), BoxError> {
+        let mut r = 0u64;
+        while upto.is_none_or(|u| r < u) {
+            if upto.is_none() && !rounds.is_committed(r) {
+                break;
+            }
+            let here = self.round(rounds.id(r));
+            for path in rounds.side_shards(r, IMAGES)? {
+                for batch in m6_pipeline::read_parquet_columns(&path, Some(Kind::Image), 4096, Some(&[m6_schemas::image::URL]))? {
+                    let batch = batch.map_err(|e| format!("{}: {e}", path.display()))?;
+                    let url: &m6_schemas::Str = m6_schemas::column(&batch, m6_schemas::image::URL)?;
+                    for i in (0..batch.num_rows()).filter(|i| url.is_valid(*i)) {
+                        self.at.entry(urls::key_of(url.value(i))).or_insert(here);
+                    }
+                }
+            }
+            r += 1;
+        }
+        Ok(())
+    }
+}
+
+/// What [`write_outcome`] needs to know about where shown images are stored: the
+/// round being written (`here`), and the earlier rounds its pages point into.
+struct Located<'a> {
+    stored: &'a mut Stored,
+    here: u32,
+    refers: &'a mut std::collections::BTreeSet<String>,
+}
+
+/// One done-set per output: a new task of a partition (a later crawl into the same
+/// output, from other seed lists) starts from the committed done-sets of the earlier
+/// tasks of that partition, so a URL they fetched is not fetched again.
+fn inherit_done_set(output: &Path, task: &str, part: u32, parts: u32, st: &mut State) -> Result<(), BoxError> {
     let mut inherited = 0u64;
-    for (name, p) in siblings {
+    for (name, p) in sibling_tasks(output, task, part, parts)? {
         for k in State::committed_keys(&p, output, &name)? {
             if st.seen.insert(k) {
                 if let Some(l) = st.seen_log.as_mut() {
@@ -560,6 +632,7 @@ fn write_outcome(
     seen: &Seen,
     claimed: &Claimed,
     borrow: &mut dyn FnMut((u64, u32), u128) -> Result<Option<Embedded>, BoxError>,
+    at: &mut Located,
 ) -> Result<(), BoxError> {
     let keys = |v: &[String]| -> Vec<u128> { v.iter().filter_map(|c| u128::from_str_radix(c, 16).ok()).collect() };
     let claims = keys(&o.claims);
@@ -580,6 +653,10 @@ fn write_outcome(
             // own copy (if it fetched one) is dropped, and its claim with it.
             if claims.contains(&k) {
                 claimed.lock().unwrap().remove(&k);
+            }
+            // Stored by an earlier round: this round's pages point into its images.
+            if let Some(&r) = at.stored.at.get(&k).filter(|r| **r != at.here) {
+                at.refers.insert(at.stored.rounds[r as usize].clone());
             }
             continue;
         }
@@ -652,6 +729,11 @@ fn write_outcome(
         })
         .collect();
     tout.write_side_rows(IMAGES, &imgs)?;
+    for img in &imgs {
+        if let Some(u) = &img.url {
+            at.stored.at.entry(urls::key_of(u)).or_insert(at.here);
+        }
+    }
     let mut seen = seen.lock().unwrap();
     for (l, depth) in o.links {
         if let Ok(u) = Url::parse(&l) {

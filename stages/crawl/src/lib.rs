@@ -17,7 +17,12 @@
 //! Image bytes are stored once: in the image's `images` row, written by the same task
 //! as its page row. That page row keeps no body; its `id` is still made from the URL
 //! and the fetched bytes, and equals the image row's `source_id` (the join key;
-//! `extract` reads a page shard together with its task's `images` shards).
+//! `extract` reads a page shard together with its task's `images` shards). A page of a
+//! later round, or of a later crawl into the same output, that shows an image already
+//! stored gets no second copy: its round's page shards name the round that stored it
+//! (`ShardEntry::refers_to`, from a map of image URL key to round that a resumed or
+//! later task reads back from the committed `images` shards' `url` column), and extract
+//! reads that round's `images` shards too.
 
 pub mod crawl;
 pub mod fetch;

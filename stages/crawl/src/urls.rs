@@ -36,7 +36,12 @@ pub fn normalise(raw: &str, base: Option<&Url>, sort_query: bool) -> Result<Url,
 
 /// blake3 of the normalised URL, truncated to 128 bits: the done-set and frontier key.
 pub fn key(u: &Url) -> u128 {
-    let h = blake3::hash(u.as_str().as_bytes());
+    key_of(u.as_str())
+}
+
+/// [`key`] of a URL already normalised and written out (an image row's `url`).
+pub fn key_of(normalised: &str) -> u128 {
+    let h = blake3::hash(normalised.as_bytes());
     u128::from_le_bytes(h.as_bytes()[..16].try_into().unwrap())
 }
 

@@ -2,8 +2,9 @@
 //! and main-content text, charset-correct UTF-8) and, as the `pairs` side output, image–
 //! caption pairs whose image bytes come from the image rows of the same task: page rows
 //! with an image body (an ingested WARC), or, for a crawl, which stores an image's bytes
-//! only in its `images` side dataset, the `images` shards the page shard's crawl task
-//! wrote (each task reads them with its page shard).
+//! once, in its `images` side dataset, the `images` shards the page shard's crawl round
+//! wrote and those of the earlier rounds that stored images its pages show (the page
+//! shard's `refers_to`); each task reads them with its page shard.
 
 pub mod charset;
 pub mod html;
@@ -481,7 +482,8 @@ impl StageRun for &ExtractStage {
         // One task per page shard (ids as plan_shards makes them). A crawl keeps image
         // bytes only in its `images` side dataset: each task also reads the image
         // shards of the crawl task that wrote its page shard (same `task` in the
-        // manifests), so the task key covers them and pairs find their bytes.
+        // manifests) and of the earlier rounds its shard `refers_to`, so the task key
+        // covers them and pairs find their bytes.
         let mut tasks = plan_shards(inputs, &[Kind::Page])?;
         let mut next = tasks.iter_mut();
         for dir in inputs {
@@ -490,7 +492,11 @@ impl StageRun for &ExtractStage {
             for s in ds.shards() {
                 let Some(task) = next.next() else { break };
                 let Some(images) = &images else { continue };
-                for i in images.shards().iter().filter(|i| i.task == s.task) {
+                // Its own round's image shards, then those of the earlier rounds whose
+                // images its pages show (stored once, by the first round showing them).
+                let own = images.shards().iter().filter(|i| i.task == s.task);
+                let earlier = s.refers_to.iter().flat_map(|t| images.shards().iter().filter(move |i| &i.task == t));
+                for i in own.chain(earlier) {
                     task.inputs.push(TaskInput { path: images.shard_path(i), kind: Some(Kind::Image), label: format!("{CRAWL_IMAGES}/{}", i.file) });
                 }
             }
