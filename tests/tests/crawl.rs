@@ -504,6 +504,28 @@ fn loopback_is_refused_without_allow_private() {
     assert_eq!(srv.received.lock().unwrap().len(), 0, "nothing reached the internal server, not even robots.txt");
 }
 
+/// Runs the crawler with `args` until it requests `stall` (which the server holds
+/// open), then SIGKILLs it and lets the server answer again. With one request at a
+/// time, everything before the stalled page has been answered; the crawler gets a
+/// moment to journal those answers first.
+fn kill_at_stall(args: &[String], srv: &Server, stall: &str, release: &AtomicBool) {
+    let mut child = Command::new(bin()).args(args).env("RUST_LOG", "warn").stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    let t0 = Instant::now();
+    while srv.hits(stall) == 0 {
+        if let Ok(Some(st)) = child.try_wait() {
+            let mut e = String::new();
+            child.stderr.take().unwrap().read_to_string(&mut e).unwrap();
+            panic!("crawl ended ({st}) before reaching {stall}: {e}");
+        }
+        assert!(t0.elapsed() < Duration::from_secs(120), "the crawl never reached {stall}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    release.store(true, Ordering::SeqCst);
+}
+
 #[test]
 fn a_crawl_killed_mid_way_resumes_and_fetches_every_page_once() {
     // 10 seed pages, each linking to two more pages and embedding one image: 40 URLs.
@@ -533,23 +555,7 @@ fn a_crawl_killed_mid_way_resumes_and_fetches_every_page_once() {
             .map(|s| s.to_string())
             .collect()
     };
-    let mut child = Command::new(bin()).args(args(&out)).env("RUST_LOG", "warn").stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
-    let t0 = Instant::now();
-    while srv.hits(stall_path) == 0 {
-        if let Ok(Some(st)) = child.try_wait() {
-            let mut e = String::new();
-            child.stderr.take().unwrap().read_to_string(&mut e).unwrap();
-            panic!("crawl ended ({st}) before reaching {stall_path}: {e}");
-        }
-        assert!(t0.elapsed() < Duration::from_secs(120), "the crawl never reached {stall_path}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    // One request at a time: everything before the stalled page has been answered.
-    // Give the crawler a moment to journal those answers, then SIGKILL it.
-    std::thread::sleep(Duration::from_millis(500));
-    child.kill().unwrap();
-    child.wait().unwrap();
-    release.store(true, Ordering::SeqCst);
+    kill_at_stall(&args(&out), &srv, stall_path, &release);
     let before: usize = srv.completed.lock().unwrap().iter().filter(|(p, _)| p.as_str() != "/robots.txt").map(|(_, n)| *n as usize).sum();
     assert!(before > 10, "the kill should land mid-way (after {before} pages)");
     assert!(std::fs::read_dir(out.join("_commits")).unwrap().count() > 0, "some rounds were committed before the kill");
@@ -856,17 +862,7 @@ fn pages_showing_an_image_an_earlier_round_or_crawl_stored_still_get_their_pairs
             .collect()
     };
     let first = seeds(t.path(), &(0..4).map(|i| srv.url(&format!("/p/{i}.html"))).collect::<Vec<_>>());
-    let mut child = Command::new(bin()).args(args(&first)).env("RUST_LOG", "warn").stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
-    let t0 = Instant::now();
-    while srv.hits(stall_path) == 0 {
-        assert!(child.try_wait().unwrap().is_none(), "the crawl ended before reaching {stall_path}");
-        assert!(t0.elapsed() < Duration::from_secs(120), "the crawl never reached {stall_path}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    std::thread::sleep(Duration::from_millis(500));
-    child.kill().unwrap();
-    child.wait().unwrap();
-    release.store(true, Ordering::SeqCst);
+    kill_at_stall(&args(&first), &srv, stall_path, &release);
     // Rounds 0 and 1 were committed before the kill: the resumed run starts at round 2.
     let states: Vec<_> = m6_tests::walk(&out.join("_crawl")).into_iter().filter_map(|p| p.file_name().unwrap().to_str().unwrap().strip_prefix("state-").map(str::to_string)).collect();
     assert_eq!(states, ["00000002.json"], "the kill landed in round 2");
