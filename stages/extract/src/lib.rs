@@ -360,6 +360,9 @@ impl ExtractStage {
                 self.pair_rows(body, image_url, idx, refs, out, &mut chunk)?;
             }
         }
+        if !pending.is_empty() {
+            self.earlier_redirects(task, pending, &mut redirected)?;
+        }
         for input in image_inputs(task) {
             for batch in task.reader(input, self.cfg.batch_rows)? {
                 if pending.is_empty() {
@@ -384,6 +387,27 @@ impl ExtractStage {
             }
         }
         out.write_side_rows(PAIRS, &chunk.rows)?;
+        Ok(())
+    }
+
+    /// Redirects of the images that earlier rounds stored and this task's pages show,
+    /// from those rounds' page rows (only their URL, type and error columns are read):
+    /// the pair's image_url is the final URL whichever round fetched the image.
+    fn earlier_redirects(&self, task: &Task, pending: &HashMap<String, Vec<usize>>, redirected: &mut HashMap<String, String>) -> Result<(), BoxError> {
+        let cols = [page::URL, page::FINAL_URL, page::CONTENT_TYPE, page::ERROR_KIND];
+        for input in referred_pages(task) {
+            for batch in m6_pipeline::read_parquet_columns(&input.path, input.kind, self.cfg.batch_rows.max(1024), Some(&cols))? {
+                let batch = batch.map_err(|e| format!("{}: {e}", input.path.display()))?;
+                let (url, fin, ct, err): (&Str, &Str, &Str, &Str) = (column(&batch, page::URL)?, column(&batch, page::FINAL_URL)?, column(&batch, page::CONTENT_TYPE)?, column(&batch, page::ERROR_KIND)?);
+                for i in 0..batch.num_rows() {
+                    let u = url.value(i);
+                    if err.is_valid(i) || !fin.is_valid(i) || fin.value(i) == u || !pending.contains_key(u) || !is_image(PageCols::opt(ct, i)) {
+                        continue;
+                    }
+                    redirected.insert(u.to_string(), fin.value(i).to_string());
+                }
+            }
+        }
         Ok(())
     }
 
@@ -436,9 +460,18 @@ struct PairChunk {
     bytes: usize,
 }
 
+/// Label prefix of the page shards of earlier crawl rounds a task reads for the
+/// redirects of the images those rounds stored (no documents are made from them).
+const REFERRED: &str = "refers_to/";
+
 /// The task's page shards (its first input, and any other page inputs).
 fn page_inputs(task: &Task) -> impl Iterator<Item = &TaskInput> {
-    task.inputs.iter().filter(|i| i.kind == Some(Kind::Page))
+    task.inputs.iter().filter(|i| i.kind == Some(Kind::Page) && !i.label.starts_with(REFERRED))
+}
+
+/// The page shards of the earlier rounds the task's page shard refers to.
+fn referred_pages(task: &Task) -> impl Iterator<Item = &TaskInput> {
+    task.inputs.iter().filter(|i| i.kind == Some(Kind::Page) && i.label.starts_with(REFERRED))
 }
 
 /// The crawl `images` shards planned with the task's page shard.
@@ -498,6 +531,9 @@ impl StageRun for &ExtractStage {
                 let earlier = s.refers_to.iter().flat_map(|t| images.shards().iter().filter(move |i| &i.task == t));
                 for i in own.chain(earlier) {
                     task.inputs.push(TaskInput { path: images.shard_path(i), kind: Some(Kind::Image), label: format!("{CRAWL_IMAGES}/{}", i.file) });
+                }
+                for p in s.refers_to.iter().flat_map(|t| ds.shards().iter().filter(move |p| &p.task == t)) {
+                    task.inputs.push(TaskInput { path: ds.shard_path(p), kind: Some(Kind::Page), label: format!("{REFERRED}{}", p.file) });
                 }
             }
         }
