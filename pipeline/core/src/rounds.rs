@@ -60,11 +60,13 @@ impl Rounds {
         crate::runner::commit(&self.output, &self.id(round), self.inputs.clone(), refers_to, out, started)
     }
 
-    /// The files of side dataset `side` that committed round `round` wrote (none when
-    /// the round is not committed): a resumed task reads back what it stored.
-    pub fn side_shards(&self, round: u64, side: &str) -> Result<Vec<PathBuf>> {
+    /// The shard files committed round `round` wrote into side dataset `side` (`""`:
+    /// the main dataset); none when the round is not committed. A resumed task reads
+    /// back what it wrote.
+    pub fn shards(&self, round: u64, side: &str) -> Result<Vec<PathBuf>> {
         let Some(rec) = CommitRecord::load(&self.output, &self.id(round))? else { return Ok(vec![]) };
-        Ok(rec.outputs.get(side).map(|v| v.iter().map(|s| self.output.join(side).join(&s.file)).collect()).unwrap_or_default())
+        let dir = if side.is_empty() { self.output.clone() } else { self.output.join(side) };
+        Ok(rec.outputs.get(side).map(|v| v.iter().map(|s| dir.join(&s.file)).collect()).unwrap_or_default())
     }
 }
 

@@ -255,10 +255,12 @@ fn sibling_tasks(output: &Path, task: &str, part: u32, parts: u32) -> Result<Vec
         .collect())
 }
 
-/// Which round stored each image this task may show again: image URL key -> round id
-/// (an index into `rounds`). An image is stored once, by the first round that shows
-/// it; a later round whose pages show it names that round in its shards'
-/// `refers_to`, so extract reads that round's `images` shards with the pages.
+/// Which round wrote what a page may show again as an image: URL key -> round id (an
+/// index into `rounds`), for every stored image and every failed fetch. An image is
+/// fetched and written once, by the first round that shows it; a later round whose
+/// pages show it names that round in its shards' `refers_to`, so extract reads that
+/// round's `images` shards (and, for redirects and failures, its page rows) with the
+/// pages.
 #[derive(Default)]
 struct Stored {
     rounds: Vec<String>,
@@ -277,21 +279,27 @@ impl Stored {
         i
     }
 
-    /// Reads back the image URLs of `rounds`' committed rounds: `0..upto`, or with
-    /// `None` every round up to the first not committed (an earlier crawl's task).
+    /// Reads back the stored images and failed fetches of `rounds`' committed rounds
+    /// (the `url` column of their `images` shards; `url` and `error_kind` of their page
+    /// shards): `0..upto`, or with `None` every round up to the first not committed (an
+    /// earlier crawl's task).
     fn load(&mut self, rounds: &Rounds, upto: Option<u64>) -> Result<(), BoxError> {
+        use m6_schemas::{column, image, page, Str};
         let mut r = 0u64;
         while upto.is_none_or(|u| r < u) {
             if upto.is_none() && !rounds.is_committed(r) {
                 break;
             }
             let here = self.round(rounds.id(r));
-            for path in rounds.side_shards(r, IMAGES)? {
-                for batch in m6_pipeline::read_parquet_columns(&path, Some(Kind::Image), 4096, Some(&[m6_schemas::image::URL]))? {
-                    let batch = batch.map_err(|e| format!("{}: {e}", path.display()))?;
-                    let url: &m6_schemas::Str = m6_schemas::column(&batch, m6_schemas::image::URL)?;
-                    for i in (0..batch.num_rows()).filter(|i| url.is_valid(*i)) {
-                        self.at.entry(urls::key_of(url.value(i))).or_insert(here);
+            for (side, kind, cols) in [(IMAGES, Kind::Image, &[image::URL][..]), ("", Kind::Page, &[page::URL, page::ERROR_KIND][..])] {
+                for path in rounds.shards(r, side)? {
+                    for batch in m6_pipeline::read_parquet_columns(&path, Some(kind), 4096, Some(cols))? {
+                        let batch = batch.map_err(|e| format!("{}: {e}", path.display()))?;
+                        let url: &Str = column(&batch, cols[0])?;
+                        let failed: Option<&Str> = cols.get(1).map(|c| column(&batch, c)).transpose()?;
+                        for i in (0..batch.num_rows()).filter(|i| url.is_valid(*i) && failed.is_none_or(|f| f.is_valid(*i))) {
+                            self.at.entry(urls::key_of(url.value(i))).or_insert(here);
+                        }
                     }
                 }
             }
@@ -654,7 +662,7 @@ fn write_outcome(
             if claims.contains(&k) {
                 claimed.lock().unwrap().remove(&k);
             }
-            // Stored by an earlier round: this round's pages point into its images.
+            // Stored (or failed) in an earlier round: this round's pages point into it.
             if let Some(&r) = at.stored.at.get(&k).filter(|r| **r != at.here) {
                 at.refers.insert(at.stored.rounds[r as usize].clone());
             }
@@ -712,6 +720,10 @@ fn write_outcome(
     }
     tout.count_in(1, bytes_in);
     tout.write_rows(&pages)?;
+    // A failed fetch is where a later page showing that URL learns why it has no pair.
+    for p in pages.iter().filter(|p| p.error_kind.is_some()) {
+        at.stored.at.entry(urls::key_of(&p.url)).or_insert(at.here);
+    }
     drop(pages);
     let imgs: Vec<Image> = imgs_out
         .into_iter()

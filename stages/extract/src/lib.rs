@@ -360,9 +360,7 @@ impl ExtractStage {
                 self.pair_rows(body, image_url, idx, refs, out, &mut chunk)?;
             }
         }
-        if !pending.is_empty() {
-            self.earlier_redirects(task, pending, &mut redirected)?;
-        }
+        let failed_earlier = if pending.is_empty() { HashSet::new() } else { self.earlier_rows(task, pending, &mut redirected)? };
         for input in image_inputs(task) {
             for batch in task.reader(input, self.cfg.batch_rows)? {
                 if pending.is_empty() {
@@ -386,29 +384,41 @@ impl ExtractStage {
                 }
             }
         }
+        // Images an earlier round failed to fetch: counted as this round's would be.
+        for u in failed_earlier {
+            if let Some(v) = pending.remove(&u) {
+                out.counters.bump("pair.image_failed", v.len() as u64);
+            }
+        }
         out.write_side_rows(PAIRS, &chunk.rows)?;
         Ok(())
     }
 
-    /// Redirects of the images that earlier rounds stored and this task's pages show,
-    /// from those rounds' page rows (only their URL, type and error columns are read):
-    /// the pair's image_url is the final URL whichever round fetched the image.
-    fn earlier_redirects(&self, task: &Task, pending: &HashMap<String, Vec<usize>>, redirected: &mut HashMap<String, String>) -> Result<(), BoxError> {
+    /// What earlier rounds' page rows say of the images they fetched for this task's
+    /// pages (only their URL, type and error columns are read): redirects, so the
+    /// pair's image_url is the final URL whichever round fetched the image, and the
+    /// URLs whose fetch failed (returned).
+    fn earlier_rows(&self, task: &Task, pending: &HashMap<String, Vec<usize>>, redirected: &mut HashMap<String, String>) -> Result<HashSet<String>, BoxError> {
         let cols = [page::URL, page::FINAL_URL, page::CONTENT_TYPE, page::ERROR_KIND];
+        let mut failed = HashSet::new();
         for input in referred_pages(task) {
             for batch in m6_pipeline::read_parquet_columns(&input.path, input.kind, self.cfg.batch_rows.max(1024), Some(&cols))? {
                 let batch = batch.map_err(|e| format!("{}: {e}", input.path.display()))?;
                 let (url, fin, ct, err): (&Str, &Str, &Str, &Str) = (column(&batch, page::URL)?, column(&batch, page::FINAL_URL)?, column(&batch, page::CONTENT_TYPE)?, column(&batch, page::ERROR_KIND)?);
                 for i in 0..batch.num_rows() {
                     let u = url.value(i);
-                    if err.is_valid(i) || !fin.is_valid(i) || fin.value(i) == u || !pending.contains_key(u) || !is_image(PageCols::opt(ct, i)) {
+                    if !pending.contains_key(u) {
                         continue;
                     }
-                    redirected.insert(u.to_string(), fin.value(i).to_string());
+                    if err.is_valid(i) {
+                        failed.insert(u.to_string());
+                    } else if fin.is_valid(i) && fin.value(i) != u && is_image(PageCols::opt(ct, i)) {
+                        redirected.insert(u.to_string(), fin.value(i).to_string());
+                    }
                 }
             }
         }
-        Ok(())
+        Ok(failed)
     }
 
     /// The pairs of one image (its bytes) with the captions `idx` point at.
@@ -461,7 +471,8 @@ struct PairChunk {
 }
 
 /// Label prefix of the page shards of earlier crawl rounds a task reads for the
-/// redirects of the images those rounds stored (no documents are made from them).
+/// redirects and failures of the images those rounds fetched (no documents are made
+/// from them).
 const REFERRED: &str = "refers_to/";
 
 /// The task's page shards (its first input, and any other page inputs).
