@@ -282,7 +282,9 @@ impl Stored {
     /// Reads back the stored images and failed fetches of `rounds`' committed rounds
     /// (the `url` column of their `images` shards; `url` and `error_kind` of their page
     /// shards): `0..upto`, or with `None` every round up to the first not committed (an
-    /// earlier crawl's task).
+    /// earlier crawl's task). Shards a manifest lists are checked against their
+    /// checksum before they are read (the whole file, once per process), so this costs
+    /// about one read of what those rounds wrote, once per task start.
     fn load(&mut self, rounds: &Rounds, upto: Option<u64>) -> Result<(), BoxError> {
         use m6_schemas::{column, image, page, Str};
         let mut r = 0u64;
