@@ -19,10 +19,11 @@
 //! and the fetched bytes, and equals the image row's `source_id` (the join key;
 //! `extract` reads a page shard together with its task's `images` shards). A page of a
 //! later round, or of a later crawl into the same output, that shows an image already
-//! stored gets no second copy: its round's page shards name the round that stored it
-//! (`ShardEntry::refers_to`, from a map of image URL key to round that a resumed or
-//! later task reads back from the committed `images` shards' `url` column), and extract
-//! reads that round's `images` shards too.
+//! stored (or failed to fetch) gets no second fetch: its round's page shards name the
+//! round that wrote it (`ShardEntry::refers_to`, from a map of URL key to round for
+//! stored images and failed fetches, which a resumed or later task reads back from
+//! the committed shards), and extract reads that round's `images` shards, and the URL
+//! and error columns of its page shards, too.
 
 pub mod crawl;
 pub mod fetch;
