@@ -108,8 +108,11 @@ pub(crate) fn run_task(stage: &CrawlStage, ctx: &OutCtx, task: &Task, plan: &Spl
     }
     let mut st = State::load(&dir, &ctx.output, &task.id)?;
     st.partition = Some((part, plan.parts));
+    // Earlier crawls of this partition into this output: a fresh task takes their
+    // done-set, and every task their stored images' rounds (below).
+    let siblings = sibling_tasks(&ctx.output, &task.id, part, plan.parts)?;
     if st.round == 0 && st.ahead.is_empty() && st.seed_cursor == 0 && st.seen.is_empty() {
-        inherit_done_set(&ctx.output, &task.id, part, plan.parts, &mut st)?;
+        inherit_done_set(&ctx.output, &siblings, &mut st)?;
     }
     let mut seeds = plan.seeds(&ctx.output, part);
     for _ in 0..st.seed_cursor {
@@ -126,7 +129,7 @@ pub(crate) fn run_task(stage: &CrawlStage, ctx: &OutCtx, task: &Task, plan: &Spl
     // Where the images already stored lie: the rounds of earlier crawls of this
     // partition into this output, then this task's own committed rounds (a resume).
     let mut stored = Stored::default();
-    for (name, _) in sibling_tasks(&ctx.output, &task.id, part, plan.parts)? {
+    for (name, _) in &siblings {
         stored.load(&Rounds::new(&ctx.output, spec.clone(), ctx.limits, &name, ROUND_TAG, vec![]), None)?;
     }
     stored.load(&rounds, Some(st.round))?;
@@ -322,10 +325,10 @@ struct Located<'a> {
 /// One done-set per output: a new task of a partition (a later crawl into the same
 /// output, from other seed lists) starts from the committed done-sets of the earlier
 /// tasks of that partition, so a URL they fetched is not fetched again.
-fn inherit_done_set(output: &Path, task: &str, part: u32, parts: u32, st: &mut State) -> Result<(), BoxError> {
+fn inherit_done_set(output: &Path, siblings: &[(String, PathBuf)], st: &mut State) -> Result<(), BoxError> {
     let mut inherited = 0u64;
-    for (name, p) in sibling_tasks(output, task, part, parts)? {
-        for k in State::committed_keys(&p, output, &name)? {
+    for (name, p) in siblings {
+        for k in State::committed_keys(p, output, name)? {
             if st.seen.insert(k) {
                 if let Some(l) = st.seen_log.as_mut() {
                     l.push(k);
@@ -335,7 +338,7 @@ fn inherit_done_set(output: &Path, task: &str, part: u32, parts: u32, st: &mut S
         }
     }
     if inherited > 0 {
-        tracing::info!(part, urls = inherited, "done-set carried over from earlier crawls into this output");
+        tracing::info!(partition = ?st.partition, urls = inherited, "done-set carried over from earlier crawls into this output");
     }
     Ok(())
 }
