@@ -863,8 +863,9 @@ pub fn probe(bytes: &[u8]) -> Result<Header, DecodeError> {
 }
 
 /// The `format` column's name for an image format, as every stage writes it and the
-/// schema documents it (png, jpeg, gif, webp, bmp): the first file extension, except
-/// JPEG's, which is "jpg" (one corpus's `GROUP BY format` split its JPEGs in two).
+/// schema documents it (png, jpeg, gif, webp, bmp): the format's first file extension,
+/// except for JPEG, whose first extension is "jpg" but whose name here is "jpeg" (one
+/// corpus's `GROUP BY format` split its JPEGs in two).
 pub fn format_name(f: image::ImageFormat) -> String {
     match f {
         image::ImageFormat::Jpeg => "jpeg".into(),

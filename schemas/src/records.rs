@@ -314,9 +314,13 @@ pub struct Image {
     pub source: String,
     pub source_id: Option<String>,
     pub bytes: Vec<u8>,
+    /// Width and height as the file stores the picture, before any EXIF orientation:
+    /// a phone photo turned by its orientation tag reads with the sides swapped. The
+    /// rules that use them (pixel count, aspect, side limits) do not depend on which
+    /// side is which; tokenize and dedup turn the picture upright.
     pub width: u32,
     pub height: u32,
-    /// Lower-case format name: png, jpeg, gif, webp, bmp, ...
+    /// Lower-case format name: png, jpeg, gif, webp, bmp.
     pub format: String,
     /// Quality signals (all `None` until a filter measured them).
     pub signals: ImageSignals,
@@ -430,6 +434,7 @@ pub struct Pair {
     pub id: String,
     pub image_id: String,
     pub image_bytes: Vec<u8>,
+    /// As stored, before EXIF orientation (see [`Image::width`]).
     pub width: u32,
     pub height: u32,
     pub format: String,

@@ -286,6 +286,9 @@ fn dataset_html(o: &mut String, idx: usize, s: &Stats, shards: &[(String, u64, u
     if !s.sources.is_empty() {
         section(o, &id("sources"), "Rows per source", &hbar_chart(&counts_items(&s.sources), &count_fmt(s.rows), BAR));
     }
+    if !s.formats.is_empty() {
+        section(o, &id("formats"), "Rows per image format", &hbar_chart(&counts_items(&s.formats), &count_fmt(s.rows), BAR));
+    }
     if !s.languages.is_empty() {
         section(o, &id("lang"), "Rows per language (lang)", &hbar_chart(&counts_items(&s.languages), &count_fmt(s.rows), BAR));
     }

@@ -43,6 +43,9 @@ pub struct Stats {
     pub distributions: Vec<Distribution>,
     /// Rows per `source`, most first (kinds with a source column).
     pub sources: Vec<Count>,
+    /// Rows per image `format` (png, jpeg, ...), most first (images and pairs; empty
+    /// for other kinds).
+    pub formats: Vec<Count>,
     /// Documents per `lang` (the filter's language), most first; empty before the
     /// filter ran.
     pub languages: Vec<Count>,
@@ -53,8 +56,7 @@ pub struct Stats {
     pub errors: Option<ErrorStats>,
     /// Side datasets stored in sub-folders.
     pub sides: Vec<SideInfo>,
-    /// The manifest's run history, oldest first.
-    /// The manifest's run history, as the runner recorded it.
+    /// The manifest's run history, oldest first, as the runner recorded it.
     pub runs: Vec<m6_pipeline::RunSummary>,
 }
 
@@ -196,6 +198,7 @@ struct Acc {
     rows: u64,
     dists: BTreeMap<&'static str, Sketch>,
     sources: BTreeMap<String, u64>,
+    formats: BTreeMap<String, u64>,
     langs: BTreeMap<String, u64>,
     status: BTreeMap<String, u64>,
     error_kinds: BTreeMap<String, u64>,
@@ -233,6 +236,7 @@ impl Acc {
             self.dists.entry(k).or_default().merge(s);
         }
         add_all(&mut self.sources, o.sources);
+        add_all(&mut self.formats, o.formats);
         add_all(&mut self.langs, o.langs);
         add_all(&mut self.status, o.status);
         add_all(&mut self.error_kinds, o.error_kinds);
@@ -301,8 +305,8 @@ fn needed_columns(kind: Kind) -> &'static [&'static str] {
             document::PII_CARD,
             document::PII_IP,
         ],
-        Kind::Image => &[image::WIDTH, image::HEIGHT, image::SOURCE, image::SHARPNESS, image::ENTROPY, image::BORDER],
-        Kind::Pair => &[pair::CAPTION, pair::WIDTH, pair::HEIGHT, pair::SOURCE, pair::SHARPNESS, pair::ENTROPY, pair::BORDER],
+        Kind::Image => &[image::WIDTH, image::HEIGHT, image::FORMAT, image::SOURCE, image::SHARPNESS, image::ENTROPY, image::BORDER],
+        Kind::Pair => &[pair::CAPTION, pair::WIDTH, pair::HEIGHT, pair::FORMAT, pair::SOURCE, pair::SHARPNESS, pair::ENTROPY, pair::BORDER],
         Kind::Sample => &[sample::TASK, sample::LENGTH, sample::INPUT_IDS],
         Kind::Duplicate => &[duplicate::SOURCE, duplicate::REASON],
         Kind::Reject => &[reject::SOURCE, reject::RULE, reject::VALUE, reject::THRESHOLD, reject::SNIPPET, reject::SOURCE_ID],
@@ -400,20 +404,22 @@ fn scan_batch(kind: Kind, b: &RecordBatch, acc: &mut Acc, sctx: SampleCtx, path:
             }
         }
         Kind::Image | Kind::Pair => {
-            let (w, h, s) = if kind == Kind::Image {
-                (image::WIDTH, image::HEIGHT, image::SOURCE)
+            let (w, h, s, fm) = if kind == Kind::Image {
+                (image::WIDTH, image::HEIGHT, image::SOURCE, image::FORMAT)
             } else {
-                (pair::WIDTH, pair::HEIGHT, pair::SOURCE)
+                (pair::WIDTH, pair::HEIGHT, pair::SOURCE, pair::FORMAT)
             };
             let w = column::<U32>(b, w).map_err(se)?;
             let h = column::<U32>(b, h).map_err(se)?;
             let src = column::<Str>(b, s).map_err(se)?;
+            let fm = column::<Str>(b, fm).map_err(se)?;
             for i in 0..n {
                 let (w, h) = (w.value(i) as u64, h.value(i) as u64);
                 acc.dist("width").add(w);
                 acc.dist("height").add(h);
                 acc.dist("pixels").add(w * h);
                 count_str(&mut acc.sources, src, i, "");
+                count_str(&mut acc.formats, fm, i, "");
             }
             // Quality signals (null before the filter measured them, or in version-1
             // shards): sharpness in grey levels² rounded, entropy and border share in
@@ -719,6 +725,7 @@ pub fn stats(dir: &Path) -> Result<Stats, Error> {
         }
     });
     let sources = if has_source(kind) { counts(acc.sources.clone()) } else { vec![] };
+    let formats = counts(acc.formats.clone());
     let languages = counts(acc.langs.clone());
     match kind {
         Kind::Reject => rejects = Some(reject_stats(".", acc, None)),
@@ -742,6 +749,7 @@ pub fn stats(dir: &Path) -> Result<Stats, Error> {
         shard_bytes: Distribution::new("shard_bytes", "bytes", &shard_sketch),
         distributions,
         sources,
+        formats,
         languages,
         pages,
         samples,
@@ -851,6 +859,10 @@ impl fmt::Display for Stats {
         if !self.sources.is_empty() {
             let _ = writeln!(o, "\nper source");
             table(&mut o, &["source", "rows", "share"], &count_rows(&self.sources, self.rows));
+        }
+        if !self.formats.is_empty() {
+            let _ = writeln!(o, "\nper image format");
+            table(&mut o, &["format", "rows", "share"], &count_rows(&self.formats, self.rows));
         }
         if !self.languages.is_empty() {
             let _ = writeln!(o, "\nper language (lang)");

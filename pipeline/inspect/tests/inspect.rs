@@ -482,6 +482,8 @@ fn pair_stats_match_the_rows() {
     check_dist(d("height"), pairs.iter().map(|p| p.height as u64).collect());
     check_dist(d("pixels"), pairs.iter().map(|p| p.width as u64 * p.height as u64).collect());
     assert_eq!(as_map(&s.sources), tally(pairs.iter().map(|p| p.source.as_str())));
+    assert_eq!(as_map(&s.formats), tally(pairs.iter().map(|p| p.format.as_str())));
+    assert!(s.formats.len() >= 2, "the photos fixture has PNGs and JPEGs: {:?}", s.formats);
 }
 
 fn json_rows(batches: &[arrow::array::RecordBatch]) -> Vec<serde_json::Value> {
@@ -614,7 +616,7 @@ fn report_has_a_chart_per_section_and_the_numbers() {
     let ids: Vec<&str> = sections.iter().map(|s| s.split('"').nth(1).unwrap()).collect();
     for want in [
         "overview", "d0-len-chars", "d0-sources", "d0-shards", "d0-rejects", "d0-dup-source", "d0-dup-reason", "d1-status", "d1-errors",
-        "d2-len-width", "d2-len-caption_chars", "d3-len-tokens", "d3-tasks",
+        "d2-len-width", "d2-len-caption_chars", "d2-formats", "d3-len-tokens", "d3-tasks",
     ] {
         assert!(ids.contains(&want), "no section {want}: {ids:?}");
     }
