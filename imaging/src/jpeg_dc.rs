@@ -25,11 +25,17 @@
 //! progressive Huffman JPEGs, grey or YCbCr, any sampling factors, restart
 //! intervals; sequential ones with all components in one scan. Anything else
 //! (arithmetic, 12-bit, CMYK, Adobe RGB, sequential files with separate scans per
-//! component, progressive scans out of T.81's order) and any damage it notices (a
-//! code no table has, a run past the block's or band's end, data that ends or hits a
-//! marker before the last block, a restart marker out of sequence, a progressive file
-//! without its EOI) give `None`: the caller then decodes through its usual path,
-//! whose verdict on a damaged file stands.
+//! component, progressive scans out of T.81's order) gives [`Unread::Unhandled`]
+//! (`None` from the plain functions): the caller then decodes through its usual path.
+//! Damage in the entropy-coded data of a scan it reads gives [`Unread::Damaged`],
+//! saying what and in which MCU: a code no table has, a run past the block's or
+//! band's end, data that ends or hits a marker before the last unit, a restart marker
+//! missing or out of sequence, and whole bytes of data left over after a scan's last
+//! unit or before a restart marker — what libjpeg warns of as "extraneous bytes
+//! before marker" and decodes anyway, as do zune-jpeg and jpeg-decoder (a desynchronised
+//! scan usually finds its way back to valid codes and ends with bytes to spare, so the
+//! count catches damage that no single code shows). Progressive files' scans that
+//! are passed over (chroma, and AC at 1/8) are not checked.
 
 use crate::Gray;
 use std::cell::RefCell;
@@ -48,6 +54,39 @@ pub fn decode_luma_dc(bytes: &[u8]) -> Option<(Gray, u32, u32)> {
 /// `ceil(width/factor) × ceil(height/factor)` unrounded grey levels and the full size;
 /// `None` as for [`decode_luma_dc`].
 pub fn decode_luma_reduced(bytes: &[u8], factor: u32) -> Option<(Gray, u32, u32)> {
+    decode_luma_checked(bytes, factor).ok()
+}
+
+/// Why [`decode_luma_checked`] gave no picture.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Unread {
+    /// Not a file this decoder handles, or a malformed header: other decoders decide.
+    Unhandled,
+    /// Damaged entropy-coded data: what, and where (see the module note).
+    Damaged(String),
+}
+
+/// [`decode_luma_reduced`], saying why there is no picture: damage this decoder found
+/// is told apart from a file it does not handle.
+pub fn decode_luma_checked(bytes: &[u8], factor: u32) -> Result<(Gray, u32, u32), Unread> {
+    let mut damage = None;
+    reduced(bytes, factor, &mut damage).ok_or_else(|| damage.map_or(Unread::Unhandled, Unread::Damaged))
+}
+
+/// The damage this decoder finds in a JPEG's entropy-coded data when reading its 1/8
+/// picture (see the module note), `None` for an undamaged file or one it does not
+/// handle. As costly as that picture: on small photos about half of zune-jpeg's full
+/// luma decode (all of the entropy decoding, none of the rest).
+pub fn damage(bytes: &[u8]) -> Option<String> {
+    match decode_luma_checked(bytes, 8) {
+        Err(Unread::Damaged(d)) => Some(d),
+        _ => None,
+    }
+}
+
+/// The reduced picture; `None` with `damage` set when the entropy-coded data is
+/// damaged, `None` alone when the file is not one this decoder handles.
+fn reduced(bytes: &[u8], factor: u32, damage: &mut Option<String>) -> Option<(Gray, u32, u32)> {
     if factor != 8 && factor != 4 {
         return None;
     }
@@ -117,7 +156,7 @@ pub fn decode_luma_reduced(bytes: &[u8], factor: u32) -> Option<(Gray, u32, u32)
                     prog = Some(Progressive::new(f, factor == 4)?);
                 }
                 let st = prog.as_mut()?;
-                p.i = st.scan(seg, &dc_tables, &ac_tables, &quant, restart, bytes, p.i)?;
+                p.i = st.scan(seg, &dc_tables, &ac_tables, &quant, restart, bytes, p.i, damage)?;
             }
             0xDA => {
                 let f = frame?;
@@ -158,8 +197,13 @@ pub fn decode_luma_reduced(bytes: &[u8], factor: u32) -> Option<(Gray, u32, u32)
                 }
                 let q = quant[f.comps[0].tq as usize]?;
                 let data = &bytes[p.i..];
-                let g = decode_scan(&f, &scan, &q, factor == 4, restart, data)?;
-                return Some((g, f.w as u32, f.h as u32));
+                return match decode_scan(&f, &scan, &q, factor == 4, restart, data) {
+                    Ok(g) => Some((g, f.w as u32, f.h as u32)),
+                    Err(d) => {
+                        *damage = Some(d);
+                        None
+                    }
+                };
             }
             0xD9 => return prog?.finish(),
             _ => {}
@@ -252,9 +296,9 @@ impl Progressive {
 
     /// Reads (or skips) one scan whose header is `seg` and whose data starts at
     /// `bytes[start]`; returns where the next marker is. `None` on anything malformed,
-    /// out of the order T.81 G.1.1.1 allows, or damaged.
+    /// out of the order T.81 G.1.1.1 allows, or damaged (then with `damage` set).
     #[allow(clippy::too_many_arguments)]
-    fn scan(&mut self, seg: &[u8], dc_tables: &[Option<Rc<Huffman>>; 4], ac_tables: &[Option<Rc<Huffman>>; 4], quant: &[Option<[u16; 64]>; 4], restart: usize, bytes: &[u8], start: usize) -> Option<usize> {
+    fn scan(&mut self, seg: &[u8], dc_tables: &[Option<Rc<Huffman>>; 4], ac_tables: &[Option<Rc<Huffman>>; 4], quant: &[Option<[u16; 64]>; 4], restart: usize, bytes: &[u8], start: usize, damage: &mut Option<String>) -> Option<usize> {
         let ns = *seg.first()? as usize;
         if ns == 0 || ns > self.f.comps.len() || seg.len() < 1 + 2 * ns + 3 {
             return None;
@@ -327,23 +371,36 @@ impl Progressive {
         // Units are walked row by row (no division per unit or block: a DC scan does
         // only a few instructions per block).
         let mut restarts = Restarts::new(restart);
+        // What went wrong in which unit, when its data is damaged (formatted only then).
+        let units = ux * uy;
+        let kind = if dc { "DC" } else { "AC" };
+        let mut hurt = |what: &str, u: usize| {
+            *damage = Some(format!("unit {u} of {units} of a progressive {kind} scan: {what}"));
+            None
+        };
         for my in 0..uy {
             for mx in 0..ux {
-                if restarts.before_unit(&mut bits)? {
-                    pred = [0; 4];
-                    eobrun = 0;
+                let u = my * ux + mx;
+                match restarts.before_unit(&mut bits) {
+                    Some(true) => {
+                        pred = [0; 4];
+                        eobrun = 0;
+                    }
+                    Some(false) => {}
+                    None => return hurt(RESTART, u),
                 }
                 if single {
                     let b = my * gw + mx;
                     if dc {
-                        dc_block(&mut bits, tables[0], &mut pred[0], ah, al, Some(&mut self.coef[b * per]))?;
+                        if dc_block(&mut bits, tables[0], &mut pred[0], ah, al, Some(&mut self.coef[b * per])).is_none() {
+                            return hurt(BAD_CODE, u);
+                        }
                     } else {
                         let blk: &mut [i16; 64] = (&mut self.coef[b * 64..b * 64 + 64]).try_into().ok()?;
                         let act = tables[0]?;
-                        if ah == 0 {
-                            ac_first(&mut bits, act, blk, &mut self.nz[b], ss, se, al, &mut eobrun)?;
-                        } else {
-                            ac_refine(&mut bits, act, blk, &mut self.nz[b], ss, se, al, &mut eobrun)?;
+                        let read = if ah == 0 { ac_first(&mut bits, act, blk, &mut self.nz[b], ss, se, al, &mut eobrun) } else { ac_refine(&mut bits, act, blk, &mut self.nz[b], ss, se, al, &mut eobrun) };
+                        if read.is_none() {
+                            return hurt(BAD_CODE, u);
                         }
                     }
                 } else if dc && ah != 0 {
@@ -370,15 +427,22 @@ impl Progressive {
                         for v in 0..c.v {
                             for h in 0..c.h {
                                 let keep = if idx[k] == 0 { Some(&mut self.coef[((my * vmax + v) * gw + mx * hmax + h) * per]) } else { None };
-                                dc_block(&mut bits, tables[k], &mut pred[k], ah, al, keep)?;
+                                if dc_block(&mut bits, tables[k], &mut pred[k], ah, al, keep).is_none() {
+                                    return hurt(BAD_CODE, u);
+                                }
                             }
                         }
                     }
                 }
                 if bits.overran() {
-                    return None;
+                    return hurt(ENDS_EARLY, u);
                 }
             }
+        }
+        let extra = bits.extraneous();
+        if extra > 0 {
+            *damage = Some(format!("{extra} extraneous bytes after the last unit of a progressive {kind} scan"));
+            return None;
         }
         next_marker(bytes, start + bits.i)
     }
@@ -1021,8 +1085,8 @@ impl<'a> Bits<'a> {
     }
 
     /// Moves past the `k`-th restart marker of a scan (counting from 0): the bits left
-    /// of the interval are its last byte's padding, so everything up to the next marker
-    /// is dropped and that marker must be RST(k mod 8). Reading on until the marker,
+    /// of the interval must be its last byte's padding, with no whole byte before the
+    /// next marker ([`Bits::extraneous`]), and that marker must be RST(k mod 8). Reading on until the marker,
     /// rather than expecting the reader to have met it already: a four-byte refill can
     /// take an interval's last bytes without looking past them, and if the codes after
     /// it then leave only padding (a last code and magnitude of 25 bits or more) the
@@ -1031,10 +1095,9 @@ impl<'a> Bits<'a> {
     /// at [`Bits::refilled`].
     #[inline(never)]
     fn restarted(mut self, k: usize) -> Option<Self> {
-        if self.overran() {
+        if self.overran() || self.extraneous() > 0 {
             return None;
         }
-        while self.next_byte().is_some() {}
         if self.marker != Some(0xD0 + (k % 8) as u8) {
             return None;
         }
@@ -1058,6 +1121,18 @@ impl<'a> Bits<'a> {
     /// Whether any fed padding has been consumed: the data ran out early.
     fn overran(&self) -> bool {
         self.pad > self.n
+    }
+
+    /// Whole bytes of data left unread up to the next marker (which it finds), once a
+    /// scan or restart interval's last unit is read: only the padding bits of the last
+    /// byte may be left. Any more is damage that the codes did not show (libjpeg's
+    /// "extraneous bytes before marker").
+    fn extraneous(&mut self) -> usize {
+        let mut extra = (self.n.saturating_sub(self.pad) / 8) as usize;
+        while self.next_byte().is_some() {
+            extra += 1;
+        }
+        extra
     }
 
     /// Decodes one symbol (the buffer holds at least 16 bits).
@@ -1266,9 +1341,17 @@ fn ac<const KEEP: bool>(bits: &mut Bits, act: &Huffman, zz: &mut [i32; 64], nz: 
     Some(k)
 }
 
+/// What damaged entropy-coded data shows (see the module note), in few words: reports
+/// cut them short. A code no table has, or a run of coefficients past the block's (or
+/// band's) end; a restart marker missing, out of sequence or after whole bytes the
+/// interval did not use; data running out (or into a marker) before the last unit.
+const BAD_CODE: &str = "invalid Huffman code or run";
+const RESTART: &str = "bad restart marker";
+const ENDS_EARLY: &str = "data ends early";
+
 /// Decodes the scan's MCUs, keeping the luma DC of each block, or with `quarter` its
-/// four quadrant means.
-fn decode_scan(f: &Frame, scan: &[(&Huffman, &Huffman)], q: &[u16; 64], quarter: bool, restart: usize, data: &[u8]) -> Option<Gray> {
+/// four quadrant means. `Err` says how and where the data is damaged.
+fn decode_scan(f: &Frame, scan: &[(&Huffman, &Huffman)], q: &[u16; 64], quarter: bool, restart: usize, data: &[u8]) -> Result<Gray, String> {
     let (hmax, vmax) = (f.comps[0].h, f.comps[0].v);
     // A single-component scan is not interleaved: its MCU is one block, whatever the
     // sampling factors say (T.81 A.2.2).
@@ -1289,10 +1372,14 @@ fn decode_scan(f: &Frame, scan: &[(&Huffman, &Huffman)], q: &[u16; 64], quarter:
     let mut zz = [0i32; 64];
     // MCUs row by row, as in `Progressive::scan` (no division per MCU or block).
     let mut restarts = Restarts::new(restart);
+    // Where first: a report cut to a few words still says it.
+    let hurt = |what: &str, my: usize, mx: usize| format!("MCU {} of {}: {what}", my * mcux + mx, mcux * mcuy);
     for my in 0..mcuy {
         for mx in 0..mcux {
-            if restarts.before_unit(&mut bits)? {
-                pred = [0; 3];
+            match restarts.before_unit(&mut bits) {
+                Some(true) => pred = [0; 3],
+                Some(false) => {}
+                None => return Err(hurt(RESTART, my, mx)),
             }
             for (c, &(dct, act)) in scan.iter().enumerate() {
                 // Only luma's coefficients are kept, and only for the quarter picture.
@@ -1302,12 +1389,11 @@ fn decode_scan(f: &Frame, scan: &[(&Huffman, &Huffman)], q: &[u16; 64], quarter:
                     for h in 0..ch {
                         // A sequential scan's DC is a progressive first DC scan without a
                         // point transform.
-                        dc_block(&mut bits, Some(dct), &mut pred[c], 0, 0, None)?;
                         let mut nz = 0u64;
-                        let k = if keep { ac::<true>(&mut bits, act, &mut zz, &mut nz)? } else { ac::<false>(&mut bits, act, &mut zz, &mut nz)? };
-                        // A run past the 63rd coefficient: corrupt data.
-                        if k > 64 {
-                            return None;
+                        let read = dc_block(&mut bits, Some(dct), &mut pred[c], 0, 0, None).and_then(|()| if keep { ac::<true>(&mut bits, act, &mut zz, &mut nz) } else { ac::<false>(&mut bits, act, &mut zz, &mut nz) });
+                        // No code, or a run past the 63rd coefficient: corrupt data.
+                        if !matches!(read, Some(k) if k <= 64) {
+                            return Err(hurt(BAD_CODE, my, mx));
                         }
                         if c == 0 {
                             let (bx, by) = (mx * yh + h, my * yv + v);
@@ -1320,12 +1406,16 @@ fn decode_scan(f: &Frame, scan: &[(&Huffman, &Huffman)], q: &[u16; 64], quarter:
                 }
             }
             if bits.overran() {
-                return None;
+                return Err(hurt(ENDS_EARLY, my, mx));
             }
         }
     }
+    let extra = bits.extraneous();
+    if extra > 0 {
+        return Err(format!("{extra} extraneous bytes after the last MCU ({})", mcux * mcuy));
+    }
     let (ow, oh) = if quarter { (f.w.div_ceil(4), f.h.div_ceil(4)) } else { (bw, bh) };
-    Some(crop_rows(&out, stride, ow, oh))
+    Ok(crop_rows(&out, stride, ow, oh))
 }
 
 /// The top-left `w`×`h` of a picture whose rows are `stride` apart (the block grid's
@@ -1662,6 +1752,89 @@ mod tests {
         assert!(decode_luma_dc(&j[..sos]).is_none());
     }
 
+    /// Each scan of a JPEG: where its data starts and ends (the next marker other than
+    /// RST), its first component's id and its spectral start.
+    fn scans(j: &[u8]) -> Vec<(usize, usize, u8, u8)> {
+        let mut out = vec![];
+        let mut p = Parser::after_soi(j);
+        while let Some((m, seg)) = p.segment() {
+            if m == 0xDA {
+                let start = p.offset();
+                let end = next_marker(j, start).unwrap();
+                out.push((start, end, seg[1], seg[1 + 2 * seg[0] as usize]));
+                p = Parser { b: j, i: end };
+            }
+        }
+        out
+    }
+
+    fn overwrite(j: &[u8], at: usize, n: usize) -> Vec<u8> {
+        let mut bad = j.to_vec();
+        // Bytes that are neither 0xFF nor a stuffed zero: damage the markers survive.
+        bad[at..at + n].iter_mut().enumerate().for_each(|(k, b)| *b = (k as u8).wrapping_mul(37).wrapping_add(11) % 0xFF);
+        bad
+    }
+
+    /// Damage is told apart from what the decoder does not handle, and said with where
+    /// it is; undamaged files (the sample photos, the progressive fixtures, encoder
+    /// files with restart intervals) have none.
+    #[test]
+    fn damage_is_found_and_told_apart_from_unhandled_files() {
+        let (rgb, w, h) = rgb_of("coffee.png");
+        let rst = encode(&rgb, w, h, |e| e.set_restart_interval(4), jpeg_encoder::ColorType::Rgb);
+        let mut whole = vec![rst.clone()];
+        for e in std::fs::read_dir(photos()).unwrap() {
+            let p = e.unwrap().path();
+            if p.extension().is_some_and(|x| x == "jpg") {
+                whole.push(std::fs::read(&p).unwrap());
+            }
+        }
+        for name in PROGRESSIVE_TWINS {
+            whole.push(fixture(&format!("{name}_baseline.jpg")));
+            whole.push(fixture(&format!("{name}_progressive.jpg")));
+        }
+        for (k, j) in whole.iter().enumerate() {
+            for factor in [8, 4] {
+                assert!(decode_luma_checked(j, factor).is_ok(), "file {k} at 1/{factor}");
+            }
+            assert_eq!(damage(j), None);
+        }
+        let damaged = |j: &[u8], factor: u32| match decode_luma_checked(j, factor) {
+            Err(Unread::Damaged(d)) => d,
+            other => panic!("not found damaged at 1/{factor}: {:?}", other.map(|(_, w, h)| (w, h))),
+        };
+        // Overwritten in the middle of a baseline scan: a code goes wrong in some MCU.
+        let (start, end, ..) = scans(&rst)[0];
+        let d = damaged(&overwrite(&rst, (start + end) / 2, 64), 8);
+        assert!(d.starts_with("MCU ") && d.contains(" of 950: "), "{d}");
+        // Whole bytes before a restart marker or the end marker: what no code shows.
+        let rst3 = start + rst[start..].windows(2).position(|m| m == [0xFF, 0xD3]).unwrap();
+        let mut before_rst = rst.clone();
+        before_rst.splice(rst3..rst3, [0x55, 0x55]);
+        assert!(damaged(&before_rst, 4).ends_with(": bad restart marker"));
+        let mut before_eoi = rst.clone();
+        before_eoi.splice(end..end, [0x55; 5]);
+        assert_eq!(damaged(&before_eoi, 8), "5 extraneous bytes after the last MCU (950)");
+        assert_eq!(damage(&before_eoi).as_deref(), Some("5 extraneous bytes after the last MCU (950)"));
+        // Progressive: the first (DC) scan is read at either scale, luma's AC scans at 1/4.
+        let p = fixture("chelsea_420_progressive.jpg");
+        let all = scans(&p);
+        let (s0, e0, ..) = all[0];
+        for factor in [8, 4] {
+            let d = damaged(&overwrite(&p, (s0 + e0) / 2, 16), factor);
+            assert!(d.contains("progressive DC scan"), "{d}");
+        }
+        let luma = p[p.windows(2).position(|m| m == [0xFF, 0xC2]).unwrap() + 10];
+        let &(s1, e1, ..) = all.iter().find(|&&(_, _, id, ss)| id == luma && ss > 0).unwrap();
+        let d = damaged(&overwrite(&p, (s1 + e1) / 2, 16), 4);
+        assert!(d.contains("progressive AC scan"), "{d}");
+        // Not handled (arithmetic coding) is not damage: other decoders decide.
+        let mut arith = p.clone();
+        arith[p.windows(2).position(|m| m == [0xFF, 0xC2]).unwrap() + 1] = 0xCA;
+        assert_eq!(decode_luma_checked(&arith, 8).map(|_| ()), Err(Unread::Unhandled));
+        assert_eq!(damage(&arith), None);
+    }
+
     /// The first AC table of a JPEG (its DHT segment as the encoder wrote it).
     fn first_ac_table(j: &[u8]) -> Huffman {
         let mut p = Parser::after_soi(j);
@@ -1793,7 +1966,7 @@ mod tests {
             let j = encode(&crop, cw as u16, ch as u16, |e| e.set_sampling_factor(jpeg_encoder::SamplingFactor::F_2_2), jpeg_encoder::ColorType::Rgb);
             let factor = if cw.max(ch) >= 8 * SIDE { 8 } else { 4 };
             assert!(cw.max(ch) >= 4 * SIDE && decode_luma_reduced(&j, factor).is_some(), "the reduced path is taken");
-            let (a, aw, ah) = crate::decode_jpeg_gray_fast(&j, SIDE).unwrap().unwrap();
+            let (a, aw, ah) = crate::decode_jpeg_gray_fast(&j, SIDE, true).unwrap().unwrap();
             assert_eq!((aw, ah), (cw as u32, ch as u32));
             // The full decode's Y, box-shrunk.
             use zune_core::{bytestream::ZCursor, colorspace::ColorSpace, options::DecoderOptions};
@@ -1831,8 +2004,8 @@ mod tests {
             let (gp, _, _, sp) = crate::decode_gray_as(&p, 192, crate::JpegGrey::Luma).unwrap();
             assert_eq!((sp, gp.w, gp.h), (sb, gb.w, gb.h), "cut {cut}");
             assert!(gp.px == gb.px, "cut {cut}: progressive work picture differs at 192");
-            let (fb, ..) = crate::decode_jpeg_gray_fast(&b, SIDE).unwrap().unwrap();
-            let (fp, ..) = crate::decode_jpeg_gray_fast(&p, SIDE).unwrap().unwrap();
+            let (fb, ..) = crate::decode_jpeg_gray_fast(&b, SIDE, true).unwrap().unwrap();
+            let (fp, ..) = crate::decode_jpeg_gray_fast(&p, SIDE, true).unwrap().unwrap();
             assert!(fp.px == fb.px, "cut {cut}: progressive work picture differs at {SIDE}");
         }
     }

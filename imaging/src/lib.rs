@@ -4,7 +4,8 @@
 //! full decode of a 12-megapixel JPEG costs about as much as everything else the
 //! stage does. JPEG stores 8×8 DCT blocks, so [`decode_gray`] asks jpeg-decoder for
 //! a reduced-size inverse DCT (1/2, 1/4 or 1/8: 4×4, 2×2 or 1×1 outputs per block);
-//! every entropy-coded bit is still read, so a corrupt stream still fails. Where 1/4
+//! every entropy-coded bit is still read, so a stream whose codes break still fails
+//! (most damage does not break them: [`jpeg_dc`] looks further). Where 1/4
 //! or 1/8 is enough and the grey may be JPEG's own luma, [`jpeg_dc`] reads baseline
 //! and progressive files itself, keeping only the luma coefficients those scales
 //! need. JPEGs too small for a 1/4 cut decode only their luma plane, at full size,
@@ -32,6 +33,10 @@ pub enum DecodeError {
     Decode(String),
     #[error("image is empty ({0}x{1})")]
     Empty(u32, u32),
+    /// Entropy-coded JPEG data that decoders would read through, filling the picture
+    /// with garbage from the damage on ([`jpeg_dc`]'s module note says what is found).
+    #[error("JPEG data is damaged: {0}")]
+    Damaged(String),
 }
 
 fn is_jpeg(bytes: &[u8]) -> bool {
@@ -53,6 +58,15 @@ pub fn decode_gray(bytes: &[u8], max_side: usize) -> Result<(Gray, u32, u32, u32
 /// BT.601 weights computed from RGB, so a JPEG and a PNG of one picture still get
 /// the same grey (up to rounding).
 pub fn decode_gray_as(bytes: &[u8], max_side: usize, grey: JpegGrey) -> Result<(Gray, u32, u32, u32), DecodeError> {
+    decode_gray_seen(bytes, max_side, grey).map(|(r, _)| r)
+}
+
+/// [`decode_gray_as`], also giving the damage that a JPEG read at 1/4 or 1/8 showed in
+/// its entropy-coded data ([`jpeg_dc`]): the picture is then the full decoders', which
+/// read through damage. `None` where the file was read another way (no check is made
+/// for it: see [`decode_jpeg_gray_fast`] for one that always checks).
+pub fn decode_gray_seen(bytes: &[u8], max_side: usize, grey: JpegGrey) -> Result<((Gray, u32, u32, u32), Option<String>), DecodeError> {
+    let mut damage = None;
     if is_jpeg(bytes) {
         // Where the DCT-domain scaler can cut by 4 or 8 it wins; at 1/2 its slower
         // entropy decoding and per-component worker threads (jpeg-decoder starts them
@@ -62,14 +76,15 @@ pub fn decode_gray_as(bytes: &[u8], max_side: usize, grey: JpegGrey) -> Result<(
         // At 4× or 8× `max_side` and more, JPEG's own Y at 1/4 or 1/8 scale is enough,
         // and jpeg_dc's is the cheapest decode there is (so only for `Luma`).
         if grey == JpegGrey::Luma {
-            if let Some(r) = reduced_luma(bytes, long, max_side) {
-                return Ok(r);
+            match reduced_luma(bytes, long, max_side) {
+                Ok(r) => return Ok((r, None)),
+                Err(found) => damage = found,
             }
         }
         let big = long >= 4 * max_side;
         let r = if big { decode_jpeg_scaled_as(bytes, max_side, grey) } else { decode_jpeg_full(bytes, max_side, 4 * max_side, grey) };
         if let Ok(r) = r {
-            return Ok(r);
+            return Ok((r, damage));
         }
         // Fall through: the image crate's decoder forgives more broken files.
     }
@@ -79,7 +94,7 @@ pub fn decode_gray_as(bytes: &[u8], max_side: usize, grey: JpegGrey) -> Result<(
     // as for JPEG, and so do 16-bit PNGs, so that the picture stays the one the image
     // crate's decode gives.
     if let Some(Ok((g, w, h))) = png_gray(bytes, max_side, grey, false) {
-        return Ok((g, w, h, 1));
+        return Ok(((g, w, h, 1), None));
     }
     let img = load(bytes).map_err(|e| DecodeError::Decode(e.to_string()))?;
     let (w, h) = (img.width(), img.height());
@@ -94,7 +109,7 @@ pub fn decode_gray_as(bytes: &[u8], max_side: usize, grey: JpegGrey) -> Result<(
     // crate's conversion goes through floats and a libm round per pixel, which cost
     // more than inflating the PNG.
     let grey = match (&img, grey) {
-        (image::DynamicImage::ImageLuma8(g), _) => return Ok((shrink_u8(g.as_raw(), w as usize, h as usize, max_side), w, h, 1)),
+        (image::DynamicImage::ImageLuma8(g), _) => return Ok(((shrink_u8(g.as_raw(), w as usize, h as usize, max_side), w, h, 1), damage)),
         (image::DynamicImage::ImageRgb8(rgb), JpegGrey::Rec709) => grey709(rgb.as_raw(), 3),
         (image::DynamicImage::ImageRgba8(rgba), JpegGrey::Rec709) => grey709(rgba.as_raw(), 4),
         (other, JpegGrey::Rec709) => other.to_luma8().into_raw(),
@@ -102,7 +117,7 @@ pub fn decode_gray_as(bytes: &[u8], max_side: usize, grey: JpegGrey) -> Result<(
         (image::DynamicImage::ImageRgba8(rgba), JpegGrey::Luma) => grey601(rgba.as_raw(), 4),
         (other, JpegGrey::Luma) => grey601(other.to_rgb8().as_raw(), 3),
     };
-    Ok((shrink_u8(&grey, w as usize, h as usize, max_side), w, h, 1))
+    Ok(((shrink_u8(&grey, w as usize, h as usize, max_side), w, h, 1), damage))
 }
 
 /// BT.709 grey (the image crate's weights) of interleaved 8-bit pixels whose first
@@ -580,28 +595,32 @@ fn decode_into_grey(d: &mut zune_jpeg::JpegDecoder<zune_core::bytestream::ZCurso
 
 /// JPEG's own luma at 1/8 scale (the DC picture) when the longer side `long` is at
 /// least 8× `max_side`, at 1/4 (quadrant means) from 4×, box-shrunk to `max_side`;
-/// `None` below 4× or where [`jpeg_dc`] does not handle the file. `m6-decode-bench`,
+/// `Err(None)` below 4× or where [`jpeg_dc`] does not handle the file, `Err(Some)` with
+/// the damage it found in the data. `m6-decode-bench`,
 /// per image against zune-jpeg's full luma decode: 2048 px photos at 256 px, 2.6 ms at
 /// 1/8 against 5.4; 104 photos of 256-2048 px at 1/4, 1.3 ms against 1.4 (and 1.9
 /// for jpeg-decoder's scaled decode, which dedup took at 4×-8× before). Progressive
 /// files (the 26 photos ×4 saved progressive by Pillow), where a full decode costs
 /// most: at 2048 px 1.4 ms at 1/8 against zune-jpeg's 24.9, at 1536 px 6.6 ms at 1/4
 /// against 14.7.
-fn reduced_luma(bytes: &[u8], long: usize, max_side: usize) -> Option<(Gray, u32, u32, u32)> {
+fn reduced_luma(bytes: &[u8], long: usize, max_side: usize) -> Result<(Gray, u32, u32, u32), Option<String>> {
     let factor = if long >= 8 * max_side {
         8
     } else if long >= 4 * max_side {
         4
     } else {
-        return None;
+        return Err(None);
     };
     // A reduced picture over 16× the work size on a side (a lying or giant header)
     // goes to the usual paths and their size guards instead.
     if long / factor as usize > 16 * max_side {
-        return None;
+        return Err(None);
     }
-    let (g, w, h) = jpeg_dc::decode_luma_reduced(bytes, factor)?;
-    Some((jpeg_dc::shrink_reduced(&g, w, h, max_side, factor), w, h, factor))
+    match jpeg_dc::decode_luma_checked(bytes, factor) {
+        Ok((g, w, h)) => Ok((jpeg_dc::shrink_reduced(&g, w, h, max_side, factor), w, h, factor)),
+        Err(jpeg_dc::Unread::Damaged(d)) => Err(Some(d)),
+        Err(jpeg_dc::Unread::Unhandled) => Err(None),
+    }
 }
 
 /// JPEG to the grey work picture for a caller that wants the cheapest decode at
@@ -611,8 +630,12 @@ fn reduced_luma(bytes: &[u8], long: usize, max_side: usize) -> Option<(Gray, u32
 /// larger [`decode_jpeg_scaled`] (1/8 scale), where a full decode's memory would grow.
 /// Anything zune-jpeg refuses (CMYK, 12-bit, arithmetic coding) gets [`decode_gray`],
 /// whose error is the verdict.
+/// With `check_damage`, damaged entropy-coded data is [`DecodeError::Damaged`]: found by
+/// the 1/4 or 1/8 read itself, or on the other paths by reading the 1/8 picture first
+/// ([`jpeg_dc::damage`]; its cost, at most about half a full decode, is paid only
+/// there). Without, the full decoders read through damage as they always do.
 /// `None` when not a JPEG. Returns the picture and the full size.
-pub fn decode_jpeg_gray_fast(bytes: &[u8], max_side: usize) -> Option<Result<(Gray, u32, u32), DecodeError>> {
+pub fn decode_jpeg_gray_fast(bytes: &[u8], max_side: usize, check_damage: bool) -> Option<Result<(Gray, u32, u32), DecodeError>> {
     if !is_jpeg(bytes) {
         return None;
     }
@@ -622,10 +645,21 @@ pub fn decode_jpeg_gray_fast(bytes: &[u8], max_side: usize) -> Option<Result<(Gr
     if w == 0 || h == 0 {
         return Some(Err(DecodeError::Empty(w, h)));
     }
-    if let Some((g, w, h, _)) = reduced_luma(bytes, w.max(h) as usize, max_side) {
-        return Some(Ok((g, w, h)));
+    let long = w.max(h) as usize;
+    match reduced_luma(bytes, long, max_side) {
+        Ok((g, w, h, _)) => return Some(Ok((g, w, h))),
+        Err(Some(d)) if check_damage => return Some(Err(DecodeError::Damaged(d))),
+        // Too small to be read at 1/4: the 1/8 read for the check alone. (Not for
+        // pictures over 128× `max_side`, which no reduced read takes, nor files jpeg_dc
+        // does not handle: the full decoders' verdict stands there.)
+        Err(None) if check_damage && long < 4 * max_side => {
+            if let Some(d) = jpeg_dc::damage(bytes) {
+                return Some(Err(DecodeError::Damaged(d)));
+            }
+        }
+        _ => {}
     }
-    let r = if (w.max(h) as usize) > 16 * max_side { decode_jpeg_scaled(bytes, max_side) } else { decode_jpeg_full(bytes, max_side, 16 * max_side, JpegGrey::Luma) };
+    let r = if long > 16 * max_side { decode_jpeg_scaled(bytes, max_side) } else { decode_jpeg_full(bytes, max_side, 16 * max_side, JpegGrey::Luma) };
     Some(r.or_else(|_| decode_gray(bytes, max_side)).map(|(g, w, h, _)| (g, w, h)))
 }
 

@@ -276,7 +276,7 @@ mod tests {
             let rgb = image::load_from_memory(&bytes).unwrap().to_rgb8();
             let y601: Vec<u8> = rgb.pixels().map(|p| (0.299 * p[0] as f32 + 0.587 * p[1] as f32 + 0.114 * p[2] as f32).round() as u8).collect();
             for side in [64, 256] {
-                let (a, w, h) = crate::decode_jpeg_gray_fast(&bytes, side).expect("a JPEG").unwrap();
+                let (a, w, h) = crate::decode_jpeg_gray_fast(&bytes, side, true).expect("a JPEG").unwrap();
                 // From 4× the work size the 1/4- or 1/8-scale luma (Y, like the full
                 // decode's); past 16× where it is not handled, the 1/8-scale path (Rec. 709).
                 let long = rgb.width().max(rgb.height()) as usize;
@@ -295,11 +295,13 @@ mod tests {
                 }
             }
         }
-        // Corrupt entropy-coded data is still an error.
+        // Corrupt entropy-coded data: damaged when checked; unchecked, judged as the
+        // full decoders judge it (they read through it).
         let mut bad = std::fs::read(dir.join("rocket.jpg")).unwrap();
         let mid = bad.len() / 2;
         bad[mid..mid + 256].iter_mut().for_each(|b| *b ^= 0x5A);
-        let verdict = crate::decode_jpeg_gray_fast(&bad, 256).unwrap();
+        assert!(matches!(crate::decode_jpeg_gray_fast(&bad, 256, true), Some(Err(crate::DecodeError::Damaged(_)))));
+        let verdict = crate::decode_jpeg_gray_fast(&bad, 256, false).unwrap();
         assert_eq!(verdict.is_err(), decode_gray(&bad, 256).is_err(), "both paths judge a corrupt JPEG alike");
         // Cut short: an error, not a partial picture.
         let cut = &cases[0].1[..cases[0].1.len() / 2];

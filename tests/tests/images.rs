@@ -58,8 +58,8 @@ fn caption_less_image_folder_ingests_as_images_then_dedups_and_filters() {
 }
 
 /// Stats' examples of image rejects name the file, with what was wrong when the
-/// filter says (a cut-off JPEG's missing end marker): the detail alone was shown, which
-/// said what but not which.
+/// filter says (a cut-off JPEG's missing end marker; where the data of a JPEG damaged
+/// mid-stream goes wrong): the detail alone was shown, which said what but not which.
 #[test]
 fn stats_examples_of_damaged_images_name_the_file() {
     let t = tempfile::tempdir().unwrap();
@@ -68,14 +68,23 @@ fn stats_examples_of_damaged_images_name_the_file() {
     photo_folder(&dir, &["coffee.png"]);
     let jpeg = std::fs::read(photos.join("rocket.jpg")).unwrap();
     std::fs::write(dir.join("rocket-cut.jpg"), &jpeg[..jpeg.len() / 2]).unwrap();
+    // 100 bytes lost in the middle of the data: whole to ingest, and every decoder
+    // reads through it (the lower half of the picture is garbage).
+    let mut lost = jpeg.clone();
+    lost.drain(jpeg.len() / 2..jpeg.len() / 2 + 100);
+    std::fs::write(dir.join("rocket-hit.jpg"), &lost).unwrap();
     let (ingested, filtered) = (t.path().join("images"), t.path().join("filtered"));
     m6_ok(&["ingest", "--input", s(&dir), "--output", s(&ingested), "--quiet"]);
+    assert_eq!(Dataset::open(&ingested).unwrap().rows(), 3);
     m6_ok(&["filter", "--input", s(&ingested), "--output", s(&filtered), "--quiet"]);
+    assert_eq!(Dataset::open(&filtered).unwrap().rows(), 1);
     let st: serde_json::Value = serde_json::from_str(&m6_ok(&["stats", s(&filtered.join("rejects")), "--json"])).unwrap();
     let rules = st["rejects"]["rules"].as_array().unwrap();
-    assert_eq!(rules.len(), 1, "{st}");
-    assert_eq!(rules[0]["rule"], "image.truncated");
-    assert_eq!(rules[0]["snippets"], serde_json::json!(["rocket-cut.jpg [no JPEG end-of-image marker]"]));
+    let of = |r: &str| rules.iter().find(|x| x["rule"] == r).unwrap_or_else(|| panic!("no {r} in {st}"));
+    assert_eq!(rules.len(), 2, "{st}");
+    assert_eq!(of("image.truncated")["snippets"], serde_json::json!(["rocket-cut.jpg [no JPEG end-of-image marker]"]));
+    let hit = of("image.damaged")["snippets"][0].as_str().unwrap().to_string();
+    assert!(hit.starts_with("rocket-hit.jpg [JPEG data is damaged: MCU "), "{hit}");
 }
 
 /// A collection put together with links is read through them: a linked photo, a

@@ -7,7 +7,8 @@
 //! thread (from /proc/thread-self/schedstat; files are read into memory first):
 //!   filter_decode  what `filter` does before its rules: JPEG straight to luma
 //!                  (decode_jpeg_gray_fast: jpeg_dc at 1/4 or 1/8 from 4x SIDE, else
-//!                  zune-jpeg in full) and box-shrunk to SIDE, PNG rows
+//!                  jpeg_dc's 1/8 read for the damage check, then zune-jpeg in full)
+//!                  and box-shrunk to SIDE, PNG rows
 //!                  streamed into the SIDE work picture (decode_png_gray), others
 //!                  through decode_gray
 //!   zune_luma_full JPEGs only: zune-jpeg's full-size luma decode, nothing after it (the
@@ -80,7 +81,7 @@ fn main() {
     let jpegs = jpeg_files.len();
     let progressive = jpeg_files.iter().filter(|b| m6_imaging::jpeg_dc::is_progressive(b)).count();
     let filter_decode = time("filter_decode", &all, &|b| {
-        let r = m6_imaging::decode_png_gray(b, side).or_else(|| m6_imaging::decode_jpeg_gray_fast(b, side)).unwrap_or_else(|| m6_imaging::decode_gray(b, side).map(|(g, w, h, _)| (g, w, h)));
+        let r = m6_imaging::decode_png_gray(b, side).or_else(|| m6_imaging::decode_jpeg_gray_fast(b, side, true)).unwrap_or_else(|| m6_imaging::decode_gray(b, side).map(|(g, w, h, _)| (g, w, h)));
         r.map(|(g, _, _)| g.px.len()).unwrap_or(0)
     });
     let zune = time("zune_luma_full", &jpeg_files, &|b| {

@@ -5,8 +5,15 @@
 //!
 //! Each image is decoded once, at the smallest scale its rules need: the size, format
 //! and aspect rules read only the header; the pixel rules decode JPEG at 1/8–1/2 scale
-//! in the DCT domain (every entropy-coded bit is still read, so corrupt data still
-//! fails `image.decode`), other formats in full.
+//! in the DCT domain, other formats in full.
+//!
+//! `image.damaged` drops a JPEG whose entropy-coded data is damaged (bytes overwritten,
+//! lost or inserted in transfer or on disk). Every decoder here, like libjpeg, reads
+//! through such damage and fills the rest of the picture with what the desynchronised
+//! codes say, so `image.decode` never fires on it; the check is `m6_imaging::jpeg_dc`'s
+//! read of the file (see its module note for what it finds and what it cannot). It is
+//! free where that read is the decode (JPEGs of 4× the work size and more) and costs a
+//! 1/8-scale read, about half a full decode, on smaller ones.
 
 
 use image::ImageFormat;
@@ -24,11 +31,12 @@ pub mod rule {
     pub const MAX_SIDE: &str = "image.max_side";
     pub const ASPECT: &str = "image.aspect";
     pub const ANIMATED: &str = "image.animated";
+    pub const DAMAGED: &str = "image.damaged";
     pub const BLANK: &str = "image.blank";
     pub const SHARPNESS: &str = "image.sharpness";
     pub const ENTROPY: &str = "image.entropy";
     pub const BORDER: &str = "image.border";
-    pub const ALL: &[&str] = &[FORMAT, BOMB, TRUNCATED, DECODE, MIN_PIXELS, MIN_SIDE, MAX_SIDE, ASPECT, ANIMATED, BLANK, SHARPNESS, ENTROPY, BORDER];
+    pub const ALL: &[&str] = &[FORMAT, BOMB, TRUNCATED, DECODE, DAMAGED, MIN_PIXELS, MIN_SIDE, MAX_SIDE, ASPECT, ANIMATED, BLANK, SHARPNESS, ENTROPY, BORDER];
 }
 
 /// `[filter.image]`: rules for images and for the image of each pair.
@@ -214,13 +222,16 @@ impl ImageRules {
         let side = if quality { m6_imaging::quality::SIDE } else { 64 };
         // PNG rows stream straight into the work picture (no full-size RGB copy); JPEG
         // decodes straight to grey, at 1/8 scale when that still gives `side`.
-        let decoded = match m6_imaging::decode_png_gray(bytes, side).or_else(|| m6_imaging::decode_jpeg_gray_fast(bytes, side)) {
+        let decoded = match m6_imaging::decode_png_gray(bytes, side).or_else(|| m6_imaging::decode_jpeg_gray_fast(bytes, side, self.on(rule::DAMAGED))) {
             Some(r) => r.map(|(g, _, _)| g),
             None => m6_imaging::decode_gray(bytes, side).map(|(g, _, _, _)| g),
         };
         let g = match decoded {
             Ok(g) => g,
-            Err(e) => return Err(Drop { rule: rule::DECODE, value: bytes.len() as f64, threshold: 0.0, detail: Some(e.to_string()) }),
+            Err(e) => {
+                let rule = if matches!(e, m6_imaging::DecodeError::Damaged(_)) { rule::DAMAGED } else { rule::DECODE };
+                return Err(Drop { rule, value: bytes.len() as f64, threshold: 0.0, detail: Some(e.to_string()) });
+            }
         };
         if self.on(rule::BLANK) {
             let std = luma_std(&m6_imaging::shrink(&g, 64));

@@ -97,6 +97,53 @@ fn truncated_and_corrupt_files() {
     assert_eq!(dropped_by(&s, &bad), rule::DECODE);
 }
 
+/// Where the entropy-coded data of a scan starts (after the first SOS header).
+fn scan_start(jpg: &[u8]) -> usize {
+    let sos = jpg.windows(2).position(|m| m == [0xFF, 0xDA]).unwrap();
+    sos + 2 + u16::from_be_bytes([jpg[sos + 2], jpg[sos + 3]]) as usize
+}
+
+/// A JPEG damaged in the middle of its data (bytes overwritten, lost or added) is
+/// whole by every check before: it has its end marker and every decoder reads through
+/// it, with garbage from the damage on. `image.damaged` drops it, with the MCU where
+/// the data went wrong, for a photo under 4× the work size (checked by a 1/8-scale read
+/// before the full decode) and one over it (the 1/4 read is the check); undamaged, both
+/// are kept, and with the rule off the damaged ones are kept as before.
+#[test]
+fn jpeg_damaged_mid_stream_is_dropped() {
+    let s = stage();
+    let small = photo("rocket.jpg");
+    let big = encode(&image::load_from_memory(&small).unwrap().resize(1400, 1400, image::imageops::FilterType::Triangle), ImageFormat::Jpeg);
+    let lenient = FilterStage::new(FilterConfig { disable: vec!["image.damaged".into()], ..Default::default() }).unwrap();
+    for (name, jpg) in [("rocket", &small), ("rocket at 1400 px", &big)] {
+        assert!(s.judge_image(jpg).is_ok(), "{name}");
+        let (start, end) = (scan_start(jpg), jpg.len() - 2);
+        let at = start + (end - start) * 2 / 5;
+        let mut overwritten = jpg.clone();
+        let mut x = 0x9E37_79B9u32;
+        for b in &mut overwritten[at..at + 200] {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            *b = x as u8;
+        }
+        let mut lost = jpg.clone();
+        lost.drain(at..at + 100);
+        let mut added = jpg.clone();
+        added.splice(at..at, std::iter::repeat_n(0x3C, 50));
+        // Left over after the last block: what no single code shows.
+        let mut trailing = jpg.clone();
+        trailing.splice(end..end, [0x12, 0x34, 0x56]);
+        for (how, bad) in [("overwritten", &overwritten), ("lost", &lost), ("added", &added), ("trailing", &trailing)] {
+            let e = s.judge_image(bad).expect_err(&format!("{name}, {how}: kept"));
+            assert_eq!(e.rule, rule::DAMAGED, "{name}, {how}");
+            let detail = e.detail.unwrap();
+            assert!(detail.contains("MCU"), "{name}, {how}: {detail}");
+            assert!(lenient.judge_image(bad).is_ok(), "{name}, {how}: dropped with the rule off");
+        }
+    }
+}
+
 #[test]
 fn sides_and_aspect_ratio() {
     let s = stage();
