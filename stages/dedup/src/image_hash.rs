@@ -74,6 +74,11 @@ pub struct ImageSig {
     /// Variance of the Laplacian of the work picture inside [`unpadded_frame`] (the
     /// keep rule's tie-break: the edge between a picture and its padding is not detail).
     pub sharpness: f32,
+    /// Damage seen in a JPEG's entropy-coded data while it was read at 1/4 or 1/8
+    /// (`m6_imaging::decode_gray_seen`; the filter drops such an image as
+    /// `image.damaged`): the keep rule's flaw. Smaller JPEGs are not checked here, as a
+    /// check would cost a second read of the data.
+    pub damaged: bool,
 }
 
 /// Side of the grey block each window is resampled to before its pHash.
@@ -124,7 +129,7 @@ pub fn sign_gray(g: &Gray, width: u32, height: u32, decode_scale: u32) -> ImageS
     // The quality signals' sharpness alone: dedup needs neither entropy nor border.
     let inner = Gray { w: u1 - u0, h: v1 - v0, px: (v0..v1).flat_map(|y| g.px[y * g.w + u0..y * g.w + u1].iter().copied()).collect() };
     let sharpness = m6_imaging::quality::sharpness(&inner);
-    ImageSig { hashes, thumb, aspect, frame_pixels, width, height, decode_scale, sharpness }
+    ImageSig { hashes, thumb, aspect, frame_pixels, width, height, decode_scale, sharpness, damaged: false }
 }
 
 /// Decodes (at reduced scale) and signs encoded image bytes.
@@ -139,9 +144,9 @@ pub fn sign_gray(g: &Gray, width: u32, height: u32, decode_scale: u32) -> ImageS
 /// phone photo and a copy of it that was rotated when re-encoded (and lost its EXIF,
 /// as CDNs serve them) get the same signature.
 pub fn sign(bytes: &[u8]) -> Result<ImageSig, HashError> {
-    let (g, w, h, scale) = m6_imaging::decode_gray_as(bytes, WORK_SIDE, JpegGrey::Luma)?;
+    let ((g, w, h, scale), damage) = m6_imaging::decode_gray_seen(bytes, WORK_SIDE, JpegGrey::Luma)?;
     let (g, w, h) = shown(bytes, g, w, h);
-    Ok(sign_gray(&g, w, h, scale))
+    Ok(ImageSig { damaged: damage.is_some(), ..sign_gray(&g, w, h, scale) })
 }
 
 /// A decoded picture and its full size turned as `bytes`' EXIF orientation says.

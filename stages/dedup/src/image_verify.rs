@@ -110,9 +110,10 @@ pub fn decoded(p: &[u8]) -> bool {
     u64_at(p, 16) & 1 == 1
 }
 
-/// Whether the image was cut off in transfer, is animated or is over
-/// `keep_max_pixels` (`m6_imaging::truncated`, `m6_imaging::animated`): the filter
-/// drops such an image, so a cluster keeps one only when it has no other kind.
+/// Whether the image was cut off in transfer, is animated, is over `keep_max_pixels`
+/// or was seen damaged (`m6_imaging::truncated`, `m6_imaging::animated`,
+/// `ImageSig::damaged`): the filter drops such an image, so a cluster keeps one only
+/// when it has no other kind.
 pub fn flawed(p: &[u8]) -> bool {
     u64_at(p, 16) & 2 != 0
 }
@@ -1667,7 +1668,7 @@ mod tests {
 
     /// The payload of a drawn picture (cut by `c`) under exact key `key`, with no hashes.
     fn payload(key: u64, c: Crop, f: fn(f32, f32) -> f32) -> Vec<u8> {
-        let sig = ImageSig { hashes: [0; WINDOWS], thumb: draw(c, f), aspect: aspect_of(c), frame_pixels: 10_000.0, width: 100, height: 100, decode_scale: 1, sharpness: 0.0 };
+        let sig = ImageSig { hashes: [0; WINDOWS], thumb: draw(c, f), aspect: aspect_of(c), frame_pixels: 10_000.0, width: 100, height: 100, decode_scale: 1, sharpness: 0.0, damaged: false };
         let mut out = vec![];
         encode_payload(key, Some(&sig), false, 0, &mut out);
         out

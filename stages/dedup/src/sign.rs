@@ -196,20 +196,23 @@ impl<'a> Signer<'a> {
         }
     }
 
-    /// Whether an image of `pixels` (its header's) is cut off, animated or over
-    /// `keep_max_pixels`, when a copy that is not byte-identical could share its cluster
-    /// (near keys, or pixel keys); see `image_verify::flawed`.
-    fn flawed(&self, bytes: &[u8], pixels: u32) -> bool {
+    /// Whether an image of `pixels` (its header's) is cut off, animated, over
+    /// `keep_max_pixels` or seen damaged when signed, when a copy that is not
+    /// byte-identical could share its cluster (near keys, or pixel keys); see
+    /// `image_verify::flawed`.
+    fn flawed(&self, bytes: &[u8], pixels: u32, sig: Option<&ImageSig>) -> bool {
         if !self.cfg.near && self.cfg.image_exact != ImageExact::Pixels {
             return false;
         }
-        pixels as u64 > self.cfg.keep_max_pixels || image::guess_format(bytes).is_ok_and(|f| m6_imaging::truncated(f, bytes).is_some() || m6_imaging::animated(f, bytes))
+        pixels as u64 > self.cfg.keep_max_pixels
+            || sig.is_some_and(|s| s.damaged)
+            || image::guess_format(bytes).is_ok_and(|f| m6_imaging::truncated(f, bytes).is_some() || m6_imaging::animated(f, bytes))
     }
 
     pub fn image(&self, bytes: &[u8], size: u32) -> Signed {
         let (exact, sig) = self.image_keys(bytes);
         let mut body = Vec::with_capacity(image_verify::PAYLOAD_LEN);
-        image_verify::encode_payload(exact, sig.as_ref(), self.flawed(bytes, size), 0, &mut body);
+        image_verify::encode_payload(exact, sig.as_ref(), self.flawed(bytes, size, sig.as_ref()), 0, &mut body);
         let score = image_score(bytes.len(), size, sig.as_ref());
         Signed { size, score, body }
     }
@@ -218,7 +221,7 @@ impl<'a> Signer<'a> {
         let (exact, sig) = self.image_keys(bytes);
         let cap = text_key(&self.norm.normalize(caption), caption);
         let mut body = Vec::with_capacity(image_verify::PAYLOAD_LEN);
-        image_verify::encode_payload(exact, sig.as_ref(), self.flawed(bytes, size), cap, &mut body);
+        image_verify::encode_payload(exact, sig.as_ref(), self.flawed(bytes, size, sig.as_ref()), cap, &mut body);
         let score = image_score(bytes.len(), size, sig.as_ref());
         Signed { size, score, body }
     }

@@ -264,10 +264,12 @@ fn darkened_and_faded_copies_of_dim_photos_are_found() {
     assert_eq!(kept_after_dedup(tmp.path(), &rows, 2), originals, "a darkened or faded copy was kept");
 }
 
-/// A copy cut off in transfer, or animated, never stands for a cluster that has a
-/// whole, still copy, however much larger it is: the filter drops such images
-/// (`image.truncated`, `image.animated`), so keeping the largest copy had dedup remove
-/// the whole ones and the filter the kept one, and the picture left the corpus.
+/// A copy cut off in transfer, animated or damaged mid-stream never stands for a
+/// cluster that has a whole, still copy, however much larger it is: the filter drops
+/// such images (`image.truncated`, `image.animated`, `image.damaged`), so keeping the
+/// largest copy had dedup remove the whole ones and the filter the kept one, and the
+/// picture left the corpus. (Damage is seen where signing reads a JPEG at 1/4 or 1/8,
+/// from 512 px.)
 #[test]
 fn cut_off_and_animated_copies_give_way_to_whole_ones() {
     use image::codecs::gif::GifEncoder;
@@ -293,6 +295,18 @@ fn cut_off_and_animated_copies_give_way_to_whole_ones() {
         let cut = full[..full.len() * 24 / 25].to_vec();
         assert!(m6_imaging::truncated(image::ImageFormat::Jpeg, &cut).is_some());
         push(name, "cut", cut, &img);
+    }
+    for name in ["motorcycle_left.png", "hubble_deep_field.jpg"] {
+        let img = photo(name);
+        // 100 bytes lost near the end of the scan: the file is whole to every other
+        // check, its last rows decode as garbage, and the rest is the photo.
+        let mut damaged = jpeg(&img, 92);
+        let sos = damaged.windows(2).position(|m| m == [0xFF, 0xDA]).unwrap();
+        let at = sos + (damaged.len() - sos) * 24 / 25;
+        damaged.drain(at..at + 100);
+        assert!(m6_imaging::truncated(image::ImageFormat::Jpeg, &damaged).is_none());
+        assert!(m6_imaging::jpeg_dc::damage(&damaged).is_some());
+        push(name, "damaged", damaged, &img);
     }
     for name in ["camera.png", "rocket.jpg"] {
         let img = photo(name);
