@@ -343,8 +343,10 @@ pub fn jpeg_truncated(bytes: &[u8]) -> bool {
 
 /// What shows an image was cut off in transfer, when it was: the end marker decoders
 /// forgive (a JPEG that stops before its EOI, a PNG without IEND, a GIF without its
-/// trailer decode with the missing part grey or absent). The filter drops such images
-/// (`image.truncated`), and dedup never keeps one where a whole copy exists.
+/// trailer decode with the missing part grey or absent), or a WebP shorter than its
+/// RIFF header says (the WebP decoder caught a cut at the end, but decoded 8 of 24 with
+/// 100 bytes lost from the middle). The filter drops such images (`image.truncated`),
+/// and dedup never keeps one where a whole copy exists.
 pub fn truncated(format: image::ImageFormat, bytes: &[u8]) -> Option<&'static str> {
     let tail = &bytes[bytes.len().saturating_sub(4096)..];
     match format {
@@ -352,8 +354,15 @@ pub fn truncated(format: image::ImageFormat, bytes: &[u8]) -> Option<&'static st
         image::ImageFormat::Jpeg if jpeg_truncated(bytes) => Some("no JPEG end-of-image marker"),
         image::ImageFormat::Png if !tail.windows(4).any(|w| w == b"IEND") => Some("no PNG IEND chunk"),
         image::ImageFormat::Gif if bytes.last() != Some(&0x3B) && !tail.contains(&0x3B) => Some("no GIF trailer"),
+        image::ImageFormat::WebP if webp_short(bytes) => Some("WebP shorter than its RIFF header says"),
         _ => None,
     }
+}
+
+/// Whether a RIFF/WebP file holds fewer bytes than its header's size field counts
+/// (bytes 4-8: the size after them).
+fn webp_short(bytes: &[u8]) -> bool {
+    bytes.get(4..8).is_some_and(|s| (u32::from_le_bytes(s.try_into().expect("4 bytes")) as u64) + 8 > bytes.len() as u64)
 }
 
 /// An error for a JPEG cut off before its end-of-image marker ([`jpeg_truncated`]),

@@ -95,6 +95,17 @@ fn truncated_and_corrupt_files() {
         *b ^= 0x5A;
     }
     assert_eq!(dropped_by(&s, &bad), rule::DECODE);
+    // A WebP with 100 bytes lost from its middle: shorter than its RIFF header says,
+    // which the WebP decoder did not always notice. Bytes after the RIFF chunk are not
+    // a cut (libwebp ignores them too).
+    let webp = encode(&image::load_from_memory(&photo("coffee.png")).unwrap(), ImageFormat::WebP);
+    assert!(s.judge_image(&webp).is_ok());
+    let mut lost = webp.clone();
+    lost.drain(webp.len() / 2..webp.len() / 2 + 100);
+    assert_eq!(dropped_by(&s, &lost), rule::TRUNCATED);
+    let mut trailing = webp.clone();
+    trailing.extend_from_slice(&[0; 16]);
+    assert!(s.judge_image(&trailing).is_ok());
 }
 
 /// Where the entropy-coded data of a scan starts (after the first SOS header).
