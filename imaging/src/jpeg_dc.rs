@@ -1770,7 +1770,7 @@ mod tests {
 
     fn overwrite(j: &[u8], at: usize, n: usize) -> Vec<u8> {
         let mut bad = j.to_vec();
-        // Bytes that are neither 0xFF nor a stuffed zero: damage the markers survive.
+        // No 0xFF among them (no marker or stuffing is made): damage the markers survive.
         bad[at..at + n].iter_mut().enumerate().for_each(|(k, b)| *b = (k as u8).wrapping_mul(37).wrapping_add(11) % 0xFF);
         bad
     }
