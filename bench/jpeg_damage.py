@@ -7,7 +7,10 @@ Whole files: the scikit-image photos saved by Pillow as baseline q90 4:2:0, q75 
 with optimised tables, q90 with restart markers every 4 MCUs and progressive q90, each
 at its own size (96-1,411 px: the filter's small-file path, a 1/8-scale read before the
 full decode) and enlarged to 1,600 px (its 1/4-scale path, where that read is the
-decode); and, where apt-get can fetch them (bench/lib/wallpapers.py), 26 camera photos as
+decode); where libjpeg-turbo-progs can be fetched, the photos at their own size saved by
+its cjpeg with what Pillow does not offer (a restart marker every MCU, 1x2 chroma
+sampling, a progressive script of its own, progressive with restart intervals); and,
+where apt-get can fetch them (bench/lib/wallpapers.py), 26 camera photos as
 their photographers saved them (1280-5312 px, 14 progressive). Each whole file gets
 one copy per kind of damage at a seeded random place 10-90% into its entropy-coded data:
 200 or 16 random bytes written over it, 64 bytes zeroed, one bit flipped, 1 or 100 bytes
@@ -71,8 +74,32 @@ def damaged(b, kind, rnd):
     return bytes(d)
 
 
-def whole_files(data, dest):
-    """Writes the whole JPEGs into dest/<set>/; returns {set: [paths]}."""
+# Progressive script with three levels of successive approximation on luma and its
+# DC refined last: not the one Pillow (libjpeg's jpeg_simple_progression) writes.
+SCANS = """0: 0-0, 0, 2 ;
+1: 0-0, 0, 1 ;
+2: 0-0, 0, 1 ;
+0: 0-0, 2, 1 ;
+0: 1-2, 0, 3 ;
+0: 3-63, 0, 3 ;
+0: 1-63, 3, 2 ;
+0: 1-63, 2, 1 ;
+1: 1-63, 0, 0 ;
+2: 1-63, 0, 0 ;
+0: 1-63, 1, 0 ;
+0: 0-0, 1, 0 ;
+1: 0-0, 1, 0 ;
+2: 0-0, 1, 0 ;
+"""
+
+# cjpeg settings Pillow does not offer: a restart marker every MCU, 1x2 chroma
+# sampling, the script above, progressive with restart intervals.
+CJPEG = {"cjpeg_restart_every_mcu": ["-restart", "1"], "cjpeg_sample_1x2": ["-sample", "1x2"], "cjpeg_own_scan_script": ["-scans", "SCANS"], "cjpeg_progressive_restart_2": ["-progressive", "-restart", "2"]}
+
+
+def whole_files(data, dest, cjpeg=None):
+    """Writes the whole JPEGs into dest/<set>/; returns {set: [paths]}. With `cjpeg`
+    (libjpeg-turbo's encoder), also the CJPEG sets of the photos at their own size."""
     from PIL import Image
     sets = {}
     photos = sorted(p for p in glob.glob(f"{data}/photos/*") if p.endswith((".png", ".jpg")))
@@ -93,6 +120,17 @@ def whole_files(data, dest):
                     im = im.resize((round(im.width * s), round(im.height * s)), Image.BICUBIC)
                 q = os.path.join(dest, key, os.path.basename(p).rsplit(".", 1)[0] + ".jpg")
                 im.save(q, **kw)
+            sets[key] = sorted(glob.glob(os.path.join(dest, key, "*.jpg")))
+    if cjpeg:
+        script = os.path.join(dest, "scans.txt")
+        open(script, "w").write(SCANS)
+        for key, opts in CJPEG.items():
+            os.makedirs(os.path.join(dest, key))
+            for p in photos:
+                ppm = os.path.join(dest, "in.ppm")
+                Image.open(p).convert("RGB").save(ppm)
+                q = os.path.join(dest, key, os.path.basename(p).rsplit(".", 1)[0] + ".jpg")
+                subprocess.run([cjpeg] + [script if o == "SCANS" else o for o in opts] + ["-outfile", q, ppm], check=True)
             sets[key] = sorted(glob.glob(os.path.join(dest, key, "*.jpg")))
     if shutil.which("apt-get"):
         sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
@@ -176,8 +214,9 @@ def main():
     bin_ = os.environ.get("M6CORPUS_BIN", "target/release/m6corpus")
     work = tempfile.mkdtemp(prefix="m6-jpeg-damage-")
     try:
-        sets = whole_files(args.data, os.path.join(work, "whole"))
         djpeg = djpeg_path(args.data)
+        cjpeg = djpeg and os.path.join(os.path.dirname(djpeg), "cjpeg")
+        sets = whole_files(args.data, os.path.join(work, "whole"), cjpeg if cjpeg and os.path.exists(cjpeg) else None)
         rnd = random.Random(20261201)
         res = {}
         false_alarms = []
