@@ -143,7 +143,6 @@ def measure(bin_, py, work, data, copies=10, repeat=3, decode_bin=None):
             "m6corpus_without_signals": {"cpu_seconds": round(nosig, 3), "images_per_cpu_s": round(n / nosig, 1)},
             "m6corpus_without_damage_check": {"cpu_seconds": round(same, 3), "images_per_cpu_s": round(n / same, 1)},
         }
-        c_same = same
         for mode in ["full", "draft"]:
             pbest = None
             for k in range(repeat):
@@ -153,7 +152,7 @@ def measure(bin_, py, work, data, copies=10, repeat=3, decode_bin=None):
             res[f"peer_pillow_{mode}"] = {"cpu_seconds": round(pbest["cpu_seconds"], 3), "images_per_cpu_s": round(n / pbest["cpu_seconds"], 1), "wall_seconds": round(pbest["seconds"], 3), "kept": pbest["kept"], "dropped": pbest["dropped"]}
         fastest = min(res["peer_pillow_full"]["cpu_seconds"], res["peer_pillow_draft"]["cpu_seconds"])
         res["ratio_vs_fastest_peer_cpu"] = round(fastest / c, 2)
-        res["ratio_vs_fastest_peer_cpu_same_rules"] = round(fastest / c_same, 2)
+        res["ratio_vs_fastest_peer_cpu_same_rules"] = round(fastest / same, 2)
         res["ratio_vs_peer_full_cpu"] = round(res["peer_pillow_full"]["cpu_seconds"] / c, 2)
         if decode_bin:
             floor = decode_floor(decode_bin, py, folder, ds, n, repeat)
