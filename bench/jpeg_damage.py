@@ -17,7 +17,9 @@ one copy per kind of damage at a seeded random place 10-90% into its entropy-cod
 lost, 50 random bytes inserted. Every damaged copy keeps its end marker, so
 `image.truncated` never applies.
 
-Found by: m6corpus = dropped by `image.damaged` or `image.decode`; Pillow =
+Found by: m6corpus = dropped by `image.damaged` or `image.decode`; tokenize = refused
+by `m6corpus tokenize` (default settings: `check_damage` on) given the files as
+image-caption pairs, and with `check_damage = false`; Pillow =
 `Image.open(...).load()` raises (LOAD_TRUNCATED_IMAGES off); libjpeg-turbo = `djpeg`
 exits with its warning status (it warns of "corrupt JPEG data" and decodes on), where
 libjpeg-turbo-progs can be fetched with apt-get download. Damage that changes only a
@@ -206,6 +208,32 @@ def filter_verdicts(bin_, folder, work):
     return dropped
 
 
+def tokenize_refusals(bin_, folder, work, check=True):
+    """{file name: message} for every file `m6corpus tokenize` refuses (default
+    settings; `check=False`: `check_damage = false`): the folder's files as
+    image-caption pairs (a caption file beside each, in a linked copy of the folder),
+    with a minimal vocabulary."""
+    import pyarrow.parquet as pq
+    pairs, ds, out = os.path.join(work, "pairs"), os.path.join(work, "pairs_ds"), os.path.join(work, "samples")
+    for d in (pairs, ds, out):
+        shutil.rmtree(d, ignore_errors=True)
+    os.makedirs(pairs)
+    for name in os.listdir(folder):
+        os.link(os.path.join(folder, name), os.path.join(pairs, name))
+        open(os.path.join(pairs, name.rsplit(".", 1)[0] + ".txt"), "w").write("图片\n")
+    vocab = os.path.join(work, "vocab.txt")
+    open(vocab, "w").write("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[IMG]", "[/IMG]", "图", "片"]) + "\n")
+    subprocess.run([bin_, "ingest", "--input", pairs, "--output", ds, "--quiet"], check=True, capture_output=True)
+    subprocess.run([bin_, "tokenize", "--input", ds, "--output", out, "--tokenizer", vocab, "--quiet", "--set", f"check_damage={str(check).lower()}"], check=True, capture_output=True)
+    refused = {}
+    for f in glob.glob(os.path.join(out, "errors", "*.parquet")):
+        # The location ends with the ingested file's path under the input folder.
+        t = pq.read_table(f, columns=["location", "message"]).to_pydict()
+        for loc, msg in zip(t["location"], t["message"]):
+            refused[os.path.basename(loc.rstrip(")").rsplit("(", 1)[-1])] = msg
+    return refused
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", default=os.environ.get("M6_DATA_DIR", "data"))
@@ -234,25 +262,30 @@ def main():
                     open(os.path.join(folder, q), "wb").write(damaged(b, kind, rnd))
                     made[q] = kind
             dropped = filter_verdicts(bin_, folder, os.path.join(work, "run"))
+            refused = tokenize_refusals(bin_, folder, os.path.join(work, "run"))
+            unchecked = tokenize_refusals(bin_, folder, os.path.join(work, "run"), check=False)
             row = {}
             for kind in ["whole"] + KINDS:
                 names = [q for q, k in made.items() if k == kind]
                 ours = [q for q in names if dropped.get(q) in ("image.damaged", "image.decode")]
                 pil = [q for q in names if pillow_fails(os.path.join(folder, q))]
                 lj = [q for q in names if libjpeg_warns(djpeg, os.path.join(folder, q))] if djpeg else None
-                row[kind] = {"files": len(names), "m6corpus": len(ours), "pillow": len(pil), "libjpeg_turbo_warns": None if lj is None else len(lj)}
+                tok = [q for q in names if q in refused]
+                row[kind] = {"files": len(names), "m6corpus": len(ours), "tokenize": len(tok), "tokenize_check_off": sum(q in unchecked for q in names), "pillow": len(pil), "libjpeg_turbo_warns": None if lj is None else len(lj)}
                 if kind == "whole":
                     false_alarms += [f"{key}/{q}: m6corpus {dropped[q]}" for q in names if q in dropped]
+                    false_alarms += [f"{key}/{q}: tokenize {refused[q]}" for q in tok]
+                    false_alarms += [f"{key}/{q}: tokenize, check off: {unchecked[q]}" for q in names if q in unchecked]
                     false_alarms += [f"{key}/{q}: Pillow" for q in pil] + [f"{key}/{q}: libjpeg-turbo" for q in (lj or [])]
             res[key] = row
         total = {}
         for kind in ["whole"] + KINDS:
-            for side in ["files", "m6corpus", "pillow", "libjpeg_turbo_warns"]:
+            for side in ["files", "m6corpus", "tokenize", "tokenize_check_off", "pillow", "libjpeg_turbo_warns"]:
                 vals = [res[k][kind][side] for k in res]
                 total.setdefault(kind, {})[side] = None if any(v is None for v in vals) else sum(vals)
         res["all"] = total
         out = {
-            "note": "Damaged copies of whole JPEGs (see bench/jpeg_damage.py): per set and kind of damage, how many files each reader finds damaged. m6corpus: `filter` with its default rules drops the file as image.damaged or image.decode; pillow: Image.open().load() raises; libjpeg_turbo_warns: djpeg exits non-zero (it warns and decodes on). `whole` rows are the undamaged files: anything there is a false alarm (listed in false_alarms).",
+            "note": "Damaged copies of whole JPEGs (see bench/jpeg_damage.py): per set and kind of damage, how many files each reader finds damaged. m6corpus: `filter` with its default rules drops the file as image.damaged or image.decode; tokenize: `tokenize` with its default settings (check_damage on) refuses the file as a pair's image (an errors row); tokenize_check_off: the same with check_damage = false (damage found only where the sample's decoder fails and the check confirms it); pillow: Image.open().load() raises; libjpeg_turbo_warns: djpeg exits non-zero (it warns and decodes on). `whole` rows are the undamaged files: anything there is a false alarm (listed in false_alarms).",
             "djpeg": djpeg and subprocess.run([djpeg, "-version"], capture_output=True, text=True).stderr.strip(),
             "pillow": __import__("PIL").__version__,
             "false_alarms": false_alarms,

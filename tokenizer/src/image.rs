@@ -42,6 +42,14 @@ pub enum ImageEncoding {
     Jpeg,
 }
 
+/// An error for a JPEG cut off or damaged in its entropy-coded data, which decoders
+/// would read through into a sample with garbage in it; `Ok` for anything else. It
+/// reads the JPEG's 1/8-scale picture, a second pass beside the sample's decode
+/// ([`m6_imaging::refuse_damaged_jpeg`]).
+pub fn refuse_damaged(bytes: &[u8]) -> Result<(), ImageError> {
+    Ok(m6_imaging::refuse_damaged_jpeg(bytes)?)
+}
+
 impl ImageEncoding {
     pub fn name(self) -> &'static str {
         match self {

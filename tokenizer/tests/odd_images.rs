@@ -190,4 +190,7 @@ fn a_jpeg_declaring_billions_of_pixels_is_refused() {
     let bomb = cut_sof(&full, 60000, 60000);
     let e = cfg.encode_sample(&bomb, ImageEncoding::Jpeg, 90).unwrap_err().to_string();
     assert!(e.contains("60000x60000") || e.to_lowercase().contains("limit"), "{e}");
+    // The damage check (tokenize's `check_damage`) leaves such a header to the size
+    // verdict above: its 1/8 picture alone would be 225 MB.
+    assert!(m6_tokenizer::image::refuse_damaged(&bomb).is_ok());
 }

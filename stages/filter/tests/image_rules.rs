@@ -108,12 +108,6 @@ fn truncated_and_corrupt_files() {
     assert!(s.judge_image(&trailing).is_ok());
 }
 
-/// Where the entropy-coded data of a scan starts (after the first SOS header).
-fn scan_start(jpg: &[u8]) -> usize {
-    let sos = jpg.windows(2).position(|m| m == [0xFF, 0xDA]).unwrap();
-    sos + 2 + u16::from_be_bytes([jpg[sos + 2], jpg[sos + 3]]) as usize
-}
-
 /// A JPEG damaged in the middle of its data (bytes overwritten, lost or added) is
 /// whole by every check before: it has its end marker and every decoder reads through
 /// it, with garbage from the damage on. `image.damaged` drops it, with the MCU where
@@ -128,7 +122,7 @@ fn jpeg_damaged_mid_stream_is_dropped() {
     let lenient = FilterStage::new(FilterConfig { disable: vec!["image.damaged".into()], ..Default::default() }).unwrap();
     for (name, jpg) in [("rocket", &small), ("rocket at 1400 px", &big)] {
         assert!(s.judge_image(jpg).is_ok(), "{name}");
-        let (start, end) = (scan_start(jpg), jpg.len() - 2);
+        let (start, end) = (m6_imaging::jpeg_first_scan(jpg).unwrap(), jpg.len() - 2);
         let at = start + (end - start) * 2 / 5;
         let mut overwritten = jpg.clone();
         let mut x = 0x9E37_79B9u32;

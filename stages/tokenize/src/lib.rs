@@ -61,11 +61,18 @@ pub struct TokenizeConfig {
     pub image_encoding: ImageEncoding,
     /// JPEG quality (1–100) for `image_encoding = "jpeg"`. Default 90.
     pub image_quality: u8,
+    /// Refuse JPEGs whose entropy-coded data is damaged (an `errors` row saying where),
+    /// which the decoders would otherwise read through into a sample with garbage from
+    /// the damage on. Default true. The check is a second read of each JPEG at 1/8
+    /// scale (of a progressive JPEG, its DC scans only); `filter`'s `image.damaged` rule (on by default) makes the same check, so
+    /// a pipeline that ran it may set false here. Off, a JPEG is still refused when the
+    /// sample's decoder fails on it and the check confirms damage.
+    pub check_damage: bool,
 }
 
 impl Default for TokenizeConfig {
     fn default() -> Self {
-        TokenizeConfig { tokenizer: None, max_len: 512, add_cls: true, pack: true, image_size: 224, patch_size: 16, image_encoding: ImageEncoding::Jpeg, image_quality: 90 }
+        TokenizeConfig { tokenizer: None, max_len: 512, add_cls: true, pack: true, image_size: 224, patch_size: 16, image_encoding: ImageEncoding::Jpeg, image_quality: 90, check_damage: true }
     }
 }
 
@@ -220,7 +227,11 @@ impl TokenizeStage {
             out.count_in(b.num_rows() as u64, (0..b.num_rows()).map(|i| (bytes.value(i).len() + caption.value(i).len()) as u64).sum());
             let done: Vec<_> = (0..b.num_rows())
                 .into_par_iter()
-                .map(|i| (self.image.encode_sample(bytes.value(i), self.cfg.image_encoding, self.cfg.image_quality), self.tok.encode(caption.value(i), false)))
+                .map(|i| {
+                    let b = bytes.value(i);
+                    let checked = if self.cfg.check_damage { m6_tokenizer::image::refuse_damaged(b) } else { Ok(()) };
+                    (checked.and_then(|()| self.image.encode_sample(b, self.cfg.image_encoding, self.cfg.image_quality)), self.tok.encode(caption.value(i), false))
+                })
                 .collect();
             let mut rows = vec![];
             let mut errors = vec![];

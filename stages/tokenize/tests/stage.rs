@@ -329,3 +329,63 @@ fn one_stage_object_runs_twice_like_two_fresh_ones() {
         assert!(got == want, "run {i} of the shared stage object differs from a fresh object's run");
     }
 }
+
+/// `n` bytes of `jpg` from `at` on overwritten with xorshift bytes from `seed`.
+fn overwritten(jpg: &[u8], at: usize, n: usize, seed: u32) -> Vec<u8> {
+    let mut out = jpg.to_vec();
+    let mut x = seed;
+    for b in &mut out[at..at + n] {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        *b = x as u8;
+    }
+    out
+}
+
+/// A JPEG damaged in the middle of its data decodes without an error in most decoders,
+/// with garbage from the damage on; tokenize refuses it by default, naming the file and
+/// where the damage is, and keeps the undamaged file. With `check_damage = false`, a
+/// copy that the sample's decoder fails on is still refused (the check confirms it
+/// there, at no cost to undamaged files), and copies it reads through become samples.
+#[test]
+fn damaged_jpegs_are_refused_not_sampled() {
+    let tmp = tempfile::tempdir().unwrap();
+    let docs = poems("poet.tang.0.json")[..20].to_vec();
+    let vocab = trained(&docs, tmp.path(), 3000);
+    let whole = photo_pairs(&[("rocket.jpg", "火箭发射")]).remove(0);
+    let jpg = &whole.image_bytes;
+    let (start, end) = (m6_imaging::jpeg_first_scan(jpg).unwrap(), jpg.len() - 2);
+    // 200 bytes overwritten half way through the data (jpeg-decoder fails on this one:
+    // it meets a code no table has), and 2/5 of the way through (it reads through).
+    let fails = overwritten(jpg, start + (end - start) / 2, 200, 0x9E37_79B9u32.wrapping_mul(4));
+    let read_through = overwritten(jpg, start + (end - start) * 2 / 5, 200, 0x9E37_79B9);
+    // Bytes left over after the last block: every code still decodes.
+    let mut trailing = jpg.clone();
+    trailing.splice(end..end, [0x12, 0x34, 0x56]);
+    let mut pairs = vec![whole.clone()];
+    for (id, bytes) in [("fails", fails), ("read_through", read_through), ("trailing", trailing)] {
+        pairs.push(Pair { id: id.into(), image_id: m6_schemas::content_id(&[&bytes]), image_bytes: bytes, image_url: None, source_id: Some(format!("相册/rocket {id}.jpg")), ..whole.clone() });
+    }
+    let pin = tmp.path().join("pairs");
+    write_dataset(&pin, pairs, 10);
+    for check in [true, false] {
+        let out = tmp.path().join(format!("samples-{check}"));
+        let summary = tokenize(&[pin.clone()], &out, TokenizeConfig { tokenizer: Some(vocab.clone()), check_damage: check, ..Default::default() }, 2);
+        let ds = Dataset::open(&out).unwrap();
+        let mut sampled: Vec<String> = ds.read_all::<Sample>().unwrap().into_iter().map(|s| s.source_ids[0].clone()).collect();
+        sampled.sort();
+        let errors: Vec<InputError> = ds.side("errors").unwrap().read_all().unwrap();
+        let refused = |id: &str| errors.iter().find(|e| e.location.contains(&format!("(pair {id}) (相册/rocket {id}.jpg)")));
+        let e = refused("fails").unwrap_or_else(|| panic!("check {check}: the copy the decoder fails on was sampled"));
+        assert!(e.message.starts_with("JPEG data is damaged: MCU "), "{e:?}");
+        if check {
+            assert_eq!(sampled, ["rocket.jpg"]);
+            assert!(refused("read_through").is_some_and(|e| e.message.contains("damaged")), "{errors:?}");
+            assert!(refused("trailing").is_some_and(|e| e.message.contains("3 extraneous bytes after the last MCU")), "{errors:?}");
+        } else {
+            assert_eq!(sampled, ["read_through", "rocket.jpg", "trailing"]);
+        }
+        assert_eq!(summary.counts["pairs.bad_image"], errors.len() as u64);
+    }
+}
