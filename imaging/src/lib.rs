@@ -5,11 +5,11 @@
 //! stage does. JPEG stores 8×8 DCT blocks, so [`decode_gray`] asks jpeg-decoder for
 //! a reduced-size inverse DCT (1/2, 1/4 or 1/8: 4×4, 2×2 or 1×1 outputs per block);
 //! every entropy-coded bit is still read, so a stream whose codes break still fails
-//! (most damage does not break them: [`jpeg_dc`] looks further). Where 1/4
+//! (most damage does not break them: [`jpeg_dc`] looks further). Where 1/2, 1/4
 //! or 1/8 is enough and the grey may be JPEG's own luma, [`jpeg_dc`] reads baseline
 //! and progressive files itself, keeping only the luma coefficients those scales
-//! need. JPEGs too small for a 1/4 cut decode only their luma plane, at full size,
-//! in one thread (zune-jpeg). Other formats decode in full and are box-averaged down. [`probe`] reads only the header.
+//! need, and at 1/2 too. JPEGs too small for a 1/2 cut decode only their luma plane,
+//! at full size, in one thread (zune-jpeg). Other formats decode in full and are box-averaged down. [`probe`] reads only the header.
 
 #[doc(hidden)]
 pub mod alloc_probe;
@@ -61,20 +61,20 @@ pub fn decode_gray_as(bytes: &[u8], max_side: usize, grey: JpegGrey) -> Result<(
     decode_gray_seen(bytes, max_side, grey).map(|(r, _)| r)
 }
 
-/// [`decode_gray_as`], also giving the damage that a JPEG read at 1/4 or 1/8 showed in
+/// [`decode_gray_as`], also giving the damage that a JPEG read at 1/2, 1/4 or 1/8 showed in
 /// its entropy-coded data ([`jpeg_dc`]): the picture is then the full decoders', which
 /// read through damage. `None` where the file was read another way (no check is made
 /// for it: see [`decode_jpeg_gray_fast`] for one that always checks).
 pub fn decode_gray_seen(bytes: &[u8], max_side: usize, grey: JpegGrey) -> Result<((Gray, u32, u32, u32), Option<String>), DecodeError> {
     let mut damage = None;
     if is_jpeg(bytes) {
-        // Where the DCT-domain scaler can cut by 4 or 8 it wins; at 1/2 its slower
-        // entropy decoding and per-component worker threads (jpeg-decoder starts them
+        // Where jpeg-decoder's DCT-domain scaler can cut by 4 or 8 it wins; at 1/2 its
+        // slower entropy decoding and per-component worker threads (it starts them
         // for outputs over 128 px wide) cost more than a single-threaded full-size
         // luma-only decode (measured on 512 px photos: 1.7x faster signing).
         let long = jpeg_size(bytes).map_or(0, |(w, h)| w.max(h) as usize);
-        // At 4× or 8× `max_side` and more, JPEG's own Y at 1/4 or 1/8 scale is enough,
-        // and jpeg_dc's is the cheapest decode there is (so only for `Luma`).
+        // At 2×, 4× or 8× `max_side` and more, JPEG's own Y at 1/2, 1/4 or 1/8 scale is
+        // enough, and jpeg_dc's is the cheapest decode there is (so only for `Luma`).
         if grey == JpegGrey::Luma {
             match reduced_luma(bytes, long, max_side) {
                 Ok(r) => return Ok((r, None)),
@@ -625,9 +625,14 @@ fn decode_into_grey(d: &mut zune_jpeg::JpegDecoder<zune_core::bytestream::ZCurso
 }
 
 /// JPEG's own luma at 1/8 scale (the DC picture) when the longer side `long` is at
-/// least 8× `max_side`, at 1/4 (quadrant means) from 4×, box-shrunk to `max_side`;
-/// `Err(None)` below 4× or where [`jpeg_dc`] does not handle the file, `Err(Some)` with
-/// the damage it found in the data. `m6-decode-bench`,
+/// least 8× `max_side`, at 1/4 (quadrant means) from 4×, at 1/2 (2×2 cell means) from
+/// 2×, box-shrunk to `max_side`; `Err(None)` below 2× or where [`jpeg_dc`] does not
+/// handle the file, `Err(Some)` with the damage it found in the data. At 1/2 (session
+/// 20), against zune-jpeg's full luma decode which took 2×-4× before: 0.50 against
+/// 0.63 ms per image on dedup's 496 benchmark photos and 0.71 against 0.86 on the
+/// filter's 260 JPEGs (all of each set at 1/2, `m6-decode-bench` mode `half`), and the
+/// read is the damage check, which the filter made as a second 1/8 read there.
+/// Earlier, `m6-decode-bench`,
 /// per image against zune-jpeg's full luma decode: 2048 px photos at 256 px, 2.6 ms at
 /// 1/8 against 5.4; 104 photos of 256-2048 px at 1/4, 1.3 ms against 1.4 (and 1.9
 /// for jpeg-decoder's scaled decode, which dedup took at 4×-8× before). Progressive
@@ -639,6 +644,8 @@ fn reduced_luma(bytes: &[u8], long: usize, max_side: usize) -> Result<(Gray, u32
         8
     } else if long >= 4 * max_side {
         4
+    } else if long >= 2 * max_side {
+        2
     } else {
         return Err(None);
     };
@@ -655,14 +662,14 @@ fn reduced_luma(bytes: &[u8], long: usize, max_side: usize) -> Result<(Gray, u32
 }
 
 /// JPEG to the grey work picture for a caller that wants the cheapest decode at
-/// `max_side` and can take JPEG's own luma (the filter's signals): from 4× `max_side`
-/// on the longer side, its 1/4- or 1/8-scale luma ([`jpeg_dc`]); below, or where
+/// `max_side` and can take JPEG's own luma (the filter's signals): from 2× `max_side`
+/// on the longer side, its 1/2-, 1/4- or 1/8-scale luma ([`jpeg_dc`]); below, or where
 /// jpeg_dc does not handle the file, up to 16× [`decode_jpeg_full`] straight to Y,
 /// larger [`decode_jpeg_scaled`] (1/8 scale), where a full decode's memory would grow.
 /// Anything zune-jpeg refuses (CMYK, 12-bit, arithmetic coding) gets [`decode_gray`],
 /// whose error is the verdict.
 /// With `check_damage`, damaged entropy-coded data is [`DecodeError::Damaged`]: found by
-/// the 1/4 or 1/8 read itself, or on the other paths by reading the 1/8 picture first
+/// the reduced read itself, or on the other paths by reading the 1/8 picture first
 /// ([`jpeg_dc::damage`]; its cost, at most about half a full decode, is paid only
 /// there). Without, the full decoders read through damage as they always do.
 /// `None` when not a JPEG. Returns the picture and the full size.
@@ -680,10 +687,10 @@ pub fn decode_jpeg_gray_fast(bytes: &[u8], max_side: usize, check_damage: bool) 
     match reduced_luma(bytes, long, max_side) {
         Ok((g, w, h, _)) => return Some(Ok((g, w, h))),
         Err(Some(d)) if check_damage => return Some(Err(DecodeError::Damaged(d))),
-        // Too small to be read at 1/4: the 1/8 read for the check alone. (Not for
+        // Too small to be read at 1/2: the 1/8 read for the check alone. (Not for
         // pictures over 128× `max_side`, which no reduced read takes, nor files jpeg_dc
         // does not handle: the full decoders' verdict stands there.)
-        Err(None) if check_damage && long < 4 * max_side => {
+        Err(None) if check_damage && long < 2 * max_side => {
             if let Some(d) = jpeg_dc::damage(bytes) {
                 return Some(Err(DecodeError::Damaged(d)));
             }

@@ -6,7 +6,7 @@
 //! Prints one JSON object: images, and per mode the best-of-REPEAT CPU seconds of this
 //! thread (from /proc/thread-self/schedstat; files are read into memory first):
 //!   filter_decode  what `filter` does before its rules: JPEG straight to luma
-//!                  (decode_jpeg_gray_fast: jpeg_dc at 1/4 or 1/8 from 4x SIDE, else
+//!                  (decode_jpeg_gray_fast: jpeg_dc at 1/2, 1/4 or 1/8 from 2x SIDE, else
 //!                  jpeg_dc's 1/8 read for the damage check, then zune-jpeg in full)
 //!                  and box-shrunk to SIDE, PNG rows
 //!                  streamed into the SIDE work picture (decode_png_gray), others
@@ -21,6 +21,8 @@
 //!                  fall back to the modes above and are not timed here)
 //!   quarter        the same files as `dc`: their 1/4-scale luma (jpeg_dc's quadrant
 //!                  means), then the same shrink
+//!   half           the same files: their 1/2-scale luma (jpeg_dc's 2×2 cell means),
+//!                  then the same shrink
 //! MODES, a comma list of the names above, runs only those (the others print null):
 //! for profiling one decoder with perf.
 //! `progressive` counts the JPEGs whose frame is progressive (SOF2), the ones whose
@@ -94,17 +96,19 @@ fn main() {
     let handled: Vec<&Vec<u8>> = jpeg_files.iter().copied().filter(|b| reduced(b, 8).is_some()).collect();
     let dc = time("dc", &handled, &|b| reduced(b, 8).unwrap_or(0));
     let quarter = time("quarter", &handled, &|b| reduced(b, 4).unwrap_or(0));
+    let half = time("half", &handled, &|b| reduced(b, 2).unwrap_or(0));
     let per =
         |s: f64, n: usize| if n == 0 || s.is_nan() { serde_free_null() } else { format!("{{\"cpu_seconds\": {s:.4}, \"images_per_cpu_s\": {:.1}, \"ms_per_image\": {:.3}}}", n as f64 / s, 1e3 * s / n as f64) };
     println!(
-        "{{\"images\": {}, \"jpegs\": {jpegs}, \"progressive\": {progressive}, \"side\": {side}, \"repeat\": {repeat}, \"filter_decode\": {}, \"zune_luma_full\": {}, \"dct_scaled\": {}, \"dc_handled\": {}, \"dc\": {}, \"quarter\": {}}}",
+        "{{\"images\": {}, \"jpegs\": {jpegs}, \"progressive\": {progressive}, \"side\": {side}, \"repeat\": {repeat}, \"filter_decode\": {}, \"zune_luma_full\": {}, \"dct_scaled\": {}, \"dc_handled\": {}, \"dc\": {}, \"quarter\": {}, \"half\": {}}}",
         files.len(),
         per(filter_decode, files.len()),
         per(zune, jpegs),
         per(scaled, jpegs),
         handled.len(),
         per(dc, handled.len()),
-        per(quarter, handled.len())
+        per(quarter, handled.len()),
+        per(half, handled.len())
     );
 }
 

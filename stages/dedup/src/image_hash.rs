@@ -27,7 +27,8 @@ use m6_imaging::JpegGrey;
 /// 128 px: the largest window (the whole frame) is resampled to 32×32 and the
 /// thumbnail to 48×48 from at least 2.6 source pixels per cell, and JPEGs from 512 px
 /// decode at 1/4 scale and from 1024 px at 1/8 (luma DC alone; see
-/// `m6_imaging::jpeg_dc`). It was 192, where a 512-767 px JPEG (the benchmark's
+/// `m6_imaging::jpeg_dc`), and since session 20 from 256 px at 1/2 (2×2 cell means,
+/// in place of a full decode: F1 unchanged). It was 192, where a 512-767 px JPEG (the benchmark's
 /// photos, and much of the web) needed a full decode. Measured on
 /// bench/dedup_images.py against 192: photos F1 0.9856 (0.9839), all images 0.8734
 /// (0.8703), no hard negative merged; images per CPU-second +21% on the photos as they
@@ -74,10 +75,10 @@ pub struct ImageSig {
     /// Variance of the Laplacian of the work picture inside [`unpadded_frame`] (the
     /// keep rule's tie-break: the edge between a picture and its padding is not detail).
     pub sharpness: f32,
-    /// Damage seen in a JPEG's entropy-coded data while it was read at 1/4 or 1/8
-    /// (`m6_imaging::decode_gray_seen`; the filter drops such an image as
-    /// `image.damaged`): the keep rule's flaw. Smaller JPEGs are not checked here, as a
-    /// check would cost a second read of the data.
+    /// Damage seen in a JPEG's entropy-coded data while it was read at 1/2, 1/4 or 1/8
+    /// (from 2 × [`WORK_SIDE`] on its longer side; `m6_imaging::decode_gray_seen`; the
+    /// filter drops such an image as `image.damaged`): the keep rule's flaw. Smaller
+    /// JPEGs are not checked here, as a check would cost a second read of the data.
     pub damaged: bool,
 }
 

@@ -12,8 +12,8 @@
 //! through such damage and fills the rest of the picture with what the desynchronised
 //! codes say, so `image.decode` never fires on it; the check is `m6_imaging::jpeg_dc`'s
 //! read of the file (see its module note for what it finds and what it cannot). It is
-//! free where that read is the decode (JPEGs of 4× the work size and more) and costs a
-//! 1/8-scale read, about half a full decode, on smaller ones.
+//! free where that read is the decode (JPEGs of 2× the work size and more, read at 1/2,
+//! 1/4 or 1/8) and costs a 1/8-scale read, about half a full decode, on smaller ones.
 
 
 use image::ImageFormat;

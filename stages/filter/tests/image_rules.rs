@@ -111,16 +111,17 @@ fn truncated_and_corrupt_files() {
 /// A JPEG damaged in the middle of its data (bytes overwritten, lost or added) is
 /// whole by every check before: it has its end marker and every decoder reads through
 /// it, with garbage from the damage on. `image.damaged` drops it, with the MCU where
-/// the data went wrong, for a photo under 4× the work size (checked by a 1/8-scale read
-/// before the full decode) and one over it (the 1/4 read is the check); undamaged, both
-/// are kept, and with the rule off the damaged ones are kept as before.
+/// the data went wrong, for a photo under 2× the work size (checked by a 1/8-scale read
+/// before the full decode) and ones over it (the 1/2 and the 1/4 read are the check);
+/// undamaged, all are kept, and with the rule off the damaged ones are kept as before.
 #[test]
 fn jpeg_damaged_mid_stream_is_dropped() {
     let s = stage();
     let small = photo("rocket.jpg");
     let big = encode(&image::load_from_memory(&small).unwrap().resize(1400, 1400, image::imageops::FilterType::Triangle), ImageFormat::Jpeg);
+    let smaller = encode(&image::load_from_memory(&small).unwrap().resize(400, 400, image::imageops::FilterType::Triangle), ImageFormat::Jpeg);
     let lenient = FilterStage::new(FilterConfig { disable: vec!["image.damaged".into()], ..Default::default() }).unwrap();
-    for (name, jpg) in [("rocket", &small), ("rocket at 1400 px", &big)] {
+    for (name, jpg) in [("rocket at 400 px", &smaller), ("rocket", &small), ("rocket at 1400 px", &big)] {
         assert!(s.judge_image(jpg).is_ok(), "{name}");
         let (start, end) = (m6_imaging::jpeg_first_scan(jpg).unwrap(), jpg.len() - 2);
         let at = start + (end - start) * 2 / 5;
