@@ -53,8 +53,9 @@ pub fn decode_luma_dc(bytes: &[u8]) -> Option<(Gray, u32, u32)> {
 
 /// Luma of a JPEG at 1/`factor` scale, `factor` 8 (the DC picture), 4 (each block's
 /// four 4×4 quadrant means, from the coefficients that do not cancel over a quadrant:
-/// frequencies 0, 1, 3, 5 and 7 on each axis, as libjpeg's 2×2 reduced IDCT uses) or 2
-/// (its sixteen 2×2 cell means, from every coefficient but those of frequency 4).
+/// frequencies 0, 1, 3, 5 and 7 on each axis, as libjpeg's 2×2 reduced IDCT uses), 2
+/// (its sixteen 2×2 cell means, from every coefficient but those of frequency 4) or 1
+/// (the full-size luma, by an inverse DCT rounded to 8 bits as a decoder's output).
 /// `ceil(width/factor) × ceil(height/factor)` unrounded grey levels and the full size;
 /// `None` as for [`decode_luma_dc`].
 pub fn decode_luma_reduced(bytes: &[u8], factor: u32) -> Option<(Gray, u32, u32)> {
@@ -91,7 +92,7 @@ pub fn damage(bytes: &[u8]) -> Option<String> {
 /// The reduced picture; `None` with `damage` set when the entropy-coded data is
 /// damaged, `None` alone when the file is not one this decoder handles.
 fn reduced(bytes: &[u8], factor: u32, damage: &mut Option<String>) -> Option<(Gray, u32, u32)> {
-    if !matches!(factor, 2 | 4 | 8) {
+    if !matches!(factor, 1 | 2 | 4 | 8) {
         return None;
     }
     let mut p = Parser { b: bytes, i: 2 };
@@ -1251,14 +1252,15 @@ impl Quarter {
 enum Cells {
     Quarter(Quarter),
     Half(Box<Half>),
+    Full(Box<Full>),
 }
 
 impl Cells {
     fn new(q: &[u16; 64], factor: u32) -> Cells {
-        if factor == 2 {
-            Cells::Half(Box::new(Half::new(q)))
-        } else {
-            Cells::Quarter(Quarter::new(q))
+        match factor {
+            1 => Cells::Full(Box::new(Full::new(q))),
+            2 => Cells::Half(Box::new(Half::new(q))),
+            _ => Cells::Quarter(Quarter::new(q)),
         }
     }
 
@@ -1267,6 +1269,7 @@ impl Cells {
         match self {
             Cells::Quarter(_) => 2,
             Cells::Half(_) => 4,
+            Cells::Full(_) => 8,
         }
     }
 
@@ -1276,6 +1279,76 @@ impl Cells {
         match self {
             Cells::Quarter(t) => t.put(dc, c, nz, out, o, stride),
             Cells::Half(t) => t.put(dc, c, nz, out, o, stride),
+            Cells::Full(t) => t.put(dc, c, nz, out, o, stride),
+        }
+    }
+}
+
+/// The full-size picture: each block's 64 pixels by a separable inverse DCT in floats,
+/// rounded and clamped to 0-255 as a decoder's 8-bit output is. Rows of coefficients
+/// that are all zero are skipped (most of a photo's block rows are), so a block costs
+/// 8 multiply-adds per nonzero coefficient and 64 per nonzero row.
+struct Full {
+    /// Per zig-zag index: its row frequency, and its column basis (C(u)/2 ·
+    /// cos((2x+1)uπ/16) for x in 0..8) times its quantisation step.
+    rows: [(usize, [f32; 8]); 64],
+    /// Per row frequency v, the column pass's weights C(v)/2 · cos((2y+1)vπ/16), by y.
+    cols: [[f32; 8]; 8],
+}
+
+impl Full {
+    fn new(q: &[u16; 64]) -> Full {
+        let k: [[f64; 8]; 8] = std::array::from_fn(|f| {
+            let c = if f == 0 { std::f64::consts::FRAC_1_SQRT_2 } else { 1.0 };
+            std::array::from_fn(|x| c / 2.0 * ((2 * x + 1) as f64 * f as f64 * std::f64::consts::PI / 16.0).cos())
+        });
+        let zz = zigzag();
+        let rows = std::array::from_fn(|i| {
+            let (v, u) = zz[i];
+            (v, std::array::from_fn(|x| (q[i] as f64 * k[u][x]) as f32))
+        });
+        Full { rows, cols: std::array::from_fn(|v| std::array::from_fn(|y| k[v][y] as f32)) }
+    }
+
+    /// [`Quarter::put`] for the 64 pixels.
+    #[inline(always)]
+    fn put<T: Copy + Into<i32>>(&self, dc: i32, c: &[T], nz: u64, out: &mut [f32], o: usize, stride: usize) {
+        // Row pass: per row frequency with a nonzero coefficient, its 8 column sums.
+        let mut tmp = [[0f32; 8]; 8];
+        let d = dc as f32;
+        for (t, b) in tmp[0].iter_mut().zip(&self.rows[0].1) {
+            *t = d * b;
+        }
+        let mut live = 1u8;
+        let mut m = nz & !1;
+        while m != 0 {
+            let pos = m.trailing_zeros() as usize;
+            let (v, basis) = &self.rows[pos];
+            let x = c[pos].into() as f32;
+            for (t, b) in tmp[*v].iter_mut().zip(basis) {
+                *t += x * b;
+            }
+            live |= 1 << v;
+            m &= m - 1;
+        }
+        // Column pass over the live rows, 8 pixels at a time.
+        for y in 0..8 {
+            let mut acc = [128f32; 8];
+            let mut l = live;
+            while l != 0 {
+                let v = l.trailing_zeros() as usize;
+                let w = self.cols[v][y];
+                for (a, t) in acc.iter_mut().zip(&tmp[v]) {
+                    *a += w * t;
+                }
+                l &= l - 1;
+            }
+            let row = &mut out[o + y * stride..o + y * stride + 8];
+            for (px, a) in row.iter_mut().zip(acc) {
+                // Round half up by truncation (non-negative after the clamp): f32::round
+                // is a libm call per pixel.
+                *px = (a.clamp(0.0, 255.0) + 0.5) as i32 as f32;
+            }
         }
     }
 }
@@ -1569,13 +1642,15 @@ mod tests {
         (bw, bh, out)
     }
 
-    /// The 1/8, 1/4 and 1/2 pictures against the cell means of a full decode: whole
-    /// cells agree to the IDCT's and the pixels' rounding (at 1/2 a cell averages only
-    /// four rounded pixels: mean differences 0.10-0.13 on these files; the last row and column
+    /// The 1/8, 1/4 and 1/2 pictures against the cell means of a full decode, and the
+    /// full-size picture against its pixels: whole cells agree to the IDCT's and the
+    /// pixels' rounding (at 1/2 a cell averages only four rounded pixels: mean
+    /// differences 0.10-0.13 on these files; at full size 0.011-0.016, no pixel off by
+    /// more than one level; the last row and column
     /// also hold the encoder's padding; cells whose pixels overshoot 0 or 255 are
     /// clamped by a full decode).
     fn assert_matches_full_decode(name: &str, bytes: &[u8]) {
-        for factor in [8u32, 4, 2] {
+        for factor in [8u32, 4, 2, 1] {
             let (g, w, _) = decode_luma_reduced(bytes, factor).unwrap_or_else(|| panic!("{name}: not decoded"));
             let (bw, bh, want) = cell_means(bytes, factor as usize);
             assert_eq!((g.w, g.h), (bw, bh), "{name}");
@@ -1884,6 +1959,34 @@ mod tests {
         // No 0xFF among them (no marker or stuffing is made): damage the markers survive.
         bad[at..at + n].iter_mut().enumerate().for_each(|(k, b)| *b = (k as u8).wrapping_mul(37).wrapping_add(11) % 0xFF);
         bad
+    }
+
+    /// Below 2× the work size the filter's decode (`decode_jpeg_gray_fast` with the
+    /// check) is jpeg_dc's full-size read: a small progressive file damaged in a luma AC
+    /// scan, which a 1/8 read passes over, is found; undamaged, its picture is
+    /// zune-jpeg's to rounding; without the check, zune-jpeg decodes it as before and
+    /// reads through the damage.
+    #[test]
+    fn small_progressive_files_are_checked_in_their_ac_scans() {
+        for name in ["chelsea_420", "coffee_422", "rocket_420_rst5"] {
+            let p = fixture(&format!("{name}_progressive.jpg"));
+            let (w, h) = crate::jpeg_size(&p).unwrap();
+            assert!(w.max(h) < 2 * 256, "{name}: {w}x{h} is not below 2x the work size");
+            let (got, ..) = crate::decode_jpeg_gray_fast(&p, 256, true).unwrap().unwrap();
+            let (want, ..) = crate::decode_jpeg_gray_fast(&p, 256, false).unwrap().unwrap();
+            assert_eq!((got.w, got.h), (want.w, want.h), "{name}");
+            let mean = got.px.iter().zip(&want.px).map(|(a, b)| (a - b).abs()).sum::<f32>() / got.px.len() as f32;
+            assert!(mean < 0.05, "{name}: {mean} grey levels from zune-jpeg's picture on average");
+            let luma = p[p.windows(2).position(|m| m == [0xFF, 0xC2]).unwrap() + 10];
+            let &(s, e, ..) = scans(&p).iter().filter(|&&(_, _, id, ss)| id == luma && ss > 0).max_by_key(|&&(s, e, ..)| e - s).unwrap();
+            let bad = overwrite(&p, (s + e) / 2, 16);
+            assert_eq!(damage(&bad), None, "{name}: the 1/8 read reads no AC scan");
+            match crate::decode_jpeg_gray_fast(&bad, 256, true).unwrap() {
+                Err(crate::DecodeError::Damaged(d)) => assert!(d.contains("progressive AC scan"), "{name}: {d}"),
+                other => panic!("{name}: not found damaged: {:?}", other.map(|(g, ..)| (g.w, g.h))),
+            }
+            assert!(crate::decode_jpeg_gray_fast(&bad, 256, false).unwrap().is_ok(), "{name}: zune-jpeg reads through");
+        }
     }
 
     /// Damage is told apart from what the decoder does not handle, and said with where

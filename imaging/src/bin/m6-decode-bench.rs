@@ -23,6 +23,8 @@
 //!                  means), then the same shrink
 //!   half           the same files: their 1/2-scale luma (jpeg_dc's 2×2 cell means),
 //!                  then the same shrink
+//!   full           the same files: their full-size luma (jpeg_dc's inverse DCT), then
+//!                  the same shrink
 //! MODES, a comma list of the names above, runs only those (the others print null):
 //! for profiling one decoder with perf.
 //! `progressive` counts the JPEGs whose frame is progressive (SOF2), the ones whose
@@ -97,10 +99,11 @@ fn main() {
     let dc = time("dc", &handled, &|b| reduced(b, 8).unwrap_or(0));
     let quarter = time("quarter", &handled, &|b| reduced(b, 4).unwrap_or(0));
     let half = time("half", &handled, &|b| reduced(b, 2).unwrap_or(0));
+    let full = time("full", &handled, &|b| reduced(b, 1).unwrap_or(0));
     let per =
         |s: f64, n: usize| if n == 0 || s.is_nan() { serde_free_null() } else { format!("{{\"cpu_seconds\": {s:.4}, \"images_per_cpu_s\": {:.1}, \"ms_per_image\": {:.3}}}", n as f64 / s, 1e3 * s / n as f64) };
     println!(
-        "{{\"images\": {}, \"jpegs\": {jpegs}, \"progressive\": {progressive}, \"side\": {side}, \"repeat\": {repeat}, \"filter_decode\": {}, \"zune_luma_full\": {}, \"dct_scaled\": {}, \"dc_handled\": {}, \"dc\": {}, \"quarter\": {}, \"half\": {}}}",
+        "{{\"images\": {}, \"jpegs\": {jpegs}, \"progressive\": {progressive}, \"side\": {side}, \"repeat\": {repeat}, \"filter_decode\": {}, \"zune_luma_full\": {}, \"dct_scaled\": {}, \"dc_handled\": {}, \"dc\": {}, \"quarter\": {}, \"half\": {}, \"full\": {}}}",
         files.len(),
         per(filter_decode, files.len()),
         per(zune, jpegs),
@@ -108,7 +111,8 @@ fn main() {
         handled.len(),
         per(dc, handled.len()),
         per(quarter, handled.len()),
-        per(half, handled.len())
+        per(half, handled.len()),
+        per(full, handled.len())
     );
 }
 
