@@ -6,13 +6,15 @@
 //! Prints one JSON object: images, and per mode the best-of-REPEAT CPU seconds of this
 //! thread (from /proc/thread-self/schedstat; files are read into memory first):
 //!   filter_decode  what `filter` does before its rules: JPEG straight to luma
-//!                  (decode_jpeg_gray_fast: jpeg_dc at 1/2, 1/4 or 1/8 from 2x SIDE, else
-//!                  jpeg_dc's 1/8 read for the damage check, then zune-jpeg in full)
+//!                  (decode_jpeg_gray_fast: jpeg_dc at 1/2, 1/4 or 1/8 from 2x SIDE, its
+//!                  full-size read below; each read is the damage check; zune-jpeg
+//!                  where jpeg_dc does not handle the file)
 //!                  and box-shrunk to SIDE, PNG rows
 //!                  streamed into the SIDE work picture (decode_png_gray), others
 //!                  through decode_gray
 //!   zune_luma_full JPEGs only: zune-jpeg's full-size luma decode, nothing after it (the
-//!                  decoder `filter` uses below 4x SIDE; zune-jpeg has no DCT-domain
+//!                  decoder `filter` used below 4x SIDE before session 20, and uses
+//!                  without the damage check below 2x; zune-jpeg has no DCT-domain
 //!                  scaling)
 //!   dct_scaled     JPEGs only: jpeg-decoder's DCT-domain reduced decode (1/2-1/8) to the
 //!                  smallest scale that leaves SIDE pixels, then the same shrink

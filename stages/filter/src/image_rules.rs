@@ -11,9 +11,9 @@
 //! lost or inserted in transfer or on disk). Every decoder here, like libjpeg, reads
 //! through such damage and fills the rest of the picture with what the desynchronised
 //! codes say, so `image.decode` never fires on it; the check is `m6_imaging::jpeg_dc`'s
-//! read of the file (see its module note for what it finds and what it cannot). It is
-//! free where that read is the decode (JPEGs of 2× the work size and more, read at 1/2,
-//! 1/4 or 1/8) and costs a 1/8-scale read, about half a full decode, on smaller ones.
+//! read of the file (see its module note for what it finds and what it cannot), which is
+//! the decode: at full size below 2× the work size, then at 1/2, 1/4 or 1/8. Below 2×
+//! it costs about what zune-jpeg's decode, used when the rule is off, costs.
 
 
 use image::ImageFormat;

@@ -111,9 +111,9 @@ fn truncated_and_corrupt_files() {
 /// A JPEG damaged in the middle of its data (bytes overwritten, lost or added) is
 /// whole by every check before: it has its end marker and every decoder reads through
 /// it, with garbage from the damage on. `image.damaged` drops it, with the MCU where
-/// the data went wrong, for a photo under 2× the work size (checked by a 1/8-scale read
-/// before the full decode) and ones over it (the 1/2 and the 1/4 read are the check);
-/// undamaged, all are kept, and with the rule off the damaged ones are kept as before.
+/// the data went wrong, for a photo under 2× the work size (jpeg_dc's full-size read is
+/// the check) and ones over it (its 1/2 and 1/4 reads); undamaged, all are kept, and
+/// with the rule off the damaged ones are kept as before.
 #[test]
 fn jpeg_damaged_mid_stream_is_dropped() {
     let s = stage();
