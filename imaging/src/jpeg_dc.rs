@@ -9,20 +9,23 @@
 //! over half a block. The mean of each 2×2 cell (the 1/2-scale picture) needs all but
 //! frequency 4; each nonzero coefficient adds its basis function's cell means, so it
 //! costs little more than the quarter picture where zune-jpeg's full decode costs a
-//! fifth more (`m6-decode-bench`, mode `half`). Entropy decoding cannot be skipped — baseline Huffman codes have
+//! fifth more (`m6-decode-bench`, mode `half`). The full-size picture (an inverse DCT
+//! over the rows of coefficients that are not all zero) is there for the filter's
+//! damage check on small files, whose read it makes the decode. Entropy decoding
+//! cannot be skipped — baseline Huffman codes have
 //! no lengths to jump over — so every AC code is still read, but for 1/8 only to find
 //! where the next block starts: one table lookup gives a code's length and its
 //! magnitude bits together, and nothing is dequantised, de-zigzagged or written.
 //! Chroma blocks are read the same way and dropped. `m6-decode-bench` (modes `dc`,
-//! `quarter`, `half`) measures them against zune-jpeg's full luma decode.
+//! `quarter`, `half`, `full`) measures them against zune-jpeg's full luma decode.
 //!
 //! Progressive files (SOF2, a large share of the web's JPEGs) spread each block over
 //! several scans; a full decode stores every coefficient of every component until the
 //! last one. Here the DC picture reads only the scans holding luma DC (the first one
 //! and its one-bit refinements) and passes over every other scan by looking for the
-//! marker after it, without decoding it; the 1/4 and 1/2 pictures also decode luma's
-//! AC scans (end-of-band runs, correction bits) into 64 coefficients per luma block,
-//! then take the same cell means. Chroma scans are always passed over.
+//! marker after it, without decoding it; the other pictures also decode luma's AC
+//! scans (end-of-band runs, correction bits) into 64 coefficients per luma block, then
+//! take the same cells. Chroma scans are always passed over.
 //!
 //! It handles what the web is mostly made of: 8-bit baseline, extended sequential or
 //! progressive Huffman JPEGs, grey or YCbCr, any sampling factors, restart
@@ -56,7 +59,8 @@ pub fn decode_luma_dc(bytes: &[u8]) -> Option<(Gray, u32, u32)> {
 /// frequencies 0, 1, 3, 5 and 7 on each axis, as libjpeg's 2×2 reduced IDCT uses), 2
 /// (its sixteen 2×2 cell means, from every coefficient but those of frequency 4) or 1
 /// (the full-size luma, by an inverse DCT rounded to 8 bits as a decoder's output).
-/// `ceil(width/factor) × ceil(height/factor)` unrounded grey levels and the full size;
+/// `ceil(width/factor) × ceil(height/factor)` grey levels (unrounded but at full size)
+/// and the full size;
 /// `None` as for [`decode_luma_dc`].
 pub fn decode_luma_reduced(bytes: &[u8], factor: u32) -> Option<(Gray, u32, u32)> {
     decode_luma_checked(bytes, factor).ok()
@@ -254,8 +258,8 @@ fn next_marker(b: &[u8], mut i: usize) -> Option<usize> {
     }
 }
 
-/// Most luma blocks the 1/4 or 1/2 picture of a progressive file keeps all 64
-/// coefficients of (a correction bit is read for every coefficient already nonzero,
+/// Most luma blocks the 1/4, 1/2 or full-size picture of a progressive file keeps all
+/// 64 coefficients of (a correction bit is read for every coefficient already nonzero,
 /// kept or not): 2^19 blocks are 64 MiB, a 33-megapixel picture; those paths are taken
 /// below 2048 px sides (at the filter's 256 px work size). Larger ones go to the full
 /// decoders.
@@ -270,7 +274,7 @@ const MAX_PROGRESSIVE_QUARTER_BLOCKS: usize = 1 << 19;
 /// coefficients) gives through [`decode_scan`].
 struct Progressive {
     f: Frame,
-    /// 8 (the DC picture), 4 or 2 (from all of luma's coefficients).
+    /// 8 (the DC picture), 4, 2 or 1 (from all of luma's coefficients).
     factor: u32,
     /// Luma blocks per row and rows of blocks in `coef`.
     gw: usize,
@@ -292,15 +296,16 @@ struct Progressive {
 
 impl Progressive {
     fn new(f: Frame, factor: u32) -> Option<Progressive> {
-        let quarter = factor < 8;
+        // Every picture but the DC one is made from all of luma's coefficients.
+        let all = factor < 8;
         let (hmax, vmax) = (f.comps[0].h, f.comps[0].v);
         // A grey frame's only scan is non-interleaved: its blocks are those of the picture.
         let (gw, gh) = if f.comps.len() == 1 { (f.w.div_ceil(8), f.h.div_ceil(8)) } else { (f.w.div_ceil(8 * hmax) * hmax, f.h.div_ceil(8 * vmax) * vmax) };
-        if quarter && gw * gh > MAX_PROGRESSIVE_QUARTER_BLOCKS {
+        if all && gw * gh > MAX_PROGRESSIVE_QUARTER_BLOCKS {
             return None;
         }
-        let per = if quarter { 64 } else { 1 };
-        Some(Progressive { f, factor, gw, gh, per, coef: vec![0; gw * gh * per], nz: vec![0; if quarter { gw * gh } else { 0 }], q: None, dc_al: None, ac_al: [-1; 64] })
+        let per = if all { 64 } else { 1 };
+        Some(Progressive { f, factor, gw, gh, per, coef: vec![0; gw * gh * per], nz: vec![0; if all { gw * gh } else { 0 }], q: None, dc_al: None, ac_al: [-1; 64] })
     }
 
     /// Reads (or skips) one scan whose header is `seg` and whose data starts at
@@ -1248,7 +1253,8 @@ impl Quarter {
     }
 }
 
-/// How a block's kept coefficients become its cells in the 1/4 or the 1/2 picture.
+/// How a block's kept coefficients become its cells in the 1/4, the 1/2 or the
+/// full-size picture.
 enum Cells {
     Quarter(Quarter),
     Half(Box<Half>),
@@ -1531,8 +1537,8 @@ const RESTART: &str = "bad restart marker";
 const ENDS_EARLY: &str = "data ends early";
 
 /// Decodes the scan's MCUs, keeping the luma DC of each block (`factor` 8), or its
-/// four quadrant means (4) or sixteen 2×2 cell means (2). `Err` says how and where the
-/// data is damaged.
+/// four quadrant means (4), sixteen 2×2 cell means (2) or 64 pixels (1). `Err` says how
+/// and where the data is damaged.
 fn decode_scan(f: &Frame, scan: &[(&Huffman, &Huffman)], q: &[u16; 64], factor: u32, restart: usize, data: &[u8]) -> Result<Gray, String> {
     let (hmax, vmax) = (f.comps[0].h, f.comps[0].v);
     // A single-component scan is not interleaved: its MCU is one block, whatever the
@@ -1543,14 +1549,15 @@ fn decode_scan(f: &Frame, scan: &[(&Huffman, &Huffman)], q: &[u16; 64], factor: 
     let (yh, yv) = if single { (1, 1) } else { (hmax, vmax) };
     // Outputs per block side, and luma outputs per row including the MCU padding
     // (cropped at the end).
-    let quarter = factor < 8;
+    // Every picture but the DC one is made from all of luma's coefficients.
+    let all = factor < 8;
     let per = 8 / factor as usize;
     let stride = mcux * yh * per;
     let mut out = vec![0f32; stride * mcuy * yv * per];
     let mut bits = Bits { d: data, i: 0, acc: 0, n: 0, pad: 0, marker: None };
     let mut pred = [0i32; 3];
     let scale = q[0] as f32 / 8.0;
-    let cells = quarter.then(|| Cells::new(q, factor));
+    let cells = all.then(|| Cells::new(q, factor));
     let blocks: Vec<(usize, usize)> = if single { vec![(1, 1)] } else { f.comps.iter().map(|c| (c.h, c.v)).collect() };
     let mut zz = [0i32; 64];
     // MCUs row by row, as in `Progressive::scan` (no division per MCU or block).
@@ -1565,8 +1572,8 @@ fn decode_scan(f: &Frame, scan: &[(&Huffman, &Huffman)], q: &[u16; 64], factor: 
                 None => return Err(hurt(RESTART, my, mx)),
             }
             for (c, &(dct, act)) in scan.iter().enumerate() {
-                // Only luma's coefficients are kept, and only for the 1/4 and 1/2 pictures.
-                let keep = quarter && c == 0;
+                // Only luma's coefficients are kept, and not for the DC picture.
+                let keep = all && c == 0;
                 let (ch, cv) = blocks[c];
                 for v in 0..cv {
                     for h in 0..ch {
