@@ -27,6 +27,9 @@ coefficient's magnitude bits leaves every code valid and no byte over: no reader
 it, so no kind reaches 100% (a bit flip least). Whole files dropped by anything are
 listed: they are false alarms.
 
+Also what `check_damage` costs `tokenize` on the whole files (CPU seconds with it on
+and off, alternated; `tokenize_check_damage_cost`).
+
 Usage: jpeg_damage.py [--data DIR]
 """
 import argparse
@@ -208,23 +211,37 @@ def filter_verdicts(bin_, folder, work):
     return dropped
 
 
-def tokenize_refusals(bin_, folder, work, check=True):
-    """{file name: message} for every file `m6corpus tokenize` refuses (default
-    settings; `check=False`: `check_damage = false`): the folder's files as
-    image-caption pairs (a caption file beside each, in a linked copy of the folder),
-    with a minimal vocabulary."""
-    import pyarrow.parquet as pq
-    pairs, ds, out = os.path.join(work, "pairs"), os.path.join(work, "pairs_ds"), os.path.join(work, "samples")
-    for d in (pairs, ds, out):
+def pairs_dataset(bin_, named, work):
+    """`named` files ((name, path) pairs) as an image-caption pair dataset (a caption
+    file beside each, in a folder of links), and a minimal vocabulary for `tokenize`:
+    (dataset folder, vocabulary file)."""
+    pairs, ds = os.path.join(work, "pairs"), os.path.join(work, "pairs_ds")
+    for d in (pairs, ds):
         shutil.rmtree(d, ignore_errors=True)
     os.makedirs(pairs)
-    for name in os.listdir(folder):
-        os.link(os.path.join(folder, name), os.path.join(pairs, name))
+    for name, path in named:
+        os.link(path, os.path.join(pairs, name))
         open(os.path.join(pairs, name.rsplit(".", 1)[0] + ".txt"), "w").write("图片\n")
     vocab = os.path.join(work, "vocab.txt")
     open(vocab, "w").write("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[IMG]", "[/IMG]", "图", "片"]) + "\n")
     subprocess.run([bin_, "ingest", "--input", pairs, "--output", ds, "--quiet"], check=True, capture_output=True)
-    subprocess.run([bin_, "tokenize", "--input", ds, "--output", out, "--tokenizer", vocab, "--quiet", "--set", f"check_damage={str(check).lower()}"], check=True, capture_output=True)
+    return ds, vocab
+
+
+def run_tokenize(bin_, ds, vocab, out, check, threads=None):
+    shutil.rmtree(out, ignore_errors=True)
+    cmd = [bin_, "tokenize", "--input", ds, "--output", out, "--tokenizer", vocab, "--quiet", "--set", f"check_damage={str(check).lower()}"]
+    subprocess.run(cmd + (["--threads", str(threads)] if threads else []), check=True, capture_output=True)
+
+
+def tokenize_refusals(bin_, folder, work, check=True):
+    """{file name: message} for every file `m6corpus tokenize` refuses (default
+    settings; `check=False`: `check_damage = false`), given the folder's files as
+    image-caption pairs."""
+    import pyarrow.parquet as pq
+    ds, vocab = pairs_dataset(bin_, [(n, os.path.join(folder, n)) for n in os.listdir(folder)], work)
+    out = os.path.join(work, "samples")
+    run_tokenize(bin_, ds, vocab, out, check)
     refused = {}
     for f in glob.glob(os.path.join(out, "errors", "*.parquet")):
         # The location ends with the ingested file's path under the input folder.
@@ -232,6 +249,36 @@ def tokenize_refusals(bin_, folder, work, check=True):
         for loc, msg in zip(t["location"], t["message"]):
             refused[os.path.basename(loc.rstrip(")").rsplit("(", 1)[-1])] = msg
     return refused
+
+
+def tokenize_check_cost(bin_, sets, work, rounds=6):
+    """What `check_damage` costs `tokenize --threads 1` on the whole files: CPU seconds
+    (the child's user + system) with it on and off, run alternately `rounds` times,
+    median and best, on the files at their own size (96-1,411 px: the `_own_size` and
+    `cjpeg_` sets) and on all of them (1,600 px and camera photos added)."""
+    import resource
+    import statistics
+    res = {}
+    groups = {"own_size": [k for k in sets if k.endswith("_own_size") or k.startswith("cjpeg_")], "all": list(sets)}
+    for label, keys in groups.items():
+        named = [(f"{k}__{os.path.basename(p)}", p) for k in keys for p in sets[k]]
+        ds, vocab = pairs_dataset(bin_, named, work)
+        cpu = {True: [], False: []}
+        for _ in range(rounds):
+            for check in (True, False):
+                before = resource.getrusage(resource.RUSAGE_CHILDREN)
+                run_tokenize(bin_, ds, vocab, os.path.join(work, "samples"), check, threads=1)
+                after = resource.getrusage(resource.RUSAGE_CHILDREN)
+                cpu[check].append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
+        med = {c: statistics.median(v) for c, v in cpu.items()}
+        res[label] = {
+            "files": len(named),
+            "cpu_seconds_check_on": {"median": round(med[True], 3), "best": round(min(cpu[True]), 3)},
+            "cpu_seconds_check_off": {"median": round(med[False], 3), "best": round(min(cpu[False]), 3)},
+            "check_cost_median": round(med[True] / med[False] - 1, 3),
+            "check_cost_best": round(min(cpu[True]) / min(cpu[False]) - 1, 3),
+        }
+    return res
 
 
 def main():
@@ -284,11 +331,13 @@ def main():
                 vals = [res[k][kind][side] for k in res]
                 total.setdefault(kind, {})[side] = None if any(v is None for v in vals) else sum(vals)
         res["all"] = total
+        cost = tokenize_check_cost(bin_, sets, os.path.join(work, "run"))
         out = {
             "note": "Damaged copies of whole JPEGs (see bench/jpeg_damage.py): per set and kind of damage, how many files each reader finds damaged. m6corpus: `filter` with its default rules drops the file as image.damaged or image.decode; tokenize: `tokenize` with its default settings (check_damage on) refuses the file as a pair's image (an errors row); tokenize_check_off: the same with check_damage = false (damage found only where the sample's decoder fails and the check confirms it); pillow: Image.open().load() raises; libjpeg_turbo_warns: djpeg exits non-zero (it warns and decodes on). `whole` rows are the undamaged files: anything there is a false alarm (listed in false_alarms).",
             "djpeg": djpeg and subprocess.run([djpeg, "-version"], capture_output=True, text=True).stderr.strip(),
             "pillow": __import__("PIL").__version__,
             "false_alarms": false_alarms,
+            "tokenize_check_damage_cost": cost,
             **res,
         }
     finally:
@@ -297,6 +346,7 @@ def main():
     json.dump(out, open("bench/results/jpeg_damage.json", "w"), indent=2)
     print(json.dumps(out["all"], indent=2))
     print("false alarms:", out["false_alarms"])
+    print("tokenize check_damage cost:", json.dumps(cost))
 
 
 if __name__ == "__main__":
