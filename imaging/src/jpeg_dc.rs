@@ -1192,11 +1192,16 @@ fn quarter_slots() -> [u8; 64] {
 /// block, with the IDCT's C(0) = 1/√2: mean over x in 0..4 of cos((2x+1)uπ/16). The
 /// second half's is the same with odd frequencies negated.
 fn quarter_weights() -> [f32; 5] {
-    QUARTER_FREQS.map(|u| {
-        let c = if u == 0 { std::f64::consts::FRAC_1_SQRT_2 } else { 1.0 };
-        let m = (0..4).map(|x| ((2 * x + 1) as f64 * u as f64 * std::f64::consts::PI / 16.0).cos()).sum::<f64>() / 4.0;
-        (c * m) as f32
-    })
+    QUARTER_FREQS.map(|u| basis_mean(u, 0, 4) as f32)
+}
+
+/// The mean of the IDCT's basis function of frequency `f` on one axis, C(f) ·
+/// cos((2x+1)fπ/16) with C(0) = 1/√2, over the `n` pixels from `x0`: what a coefficient
+/// adds per unit to a cell of the reduced pictures (to a pixel for `n` = 1), before
+/// the IDCT's overall 1/4.
+fn basis_mean(f: usize, x0: usize, n: usize) -> f64 {
+    let c = if f == 0 { std::f64::consts::FRAC_1_SQRT_2 } else { 1.0 };
+    c * (x0..x0 + n).map(|x| ((2 * x + 1) as f64 * f as f64 * std::f64::consts::PI / 16.0).cos()).sum::<f64>() / n as f64
 }
 
 /// The frequency-0 and odd-frequency parts of one axis of a quarter picture's cell
@@ -1304,10 +1309,9 @@ struct Full {
 
 impl Full {
     fn new(q: &[u16; 64]) -> Full {
-        let k: [[f64; 8]; 8] = std::array::from_fn(|f| {
-            let c = if f == 0 { std::f64::consts::FRAC_1_SQRT_2 } else { 1.0 };
-            std::array::from_fn(|x| c / 2.0 * ((2 * x + 1) as f64 * f as f64 * std::f64::consts::PI / 16.0).cos())
-        });
+        // Per frequency and pixel, C(f)/2 · cos((2x+1)fπ/16): the IDCT's 1/4 split
+        // between the two passes.
+        let k: [[f64; 8]; 8] = std::array::from_fn(|f| std::array::from_fn(|x| basis_mean(f, x, 1) / 2.0));
         let zz = zigzag();
         let rows = std::array::from_fn(|i| {
             let (v, u) = zz[i];
@@ -1388,15 +1392,9 @@ struct Half {
 
 impl Half {
     fn new(q: &[u16; 64]) -> Half {
-        // Per cell and frequency, the mean of its cosine over the cell's 2-pixel run,
-        // with C(0) = 1/√2 (a table per file: 4,096 cosines made a fifth of a small
-        // file's decode).
-        let w: [[f64; 8]; 4] = std::array::from_fn(|cell| {
-            std::array::from_fn(|f| {
-                let c = if f == 0 { std::f64::consts::FRAC_1_SQRT_2 } else { 1.0 };
-                c * (2 * cell..2 * cell + 2).map(|x| ((2 * x + 1) as f64 * f as f64 * std::f64::consts::PI / 16.0).cos()).sum::<f64>() / 2.0
-            })
-        });
+        // Per cell and frequency, the basis function's mean over the cell's 2-pixel run
+        // (a table per file: 4,096 cosines made a fifth of a small file's decode).
+        let w: [[f64; 8]; 4] = std::array::from_fn(|cell| std::array::from_fn(|f| basis_mean(f, 2 * cell, 2)));
         let zz = zigzag();
         let mut basis = [[0f32; 16]; 64];
         for (k, b) in basis.iter_mut().enumerate() {
