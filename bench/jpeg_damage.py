@@ -234,12 +234,11 @@ def run_tokenize(bin_, ds, vocab, out, check, threads=None):
     subprocess.run(cmd + (["--threads", str(threads)] if threads else []), check=True, capture_output=True)
 
 
-def tokenize_refusals(bin_, folder, work, check=True):
+def tokenize_refusals(bin_, ds, vocab, work, check=True):
     """{file name: message} for every file `m6corpus tokenize` refuses (default
-    settings; `check=False`: `check_damage = false`), given the folder's files as
-    image-caption pairs."""
+    settings; `check=False`: `check_damage = false`) in the pair dataset `ds`
+    ([`pairs_dataset`])."""
     import pyarrow.parquet as pq
-    ds, vocab = pairs_dataset(bin_, [(n, os.path.join(folder, n)) for n in os.listdir(folder)], work)
     out = os.path.join(work, "samples")
     run_tokenize(bin_, ds, vocab, out, check)
     refused = {}
@@ -309,8 +308,10 @@ def main():
                     open(os.path.join(folder, q), "wb").write(damaged(b, kind, rnd))
                     made[q] = kind
             dropped = filter_verdicts(bin_, folder, os.path.join(work, "run"))
-            refused = tokenize_refusals(bin_, folder, os.path.join(work, "run"))
-            unchecked = tokenize_refusals(bin_, folder, os.path.join(work, "run"), check=False)
+            run = os.path.join(work, "run")
+            ds, vocab = pairs_dataset(bin_, [(n, os.path.join(folder, n)) for n in os.listdir(folder)], run)
+            refused = tokenize_refusals(bin_, ds, vocab, run)
+            unchecked = tokenize_refusals(bin_, ds, vocab, run, check=False)
             row = {}
             for kind in ["whole"] + KINDS:
                 names = [q for q, k in made.items() if k == kind]
