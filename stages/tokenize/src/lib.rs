@@ -64,9 +64,10 @@ pub struct TokenizeConfig {
     /// Refuse JPEGs whose entropy-coded data is damaged (an `errors` row saying where),
     /// which the decoders would otherwise read through into a sample with garbage from
     /// the damage on. Default true. The check is a second read of each JPEG at 1/8
-    /// scale (of a progressive JPEG, its DC scans only); `filter`'s `image.damaged` rule (on by default) makes the same check, so
-    /// a pipeline that ran it may set false here. Off, a JPEG is still refused when the
-    /// sample's decoder fails on it and the check confirms damage.
+    /// scale (of a progressive JPEG, its DC scans only); `filter`'s `image.damaged`
+    /// rule (on by default) makes the same check, so a pipeline that ran it may set
+    /// false here. Off, a JPEG is still refused when the sample's decoder fails on it
+    /// and the check confirms damage.
     pub check_damage: bool,
 }
 
