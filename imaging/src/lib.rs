@@ -661,6 +661,14 @@ fn reduced_luma(bytes: &[u8], long: usize, max_side: usize) -> Result<(Gray, u32
     }
 }
 
+/// jpeg_dc's full-size luma of a JPEG, box-shrunk to `max_side` as a decoder's 8-bit
+/// pixels are ([`shrink_u8`]): the picture, and the damage check, of the filter's JPEGs
+/// under 2× `max_side`. Returns the picture and the full size.
+fn full_luma(bytes: &[u8], max_side: usize) -> Result<(Gray, u32, u32), jpeg_dc::Unread> {
+    let (g, w, h) = jpeg_dc::decode_luma_checked(bytes, 1)?;
+    Ok((shrink_u8(&jpeg_dc::levels_u8(&g.px), g.w, g.h, max_side), w, h))
+}
+
 /// JPEG to the grey work picture for a caller that wants the cheapest decode at
 /// `max_side` and can take JPEG's own luma (the filter's signals): from 2× `max_side`
 /// on the longer side, its 1/2-, 1/4- or 1/8-scale luma ([`jpeg_dc`]); below, or where
@@ -695,11 +703,8 @@ pub fn decode_jpeg_gray_fast(bytes: &[u8], max_side: usize, check_damage: bool) 
         // this reads luma's AC scans too. Its pixels are a decoder's 8-bit output (within
         // 0.02 grey levels on average of zune-jpeg's), box-shrunk as zune-jpeg's were.
         // Files jpeg_dc does not handle go to the full decoders, whose verdict stands.
-        Err(None) if check_damage && long < 2 * max_side => match jpeg_dc::decode_luma_checked(bytes, 1) {
-            Ok((g, w, h)) => {
-                let px: Vec<u8> = g.px.iter().map(|&v| v as u8).collect();
-                return Some(Ok((shrink_u8(&px, g.w, g.h, max_side), w, h)));
-            }
+        Err(None) if check_damage && long < 2 * max_side => match full_luma(bytes, max_side) {
+            Ok(r) => return Some(Ok(r)),
             Err(jpeg_dc::Unread::Damaged(d)) => return Some(Err(DecodeError::Damaged(d))),
             Err(jpeg_dc::Unread::Unhandled) => {}
         },
