@@ -10,9 +10,9 @@
 //! frequency 4; each nonzero coefficient adds its basis function's cell means, so it
 //! costs little more than the quarter picture where zune-jpeg's full decode costs a
 //! fifth more (`m6-decode-bench`, mode `half`). The full-size picture (an inverse DCT
-//! over the rows of coefficients that are not all zero) is there for the filter's
-//! damage check on small files, whose read it makes the decode. Entropy decoding
-//! cannot be skipped — baseline Huffman codes have
+//! over the rows of coefficients that are not all zero) is there for the damage check
+//! on small files (the filter's and dedup's), whose read it makes the decode. Entropy
+//! decoding cannot be skipped — baseline Huffman codes have
 //! no lengths to jump over — so every AC code is still read, but for 1/8 only to find
 //! where the next block starts: one table lookup gives a code's length and its
 //! magnitude bits together, and nothing is dequantised, de-zigzagged or written.

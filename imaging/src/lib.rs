@@ -61,10 +61,11 @@ pub fn decode_gray_as(bytes: &[u8], max_side: usize, grey: JpegGrey) -> Result<(
     decode_gray_seen(bytes, max_side, grey).map(|(r, _)| r)
 }
 
-/// [`decode_gray_as`], also giving the damage that a JPEG read at 1/2, 1/4 or 1/8 showed in
-/// its entropy-coded data ([`jpeg_dc`]): the picture is then the full decoders', which
-/// read through damage. `None` where the file was read another way (no check is made
-/// for it: see [`decode_jpeg_gray_fast`] for one that always checks).
+/// [`decode_gray_as`], also giving the damage that a JPEG's luma read ([`jpeg_dc`]: at
+/// 1/2, 1/4 or 1/8 from 2× `max_side`, at full size below) showed in its entropy-coded
+/// data: the picture is then the full decoders', which read through damage. `None`
+/// where the file was read another way (no check is made for it: see
+/// [`decode_jpeg_gray_fast`] for one that always checks).
 pub fn decode_gray_seen(bytes: &[u8], max_side: usize, grey: JpegGrey) -> Result<((Gray, u32, u32, u32), Option<String>), DecodeError> {
     let mut damage = None;
     if is_jpeg(bytes) {
@@ -78,6 +79,15 @@ pub fn decode_gray_seen(bytes: &[u8], max_side: usize, grey: JpegGrey) -> Result
         if grey == JpegGrey::Luma {
             match reduced_luma(bytes, long, max_side) {
                 Ok(r) => return Ok((r, None)),
+                // Below 2× `max_side`: jpeg_dc's full-size luma, whose read is the check
+                // and which costs what zune-jpeg's decode does on such small files
+                // (session 21, `m6-decode-bench` modes `full` and `zune_luma_full` on 141
+                // JPEGs of 128-255 px at 128 px: 0.057 against 0.048-0.057 ms).
+                Err(None) if long > 0 && long < 2 * max_side => match full_luma(bytes, max_side) {
+                    Ok((g, w, h)) => return Ok(((g, w, h, 1), None)),
+                    Err(jpeg_dc::Unread::Damaged(d)) => damage = Some(d),
+                    Err(jpeg_dc::Unread::Unhandled) => {}
+                },
                 Err(found) => damage = found,
             }
         }
@@ -662,8 +672,8 @@ fn reduced_luma(bytes: &[u8], long: usize, max_side: usize) -> Result<(Gray, u32
 }
 
 /// jpeg_dc's full-size luma of a JPEG, box-shrunk to `max_side` as a decoder's 8-bit
-/// pixels are ([`shrink_u8`]): the picture, and the damage check, of the filter's JPEGs
-/// under 2× `max_side`. Returns the picture and the full size.
+/// pixels are ([`shrink_u8`]): the picture, and the damage check, of JPEGs under 2×
+/// `max_side`. Returns the picture and the full size.
 fn full_luma(bytes: &[u8], max_side: usize) -> Result<(Gray, u32, u32), jpeg_dc::Unread> {
     let (g, w, h) = jpeg_dc::decode_luma_checked(bytes, 1)?;
     Ok((shrink_u8(&jpeg_dc::levels_u8(&g.px), g.w, g.h, max_side), w, h))
@@ -699,9 +709,10 @@ pub fn decode_jpeg_gray_fast(bytes: &[u8], max_side: usize, check_damage: bool) 
         // check. A 1/8 read before zune-jpeg's decode cost the same on small files
         // (session 20, `m6-decode-bench` mode `full` against `filter_decode`: 0.57
         // against 0.54 ms on 274 baseline JPEGs of 256-511 px, 0.67 against 0.67 on 36
-        // progressive ones under 512 px) but read only a progressive file's DC scans;
-        // this reads luma's AC scans too. Its pixels are a decoder's 8-bit output (within
-        // 0.02 grey levels on average of zune-jpeg's), box-shrunk as zune-jpeg's were.
+        // progressive ones under 512 px; this path's 0.57 is 0.42 since session 21) but
+        // read only a progressive file's DC scans; this reads luma's AC scans too. Its
+        // pixels are a decoder's 8-bit output (within 0.02 grey levels on average of
+        // zune-jpeg's), box-shrunk as zune-jpeg's were.
         // Files jpeg_dc does not handle go to the full decoders, whose verdict stands.
         Err(None) if check_damage && long < 2 * max_side => match full_luma(bytes, max_side) {
             Ok(r) => return Some(Ok(r)),

@@ -75,10 +75,11 @@ pub struct ImageSig {
     /// Variance of the Laplacian of the work picture inside [`unpadded_frame`] (the
     /// keep rule's tie-break: the edge between a picture and its padding is not detail).
     pub sharpness: f32,
-    /// Damage seen in a JPEG's entropy-coded data while it was read at 1/2, 1/4 or 1/8
-    /// (from 2 × [`WORK_SIDE`] on its longer side; `m6_imaging::decode_gray_seen`; the
-    /// filter drops such an image as `image.damaged`): the keep rule's flaw. Smaller
-    /// JPEGs are not checked here, as a check would cost a second read of the data.
+    /// Damage seen in a JPEG's entropy-coded data while its luma was read
+    /// (`m6_imaging::decode_gray_seen`: at 1/2, 1/4 or 1/8 from 2 × [`WORK_SIDE`] on its
+    /// longer side, at full size below; the filter drops such an image as
+    /// `image.damaged`): the keep rule's flaw. Of a progressive file only the scans
+    /// read are checked (luma's; its DC scans alone at 1/8).
     pub damaged: bool,
 }
 

@@ -269,8 +269,8 @@ fn darkened_and_faded_copies_of_dim_photos_are_found() {
 /// cluster that has a whole, still copy, however much larger it is: the filter drops
 /// such images (`image.truncated`, `image.animated`, `image.damaged`), so keeping the
 /// largest copy had dedup remove the whole ones and the filter the kept one, and the
-/// picture left the corpus. (Damage is seen where signing reads a JPEG at 1/4 or 1/8,
-/// from 512 px.)
+/// picture left the corpus. (Damage is seen in the scans signing reads: a JPEG's
+/// luma at 1/2, 1/4 or 1/8 from 256 px, at full size below.)
 #[test]
 fn cut_off_and_animated_copies_give_way_to_whole_ones() {
     use image::codecs::gif::GifEncoder;
@@ -308,6 +308,21 @@ fn cut_off_and_animated_copies_give_way_to_whole_ones() {
         assert!(m6_imaging::truncated(image::ImageFormat::Jpeg, &damaged).is_none());
         assert!(m6_imaging::jpeg_dc::damage(&damaged).is_some());
         push(name, "damaged", damaged, &img);
+    }
+    // The same at thumbnail size (under 2 × the 128 px work size, where signing reads
+    // the JPEG at full size): before session 21 these were decoded without a check,
+    // and the damaged copy, the larger, was kept.
+    for name in ["coins.png", "ihc.png"] {
+        let img = photo(name);
+        let img = img.resize(220, 220, image::imageops::FilterType::Triangle);
+        assert!(img.width().max(img.height()) < 256);
+        let mut damaged = jpeg(&img, 92);
+        let sos = damaged.windows(2).position(|m| m == [0xFF, 0xDA]).unwrap();
+        let at = sos + (damaged.len() - sos) * 4 / 5;
+        damaged.drain(at..at + 100);
+        assert!(m6_imaging::truncated(image::ImageFormat::Jpeg, &damaged).is_none());
+        assert!(m6_imaging::jpeg_dc::damage(&damaged).is_some());
+        push(name, "damaged_small", damaged, &img);
     }
     for name in ["camera.png", "rocket.jpg"] {
         let img = photo(name);
