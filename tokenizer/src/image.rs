@@ -160,6 +160,17 @@ impl ImageConfig {
         resize_rgb_window(img, (left as f64 * sx, top as f64 * sy, s as f64 * sx, s as f64 * sy), s, s)
     }
 
+    /// [`refuse_damaged`] for the sample [`ImageConfig::encode_sample`] makes under
+    /// `encoding`: a JPEG sample taken from the 1/8-scale colour picture
+    /// (`m6_imaging::jpeg_dc_sample`) is checked by the read that makes it, so only
+    /// the cut-off check is made here; a second read would cost as much again.
+    pub fn refuse_damaged_sample(&self, bytes: &[u8], encoding: ImageEncoding) -> Result<(), ImageError> {
+        if encoding == ImageEncoding::Jpeg && m6_imaging::jpeg_dc_sample(bytes, self.image_size) {
+            return Ok(m6_imaging::refuse_truncated_jpeg(bytes)?);
+        }
+        refuse_damaged(bytes)
+    }
+
     /// What a sample stores for an encoded image under `encoding`: raw patches, or the
     /// training square as JPEG at `quality` (1–100). An input that already is a JPEG of
     /// exactly image_size × image_size is stored as it is (no second generation loss),
@@ -293,6 +304,47 @@ mod tests {
 
     fn mean_abs(a: &[u8], b: &[u8]) -> f64 {
         a.iter().zip(b).map(|(&x, &y)| (x as f64 - y as f64).abs()).sum::<f64>() / a.len() as f64
+    }
+
+    /// A JPEG whose shorter side is at least 8× the sample's is sampled from its 1/8
+    /// colour picture (`m6_imaging::jpeg_dc::decode_rgb_dc`: block means; of a
+    /// progressive file, the DC scans alone): the square is a full decode's to within
+    /// a few levels, and damage in the data it is made of is refused by the decode
+    /// itself, so the stage's separate check is not made for it
+    /// ([`ImageConfig::refuse_damaged_sample`]). Before, jpeg-decoder made these
+    /// squares and read through the damage.
+    #[test]
+    fn large_jpegs_are_sampled_from_their_colour_dc_picture() {
+        let cfg = ImageConfig { image_size: 32, patch_size: 16 };
+        for name in ["astronaut.png", "coffee.png", "chelsea.png"] {
+            let img = photo(name);
+            for progressive in [false, true] {
+                let mut file = Vec::new();
+                let mut e = jpeg_encoder::Encoder::new(&mut file, 92);
+                e.set_progressive(progressive);
+                e.encode(img.as_raw(), img.width() as u16, img.height() as u16, jpeg_encoder::ColorType::Rgb).unwrap();
+                assert!(m6_imaging::jpeg_dc_sample(&file, cfg.image_size), "{name}");
+                let got = cfg.square(&file).unwrap();
+                let want = cfg.square_rgb(&image::load_from_memory(&file).unwrap().to_rgb8()).unwrap();
+                let d = mean_abs(got.as_raw(), want.as_raw());
+                // Measured 1.1-1.8 levels; chelsea 5.0: its 1/8 picture is 38 px high
+                // for a 32 px square, and block means smooth its fur more than a
+                // resize from 300 px does (jpeg-decoder's 1/8 decode is block means too).
+                assert!(d < 6.0, "{name}, progressive {progressive}: {d} levels from the full decode's square");
+            }
+        }
+        let whole = jpeg(&photo("astronaut.png"));
+        let sos = whole.windows(2).position(|m| m == [0xFF, 0xDA]).unwrap();
+        let mut damaged = whole.clone();
+        let at = sos + (whole.len() - sos) / 2;
+        damaged.drain(at..at + 100);
+        assert!(m6_imaging::jpeg_dc::damage(&damaged).is_some());
+        let err = cfg.square(&damaged).unwrap_err().to_string();
+        assert!(err.contains("damaged"), "{err}");
+        // The check before the sample leaves it to that read.
+        assert!(cfg.refuse_damaged_sample(&damaged, ImageEncoding::Jpeg).is_ok());
+        assert!(cfg.refuse_damaged_sample(&damaged, ImageEncoding::Raw).is_err());
+        assert!(cfg.encode_sample(&damaged, ImageEncoding::Jpeg, 90).is_err());
     }
 
     /// A phone photo stores the sensor's pixels and says in EXIF how to turn them: the

@@ -67,7 +67,10 @@ pub struct TokenizeConfig {
     /// scale (of a progressive JPEG, its DC scans only); `filter`'s `image.damaged`
     /// rule (on by default) makes the same check, so a pipeline that ran it may set
     /// false here. Off, a JPEG is still refused when the sample's decoder fails on it
-    /// and the check confirms damage.
+    /// and the check confirms damage. A JPEG whose shorter side is 8× `image_size` or
+    /// more is sampled from its 1/8 colour picture, whose read is the check of all the
+    /// sample is made from: it is refused when damaged there, on or off, and not read
+    /// a second time.
     pub check_damage: bool,
 }
 
@@ -230,7 +233,7 @@ impl TokenizeStage {
                 .into_par_iter()
                 .map(|i| {
                     let b = bytes.value(i);
-                    let checked = if self.cfg.check_damage { m6_tokenizer::image::refuse_damaged(b) } else { Ok(()) };
+                    let checked = if self.cfg.check_damage { self.image.refuse_damaged_sample(b, self.cfg.image_encoding) } else { Ok(()) };
                     (checked.and_then(|()| self.image.encode_sample(b, self.cfg.image_encoding, self.cfg.image_quality)), self.tok.encode(caption.value(i), false))
                 })
                 .collect();
