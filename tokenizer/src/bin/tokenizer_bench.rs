@@ -124,6 +124,22 @@ fn main() {
         let v: Vec<_> = images.par_iter().map(|b| cfg.preprocess(b).unwrap()).collect();
         std::hint::black_box(v);
     });
+    // The stage's default sample (`image_encoding = "jpeg"`): decoded at the smallest
+    // scale that keeps 224 px, resized, centre-cropped and stored as JPEG q90, on the
+    // photos above and on camera photos (1280-5312 px), where the decode dominates.
+    let mut samples = serde_json::Map::new();
+    for (set, dir) in [("photos", data.join("photos")), ("camera_photos", data.join("photos-wallpapers"))] {
+        let Ok(rd) = std::fs::read_dir(&dir) else { continue };
+        let mut paths: Vec<PathBuf> = rd.map(|e| e.unwrap().path()).collect();
+        paths.sort();
+        let files: Vec<Vec<u8>> = paths.iter().map(|p| std::fs::read(p).unwrap()).collect();
+        let s = best(reps, || {
+            for b in &files {
+                std::hint::black_box(cfg.encode_sample(b, m6_tokenizer::image::ImageEncoding::Jpeg, 90).unwrap());
+            }
+        });
+        samples.insert(set.into(), serde_json::json!({ "images": files.len(), "seconds": s, "images_per_s": files.len() as f64 / s }));
+    }
     let mb = bytes as f64 / 1e6;
     let r = serde_json::json!({
         "input": { "documents": docs.len(), "bytes": bytes, "chars": docs.iter().map(|d| d.chars().count()).sum::<usize>(),
@@ -134,6 +150,7 @@ fn main() {
         "encode_all_threads": { "threads": threads, "seconds": encn_s, "mb_per_s": mb / encn_s },
         "images_1thread": { "seconds": img1_s, "images_per_s": images.len() as f64 / img1_s, "image_size": cfg.image_size, "patch_size": cfg.patch_size },
         "images_all_threads": { "threads": threads, "seconds": imgn_s, "images_per_s": images.len() as f64 / imgn_s },
+        "jpeg_samples_1thread": samples,
     });
     println!("{}", serde_json::to_string_pretty(&r).unwrap());
 }
