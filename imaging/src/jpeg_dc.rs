@@ -19,13 +19,18 @@
 //! Chroma blocks are read the same way and dropped. `m6-decode-bench` (modes `dc`,
 //! `quarter`, `half`, `full`) measures them against zune-jpeg's full luma decode.
 //!
+//! The colour pictures at 1/8 and 1/4 ([`decode_rgb_reduced`], `tokenize`'s samples of
+//! large JPEGs) keep chroma's DC, or its coefficients, the same way, repeat each
+//! chroma cell over the luma cells it covers and convert to RGB.
+//!
 //! Progressive files (SOF2, a large share of the web's JPEGs) spread each block over
 //! several scans; a full decode stores every coefficient of every component until the
 //! last one. Here the DC picture reads only the scans holding luma DC (the first one
 //! and its one-bit refinements) and passes over every other scan by looking for the
 //! marker after it, without decoding it; the other pictures also decode luma's AC
 //! scans (end-of-band runs, correction bits) into 64 coefficients per luma block, then
-//! take the same cells. Chroma scans are always passed over.
+//! take the same cells. Chroma scans are passed over, except by the colour pictures
+//! (at 1/8 their DC scans, at 1/4 all of them).
 //!
 //! It handles what the web is mostly made of: 8-bit baseline, extended sequential or
 //! progressive Huffman JPEGs, grey or YCbCr, any sampling factors, restart
@@ -94,8 +99,20 @@ pub fn decode_luma_checked(bytes: &[u8], factor: u32) -> Result<(Gray, u32, u32)
 /// (`m6_imaging::decode_rgb_min_short`): jpeg-decoder, which decodes every scan of a
 /// progressive file whatever the scale, spent 77% of `tokenize`'s CPU on camera photos.
 pub fn decode_rgb_dc(bytes: &[u8]) -> Result<(Vec<u8>, usize, usize, u32, u32), Unread> {
+    decode_rgb_reduced(bytes, 8)
+}
+
+/// [`decode_rgb_dc`] at 1/`factor` scale, 8 or 4: at 1/4 each block's four quadrant
+/// means (the luma picture of [`decode_luma_reduced`]), of chroma too, each chroma
+/// quadrant repeated over the luma pixels it covers (chroma keeps its resolution
+/// relative to luma's). Of a progressive file the 1/4 picture reads every scan, chroma's
+/// too, so the read checks the whole file.
+pub fn decode_rgb_reduced(bytes: &[u8], factor: u32) -> Result<(Vec<u8>, usize, usize, u32, u32), Unread> {
+    if !matches!(factor, 4 | 8) {
+        return Err(Unread::Unhandled);
+    }
     let mut damage = None;
-    let (y, w, h, chroma) = reduced(bytes, 8, true, &mut damage).ok_or_else(|| damage.map_or(Unread::Unhandled, Unread::Damaged))?;
+    let (y, w, h, chroma) = reduced(bytes, factor, true, &mut damage).ok_or_else(|| damage.map_or(Unread::Unhandled, Unread::Damaged))?;
     let mut rgb = Vec::with_capacity(3 * y.px.len());
     match chroma {
         None => {
@@ -127,8 +144,9 @@ fn level_u8(v: f32) -> u8 {
     round_level(v) as u8
 }
 
-/// The chroma DC pictures of a colour JPEG ([`decode_rgb_dc`]): Cb and Cr block means
-/// (0-255, unrounded) on each component's own block grid, rows `stride` apart.
+/// The chroma pictures of a colour JPEG ([`decode_rgb_reduced`]): Cb and Cr block
+/// means (1/8) or quadrant means (1/4), 0-255 unrounded, on each component's own grid
+/// (`per` cells per block side), rows `stride` apart.
 struct ChromaDc {
     planes: [Vec<f32>; 2],
     stride: [usize; 2],
@@ -139,6 +157,9 @@ struct ChromaDc {
     vmax: usize,
     /// Each one's DC step / 8 (a baseline scan's).
     scale: [f32; 2],
+    /// Cells per block side (1 or 2), and at 1/4 each one's quadrant maker.
+    per: usize,
+    cells: Option<[Cells; 2]>,
 }
 
 /// The damage this decoder finds in a JPEG's entropy-coded data when reading its 1/8
@@ -156,13 +177,16 @@ impl ChromaDc {
     /// Planes of neutral grey for `f`'s two chroma components on the block grid of an
     /// interleaved scan (whole MCUs); `scale`: each one's DC step / 8, by which a
     /// baseline scan turns its DC values into levels.
-    fn new(f: &Frame, scale: [f32; 2]) -> ChromaDc {
+    /// `q`: at 1/4, the two chroma quantisers (zig-zag order).
+    fn new(f: &Frame, scale: [f32; 2], q: Option<[&[u16; 64]; 2]>) -> ChromaDc {
         let (hmax, vmax) = (f.comps[0].h, f.comps[0].v);
         let (mcux, mcuy) = (f.w.div_ceil(8 * hmax), f.h.div_ceil(8 * vmax));
+        let per = if q.is_some() { 2 } else { 1 };
         let c = |k: usize| &f.comps[k + 1];
-        let stride = [mcux * c(0).h, mcux * c(1).h];
-        let planes = std::array::from_fn(|k| vec![128f32; stride[k] * mcuy * c(k).v]);
-        ChromaDc { planes, stride, h: [c(0).h, c(1).h], v: [c(0).v, c(1).v], hmax, vmax, scale }
+        let stride = [mcux * c(0).h * per, mcux * c(1).h * per];
+        let planes = std::array::from_fn(|k| vec![128f32; stride[k] * mcuy * c(k).v * per]);
+        let cells = q.map(|q| q.map(|q| Cells::new(q, 4)));
+        ChromaDc { planes, stride, h: [c(0).h, c(1).h], v: [c(0).v, c(1).v], hmax, vmax, scale, per, cells }
     }
 }
 
@@ -170,7 +194,7 @@ impl ChromaDc {
 /// damaged, `None` alone when the file is not one this decoder handles.
 /// With `colour` (at 1/8 only), a colour file's chroma DC pictures too.
 fn reduced(bytes: &[u8], factor: u32, colour: bool, damage: &mut Option<String>) -> Option<(Gray, u32, u32, Option<ChromaDc>)> {
-    if !matches!(factor, 1 | 2 | 4 | 8) || (colour && factor != 8) {
+    if !matches!(factor, 1 | 2 | 4 | 8) || (colour && !matches!(factor, 4 | 8)) {
         return None;
     }
     let mut p = Parser { b: bytes, i: 2 };
@@ -256,9 +280,11 @@ fn reduced(bytes: &[u8], factor: u32, colour: bool, damage: &mut Option<String>)
                 // saves.
                 let (hmax, vmax) = (f.comps[0].h, f.comps[0].v);
                 let mcus = f.w.div_ceil(8 * hmax) * f.h.div_ceil(8 * vmax);
-                let counted = mcus * f.comps.iter().skip(usize::from(factor < 8)).map(|c| c.h * c.v).sum::<usize>();
+                // (The colour picture at 1/4 keeps chroma's coefficients too.)
+                let kept = if factor == 8 { 0 } else if colour { ns } else { 1 };
+                let counted = mcus * f.comps.iter().skip(kept).map(|c| c.h * c.v).sum::<usize>();
                 if counted >= MULTI_MIN_BLOCKS {
-                    for k in usize::from(factor < 8 && ns > 1)..ns {
+                    for k in kept.min(ns)..ns {
                         if let Some(Some(t)) = ac_tables.get_mut((seg[2 + 2 * k] & 15) as usize) {
                             with_multi(t);
                         }
@@ -282,7 +308,10 @@ fn reduced(bytes: &[u8], factor: u32, colour: bool, damage: &mut Option<String>)
                 let q = quant[f.comps[0].tq as usize]?;
                 let data = &bytes[p.i..];
                 let mut chroma = match f.comps.len() {
-                    3 if colour => Some(ChromaDc::new(&f, [quant[f.comps[1].tq as usize]?[0] as f32 / 8.0, quant[f.comps[2].tq as usize]?[0] as f32 / 8.0])),
+                    3 if colour => {
+                        let (q1, q2) = (quant[f.comps[1].tq as usize].as_ref()?, quant[f.comps[2].tq as usize].as_ref()?);
+                        Some(ChromaDc::new(&f, [q1[0] as f32 / 8.0, q2[0] as f32 / 8.0], (factor == 4).then_some([q1, q2])))
+                    }
                     _ => None,
                 };
                 return match decode_scan(&f, &scan, &q, factor, restart, data, chroma.as_mut()) {
@@ -370,17 +399,19 @@ struct Progressive {
     dc_al: Option<u8>,
     /// The same per AC coefficient (zig-zag index), -1 before its first scan.
     ac_al: [i8; 64],
-    /// Colour DC picture ([`decode_rgb_dc`]): per chroma component, its DC on the
-    /// interleaved block grid (rows `stride` apart), its quantiser as at its first DC
-    /// scan, and its lowest DC bit so far, as for luma.
+    /// Colour picture ([`decode_rgb_reduced`]): per chroma component, as for luma, its
+    /// coefficients (`per` a block) on the interleaved block grid (`stride` blocks a
+    /// row), its quantiser as at its first DC scan, and its lowest bits so far.
     chroma: Option<[ProgChroma; 2]>,
 }
 
 struct ProgChroma {
-    dc: Vec<i16>,
+    coef: Vec<i16>,
+    nz: Vec<u64>,
     stride: usize,
-    q0: Option<u16>,
+    q: Option<[u16; 64]>,
     dc_al: Option<u8>,
+    ac_al: [i8; 64],
 }
 
 impl Progressive {
@@ -390,15 +421,18 @@ impl Progressive {
         let (hmax, vmax) = (f.comps[0].h, f.comps[0].v);
         // A grey frame's only scan is non-interleaved: its blocks are those of the picture.
         let (gw, gh) = if f.comps.len() == 1 { (f.w.div_ceil(8), f.h.div_ceil(8)) } else { (f.w.div_ceil(8 * hmax) * hmax, f.h.div_ceil(8 * vmax) * vmax) };
-        if all && gw * gh > MAX_PROGRESSIVE_QUARTER_BLOCKS {
+        let colour = colour && f.comps.len() == 3;
+        let (mcux, mcuy) = (f.w.div_ceil(8 * hmax), f.h.div_ceil(8 * vmax));
+        let chroma_blocks = if colour { f.comps[1..].iter().map(|c| mcux * c.h * mcuy * c.v).sum() } else { 0 };
+        if all && gw * gh + chroma_blocks > MAX_PROGRESSIVE_QUARTER_BLOCKS {
             return None;
         }
         let per = if all { 64 } else { 1 };
-        let chroma = (colour && !all && f.comps.len() == 3).then(|| {
-            let (mcux, mcuy) = (f.w.div_ceil(8 * hmax), f.h.div_ceil(8 * vmax));
+        let chroma = colour.then(|| {
             std::array::from_fn(|k| {
                 let c = &f.comps[k + 1];
-                ProgChroma { dc: vec![0; mcux * c.h * mcuy * c.v], stride: mcux * c.h, q0: None, dc_al: None }
+                let blocks = mcux * c.h * mcuy * c.v;
+                ProgChroma { coef: vec![0; blocks * per], nz: vec![0; if all { blocks } else { 0 }], stride: mcux * c.h, q: None, dc_al: None, ac_al: [-1; 64] }
             })
         });
         Some(Progressive { f, factor, gw, gh, per, coef: vec![0; gw * gh * per], nz: vec![0; if all { gw * gh } else { 0 }], q: None, dc_al: None, ac_al: [-1; 64], chroma })
@@ -432,9 +466,10 @@ impl Progressive {
             return None;
         }
         let luma = idx[0] == 0;
-        // The colour DC picture reads chroma's DC scans too, wherever they are.
+        // The colour picture reads chroma's scans too, wherever they are (at 1/8 its DC
+        // scans alone, as for luma).
         let colour = self.chroma.is_some();
-        if (!luma && !(dc && colour)) || (!dc && self.factor == 8) {
+        if (!luma && !colour) || (!dc && self.factor == 8) {
             return next_marker(bytes, start);
         }
         if dc {
@@ -455,21 +490,26 @@ impl Progressive {
                         return None;
                     }
                     pc.dc_al = Some(al);
-                    if pc.q0.is_none() {
-                        pc.q0 = Some(quant[self.f.comps[c].tq as usize]?[0]);
+                    if pc.q.is_none() {
+                        pc.q = Some(quant[self.f.comps[c].tq as usize]?);
                     }
                 }
             }
         } else {
             // AC before the first DC scan, or bits of a coefficient out of order.
-            if self.dc_al.is_none() {
+            let (dc_al, ac_al) = match (idx[0], self.chroma.as_mut()) {
+                (0, _) => (self.dc_al, &mut self.ac_al),
+                (c, Some(ch)) => (ch[c - 1].dc_al, &mut ch[c - 1].ac_al),
+                _ => return None,
+            };
+            if dc_al.is_none() {
                 return None;
             }
             for k in ss..=se {
-                if self.ac_al[k] != if ah == 0 { -1 } else { ah as i8 } {
+                if ac_al[k] != if ah == 0 { -1 } else { ah as i8 } {
                     return None;
                 }
-                self.ac_al[k] = al as i8;
+                ac_al[k] = al as i8;
             }
         }
         let f = &self.f;
@@ -518,20 +558,23 @@ impl Progressive {
                     None => return hurt(RESTART, u),
                 }
                 if single {
-                    let b = my * gw + mx;
+                    // This component's coefficients and masks, and its block's index.
+                    let (coef, nzs, b) = match (idx[0], self.chroma.as_mut()) {
+                        (0, _) => (&mut self.coef, &mut self.nz, my * gw + mx),
+                        (c, Some(ch)) => {
+                            let pc = &mut ch[c - 1];
+                            (&mut pc.coef, &mut pc.nz, my * pc.stride + mx)
+                        }
+                        _ => return None,
+                    };
                     if dc {
-                        let slot = match (idx[0], self.chroma.as_mut()) {
-                            (0, _) => &mut self.coef[b * per],
-                            (c, Some(ch)) => &mut ch[c - 1].dc[my * ch[c - 1].stride + mx],
-                            _ => return None,
-                        };
-                        if dc_block(&mut bits, tables[0], &mut pred[0], ah, al, Some(slot)).is_none() {
+                        if dc_block(&mut bits, tables[0], &mut pred[0], ah, al, Some(&mut coef[b * per])).is_none() {
                             return hurt(BAD_CODE, u);
                         }
                     } else {
-                        let blk: &mut [i16; 64] = (&mut self.coef[b * 64..b * 64 + 64]).try_into().ok()?;
+                        let blk: &mut [i16; 64] = (&mut coef[b * 64..b * 64 + 64]).try_into().ok()?;
                         let act = tables[0]?;
-                        let read = if ah == 0 { ac_first(&mut bits, act, blk, &mut self.nz[b], ss, se, al, &mut eobrun) } else { ac_refine(&mut bits, act, blk, &mut self.nz[b], ss, se, al, &mut eobrun) };
+                        let read = if ah == 0 { ac_first(&mut bits, act, blk, &mut nzs[b], ss, se, al, &mut eobrun) } else { ac_refine(&mut bits, act, blk, &mut nzs[b], ss, se, al, &mut eobrun) };
                         if read.is_none() {
                             return hurt(BAD_CODE, u);
                         }
@@ -553,7 +596,7 @@ impl Progressive {
                                     (0, _) => self.coef[((my * vmax + v) * gw + mx * hmax + h) * per] |= bit << al,
                                     (ci, Some(ch)) => {
                                         let pc = &mut ch[ci - 1];
-                                        pc.dc[(my * c.v + v) * pc.stride + mx * c.h + h] |= bit << al;
+                                        pc.coef[((my * c.v + v) * pc.stride + mx * c.h + h) * per] |= bit << al;
                                     }
                                     _ => {}
                                 }
@@ -587,7 +630,7 @@ impl Progressive {
                                     (0, _) => Some(&mut self.coef[((my * vmax + v) * gw + mx * hmax + h) * per]),
                                     (ci, Some(ch)) => {
                                         let pc = &mut ch[ci - 1];
-                                        Some(&mut pc.dc[(my * c.v + v) * pc.stride + mx * c.h + h])
+                                        Some(&mut pc.coef[((my * c.v + v) * pc.stride + mx * c.h + h) * per])
                                     }
                                     _ => None,
                                 };
@@ -627,21 +670,7 @@ impl Progressive {
             for row in self.coef.chunks_exact(self.gw).take(bh) {
                 px.extend(row[..bw].iter().map(|&c| dc_level(c as i32, scale)));
             }
-            let chroma = match self.chroma {
-                // A colour file whose script never sent a chroma component's DC is not
-                // one this reader handles.
-                Some(ch) => {
-                    let mut cd = ChromaDc::new(&self.f, [ch[0].q0? as f32 / 8.0, ch[1].q0? as f32 / 8.0]);
-                    for (k, pc) in ch.iter().enumerate() {
-                        pc.dc_al?;
-                        for (out, &c) in cd.planes[k].iter_mut().zip(&pc.dc) {
-                            *out = dc_level(c as i32, cd.scale[k]);
-                        }
-                    }
-                    Some(cd)
-                }
-                None => None,
-            };
+            let chroma = self.chroma_picture()?;
             return Some((Gray { w: bw, h: bh, px }, w as u32, h as u32, chroma));
         }
         let t = Cells::new(&q, self.factor);
@@ -656,7 +685,35 @@ impl Progressive {
                 t.put(blk[0] as i32, blk, self.nz[b], &mut out, per * (by * stride + bx), stride);
             }
         }
-        Some((crop_rows(&out, stride, ow, oh), w as u32, h as u32, None))
+        let chroma = self.chroma_picture()?;
+        Some((crop_rows(&out, stride, ow, oh), w as u32, h as u32, chroma))
+    }
+
+    /// The colour picture's chroma planes from the coefficients gathered: `Some(None)`
+    /// for a luma picture; `None` for a colour file whose script never sent a chroma
+    /// component's DC, which this reader does not handle.
+    fn chroma_picture(&self) -> Option<Option<ChromaDc>> {
+        let Some(ch) = &self.chroma else { return Some(None) };
+        let (q1, q2) = (ch[0].q.as_ref()?, ch[1].q.as_ref()?);
+        let mut cd = ChromaDc::new(&self.f, [q1[0] as f32 / 8.0, q2[0] as f32 / 8.0], (self.per == 64).then_some([q1, q2]));
+        for (k, pc) in ch.iter().enumerate() {
+            pc.dc_al?;
+            match &cd.cells {
+                Some(t) => {
+                    let (stride, per) = (cd.stride[k], cd.per);
+                    for (b, blk) in pc.coef.chunks_exact(64).enumerate() {
+                        let (bx, by) = (b % pc.stride, b / pc.stride);
+                        t[k].put(blk[0] as i32, blk, pc.nz[b], &mut cd.planes[k], per * (by * stride + bx), stride);
+                    }
+                }
+                None => {
+                    for (out, &c) in cd.planes[k].iter_mut().zip(&pc.coef) {
+                        *out = dc_level(c as i32, cd.scale[k]);
+                    }
+                }
+            }
+        }
+        Some(Some(cd))
     }
 }
 
@@ -1758,8 +1815,9 @@ fn decode_scan(f: &Frame, scan: &[(&Huffman, &Huffman)], q: &[u16; 64], factor: 
                 None => return Err(hurt(RESTART, my, mx)),
             }
             for (c, &(dct, act)) in scan.iter().enumerate() {
-                // Only luma's coefficients are kept, and not for the DC picture.
-                let keep = all && c == 0;
+                // Only luma's coefficients are kept (and chroma's for the colour
+                // picture at 1/4), and not for the DC picture.
+                let keep = all && (c == 0 || chroma.as_ref().is_some_and(|cd| cd.cells.is_some()));
                 let (ch, cv) = blocks[c];
                 for v in 0..cv {
                     for h in 0..ch {
@@ -1779,7 +1837,11 @@ fn decode_scan(f: &Frame, scan: &[(&Huffman, &Huffman)], q: &[u16; 64], factor: 
                             }
                         } else if let Some(cd) = chroma.as_deref_mut() {
                             let k = c - 1;
-                            cd.planes[k][(my * cv + v) * cd.stride[k] + mx * ch + h] = dc_level(pred[c], cd.scale[k]);
+                            let (bx, by) = (mx * ch + h, my * cv + v);
+                            match &cd.cells {
+                                Some(t) => t[k].put(pred[c], &zz, nz, &mut cd.planes[k], cd.per * (by * cd.stride[k] + bx), cd.stride[k]),
+                                None => cd.planes[k][by * cd.stride[k] + bx] = dc_level(pred[c], cd.scale[k]),
+                            }
                         }
                     }
                 }
@@ -1838,20 +1900,20 @@ mod tests {
         (bw, bh, out)
     }
 
-    /// zune-jpeg's full RGB decode, averaged over 8×8 cells per channel.
-    fn rgb_cell_means(bytes: &[u8]) -> (usize, usize, Vec<[f32; 3]>) {
+    /// zune-jpeg's full RGB decode, averaged over `cell`×`cell` cells per channel.
+    fn rgb_cell_means(bytes: &[u8], cell: usize) -> (usize, usize, Vec<[f32; 3]>) {
         use zune_core::{bytestream::ZCursor, colorspace::ColorSpace, options::DecoderOptions};
         let opts = DecoderOptions::default().jpeg_set_out_colorspace(ColorSpace::RGB);
         let mut d = zune_jpeg::JpegDecoder::new_with_options(ZCursor::new(bytes), opts);
         let px = d.decode().unwrap();
         let (w, h) = d.dimensions().unwrap();
-        let (bw, bh) = (w.div_ceil(8), h.div_ceil(8));
+        let (bw, bh) = (w.div_ceil(cell), h.div_ceil(cell));
         let mut out = vec![[0f32; 3]; bw * bh];
         for by in 0..bh {
             for bx in 0..bw {
                 let (mut s, mut n) = ([0f32; 3], 0f32);
-                for y in by * 8..(by * 8 + 8).min(h) {
-                    for x in bx * 8..(bx * 8 + 8).min(w) {
+                for y in by * cell..(by * cell + cell).min(h) {
+                    for x in bx * cell..(bx * cell + cell).min(w) {
                         for (c, v) in s.iter_mut().enumerate() {
                             *v += px[3 * (y * w + x) + c] as f32;
                         }
@@ -1864,18 +1926,19 @@ mod tests {
         (bw, bh, out)
     }
 
-    /// The colour DC picture against the 8×8 cell means of a full RGB decode, per
+    /// The colour picture at 1/`factor` against the cell means of a full RGB decode, per
     /// channel, over the whole cells (the last row and column also hold the encoder's
     /// padding). Colour conversion is linear, so a cell's mean colour is the conversion
     /// of its mean Y, Cb and Cr, up to clamping; the mean chroma over a luma block is
     /// its chroma block's mean only where chroma is not subsampled: subsampled, the
     /// picture has one chroma value per chroma block, where a decoder's upsampled
     /// chroma varies within it. Returns the mean absolute difference.
-    fn colour_dc_difference(name: &str, bytes: &[u8]) -> f32 {
-        let (rgb, bw, bh, w, h) = decode_rgb_dc(bytes).unwrap_or_else(|e| panic!("{name}: {e:?}"));
-        assert_eq!((bw, bh), ((w as usize).div_ceil(8), (h as usize).div_ceil(8)), "{name}");
+    fn colour_difference(name: &str, bytes: &[u8], factor: u32) -> f32 {
+        let f = factor as usize;
+        let (rgb, bw, bh, w, h) = decode_rgb_reduced(bytes, factor).unwrap_or_else(|e| panic!("{name}: {e:?}"));
+        assert_eq!((bw, bh), ((w as usize).div_ceil(f), (h as usize).div_ceil(f)), "{name}");
         assert_eq!(rgb.len(), 3 * bw * bh, "{name}");
-        let (mw, mh, means) = rgb_cell_means(bytes);
+        let (mw, mh, means) = rgb_cell_means(bytes, f);
         assert_eq!((mw, mh), (bw, bh), "{name}");
         let (mut sum, mut n) = (0f64, 0usize);
         for y in 0..bh - 1 {
@@ -1889,16 +1952,17 @@ mod tests {
         (sum / n as f64) as f32
     }
 
-    /// The same for jpeg-decoder's own 1/8-scale decode (what `tokenize` took its
-    /// large JPEGs' samples from before `decode_rgb_dc`).
-    fn jd_difference(bytes: &[u8]) -> f32 {
+    /// The same for jpeg-decoder's own decode at that scale (what `tokenize` took its
+    /// large JPEGs' samples from before `decode_rgb_reduced`).
+    fn jd_difference(bytes: &[u8], factor: u32) -> f32 {
+        let f = factor as u16;
         let mut d = jpeg_decoder::Decoder::new(std::io::Cursor::new(bytes));
         d.read_info().unwrap();
         let info = d.info().unwrap();
-        let (sw, sh) = d.scale(info.width.div_ceil(8), info.height.div_ceil(8)).unwrap();
+        let (sw, sh) = d.scale(info.width.div_ceil(f), info.height.div_ceil(f)).unwrap();
         let raw = d.decode().unwrap();
         let grey = raw.len() == sw as usize * sh as usize;
-        let (bw, bh, means) = rgb_cell_means(bytes);
+        let (bw, bh, means) = rgb_cell_means(bytes, factor as usize);
         assert_eq!((bw, bh), (sw as usize, sh as usize));
         let (mut sum, mut n) = (0f64, 0usize);
         for y in 0..bh - 1 {
@@ -1913,30 +1977,37 @@ mod tests {
         (sum / n as f64) as f32
     }
 
-    /// [`colour_dc_difference`] within `bound` levels, and no further from the full
-    /// decode than jpeg-decoder's 1/8 decode is (with 0.1 to spare). Measured: 0.24-0.31
-    /// without subsampled chroma, 1.2-3.1 with it (jpeg-decoder: 0.45-0.93 and
-    /// 1.4-3.3).
-    fn assert_colour_dc_close(name: &str, bytes: &[u8], bound: f32) {
-        let (d, jd) = (colour_dc_difference(name, bytes), jd_difference(bytes));
-        assert!(d < bound && d <= jd + 0.1, "{name}: {d} levels from the full decode's block colours (jpeg-decoder's 1/8: {jd})");
+    /// [`colour_difference`] at 1/8 and 1/4 within `bound` levels, and no further from
+    /// the full decode than jpeg-decoder's decode at that scale is (with 0.1 to spare).
+    /// Measured at 1/8: 0.24-0.31 without subsampled chroma, 1.2-3.1 with it
+    /// (jpeg-decoder: 0.43-0.93 and 1.4-3.3); at 1/4: 0.24-0.34 and 0.9-2.1
+    /// (jpeg-decoder: 1.3-1.7 and 0.86-2.7).
+    fn assert_colour_close(name: &str, bytes: &[u8], bound: f32) {
+        for factor in [8, 4] {
+            let (d, jd) = (colour_difference(name, bytes, factor), jd_difference(bytes, factor));
+            assert!(d < bound && d <= jd + 0.1, "{name} at 1/{factor}: {d} levels from the full decode's cell colours (jpeg-decoder's: {jd})");
+        }
     }
 
     #[test]
-    fn colour_dc_pictures_match_a_full_decodes_block_colours() {
+    fn colour_pictures_match_a_full_decodes_cell_colours() {
         for name in PROGRESSIVE_TWINS {
             let (b, p) = (fixture(&format!("{name}_baseline.jpg")), fixture(&format!("{name}_progressive.jpg")));
             // Twins: the same picture from the baseline file and the progressive one.
-            let (rb, rp) = (decode_rgb_dc(&b).unwrap(), decode_rgb_dc(&p).unwrap());
-            assert!(rb == rp, "{name}: the progressive twin's colour picture differs");
+            for factor in [8, 4] {
+                let (rb, rp) = (decode_rgb_reduced(&b, factor).unwrap(), decode_rgb_reduced(&p, factor).unwrap());
+                assert!(rb == rp, "{name}: the progressive twin's colour picture at 1/{factor} differs");
+            }
             let subsampled = !name.contains("444") && !name.contains("grey");
-            assert_colour_dc_close(name, &p, if subsampled { 4.0 } else { 0.5 });
+            assert_colour_close(name, &p, if subsampled { 4.0 } else { 0.5 });
         }
         // Grey in all three channels.
-        let (rgb, ..) = decode_rgb_dc(&fixture("camera_grey_baseline.jpg")).unwrap();
-        assert!(rgb.chunks_exact(3).all(|p| p[0] == p[1] && p[1] == p[2]));
+        for factor in [8, 4] {
+            let (rgb, ..) = decode_rgb_reduced(&fixture("camera_grey_baseline.jpg"), factor).unwrap();
+            assert!(rgb.chunks_exact(3).all(|p| p[0] == p[1] && p[1] == p[2]));
+        }
         for name in ["hubble_deep_field.jpg", "retina.jpg", "rocket.jpg"] {
-            assert_colour_dc_close(name, &std::fs::read(photos().join(name)).unwrap(), 4.0);
+            assert_colour_close(name, &std::fs::read(photos().join(name)).unwrap(), 4.0);
         }
     }
 
@@ -2102,8 +2173,10 @@ mod tests {
                     assert_same_picture(&name, &b, &p, factor);
                 }
                 // The colour DC picture reads each chroma component's own DC scan.
-                assert!(decode_rgb_dc(&b).unwrap() == decode_rgb_dc(&p).unwrap(), "{name}: colour");
-                assert_colour_dc_close(&name, &p, 4.0);
+                for factor in [8, 4] {
+                    assert!(decode_rgb_reduced(&b, factor).unwrap() == decode_rgb_reduced(&p, factor).unwrap(), "{name}: colour at 1/{factor}");
+                }
+                assert_colour_close(&name, &p, 4.0);
                 assert_matches_full_decode(&name, &p);
             }
         }
@@ -2190,7 +2263,7 @@ mod tests {
                     continue;
                 }
                 assert_matches_full_decode(&format!("{s:?} restart {restart}"), &j);
-                assert_colour_dc_close(&format!("{s:?} restart {restart}"), &j, 4.0);
+                assert_colour_close(&format!("{s:?} restart {restart}"), &j, 4.0);
             }
         }
         let grey: Vec<u8> = crate::grey601(&crop, 3);

@@ -766,8 +766,8 @@ fn decode_jpeg_scaled_as(bytes: &[u8], max_side: usize, grey: JpegGrey) -> Resul
 pub fn decode_rgb_min_short(bytes: &[u8], min_short: u32) -> Result<(image::RgbImage, u32, u32), DecodeError> {
     refuse_truncated_jpeg(bytes)?;
     if is_jpeg(bytes) {
-        if jpeg_dc_sample(bytes, min_short) {
-            match jpeg_dc::decode_rgb_dc(bytes) {
+        if let Some(factor) = jpeg_dc_sample(bytes, min_short) {
+            match jpeg_dc::decode_rgb_reduced(bytes, factor) {
                 Ok((rgb, bw, bh, w, h)) => {
                     let img = image::RgbImage::from_raw(bw as u32, bh as u32, rgb).ok_or_else(|| DecodeError::Decode("JPEG buffer size".into()))?;
                     return Ok((img, w, h));
@@ -798,16 +798,21 @@ pub fn decode_rgb_min_short(bytes: &[u8], min_short: u32) -> Result<(image::RgbI
     Ok((rgb_on_white(img), w, h))
 }
 
-/// Whether [`decode_rgb_min_short`] takes a JPEG's picture from its 1/8-scale colour
-/// picture ([`jpeg_dc::decode_rgb_dc`]): that picture's shorter side still has
-/// `min_short` pixels (where jpeg-decoder would scale to 1/8 too), and the header
-/// declares at most [`MAX_JPEG_PIXELS`]. That read is then the damage check of all
-/// that the picture is made of (a progressive file's DC scans), and costs a fraction
-/// of jpeg-decoder's, which decodes every scan of a progressive file whatever the
-/// scale: on the 52 camera photos of `bench/lib/wallpapers.py` (1280-5312 px),
-/// jpeg-decoder was 77% of `tokenize`'s CPU.
-pub fn jpeg_dc_sample(bytes: &[u8], min_short: u32) -> bool {
-    is_jpeg(bytes) && jpeg_size(bytes).is_some_and(|(w, h)| w.min(h).div_ceil(8) >= min_short.max(1) && w as u64 * h as u64 <= MAX_JPEG_PIXELS)
+/// The scale (8 or 4) at which [`decode_rgb_min_short`] takes a JPEG's picture from
+/// its reduced colour picture ([`jpeg_dc::decode_rgb_reduced`]): the smallest whose
+/// shorter side still has `min_short` pixels (the scale jpeg-decoder would pick), for
+/// a header that declares at most [`MAX_JPEG_PIXELS`]; `None` below 1/4 (and for
+/// anything but a JPEG). That read is then the damage check of all that the picture
+/// is made of (at 1/4 every scan; at 1/8 a progressive file's DC scans), and costs a
+/// fraction of jpeg-decoder's, which decodes every scan of a progressive file
+/// whatever the scale: on the 52 camera photos of `bench/lib/wallpapers.py`
+/// (1280-5312 px), jpeg-decoder was 77% of `tokenize`'s CPU.
+pub fn jpeg_dc_sample(bytes: &[u8], min_short: u32) -> Option<u32> {
+    let (w, h) = jpeg_size(bytes).filter(|_| is_jpeg(bytes))?;
+    if w as u64 * h as u64 > MAX_JPEG_PIXELS {
+        return None;
+    }
+    [8, 4].into_iter().find(|&f| w.min(h).div_ceil(f) >= min_short.max(1))
 }
 
 fn decode_jpeg_rgb_scaled(bytes: &[u8], min_short: u32) -> Result<(image::RgbImage, u32, u32), DecodeError> {

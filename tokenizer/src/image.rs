@@ -161,11 +161,11 @@ impl ImageConfig {
     }
 
     /// [`refuse_damaged`] for the sample [`ImageConfig::encode_sample`] makes under
-    /// `encoding`: a JPEG sample taken from the 1/8-scale colour picture
+    /// `encoding`: a JPEG sample taken from its 1/8- or 1/4-scale colour picture
     /// (`m6_imaging::jpeg_dc_sample`) is checked by the read that makes it, so only
     /// the cut-off check is made here; a second read would cost as much again.
     pub fn refuse_damaged_sample(&self, bytes: &[u8], encoding: ImageEncoding) -> Result<(), ImageError> {
-        if encoding == ImageEncoding::Jpeg && m6_imaging::jpeg_dc_sample(bytes, self.image_size) {
+        if encoding == ImageEncoding::Jpeg && m6_imaging::jpeg_dc_sample(bytes, self.image_size).is_some() {
             return Ok(m6_imaging::refuse_truncated_jpeg(bytes)?);
         }
         refuse_damaged(bytes)
@@ -306,33 +306,42 @@ mod tests {
         a.iter().zip(b).map(|(&x, &y)| (x as f64 - y as f64).abs()).sum::<f64>() / a.len() as f64
     }
 
-    /// A JPEG whose shorter side is at least 8× the sample's is sampled from its 1/8
-    /// colour picture (`m6_imaging::jpeg_dc::decode_rgb_dc`: block means; of a
-    /// progressive file, the DC scans alone): the square is a full decode's to within
-    /// a few levels, and damage in the data it is made of is refused by the decode
-    /// itself, so the stage's separate check is not made for it
+    /// A JPEG whose shorter side is at least 4× the sample's is sampled from its 1/8 or
+    /// 1/4 colour picture (`m6_imaging::jpeg_dc::decode_rgb_reduced`: block or quadrant
+    /// means; of a progressive file at 1/8, the DC scans alone): the square is a full
+    /// decode's to within a few levels, and damage in the data it is made of is refused
+    /// by the decode itself, so the stage's separate check is not made for it
     /// ([`ImageConfig::refuse_damaged_sample`]). Before, jpeg-decoder made these
     /// squares and read through the damage.
     #[test]
-    fn large_jpegs_are_sampled_from_their_colour_dc_picture() {
-        let cfg = ImageConfig { image_size: 32, patch_size: 16 };
-        for name in ["astronaut.png", "coffee.png", "chelsea.png"] {
-            let img = photo(name);
-            for progressive in [false, true] {
-                let mut file = Vec::new();
-                let mut e = jpeg_encoder::Encoder::new(&mut file, 92);
-                e.set_progressive(progressive);
-                e.encode(img.as_raw(), img.width() as u16, img.height() as u16, jpeg_encoder::ColorType::Rgb).unwrap();
-                assert!(m6_imaging::jpeg_dc_sample(&file, cfg.image_size), "{name}");
-                let got = cfg.square(&file).unwrap();
-                let want = cfg.square_rgb(&image::load_from_memory(&file).unwrap().to_rgb8()).unwrap();
-                let d = mean_abs(got.as_raw(), want.as_raw());
-                // Measured 1.1-1.8 levels; chelsea 5.0: its 1/8 picture is 38 px high
-                // for a 32 px square, and block means smooth its fur more than a
-                // resize from 300 px does (jpeg-decoder's 1/8 decode is block means too).
-                assert!(d < 6.0, "{name}, progressive {progressive}: {d} levels from the full decode's square");
+    fn large_jpegs_are_sampled_from_their_reduced_colour_picture() {
+        let mut factors = std::collections::BTreeSet::new();
+        let encode = |img: &image::RgbImage, progressive: bool| {
+            let mut file = Vec::new();
+            let mut e = jpeg_encoder::Encoder::new(&mut file, 92);
+            e.set_progressive(progressive);
+            e.encode(img.as_raw(), img.width() as u16, img.height() as u16, jpeg_encoder::ColorType::Rgb).unwrap();
+            file
+        };
+        for size in [32, 64] {
+            let cfg = ImageConfig { image_size: size, patch_size: 16 };
+            for name in ["astronaut.png", "coffee.png", "chelsea.png"] {
+                let img = photo(name);
+                for progressive in [false, true] {
+                    let file = encode(&img, progressive);
+                    factors.insert(m6_imaging::jpeg_dc_sample(&file, size).unwrap_or_else(|| panic!("{name} at {size}")));
+                    let got = cfg.square(&file).unwrap();
+                    let want = cfg.square_rgb(&image::load_from_memory(&file).unwrap().to_rgb8()).unwrap();
+                    let d = mean_abs(got.as_raw(), want.as_raw());
+                    // Measured 0.9-1.8 levels; chelsea at 32 px 5.0: its 1/8 picture is
+                    // 38 px high, and block means smooth its fur more than a resize from
+                    // 300 px does (jpeg-decoder's 1/8 decode is block means too).
+                    assert!(d < 6.0, "{name} at {size} px, progressive {progressive}: {d} levels from the full decode's square");
+                }
             }
         }
+        assert_eq!(factors.into_iter().collect::<Vec<_>>(), [4, 8]);
+        let cfg = ImageConfig { image_size: 32, patch_size: 16 };
         let whole = jpeg(&photo("astronaut.png"));
         let sos = whole.windows(2).position(|m| m == [0xFF, 0xDA]).unwrap();
         let mut damaged = whole.clone();
@@ -345,6 +354,18 @@ mod tests {
         assert!(cfg.refuse_damaged_sample(&damaged, ImageEncoding::Jpeg).is_ok());
         assert!(cfg.refuse_damaged_sample(&damaged, ImageEncoding::Raw).is_err());
         assert!(cfg.encode_sample(&damaged, ImageEncoding::Jpeg, 90).is_err());
+        // A progressive file damaged in its AC data: the 1/4 picture reads it and is
+        // refused; the 1/8 picture is made from the DC scans alone, which are whole.
+        let prog = encode(&photo("chelsea.png"), true);
+        let last = prog.windows(2).rposition(|m| m == [0xFF, 0xDA]).unwrap();
+        let mut hurt = prog.clone();
+        let at = last + (prog.len() - last) / 2;
+        hurt.drain(at..at + 100);
+        assert!(matches!(m6_imaging::jpeg_dc::decode_rgb_reduced(&hurt, 4), Err(m6_imaging::jpeg_dc::Unread::Damaged(_))));
+        assert!(m6_imaging::jpeg_dc::decode_rgb_reduced(&hurt, 8).is_ok());
+        let at_64 = ImageConfig { image_size: 64, patch_size: 16 };
+        assert_eq!(m6_imaging::jpeg_dc_sample(&hurt, 64), Some(4));
+        assert!(at_64.square(&hurt).unwrap_err().to_string().contains("damaged"));
     }
 
     /// A phone photo stores the sensor's pixels and says in EXIF how to turn them: the

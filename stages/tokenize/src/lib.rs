@@ -67,10 +67,10 @@ pub struct TokenizeConfig {
     /// scale (of a progressive JPEG, its DC scans only); `filter`'s `image.damaged`
     /// rule (on by default) makes the same check, so a pipeline that ran it may set
     /// false here. Off, a JPEG is still refused when the sample's decoder fails on it
-    /// and the check confirms damage. A JPEG whose shorter side is 8× `image_size` or
-    /// more is sampled from its 1/8 colour picture, whose read is the check of all the
-    /// sample is made from: it is refused when damaged there, on or off, and not read
-    /// a second time.
+    /// and the check confirms damage. A JPEG whose shorter side is 4× `image_size` or
+    /// more is sampled from its 1/8 or 1/4 colour picture, whose read is the check of
+    /// all the sample is made from (at 1/4 every scan of a progressive file): it is
+    /// refused when damaged there, on or off, and not read a second time.
     pub check_damage: bool,
 }
 
