@@ -147,7 +147,7 @@ fn level_u8(v: f32) -> u8 {
 /// The chroma pictures of a colour JPEG ([`decode_rgb_reduced`]): Cb and Cr block
 /// means (1/8) or quadrant means (1/4), 0-255 unrounded, on each component's own grid
 /// (`per` cells per block side), rows `stride` apart.
-struct ChromaDc {
+struct ChromaPlanes {
     planes: [Vec<f32>; 2],
     stride: [usize; 2],
     /// Sampling factors of Cb and Cr, and luma's (the largest).
@@ -173,12 +173,12 @@ pub fn damage(bytes: &[u8]) -> Option<String> {
     }
 }
 
-impl ChromaDc {
+impl ChromaPlanes {
     /// Planes of neutral grey for `f`'s two chroma components on the block grid of an
     /// interleaved scan (whole MCUs); `scale`: each one's DC step / 8, by which a
     /// baseline scan turns its DC values into levels.
     /// `q`: at 1/4, the two chroma quantisers (zig-zag order).
-    fn new(f: &Frame, scale: [f32; 2], q: Option<[&[u16; 64]; 2]>) -> ChromaDc {
+    fn new(f: &Frame, scale: [f32; 2], q: Option<[&[u16; 64]; 2]>) -> ChromaPlanes {
         let (hmax, vmax) = (f.comps[0].h, f.comps[0].v);
         let (mcux, mcuy) = (f.w.div_ceil(8 * hmax), f.h.div_ceil(8 * vmax));
         let per = if q.is_some() { 2 } else { 1 };
@@ -186,14 +186,14 @@ impl ChromaDc {
         let stride = [mcux * c(0).h * per, mcux * c(1).h * per];
         let planes = std::array::from_fn(|k| vec![128f32; stride[k] * mcuy * c(k).v * per]);
         let cells = q.map(|q| q.map(|q| Cells::new(q, 4)));
-        ChromaDc { planes, stride, h: [c(0).h, c(1).h], v: [c(0).v, c(1).v], hmax, vmax, scale, per, cells }
+        ChromaPlanes { planes, stride, h: [c(0).h, c(1).h], v: [c(0).v, c(1).v], hmax, vmax, scale, per, cells }
     }
 }
 
 /// The reduced picture; `None` with `damage` set when the entropy-coded data is
 /// damaged, `None` alone when the file is not one this decoder handles.
-/// With `colour` (at 1/8 only), a colour file's chroma DC pictures too.
-fn reduced(bytes: &[u8], factor: u32, colour: bool, damage: &mut Option<String>) -> Option<(Gray, u32, u32, Option<ChromaDc>)> {
+/// With `colour` (at 1/8 or 1/4), a colour file's chroma pictures too.
+fn reduced(bytes: &[u8], factor: u32, colour: bool, damage: &mut Option<String>) -> Option<(Gray, u32, u32, Option<ChromaPlanes>)> {
     if !matches!(factor, 1 | 2 | 4 | 8) || (colour && !matches!(factor, 4 | 8)) {
         return None;
     }
@@ -310,7 +310,7 @@ fn reduced(bytes: &[u8], factor: u32, colour: bool, damage: &mut Option<String>)
                 let mut chroma = match f.comps.len() {
                     3 if colour => {
                         let (q1, q2) = (quant[f.comps[1].tq as usize].as_ref()?, quant[f.comps[2].tq as usize].as_ref()?);
-                        Some(ChromaDc::new(&f, [q1[0] as f32 / 8.0, q2[0] as f32 / 8.0], (factor == 4).then_some([q1, q2])))
+                        Some(ChromaPlanes::new(&f, [q1[0] as f32 / 8.0, q2[0] as f32 / 8.0], (factor == 4).then_some([q1, q2])))
                     }
                     _ => None,
                 };
@@ -592,13 +592,8 @@ impl Progressive {
                             for h in 0..c.h {
                                 i += 1;
                                 let bit = ((word >> (per_mcu - i)) & 1) as i16;
-                                match (idx[k], self.chroma.as_mut()) {
-                                    (0, _) => self.coef[((my * vmax + v) * gw + mx * hmax + h) * per] |= bit << al,
-                                    (ci, Some(ch)) => {
-                                        let pc = &mut ch[ci - 1];
-                                        pc.coef[((my * c.v + v) * pc.stride + mx * c.h + h) * per] |= bit << al;
-                                    }
-                                    _ => {}
+                                if let Some(slot) = mcu_slot(&mut self.coef, self.chroma.as_mut(), f, idx[k], (gw, per), (mx, my, h, v)) {
+                                    *slot |= bit << al;
                                 }
                             }
                         }
@@ -626,14 +621,7 @@ impl Progressive {
                         // An MCU holds a component's blocks row by row (T.81 A.2.3).
                         for v in 0..c.v {
                             for h in 0..c.h {
-                                let keep = match (idx[k], self.chroma.as_mut()) {
-                                    (0, _) => Some(&mut self.coef[((my * vmax + v) * gw + mx * hmax + h) * per]),
-                                    (ci, Some(ch)) => {
-                                        let pc = &mut ch[ci - 1];
-                                        Some(&mut pc.coef[((my * c.v + v) * pc.stride + mx * c.h + h) * per])
-                                    }
-                                    _ => None,
-                                };
+                                let keep = mcu_slot(&mut self.coef, self.chroma.as_mut(), f, idx[k], (gw, per), (mx, my, h, v));
                                 if dc_block(&mut bits, tables[k], &mut pred[k], ah, al, keep).is_none() {
                                     return hurt(BAD_CODE, u);
                                 }
@@ -658,7 +646,7 @@ impl Progressive {
     /// the file's script stops before the last bits of a coefficient (no refinement
     /// scan down to Al = 0), those bits are zero, as in a full decoder: the DC picture
     /// is then exact to q0 × 2^Al / 8 grey levels, not one.
-    fn finish(self) -> Option<(Gray, u32, u32, Option<ChromaDc>)> {
+    fn finish(self) -> Option<(Gray, u32, u32, Option<ChromaPlanes>)> {
         self.dc_al?;
         let q = self.q?;
         let (w, h) = (self.f.w, self.f.h);
@@ -692,10 +680,10 @@ impl Progressive {
     /// The colour picture's chroma planes from the coefficients gathered: `Some(None)`
     /// for a luma picture; `None` for a colour file whose script never sent a chroma
     /// component's DC, which this reader does not handle.
-    fn chroma_picture(&self) -> Option<Option<ChromaDc>> {
+    fn chroma_picture(&self) -> Option<Option<ChromaPlanes>> {
         let Some(ch) = &self.chroma else { return Some(None) };
         let (q1, q2) = (ch[0].q.as_ref()?, ch[1].q.as_ref()?);
-        let mut cd = ChromaDc::new(&self.f, [q1[0] as f32 / 8.0, q2[0] as f32 / 8.0], (self.per == 64).then_some([q1, q2]));
+        let mut cd = ChromaPlanes::new(&self.f, [q1[0] as f32 / 8.0, q2[0] as f32 / 8.0], (self.per == 64).then_some([q1, q2]));
         for (k, pc) in ch.iter().enumerate() {
             pc.dc_al?;
             match &cd.cells {
@@ -714,6 +702,22 @@ impl Progressive {
             }
         }
         Some(Some(cd))
+    }
+}
+
+/// In an interleaved scan, the DC slot of block (`h`, `v`) of component `comp`'s part
+/// of MCU (`mx`, `my`): luma's in `coef` (`per` coefficients a block, `gw` blocks a
+/// row), a chroma component's in its [`ProgChroma`]; `None` for chroma where no colour
+/// picture is made (read, not kept).
+fn mcu_slot<'a>(coef: &'a mut [i16], chroma: Option<&'a mut [ProgChroma; 2]>, f: &Frame, comp: usize, (gw, per): (usize, usize), (mx, my, h, v): (usize, usize, usize, usize)) -> Option<&'a mut i16> {
+    let c = &f.comps[comp];
+    match (comp, chroma) {
+        (0, _) => Some(&mut coef[((my * c.v + v) * gw + mx * c.h + h) * per]),
+        (_, Some(ch)) => {
+            let pc = &mut ch[comp - 1];
+            Some(&mut pc.coef[((my * c.v + v) * pc.stride + mx * c.h + h) * per])
+        }
+        _ => None,
     }
 }
 
@@ -1602,9 +1606,7 @@ fn round_level(a: f32) -> f32 {
 /// a vector of them at a time (a saturating `as u8` per pixel was scalar: a tenth of
 /// the filter's decode of a small JPEG).
 pub fn levels_u8(px: &[f32]) -> Vec<u8> {
-    // The same clamp as `round_level`'s, so the truncation is in range whatever the input.
-    // SAFETY: the clamped value is finite and within 0..=255.
-    px.iter().map(|&v| unsafe { v.max(0.0).min(255.0).to_int_unchecked::<i32>() } as u8).collect()
+    px.iter().map(|&v| level_u8(v)).collect()
 }
 
 /// Row and column frequency (v, u) of each zig-zag index.
@@ -1781,8 +1783,9 @@ const ENDS_EARLY: &str = "data ends early";
 /// Decodes the scan's MCUs, keeping the luma DC of each block (`factor` 8), or its
 /// four quadrant means (4), sixteen 2×2 cell means (2) or 64 pixels (1). `Err` says how
 /// and where the data is damaged.
-/// `chroma` (at 1/8, a colour frame): its planes get each chroma block's DC level.
-fn decode_scan(f: &Frame, scan: &[(&Huffman, &Huffman)], q: &[u16; 64], factor: u32, restart: usize, data: &[u8], mut chroma: Option<&mut ChromaDc>) -> Result<Gray, String> {
+/// `chroma` (a colour frame's picture at 1/8 or 1/4): its planes get each chroma
+/// block's DC level or quadrant means.
+fn decode_scan(f: &Frame, scan: &[(&Huffman, &Huffman)], q: &[u16; 64], factor: u32, restart: usize, data: &[u8], mut chroma: Option<&mut ChromaPlanes>) -> Result<Gray, String> {
     let (hmax, vmax) = (f.comps[0].h, f.comps[0].v);
     // A single-component scan is not interleaved: its MCU is one block, whatever the
     // sampling factors say (T.81 A.2.2).
