@@ -53,8 +53,8 @@ wp_s = best(lambda: wp.encode_batch(seg, is_pretokenized=True, add_special_token
 pipeline_s = seg_s + wp_s
 
 
-def patches(path, size=224, patch=16):
-    im = Image.open(path).convert("RGB")
+def centre_square(im, size):
+    """The shorter side resized to `size` (bilinear), the centre square cut out."""
     w, h = im.size
     if w <= h:
         nw, nh = size, max(size, round(h * size / w))
@@ -62,7 +62,11 @@ def patches(path, size=224, patch=16):
         nw, nh = max(size, round(w * size / h)), size
     im = im.resize((nw, nh), Image.BILINEAR)
     left, top = (nw - size) // 2, (nh - size) // 2
-    a = np.asarray(im.crop((left, top, left + size, top + size)), dtype=np.uint8)
+    return im.crop((left, top, left + size, top + size))
+
+
+def patches(path, size=224, patch=16):
+    a = np.asarray(centre_square(Image.open(path).convert("RGB"), size), dtype=np.uint8)
     g = size // patch
     return a.reshape(g, patch, g, patch, 3).transpose(0, 2, 1, 3, 4).tobytes()
 
@@ -81,16 +85,8 @@ def jpeg_sample(path, draft, size=224, quality=90):
         w, h = im.size
         k = size / min(w, h)
         im.draft("RGB", (max(1, int(w * k)), max(1, int(h * k))))
-    im = im.convert("RGB")
-    w, h = im.size
-    if w <= h:
-        nw, nh = size, max(size, round(h * size / w))
-    else:
-        nw, nh = max(size, round(w * size / h)), size
-    im = im.resize((nw, nh), Image.BILINEAR)
-    left, top = (nw - size) // 2, (nh - size) // 2
     buf = io.BytesIO()
-    im.crop((left, top, left + size, top + size)).save(buf, "JPEG", quality=quality)
+    centre_square(im.convert("RGB"), size).save(buf, "JPEG", quality=quality)
     return buf.getvalue()
 
 
