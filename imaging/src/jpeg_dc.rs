@@ -708,7 +708,9 @@ impl Progressive {
 /// In an interleaved scan, the DC slot of block (`h`, `v`) of component `comp`'s part
 /// of MCU (`mx`, `my`): luma's in `coef` (`per` coefficients a block, `gw` blocks a
 /// row), a chroma component's in its [`ProgChroma`]; `None` for chroma where no colour
-/// picture is made (read, not kept).
+/// picture is made (read, not kept). Inlined: it runs for every block of a DC scan,
+/// the 1/8 picture's hot loop, which indexed `coef` in place before.
+#[inline(always)]
 fn mcu_slot<'a>(coef: &'a mut [i16], chroma: Option<&'a mut [ProgChroma; 2]>, f: &Frame, comp: usize, (gw, per): (usize, usize), (mx, my, h, v): (usize, usize, usize, usize)) -> Option<&'a mut i16> {
     let c = &f.comps[comp];
     match (comp, chroma) {
