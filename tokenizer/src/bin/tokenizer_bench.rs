@@ -128,13 +128,15 @@ fn main() {
     // scale that keeps 224 px, resized, centre-cropped and stored as JPEG q90, on the
     // photos above and on camera photos (1280-5312 px), where the decode dominates.
     let mut samples = serde_json::Map::new();
-    for (set, dir) in [("photos", data.join("photos")), ("camera_photos", data.join("photos-wallpapers"))] {
-        let Ok(rd) = std::fs::read_dir(&dir) else { continue };
+    let camera: Option<Vec<Vec<u8>>> = std::fs::read_dir(data.join("photos-wallpapers")).ok().map(|rd| {
         let mut paths: Vec<PathBuf> = rd.map(|e| e.unwrap().path()).collect();
         paths.sort();
-        let files: Vec<Vec<u8>> = paths.iter().map(|p| std::fs::read(p).unwrap()).collect();
+        paths.iter().map(|p| std::fs::read(p).unwrap()).collect()
+    });
+    for (set, files) in [("photos", Some(&images)), ("camera_photos", camera.as_ref())] {
+        let Some(files) = files else { continue };
         let s = best(reps, || {
-            for b in &files {
+            for b in files {
                 std::hint::black_box(cfg.encode_sample(b, m6_tokenizer::image::ImageEncoding::Jpeg, 90).unwrap());
             }
         });
