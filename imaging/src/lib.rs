@@ -763,7 +763,15 @@ fn decode_jpeg_scaled_as(bytes: &[u8], max_side: usize, grey: JpegGrey) -> Resul
 /// picture and the full (header) size.
 /// Transparent pixels are shown on white ([`rgb_on_white`]); a JPEG cut off before its
 /// end-of-image marker is an error (decoders would fill the rest with grey).
-pub fn decode_rgb_min_short(bytes: &[u8], min_short: u32) -> Result<(image::RgbImage, u32, u32), DecodeError> {
+///
+/// Damage in a JPEG's entropy-coded data is an error wherever the decode that makes
+/// the picture checks it itself (the reduced colour picture of [`jpeg_dc_sample`]).
+/// Elsewhere the decoders read through damage, so with `check_damage` a 1/8-scale
+/// read ([`refuse_damaged_jpeg`]) comes first; without it that read is made only when
+/// the scaled decoder gives up, before the image crate's decoder would read through.
+/// The decision which decode makes the picture is made here alone, so a check is
+/// never made twice nor left out.
+pub fn decode_rgb_min_short(bytes: &[u8], min_short: u32, check_damage: bool) -> Result<(image::RgbImage, u32, u32), DecodeError> {
     refuse_truncated_jpeg(bytes)?;
     if is_jpeg(bytes) {
         if let Some(factor) = jpeg_dc_sample(bytes, min_short) {
@@ -778,6 +786,11 @@ pub fn decode_rgb_min_short(bytes: &[u8], min_short: u32) -> Result<(image::RgbI
                 Err(jpeg_dc::Unread::Unhandled) => {}
             }
         }
+        if check_damage {
+            if let Some(d) = damage_within_limits(bytes) {
+                return Err(DecodeError::Damaged(d));
+            }
+        }
         if let Ok(r) = decode_jpeg_rgb_scaled(bytes, min_short) {
             return Ok(r);
         }
@@ -785,9 +798,11 @@ pub fn decode_rgb_min_short(bytes: &[u8], min_short: u32) -> Result<(image::RgbI
         // damage that [`jpeg_dc`] can confirm: refused rather than decoded into garbage.
         // Only on this path, so no undamaged file pays for the check (2,366 damaged
         // copies in bench/jpeg_damage.py: tokenize with `check_damage` off refused 24
-        // before, 589 with it).
-        if let Some(d) = damage_within_limits(bytes) {
-            return Err(DecodeError::Damaged(d));
+        // before, 589 with it); with `check_damage` the read above has made it.
+        if !check_damage {
+            if let Some(d) = damage_within_limits(bytes) {
+                return Err(DecodeError::Damaged(d));
+            }
         }
     }
     let img = load(bytes).map_err(|e| DecodeError::Decode(e.to_string()))?;

@@ -21,7 +21,7 @@ fn a_colour_profile_bomb_is_not_inflated() {
     check("probe", &|| assert_eq!(m6_imaging::probe(&bytes).map(|h| (h.width, h.height)).unwrap(), (200, 200)));
     check("decode_gray (dedup's signing)", &|| assert_eq!(m6_imaging::decode_gray_as(&bytes, 128, m6_imaging::JpegGrey::Luma).unwrap().1, 200));
     check("decode_png_gray (the filter's pixel rules)", &|| assert_eq!(m6_imaging::decode_png_gray(&bytes, 256).unwrap().unwrap().1, 200));
-    check("decode_rgb_min_short (tokenize)", &|| assert_eq!(m6_imaging::decode_rgb_min_short(&bytes, 224).unwrap().1, 200));
+    check("decode_rgb_min_short (tokenize)", &|| assert_eq!(m6_imaging::decode_rgb_min_short(&bytes, 224, true).unwrap().1, 200));
     check("exif::orientation", &|| assert_eq!(m6_imaging::exif::orientation(&bytes), m6_imaging::exif::Orientation::NoTransforms));
     check("load", &|| assert_eq!(m6_imaging::load(&bytes).unwrap().width(), 200));
 }

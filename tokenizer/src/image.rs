@@ -124,10 +124,12 @@ impl ImageConfig {
     /// The training square of an encoded image: decoded at the smallest scale that keeps
     /// the shorter side at least `image_size` (JPEG: DCT-domain 1/2–1/8), turned as its
     /// EXIF orientation says (a phone photo's caption describes it upright, not as the
-    /// sensor stored it), resized and centre-cropped.
-    pub fn square(&self, bytes: &[u8]) -> Result<image::RgbImage, ImageError> {
+    /// sensor stored it), resized and centre-cropped. `check_damage`: as
+    /// `m6_imaging::decode_rgb_min_short` takes it (a JPEG decoded from its reduced
+    /// colour picture is checked by that read whatever it says).
+    pub fn square(&self, bytes: &[u8], check_damage: bool) -> Result<image::RgbImage, ImageError> {
         self.check()?;
-        let (img, _, _) = m6_imaging::decode_rgb_min_short(bytes, self.image_size)?;
+        let (img, _, _) = m6_imaging::decode_rgb_min_short(bytes, self.image_size, check_damage)?;
         self.square_rgb(&exif::orient_rgb(img, exif::orientation(bytes)))
     }
 
@@ -160,34 +162,36 @@ impl ImageConfig {
         resize_rgb_window(img, (left as f64 * sx, top as f64 * sy, s as f64 * sx, s as f64 * sy), s, s)
     }
 
-    /// [`refuse_damaged`] for the sample [`ImageConfig::encode_sample`] makes under
-    /// `encoding`: a JPEG sample taken from its 1/8- or 1/4-scale colour picture
-    /// (`m6_imaging::jpeg_dc_sample`) is checked by the read that makes it, so only
-    /// the cut-off check is made here; a second read would cost as much again.
-    pub fn refuse_damaged_sample(&self, bytes: &[u8], encoding: ImageEncoding) -> Result<(), ImageError> {
-        if encoding == ImageEncoding::Jpeg && m6_imaging::jpeg_dc_sample(bytes, self.image_size).is_some() {
-            return Ok(m6_imaging::refuse_truncated_jpeg(bytes)?);
-        }
-        refuse_damaged(bytes)
-    }
-
     /// What a sample stores for an encoded image under `encoding`: raw patches, or the
     /// training square as JPEG at `quality` (1–100). An input that already is a JPEG of
     /// exactly image_size × image_size is stored as it is (no second generation loss),
     /// unless its EXIF orientation turns it: the loader decodes samples as stored.
-    pub fn encode_sample(&self, bytes: &[u8], encoding: ImageEncoding, quality: u8) -> Result<Vec<u8>, ImageError> {
+    /// `check_damage`: refuse a JPEG damaged in the data the sample is made from, which
+    /// the decoders would read through into a sample with garbage in it. Each decode
+    /// path makes the check at most once: the reduced colour picture's read is the
+    /// check itself, every other path reads the JPEG at 1/8 scale first.
+    pub fn encode_sample(&self, bytes: &[u8], encoding: ImageEncoding, quality: u8, check_damage: bool) -> Result<Vec<u8>, ImageError> {
         match encoding {
-            ImageEncoding::Raw => self.preprocess(bytes),
+            ImageEncoding::Raw => {
+                // The full decode reads through damage.
+                if check_damage {
+                    refuse_damaged(bytes)?;
+                }
+                self.preprocess(bytes)
+            }
             ImageEncoding::Jpeg => {
                 let s = self.image_size;
                 if bytes.starts_with(&[0xFF, 0xD8, 0xFF]) {
                     if let Ok(d) = image::ImageReader::with_format(std::io::Cursor::new(bytes), image::ImageFormat::Jpeg).into_dimensions() {
                         if d == (s, s) && exif::orientation(bytes) == exif::Orientation::NoTransforms && !m6_imaging::jpeg_truncated(bytes) && image::load_from_memory_with_format(bytes, image::ImageFormat::Jpeg).is_ok() {
+                            if check_damage {
+                                refuse_damaged(bytes)?;
+                            }
                             return Ok(bytes.to_vec());
                         }
                     }
                 }
-                let sq = self.square(bytes)?;
+                let sq = self.square(bytes, check_damage)?;
                 // jpeg-encoder (baseline, SIMD colour conversion and DCT where the CPU has
                 // them): the image crate's encoder was half of tokenize's remaining CPU.
                 // At quality 90 and above the chroma is not subsampled.
@@ -310,9 +314,8 @@ mod tests {
     /// 1/4 colour picture (`m6_imaging::jpeg_dc::decode_rgb_reduced`: block or quadrant
     /// means; of a progressive file at 1/8, the DC scans alone): the square is a full
     /// decode's to within a few levels, and damage in the data it is made of is refused
-    /// by the decode itself, so the stage's separate check is not made for it
-    /// ([`ImageConfig::refuse_damaged_sample`]). Before, jpeg-decoder made these
-    /// squares and read through the damage.
+    /// by the decode itself, whatever `check_damage` says, and not read a second time.
+    /// Before, jpeg-decoder made these squares and read through the damage.
     #[test]
     fn large_jpegs_are_sampled_from_their_reduced_colour_picture() {
         let mut factors = std::collections::BTreeSet::new();
@@ -330,7 +333,7 @@ mod tests {
                 for progressive in [false, true] {
                     let file = encode(&img, progressive);
                     factors.insert(m6_imaging::jpeg_dc_sample(&file, size).unwrap_or_else(|| panic!("{name} at {size}")));
-                    let got = cfg.square(&file).unwrap();
+                    let got = cfg.square(&file, true).unwrap();
                     let want = cfg.square_rgb(&image::load_from_memory(&file).unwrap().to_rgb8()).unwrap();
                     let d = mean_abs(got.as_raw(), want.as_raw());
                     // Measured 0.9-1.8 levels; chelsea at 32 px 5.0: its 1/8 picture is
@@ -348,12 +351,22 @@ mod tests {
         let at = sos + (whole.len() - sos) / 2;
         damaged.drain(at..at + 100);
         assert!(m6_imaging::jpeg_dc::damage(&damaged).is_some());
-        let err = cfg.square(&damaged).unwrap_err().to_string();
+        let err = cfg.square(&damaged, true).unwrap_err().to_string();
         assert!(err.contains("damaged"), "{err}");
-        // The check before the sample leaves it to that read.
-        assert!(cfg.refuse_damaged_sample(&damaged, ImageEncoding::Jpeg).is_ok());
-        assert!(cfg.refuse_damaged_sample(&damaged, ImageEncoding::Raw).is_err());
-        assert!(cfg.encode_sample(&damaged, ImageEncoding::Jpeg, 90).is_err());
+        for check in [true, false] {
+            let err = cfg.encode_sample(&damaged, ImageEncoding::Jpeg, 90, check).unwrap_err().to_string();
+            assert!(err.contains("damaged"), "check_damage {check}: {err}");
+        }
+        // Raw patches come from a full decode, which reads through damage: refused only
+        // when the check is asked for.
+        assert!(cfg.encode_sample(&damaged, ImageEncoding::Raw, 90, true).unwrap_err().to_string().contains("damaged"));
+        assert!(cfg.encode_sample(&damaged, ImageEncoding::Raw, 90, false).is_ok());
+        // Below 4× the sample (astronaut is 512 px, decoded at 1/2 for 224) jpeg-decoder
+        // makes the square and reads through: the 1/8 check is made first, when asked.
+        let at_224 = ImageConfig { image_size: 224, patch_size: 16 };
+        assert_eq!(m6_imaging::jpeg_dc_sample(&damaged, 224), None);
+        assert!(at_224.encode_sample(&damaged, ImageEncoding::Jpeg, 90, true).unwrap_err().to_string().contains("damaged"));
+        assert!(at_224.encode_sample(&damaged, ImageEncoding::Jpeg, 90, false).is_ok());
         // A progressive file damaged in its AC data: the 1/4 picture reads it and is
         // refused; the 1/8 picture is made from the DC scans alone, which are whole.
         let prog = encode(&photo("chelsea.png"), true);
@@ -365,7 +378,7 @@ mod tests {
         assert!(m6_imaging::jpeg_dc::decode_rgb_reduced(&hurt, 8).is_ok());
         let at_64 = ImageConfig { image_size: 64, patch_size: 16 };
         assert_eq!(m6_imaging::jpeg_dc_sample(&hurt, 64), Some(4));
-        assert!(at_64.square(&hurt).unwrap_err().to_string().contains("damaged"));
+        assert!(at_64.square(&hurt, true).unwrap_err().to_string().contains("damaged"));
     }
 
     /// A phone photo stores the sensor's pixels and says in EXIF how to turn them: the
@@ -376,7 +389,7 @@ mod tests {
         let cfg = ImageConfig { image_size: 96, patch_size: 16 };
         let upright = photo("chelsea.png");
         let want = cfg.preprocess(&jpeg(&upright)).unwrap();
-        let want_sq = cfg.square(&jpeg(&upright)).unwrap();
+        let want_sq = cfg.square(&jpeg(&upright), true).unwrap();
         let stored = image::DynamicImage::ImageRgb8(upright.clone());
         // EXIF value: the stored pixels that value turns back to the upright photo.
         for (v, pixels) in [(3u16, stored.rotate180()), (6, stored.rotate270()), (8, stored.rotate90()), (2, stored.fliph())] {
@@ -384,7 +397,7 @@ mod tests {
             let got = cfg.preprocess(&file).unwrap();
             let d = mean_abs(&got, &want);
             assert!(d < 4.0, "orientation {v}: raw patches differ from the upright photo's by {d}");
-            let sq = cfg.square(&file).unwrap();
+            let sq = cfg.square(&file, true).unwrap();
             let d = mean_abs(sq.as_raw(), want_sq.as_raw());
             assert!(d < 4.0, "orientation {v}: the encoded path's square differs by {d}");
             // Without the turn the sample would be far off: the check can fail.
@@ -393,9 +406,9 @@ mod tests {
         }
         // A JPEG already at the training size is stored as it is, unless EXIF turns it.
         let sq = jpeg(&want_sq);
-        assert_eq!(cfg.encode_sample(&sq, ImageEncoding::Jpeg, 90).unwrap(), sq);
+        assert_eq!(cfg.encode_sample(&sq, ImageEncoding::Jpeg, 90, true).unwrap(), sq);
         let turned = exif::with_jpeg_orientation(&jpeg(&image::DynamicImage::ImageRgb8(want_sq.clone()).rotate90().to_rgb8()), 8, false);
-        let stored = cfg.encode_sample(&turned, ImageEncoding::Jpeg, 90).unwrap();
+        let stored = cfg.encode_sample(&turned, ImageEncoding::Jpeg, 90, true).unwrap();
         assert_ne!(stored, turned);
         let back = cfg.patches_from_encoded(&stored).unwrap();
         let d = mean_abs(&back, &cfg.preprocess_rgb(&want_sq).unwrap());

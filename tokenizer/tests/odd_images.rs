@@ -71,8 +71,8 @@ fn a_thin_strip_costs_only_its_square() {
     let bytes = png(&image::DynamicImage::ImageRgb8(strip.clone()));
     let cfg = ImageConfig::default();
     m6_imaging::alloc_probe::assert_installed();
-    let sample = cfg.encode_sample(&bytes, ImageEncoding::Jpeg, 90).unwrap();
-    let raw = cfg.encode_sample(&bytes, ImageEncoding::Raw, 90).unwrap();
+    let sample = cfg.encode_sample(&bytes, ImageEncoding::Jpeg, 90, true).unwrap();
+    let raw = cfg.encode_sample(&bytes, ImageEncoding::Raw, 90, true).unwrap();
     let largest = m6_imaging::alloc_probe::largest();
     assert!(largest < 8 << 20, "largest allocation {largest} bytes for a 3x2000 strip");
     assert_eq!(raw.len(), cfg.total_bytes());
@@ -88,7 +88,7 @@ fn jpeg(img: &image::RgbImage) -> Vec<u8> {
 
 /// The training square as the trainer's loader sees it (decoded sample).
 fn sample_square(cfg: &ImageConfig, bytes: &[u8]) -> image::RgbImage {
-    let enc = cfg.encode_sample(bytes, ImageEncoding::Jpeg, 95).unwrap();
+    let enc = cfg.encode_sample(bytes, ImageEncoding::Jpeg, 95, true).unwrap();
     image::load_from_memory(&enc).unwrap().to_rgb8()
 }
 
@@ -113,7 +113,7 @@ fn transparency_is_shown_on_white() {
     let d = sq.as_raw().iter().zip(want.as_raw()).map(|(a, b)| a.abs_diff(*b) as u64).sum::<u64>() as f64 / sq.as_raw().len() as f64;
     assert!(d < 1.5, "differs from the picture on white by {d}");
     // Raw patches of the same image: the same white.
-    let raw = cfg.encode_sample(&png(&image::DynamicImage::ImageRgba8(rgba.clone())), ImageEncoding::Raw, 90).unwrap();
+    let raw = cfg.encode_sample(&png(&image::DynamicImage::ImageRgba8(rgba.clone())), ImageEncoding::Raw, 90, true).unwrap();
     assert!(raw[..3].iter().all(|&c| c >= 250), "raw patches' corner {:?}", &raw[..3]);
     // Half transparent black over white is mid grey.
     let half = image::RgbaImage::from_pixel(200, 200, image::Rgba([0, 0, 0, 128]));
@@ -162,7 +162,7 @@ fn truncated_jpegs_are_refused_and_motion_photos_kept() {
     let full = jpeg(&photo("chelsea.png").to_rgb8());
     for cut in [full.len() / 10, full.len() / 2, full.len() - 2] {
         for enc in [ImageEncoding::Jpeg, ImageEncoding::Raw] {
-            let e = cfg.encode_sample(&full[..cut], enc, 90).unwrap_err().to_string();
+            let e = cfg.encode_sample(&full[..cut], enc, 90, true).unwrap_err().to_string();
             assert!(e.contains("truncated"), "cut at {cut}: {e}");
         }
     }
@@ -171,14 +171,14 @@ fn truncated_jpegs_are_refused_and_motion_photos_kept() {
     let mut seg = b"Exif\0\0II*\0\x08\0\0\0\0\0\0\0\0\0".to_vec();
     seg.extend_from_slice(&thumb);
     let with_thumb = m6_imaging::exif::with_app1(&full, &seg);
-    assert!(cfg.encode_sample(&with_thumb, ImageEncoding::Jpeg, 90).is_ok());
+    assert!(cfg.encode_sample(&with_thumb, ImageEncoding::Jpeg, 90, true).is_ok());
     let cut = &with_thumb[..with_thumb.len() * 3 / 4];
-    assert!(cfg.encode_sample(cut, ImageEncoding::Jpeg, 90).unwrap_err().to_string().contains("truncated"));
+    assert!(cfg.encode_sample(cut, ImageEncoding::Jpeg, 90, true).unwrap_err().to_string().contains("truncated"));
     // Motion photo: the JPEG, then an MP4 (here: its `ftyp` box and 200 KB of data).
     let mut motion = full.clone();
     motion.extend_from_slice(b"\0\0\0\x18ftypmp42");
     motion.extend((0..200_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8));
-    assert_eq!(cfg.encode_sample(&motion, ImageEncoding::Jpeg, 90).unwrap(), cfg.encode_sample(&full, ImageEncoding::Jpeg, 90).unwrap());
+    assert_eq!(cfg.encode_sample(&motion, ImageEncoding::Jpeg, 90, true).unwrap(), cfg.encode_sample(&full, ImageEncoding::Jpeg, 90, true).unwrap());
 }
 
 /// A 20 KB JPEG whose header declares 60000×60000 pixels: jpeg-decoder read every
@@ -188,7 +188,7 @@ fn a_jpeg_declaring_billions_of_pixels_is_refused() {
     let cfg = ImageConfig::default();
     let full = jpeg(&photo("chelsea.png").to_rgb8());
     let bomb = cut_sof(&full, 60000, 60000);
-    let e = cfg.encode_sample(&bomb, ImageEncoding::Jpeg, 90).unwrap_err().to_string();
+    let e = cfg.encode_sample(&bomb, ImageEncoding::Jpeg, 90, true).unwrap_err().to_string();
     assert!(e.contains("60000x60000") || e.to_lowercase().contains("limit"), "{e}");
     // The damage check (tokenize's `check_damage`) leaves such a header to the size
     // verdict above: its 1/8 picture alone would be 225 MB.

@@ -233,8 +233,7 @@ impl TokenizeStage {
                 .into_par_iter()
                 .map(|i| {
                     let b = bytes.value(i);
-                    let checked = if self.cfg.check_damage { self.image.refuse_damaged_sample(b, self.cfg.image_encoding) } else { Ok(()) };
-                    (checked.and_then(|()| self.image.encode_sample(b, self.cfg.image_encoding, self.cfg.image_quality)), self.tok.encode(caption.value(i), false))
+                    (self.image.encode_sample(b, self.cfg.image_encoding, self.cfg.image_quality, self.cfg.check_damage), self.tok.encode(caption.value(i), false))
                 })
                 .collect();
             let mut rows = vec![];

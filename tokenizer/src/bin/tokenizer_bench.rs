@@ -137,7 +137,7 @@ fn main() {
         let Some(files) = files else { continue };
         let s = best(reps, || {
             for b in files {
-                std::hint::black_box(cfg.encode_sample(b, m6_tokenizer::image::ImageEncoding::Jpeg, 90).unwrap());
+                std::hint::black_box(cfg.encode_sample(b, m6_tokenizer::image::ImageEncoding::Jpeg, 90, true).unwrap());
             }
         });
         samples.insert(set.into(), serde_json::json!({ "images": files.len(), "seconds": s, "images_per_s": files.len() as f64 / s }));
