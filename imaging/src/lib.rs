@@ -43,6 +43,32 @@ fn is_jpeg(bytes: &[u8]) -> bool {
     bytes.len() > 3 && bytes[0] == 0xFF && bytes[1] == 0xD8 && bytes[2] == 0xFF
 }
 
+/// Whether an encoded image stores its pixels losslessly: PNG, BMP and lossless WebP
+/// (a `VP8L` bitstream, bare or in an extended file). Its size then says how well the
+/// encoder packed the pixels, not how much of a picture they keep. GIF counts as
+/// lossy: a photo saved as GIF has lost its colours to the palette.
+pub fn lossless(bytes: &[u8]) -> bool {
+    if bytes.starts_with(b"\x89PNG\r\n\x1a\n") || (bytes.starts_with(b"BM") && bytes.len() >= 26) {
+        return true;
+    }
+    if bytes.len() < 20 || &bytes[..4] != b"RIFF" || &bytes[8..12] != b"WEBP" {
+        return false;
+    }
+    // Chunks after the 12-byte header: a four-byte tag, a little-endian size, the
+    // payload padded to even length. The first image bitstream decides.
+    let mut at = 12usize;
+    while let Some(head) = bytes.get(at..at + 8) {
+        match &head[..4] {
+            b"VP8L" => return true,
+            b"VP8 " => return false,
+            _ => {}
+        }
+        let len = u32::from_le_bytes(head[4..8].try_into().expect("4 bytes")) as usize;
+        at = at.saturating_add(8).saturating_add(len).saturating_add(len & 1);
+    }
+    false
+}
+
 /// Decodes to grey at reduced size: the result's longer side is at most `max_side`
 /// (box-averaged). JPEGs whose longer side is at least 4 × `max_side` are decoded by
 /// the DCT-domain scaler at 1/4 or 1/8 (the smallest that leaves `max_side` pixels);
@@ -1204,6 +1230,46 @@ fn test_photos_dir() -> std::path::PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// PNG, BMP and lossless WebP (bare, and in an extended file after other chunks)
+    /// are lossless; JPEG, GIF and lossy WebP are not, nor is a cut-off WebP header.
+    #[test]
+    fn lossless_formats_are_told_from_their_headers() {
+        let img = image::DynamicImage::ImageRgb8(image::RgbImage::from_fn(16, 12, |x, y| image::Rgb([(x * 15) as u8, (y * 20) as u8, 90])));
+        let encode = |f| {
+            let mut buf = std::io::Cursor::new(vec![]);
+            img.write_to(&mut buf, f).unwrap();
+            buf.into_inner()
+        };
+        for f in [image::ImageFormat::Png, image::ImageFormat::Bmp, image::ImageFormat::WebP] {
+            assert!(lossless(&encode(f)), "{f:?}");
+        }
+        for f in [image::ImageFormat::Jpeg, image::ImageFormat::Gif] {
+            assert!(!lossless(&encode(f)), "{f:?}");
+        }
+        // RIFF/WEBP with the given chunks (tag, payload), sizes as a muxer writes them.
+        let riff = |chunks: &[(&[u8; 4], &[u8])]| {
+            let mut body = b"WEBP".to_vec();
+            for (tag, data) in chunks {
+                body.extend_from_slice(*tag);
+                body.extend_from_slice(&(data.len() as u32).to_le_bytes());
+                body.extend_from_slice(data);
+                if data.len() % 2 == 1 {
+                    body.push(0);
+                }
+            }
+            let mut file = b"RIFF".to_vec();
+            file.extend_from_slice(&(body.len() as u32).to_le_bytes());
+            file.extend_from_slice(&body);
+            file
+        };
+        assert!(!lossless(&riff(&[(b"VP8 ", &[0; 30])])));
+        assert!(lossless(&riff(&[(b"VP8X", &[0; 10]), (b"ICCP", &[1; 7]), (b"VP8L", &[0; 20])])));
+        assert!(!lossless(&riff(&[(b"VP8X", &[0; 10]), (b"ICCP", &[1; 7]), (b"VP8 ", &[0; 20])])));
+        let whole = riff(&[(b"VP8X", &[0; 10]), (b"VP8L", &[0; 20])]);
+        assert!(lossless(&whole));
+        assert!(!lossless(&whole[..34]), "the bitstream's chunk header is cut off");
+    }
 
     /// Two frames that are whole make an animation; a still GIF, a GIF cut inside or
     /// before its second frame, and not a GIF at all do not.

@@ -77,7 +77,8 @@ pub enum Shingle {
 #[serde(rename_all = "snake_case")]
 pub enum KeepRule {
     /// The longest text (documents: characters; images and pairs: pixel count, then
-    /// the best copy by `sign::image_score`: bytes per pixel and sharpness); ties go to
+    /// the best copy by `sign::image_score`: bytes per pixel of a lossy file, and
+    /// sharpness; of lossless copies of the same pixels, the smallest file); ties go to
     /// the smallest id hash, so the choice does not depend on sharding.
     Longest,
     /// The shortest text / smallest image; same tie rule.

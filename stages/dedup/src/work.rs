@@ -851,8 +851,9 @@ const KEEP_AREA_TOLERANCE: f32 = 0.05;
 /// animated or over `keep_max_pixels` is kept only when the cluster has no other kind:
 /// kept for being the largest, it had the filter drop it after dedup had removed its
 /// whole copies, and the picture was lost; nor does a flawed `--against` row take the
-/// place of a whole new copy.
-pub const KEEP_VERSION: &str = "m6-dedup-keep-v3";
+/// place of a whole new copy. v4: a lossless file's score no longer grows with its
+/// bytes (`sign::image_score`), so the PNG of a picture is kept over its BMP.
+pub const KEEP_VERSION: &str = "m6-dedup-keep-v4";
 
 /// Images and pairs under `longest`: the order among the copies a cluster may keep
 /// (those within [`KEEP_AREA_TOLERANCE`] of its largest area, among its whole copies

@@ -236,6 +236,25 @@ fn equal_size_copies_keep_the_sharpest() {
     assert_keeps_the_better_copy(png, |img| png(&img.blur(1.5)), "a blurred copy was kept instead of its sharp original");
 }
 
+/// Lossless copies of the same pixels keep the smallest file: by bytes per pixel the
+/// BMP of a picture was kept over its PNG and lossless WebP (Python's imghdr test
+/// images, in a new user's trial), the largest file and no better a picture. A JPEG
+/// copy still gives way to the PNG.
+#[test]
+fn lossless_copies_of_the_same_pixels_keep_the_smallest_file() {
+    let encode = |f| {
+        move |img: &DynamicImage| {
+            let mut buf = Cursor::new(vec![]);
+            img.to_rgb8().write_to(&mut buf, f).unwrap();
+            buf.into_inner()
+        }
+    };
+    let (bmp, webp) = (encode(image::ImageFormat::Bmp), encode(image::ImageFormat::WebP));
+    assert_keeps_the_better_copy(|img| png(&img.to_rgb8().into()), &bmp, "the BMP was kept instead of the PNG of the same pixels");
+    assert_keeps_the_better_copy(&webp, &bmp, "the BMP was kept instead of the lossless WebP of the same pixels");
+    assert_keeps_the_better_copy(|img| png(&img.to_rgb8().into()), |img| jpeg(img, 95), "a JPEG q95 copy was kept instead of the PNG");
+}
+
 /// Of equal-sized JPEG copies the least compressed is kept: sharpness alone kept the q40
 /// copy of three of these four photos (blocking adds edges at the work size).
 #[test]
