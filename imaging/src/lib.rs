@@ -43,30 +43,37 @@ fn is_jpeg(bytes: &[u8]) -> bool {
     bytes.len() > 3 && bytes[0] == 0xFF && bytes[1] == 0xD8 && bytes[2] == 0xFF
 }
 
-/// Whether an encoded image stores its pixels losslessly: PNG, BMP and lossless WebP
-/// (a `VP8L` bitstream, bare or in an extended file). Its size then says how well the
-/// encoder packed the pixels, not how much of a picture they keep. GIF counts as
-/// lossy: a photo saved as GIF has lost its colours to the palette.
-pub fn lossless(bytes: &[u8]) -> bool {
-    if bytes.starts_with(b"\x89PNG\r\n\x1a\n") || (bytes.starts_with(b"BM") && bytes.len() >= 26) {
-        return true;
+/// For an encoded image that stores its pixels losslessly (PNG, BMP, lossless WebP: a
+/// `VP8L` bitstream, bare or in an extended file), whether it stores colour: `false`
+/// for grey PNGs (with or without alpha), `true` for the rest (a palette may hold
+/// colours; lossless WebP is always ARGB). `None` for lossy formats, GIF among them (a
+/// photo saved as GIF has lost colours to its palette), and for anything else. Two
+/// lossless files of the same picture and the same kind differ only in how well
+/// their encoders packed it.
+pub fn lossless(bytes: &[u8]) -> Option<bool> {
+    if bytes.starts_with(b"\x89PNG\r\n\x1a\n") {
+        // IHDR first: colour type at byte 25; bit 1 set for RGB, palette and RGBA.
+        return bytes.get(25).map(|t| t & 2 != 0);
+    }
+    if bytes.starts_with(b"BM") && bytes.len() >= 26 {
+        return Some(true);
     }
     if bytes.len() < 20 || &bytes[..4] != b"RIFF" || &bytes[8..12] != b"WEBP" {
-        return false;
+        return None;
     }
     // Chunks after the 12-byte header: a four-byte tag, a little-endian size, the
     // payload padded to even length. The first image bitstream decides.
     let mut at = 12usize;
     while let Some(head) = bytes.get(at..at + 8) {
         match &head[..4] {
-            b"VP8L" => return true,
-            b"VP8 " => return false,
+            b"VP8L" => return Some(true),
+            b"VP8 " => return None,
             _ => {}
         }
         let len = u32::from_le_bytes(head[4..8].try_into().expect("4 bytes")) as usize;
         at = at.saturating_add(8).saturating_add(len).saturating_add(len & 1);
     }
-    false
+    None
 }
 
 /// Decodes to grey at reduced size: the result's longer side is at most `max_side`
@@ -1232,7 +1239,8 @@ mod tests {
     use super::*;
 
     /// PNG, BMP and lossless WebP (bare, and in an extended file after other chunks)
-    /// are lossless; JPEG, GIF and lossy WebP are not, nor is a cut-off WebP header.
+    /// are lossless, grey PNGs without colour; JPEG, GIF and lossy WebP are not, nor is
+    /// a cut-off WebP header.
     #[test]
     fn lossless_formats_are_told_from_their_headers() {
         let img = image::DynamicImage::ImageRgb8(image::RgbImage::from_fn(16, 12, |x, y| image::Rgb([(x * 15) as u8, (y * 20) as u8, 90])));
@@ -1242,10 +1250,15 @@ mod tests {
             buf.into_inner()
         };
         for f in [image::ImageFormat::Png, image::ImageFormat::Bmp, image::ImageFormat::WebP] {
-            assert!(lossless(&encode(f)), "{f:?}");
+            assert_eq!(lossless(&encode(f)), Some(true), "{f:?}");
         }
         for f in [image::ImageFormat::Jpeg, image::ImageFormat::Gif] {
-            assert!(!lossless(&encode(f)), "{f:?}");
+            assert_eq!(lossless(&encode(f)), None, "{f:?}");
+        }
+        for grey in [img.to_luma8().into(), image::DynamicImage::ImageLumaA8(img.to_luma_alpha8())] {
+            let mut buf = std::io::Cursor::new(vec![]);
+            grey.write_to(&mut buf, image::ImageFormat::Png).unwrap();
+            assert_eq!(lossless(buf.get_ref()), Some(false), "{:?}", grey.color());
         }
         // RIFF/WEBP with the given chunks (tag, payload), sizes as a muxer writes them.
         let riff = |chunks: &[(&[u8; 4], &[u8])]| {
@@ -1263,12 +1276,12 @@ mod tests {
             file.extend_from_slice(&body);
             file
         };
-        assert!(!lossless(&riff(&[(b"VP8 ", &[0; 30])])));
-        assert!(lossless(&riff(&[(b"VP8X", &[0; 10]), (b"ICCP", &[1; 7]), (b"VP8L", &[0; 20])])));
-        assert!(!lossless(&riff(&[(b"VP8X", &[0; 10]), (b"ICCP", &[1; 7]), (b"VP8 ", &[0; 20])])));
+        assert_eq!(lossless(&riff(&[(b"VP8 ", &[0; 30])])), None);
+        assert_eq!(lossless(&riff(&[(b"VP8X", &[0; 10]), (b"ICCP", &[1; 7]), (b"VP8L", &[0; 20])])), Some(true));
+        assert_eq!(lossless(&riff(&[(b"VP8X", &[0; 10]), (b"ICCP", &[1; 7]), (b"VP8 ", &[0; 20])])), None);
         let whole = riff(&[(b"VP8X", &[0; 10]), (b"VP8L", &[0; 20])]);
-        assert!(lossless(&whole));
-        assert!(!lossless(&whole[..34]), "the bitstream's chunk header is cut off");
+        assert_eq!(lossless(&whole), Some(true));
+        assert_eq!(lossless(&whole[..34]), None, "the bitstream's chunk header is cut off");
     }
 
     /// Two frames that are whole make an animation; a still GIF, a GIF cut inside or

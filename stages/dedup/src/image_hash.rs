@@ -81,6 +81,9 @@ pub struct ImageSig {
     /// `image.damaged`): the keep rule's flaw. Of a progressive file only the scans
     /// read are checked (luma's; its DC scans alone at 1/8).
     pub damaged: bool,
+    /// `m6_imaging::lossless` of the encoded file (whether it stores colour, for a
+    /// lossless one): lossless copies of the same picture are kept by file size.
+    pub lossless: Option<bool>,
 }
 
 /// Side of the grey block each window is resampled to before its pHash.
@@ -131,7 +134,7 @@ pub fn sign_gray(g: &Gray, width: u32, height: u32, decode_scale: u32) -> ImageS
     // The quality signals' sharpness alone: dedup needs neither entropy nor border.
     let inner = Gray { w: u1 - u0, h: v1 - v0, px: (v0..v1).flat_map(|y| g.px[y * g.w + u0..y * g.w + u1].iter().copied()).collect() };
     let sharpness = m6_imaging::quality::sharpness(&inner);
-    ImageSig { hashes, thumb, aspect, frame_pixels, width, height, decode_scale, sharpness, damaged: false }
+    ImageSig { hashes, thumb, aspect, frame_pixels, width, height, decode_scale, sharpness, damaged: false, lossless: None }
 }
 
 /// Decodes (at reduced scale) and signs encoded image bytes.
@@ -148,7 +151,7 @@ pub fn sign_gray(g: &Gray, width: u32, height: u32, decode_scale: u32) -> ImageS
 pub fn sign(bytes: &[u8]) -> Result<ImageSig, HashError> {
     let ((g, w, h, scale), damage) = m6_imaging::decode_gray_seen(bytes, WORK_SIDE, JpegGrey::Luma)?;
     let (g, w, h) = shown(bytes, g, w, h);
-    Ok(ImageSig { damaged: damage.is_some(), ..sign_gray(&g, w, h, scale) })
+    Ok(ImageSig { damaged: damage.is_some(), lossless: m6_imaging::lossless(bytes), ..sign_gray(&g, w, h, scale) })
 }
 
 /// A decoded picture and its full size turned as `bytes`' EXIF orientation says.

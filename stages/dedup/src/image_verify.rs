@@ -75,7 +75,10 @@ pub fn encode_payload(exact: u64, sig: Option<&ImageSig>, flawed: bool, caption:
     out.clear();
     out.extend_from_slice(&exact.to_le_bytes());
     out.extend_from_slice(&sig.map_or(0, |s| s.hashes[0]).to_le_bytes());
-    out.extend_from_slice(&(sig.is_some() as u64 | (flawed as u64) << 1).to_le_bytes());
+    // The upper half holds a lossless file's sharpness, the finest measure of its
+    // pixels the body has room for (`picture_key`).
+    let lossless = sig.and_then(|s| s.lossless.map(|colour| 4 | (colour as u64) << 3 | (s.sharpness.to_bits() as u64) << 32)).unwrap_or(0);
+    out.extend_from_slice(&(sig.is_some() as u64 | (flawed as u64) << 1 | lossless).to_le_bytes());
     out.extend_from_slice(&caption.to_le_bytes());
     out.extend_from_slice(&sig.map_or(0.0, |s| s.aspect).to_le_bytes());
     out.extend_from_slice(&sig.map_or(0.0, |s| s.frame_pixels).to_le_bytes());
@@ -103,9 +106,10 @@ pub fn hashes(p: &[u8]) -> [u64; WINDOWS] {
     h
 }
 
-/// The payload's flags word: bit 0 decoded, bit 1 flawed. Bodies written before the
-/// flawed bit (same signature format) hold 0 or 1 there, which reads as "not flawed":
-/// such a body only loses the keep rule's preference for whole copies.
+/// The payload's flags word: bit 0 decoded, bit 1 flawed, bit 2 lossless, bit 3 the
+/// lossless file stores colour, bits 32-63 its sharpness (f32 bits). Bodies written before the flawed bit (same signature
+/// format) hold 0 or 1 there, which reads as "not flawed" and "not lossless": such a
+/// body only loses the keep rule's preferences for whole copies and small files.
 pub fn decoded(p: &[u8]) -> bool {
     u64_at(p, 16) & 1 == 1
 }
@@ -130,6 +134,25 @@ fn aspect(p: &[u8]) -> f32 {
 
 pub fn thumb(p: &[u8]) -> &[u8] {
     &p[OFF_THUMB..OFF_THUMB + THUMB * THUMB]
+}
+
+/// For a lossless file (`ImageSig::lossless`), a key of its picture: its thumbnail's
+/// grey levels, its work picture's sharpness (variance of the Laplacian, to the bit),
+/// its frame's size and whether it stores colour. Lossless copies with the same key
+/// hold the same picture, whatever their format and file size (a BMP, PNG and WebP
+/// of one icon); a grey copy of a colour picture, or one quantised to a palette
+/// (dithering moves the sharpness), gets another key. `None` for a lossy or
+/// undecoded file.
+pub fn picture_key(p: &[u8]) -> Option<u64> {
+    let flags = u64_at(p, 16);
+    if flags & 5 != 5 {
+        return None;
+    }
+    let mut h = blake3::Hasher::new();
+    h.update(thumb(p));
+    h.update(&(flags >> 3).to_le_bytes());
+    h.update(&p[OFF_FRAME_PIXELS..OFF_FRAME_PIXELS + 4]);
+    Some(u64::from_le_bytes(h.finalize().as_bytes()[..8].try_into().expect("8 bytes")))
 }
 
 /// A thumbnail's grey levels as floats: the alignment samples every pixel many times
@@ -1668,7 +1691,7 @@ mod tests {
 
     /// The payload of a drawn picture (cut by `c`) under exact key `key`, with no hashes.
     fn payload(key: u64, c: Crop, f: fn(f32, f32) -> f32) -> Vec<u8> {
-        let sig = ImageSig { hashes: [0; WINDOWS], thumb: draw(c, f), aspect: aspect_of(c), frame_pixels: 10_000.0, width: 100, height: 100, decode_scale: 1, sharpness: 0.0, damaged: false };
+        let sig = ImageSig { hashes: [0; WINDOWS], thumb: draw(c, f), aspect: aspect_of(c), frame_pixels: 10_000.0, width: 100, height: 100, decode_scale: 1, sharpness: 0.0, damaged: false, lossless: None };
         let mut out = vec![];
         encode_payload(key, Some(&sig), false, 0, &mut out);
         out

@@ -213,7 +213,7 @@ impl<'a> Signer<'a> {
         let (exact, sig) = self.image_keys(bytes);
         let mut body = Vec::with_capacity(image_verify::PAYLOAD_LEN);
         image_verify::encode_payload(exact, sig.as_ref(), self.flawed(bytes, size, sig.as_ref()), 0, &mut body);
-        let score = image_score(bytes, size, sig.as_ref());
+        let score = image_score(bytes.len(), size, sig.as_ref());
         Signed { size, score, body }
     }
 
@@ -222,7 +222,7 @@ impl<'a> Signer<'a> {
         let cap = text_key(&self.norm.normalize(caption), caption);
         let mut body = Vec::with_capacity(image_verify::PAYLOAD_LEN);
         image_verify::encode_payload(exact, sig.as_ref(), self.flawed(bytes, size, sig.as_ref()), cap, &mut body);
-        let score = image_score(bytes, size, sig.as_ref());
+        let score = image_score(bytes.len(), size, sig.as_ref());
         Signed { size, score, body }
     }
 
@@ -276,30 +276,9 @@ impl<'a> Signer<'a> {
 /// and about the same sharpness; a blurred copy loses both, so a blurred copy saved at
 /// a higher quality than its original still ranks below it. `-inf` for an image that
 /// did not decode.
-///
-/// A lossless file (`m6_imaging::lossless`: PNG, BMP, lossless WebP) counts as
-/// [`LOSSLESS_BYTES_PER_PIXEL`], what its pixels hold, divided by a small factor that
-/// grows with its real size: its bytes say how well it was packed, and by them a BMP
-/// outranked the PNG and WebP of the very same pixels (Python's own imghdr test
-/// images), so the corpus kept the largest file. Against a lossy copy it still ranks
-/// as it did (a PNG photo is about 1-2 bytes per pixel, a JPEG q90 0.2-0.5).
-pub fn image_score(bytes: &[u8], pixels: u32, sig: Option<&ImageSig>) -> f32 {
-    sig.map_or(f32::NEG_INFINITY, |s| {
-        let per_pixel = bytes.len() as f32 / pixels.max(1) as f32;
-        let sharp = (s.sharpness.max(0.0) + 1.0).sqrt();
-        if m6_imaging::lossless(bytes) {
-            // 256: the same pixels as a 24-bit BMP (3 bytes per pixel) rank 0.8% below
-            // a PNG of 1 byte per pixel, which a 1.6% difference in sharpness
-            // outweighs: pixels that differ still rank by their picture.
-            LOSSLESS_BYTES_PER_PIXEL * sharp / (1.0 + per_pixel / 256.0)
-        } else {
-            per_pixel * sharp
-        }
-    })
+pub fn image_score(encoded_bytes: usize, pixels: u32, sig: Option<&ImageSig>) -> f32 {
+    sig.map_or(f32::NEG_INFINITY, |s| encoded_bytes as f32 / pixels.max(1) as f32 * (s.sharpness.max(0.0) + 1.0).sqrt())
 }
-
-/// The bytes per pixel a lossless file counts as in [`image_score`]: uncompressed RGB.
-pub const LOSSLESS_BYTES_PER_PIXEL: f32 = 3.0;
 
 /// A row's score for `keep = "quality"`: the number under `field` in its meta JSON.
 /// Unparsable meta or a missing/non-numeric field ranks lowest rather than failing:

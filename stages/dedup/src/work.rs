@@ -826,7 +826,13 @@ fn pair_files(plan: &Plan, signed: &SignedUnits, n: usize) -> Result<Result<Vec<
 #[derive(Clone, Copy)]
 struct Facts {
     size: u32,
+    /// The keep rule's score: the row's own (`sign::image_score` for images and pairs),
+    /// or for a lossless file the best of the lossless copies of its very picture
+    /// (`image_verify::picture_key`), which then differ by `own` alone.
     score: f32,
+    /// The row's own score: among lossless copies of one picture (same size, same
+    /// sharpness) it grows with the file's bytes, and the smallest file is kept.
+    own: f32,
     idhash: u64,
     /// Images and pairs: the area inside bars and padding, in source pixels
     /// (`image_hash::unpadded_frame`; the header's pixel count for bodies that do not
@@ -851,17 +857,19 @@ const KEEP_AREA_TOLERANCE: f32 = 0.05;
 /// animated or over `keep_max_pixels` is kept only when the cluster has no other kind:
 /// kept for being the largest, it had the filter drop it after dedup had removed its
 /// whole copies, and the picture was lost; nor does a flawed `--against` row take the
-/// place of a whole new copy. v4: a lossless file's score no longer grows with its
-/// bytes (`sign::image_score`), so the PNG of a picture is kept over its BMP.
+/// place of a whole new copy. v4: of lossless copies of one picture
+/// (`image_verify::picture_key`), the smallest file is kept: by bytes per pixel a BMP
+/// outranked the PNG and WebP of the same pixels.
 pub const KEEP_VERSION: &str = "m6-dedup-keep-v4";
 
 /// Images and pairs under `longest`: the order among the copies a cluster may keep
 /// (those within [`KEEP_AREA_TOLERANCE`] of its largest area, among its whole copies
 /// when it has any, of those its `--against` rows when it has any): the best copy
-/// (`sign::image_score`) first, then the most header pixels, then the id-hash tie.
+/// (`sign::image_score`) first, the smaller file of lossless copies of one picture
+/// next (`Facts::own`), then the most header pixels, then the id-hash tie.
 fn keep_order(a: (u32, &Facts), b: (u32, &Facts)) -> std::cmp::Ordering {
     let (x, y) = (a.1, b.1);
-    y.score.total_cmp(&x.score).then(y.size.cmp(&x.size)).then((x.idhash, a.0).cmp(&(y.idhash, b.0)))
+    y.score.total_cmp(&x.score).then(x.own.total_cmp(&y.own)).then(y.size.cmp(&x.size)).then((x.idhash, a.0).cmp(&(y.idhash, b.0)))
 }
 
 /// Whether row `a` should represent a cluster rather than `b`. A flawed copy (cut
@@ -883,7 +891,7 @@ fn better(rule: KeepRule, kind: Kind, new_total: u64, a: (u32, Facts), b: (u32, 
     // Same size: the higher score wins before the id-hash tie (images and pairs: the
     // less compressed and sharper copy, `sign::image_score`; documents
     // outside `keep = "quality"` all score -inf, so the id hash decides).
-    let score_tie = || match x.score.total_cmp(&y.score) {
+    let score_tie = || match x.score.total_cmp(&y.score).then(y.own.total_cmp(&x.own)) {
         std::cmp::Ordering::Equal => tie,
         o => o == std::cmp::Ordering::Greater,
     };
@@ -921,6 +929,10 @@ fn clusters_phase(cfg: &DedupConfig, plan: &Plan, signed: &SignedUnits, pair_pat
     let mut bodies = Bodies::new(cfg, plan, signed);
     let mut buf = vec![];
     let mut facts: HashMap<u32, Facts> = HashMap::with_capacity(nodes.len());
+    // Lossless copies of one picture (row, key) and the best score among them: their
+    // bytes say how well each was packed, not how much picture it holds.
+    let mut pictures: Vec<(u32, u64)> = vec![];
+    let mut picture_best: HashMap<u64, f32> = HashMap::new();
     for &g in &nodes {
         bodies.read(g, &mut buf)?;
         let h = RowHeader::decode(&buf);
@@ -928,7 +940,19 @@ fn clusters_phase(cfg: &DedupConfig, plan: &Plan, signed: &SignedUnits, pair_pat
             Kind::Document => (h.size as f32, true),
             _ => (image_verify::frame_pixels(&buf[HEADER..]).unwrap_or(h.size as f32), !image_verify::flawed(&buf[HEADER..])),
         };
-        facts.insert(g, Facts { size: h.size, score: h.score, idhash: h.id_hash, area, whole });
+        if plan.kind != Kind::Document {
+            if let Some(key) = image_verify::picture_key(&buf[HEADER..]) {
+                // The header's pixels too: a copy of another size is another picture.
+                let key = key ^ (h.size as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+                pictures.push((g, key));
+                let best = picture_best.entry(key).or_insert(h.score);
+                *best = best.max(h.score);
+            }
+        }
+        facts.insert(g, Facts { size: h.size, score: h.score, own: h.score, idhash: h.id_hash, area, whole });
+    }
+    for (g, key) in pictures {
+        facts.get_mut(&g).expect("every node has facts").score = picture_best[&key];
     }
     let by_area = plan.kind != Kind::Document && matches!(cfg.keep, KeepRule::Longest | KeepRule::Quality);
     // Per cluster: the best class of row it has (whole copies before flawed ones, then

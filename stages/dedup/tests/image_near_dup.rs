@@ -239,7 +239,9 @@ fn equal_size_copies_keep_the_sharpest() {
 /// Lossless copies of the same pixels keep the smallest file: by bytes per pixel the
 /// BMP of a picture was kept over its PNG and lossless WebP (Python's imghdr test
 /// images, in a new user's trial), the largest file and no better a picture. A JPEG
-/// copy still gives way to the PNG.
+/// copy still gives way to the PNG, and so do grey PNGs of a colour photo, whose
+/// files are smaller (a first version that ranked every lossless file by its size
+/// kept them, and a palette-quantised copy, over the colour original).
 #[test]
 fn lossless_copies_of_the_same_pixels_keep_the_smallest_file() {
     let encode = |f| {
@@ -253,6 +255,16 @@ fn lossless_copies_of_the_same_pixels_keep_the_smallest_file() {
     assert_keeps_the_better_copy(|img| png(&img.to_rgb8().into()), &bmp, "the BMP was kept instead of the PNG of the same pixels");
     assert_keeps_the_better_copy(&webp, &bmp, "the BMP was kept instead of the lossless WebP of the same pixels");
     assert_keeps_the_better_copy(|img| png(&img.to_rgb8().into()), |img| jpeg(img, 95), "a JPEG q95 copy was kept instead of the PNG");
+    for name in ["astronaut.png", "coffee.png", "chelsea.png"] {
+        let tmp = tempfile::tempdir().unwrap();
+        let img = photo(name);
+        let rows = vec![
+            image_row("colour", &format!("{name}:rgb"), png(&img.to_rgb8().into())),
+            image_row("grey", &format!("{name}:grey"), png(&img.to_luma8().into())),
+            image_row("grey", &format!("{name}:grey_alpha"), png(&img.to_luma_alpha8().into())),
+        ];
+        assert_eq!(kept_after_dedup(tmp.path(), &rows, 2), [rows[0].id.clone()], "{name}: a grey copy was kept instead of the colour PNG");
+    }
 }
 
 /// Of equal-sized JPEG copies the least compressed is kept: sharpness alone kept the q40
