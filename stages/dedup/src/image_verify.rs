@@ -107,9 +107,10 @@ pub fn hashes(p: &[u8]) -> [u64; WINDOWS] {
 }
 
 /// The payload's flags word: bit 0 decoded, bit 1 flawed, bit 2 lossless, bit 3 the
-/// lossless file stores colour, bits 32-63 its sharpness (f32 bits). Bodies written before the flawed bit (same signature
-/// format) hold 0 or 1 there, which reads as "not flawed" and "not lossless": such a
-/// body only loses the keep rule's preferences for whole copies and small files.
+/// lossless file stores colour, bits 32-63 its sharpness (f32 bits). Bodies written
+/// before the flawed bit (same signature format) hold 0 or 1 there, which reads as
+/// "not flawed" and "not lossless": such a body only loses the keep rule's
+/// preferences for whole copies and for the smaller of lossless files.
 pub fn decoded(p: &[u8]) -> bool {
     u64_at(p, 16) & 1 == 1
 }
