@@ -87,26 +87,20 @@ pub fn decode_luma_checked(bytes: &[u8], factor: u32) -> Result<(Gray, u32, u32)
     reduced(bytes, factor, false, &mut damage).map(|(g, w, h, _)| (g, w, h)).ok_or_else(|| damage.map_or(Unread::Unhandled, Unread::Damaged))
 }
 
-/// The 1/8-scale colour picture of a JPEG: every component's DC (each block's mean),
-/// chroma repeated over the luma blocks it covers, turned to RGB (JFIF's full-range
-/// YCbCr), `ceil(width/8) × ceil(height/8)` pixels as 8-bit RGB rows, and the full
-/// size. Of a progressive file only the DC scans are read, which hold all of this
-/// picture: its AC scans (most of the file) are passed over unread. The read is a
-/// check of exactly the data the picture is made from: damage there is
-/// [`Unread::Damaged`]. A grey JPEG gives its grey in all three channels.
+/// The colour picture of a JPEG at 1/`factor` scale, 8 or 4. At 1/8 every component's
+/// DC (each block's mean); at 1/4 each block's four quadrant means (the luma picture
+/// of [`decode_luma_reduced`]), of chroma too. Each chroma cell is repeated over the
+/// luma cells it covers (chroma keeps its resolution relative to luma's) and turned to
+/// RGB (JFIF's full-range YCbCr): `ceil(width/factor) × ceil(height/factor)` pixels as
+/// 8-bit RGB rows, and the full size. Of a progressive file the 1/8 picture reads only
+/// the DC scans, which hold all of it: its AC scans (most of the file) are passed over
+/// unread; the 1/4 picture reads every scan, chroma's too. The read is a check of
+/// exactly the data the picture is made from: damage there is [`Unread::Damaged`]. A
+/// grey JPEG gives its grey in all three channels.
 ///
-/// For a sample whose shorter side needs at most an eighth of the file's
+/// For a sample whose shorter side needs at most a quarter of the file's
 /// (`m6_imaging::decode_rgb_min_short`): jpeg-decoder, which decodes every scan of a
 /// progressive file whatever the scale, spent 77% of `tokenize`'s CPU on camera photos.
-pub fn decode_rgb_dc(bytes: &[u8]) -> Result<(Vec<u8>, usize, usize, u32, u32), Unread> {
-    decode_rgb_reduced(bytes, 8)
-}
-
-/// [`decode_rgb_dc`] at 1/`factor` scale, 8 or 4: at 1/4 each block's four quadrant
-/// means (the luma picture of [`decode_luma_reduced`]), of chroma too, each chroma
-/// quadrant repeated over the luma pixels it covers (chroma keeps its resolution
-/// relative to luma's). Of a progressive file the 1/4 picture reads every scan, chroma's
-/// too, so the read checks the whole file.
 pub fn decode_rgb_reduced(bytes: &[u8], factor: u32) -> Result<(Vec<u8>, usize, usize, u32, u32), Unread> {
     if !matches!(factor, 4 | 8) {
         return Err(Unread::Unhandled);
