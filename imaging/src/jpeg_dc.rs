@@ -377,35 +377,39 @@ struct Progressive {
     f: Frame,
     /// 8 (the DC picture), 4, 2 or 1 (from all of luma's coefficients).
     factor: u32,
-    /// Luma blocks per row and rows of blocks in `coef`.
+    /// Luma blocks per row and rows of blocks in luma's `coef`.
     gw: usize,
     gh: usize,
     /// Coefficients kept per block: 1 or 64.
     per: usize,
+    /// The components whose coefficients are kept, in frame order: luma alone, or
+    /// (colour picture, [`decode_rgb_reduced`]) luma and both chroma components. Scans
+    /// of the others are read (an interleaved DC scan) or skipped, never kept.
+    comps: Vec<ProgComp>,
+}
+
+/// One kept component's coefficients and progress through the file's scans.
+struct ProgComp {
+    /// `per` coefficients a block on the interleaved block grid (the MCU-padded one),
+    /// `stride` blocks a row.
     coef: Vec<i16>,
-    /// Quarter picture only: per luma block, which coefficients are nonzero (bit =
-    /// zig-zag index), for the refinement scans' correction bits.
+    /// Quarter picture only: per block, which coefficients are nonzero (bit = zig-zag
+    /// index), for the refinement scans' correction bits.
     nz: Vec<u64>,
-    /// Luma's quantisation table, as it was at luma's first scan.
+    stride: usize,
+    /// The component's quantisation table, as it was at its first DC scan.
     q: Option<[u16; 64]>,
-    /// Lowest bit of luma's DC received so far (the last DC scan's Al), `None` before the
+    /// Lowest bit of its DC received so far (the last DC scan's Al), `None` before the
     /// first DC scan.
     dc_al: Option<u8>,
     /// The same per AC coefficient (zig-zag index), -1 before its first scan.
     ac_al: [i8; 64],
-    /// Colour picture ([`decode_rgb_reduced`]): per chroma component, as for luma, its
-    /// coefficients (`per` a block) on the interleaved block grid (`stride` blocks a
-    /// row), its quantiser as at its first DC scan, and its lowest bits so far.
-    chroma: Option<[ProgChroma; 2]>,
 }
 
-struct ProgChroma {
-    coef: Vec<i16>,
-    nz: Vec<u64>,
-    stride: usize,
-    q: Option<[u16; 64]>,
-    dc_al: Option<u8>,
-    ac_al: [i8; 64],
+impl ProgComp {
+    fn new(blocks: usize, stride: usize, per: usize) -> ProgComp {
+        ProgComp { coef: vec![0; blocks * per], nz: vec![0; if per == 64 { blocks } else { 0 }], stride, q: None, dc_al: None, ac_al: [-1; 64] }
+    }
 }
 
 impl Progressive {
@@ -422,14 +426,11 @@ impl Progressive {
             return None;
         }
         let per = if all { 64 } else { 1 };
-        let chroma = colour.then(|| {
-            std::array::from_fn(|k| {
-                let c = &f.comps[k + 1];
-                let blocks = mcux * c.h * mcuy * c.v;
-                ProgChroma { coef: vec![0; blocks * per], nz: vec![0; if all { blocks } else { 0 }], stride: mcux * c.h, q: None, dc_al: None, ac_al: [-1; 64] }
-            })
-        });
-        Some(Progressive { f, factor, gw, gh, per, coef: vec![0; gw * gh * per], nz: vec![0; if all { gw * gh } else { 0 }], q: None, dc_al: None, ac_al: [-1; 64], chroma })
+        let mut comps = vec![ProgComp::new(gw * gh, gw, per)];
+        if colour {
+            comps.extend(f.comps[1..].iter().map(|c| ProgComp::new(mcux * c.h * mcuy * c.v, mcux * c.h, per)));
+        }
+        Some(Progressive { f, factor, gw, gh, per, comps })
     }
 
     /// Reads (or skips) one scan whose header is `seg` and whose data starts at
@@ -459,51 +460,35 @@ impl Progressive {
         if (dc && se != 0) || (!dc && (se < ss || se > 63 || ns != 1)) || al > 13 || (ah != 0 && al + 1 != ah) {
             return None;
         }
-        let luma = idx[0] == 0;
-        // The colour picture reads chroma's scans too, wherever they are (at 1/8 its DC
-        // scans alone, as for luma).
-        let colour = self.chroma.is_some();
-        if (!luma && !colour) || (!dc && self.factor == 8) {
+        // The colour picture keeps chroma's scans too, wherever they are (at 1/8 its
+        // DC scans alone, as for luma); otherwise a scan without luma is skipped.
+        let colour = self.comps.len() > 1;
+        if idx[0] >= self.comps.len() || (!dc && self.factor == 8) {
             return next_marker(bytes, start);
         }
         if dc {
             let want = if ah == 0 { None } else { Some(ah) };
-            if luma {
-                if self.dc_al != want {
+            // Chroma in luma's interleaved DC scan is read but not kept when only luma is.
+            let kept = self.comps.len();
+            for &c in idx[..ns].iter().filter(|&&c| c < kept) {
+                let pc = &mut self.comps[c];
+                if pc.dc_al != want {
                     return None;
                 }
-                self.dc_al = Some(al);
-                if self.q.is_none() {
-                    self.q = Some(quant[self.f.comps[0].tq as usize]?);
-                }
-            }
-            if let Some(ch) = self.chroma.as_mut() {
-                for &c in idx[..ns].iter().filter(|&&c| c > 0) {
-                    let pc = &mut ch[c - 1];
-                    if pc.dc_al != want {
-                        return None;
-                    }
-                    pc.dc_al = Some(al);
-                    if pc.q.is_none() {
-                        pc.q = Some(quant[self.f.comps[c].tq as usize]?);
-                    }
+                pc.dc_al = Some(al);
+                if pc.q.is_none() {
+                    pc.q = Some(quant[self.f.comps[c].tq as usize]?);
                 }
             }
         } else {
             // AC before the first DC scan, or bits of a coefficient out of order.
-            let (dc_al, ac_al) = match (idx[0], self.chroma.as_mut()) {
-                (0, _) => (self.dc_al, &mut self.ac_al),
-                (c, Some(ch)) => (ch[c - 1].dc_al, &mut ch[c - 1].ac_al),
-                _ => return None,
-            };
-            if dc_al.is_none() {
-                return None;
-            }
+            let pc = &mut self.comps[idx[0]];
+            pc.dc_al?;
             for k in ss..=se {
-                if ac_al[k] != if ah == 0 { -1 } else { ah as i8 } {
+                if pc.ac_al[k] != if ah == 0 { -1 } else { ah as i8 } {
                     return None;
                 }
-                ac_al[k] = al as i8;
+                pc.ac_al[k] = al as i8;
             }
         }
         let f = &self.f;
@@ -524,7 +509,7 @@ impl Progressive {
         let mut bits = Bits { d: bytes.get(start..)?, i: 0, acc: 0, n: 0, pad: 0, marker: None };
         let mut pred = [0i32; 4];
         let mut eobrun = 0u32;
-        let (gw, per) = (self.gw, self.per);
+        let per = self.per;
         // Blocks per MCU of an interleaved scan (the bits of a DC refinement MCU).
         let per_mcu: u32 = (0..ns).map(|k| (f.comps[idx[k]].h * f.comps[idx[k]].v) as u32).sum();
         if !single && per_mcu > 10 {
@@ -553,14 +538,8 @@ impl Progressive {
                 }
                 if single {
                     // This component's coefficients and masks, and its block's index.
-                    let (coef, nzs, b) = match (idx[0], self.chroma.as_mut()) {
-                        (0, _) => (&mut self.coef, &mut self.nz, my * gw + mx),
-                        (c, Some(ch)) => {
-                            let pc = &mut ch[c - 1];
-                            (&mut pc.coef, &mut pc.nz, my * pc.stride + mx)
-                        }
-                        _ => return None,
-                    };
+                    let pc = &mut self.comps[idx[0]];
+                    let (coef, nzs, b) = (&mut pc.coef, &mut pc.nz, my * pc.stride + mx);
                     if dc {
                         if dc_block(&mut bits, tables[0], &mut pred[0], ah, al, Some(&mut coef[b * per])).is_none() {
                             return hurt(BAD_CODE, u);
@@ -586,7 +565,7 @@ impl Progressive {
                             for h in 0..c.h {
                                 i += 1;
                                 let bit = ((word >> (per_mcu - i)) & 1) as i16;
-                                if let Some(slot) = mcu_slot(&mut self.coef, self.chroma.as_mut(), f, idx[k], (gw, per), (mx, my, h, v)) {
+                                if let Some(slot) = mcu_slot(&mut self.comps, f, idx[k], per, (mx, my, h, v)) {
                                     *slot |= bit << al;
                                 }
                             }
@@ -602,11 +581,12 @@ impl Progressive {
                     bits.drop_bits(per_mcu);
                     // Branch-free: the bits are as good as random, and a branch on
                     // each was mispredicted half the time.
+                    let (gw, coef) = (self.gw, &mut self.comps[0].coef);
                     for v in 0..vmax {
                         let row = ((my * vmax + v) * gw + mx * hmax) * per;
                         for h in 0..hmax {
                             let bit = (word >> (per_mcu - 1 - (v * hmax + h) as u32)) & 1;
-                            self.coef[row + h * per] |= (bit << al) as i16;
+                            coef[row + h * per] |= (bit << al) as i16;
                         }
                     }
                 } else {
@@ -615,7 +595,7 @@ impl Progressive {
                         // An MCU holds a component's blocks row by row (T.81 A.2.3).
                         for v in 0..c.v {
                             for h in 0..c.h {
-                                let keep = mcu_slot(&mut self.coef, self.chroma.as_mut(), f, idx[k], (gw, per), (mx, my, h, v));
+                                let keep = mcu_slot(&mut self.comps, f, idx[k], per, (mx, my, h, v));
                                 if dc_block(&mut bits, tables[k], &mut pred[k], ah, al, keep).is_none() {
                                     return hurt(BAD_CODE, u);
                                 }
@@ -641,15 +621,16 @@ impl Progressive {
     /// scan down to Al = 0), those bits are zero, as in a full decoder: the DC picture
     /// is then exact to q0 × 2^Al / 8 grey levels, not one.
     fn finish(self) -> Option<(Gray, u32, u32, Option<ChromaPlanes>)> {
-        self.dc_al?;
-        let q = self.q?;
+        let luma = &self.comps[0];
+        luma.dc_al?;
+        let q = luma.q?;
         let (w, h) = (self.f.w, self.f.h);
         let (bw, bh) = (w.div_ceil(8), h.div_ceil(8));
         debug_assert!(bw <= self.gw && bh <= self.gh);
         if self.factor == 8 {
             let scale = q[0] as f32 / 8.0;
             let mut px = Vec::with_capacity(bw * bh);
-            for row in self.coef.chunks_exact(self.gw).take(bh) {
+            for row in luma.coef.chunks_exact(self.gw).take(bh) {
                 px.extend(row[..bw].iter().map(|&c| dc_level(c as i32, scale)));
             }
             let chroma = self.chroma_picture()?;
@@ -663,8 +644,8 @@ impl Progressive {
         for by in 0..bh {
             for bx in 0..bw {
                 let b = by * self.gw + bx;
-                let blk = &self.coef[b * 64..][..64];
-                t.put(blk[0] as i32, blk, self.nz[b], &mut out, per * (by * stride + bx), stride);
+                let blk = &luma.coef[b * 64..][..64];
+                t.put(blk[0] as i32, blk, luma.nz[b], &mut out, per * (by * stride + bx), stride);
             }
         }
         let chroma = self.chroma_picture()?;
@@ -675,7 +656,8 @@ impl Progressive {
     /// for a luma picture; `None` for a colour file whose script never sent a chroma
     /// component's DC, which this reader does not handle.
     fn chroma_picture(&self) -> Option<Option<ChromaPlanes>> {
-        let Some(ch) = &self.chroma else { return Some(None) };
+        let [_, cb, cr] = &self.comps[..] else { return Some(None) };
+        let ch = [cb, cr];
         let (q1, q2) = (ch[0].q.as_ref()?, ch[1].q.as_ref()?);
         let mut cd = ChromaPlanes::new(&self.f, [q1[0] as f32 / 8.0, q2[0] as f32 / 8.0], (self.per == 64).then_some([q1, q2]));
         for (k, pc) in ch.iter().enumerate() {
@@ -700,27 +682,21 @@ impl Progressive {
 }
 
 /// In an interleaved scan, the DC slot of block (`h`, `v`) of component `comp`'s part
-/// of MCU (`mx`, `my`): luma's in `coef` (`per` coefficients a block, `gw` blocks a
-/// row), a chroma component's in its [`ProgChroma`]; `None` for chroma where no colour
-/// picture is made (read, not kept). Inlined: it runs for every block of a DC scan,
-/// the 1/8 picture's hot loop, which indexed `coef` in place before.
+/// of MCU (`mx`, `my`) (`per` coefficients a block); `None` for a component whose
+/// coefficients are not kept (chroma when no colour picture is made: read, not kept).
+/// Inlined: it runs for every block of a DC scan, the 1/8 picture's hot loop, which
+/// indexed luma's coefficients in place before.
 #[inline(always)]
-fn mcu_slot<'a>(coef: &'a mut [i16], chroma: Option<&'a mut [ProgChroma; 2]>, f: &Frame, comp: usize, (gw, per): (usize, usize), (mx, my, h, v): (usize, usize, usize, usize)) -> Option<&'a mut i16> {
+fn mcu_slot<'a>(comps: &'a mut [ProgComp], f: &Frame, comp: usize, per: usize, (mx, my, h, v): (usize, usize, usize, usize)) -> Option<&'a mut i16> {
     let c = &f.comps[comp];
-    match (comp, chroma) {
-        (0, _) => Some(&mut coef[((my * c.v + v) * gw + mx * c.h + h) * per]),
-        (_, Some(ch)) => {
-            let pc = &mut ch[comp - 1];
-            Some(&mut pc.coef[((my * c.v + v) * pc.stride + mx * c.h + h) * per])
-        }
-        _ => None,
-    }
+    let pc = comps.get_mut(comp)?;
+    Some(&mut pc.coef[((my * c.v + v) * pc.stride + mx * c.h + h) * per])
 }
 
 /// One block of a DC scan: the first (`ah` 0) decodes the difference to the
 /// component's predictor and keeps the predictor shifted by the point transform `al`;
-/// a refinement adds bit `al`. `keep` is luma's DC slot, `None` for chroma (read, not
-/// kept).
+/// a refinement adds bit `al`. `keep` is the block's DC slot, `None` for a component
+/// whose coefficients are not kept (read, not kept).
 #[inline(always)]
 fn dc_block(bits: &mut Bits, table: Option<&Huffman>, pred: &mut i32, ah: u8, al: u8, keep: Option<&mut i16>) -> Option<()> {
     if ah == 0 {
