@@ -27,6 +27,12 @@
 //!                  then the same shrink
 //!   full           the same files: their full-size luma (jpeg_dc's inverse DCT), then
 //!                  the same shrink
+//!   rgb_dc         the same files: the 1/8 colour picture `tokenize` samples JPEGs of
+//!                  at least 8x the sample from (jpeg_dc::decode_rgb_reduced, chroma's
+//!                  scans too), no shrink
+//!   rgb_quarter    the same at 1/4 (JPEGs of 4x-8x the sample)
+//!                  (the two rgb modes run only when MODES names them: the filter and
+//!                  dedup benches, which run every other mode, do not use them)
 //! MODES, a comma list of the names above, runs only those (the others print null):
 //! for profiling one decoder with perf.
 //! `progressive` counts the JPEGs whose frame is progressive (SOF2), the ones whose
@@ -70,7 +76,7 @@ fn main() {
     let t0 = Instant::now();
     // Best-of-REPEAT CPU seconds of `f` over a set of files.
     let time = |mode: &str, set: &[&Vec<u8>], f: &dyn Fn(&[u8]) -> usize| -> f64 {
-        if !wanted(mode) {
+        if !wanted(mode) || (mode.starts_with("rgb") && modes.is_none()) {
             return f64::NAN;
         }
         let mut best = f64::INFINITY;
@@ -102,10 +108,13 @@ fn main() {
     let quarter = time("quarter", &handled, &|b| reduced(b, 4).unwrap_or(0));
     let half = time("half", &handled, &|b| reduced(b, 2).unwrap_or(0));
     let full = time("full", &handled, &|b| reduced(b, 1).unwrap_or(0));
+    let rgb = |b: &[u8], factor: u32| m6_imaging::jpeg_dc::decode_rgb_reduced(b, factor).map_or(0, |(px, ..)| px.len());
+    let rgb_dc = time("rgb_dc", &handled, &|b| rgb(b, 8));
+    let rgb_quarter = time("rgb_quarter", &handled, &|b| rgb(b, 4));
     let per =
         |s: f64, n: usize| if n == 0 || s.is_nan() { serde_free_null() } else { format!("{{\"cpu_seconds\": {s:.4}, \"images_per_cpu_s\": {:.1}, \"ms_per_image\": {:.3}}}", n as f64 / s, 1e3 * s / n as f64) };
     println!(
-        "{{\"images\": {}, \"jpegs\": {jpegs}, \"progressive\": {progressive}, \"side\": {side}, \"repeat\": {repeat}, \"filter_decode\": {}, \"zune_luma_full\": {}, \"dct_scaled\": {}, \"dc_handled\": {}, \"dc\": {}, \"quarter\": {}, \"half\": {}, \"full\": {}}}",
+        "{{\"images\": {}, \"jpegs\": {jpegs}, \"progressive\": {progressive}, \"side\": {side}, \"repeat\": {repeat}, \"filter_decode\": {}, \"zune_luma_full\": {}, \"dct_scaled\": {}, \"dc_handled\": {}, \"dc\": {}, \"quarter\": {}, \"half\": {}, \"full\": {}, \"rgb_dc\": {}, \"rgb_quarter\": {}}}",
         files.len(),
         per(filter_decode, files.len()),
         per(zune, jpegs),
@@ -114,7 +123,9 @@ fn main() {
         per(dc, handled.len()),
         per(quarter, handled.len()),
         per(half, handled.len()),
-        per(full, handled.len())
+        per(full, handled.len()),
+        per(rgb_dc, handled.len()),
+        per(rgb_quarter, handled.len())
     );
 }
 
