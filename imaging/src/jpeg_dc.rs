@@ -118,13 +118,30 @@ pub fn decode_rgb_reduced(bytes: &[u8], factor: u32) -> Result<(Vec<u8>, usize, 
         Some(c) => {
             // The chroma block under each luma block (sampling factors relative to luma's).
             let cols: [Vec<usize>; 2] = std::array::from_fn(|k| (0..y.w).map(|x| x * c.h[k] / c.hmax).collect());
-            for yy in 0..y.h {
-                let rows: [usize; 2] = std::array::from_fn(|k| yy * c.v[k] / c.vmax * c.stride[k]);
-                for x in 0..y.w {
-                    let l = y.px[yy * y.w + x];
-                    let cb = c.planes[0][rows[0] + cols[0][x]] - 128.0;
-                    let cr = c.planes[1][rows[1] + cols[1][x]] - 128.0;
-                    rgb.extend_from_slice(&[level_u8(l + 1.402 * cr), level_u8(l - 0.344136 * cb - 0.714136 * cr), level_u8(l + 1.772 * cb)]);
+            // A row's chroma is gathered first, so that the conversion runs over plain
+            // slices (no index arithmetic or bounds check per pixel, no growing Vec).
+            let mut under: [Vec<f32>; 2] = std::array::from_fn(|_| vec![0f32; y.w]);
+            let (mut red, mut green, mut blue) = (vec![0u8; y.w], vec![0u8; y.w], vec![0u8; y.w]);
+            rgb.resize(3 * y.px.len(), 0);
+            for (yy, (luma, out)) in y.px.chunks_exact(y.w).zip(rgb.chunks_exact_mut(3 * y.w)).enumerate() {
+                for (k, dst) in under.iter_mut().enumerate() {
+                    let row = &c.planes[k][yy * c.v[k] / c.vmax * c.stride[k]..];
+                    for (d, &x) in dst.iter_mut().zip(&cols[k]) {
+                        *d = row[x] - 128.0;
+                    }
+                }
+                // Each channel over the whole row (vector instructions), then interleaved.
+                for ((g, &l), (&cb, &cr)) in green.iter_mut().zip(luma).zip(under[0].iter().zip(&under[1])) {
+                    *g = level_u8(l - 0.344136 * cb - 0.714136 * cr);
+                }
+                for ((r, &l), &cr) in red.iter_mut().zip(luma).zip(&under[1]) {
+                    *r = level_u8(l + 1.402 * cr);
+                }
+                for ((b, &l), &cb) in blue.iter_mut().zip(luma).zip(&under[0]) {
+                    *b = level_u8(l + 1.772 * cb);
+                }
+                for (((o, &r), &g), &b) in out.chunks_exact_mut(3).zip(&red).zip(&green).zip(&blue) {
+                    o.copy_from_slice(&[r, g, b]);
                 }
             }
         }
