@@ -407,8 +407,8 @@ struct Progressive {
 
 /// One kept component's coefficients and progress through the file's scans.
 struct ProgComp {
-    /// `per` coefficients a block on the interleaved block grid (the MCU-padded one),
-    /// `stride` blocks a row.
+    /// `per` coefficients a block on the component's block grid (the interleaved,
+    /// MCU-padded one; a grey frame's own blocks), `stride` blocks a row.
     coef: Vec<i16>,
     /// Quarter picture only: per block, which coefficients are nonzero (bit = zig-zag
     /// index), for the refinement scans' correction bits.

@@ -534,6 +534,7 @@ fn png_gray(bytes: &[u8], max_side: usize, grey: JpegGrey, strip16: bool) -> Opt
             Err(e) => return Some(Err(err(e))),
         };
         row_grey(row.data(), channels, grey, &mut grey_row);
+        // Not shrunk: every cell is one column.
         if nw == w {
             for (a, &v) in acc.iter_mut().zip(&grey_row) {
                 *a += v as u32;
@@ -562,37 +563,35 @@ fn png_gray(bytes: &[u8], max_side: usize, grey: JpegGrey, strip16: bool) -> Opt
 
 /// One 8-bit PNG row (`channels` per pixel: grey, grey + alpha, RGB or RGBA) as grey
 /// levels, rounded as the image crate's `to_luma8` rounds them (`grey` picks the
-/// weights). Pixels with alpha (and palette entries made transparent by tRNS, which
-/// EXPAND turns into alpha) are shown on white, as `rgb_on_white` shows them.
+/// weights: [`grey709`]'s or [`grey601`]'s, per row into `out`). Pixels with alpha (and
+/// palette entries made transparent by tRNS, which EXPAND turns into alpha) are shown
+/// on white, as `rgb_on_white` shows them.
 fn row_grey(data: &[u8], channels: usize, grey: JpegGrey, out: &mut [u8]) {
-    let rgb = |px: &[u8]| if channels == 4 && px[3] != 255 { [on_white(px[0], px[3]), on_white(px[1], px[3]), on_white(px[2], px[3])] } else { [px[0], px[1], px[2]] };
-    match (channels, grey) {
-        (1, _) => out.copy_from_slice(&data[..out.len()]),
-        (2, _) => {
+    // The weights as a function item, not a pointer: each layout's loop is compiled
+    // once per weighting, with the weights inlined.
+    match grey {
+        JpegGrey::Rec709 => row_grey_with(data, channels, out, luma_u8),
+        JpegGrey::Luma => row_grey_with(data, channels, out, luma601_u8),
+    }
+}
+
+#[inline(always)]
+fn row_grey_with(data: &[u8], channels: usize, out: &mut [u8], luma: impl Fn(u8, u8, u8) -> u32) {
+    match channels {
+        1 => out.copy_from_slice(&data[..out.len()]),
+        2 => {
             for (o, px) in out.iter_mut().zip(data.chunks_exact(2)) {
                 *o = if px[1] != 255 { on_white(px[0], px[1]) } else { px[0] };
             }
         }
-        (3, JpegGrey::Rec709) => {
+        3 => {
             for (o, px) in out.iter_mut().zip(data.chunks_exact(3)) {
-                *o = luma_u8(px[0], px[1], px[2]) as u8;
+                *o = luma(px[0], px[1], px[2]) as u8;
             }
         }
-        (3, JpegGrey::Luma) => {
-            for (o, px) in out.iter_mut().zip(data.chunks_exact(3)) {
-                *o = luma601_u8(px[0], px[1], px[2]) as u8;
-            }
-        }
-        (_, JpegGrey::Rec709) => {
+        _ => {
             for (o, px) in out.iter_mut().zip(data.chunks_exact(channels)) {
-                let [r, g, b] = rgb(px);
-                *o = luma_u8(r, g, b) as u8;
-            }
-        }
-        (_, JpegGrey::Luma) => {
-            for (o, px) in out.iter_mut().zip(data.chunks_exact(channels)) {
-                let [r, g, b] = rgb(px);
-                *o = luma601_u8(r, g, b) as u8;
+                *o = if px[3] != 255 { luma(on_white(px[0], px[3]), on_white(px[1], px[3]), on_white(px[2], px[3])) } else { luma(px[0], px[1], px[2]) } as u8;
             }
         }
     }
