@@ -83,8 +83,22 @@ pub enum Unread {
 /// [`decode_luma_reduced`], saying why there is no picture: damage this decoder found
 /// is told apart from a file it does not handle.
 pub fn decode_luma_checked(bytes: &[u8], factor: u32) -> Result<(Gray, u32, u32), Unread> {
+    decode_luma_seen(bytes, factor).map(|(g, w, h, _)| (g, w, h))
+}
+
+/// [`decode_luma_checked`], also giving how far from neutral grey the chroma the read
+/// passed over is: the largest distance of a chroma block's mean (its DC) from neutral,
+/// in grey levels; `Some(0.0)` for a grey (one-component) frame. A baseline scan codes
+/// every chroma block's DC, which the luma read decodes anyway to find the next block,
+/// so this costs a compare per block. A progressive file gives it from chroma's DC in
+/// an interleaved first DC scan (libjpeg's default script), to 2^Al × the DC step / 8
+/// levels; `None` when chroma's DC comes in scans of its own (skipped unread) or the
+/// frame is not YCbCr or grey. A grey picture saved as a three-component JPEG (as most
+/// tools save one) has every chroma DC at exactly 0: YCbCr's chroma weights sum to 0.
+pub fn decode_luma_seen(bytes: &[u8], factor: u32) -> Result<(Gray, u32, u32, Option<f32>), Unread> {
     let mut damage = None;
-    reduced(bytes, factor, false, &mut damage).map(|(g, w, h, _)| (g, w, h)).ok_or_else(|| damage.map_or(Unread::Unhandled, Unread::Damaged))
+    let mut chroma = None;
+    reduced(bytes, factor, false, &mut damage, &mut chroma).map(|(g, w, h, _)| (g, w, h, chroma)).ok_or_else(|| damage.map_or(Unread::Unhandled, Unread::Damaged))
 }
 
 /// The colour picture of a JPEG at 1/`factor` scale, 8 or 4. At 1/8 every component's
@@ -106,7 +120,7 @@ pub fn decode_rgb_reduced(bytes: &[u8], factor: u32) -> Result<(Vec<u8>, usize, 
         return Err(Unread::Unhandled);
     }
     let mut damage = None;
-    let (y, w, h, chroma) = reduced(bytes, factor, true, &mut damage).ok_or_else(|| damage.map_or(Unread::Unhandled, Unread::Damaged))?;
+    let (y, w, h, chroma) = reduced(bytes, factor, true, &mut damage, &mut None).ok_or_else(|| damage.map_or(Unread::Unhandled, Unread::Damaged))?;
     let mut rgb = Vec::with_capacity(3 * y.px.len());
     match chroma {
         None => {
@@ -203,8 +217,9 @@ impl ChromaPlanes {
 
 /// The reduced picture; `None` with `damage` set when the entropy-coded data is
 /// damaged, `None` alone when the file is not one this decoder handles.
-/// With `colour` (at 1/8 or 1/4), a colour file's chroma pictures too.
-fn reduced(bytes: &[u8], factor: u32, colour: bool, damage: &mut Option<String>) -> Option<(Gray, u32, u32, Option<ChromaPlanes>)> {
+/// With `colour` (at 1/8 or 1/4), a colour file's chroma pictures too. `spread`: how far
+/// from neutral the chroma read is ([`decode_luma_seen`]).
+fn reduced(bytes: &[u8], factor: u32, colour: bool, damage: &mut Option<String>, spread: &mut Option<f32>) -> Option<(Gray, u32, u32, Option<ChromaPlanes>)> {
     if !matches!(factor, 1 | 2 | 4 | 8) || (colour && !matches!(factor, 4 | 8)) {
         return None;
     }
@@ -275,6 +290,7 @@ fn reduced(bytes: &[u8], factor: u32, colour: bool, damage: &mut Option<String>)
                 }
                 let st = prog.as_mut()?;
                 p.i = st.scan(seg, &dc_tables, &ac_tables, &quant, restart, bytes, p.i, damage)?;
+                *spread = st.chroma_spread();
             }
             0xDA => {
                 let f = frame?;
@@ -325,8 +341,16 @@ fn reduced(bytes: &[u8], factor: u32, colour: bool, damage: &mut Option<String>)
                     }
                     _ => None,
                 };
-                return match decode_scan(&f, &scan, &q, factor, restart, data, chroma.as_mut()) {
-                    Ok(g) => Some((g, f.w as u32, f.h as u32, chroma)),
+                let mut peak = [0u32; 3];
+                return match decode_scan(&f, &scan, &q, factor, restart, data, chroma.as_mut(), &mut peak) {
+                    Ok(g) => {
+                        *spread = match f.comps.len() {
+                            1 => Some(0.0),
+                            3 => (1..3).map(|k| quant[f.comps[k].tq as usize].map(|q| peak[k] as f32 * q[0] as f32 / 8.0)).try_fold(0f32, |m, v| v.map(|v| m.max(v))),
+                            _ => None,
+                        };
+                        Some((g, f.w as u32, f.h as u32, chroma))
+                    }
                     Err(d) => {
                         *damage = Some(d);
                         None
@@ -403,6 +427,9 @@ struct Progressive {
     /// (colour picture, [`decode_rgb_reduced`]) luma and both chroma components. Scans
     /// of the others are read (an interleaved DC scan) or skipped, never kept.
     comps: Vec<ProgComp>,
+    /// Per chroma component (Cb, Cr), the largest |DC| of its blocks in levels, from an
+    /// interleaved first DC scan ([`decode_luma_seen`]); `None` until one is read.
+    chroma_peak: [Option<f32>; 2],
 }
 
 /// One kept component's coefficients and progress through the file's scans.
@@ -447,7 +474,7 @@ impl Progressive {
         if colour {
             comps.extend(f.comps[1..].iter().map(|c| ProgComp::new(mcux * c.h * mcuy * c.v, mcux * c.h, per)));
         }
-        Some(Progressive { f, factor, gw, gh, per, comps })
+        Some(Progressive { f, factor, gw, gh, per, comps, chroma_peak: [None; 2] })
     }
 
     /// Reads (or skips) one scan whose header is `seg` and whose data starts at
@@ -525,6 +552,8 @@ impl Progressive {
         }
         let mut bits = Bits { d: bytes.get(start..)?, i: 0, acc: 0, n: 0, pad: 0, marker: None };
         let mut pred = [0i32; 4];
+        // Largest |DC| (shifted by the point transform) per scan component.
+        let mut peak = [0u32; 4];
         let mut eobrun = 0u32;
         let per = self.per;
         // Blocks per MCU of an interleaved scan (the bits of a DC refinement MCU).
@@ -616,6 +645,8 @@ impl Progressive {
                                 if dc_block(&mut bits, tables[k], &mut pred[k], ah, al, keep).is_none() {
                                     return hurt(BAD_CODE, u);
                                 }
+                                // Every component's (no branch): only chroma's is used.
+                                peak[k] = peak[k].max(pred[k].unsigned_abs());
                             }
                         }
                     }
@@ -630,7 +661,27 @@ impl Progressive {
             *damage = Some(format!("{extra} extraneous bytes after the last unit of a progressive {kind} scan"));
             return None;
         }
+        // A first DC scan holding chroma: its DC values are known to 2^Al steps.
+        if dc && ah == 0 && !single {
+            for k in 0..ns {
+                let c = idx[k];
+                if let (1..=2, Some(q)) = (c, quant[f.comps[c].tq as usize]) {
+                    let v = peak[k] as f32 * (1u32 << al) as f32 * q[0] as f32 / 8.0;
+                    self.chroma_peak[c - 1] = Some(self.chroma_peak[c - 1].map_or(v, |m| m.max(v)));
+                }
+            }
+        }
         next_marker(bytes, start + bits.i)
+    }
+
+    /// How far from neutral chroma is, as far as the scans read so far show
+    /// ([`decode_luma_seen`]).
+    fn chroma_spread(&self) -> Option<f32> {
+        match self.f.comps.len() {
+            1 => Some(0.0),
+            3 => Some(self.chroma_peak[0]?.max(self.chroma_peak[1]?)),
+            _ => None,
+        }
     }
 
     /// The picture from the coefficients gathered, once the file's EOI is reached. When
@@ -1774,7 +1825,8 @@ const ENDS_EARLY: &str = "data ends early";
 /// and where the data is damaged.
 /// `chroma` (a colour frame's picture at 1/8 or 1/4): its planes get each chroma
 /// block's DC level or quadrant means.
-fn decode_scan(f: &Frame, scan: &[(&Huffman, &Huffman)], q: &[u16; 64], factor: u32, restart: usize, data: &[u8], mut chroma: Option<&mut ChromaPlanes>) -> Result<Gray, String> {
+#[allow(clippy::too_many_arguments)]
+fn decode_scan(f: &Frame, scan: &[(&Huffman, &Huffman)], q: &[u16; 64], factor: u32, restart: usize, data: &[u8], mut chroma: Option<&mut ChromaPlanes>, peak: &mut [u32; 3]) -> Result<Gray, String> {
     let (hmax, vmax) = (f.comps[0].h, f.comps[0].v);
     // A single-component scan is not interleaved: its MCU is one block, whatever the
     // sampling factors say (T.81 A.2.2).
@@ -1821,6 +1873,9 @@ fn decode_scan(f: &Frame, scan: &[(&Huffman, &Huffman)], q: &[u16; 64], factor: 
                         if !matches!(read, Some(k) if k <= 64) {
                             return Err(hurt(BAD_CODE, my, mx));
                         }
+                        // Every component's (no branch): chroma's says whether the
+                        // picture holds colour (`decode_luma_seen`).
+                        peak[c] = peak[c].max(pred[c].unsigned_abs());
                         if c == 0 {
                             let (bx, by) = (mx * yh + h, my * yv + v);
                             match &cells {
@@ -2052,8 +2107,9 @@ mod tests {
     /// first pass in two bands, then refinement scans), one of them with
     /// `restart_marker_blocks=5`. Same encoder, same settings: the same quantised
     /// coefficients, so the pictures must be identical. Written by
-    /// tests/fixtures/progressive/make_fixtures.py (225 KB in all).
-    const PROGRESSIVE_TWINS: [&str; 5] = ["chelsea_420", "coffee_422", "astronaut_444", "camera_grey", "rocket_420_rst5"];
+    /// tests/fixtures/progressive/make_fixtures.py (261 KB in all). `camera_greyrgb_420`
+    /// is a grey picture saved in three components.
+    const PROGRESSIVE_TWINS: [&str; 6] = ["chelsea_420", "coffee_422", "astronaut_444", "camera_grey", "camera_greyrgb_420", "rocket_420_rst5"];
 
     fn fixture(name: &str) -> Vec<u8> {
         std::fs::read(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/progressive").join(name)).unwrap()
@@ -2170,6 +2226,50 @@ mod tests {
                 }
                 assert_colour_close(&name, &p, 4.0);
                 assert_matches_full_decode(&name, &p);
+            }
+        }
+    }
+
+    /// The chroma spread the luma read passes on (`decode_luma_seen`): far from neutral
+    /// for colour photos at every scale, baseline or progressive; exactly 0 for a grey
+    /// frame and for a grey picture saved in three components; `None` where a
+    /// progressive file's chroma DC comes in scans of its own, which are skipped.
+    #[test]
+    fn chroma_spread_tells_grey_pictures_from_colour_ones() {
+        use jpeg_encoder::ColorType;
+        let spread = |b: &[u8], f: u32| decode_luma_seen(b, f).unwrap().3;
+        for name in PROGRESSIVE_TWINS {
+            for kind in ["baseline", "progressive"] {
+                let b = fixture(&format!("{name}_{kind}.jpg"));
+                for f in [8, 4, 2, 1] {
+                    let s = spread(&b, f);
+                    if name.starts_with("camera_grey") {
+                        assert_eq!(s, Some(0.0), "{name} {kind} at 1/{f}");
+                    } else {
+                        assert!(s.is_some_and(|s| s > 10.0), "{name} {kind} at 1/{f}: {s:?}");
+                    }
+                }
+            }
+        }
+        // jpeg-encoder: its baseline scans interleave every component; its progressive
+        // ones send each component's DC alone. A grey picture with a red square of
+        // 24 px (less than two 4:2:0 chroma blocks) in its lower right corner is colour.
+        let (rgb, w, h) = rgb_of("camera.png");
+        let grey: Vec<u8> = crate::grey601(&rgb, 3).into_iter().flat_map(|v| [v, v, v]).collect();
+        let mut marked = grey.clone();
+        for y in h as usize - 30..h as usize - 6 {
+            for x in w as usize - 30..w as usize - 6 {
+                marked[3 * (y * w as usize + x)..][..3].copy_from_slice(&[200, 30, 30]);
+            }
+        }
+        let (photo, pw, ph) = rgb_of("chelsea.png");
+        for (pixels, w, h, colour) in [(&grey, w, h, false), (&marked, w, h, true), (&photo, pw, ph, true)] {
+            let b = encode(pixels, w, h, |_| {}, ColorType::Rgb);
+            let p = encode(pixels, w, h, |e| e.set_progressive(true), ColorType::Rgb);
+            for f in [8, 4, 1] {
+                let s = spread(&b, f).unwrap();
+                assert_eq!(s > 10.0, colour, "colour {colour} at 1/{f}: {s}");
+                assert_eq!(spread(&p, f), None, "own chroma DC scans at 1/{f}");
             }
         }
     }

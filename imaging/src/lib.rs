@@ -94,12 +94,61 @@ pub fn decode_gray_as(bytes: &[u8], max_side: usize, grey: JpegGrey) -> Result<(
     decode_gray_seen(bytes, max_side, grey).map(|(r, _)| r)
 }
 
+/// What [`decode_gray_seen`] saw besides the picture.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Seen {
+    /// Damage a JPEG's luma read found in its entropy-coded data (see
+    /// [`decode_gray_seen`]).
+    pub damage: Option<String>,
+    /// Whether the picture holds colour: `Some(false)` when every chroma value the
+    /// decode had in hand is within [`GREY_LEVELS`] of neutral grey (a grey file; a
+    /// grey picture saved as RGB, palette or three-component JPEG), `Some(true)` when one
+    /// is not, `None` where the decode did not see chroma (a progressive JPEG whose
+    /// chroma DC comes in scans of its own, the fallback decoders' JPEGs, 16-bit PNGs).
+    /// Dedup's keep rule puts copies without colour after those with it.
+    pub colour: Option<bool>,
+}
+
+/// Grey levels a chroma value may stray from neutral in a picture without colour
+/// ([`Seen::colour`]): a grey picture converted to YCbCr has chroma at exactly neutral
+/// (JPEG's and WebP's chroma weights sum to 0), and its lossy WebP decodes to channels
+/// a level or so apart; a photo holds blocks (JPEG: a chroma block's mean) tens of
+/// levels from neutral.
+pub const GREY_LEVELS: f32 = 3.0;
+
+/// The largest distance of a pixel's R or B from its G, in levels, of interleaved 8-bit
+/// pixels whose first three channels are R, G, B; with alpha (four channels) as shown
+/// on white (scaled by the alpha). Stops at the first pixel over [`GREY_LEVELS`]: only
+/// whether there is colour is wanted, and a photo shows it in its first pixels.
+fn rgb_spread(px: &[u8], channels: usize) -> f32 {
+    let limit = GREY_LEVELS as u32;
+    let mut peak = 0u32;
+    // Runs of pixels at a time: the max over a run vectorises; the test between runs
+    // stops a colour picture early.
+    for run in px.chunks(channels * 256) {
+        let m = match channels {
+            3 => run.chunks_exact(3).map(|c| c[0].abs_diff(c[1]).max(c[2].abs_diff(c[1])) as u32).max().unwrap_or(0),
+            _ => run.chunks_exact(channels).map(|c| (c[0].abs_diff(c[1]).max(c[2].abs_diff(c[1])) as u32 * c[3] as u32 + 127) / 255).max().unwrap_or(0),
+        };
+        peak = peak.max(m);
+        if peak > limit {
+            break;
+        }
+    }
+    peak as f32
+}
+
+/// [`Seen::colour`] from the largest chroma distance a decode saw.
+fn colour_of(spread: Option<f32>) -> Option<bool> {
+    spread.map(|s| s > GREY_LEVELS)
+}
+
 /// [`decode_gray_as`], also giving the damage that a JPEG's luma read ([`jpeg_dc`]: at
 /// 1/2, 1/4 or 1/8 from 2× `max_side`, at full size below) showed in its entropy-coded
 /// data: the picture is then the full decoders', which read through damage. `None`
 /// where the file was read another way (no check is made for it: see
 /// [`decode_jpeg_gray_fast`] for one that always checks).
-pub fn decode_gray_seen(bytes: &[u8], max_side: usize, grey: JpegGrey) -> Result<((Gray, u32, u32, u32), Option<String>), DecodeError> {
+pub fn decode_gray_seen(bytes: &[u8], max_side: usize, grey: JpegGrey) -> Result<((Gray, u32, u32, u32), Seen), DecodeError> {
     let mut damage = None;
     if is_jpeg(bytes) {
         // Where jpeg-decoder's DCT-domain scaler can cut by 4 or 8 it wins; at 1/2 its
@@ -111,13 +160,13 @@ pub fn decode_gray_seen(bytes: &[u8], max_side: usize, grey: JpegGrey) -> Result
         // enough, and jpeg_dc's is the cheapest decode there is (so only for `Luma`).
         if grey == JpegGrey::Luma {
             match reduced_luma(bytes, long, max_side) {
-                Ok(r) => return Ok((r, None)),
+                Ok((r, spread)) => return Ok((r, Seen { damage: None, colour: colour_of(spread) })),
                 // Below 2× `max_side`: jpeg_dc's full-size luma, whose read is the check
                 // and which costs what zune-jpeg's decode does on such small files
                 // (session 21, `m6-decode-bench` modes `full` and `zune_luma_full` on 141
                 // JPEGs of 128-255 px at 128 px: 0.057 against 0.048-0.057 ms).
                 Err(None) if long > 0 && long < 2 * max_side => match full_luma(bytes, max_side) {
-                    Ok((g, w, h)) => return Ok(((g, w, h, 1), None)),
+                    Ok((g, w, h, spread)) => return Ok(((g, w, h, 1), Seen { damage: None, colour: colour_of(spread) })),
                     Err(jpeg_dc::Unread::Damaged(d)) => damage = Some(d),
                     Err(jpeg_dc::Unread::Unhandled) => {}
                 },
@@ -127,7 +176,7 @@ pub fn decode_gray_seen(bytes: &[u8], max_side: usize, grey: JpegGrey) -> Result
         let big = long >= 4 * max_side;
         let r = if big { decode_jpeg_scaled_as(bytes, max_side, grey) } else { decode_jpeg_full(bytes, max_side, 4 * max_side, grey) };
         if let Ok(r) = r {
-            return Ok((r, damage));
+            return Ok((r, Seen { damage, colour: None }));
         }
         // Fall through: the image crate's decoder forgives more broken files.
     }
@@ -136,8 +185,8 @@ pub fn decode_gray_seen(bytes: &[u8], max_side: usize, grey: JpegGrey) -> Result
     // RSS 182 -> 138 MiB, CPU about 1% less). Errors fall through to the image crate,
     // as for JPEG, and so do 16-bit PNGs, so that the picture stays the one the image
     // crate's decode gives.
-    if let Some(Ok((g, w, h))) = png_gray(bytes, max_side, grey, false) {
-        return Ok(((g, w, h, 1), None));
+    if let Some(Ok((g, w, h, colour))) = png_gray(bytes, max_side, grey, false, true) {
+        return Ok(((g, w, h, 1), Seen { damage: None, colour }));
     }
     let img = load(bytes).map_err(|e| DecodeError::Decode(e.to_string()))?;
     let (w, h) = (img.width(), img.height());
@@ -151,8 +200,14 @@ pub fn decode_gray_seen(bytes: &[u8], max_side: usize, grey: JpegGrey) -> Result
     // 8-bit RGB(A) — PNG screenshots, mostly — to grey in fixed point: the image
     // crate's conversion goes through floats and a libm round per pixel, which cost
     // more than inflating the PNG.
+    let colour = match &img {
+        image::DynamicImage::ImageLuma8(_) | image::DynamicImage::ImageLuma16(_) => Some(false),
+        image::DynamicImage::ImageRgb8(rgb) => colour_of(Some(rgb_spread(rgb.as_raw(), 3))),
+        _ => None,
+    };
+    let seen = Seen { damage, colour };
     let grey = match (&img, grey) {
-        (image::DynamicImage::ImageLuma8(g), _) => return Ok(((shrink_u8(g.as_raw(), w as usize, h as usize, max_side), w, h, 1), damage)),
+        (image::DynamicImage::ImageLuma8(g), _) => return Ok(((shrink_u8(g.as_raw(), w as usize, h as usize, max_side), w, h, 1), seen)),
         (image::DynamicImage::ImageRgb8(rgb), JpegGrey::Rec709) => grey709(rgb.as_raw(), 3),
         (image::DynamicImage::ImageRgba8(rgba), JpegGrey::Rec709) => grey709(rgba.as_raw(), 4),
         (other, JpegGrey::Rec709) => other.to_luma8().into_raw(),
@@ -160,7 +215,7 @@ pub fn decode_gray_seen(bytes: &[u8], max_side: usize, grey: JpegGrey) -> Result
         (image::DynamicImage::ImageRgba8(rgba), JpegGrey::Luma) => grey601(rgba.as_raw(), 4),
         (other, JpegGrey::Luma) => grey601(other.to_rgb8().as_raw(), 3),
     };
-    Ok(((shrink_u8(&grey, w as usize, h as usize, max_side), w, h, 1), damage))
+    Ok(((shrink_u8(&grey, w as usize, h as usize, max_side), w, h, 1), seen))
 }
 
 /// BT.709 grey (the image crate's weights) of interleaved 8-bit pixels whose first
@@ -478,11 +533,13 @@ pub fn decode_png_gray(bytes: &[u8], max_side: usize) -> Option<Result<(Gray, u3
 /// division); 16-bit ones are cut to 8 bits by dropping the low byte, where the image
 /// crate rounds (up to one grey level apart).
 pub fn decode_png_gray_as(bytes: &[u8], max_side: usize, grey: JpegGrey) -> Option<Result<(Gray, u32, u32), DecodeError>> {
-    png_gray(bytes, max_side, grey, true)
+    png_gray(bytes, max_side, grey, true, false).map(|r| r.map(|(g, w, h, _)| (g, w, h)))
 }
 
-/// The body of [`decode_png_gray_as`]; `None` for 16-bit PNGs unless `strip16`.
-fn png_gray(bytes: &[u8], max_side: usize, grey: JpegGrey, strip16: bool) -> Option<Result<(Gray, u32, u32), DecodeError>> {
+/// The body of [`decode_png_gray_as`]; `None` for 16-bit PNGs unless `strip16`. With
+/// `check_colour`, also [`Seen::colour`]: `Some(false)` for a grey PNG, and for an
+/// RGB(A) or palette one whose shown pixels all are grey (without, `None`).
+fn png_gray(bytes: &[u8], max_side: usize, grey: JpegGrey, strip16: bool, check_colour: bool) -> Option<Result<(Gray, u32, u32, Option<bool>), DecodeError>> {
     if !bytes.starts_with(b"\x89PNG\r\n\x1a\n") {
         return None;
     }
@@ -527,12 +584,17 @@ fn png_gray(bytes: &[u8], max_side: usize, grey: JpegGrey, strip16: bool) -> Opt
     // runs (one indexed add per pixel, through a column-to-cell table, was a sixth of
     // the filter's CPU on scikit-image's PNGs).
     let mut grey_row = vec![0u8; w];
+    // Rows are checked for colour until one shows it (a grey picture's, all of them).
+    let mut colour = false;
     for y in 0..h {
         let row = match r.next_row() {
             Ok(Some(row)) => row,
             Ok(None) => return Some(Err(DecodeError::Decode(format!("PNG ends after {y} of {h} rows")))),
             Err(e) => return Some(Err(err(e))),
         };
+        if check_colour && channels > 2 && !colour {
+            colour = rgb_spread(&row.data()[..channels * w], channels) > GREY_LEVELS;
+        }
         row_grey(row.data(), channels, grey, &mut grey_row);
         // Not shrunk: every cell is one column.
         if nw == w {
@@ -558,7 +620,7 @@ fn png_gray(bytes: &[u8], max_side: usize, grey: JpegGrey, strip16: bool) -> Opt
             }
         }
     }
-    Some(Ok((Gray { w: nw, h: nh, px: out }, w as u32, h as u32)))
+    Some(Ok((Gray { w: nw, h: nh, px: out }, w as u32, h as u32, check_colour.then_some(colour))))
 }
 
 /// One 8-bit PNG row (`channels` per pixel: grey, grey + alpha, RGB or RGBA) as grey
@@ -710,7 +772,8 @@ fn decode_into_grey(d: &mut zune_jpeg::JpegDecoder<zune_core::bytestream::ZCurso
 /// files (the 26 photos ×4 saved progressive by Pillow), where a full decode costs
 /// most: at 2048 px 1.4 ms at 1/8 against zune-jpeg's 24.9, at 1536 px 6.6 ms at 1/4
 /// against 14.7.
-fn reduced_luma(bytes: &[u8], long: usize, max_side: usize) -> Result<(Gray, u32, u32, u32), Option<String>> {
+/// Also the chroma spread the read saw (`jpeg_dc::decode_luma_seen`).
+fn reduced_luma(bytes: &[u8], long: usize, max_side: usize) -> Result<((Gray, u32, u32, u32), Option<f32>), Option<String>> {
     let factor = if long >= 8 * max_side {
         8
     } else if long >= 4 * max_side {
@@ -725,8 +788,8 @@ fn reduced_luma(bytes: &[u8], long: usize, max_side: usize) -> Result<(Gray, u32
     if long / factor as usize > 16 * max_side {
         return Err(None);
     }
-    match jpeg_dc::decode_luma_checked(bytes, factor) {
-        Ok((g, w, h)) => Ok((jpeg_dc::shrink_reduced(&g, w, h, max_side, factor), w, h, factor)),
+    match jpeg_dc::decode_luma_seen(bytes, factor) {
+        Ok((g, w, h, spread)) => Ok(((jpeg_dc::shrink_reduced(&g, w, h, max_side, factor), w, h, factor), spread)),
         Err(jpeg_dc::Unread::Damaged(d)) => Err(Some(d)),
         Err(jpeg_dc::Unread::Unhandled) => Err(None),
     }
@@ -734,10 +797,10 @@ fn reduced_luma(bytes: &[u8], long: usize, max_side: usize) -> Result<(Gray, u32
 
 /// jpeg_dc's full-size luma of a JPEG, box-shrunk to `max_side` as a decoder's 8-bit
 /// pixels are ([`shrink_u8`]): the picture, and the damage check, of JPEGs under 2×
-/// `max_side`. Returns the picture and the full size.
-fn full_luma(bytes: &[u8], max_side: usize) -> Result<(Gray, u32, u32), jpeg_dc::Unread> {
-    let (g, w, h) = jpeg_dc::decode_luma_checked(bytes, 1)?;
-    Ok((shrink_u8(&jpeg_dc::levels_u8(&g.px), g.w, g.h, max_side), w, h))
+/// `max_side`. Returns the picture, the full size and the chroma spread the read saw.
+fn full_luma(bytes: &[u8], max_side: usize) -> Result<(Gray, u32, u32, Option<f32>), jpeg_dc::Unread> {
+    let (g, w, h, spread) = jpeg_dc::decode_luma_seen(bytes, 1)?;
+    Ok((shrink_u8(&jpeg_dc::levels_u8(&g.px), g.w, g.h, max_side), w, h, spread))
 }
 
 /// JPEG to the grey work picture for a caller that wants the cheapest decode at
@@ -764,7 +827,7 @@ pub fn decode_jpeg_gray_fast(bytes: &[u8], max_side: usize, check_damage: bool) 
     }
     let long = w.max(h) as usize;
     match reduced_luma(bytes, long, max_side) {
-        Ok((g, w, h, _)) => return Some(Ok((g, w, h))),
+        Ok(((g, w, h, _), _)) => return Some(Ok((g, w, h))),
         Err(Some(d)) if check_damage => return Some(Err(DecodeError::Damaged(d))),
         // Too small to be read at 1/2: jpeg_dc's full-size luma, whose read is the
         // check. A 1/8 read before zune-jpeg's decode cost the same on small files
@@ -776,7 +839,7 @@ pub fn decode_jpeg_gray_fast(bytes: &[u8], max_side: usize, check_damage: bool) 
         // zune-jpeg's), box-shrunk as zune-jpeg's were.
         // Files jpeg_dc does not handle go to the full decoders, whose verdict stands.
         Err(None) if check_damage && long < 2 * max_side => match full_luma(bytes, max_side) {
-            Ok(r) => return Some(Ok(r)),
+            Ok((g, w, h, _)) => return Some(Ok((g, w, h))),
             Err(jpeg_dc::Unread::Damaged(d)) => return Some(Err(DecodeError::Damaged(d))),
             Err(jpeg_dc::Unread::Unhandled) => {}
         },
@@ -1310,6 +1373,54 @@ mod tests {
         let whole = riff(&[(b"VP8X", &[0; 10]), (b"VP8L", &[0; 20])]);
         assert_eq!(lossless(&whole), Some(true));
         assert_eq!(lossless(&whole[..34]), None, "the bitstream's chunk header is cut off");
+    }
+
+    /// [`Seen::colour`] on every decode path: a grey picture is `Some(false)` in every
+    /// layout it can be stored in (grey, grey + alpha, RGB, RGBA with colour only under
+    /// transparent pixels, BMP, GIF, lossless WebP, three-component JPEG at full size
+    /// and at 1/4), and the same picture with a 12 px red square near its lower right
+    /// corner is `Some(true)` (so rows are checked past the first ones).
+    #[test]
+    fn colour_is_told_on_every_decode_path() {
+        use image::{DynamicImage as D, ImageFormat as F};
+        let side = 64;
+        for (w, h) in [(300u32, 200u32), (100, 80)] {
+            let grey = image::RgbaImage::from_fn(w, h, |x, y| {
+                let v = ((x * 255 / w + y * 64 / h) % 256) as u8;
+                // Colour where nothing shows: transparent pixels.
+                if x < 8 && y < 8 { image::Rgba([250, 10, 10, 0]) } else { image::Rgba([v, v, v, 255]) }
+            });
+            let mut marked = grey.clone();
+            for y in h - 20..h - 8 {
+                for x in w - 20..w - 8 {
+                    marked.put_pixel(x, y, image::Rgba([200, 30, 30, 255]));
+                }
+            }
+            for (pic, colour) in [(&grey, false), (&marked, true)] {
+                let opaque = D::ImageRgb8(rgb_on_white(D::ImageRgba8(pic.clone())));
+                let mut files: Vec<(&str, Vec<u8>)> = vec![];
+                let mut put = |what: &'static str, img: &D, f: F| {
+                    let mut buf = std::io::Cursor::new(vec![]);
+                    img.write_to(&mut buf, f).unwrap();
+                    files.push((what, buf.into_inner()));
+                };
+                put("rgba png", &D::ImageRgba8(pic.clone()), F::Png);
+                put("rgb png", &opaque, F::Png);
+                put("bmp", &opaque, F::Bmp);
+                put("gif", &opaque, F::Gif);
+                put("lossless webp", &opaque, F::WebP);
+                put("jpeg", &opaque, F::Jpeg);
+                if !colour {
+                    put("grey png", &D::ImageLuma8(opaque.to_luma8()), F::Png);
+                    put("grey + alpha png", &D::ImageLumaA8(D::ImageRgba8(pic.clone()).to_luma_alpha8()), F::Png);
+                }
+                for (what, bytes) in files {
+                    let ((_, fw, fh, _), seen) = decode_gray_seen(&bytes, side, JpegGrey::Luma).unwrap();
+                    assert_eq!((fw, fh), (w, h));
+                    assert_eq!(seen.colour, Some(colour), "{what} {w}x{h}");
+                }
+            }
+        }
     }
 
     /// Two frames that are whole make an animation; a still GIF, a GIF cut inside or

@@ -149,9 +149,9 @@ pub fn sign_gray(g: &Gray, width: u32, height: u32, decode_scale: u32) -> ImageS
 /// phone photo and a copy of it that was rotated when re-encoded (and lost its EXIF,
 /// as CDNs serve them) get the same signature.
 pub fn sign(bytes: &[u8]) -> Result<ImageSig, HashError> {
-    let ((g, w, h, scale), damage) = m6_imaging::decode_gray_seen(bytes, WORK_SIDE, JpegGrey::Luma)?;
+    let ((g, w, h, scale), seen) = m6_imaging::decode_gray_seen(bytes, WORK_SIDE, JpegGrey::Luma)?;
     let (g, w, h) = shown(bytes, g, w, h);
-    Ok(ImageSig { damaged: damage.is_some(), lossless: m6_imaging::lossless(bytes), ..sign_gray(&g, w, h, scale) })
+    Ok(ImageSig { damaged: seen.damage.is_some(), lossless: m6_imaging::lossless(bytes), ..sign_gray(&g, w, h, scale) })
 }
 
 /// A decoded picture and its full size turned as `bytes`' EXIF orientation says.
