@@ -78,7 +78,8 @@ pub fn encode_payload(exact: u64, sig: Option<&ImageSig>, flawed: bool, caption:
     // The upper half holds a lossless file's sharpness, the finest measure of its
     // pixels the body has room for (`picture_key`).
     let lossless = sig.and_then(|s| s.lossless.map(|colour| 4 | (colour as u64) << 3 | (s.sharpness.to_bits() as u64) << 32)).unwrap_or(0);
-    out.extend_from_slice(&(sig.is_some() as u64 | (flawed as u64) << 1 | lossless).to_le_bytes());
+    let grey = sig.is_some_and(|s| s.grey) as u64;
+    out.extend_from_slice(&(sig.is_some() as u64 | (flawed as u64) << 1 | lossless | grey << GREY_BIT).to_le_bytes());
     out.extend_from_slice(&caption.to_le_bytes());
     out.extend_from_slice(&sig.map_or(0.0, |s| s.aspect).to_le_bytes());
     out.extend_from_slice(&sig.map_or(0.0, |s| s.frame_pixels).to_le_bytes());
@@ -107,10 +108,12 @@ pub fn hashes(p: &[u8]) -> [u64; WINDOWS] {
 }
 
 /// The payload's flags word: bit 0 decoded, bit 1 flawed, bit 2 lossless, bit 3 the
-/// lossless file stores colour, bits 32-63 its sharpness (f32 bits). Bodies written
-/// before the flawed bit (same signature format) hold 0 or 1 there, which reads as
-/// "not flawed" and "not lossless": such a body only loses the keep rule's
-/// preferences for whole copies and for the smaller of lossless files.
+/// lossless file stores colour, bit 4 ([`GREY_BIT`]) the picture holds no colour, bits
+/// 32-63 a lossless file's sharpness (f32 bits). Bodies written before the flawed bit
+/// or the grey bit (same signature format) hold 0 there, which reads as "not flawed",
+/// "not lossless" and "not known to be grey": such a body only loses the keep rule's
+/// preferences for whole copies, for the smaller of lossless files and for colour.
+/// (So `--against` datasets signed before need no new signing.)
 pub fn decoded(p: &[u8]) -> bool {
     u64_at(p, 16) & 1 == 1
 }
@@ -121,6 +124,16 @@ pub fn decoded(p: &[u8]) -> bool {
 /// when it has no other kind.
 pub fn flawed(p: &[u8]) -> bool {
     u64_at(p, 16) & 2 != 0
+}
+
+/// Bit of the flags word set when the decode saw that the picture holds no colour
+/// (`ImageSig::grey`).
+const GREY_BIT: u32 = 4;
+
+/// Whether the image's decode saw that it holds no colour (`ImageSig::grey`): the keep
+/// rule puts it after copies in colour.
+pub fn grey(p: &[u8]) -> bool {
+    u64_at(p, 16) >> GREY_BIT & 1 != 0
 }
 
 /// The area inside bars and padding in source pixels, when the body records it.
@@ -145,7 +158,9 @@ pub fn thumb(p: &[u8]) -> &[u8] {
 /// (dithering moves the sharpness), gets another key. `None` for a lossy or
 /// undecoded file.
 pub fn picture_key(p: &[u8]) -> Option<u64> {
-    let flags = u64_at(p, 16);
+    // The grey bit is left out: it follows from the pixels the key already holds, and
+    // bodies signed before it have it at 0.
+    let flags = u64_at(p, 16) & !(1 << GREY_BIT);
     if flags & 5 != 5 {
         return None;
     }
@@ -1692,7 +1707,7 @@ mod tests {
 
     /// The payload of a drawn picture (cut by `c`) under exact key `key`, with no hashes.
     fn payload(key: u64, c: Crop, f: fn(f32, f32) -> f32) -> Vec<u8> {
-        let sig = ImageSig { hashes: [0; WINDOWS], thumb: draw(c, f), aspect: aspect_of(c), frame_pixels: 10_000.0, width: 100, height: 100, decode_scale: 1, sharpness: 0.0, damaged: false, lossless: None };
+        let sig = ImageSig { hashes: [0; WINDOWS], thumb: draw(c, f), aspect: aspect_of(c), frame_pixels: 10_000.0, width: 100, height: 100, decode_scale: 1, sharpness: 0.0, damaged: false, lossless: None, grey: false };
         let mut out = vec![];
         encode_payload(key, Some(&sig), false, 0, &mut out);
         out

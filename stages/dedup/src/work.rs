@@ -841,6 +841,8 @@ struct Facts {
     /// Not cut off, animated or over `keep_max_pixels` (`image_verify::flawed`);
     /// documents always.
     whole: bool,
+    /// Images and pairs: the decode saw no colour in the picture (`image_verify::grey`).
+    grey: bool,
 }
 
 /// Images and pairs under `keep = "longest"`: copies whose areas are within this
@@ -859,17 +861,21 @@ const KEEP_AREA_TOLERANCE: f32 = 0.05;
 /// whole copies, and the picture was lost; nor does a flawed `--against` row take the
 /// place of a whole new copy. v4: of lossless copies of one picture
 /// (`image_verify::picture_key`), the smallest file is kept: by bytes per pixel a BMP
-/// outranked the PNG and WebP of the same pixels.
-pub const KEEP_VERSION: &str = "m6-dedup-keep-v4";
+/// outranked the PNG and WebP of the same pixels. v5: a copy without colour
+/// (`image_verify::grey`) comes after those in colour: a grey PNG of a colour photo
+/// outranked the colour JPEG, its lossless bytes per pixel being more.
+pub const KEEP_VERSION: &str = "m6-dedup-keep-v5";
 
 /// Images and pairs under `longest`: the order among the copies a cluster may keep
 /// (those within [`KEEP_AREA_TOLERANCE`] of its largest area, among its whole copies
-/// when it has any, of those its `--against` rows when it has any): the best copy
-/// (`sign::image_score`) first, the smaller file of lossless copies of one picture
-/// next (`Facts::own`), then the most header pixels, then the id-hash tie.
+/// when it has any, of those its `--against` rows when it has any): copies in colour
+/// before grey ones (`Facts::grey`: a grey copy of a colour photo holds less of it,
+/// however well it is stored; copies whose decode could not tell count as colour),
+/// then the best copy (`sign::image_score`), the smaller file of lossless copies of
+/// one picture next (`Facts::own`), then the most header pixels, then the id-hash tie.
 fn keep_order(a: (u32, &Facts), b: (u32, &Facts)) -> std::cmp::Ordering {
     let (x, y) = (a.1, b.1);
-    y.score.total_cmp(&x.score).then(x.own.total_cmp(&y.own)).then(y.size.cmp(&x.size)).then((x.idhash, a.0).cmp(&(y.idhash, b.0)))
+    x.grey.cmp(&y.grey).then(y.score.total_cmp(&x.score)).then(x.own.total_cmp(&y.own)).then(y.size.cmp(&x.size)).then((x.idhash, a.0).cmp(&(y.idhash, b.0)))
 }
 
 /// Whether row `a` should represent a cluster rather than `b`. A flawed copy (cut
@@ -936,9 +942,9 @@ fn clusters_phase(cfg: &DedupConfig, plan: &Plan, signed: &SignedUnits, pair_pat
     for &g in &nodes {
         bodies.read(g, &mut buf)?;
         let h = RowHeader::decode(&buf);
-        let (area, whole) = match plan.kind {
-            Kind::Document => (h.size as f32, true),
-            _ => (image_verify::frame_pixels(&buf[HEADER..]).unwrap_or(h.size as f32), !image_verify::flawed(&buf[HEADER..])),
+        let (area, whole, grey) = match plan.kind {
+            Kind::Document => (h.size as f32, true, false),
+            _ => (image_verify::frame_pixels(&buf[HEADER..]).unwrap_or(h.size as f32), !image_verify::flawed(&buf[HEADER..]), image_verify::grey(&buf[HEADER..])),
         };
         if plan.kind != Kind::Document {
             if let Some(key) = image_verify::picture_key(&buf[HEADER..]) {
@@ -949,7 +955,7 @@ fn clusters_phase(cfg: &DedupConfig, plan: &Plan, signed: &SignedUnits, pair_pat
                 *best = best.max(h.score);
             }
         }
-        facts.insert(g, Facts { size: h.size, score: h.score, own: h.score, idhash: h.id_hash, area, whole });
+        facts.insert(g, Facts { size: h.size, score: h.score, own: h.score, idhash: h.id_hash, area, whole, grey });
     }
     for (g, key) in pictures {
         facts.get_mut(&g).expect("every node has facts").score = picture_best[&key];

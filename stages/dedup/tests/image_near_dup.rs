@@ -214,10 +214,15 @@ fn kept_after_dedup_with(dir: &std::path::Path, rows: &[Image], threads: usize, 
 /// height, so `longest` cannot tell them apart) of each of four photos, made by
 /// `better` and `worse`, every `better` one is kept, whichever id hashes lower.
 fn assert_keeps_the_better_copy(better: impl Fn(&DynamicImage) -> Vec<u8>, worse: impl Fn(&DynamicImage) -> Vec<u8>, what: &str) {
+    assert_keeps_the_better_copy_of(&["astronaut.png", "coffee.png", "chelsea.png", "camera.png"], better, worse, what)
+}
+
+/// [`assert_keeps_the_better_copy`] over the photos `names`.
+fn assert_keeps_the_better_copy_of(names: &[&str], better: impl Fn(&DynamicImage) -> Vec<u8>, worse: impl Fn(&DynamicImage) -> Vec<u8>, what: &str) {
     let tmp = tempfile::tempdir().unwrap();
     let mut rows: Vec<Image> = vec![];
     let mut want = vec![];
-    for name in ["astronaut.png", "coffee.png", "chelsea.png", "camera.png"] {
+    for &name in names {
         let img = photo(name);
         let good = image_row("better", &format!("{name}:better"), better(&img));
         let bad = image_row("worse", &format!("{name}:worse"), worse(&img));
@@ -265,6 +270,21 @@ fn lossless_copies_of_the_same_pixels_keep_the_smallest_file() {
         ];
         assert_eq!(kept_after_dedup(tmp.path(), &rows, 2), [rows[0].id.clone()], "{name}: a grey copy was kept instead of the colour PNG");
     }
+}
+
+/// A copy in colour is kept over a grey copy of the same size, whatever the files: a
+/// grey PNG (colour type grey, or RGB holding grey) outranked the colour JPEG of the
+/// same photo by its lossless bytes per pixel, and a grey JPEG q95 in three components
+/// (as most tools save grey) outranks a colour q75 one by its bytes. Copies of a grey
+/// photo (camera.png) still keep the better file.
+#[test]
+fn colour_copies_are_kept_over_grey_ones() {
+    let grey = |img: &DynamicImage| DynamicImage::ImageLuma8(img.to_luma8());
+    let photos = ["astronaut.png", "coffee.png", "chelsea.png", "rocket.jpg"];
+    assert_keeps_the_better_copy_of(&photos, |img| jpeg(img, 85), |img| png(&grey(img)), "a grey PNG was kept instead of the colour JPEG");
+    assert_keeps_the_better_copy_of(&photos, |img| jpeg(img, 85), |img| png(&grey(img).to_rgb8().into()), "an RGB PNG of grey was kept instead of the colour JPEG");
+    assert_keeps_the_better_copy_of(&photos, |img| jpeg(img, 75), |img| jpeg(&grey(img), 95), "a grey JPEG q95 was kept instead of the colour q75");
+    assert_keeps_the_better_copy_of(&["camera.png"], |img| png(&grey(img)), |img| jpeg(img, 85), "of a grey photo, the JPEG was kept instead of the PNG");
 }
 
 /// Of equal-sized JPEG copies the least compressed is kept: sharpness alone kept the q40
