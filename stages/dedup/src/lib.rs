@@ -76,10 +76,11 @@ pub enum Shingle {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum KeepRule {
-    /// The longest text (documents: characters; images and pairs: pixel count, then
-    /// the best copy by `sign::image_score`: bytes per pixel of a lossy file, and
-    /// sharpness; of lossless copies of the same pixels, the smallest file); ties go to
-    /// the smallest id hash, so the choice does not depend on sharding.
+    /// The longest text (documents: characters; images and pairs: pixel count inside
+    /// bars and padding, then copies in colour before grey ones, then the best copy by
+    /// `sign::image_score`: bytes per pixel of a lossy file, and sharpness; of lossless
+    /// copies of the same pixels, the smallest file); ties go to the smallest id hash,
+    /// so the choice does not depend on sharding.
     Longest,
     /// The shortest text / smallest image; same tie rule.
     Shortest,
