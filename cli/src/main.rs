@@ -502,6 +502,12 @@ fn print_summary(s: &RunSummary, output: &Path, json: bool) -> Result<()> {
         if let Some(n) = properties.get("ingest.skipped_files") {
             println!("  ingest.skipped_files: {n} (examples under ingest.skipped_examples in the manifest)");
         }
+        if let Some(serde_json::Value::Object(kinds)) = properties.get("ingest.skipped_extensions") {
+            if !kinds.is_empty() {
+                let kinds: Vec<String> = kinds.iter().map(|(e, n)| format!("{} {n}", if e.is_empty() { "(no extension)" } else { e })).collect();
+                println!("  ingest.skipped_extensions: {}", kinds.join(", "));
+            }
+        }
     }
     Ok(())
 }

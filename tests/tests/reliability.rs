@@ -284,6 +284,18 @@ fn files_ingest_does_not_read_are_warned_about_and_counted() {
     assert_eq!(j["rows_out"], 20, "{j}");
     let text = m6_ok(&["ingest", "--input", s(&input), "--output", s(&t.path().join("docs-text")), "--quiet"]);
     assert!(text.contains("ingest.skipped_files: 2"), "{text}");
+    // Past the ten files named, every kind skipped is still named, with its count.
+    for i in 0..12 {
+        std::fs::write(input.join(format!("scan{i:02}.tif")), b"II*\0").unwrap();
+    }
+    std::fs::write(input.join("README"), "x").unwrap();
+    let many = t.path().join("docs-many");
+    let text = m6_ok(&["ingest", "--input", s(&input), "--output", s(&many), "--quiet"]);
+    let m = Manifest::load(&many).unwrap();
+    assert_eq!(m.properties["ingest.skipped_files"], 15);
+    assert_eq!(m.properties["ingest.skipped_examples"].as_array().unwrap().len(), 10);
+    assert_eq!(m.properties["ingest.skipped_extensions"], serde_json::json!({"": 1, "csv": 1, "md": 1, "tif": 12}));
+    assert!(text.contains("ingest.skipped_extensions: (no extension) 1, csv 1, md 1, tif 12"), "{text}");
 }
 
 #[test]

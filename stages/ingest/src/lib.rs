@@ -224,8 +224,8 @@ struct IngestRun<'a> {
     stage: &'a IngestStage,
     /// The format `plan` settled on (auto-detection needs the files).
     format: Format,
-    /// Input files `plan` skipped: how many, and the first few.
-    skipped: Option<(usize, Vec<String>)>,
+    /// Input files `plan` skipped.
+    skipped: Option<Skipped>,
     /// Captioned image folders: the task that reports the folder's captions-file
     /// problems (bad lines, captions for files that are not there), the first task
     /// holding an image of the folder; every task reads the file, one reports it.
@@ -380,18 +380,34 @@ impl StageRun for IngestRun<'_> {
 
     fn properties(&self) -> BTreeMap<String, serde_json::Value> {
         let mut p = BTreeMap::from([("ingest_format".to_string(), serde_json::json!(self.format))]);
-        if let Some((n, examples)) = &self.skipped {
-            p.insert("ingest.skipped_files".to_string(), serde_json::json!(n));
-            p.insert("ingest.skipped_examples".to_string(), serde_json::json!(examples));
+        if let Some(sk) = &self.skipped {
+            p.insert("ingest.skipped_files".to_string(), serde_json::json!(sk.count));
+            p.insert("ingest.skipped_examples".to_string(), serde_json::json!(sk.examples));
+            p.insert("ingest.skipped_extensions".to_string(), serde_json::json!(sk.by_extension));
         }
         p
     }
 }
 
+/// Input files an ingest run does not read.
+struct Skipped {
+    count: usize,
+    /// The first [`SKIPPED_EXAMPLES`], by path.
+    examples: Vec<String>,
+    /// How many of each extension (lower-cased; `""` for none), so every kind skipped is
+    /// named however many files there are: in a new user's mixed folder the TIFF, SGI
+    /// and XBM files were past the ten examples, and nothing said they were there.
+    /// At most [`SKIPPED_EXTENSIONS`] names; the rest are counted under `"..."`.
+    by_extension: BTreeMap<String, usize>,
+}
+
+const SKIPPED_EXAMPLES: usize = 10;
+const SKIPPED_EXTENSIONS: usize = 50;
+
 /// Warns about (and counts, for the manifest) input files this ingest does not
 /// read: unknown extensions, or files of another format than the one ingested.
 /// Caption sidecars of an image folder are read, so they are not counted.
-fn note_skipped(files: &[(PathBuf, PathBuf)], format: Format) -> (usize, Vec<String>) {
+fn note_skipped(files: &[(PathBuf, PathBuf)], format: Format) -> Skipped {
     let skipped: Vec<&Path> = files
         .iter()
         .map(|(_, f)| f.as_path())
@@ -407,16 +423,24 @@ fn note_skipped(files: &[(PathBuf, PathBuf)], format: Format) -> (usize, Vec<Str
             !sidecar
         })
         .collect();
+    let mut by_extension: BTreeMap<String, usize> = BTreeMap::new();
+    for f in &skipped {
+        let ext = f.extension().map(|e| e.to_string_lossy().to_lowercase()).unwrap_or_default();
+        let key = if by_extension.len() < SKIPPED_EXTENSIONS || by_extension.contains_key(&ext) { ext } else { "...".to_string() };
+        *by_extension.entry(key).or_default() += 1;
+    }
+    let examples: Vec<String> = skipped.iter().take(SKIPPED_EXAMPLES).map(|p| p.display().to_string()).collect();
     if !skipped.is_empty() {
-        let shown: Vec<String> = skipped.iter().take(10).map(|p| p.display().to_string()).collect();
+        let kinds: Vec<String> = by_extension.iter().map(|(e, n)| format!("{} {n}", if e.is_empty() { "(no extension)" } else { e })).collect();
         tracing::warn!(
             count = skipped.len(),
             format = ?format,
-            files = %shown.join(", "),
+            files = %examples.join(", "),
+            extensions = %kinds.join(", "),
             "input files skipped: unknown extension or not the format being ingested"
         );
     }
-    (skipped.len(), skipped.iter().take(10).map(|p| p.display().to_string()).collect())
+    Skipped { count: skipped.len(), examples, by_extension }
 }
 
 impl IngestStage {
