@@ -19,9 +19,9 @@
 //! Chroma blocks are read the same way and dropped. `m6-decode-bench` (modes `dc`,
 //! `quarter`, `half`, `full`) measures them against zune-jpeg's full luma decode.
 //!
-//! The colour pictures at 1/8 and 1/4 ([`decode_rgb_reduced`], `tokenize`'s samples of
-//! large JPEGs) keep chroma's DC, or its coefficients, the same way, repeat each
-//! chroma cell over the luma cells it covers and convert to RGB.
+//! The colour pictures at 1/8, 1/4 and 1/2 ([`decode_rgb_reduced`], `tokenize`'s samples
+//! of JPEGs over twice their size) keep chroma's DC, or its coefficients, the same
+//! way, interpolate subsampled chroma onto the luma cells and convert to RGB.
 //!
 //! Progressive files (SOF2, a large share of the web's JPEGs) spread each block over
 //! several scans; a full decode stores every coefficient of every component until the
@@ -30,7 +30,7 @@
 //! marker after it, without decoding it; the other pictures also decode luma's AC
 //! scans (end-of-band runs, correction bits) into 64 coefficients per luma block, then
 //! take the same cells. Chroma scans are passed over, except by the colour pictures
-//! (at 1/8 their DC scans, at 1/4 all of them).
+//! (at 1/8 their DC scans, at 1/4 and 1/2 all of them).
 //!
 //! It handles what the web is mostly made of: 8-bit baseline, extended sequential or
 //! progressive Huffman JPEGs, grey or YCbCr, any sampling factors, restart
@@ -101,22 +101,25 @@ pub fn decode_luma_seen(bytes: &[u8], factor: u32) -> Result<(Gray, u32, u32, Op
     reduced(bytes, factor, false, &mut damage, &mut chroma).map(|(g, w, h, _)| (g, w, h, chroma)).ok_or_else(|| damage.map_or(Unread::Unhandled, Unread::Damaged))
 }
 
-/// The colour picture of a JPEG at 1/`factor` scale, 8 or 4. At 1/8 every component's
-/// DC (each block's mean); at 1/4 each block's four quadrant means (the luma picture
-/// of [`decode_luma_reduced`]), of chroma too. Each chroma cell is repeated over the
-/// luma cells it covers (chroma keeps its resolution relative to luma's) and turned to
+/// The colour picture of a JPEG at 1/`factor` scale, 8, 4 or 2. At 1/8 every
+/// component's DC (each block's mean); at 1/4 each block's four quadrant means, at 1/2
+/// its sixteen 2×2 cell means (the luma pictures of [`decode_luma_reduced`]), of chroma
+/// too. Subsampled chroma is interpolated linearly between its cells onto the luma
+/// cells (chroma keeps its resolution relative to luma's), then turned to
 /// RGB (JFIF's full-range YCbCr): `ceil(width/factor) × ceil(height/factor)` pixels as
 /// 8-bit RGB rows, and the full size. Of a progressive file the 1/8 picture reads only
 /// the DC scans, which hold all of it: its AC scans (most of the file) are passed over
-/// unread; the 1/4 picture reads every scan, chroma's too. The read is a check of
+/// unread; the 1/4 and 1/2 pictures read every scan, chroma's too. The read is a check of
 /// exactly the data the picture is made from: damage there is [`Unread::Damaged`]. A
 /// grey JPEG gives its grey in all three channels.
 ///
-/// For a sample whose shorter side needs at most a quarter of the file's
+/// For a sample whose shorter side needs at most half of the file's
 /// (`m6_imaging::decode_rgb_min_short`): jpeg-decoder, which decodes every scan of a
-/// progressive file whatever the scale, spent 77% of `tokenize`'s CPU on camera photos.
+/// progressive file whatever the scale, spent 77% of `tokenize`'s CPU on camera photos;
+/// at 1/2 (web photos of 448-895 px on their shorter side, for 224 px samples) its
+/// slower entropy decoding and per-component threads cost more than this read.
 pub fn decode_rgb_reduced(bytes: &[u8], factor: u32) -> Result<(Vec<u8>, usize, usize, u32, u32), Unread> {
-    if !matches!(factor, 4 | 8) {
+    if !matches!(factor, 2 | 4 | 8) {
         return Err(Unread::Unhandled);
     }
     let mut damage = None;
@@ -130,8 +133,27 @@ pub fn decode_rgb_reduced(bytes: &[u8], factor: u32) -> Result<(Vec<u8>, usize, 
             }
         }
         Some(c) => {
-            // The chroma block under each luma block (sampling factors relative to luma's).
-            let cols: [Vec<usize>; 2] = std::array::from_fn(|k| (0..y.w).map(|x| x * c.h[k] / c.hmax).collect());
+            // Subsampled chroma is interpolated linearly between the cells around each
+            // luma cell's centre (libjpeg's "fancy" upsampling, on cells): repeating each
+            // chroma cell over the luma cells it covers put retina.jpg's 1/2 picture 0.61
+            // levels from a full decode's cell colours on average, where jpeg-decoder's
+            // scaled decode is 0.46 and this 0.48; chelsea's 4:2:0 crop 0.84 -> 0.66 at
+            // 1/2, 1.23 -> 1.09 at 1/4, 1.66 -> 1.54 at 1/8.
+            // Per axis and luma cell: the two chroma cells and the second one's weight.
+            let taps = |n: usize, sub: usize, full: usize, cells: usize| -> Vec<(usize, usize, f32)> {
+                let r = (full / sub.max(1)).max(1) as f32;
+                (0..n)
+                    .map(|x| {
+                        let p = (x as f32 + 0.5) / r - 0.5;
+                        let f = p.floor();
+                        let at = |i: f32| (i.max(0.0) as usize).min(cells - 1);
+                        (at(f), at(f + 1.0), p - f)
+                    })
+                    .collect()
+            };
+            let rows_of = |k: usize| c.planes[k].len() / c.stride[k];
+            let cols: [Vec<(usize, usize, f32)>; 2] = std::array::from_fn(|k| taps(y.w, c.h[k], c.hmax, c.stride[k]));
+            let rows: [Vec<(usize, usize, f32)>; 2] = std::array::from_fn(|k| taps(y.h, c.v[k], c.vmax, rows_of(k)));
             // A row's chroma is gathered first, so that the conversion runs over plain
             // slices (no index arithmetic or bounds check per pixel, no growing Vec).
             let mut under: [Vec<f32>; 2] = std::array::from_fn(|_| vec![0f32; y.w]);
@@ -139,9 +161,11 @@ pub fn decode_rgb_reduced(bytes: &[u8], factor: u32) -> Result<(Vec<u8>, usize, 
             rgb.resize(3 * y.px.len(), 0);
             for (yy, (luma, out)) in y.px.chunks_exact(y.w).zip(rgb.chunks_exact_mut(3 * y.w)).enumerate() {
                 for (k, dst) in under.iter_mut().enumerate() {
-                    let row = &c.planes[k][yy * c.v[k] / c.vmax * c.stride[k]..];
-                    for (d, &x) in dst.iter_mut().zip(&cols[k]) {
-                        *d = row[x] - 128.0;
+                    let (r0, r1, wy) = rows[k][yy];
+                    let (a, b) = (&c.planes[k][r0 * c.stride[k]..][..c.stride[k]], &c.planes[k][r1 * c.stride[k]..][..c.stride[k]]);
+                    for (d, &(x0, x1, wx)) in dst.iter_mut().zip(&cols[k]) {
+                        let (top, bottom) = (a[x0] + wx * (a[x1] - a[x0]), b[x0] + wx * (b[x1] - b[x0]));
+                        *d = top + wy * (bottom - top) - 128.0;
                     }
                 }
                 // Each channel over the whole row (vector instructions), then interleaved.
@@ -170,8 +194,8 @@ fn level_u8(v: f32) -> u8 {
 }
 
 /// The chroma pictures of a colour JPEG ([`decode_rgb_reduced`]): Cb and Cr block
-/// means (1/8) or quadrant means (1/4), 0-255 unrounded, on each component's own grid
-/// (`per` cells per block side), rows `stride` apart.
+/// means (1/8), quadrant means (1/4) or 2×2 cell means (1/2), 0-255 unrounded, on each
+/// component's own grid (`per` cells per block side), rows `stride` apart.
 struct ChromaPlanes {
     planes: [Vec<f32>; 2],
     stride: [usize; 2],
@@ -182,7 +206,7 @@ struct ChromaPlanes {
     vmax: usize,
     /// Each one's DC step / 8 (a baseline scan's).
     scale: [f32; 2],
-    /// Cells per block side (1 or 2), and at 1/4 each one's quadrant maker.
+    /// Cells per block side (1, 2 or 4), and at 1/4 and 1/2 each one's cell maker.
     per: usize,
     cells: Option<[Cells; 2]>,
 }
@@ -202,25 +226,25 @@ impl ChromaPlanes {
     /// Planes of neutral grey for `f`'s two chroma components on the block grid of an
     /// interleaved scan (whole MCUs); `scale`: each one's DC step / 8, by which a
     /// baseline scan turns its DC values into levels.
-    /// `q`: at 1/4, the two chroma quantisers (zig-zag order).
-    fn new(f: &Frame, scale: [f32; 2], q: Option<[&[u16; 64]; 2]>) -> ChromaPlanes {
+    /// `q`: at 1/4 and 1/2 (`factor`), the two chroma quantisers (zig-zag order).
+    fn new(f: &Frame, scale: [f32; 2], q: Option<[&[u16; 64]; 2]>, factor: u32) -> ChromaPlanes {
         let (hmax, vmax) = (f.comps[0].h, f.comps[0].v);
         let (mcux, mcuy) = (f.w.div_ceil(8 * hmax), f.h.div_ceil(8 * vmax));
-        let per = if q.is_some() { 2 } else { 1 };
+        let per = if q.is_some() { 8 / factor as usize } else { 1 };
         let c = |k: usize| &f.comps[k + 1];
         let stride = [mcux * c(0).h * per, mcux * c(1).h * per];
         let planes = std::array::from_fn(|k| vec![128f32; stride[k] * mcuy * c(k).v * per]);
-        let cells = q.map(|q| q.map(|q| Cells::new(q, 4)));
+        let cells = q.map(|q| q.map(|q| Cells::new(q, factor)));
         ChromaPlanes { planes, stride, h: [c(0).h, c(1).h], v: [c(0).v, c(1).v], hmax, vmax, scale, per, cells }
     }
 }
 
 /// The reduced picture; `None` with `damage` set when the entropy-coded data is
 /// damaged, `None` alone when the file is not one this decoder handles.
-/// With `colour` (at 1/8 or 1/4), a colour file's chroma pictures too. `spread`: how far
+/// With `colour` (at 1/8, 1/4 or 1/2), a colour file's chroma pictures too. `spread`: how far
 /// from neutral the chroma read is ([`decode_luma_seen`]).
 fn reduced(bytes: &[u8], factor: u32, colour: bool, damage: &mut Option<String>, spread: &mut Option<f32>) -> Option<(Gray, u32, u32, Option<ChromaPlanes>)> {
-    if !matches!(factor, 1 | 2 | 4 | 8) || (colour && !matches!(factor, 4 | 8)) {
+    if !matches!(factor, 1 | 2 | 4 | 8) || (colour && !matches!(factor, 2 | 4 | 8)) {
         return None;
     }
     let mut p = Parser { b: bytes, i: 2 };
@@ -337,7 +361,7 @@ fn reduced(bytes: &[u8], factor: u32, colour: bool, damage: &mut Option<String>,
                 let mut chroma = match f.comps.len() {
                     3 if colour => {
                         let (q1, q2) = (quant[f.comps[1].tq as usize].as_ref()?, quant[f.comps[2].tq as usize].as_ref()?);
-                        Some(ChromaPlanes::new(&f, [q1[0] as f32 / 8.0, q2[0] as f32 / 8.0], (factor == 4).then_some([q1, q2])))
+                        Some(ChromaPlanes::new(&f, [q1[0] as f32 / 8.0, q2[0] as f32 / 8.0], (factor < 8).then_some([q1, q2]), factor))
                     }
                     _ => None,
                 };
@@ -727,7 +751,7 @@ impl Progressive {
         let [_, cb, cr] = &self.comps[..] else { return Some(None) };
         let ch = [cb, cr];
         let (q1, q2) = (ch[0].q.as_ref()?, ch[1].q.as_ref()?);
-        let mut cd = ChromaPlanes::new(&self.f, [q1[0] as f32 / 8.0, q2[0] as f32 / 8.0], (self.per == 64).then_some([q1, q2]));
+        let mut cd = ChromaPlanes::new(&self.f, [q1[0] as f32 / 8.0, q2[0] as f32 / 8.0], (self.per == 64).then_some([q1, q2]), self.factor);
         for (k, pc) in ch.iter().enumerate() {
             pc.dc_al?;
             match &cd.cells {
@@ -2026,11 +2050,12 @@ mod tests {
 
     /// [`colour_difference`] at 1/8 and 1/4 within `bound` levels, and no further from
     /// the full decode than jpeg-decoder's decode at that scale is (with 0.1 to spare).
-    /// Measured at 1/8: 0.24-0.31 without subsampled chroma, 1.2-3.1 with it
-    /// (jpeg-decoder: 0.43-0.93 and 1.4-3.3); at 1/4: 0.24-0.34 and 0.9-2.1
-    /// (jpeg-decoder: 1.3-1.7 and 0.86-2.7).
+    /// Measured at 1/8: 0.24-0.31 without subsampled chroma, 1.3-3.1 with it
+    /// (jpeg-decoder: 0.43-0.93 and 1.4-3.3); at 1/4: 0.24-0.34 and 0.8-2.0
+    /// (jpeg-decoder: 1.0-1.7 and 0.86-2.7); at 1/2: 0.23-0.38 and 0.48-1.1
+    /// (jpeg-decoder: 1.2-1.5 and 0.46-1.8).
     fn assert_colour_close(name: &str, bytes: &[u8], bound: f32) {
-        for factor in [8, 4] {
+        for factor in [8, 4, 2] {
             let (d, jd) = (colour_difference(name, bytes, factor), jd_difference(bytes, factor));
             assert!(d < bound && d <= jd + 0.1, "{name} at 1/{factor}: {d} levels from the full decode's cell colours (jpeg-decoder's: {jd})");
         }
@@ -2041,7 +2066,7 @@ mod tests {
         for name in PROGRESSIVE_TWINS {
             let (b, p) = (fixture(&format!("{name}_baseline.jpg")), fixture(&format!("{name}_progressive.jpg")));
             // Twins: the same picture from the baseline file and the progressive one.
-            for factor in [8, 4] {
+            for factor in [8, 4, 2] {
                 let (rb, rp) = (decode_rgb_reduced(&b, factor).unwrap(), decode_rgb_reduced(&p, factor).unwrap());
                 assert!(rb == rp, "{name}: the progressive twin's colour picture at 1/{factor} differs");
             }
@@ -2049,7 +2074,7 @@ mod tests {
             assert_colour_close(name, &p, if subsampled { 4.0 } else { 0.5 });
         }
         // Grey in all three channels.
-        for factor in [8, 4] {
+        for factor in [8, 4, 2] {
             let (rgb, ..) = decode_rgb_reduced(&fixture("camera_grey_baseline.jpg"), factor).unwrap();
             assert!(rgb.chunks_exact(3).all(|p| p[0] == p[1] && p[1] == p[2]));
         }
@@ -2221,7 +2246,7 @@ mod tests {
                     assert_same_picture(&name, &b, &p, factor);
                 }
                 // The colour DC picture reads each chroma component's own DC scan.
-                for factor in [8, 4] {
+                for factor in [8, 4, 2] {
                     assert!(decode_rgb_reduced(&b, factor).unwrap() == decode_rgb_reduced(&p, factor).unwrap(), "{name}: colour at 1/{factor}");
                 }
                 assert_colour_close(&name, &p, 4.0);

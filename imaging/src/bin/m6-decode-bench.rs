@@ -111,10 +111,26 @@ fn main() {
     let rgb = |b: &[u8], factor: u32| m6_imaging::jpeg_dc::decode_rgb_reduced(b, factor).map_or(0, |(px, ..)| px.len());
     let rgb_dc = time("rgb_dc", &handled, &|b| rgb(b, 8));
     let rgb_quarter = time("rgb_quarter", &handled, &|b| rgb(b, 4));
+    let rgb_half = time("rgb_half", &handled, &|b| rgb(b, 2));
+    // `tokenize`'s sample decode with the shorter side at least SIDE, and jpeg-decoder's
+    // scaled RGB decode to the same size (what it used below 4x SIDE before the 1/2
+    // colour picture, and still uses below 2x).
+    let sample = time("rgb_sample", &jpeg_files, &|b| m6_imaging::decode_rgb_min_short(b, side as u32, false).map_or(0, |(img, ..)| img.len()));
+    let jd_sample = time("rgb_jd_sample", &jpeg_files, &|b| {
+        let mut d = jpeg_decoder::Decoder::new(b);
+        let Ok(()) = d.read_info() else { return 0 };
+        let Some(info) = d.info() else { return 0 };
+        let req = side.min(u16::MAX as usize) as u16;
+        let (rw, rh) = if info.width <= info.height { (req, u16::MAX) } else { (u16::MAX, req) };
+        if d.scale(rw, rh).is_err() {
+            return 0;
+        }
+        d.decode().map_or(0, |p| p.len())
+    });
     let per =
         |s: f64, n: usize| if n == 0 || s.is_nan() { serde_free_null() } else { format!("{{\"cpu_seconds\": {s:.4}, \"images_per_cpu_s\": {:.1}, \"ms_per_image\": {:.3}}}", n as f64 / s, 1e3 * s / n as f64) };
     println!(
-        "{{\"images\": {}, \"jpegs\": {jpegs}, \"progressive\": {progressive}, \"side\": {side}, \"repeat\": {repeat}, \"filter_decode\": {}, \"zune_luma_full\": {}, \"dct_scaled\": {}, \"dc_handled\": {}, \"dc\": {}, \"quarter\": {}, \"half\": {}, \"full\": {}, \"rgb_dc\": {}, \"rgb_quarter\": {}}}",
+        "{{\"images\": {}, \"jpegs\": {jpegs}, \"progressive\": {progressive}, \"side\": {side}, \"repeat\": {repeat}, \"filter_decode\": {}, \"zune_luma_full\": {}, \"dct_scaled\": {}, \"dc_handled\": {}, \"dc\": {}, \"quarter\": {}, \"half\": {}, \"full\": {}, \"rgb_dc\": {}, \"rgb_quarter\": {}, \"rgb_half\": {}, \"rgb_sample\": {}, \"rgb_jd_sample\": {}}}",
         files.len(),
         per(filter_decode, files.len()),
         per(zune, jpegs),
@@ -125,7 +141,10 @@ fn main() {
         per(half, handled.len()),
         per(full, handled.len()),
         per(rgb_dc, handled.len()),
-        per(rgb_quarter, handled.len())
+        per(rgb_quarter, handled.len()),
+        per(rgb_half, handled.len()),
+        per(sample, jpegs),
+        per(jd_sample, jpegs)
     );
 }
 
