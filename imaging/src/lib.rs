@@ -937,21 +937,23 @@ pub fn decode_rgb_min_short(bytes: &[u8], min_short: u32, check_damage: bool) ->
     Ok((rgb_on_white(img), w, h))
 }
 
-/// The scale (8 or 4) at which [`decode_rgb_min_short`] takes a JPEG's picture from
+/// The scale (8, 4 or 2) at which [`decode_rgb_min_short`] takes a JPEG's picture from
 /// its reduced colour picture ([`jpeg_dc::decode_rgb_reduced`]): the smallest whose
 /// shorter side still has `min_short` pixels (the scale jpeg-decoder would pick), for
-/// a header that declares at most [`MAX_JPEG_PIXELS`]; `None` below 1/4 (and for
+/// a header that declares at most [`MAX_JPEG_PIXELS`]; `None` below 1/2 (and for
 /// anything but a JPEG). That read is then the damage check of all that the picture
-/// is made of (at 1/4 every scan; at 1/8 a progressive file's DC scans), and costs a
-/// fraction of jpeg-decoder's, which decodes every scan of a progressive file
+/// is made of (at 1/4 and 1/2 every scan; at 1/8 a progressive file's DC scans), and
+/// costs a fraction of jpeg-decoder's, which decodes every scan of a progressive file
 /// whatever the scale: on the 52 camera photos of `bench/lib/wallpapers.py`
-/// (1280-5312 px), jpeg-decoder was 77% of `tokenize`'s CPU.
+/// (1280-5312 px), jpeg-decoder was 77% of `tokenize`'s CPU. At 1/2 (web photos of
+/// 448-895 px on their shorter side, for 224 px samples) it replaces jpeg-decoder's
+/// scaled decode, whose slower entropy decoding and per-component threads cost more.
 pub fn jpeg_dc_sample(bytes: &[u8], min_short: u32) -> Option<u32> {
     let (w, h) = jpeg_size(bytes).filter(|_| is_jpeg(bytes))?;
     if w as u64 * h as u64 > MAX_JPEG_PIXELS {
         return None;
     }
-    [8, 4].into_iter().find(|&f| w.min(h).div_ceil(f) >= min_short.max(1))
+    [8, 4, 2].into_iter().find(|&f| w.min(h).div_ceil(f) >= min_short.max(1))
 }
 
 fn decode_jpeg_rgb_scaled(bytes: &[u8], min_short: u32) -> Result<(image::RgbImage, u32, u32), DecodeError> {

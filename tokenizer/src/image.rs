@@ -310,40 +310,43 @@ mod tests {
         a.iter().zip(b).map(|(&x, &y)| (x as f64 - y as f64).abs()).sum::<f64>() / a.len() as f64
     }
 
-    /// A JPEG whose shorter side is at least 4× the sample's is sampled from its 1/8 or
-    /// 1/4 colour picture (`m6_imaging::jpeg_dc::decode_rgb_reduced`: block or quadrant
-    /// means; of a progressive file at 1/8, the DC scans alone): the square is a full
+    /// A JPEG whose shorter side is at least 2× the sample's is sampled from its 1/8, 1/4
+    /// or 1/2 colour picture (`m6_imaging::jpeg_dc::decode_rgb_reduced`: block, quadrant
+    /// or 2×2 cell means; of a progressive file at 1/8, the DC scans alone): the square is a full
     /// decode's to within a few levels, and damage in the data it is made of is refused
     /// by the decode itself, whatever `check_damage` says, and not read a second time.
     /// Before, jpeg-decoder made these squares and read through the damage.
     #[test]
     fn large_jpegs_are_sampled_from_their_reduced_colour_picture() {
         let mut factors = std::collections::BTreeSet::new();
-        let encode = |img: &image::RgbImage, progressive: bool| {
+        // jpeg-encoder subsamples chroma (4:2:0) below quality 90.
+        let encode_q = |img: &image::RgbImage, progressive: bool, quality: u8| {
             let mut file = Vec::new();
-            let mut e = jpeg_encoder::Encoder::new(&mut file, 92);
+            let mut e = jpeg_encoder::Encoder::new(&mut file, quality);
             e.set_progressive(progressive);
             e.encode(img.as_raw(), img.width() as u16, img.height() as u16, jpeg_encoder::ColorType::Rgb).unwrap();
             file
         };
-        for size in [32, 64] {
+        let encode = |img: &image::RgbImage, progressive: bool| encode_q(img, progressive, 92);
+        for size in [32, 64, 128] {
             let cfg = ImageConfig { image_size: size, patch_size: 16 };
             for name in ["astronaut.png", "coffee.png", "chelsea.png"] {
                 let img = photo(name);
-                for progressive in [false, true] {
-                    let file = encode(&img, progressive);
+                for (progressive, quality) in [(false, 92), (true, 92), (false, 80), (true, 80)] {
+                    let file = encode_q(&img, progressive, quality);
                     factors.insert(m6_imaging::jpeg_dc_sample(&file, size).unwrap_or_else(|| panic!("{name} at {size}")));
                     let got = cfg.square(&file, true).unwrap();
                     let want = cfg.square_rgb(&image::load_from_memory(&file).unwrap().to_rgb8()).unwrap();
                     let d = mean_abs(got.as_raw(), want.as_raw());
-                    // Measured 0.9-1.8 levels; chelsea at 32 px 5.0: its 1/8 picture is
-                    // 38 px high, and block means smooth its fur more than a resize from
-                    // 300 px does (jpeg-decoder's 1/8 decode is block means too).
-                    assert!(d < 6.0, "{name} at {size} px, progressive {progressive}: {d} levels from the full decode's square");
+                    // Measured 0.6-3.3 levels at quality 92 (4:4:4), 1.0-4.4 at 80
+                    // (4:2:0); chelsea at 32 px 5.0-5.1: its 1/8 picture is 38 px high,
+                    // and block means smooth its fur more than a resize from 300 px does
+                    // (jpeg-decoder's 1/8 decode is block means too).
+                    assert!(d < 6.0, "{name} at {size} px, progressive {progressive}, quality {quality}: {d} levels from the full decode's square");
                 }
             }
         }
-        assert_eq!(factors.into_iter().collect::<Vec<_>>(), [4, 8]);
+        assert_eq!(factors.into_iter().collect::<Vec<_>>(), [2, 4, 8]);
         let cfg = ImageConfig { image_size: 32, patch_size: 16 };
         let whole = jpeg(&photo("astronaut.png"));
         let sos = whole.windows(2).position(|m| m == [0xFF, 0xDA]).unwrap();
@@ -361,12 +364,18 @@ mod tests {
         // when the check is asked for.
         assert!(cfg.encode_sample(&damaged, ImageEncoding::Raw, 90, true).unwrap_err().to_string().contains("damaged"));
         assert!(cfg.encode_sample(&damaged, ImageEncoding::Raw, 90, false).is_ok());
-        // Below 4× the sample (astronaut is 512 px, decoded at 1/2 for 224) jpeg-decoder
-        // makes the square and reads through: the 1/8 check is made first, when asked.
+        // At 1/2 too (astronaut is 512 px, read at 1/2 for 224 px): the read is the check.
         let at_224 = ImageConfig { image_size: 224, patch_size: 16 };
-        assert_eq!(m6_imaging::jpeg_dc_sample(&damaged, 224), None);
-        assert!(at_224.encode_sample(&damaged, ImageEncoding::Jpeg, 90, true).unwrap_err().to_string().contains("damaged"));
-        assert!(at_224.encode_sample(&damaged, ImageEncoding::Jpeg, 90, false).is_ok());
+        assert_eq!(m6_imaging::jpeg_dc_sample(&damaged, 224), Some(2));
+        for check in [true, false] {
+            assert!(at_224.encode_sample(&damaged, ImageEncoding::Jpeg, 90, check).unwrap_err().to_string().contains("damaged"), "check_damage {check}");
+        }
+        // Below 2× the sample (320 px) jpeg-decoder makes the square and reads through:
+        // the 1/8 check is made first, when asked.
+        let at_320 = ImageConfig { image_size: 320, patch_size: 16 };
+        assert_eq!(m6_imaging::jpeg_dc_sample(&damaged, 320), None);
+        assert!(at_320.encode_sample(&damaged, ImageEncoding::Jpeg, 90, true).unwrap_err().to_string().contains("damaged"));
+        assert!(at_320.encode_sample(&damaged, ImageEncoding::Jpeg, 90, false).is_ok());
         // A progressive file damaged in its AC data: the 1/4 picture reads it and is
         // refused; the 1/8 picture is made from the DC scans alone, which are whole.
         let prog = encode(&photo("chelsea.png"), true);
