@@ -9,5 +9,7 @@ PY=${M6_VENV:-.venv}/bin/python
 OUT=bench/out/tokenize
 mkdir -p "$OUT" bench/results
 make build
+rm -rf "$OUT/web_photos"
+"$PY" bench/lib/web_photos.py "$DATA" "$OUT/web_photos"
 target/release/m6-tokenizer-bench --data "$DATA" --out "$OUT" --poem-files "${POEM_FILES:-15}" > "$OUT/rust.json"
 "$PY" bench/tokenize_peers.py "$OUT" "$DATA" bench/results/tokenize.json

@@ -92,7 +92,8 @@ def jpeg_sample(path, draft, size=224, quality=90):
 
 samples = {}
 for name, m6 in rust.get("jpeg_samples_1thread", {}).items():
-    files = sorted(glob.glob(os.path.join(data_dir, {"photos": "photos", "camera_photos": "photos-wallpapers"}[name], "*")))
+    where = {"photos": os.path.join(data_dir, "photos"), "camera_photos": os.path.join(data_dir, "photos-wallpapers"), "web_photos": os.path.join(out_dir, "web_photos")}[name]
+    files = sorted(glob.glob(os.path.join(where, "*")))
     plain = len(files) / best(lambda: [jpeg_sample(p, False) for p in files])
     draft = len(files) / best(lambda: [jpeg_sample(p, True) for p in files])
     samples[name] = {"images": len(files), "m6_tokenizer": m6["images_per_s"], "pil_plain": plain, "pil_draft": draft,

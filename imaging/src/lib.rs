@@ -947,7 +947,10 @@ pub fn decode_rgb_min_short(bytes: &[u8], min_short: u32, check_damage: bool) ->
 /// whatever the scale: on the 52 camera photos of `bench/lib/wallpapers.py`
 /// (1280-5312 px), jpeg-decoder was 77% of `tokenize`'s CPU. At 1/2 (web photos of
 /// 448-895 px on their shorter side, for 224 px samples) it replaces jpeg-decoder's
-/// scaled decode, whose slower entropy decoding and per-component threads cost more.
+/// scaled decode at about the same CPU (`m6-decode-bench` modes `rgb_half` and
+/// `rgb_jd_sample`, 26 photos of 480-768 px from bench/lib/web_photos.py: 6.3-6.9 ms
+/// against 6.3-6.9) and saves the separate 1/8 damage read (0.75 ms) that
+/// jpeg-decoder's decode needs; its colours are closer to a full decode's.
 pub fn jpeg_dc_sample(bytes: &[u8], min_short: u32) -> Option<u32> {
     let (w, h) = jpeg_size(bytes).filter(|_| is_jpeg(bytes))?;
     if w as u64 * h as u64 > MAX_JPEG_PIXELS {

@@ -126,14 +126,20 @@ fn main() {
     });
     // The stage's default sample (`image_encoding = "jpeg"`): decoded at the smallest
     // scale that keeps 224 px, resized, centre-cropped and stored as JPEG q90, on the
-    // photos above and on camera photos (1280-5312 px), where the decode dominates.
+    // photos above, on camera photos (1280-5312 px), where the decode dominates, and on
+    // web-sized JPEGs made from them (OUT/web_photos, written by bench/lib/web_photos.py:
+    // 480-768 px on the shorter side, read at 1/2).
     let mut samples = serde_json::Map::new();
-    let camera: Option<Vec<Vec<u8>>> = std::fs::read_dir(data.join("photos-wallpapers")).ok().map(|rd| {
-        let mut paths: Vec<PathBuf> = rd.map(|e| e.unwrap().path()).collect();
-        paths.sort();
-        paths.iter().map(|p| std::fs::read(p).unwrap()).collect()
-    });
-    for (set, files) in [("photos", Some(&images)), ("camera_photos", camera.as_ref())] {
+    let read_set = |dir: PathBuf| -> Option<Vec<Vec<u8>>> {
+        std::fs::read_dir(dir).ok().map(|rd| {
+            let mut paths: Vec<PathBuf> = rd.map(|e| e.unwrap().path()).collect();
+            paths.sort();
+            paths.iter().map(|p| std::fs::read(p).unwrap()).collect()
+        })
+    };
+    let camera = read_set(data.join("photos-wallpapers"));
+    let web = read_set(out.join("web_photos"));
+    for (set, files) in [("photos", Some(&images)), ("camera_photos", camera.as_ref()), ("web_photos", web.as_ref())] {
         let Some(files) = files else { continue };
         let s = best(reps, || {
             for b in files {
