@@ -143,11 +143,12 @@ fn colour_of(spread: Option<f32>) -> Option<bool> {
     spread.map(|s| s > GREY_LEVELS)
 }
 
-/// [`decode_gray_as`], also giving the damage that a JPEG's luma read ([`jpeg_dc`]: at
-/// 1/2, 1/4 or 1/8 from 2× `max_side`, at full size below) showed in its entropy-coded
-/// data: the picture is then the full decoders', which read through damage. `None`
-/// where the file was read another way (no check is made for it: see
-/// [`decode_jpeg_gray_fast`] for one that always checks).
+/// [`decode_gray_as`], also giving what the decode saw ([`Seen`]): the damage that a
+/// JPEG's luma read ([`jpeg_dc`]: at 1/2, 1/4 or 1/8 from 2× `max_side`, at full size
+/// below) showed in its entropy-coded data (the picture is then the full decoders',
+/// which read through damage; `None` where the file was read another way, for which no
+/// check is made: see [`decode_jpeg_gray_fast`] for one that always checks), and
+/// whether the picture holds colour.
 pub fn decode_gray_seen(bytes: &[u8], max_side: usize, grey: JpegGrey) -> Result<((Gray, u32, u32, u32), Seen), DecodeError> {
     let mut damage = None;
     if is_jpeg(bytes) {
