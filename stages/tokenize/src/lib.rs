@@ -294,14 +294,22 @@ impl TokenizeStage {
     }
 }
 
+/// Bumped when the picture an image sample is made from changes for the same file and
+/// settings: part of the settings, so a run resumed by a newer binary redoes its tasks
+/// rather than mixing samples of two decoders. v2: JPEGs 2×-4× the sample size are read
+/// at 1/2 by `jpeg_dc` (jpeg-decoder's scaled decode before), and subsampled chroma is
+/// interpolated onto the luma cells at 1/8, 1/4 and 1/2 (repeated before).
+const SAMPLE_PICTURE: &str = "m6-sample-picture-v2";
+
 impl Stage for TokenizeStage {
     fn name(&self) -> &'static str {
         TokenizeFactory::NAME
     }
 
-    /// The config and the tokenizer file's content (the vocabulary is not in the config).
+    /// The config, the tokenizer file's content (the vocabulary is not in the config)
+    /// and [`SAMPLE_PICTURE`].
     fn settings(&self) -> String {
-        m6_pipeline::settings_of(&self.cfg, &[&self.file_text])
+        m6_pipeline::settings_of(&self.cfg, &[&self.file_text, SAMPLE_PICTURE])
     }
 
     /// Nothing of a run is kept: the run is the stage itself, reading its settings
