@@ -91,7 +91,7 @@ pub fn decode_gray(bytes: &[u8], max_side: usize) -> Result<(Gray, u32, u32, u32
 /// BT.601 weights computed from RGB, so a JPEG and a PNG of one picture still get
 /// the same grey (up to rounding).
 pub fn decode_gray_as(bytes: &[u8], max_side: usize, grey: JpegGrey) -> Result<(Gray, u32, u32, u32), DecodeError> {
-    decode_gray_seen(bytes, max_side, grey).map(|(r, _)| r)
+    gray_seen(bytes, max_side, grey, false).map(|(r, _)| r)
 }
 
 /// What [`decode_gray_seen`] saw besides the picture.
@@ -116,26 +116,21 @@ pub struct Seen {
 /// levels from neutral.
 pub const GREY_LEVELS: f32 = 3.0;
 
-/// The largest distance of a pixel's R or B from its G, in levels, of interleaved 8-bit
-/// pixels whose first three channels are R, G, B; with alpha (four channels) as shown
-/// on white (scaled by the alpha). Stops at the first pixel over [`GREY_LEVELS`]: only
-/// whether there is colour is wanted, and a photo shows it in its first pixels.
-fn rgb_spread(px: &[u8], channels: usize) -> f32 {
+/// Whether a pixel's R or B is more than [`GREY_LEVELS`] from its G, of interleaved
+/// 8-bit pixels whose first three channels are R, G, B; with alpha (four channels) as
+/// shown on white (the distance scaled by the alpha). Stops at the first run of pixels
+/// that shows colour: a photo shows it in its first pixels.
+fn shows_colour(px: &[u8], channels: usize) -> bool {
     let limit = GREY_LEVELS as u32;
-    let mut peak = 0u32;
     // Runs of pixels at a time: the max over a run vectorises; the test between runs
     // stops a colour picture early.
-    for run in px.chunks(channels * 256) {
-        let m = match channels {
-            3 => run.chunks_exact(3).map(|c| c[0].abs_diff(c[1]).max(c[2].abs_diff(c[1])) as u32).max().unwrap_or(0),
-            _ => run.chunks_exact(channels).map(|c| (c[0].abs_diff(c[1]).max(c[2].abs_diff(c[1])) as u32 * c[3] as u32 + 127) / 255).max().unwrap_or(0),
+    px.chunks(channels * 256).any(|run| {
+        let peak = match channels {
+            3 => run.chunks_exact(3).map(|c| c[0].abs_diff(c[1]).max(c[2].abs_diff(c[1])) as u32).max(),
+            _ => run.chunks_exact(channels).map(|c| (c[0].abs_diff(c[1]).max(c[2].abs_diff(c[1])) as u32 * c[3] as u32 + 127) / 255).max(),
         };
-        peak = peak.max(m);
-        if peak > limit {
-            break;
-        }
-    }
-    peak as f32
+        peak.unwrap_or(0) > limit
+    })
 }
 
 /// [`Seen::colour`] from the largest chroma distance a decode saw.
@@ -150,6 +145,13 @@ fn colour_of(spread: Option<f32>) -> Option<bool> {
 /// check is made: see [`decode_jpeg_gray_fast`] for one that always checks), and
 /// whether the picture holds colour.
 pub fn decode_gray_seen(bytes: &[u8], max_side: usize, grey: JpegGrey) -> Result<((Gray, u32, u32, u32), Seen), DecodeError> {
+    gray_seen(bytes, max_side, grey, true)
+}
+
+/// The body of [`decode_gray_seen`]; without `check_colour`, [`Seen::colour`] is left
+/// `None` where finding it would cost a pass over the pixels (PNG, the image crate's
+/// formats): [`decode_gray_as`]'s callers (the filter) do not use it.
+fn gray_seen(bytes: &[u8], max_side: usize, grey: JpegGrey, check_colour: bool) -> Result<((Gray, u32, u32, u32), Seen), DecodeError> {
     let mut damage = None;
     if is_jpeg(bytes) {
         // Where jpeg-decoder's DCT-domain scaler can cut by 4 or 8 it wins; at 1/2 its
@@ -186,7 +188,7 @@ pub fn decode_gray_seen(bytes: &[u8], max_side: usize, grey: JpegGrey) -> Result
     // RSS 182 -> 138 MiB, CPU about 1% less). Errors fall through to the image crate,
     // as for JPEG, and so do 16-bit PNGs, so that the picture stays the one the image
     // crate's decode gives.
-    if let Some(Ok((g, w, h, colour))) = png_gray(bytes, max_side, grey, false, true) {
+    if let Some(Ok((g, w, h, colour))) = png_gray(bytes, max_side, grey, false, check_colour) {
         return Ok(((g, w, h, 1), Seen { damage: None, colour }));
     }
     let img = load(bytes).map_err(|e| DecodeError::Decode(e.to_string()))?;
@@ -203,7 +205,7 @@ pub fn decode_gray_seen(bytes: &[u8], max_side: usize, grey: JpegGrey) -> Result
     // more than inflating the PNG.
     let colour = match &img {
         image::DynamicImage::ImageLuma8(_) | image::DynamicImage::ImageLuma16(_) => Some(false),
-        image::DynamicImage::ImageRgb8(rgb) => colour_of(Some(rgb_spread(rgb.as_raw(), 3))),
+        image::DynamicImage::ImageRgb8(rgb) if check_colour => Some(shows_colour(rgb.as_raw(), 3)),
         _ => None,
     };
     let seen = Seen { damage, colour };
@@ -594,7 +596,7 @@ fn png_gray(bytes: &[u8], max_side: usize, grey: JpegGrey, strip16: bool, check_
             Err(e) => return Some(Err(err(e))),
         };
         if check_colour && channels > 2 && !colour {
-            colour = rgb_spread(&row.data()[..channels * w], channels) > GREY_LEVELS;
+            colour = shows_colour(&row.data()[..channels * w], channels);
         }
         row_grey(row.data(), channels, grey, &mut grey_row);
         // Not shrunk: every cell is one column.
@@ -960,7 +962,10 @@ pub fn jpeg_dc_sample(bytes: &[u8], min_short: u32) -> Option<u32> {
     [8, 4, 2].into_iter().find(|&f| w.min(h).div_ceil(f) >= min_short.max(1))
 }
 
-fn decode_jpeg_rgb_scaled(bytes: &[u8], min_short: u32) -> Result<(image::RgbImage, u32, u32), DecodeError> {
+/// jpeg-decoder's DCT-scaled RGB decode with the shorter side at least `min_short`
+/// pixels ([`decode_rgb_min_short`]'s picture where `jpeg_dc` does not make it); the
+/// picture and the full size. Public for `m6-decode-bench`'s `rgb_jd_sample`.
+pub fn decode_jpeg_rgb_scaled(bytes: &[u8], min_short: u32) -> Result<(image::RgbImage, u32, u32), DecodeError> {
     let err = |e: jpeg_decoder::Error| DecodeError::Decode(e.to_string());
     let (mut d, w, h) = jpeg_header(bytes)?;
     // Request on the shorter side only (see decode_jpeg_scaled).

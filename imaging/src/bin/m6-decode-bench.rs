@@ -116,17 +116,7 @@ fn main() {
     // scaled RGB decode to the same size (what it used below 4x SIDE before the 1/2
     // colour picture, and still uses below 2x).
     let sample = time("rgb_sample", &jpeg_files, &|b| m6_imaging::decode_rgb_min_short(b, side as u32, false).map_or(0, |(img, ..)| img.len()));
-    let jd_sample = time("rgb_jd_sample", &jpeg_files, &|b| {
-        let mut d = jpeg_decoder::Decoder::new(b);
-        let Ok(()) = d.read_info() else { return 0 };
-        let Some(info) = d.info() else { return 0 };
-        let req = side.min(u16::MAX as usize) as u16;
-        let (rw, rh) = if info.width <= info.height { (req, u16::MAX) } else { (u16::MAX, req) };
-        if d.scale(rw, rh).is_err() {
-            return 0;
-        }
-        d.decode().map_or(0, |p| p.len())
-    });
+    let jd_sample = time("rgb_jd_sample", &jpeg_files, &|b| m6_imaging::decode_jpeg_rgb_scaled(b, side as u32).map_or(0, |(img, ..)| img.len()));
     let per =
         |s: f64, n: usize| if n == 0 || s.is_nan() { serde_free_null() } else { format!("{{\"cpu_seconds\": {s:.4}, \"images_per_cpu_s\": {:.1}, \"ms_per_image\": {:.3}}}", n as f64 / s, 1e3 * s / n as f64) };
     println!(
