@@ -48,6 +48,7 @@
 //! count catches damage that no single code shows). Progressive files' scans that
 //! are passed over (chroma, and AC at 1/8) are not checked.
 
+use crate::tones::Tones;
 use crate::Gray;
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -83,7 +84,7 @@ pub enum Unread {
 /// [`decode_luma_reduced`], saying why there is no picture: damage this decoder found
 /// is told apart from a file it does not handle.
 pub fn decode_luma_checked(bytes: &[u8], factor: u32) -> Result<(Gray, u32, u32), Unread> {
-    decode_luma_seen(bytes, factor).map(|(g, w, h, _)| (g, w, h))
+    decode_luma_seen(bytes, factor, false).map(|(g, w, h, _)| (g, w, h))
 }
 
 /// [`decode_luma_checked`], also giving how far from neutral grey the chroma the read
@@ -95,10 +96,77 @@ pub fn decode_luma_checked(bytes: &[u8], factor: u32) -> Result<(Gray, u32, u32)
 /// levels; `None` when chroma's DC comes in scans of its own (skipped unread) or the
 /// frame is not YCbCr or grey. A grey picture saved as a three-component JPEG (as most
 /// tools save one) has every chroma DC at exactly 0: YCbCr's chroma weights sum to 0.
-pub fn decode_luma_seen(bytes: &[u8], factor: u32) -> Result<(Gray, u32, u32, Option<f32>), Unread> {
+/// `tones`: also [`ChromaSeen::variety`] (else `None`): dedup's signing wants it, the
+/// filter does not, and the loop that gathers it read baseline 1080p photos at 1/8
+/// 8% slower (`m6-decode-bench` mode `seen`, 11 camera photos: 4.0 -> 4.3 ms).
+pub fn decode_luma_seen(bytes: &[u8], factor: u32, tones: bool) -> Result<(Gray, u32, u32, ChromaSeen), Unread> {
     let mut damage = None;
-    let mut chroma = None;
-    reduced(bytes, factor, false, &mut damage, &mut chroma).map(|(g, w, h, _)| (g, w, h, chroma)).ok_or_else(|| damage.map_or(Unread::Unhandled, Unread::Damaged))
+    let mut chroma = ChromaSeen::default();
+    reduced(bytes, factor, false, tones, &mut damage, &mut chroma).map(|(g, w, h, _)| (g, w, h, chroma)).ok_or_else(|| damage.map_or(Unread::Unhandled, Unread::Damaged))
+}
+
+/// What [`decode_luma_seen`]'s read saw of chroma.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct ChromaSeen {
+    /// How far from neutral grey chroma goes: the largest |DC| of a chroma block, in
+    /// grey levels (`Some(0.0)` for a grey frame).
+    pub spread: Option<f32>,
+    /// [`Tones::variety`] of the MCUs' DC means (`Some(0.0)` for a grey frame): known
+    /// where `spread` is, when some brightness bin has 4 MCUs.
+    pub variety: Option<f32>,
+}
+
+/// Per-MCU DC sums of an interleaved Y, Cb, Cr scan, each MCU's mean colour added to
+/// [`Tones`] ([`ChromaSeen::variety`]): a few adds per block beside its entropy decode.
+struct McuTones {
+    /// Levels per unit of a component's DC sum over an MCU: its DC step (× 2^Al) / 8
+    /// over its blocks per MCU.
+    scale: [f32; 3],
+    /// MCUs kept: every `step`th of every `step`th row.
+    step: usize,
+    /// The kept MCUs' DC sums per component.
+    mcus: Vec<[i32; 3]>,
+}
+
+/// About how many MCUs a picture's tones are made of: a 1080p JPEG has 8,160 (4:2:0),
+/// and adding each to [`Tones`] cost 5% of its 1/8 read (dedup's signing decode of 26
+/// camera photos, 14 of them progressive: 2.92 -> 3.07 ms per image); a grid of about
+/// 2,000 gives the same variety to a few hundredths of a level.
+const MCU_TONES: usize = 2048;
+
+impl McuTones {
+    /// For a three-component frame's interleaved scans; `None` otherwise or without
+    /// chroma's tables.
+    fn new(f: &Frame, quant: &[Option<[u16; 64]>; 4], al: u8) -> Option<McuTones> {
+        if f.comps.len() != 3 {
+            return None;
+        }
+        let mut scale = [0f32; 3];
+        for (s, c) in scale.iter_mut().zip(&f.comps) {
+            *s = quant[c.tq as usize]?[0] as f32 * (1u32 << al) as f32 / 8.0 / (c.h * c.v) as f32;
+        }
+        let (mcux, mcuy) = (f.w.div_ceil(8 * f.comps[0].h), f.h.div_ceil(8 * f.comps[0].v));
+        let step = (mcux * mcuy / MCU_TONES).isqrt().max(1);
+        Some(McuTones { scale, step, mcus: Vec::with_capacity(mcux.div_ceil(step) * mcuy.div_ceil(step)) })
+    }
+
+    /// MCU (`mx`, `my`), from the sums of its blocks' DC per component: kept when on
+    /// the sampling grid, and made tones after the scan ([`McuTones::variety`]).
+    #[inline]
+    fn add(&mut self, mx: usize, my: usize, s: [i32; 3]) {
+        if mx % self.step == 0 && my % self.step == 0 {
+            self.mcus.push(s);
+        }
+    }
+
+    fn variety(&self) -> Option<f32> {
+        let mut t = Tones::default();
+        let k = self.scale;
+        for s in &self.mcus {
+            t.add(s[0] as f32 * k[0] + 128.0, s[1] as f32 * k[1], s[2] as f32 * k[2]);
+        }
+        t.variety()
+    }
 }
 
 /// The colour picture of a JPEG at 1/`factor` scale, 8, 4 or 2. At 1/8 every
@@ -125,7 +193,7 @@ pub fn decode_rgb_reduced(bytes: &[u8], factor: u32) -> Result<(Vec<u8>, usize, 
         return Err(Unread::Unhandled);
     }
     let mut damage = None;
-    let (y, w, h, chroma) = reduced(bytes, factor, true, &mut damage, &mut None).ok_or_else(|| damage.map_or(Unread::Unhandled, Unread::Damaged))?;
+    let (y, w, h, chroma) = reduced(bytes, factor, true, false, &mut damage, &mut ChromaSeen::default()).ok_or_else(|| damage.map_or(Unread::Unhandled, Unread::Damaged))?;
     let mut rgb = Vec::with_capacity(3 * y.px.len());
     match chroma {
         None => {
@@ -270,8 +338,8 @@ impl ChromaPlanes {
 /// The reduced picture; `None` with `damage` set when the entropy-coded data is
 /// damaged, `None` alone when the file is not one this decoder handles.
 /// With `colour` (at 1/8, 1/4 or 1/2), a colour file's chroma pictures too. `spread`: how far
-/// from neutral the chroma read is ([`decode_luma_seen`]).
-fn reduced(bytes: &[u8], factor: u32, colour: bool, damage: &mut Option<String>, spread: &mut Option<f32>) -> Option<(Gray, u32, u32, Option<ChromaPlanes>)> {
+/// from neutral the chroma read is, and how varied at one brightness ([`decode_luma_seen`]).
+fn reduced(bytes: &[u8], factor: u32, colour: bool, want_tones: bool, damage: &mut Option<String>, spread: &mut ChromaSeen) -> Option<(Gray, u32, u32, Option<ChromaPlanes>)> {
     if !matches!(factor, 1 | 2 | 4 | 8) || (colour && !matches!(factor, 2 | 4 | 8)) {
         return None;
     }
@@ -338,11 +406,11 @@ fn reduced(bytes: &[u8], factor: u32, colour: bool, damage: &mut Option<String>,
                     if adobe_rgb && f.comps.len() == 3 {
                         return None;
                     }
-                    prog = Some(Progressive::new(f, factor, colour)?);
+                    prog = Some(Progressive { tones: want_tones, ..Progressive::new(f, factor, colour)? });
                 }
                 let st = prog.as_mut()?;
                 p.i = st.scan(seg, &dc_tables, &ac_tables, &quant, restart, bytes, p.i, damage)?;
-                *spread = st.chroma_spread();
+                *spread = ChromaSeen { spread: st.chroma_spread(), variety: st.variety() };
             }
             0xDA => {
                 let f = frame?;
@@ -394,12 +462,20 @@ fn reduced(bytes: &[u8], factor: u32, colour: bool, damage: &mut Option<String>,
                     _ => None,
                 };
                 let mut peak = [0u32; 3];
-                return match decode_scan(&f, &scan, &q, factor, restart, data, chroma.as_mut(), &mut peak) {
+                let mut tones = if want_tones { McuTones::new(&f, &quant, 0) } else { None };
+                let read = match tones.as_mut() {
+                    Some(t) => decode_scan::<true>(&f, &scan, &q, factor, restart, data, chroma.as_mut(), &mut peak, Some(t)),
+                    None => decode_scan::<false>(&f, &scan, &q, factor, restart, data, chroma.as_mut(), &mut peak, None),
+                };
+                return match read {
                     Ok(g) => {
                         *spread = match f.comps.len() {
-                            1 => Some(0.0),
-                            3 => (1..3).map(|k| quant[f.comps[k].tq as usize].map(|q| peak[k] as f32 * q[0] as f32 / 8.0)).try_fold(0f32, |m, v| v.map(|v| m.max(v))),
-                            _ => None,
+                            1 => ChromaSeen { spread: Some(0.0), variety: Some(0.0) },
+                            3 => ChromaSeen {
+                                spread: (1..3).map(|k| quant[f.comps[k].tq as usize].map(|q| peak[k] as f32 * q[0] as f32 / 8.0)).try_fold(0f32, |m, v| v.map(|v| m.max(v))),
+                                variety: tones.and_then(|t| t.variety()),
+                            },
+                            _ => ChromaSeen::default(),
                         };
                         Some((g, f.w as u32, f.h as u32, chroma))
                     }
@@ -482,6 +558,10 @@ struct Progressive {
     /// Per chroma component (Cb, Cr), the largest |DC| of its blocks in levels, from an
     /// interleaved first DC scan ([`decode_luma_seen`]); `None` until one is read.
     chroma_peak: [Option<f32>; 2],
+    /// Whether to gather [`ChromaSeen::variety`] ([`decode_luma_seen`]'s `tones`), and
+    /// what an interleaved first DC scan of all three components gave.
+    tones: bool,
+    variety: Option<f32>,
 }
 
 /// One kept component's coefficients and progress through the file's scans.
@@ -526,7 +606,7 @@ impl Progressive {
         if colour {
             comps.extend(f.comps[1..].iter().map(|c| ProgComp::new(mcux * c.h * mcuy * c.v, mcux * c.h, per)));
         }
-        Some(Progressive { f, factor, gw, gh, per, comps, chroma_peak: [None; 2] })
+        Some(Progressive { f, factor, gw, gh, per, comps, chroma_peak: [None; 2], tones: false, variety: None })
     }
 
     /// Reads (or skips) one scan whose header is `seg` and whose data starts at
@@ -606,6 +686,9 @@ impl Progressive {
         let mut pred = [0i32; 4];
         // Largest |DC| (shifted by the point transform) per scan component.
         let mut peak = [0u32; 4];
+        // A first DC scan of all three components gives each MCU's mean colour.
+        let mut tones = if self.tones && dc && ah == 0 && ns == 3 { McuTones::new(f, quant, al) } else { None };
+        let mut mcu_sum = [0i32; 4];
         let mut eobrun = 0u32;
         let per = self.per;
         // Blocks per MCU of an interleaved scan (the bits of a DC refinement MCU).
@@ -699,9 +782,14 @@ impl Progressive {
                                 }
                                 // Every component's (no branch): only chroma's is used.
                                 peak[k] = peak[k].max(pred[k].unsigned_abs());
+                                mcu_sum[k] += pred[k];
                             }
                         }
                     }
+                    if let Some(t) = tones.as_mut() {
+                        t.add(mx, my, [mcu_sum[0], mcu_sum[1], mcu_sum[2]]);
+                    }
+                    mcu_sum = [0; 4];
                 }
                 if bits.overran() {
                     return hurt(ENDS_EARLY, u);
@@ -723,11 +811,22 @@ impl Progressive {
                 }
             }
         }
+        if let Some(t) = tones {
+            self.variety = t.variety();
+        }
         next_marker(bytes, start + bits.i)
     }
 
     /// How far from neutral chroma is, as far as the scans read so far show
     /// ([`decode_luma_seen`]).
+    /// [`ChromaSeen::variety`] as far as the scans read so far show.
+    fn variety(&self) -> Option<f32> {
+        match self.f.comps.len() {
+            1 => Some(0.0),
+            _ => self.variety,
+        }
+    }
+
     fn chroma_spread(&self) -> Option<f32> {
         match self.f.comps.len() {
             1 => Some(0.0),
@@ -1878,7 +1977,8 @@ const ENDS_EARLY: &str = "data ends early";
 /// `chroma` (a colour frame's picture at 1/8 or 1/4): its planes get each chroma
 /// block's DC level or quadrant means.
 #[allow(clippy::too_many_arguments)]
-fn decode_scan(f: &Frame, scan: &[(&Huffman, &Huffman)], q: &[u16; 64], factor: u32, restart: usize, data: &[u8], mut chroma: Option<&mut ChromaPlanes>, peak: &mut [u32; 3]) -> Result<Gray, String> {
+/// `TONES`: gather `tones` (a separate instance: the loop that does is slower).
+fn decode_scan<const TONES: bool>(f: &Frame, scan: &[(&Huffman, &Huffman)], q: &[u16; 64], factor: u32, restart: usize, data: &[u8], mut chroma: Option<&mut ChromaPlanes>, peak: &mut [u32; 3], mut tones: Option<&mut McuTones>) -> Result<Gray, String> {
     let (hmax, vmax) = (f.comps[0].h, f.comps[0].v);
     // A single-component scan is not interleaved: its MCU is one block, whatever the
     // sampling factors say (T.81 A.2.2).
@@ -1895,6 +1995,8 @@ fn decode_scan(f: &Frame, scan: &[(&Huffman, &Huffman)], q: &[u16; 64], factor: 
     let mut out = vec![0f32; stride * mcuy * yv * per];
     let mut bits = Bits { d: data, i: 0, acc: 0, n: 0, pad: 0, marker: None };
     let mut pred = [0i32; 3];
+    // The MCU's DC sums per component ([`McuTones`]).
+    let mut dc_sum = [0i32; 3];
     let scale = q[0] as f32 / 8.0;
     let cells = all.then(|| Cells::new(q, factor));
     let blocks: Vec<(usize, usize)> = if single { vec![(1, 1)] } else { f.comps.iter().map(|c| (c.h, c.v)).collect() };
@@ -1928,6 +2030,9 @@ fn decode_scan(f: &Frame, scan: &[(&Huffman, &Huffman)], q: &[u16; 64], factor: 
                         // Every component's (no branch): chroma's says whether the
                         // picture holds colour (`decode_luma_seen`).
                         peak[c] = peak[c].max(pred[c].unsigned_abs());
+                        if TONES {
+                            dc_sum[c] += pred[c];
+                        }
                         if c == 0 {
                             let (bx, by) = (mx * yh + h, my * yv + v);
                             match &cells {
@@ -1947,6 +2052,12 @@ fn decode_scan(f: &Frame, scan: &[(&Huffman, &Huffman)], q: &[u16; 64], factor: 
             }
             if bits.overran() {
                 return Err(hurt(ENDS_EARLY, my, mx));
+            }
+            if TONES {
+                if let Some(t) = tones.as_deref_mut() {
+                    t.add(mx, my, dc_sum);
+                }
+                dc_sum = [0; 3];
             }
         }
     }
@@ -2290,7 +2401,7 @@ mod tests {
     #[test]
     fn chroma_spread_tells_grey_pictures_from_colour_ones() {
         use jpeg_encoder::ColorType;
-        let spread = |b: &[u8], f: u32| decode_luma_seen(b, f).unwrap().3;
+        let spread = |b: &[u8], f: u32| decode_luma_seen(b, f, true).unwrap().3.spread;
         for name in PROGRESSIVE_TWINS {
             for kind in ["baseline", "progressive"] {
                 let b = fixture(&format!("{name}_{kind}.jpg"));
@@ -2324,6 +2435,47 @@ mod tests {
                 assert_eq!(s > 10.0, colour, "colour {colour} at 1/{f}: {s}");
                 assert_eq!(spread(&p, f), None, "own chroma DC scans at 1/{f}");
             }
+        }
+    }
+
+    /// The colour variety the luma read passes on (`ChromaSeen::variety`): the same at
+    /// every scale (it comes from the DC values, which every scale reads), near the
+    /// same from a baseline file and its progressive twin (whose interleaved first DC
+    /// scan gives DC to 2 steps), 0 for grey pictures; a sepia copy of a colour photo
+    /// has a small fraction of the photo's. `None` where a progressive file's DC scans
+    /// hold one component each.
+    #[test]
+    fn variety_tells_tinted_pictures_from_colour_ones() {
+        use jpeg_encoder::ColorType;
+        let variety = |b: &[u8], f: u32| decode_luma_seen(b, f, true).unwrap().3.variety;
+        for name in PROGRESSIVE_TWINS {
+            let b = fixture(&format!("{name}_baseline.jpg"));
+            let p = fixture(&format!("{name}_progressive.jpg"));
+            let (vb, vp) = (variety(&b, 8).unwrap(), variety(&p, 8).unwrap());
+            for f in [4, 2, 1] {
+                assert_eq!((variety(&b, f), variety(&p, f)), (Some(vb), Some(vp)), "{name} at 1/{f}");
+            }
+            if name.starts_with("camera_grey") {
+                assert_eq!((vb, vp), (0.0, 0.0), "{name}");
+            } else {
+                // DC to 2 steps adds its rounding to the spread.
+                assert!(vb > 0.3 && (vb - vp).abs() <= 0.1 * vb + 0.05, "{name}: baseline {vb}, progressive {vp}");
+            }
+        }
+        // (Not rocket.jpg, a photo of nearly one hue: 0.78 levels, its sepia at q85 0.29.)
+        for name in ["chelsea.png", "astronaut.png", "coffee.png"] {
+            let (rgb, w, h) = rgb_of(name);
+            // Microsoft's sepia matrix.
+            let sepia: Vec<u8> = rgb
+                .chunks_exact(3)
+                .flat_map(|p| {
+                    let [r, g, b] = [p[0], p[1], p[2]].map(|v| v as f32);
+                    [[0.393, 0.769, 0.189], [0.349, 0.686, 0.168], [0.272, 0.534, 0.131]].map(|m: [f32; 3]| (m[0] * r + m[1] * g + m[2] * b).round().clamp(0.0, 255.0) as u8)
+                })
+                .collect();
+            let (vc, vs) = (variety(&encode(&rgb, w, h, |_| {}, ColorType::Rgb), 8).unwrap(), variety(&encode(&sepia, w, h, |_| {}, ColorType::Rgb), 8).unwrap());
+            assert!(vs < 1.5 && vs < 0.3 * vc, "{name}: colour {vc}, sepia {vs}");
+            assert_eq!(variety(&encode(&rgb, w, h, |e| e.set_progressive(true), ColorType::Rgb), 8), None, "{name}: own chroma DC scans");
         }
     }
 

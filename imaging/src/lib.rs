@@ -16,6 +16,7 @@ pub mod alloc_probe;
 pub mod exif;
 pub mod jpeg_dc;
 pub mod quality;
+pub mod tones;
 
 use std::io::Cursor;
 
@@ -107,6 +108,13 @@ pub struct Seen {
     /// chroma DC comes in scans of its own, the fallback decoders' JPEGs, 16-bit PNGs).
     /// Dedup's keep rule puts copies without colour after those with it.
     pub colour: Option<bool>,
+    /// How varied the picture's colours are at one brightness ([`tones::Tones::variety`],
+    /// in levels): 0 for a grey picture, near 0 for a tinted one (sepia, duotone: under
+    /// 1.5), 0.5-40 for colour photos. From a JPEG's MCU DC means where `colour` is known from
+    /// them; from 16×16 pixel blocks of a decoded picture. `None` where `colour` is, and
+    /// where no brightness has 4 blocks (always under 4 blocks, about 32×32 px). Dedup's keep rule puts a
+    /// copy far less varied than its cluster's most varied one after the others.
+    pub variety: Option<f32>,
 }
 
 /// Grey levels a chroma value may stray from neutral in a picture without colour
@@ -133,9 +141,9 @@ fn shows_colour(px: &[u8], channels: usize) -> bool {
     })
 }
 
-/// [`Seen::colour`] from the largest chroma distance a decode saw.
-fn colour_of(spread: Option<f32>) -> Option<bool> {
-    spread.map(|s| s > GREY_LEVELS)
+/// [`Seen`] without damage from what a JPEG's luma read saw of chroma.
+fn seen_of(c: jpeg_dc::ChromaSeen) -> Seen {
+    Seen { damage: None, colour: c.spread.map(|s| s > GREY_LEVELS), variety: c.variety }
 }
 
 /// [`decode_gray_as`], also giving what the decode saw ([`Seen`]): the damage that a
@@ -162,14 +170,14 @@ fn gray_seen(bytes: &[u8], max_side: usize, grey: JpegGrey, check_colour: bool) 
         // At 2×, 4× or 8× `max_side` and more, JPEG's own Y at 1/2, 1/4 or 1/8 scale is
         // enough, and jpeg_dc's is the cheapest decode there is (so only for `Luma`).
         if grey == JpegGrey::Luma {
-            match reduced_luma(bytes, long, max_side) {
-                Ok((r, spread)) => return Ok((r, Seen { damage: None, colour: colour_of(spread) })),
+            match reduced_luma(bytes, long, max_side, check_colour) {
+                Ok((r, chroma)) => return Ok((r, seen_of(chroma))),
                 // Below 2× `max_side`: jpeg_dc's full-size luma, whose read is the check
                 // and which costs what zune-jpeg's decode does on such small files
                 // (session 21, `m6-decode-bench` modes `full` and `zune_luma_full` on 141
                 // JPEGs of 128-255 px at 128 px: 0.057 against 0.048-0.057 ms).
-                Err(None) if long > 0 && long < 2 * max_side => match full_luma(bytes, max_side) {
-                    Ok((g, w, h, spread)) => return Ok(((g, w, h, 1), Seen { damage: None, colour: colour_of(spread) })),
+                Err(None) if long > 0 && long < 2 * max_side => match full_luma(bytes, max_side, check_colour) {
+                    Ok((g, w, h, chroma)) => return Ok(((g, w, h, 1), seen_of(chroma))),
                     Err(jpeg_dc::Unread::Damaged(d)) => damage = Some(d),
                     Err(jpeg_dc::Unread::Unhandled) => {}
                 },
@@ -179,7 +187,7 @@ fn gray_seen(bytes: &[u8], max_side: usize, grey: JpegGrey, check_colour: bool) 
         let big = long >= 4 * max_side;
         let r = if big { decode_jpeg_scaled_as(bytes, max_side, grey) } else { decode_jpeg_full(bytes, max_side, 4 * max_side, grey) };
         if let Ok(r) = r {
-            return Ok((r, Seen { damage, colour: None }));
+            return Ok((r, Seen { damage, colour: None, variety: None }));
         }
         // Fall through: the image crate's decoder forgives more broken files.
     }
@@ -188,8 +196,8 @@ fn gray_seen(bytes: &[u8], max_side: usize, grey: JpegGrey, check_colour: bool) 
     // RSS 182 -> 138 MiB, CPU about 1% less). Errors fall through to the image crate,
     // as for JPEG, and so do 16-bit PNGs, so that the picture stays the one the image
     // crate's decode gives.
-    if let Some(Ok((g, w, h, colour))) = png_gray(bytes, max_side, grey, false, check_colour) {
-        return Ok(((g, w, h, 1), Seen { damage: None, colour }));
+    if let Some(Ok((g, w, h, (colour, variety)))) = png_gray(bytes, max_side, grey, false, check_colour) {
+        return Ok(((g, w, h, 1), Seen { damage: None, colour, variety }));
     }
     let img = load(bytes).map_err(|e| DecodeError::Decode(e.to_string()))?;
     let (w, h) = (img.width(), img.height());
@@ -203,12 +211,16 @@ fn gray_seen(bytes: &[u8], max_side: usize, grey: JpegGrey, check_colour: bool) 
     // 8-bit RGB(A) — PNG screenshots, mostly — to grey in fixed point: the image
     // crate's conversion goes through floats and a libm round per pixel, which cost
     // more than inflating the PNG.
-    let colour = match &img {
-        image::DynamicImage::ImageLuma8(_) | image::DynamicImage::ImageLuma16(_) => Some(false),
-        image::DynamicImage::ImageRgb8(rgb) if check_colour => Some(shows_colour(rgb.as_raw(), 3)),
-        _ => None,
+    let (colour, variety) = match &img {
+        image::DynamicImage::ImageLuma8(_) | image::DynamicImage::ImageLuma16(_) => (Some(false), Some(0.0)),
+        image::DynamicImage::ImageRgb8(rgb) if check_colour => {
+            let mut t = tones::RowTones::new(w as usize, 3);
+            rgb.as_raw().chunks_exact(3 * w as usize).for_each(|row| t.push(row));
+            (Some(shows_colour(rgb.as_raw(), 3)), t.variety())
+        }
+        _ => (None, None),
     };
-    let seen = Seen { damage, colour };
+    let seen = Seen { damage, colour, variety };
     let grey = match (&img, grey) {
         (image::DynamicImage::ImageLuma8(g), _) => return Ok(((shrink_u8(g.as_raw(), w as usize, h as usize, max_side), w, h, 1), seen)),
         (image::DynamicImage::ImageRgb8(rgb), JpegGrey::Rec709) => grey709(rgb.as_raw(), 3),
@@ -541,8 +553,10 @@ pub fn decode_png_gray_as(bytes: &[u8], max_side: usize, grey: JpegGrey) -> Opti
 
 /// The body of [`decode_png_gray_as`]; `None` for 16-bit PNGs unless `strip16`. With
 /// `check_colour`, also [`Seen::colour`]: `Some(false)` for a grey PNG, and for an
-/// RGB(A) or palette one whose shown pixels all are grey (without, `None`).
-fn png_gray(bytes: &[u8], max_side: usize, grey: JpegGrey, strip16: bool, check_colour: bool) -> Option<Result<(Gray, u32, u32, Option<bool>), DecodeError>> {
+/// RGB(A) or palette one whose shown pixels all are grey; and [`Seen::variety`]
+/// (without, both `None`).
+#[allow(clippy::type_complexity)]
+fn png_gray(bytes: &[u8], max_side: usize, grey: JpegGrey, strip16: bool, check_colour: bool) -> Option<Result<(Gray, u32, u32, (Option<bool>, Option<f32>)), DecodeError>> {
     if !bytes.starts_with(b"\x89PNG\r\n\x1a\n") {
         return None;
     }
@@ -587,16 +601,22 @@ fn png_gray(bytes: &[u8], max_side: usize, grey: JpegGrey, strip16: bool, check_
     // runs (one indexed add per pixel, through a column-to-cell table, was a sixth of
     // the filter's CPU on scikit-image's PNGs).
     let mut grey_row = vec![0u8; w];
-    // Rows are checked for colour until one shows it (a grey picture's, all of them).
+    // Rows are checked for colour until one shows it (a grey picture's, all of them),
+    // and every row's colours go to the tones.
     let mut colour = false;
+    let mut tones = (check_colour && channels > 2).then(|| tones::RowTones::new(w, channels));
     for y in 0..h {
         let row = match r.next_row() {
             Ok(Some(row)) => row,
             Ok(None) => return Some(Err(DecodeError::Decode(format!("PNG ends after {y} of {h} rows")))),
             Err(e) => return Some(Err(err(e))),
         };
-        if check_colour && channels > 2 && !colour {
-            colour = shows_colour(&row.data()[..channels * w], channels);
+        if let Some(t) = tones.as_mut() {
+            let px = &row.data()[..channels * w];
+            if !colour {
+                colour = shows_colour(px, channels);
+            }
+            t.push(px);
         }
         row_grey(row.data(), channels, grey, &mut grey_row);
         // Not shrunk: every cell is one column.
@@ -623,7 +643,12 @@ fn png_gray(bytes: &[u8], max_side: usize, grey: JpegGrey, strip16: bool, check_
             }
         }
     }
-    Some(Ok((Gray { w: nw, h: nh, px: out }, w as u32, h as u32, check_colour.then_some(colour))))
+    let seen = match tones {
+        Some(t) => (Some(colour), t.variety()),
+        None if check_colour => (Some(false), Some(0.0)),
+        None => (None, None),
+    };
+    Some(Ok((Gray { w: nw, h: nh, px: out }, w as u32, h as u32, seen)))
 }
 
 /// One 8-bit PNG row (`channels` per pixel: grey, grey + alpha, RGB or RGBA) as grey
@@ -775,8 +800,8 @@ fn decode_into_grey(d: &mut zune_jpeg::JpegDecoder<zune_core::bytestream::ZCurso
 /// files (the 26 photos ×4 saved progressive by Pillow), where a full decode costs
 /// most: at 2048 px 1.4 ms at 1/8 against zune-jpeg's 24.9, at 1536 px 6.6 ms at 1/4
 /// against 14.7.
-/// Also the chroma spread the read saw (`jpeg_dc::decode_luma_seen`).
-fn reduced_luma(bytes: &[u8], long: usize, max_side: usize) -> Result<((Gray, u32, u32, u32), Option<f32>), Option<String>> {
+/// Also what the read saw of chroma (`jpeg_dc::decode_luma_seen`).
+fn reduced_luma(bytes: &[u8], long: usize, max_side: usize, tones: bool) -> Result<((Gray, u32, u32, u32), jpeg_dc::ChromaSeen), Option<String>> {
     let factor = if long >= 8 * max_side {
         8
     } else if long >= 4 * max_side {
@@ -791,8 +816,8 @@ fn reduced_luma(bytes: &[u8], long: usize, max_side: usize) -> Result<((Gray, u3
     if long / factor as usize > 16 * max_side {
         return Err(None);
     }
-    match jpeg_dc::decode_luma_seen(bytes, factor) {
-        Ok((g, w, h, spread)) => Ok(((jpeg_dc::shrink_reduced(&g, w, h, max_side, factor), w, h, factor), spread)),
+    match jpeg_dc::decode_luma_seen(bytes, factor, tones) {
+        Ok((g, w, h, chroma)) => Ok(((jpeg_dc::shrink_reduced(&g, w, h, max_side, factor), w, h, factor), chroma)),
         Err(jpeg_dc::Unread::Damaged(d)) => Err(Some(d)),
         Err(jpeg_dc::Unread::Unhandled) => Err(None),
     }
@@ -800,10 +825,10 @@ fn reduced_luma(bytes: &[u8], long: usize, max_side: usize) -> Result<((Gray, u3
 
 /// jpeg_dc's full-size luma of a JPEG, box-shrunk to `max_side` as a decoder's 8-bit
 /// pixels are ([`shrink_u8`]): the picture, and the damage check, of JPEGs under 2×
-/// `max_side`. Returns the picture, the full size and the chroma spread the read saw.
-fn full_luma(bytes: &[u8], max_side: usize) -> Result<(Gray, u32, u32, Option<f32>), jpeg_dc::Unread> {
-    let (g, w, h, spread) = jpeg_dc::decode_luma_seen(bytes, 1)?;
-    Ok((shrink_u8(&jpeg_dc::levels_u8(&g.px), g.w, g.h, max_side), w, h, spread))
+/// `max_side`. Returns the picture, the full size and what the read saw of chroma.
+fn full_luma(bytes: &[u8], max_side: usize, tones: bool) -> Result<(Gray, u32, u32, jpeg_dc::ChromaSeen), jpeg_dc::Unread> {
+    let (g, w, h, chroma) = jpeg_dc::decode_luma_seen(bytes, 1, tones)?;
+    Ok((shrink_u8(&jpeg_dc::levels_u8(&g.px), g.w, g.h, max_side), w, h, chroma))
 }
 
 /// JPEG to the grey work picture for a caller that wants the cheapest decode at
@@ -829,7 +854,7 @@ pub fn decode_jpeg_gray_fast(bytes: &[u8], max_side: usize, check_damage: bool) 
         return Some(Err(DecodeError::Empty(w, h)));
     }
     let long = w.max(h) as usize;
-    match reduced_luma(bytes, long, max_side) {
+    match reduced_luma(bytes, long, max_side, false) {
         Ok(((g, w, h, _), _)) => return Some(Ok((g, w, h))),
         Err(Some(d)) if check_damage => return Some(Err(DecodeError::Damaged(d))),
         // Too small to be read at 1/2: jpeg_dc's full-size luma, whose read is the
@@ -841,7 +866,7 @@ pub fn decode_jpeg_gray_fast(bytes: &[u8], max_side: usize, check_damage: bool) 
         // pixels are a decoder's 8-bit output (within 0.02 grey levels on average of
         // zune-jpeg's), box-shrunk as zune-jpeg's were.
         // Files jpeg_dc does not handle go to the full decoders, whose verdict stands.
-        Err(None) if check_damage && long < 2 * max_side => match full_luma(bytes, max_side) {
+        Err(None) if check_damage && long < 2 * max_side => match full_luma(bytes, max_side, false) {
             Ok((g, w, h, _)) => return Some(Ok((g, w, h))),
             Err(jpeg_dc::Unread::Damaged(d)) => return Some(Err(DecodeError::Damaged(d))),
             Err(jpeg_dc::Unread::Unhandled) => {}
@@ -1432,6 +1457,49 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// [`Seen::variety`] on every decode path that sees chroma: a sepia copy's is under
+    /// 1.5 levels and under 0.3 of its colour photo's (dedup's tinted copy), in PNG (RGB,
+    /// and RGBA shown on white), BMP (the image crate's path) and JPEG (the luma read's
+    /// DC means, at 1/4 and at full size), for the photo and for a quarter-size copy;
+    /// a grey PNG's is 0; a picture of three blocks has none.
+    #[test]
+    fn variety_is_told_on_every_decode_path() {
+        use image::{DynamicImage as D, ImageFormat as F};
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/photos");
+        let file = |img: &D, f: F| {
+            let mut buf = std::io::Cursor::new(vec![]);
+            img.write_to(&mut buf, f).unwrap();
+            buf.into_inner()
+        };
+        let variety = |b: &[u8]| decode_gray_seen(b, 64, JpegGrey::Luma).unwrap().1.variety;
+        for name in ["chelsea.png", "coffee.png", "astronaut.png"] {
+            let photo = image::open(dir.join(name)).unwrap().to_rgb8();
+            let mut sepia = photo.clone();
+            for p in sepia.pixels_mut() {
+                let [r, g, b] = p.0.map(|v| v as f32);
+                p.0 = [[0.393, 0.769, 0.189], [0.349, 0.686, 0.168], [0.272, 0.534, 0.131]].map(|m: [f32; 3]| (m[0] * r + m[1] * g + m[2] * b).round().clamp(0.0, 255.0) as u8);
+            }
+            let small = |img: &image::RgbImage| image::imageops::thumbnail(img, img.width() / 4, img.height() / 4);
+            // Full size: JPEG's 1/4 luma read; at a quarter: its full-size read.
+            for (size, colour, tinted) in [("full", photo.clone(), sepia.clone()), ("1/4", small(&photo), small(&sepia))] {
+                let files = |img: &image::RgbImage| {
+                    let d = D::ImageRgb8(img.clone());
+                    [("rgb png", file(&d, F::Png)), ("rgba png", file(&D::ImageRgba8(d.to_rgba8()), F::Png)), ("bmp", file(&d, F::Bmp)), ("jpeg", file(&d, F::Jpeg))]
+                };
+                for ((how, c), (_, s)) in files(&colour).into_iter().zip(files(&tinted)) {
+                    let (vc, vs) = (variety(&c).unwrap(), variety(&s).unwrap());
+                    assert!(vs < 1.5 && vs < 0.3 * vc, "{name} {size} {how}: colour {vc}, sepia {vs}");
+                }
+                assert_eq!(variety(&file(&D::ImageLuma8(D::ImageRgb8(colour).to_luma8()), F::Png)), Some(0.0), "{name} {size} grey png");
+            }
+        }
+        // Three 16×16 blocks.
+        let tiny = image::RgbImage::from_fn(40, 16, |x, y| image::Rgb([(x * 4) as u8, (y * 4) as u8, 90]));
+        let mut buf = std::io::Cursor::new(vec![]);
+        D::ImageRgb8(tiny).write_to(&mut buf, F::Png).unwrap();
+        assert_eq!(decode_gray_seen(buf.get_ref(), 64, JpegGrey::Luma).unwrap().1.variety, None);
     }
 
     /// Two frames that are whole make an animation; a still GIF, a GIF cut inside or
