@@ -33,6 +33,10 @@
 //!   rgb_quarter    the same at 1/4 (JPEGs of 4x-8x the sample)
 //!                  (the two rgb modes run only when MODES names them: the filter and
 //!                  dedup benches, which run every other mode, do not use them)
+//!   seen           every file: dedup's signing decode (decode_gray_seen at SIDE, JPEG's
+//!                  luma); run only when MODES names it, and then `seen_per_file` lists
+//!                  each file's path, whether it holds colour and its colour variety
+//!                  (m6_imaging::Seen), in the order read
 //! MODES, a comma list of the names above, runs only those (the others print null):
 //! for profiling one decoder with perf.
 //! `progressive` counts the JPEGs whose frame is progressive (SOF2), the ones whose
@@ -61,6 +65,7 @@ fn main() {
     let modes: Option<Vec<String>> = args.get(3).map(|m| m.split(',').map(str::to_string).collect());
     let wanted = |m: &str| modes.as_ref().is_none_or(|v| v.iter().any(|x| x == m));
     let mut files = vec![];
+    let mut names = vec![];
     let mut stack = vec![std::path::PathBuf::from(dir)];
     while let Some(d) = stack.pop() {
         for e in std::fs::read_dir(&d).unwrap_or_else(|e| panic!("{}: {e}", d.display())) {
@@ -69,6 +74,7 @@ fn main() {
                 stack.push(p);
             } else {
                 files.push(std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display())));
+                names.push(p.display().to_string());
             }
         }
     }
@@ -76,7 +82,7 @@ fn main() {
     let t0 = Instant::now();
     // Best-of-REPEAT CPU seconds of `f` over a set of files.
     let time = |mode: &str, set: &[&Vec<u8>], f: &dyn Fn(&[u8]) -> usize| -> f64 {
-        if !wanted(mode) || (mode.starts_with("rgb") && modes.is_none()) {
+        if !wanted(mode) || ((mode.starts_with("rgb") || mode == "seen") && modes.is_none()) {
             return f64::NAN;
         }
         let mut best = f64::INFINITY;
@@ -117,10 +123,26 @@ fn main() {
     // colour picture, and still uses below 2x).
     let sample = time("rgb_sample", &jpeg_files, &|b| m6_imaging::decode_rgb_min_short(b, side as u32, false).map_or(0, |(img, ..)| img.len()));
     let jd_sample = time("rgb_jd_sample", &jpeg_files, &|b| m6_imaging::decode_jpeg_rgb_scaled(b, side as u32).map_or(0, |(img, ..)| img.len()));
+    let seen_decode = |b: &[u8]| m6_imaging::decode_gray_seen(b, side, m6_imaging::JpegGrey::Luma);
+    let seen = time("seen", &all, &|b| seen_decode(b).map_or(0, |((g, ..), _)| g.px.len()));
+    let seen_per_file = if seen.is_nan() {
+        "null".to_string()
+    } else {
+        let rows: Vec<String> = files
+            .iter()
+            .zip(&names)
+            .map(|(b, n)| {
+                let s = seen_decode(b).map(|(_, s)| s).unwrap_or_default();
+                let opt = |v: Option<String>| v.unwrap_or_else(|| "null".into());
+                format!("{{\"file\": {:?}, \"colour\": {}, \"variety\": {}}}", n, opt(s.colour.map(|c| c.to_string())), opt(s.variety.map(|v| format!("{v:.2}"))))
+            })
+            .collect();
+        format!("[{}]", rows.join(", "))
+    };
     let per =
         |s: f64, n: usize| if n == 0 || s.is_nan() { serde_free_null() } else { format!("{{\"cpu_seconds\": {s:.4}, \"images_per_cpu_s\": {:.1}, \"ms_per_image\": {:.3}}}", n as f64 / s, 1e3 * s / n as f64) };
     println!(
-        "{{\"images\": {}, \"jpegs\": {jpegs}, \"progressive\": {progressive}, \"side\": {side}, \"repeat\": {repeat}, \"filter_decode\": {}, \"zune_luma_full\": {}, \"dct_scaled\": {}, \"dc_handled\": {}, \"dc\": {}, \"quarter\": {}, \"half\": {}, \"full\": {}, \"rgb_dc\": {}, \"rgb_quarter\": {}, \"rgb_half\": {}, \"rgb_sample\": {}, \"rgb_jd_sample\": {}}}",
+        "{{\"images\": {}, \"jpegs\": {jpegs}, \"progressive\": {progressive}, \"side\": {side}, \"repeat\": {repeat}, \"filter_decode\": {}, \"zune_luma_full\": {}, \"dct_scaled\": {}, \"dc_handled\": {}, \"dc\": {}, \"quarter\": {}, \"half\": {}, \"full\": {}, \"rgb_dc\": {}, \"rgb_quarter\": {}, \"rgb_half\": {}, \"rgb_sample\": {}, \"rgb_jd_sample\": {}, \"seen\": {}, \"seen_per_file\": {seen_per_file}}}",
         files.len(),
         per(filter_decode, files.len()),
         per(zune, jpegs),
@@ -134,7 +156,8 @@ fn main() {
         per(rgb_quarter, handled.len()),
         per(rgb_half, handled.len()),
         per(sample, jpegs),
-        per(jd_sample, jpegs)
+        per(jd_sample, jpegs),
+        per(seen, files.len())
     );
 }
 
