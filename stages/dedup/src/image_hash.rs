@@ -89,6 +89,11 @@ pub struct ImageSig {
     /// PNG of a colour photo outranked the colour JPEG it was made from (its bytes per
     /// pixel are a lossless file's). `false` where the decode could not tell.
     pub grey: bool,
+    /// How varied the picture's colours are at one brightness, in levels
+    /// (`m6_imaging::Seen::variety`): a sepia or duotone copy's is near 0, its colour
+    /// original's several times more; the keep rule puts a copy far below its
+    /// cluster's most varied one after the others (`image_verify::variety`).
+    pub variety: Option<f32>,
 }
 
 /// Side of the grey block each window is resampled to before its pHash.
@@ -139,7 +144,7 @@ pub fn sign_gray(g: &Gray, width: u32, height: u32, decode_scale: u32) -> ImageS
     // The quality signals' sharpness alone: dedup needs neither entropy nor border.
     let inner = Gray { w: u1 - u0, h: v1 - v0, px: (v0..v1).flat_map(|y| g.px[y * g.w + u0..y * g.w + u1].iter().copied()).collect() };
     let sharpness = m6_imaging::quality::sharpness(&inner);
-    ImageSig { hashes, thumb, aspect, frame_pixels, width, height, decode_scale, sharpness, damaged: false, lossless: None, grey: false }
+    ImageSig { hashes, thumb, aspect, frame_pixels, width, height, decode_scale, sharpness, damaged: false, lossless: None, grey: false, variety: None }
 }
 
 /// Decodes (at reduced scale) and signs encoded image bytes.
@@ -156,7 +161,7 @@ pub fn sign_gray(g: &Gray, width: u32, height: u32, decode_scale: u32) -> ImageS
 pub fn sign(bytes: &[u8]) -> Result<ImageSig, HashError> {
     let ((g, w, h, scale), seen) = m6_imaging::decode_gray_seen(bytes, WORK_SIDE, JpegGrey::Luma)?;
     let (g, w, h) = shown(bytes, g, w, h);
-    Ok(ImageSig { damaged: seen.damage.is_some(), lossless: m6_imaging::lossless(bytes), grey: seen.colour == Some(false), ..sign_gray(&g, w, h, scale) })
+    Ok(ImageSig { damaged: seen.damage.is_some(), lossless: m6_imaging::lossless(bytes), grey: seen.colour == Some(false), variety: seen.variety, ..sign_gray(&g, w, h, scale) })
 }
 
 /// A decoded picture and its full size turned as `bytes`' EXIF orientation says.

@@ -79,7 +79,10 @@ pub fn encode_payload(exact: u64, sig: Option<&ImageSig>, flawed: bool, caption:
     // pixels the body has room for (`picture_key`).
     let lossless = sig.and_then(|s| s.lossless.map(|colour| 4 | (colour as u64) << 3 | (s.sharpness.to_bits() as u64) << 32)).unwrap_or(0);
     let grey = sig.is_some_and(|s| s.grey) as u64;
-    out.extend_from_slice(&(sig.is_some() as u64 | (flawed as u64) << 1 | lossless | grey << GREY_BIT).to_le_bytes());
+    // Tenths of a level, 1 added so that 0 stays "unknown" (255: 25.4 levels or more;
+    // the keep rule's thresholds are a level or two).
+    let variety = sig.and_then(|s| s.variety).map_or(0, |v| (v * 10.0).round().clamp(0.0, 254.0) as u64 + 1);
+    out.extend_from_slice(&(sig.is_some() as u64 | (flawed as u64) << 1 | lossless | grey << GREY_BIT | variety << VARIETY_SHIFT).to_le_bytes());
     out.extend_from_slice(&caption.to_le_bytes());
     out.extend_from_slice(&sig.map_or(0.0, |s| s.aspect).to_le_bytes());
     out.extend_from_slice(&sig.map_or(0.0, |s| s.frame_pixels).to_le_bytes());
@@ -109,10 +112,11 @@ pub fn hashes(p: &[u8]) -> [u64; WINDOWS] {
 
 /// The payload's flags word: bit 0 decoded, bit 1 flawed, bit 2 lossless, bit 3 the
 /// lossless file stores colour, bit 4 ([`GREY_BIT`]) the picture holds no colour, bits
-/// 32-63 a lossless file's sharpness (f32 bits). Bodies written before the flawed bit
-/// or the grey bit (same signature format) hold 0 there, which reads as "not flawed",
-/// "not lossless" and "not known to be grey": such a body only loses the keep rule's
-/// preferences for whole copies, for the smaller of lossless files and for colour.
+/// 8-15 ([`VARIETY_SHIFT`]) its colour variety, bits 32-63 a lossless file's sharpness
+/// (f32 bits). Bodies written before the flawed, grey or variety bits (same signature
+/// format) hold 0 there, which reads as "not flawed", "not lossless", "not known to be
+/// grey" and "variety unknown": such a body only loses the keep rule's preferences for
+/// whole copies, for the smaller of lossless files, for colour and for varied colour.
 /// (So `--against` datasets signed before need no new signing.)
 pub fn decoded(p: &[u8]) -> bool {
     u64_at(p, 16) & 1 == 1
@@ -129,6 +133,18 @@ pub fn flawed(p: &[u8]) -> bool {
 /// Bit of the flags word set when the decode saw that the picture holds no colour
 /// (`ImageSig::grey`).
 const GREY_BIT: u32 = 4;
+
+/// Where the flags word holds `ImageSig::variety` (a byte: tenths of a level + 1, 0
+/// unknown, 255 at least 25.4 levels).
+const VARIETY_SHIFT: u32 = 8;
+
+/// `ImageSig::variety` to a tenth of a level (at most 25.4), when the body records it.
+pub fn variety(p: &[u8]) -> Option<f32> {
+    match (u64_at(p, 16) >> VARIETY_SHIFT & 255) as u8 {
+        0 => None,
+        v => Some((v - 1) as f32 / 10.0),
+    }
+}
 
 /// Whether the image's decode saw that it holds no colour (`ImageSig::grey`): the keep
 /// rule puts it after copies in colour.
@@ -158,9 +174,9 @@ pub fn thumb(p: &[u8]) -> &[u8] {
 /// (dithering moves the sharpness), gets another key. `None` for a lossy or
 /// undecoded file.
 pub fn picture_key(p: &[u8]) -> Option<u64> {
-    // The grey bit is left out: it follows from the pixels the key already holds, and
-    // bodies signed before it have it at 0.
-    let flags = u64_at(p, 16) & !(1 << GREY_BIT);
+    // The grey bit and the variety are left out: they follow from the pixels the key
+    // already holds, and bodies signed before them have them at 0.
+    let flags = u64_at(p, 16) & !(1 << GREY_BIT) & !(255 << VARIETY_SHIFT);
     if flags & 5 != 5 {
         return None;
     }
@@ -1707,7 +1723,7 @@ mod tests {
 
     /// The payload of a drawn picture (cut by `c`) under exact key `key`, with no hashes.
     fn payload(key: u64, c: Crop, f: fn(f32, f32) -> f32) -> Vec<u8> {
-        let sig = ImageSig { hashes: [0; WINDOWS], thumb: draw(c, f), aspect: aspect_of(c), frame_pixels: 10_000.0, width: 100, height: 100, decode_scale: 1, sharpness: 0.0, damaged: false, lossless: None, grey: false };
+        let sig = ImageSig { hashes: [0; WINDOWS], thumb: draw(c, f), aspect: aspect_of(c), frame_pixels: 10_000.0, width: 100, height: 100, decode_scale: 1, sharpness: 0.0, damaged: false, lossless: None, grey: false, variety: None };
         let mut out = vec![];
         encode_payload(key, Some(&sig), false, 0, &mut out);
         out

@@ -843,7 +843,30 @@ struct Facts {
     whole: bool,
     /// Images and pairs: the decode saw no colour in the picture (`image_verify::grey`).
     grey: bool,
+    /// Images and pairs: how varied its colours are at one brightness
+    /// (`image_verify::variety`).
+    variety: Option<f32>,
+    /// Set per cluster among the copies it may keep: the copy's variety is under
+    /// [`TINT_LEVELS`] and [`TINT_SHARE`] of the most varied copy's (a sepia or
+    /// duotone copy of a colour photo).
+    tinted: bool,
 }
+
+/// Colour variety (levels, `m6_imaging::tones::Tones::variety`) under which a copy may
+/// be a tinted one ([`Facts::tinted`]). Chosen on scikit-image's 26 photos and 26
+/// camera photos with made copies: sepia (Microsoft's matrix) 0.01-1.49, warm-toned
+/// 0-0.23, blue-gold duotone 0.01-0.08; the colour originals 0.51 (Wood, brown wood)
+/// to 37. Below it, [`TINT_SHARE`] decides: a low-colour photo's own copies have its
+/// own variety.
+const TINT_LEVELS: f32 = 1.5;
+
+/// Share of the cluster's largest variety under which a copy counts as tinted. On the
+/// same photos: a saturation halved halves the variety (such a copy keeps its place),
+/// a quarter of it is a quarter (and gives way); the tinted copies fall under 0.3 of
+/// their original's for the toned and duotone copies of all 37 colour photos and the
+/// sepia copies of 29 (the 8 others are of photos mostly of one hue: sunsets, wood,
+/// blue water, whose sepia is as varied across its hue as they are).
+const TINT_SHARE: f32 = 0.3;
 
 /// Images and pairs under `keep = "longest"`: copies whose areas are within this
 /// fraction of a cluster's largest count as the largest. The frame is found on the
@@ -863,19 +886,22 @@ const KEEP_AREA_TOLERANCE: f32 = 0.05;
 /// (`image_verify::picture_key`), the smallest file is kept: by bytes per pixel a BMP
 /// outranked the PNG and WebP of the same pixels. v5: a copy without colour
 /// (`image_verify::grey`) comes after those in colour: a grey PNG of a colour photo
-/// outranked the colour JPEG, its lossless bytes per pixel being more.
-pub const KEEP_VERSION: &str = "m6-dedup-keep-v5";
+/// outranked the colour JPEG, its lossless bytes per pixel being more. v6: so does a
+/// tinted copy (`Facts::tinted`: sepia, duotone) before the colour copies: a sepia PNG
+/// outranked the colour JPEG it was made from.
+pub const KEEP_VERSION: &str = "m6-dedup-keep-v6";
 
 /// Images and pairs under `longest`: the order among the copies a cluster may keep
 /// (those within [`KEEP_AREA_TOLERANCE`] of its largest area, among its whole copies
 /// when it has any, of those its `--against` rows when it has any): copies in colour
 /// before grey ones (`Facts::grey`: a grey copy of a colour photo holds less of it,
 /// however well it is stored; copies whose decode could not tell count as colour),
+/// and untinted before tinted ones (`Facts::tinted`, likewise; unknown is untinted),
 /// then the best copy (`sign::image_score`), the smaller file of lossless copies of
 /// one picture next (`Facts::own`), then the most header pixels, then the id-hash tie.
 fn keep_order(a: (u32, &Facts), b: (u32, &Facts)) -> std::cmp::Ordering {
     let (x, y) = (a.1, b.1);
-    x.grey.cmp(&y.grey).then(y.score.total_cmp(&x.score)).then(x.own.total_cmp(&y.own)).then(y.size.cmp(&x.size)).then((x.idhash, a.0).cmp(&(y.idhash, b.0)))
+    (x.grey, x.tinted).cmp(&(y.grey, y.tinted)).then(y.score.total_cmp(&x.score)).then(x.own.total_cmp(&y.own)).then(y.size.cmp(&x.size)).then((x.idhash, a.0).cmp(&(y.idhash, b.0)))
 }
 
 /// Whether row `a` should represent a cluster rather than `b`. A flawed copy (cut
@@ -942,9 +968,12 @@ fn clusters_phase(cfg: &DedupConfig, plan: &Plan, signed: &SignedUnits, pair_pat
     for &g in &nodes {
         bodies.read(g, &mut buf)?;
         let h = RowHeader::decode(&buf);
-        let (area, whole, grey) = match plan.kind {
-            Kind::Document => (h.size as f32, true, false),
-            _ => (image_verify::frame_pixels(&buf[HEADER..]).unwrap_or(h.size as f32), !image_verify::flawed(&buf[HEADER..]), image_verify::grey(&buf[HEADER..])),
+        let (area, whole, grey, variety) = match plan.kind {
+            Kind::Document => (h.size as f32, true, false, None),
+            _ => {
+                let p = &buf[HEADER..];
+                (image_verify::frame_pixels(p).unwrap_or(h.size as f32), !image_verify::flawed(p), image_verify::grey(p), image_verify::variety(p))
+            }
         };
         if plan.kind != Kind::Document {
             if let Some(key) = image_verify::picture_key(&buf[HEADER..]) {
@@ -955,7 +984,7 @@ fn clusters_phase(cfg: &DedupConfig, plan: &Plan, signed: &SignedUnits, pair_pat
                 *best = best.max(h.score);
             }
         }
-        facts.insert(g, Facts { size: h.size, score: h.score, own: h.score, idhash: h.id_hash, area, whole, grey });
+        facts.insert(g, Facts { size: h.size, score: h.score, own: h.score, idhash: h.id_hash, area, whole, grey, variety, tinted: false });
     }
     for (g, key) in pictures {
         facts.get_mut(&g).expect("every node has facts").score = picture_best[&key];
@@ -995,6 +1024,11 @@ fn clusters_phase(cfg: &DedupConfig, plan: &Plan, signed: &SignedUnits, pair_pat
         }
         let (mut a, mut b) = (vec![], vec![]);
         for (r, mut tier) in tiers {
+            let widest = tier.iter().filter_map(|g| facts[g].variety).fold(0f32, f32::max);
+            for g in &tier {
+                let f = facts.get_mut(g).expect("every node has facts");
+                f.tinted = f.variety.is_some_and(|v| v < TINT_LEVELS && v < TINT_SHARE * widest);
+            }
             tier.sort_by(|x, y| keep_order((*x, &facts[x]), (*y, &facts[y])));
             let mut cur = tier[0];
             if tier.len() > 1 {

@@ -287,6 +287,56 @@ fn colour_copies_are_kept_over_grey_ones() {
     assert_keeps_the_better_copy_of(&["camera.png"], |img| png(&grey(img)), |img| jpeg(img, 85), "of a grey photo, the JPEG was kept instead of the PNG");
 }
 
+/// Each pixel mapped to a colour by its own grey level (`to`), as sepia and duotone
+/// filters do.
+fn tinted(img: &DynamicImage, to: impl Fn(f32) -> [f32; 3]) -> DynamicImage {
+    let mut rgb = img.to_rgb8();
+    for p in rgb.pixels_mut() {
+        let [r, g, b] = p.0.map(|v| v as f32);
+        let c = to(0.299 * r + 0.587 * g + 0.114 * b);
+        p.0 = c.map(|v| v.round().clamp(0.0, 255.0) as u8);
+    }
+    DynamicImage::ImageRgb8(rgb)
+}
+
+/// Tinted copies (sepia, toned, stored losslessly) give way to the colour photo they
+/// were made from, as grey ones do: a sepia PNG outranked its colour JPEG (session
+/// 24's finding), its bytes per pixel being a lossless file's. A tint leaves colour in
+/// the picture, so the grey rule alone did not see it; the colour variety at one
+/// brightness (`m6_imaging::Seen::variety`) does. Halving a photo's saturation is not
+/// a tint: such a copy stays where its score puts it.
+#[test]
+fn tinted_copies_give_way_to_colour_originals() {
+    let photos = ["astronaut.png", "coffee.png", "chelsea.png", "rocket.jpg"];
+    // Microsoft's sepia matrix, on the pixel's RGB (not a function of grey alone: clipped
+    // highlights and the weights differ a little).
+    let sepia = |img: &DynamicImage| {
+        let mut rgb = img.to_rgb8();
+        for p in rgb.pixels_mut() {
+            let [r, g, b] = p.0.map(|v| v as f32);
+            let m = [[0.393, 0.769, 0.189], [0.349, 0.686, 0.168], [0.272, 0.534, 0.131]];
+            p.0 = m.map(|w: [f32; 3]| (w[0] * r + w[1] * g + w[2] * b).round().clamp(0.0, 255.0) as u8);
+        }
+        DynamicImage::ImageRgb8(rgb)
+    };
+    assert_keeps_the_better_copy_of(&photos, |img| jpeg(img, 85), |img| png(&sepia(img)), "a sepia PNG was kept instead of the colour JPEG");
+    let toned = |img: &DynamicImage| tinted(img, |v| [v + 18.0, v + 4.0, v - 16.0]);
+    assert_keeps_the_better_copy_of(&photos, |img| jpeg(img, 85), |img| png(&toned(img)), "a warm-toned PNG was kept instead of the colour JPEG");
+    assert_keeps_the_better_copy_of(&photos, |img| jpeg(img, 75), |img| jpeg(&sepia(img), 95), "a sepia JPEG q95 was kept instead of the colour q75");
+    // A copy at half saturation keeps half its variety: not tinted, and its PNG
+    // outranks the JPEG as before.
+    let half_saturated = |img: &DynamicImage| {
+        let mut rgb = img.to_rgb8();
+        for p in rgb.pixels_mut() {
+            let [r, g, b] = p.0.map(|v| v as f32);
+            let y = 0.299 * r + 0.587 * g + 0.114 * b;
+            p.0 = [r, g, b].map(|v| (y + 0.5 * (v - y)).round().clamp(0.0, 255.0) as u8);
+        }
+        DynamicImage::ImageRgb8(rgb)
+    };
+    assert_keeps_the_better_copy_of(&photos, |img| png(&half_saturated(img)), |img| jpeg(img, 85), "a half-saturated PNG gave way to the colour JPEG as a tinted copy would");
+}
+
 /// Of equal-sized JPEG copies the least compressed is kept: sharpness alone kept the q40
 /// copy of three of these four photos (blocking adds edges at the work size).
 #[test]
