@@ -171,7 +171,7 @@ mod tests {
     /// variety, a grey picture none at all; three colours at one brightness have much,
     /// two far less (they lie on one line).
     #[test]
-    fn variety_is_chroma_range_within_one_brightness() {
+    fn variety_is_chroma_spread_across_each_brightness_axis() {
         let (w, h) = (128usize, 128usize);
         let picture = |f: &dyn Fn(usize, usize) -> [u8; 3]| {
             let mut t = RowTones::new(w, 3);
