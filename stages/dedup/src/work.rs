@@ -888,7 +888,8 @@ const KEEP_AREA_TOLERANCE: f32 = 0.05;
 /// (`image_verify::grey`) comes after those in colour: a grey PNG of a colour photo
 /// outranked the colour JPEG, its lossless bytes per pixel being more. v6: so does a
 /// tinted copy (`Facts::tinted`: sepia, duotone) before the colour copies: a sepia PNG
-/// outranked the colour JPEG it was made from.
+/// outranked the colour JPEG it was made from; and the overlay check only swaps copies
+/// of one colour class (grey, tinted), whose tones otherwise read as an overlay.
 pub const KEEP_VERSION: &str = "m6-dedup-keep-v6";
 
 /// Images and pairs under `longest`: the order among the copies a cluster may keep
@@ -1033,7 +1034,12 @@ fn clusters_phase(cfg: &DedupConfig, plan: &Plan, signed: &SignedUnits, pair_pat
             let mut cur = tier[0];
             if tier.len() > 1 {
                 bodies.read(cur, &mut a)?;
-                for &g in &tier[1..] {
+                // Only among copies of the first one's colour class: a grey or tinted
+                // copy's other tones read as an overlay on the colour photo (a sepia
+                // PNG of logo.png, LadyBird and three more of 37 photos replaced their
+                // colour JPEG this way).
+                let tone = |g: u32| (facts[&g].grey, facts[&g].tinted);
+                for &g in tier[1..].iter().take_while(|&&g| tone(g) == tone(tier[0])) {
                     bodies.read(g, &mut b)?;
                     if image_verify::overlay_between(&a[HEADER..], &b[HEADER..]) == Some(true) {
                         cur = g;

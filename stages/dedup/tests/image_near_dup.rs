@@ -28,8 +28,11 @@ fn jpeg(img: &DynamicImage, q: u8) -> Vec<u8> {
     buf.into_inner()
 }
 
+/// A photo of `data/photos`, or of another folder of `data` when `name` names it
+/// (`photos-wallpapers/LadyBird.jpg`).
 fn photo(name: &str) -> DynamicImage {
-    image::load_from_memory(&std::fs::read(data_dir().join("photos").join(name)).unwrap()).unwrap()
+    let path = if name.contains('/') { data_dir().join(name) } else { data_dir().join("photos").join(name) };
+    image::load_from_memory(&std::fs::read(path).unwrap()).unwrap()
 }
 
 fn crop(img: &DynamicImage, l: f32, t: f32, r: f32, b: f32) -> DynamicImage {
@@ -320,6 +323,11 @@ fn tinted_copies_give_way_to_colour_originals() {
         DynamicImage::ImageRgb8(rgb)
     };
     assert_keeps_the_better_copy_of(&photos, |img| jpeg(img, 85), |img| png(&sepia(img)), "a sepia PNG was kept instead of the colour JPEG");
+    // Camera photos (at 1024 px) whose sepia copy's tones read as an overlay on the
+    // colour photo, which then gave way to it.
+    let small = |img: &DynamicImage| img.resize(1024, 1024, image::imageops::FilterType::Triangle);
+    let camera = ["photos-wallpapers/LadyBird.jpg", "photos-wallpapers/seeding_by_Clements_Engelhardt.jpg", "photos-wallpapers/picosdeeuropa_by_Aitzol_Berasategi.jpg"];
+    assert_keeps_the_better_copy_of(&camera, |img| jpeg(&small(img), 85), |img| png(&sepia(&small(img))), "a sepia PNG of a camera photo was kept instead of the colour JPEG");
     let toned = |img: &DynamicImage| tinted(img, |v| [v + 18.0, v + 4.0, v - 16.0]);
     assert_keeps_the_better_copy_of(&photos, |img| jpeg(img, 85), |img| png(&toned(img)), "a warm-toned PNG was kept instead of the colour JPEG");
     assert_keeps_the_better_copy_of(&photos, |img| jpeg(img, 75), |img| jpeg(&sepia(img), 95), "a sepia JPEG q95 was kept instead of the colour q75");
