@@ -111,13 +111,14 @@ pub struct ChromaSeen {
     /// How far from neutral grey chroma goes: the largest |DC| of a chroma block, in
     /// grey levels (`Some(0.0)` for a grey frame).
     pub spread: Option<f32>,
-    /// [`Tones::variety`] of the MCUs' DC means (`Some(0.0)` for a grey frame): known
-    /// where `spread` is, when some brightness bin has 4 MCUs.
+    /// [`Tones::variety`] of the MCUs' DC means (`Some(0.0)` for a grey frame), when
+    /// asked for: known where `spread` is, when some brightness bin has 8 of the MCUs
+    /// gathered ([`MCU_TONES`]).
     pub variety: Option<f32>,
 }
 
-/// Per-MCU DC sums of an interleaved Y, Cb, Cr scan, each MCU's mean colour added to
-/// [`Tones`] ([`ChromaSeen::variety`]): a few adds per block beside its entropy decode.
+/// Per-MCU DC sums of an interleaved Y, Cb, Cr scan, kept on a grid of MCUs and made
+/// [`Tones`] after the scan ([`ChromaSeen::variety`]).
 struct McuTones {
     /// Levels per unit of a component's DC sum over an MCU: its DC step (× 2^Al) / 8
     /// over its blocks per MCU.
@@ -128,10 +129,12 @@ struct McuTones {
     mcus: Vec<[i32; 3]>,
 }
 
-/// About how many MCUs a picture's tones are made of: a 1080p JPEG has 8,160 (4:2:0),
-/// and adding each to [`Tones`] cost 5% of its 1/8 read (dedup's signing decode of 26
-/// camera photos, 14 of them progressive: 2.92 -> 3.07 ms per image); a grid of about
-/// 2,000 gives the same variety to a few hundredths of a level.
+/// About how many MCUs at least a picture's tones are made of (every `step`th of every
+/// `step`th row, `step` = ⌊√(MCUs / this)⌋): the memory and the work after the scan stay
+/// bounded whatever the size; a JPEG up to about 1,000×1,000 px (4:2:0) keeps every
+/// MCU, a 1080p one (8,160) every other of every other row. (The grid did not change
+/// the read's time: the 8% that gathering costs baseline files is in the scan loop,
+/// see [`decode_luma_seen`].)
 const MCU_TONES: usize = 2048;
 
 impl McuTones {
