@@ -110,10 +110,11 @@ pub struct Seen {
     pub colour: Option<bool>,
     /// How varied the picture's colours are at one brightness ([`tones::Tones::variety`],
     /// in levels): 0 for a grey picture, near 0 for a tinted one (sepia, duotone: under
-    /// 1.5), 0.5-40 for colour photos. From a JPEG's MCU DC means where `colour` is known from
-    /// them; from 16×16 pixel blocks of a decoded picture. `None` where `colour` is, and
-    /// where no brightness has 4 blocks (always under 4 blocks, about 32×32 px). Dedup's keep rule puts a
-    /// copy far less varied than its cluster's most varied one after the others.
+    /// 1.5), 0.5-40 for colour photos. From a JPEG's MCU DC means where `colour` is
+    /// known from them; from 16×16 pixel blocks of a decoded picture. `None` where
+    /// `colour` is, and where no brightness bin has 8 blocks (always under 8 blocks,
+    /// about 48×48 px). Dedup's keep rule puts a copy far less varied than its
+    /// cluster's most varied one after the others.
     pub variety: Option<f32>,
 }
 
@@ -602,7 +603,7 @@ fn png_gray(bytes: &[u8], max_side: usize, grey: JpegGrey, strip16: bool, check_
     // the filter's CPU on scikit-image's PNGs).
     let mut grey_row = vec![0u8; w];
     // Rows are checked for colour until one shows it (a grey picture's, all of them),
-    // and every row's colours go to the tones.
+    // and every row goes to the tones (which sum every 4th of them).
     let mut colour = false;
     let mut tones = (check_colour && channels > 2).then(|| tones::RowTones::new(w, channels));
     for y in 0..h {
