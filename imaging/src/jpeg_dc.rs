@@ -2468,14 +2468,7 @@ mod tests {
         // (Not rocket.jpg, a photo of nearly one hue: 0.78 levels, its sepia at q85 0.29.)
         for name in ["chelsea.png", "astronaut.png", "coffee.png"] {
             let (rgb, w, h) = rgb_of(name);
-            // Microsoft's sepia matrix.
-            let sepia: Vec<u8> = rgb
-                .chunks_exact(3)
-                .flat_map(|p| {
-                    let [r, g, b] = [p[0], p[1], p[2]].map(|v| v as f32);
-                    [[0.393, 0.769, 0.189], [0.349, 0.686, 0.168], [0.272, 0.534, 0.131]].map(|m: [f32; 3]| (m[0] * r + m[1] * g + m[2] * b).round().clamp(0.0, 255.0) as u8)
-                })
-                .collect();
+            let sepia = crate::tones::sepia(&rgb);
             let (vc, vs) = (variety(&encode(&rgb, w, h, |_| {}, ColorType::Rgb), 8).unwrap(), variety(&encode(&sepia, w, h, |_| {}, ColorType::Rgb), 8).unwrap());
             assert!(vs < 1.5 && vs < 0.3 * vc, "{name}: colour {vc}, sepia {vs}");
             assert_eq!(variety(&encode(&rgb, w, h, |e| e.set_progressive(true), ColorType::Rgb), 8), None, "{name}: own chroma DC scans");

@@ -1477,11 +1477,7 @@ mod tests {
         let variety = |b: &[u8]| decode_gray_seen(b, 64, JpegGrey::Luma).unwrap().1.variety;
         for name in ["chelsea.png", "coffee.png", "astronaut.png"] {
             let photo = image::open(dir.join(name)).unwrap().to_rgb8();
-            let mut sepia = photo.clone();
-            for p in sepia.pixels_mut() {
-                let [r, g, b] = p.0.map(|v| v as f32);
-                p.0 = [[0.393, 0.769, 0.189], [0.349, 0.686, 0.168], [0.272, 0.534, 0.131]].map(|m: [f32; 3]| (m[0] * r + m[1] * g + m[2] * b).round().clamp(0.0, 255.0) as u8);
-            }
+            let sepia = image::RgbImage::from_raw(photo.width(), photo.height(), tones::sepia(photo.as_raw())).unwrap();
             let small = |img: &image::RgbImage| image::imageops::thumbnail(img, img.width() / 4, img.height() / 4);
             // Full size: JPEG's 1/4 luma read; at a quarter: its full-size read.
             for (size, colour, tinted) in [("full", photo.clone(), sepia.clone()), ("1/4", small(&photo), small(&sepia))] {

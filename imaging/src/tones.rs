@@ -163,6 +163,14 @@ impl RowTones {
     }
 }
 
+/// Microsoft's sepia matrix over interleaved 8-bit RGB: the tinted copy the tests
+/// compare colour photos with.
+#[cfg(test)]
+pub(crate) fn sepia(rgb: &[u8]) -> Vec<u8> {
+    const M: [[f32; 3]; 3] = [[0.393, 0.769, 0.189], [0.349, 0.686, 0.168], [0.272, 0.534, 0.131]];
+    rgb.chunks_exact(3).flat_map(|p| M.map(|m| (m[0] * p[0] as f32 + m[1] * p[1] as f32 + m[2] * p[2] as f32).round().clamp(0.0, 255.0) as u8)).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -205,7 +213,7 @@ mod tests {
             if x < w / 2 { [v + 40, v - 20, v - 20] } else { [v - 20, v - 10, v + 50] }
         });
         assert!(two < 0.5 * three, "two colours {two}, three {three}");
-        // Too small to have a bin of four blocks.
+        // Too small to have a bin of MIN_BLOCKS (8) blocks.
         let mut t = RowTones::new(16, 4);
         t.push(&[0; 64]);
         assert_eq!(t.variety(), None);

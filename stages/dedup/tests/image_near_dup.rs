@@ -290,14 +290,12 @@ fn colour_copies_are_kept_over_grey_ones() {
     assert_keeps_the_better_copy_of(&["camera.png"], |img| png(&grey(img)), |img| jpeg(img, 85), "of a grey photo, the JPEG was kept instead of the PNG");
 }
 
-/// Each pixel mapped to a colour by its own grey level (`to`), as sepia and duotone
-/// filters do.
-fn tinted(img: &DynamicImage, to: impl Fn(f32) -> [f32; 3]) -> DynamicImage {
+/// Each pixel's RGB mapped by `f` (rounded and clamped back to 8 bits): the sepia,
+/// toned and desaturated copies.
+fn recoloured(img: &DynamicImage, f: impl Fn([f32; 3]) -> [f32; 3]) -> DynamicImage {
     let mut rgb = img.to_rgb8();
     for p in rgb.pixels_mut() {
-        let [r, g, b] = p.0.map(|v| v as f32);
-        let c = to(0.299 * r + 0.587 * g + 0.114 * b);
-        p.0 = c.map(|v| v.round().clamp(0.0, 255.0) as u8);
+        p.0 = f(p.0.map(|v| v as f32)).map(|v| v.round().clamp(0.0, 255.0) as u8);
     }
     DynamicImage::ImageRgb8(rgb)
 }
@@ -314,13 +312,8 @@ fn tinted_copies_give_way_to_colour_originals() {
     // Microsoft's sepia matrix, on the pixel's RGB (not a function of grey alone: clipped
     // highlights and the weights differ a little).
     let sepia = |img: &DynamicImage| {
-        let mut rgb = img.to_rgb8();
-        for p in rgb.pixels_mut() {
-            let [r, g, b] = p.0.map(|v| v as f32);
-            let m = [[0.393, 0.769, 0.189], [0.349, 0.686, 0.168], [0.272, 0.534, 0.131]];
-            p.0 = m.map(|w: [f32; 3]| (w[0] * r + w[1] * g + w[2] * b).round().clamp(0.0, 255.0) as u8);
-        }
-        DynamicImage::ImageRgb8(rgb)
+        let m = [[0.393, 0.769, 0.189], [0.349, 0.686, 0.168], [0.272, 0.534, 0.131]];
+        recoloured(img, |[r, g, b]| m.map(|w: [f32; 3]| w[0] * r + w[1] * g + w[2] * b))
     };
     assert_keeps_the_better_copy_of(&photos, |img| jpeg(img, 85), |img| png(&sepia(img)), "a sepia PNG was kept instead of the colour JPEG");
     // Camera photos (at 1024 px) whose sepia copy's tones read as an overlay on the
@@ -328,19 +321,22 @@ fn tinted_copies_give_way_to_colour_originals() {
     let small = |img: &DynamicImage| img.resize(1024, 1024, image::imageops::FilterType::Triangle);
     let camera = ["photos-wallpapers/LadyBird.jpg", "photos-wallpapers/seeding_by_Clements_Engelhardt.jpg", "photos-wallpapers/picosdeeuropa_by_Aitzol_Berasategi.jpg"];
     assert_keeps_the_better_copy_of(&camera, |img| jpeg(&small(img), 85), |img| png(&sepia(&small(img))), "a sepia PNG of a camera photo was kept instead of the colour JPEG");
-    let toned = |img: &DynamicImage| tinted(img, |v| [v + 18.0, v + 4.0, v - 16.0]);
+    // Each pixel's colour a function of its grey level alone, as toning filters do.
+    let toned = |img: &DynamicImage| {
+        recoloured(img, |[r, g, b]| {
+            let v = 0.299 * r + 0.587 * g + 0.114 * b;
+            [v + 18.0, v + 4.0, v - 16.0]
+        })
+    };
     assert_keeps_the_better_copy_of(&photos, |img| jpeg(img, 85), |img| png(&toned(img)), "a warm-toned PNG was kept instead of the colour JPEG");
     assert_keeps_the_better_copy_of(&photos, |img| jpeg(img, 75), |img| jpeg(&sepia(img), 95), "a sepia JPEG q95 was kept instead of the colour q75");
     // A copy at half saturation keeps half its variety: not tinted, and its PNG
     // outranks the JPEG as before.
     let half_saturated = |img: &DynamicImage| {
-        let mut rgb = img.to_rgb8();
-        for p in rgb.pixels_mut() {
-            let [r, g, b] = p.0.map(|v| v as f32);
+        recoloured(img, |[r, g, b]| {
             let y = 0.299 * r + 0.587 * g + 0.114 * b;
-            p.0 = [r, g, b].map(|v| (y + 0.5 * (v - y)).round().clamp(0.0, 255.0) as u8);
-        }
-        DynamicImage::ImageRgb8(rgb)
+            [r, g, b].map(|v| y + 0.5 * (v - y))
+        })
     };
     assert_keeps_the_better_copy_of(&photos, |img| png(&half_saturated(img)), |img| jpeg(img, 85), "a half-saturated PNG gave way to the colour JPEG as a tinted copy would");
 }
